@@ -1,0 +1,5 @@
+import sys
+
+from jqodi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from jqodi.errors import ModelError
+from jqodi.zoo import available_models, build_model, register_model
+
+PAPER_CUTS = {"lenet": 4, "vgg": 5, "resnet20": 4}  # footnotes 4-6
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CUTS))
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+def test_paper_models_have_the_paper_partition_points(name, shape):
+    m = build_model(name, shape, num_classes=10, width=0.25, seed=0)
+    assert len(m.cuts) == PAPER_CUTS[name]
+    x = torch.randn(3, *shape)
+    m.eval()
+    for cut in m.cuts:
+        shallow, deep = m.split(cut)
+        assert torch.allclose(deep(shallow(x)), m(x), atol=1e-5)
+    assert m(x).shape == (3, 10)
+
+
+def test_seed_makes_weights_reproducible():
+    a = build_model("lenet", (1, 28, 28), 10, 0.25, seed=3)
+    b = build_model("lenet", (1, 28, 28), 10, 0.25, seed=3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_bad_requests_raise_model_errors():
+    with pytest.raises(ModelError, match="unknown model"):
+        build_model("alexnet")
+    with pytest.raises(ModelError, match="cut 9 is out of range"):
+        build_model("lenet", (1, 28, 28), width=0.25).shallow(9)
+    with pytest.raises(ModelError, match="too small"):
+        build_model("lenet", (1, 4, 4))
+
+
+def test_user_models_can_be_registered():
+    def tiny(shape, n, width):
+        return [("flat", torch.nn.Flatten()), ("fc", torch.nn.Linear(shape[0] * shape[1] * shape[2], n))]
+
+    register_model("tiny-test", tiny, replace=True)
+    assert "tiny-test" in available_models()
+    assert build_model("tiny-test", (1, 4, 4), 3).cuts == [1]
