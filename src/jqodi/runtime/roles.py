@@ -82,6 +82,14 @@ class _Role:
         self.job = ctx.job
         self.t = ctx.transport
         self.phase_s: dict[str, float] = {}
+        self.cut = {"elements": 0, "bytes": 0}
+
+    def send_cut(self, dst: str, kind: str, x: torch.Tensor, bits: int, extra=None, **meta) -> int:
+        """Send a cut-layer tensor (activations or gradients) at ``bits``; counts fp32-equivalent size."""
+        n = self.send("activations", dst, kind, {**encode_cut(x, bits), **(extra or {})}, **meta)
+        self.cut["elements"] += x.numel()
+        self.cut["bytes"] += n
+        return n
 
     def send(self, phase: str, dst: str, kind: str, tensors=None, **meta) -> int:
         t0 = time.perf_counter()
@@ -91,9 +99,14 @@ class _Role:
 
     def begin_epoch(self, k: int) -> None:
         self.phase_s = {}
+        self.cut = {"elements": 0, "bytes": 0}
         self.ctx.clock.take()
         self._bytes0 = {p: st.bytes for p, st in self.t.sent.items()}
         self.ctx.meter.begin_window(f"epoch{k}")
+
+    def sent_bytes(self) -> dict[str, int]:
+        """Bytes this node sent per link since the epoch began."""
+        return {f"{self.t.me}->{p}": st.bytes - self._bytes0.get(p, 0) for p, st in self.t.sent.items()}
 
     def end_epoch(self, k: int) -> dict:
         """This node's measurements for epoch ``k``."""
@@ -102,10 +115,10 @@ class _Role:
         busy = busy_raw / self.ctx.clock.dilation if self.ctx.clock.device is not None else \
             sum(clock["compute_s"].values())
         m = self.ctx.meter.end_window(f"epoch{k}", busy_s=busy)
-        sent = {f"{self.t.me}->{p}": st.bytes - self._bytes0.get(p, 0) for p, st in self.t.sent.items()}
+        sent = self.sent_bytes()
         return {"node": self.t.me, "busy_s": clock["busy_s"], "compute_s": clock["compute_s"],
                 "flops": clock["flops"], "overrun_s": clock["overrun_s"], "send_s": dict(self.phase_s),
-                "energy_j": m.energy_j, "meter": m.meter, "bytes": sent}
+                "energy_j": m.energy_j, "meter": m.meter, "bytes": sent, "cut": dict(self.cut)}
 
 
 # --- end device ------------------------------------------------------------------------------------
@@ -150,8 +163,7 @@ class EndRole(_Role):
                 opt.zero_grad(set_to_none=True)
                 with self.ctx.clock.compute("train", f * len(idx)):
                     a = shallow(x)
-                self.send("activations", peer, "act", {**encode_cut(a, tr.wire_act_bits), "y": y},
-                          i=i, n=len(batches))
+                self.send_cut(peer, "act", a, tr.wire_act_bits, {"y": y}, i=i, n=len(batches))
                 g = decode_cut(self.t.recv(peer, "grad").tensors)
                 with self.ctx.clock.compute("train", 2 * f * len(idx)):
                     a.backward(g.view_as(a))
@@ -164,15 +176,15 @@ class EndRole(_Role):
                     with self.ctx.clock.compute("validation", f * len(xb)):
                         a = shallow(xb)
                     last = s + cfg.eval_batch_size >= n_val
-                    self.send("activations", peer, "val_act",
-                              {**encode_cut(a, tr.wire_act_bits), "y": yv[s:s + cfg.eval_batch_size]}, last=last)
+                    self.send_cut(peer, "val_act", a, tr.wire_act_bits, {"y": yv[s:s + cfg.eval_batch_size]},
+                                  last=last)
             shallow.train()
             g_rng = torch.Generator().manual_seed(int(tr.seed) * 1_000_003 + k + 1 + 99)
             upd = pack_update(shallow, sent, cfg.return_mode, generator=g_rng)
             report = self.end_epoch(k)
             self.send("end_to_edge", peer, "shallow_back", {"update": update_to_tensor(upd)}, report=report)
             # the return trip's own duration cannot ride in the message it times: a trailer does
-            self.t.send(peer, "trailer", send_s={"end_to_edge": self.phase_s["end_to_edge"]})
+            self.t.send(peer, "trailer", send_s={"end_to_edge": self.phase_s["end_to_edge"]}, bytes=self.sent_bytes())
 
 
 # --- edge server -------------------------------------------------------------------------------------
@@ -214,7 +226,7 @@ class EdgeRole(_Role):
                     opt.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(deep(a), y)
                     loss.backward()
-                self.send("activations", "end", "grad", encode_cut(a.grad, tr.wire_grad_bits))
+                self.send_cut("end", "grad", a.grad, tr.wire_grad_bits)
                 with self.ctx.clock.compute("train"):
                     opt.step()
                 total += float(loss.detach()) * len(y)
@@ -241,7 +253,9 @@ class EdgeRole(_Role):
             deep.train()
             back = self.t.recv("end", "shallow_back")
             end_report = back.meta["report"]
-            end_report["send_s"].update(self.t.recv("end", "trailer").meta["send_s"])
+            trailer = self.t.recv("end", "trailer").meta
+            end_report["send_s"].update(trailer["send_s"])
+            end_report["bytes"] = trailer["bytes"]
             g_rng = torch.Generator().manual_seed(int(tr.seed) * 1_000_003 + k + 1 + 99)
             upd = pack_update(deep, sent, cfg.return_mode, generator=g_rng)
             report = self.end_epoch(k)
@@ -252,7 +266,8 @@ class EdgeRole(_Role):
                        "bytes_from_end": back.nbytes}
             self.send("edge_to_cloud", "cloud", "model_back",
                       {"shallow": back.tensors["update"], "deep": update_to_tensor(upd)}, **metrics)
-            self.t.send("cloud", "trailer", send_s={"edge_to_cloud": self.phase_s["edge_to_cloud"]})
+            self.t.send("cloud", "trailer", send_s={"edge_to_cloud": self.phase_s["edge_to_cloud"]},
+                        bytes=self.sent_bytes())
 
 
 # --- cloud server ------------------------------------------------------------------------------------
@@ -313,7 +328,9 @@ class CloudRole(_Role):
             wall = time.perf_counter() - t_start
             report = self.end_epoch(k)
             nodes = list(m.meta["nodes"])
-            nodes[-1]["send_s"].update(self.t.recv(peer, "trailer").meta["send_s"])
+            trailer = self.t.recv(peer, "trailer").meta
+            nodes[-1]["send_s"].update(trailer["send_s"])
+            nodes[-1]["bytes"] = trailer["bytes"]
             rec = {key: m.meta[key] for key in ("epoch", "edge", "cut", "train_loss", "val_loss", "val_accuracy")}
             rec["wall_s"] = wall
             rec["nodes"] = [report] + nodes
