@@ -66,8 +66,7 @@ class RoleProcess:
         for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
             try:
                 os.kill(self.pid, sig)
-                if sig == signal.SIGKILL:
-                    os.kill(self.pid, signal.SIGCONT)  # a stopped process must run to die
+                os.kill(self.pid, signal.SIGCONT)  # a stopped process must run to act on it
             except ProcessLookupError:
                 return
             try:
@@ -128,7 +127,7 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
             bad = {r: c for r, c in codes.items() if c not in (None, 0)}
             if bad:
                 # give the others a moment to report what they saw, then pick the root cause
-                grace = time.monotonic() + min(5.0, job.timeout_s)
+                grace = time.monotonic() + min(1.5, job.timeout_s)
                 while time.monotonic() < grace and any(p.poll() is None for p in procs.values()):
                     time.sleep(0.05)
                 for p in procs.values():

@@ -302,8 +302,13 @@ def _shapes(tensors) -> tuple:
 
 
 def _short(e: BaseException) -> str:
+    """The gist of a (gloo) error: first line, without the source-location prefix."""
+    import re
+
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+    line = re.sub(r"^\[[^\]]*\]\s*", "", text[0] if text else type(e).__name__)
+    line = line.split(". This is typically")[0]
+    return line[:160]
 
 
 # --- in one process ------------------------------------------------------------------------------
@@ -364,6 +369,9 @@ class GlooTransport(Transport):
         self.pg = pg
         self.ranks = dict(ranks)
         self._wait = timedelta(seconds=self.timeout_s)
+        # receives wait longer than the silence timeout: a hung peer is reported by recv() (which
+        # names it as silent) before gloo's own timeout fires
+        self._recv_wait = timedelta(seconds=2 * self.timeout_s + 5)
         self._receivers = []
         for p in self.peers:
             t = threading.Thread(target=self._receive_loop, args=(p,), name=f"{me}<-{p}", daemon=True)
@@ -388,9 +396,9 @@ class GlooTransport(Transport):
         try:
             while not self._closing.is_set():
                 n = torch.empty(1, dtype=torch.int64)
-                self.pg.recv([n], rank, _TAG).wait(self._wait)
+                self.pg.recv([n], rank, _TAG).wait(self._recv_wait)
                 buf = torch.empty(int(n.item()), dtype=torch.uint8)
-                self.pg.recv([buf], rank, _TAG).wait(self._wait)
+                self.pg.recv([buf], rank, _TAG).wait(self._recv_wait)
                 self._deliver(src, memoryview(buf.numpy()))
                 if src in self._gone:
                     return  # the peer said bye: post no further receive
