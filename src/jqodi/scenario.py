@@ -457,8 +457,10 @@ def _problem(err: dict) -> tuple[str, str]:
     if msg.startswith("[") and "]" in msg and ": " in msg:
         sub, _, rest = msg.partition(": ")
         return path + sub, rest
+    if etype == "too_short" and loc and not isinstance(loc[-1], int) and "input_shape" in str(loc[-1]):
+        return path, msg
     inp = err.get("input")
-    if etype not in ("missing",) and not isinstance(inp, (dict, list)) and inp is not None:
+    if "got " not in msg and not isinstance(inp, (dict, list)) and inp is not None:
         shown = repr(inp)
         if len(shown) > 40:
             shown = shown[:37] + "..."
@@ -478,9 +480,14 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as e:
         errors = e.errors()
-        # prefer the most specific, non-union-noise problem: the first one pydantic reports
+        # the first problem pydantic reports; the alternatives of a union share its path
         path, problem = _problem(errors[0])
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        same = [_problem(x) for x in errors[1:]]
+        alts = [p for q, p in same if q == path and p != problem]
+        if alts:
+            problem = " or ".join(dict.fromkeys([problem, *alts]))
+        rest = len(errors) - 1 - len(alts)
+        more = f" (+{rest} more)" if rest > 0 else ""
         raise ScenarioError(_one_line(f"{source}: {path}: {problem}{more}")) from None
     except _FieldProblem as e:  # pragma: no cover - pydantic wraps these, kept for safety
         raise ScenarioError(_one_line(f"{source}: {e.path}: {e.problem}")) from None
