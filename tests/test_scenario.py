@@ -43,6 +43,7 @@ def test_default_scenario_is_the_packaged_data1_copy():
     assert p.name == "paper-data1.yaml" and p.is_file()
     assert p.read_text() == DATA1.read_text(), "src/jqodi/data/paper-data1.yaml must equal examples/"
     assert load_scenario(p).name == "paper-data1"
+    assert (p.parent / "paper-data2.yaml").read_text() == DATA2.read_text()
 
 
 def test_derived_quantities():
@@ -57,6 +58,19 @@ def test_derived_quantities():
     assert s.end_device.memory_bytes == 8 * 2**30
     assert s.runtime.host == "127.0.0.1" and s.runtime.time_dilation == "auto"
     assert s.training.wire_bits("same", 6) == 6 and s.training.wire_bits(8, 2) == 8
+
+
+def test_system_arrays_follow_the_scenario():
+    from jqodi.system import System, db_to_linear, shannon_rate_bps
+
+    assert db_to_linear(20) == pytest.approx(100.0)
+    assert shannon_rate_bps(1e6, 3) == pytest.approx(2e6)
+    s = load_scenario(DATA1)
+    sysm = System.from_scenario(s)
+    assert sysm.edge_names == ["rtx3090", "rtx4090"]
+    assert list(sysm.edge_end_rate_bps) == pytest.approx([e.end_link.rate_bps for e in s.edges])
+    assert list(sysm.cloud_edge_j_per_bit) == pytest.approx([2e-9, 2e-9])
+    assert sysm.end.flops == pytest.approx(153.6e9 * 0.10) and sysm.edge_down_reason == (None, None)
 
 
 def test_defaults_for_optional_sections():
