@@ -30,8 +30,9 @@ is polynomial, as Property 2 claims:
 * The score depends on T_exp, fixed at epoch K^exp, so the DP runs in two phases — epochs
   1..K^exp (A) and K^exp+1..K^rob (B), each "least energy per elapsed time" — and then scores every
   pair (A-end, B-end) on time. Because epochs commute this covers every path.
-* Elapsed time is kept in buckets of width ``w = (T_max − τ) / buckets`` (default 8192 buckets):
-  each option's epoch time is rounded to whole buckets. ``exact=True`` keys the merge on the exact
+* Elapsed time is kept in buckets. A path takes K·t_min + Σ (t_o − t_min); only the slack
+  U = T_max − τ − K·t_min is cut into ``buckets`` buckets (default 8192) of width w = U / buckets,
+  and each option's excess t_o − t_min is rounded to whole buckets (the all-fastest path is exact). ``exact=True`` keys the merge on the exact
   elapsed time instead (dictionary DP, for checks). Rounding can make the DP misjudge a path by up to
   K·w/2 seconds; every returned path is re-timed exactly and only an on-time path is returned (the
   next best pairs are tried, and as a last resort the DP reruns with times rounded up, which is
@@ -257,20 +258,36 @@ def _backtrack(choices: np.ndarray, d: np.ndarray, b: int) -> list[int]:
 
 
 def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: str = "nearest"):
+    """Bucketed two-phase DP. Time is measured as *excess over the fastest option*: a path of K
+    epochs takes K·t_min + Σ (t_o − t_min), and only the slack U = B − K·t_min is cut into
+    ``buckets`` buckets, so the all-fastest path is exact and the grid spends no resolution on
+    time every path must spend anyway."""
     c = s.cand
     budget = s.limit_s - c.quantize_time_s
-    w = budget / buckets
     arr = option_arrays(c)
     t, e = arr.time_s[s.options], arr.energy_j[s.options]
-    raw = t / w
-    d = np.ceil(raw - 1e-9) if rounding == "up" else np.rint(raw)
-    d = np.maximum(d, 1).astype(np.int64)
-    # the cheapest option for each distinct bucket duration
+    tmin = float(arr.time_s.min())
+    slack = budget - s.K * tmin
+    if slack < 0:
+        return None
+    u = np.maximum(t - tmin, 0.0)
+    if slack <= 1e-12 * max(budget, 1.0):
+        w = 1.0
+        d = np.where(u <= 0, 0, buckets + 1).astype(np.int64)
+    else:
+        w = slack / buckets
+        raw = u / w
+        d = (np.ceil(raw - 1e-9) if rounding == "up" else np.rint(raw)).astype(np.int64)
+        d = np.maximum(d, 0)
+    # the cheapest option for each distinct bucket duration (others never win a bucket)
     order = np.lexsort((e, d))
     first = np.ones(len(order), dtype=bool)
     first[1:] = d[order][1:] != d[order][:-1]
     keep = order[first]
-    d, e_k, t_k, ids = d[keep], e[keep], t[keep], s.options[keep]
+    keep = keep[d[keep] <= buckets]
+    if len(keep) == 0:
+        return None
+    d, e_k, ids = d[keep], e[keep], s.options[keep]
     VA, chA = _phase_buckets(d, e_k, s.X, buckets)
     VB, chB = _phase_buckets(d, e_k, s.K - s.X, buckets)
     a_idx = np.nonzero(np.isfinite(VA))[0]
@@ -283,14 +300,17 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: 
     keepb = np.concatenate(([True], vb[1:] < pm[:-1]))
     b_idx = b_all[keepb]
     tau, eps = c.quantize_time_s, c.quantize_energy_j
-    Ta = tau + a_idx * w
-    Tb = b_idx * w
+    Ta = tau + s.X * tmin + a_idx * w
+    Tb = (s.K - s.X) * tmin + b_idx * w
     tot_T = Ta[:, None] + Tb[None, :]
     ok = (a_idx[:, None] + b_idx[None, :]) <= buckets
     W = eps + VA[a_idx][:, None] + VB[b_idx][None, :]
     score = np.where(ok, W * s.risk * tot_T / Ta[:, None], np.inf)
-    flat = np.argsort(score, axis=None, kind="stable")
-    for f in flat[:64]:
+    n_try = min(64, score.size)
+    flat = np.argpartition(score, n_try - 1, axis=None)[:n_try] if score.size > n_try else \
+        np.arange(score.size)
+    flat = flat[np.argsort(score.ravel()[flat], kind="stable")]
+    for f in flat:
         ia, ib = np.unravel_index(int(f), score.shape)
         if not np.isfinite(score[ia, ib]):
             break

@@ -35,6 +35,7 @@ from jqodi.planner.common import (
     LPBound, Stopwatch, check_epochs, epochs_of, lp_bound, make_solution, option_arrays,
     pareto_front, time_budget_s,
 )
+from jqodi.errors import PlanningError
 from jqodi.planner.explain import infeasible_solution
 from jqodi.planner.instance import Candidate, PlanningInstance, Solution
 
@@ -98,8 +99,12 @@ def _milp(t: np.ndarray, e: np.ndarray, idx: np.ndarray, K: int, budget_s: float
 
 
 def solve_candidate(cand: Candidate, K: int, budget_s: float, *, upper_bound_j: float = math.inf,
-                    time_limit_s: float | None = None) -> tuple[str, list[tuple[int, int]] | None, float]:
+                    time_limit_s: float | None = None, method: str = "auto",
+                    ) -> tuple[str, list[tuple[int, int]] | None, float]:
     """Exact epoch plan of one candidate. ``upper_bound_j`` (epoch energy only) lets it skip work.
+
+    ``method="milp"`` skips the shortcuts (rounding proof, reduced-cost fixing) and hands the
+    whole Pareto front to HiGHS: slower, same answer; for checks and benchmarks.
 
     Returns (status, counts, lp_value_j): status ``optimal`` (counts proven best, or ``None`` when
     nothing beats ``upper_bound_j``), ``feasible`` (time limit hit) or ``infeasible``.
@@ -111,6 +116,12 @@ def solve_candidate(cand: Candidate, K: int, budget_s: float, *, upper_bound_j: 
     if lp is None:
         return "infeasible", None, math.inf
     tol = ENERGY_RTOL * max(abs(lp.value_j), 1.0)
+    if method == "milp":
+        status, counts = _milp(t, e, front, K, budget_s, time_limit_s)
+        status = {"unknown": "feasible"}.get(status, status)
+        if counts is not None and _plan_cost(t, e, counts)[0] > upper_bound_j:
+            counts = None
+        return status, counts, lp.value_j
     best_counts = _round_lp(t, lp, K, budget_s)
     best_j = _plan_cost(t, e, best_counts)[0] if best_counts else math.inf
     if best_j <= lp.value_j + tol:
@@ -140,9 +151,15 @@ def solve_candidate(cand: Candidate, K: int, budget_s: float, *, upper_bound_j: 
 
 
 def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
-                  time_limit_s: float | None = 30.0) -> Solution:
-    """The exact minimum-energy plan over every candidate (see the module docstring)."""
+                  time_limit_s: float | None = 30.0, method: str = "auto") -> Solution:
+    """The exact minimum-energy plan over every candidate (see the module docstring).
+
+    ``time_limit_s`` bounds each HiGHS call (the answer is ``feasible``, not ``optimal``, if one
+    stops early); ``method="milp"`` disables the shortcuts of steps 2–4 (candidate pruning stays).
+    """
     check_epochs(epochs)
+    if method not in ("auto", "milp"):
+        raise PlanningError(f"optimal method must be auto or milp, got {method!r}")
     clock = Stopwatch()
     rows = []
     for c in instance.candidates:
@@ -169,7 +186,8 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
             break
         explored += 1
         ub = math.inf if best is None else best[0] - c.quantize_energy_j
-        status, counts, _ = solve_candidate(c, K, budget, upper_bound_j=ub, time_limit_s=time_limit_s)
+        status, counts, _ = solve_candidate(c, K, budget, upper_bound_j=ub, time_limit_s=time_limit_s,
+                                            method=method)
         if status == "feasible":
             proven = False
         if counts:
