@@ -12,9 +12,12 @@ the shape of Eq. (5)–(10) with made-up but plausible magnitudes:
 * lower bit-widths need more epochs (K^rob ≥ K^exp); with probability ``p_unreachable`` a low-bit
   candidate never reaches the target (epochs ``null``); each option is infeasible (left out) with
   probability ``p_infeasible``;
-* the deadline is set between the fastest and the cheapest single-option plan of one random
-  reachable candidate: ``tightness`` = 0 → only the fastest plan fits, 1 → the cheapest fits.
-  ``tightness=None`` draws it uniformly from [0.05, 1.1] per instance.
+* the deadline is set between the fastest and the cheapest single-option plan of one reachable
+  candidate, the *anchor*: ``tightness`` = 0 → only its fastest plan fits, 1 → its cheapest fits.
+  ``tightness=None`` draws it uniformly from [0.05, 1.1] per instance. ``anchor="random"`` picks
+  the anchor at random; ``anchor="cheapest"`` picks the candidate whose cheapest single-option
+  plan uses the least energy, so that the deadline binds on the candidate that would win without
+  it (harder instances: the default for the benchmarks).
 
 Everything is seeded: the same arguments give the same instance.
 """
@@ -34,7 +37,8 @@ def random_instance(seed: int = 0, *, models: int = 3, bits: tuple[int, ...] = D
                     edges: int = 2, cuts: int = 4, epochs: tuple[int, int] = (20, 200),
                     tightness: float | None = None, p_infeasible: float = 0.05,
                     p_unreachable: float = 0.3, with_loss: bool = True,
-                    work_range: tuple[float, float] = (1.0, 20.0)) -> PlanningInstance:
+                    work_range: tuple[float, float] = (1.0, 20.0),
+                    anchor: str = "random") -> PlanningInstance:
     """A seeded random instance; see the module docstring for what each parameter means."""
     rng = random.Random(seed)
     edge_names = [f"es{x}" for x in range(edges)]
@@ -88,6 +92,11 @@ def random_instance(seed: int = 0, *, models: int = 3, bits: tuple[int, ...] = D
         tightness = rng.uniform(0.05, 1.1)
     if reach:
         c = rng.choice(reach)
+        if anchor == "cheapest":
+            c = min(reach, key=lambda c: c.quantize_energy_j + c.epochs.robust
+                    * min(o.epoch_energy_j for o in c.options))
+        elif anchor != "random":
+            raise ValueError(f"anchor must be 'random' or 'cheapest', got {anchor!r}")
         K = c.epochs.robust
         fast = min(o.epoch_time_s for o in c.options)
         cheap = min(c.options, key=lambda o: o.epoch_energy_j).epoch_time_s
@@ -98,4 +107,4 @@ def random_instance(seed: int = 0, *, models: int = 3, bits: tuple[int, ...] = D
     return PlanningInstance(round(deadline, 6), target, tuple(cands),
                             {"generator": "jqodi.planner.generate.random_instance", "seed": seed,
                              "models": models, "bits": list(bits), "edges": edges, "cuts": cuts,
-                             "epochs": list(epochs), "tightness": tightness})
+                             "epochs": list(epochs), "tightness": tightness, "anchor": anchor})

@@ -31,7 +31,7 @@ is polynomial, as Property 2 claims:
   1..K^exp (A) and K^exp+1..K^rob (B), each "least energy per elapsed time" — and then scores every
   pair (A-end, B-end) on time. Because epochs commute this covers every path.
 * Elapsed time is kept in buckets. A path takes K·t_min + Σ (t_o − t_min); only the slack
-  U = T_max − τ − K·t_min is cut into ``buckets`` buckets (default 8192) of width w = U / buckets,
+  U = T_max − τ − K·t_min is cut into ``buckets`` buckets (default 4096) of width w = U / buckets,
   and each option's excess t_o − t_min is rounded to whole buckets (the all-fastest path is exact). ``exact=True`` keys the merge on the exact
   elapsed time instead (dictionary DP, for checks). Rounding can make the DP misjudge a path by up to
   K·w/2 seconds; every returned path is re-timed exactly and only an on-time path is returned (the
@@ -56,7 +56,7 @@ from jqodi.planner.common import (
 from jqodi.planner.explain import infeasible_solution
 from jqodi.planner.instance import Candidate, PlanningInstance, Solution
 
-DEFAULT_BUCKETS = 8192
+DEFAULT_BUCKETS = 4096
 
 
 @dataclass(frozen=True)
@@ -228,23 +228,16 @@ def _phase_buckets(d: np.ndarray, e: np.ndarray, n: int, nb: int):
     """Least energy to spend exactly b buckets in n epochs; per-step choices for backtracking."""
     V = np.full(nb + 1, np.inf)
     V[0] = 0.0
-    choices = np.empty((n, nb + 1), dtype=np.int32)
-    # one option per distinct duration (the cheapest): others never win a bucket
+    P = len(d)
+    choices = np.empty((n, nb + 1), dtype=np.int16 if P < 32000 else np.int32)
+    M = np.empty((P, nb + 1))
     for step in range(n):
-        new = np.full(nb + 1, np.inf)
-        ch = np.full(nb + 1, -1, dtype=np.int32)
-        for j in range(len(d)):
+        M.fill(np.inf)
+        for j in range(P):
             dj = int(d[j])
-            if dj > nb:
-                continue
-            cand = V[: nb + 1 - dj] + e[j]
-            tgt = new[dj:]
-            better = cand < tgt
-            if better.any():
-                tgt[better] = cand[better]
-                ch[dj:][better] = j
-        V = new
-        choices[step] = ch
+            np.add(V[: nb + 1 - dj], e[j], out=M[j, dj:])
+        choices[step] = M.argmin(axis=0)
+        V = M[choices[step], np.arange(nb + 1)] if P > 1 else M[0].copy()
     return V, choices
 
 
@@ -300,11 +293,23 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: 
     keepb = np.concatenate(([True], vb[1:] < pm[:-1]))
     b_idx = b_all[keepb]
     tau, eps = c.quantize_time_s, c.quantize_energy_j
-    Ta = tau + s.X * tmin + a_idx * w
     Tb = (s.K - s.X) * tmin + b_idx * w
+    # bound the rows first: for A-end a the cheapest B-end on time is the last staircase label
+    # that fits; its score is an upper bound, and risk·(C_a + that energy) (ratio ≥ 1) a lower one
+    pos = np.searchsorted(b_idx, buckets - a_idx, side="right") - 1
+    fits = pos >= 0
+    a_idx, pos = a_idx[fits], pos[fits]
+    if len(a_idx) == 0:
+        return None
+    Ca = eps + VA[a_idx]
+    Ta = tau + s.X * tmin + a_idx * w
+    vb_cheapest = VB[b_idx[pos]]
+    upper = float(np.min(s.risk * (Ca + vb_cheapest) * (Ta + Tb[pos]) / Ta))
+    rows = s.risk * (Ca + vb_cheapest) <= upper * (1 + 1e-9)
+    a_idx, Ca, Ta = a_idx[rows], Ca[rows], Ta[rows]
     tot_T = Ta[:, None] + Tb[None, :]
     ok = (a_idx[:, None] + b_idx[None, :]) <= buckets
-    W = eps + VA[a_idx][:, None] + VB[b_idx][None, :]
+    W = Ca[:, None] + VB[b_idx][None, :]
     score = np.where(ok, W * s.risk * tot_T / Ta[:, None], np.inf)
     n_try = min(64, score.size)
     flat = np.argpartition(score, n_try - 1, axis=None)[:n_try] if score.size > n_try else \
