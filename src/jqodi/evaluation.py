@@ -567,7 +567,7 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
     shown = [r for r in _shown(ev) if r.trajectory and r.trajectory[0].loss is not None]
     if not shown:
         return None
-    fig = figure(11.0, 4.2)
+    fig = figure(11.0, 5.0)
     axes = fig.subplots(1, 2)
     for ax, key, xlabel in ((axes[0], "energy_j", "energy (J)"), (axes[1], "time_s", "time taken (s)")):
         for i, r in enumerate(shown):
@@ -578,21 +578,22 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
             ax.plot([s.x[-1]], [s.y[-1]], marker="o" if r.reaches_target else "s", color=f"C{i}",
                     markerfacecolor="white", markeredgewidth=2, markersize=8, linestyle="none")
         ax.axhline(ev.target_loss, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"L_max = {ev.target_loss:g}", (1.0, ev.target_loss),
-                    xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8,
-                    color="grey")
+        ax.annotate(f"L_max = {ev.target_loss:g}", (0.02, ev.target_loss),
+                    xycoords=("axes fraction", "data"), ha="left", va="top", fontsize=8,
+                    color="grey", xytext=(0, -2), textcoords="offset points")
         if key == "time_s":
             ax.axvline(ev.deadline_s, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(f"T_max = {ev.deadline_s:g} s", (ev.deadline_s, 1.0),
+            ax.annotate(f"T_max = {ev.deadline_s:g} s", (ev.deadline_s, 0.98),
                         xycoords=("data", "axes fraction"), ha="right", va="top", fontsize=8,
-                        color="grey", rotation=90)
+                        color="grey", rotation=90, xytext=(-2, 0), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation loss (predicted)")
         ax.grid(True, alpha=0.3)
     axes[0].set_title(f"{ev.scenario}: (a) loss vs energy", fontsize=10)
     axes[1].set_title(f"{ev.scenario}: (b) loss vs time", fontsize=10)
-    axes[1].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

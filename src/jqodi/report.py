@@ -176,19 +176,20 @@ def _draw_series(ax, series: Sequence[Series]) -> None:
 def line_plot(path: str | os.PathLike, series: Sequence[Series], *, xlabel: str, ylabel: str,
               title: str = "", hlines: Mapping[str, float] | None = None,
               vlines: Mapping[str, float] | None = None, logy: bool = False,
-              size_in: tuple[float, float] = (6.0, 4.0)) -> Path:
+              size_in: tuple[float, float] = (6.0, 4.0), legend_loc: str = "best") -> Path:
     """Lines (e.g. loss vs cumulative energy). ``hlines``/``vlines``: label → value, dashed."""
     fig = _figure(*size_in)
     ax = fig.add_subplot()
     _draw_series(ax, series)
     for label, y in (hlines or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                    fontsize=8, color="grey")
+        ax.annotate(label, (0.02, y), xycoords=("axes fraction", "data"), ha="left", va="top",
+                    fontsize=8, color="grey", xytext=(0, -2), textcoords="offset points")
     for label, x in (vlines or {}).items():
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
-        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), ha="right", va="top",
-                    fontsize=8, color="grey", rotation=90)
+        ax.annotate(label, (x, 0.98), xycoords=("data", "axes fraction"), ha="right", va="top",
+                    fontsize=8, color="grey", rotation=90, xytext=(-2, 0),
+                    textcoords="offset points")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -196,17 +197,17 @@ def line_plot(path: str | os.PathLike, series: Sequence[Series], *, xlabel: str,
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc=legend_loc)
     return _save(fig, path)
 
 
 def scatter_plot(path: str | os.PathLike, series: Sequence[Series], *, xlabel: str, ylabel: str,
                  title: str = "", vlines: Mapping[str, float] | None = None,
-                 size_in: tuple[float, float] = (6.0, 4.0)) -> Path:
+                 size_in: tuple[float, float] = (6.0, 4.0), legend_loc: str = "best") -> Path:
     """Same as :func:`line_plot` (a scatter is a series with markers and no line); kept as its
     own name so callers read as what they draw."""
     return line_plot(path, series, xlabel=xlabel, ylabel=ylabel, title=title, vlines=vlines,
-                     size_in=size_in)
+                     size_in=size_in, legend_loc=legend_loc)
 
 
 def stacked_bars(ax_or_path, groups: Sequence[str], parts: Mapping[str, Sequence[float]], *,
