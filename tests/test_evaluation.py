@@ -2,6 +2,7 @@
 scenario compiler and the planner are present)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -92,6 +93,30 @@ def test_loss_trajectory_passes_the_anchors():
     unreachable = loss_trajectory(INSTANCE.candidates[3], 10, reachable=False)
     assert unreachable[0] == 2.0 and unreachable[-1] == pytest.approx(0.5)
     assert min(unreachable) > INSTANCE.target_loss
+
+
+def test_loss_anchors_from_estimates():
+    from jqodi.evaluation import loss_anchors_from_estimates
+    from jqodi.learning.table import LearningEstimate
+
+    ests = [LearningEstimate("lenet", 6, 0.0186, 0.004, 33, 36, target_loss=0.0186),
+            LearningEstimate("lenet", 1, 0.0186, 0.08, None, None),
+            LearningEstimate("vgg", 8, 0.02, 0.01, 10, 12, final_loss_expected=0.019,
+                             final_loss_robust=0.018)]
+    a = loss_anchors_from_estimates(ests, target_loss=0.02)
+    six = a[("lenet", 6)]
+    assert six.start == pytest.approx(0.0226) and six.final_expected == 0.0186
+    assert six.final_robust == pytest.approx(0.0186 * (0.0186 / 0.0226) ** (3 / 33))
+    one = a[("lenet", 1)]
+    assert one.start == pytest.approx(0.0986) and one.final_expected == pytest.approx((0.0986 * 0.02) ** 0.5)
+    assert a[("vgg", 8)].final_robust == 0.018
+    # used when the candidate has no loss of its own
+    bare = dataclasses.replace(INSTANCE.candidates[1], loss=None, model="lenet", bits=6)
+    assert loss_trajectory(bare, 36)[0] is None
+    ls = loss_trajectory(bare, 36, loss=six)
+    assert ls[0] == pytest.approx(0.0226) and ls[33] == pytest.approx(0.0186)
+    assert ls[36] == pytest.approx(six.final_robust)
+    assert ls[34] / ls[33] == pytest.approx(ls[1] / ls[0])  # the same rate after K^exp
 
 
 def test_strategies_and_baselines():

@@ -28,9 +28,12 @@ Loss trajectories. The planning instance carries, per candidate, only anchor poi
 before fine-tuning L_a + γ_(a,q) (``loss.start``) and the predicted losses after K^exp and
 K^rob epochs (``loss.final_expected``/``final_robust``). Between anchors the loss is
 interpolated geometrically (a straight line on a log axis: a constant per-epoch rate of
-decrease), and held constant after the last anchor. A candidate without anchors has no loss
-curve (only the time-energy plot shows it). For an unreachable target the curve decays
-geometrically to ``final_expected`` (the plateau) over the epochs run.
+decrease), and held constant after the last anchor. For an unreachable target the curve decays
+geometrically to ``final_expected`` (the plateau) over the epochs run. When the instance has no
+``loss`` (the paper's tables give no final losses, so the paper scenarios compile without it),
+the anchors come from the scenario's learning estimates (:func:`loss_anchors_from_estimates`):
+start L_a + γ, the row's L_max at K^exp. These curves are *predictions drawn through a few
+points*, not measured training curves; the runtime's measured losses are the real ones.
 """
 from __future__ import annotations
 
@@ -43,10 +46,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from jqodi.errors import InfeasibleError, JqodiError, PlanningError
-from jqodi.planner.instance import Candidate, PlanningInstance, ScheduleEntry, Solution
+from jqodi.planner.instance import Candidate, LossEstimates, PlanningInstance, ScheduleEntry, Solution
 
 __all__ = ["STRATEGIES", "PAPER", "StrategyResult", "Evaluation", "evaluate_scenario",
-           "evaluate_instance", "loss_trajectory", "node_breakdown", "write_outputs",
+           "evaluate_instance", "loss_trajectory", "loss_anchors_from_estimates", "node_breakdown", "write_outputs",
            "NODE_TERMS"]
 
 STRATEGIES: tuple[tuple[str, str], ...] = (
@@ -211,17 +214,19 @@ def _geometric(l0: float, l1: float, frac: float) -> float:
     return l0 + (l1 - l0) * frac  # a zero loss: fall back to linear
 
 
-def loss_trajectory(candidate: Candidate, epochs: int, *, reachable: bool = True) -> list[float | None]:
+def loss_trajectory(candidate: Candidate, epochs: int, *, reachable: bool = True,
+                    loss: LossEstimates | None = None) -> list[float | None]:
     """Predicted loss after 0..``epochs`` epochs (a list of ``epochs + 1`` values).
 
     Anchors: (0, ``loss.start``), (K^exp, ``final_expected``), (K^rob, ``final_robust``);
     geometric interpolation between anchors, constant after the last. When the target is
     unreachable (``reachable=False``, or K unknown) the loss decays geometrically from
-    ``start`` to ``final_expected`` over the ``epochs`` run. ``None`` values without anchors.
+    ``start`` to ``final_expected`` over the ``epochs`` run. ``loss`` overrides the
+    candidate's own anchors. ``None`` values without anchors.
     """
-    if candidate.loss is None:
+    ls = loss if loss is not None else candidate.loss
+    if ls is None:
         return [None] * (epochs + 1)
-    ls = candidate.loss
     k_exp, k_rob = candidate.epochs.expected, candidate.epochs.robust
     if not reachable or k_exp is None:
         span = max(1, epochs)
@@ -241,11 +246,46 @@ def loss_trajectory(candidate: Candidate, epochs: int, *, reachable: bool = True
     return out
 
 
+def _anchors_of(cand: Candidate, anchors: Mapping[tuple[str, int], LossEstimates]
+                ) -> LossEstimates | None:
+    return cand.loss if cand.loss is not None else anchors.get((cand.model, cand.bits))
+
+
+def loss_anchors_from_estimates(estimates: Iterable[Any], target_loss: float
+                                ) -> dict[tuple[str, int], LossEstimates]:
+    """Loss anchors from learning estimates (:class:`~jqodi.learning.table.LearningEstimate`)
+    that give no predicted final losses (the paper's tables give none):
+
+    - start = L_a + γ_(a,q) (``base_loss + gamma``, what the instance's ``loss.start`` is);
+    - reachable (K^exp known): the estimate's own L_max (``target_loss``, else the instance's)
+      is the loss at K^exp; the same per-epoch rate continues to K^rob;
+    - unreachable (K = ∞): a plateau at the geometric mean of the start and the target, an
+      illustrative value (the tables only say the target is never reached), drawn with a square.
+
+    Rows that do carry ``final_loss_expected``/``final_loss_robust`` use them as they are.
+    """
+    out = {}
+    for e in estimates:
+        start = float(e.base_loss) + float(e.gamma)
+        target = float(e.target_loss) if getattr(e, "target_loss", None) else float(target_loss)
+        fe, fr = getattr(e, "final_loss_expected", None), getattr(e, "final_loss_robust", None)
+        if fe is not None and fr is not None:
+            out[(e.model, e.bits)] = LossEstimates(start, float(fe), float(fr))
+        elif e.epochs_expected is not None:
+            k_exp, k_rob = e.epochs_expected, e.epochs_robust or e.epochs_expected
+            rate = (target / start) ** (1.0 / k_exp) if start > 0 and target > 0 else 1.0
+            out[(e.model, e.bits)] = LossEstimates(start, target, target * rate ** (k_rob - k_exp))
+        else:
+            plateau = math.sqrt(start * target) if start > target > 0 else start
+            out[(e.model, e.bits)] = LossEstimates(start, plateau, plateau)
+    return out
+
+
 def _trajectory(instance: PlanningInstance, cand: Candidate, schedule: Sequence[ScheduleEntry],
-                reachable: bool) -> list[TrajectoryPoint]:
+                reachable: bool, loss: LossEstimates | None = None) -> list[TrajectoryPoint]:
     options = {(o.edge, o.cut): o for o in cand.options}
     n = sum(e.epochs for e in schedule)
-    losses = loss_trajectory(cand, n, reachable=reachable)
+    losses = loss_trajectory(cand, n, reachable=reachable, loss=loss)
     e_j, t_s = cand.quantize_energy_j, cand.quantize_time_s
     pts = [TrajectoryPoint(0, e_j, t_s, losses[0])]
     k = 0
@@ -334,7 +374,8 @@ def _baseline_bits(instance: PlanningInstance, solver: str) -> int | None:
     return None
 
 
-def _unreachable_plan(instance: PlanningInstance, bits: int) -> tuple[Candidate, ScheduleEntry] | None:
+def _unreachable_plan(instance: PlanningInstance, bits: int, anchors: Mapping[tuple[str, int], LossEstimates]
+                      ) -> tuple[Candidate, ScheduleEntry] | None:
     """For a baseline whose target is out of reach: its candidate with the lowest predicted
     loss, on its cheapest option, for as many epochs as fit in the deadline (≥ 1)."""
     cands = [c for c in instance.candidates if c.bits == bits and c.options]
@@ -342,7 +383,8 @@ def _unreachable_plan(instance: PlanningInstance, bits: int) -> tuple[Candidate,
         return None
 
     def plateau(c: Candidate) -> float:
-        return c.loss.final_expected if c.loss is not None else math.inf
+        ls = _anchors_of(c, anchors)
+        return ls.final_expected if ls is not None else math.inf
 
     cand = min(cands, key=lambda c: (plateau(c), min(o.epoch_energy_j for o in c.options)))
     opt = min(cand.options, key=lambda o: (o.epoch_energy_j, o.epoch_time_s))
@@ -352,7 +394,8 @@ def _unreachable_plan(instance: PlanningInstance, bits: int) -> tuple[Candidate,
 
 
 def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn,
-             epoch_cost: Callable | None, epochs: str) -> StrategyResult:
+             epoch_cost: Callable | None, epochs: str,
+             anchors: Mapping[tuple[str, int], LossEstimates]) -> StrategyResult:
     t0 = time.perf_counter()
     try:
         sol = solve(instance, solver=solver, epochs=epochs)
@@ -378,7 +421,7 @@ def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn
             res.note = "no plan meets the deadline; solved again without it"
         else:
             bits = _baseline_bits(instance, solver)
-            fallback = _unreachable_plan(instance, bits) if bits is not None else None
+            fallback = _unreachable_plan(instance, bits, anchors) if bits is not None else None
             if fallback is not None:
                 cand, entry = fallback
                 schedule = (entry,)
@@ -390,7 +433,7 @@ def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn
         res.note = res.note or str(sol.extra.get("explanation", "no plan"))
         return res
     res.model, res.bits, res.schedule = cand.model, cand.bits, tuple(schedule)
-    res.trajectory = _trajectory(instance, cand, schedule, reachable)
+    res.trajectory = _trajectory(instance, cand, schedule, reachable, _anchors_of(cand, anchors))
     res.epochs = res.trajectory[-1].epoch
     res.energy_j = res.trajectory[-1].energy_j
     res.time_s = res.trajectory[-1].time_s
@@ -408,13 +451,16 @@ def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn
     return res
 
 
-def _epochs_table(instance: PlanningInstance, paper: Mapping | None) -> list[dict[str, Any]]:
+def _epochs_table(instance: PlanningInstance, paper: Mapping | None,
+                  anchors: Mapping[tuple[str, int], LossEstimates]) -> list[dict[str, Any]]:
     rows = []
     paper_epochs = (paper or {}).get("epochs", {})
     for c in sorted(instance.candidates, key=lambda c: (c.model, c.bits)):
         row: dict[str, Any] = {"model": c.model, "bits": c.bits,
                                "K_exp": c.epochs.expected, "K_rob": c.epochs.robust,
                                "loss_start": c.loss.start if c.loss else None}
+        if c.loss is None and (c.model, c.bits) in anchors:
+            row["loss_start"] = anchors[(c.model, c.bits)].start
         if (c.model, c.bits) in paper_epochs:
             p = paper_epochs[(c.model, c.bits)]
             row.update({"paper_K": "∞" if p is None else f"{p[0]}±{p[1]}",
@@ -465,6 +511,7 @@ def evaluate_instance(instance: PlanningInstance, *, solve: SolveFn,
                       epoch_cost: Callable[[str, int, int, str], Any] | None = None,
                       paper_key: str | None = None, name: str = "scenario",
                       strategies: Sequence[tuple[str, str]] = STRATEGIES, epochs: str = "robust",
+                      loss_anchors: Mapping[tuple[str, int], LossEstimates] | None = None,
                       progress: Callable[[str], None] | None = None) -> Evaluation:
     """Run every strategy on ``instance`` and derive the figures' data.
 
@@ -475,16 +522,20 @@ def evaluate_instance(instance: PlanningInstance, *, solve: SolveFn,
         strategies: (label, solver) pairs; a solver the planner does not know is reported
             with status ``unavailable`` and skipped.
         epochs: ``robust`` (K^rob, the default, as JQODI plans) or ``expected``.
+        loss_anchors: (model, bits) → loss anchors for candidates whose ``loss`` is absent
+            (see :func:`loss_anchors_from_estimates`); used for the curves only, never given
+            to the solvers (JQODI's risk factor must see the instance as it is).
     """
     paper = PAPER.get(paper_key) if paper_key else None
+    anchors = dict(loss_anchors or {})
     results = []
     for label, solver in strategies:
         if progress:
             progress(f"{name}: solving {label} ({solver}) …")
         try:
-            r = _run_one(instance, label, solver, solve, epoch_cost, epochs)
+            r = _run_one(instance, label, solver, solve, epoch_cost, epochs, anchors)
         except PlanningError as e:
-            if "solver" not in str(e).lower():
+            if "unknown solver" not in str(e).lower():
                 raise
             r = StrategyResult(label, solver, "unavailable", note=str(e))
         results.append(r)
@@ -497,7 +548,7 @@ def evaluate_instance(instance: PlanningInstance, *, solve: SolveFn,
         notes.append(f"the paper's deadline is {paper['deadline_s']:g} s, this scenario's "
                      f"{instance.deadline_s:g} s")
     return Evaluation(name, paper_key, instance.deadline_s, instance.target_loss, results,
-                      _epochs_table(instance, paper), _comparison(results, paper), notes)
+                      _epochs_table(instance, paper, anchors), _comparison(results, paper), notes)
 
 
 def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
@@ -515,7 +566,8 @@ def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | N
     def epoch_cost(model: str, bits: int, cut: int, edge: str):
         return epoch_costs(scenario, model, bits, cut, edge)
 
-    ev = evaluate_instance(instance, solve=solve, epoch_cost=epoch_cost,
+    anchors = loss_anchors_from_estimates(scenario.estimates(), instance.target_loss)
+    ev = evaluate_instance(instance, solve=solve, epoch_cost=epoch_cost, loss_anchors=anchors,
                            paper_key=paper_key_for(scenario, path),
                            name=getattr(scenario, "name", Path(path).stem),
                            strategies=strategies, epochs=epochs, progress=progress)
