@@ -207,3 +207,16 @@ def test_paper_scenarios_end_to_end(name, tmp_path):
     opt = next(s for s in data["strategies"] if s["label"] == "Optimal (mixed)")
     assert opt["energy_j"] <= jq["energy_j"] * (1 + 1e-9)
     assert math.isfinite(jq["energy_j"]) and (tmp_path / "time_energy.png").exists()
+
+
+def test_choice_text():
+    from jqodi.evaluation import StrategyResult
+
+    r = StrategyResult("JQODI", "jqodi", "optimal", "lenet", 8,
+                       (ScheduleEntry("rtx3090", 3, 24), ScheduleEntry("rtx3090", 1, 4)))
+    assert r.choice() == "lenet 8-bit @ rtx3090, cuts 1×4 3×24"
+    assert r.main_option == ScheduleEntry("rtx3090", 3, 24)
+    r.schedule = (ScheduleEntry("a", 1, 2), ScheduleEntry("b", 2, 3))
+    r.bits = 32
+    assert r.choice() == "lenet fp32, 1@a×2 2@b×3"
+    assert StrategyResult("X", "x", "infeasible").choice() == "-"

@@ -20,9 +20,10 @@ fp32 and 1-bit baselines.
 Baselines that cannot meet the constraints are still shown, as in the paper:
 - no plan within the deadline (Full Model on Data 1) → the instance is solved again with the
   deadline lifted; the strategy is marked ``meets_deadline: false``.
-- the target loss is out of reach (Minimal Model on Data 1, K = ∞) → the strategy's
-  candidate with the lowest predicted loss runs its cheapest option for as many epochs as the
-  deadline allows (at least one); marked ``reaches_target: false`` (a square in Fig. 7(c)).
+- the target loss is out of reach (Minimal Model on Data 1, K = ∞) → the option with the least
+  energy per epoch among the strategy's candidates (what its brute force picks once the loss
+  constraint is dropped) runs for as many epochs as the deadline allows (at least one); marked
+  ``reaches_target: false`` (a square in Fig. 7(c)).
 
 Loss trajectories. The planning instance carries, per candidate, only anchor points: the loss
 before fine-tuning L_a + γ_(a,q) (``loss.start``) and the predicted losses after K^exp and
@@ -172,15 +173,20 @@ class StrategyResult:
         return max(self.schedule, key=lambda e: e.epochs) if self.schedule else None
 
     def choice(self) -> str:
-        """``lenet 6-bit cut 1 @ rtx3090`` (+ other entries when the schedule mixes)."""
+        """``lenet 6-bit cut 1 @ rtx3090``; a mixed schedule lists cut×epochs, e.g.
+        ``lenet 8-bit @ rtx3090, cuts 1×4 3×24``."""
         if self.model is None:
             return "-"
-        parts = [f"cut {e.cut} @ {e.edge} ×{e.epochs}" for e in self.schedule]
         bits = "fp32" if self.bits == 32 else f"{self.bits}-bit"
         if len(self.schedule) == 1:
             e = self.schedule[0]
             return f"{self.model} {bits} cut {e.cut} @ {e.edge}"
-        return f"{self.model} {bits} " + ", ".join(parts)
+        entries = sorted(self.schedule, key=lambda e: (e.edge, e.cut))
+        edges = {e.edge for e in entries}
+        if len(edges) == 1:
+            cuts = " ".join(f"{e.cut}×{e.epochs}" for e in entries)
+            return f"{self.model} {bits} @ {entries[0].edge}, cuts {cuts}"
+        return f"{self.model} {bits}, " + " ".join(f"{e.cut}@{e.edge}×{e.epochs}" for e in entries)
 
 
 @dataclass
@@ -376,8 +382,10 @@ def _baseline_bits(instance: PlanningInstance, solver: str) -> int | None:
 
 def _unreachable_plan(instance: PlanningInstance, bits: int, anchors: Mapping[tuple[str, int], LossEstimates]
                       ) -> tuple[Candidate, ScheduleEntry] | None:
-    """For a baseline whose target is out of reach: its candidate with the lowest predicted
-    loss, on its cheapest option, for as many epochs as fit in the deadline (≥ 1)."""
+    """For a baseline whose target is out of reach: what its brute-force search picks once the
+    loss constraint is dropped, the option with the least energy per epoch over the strategy's
+    candidates (ties: the lower predicted loss), run for as many epochs as fit in the deadline
+    (≥ 1)."""
     cands = [c for c in instance.candidates if c.bits == bits and c.options]
     if not cands:
         return None
@@ -386,7 +394,7 @@ def _unreachable_plan(instance: PlanningInstance, bits: int, anchors: Mapping[tu
         ls = _anchors_of(c, anchors)
         return ls.final_expected if ls is not None else math.inf
 
-    cand = min(cands, key=lambda c: (plateau(c), min(o.epoch_energy_j for o in c.options)))
+    cand = min(cands, key=lambda c: (min(o.epoch_energy_j for o in c.options), plateau(c)))
     opt = min(cand.options, key=lambda o: (o.epoch_energy_j, o.epoch_time_s))
     budget = instance.deadline_s - cand.quantize_time_s
     epochs = max(1, int(budget // opt.epoch_time_s)) if budget > 0 else 1
@@ -427,8 +435,8 @@ def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn
                 schedule = (entry,)
                 reachable = False
                 res.relaxed = "target"
-                res.note = ("the target loss is out of reach for every candidate; ran the one "
-                            "with the lowest predicted loss on its cheapest option until the deadline")
+                res.note = ("the target loss is out of reach for every candidate; ran the option "
+                            "with the least energy per epoch until the deadline")
     if cand is None:
         res.note = res.note or str(sol.extra.get("explanation", "no plan"))
         return res
@@ -581,9 +589,29 @@ def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | N
 # outputs
 
 
-def _label_of(r: StrategyResult) -> str:
+def _label_of(r: StrategyResult, shown: Sequence[StrategyResult] = ()) -> str:
     extra = " (deadline missed)" if r.model and not r.meets_deadline else ""
+    same = _same_as(r, shown)
+    if same is not None:
+        extra += f" (same plan as {same.label})"
     return f"{r.label}: {r.choice()}{extra}"
+
+
+def _same_as(r: StrategyResult, shown: Sequence[StrategyResult]) -> StrategyResult | None:
+    """The first strategy shown before ``r`` with exactly the same plan, if any."""
+    for prev in shown:
+        if prev is r:
+            return None
+        if (prev.model, prev.bits, prev.schedule) == (r.model, r.bits, r.schedule):
+            return prev
+    return None
+
+
+def _style(r: StrategyResult, shown: Sequence[StrategyResult]) -> dict:
+    """Dashed and thicker for a plan drawn over an identical earlier one, so both stay visible."""
+    if _same_as(r, shown) is not None or r.label == "Optimal (mixed)":
+        return {"linestyle": (0, (4, 3)), "linewidth": 2.2}
+    return {"linestyle": "-", "linewidth": 1.5}
 
 
 def _shown(ev: Evaluation) -> list[StrategyResult]:
@@ -603,10 +631,12 @@ def plot_time_energy(ev: Evaluation, path: str | os.PathLike) -> Path:
     square = not reached."""
     from jqodi.report import Series, scatter_plot
 
-    series = [Series(_label_of(r), [p.time_s for p in r.trajectory], [p.energy_j for p in r.trajectory],
-                     marker=".", end_marker="o" if r.reaches_target else "s",
-                     linestyle="-" if r.label != "Optimal (mixed)" else "--")
-              for r in _shown(ev)]
+    shown = _shown(ev)
+    series = [Series(_label_of(r, shown), [p.time_s for p in r.trajectory],
+                     [p.energy_j for p in r.trajectory], marker=".",
+                     end_marker="o" if r.reaches_target else "s",
+                     linestyle=_style(r, shown)["linestyle"])
+              for r in shown]
     return scatter_plot(path, series, xlabel="time taken (s)", ylabel="energy (J)",
                         title=f"{ev.scenario}: time vs energy (○ target reached, □ not reached)",
                         vlines={f"T_max = {ev.deadline_s:g} s": ev.deadline_s}, size_in=(7.5, 4.5))
@@ -623,10 +653,9 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
     axes = fig.subplots(1, 2)
     for ax, key, xlabel in ((axes[0], "energy_j", "energy (J)"), (axes[1], "time_s", "time taken (s)")):
         for i, r in enumerate(shown):
-            s = Series(_label_of(r), [getattr(p, key) for p in r.trajectory],
+            s = Series(_label_of(r, shown), [getattr(p, key) for p in r.trajectory],
                        [p.loss for p in r.trajectory])
-            ax.plot(s.x, s.y, color=f"C{i}", label=s.label,
-                    linestyle="--" if r.label == "Optimal (mixed)" else "-")
+            ax.plot(s.x, s.y, color=f"C{i}", label=s.label, **_style(r, shown))
             ax.plot([s.x[-1]], [s.y[-1]], marker="o" if r.reaches_target else "s", color=f"C{i}",
                     markerfacecolor="white", markeredgewidth=2, markersize=8, linestyle="none")
         ax.axhline(ev.target_loss, color="grey", linestyle="--", linewidth=1)
@@ -677,7 +706,9 @@ def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_title(f"{ev.scenario}: (a) time per node", fontsize=10)
     axes[1].set_title(f"{ev.scenario}: (b) energy per node", fontsize=10)
-    axes[1].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(nodes), fontsize=8,
+               frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
