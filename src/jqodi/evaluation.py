@@ -560,26 +560,36 @@ def evaluate_instance(instance: PlanningInstance, *, solve: SolveFn,
 
 
 def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
+                      estimates: str | os.PathLike | None = None,
                       strategies: Sequence[tuple[str, str]] = STRATEGIES, epochs: str = "robust",
                       progress: Callable[[str], None] | None = None) -> Evaluation:
     """Load a scenario, compile it, run every strategy, and (with ``out_dir``) write the JSON
-    and the figures there."""
+    and the figures there. ``estimates``: a learning-estimates JSON file (``jqodi estimate``)
+    that overrides the scenario's static ``learning:`` rows."""
     from jqodi.costs import compile_instance, epoch_costs
     from jqodi.planner import solve
     from jqodi.scenario import load_scenario
 
     scenario = load_scenario(path)
-    instance = compile_instance(scenario)
+    measured = None
+    if estimates is not None:
+        from jqodi.learning.table import load_estimates
+
+        measured = load_estimates(estimates)
+    instance = compile_instance(scenario, measured)
 
     def epoch_cost(model: str, bits: int, cut: int, edge: str):
         return epoch_costs(scenario, model, bits, cut, edge)
 
-    anchors = loss_anchors_from_estimates(scenario.estimates(), instance.target_loss)
+    rows = {e.key: e for e in scenario.estimates()}
+    rows.update({e.key: e for e in measured or ()})
+    anchors = loss_anchors_from_estimates(rows.values(), instance.target_loss)
     ev = evaluate_instance(instance, solve=solve, epoch_cost=epoch_cost, loss_anchors=anchors,
                            paper_key=paper_key_for(scenario, path),
                            name=getattr(scenario, "name", Path(path).stem),
                            strategies=strategies, epochs=epochs, progress=progress)
-    ev.notes.append(f"cost model: {getattr(scenario, 'cost_model', '?')}")
+    ev.notes.append(f"cost model: {getattr(scenario, 'cost_model', '?')}; learning estimates: "
+                    + (f"{estimates}" if estimates else "the scenario's static table"))
     if out_dir is not None:
         write_outputs(ev, out_dir)
     return ev

@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", help="scenario YAML (e.g. examples/paper-data1.yaml)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write evaluation.json, summary.txt and the PNG figures here")
+    p.add_argument("--estimates", metavar="FILE", default=None,
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="epoch estimate the solvers plan for (default: robust, as JQODI)")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the result as JSON")
@@ -25,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     ev = evaluate_scenario(args.scenario, out_dir=args.out, epochs=args.epochs,
+                           estimates=args.estimates,
                            progress=None if args.quiet else progress)
     print(summary_tables(ev))
     for note in ev.notes:
