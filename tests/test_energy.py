@@ -405,3 +405,45 @@ def test_meters_cli(capsys, monkeypatch, tmp_path):
         assert "rapl meter" in capsys.readouterr().err
     finally:
         nvml_is_available.cache_clear()
+
+
+# ------------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.integers(min_value=0, max_value=9_999_999), min_size=1, max_size=20))
+def test_rapl_counter_equals_sum_of_steps_below_one_wrap(tmp_path_factory, steps):
+    """Any sequence of increments smaller than the range, read after each, is counted exactly."""
+    root = make_rapl_tree(tmp_path_factory.mktemp("rapl"), {"intel-rapl:0": ("package-0", 0, 10_000_000)})
+    meter = RaplMeter(root)
+    meter.begin_window("all")
+    uj = 0
+    for step in steps:
+        uj = (uj + step) % 10_000_000
+        set_uj(root, "intel-rapl:0", uj)
+        meter.begin_window("tick")
+        meter.end_window("tick")
+    assert meter.end_window("all").energy_j == pytest.approx(sum(steps) / 1e6)
+
+
+def test_windows_from_many_threads():
+    meter = ModelMeter(2.0)
+    errors = []
+
+    def work(i):
+        try:
+            for j in range(200):
+                meter.begin_window(f"{i}/{j}")
+                assert meter.end_window(f"{i}/{j}", busy_s=1.0).energy_j == 2.0
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors and meter.open_windows == ()
