@@ -85,9 +85,11 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
         from jqodi.runtime.emulation import auto_dilation, host_flops
         from jqodi.zoo import build_model
 
-        host = host_flops(build_model(model, data.input_shape, data.num_classes, entry.width, seed=0))
-        used = [emu.devices["end"].flops] + [emu.devices[f"edge:{e}"].flops for e in set(edges)]
-        dilation = auto_dilation(used, host)
+        host = host_flops(build_model(model, data.input_shape, data.num_classes, entry.width, seed=0),
+                          batch_size=tr.batch_size)
+        host_epoch_s = (3.0 * data.train_size + data.val_size) * profile.flops / host
+        predicted_s = [predict_epoch(scenario, model, bits, s.cut, s.edge)["time_s"] for s in schedule]
+        dilation = auto_dilation(host_epoch_s, min(predicted_s))
     emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
                           devices=emu.devices, links=emu.links)
     return Job(model=model, bits=bits, schedule=schedule, width=float(entry.width),

@@ -63,7 +63,7 @@ def measure_epoch(rec: dict, dilation: float, link_energy_per_bit: dict[str, flo
         "energy_j": sum(energy.values()) + sum(transfer_j.values()),
         "meters": {n["node"]: n["meter"] for n in rec["nodes"]},
         "cut_traffic": {"bytes": cut_bytes, "fp32_bytes": 4 * cut_elements},
-        "overrun_s": sum(n.get("overrun_s", 0.0) for n in rec["nodes"]),
+        "overrun_s": {n["node"]: n.get("overrun_s", 0.0) / dilation for n in rec["nodes"]},
     }
 
 
@@ -198,10 +198,15 @@ def format_table(rec: RunRecord) -> str:
         meters.update(e["meters"])
     lines.append("energy per node (all epochs)")
     pred_nodes = _predicted_node_energy(rec)
+    overrun: dict[str, float] = {}
+    for e in rec.epochs:
+        for node, s in (e.get("overrun_s") or {}).items():
+            overrun[node] = overrun.get(node, 0.0) + s
     for node, j in sorted(tot["compute_energy_j"].items()):
         p = pred_nodes.get(node)
+        note = f"  (host slower than the device by {overrun[node]:.3g} s)" if rec.emulated and overrun.get(node, 0) > 0 else ""
         lines.append(f"{node:>24} {_fmt(j, ' J'):>12}  predicted {_fmt(p, ' J') if p is not None else '-':>10}  "
-                     f"[meter: {meters.get(node, '?')}]")
+                     f"[meter: {meters.get(node, '?')}]{note}")
     tj = sum(sum(e["transfer_energy_j"].values()) for e in rec.epochs)
     lines.append(f"{'transfers':>24} {_fmt(tj, ' J'):>12}  predicted {_fmt(pred_nodes.get('transfers'), ' J'):>10}  "
                  f"[bytes × link J/bit]")

@@ -69,6 +69,19 @@ def build_worker(job: Job):
     return prepare_qat(model, job.bits, job.training.act_bits)
 
 
+def warm_up(model, job: Job) -> None:
+    """One forward/backward on a copy, so the first timed epoch does not pay for lazy kernel set-up."""
+    from jqodi.train import make_optimizer
+
+    m = copy.deepcopy(model).train()
+    opt = make_optimizer(m, job.training.train_config())  # the first one imports half of torch.optim
+    x = torch.zeros(min(job.training.batch_size, 64), *job.input_shape)
+    F.cross_entropy(m(x), torch.zeros(len(x), dtype=torch.long)).backward()
+    opt.step()
+    with torch.no_grad():
+        m.eval()(x)
+
+
 def block_flops(model) -> list[float]:
     """Forward FLOPs of each block for one sample (the cost model's f_i)."""
     from jqodi.profile import profile_model
@@ -136,6 +149,7 @@ class EndRole(_Role):
         self.data = data
         self.model = build_worker(self.job)
         self.f = block_flops(self.model)
+        warm_up(self.model, self.job)
 
     def run(self) -> None:
         from jqodi.quant import unpack_model
@@ -145,6 +159,7 @@ class EndRole(_Role):
         cfg = tr.train_config()
         x_all, y_all = self.data.train.tensors
         xv, yv = self.data.val.tensors
+        self.t.send("cloud", "ready")
         for k, (edge, cut) in enumerate(job.epoch_plan()):
             if k < job.start_epoch:
                 continue
@@ -197,6 +212,7 @@ class EdgeRole(_Role):
         self.edge_name = name
         self.model = build_worker(self.job)
         self.f = block_flops(self.model)
+        warm_up(self.model, self.job)
 
     def run(self) -> None:
         from jqodi.quant import unpack_model
@@ -205,6 +221,7 @@ class EdgeRole(_Role):
         job, tr = self.job, self.job.training
         cfg = tr.train_config()
         last_progress = 0.0
+        self.t.send("cloud", "ready")
         for k, (edge, cut) in enumerate(job.epoch_plan()):
             if k < job.start_epoch or edge != self.edge_name:
                 continue
@@ -303,6 +320,8 @@ class CloudRole(_Role):
         master = self.state.master
         update_flops = job.cloud_update_flops if job.cloud_update_flops is not None else 10.0 * self.params
         plan = job.epoch_plan()
+        for peer in self.t.peers:  # every role has loaded its data and warmed up: time starts now
+            self.t.recv(peer, "ready")
         for k, (edge, cut) in enumerate(plan):
             if k < self.state.epoch:
                 continue
