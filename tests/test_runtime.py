@@ -94,7 +94,7 @@ def test_raw_images_never_leave_the_end_device():
     assert seen > 10
     # the end sent activations, labels and its part; the first activation is not an image
     kinds = {r.kind for r in run.transports["end"].log if r.direction == "sent"}
-    assert kinds == {"act", "val_act", "shallow_back", "trailer"}
+    assert kinds == {"ready", "act", "val_act", "shallow_back", "trailer"}
 
 
 def test_quantized_cut_traffic_saves_bytes_and_still_learns():
