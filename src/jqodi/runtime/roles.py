@@ -78,8 +78,8 @@ def warm_up(model, job: Job) -> None:
     x = torch.zeros(min(job.training.batch_size, 64), *job.input_shape)
     F.cross_entropy(m(x), torch.zeros(len(x), dtype=torch.long)).backward()
     opt.step()
-    with torch.no_grad():
-        m.eval()(x)
+    with torch.no_grad():  # and the validation batch shape
+        m.eval()(torch.zeros(min(job.training.eval_batch_size, 500), *job.input_shape))
 
 
 def block_flops(model) -> list[float]:
