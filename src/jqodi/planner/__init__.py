@@ -1,4 +1,10 @@
-"""Planning: from a :class:`PlanningInstance` to a :class:`Solution`. Never imports torch."""
+"""Planning: from a :class:`PlanningInstance` to a :class:`Solution`. Never imports torch.
+
+    solve(instance, solver="jqodi"|"optimal"|"static"|"full-model"|"minimal-model"|"partition-only",
+          *, epochs="robust"|"expected", **opts) -> Solution
+    compare(instance, solvers=None, *, epochs="robust", model=None, bits=None) -> list[dict]
+"""
+from jqodi.planner.common import TIME_RTOL, check_solution
 from jqodi.planner.instance import (
     Candidate,
     EpochEstimates,
@@ -8,6 +14,8 @@ from jqodi.planner.instance import (
     ScheduleEntry,
     Solution,
 )
+from jqodi.planner.solve import SOLVERS, compare, format_table, savings_summary, solve
 
 __all__ = ["Candidate", "EpochEstimates", "LossEstimates", "Option", "PlanningInstance",
-           "ScheduleEntry", "Solution"]
+           "ScheduleEntry", "Solution", "SOLVERS", "TIME_RTOL", "check_solution", "compare",
+           "format_table", "savings_summary", "solve"]

@@ -1,0 +1,111 @@
+"""``jqodi plan``: decide model, bit-width and per-epoch (edge, cut) for a scenario or an instance.
+
+Exit codes: 0 when a plan was printed, or always with ``--json`` (the JSON carries
+``status: infeasible`` and the explanation); 1 when no solver found a feasible plan (human output,
+the explanation is printed); 2 for errors the user can fix (bad file, unknown solver, …).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HELP = "plan a scenario (or a planning instance) with one solver or all of them"
+
+
+def add_arguments(p):
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO",
+                   help="scenario YAML file (compiled to a planning instance)")
+    p.add_argument("--instance", metavar="FILE",
+                   help="a planning instance JSON file instead of a scenario ('-' reads stdin)")
+    p.add_argument("--solver", default="jqodi", metavar="NAME",
+                   help="jqodi (default), optimal, static, full-model, minimal-model, "
+                        "partition-only, or 'all' for a comparison table")
+    p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
+                   help="plan for K^rob (default, safe) or K^exp epochs")
+    p.add_argument("--model", help="model for partition-only")
+    p.add_argument("--bits", type=int, help="bit-width for partition-only")
+    p.add_argument("--json", action="store_true", help="print the solution(s) as JSON")
+
+
+def _load_instance(args):
+    from jqodi.errors import PlanningError
+    from jqodi.planner import PlanningInstance
+
+    if args.instance and args.scenario:
+        raise PlanningError("give either SCENARIO or --instance FILE, not both")
+    if args.instance:
+        if args.instance == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(args.instance)
+            if not path.is_file():
+                raise PlanningError(f"--instance: no such file: {path}")
+            text = path.read_text()
+        return PlanningInstance.from_json(text)
+    if not args.scenario:
+        raise PlanningError("give a SCENARIO file or --instance FILE.json")
+    try:
+        from jqodi.costs import compile_instance
+        from jqodi.scenario import load_scenario
+    except ImportError as e:  # the foundation part is not installed in this build
+        raise PlanningError(f"cannot compile scenarios in this build ({e}); "
+                            "use --instance FILE.json") from e
+    return compile_instance(load_scenario(args.scenario))
+
+
+def _print_solution(sol, instance) -> None:
+    from jqodi.planner.solve import schedule_text
+
+    if sol.status == "infeasible":
+        print(f"{sol.solver}: infeasible")
+        print(sol.extra["explanation"]["message"])
+        best = sol.extra.get("best_ignoring_deadline")
+        if best:
+            print(f"(without the deadline it would pick {best['model']}@{best['bits']} on "
+                  f"({best['edge']}, cut {best['cut']}): {best['energy_j']:.1f} J, {best['time_s']:.2f} s)")
+        return
+    print(f"solver        {sol.solver} ({sol.status}, planned for the {sol.extra['epochs_estimate']} "
+          f"epoch estimate)")
+    print(f"model         {sol.model}, {sol.bits}-bit")
+    print(f"schedule      {schedule_text(sol)}  ({sol.epochs} epochs)")
+    print(f"energy        {sol.energy_j:.2f} J (quantization included)")
+    print(f"time          {sol.time_s:.2f} s of {instance.deadline_s:g} s allowed")
+    loss = sol.extra.get("predicted_final_loss")
+    print(f"final loss    {loss:.4g} (target {instance.target_loss:g})" if loss is not None else
+          f"final loss    ≤ target {instance.target_loss:g} (no loss estimates in the instance)")
+    print(f"plan time     {sol.extra.get('plan_time_ms', float('nan')):.1f} ms")
+
+
+def run(args) -> int:
+    from jqodi.planner import compare, format_table, savings_summary, solve
+    from jqodi.planner.solve import SOLVERS
+
+    instance = _load_instance(args)
+    if args.solver == "all":
+        rows = compare(instance, epochs=args.epochs, model=args.model, bits=args.bits)
+        if args.json:
+            print(json.dumps([r["solution"].to_dict() for r in rows], indent=2))
+            return 0
+        print(f"deadline {instance.deadline_s:g} s, target loss {instance.target_loss:g}, "
+              f"{len(instance.candidates)} candidates, {args.epochs} epoch estimate")
+        print(format_table(rows))
+        line = savings_summary(rows)
+        if line:
+            print(line)
+        for r in rows:
+            if r["status"] == "infeasible":
+                print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")
+        return 0 if any(r["status"] != "infeasible" for r in rows) else 1
+    if args.solver not in SOLVERS:
+        from jqodi.errors import PlanningError
+        raise PlanningError(f"unknown solver {args.solver!r} (choose from {', '.join(SOLVERS)}, all)")
+    opts = {}
+    if args.solver == "partition-only":
+        opts = {"model": args.model, "bits": args.bits}
+    sol = solve(instance, args.solver, epochs=args.epochs, **opts)
+    if args.json:
+        print(json.dumps(sol.to_dict(), indent=2))
+        return 0
+    _print_solution(sol, instance)
+    return 0 if sol.status != "infeasible" else 1

@@ -1,0 +1,138 @@
+"""One entry point for every solver, and a comparison table across them.
+
+Solvers only decide: each takes a :class:`PlanningInstance` and returns a :class:`Solution`
+(status ``optimal`` | ``feasible`` | ``infeasible``); they never run anything.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable, Iterable
+
+from jqodi.errors import PlanningError
+from jqodi.planner.baselines import (
+    solve_full_model, solve_minimal_model, solve_partition_only, solve_static,
+)
+from jqodi.planner.common import Stopwatch, check_epochs
+from jqodi.planner.instance import PlanningInstance, Solution
+from jqodi.planner.jqodi import solve_jqodi
+from jqodi.planner.optimal import solve_optimal
+
+SOLVERS: dict[str, Callable[..., Solution]] = {
+    "jqodi": solve_jqodi,
+    "optimal": solve_optimal,
+    "static": solve_static,
+    "full-model": solve_full_model,
+    "minimal-model": solve_minimal_model,
+    "partition-only": solve_partition_only,
+}
+
+
+def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: str = "robust",
+          **opts) -> Solution:
+    """Plan ``instance`` with ``solver``; ``epochs`` picks K^rob (default, safe) or K^exp.
+
+    ``opts`` go to the solver: ``jqodi`` takes ``mode``, ``buckets``, ``prune_dominated``;
+    ``optimal`` takes ``time_limit_s``; ``partition-only`` needs ``model`` and ``bits``.
+    ``extra["plan_time_ms"]`` of the answer is the wall time of the whole call.
+    """
+    if isinstance(instance, dict):
+        instance = PlanningInstance.from_dict(instance)
+    check_epochs(epochs)
+    try:
+        fn = SOLVERS[solver]
+    except KeyError:
+        raise PlanningError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})") from None
+    accepted = set(inspect.signature(fn).parameters) - {"instance", "epochs"}
+    unknown = set(opts) - accepted
+    if unknown:
+        raise PlanningError(f"solver {solver!r} does not take {', '.join(sorted(unknown))}"
+                            + (f" (it takes {', '.join(sorted(accepted))})" if accepted else ""))
+    clock = Stopwatch()
+    sol = fn(instance, epochs=epochs, **opts)
+    sol.extra["plan_time_ms"] = clock.ms
+    return sol
+
+
+def schedule_text(sol: Solution) -> str:
+    if not sol.schedule:
+        return "-"
+    return " + ".join(f"{s.epochs}×({s.edge}, cut {s.cut})" for s in sol.schedule)
+
+
+def default_partition_choice(instance: PlanningInstance) -> tuple[str, int] | None:
+    """Model and bits that ``compare`` gives ``partition-only`` when the user names none:
+    the first model of the instance at its highest bit-width (the model one would deploy anyway,
+    least compressed)."""
+    if not instance.candidates:
+        return None
+    model = instance.candidates[0].model
+    bits = max(c.bits for c in instance.candidates if c.model == model)
+    return model, bits
+
+
+def compare(instance: PlanningInstance | dict, solvers: Iterable[str] | None = None, *,
+            epochs: str = "robust", model: str | None = None, bits: int | None = None,
+            **opts) -> list[dict]:
+    """Run several solvers on one instance; one row per solver for a comparison table.
+
+    Row: ``solver, status, model, bits, schedule`` (text), ``epochs, energy_j, time_s,
+    plan_time_ms``, ``vs_optimal_pct`` (extra energy over ``optimal``, when it ran and is feasible),
+    ``optimal_saves_pct`` (what ``optimal`` saves over this row), and ``solution`` (the
+    :class:`Solution`). ``opts`` are keyed ``"solver.option"`` (e.g. ``{"jqodi.buckets": 4096}``).
+    """
+    if isinstance(instance, dict):
+        instance = PlanningInstance.from_dict(instance)
+    names = list(solvers) if solvers is not None else list(SOLVERS)
+    rows = []
+    for name in names:
+        kw = {k.split(".", 1)[1]: v for k, v in opts.items() if k.startswith(name + ".")}
+        if name == "partition-only":
+            choice = (model, bits) if model is not None and bits is not None else \
+                default_partition_choice(instance)
+            if choice is None:
+                continue
+            kw.update(model=choice[0], bits=int(choice[1]))
+        sol = solve(instance, name, epochs=epochs, **kw)
+        rows.append({"solver": name, "status": sol.status, "model": sol.model, "bits": sol.bits,
+                     "schedule": schedule_text(sol), "epochs": sol.epochs if sol.schedule else None,
+                     "energy_j": sol.energy_j, "time_s": sol.time_s,
+                     "plan_time_ms": sol.extra.get("plan_time_ms"), "solution": sol})
+    ref = next((r for r in rows if r["solver"] == "optimal" and r["status"] != "infeasible"), None)
+    for r in rows:
+        r["vs_optimal_pct"] = r["optimal_saves_pct"] = None
+        if ref is not None and r["energy_j"] is not None and ref["energy_j"] > 0:
+            r["vs_optimal_pct"] = 100.0 * (r["energy_j"] / ref["energy_j"] - 1.0)
+            r["optimal_saves_pct"] = 100.0 * (1.0 - ref["energy_j"] / r["energy_j"]) if r["energy_j"] > 0 else 0.0
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of :func:`compare` rows."""
+    head = ["solver", "status", "model", "bits", "energy (J)", "time (s)", "vs optimal",
+            "plan (ms)", "schedule"]
+    body = []
+    for r in rows:
+        body.append([
+            r["solver"], r["status"], r["model"] or "-", "-" if r["bits"] is None else str(r["bits"]),
+            "-" if r["energy_j"] is None else f"{r['energy_j']:.1f}",
+            "-" if r["time_s"] is None else f"{r['time_s']:.2f}",
+            "-" if r["vs_optimal_pct"] is None else f"{r['vs_optimal_pct']:+.2f}%",
+            "-" if r["plan_time_ms"] is None else f"{r['plan_time_ms']:.1f}",
+            r["schedule"]])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
+    return "\n".join(lines)
+
+
+def savings_summary(rows: list[dict]) -> str | None:
+    """One line: how much ``optimal`` saves over each other feasible solver."""
+    ref = next((r for r in rows if r["solver"] == "optimal" and r["status"] != "infeasible"), None)
+    if ref is None:
+        return None
+    parts = [f"{r['optimal_saves_pct']:.2f}% over {r['solver']}" for r in rows
+             if r is not ref and r["status"] != "infeasible" and r["optimal_saves_pct"] is not None
+             and math.isfinite(r["optimal_saves_pct"])]
+    return ("optimal saves " + ", ".join(parts)) if parts else None

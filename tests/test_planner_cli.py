@@ -1,0 +1,84 @@
+"""``jqodi plan``: human output, JSON output, the comparison table, exit codes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jqodi.cli import main
+from jqodi.planner import PlanningInstance, Solution, check_solution
+from jqodi.planner.generate import random_instance
+
+
+@pytest.fixture()
+def instance_file(tmp_path):
+    path = tmp_path / "inst.json"
+    path.write_text(random_instance(1).to_json())
+    return path
+
+
+@pytest.fixture()
+def infeasible_file(tmp_path):
+    inst = random_instance(1)
+    inst = PlanningInstance(0.5, inst.target_loss, inst.candidates)
+    path = tmp_path / "infeasible.json"
+    path.write_text(inst.to_json())
+    return path
+
+
+def test_plan_instance_json_is_the_contract(instance_file, capsys):
+    assert main(["plan", "--instance", str(instance_file), "--solver", "optimal", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    sol = Solution.from_dict(out)
+    assert sol.status == "optimal" and sol.schedule
+    inst = PlanningInstance.from_json(instance_file.read_text())
+    assert check_solution(inst, sol) == []
+
+
+def test_plan_prints_the_decision(instance_file, capsys):
+    assert main(["plan", "--instance", str(instance_file)]) == 0
+    out = capsys.readouterr().out
+    for word in ("solver", "jqodi", "model", "schedule", "energy", "final loss"):
+        assert word in out
+
+
+def test_plan_all_prints_a_table(instance_file, capsys):
+    assert main(["plan", "--instance", str(instance_file), "--solver", "all"]) == 0
+    out = capsys.readouterr().out
+    for name in ("jqodi", "optimal", "static", "full-model", "minimal-model", "partition-only"):
+        assert name in out
+    assert "optimal saves" in out
+    assert main(["plan", "--instance", str(instance_file), "--solver", "all", "--json"]) == 0
+    sols = json.loads(capsys.readouterr().out)
+    assert [s["solver"] for s in sols][:3] == ["jqodi", "optimal", "static"]
+
+
+def test_plan_infeasible_explains(infeasible_file, capsys):
+    assert main(["plan", "--instance", str(infeasible_file), "--solver", "optimal"]) == 1
+    out = capsys.readouterr().out
+    assert "infeasible" in out and "smallest deadline" in out
+    assert main(["plan", "--instance", str(infeasible_file), "--solver", "optimal", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "infeasible" and out["explanation"]["min_deadline_s"] > 0.5
+
+
+def test_plan_errors_are_one_line(tmp_path, instance_file, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"deadline_s": -1, "target_loss": 1, "candidates": []}')
+    assert main(["plan", "--instance", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "deadline_s" in err and len(err.strip().splitlines()) == 1
+    assert main(["plan", "--instance", str(tmp_path / "missing.json")]) == 2
+    assert main(["plan", "--instance", str(instance_file), "--solver", "magic"]) == 2
+    assert main(["plan", "--instance", str(instance_file), "--solver", "partition-only"]) == 2
+    assert main(["plan"]) == 2
+    capsys.readouterr()
+
+
+def test_plan_partition_only_with_model_and_bits(instance_file, capsys):
+    inst = PlanningInstance.from_json(instance_file.read_text())
+    c = next(c for c in inst.candidates if c.epochs.robust is not None)
+    assert main(["plan", "--instance", str(instance_file), "--solver", "partition-only",
+                 "--model", c.model, "--bits", str(c.bits), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "infeasible" or (out["model"], out["bits"]) == (c.model, c.bits)
