@@ -32,11 +32,13 @@ is polynomial, as Property 2 claims:
   pair (A-end, B-end) on time. Because epochs commute this covers every path.
 * Elapsed time is kept in buckets. A path takes K·t_min + Σ (t_o − t_min); only the slack
   U = T_max − τ − K·t_min is cut into ``buckets`` buckets (default 4096) of width w = U / buckets,
-  and each option's excess t_o − t_min is rounded to whole buckets (the all-fastest path is exact). ``exact=True`` keys the merge on the exact
-  elapsed time instead (dictionary DP, for checks). Rounding can make the DP misjudge a path by up to
-  K·w/2 seconds; every returned path is re-timed exactly and only an on-time path is returned (the
-  next best pairs are tried, and as a last resort the DP reruns with times rounded up, which is
-  always on time). The effect is a small loss of optimality near the deadline, never lateness.
+  and each option's excess t_o − t_min is rounded to whole buckets (the all-fastest path is exact).
+  Paths whose rounded times fall in the same bucket merge (least energy kept), but each bucket
+  remembers the *exact* time of the path it kept, and the deadline test and the score use exact
+  times, so rounding changes which paths are compared, never whether a plan is on time. The
+  cost of merging: a bucket keeps its least-energy path even when a slightly faster, slightly
+  costlier one of the same bucket would have combined better; measured effect in docs/planner.md.
+  ``mode="dp-exact"`` merges only paths of exactly equal elapsed time (dictionary DP, for checks).
 * ``prune_dominated=True`` (default) drops options that are slower *and* costlier than another
   option of the same candidate before building the tree. Such an option can only win through
   opp's reward for a slow start (an artefact of Alg. 4), never by energy.
@@ -224,11 +226,14 @@ def _dp_exact(instance: PlanningInstance, s: Setting):
 
 
 # ------------------------------------------------------------------------------ bucketed DP
-def _phase_buckets(d: np.ndarray, e: np.ndarray, n: int, nb: int):
-    """Least energy to spend exactly b buckets in n epochs; per-step choices for backtracking."""
+def _phase_buckets(d: np.ndarray, u: np.ndarray, e: np.ndarray, n: int, nb: int):
+    """n epochs over bucket grid: least energy ``V[b]`` of the paths whose rounded excess time is b
+    buckets, the exact excess time ``X[b]`` of that least-energy path, and per-step choices."""
     V = np.full(nb + 1, np.inf)
     V[0] = 0.0
+    X = np.zeros(nb + 1)
     P = len(d)
+    ar = np.arange(nb + 1)
     choices = np.empty((n, nb + 1), dtype=np.int16 if P < 32000 else np.int32)
     M = np.empty((P, nb + 1))
     for step in range(n):
@@ -236,9 +241,11 @@ def _phase_buckets(d: np.ndarray, e: np.ndarray, n: int, nb: int):
         for j in range(P):
             dj = int(d[j])
             np.add(V[: nb + 1 - dj], e[j], out=M[j, dj:])
-        choices[step] = M.argmin(axis=0)
-        V = M[choices[step], np.arange(nb + 1)] if P > 1 else M[0].copy()
-    return V, choices
+        ch = M.argmin(axis=0)
+        choices[step] = ch
+        V = M[ch, ar]
+        X = np.where(np.isfinite(V), X[np.maximum(ar - d[ch], 0)] + u[ch], np.inf)
+    return V, X, choices
 
 
 def _backtrack(choices: np.ndarray, d: np.ndarray, b: int) -> list[int]:
@@ -250,11 +257,13 @@ def _backtrack(choices: np.ndarray, d: np.ndarray, b: int) -> list[int]:
     return out
 
 
-def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: str = "nearest"):
+def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
     """Bucketed two-phase DP. Time is measured as *excess over the fastest option*: a path of K
     epochs takes K·t_min + Σ (t_o − t_min), and only the slack U = B − K·t_min is cut into
     ``buckets`` buckets, so the all-fastest path is exact and the grid spends no resolution on
-    time every path must spend anyway."""
+    time every path must spend anyway. Each bucket keeps its least-energy path *and that path's
+    exact time*, and the deadline and the score use the exact times: rounding decides which paths
+    merge, never whether a path is on time."""
     c = s.cand
     budget = s.limit_s - c.quantize_time_s
     arr = option_arrays(c)
@@ -269,53 +278,48 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: 
         d = np.where(u <= 0, 0, buckets + 1).astype(np.int64)
     else:
         w = slack / buckets
-        raw = u / w
-        d = (np.ceil(raw - 1e-9) if rounding == "up" else np.rint(raw)).astype(np.int64)
-        d = np.maximum(d, 0)
+        d = np.maximum(np.rint(u / w), 0).astype(np.int64)
     # the cheapest option for each distinct bucket duration (others never win a bucket)
     order = np.lexsort((e, d))
     first = np.ones(len(order), dtype=bool)
     first[1:] = d[order][1:] != d[order][:-1]
     keep = order[first]
-    keep = keep[d[keep] <= buckets]
+    keep = keep[(d[keep] <= buckets) & (u[keep] <= slack)]
     if len(keep) == 0:
         return None
-    d, e_k, ids = d[keep], e[keep], s.options[keep]
-    VA, chA = _phase_buckets(d, e_k, s.X, buckets)
-    VB, chB = _phase_buckets(d, e_k, s.K - s.X, buckets)
-    a_idx = np.nonzero(np.isfinite(VA))[0]
-    b_all = np.nonzero(np.isfinite(VB))[0]
+    d, u, e_k, ids = d[keep], u[keep], e[keep], s.options[keep]
+    VA, XA, chA = _phase_buckets(d, u, e_k, s.X, buckets)
+    VB, XB, chB = _phase_buckets(d, u, e_k, s.K - s.X, buckets)
+    a_idx = np.nonzero(np.isfinite(VA) & (XA <= slack))[0]
+    b_all = np.nonzero(np.isfinite(VB) & (XB <= slack))[0]
     if len(a_idx) == 0 or len(b_all) == 0:
         return None
-    # B labels: only the prefix-minimum energies matter (more time and more energy never helps)
-    vb = VB[b_all]
-    pm = np.minimum.accumulate(vb)
-    keepb = np.concatenate(([True], vb[1:] < pm[:-1]))
-    b_idx = b_all[keepb]
+    # B-ends: only those not beaten in both exact time and energy matter (time ascending)
+    b_idx = b_all[pareto_front(XB[b_all], VB[b_all])]
+    xb = XB[b_idx]
     tau, eps = c.quantize_time_s, c.quantize_energy_j
-    Tb = (s.K - s.X) * tmin + b_idx * w
-    # bound the rows first: for A-end a the cheapest B-end on time is the last staircase label
-    # that fits; its score is an upper bound, and risk·(C_a + that energy) (ratio ≥ 1) a lower one
-    pos = np.searchsorted(b_idx, buckets - a_idx, side="right") - 1
+    Tb = (s.K - s.X) * tmin + xb
+    # bound the rows first: for A-end a the cheapest B-end on time is the slowest one that fits;
+    # its score is an upper bound, and risk·(C_a + its energy) (time ratio ≥ 1) a lower bound
+    pos = np.searchsorted(xb, slack - XA[a_idx], side="right") - 1
     fits = pos >= 0
     a_idx, pos = a_idx[fits], pos[fits]
     if len(a_idx) == 0:
         return None
     Ca = eps + VA[a_idx]
-    Ta = tau + s.X * tmin + a_idx * w
+    Ta = tau + s.X * tmin + XA[a_idx]
     vb_cheapest = VB[b_idx[pos]]
     upper = float(np.min(s.risk * (Ca + vb_cheapest) * (Ta + Tb[pos]) / Ta))
     rows = s.risk * (Ca + vb_cheapest) <= upper * (1 + 1e-9)
     a_idx, Ca, Ta = a_idx[rows], Ca[rows], Ta[rows]
-    tot_T = Ta[:, None] + Tb[None, :]
-    ok = (a_idx[:, None] + b_idx[None, :]) <= buckets
+    ok = (XA[a_idx][:, None] + xb[None, :]) <= slack
     W = Ca[:, None] + VB[b_idx][None, :]
-    score = np.where(ok, W * s.risk * tot_T / Ta[:, None], np.inf)
-    n_try = min(64, score.size)
+    score = np.where(ok, W * s.risk * (Ta[:, None] + Tb[None, :]) / Ta[:, None], np.inf)
+    n_try = min(16, score.size)
     flat = np.argpartition(score, n_try - 1, axis=None)[:n_try] if score.size > n_try else \
         np.arange(score.size)
     flat = flat[np.argsort(score.ravel()[flat], kind="stable")]
-    for f in flat:
+    for f in flat:  # re-time exactly (fsum); the first almost always passes
         ia, ib = np.unravel_index(int(f), score.shape)
         if not np.isfinite(score[ia, ib]):
             break
@@ -327,8 +331,6 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: 
             Texp = tau + math.fsum(c.options[i].epoch_time_s for i in path[: s.X])
             W_ = eps + math.fsum(c.options[i].epoch_energy_j for i in path)
             return _score(s, W_, T, Texp), path
-    if rounding == "nearest":
-        return _dp_buckets(instance, s, buckets, rounding="up")
     return None
 
 
