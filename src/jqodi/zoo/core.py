@@ -190,6 +190,10 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
                                           nn.BatchNorm2d(c_out))
 
+    def extra_forward_flops(self, output) -> int:
+        """The residual add (one per output element), which no leaf module performs."""
+        return int(output.numel())
+
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))

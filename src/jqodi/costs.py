@@ -1,0 +1,386 @@
+"""The per-epoch time and energy of Section III-B/C, Eq. (1)–(10), and the planning instance.
+
+For a model M_a quantized to π_q bits (M_(a,q)), cut after block j, deep part on ES_x:
+
+* Eq. (1)  D^{c→e}     = Σ_{i=1..n} g^i      bytes CS → ES (and Eq. (1) again ES → CS)
+* Eq. (2)  D^{e→d}_j   = Σ_{i=1..j} g^i      bytes ES → SD (and again SD → ES)
+* Eq. (3)  D^{ed}_j    = Σ_{i=1..j} d^i      FLOPs on the SD
+* Eq. (4)  D^{es}_j    = Σ_{i=j+1..n} d^i    FLOPs on the ES
+* Eq. (5)  t = τ^run + τ^tran;  Eq. (6)  e = ε^run + ε^tran
+* Eq. (7)  τ^run = D^{ed}/v_y + D^{es}/v_x + F_a/v_c      (end, edge, cloud update)
+* Eq. (8)  ε^run = D^{ed}·ε_y + D^{es}·ε_x + F_a·ε_c
+* Eq. (9)  τ^tran = 2·(D^{c→e}/v_(c,x) + D^{e→d}/v_(x,y))
+* Eq. (10) ε^tran = 2·(D^{c→e}·ε_(c,x) + D^{e→d}·ε_(x,y))
+
+Where the paper leaves a quantity open we use (DESIGN.md):
+
+* d^i = N_train·3·f_i + N_val·f_i, f_i the forward FLOPs of block i for one sample
+  (:mod:`jqodi.profile`): training ≈ forward + 2× for backward, then one validation pass.
+* A device's compute speed-up for a bit-width s(q) (default 1) divides both its time and its
+  energy (same busy power for a shorter time).
+* F_a, the CS's per-epoch work, is folding the returned model into the fp32 master and
+  re-quantizing it: ``cloud.update_flops_per_param`` × parameters of M_a.
+* The one-off quantization τ_(a,q), ε_(a,q) is ``cloud.quantize_flops_per_param`` × parameters
+  of CS work (0 for 32 bits), at the CS's v_c and ε_c.
+* Bytes travel as bits: a transfer of D bytes takes 8·D / rate seconds and 8·D·ε joules.
+
+``extended`` mode adds, over the wireless link, what split learning really sends each epoch:
+the cut-layer activations of every training sample (SD → ES), their gradients (ES → SD), and
+the activations of every validation sample: ``a_j · (N_train·(b_act + b_grad) + N_val·b_act)``
+bits with a_j the elements crossing cut j (``training.act_bits``/``grad_bits``).
+
+Infeasible combinations get ``time_s = energy_j = inf`` and a ``reason`` (the individual terms
+keep their computed values, so a table still shows what the option would have cost): an edge
+server that is unavailable or whose link is down, a cut out of range, or a part that does not
+fit its device's memory. Training memory of a part is estimated as 4 × its fp32 parameter
+bytes (weights, gradients, momentum, quantized copy) + batch_size × 2 × its fp32 activation
+bytes (every leaf output kept for backward, and its gradient); the CS holds the fp32 master
+and one quantized copy (2 × fp32 bytes).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from jqodi.errors import ScenarioError
+from jqodi.learning.table import LearningEstimate
+from jqodi.profile import ModelProfile
+from jqodi.scenario import Scenario
+from jqodi.system import System
+
+__all__ = ["TERMS", "EpochCost", "CostTable", "cost_table", "epoch_costs", "compile_instance",
+           "scenario_profiles", "quantization_cost", "training_memory_bytes"]
+
+#: The terms of one epoch, in the order of Eq. (7) and (9); ``activations`` only in extended mode.
+TERMS = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end",
+         "end_to_edge", "edge_to_cloud", "activations")
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    """Every term of one epoch for (model, bits, cut, edge). Seconds and joules.
+
+    ``time_s``/``energy_j`` are t(k), e(k) of Eq. (5)–(6): the sum of the terms, or ``inf``
+    when the option is infeasible (``reason`` says why).
+    """
+
+    model: str
+    bits: int
+    cut: int
+    edge: str
+    cost_model: str
+    end_compute_s: float
+    end_compute_j: float
+    edge_compute_s: float
+    edge_compute_j: float
+    cloud_update_s: float
+    cloud_update_j: float
+    cloud_to_edge_s: float
+    cloud_to_edge_j: float
+    edge_to_end_s: float
+    edge_to_end_j: float
+    end_to_edge_s: float
+    end_to_edge_j: float
+    edge_to_cloud_s: float
+    edge_to_cloud_j: float
+    activations_s: float
+    activations_j: float
+    time_s: float
+    energy_j: float
+    reason: str | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return self.reason is None and math.isfinite(self.time_s)
+
+    @property
+    def run_s(self) -> float:
+        """τ^run of Eq. (7)."""
+        return self.end_compute_s + self.edge_compute_s + self.cloud_update_s
+
+    @property
+    def run_j(self) -> float:
+        """ε^run of Eq. (8)."""
+        return self.end_compute_j + self.edge_compute_j + self.cloud_update_j
+
+    @property
+    def tran_s(self) -> float:
+        """τ^tran of Eq. (9) (+ the cut-layer traffic in extended mode)."""
+        return (self.cloud_to_edge_s + self.edge_to_end_s + self.end_to_edge_s + self.edge_to_cloud_s
+                + self.activations_s)
+
+    @property
+    def tran_j(self) -> float:
+        """ε^tran of Eq. (10) (+ the cut-layer traffic in extended mode)."""
+        return (self.cloud_to_edge_j + self.edge_to_end_j + self.end_to_edge_j + self.edge_to_cloud_j
+                + self.activations_j)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        for k, v in d.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                d[k] = None  # JSON has no infinity
+        return d
+
+
+@dataclass
+class CostTable:
+    """All epochs of one model: arrays of shape (bits, cuts, edges) per term.
+
+    ``time[term]``/``energy[term]`` hold each term; ``time_s``/``energy_j`` the totals with
+    ``inf`` where infeasible; ``reasons`` an object array of ``None`` or a string.
+    ``quantize_time_s``/``quantize_energy_j`` (shape (bits,)) are τ_(a,q), ε_(a,q).
+    """
+
+    model: str
+    cost_model: str
+    bits: list[int]
+    cuts: list[int]
+    edges: list[str]
+    time: dict[str, np.ndarray]
+    energy: dict[str, np.ndarray]
+    time_s: np.ndarray
+    energy_j: np.ndarray
+    reasons: np.ndarray
+    quantize_time_s: np.ndarray
+    quantize_energy_j: np.ndarray
+    profile: ModelProfile = field(repr=False)
+
+    def index(self, bits: int, cut: int, edge: str) -> tuple[int, int, int] | None:
+        if bits not in self.bits or cut not in self.cuts or edge not in self.edges:
+            return None
+        return self.bits.index(bits), self.cuts.index(cut), self.edges.index(edge)
+
+    def epoch(self, bits: int, cut: int, edge: str) -> EpochCost:
+        """The :class:`EpochCost` of one option (inf + reason for an impossible cut)."""
+        if bits not in self.bits:
+            raise ScenarioError(f"bits: {bits} is not a bit-width of this scenario ({self.bits})")
+        if edge not in self.edges:
+            raise ScenarioError(f"edges: no edge server named {edge!r} (have: {', '.join(self.edges)})")
+        if cut not in self.cuts:
+            inf = math.inf
+            terms = {f"{t}_{u}": inf for t in TERMS for u in ("s", "j")}
+            return EpochCost(self.model, bits, cut, edge, self.cost_model, **terms, time_s=inf, energy_j=inf,
+                             reason=f"cut {cut} is out of range for model {self.model} (valid: "
+                                    f"{self.cuts[0]}..{self.cuts[-1]})")
+        b, j, x = self.index(bits, cut, edge)  # type: ignore[misc]
+        terms = {}
+        for t in TERMS:
+            terms[f"{t}_s"] = float(self.time[t][b, j, x])
+            terms[f"{t}_j"] = float(self.energy[t][b, j, x])
+        return EpochCost(self.model, bits, cut, edge, self.cost_model, **terms,
+                         time_s=float(self.time_s[b, j, x]), energy_j=float(self.energy_j[b, j, x]),
+                         reason=self.reasons[b, j, x])
+
+
+def training_memory_bytes(profile: ModelProfile, first: int, last: int, batch_size: int) -> float:
+    """Memory to train blocks ``first..last`` (1-based, inclusive); see the module docstring."""
+    blocks = profile.blocks[first - 1:last]
+    params = sum(b.params for b in blocks)
+    acts = sum(b.act_elements_internal for b in blocks)
+    return 4.0 * 4 * params + batch_size * 2 * 4.0 * acts
+
+
+def quantization_cost(scenario: Scenario, profile: ModelProfile, bits: int) -> tuple[float, float]:
+    """τ_(a,q), ε_(a,q): the CS quantizing M_a to ``bits`` once (0, 0 for 32 bits)."""
+    if bits >= 32:
+        return 0.0, 0.0
+    work = scenario.cloud.quantize_flops_per_param * profile.params
+    return work / scenario.cloud.speed_flops, work * scenario.cloud.joules_per_flop
+
+
+def scenario_profiles(scenario: Scenario) -> dict[str, ModelProfile]:
+    """Profile every candidate model of the scenario at its input shape and width (needs torch)."""
+    from jqodi.profile import profile_named_model
+
+    return {m.name: profile_named_model(m.name, scenario.data.input_shape, scenario.data.num_classes, m.width)
+            for m in scenario.models}
+
+
+def cost_table(scenario: Scenario, model: str, profile: ModelProfile | None = None,
+               system: System | None = None, cost_model: str | None = None) -> CostTable:
+    """Eq. (1)–(10) for every (bits, cut, edge) of ``model``, vectorised with numpy.
+
+    ``profile`` defaults to profiling the zoo model (needs torch); pass one to avoid that.
+    ``cost_model`` overrides the scenario's (``paper`` or ``extended``).
+    """
+    mode = cost_model or scenario.cost_model
+    if mode not in ("paper", "extended"):
+        raise ScenarioError(f"cost_model: must be 'paper' or 'extended', got {mode!r}")
+    entry = scenario.model_entry(model)
+    if profile is None:
+        from jqodi.profile import profile_named_model
+
+        profile = profile_named_model(model, scenario.data.input_shape, scenario.data.num_classes, entry.width)
+    system = system or System.from_scenario(scenario)
+    bits = scenario.all_bits
+    cuts = profile.cuts
+    n_train, n_val = scenario.data.train_size, scenario.data.val_size
+    B, J, X = len(bits), len(cuts), len(system.edges)
+    shape = (B, J, X)
+
+    f = np.array([b.flops for b in profile.blocks], dtype=float)          # f_i
+    d = (3.0 * n_train + n_val) * f                                          # d^i
+    cum_d = np.cumsum(d)
+    d_end = cum_d[:-1]                                                       # Eq. (3), shape (J,)
+    d_edge = cum_d[-1] - d_end                                               # Eq. (4)
+    g = np.array([[blk.bytes_at(q) for blk in profile.blocks] for q in bits], dtype=float)  # (B, n)
+    bytes_ce = g.sum(axis=1)                                                 # Eq. (1), (B,)
+    bytes_ed = np.cumsum(g, axis=1)[:, :-1]                                  # Eq. (2), (B, J)
+
+    end, cloud = system.end, system.cloud
+    s_end = np.array([end.speedup(q) for q in bits])                         # (B,)
+    s_edge = np.array([[e.speedup(q) for e in system.edges] for q in bits])  # (B, X)
+    v_x = np.array([e.flops for e in system.edges])
+    eps_x = np.array([e.joules_per_flop for e in system.edges])
+
+    time: dict[str, np.ndarray] = {}
+    energy: dict[str, np.ndarray] = {}
+    # Eq. (7)-(8): computation
+    time["end_compute"] = np.broadcast_to((d_end[None, :] / (end.flops * s_end[:, None]))[:, :, None], shape)
+    energy["end_compute"] = np.broadcast_to((d_end[None, :] * end.joules_per_flop / s_end[:, None])[:, :, None], shape)
+    time["edge_compute"] = d_edge[None, :, None] / (v_x[None, None, :] * s_edge[:, None, :])
+    energy["edge_compute"] = d_edge[None, :, None] * eps_x[None, None, :] / s_edge[:, None, :]
+    f_a = scenario.cloud.update_flops_per_param * profile.params            # F_a (CS work)
+    time["cloud_update"] = np.full(shape, f_a / cloud.flops)
+    energy["cloud_update"] = np.full(shape, f_a * cloud.joules_per_flop)
+    # Eq. (9)-(10): transfers (bytes → bits)
+    ce_s = 8 * bytes_ce[:, None] / system.cloud_edge_rate_bps[None, :]      # (B, X)
+    ce_j = 8 * bytes_ce[:, None] * system.cloud_edge_j_per_bit[None, :]
+    time["cloud_to_edge"] = np.broadcast_to(ce_s[:, None, :], shape)
+    energy["cloud_to_edge"] = np.broadcast_to(ce_j[:, None, :], shape)
+    time["edge_to_cloud"] = time["cloud_to_edge"]
+    energy["edge_to_cloud"] = energy["cloud_to_edge"]
+    time["edge_to_end"] = 8 * bytes_ed[:, :, None] / system.edge_end_rate_bps[None, None, :]
+    energy["edge_to_end"] = 8 * bytes_ed[:, :, None] * system.edge_end_j_per_bit[None, None, :]
+    time["end_to_edge"] = time["edge_to_end"]
+    energy["end_to_edge"] = energy["edge_to_end"]
+    # extended: cut-layer activations forward, gradients backward, validation activations
+    if mode == "extended":
+        tr = scenario.training
+        act = np.array([profile.act_elements(j) for j in cuts], dtype=float)          # (J,)
+        b_act = np.array([tr.wire_bits(tr.act_bits, q) for q in bits], dtype=float)    # (B,)
+        b_grad = np.array([tr.wire_bits(tr.grad_bits, q) for q in bits], dtype=float)
+        bits_ep = act[None, :] * (n_train * (b_act + b_grad) + n_val * b_act)[:, None]  # (B, J)
+        time["activations"] = bits_ep[:, :, None] / system.edge_end_rate_bps[None, None, :]
+        energy["activations"] = bits_ep[:, :, None] * system.edge_end_j_per_bit[None, None, :]
+    else:
+        time["activations"] = np.zeros(shape)
+        energy["activations"] = np.zeros(shape)
+
+    time = {k: np.ascontiguousarray(np.broadcast_to(v, shape), dtype=float) for k, v in time.items()}
+    energy = {k: np.ascontiguousarray(np.broadcast_to(v, shape), dtype=float) for k, v in energy.items()}
+    total_t = sum(time[t] for t in TERMS)
+    total_e = sum(energy[t] for t in TERMS)
+
+    # feasibility: first reason wins
+    reasons = np.full(shape, None, dtype=object)
+    batch = scenario.training.batch_size
+    cloud_need = 2 * 4.0 * profile.params
+    if cloud_need > cloud.memory_bytes:
+        reasons[...] = (f"cloud memory: the fp32 master and its quantized copy need "
+                        f"{cloud_need / GIB:.2f} GiB > {cloud.memory_bytes / GIB:.2f} GiB on {cloud.name}")
+    for x, why in enumerate(system.edge_down_reason):
+        if why:
+            _fill(reasons[:, :, x], why)
+    n = profile.num_blocks
+    for jj, j in enumerate(cuts):
+        need_end = training_memory_bytes(profile, 1, j, batch)
+        if need_end > end.memory_bytes:
+            _fill(reasons[:, jj, :], f"end device memory: blocks 1..{j} need {need_end / GIB:.2f} GiB "
+                                     f"> {end.memory_bytes / GIB:.2f} GiB on {end.name}")
+        need_edge = training_memory_bytes(profile, j + 1, n, batch)
+        for x, e in enumerate(system.edges):
+            if need_edge > e.memory_bytes:
+                _fill(reasons[:, jj, x], f"edge memory: blocks {j + 1}..{n} need {need_edge / GIB:.2f} GiB "
+                                         f"> {e.memory_bytes / GIB:.2f} GiB on {e.name}")
+    bad = np.vectorize(lambda r: r is not None, otypes=[bool])(reasons) if reasons.size else np.zeros(shape, bool)
+    total_t = np.where(bad, np.inf, total_t)
+    total_e = np.where(bad, np.inf, total_e)
+
+    qcost = [quantization_cost(scenario, profile, q) for q in bits]
+    return CostTable(model, mode, bits, cuts, system.edge_names, time, energy, total_t, total_e, reasons,
+                     np.array([c[0] for c in qcost]), np.array([c[1] for c in qcost]), profile)
+
+
+def _fill(view: np.ndarray, reason: str) -> None:
+    """Set ``reason`` where no earlier reason is recorded (first reason wins)."""
+    for idx in np.ndindex(view.shape):
+        if view[idx] is None:
+            view[idx] = reason
+
+
+def epoch_costs(scenario: Scenario, model: str, bits: int, cut: int, edge: str,
+                profile: ModelProfile | None = None, cost_model: str | None = None) -> EpochCost:
+    """Every term of Eq. (1)–(10) for one epoch of ``model`` at ``bits``, cut ``cut``, on ``edge``."""
+    return cost_table(scenario, model, profile, cost_model=cost_model).epoch(bits, cut, edge)
+
+
+def _merge_estimates(scenario: Scenario, estimates: Iterable[LearningEstimate] | None
+                     ) -> tuple[dict[tuple[str, int], LearningEstimate], list[str]]:
+    table = {e.key: e for e in scenario.estimates()}
+    unused: list[str] = []
+    if estimates is not None:
+        wanted = {(m.name, q) for m in scenario.models for q in scenario.all_bits}
+        for e in estimates:
+            if e.key in wanted:
+                table[e.key] = e
+            else:
+                unused.append(f"{e.model}@{e.bits}")
+    return table, unused
+
+
+def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] | None = None,
+                     profiles: dict[str, ModelProfile] | None = None, cost_model: str | None = None):
+    """Compile a scenario into a :class:`jqodi.planner.PlanningInstance` (DESIGN.md contract).
+
+    ``estimates`` (e.g. measured by ``jqodi estimate``) override the scenario's static
+    ``learning:`` rows for the same (model, bits). A (model, bits) with no estimate at all is
+    left out and listed in ``meta.missing_estimates``. ``meta.search_bits`` is Ω (the bits
+    JQODI searches); ``meta.baseline_bits`` the extra bit-widths compiled for the baselines.
+    """
+    from jqodi.planner.instance import Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance
+
+    table, unused = _merge_estimates(scenario, estimates)
+    profiles = dict(profiles or {})
+    missing: list[str] = []
+    candidates = []
+    for m in scenario.models:
+        prof = profiles.get(m.name)
+        ct = cost_table(scenario, m.name, prof, cost_model=cost_model)
+        for b, q in enumerate(ct.bits):
+            est = table.get((m.name, q))
+            if est is None:
+                missing.append(f"{m.name}@{q}")
+                continue
+            options, infeasible = [], []
+            for jj, j in enumerate(ct.cuts):
+                for x, edge in enumerate(ct.edges):
+                    t, e = float(ct.time_s[b, jj, x]), float(ct.energy_j[b, jj, x])
+                    if math.isfinite(t) and math.isfinite(e) and t > 0:
+                        options.append(Option(edge, j, t, e))
+                    else:
+                        infeasible.append({"edge": edge, "cut": j,
+                                           "reason": ct.reasons[b, jj, x] or "non-finite cost"})
+            loss = None
+            if est.final_loss_expected is not None and est.final_loss_robust is not None:
+                loss = LossEstimates(est.base_loss + est.gamma, est.final_loss_expected, est.final_loss_robust)
+            candidates.append(Candidate(
+                model=m.name, bits=q, quantize_time_s=float(ct.quantize_time_s[b]),
+                quantize_energy_j=float(ct.quantize_energy_j[b]),
+                epochs=EpochEstimates(est.epochs_expected, est.epochs_robust),
+                options=tuple(options), loss=loss, infeasible=tuple(infeasible)))
+    meta = {"scenario": scenario.name, "cost_model": cost_model or scenario.cost_model,
+            "search_bits": list(scenario.bits), "baseline_bits": list(scenario.baseline_bits),
+            "end_device": scenario.end_device.name, "edges": [e.name for e in scenario.edges],
+            "train_size": scenario.data.train_size, "val_size": scenario.data.val_size}
+    if missing:
+        meta["missing_estimates"] = missing
+    if unused:
+        meta["unused_estimates"] = unused
+    return PlanningInstance(scenario.deadline_s, scenario.target_loss, tuple(candidates), meta)

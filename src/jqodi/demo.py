@@ -1,0 +1,114 @@
+"""What ``jqodi demo`` (and ``make demo``) shows, as a list of sections.
+
+Each section is a function ``(ctx: DemoContext) -> None`` that prints one titled part.
+:data:`SECTIONS` is the default order; later parts of the system (planning, running the plan)
+extend the demo by appending sections, or by calling :func:`run_demo` with their own list.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+from jqodi.scenario import Scenario, default_scenario_path, load_scenario
+
+__all__ = ["DemoContext", "SECTIONS", "run_demo", "section_scenario", "section_models", "section_candidates"]
+
+
+@dataclass
+class DemoContext:
+    """What the sections share: the scenario, its path, and anything earlier sections computed."""
+
+    scenario: Scenario
+    path: Path
+    out: TextIO = sys.stdout
+    cache: dict = field(default_factory=dict)
+
+    def print(self, *args, **kwargs) -> None:
+        print(*args, file=self.out, **kwargs)
+
+    def title(self, text: str) -> None:
+        self.print(f"\n== {text} " + "=" * max(3, 76 - len(text)))
+
+    @property
+    def profiles(self):
+        if "profiles" not in self.cache:
+            from jqodi.costs import scenario_profiles
+
+            self.cache["profiles"] = scenario_profiles(self.scenario)
+        return self.cache["profiles"]
+
+    @property
+    def instance(self):
+        if "instance" not in self.cache:
+            from jqodi.costs import compile_instance
+
+            self.cache["instance"] = compile_instance(self.scenario, profiles=self.profiles)
+        return self.cache["instance"]
+
+
+def section_scenario(ctx: DemoContext) -> None:
+    """Devices, links and the problem (T_max, L_max, data)."""
+    from jqodi.cli._table import format_table, si
+
+    s = ctx.scenario
+    ctx.title(f"Scenario {s.name}")
+    ctx.print(f"file: {ctx.path}")
+    if s.description:
+        ctx.print(s.description)
+    ctx.print(f"deadline T_max = {s.deadline_s:g} s, target loss L_max = {s.target_loss:g}, "
+              f"cost model '{s.cost_model}'; end-device data: {s.data.dataset} {s.data.split}, "
+              f"{s.data.train_size} train + {s.data.val_size} validation samples")
+    rows = []
+    for role, d in [("cloud", s.cloud), *[("edge", e) for e in s.edges], ("end", s.end_device)]:
+        rows.append([role, d.name, si(d.speed_flops, "FLOP/s"), f"{d.joules_per_flop * 1e12:.1f}",
+                     f"{d.busy_power_w:g}" if d.busy_power_w else "-", f"{d.memory_gib:g}"])
+    ctx.print(format_table(["role", "node", "speed v", "ε pJ/FLOP", "busy W", "mem GiB"], rows))
+    rows = [[e.name, si(e.cloud_link.rate_bps, "bit/s"), f"{e.cloud_link.joules_per_bit * 1e9:.2f}",
+             si(e.end_link.rate_bps, "bit/s"), f"{e.end_link.joules_per_bit * 1e9:.2f}"] for e in s.edges]
+    ctx.print()
+    ctx.print(format_table(["edge", "CS↔ES rate", "CS↔ES nJ/bit", f"ES↔{s.end_device.name} rate (Shannon)",
+                            "ES↔SD nJ/bit"], rows))
+
+
+def section_models(ctx: DemoContext) -> None:
+    """Each candidate model: blocks, FLOPs, sizes and what crosses each cut."""
+    from jqodi.cli._table import format_table, human_bytes, si
+
+    s = ctx.scenario
+    ctx.title("Models and their cut profiles")
+    shape = "x".join(map(str, s.data.input_shape))
+    for m in s.models:
+        p = ctx.profiles[m.name]
+        ctx.print(f"{m.name} (width {m.width:g}, input {shape}): {si(p.flops, 'FLOP')} forward per sample, "
+                  f"{p.params:,} parameters, {human_bytes(p.bytes_at(32))} fp32 / "
+                  f"{human_bytes(p.bytes_at(8))} at 8 bits")
+        rows = []
+        for j in p.cuts:
+            rows.append([j, p.blocks[j - 1].name, si(sum(b.flops for b in p.blocks[:j])),
+                         si(sum(b.flops for b in p.blocks[j:])), human_bytes(sum(b.bytes_at(8) for b in p.blocks[:j])),
+                         f"{p.act_elements(j):,}", human_bytes(p.act_bytes(j, 32))])
+        ctx.print(format_table(["cut", "after block", "SD FLOPs", "ES FLOPs", "SD part 8-bit",
+                                "act elements", "act fp32"], rows, indent="  "))
+
+
+def section_candidates(ctx: DemoContext) -> None:
+    """The cheapest and the fastest option per (model, bits) candidate."""
+    from jqodi.cli.instance import render_instance
+
+    ctx.title(f"Candidates: cheapest and fastest epoch ({ctx.scenario.cost_model} cost model)")
+    ctx.print(render_instance(ctx.instance))
+
+
+SECTIONS: list[Callable[[DemoContext], None]] = [section_scenario, section_models, section_candidates]
+
+
+def run_demo(path: str | Path | None = None, sections: list[Callable[[DemoContext], None]] | None = None,
+             out: TextIO | None = None) -> DemoContext:
+    """Load the scenario (default: the paper's Data 1) and print each section in turn."""
+    p = Path(path) if path else default_scenario_path()
+    ctx = DemoContext(load_scenario(p), p, out or sys.stdout)
+    for sec in sections if sections is not None else SECTIONS:
+        sec(ctx)
+    return ctx

@@ -1,0 +1,101 @@
+"""The foundation's CLI verbs: instance, profile, demo — good input and bad input."""
+import io
+import json
+import os
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from jqodi.cli import main
+from jqodi.planner import PlanningInstance
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA1 = ROOT / "examples" / "paper-data1.yaml"
+
+
+def run_cli(*argv):
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(list(argv))
+    return rc, buf.getvalue()
+
+
+def test_instance_json_validates_against_the_contract(tmp_path):
+    out = tmp_path / "inst.json"
+    rc, text = run_cli("instance", str(DATA1), "--json", "--out", str(out))
+    assert rc == 0
+    inst = PlanningInstance.from_dict(json.loads(text))
+    assert inst.deadline_s == 180 and len(inst.candidates) == 18
+    assert json.loads(out.read_text()) == json.loads(text)
+
+
+def test_instance_table_and_estimates_override(tmp_path):
+    rc, text = run_cli("instance")  # default scenario = Data 1
+    assert rc == 0 and "instance of paper-data1 (extended cost model): deadline 180 s" in text
+    assert "lenet     " in text and "target out of reach" in text
+    from jqodi.learning.table import LearningEstimate, save_estimates
+
+    est = tmp_path / "est.json"
+    save_estimates(est, [LearningEstimate("lenet", 8, 0.01, 0.001, 3, 4, source="measured")])
+    rc, text = run_cli("instance", str(DATA1), "--estimates", str(est), "--json", "--cost-model", "paper")
+    c = next(c for c in json.loads(text)["candidates"] if (c["model"], c["bits"]) == ("lenet", 8))
+    assert c["epochs"] == {"expected": 3, "robust": 4}
+    assert json.loads(text)["meta"]["cost_model"] == "paper"
+
+
+def test_instance_lists_options():
+    rc, text = run_cli("instance", "--options")
+    assert rc == 0 and "lenet @ 8 bits" in text and "rtx3090" in text
+
+
+def test_profile_json_and_table():
+    rc, text = run_cli("profile", "--model", "lenet", "--input", "3x32x32", "--json")
+    d = json.loads(text)
+    assert rc == 0 and d["model"] == "lenet" and len(d["blocks"]) == 5 and len(d["cuts"]) == 4
+    assert d["params"] == 2334026 and d["cuts"][0]["act_elements"] == 64 * 16 * 16
+    rc, text = run_cli("profile", "--model", "resnet20", "--input", "1x28x28", "--width", "0.5")
+    assert rc == 0 and "resnet20  input 1x28x28" in text and "act elements" in text
+
+
+def test_demo_prints_its_sections():
+    from jqodi.demo import run_demo
+
+    buf = io.StringIO()
+    ctx = run_demo(out=buf)
+    text = buf.getvalue()
+    for title in ("== Scenario paper-data1", "== Models and their cut profiles", "== Candidates"):
+        assert title in text
+    assert "pi5" in text and "rtx4090" in text and ctx.instance.deadline_s == 180
+    # sections can be extended
+    extra = io.StringIO()
+    run_demo(sections=[lambda c: c.print("hello", c.scenario.name)], out=extra)
+    assert extra.getvalue() == "hello paper-data1\n"
+
+
+@pytest.mark.parametrize("argv, content, expected", [
+    (["instance", "{path}"], "deadline_s: [1, 2\n", "(yaml): line"),
+    (["instance", "{path}"], None, "file not found"),
+    (["instance", "{path}", "--json"], "BAD_BANDWIDTH", "edges[0].end_link.bandwidth_hz: Input should be greater than 0"),
+    (["demo", "{path}"], "UNKNOWN_MODEL", "models[0].name: unknown model 'alexnet'"),
+    (["profile", "--model", "alexnet"], None, "unknown model 'alexnet'"),
+    (["instance", str(DATA1), "--estimates", "{path}"], None, "not found"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, argv, content, expected):
+    path = tmp_path / "bad.yaml"
+    if content == "BAD_BANDWIDTH":
+        content = DATA1.read_text().replace("bandwidth_hz: 80.0e6", "bandwidth_hz: -5", 1)
+    elif content == "UNKNOWN_MODEL":
+        content = DATA1.read_text().replace("{name: lenet, width: 1.0}", "{name: alexnet}")
+    if content is not None:
+        path.write_text(content)
+    cmd = [sys.executable, "-m", "jqodi", *[a.replace("{path}", str(path)) for a in argv]]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and expected in lines[0], lines[0]
+    assert proc.stdout == ""

@@ -1,0 +1,217 @@
+"""Scenario files: the shipped examples load, and malformed ones fail with one line naming the field."""
+import copy
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jqodi.errors import ScenarioError
+from jqodi.scenario import default_scenario_path, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA1 = ROOT / "examples" / "paper-data1.yaml"
+DATA2 = ROOT / "examples" / "paper-data2.yaml"
+BASE = yaml.safe_load(DATA1.read_text())
+
+
+def test_examples_load_with_the_papers_settings():
+    d1, d2 = load_scenario(DATA1), load_scenario(DATA2)
+    assert (d1.deadline_s, d1.data.train_size, d1.data.val_size) == (180.0, 2000, 500)
+    assert (d2.deadline_s, d2.data.train_size, d2.data.val_size) == (2000.0, 5000, 1000)
+    for s in (d1, d2):
+        assert [m.name for m in s.models] == ["lenet", "vgg", "resnet20"]
+        assert s.bits == [2, 4, 6, 8] and s.baseline_bits == [1, 32]
+        assert [e.name for e in s.edges] == ["rtx3090", "rtx4090"]
+        # rated powers of Tables II-IV
+        assert s.end_device.busy_power_w == 12 and s.cloud.busy_power_w == 400
+        assert [e.busy_power_w for e in s.edges] == [350, 450]
+        # a learning row for every (model, bits) candidate
+        assert {(r.model, r.bits) for r in s.learning} == {(m.name, b) for m in s.models for b in s.all_bits}
+    # Table VI spot checks (K^exp, K^rob) and the paper's infinity
+    rows = {(r.model, r.bits): r for r in d1.learning}
+    assert (rows["lenet", 6].epochs_expected, rows["lenet", 6].epochs_robust) == (33, 36)
+    assert (rows["vgg", 8].epochs_expected, rows["vgg", 8].epochs_robust) == (29, 31)
+    assert rows["resnet20", 2].epochs_expected is None
+    rows2 = {(r.model, r.bits): r for r in d2.learning}
+    assert (rows2["resnet20", 8].epochs_expected, rows2["resnet20", 8].epochs_robust) == (50, 52)
+
+
+def test_default_scenario_is_the_packaged_data1_copy():
+    p = default_scenario_path()
+    assert p.name == "paper-data1.yaml" and p.is_file()
+    assert p.read_text() == DATA1.read_text(), "src/jqodi/data/paper-data1.yaml must equal examples/"
+    assert load_scenario(p).name == "paper-data1"
+    assert (p.parent / "paper-data2.yaml").read_text() == DATA2.read_text()
+
+
+def test_derived_quantities():
+    s = load_scenario(DATA1)
+    e = s.edges[0]
+    sigma = 10 ** (25 / 10)
+    assert e.end_link.rate_bps == pytest.approx(80e6 * math.log2(1 + sigma))
+    assert e.end_link.joules_per_bit == pytest.approx(1.0 / e.end_link.rate_bps)
+    assert e.cloud_link.joules_per_bit == pytest.approx(2.0 / 1e9)
+    assert e.speed_flops == pytest.approx(35.58e12 * 0.01)
+    assert e.joules_per_flop == pytest.approx(350 / (35.58e12 * 0.01))
+    assert s.end_device.memory_bytes == 8 * 2**30
+    assert s.runtime.host == "127.0.0.1" and s.runtime.time_dilation == "auto"
+    assert s.training.wire_bits("same", 6) == 6 and s.training.wire_bits(8, 2) == 8
+
+
+def test_system_arrays_follow_the_scenario():
+    from jqodi.system import System, db_to_linear, shannon_rate_bps
+
+    assert db_to_linear(20) == pytest.approx(100.0)
+    assert shannon_rate_bps(1e6, 3) == pytest.approx(2e6)
+    s = load_scenario(DATA1)
+    sysm = System.from_scenario(s)
+    assert sysm.edge_names == ["rtx3090", "rtx4090"]
+    assert list(sysm.edge_end_rate_bps) == pytest.approx([e.end_link.rate_bps for e in s.edges])
+    assert list(sysm.cloud_edge_j_per_bit) == pytest.approx([2e-9, 2e-9])
+    assert sysm.end.flops == pytest.approx(153.6e9 * 0.10) and sysm.edge_down_reason == (None, None)
+
+
+def test_defaults_for_optional_sections():
+    d = copy.deepcopy(BASE)
+    for k in ("runtime", "training", "learning", "baseline_bits", "cost_model", "name", "description"):
+        d.pop(k)
+    s = parse_scenario(d)
+    assert s.cost_model == "extended" and s.learning == [] and s.baseline_bits == []
+    assert s.runtime.port == 29500 and s.training.batch_size == 64
+
+
+def _set(path, value):
+    def f(d):
+        *head, last = path
+        for k in head:
+            d = d[k]
+        if value is _DEL:
+            del d[last]
+        else:
+            d[last] = value
+    return f
+
+
+_DEL = object()
+
+
+def _dup_edge(d):
+    d["edges"].append(copy.deepcopy(d["edges"][0]))
+
+
+def _both_energy(d):
+    d["end_device"]["energy_per_flop_j"] = 1e-9
+
+
+def _dup_learning(d):
+    d["learning"].append(copy.deepcopy(d["learning"][0]))
+
+
+MALFORMED = [
+    (_set(["deadline_s"], -5), "deadline_s: "),
+    (_set(["deadline_s"], "soon"), "deadline_s: "),
+    (_set(["target_loss"], _DEL), "target_loss: missing field"),
+    (_set(["target_loss"], 0), "target_loss: "),
+    (_set(["cost_model"], "magic"), "cost_model: "),
+    (_set(["models", 0, "name"], "alexnet"), "models[0].name: unknown model 'alexnet'"),
+    (_set(["models", 1, "width"], -1), "models[1].width: "),
+    (_set(["models"], []), "models: "),
+    (_set(["bits"], [4, 9]), "bits[1]: bit-width 9"),
+    (_set(["bits"], [4, 4]), "bits: bit-widths must not repeat"),
+    (_set(["baseline_bits"], [8]), "baseline_bits: bit-width 8 is already in 'bits'"),
+    (_set(["edges", 0, "end_link", "bandwidth_hz"], 0), "edges[0].end_link.bandwidth_hz: "),
+    (_set(["edges", 0, "end_link", "bandwidth_hz"], -20e6), "edges[0].end_link.bandwidth_hz: "),
+    (_set(["edges", 1, "cloud_link", "rate_bps"], -1), "edges[1].cloud_link.rate_bps: "),
+    (_set(["edges", 0, "end_link", "snr_db"], _DEL), "edges[0].end_link: give exactly one of 'snr_db'"),
+    (_set(["edges", 0, "end_link", "snr_db"], 500), "edges[0].end_link: snr_db must be within"),
+    (_set(["edges", 0, "colour"], "red"), "edges[0].colour: unknown field"),
+    (_set(["edges"], []), "edges: "),
+    (_dup_edge, "edges[2].name: edge server 'rtx3090' is listed twice"),
+    (_set(["end_device", "peak_flops"], 0), "end_device.peak_flops: "),
+    (_set(["end_device", "peak_flops"], _DEL), "end_device: give the speed"),
+    (_both_energy, "end_device: give exactly one of 'energy_per_flop_j' and 'busy_power_w'"),
+    (_set(["cloud", "utilization"], 1.5), "cloud.utilization: "),
+    (_set(["cloud", "memory_gib"], "lots"), "cloud.memory_gib: "),
+    (_set(["edges", 0, "bit_speedup"], {9: 2.0}), "edges[0]: bit_speedup: bit-width 9"),
+    (_set(["data", "train_size"], 0), "data.train_size: "),
+    (_set(["data", "input_shape"], [3, 32]), "data.input_shape"),
+    (_set(["data", "dataset"], "imagenet"), "data.dataset: "),
+    (_set(["data"], _DEL), "data: missing field"),
+    (_set(["learning", 0, "model"], "alexnet"), "learning[0].model: 'alexnet' is not one of the scenario's models"),
+    (_set(["learning", 0, "bits"], 3), "learning[0].bits: 3 is not one of the scenario's bit-widths"),
+    (_set(["learning", 1, "epochs_robust"], 10), "learning[1]: epochs_robust (10) must be ≥ epochs_expected"),
+    (_set(["learning", 1, "epochs_robust"], None), "learning[1]: epochs_expected and epochs_robust"),
+    (_set(["learning", 0, "gamma"], _DEL), "learning[0].gamma: missing field"),
+    (_dup_learning, "learning[18]: duplicate row"),
+    (_set(["training", "act_bits"], 12), "training.act_bits"),
+    (_set(["training", "batch_size"], 2.5), "training.batch_size: "),
+    (_set(["runtime", "port"], 70000), "runtime.port: "),
+    (_set(["runtime", "time_dilation"], 0.5), "runtime.time_dilation"),
+    (_set(["runtime", "emulate"], "perhaps"), "runtime.emulate: "),
+    (_set(["surprise"], 1), "surprise: unknown field"),
+    (_set(["deadline_s"], True), "deadline_s: expected a number, got true"),
+    (_set(["bits"], [False, 4]), "bits[0]: expected a number, got false"),
+]
+
+
+@pytest.mark.parametrize("mutate, expected", MALFORMED, ids=[m[1][:40] for m in MALFORMED])
+def test_malformed_scenarios_fail_with_one_line_naming_the_field(mutate, expected):
+    d = copy.deepcopy(BASE)
+    mutate(d)
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(d, "bad.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("bad.yaml: "), msg
+    assert expected in msg, msg
+
+
+def test_at_least_twenty_malformed_cases():
+    assert len(MALFORMED) >= 20
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("deadline_s: [1, 2\n", r"^.*bad\.yaml: \(yaml\): line \d+, column \d+: "),
+    ("", r"bad\.yaml: \(top level\): expected a mapping of fields, got an empty document"),
+    ("- 1\n- 2\n", r"bad\.yaml: \(top level\): expected a mapping of fields, got list"),
+    ("a: b\n\tc: d\n", r"bad\.yaml: \(yaml\): "),
+    ("{1: 2}\n", r"bad\.yaml: 1: field names must be strings"),
+])
+def test_malformed_yaml_text(tmp_path, text, expected):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(p)
+    assert "\n" not in str(err.value)
+    assert re.search(expected, str(err.value)), str(err.value)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(ScenarioError, match="nope.yaml: file not found"):
+        load_scenario(tmp_path / "nope.yaml")
+    with pytest.raises(ScenarioError, match="is a directory"):
+        load_scenario(tmp_path)
+    p = tmp_path / "bin.yaml"
+    p.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ScenarioError, match="bin.yaml: unreadable"):
+        load_scenario(p)
+
+
+def test_numbers_written_as_strings_are_read():
+    d = copy.deepcopy(BASE)
+    d["cloud"]["peak_flops"] = "19.5e12"  # YAML 1.1 reads 1e12 (no dot) as a string
+    assert parse_scenario(d).cloud.peak_flops == 19.5e12
+
+
+def test_user_registered_models_are_accepted():
+    import torch
+
+    from jqodi.zoo import register_model
+
+    register_model("tiny-scn", lambda s, n, w: [("f", torch.nn.Flatten()),
+                                                 ("fc", torch.nn.Linear(s[0] * s[1] * s[2], n))], replace=True)
+    d = copy.deepcopy(BASE)
+    d["models"].append({"name": "tiny-scn"})
+    assert parse_scenario(d).models[-1].name == "tiny-scn"
