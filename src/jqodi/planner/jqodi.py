@@ -54,6 +54,7 @@ import numpy as np
 from jqodi.errors import PlanningError
 from jqodi.planner.common import (
     Stopwatch, check_epochs, deadline_limit_s, lp_bound, make_solution, option_arrays, pareto_front,
+    search_candidates,
 )
 from jqodi.planner.explain import infeasible_solution
 from jqodi.planner.instance import Candidate, PlanningInstance, Solution
@@ -346,7 +347,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         raise PlanningError(f"buckets must be ≥ 16, got {buckets}")
     clock = Stopwatch()
     settings = []
-    for c in instance.candidates:
+    for c in search_candidates(instance):
         s = _setting(instance, c, epochs, prune_dominated)
         if s is None:
             continue
@@ -375,7 +376,8 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         if best is None or score < best[0]:
             best = (score, s, path)
     if best is None:
-        return infeasible_solution(instance, "jqodi", epochs, plan_time_ms=clock.ms)
+        return infeasible_solution(instance, "jqodi", epochs, candidates=search_candidates(instance),
+                                   plan_time_ms=clock.ms)
     score, s, path = best
     c = s.cand
     # schedule in execution order: the first K^exp epochs, then the rest (runs grouped)

@@ -43,7 +43,7 @@ import numpy as np
 
 from jqodi.planner.common import (
     LPBound, Stopwatch, check_epochs, epochs_of, lp_bound, make_solution, option_arrays,
-    pareto_front, time_budget_s,
+    pareto_front, search_candidates, time_budget_s,
 )
 from jqodi.errors import PlanningError
 from jqodi.planner.explain import infeasible_solution
@@ -324,7 +324,7 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
         raise PlanningError(f"optimal method must be auto or milp, got {method!r}")
     clock = Stopwatch()
     rows = []
-    for c in instance.candidates:
+    for c in search_candidates(instance):
         K = epochs_of(c, epochs)
         if K is None or not c.options:
             continue
@@ -338,7 +338,8 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
             continue
         rows.append((c.quantize_energy_j + lp.value_j, c, K, budget))
     if not rows:
-        return infeasible_solution(instance, "optimal", epochs, plan_time_ms=clock.ms)
+        return infeasible_solution(instance, "optimal", epochs, candidates=search_candidates(instance),
+                                   plan_time_ms=clock.ms)
     rows.sort(key=lambda r: r[0])
     best: tuple[float, Candidate, list] | None = None
     proven = True
@@ -358,7 +359,8 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
             if best is None or total < best[0]:
                 best = (total, c, counts)
     if best is None:  # every MILP timed out without a plan (never seen in practice)
-        return infeasible_solution(instance, "optimal", epochs, plan_time_ms=clock.ms)
+        return infeasible_solution(instance, "optimal", epochs, candidates=search_candidates(instance),
+                                   plan_time_ms=clock.ms)
     total, c, counts = best
     lower = min(rows[0][0], total)
     return make_solution("optimal", "optimal" if proven else "feasible", c, sorted(counts), epochs,
@@ -379,7 +381,7 @@ def exact_pareto_dp(instance: PlanningInstance, *, epochs: str = "robust",
     """
     check_epochs(epochs)
     best = None
-    for c in instance.candidates:
+    for c in search_candidates(instance):
         K = epochs_of(c, epochs)
         if K is None or not c.options:
             continue
