@@ -83,7 +83,8 @@ def loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
     return [cand.loss.start + (final - cand.loss.start) * k / K for k in range(K + 1)]
 
 
-def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool) -> Setting | None:
+def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool,
+             alg4: bool = True) -> Setting | None:
     K = c.epochs.get(epochs)
     if K is None or not c.options:
         return None
@@ -97,6 +98,8 @@ def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool)
         if c.loss is not None and c.loss.final_expected > 0:
             risk = c.loss.final_robust / c.loss.final_expected
     else:
+        X, risk = K, 1.0
+    if not alg4:  # rank paths by weight alone: no opportunity (X = K), no risk
         X, risk = K, 1.0
     arr = option_arrays(c)
     idx = pareto_front(arr.time_s, arr.energy_j) if prune else np.arange(len(c.options))
@@ -337,9 +340,12 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
 
 # ------------------------------------------------------------------------------ solver
 def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str = "dp",
-                buckets: int = DEFAULT_BUCKETS, prune_dominated: bool = True) -> Solution:
+                buckets: int = DEFAULT_BUCKETS, prune_dominated: bool = True,
+                alg4: bool = True) -> Solution:
     """Algorithms 1–4. ``mode``: ``dp`` (bucketed state merging, default), ``dp-exact`` (merge on
-    exact elapsed time) or ``literal`` (build and walk the tree as written; tiny instances only)."""
+    exact elapsed time) or ``literal`` (build and walk the tree as written; tiny instances only).
+    ``alg4=False`` ranks paths by weight (energy) alone instead of Alg. 4's score — a diagnostic
+    that separates the effect of the score from that of the tree search."""
     check_epochs(epochs)
     if mode not in ("dp", "dp-exact", "literal"):
         raise PlanningError(f"jqodi mode must be dp, dp-exact or literal, got {mode!r}")
@@ -348,7 +354,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
     clock = Stopwatch()
     settings = []
     for c in search_candidates(instance):
-        s = _setting(instance, c, epochs, prune_dominated)
+        s = _setting(instance, c, epochs, prune_dominated, alg4)
         if s is None:
             continue
         arr = option_arrays(c)
@@ -392,7 +398,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
     t_exp = c.quantize_time_s + math.fsum(c.options[i].epoch_time_s for i in path[: s.X])
     t_rob = c.quantize_time_s + math.fsum(c.options[i].epoch_time_s for i in path)
     extra = {"score": score, "opp": t_exp / t_rob, "risk": s.risk, "epochs_expected": s.X,
-             "time_expected_s": t_exp, "mode": mode, "candidates_searched": searched,
+             "time_expected_s": t_exp, "mode": mode, "alg4": alg4, "candidates_searched": searched,
              "plan_time_ms": clock.ms}
     if mode == "dp":
         extra["buckets"] = int(buckets)
