@@ -42,8 +42,11 @@ is polynomial, as Property 2 claims:
 * ``prune_dominated=True`` (default) drops options that are slower *and* costlier than another
   option of the same candidate before building the tree. Such an option can only win through
   opp's reward for a slow start (an artefact of Alg. 4), never by energy.
-* Candidates are visited in order of a lower bound of their best score, risk·(ε + LP bound)
-  (opp ≤ 1); the search stops when the bound reaches the best score found.
+* Candidates are visited in order of a lower bound of their best score,
+  risk·(1 + (K − K^exp)·t_min/T_max)·(ε + LP bound); the search stops when the bound reaches the
+  best score found.
+* Both phases start from the empty path with the same actions, so the shorter phase is a prefix
+  of the longer one: one DP run serves both.
 """
 from __future__ import annotations
 
@@ -230,12 +233,14 @@ def _dp_exact(instance: PlanningInstance, s: Setting):
 
 
 # ------------------------------------------------------------------------------ bucketed DP
-def _phase_buckets(d: np.ndarray, u: np.ndarray, e: np.ndarray, n: int, nb: int):
+def _phase_buckets(d: np.ndarray, u: np.ndarray, e: np.ndarray, n: int, nb: int, snap: int = 0):
     """n epochs over bucket grid: least energy ``V[b]`` of the paths whose rounded excess time is b
-    buckets, the exact excess time ``X[b]`` of that least-energy path, and per-step choices."""
+    buckets, the exact excess time ``X[b]`` of that least-energy path, per-step choices, and the
+    same (V, X) after ``snap`` epochs (both phases start empty, so the shorter is a prefix)."""
     V = np.full(nb + 1, np.inf)
     V[0] = 0.0
     X = np.zeros(nb + 1)
+    snapped = (V.copy(), X.copy())
     P = len(d)
     ar = np.arange(nb + 1)
     choices = np.empty((n, nb + 1), dtype=np.int16 if P < 32000 else np.int32)
@@ -249,7 +254,9 @@ def _phase_buckets(d: np.ndarray, u: np.ndarray, e: np.ndarray, n: int, nb: int)
         choices[step] = ch
         V = M[ch, ar]
         X = np.where(np.isfinite(V), X[np.maximum(ar - d[ch], 0)] + u[ch], np.inf)
-    return V, X, choices
+        if step + 1 == snap:
+            snapped = (V, X)
+    return V, X, choices, snapped
 
 
 def _backtrack(choices: np.ndarray, d: np.ndarray, b: int) -> list[int]:
@@ -292,8 +299,12 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
     if len(keep) == 0:
         return None
     d, u, e_k, ids = d[keep], u[keep], e[keep], s.options[keep]
-    VA, XA, chA = _phase_buckets(d, u, e_k, s.X, buckets)
-    VB, XB, chB = _phase_buckets(d, u, e_k, s.K - s.X, buckets)
+    n_a, n_b = s.X, s.K - s.X
+    VL, XL, ch, (VS, XS) = _phase_buckets(d, u, e_k, max(n_a, n_b), buckets, snap=min(n_a, n_b))
+    if n_a >= n_b:
+        VA, XA, chA, VB, XB, chB = VL, XL, ch, VS, XS, ch[:n_b]
+    else:
+        VA, XA, chA, VB, XB, chB = VS, XS, ch[:n_a], VL, XL, ch
     a_idx = np.nonzero(np.isfinite(VA) & (XA <= slack))[0]
     b_all = np.nonzero(np.isfinite(VB) & (XB <= slack))[0]
     if len(a_idx) == 0 or len(b_all) == 0:
@@ -362,7 +373,10 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         lp = lp_bound(arr.time_s, arr.energy_j, front, s.K, s.limit_s - c.quantize_time_s)
         if lp is None:
             continue
-        settings.append((s.risk * (c.quantize_energy_j + lp.value_j), s))
+        # score = W·risk·T_rob/T_exp with W ≥ ε + LP and T_rob/T_exp = 1 + T_B/T_exp ≥
+        # 1 + (K − X)·t_min / T_max (the last K − X epochs take at least t_min each)
+        ratio = 1.0 + (s.K - s.X) * float(arr.time_s.min()) / s.limit_s
+        settings.append((s.risk * ratio * (c.quantize_energy_j + lp.value_j), s))
     settings.sort(key=lambda r: r[0])
     best = None
     searched = 0
