@@ -327,16 +327,30 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
     upper = float(np.min(s.risk * (Ca + vb_cheapest) * (Ta + Tb[pos]) / Ta))
     rows = s.risk * (Ca + vb_cheapest) <= upper * (1 + 1e-9)
     a_idx, Ca, Ta = a_idx[rows], Ca[rows], Ta[rows]
-    ok = (XA[a_idx][:, None] + xb[None, :]) <= slack
-    W = Ca[:, None] + VB[b_idx][None, :]
-    score = np.where(ok, W * s.risk * (Ta[:, None] + Tb[None, :]) / Ta[:, None], np.inf)
-    n_try = min(16, score.size)
-    flat = np.argpartition(score, n_try - 1, axis=None)[:n_try] if score.size > n_try else \
-        np.arange(score.size)
-    flat = flat[np.argsort(score.ravel()[flat], kind="stable")]
-    for f in flat:  # re-time exactly (fsum); the first almost always passes
-        ia, ib = np.unravel_index(int(f), score.shape)
-        if not np.isfinite(score[ia, ib]):
+    # B-ends that cannot beat the bound even with the cheapest A-end are dropped
+    vb = VB[b_idx]
+    useful = s.risk * (Ca.min() + vb) <= upper * (1 + 1e-9)
+    b_idx, xb, Tb, vb = b_idx[useful], xb[useful], Tb[useful], vb[useful]
+    # best B-end per A-end, in row chunks (bounded memory)
+    best_score = np.full(len(a_idx), np.inf)
+    best_col = np.zeros(len(a_idx), dtype=np.int64)
+    xa = XA[a_idx]
+    step = max(1, 262_144 // max(len(b_idx), 1))
+    for lo in range(0, len(a_idx), step):
+        sl = slice(lo, lo + step)
+        sc = (Ca[sl, None] + vb[None, :]) * (Ta[sl, None] + Tb[None, :])
+        sc /= Ta[sl, None]
+        sc[xa[sl, None] + xb[None, :] > slack] = np.inf
+        col = sc.argmin(axis=1)
+        best_col[sl] = col
+        best_score[sl] = sc[np.arange(sc.shape[0]), col] * s.risk
+    n_try = min(16, len(a_idx))
+    top = np.argpartition(best_score, n_try - 1)[:n_try] if len(a_idx) > n_try else \
+        np.arange(len(a_idx))
+    top = top[np.argsort(best_score[top], kind="stable")]
+    for ia in top:  # re-time exactly (fsum); the first almost always passes
+        ib = int(best_col[ia])
+        if not np.isfinite(best_score[ia]):
             break
         pa = _backtrack(chA, d, int(a_idx[ia])) if s.X else []
         pb = _backtrack(chB, d, int(b_idx[ib])) if s.K - s.X else []
