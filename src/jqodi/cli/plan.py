@@ -109,3 +109,22 @@ def run(args) -> int:
         return 0
     _print_solution(sol, instance)
     return 0 if sol.status != "infeasible" else 1
+
+
+def demo_section(ctx) -> None:
+    """``jqodi demo`` section: plan the scenario with every solver and print the comparison."""
+    from jqodi.planner import compare, format_table, savings_summary
+
+    inst = ctx.instance
+    ctx.title("Plans: every solver on this scenario (robust epoch estimate)")
+    ctx.print(f"deadline {inst.deadline_s:g} s, target loss {inst.target_loss:g}; "
+              "JQODI = Alg. 1-4, optimal = exact per-epoch mix, static = the paper's Optimum "
+              "(one option for all epochs)")
+    rows = compare(inst)
+    ctx.print(format_table(rows))
+    line = savings_summary(rows)
+    if line:
+        ctx.print(line)
+    for r in rows:
+        if r["status"] == "infeasible":
+            ctx.print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")

@@ -146,6 +146,20 @@ def lp_bound(t: np.ndarray, e: np.ndarray, front: np.ndarray, K: int, budget_s: 
     return LPBound(float(value), int(front[a]), int(front[b]), float(share), lam, float(-slope))
 
 
+def search_candidates(instance: PlanningInstance) -> tuple[Candidate, ...]:
+    """The candidates JQODI, ``optimal`` and ``static`` search: those whose bit-width is in Ω.
+
+    A compiled scenario lists Ω in ``meta.search_bits`` and adds extra bit-widths
+    (``meta.baseline_bits``: 1 and 32 in the paper) only for the Full/Minimal-Model baselines;
+    without ``meta.search_bits`` every candidate is searched.
+    """
+    bits = instance.meta.get("search_bits") if isinstance(instance.meta, dict) else None
+    if not bits:
+        return instance.candidates
+    allowed = {int(b) for b in bits}
+    return tuple(c for c in instance.candidates if c.bits in allowed)
+
+
 def epochs_of(cand: Candidate, epochs: str) -> int | None:
     return cand.epochs.get(epochs)
 
