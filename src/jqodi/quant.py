@@ -253,13 +253,13 @@ def prepare_qat(model: nn.Module, bits: int, act_bits: int | None = None,
             m.set_bits(bits)
             m.act_bits = act_bits
     else:
-        first = True
-        for parent in list(model.modules()):
+        # The first layer in module (execution) order sees the signed, normalised image.
+        order = [name for name, m in model.named_modules() if _is_plain_layer(m)]
+        for parent_name, parent in list(model.named_modules()):
             for child_name, child in list(parent.named_children()):
                 if _is_plain_layer(child):
-                    setattr(parent, child_name, _swap(child, bits, act_bits, signed=first))
-                    first = False
-        # A BlockModel's blocks are nn.ModuleList entries; named_children covers them.
+                    full = f"{parent_name}.{child_name}" if parent_name else child_name
+                    setattr(parent, child_name, _swap(child, bits, act_bits, signed=(full == order[0])))
     if calibration is not None:
         calibrate_activations(model, calibration)
     return model
@@ -465,6 +465,8 @@ def model_size_bytes(model: nn.Module, bits: int) -> int:
     Works on a prepared model or on a plain one (counting the steps that ``prepare_qat`` adds).
     """
     bits = check_bits(bits)
+    if bits == FULL_PRECISION and list(quant_layers(model)):
+        return model_size_bytes(_unprepared_view(model), bits)
     if bits == FULL_PRECISION or list(quant_layers(model)):
         if bits != FULL_PRECISION and model_bits(model) != bits:
             # prepared at another width: count as if re-prepared

@@ -95,13 +95,13 @@ RETURN_MODES = ("codes", "stochastic", "delta-fp16", "latent")
 class TrainConfig:
     """Fine-tuning hyper-parameters. ``lr`` etc. apply to weights; steps get no weight decay."""
 
-    lr: float = 0.01
+    lr: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 64
-    optimizer: str = "sgd"
+    optimizer: str = "adam"
     act_bits: int | None = None
-    return_mode: str = "delta-fp16"
+    return_mode: str = "stochastic"
     eval_batch_size: int = 500
 
     def __post_init__(self):

@@ -1,0 +1,17 @@
+"""``jqodi edge --name NAME``: run one edge server (ES) role; it joins the cloud's rendezvous."""
+from __future__ import annotations
+
+HELP = "run an edge-server role (joins the cloud's rendezvous)"
+
+
+def add_arguments(p) -> None:
+    from jqodi.runtime.process import add_connection_arguments
+
+    p.add_argument("--name", required=True, help="this edge server's name in the scenario")
+    add_connection_arguments(p)
+
+
+def run(args) -> int:
+    from jqodi.runtime.process import role_main
+
+    return role_main(f"edge:{args.name}", args)

@@ -1,0 +1,277 @@
+"""``run_plan``: start every role of a plan on this machine, watch them, collect a RunRecord.
+
+Over gloo the roles are subprocesses (``python -m jqodi cloud|edge|end``); the launcher keeps
+their PIDs, relays the cloud's progress, and when one fails it names it in a one-line
+:class:`RuntimeFailure` and ends the others by PID. In-process, the roles are threads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from jqodi.errors import RuntimeFailure
+from jqodi.runtime.job import Job
+from jqodi.runtime.record import RunRecord, measure_epoch
+
+__all__ = ["run_plan", "run_job", "launch_processes", "free_port", "RoleProcess"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class RoleProcess:
+    """One role's subprocess: its PID, and the last lines it wrote."""
+
+    def __init__(self, role: str, argv: list[str], env: dict, on_line: Callable[[str, str], None]):
+        self.role = role
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                     text=True, bufsize=1, start_new_session=True)
+        self.pid = self.proc.pid
+        self.stderr: list[str] = []
+        self.exited_at: float | None = None
+        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, False, on_line), daemon=True),
+                         threading.Thread(target=self._pump, args=(self.proc.stderr, True, on_line), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream, is_err: bool, on_line) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            if is_err:
+                self.stderr.append(line)
+                del self.stderr[:-50]
+            on_line(self.role, line if not is_err else f"[stderr] {line}")
+
+    def poll(self) -> int | None:
+        rc = self.proc.poll()
+        if rc is not None and self.exited_at is None:
+            self.exited_at = time.monotonic()
+        return rc
+
+    def kill(self) -> None:
+        """End this role's process (by its PID): SIGTERM, then SIGKILL."""
+        if self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(self.pid, sig)
+                os.kill(self.pid, signal.SIGCONT)  # a stopped process must run to act on it
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def join_output(self) -> None:
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    def error_line(self) -> str | None:
+        for line in reversed(self.stderr):
+            if line.startswith("jqodi ") and ": error: " in line:
+                return line.split(": error: ", 1)[1]
+        return None
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
+                     resume: bool = False, on_line: Callable[[str, str], None] | None = None,
+                     wall_limit_s: float | None = None, on_start: Callable[[dict], None] | None = None) -> None:
+    """Run the cloud, the job's edges and the end as subprocesses until they all finish.
+
+    Raises :class:`RuntimeFailure` naming the first role that failed (a role killed by a signal
+    is named before the roles that noticed it). ``on_start`` gets ``{role: RoleProcess}``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    job_path = workdir / "job.json"
+    job_path.write_text(json.dumps(job.to_dict(), indent=2))
+    port = port or free_port(host)
+    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s)]
+    py = [sys.executable, "-m", "jqodi"]
+    env = {**os.environ, "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    lines = on_line or (lambda role, line: None)
+    procs: dict[str, RoleProcess] = {}
+    cloud_argv = py + ["cloud", "--job", str(job_path), "--workdir", str(workdir)] + conn + (["--resume"] if resume else [])
+    procs["cloud"] = RoleProcess("cloud", cloud_argv, env, lines)
+    for e in job.edges:
+        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn, env, lines)
+    procs["end"] = RoleProcess("end", py + ["end"] + conn, env, lines)
+    if on_start:
+        on_start(procs)
+    deadline = time.monotonic() + wall_limit_s if wall_limit_s else None
+    failure: RuntimeFailure | None = None
+    try:
+        while True:
+            codes = {r: p.poll() for r, p in procs.items()}
+            bad = {r: c for r, c in codes.items() if c not in (None, 0)}
+            if bad:
+                # give the others a moment to report what they saw, then pick the root cause
+                grace = time.monotonic() + min(1.5, job.timeout_s)
+                while time.monotonic() < grace and any(p.poll() is None for p in procs.values()):
+                    time.sleep(0.05)
+                for p in procs.values():
+                    p.join_output() if p.poll() is not None else None
+                failure = _root_cause(procs)
+                break
+            if all(c == 0 for c in codes.values()):
+                break
+            if deadline and time.monotonic() > deadline:
+                failure = RuntimeFailure(f"the run exceeded its wall-clock limit of {wall_limit_s:g} s", peer=None)
+                break
+            time.sleep(0.05)
+    finally:
+        for p in procs.values():
+            p.kill()
+        for p in procs.values():
+            p.join_output()
+    if failure is not None:
+        raise failure
+
+
+def _root_cause(procs: dict[str, RoleProcess]) -> RuntimeFailure:
+    exited = sorted((p for p in procs.values() if p.poll() not in (None, 0)),
+                    key=lambda p: p.exited_at or float("inf"))
+    killed = [p for p in exited if p.proc.returncode < 0]
+    if killed:
+        p = killed[0]
+        seen = next((q.error_line() for q in exited if q is not p and q.error_line()), None)
+        return RuntimeFailure(f"{p.role} (pid {p.pid}) {_describe(p.proc.returncode)}"
+                              + (f"; {seen}" if seen else ""), peer=p.role)
+    for p in exited:
+        msg = p.error_line()
+        if msg:
+            import re
+
+            m = re.search(r"peer '([^']+)'", msg) or re.search(r"to '([^']+)'", msg)
+            return RuntimeFailure(msg, peer=m.group(1) if m else p.role)
+    p = exited[0]
+    tail = p.stderr[-1] if p.stderr else ""
+    return RuntimeFailure(f"{p.role} (pid {p.pid}) {_describe(p.proc.returncode)}" + (f": {tail}" if tail else ""),
+                          peer=p.role)
+
+
+def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/latest", resume: bool = False,
+            host: str = "127.0.0.1", port: int | None = None, say: Callable[[str], None] = print,
+            predicted: list[dict] | None = None, master=None, data=None, wall_limit_s: float | None = None,
+            on_start=None) -> RunRecord:
+    """Run ``job`` (all roles on this machine) and return its :class:`RunRecord`.
+
+    ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
+    """
+    from jqodi.runtime.process import (CHECKPOINT_NAME, EPOCHS_NAME, epoch_line, initial_master,
+                                       load_checkpoint, save_checkpoint, write_epochs)
+
+    wd = Path(workdir)
+    emu = job.emulation
+    dilation = emu.dilation if emu is not None and emu.enabled else 1.0
+    rec = RunRecord(job=job.to_dict(), dilation=dilation, emulated=bool(emu and emu.enabled))
+    if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
+        initial_master(job, say)  # pretrain (with progress) once here, so the cloud finds the cache
+    try:
+        if transport == "gloo":
+            def on_line(role, line):
+                if role == "cloud" and not line.startswith("[stderr]"):
+                    say(line)
+                elif line.startswith("[stderr] jqodi") or "Traceback" in line:
+                    pass
+            launch_processes(job, wd, host=host, port=port, resume=resume, on_line=on_line,
+                             wall_limit_s=wall_limit_s, on_start=on_start)
+        elif transport == "inprocess":
+            from jqodi.runtime.local import run_inprocess
+            from jqodi.runtime.roles import CloudState
+
+            master = master if master is not None else initial_master(job, say)
+            start = 0
+            if resume:
+                st = load_checkpoint(wd, job, master)
+                if st is not None:
+                    start = st.epoch
+                    say(f"resuming after epoch {start}/{job.total_epochs}")
+            state_box = {}
+
+            def checkpoint(st: CloudState):
+                save_checkpoint(wd, job, st)
+                write_epochs(wd, st)
+                state_box["st"] = st
+
+            prior = load_checkpoint(wd, job, master).epochs if resume and start else []
+            run = run_inprocess(job.replace(start_epoch=start), master, data,
+                                on_epoch=lambda r: say(epoch_line(r, job.total_epochs)), checkpoint=checkpoint)
+            run.state.epochs = prior + [e for e in run.state.epochs if e not in prior]
+            write_epochs(wd, run.state)
+        else:
+            raise RuntimeFailure(f"unknown transport {transport!r} (gloo or inprocess)")
+    except RuntimeFailure as e:
+        rec.status, rec.error = "failed", str(e)
+        _fill(rec, wd / EPOCHS_NAME, job, predicted)
+        rec.save(wd / "record.json")
+        raise
+    _fill(rec, wd / EPOCHS_NAME, job, predicted)
+    rec.save(wd / "record.json")
+    return rec
+
+
+def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | None) -> None:
+    if not epochs_path.is_file():
+        return
+    raw = json.loads(epochs_path.read_text())["epochs"]
+    emu = job.emulation
+    eps = {k: v.energy_per_bit_j for k, v in emu.links.items()} if emu is not None else {}
+    rec.epochs = []
+    for r in raw:
+        m = measure_epoch(r, rec.dilation, eps)
+        if predicted is not None and r["epoch"] < len(predicted):
+            m["predicted"] = predicted[r["epoch"]]
+        rec.epochs.append(m)
+
+
+def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path = "runs/latest",
+             resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
+             timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
+             say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
+             **kw) -> RunRecord:
+    """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
+
+    ``resume`` continues from the checkpoint in ``workdir`` (the job saved there is reused).
+    Returns the :class:`RunRecord` (also saved as ``workdir/record.json``).
+    """
+    from jqodi.runtime.plan import job_from_plan, predict_epoch
+
+    wd = Path(workdir)
+    if job is None and resume and (wd / "job.json").is_file():
+        job = Job.from_dict(json.loads((wd / "job.json").read_text()))
+        say(f"resume: reusing the job in {wd / 'job.json'}")
+    if job is None:
+        job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
+                            max_epochs=max_epochs, pretrained=pretrained)
+    if transport != "gloo":
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
+    predicted = [predict_epoch(scenario, job.model, job.bits, cut, edge) for edge, cut in job.epoch_plan()]
+    rt = scenario.runtime
+    rec = run_job(job, transport=transport, workdir=wd, resume=resume, host=rt.host, port=port,
+                  say=say, predicted=predicted, **kw)
+    rec.solution = solution.to_dict() if hasattr(solution, "to_dict") else solution
+    rec.save(wd / "record.json")
+    return rec

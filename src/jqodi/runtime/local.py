@@ -1,0 +1,121 @@
+"""Running roles: one role in this process (over gloo), or all of them as threads (in-process).
+
+:func:`run_role` is what ``jqodi cloud|edge|end`` call; :func:`run_inprocess` runs the cloud,
+the edges and the end device as threads of this process over :class:`InProcessTransport`
+(tests, quick runs; same roles, same bytes).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from jqodi.errors import JqodiError, RuntimeFailure
+from jqodi.runtime.emulation import clock_for
+from jqodi.runtime.job import Job
+from jqodi.runtime.roles import CloudRole, CloudState, EdgeRole, EndRole, RoleContext, edge_peer
+from jqodi.runtime.transport import InProcessHub, InProcessTransport, Transport
+
+__all__ = ["make_context", "run_inprocess", "InProcessRun", "role_names", "make_meter_for"]
+
+
+def role_names(job: Job) -> list[str]:
+    return ["cloud", "end"] + [edge_peer(e) for e in job.edges]
+
+
+def link_rates(job: Job, me: str) -> dict[str, float]:
+    """Emulated send rate (bit/s, already dilated) from ``me`` to each peer it talks to."""
+    emu = job.emulation
+    if emu is None or not emu.enabled:
+        return {}
+    out = {}
+    for peer in role_names(job):
+        if peer == me:
+            continue
+        link = emu.link(me, peer)
+        if link is not None:
+            out[peer] = link.rate_bps / emu.dilation
+    return out
+
+
+def make_meter_for(job: Job, role: str):
+    from jqodi.runtime.energy import make_meter
+
+    emu = job.emulation
+    dev = emu.devices.get(role) if emu is not None else None
+    if emu is not None and emu.enabled and dev is not None:
+        return make_meter("model", busy_power_w=dev.busy_power_w)  # emulated devices: profile power
+    return make_meter(job.meter, busy_power_w=dev.busy_power_w if dev is not None else None)
+
+
+def make_context(job: Job, transport: Transport, log: Callable[[str], None] = lambda s: None) -> RoleContext:
+    emu = job.emulation
+    return RoleContext(job, transport, clock_for(transport.me, emu, bool(emu and emu.enabled)),
+                       make_meter_for(job, transport.me), log)
+
+
+@dataclass
+class InProcessRun:
+    """The outcome of :func:`run_inprocess`: the cloud's state and every role's transport."""
+
+    state: CloudState
+    transports: dict[str, Transport]
+    errors: dict[str, BaseException]
+
+
+def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=None, checkpoint=None,
+                  heartbeat_s: float | None = None, fault: Callable[[str, InProcessHub], None] | None = None
+                  ) -> InProcessRun:
+    """Run every role of ``job`` as a thread of this process; ``master`` is the cloud's model
+    (QAT-prepared at ``job.bits``), updated in place. ``data`` is the SD's
+    :class:`jqodi.data.EndDeviceData` (loaded from ``job.data`` if None).
+
+    Raises the first :class:`RuntimeFailure` a role reported.
+    """
+    hub = InProcessHub()
+    names = role_names(job)
+    transports = {n: InProcessTransport(hub, n, names, timeout_s=job.timeout_s, heartbeat_s=heartbeat_s,
+                                        link_rate_bps=link_rates(job, n)) for n in names}
+    state = CloudState(master, epoch=job.start_epoch)
+    errors: dict[str, BaseException] = {}
+    ctxs = {n: make_context(job, t) for n, t in transports.items()}
+    roles = {"cloud": CloudRole(ctxs["cloud"], state, on_epoch, on_progress, checkpoint),
+             "end": EndRole(ctxs["end"], data)}
+    for e in job.edges:
+        roles[edge_peer(e)] = EdgeRole(ctxs[edge_peer(e)], e)
+
+    def body(name: str):
+        t = transports[name]
+        try:
+            roles[name].run()
+        except RuntimeFailure as e:
+            errors[name] = e
+            t.abort(str(e), e.peer)
+            hub.kill(name)
+            return
+        except BaseException as e:  # noqa: BLE001 - a crash of this role: its peers must notice
+            errors[name] = e
+            hub.kill(name)
+            return
+        t.close(wait_s=job.timeout_s)
+
+    for t in transports.values():
+        t.start()
+    threads = [threading.Thread(target=body, args=(n,), name=f"role-{n}", daemon=True) for n in names]
+    for th in threads:
+        th.start()
+    if fault is not None:
+        fault("started", hub)
+    for th in threads:
+        th.join()
+    for t in transports.values():
+        t._closing.set()
+    if errors:
+        # the root cause: a crash beats the failures it caused in the others
+        crash = next((e for e in errors.values() if not isinstance(e, RuntimeFailure)), None)
+        if crash is not None and not isinstance(crash, JqodiError):
+            raise crash
+        first = crash or next(iter(errors.values()))
+        raise first
+    return InProcessRun(state, transports, errors)

@@ -1,0 +1,113 @@
+"""From a scenario and a solution to a :class:`Job`, and the cost model's per-epoch prediction.
+
+The runtime knows nothing of how the plan was found: it takes the solution's model, bits and
+schedule, and the scenario's devices, links, data and training settings.
+"""
+from __future__ import annotations
+
+import uuid
+
+from jqodi.errors import JqodiError
+from jqodi.runtime.job import (DataConfig, DeviceProfile, EmulationConfig, Job, LinkProfile, ScheduleItem,
+                               TrainingConfig)
+
+__all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario"]
+
+
+def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | None = None,
+              val_size: int | None = None, widths: dict[str, float] | None = None):
+    """A copy of ``scenario`` at CPU scale: the models' CPU widths (:data:`jqodi.train.DEFAULT_WIDTH`),
+    a dataset this machine has, optionally fewer samples. Devices and links are unchanged."""
+    from jqodi.scenario import Scenario
+    from jqodi.train import DEFAULT_WIDTH
+
+    d = scenario.model_dump()
+    widths = widths or DEFAULT_WIDTH
+    for m in d["models"]:
+        m["width"] = float(widths.get(m["name"], m["width"]))
+    d["data"]["dataset"] = dataset
+    if dataset == "fashion-mnist":
+        d["data"]["input_shape"] = (1, 28, 28)
+        d["data"]["num_classes"] = 10
+    if train_size is not None:
+        d["data"]["train_size"] = int(train_size)
+    if val_size is not None:
+        d["data"]["val_size"] = int(val_size)
+    return Scenario.model_validate(d)
+
+
+def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: bool, dilation: float) -> EmulationConfig:
+    """Device speeds (× the bit-width speed-up) and busy powers, link rates and energy per bit."""
+    from jqodi.system import System
+
+    system = System.from_scenario(scenario)
+
+    def dev(node) -> DeviceProfile:
+        v = node.flops * node.speedup(bits)
+        return DeviceProfile(flops=v, busy_power_w=node.joules_per_flop * node.flops, name=node.name)
+
+    devices = {"cloud": dev(system.cloud), "end": dev(system.end)}
+    links = {}
+    for i, e in enumerate(system.edges):
+        if e.name not in edges:
+            continue
+        devices[f"edge:{e.name}"] = dev(e)
+        links[f"cloud|edge:{e.name}"] = LinkProfile(float(system.cloud_edge_rate_bps[i]),
+                                                    float(system.cloud_edge_j_per_bit[i]))
+        links[f"edge:{e.name}|end"] = LinkProfile(float(system.edge_end_rate_bps[i]),
+                                                  float(system.edge_end_j_per_bit[i]))
+    return EmulationConfig(enabled=enabled, dilation=float(dilation), devices=devices, links=links)
+
+
+def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,
+                  timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
+                  meter: str = "auto", run_id: str | None = None, data_dir: str | None = None) -> Job:
+    """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``)."""
+    from jqodi.profile import profile_named_model
+
+    if getattr(solution, "status", None) == "infeasible" or not solution.schedule:
+        raise JqodiError(f"the plan is infeasible: nothing to run ({solution.extra.get('explanation', '')})".rstrip(" ()"))
+    model, bits = solution.model, int(solution.bits)
+    entry = scenario.model_entry(model)
+    tr, rt, data = scenario.training, scenario.runtime, scenario.data
+    for s in solution.schedule:
+        scenario.edge(s.edge)  # names an unknown edge
+    training = TrainingConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
+                              batch_size=tr.batch_size, wire_act_bits=tr.wire_bits(tr.act_bits, bits),
+                              wire_grad_bits=tr.wire_bits(tr.grad_bits, bits), seed=tr.seed)
+    schedule = [ScheduleItem(s.edge, int(s.cut), int(s.epochs)) for s in solution.schedule]
+    edges = [s.edge for s in schedule]
+    emulate = rt.emulate if emulate is None else emulate
+    dilation = rt.time_dilation if dilation is None else dilation
+    profile = profile_named_model(model, data.input_shape, data.num_classes, entry.width)
+    emu = emulation_from_scenario(scenario, bits, edges, enabled=bool(emulate), dilation=1.0)
+    if emulate and dilation == "auto":
+        from jqodi.runtime.emulation import auto_dilation, host_flops
+        from jqodi.zoo import build_model
+
+        host = host_flops(build_model(model, data.input_shape, data.num_classes, entry.width, seed=0),
+                          batch_size=tr.batch_size)
+        host_epoch_s = (3.0 * data.train_size + data.val_size) * profile.flops / host
+        predicted_s = [predict_epoch(scenario, model, bits, s.cut, s.edge)["time_s"] for s in schedule]
+        dilation = auto_dilation(host_epoch_s, min(predicted_s))
+    emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
+                          devices=emu.devices, links=emu.links)
+    return Job(model=model, bits=bits, schedule=schedule, width=float(entry.width),
+               input_shape=tuple(data.input_shape), num_classes=int(data.num_classes),
+               data=DataConfig(name=data.split, dataset=data.dataset, train_size=data.train_size,
+                               val_size=data.val_size, seed=tr.seed, data_dir=data_dir),
+               training=training, emulation=emu, pretrained=dict(pretrained or {"source": "pretrained"}),
+               run_id=run_id or uuid.uuid4().hex[:12], timeout_s=float(timeout_s or rt.timeout_s),
+               meter=meter, max_epochs=max_epochs,
+               cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params))
+
+
+def predict_epoch(scenario, model: str, bits: int, cut: int, edge: str) -> dict:
+    """The cost model's epoch: total and per-phase time (s) and energy (J)."""
+    from jqodi.costs import epoch_costs
+    from jqodi.runtime.record import PHASES
+
+    c = epoch_costs(scenario, model, bits, cut, edge)
+    return {"time_s": c.time_s, "energy_j": c.energy_j, "cost_model": c.cost_model,
+            "phases_s": {p: getattr(c, f"{p}_s") for p in PHASES},
+            "phases_j": {p: getattr(c, f"{p}_j") for p in PHASES}}

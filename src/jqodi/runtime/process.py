@@ -1,0 +1,210 @@
+"""One role in this process, over gloo: what ``jqodi cloud``, ``jqodi edge`` and ``jqodi end`` run.
+
+The cloud loads (or pretrains) the master, publishes the job at the rendezvous, runs the epochs,
+checkpoints after each (master + epoch counter + the epoch records; the optimizer state is empty
+by design: each role builds a fresh optimizer every epoch, like the reference
+:func:`jqodi.train.protocol_epoch`), and writes the cloud's epoch records as JSON.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from jqodi.errors import JqodiError, RuntimeFailure
+from jqodi.runtime.job import Job
+from jqodi.runtime.local import link_rates, make_context
+from jqodi.runtime.roles import CloudRole, CloudState, EdgeRole, EndRole
+
+__all__ = ["initial_master", "load_checkpoint", "save_checkpoint", "serve_role", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _fingerprint(job: Job) -> dict:
+    return {"model": job.model, "bits": job.bits, "width": job.width, "input_shape": list(job.input_shape),
+            "schedule": [[s.edge, s.cut, s.epochs] for s in job.schedule], "seed": job.training.seed}
+
+
+def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
+    """The cloud's master: the pretrained model (``job.pretrained``) QAT-prepared at ``job.bits``.
+
+    ``job.pretrained = {"source": "random", "seed": S}`` skips pretraining (tests, benchmarks);
+    otherwise its keys go to :func:`jqodi.train.load_pretrained` (pretraining on a cache miss).
+    """
+    import torch
+
+    from jqodi.quant import prepare_qat
+    from jqodi.zoo import build_model
+
+    opts = dict(job.pretrained)
+    source = opts.pop("source", "pretrained")
+    if source == "random":
+        seed = int(opts.pop("seed", 0))
+        model = build_model(job.model, job.input_shape, job.num_classes, job.width, seed=seed)
+        calib = torch.randn(64, *job.input_shape, generator=torch.Generator().manual_seed(seed))
+    elif source == "pretrained":
+        from jqodi.train import load_pretrained
+
+        log(f"cloud: loading the pretrained {job.model} (width {job.width:g}) on {job.data.dataset}")
+        pre = load_pretrained(job.model, job.data.dataset, job.width, **opts)
+        model, calib = copy.deepcopy(pre.model), pre.calibration
+    else:
+        raise JqodiError(f"job.pretrained.source: must be 'pretrained' or 'random', got {source!r}")
+    return prepare_qat(model.train(), job.bits, job.training.act_bits, calibration=calib)
+
+
+def save_checkpoint(directory: Path, job: Job, state: CloudState) -> Path:
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_NAME
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"master": state.master.state_dict(), "epoch": state.epoch, "epochs": state.epochs,
+                "optimizer_state": None, "fingerprint": _fingerprint(job), "job": job.to_dict()}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(directory: Path, job: Job, master) -> CloudState | None:
+    import torch
+
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeFailure(f"cloud: checkpoint {path} is unreadable: {e}", peer="cloud") from e
+    if ck.get("fingerprint") != _fingerprint(job):
+        raise RuntimeFailure(f"cloud: checkpoint {path} belongs to another plan "
+                             f"({ck.get('fingerprint')}); remove it or run without --resume", peer="cloud")
+    master.load_state_dict(ck["master"])
+    return CloudState(master, int(ck["epoch"]), list(ck["epochs"]))
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | None = None,
+               workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
+               say: Callable[[str], None] = _say) -> int:
+    """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
+
+    Failures raise :class:`RuntimeFailure` after telling the peers (``abort``).
+    """
+    import torch
+
+    from jqodi.runtime.rendezvous import connect
+    from jqodi.runtime.transport import GlooTransport
+
+    torch.set_num_threads(max(1, int(os.environ.get("JQODI_THREADS", "1"))))
+    state = None
+    if role == "cloud":
+        if job is None:
+            raise JqodiError("cloud: needs a job (--job FILE)")
+        wd = Path(workdir or ".")
+        master = initial_master(job, say)
+        if resume:
+            state = load_checkpoint(wd, job, master)
+            if state is None:
+                say(f"cloud: no checkpoint in {wd}; starting from epoch 1")
+            else:
+                say(f"cloud: resuming after epoch {state.epoch}/{job.total_epochs} from {wd / CHECKPOINT_NAME}")
+        if state is None:
+            state = CloudState(master, 0, [])
+        job = job.replace(start_epoch=state.epoch)
+        published = job.to_dict()
+    else:
+        published = None
+    pg, ranks, job_dict, keep = connect(role, host, port, timeout_s,
+                                        job=published, bind_host=bind_host)
+    job = Job.from_dict(job_dict)
+    t = GlooTransport(pg, role, ranks, timeout_s=timeout_s, link_rate_bps=link_rates(job, role))
+    t.start()
+    ctx = make_context(job, t, say)
+    try:
+        if role == "cloud":
+            total = job.total_epochs
+
+            def on_progress(p):
+                if sys.stdout.isatty():
+                    sys.stdout.write(f"\r  epoch {p['epoch'] + 1}/{total} [{p['edge']}, cut {p['cut']}] "
+                                     f"batch {p['batch']}/{p['batches']} loss {p['loss']:.4f}\x1b[K")
+                    sys.stdout.flush()
+
+            def on_epoch(rec):
+                if sys.stdout.isatty():
+                    sys.stdout.write("\r\x1b[K")
+                say(epoch_line(rec, total))
+
+            def checkpoint(st):
+                save_checkpoint(wd, job, st)
+                write_epochs(wd, st)
+
+            role_obj = CloudRole(ctx, state, on_epoch, on_progress, checkpoint)
+        elif role == "end":
+            role_obj = EndRole(ctx)
+        else:
+            role_obj = EdgeRole(ctx, role.split(":", 1)[1])
+        role_obj.run()
+    except RuntimeFailure as e:
+        t.abort(str(e), e.peer)
+        raise
+    except BaseException as e:
+        t.abort(f"{role} crashed: {type(e).__name__}: {e}", role)
+        raise
+    t.close(wait_s=min(timeout_s, 30.0))
+    return 0
+
+
+EPOCHS_NAME = "epochs.json"
+
+
+def write_epochs(directory: Path, state: CloudState) -> None:
+    path = Path(directory) / EPOCHS_NAME
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs}))
+    tmp.replace(path)
+
+
+def epoch_line(rec: dict, total: int) -> str:
+    return (f"epoch {rec['epoch'] + 1}/{total} [{rec['edge']}, cut {rec['cut']}]: train {rec['train_loss']:.4f}"
+            f"  val {rec['val_loss']:.4f}  acc {rec['val_accuracy']:.1%}  {rec['wall_s']:.2f}s wall")
+
+
+def add_connection_arguments(p) -> None:
+    from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT_S
+
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"rendezvous address (the cloud's; default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--bind-host", default=None, metavar="ADDR",
+                   help="address this process's sockets bind to (default: loopback if the rendezvous is "
+                        "on loopback, else the address that routes to it)")
+
+
+def role_main(role: str, args, **kw) -> int:
+    """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
+
+    Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
+    """
+    code = 0
+    try:
+        code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
+                          bind_host=args.bind_host, **kw)
+    except JqodiError as e:
+        print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print(f"jqodi {role.split(':')[0]}: interrupted", file=sys.stderr, flush=True)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

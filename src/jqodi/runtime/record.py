@@ -1,0 +1,229 @@
+"""What a run measured, next to what the cost model predicted: :class:`RunRecord`.
+
+Per epoch: time per phase (the terms of Eq. (7)–(10) and the ``extended`` cut-layer traffic),
+bytes per link, energy per node (compute, from each node's meter) and per link (transfer: bytes ×
+the link's energy per bit), losses. Under emulation the measured times are reported raw and
+divided by the dilation (``*_s`` are emulated seconds, ``raw_*`` wall-clock seconds).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["PHASES", "RunRecord", "measure_epoch", "format_table"]
+
+#: The cost model's per-epoch terms (``jqodi.costs.EpochCost`` field stems).
+PHASES = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end", "end_to_edge",
+          "edge_to_cloud", "activations")
+
+
+def _node(rec: dict, name: str) -> dict:
+    for n in rec["nodes"]:
+        if n["node"] == name:
+            return n
+    return {"busy_s": {}, "send_s": {}, "energy_j": 0.0, "meter": "none", "bytes": {}, "cut": {}}
+
+
+def measure_epoch(rec: dict, dilation: float, link_energy_per_bit: dict[str, float] | None = None) -> dict:
+    """Turn the cloud's raw epoch record into measured phases (emulated seconds), bytes and energy."""
+    edge = f"edge:{rec['edge']}"
+    cloud, end, es = _node(rec, "cloud"), _node(rec, "end"), _node(rec, edge)
+    raw = {
+        "end_compute": sum(end["busy_s"].values()),
+        "edge_compute": sum(es["busy_s"].values()),
+        "cloud_update": sum(cloud["busy_s"].values()),
+        "cloud_to_edge": cloud["send_s"].get("cloud_to_edge", 0.0),
+        "edge_to_end": es["send_s"].get("edge_to_end", 0.0),
+        "end_to_edge": end["send_s"].get("end_to_edge", 0.0),
+        "edge_to_cloud": es["send_s"].get("edge_to_cloud", 0.0),
+        "activations": end["send_s"].get("activations", 0.0) + es["send_s"].get("activations", 0.0),
+    }
+    link_bytes: dict[str, int] = {}
+    for n in rec["nodes"]:
+        for link, b in n["bytes"].items():
+            if b:
+                link_bytes[link] = link_bytes.get(link, 0) + int(b)
+    transfer_j = {}
+    for link, b in link_bytes.items():
+        a, c = link.split("->")
+        eps = (link_energy_per_bit or {}).get(f"{a}|{c}", (link_energy_per_bit or {}).get(f"{c}|{a}"))
+        if eps is not None:
+            transfer_j[link] = 8.0 * b * eps
+    cut_elements = sum(n.get("cut", {}).get("elements", 0) for n in rec["nodes"])
+    cut_bytes = sum(n.get("cut", {}).get("bytes", 0) for n in rec["nodes"])
+    energy = {n["node"]: float(n["energy_j"]) for n in rec["nodes"]}
+    return {
+        "epoch": rec["epoch"] + 1, "edge": rec["edge"], "cut": rec["cut"],
+        "train_loss": rec["train_loss"], "val_loss": rec["val_loss"], "val_accuracy": rec["val_accuracy"],
+        "time_s": rec["wall_s"] / dilation, "raw_time_s": rec["wall_s"],
+        "phases_s": {k: v / dilation for k, v in raw.items()}, "raw_phases_s": raw,
+        "bytes": link_bytes, "compute_energy_j": energy, "transfer_energy_j": transfer_j,
+        "energy_j": sum(energy.values()) + sum(transfer_j.values()),
+        "meters": {n["node"]: n["meter"] for n in rec["nodes"]},
+        "cut_traffic": {"bytes": cut_bytes, "fp32_bytes": 4 * cut_elements},
+        "overrun_s": {n["node"]: n.get("overrun_s", 0.0) / dilation for n in rec["nodes"]},
+    }
+
+
+@dataclass
+class RunRecord:
+    """One run of a plan: the job, per-epoch measured (and predicted) figures, and the totals.
+
+    ``epochs[i]`` holds ``measured`` fields (see :func:`measure_epoch`) and, when the scenario
+    was known, ``predicted`` (``time_s``, ``energy_j``, ``phases_s``, ``phases_j`` from
+    :func:`jqodi.costs.epoch_costs`). ``inference`` holds the collaborative-inference results.
+    """
+
+    job: dict
+    epochs: list[dict] = field(default_factory=list)
+    dilation: float = 1.0
+    emulated: bool = False
+    status: str = "completed"
+    error: str | None = None
+    solution: dict | None = None
+    inference: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict:
+        m_t = sum(e["time_s"] for e in self.epochs)
+        m_e = sum(e["energy_j"] for e in self.epochs)
+        pred = [e.get("predicted") for e in self.epochs]
+        out = {"epochs": len(self.epochs), "time_s": m_t, "energy_j": m_e,
+               "final_val_loss": self.epochs[-1]["val_loss"] if self.epochs else None,
+               "final_val_accuracy": self.epochs[-1]["val_accuracy"] if self.epochs else None}
+        if self.epochs and all(p is not None for p in pred):
+            out["predicted_time_s"] = sum(p["time_s"] for p in pred)
+            out["predicted_energy_j"] = sum(p["energy_j"] for p in pred)
+        nodes: dict[str, float] = {}
+        for e in self.epochs:
+            for n, j in e["compute_energy_j"].items():
+                nodes[n] = nodes.get(n, 0.0) + j
+        out["compute_energy_j"] = nodes
+        links: dict[str, int] = {}
+        for e in self.epochs:
+            for n, b in e["bytes"].items():
+                links[n] = links.get(n, 0) + b
+        out["bytes"] = links
+        cut_b = sum(e["cut_traffic"]["bytes"] for e in self.epochs)
+        cut_fp = sum(e["cut_traffic"]["fp32_bytes"] for e in self.epochs)
+        out["cut_traffic"] = {"bytes": cut_b, "fp32_bytes": cut_fp,
+                              "saved_fraction": (1 - cut_b / cut_fp) if cut_fp else 0.0}
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["totals"] = self.totals
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunRecord":
+        d = json.loads(Path(path).read_text())
+        d.pop("totals", None)
+        return cls(**d)
+
+    def table(self) -> str:
+        return format_table(self)
+
+
+def _jsonable(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    s = f"{v:.3g}" if a < 1000 else f"{v:,.0f}"
+    return s + unit
+
+
+def _err(p: float | None, m: float) -> str:
+    if p is None or p == 0:
+        return "-"
+    return f"{(m - p) / p:+.0%}"
+
+
+def format_table(rec: RunRecord) -> str:
+    """Predicted vs measured: per-epoch time/energy/loss, then phases, bytes and energy per node."""
+    lines = []
+    emu = f" (emulated, dilation ×{rec.dilation:.3g}: measured = wall-clock / {rec.dilation:.3g})" if rec.emulated else ""
+    lines.append(f"per epoch{emu}")
+    lines.append(f"{'ep':>3} {'edge':>10} {'cut':>3} {'pred s':>8} {'meas s':>8} {'err':>5} "
+                 f"{'pred J':>9} {'meas J':>9} {'err':>5} {'train':>7} {'val':>7} {'acc':>6}")
+    for e in rec.epochs:
+        p = e.get("predicted") or {}
+        lines.append(f"{e['epoch']:>3} {e['edge']:>10} {e['cut']:>3} {_fmt(p.get('time_s')):>8} "
+                     f"{_fmt(e['time_s']):>8} {_err(p.get('time_s'), e['time_s']):>5} "
+                     f"{_fmt(p.get('energy_j')):>9} {_fmt(e['energy_j']):>9} "
+                     f"{_err(p.get('energy_j'), e['energy_j']):>5} {e['train_loss']:>7.4f} "
+                     f"{e['val_loss']:>7.4f} {e['val_accuracy']:>6.1%}")
+    if not rec.epochs:
+        return "\n".join(lines + ["(no epoch completed)"])
+    n = len(rec.epochs)
+    lines.append("")
+    lines.append(f"time per phase, summed over {n} epoch(s)")
+    lines.append(f"{'phase':>14} {'predicted s':>12} {'measured s':>12} {'err':>6}")
+    for ph in PHASES:
+        m = sum(e["phases_s"][ph] for e in rec.epochs)
+        preds = [(e.get("predicted") or {}).get("phases_s", {}).get(ph) for e in rec.epochs]
+        p = sum(preds) if all(x is not None for x in preds) else None
+        lines.append(f"{ph:>14} {_fmt(p):>12} {_fmt(m):>12} {_err(p, m):>6}")
+    tot = rec.totals
+    lines.append(f"{'epoch total':>14} {_fmt(tot.get('predicted_time_s')):>12} {_fmt(tot['time_s']):>12} "
+                 f"{_err(tot.get('predicted_time_s'), tot['time_s']):>6}")
+    lines.append("")
+    lines.append("bytes per link (all epochs)")
+    for link, b in sorted(tot["bytes"].items()):
+        lines.append(f"{link:>24} {b:>14,d} B")
+    ct = tot["cut_traffic"]
+    if ct["fp32_bytes"]:
+        lines.append(f"{'cut-layer traffic':>24} {ct['bytes']:>14,d} B  (fp32 would be {ct['fp32_bytes']:,d} B: "
+                     f"{ct['saved_fraction']:.0%} saved)")
+    lines.append("")
+    meters = {}
+    for e in rec.epochs:
+        meters.update(e["meters"])
+    lines.append("energy per node (all epochs)")
+    pred_nodes = _predicted_node_energy(rec)
+    overrun: dict[str, float] = {}
+    for e in rec.epochs:
+        for node, s in (e.get("overrun_s") or {}).items():
+            overrun[node] = overrun.get(node, 0.0) + s
+    for node, j in sorted(tot["compute_energy_j"].items()):
+        p = pred_nodes.get(node)
+        note = f"  (host slower than the device by {overrun[node]:.3g} s)" if rec.emulated and overrun.get(node, 0) > 0 else ""
+        lines.append(f"{node:>24} {_fmt(j, ' J'):>12}  predicted {_fmt(p, ' J') if p is not None else '-':>10}  "
+                     f"[meter: {meters.get(node, '?')}]{note}")
+    tj = sum(sum(e["transfer_energy_j"].values()) for e in rec.epochs)
+    lines.append(f"{'transfers':>24} {_fmt(tj, ' J'):>12}  predicted {_fmt(pred_nodes.get('transfers'), ' J'):>10}  "
+                 f"[bytes × link J/bit]")
+    lines.append(f"{'total':>24} {_fmt(tot['energy_j'], ' J'):>12}  predicted {_fmt(tot.get('predicted_energy_j'), ' J'):>10}")
+    return "\n".join(lines)
+
+
+def _predicted_node_energy(rec: RunRecord) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for e in rec.epochs:
+        pj = (e.get("predicted") or {}).get("phases_j")
+        if not pj:
+            return {}
+        out["end"] = out.get("end", 0.0) + pj["end_compute"]
+        key = f"edge:{e['edge']}"
+        out[key] = out.get(key, 0.0) + pj["edge_compute"]
+        out["cloud"] = out.get("cloud", 0.0) + pj["cloud_update"]
+        out["transfers"] = out.get("transfers", 0.0) + sum(
+            pj[k] for k in ("cloud_to_edge", "edge_to_end", "end_to_edge", "edge_to_cloud", "activations"))
+    return out

@@ -1,0 +1,363 @@
+"""The three roles of the paper's Section III-B: cloud (CS), edge (ES) and end device (SD).
+
+A role only decides what to compute and what to send; a :class:`~jqodi.runtime.transport.Transport`
+moves the tensors, so the same code runs as separate processes over gloo or as threads of one
+process. One epoch (DESIGN.md "Runtime protocol"), for the epoch's (edge, cut) of the schedule:
+
+    CS → ES   ``model``        the master packed at q bits, as shallow + deep payloads (Eq. (1))
+    ES → SD   ``shallow``      the shallow payload, forwarded as received (Eq. (2))
+    SD → ES   ``act``          per batch: cut-layer activations (codes + scale) and labels
+    ES → SD   ``grad``         per batch: the gradient at the cut
+    SD → ES   ``val_act``      validation activations and labels, in order
+    SD → ES   ``shallow_back`` the SD's update of its part (and its measurements)
+    ES → CS   ``progress``     now and then: batch, running loss (also a sign of life)
+    ES → CS   ``model_back``   both parts' updates, the losses, every node's measurements
+
+The CS folds the update into its full-precision master (:func:`jqodi.train.apply_update`) and
+checkpoints. Raw images never leave the SD: it sends only activations, labels and its part.
+
+The primitives are the reference's (:mod:`jqodi.train`): the same seeded batch order, a fresh
+per-role optimizer over the role's part (per-parameter, so SD + ES = one optimizer over the
+model), the same pack/unpack round trip. Hence split training equals
+:func:`jqodi.train.protocol_epoch` within float tolerance when the cut-layer traffic is fp32.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from jqodi.errors import RuntimeFailure
+from jqodi.runtime.emulation import ComputeClock
+from jqodi.runtime.job import Job
+from jqodi.runtime.transport import Transport
+from jqodi.runtime.wire import (decode_cut, encode_cut, packed_from_tensor, packed_to_tensor,
+                                update_from_tensor, update_to_tensor)
+
+__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops", "edge_peer"]
+
+
+def edge_peer(name: str) -> str:
+    return f"edge:{name}"
+
+
+@dataclass
+class RoleContext:
+    """What reaches a role: the job, its transport, its compute clock and energy meter."""
+
+    job: Job
+    transport: Transport
+    clock: ComputeClock
+    meter: object  # jqodi.runtime.energy.EnergyMeter
+    log: Callable[[str], None] = lambda s: None
+
+    @property
+    def name(self) -> str:
+        return self.transport.me
+
+
+def build_worker(job: Job):
+    """The job's model, QAT-prepared at its bits (weights come from the cloud)."""
+    from jqodi.quant import prepare_qat
+    from jqodi.zoo import build_model
+
+    model = build_model(job.model, job.input_shape, job.num_classes, job.width, seed=0)
+    return prepare_qat(model, job.bits, job.training.act_bits)
+
+
+def warm_up(model, job: Job) -> None:
+    """One forward/backward on a copy, so the first timed epoch does not pay for lazy kernel set-up."""
+    from jqodi.train import make_optimizer
+
+    m = copy.deepcopy(model).train()
+    opt = make_optimizer(m, job.training.train_config())  # the first one imports half of torch.optim
+    x = torch.zeros(min(job.training.batch_size, 64), *job.input_shape)
+    F.cross_entropy(m(x), torch.zeros(len(x), dtype=torch.long)).backward()
+    opt.step()
+    with torch.no_grad():
+        m.eval()(x)
+
+
+def block_flops(model) -> list[float]:
+    """Forward FLOPs of each block for one sample (the cost model's f_i)."""
+    from jqodi.profile import profile_model
+
+    return [float(b.flops) for b in profile_model(model).blocks]
+
+
+class _Role:
+    def __init__(self, ctx: RoleContext):
+        self.ctx = ctx
+        self.job = ctx.job
+        self.t = ctx.transport
+        self.phase_s: dict[str, float] = {}
+        self.cut = {"elements": 0, "bytes": 0}
+
+    def send_cut(self, dst: str, kind: str, x: torch.Tensor, bits: int, extra=None, **meta) -> int:
+        """Send a cut-layer tensor (activations or gradients) at ``bits``; counts fp32-equivalent size."""
+        n = self.send("activations", dst, kind, {**encode_cut(x, bits), **(extra or {})}, **meta)
+        self.cut["elements"] += x.numel()
+        self.cut["bytes"] += n
+        return n
+
+    def send(self, phase: str, dst: str, kind: str, tensors=None, **meta) -> int:
+        t0 = time.perf_counter()
+        n = self.t.send(dst, kind, tensors, **meta)
+        self.phase_s[phase] = self.phase_s.get(phase, 0.0) + time.perf_counter() - t0
+        return n
+
+    def begin_epoch(self, k: int) -> None:
+        self.phase_s = {}
+        self.cut = {"elements": 0, "bytes": 0}
+        self.ctx.clock.take()
+        self._bytes0 = {p: st.bytes for p, st in self.t.sent.items()}
+        self.ctx.meter.begin_window(f"epoch{k}")
+
+    def sent_bytes(self) -> dict[str, int]:
+        """Bytes this node sent per link since the epoch began."""
+        return {f"{self.t.me}->{p}": st.bytes - self._bytes0.get(p, 0) for p, st in self.t.sent.items()}
+
+    def end_epoch(self, k: int) -> dict:
+        """This node's measurements for epoch ``k``."""
+        clock = self.ctx.clock.take()
+        busy_raw = sum(clock["busy_s"].values())
+        busy = busy_raw / self.ctx.clock.dilation if self.ctx.clock.device is not None else \
+            sum(clock["compute_s"].values())
+        m = self.ctx.meter.end_window(f"epoch{k}", busy_s=busy)
+        sent = self.sent_bytes()
+        return {"node": self.t.me, "busy_s": clock["busy_s"], "compute_s": clock["compute_s"],
+                "flops": clock["flops"], "overrun_s": clock["overrun_s"], "send_s": dict(self.phase_s),
+                "energy_j": m.energy_j, "meter": m.meter, "bytes": sent, "cut": dict(self.cut)}
+
+
+# --- end device ------------------------------------------------------------------------------------
+
+class EndRole(_Role):
+    """The SD: owns the private data, trains the shallow part, sends only activations + labels."""
+
+    def __init__(self, ctx: RoleContext, data=None):
+        super().__init__(ctx)
+        if data is None:
+            from jqodi.data import end_device_data
+
+            d = self.job.data
+            data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
+        self.data = data
+        self.model = build_worker(self.job)
+        self.f = block_flops(self.model)
+        warm_up(self.model, self.job)
+
+    def run(self) -> None:
+        from jqodi.quant import unpack_model
+        from jqodi.train import epoch_batch_order, make_optimizer, pack_update
+
+        job, tr = self.job, self.job.training
+        cfg = tr.train_config()
+        x_all, y_all = self.data.train.tensors
+        xv, yv = self.data.val.tensors
+        self.t.send("cloud", "ready")
+        for k, (edge, cut) in enumerate(job.epoch_plan()):
+            if k < job.start_epoch:
+                continue
+            peer = edge_peer(edge)
+            msg = self.t.recv(peer, "shallow")
+            self.begin_epoch(k)
+            shallow = self.model.shallow(cut)
+            f = sum(self.f[:cut])
+            sent = packed_from_tensor(msg.tensors["model"], shallow, job.bits)
+            unpack_model(shallow, sent)
+            opt = make_optimizer(shallow, cfg)
+            batches = epoch_batch_order(len(y_all), cfg.batch_size, tr.seed, k + 1)
+            shallow.train()
+            for i, idx in enumerate(batches):
+                x, y = x_all[idx], y_all[idx]
+                opt.zero_grad(set_to_none=True)
+                with self.ctx.clock.compute("train", f * len(idx)):
+                    a = shallow(x)
+                self.send_cut(peer, "act", a, tr.wire_act_bits, {"y": y}, i=i, n=len(batches))
+                g = decode_cut(self.t.recv(peer, "grad").tensors)
+                with self.ctx.clock.compute("train", 2 * f * len(idx)):
+                    a.backward(g.view_as(a))
+                    opt.step()
+            shallow.eval()
+            with torch.no_grad():
+                n_val = len(yv)
+                for s in range(0, n_val, cfg.eval_batch_size):
+                    xb = xv[s:s + cfg.eval_batch_size]
+                    with self.ctx.clock.compute("validation", f * len(xb)):
+                        a = shallow(xb)
+                    last = s + cfg.eval_batch_size >= n_val
+                    self.send_cut(peer, "val_act", a, tr.wire_act_bits, {"y": yv[s:s + cfg.eval_batch_size]},
+                                  last=last)
+            shallow.train()
+            g_rng = torch.Generator().manual_seed(int(tr.seed) * 1_000_003 + k + 1 + 99)
+            upd = pack_update(shallow, sent, cfg.return_mode, generator=g_rng)
+            report = self.end_epoch(k)
+            self.send("end_to_edge", peer, "shallow_back", {"update": update_to_tensor(upd)}, report=report)
+            # the return trip's own duration cannot ride in the message it times: a trailer does
+            self.t.send(peer, "trailer", send_s={"end_to_edge": self.phase_s["end_to_edge"]}, bytes=self.sent_bytes())
+
+
+# --- edge server -------------------------------------------------------------------------------------
+
+class EdgeRole(_Role):
+    """An ES: relays the shallow part, trains the deep part, computes the loss and its gradient."""
+
+    def __init__(self, ctx: RoleContext, name: str):
+        super().__init__(ctx)
+        self.edge_name = name
+        self.model = build_worker(self.job)
+        self.f = block_flops(self.model)
+        warm_up(self.model, self.job)
+
+    def run(self) -> None:
+        from jqodi.quant import unpack_model
+        from jqodi.train import make_optimizer, pack_update
+
+        job, tr = self.job, self.job.training
+        cfg = tr.train_config()
+        last_progress = 0.0
+        self.t.send("cloud", "ready")
+        for k, (edge, cut) in enumerate(job.epoch_plan()):
+            if k < job.start_epoch or edge != self.edge_name:
+                continue
+            msg = self.t.recv("cloud", "model")
+            self.begin_epoch(k)
+            deep = self.model.deep(cut)
+            f = sum(self.f[cut:])
+            sent = packed_from_tensor(msg.tensors["deep"], deep, job.bits)
+            unpack_model(deep, sent)
+            self.send("edge_to_end", "end", "shallow", {"model": msg.tensors["shallow"]}, epoch=k, cut=cut)
+            opt = make_optimizer(deep, cfg)
+            deep.train()
+            total, count = 0.0, 0
+            while True:
+                m = self.t.recv("end", "act")
+                a = decode_cut(m.tensors).requires_grad_(True)
+                y = m.tensors["y"]
+                with self.ctx.clock.compute("train", 3 * f * len(y)):
+                    opt.zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(deep(a), y)
+                    loss.backward()
+                self.send_cut("end", "grad", a.grad, tr.wire_grad_bits)
+                with self.ctx.clock.compute("train"):
+                    opt.step()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+                i, n = m.meta["i"], m.meta["n"]
+                now = time.monotonic()
+                if now - last_progress >= job.progress_every_s or i + 1 == n:
+                    last_progress = now
+                    self.t.send("cloud", "progress", epoch=k, batch=i + 1, batches=n, loss=total / count)
+                if i + 1 == n:
+                    break
+            deep.eval()
+            losses, correct = [], []
+            with torch.no_grad():
+                while True:
+                    m = self.t.recv("end", "val_act")
+                    a, y = decode_cut(m.tensors), m.tensors["y"]
+                    with self.ctx.clock.compute("validation", f * len(y)):
+                        out = deep(a)
+                    losses.append(F.cross_entropy(out, y, reduction="none"))
+                    correct.append(out.argmax(1) == y)
+                    if m.meta["last"]:
+                        break
+            deep.train()
+            back = self.t.recv("end", "shallow_back")
+            end_report = back.meta["report"]
+            trailer = self.t.recv("end", "trailer").meta
+            end_report["send_s"].update(trailer["send_s"])
+            end_report["bytes"] = trailer["bytes"]
+            g_rng = torch.Generator().manual_seed(int(tr.seed) * 1_000_003 + k + 1 + 99)
+            upd = pack_update(deep, sent, cfg.return_mode, generator=g_rng)
+            report = self.end_epoch(k)
+            metrics = {"epoch": k, "edge": self.edge_name, "cut": cut, "train_loss": total / max(1, count),
+                       "val_loss": float(torch.cat(losses).mean()),
+                       "val_accuracy": float(torch.cat(correct).float().mean()),
+                       "nodes": [end_report, report],
+                       "bytes_from_end": back.nbytes}
+            self.send("edge_to_cloud", "cloud", "model_back",
+                      {"shallow": back.tensors["update"], "deep": update_to_tensor(upd)}, **metrics)
+            self.t.send("cloud", "trailer", send_s={"edge_to_cloud": self.phase_s["edge_to_cloud"]},
+                        bytes=self.sent_bytes())
+
+
+# --- cloud server ------------------------------------------------------------------------------------
+
+@dataclass
+class CloudState:
+    """The master and the epoch counter: what a checkpoint holds."""
+
+    master: torch.nn.Module
+    epoch: int = 0                                   # epochs completed
+    epochs: list[dict] = field(default_factory=list)  # their measurements
+
+
+class CloudRole(_Role):
+    """The CS: keeps the full-precision master, sends it packed each epoch, folds updates back in."""
+
+    def __init__(self, ctx: RoleContext, state: CloudState,
+                 on_epoch: Callable[[dict], None] | None = None,
+                 on_progress: Callable[[dict], None] | None = None,
+                 checkpoint: Callable[[CloudState], None] | None = None):
+        super().__init__(ctx)
+        self.state = state
+        self.on_epoch = on_epoch
+        self.on_progress = on_progress
+        self.checkpoint = checkpoint
+        self.params = sum(p.numel() for p in state.master.parameters())
+
+    def run(self) -> CloudState:
+        from jqodi.quant import pack_model
+        from jqodi.train import apply_update
+
+        job = self.job
+        master = self.state.master
+        update_flops = job.cloud_update_flops if job.cloud_update_flops is not None else 10.0 * self.params
+        plan = job.epoch_plan()
+        for peer in self.t.peers:  # every role has loaded its data and warmed up: time starts now
+            self.t.recv(peer, "ready")
+        for k, (edge, cut) in enumerate(plan):
+            if k < self.state.epoch:
+                continue
+            peer = edge_peer(edge)
+            t_start = time.perf_counter()
+            self.begin_epoch(k)
+            shallow_m, deep_m = master.shallow(cut), master.deep(cut)
+            with self.ctx.clock.compute("update", update_flops / 2):
+                sent_s, sent_d = pack_model(shallow_m, job.bits), pack_model(deep_m, job.bits)
+            self.send("cloud_to_edge", peer, "model",
+                      {"shallow": packed_to_tensor(sent_s), "deep": packed_to_tensor(sent_d)}, epoch=k, cut=cut)
+            while True:
+                m = self.t.recv(peer, ("progress", "model_back"))
+                if m.kind == "progress":
+                    if self.on_progress:
+                        self.on_progress({**m.meta, "edge": edge, "cut": cut, "epochs": len(plan)})
+                    continue
+                break
+            with self.ctx.clock.compute("update", update_flops / 2):
+                tr = job.training
+                apply_update(shallow_m, update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, tr.return_mode), sent_s)
+                apply_update(deep_m, update_from_tensor(m.tensors["deep"], deep_m, job.bits, tr.return_mode), sent_d)
+            wall = time.perf_counter() - t_start
+            report = self.end_epoch(k)
+            nodes = list(m.meta["nodes"])
+            trailer = self.t.recv(peer, "trailer").meta
+            nodes[-1]["send_s"].update(trailer["send_s"])
+            nodes[-1]["bytes"] = trailer["bytes"]
+            rec = {key: m.meta[key] for key in ("epoch", "edge", "cut", "train_loss", "val_loss", "val_accuracy")}
+            rec["wall_s"] = wall
+            rec["nodes"] = [report] + nodes
+            rec["bytes_sent"] = {"model": sent_s.nbytes + sent_d.nbytes}
+            self.state.epoch = k + 1
+            self.state.epochs.append(rec)
+            if self.checkpoint:
+                self.checkpoint(self.state)
+            if self.on_epoch:
+                self.on_epoch(rec)
+        return self.state

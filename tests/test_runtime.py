@@ -1,0 +1,188 @@
+"""Runtime, in one process: the split protocol equals the reference, privacy, wire formats, config."""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from jqodi.errors import RuntimeFailure
+from jqodi.runtime.job import Job, JobError
+from jqodi.runtime.local import run_inprocess
+from jqodi.runtime.transport import InProcessHub, InProcessTransport, decode_message, encode_message
+from jqodi.runtime.wire import cut_tensor_bytes, decode_cut, encode_cut
+
+SHAPE = (1, 28, 28)
+
+
+class _Data:
+    def __init__(self, n_train=160, n_val=50, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.train = TensorDataset(torch.randn(n_train, *SHAPE, generator=g), torch.randint(0, 10, (n_train,), generator=g))
+        self.val = TensorDataset(torch.randn(n_val, *SHAPE, generator=g), torch.randint(0, 10, (n_val,), generator=g))
+
+
+def _job(**kw) -> Job:
+    d = {"model": "lenet", "bits": 4, "width": 0.125,
+         "schedule": [{"edge": "a", "cut": 1, "epochs": 1}, {"edge": "b", "cut": 3, "epochs": 1}],
+         "training": {"batch_size": 32, "eval_batch_size": 20}, "timeout_s": 10, "meter": "null"}
+    d.update(kw)
+    return Job.from_dict(d)
+
+
+def _master(data, bits=4, model="lenet", width=0.125):
+    from jqodi.quant import prepare_qat
+    from jqodi.zoo import build_model
+
+    m = build_model(model, SHAPE, 10, width, seed=1)
+    return prepare_qat(m, bits, None, calibration=data.train.tensors[0][:32])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("model,cuts,return_mode", [("lenet", (1, 3), "delta-fp16"), ("resnet20", (2, 1), "codes")])
+def test_split_training_equals_single_process_reference(model, cuts, return_mode):
+    """Same seed and batches: the split run's master equals train.protocol_epoch's, epoch by epoch,
+    while the edge and the cut change between epochs."""
+    from jqodi.train import protocol_epoch
+
+    data = _Data()
+    width = 0.125 if model == "lenet" else 0.25
+    master = _master(data, 4, model, width)
+    ref, worker = copy.deepcopy(master), copy.deepcopy(master)
+    job = _job(model=model, width=width, schedule=[{"edge": "a", "cut": cuts[0], "epochs": 1},
+                                                   {"edge": "b", "cut": cuts[1], "epochs": 1}],
+               training={"batch_size": 32, "eval_batch_size": 20, "return_mode": return_mode})
+    cfg = job.training.train_config()
+    want = [protocol_epoch(ref, worker, data.train, data.val, 4, cfg, job.training.seed, e) for e in (1, 2)]
+    got = run_inprocess(job, master, data).state.epochs
+    for w, g in zip(want, got):
+        assert g["train_loss"] == pytest.approx(w.train_loss, rel=1e-5, abs=1e-6)
+        assert g["val_loss"] == pytest.approx(w.val_loss, rel=1e-5, abs=1e-6)
+        assert g["val_accuracy"] == pytest.approx(w.val_accuracy)
+    for (k, a), b in zip(ref.state_dict().items(), master.state_dict().values()):
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(a, b), k
+    # and training moved the weights (the comparison is not between two untouched models)
+    assert any(not torch.equal(a, b) for a, b in zip(ref.state_dict().values(),
+                                                       _master(data, 4, model, width).state_dict().values()))
+
+
+def test_raw_images_never_leave_the_end_device():
+    """Every message the edges and the cloud received is logged (kind + shapes): none holds an
+    input-shaped batch or any tensor equal to a slice of the SD's images."""
+    data = _Data(n_train=96, n_val=30)
+    run = run_inprocess(_job(schedule=[{"edge": "a", "cut": 1, "epochs": 1}]), _master(data), data)
+    seen = 0
+    for name in ("cloud", "edge:a"):
+        t = run.transports[name]
+        for rec in t.log:
+            for _, shape, _ in rec.shapes:
+                assert tuple(shape[-3:]) != SHAPE, (name, rec)
+            seen += 1
+    assert seen > 10
+    # the end sent activations, labels and its part; the first activation is not an image
+    kinds = {r.kind for r in run.transports["end"].log if r.direction == "sent"}
+    assert kinds == {"ready", "act", "val_act", "shallow_back", "trailer"}
+
+
+def test_quantized_cut_traffic_saves_bytes_and_still_learns():
+    data = _Data()
+    job32 = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 2}])
+    job8 = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 2}],
+                training={"batch_size": 32, "eval_batch_size": 20, "wire_act_bits": 8, "wire_grad_bits": 8})
+    r32 = run_inprocess(job32, _master(data), data).state.epochs
+    r8 = run_inprocess(job8, _master(data), data).state.epochs
+    cut = lambda r: sum(n["cut"]["bytes"] for n in r[0]["nodes"])  # noqa: E731
+    elems = sum(n["cut"]["elements"] for n in r8[0]["nodes"])
+    assert cut(r32) > 3.5 * cut(r8)
+    assert cut(r8) < 0.3 * 4 * elems
+    assert abs(r8[-1]["val_loss"] - r32[-1]["val_loss"]) < 0.1
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_cut_codec_round_trip(bits):
+    x = torch.relu(torch.randn(4, 3, 5, 5))
+    enc = encode_cut(x, bits)
+    n = sum(t.numel() * t.element_size() for k, t in enc.items() if k != "layout")
+    assert n == cut_tensor_bytes(x.numel(), bits)
+    y = decode_cut(enc)
+    assert y.shape == x.shape
+    step = float(x.max()) / (2 ** bits - 1)
+    assert (y - x).abs().max() <= step / 2 + 1e-6 or bits == 1
+    g = torch.randn(4, 3, 5, 5)  # signed (gradients)
+    assert decode_cut(encode_cut(g, bits)).shape == g.shape
+    assert torch.equal(decode_cut(encode_cut(g, 32)), g)
+
+
+def test_message_codec_round_trip():
+    t = {"a": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64), "c": torch.zeros(0, 2),
+         "d": torch.tensor([1, 2], dtype=torch.uint8)}
+    m = decode_message(encode_message("k", {"x": 1, "y": [1, "z"]}, t), "src")
+    assert m.kind == "k" and m.meta == {"x": 1, "y": [1, "z"]} and m.src == "src"
+    for k, v in t.items():
+        assert torch.equal(m.tensors[k], v) and m.tensors[k].dtype == v.dtype
+
+
+def test_job_rejects_unknown_keys_and_names_them():
+    with pytest.raises(JobError, match=r"job\.training\.lrr: unknown key"):
+        _job(training={"lrr": 0.1})
+    with pytest.raises(JobError, match=r"job\.colour: unknown key"):
+        Job.from_dict({**_job().to_dict(), "colour": 1})
+    j = _job()
+    assert Job.from_dict(j.to_dict()) == j
+    assert j.edges == ["a", "b"] and j.epoch_plan() == [("a", 1), ("b", 3)]
+
+
+def test_transport_detects_a_silent_peer_and_a_crashed_one():
+    hub = InProcessHub()
+    a = InProcessTransport(hub, "a", ["a", "b", "c"], timeout_s=0.5, heartbeat_s=10).start()
+    b = InProcessTransport(hub, "b", ["a", "b", "c"], timeout_s=0.5, heartbeat_s=10).start()
+    InProcessTransport(hub, "c", ["a", "b", "c"], timeout_s=0.5, heartbeat_s=10)
+    b.send("a", "hello", {"x": torch.ones(2)}, n=1)
+    assert a.recv("b", "hello").meta == {"n": 1}
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeFailure, match="'b' sent nothing") as e:
+        a.recv("b")
+    assert e.value.peer == "b" and time.monotonic() - t0 < 2.0
+    threading.Timer(0.1, hub.kill, args=("c",)).start()
+    with pytest.raises(RuntimeFailure, match="lost the connection to 'c'") as e:
+        a.recv("c", timeout_s=5)
+    assert e.value.peer == "c"
+    b.send("a", "oops")
+    with pytest.raises(RuntimeFailure, match="protocol error"):
+        a.recv("b", "hello")
+    assert a.received["b"].messages == 2 and b.sent["a"].bytes > 0
+
+
+def test_rate_limited_link_takes_bytes_over_rate():
+    hub = InProcessHub()
+    a = InProcessTransport(hub, "a", ["a", "b"], timeout_s=5, link_rate_bps={"b": 8e6})
+    InProcessTransport(hub, "b", ["a", "b"], timeout_s=5)
+    t0 = time.perf_counter()
+    n = a.send("b", "x", {"x": torch.zeros(50_000)})  # 200 kB at 1 MB/s
+    assert time.perf_counter() - t0 == pytest.approx(n * 8 / 8e6, rel=0.25)
+
+
+def test_a_crashing_role_is_named_and_the_run_stops():
+    data = _Data(n_train=64, n_val=20)
+
+    class Boom(_Data):
+        pass
+    bad = Boom(n_train=64, n_val=20)
+    bad.train = TensorDataset(torch.randn(64, 1, 20, 20), data.train.tensors[1])  # wrong image size
+    t0 = time.monotonic()
+    with pytest.raises(Exception):
+        run_inprocess(_job(timeout_s=3), _master(data), bad)
+    assert time.monotonic() - t0 < 10

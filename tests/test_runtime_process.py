@@ -1,0 +1,137 @@
+"""Runtime as separate processes over gloo: failures are detected and named, resume loses nothing.
+
+Each test starts the cloud, edge and end processes on loopback with short timeouts and a small
+model, kills or stops one of them by PID mid-epoch, and kills every process it started (by PID)
+in a finally block. Bounded: the failing run ends within the role timeout plus a grace period.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jqodi.errors import RuntimeFailure
+from jqodi.runtime.job import Job
+from jqodi.runtime.launch import run_job
+
+pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir()
+                                and not os.environ.get("JQODI_DATA_DIR"), reason="Fashion-MNIST not installed")
+
+TIMEOUT_S = 4.0
+
+
+def _job(**kw) -> Job:
+    d = {"model": "lenet", "bits": 4, "width": 0.125,
+         "schedule": [{"edge": "a", "cut": 1, "epochs": 2}, {"edge": "b", "cut": 2, "epochs": 1}],
+         "data": {"train_size": 384, "val_size": 64}, "pretrained": {"source": "random"},
+         "training": {"batch_size": 32, "wire_act_bits": 8, "wire_grad_bits": 8},
+         "timeout_s": TIMEOUT_S, "meter": "null"}
+    d.update(kw)
+    return Job.from_dict(d)
+
+
+class _Killer:
+    """Once ``after`` epochs are checkpointed and the next one is under way, signal ``role`` by PID."""
+
+    def __init__(self, workdir: Path, role: str, sig: int, after: int = 1):
+        self.workdir, self.role, self.sig, self.after = workdir, role, sig, after
+        self.procs = {}
+        self.fired_at: float | None = None
+        self.done = threading.Event()
+
+    def on_start(self, procs):
+        self.procs = procs
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self):
+        path = self.workdir / "epochs.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.done.is_set():
+            try:
+                if json.loads(path.read_text())["completed"] >= self.after:
+                    time.sleep(0.15)  # the next epoch's batches are flowing
+                    os.kill(self.procs[self.role].pid, self.sig)
+                    self.fired_at = time.monotonic()
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+
+    def cleanup(self):
+        self.done.set()
+        for p in self.procs.values():
+            p.kill()
+
+
+def test_end_device_killed_mid_epoch_is_named_then_resume_loses_nothing(tmp_path):
+    """SIGKILL the end process during epoch 2: the run fails naming 'end' within the timeout;
+    ``resume`` continues after epoch 1 and ends with the same model as an uninterrupted run."""
+    job = _job()
+    killer = _Killer(tmp_path, "end", signal.SIGKILL)
+    try:
+        with pytest.raises(RuntimeFailure) as e:
+            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
+        detected = time.monotonic()
+    finally:
+        killer.cleanup()
+    assert killer.fired_at is not None
+    assert e.value.peer == "end" and "end" in str(e.value) and "\n" not in str(e.value)
+    assert detected - killer.fired_at < TIMEOUT_S + 6
+    done = json.loads((tmp_path / "epochs.json").read_text())["completed"]
+    assert done == 1
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["status"] == "failed" and len(record["epochs"]) == 1
+
+    lines: list[str] = []
+    resumed = run_job(job, workdir=tmp_path, resume=True, say=lines.append, wall_limit_s=60)
+    assert any("resuming after epoch 1/3" in s for s in lines)
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
+
+    # the uninterrupted run, in one process: same weights at the end (deterministic protocol)
+    from jqodi.runtime.local import run_inprocess
+    from jqodi.runtime.process import initial_master
+
+    torch.set_num_threads(1)
+    master = initial_master(job)
+    full = run_inprocess(job, master).state.epochs
+    assert resumed.epochs[-1]["val_loss"] == pytest.approx(full[-1]["val_loss"], rel=1e-4)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] == 3
+    for k, v in master.state_dict().items():
+        torch.testing.assert_close(ck["master"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_edge_that_hangs_mid_epoch_is_named_within_the_timeout(tmp_path):
+    """SIGSTOP the edge during epoch 2 (a hang: no crash, no heartbeats): the others notice
+    within the timeout and the failure names the edge."""
+    job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 3}])
+    killer = _Killer(tmp_path, "edge:a", signal.SIGSTOP)
+    try:
+        with pytest.raises(RuntimeFailure) as e:
+            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
+        detected = time.monotonic()
+    finally:
+        killer.cleanup()
+    assert killer.fired_at is not None
+    assert e.value.peer == "edge:a", str(e.value)
+    assert "edge:a" in str(e.value) and "timeout" in str(e.value)
+    assert TIMEOUT_S - 0.5 < detected - killer.fired_at < TIMEOUT_S + 6
+
+
+def test_edge_killed_mid_epoch_is_named(tmp_path):
+    job = _job(schedule=[{"edge": "a", "cut": 1, "epochs": 3}])
+    killer = _Killer(tmp_path, "edge:a", signal.SIGKILL)
+    try:
+        with pytest.raises(RuntimeFailure) as e:
+            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
+        detected = time.monotonic()
+    finally:
+        killer.cleanup()
+    assert e.value.peer == "edge:a" and "edge:a" in str(e.value)
+    assert detected - killer.fired_at < TIMEOUT_S + 6
