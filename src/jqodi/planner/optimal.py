@@ -364,7 +364,7 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
     total, c, counts = best
     lower = min(rows[0][0], total)
     return make_solution("optimal", "optimal" if proven else "feasible", c, sorted(counts), epochs,
-                         {"lower_bound_j": lower, "candidates_solved": explored,
+                         {"lower_bound_j": lower, "candidates_solved": explored, "method": method,
                           "plan_time_ms": clock.ms})
 
 
