@@ -7,7 +7,9 @@ Instances come from ``jqodi.planner.generate.random_instance`` at the paper's si
 instance from [0.05, 1.1], the anchor alternates between "random" and "cheapest" (see the
 generator's docstring). For each solver: how often it finds a plan when ``optimal`` does, and the
 energy gap ``energy / optimal − 1`` (median, p95, max) over those instances; plan time per solver
-(median, p95, max, ms). Prints JSON; also writes it to ``--out``.
+(median, p95, max, ms; wall and this process's CPU time, since the machine's cores are shared).
+``jqodi-energy`` is JQODI's tree search ranking paths by energy alone (``alg4=False``), to separate
+what Alg. 4's score costs from what the search misses. Prints JSON; also writes it to ``--out``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ import numpy as np
 from jqodi.planner import check_solution, solve
 from jqodi.planner.generate import random_instance
 
-SOLVERS = ("optimal", "jqodi", "static", "full-model", "minimal-model")
+SOLVERS = ("optimal", "jqodi", "jqodi-energy", "static", "full-model", "minimal-model")
+# "jqodi-energy" = the same tree search ranking paths by energy alone (alg4=False): the gap of
+# "jqodi" minus this one is what Alg. 4's opportunity/risk score costs in energy.
+ALIAS = {"jqodi-energy": ("jqodi", {"alg4": False})}
 
 
 def stats(xs):
@@ -42,6 +47,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     gaps = {s: [] for s in SOLVERS if s != "optimal"}
     times = {s: [] for s in SOLVERS}
+    cpu = {s: [] for s in SOLVERS}
     found = {s: 0 for s in SOLVERS}
     opt_feasible = 0
     proven = 0
@@ -55,7 +61,10 @@ def main(argv=None):
                                anchor="random" if n % 2 else "cheapest")
         sols = {}
         for s in SOLVERS:
-            sol = solve(inst, s)
+            name, kw = ALIAS.get(s, (s, {}))
+            c0 = time.process_time()
+            sol = solve(inst, name, **kw)
+            cpu[s].append((time.process_time() - c0) * 1e3)
             sols[s] = sol
             times[s].append(sol.extra["plan_time_ms"])
             if check_solution(inst, sol):
@@ -82,6 +91,7 @@ def main(argv=None):
         "energy_gap_vs_optimal_pct": {s: stats(v) for s, v in gaps.items()},
         "jqodi_same_candidate_as_optimal": same_choice,
         "plan_time_ms": {s: stats(v) for s, v in times.items()},
+        "plan_cpu_ms": {s: stats(v) for s, v in cpu.items()},
         "infeasible_or_wrong_plans": problems,
         "wall_s": time.perf_counter() - t0,
         "machine": {"python": platform.python_version(), "processor": platform.processor(),

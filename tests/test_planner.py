@@ -282,3 +282,51 @@ def test_optimal_on_adversarial_random_options():
         used = {s.cut - 1 for s in sol.schedule}
         off_hull += not used <= {lp.low, lp.high}
     assert off_hull > 0  # the test did reach plans the LP rounding alone would miss
+
+
+def test_each_exact_step_alone_matches_enumeration():
+    """The gap search, the layered DP and HiGHS, each run alone on the Pareto front."""
+    from jqodi.planner.optimal import _gap_search, _layered_dp, _milp, _plan_cost
+
+    rng = np.random.default_rng(11)
+    for _ in range(80):
+        n, K = int(rng.integers(2, 7)), int(rng.integers(2, 7))
+        t, e = rng.uniform(1, 10, n).round(2), rng.uniform(1, 10, n).round(2)
+        budget = K * rng.uniform(t.min(), t.max())
+        c = cand("a", 8, [("x", i + 1, float(t[i]), float(e[i])) for i in range(n)], K=(K, K))
+        want = brute_force(inst(float(budget), [c]))
+        f = pareto_front(t, e)
+        lp = lp_bound(t, e, f, K, budget * (1 + TIME_RTOL))
+        if want is None:
+            continue
+        B = budget * (1 + TIME_RTOL)
+        for name, got in (("gap", _gap_search(t, e, lp, f, K, B, math.inf, 0.0, 10**6)),
+                          ("layered", _layered_dp(t, e, f, f, K, B, math.inf, 0.0, 10**6)),
+                          ("milp", _milp(t, e, f, K, B, None))):
+            status, counts = got
+            assert status == "optimal", name
+            energy, used = _plan_cost(t, e, counts)
+            assert energy == pytest.approx(want, rel=1e-9), name
+            assert sum(k for _, k in counts) == K and used <= B
+
+
+def test_hard_instance_is_proven_quickly_and_matches_exact_dp():
+    # HiGHS needed > 10 s to prove this one (its LP gap holds many plans: the layered DP runs)
+    instance = random_instance(5, bits=(1, 2, 4, 6, 8, 32), edges=2, cuts=10, epochs=(20, 200),
+                               tightness=0.3, anchor="cheapest")
+    sol = solve(instance, "optimal")
+    assert sol.status == "optimal"
+    ref = exact_pareto_dp(PlanningInstance(
+        instance.deadline_s, instance.target_loss,
+        tuple(c for c in instance.candidates if (c.model, c.bits) == (sol.model, sol.bits))))
+    assert abs(sol.energy_j - ref[0]) <= 1e-6 * ref[0]
+
+
+def test_compare_passes_solver_options():
+    instance = random_instance(1)
+    rows = compare(instance, ["jqodi", "optimal"], **{"jqodi.buckets": 1024, "optimal.method": "milp"})
+    assert rows[0]["solution"].extra["buckets"] == 1024
+    assert rows[1]["solution"].extra["method"] == "milp"
+    c = next(c for c in instance.candidates if c.epochs.robust is not None)
+    row = compare(instance, ["partition-only"], model=c.model, bits=c.bits)[0]
+    assert row["status"] == "infeasible" or (row["model"], row["bits"]) == (c.model, c.bits)

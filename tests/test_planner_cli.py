@@ -82,3 +82,62 @@ def test_plan_partition_only_with_model_and_bits(instance_file, capsys):
                  "--model", c.model, "--bits", str(c.bits), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "infeasible" or (out["model"], out["bits"]) == (c.model, c.bits)
+
+
+@pytest.mark.parametrize("name", ["paper-data1.yaml", "paper-data2.yaml"])
+def test_plan_paper_scenarios(name, capsys):
+    from pathlib import Path
+
+    from jqodi.costs import compile_instance
+    from jqodi.scenario import load_scenario
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    assert main(["plan", str(path), "--solver", "all", "--json"]) == 0
+    sols = [Solution.from_dict(d) for d in json.loads(capsys.readouterr().out)]
+    inst = compile_instance(load_scenario(path))
+    search = set(inst.meta["search_bits"])
+    by = {s.solver: s for s in sols}
+    assert by["optimal"].status == "optimal"
+    for s in sols:
+        assert check_solution(inst, s) == [], s.solver
+    for name_ in ("jqodi", "optimal", "static"):
+        assert by[name_].bits in search  # Ω only; 1 and 32 bits are for the baselines
+        assert by[name_].energy_j >= by["optimal"].energy_j * (1 - 1e-9)
+    assert by["full-model"].status == "infeasible" or by["full-model"].bits == 32
+    assert main(["plan", str(path), "--solver", "optimal"]) == 0
+    assert "schedule" in capsys.readouterr().out
+
+
+def test_search_bits_restricts_the_search():
+    inst = random_instance(3, bits=(1, 4, 8, 32))
+    restricted = PlanningInstance(inst.deadline_s, inst.target_loss, inst.candidates,
+                                  {"search_bits": [4, 8], "baseline_bits": [1, 32]})
+    from jqodi.planner import solve
+
+    for solver in ("jqodi", "optimal", "static"):
+        sol = solve(restricted, solver)
+        assert sol.status == "infeasible" or sol.bits in (4, 8)
+    assert solve(restricted, "full-model").bits in (None, 32)
+
+
+def test_plan_scenario_with_measured_estimates(tmp_path, capsys):
+    from pathlib import Path
+
+    from jqodi.learning.table import LearningEstimate, save_estimates
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "paper-data1.yaml"
+    assert main(["plan", str(path), "--solver", "optimal", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    # a measured estimate: lenet 8-bit needs only 5 epochs, with predicted losses
+    est = tmp_path / "est.json"
+    save_estimates(est, [LearningEstimate("lenet", 8, 0.01, 0.004, 4, 5, 0.02,
+                                          final_loss_expected=0.015, final_loss_robust=0.018,
+                                          source="measured")])
+    assert main(["plan", str(path), "--solver", "optimal", "--json", "--estimates", str(est)]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert (after["model"], after["bits"]) == ("lenet", 8)
+    assert sum(e["epochs"] for e in after["schedule"]) == 5
+    assert after["energy_j"] < before["energy_j"]
+    assert main(["plan", "--instance", str(path), "--estimates", str(est)]) == 2
+    assert main(["plan", str(path), "--estimates", str(tmp_path / "none.json")]) == 2
+    capsys.readouterr()

@@ -151,6 +151,8 @@ MALFORMED = [
     (_set(["runtime", "time_dilation"], 0.5), "runtime.time_dilation"),
     (_set(["runtime", "emulate"], "perhaps"), "runtime.emulate: "),
     (_set(["surprise"], 1), "surprise: unknown field"),
+    (_set(["deadline_s"], True), "deadline_s: expected a number, got true"),
+    (_set(["bits"], [False, 4]), "bits[0]: expected a number, got false"),
 ]
 
 

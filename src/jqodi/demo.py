@@ -101,7 +101,15 @@ def section_candidates(ctx: DemoContext) -> None:
     ctx.print(render_instance(ctx.instance))
 
 
-SECTIONS: list[Callable[[DemoContext], None]] = [section_scenario, section_models, section_candidates]
+def section_plan(ctx: DemoContext) -> None:
+    """Every solver on the scenario and the comparison table (the planner's part)."""
+    from jqodi.cli.plan import demo_section
+
+    demo_section(ctx)
+
+
+SECTIONS: list[Callable[[DemoContext], None]] = [section_scenario, section_models, section_candidates,
+                                                 section_plan]
 
 
 def run_demo(path: str | Path | None = None, sections: list[Callable[[DemoContext], None]] | None = None,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = ["format_table", "format_value", "to_jsonable", "save_json", "line_plot",
-           "scatter_plot", "stacked_bars", "figure", "Series"]
+           "scatter_plot", "stacked_bars", "figure", "draw_series", "Series"]
 
 
 def format_value(v: Any, fmt: str | None = None) -> str:
@@ -163,7 +163,8 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _draw_series(ax, series: Sequence[Series]) -> None:
+def draw_series(ax, series: Sequence[Series]) -> None:
+    """Draw series on a matplotlib Axes (lines, markers, the end marker of each)."""
     for i, s in enumerate(series):
         color = s.color or f"C{i}"
         ax.plot(s.x, s.y, linestyle=s.linestyle, marker=s.marker, color=color, label=s.label,
@@ -180,7 +181,7 @@ def line_plot(path: str | os.PathLike, series: Sequence[Series], *, xlabel: str,
     """Lines (e.g. loss vs cumulative energy). ``hlines``/``vlines``: label → value, dashed."""
     fig = _figure(*size_in)
     ax = fig.add_subplot()
-    _draw_series(ax, series)
+    draw_series(ax, series)
     for label, y in (hlines or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
         ax.annotate(label, (0.02, y), xycoords=("axes fraction", "data"), ha="left", va="top",

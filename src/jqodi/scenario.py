@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -48,10 +49,19 @@ VALID_BITS = frozenset(range(1, 9)) | {32}
 #: The paper's models (always known, even before the zoo — and torch — is imported).
 PAPER_MODELS = ("lenet", "vgg", "resnet20")
 
-PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-PosInt = Annotated[int, Field(gt=0)]
+def _no_bool(v: Any) -> Any:
+    """YAML's true/false are not numbers here (pydantic would read them as 1/0)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()}")
+    return v
+
+
+NoBool = BeforeValidator(_no_bool)
+PosFloat = Annotated[float, NoBool, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, NoBool, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, NoBool, Field(allow_inf_nan=False)]
+PosInt = Annotated[int, NoBool, Field(gt=0)]
+Int = Annotated[int, NoBool]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
@@ -74,12 +84,12 @@ class DeviceSpec(_Strict):
     name: Name
     flops: PosFloat | None = None
     peak_flops: PosFloat | None = None
-    utilization: Annotated[float, Field(gt=0, le=1)] | None = None
+    utilization: Annotated[float, NoBool, Field(gt=0, le=1)] | None = None
     energy_per_flop_j: PosFloat | None = None
     busy_power_w: PosFloat | None = None
     idle_power_w: NonNegFloat | None = None
     memory_gib: PosFloat = 8.0
-    bit_speedup: dict[int, PosFloat] = Field(default_factory=dict)
+    bit_speedup: dict[Int, PosFloat] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _speed_and_energy(self):
@@ -209,17 +219,17 @@ class DataSpec(_Strict):
     train_size: PosInt
     val_size: PosInt
     input_shape: tuple[PosInt, PosInt, PosInt] = (3, 32, 32)
-    num_classes: Annotated[int, Field(ge=2)] = 10
+    num_classes: Annotated[int, NoBool, Field(ge=2)] = 10
 
 
 class ModelEntry(_Strict):
     """A candidate model M_a: a registered zoo name and a width multiplier (1.0 = paper size)."""
 
     name: Name
-    width: Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)] = 1.0
+    width: Annotated[float, NoBool, Field(gt=0, le=16, allow_inf_nan=False)] = 1.0
 
 
-BitsPolicy = Union[Literal["same"], Annotated[int, Field(ge=1, le=32)]]
+BitsPolicy = Union[Literal["same"], Annotated[int, NoBool, Field(ge=1, le=32)]]
 
 
 class TrainingSpec(_Strict):
@@ -232,11 +242,11 @@ class TrainingSpec(_Strict):
 
     batch_size: PosInt = 64
     lr: PosFloat = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    momentum: Annotated[float, NoBool, Field(ge=0, lt=1)] = 0.9
     weight_decay: NonNegFloat = 5e-4
     act_bits: BitsPolicy = "same"
     grad_bits: BitsPolicy = 32
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, NoBool, Field(ge=0)] = 0
 
     @field_validator("act_bits", "grad_bits")
     @classmethod
@@ -252,12 +262,11 @@ class TrainingSpec(_Strict):
 class RuntimeSpec(_Strict):
     """How the runtime runs the plan (CS/ES/SD processes). Optional; defaults suit one host."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 29500
+    port: Annotated[int, NoBool, Field(ge=1, le=65535)] = 29500
     timeout_s: PosFloat = 120.0
     emulate: bool = True
-    time_dilation: Union[Literal["auto"], Annotated[float, Field(ge=1, allow_inf_nan=False)]] = "auto"
+    time_dilation: Union[Literal["auto"], Annotated[float, NoBool, Field(ge=1, allow_inf_nan=False)]] = "auto"
 
 
 class LearningRow(_Strict):
@@ -265,7 +274,7 @@ class LearningRow(_Strict):
     :class:`jqodi.learning.table.LearningEstimate` (``null`` epochs = the paper's ∞)."""
 
     model: Name
-    bits: int
+    bits: Int
     base_loss: NonNegFloat
     gamma: FiniteFloat
     epochs_expected: PosInt | None
@@ -304,8 +313,8 @@ class Scenario(_Strict):
     cost_model: Literal["paper", "extended"] = "extended"
     data: DataSpec
     models: list[ModelEntry] = Field(min_length=1)
-    bits: list[int] = Field(min_length=1)
-    baseline_bits: list[int] = Field(default_factory=list)
+    bits: list[Int] = Field(min_length=1)
+    baseline_bits: list[Int] = Field(default_factory=list)
     cloud: CloudServer
     edges: list[EdgeServer] = Field(min_length=1)
     end_device: EndDevice

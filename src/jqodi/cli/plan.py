@@ -23,6 +23,8 @@ def add_arguments(p):
                         "partition-only, or 'all' for a comparison table")
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default, safe) or K^exp epochs")
+    p.add_argument("--estimates", metavar="FILE",
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
     p.add_argument("--model", help="model for partition-only")
     p.add_argument("--bits", type=int, help="bit-width for partition-only")
     p.add_argument("--json", action="store_true", help="print the solution(s) as JSON")
@@ -34,6 +36,8 @@ def _load_instance(args):
 
     if args.instance and args.scenario:
         raise PlanningError("give either SCENARIO or --instance FILE, not both")
+    if args.instance and args.estimates:
+        raise PlanningError("--estimates applies to a SCENARIO; an instance already holds its estimates")
     if args.instance:
         if args.instance == "-":
             text = sys.stdin.read()
@@ -51,7 +55,12 @@ def _load_instance(args):
     except ImportError as e:  # the foundation part is not installed in this build
         raise PlanningError(f"cannot compile scenarios in this build ({e}); "
                             "use --instance FILE.json") from e
-    return compile_instance(load_scenario(args.scenario))
+    estimates = None
+    if args.estimates:
+        from jqodi.learning.table import load_estimates
+
+        estimates = load_estimates(args.estimates)
+    return compile_instance(load_scenario(args.scenario), estimates=estimates)
 
 
 def _print_solution(sol, instance) -> None:
@@ -109,3 +118,22 @@ def run(args) -> int:
         return 0
     _print_solution(sol, instance)
     return 0 if sol.status != "infeasible" else 1
+
+
+def demo_section(ctx) -> None:
+    """``jqodi demo`` section: plan the scenario with every solver and print the comparison."""
+    from jqodi.planner import compare, format_table, savings_summary
+
+    inst = ctx.instance
+    ctx.title("Plans: every solver on this scenario (robust epoch estimate)")
+    ctx.print(f"deadline {inst.deadline_s:g} s, target loss {inst.target_loss:g}; "
+              "JQODI = Alg. 1-4, optimal = exact per-epoch mix, static = the paper's Optimum "
+              "(one option for all epochs)")
+    rows = compare(inst)
+    ctx.print(format_table(rows))
+    line = savings_summary(rows)
+    if line:
+        ctx.print(line)
+    for r in rows:
+        if r["status"] == "infeasible":
+            ctx.print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")

@@ -23,6 +23,7 @@ import numpy as np
 from jqodi.errors import PlanningError
 from jqodi.planner.common import (
     Stopwatch, check_epochs, deadline_limit_s, find_candidate, make_solution, option_arrays,
+    search_candidates,
 )
 from jqodi.planner.explain import infeasible_solution
 from jqodi.planner.instance import Candidate, PlanningInstance, Solution
@@ -70,7 +71,7 @@ def _static_search(instance: PlanningInstance, cands: Iterable[Candidate], epoch
 def solve_static(instance: PlanningInstance, *, epochs: str = "robust") -> Solution:
     """The paper's *Optimum*: brute force over (model, bits, edge, cut), one option for all epochs."""
     check_epochs(epochs)
-    return _static_search(instance, instance.candidates, epochs, "static", None)
+    return _static_search(instance, search_candidates(instance), epochs, "static", None)
 
 
 def solve_full_model(instance: PlanningInstance, *, epochs: str = "robust") -> Solution:

@@ -58,21 +58,17 @@ class OptionArrays:
         return len(self.time_s)
 
 
-_ARRAYS: dict[int, tuple[Candidate, OptionArrays]] = {}
-
-
 def option_arrays(cand: Candidate) -> OptionArrays:
-    """Per-option epoch time and energy as float arrays (cached per candidate object)."""
-    hit = _ARRAYS.get(id(cand))
-    if hit is not None and hit[0] is cand:
-        return hit[1]
+    """Per-option epoch time and energy as float arrays, cached on the candidate object itself
+    (outside its dataclass fields, so equality and JSON are unaffected; dies with the candidate)."""
+    arr = cand.__dict__.get("_option_arrays")
+    if arr is not None:
+        return arr
     n = len(cand.options)
     t = np.fromiter((o.epoch_time_s for o in cand.options), float, n)
     e = np.fromiter((o.epoch_energy_j for o in cand.options), float, n)
     arr = OptionArrays(t, e)
-    if len(_ARRAYS) > 4096:
-        _ARRAYS.clear()
-    _ARRAYS[id(cand)] = (cand, arr)
+    object.__setattr__(cand, "_option_arrays", arr)
     return arr
 
 
@@ -144,6 +140,20 @@ def lp_bound(t: np.ndarray, e: np.ndarray, front: np.ndarray, K: int, budget_s: 
     value = K * (fe[a] + slope * (avg - ft[a])) if share > 0 else K * fe[a]
     lam = float(fe[a] - slope * ft[a])
     return LPBound(float(value), int(front[a]), int(front[b]), float(share), lam, float(-slope))
+
+
+def search_candidates(instance: PlanningInstance) -> tuple[Candidate, ...]:
+    """The candidates JQODI, ``optimal`` and ``static`` search: those whose bit-width is in Ω.
+
+    A compiled scenario lists Ω in ``meta.search_bits`` and adds extra bit-widths
+    (``meta.baseline_bits``: 1 and 32 in the paper) only for the Full/Minimal-Model baselines;
+    without ``meta.search_bits`` every candidate is searched.
+    """
+    bits = instance.meta.get("search_bits") if isinstance(instance.meta, dict) else None
+    if not bits:
+        return instance.candidates
+    allowed = {int(b) for b in bits}
+    return tuple(c for c in instance.candidates if c.bits in allowed)
 
 
 def epochs_of(cand: Candidate, epochs: str) -> int | None:

@@ -32,16 +32,21 @@ is polynomial, as Property 2 claims:
   pair (A-end, B-end) on time. Because epochs commute this covers every path.
 * Elapsed time is kept in buckets. A path takes K·t_min + Σ (t_o − t_min); only the slack
   U = T_max − τ − K·t_min is cut into ``buckets`` buckets (default 4096) of width w = U / buckets,
-  and each option's excess t_o − t_min is rounded to whole buckets (the all-fastest path is exact). ``exact=True`` keys the merge on the exact
-  elapsed time instead (dictionary DP, for checks). Rounding can make the DP misjudge a path by up to
-  K·w/2 seconds; every returned path is re-timed exactly and only an on-time path is returned (the
-  next best pairs are tried, and as a last resort the DP reruns with times rounded up, which is
-  always on time). The effect is a small loss of optimality near the deadline, never lateness.
+  and each option's excess t_o − t_min is rounded to whole buckets (the all-fastest path is exact).
+  Paths whose rounded times fall in the same bucket merge (least energy kept), but each bucket
+  remembers the *exact* time of the path it kept, and the deadline test and the score use exact
+  times, so rounding changes which paths are compared, never whether a plan is on time. The
+  cost of merging: a bucket keeps its least-energy path even when a slightly faster, slightly
+  costlier one of the same bucket would have combined better; measured effect in docs/planner.md.
+  ``mode="dp-exact"`` merges only paths of exactly equal elapsed time (dictionary DP, for checks).
 * ``prune_dominated=True`` (default) drops options that are slower *and* costlier than another
   option of the same candidate before building the tree. Such an option can only win through
   opp's reward for a slow start (an artefact of Alg. 4), never by energy.
-* Candidates are visited in order of a lower bound of their best score, risk·(ε + LP bound)
-  (opp ≤ 1); the search stops when the bound reaches the best score found.
+* Candidates are visited in order of a lower bound of their best score,
+  risk·(1 + (K − K^exp)·t_min/T_max)·(ε + LP bound); the search stops when the bound reaches the
+  best score found.
+* Both phases start from the empty path with the same actions, so the shorter phase is a prefix
+  of the longer one: one DP run serves both.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ import numpy as np
 from jqodi.errors import PlanningError
 from jqodi.planner.common import (
     Stopwatch, check_epochs, deadline_limit_s, lp_bound, make_solution, option_arrays, pareto_front,
+    search_candidates,
 )
 from jqodi.planner.explain import infeasible_solution
 from jqodi.planner.instance import Candidate, PlanningInstance, Solution
@@ -80,7 +86,8 @@ def loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
     return [cand.loss.start + (final - cand.loss.start) * k / K for k in range(K + 1)]
 
 
-def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool) -> Setting | None:
+def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool,
+             alg4: bool = True) -> Setting | None:
     K = c.epochs.get(epochs)
     if K is None or not c.options:
         return None
@@ -94,6 +101,8 @@ def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool)
         if c.loss is not None and c.loss.final_expected > 0:
             risk = c.loss.final_robust / c.loss.final_expected
     else:
+        X, risk = K, 1.0
+    if not alg4:  # rank paths by weight alone: no opportunity (X = K), no risk
         X, risk = K, 1.0
     arr = option_arrays(c)
     idx = pareto_front(arr.time_s, arr.energy_j) if prune else np.arange(len(c.options))
@@ -224,11 +233,16 @@ def _dp_exact(instance: PlanningInstance, s: Setting):
 
 
 # ------------------------------------------------------------------------------ bucketed DP
-def _phase_buckets(d: np.ndarray, e: np.ndarray, n: int, nb: int):
-    """Least energy to spend exactly b buckets in n epochs; per-step choices for backtracking."""
+def _phase_buckets(d: np.ndarray, u: np.ndarray, e: np.ndarray, n: int, nb: int, snap: int = 0):
+    """n epochs over bucket grid: least energy ``V[b]`` of the paths whose rounded excess time is b
+    buckets, the exact excess time ``X[b]`` of that least-energy path, per-step choices, and the
+    same (V, X) after ``snap`` epochs (both phases start empty, so the shorter is a prefix)."""
     V = np.full(nb + 1, np.inf)
     V[0] = 0.0
+    X = np.zeros(nb + 1)
+    snapped = (V.copy(), X.copy())
     P = len(d)
+    ar = np.arange(nb + 1)
     choices = np.empty((n, nb + 1), dtype=np.int16 if P < 32000 else np.int32)
     M = np.empty((P, nb + 1))
     for step in range(n):
@@ -236,9 +250,13 @@ def _phase_buckets(d: np.ndarray, e: np.ndarray, n: int, nb: int):
         for j in range(P):
             dj = int(d[j])
             np.add(V[: nb + 1 - dj], e[j], out=M[j, dj:])
-        choices[step] = M.argmin(axis=0)
-        V = M[choices[step], np.arange(nb + 1)] if P > 1 else M[0].copy()
-    return V, choices
+        ch = M.argmin(axis=0)
+        choices[step] = ch
+        V = M[ch, ar]
+        X = np.where(np.isfinite(V), X[np.maximum(ar - d[ch], 0)] + u[ch], np.inf)
+        if step + 1 == snap:
+            snapped = (V, X)
+    return V, X, choices, snapped
 
 
 def _backtrack(choices: np.ndarray, d: np.ndarray, b: int) -> list[int]:
@@ -250,11 +268,13 @@ def _backtrack(choices: np.ndarray, d: np.ndarray, b: int) -> list[int]:
     return out
 
 
-def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: str = "nearest"):
+def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
     """Bucketed two-phase DP. Time is measured as *excess over the fastest option*: a path of K
     epochs takes K·t_min + Σ (t_o − t_min), and only the slack U = B − K·t_min is cut into
     ``buckets`` buckets, so the all-fastest path is exact and the grid spends no resolution on
-    time every path must spend anyway."""
+    time every path must spend anyway. Each bucket keeps its least-energy path *and that path's
+    exact time*, and the deadline and the score use the exact times: rounding decides which paths
+    merge, never whether a path is on time."""
     c = s.cand
     budget = s.limit_s - c.quantize_time_s
     arr = option_arrays(c)
@@ -269,55 +289,68 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: 
         d = np.where(u <= 0, 0, buckets + 1).astype(np.int64)
     else:
         w = slack / buckets
-        raw = u / w
-        d = (np.ceil(raw - 1e-9) if rounding == "up" else np.rint(raw)).astype(np.int64)
-        d = np.maximum(d, 0)
+        d = np.maximum(np.rint(u / w), 0).astype(np.int64)
     # the cheapest option for each distinct bucket duration (others never win a bucket)
     order = np.lexsort((e, d))
     first = np.ones(len(order), dtype=bool)
     first[1:] = d[order][1:] != d[order][:-1]
     keep = order[first]
-    keep = keep[d[keep] <= buckets]
+    keep = keep[(d[keep] <= buckets) & (u[keep] <= slack)]
     if len(keep) == 0:
         return None
-    d, e_k, ids = d[keep], e[keep], s.options[keep]
-    VA, chA = _phase_buckets(d, e_k, s.X, buckets)
-    VB, chB = _phase_buckets(d, e_k, s.K - s.X, buckets)
-    a_idx = np.nonzero(np.isfinite(VA))[0]
-    b_all = np.nonzero(np.isfinite(VB))[0]
+    d, u, e_k, ids = d[keep], u[keep], e[keep], s.options[keep]
+    n_a, n_b = s.X, s.K - s.X
+    VL, XL, ch, (VS, XS) = _phase_buckets(d, u, e_k, max(n_a, n_b), buckets, snap=min(n_a, n_b))
+    if n_a >= n_b:
+        VA, XA, chA, VB, XB, chB = VL, XL, ch, VS, XS, ch[:n_b]
+    else:
+        VA, XA, chA, VB, XB, chB = VS, XS, ch[:n_a], VL, XL, ch
+    a_idx = np.nonzero(np.isfinite(VA) & (XA <= slack))[0]
+    b_all = np.nonzero(np.isfinite(VB) & (XB <= slack))[0]
     if len(a_idx) == 0 or len(b_all) == 0:
         return None
-    # B labels: only the prefix-minimum energies matter (more time and more energy never helps)
-    vb = VB[b_all]
-    pm = np.minimum.accumulate(vb)
-    keepb = np.concatenate(([True], vb[1:] < pm[:-1]))
-    b_idx = b_all[keepb]
+    # B-ends: only those not beaten in both exact time and energy matter (time ascending)
+    b_idx = b_all[pareto_front(XB[b_all], VB[b_all])]
+    xb = XB[b_idx]
     tau, eps = c.quantize_time_s, c.quantize_energy_j
-    Tb = (s.K - s.X) * tmin + b_idx * w
-    # bound the rows first: for A-end a the cheapest B-end on time is the last staircase label
-    # that fits; its score is an upper bound, and risk·(C_a + that energy) (ratio ≥ 1) a lower one
-    pos = np.searchsorted(b_idx, buckets - a_idx, side="right") - 1
+    Tb = (s.K - s.X) * tmin + xb
+    # bound the rows first: for A-end a the cheapest B-end on time is the slowest one that fits;
+    # its score is an upper bound, and risk·(C_a + its energy) (time ratio ≥ 1) a lower bound
+    pos = np.searchsorted(xb, slack - XA[a_idx], side="right") - 1
     fits = pos >= 0
     a_idx, pos = a_idx[fits], pos[fits]
     if len(a_idx) == 0:
         return None
     Ca = eps + VA[a_idx]
-    Ta = tau + s.X * tmin + a_idx * w
+    Ta = tau + s.X * tmin + XA[a_idx]
     vb_cheapest = VB[b_idx[pos]]
     upper = float(np.min(s.risk * (Ca + vb_cheapest) * (Ta + Tb[pos]) / Ta))
     rows = s.risk * (Ca + vb_cheapest) <= upper * (1 + 1e-9)
     a_idx, Ca, Ta = a_idx[rows], Ca[rows], Ta[rows]
-    tot_T = Ta[:, None] + Tb[None, :]
-    ok = (a_idx[:, None] + b_idx[None, :]) <= buckets
-    W = Ca[:, None] + VB[b_idx][None, :]
-    score = np.where(ok, W * s.risk * tot_T / Ta[:, None], np.inf)
-    n_try = min(64, score.size)
-    flat = np.argpartition(score, n_try - 1, axis=None)[:n_try] if score.size > n_try else \
-        np.arange(score.size)
-    flat = flat[np.argsort(score.ravel()[flat], kind="stable")]
-    for f in flat:
-        ia, ib = np.unravel_index(int(f), score.shape)
-        if not np.isfinite(score[ia, ib]):
+    # B-ends that cannot beat the bound even with the cheapest A-end are dropped
+    vb = VB[b_idx]
+    useful = s.risk * (Ca.min() + vb) <= upper * (1 + 1e-9)
+    b_idx, xb, Tb, vb = b_idx[useful], xb[useful], Tb[useful], vb[useful]
+    # best B-end per A-end, in row chunks (bounded memory)
+    best_score = np.full(len(a_idx), np.inf)
+    best_col = np.zeros(len(a_idx), dtype=np.int64)
+    xa = XA[a_idx]
+    step = max(1, 262_144 // max(len(b_idx), 1))
+    for lo in range(0, len(a_idx), step):
+        sl = slice(lo, lo + step)
+        sc = (Ca[sl, None] + vb[None, :]) * (Ta[sl, None] + Tb[None, :])
+        sc /= Ta[sl, None]
+        sc[xa[sl, None] + xb[None, :] > slack] = np.inf
+        col = sc.argmin(axis=1)
+        best_col[sl] = col
+        best_score[sl] = sc[np.arange(sc.shape[0]), col] * s.risk
+    n_try = min(16, len(a_idx))
+    top = np.argpartition(best_score, n_try - 1)[:n_try] if len(a_idx) > n_try else \
+        np.arange(len(a_idx))
+    top = top[np.argsort(best_score[top], kind="stable")]
+    for ia in top:  # re-time exactly (fsum); the first almost always passes
+        ib = int(best_col[ia])
+        if not np.isfinite(best_score[ia]):
             break
         pa = _backtrack(chA, d, int(a_idx[ia])) if s.X else []
         pb = _backtrack(chB, d, int(b_idx[ib])) if s.K - s.X else []
@@ -327,16 +360,17 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int, rounding: 
             Texp = tau + math.fsum(c.options[i].epoch_time_s for i in path[: s.X])
             W_ = eps + math.fsum(c.options[i].epoch_energy_j for i in path)
             return _score(s, W_, T, Texp), path
-    if rounding == "nearest":
-        return _dp_buckets(instance, s, buckets, rounding="up")
     return None
 
 
 # ------------------------------------------------------------------------------ solver
 def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str = "dp",
-                buckets: int = DEFAULT_BUCKETS, prune_dominated: bool = True) -> Solution:
+                buckets: int = DEFAULT_BUCKETS, prune_dominated: bool = True,
+                alg4: bool = True) -> Solution:
     """Algorithms 1–4. ``mode``: ``dp`` (bucketed state merging, default), ``dp-exact`` (merge on
-    exact elapsed time) or ``literal`` (build and walk the tree as written; tiny instances only)."""
+    exact elapsed time) or ``literal`` (build and walk the tree as written; tiny instances only).
+    ``alg4=False`` ranks paths by weight (energy) alone instead of Alg. 4's score — a diagnostic
+    that separates the effect of the score from that of the tree search."""
     check_epochs(epochs)
     if mode not in ("dp", "dp-exact", "literal"):
         raise PlanningError(f"jqodi mode must be dp, dp-exact or literal, got {mode!r}")
@@ -344,8 +378,8 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         raise PlanningError(f"buckets must be ≥ 16, got {buckets}")
     clock = Stopwatch()
     settings = []
-    for c in instance.candidates:
-        s = _setting(instance, c, epochs, prune_dominated)
+    for c in search_candidates(instance):
+        s = _setting(instance, c, epochs, prune_dominated, alg4)
         if s is None:
             continue
         arr = option_arrays(c)
@@ -353,7 +387,10 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         lp = lp_bound(arr.time_s, arr.energy_j, front, s.K, s.limit_s - c.quantize_time_s)
         if lp is None:
             continue
-        settings.append((s.risk * (c.quantize_energy_j + lp.value_j), s))
+        # score = W·risk·T_rob/T_exp with W ≥ ε + LP and T_rob/T_exp = 1 + T_B/T_exp ≥
+        # 1 + (K − X)·t_min / T_max (the last K − X epochs take at least t_min each)
+        ratio = 1.0 + (s.K - s.X) * float(arr.time_s.min()) / s.limit_s
+        settings.append((s.risk * ratio * (c.quantize_energy_j + lp.value_j), s))
     settings.sort(key=lambda r: r[0])
     best = None
     searched = 0
@@ -373,7 +410,8 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         if best is None or score < best[0]:
             best = (score, s, path)
     if best is None:
-        return infeasible_solution(instance, "jqodi", epochs, plan_time_ms=clock.ms)
+        return infeasible_solution(instance, "jqodi", epochs, candidates=search_candidates(instance),
+                                   plan_time_ms=clock.ms)
     score, s, path = best
     c = s.cand
     # schedule in execution order: the first K^exp epochs, then the rest (runs grouped)
@@ -388,7 +426,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
     t_exp = c.quantize_time_s + math.fsum(c.options[i].epoch_time_s for i in path[: s.X])
     t_rob = c.quantize_time_s + math.fsum(c.options[i].epoch_time_s for i in path)
     extra = {"score": score, "opp": t_exp / t_rob, "risk": s.risk, "epochs_expected": s.X,
-             "time_expected_s": t_exp, "mode": mode, "candidates_searched": searched,
+             "time_expected_s": t_exp, "mode": mode, "alg4": alg4, "candidates_searched": searched,
              "plan_time_ms": clock.ms}
     if mode == "dp":
         extra["buckets"] = int(buckets)

@@ -1,0 +1,290 @@
+"""The learning-trace store: every fine-tuning run and its epochs, in SQLite.
+
+One database file (default ``$JQODI_HOME/traces.db``; ``--store`` chooses another) with three
+tables: ``meta`` (``schema_version``), ``runs`` (one row per run: model, bits, dataset, SD split
+and sizes, seed, width, L_a, start loss, γ expected/robust, wall time, config JSON, source) and
+``epochs`` (per-epoch train loss, validation loss and accuracy, wall time, bytes).
+
+* **WAL** journal and a 30 s busy timeout: many processes may read and write at once.
+* **Atomic per run**: a run and all its epochs are inserted in one ``BEGIN IMMEDIATE``
+  transaction, so a crash leaves either the whole run or nothing.
+* **Versioned**: a store written by a newer schema is refused with a clear
+  :class:`jqodi.errors.TraceStoreError` (never modified); a file that is not a jqodi store too.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from jqodi.errors import TraceStoreError
+
+__all__ = ["SCHEMA_VERSION", "EpochTrace", "RunTrace", "TraceStore"]
+
+SCHEMA_VERSION = 1
+
+RUN_COLUMNS = ("created_utc", "model", "bits", "dataset", "data_name", "train_size", "val_size", "seed",
+               "width", "base_loss", "base_accuracy", "start_loss", "start_accuracy", "gamma",
+               "gamma_robust", "epochs_run", "wall_s", "quantize_s", "config", "source")
+EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "wall_s", "bytes_down", "bytes_up")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_utc TEXT NOT NULL,
+    model TEXT NOT NULL, bits INTEGER NOT NULL, dataset TEXT NOT NULL, data_name TEXT NOT NULL,
+    train_size INTEGER NOT NULL, val_size INTEGER NOT NULL, seed INTEGER NOT NULL, width REAL NOT NULL,
+    base_loss REAL, base_accuracy REAL, start_loss REAL, start_accuracy REAL,
+    gamma REAL, gamma_robust REAL, epochs_run INTEGER NOT NULL, wall_s REAL, quantize_s REAL,
+    config TEXT NOT NULL DEFAULT '{}', source TEXT NOT NULL DEFAULT 'finetune');
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL, train_loss REAL, val_loss REAL NOT NULL, val_accuracy REAL,
+    wall_s REAL, bytes_down INTEGER, bytes_up INTEGER,
+    PRIMARY KEY (run_id, epoch));
+CREATE INDEX IF NOT EXISTS runs_by_candidate ON runs (model, bits, dataset, data_name);
+"""
+
+
+@dataclass
+class EpochTrace:
+    epoch: int
+    train_loss: float | None
+    val_loss: float
+    val_accuracy: float | None
+    wall_s: float | None = None
+    bytes_down: int | None = None
+    bytes_up: int | None = None
+
+
+@dataclass
+class RunTrace:
+    """A stored run (``id`` is the store's run id)."""
+
+    id: int
+    created_utc: str
+    model: str
+    bits: int
+    dataset: str
+    data_name: str
+    train_size: int
+    val_size: int
+    seed: int
+    width: float
+    base_loss: float | None
+    base_accuracy: float | None
+    start_loss: float | None
+    start_accuracy: float | None
+    gamma: float | None
+    gamma_robust: float | None
+    epochs_run: int
+    wall_s: float | None
+    quantize_s: float | None
+    config: dict
+    source: str
+    epochs: list[EpochTrace] = field(default_factory=list)
+
+    @property
+    def val_losses(self) -> list[float]:
+        return [e.val_loss for e in self.epochs]
+
+    def epochs_to(self, target_loss: float) -> int | None:
+        """K: first epoch whose validation loss is ≤ ``target_loss`` (None if never)."""
+        for e in self.epochs:
+            if e.val_loss <= target_loss:
+                return e.epoch
+        return None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class TraceStore:
+    """SQLite store of fine-tuning traces. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path | None = None, *, timeout_s: float = 30.0):
+        from jqodi.learning.paths import default_store_path
+
+        self.path = Path(path) if path is not None else default_store_path()
+        self.timeout_s = timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._open()
+
+    # -- connection and schema --------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TraceStoreError(f"cannot create the folder of trace store {self.path}: {e}") from e
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            version = self._read_version(conn)
+            if version is not None and version > SCHEMA_VERSION:
+                conn.close()
+                raise TraceStoreError(
+                    f"trace store {self.path} has schema version {version}, newer than this jqodi "
+                    f"reads ({SCHEMA_VERSION}); upgrade jqodi or choose another --store")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if version is None:
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(stmt)
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_utc', ?)", (_utc_now(),))
+                conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise TraceStoreError(f"{self.path} is not a readable jqodi trace store ({e})") from e
+        self._conn = conn
+
+    def _read_version(self, conn: sqlite3.Connection) -> int | None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "meta" not in tables:
+            raise TraceStoreError(f"{self.path} is an SQLite database but not a jqodi trace store "
+                                  f"(tables: {', '.join(sorted(tables))})")
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except ValueError:
+            raise TraceStoreError(f"trace store {self.path} has a corrupt schema_version {row[0]!r}") from None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise TraceStoreError(f"trace store {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "TraceStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    # -- writing ------------------------------------------------------------------------------
+    def record(self, run: dict[str, Any], epochs: Sequence[dict[str, Any]]) -> int:
+        """Insert one run and its epochs atomically; returns the run id.
+
+        ``run`` holds the ``runs`` columns (``config`` may be a dict); ``epochs`` dicts hold
+        ``epoch``, ``val_loss`` and optionally the other epoch columns.
+        """
+        row = {k: run.get(k) for k in RUN_COLUMNS}
+        row["created_utc"] = row["created_utc"] or _utc_now()
+        row["config"] = json.dumps(row["config"] or {}, default=str, sort_keys=True)
+        row["source"] = row["source"] or "finetune"
+        row["epochs_run"] = len(epochs)
+        missing = [k for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size", "seed", "width")
+                   if row[k] is None]
+        if missing:
+            raise TraceStoreError(f"run record is missing {', '.join(missing)}")
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
+                               f"({', '.join('?' * len(RUN_COLUMNS))})", [row[k] for k in RUN_COLUMNS])
+            run_id = int(cur.lastrowid)
+            conn.executemany(
+                f"INSERT INTO epochs (run_id, {', '.join(EPOCH_COLUMNS)}) VALUES "
+                f"(?, {', '.join('?' * len(EPOCH_COLUMNS))})",
+                [[run_id] + [e.get(k) for k in EPOCH_COLUMNS] for e in epochs])
+            conn.execute("COMMIT")
+        except BaseException as e:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(e, sqlite3.Error):
+                raise TraceStoreError(f"could not write to trace store {self.path}: {e}") from e
+            raise
+        return run_id
+
+    def record_run(self, result) -> int:
+        """Record a :class:`jqodi.train.FinetuneResult`."""
+        run = {k: getattr(result, k) for k in RUN_COLUMNS if hasattr(result, k)}
+        run["config"] = getattr(result, "config", {})
+        return self.record(run, [asdict(e) for e in result.epochs])
+
+    def delete_run(self, run_id: int) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        conn.execute("COMMIT")
+
+    # -- reading ------------------------------------------------------------------------------
+    def runs(self, *, model: str | None = None, bits: int | None = None, dataset: str | None = None,
+             data_name: str | None = None, seed: int | None = None, ids: Iterable[int] | None = None,
+             width: float | None = None) -> list[RunTrace]:
+        """Stored runs matching the filters, oldest first, each with its epochs."""
+        where, params = [], []
+        for col, val in (("model", model), ("bits", bits), ("dataset", dataset), ("data_name", data_name),
+                         ("seed", seed), ("width", width)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if ids is not None:
+            ids = list(ids)
+            where.append(f"id IN ({', '.join('?' * len(ids))})" if ids else "0")
+            params.extend(ids)
+        sql = "SELECT id, " + ", ".join(RUN_COLUMNS) + " FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+            out = []
+            for r in rows:
+                d = dict(zip(("id",) + RUN_COLUMNS, r))
+                d["config"] = json.loads(d["config"] or "{}")
+                eps = self.conn.execute(
+                    f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch",
+                    (d["id"],)).fetchall()
+                out.append(RunTrace(**d, epochs=[EpochTrace(*e) for e in eps]))
+            return out
+        except sqlite3.DatabaseError as e:
+            raise TraceStoreError(f"could not read trace store {self.path}: {e}") from e
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    # -- export --------------------------------------------------------------------------------
+    @staticmethod
+    def to_csv(runs: Sequence[RunTrace]) -> str:
+        """One CSV row per epoch, with the run's columns repeated."""
+        buf = io.StringIO()
+        cols = ["run_id"] + [c for c in RUN_COLUMNS if c != "config"] + list(EPOCH_COLUMNS)
+        w = csv.writer(buf)
+        w.writerow(cols)
+        for r in runs:
+            base = [r.id] + [getattr(r, c) for c in RUN_COLUMNS if c != "config"]
+            for e in r.epochs:
+                w.writerow(base + [getattr(e, c) for c in EPOCH_COLUMNS])
+        return buf.getvalue()
+
+    @staticmethod
+    def to_json(runs: Sequence[RunTrace]) -> str:
+        return json.dumps({"schema_version": SCHEMA_VERSION, "runs": [r.to_dict() for r in runs]}, indent=1)

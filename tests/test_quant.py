@@ -1,0 +1,168 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from jqodi.errors import ModelError
+from jqodi.quant import (
+    PackedModel,
+    QConv2d,
+    QLinear,
+    dequantize_activations,
+    model_size_bytes,
+    pack_bits,
+    pack_model,
+    prepare_qat,
+    quant_layers,
+    quantize_activations,
+    unpack_bits,
+    unpack_model,
+)
+from jqodi.zoo import build_model
+
+BITS = [1, 2, 3, 4, 6, 8]
+
+
+def tiny(name="lenet", seed=0):
+    return build_model(name, (1, 16, 16), 10, 0.125, seed=seed)
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_distinct_weight_levels_per_channel_at_most_2_to_the_q(bits):
+    m = prepare_qat(tiny(), bits)
+    for _, layer in quant_layers(m):
+        wq = layer.quantized_weight().detach()
+        for ch in wq.reshape(wq.shape[0], -1):
+            assert len(torch.unique(ch)) <= 2 ** bits
+    if bits == 1:  # sign x scale: exactly the two values ±s per channel
+        w = next(iter(quant_layers(m)))[1].quantized_weight().detach()
+        assert torch.allclose(w.abs().reshape(w.shape[0], -1).amax(1), w.abs().reshape(w.shape[0], -1).amin(1))
+
+
+@pytest.mark.parametrize("name", ["lenet", "vgg", "resnet20"])
+@pytest.mark.parametrize("bits", BITS)
+def test_gradients_are_finite_at_every_bit_width(name, bits):
+    torch.manual_seed(0)
+    m = prepare_qat(tiny(name), bits, calibration=torch.randn(8, 1, 16, 16))
+    x, y = torch.randn(6, 1, 16, 16), torch.randint(0, 10, (6,))
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in m.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # weights, weight steps and activation steps all receive gradient
+    layers = [l for _, l in quant_layers(m)]
+    assert sum(float(l.weight.grad.abs().sum()) for l in layers) > 0
+    assert sum(float(l.weight_step.grad.abs().sum()) for l in layers) > 0
+    assert sum(float(l.act_step.grad.abs().sum()) for l in layers) > 0
+
+
+def test_prepare_swaps_layers_in_place_and_32_is_identity():
+    m = tiny()
+    params_before = {id(p) for p in m.parameters()}
+    prepare_qat(m, 4)
+    assert all(isinstance(l, (QConv2d, QLinear)) for _, l in quant_layers(m))
+    assert params_before <= {id(p) for p in m.parameters()}  # same weights, plus steps
+    assert len(list(quant_layers(m))) == 5
+    m32 = tiny()
+    assert prepare_qat(m32, 32) is m32 and not list(quant_layers(m32))
+    for bad in (0, 9, 16, 2.5, "4"):
+        with pytest.raises(ModelError, match="bits"):
+            prepare_qat(tiny(), bad)
+
+
+def test_8_bit_model_is_close_to_full_precision():
+    torch.manual_seed(1)
+    x = torch.randn(16, 1, 16, 16)
+    fp = tiny().eval()
+    q = prepare_qat(copy.deepcopy(fp), 8, calibration=x).eval()
+    ref = fp(x)
+    assert (q(x) - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_bit_packing_roundtrip(bits):
+    codes = np.random.default_rng(bits).integers(0, 2 ** bits, 1001).astype(np.uint8)
+    data = pack_bits(codes, bits)
+    assert len(data) == (1001 * bits + 7) // 8
+    assert np.array_equal(unpack_bits(data, bits, 1001), codes)
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet20"])
+@pytest.mark.parametrize("bits", [1, 2, 4, 8, 32])
+def test_pack_unpack_reproduces_the_quantized_model(name, bits):
+    torch.manual_seed(2)
+    x = torch.randn(4, 1, 16, 16)
+    a = prepare_qat(tiny(name, 0), bits, calibration=x)
+    b = prepare_qat(tiny(name, 5), bits)
+    packed = pack_model(a, bits)
+    wire = packed.to_bytes()
+    assert len(wire) == packed.nbytes == model_size_bytes(a, bits)
+    unpack_model(b, PackedModel.from_bytes(wire, b, bits))
+    a.eval(), b.eval()
+    assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 6, 8])
+def test_reported_size_is_params_times_bits_plus_documented_fp32_extras(bits):
+    m = tiny("vgg")
+    names = [n for n, mod in m.named_modules() if type(mod) in (torch.nn.Conv2d, torch.nn.Linear)]
+    layers = [m.get_submodule(n) for n in names]
+    n_weights = sum(l.weight.numel() for l in layers)
+    other = sum(t.numel() * t.element_size() for k, t in m.state_dict().items()
+                if k not in {f"{n}.weight" for n in names})
+    extras = sum(4 * l.weight.shape[0] + 4 for l in layers)  # per-channel steps + activation step
+    code_bytes = sum((l.weight.numel() * bits + 7) // 8 for l in layers)
+    assert code_bytes - len(layers) < n_weights * bits / 8 <= code_bytes
+    assert model_size_bytes(m, bits) == code_bytes + extras + other
+    prepare_qat(m, bits)
+    p = pack_model(m, bits)
+    assert p.nbytes == code_bytes + extras + other and p.code_bytes == code_bytes
+    assert model_size_bytes(m, 32) == 4 * n_weights + other
+
+
+def test_unpack_rejects_other_architectures():
+    a = prepare_qat(tiny("lenet"), 4)
+    b = prepare_qat(tiny("vgg"), 4)
+    with pytest.raises(ModelError, match="needs"):
+        PackedModel.from_bytes(pack_model(a, 4).to_bytes(), b, 4)
+    with pytest.raises(ModelError, match="prepared for 4 bits"):
+        pack_model(a, 2)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_activation_quantization(bits):
+    torch.manual_seed(3)
+    x = torch.relu(torch.randn(2, 4, 5, 5))
+    codes, scale = quantize_activations(x, bits)
+    assert codes.dtype == torch.uint8 and int(codes.max()) <= 2 ** bits - 1
+    err = (dequantize_activations(codes, scale) - x).abs().max()
+    assert err <= scale / 2 + 1e-6
+    g = torch.randn(3, 7)
+    c, s = quantize_activations(g, bits)
+    assert c.dtype == torch.int8
+    if bits > 1:
+        assert (dequantize_activations(c, s) - g).abs().max() <= s / 2 + 1e-6
+    same, _ = quantize_activations(g, 32)
+    assert torch.equal(dequantize_activations(same, 1.0), g)
+
+
+@pytest.mark.parametrize("bits,signed", [(1, True), (2, True), (4, True), (8, False), (3, False)])
+def test_fused_lsq_matches_the_reference_formulation(bits, signed):
+    from jqodi.quant import fake_quant, fake_quant_reference
+
+    torch.manual_seed(bits)
+    x = torch.randn(4, 3, 5, 5) if signed else torch.relu(torch.randn(4, 3, 5, 5))
+    per_channel = signed
+    s0 = (torch.rand(4, 1, 1, 1) + 0.2) * 0.3 if per_channel else torch.tensor([0.2])
+    outs = []
+    for fn in (fake_quant, fake_quant_reference):
+        xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
+        out = fn(xx, ss, bits, signed, 0.37)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append((out.detach(), xx.grad, ss.grad))
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-5)
