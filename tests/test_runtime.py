@@ -49,7 +49,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("model,cuts,return_mode", [("lenet", (1, 3), "delta-fp16"), ("resnet20", (2, 1), "codes")])
+@pytest.mark.parametrize("model,cuts,return_mode", [("lenet", (1, 3), None), ("resnet20", (2, 1), "codes"),
+                                                    ("lenet", (2, 4), "delta-fp16")])
 def test_split_training_equals_single_process_reference(model, cuts, return_mode):
     """Same seed and batches: the split run's master equals train.protocol_epoch's, epoch by epoch,
     while the edge and the cut change between epochs."""
@@ -62,6 +63,7 @@ def test_split_training_equals_single_process_reference(model, cuts, return_mode
     job = _job(model=model, width=width, schedule=[{"edge": "a", "cut": cuts[0], "epochs": 1},
                                                    {"edge": "b", "cut": cuts[1], "epochs": 1}],
                training={"batch_size": 32, "eval_batch_size": 20, "return_mode": return_mode})
+    assert return_mode is not None or job.training.train_config().return_mode == "stochastic"  # the default
     cfg = job.training.train_config()
     want = [protocol_epoch(ref, worker, data.train, data.val, 4, cfg, job.training.seed, e) for e in (1, 2)]
     got = run_inprocess(job, master, data).state.epochs
