@@ -231,3 +231,18 @@ def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
     assert rec["status"] == "completed" and len(rec["epochs"]) == 1
     assert rec["epochs"][0]["predicted"]["time_s"] > 0
     assert main(["run", "--dilation", "0.5", "--write-job", str(tmp_path / "j.json")]) == 2
+
+
+def test_inprocess_resume_continues_after_the_checkpoint(tmp_path):
+    from jqodi.runtime.launch import run_job
+
+    data = _Data(n_train=96, n_val=30)
+    job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 3}], pretrained={"source": "random", "seed": 3})
+    first = run_job(job.replace(max_epochs=1), transport="inprocess", workdir=tmp_path, data=data, say=lambda s: None)
+    assert [e["epoch"] for e in first.epochs] == [1]
+    said: list[str] = []
+    resumed = run_job(job, transport="inprocess", workdir=tmp_path, data=data, resume=True, say=said.append)
+    assert said[0] == "resuming after epoch 1/3"
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
+    straight = run_job(job, transport="inprocess", workdir=tmp_path / "b", data=data, say=lambda s: None)
+    assert [e["val_loss"] for e in resumed.epochs] == pytest.approx([e["val_loss"] for e in straight.epochs], rel=1e-5)

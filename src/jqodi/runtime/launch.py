@@ -179,8 +179,8 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
 
     ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
     """
-    from jqodi.runtime.process import (CHECKPOINT_NAME, EPOCHS_NAME, epoch_line, initial_master,
-                                       load_checkpoint, save_checkpoint, write_epochs)
+    from jqodi.runtime.process import (EPOCHS_NAME, epoch_line, initial_master, load_checkpoint,
+                                       save_checkpoint, write_epochs)
 
     wd = Path(workdir)
     emu = job.emulation
@@ -190,35 +190,25 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
         initial_master(job)  # pretrain once here (on a cache miss), so the cloud process finds the cache
     try:
         if transport == "gloo":
-            def on_line(role, line):
+            def on_line(role, line):  # relay the cloud's progress; errors come back as one line
                 if role == "cloud" and not line.startswith("[stderr]"):
                     say(line)
-                elif line.startswith("[stderr] jqodi") or "Traceback" in line:
-                    pass
             launch_processes(job, wd, host=host, port=port, resume=resume, on_line=on_line,
                              wall_limit_s=wall_limit_s, on_start=on_start)
         elif transport == "inprocess":
             from jqodi.runtime.local import run_inprocess
-            from jqodi.runtime.roles import CloudState
 
             master = master if master is not None else initial_master(job, say)
-            start = 0
-            if resume:
-                st = load_checkpoint(wd, job, master)
-                if st is not None:
-                    start = st.epoch
-                    say(f"resuming after epoch {start}/{job.total_epochs}")
-            state_box = {}
+            state = load_checkpoint(wd, job, master) if resume else None
+            if state is not None:
+                say(f"resuming after epoch {state.epoch}/{job.total_epochs}")
 
-            def checkpoint(st: CloudState):
+            def checkpoint(st):
                 save_checkpoint(wd, job, st)
                 write_epochs(wd, st)
-                state_box["st"] = st
 
-            prior = load_checkpoint(wd, job, master).epochs if resume and start else []
-            run = run_inprocess(job.replace(start_epoch=start), master, data,
-                                on_epoch=lambda r: say(epoch_line(r, job.total_epochs)), checkpoint=checkpoint)
-            run.state.epochs = prior + [e for e in run.state.epochs if e not in prior]
+            run = run_inprocess(job, master, data, on_epoch=lambda r: say(epoch_line(r, job.total_epochs)),
+                                checkpoint=checkpoint, state=state)
             write_epochs(wd, run.state)
         else:
             raise RuntimeFailure(f"unknown transport {transport!r} (gloo or inprocess)")

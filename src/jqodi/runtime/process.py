@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -155,6 +154,9 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
         role_obj.run()
     except RuntimeFailure as e:
         t.abort(str(e), e.peer)
+        raise
+    except JqodiError as e:  # e.g. the end device's data is missing: name the role and the reason
+        t.abort(f"{role}: {e}", role)
         raise
     except BaseException as e:
         t.abort(f"{role} crashed: {type(e).__name__}: {e}", role)

@@ -31,7 +31,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from jqodi.errors import RuntimeFailure
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import Transport
