@@ -113,10 +113,13 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     lines = on_line or (lambda role, line: None)
     procs: dict[str, RoleProcess] = {}
     cloud_argv = py + ["cloud", "--job", str(job_path), "--workdir", str(workdir)] + conn + (["--resume"] if resume else [])
-    procs["cloud"] = RoleProcess("cloud", cloud_argv, env, lines)
+    def log(role: str) -> list[str]:  # every role writes its message log (kind + shapes) to the workdir
+        return ["--message-log", str(workdir / f"messages-{role.replace(':', '-')}.json")]
+
+    procs["cloud"] = RoleProcess("cloud", cloud_argv + log("cloud"), env, lines)
     for e in job.edges:
-        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn, env, lines)
-    procs["end"] = RoleProcess("end", py + ["end"] + conn, env, lines)
+        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn + log(f"edge:{e}"), env, lines)
+    procs["end"] = RoleProcess("end", py + ["end"] + conn + log("end"), env, lines)
     if on_start:
         on_start(procs)
     deadline = time.monotonic() + wall_limit_s if wall_limit_s else None
