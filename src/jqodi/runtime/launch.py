@@ -243,7 +243,7 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
              resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
              timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
              say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
-             **kw) -> RunRecord:
+             meter: str = "auto", **kw) -> RunRecord:
     """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
 
     ``resume`` continues from the checkpoint in ``workdir`` (the job saved there is reused).
@@ -257,7 +257,7 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
         say(f"resume: reusing the job in {wd / 'job.json'}")
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
-                            max_epochs=max_epochs, pretrained=pretrained)
+                            max_epochs=max_epochs, pretrained=pretrained, meter=meter)
     if transport != "gloo":
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
