@@ -24,8 +24,13 @@ __all__ = ["main_job", "section_runtime"]
 def main_job(scenario_path: str | Path | None = None, *, epochs_per_entry: int = 2, train_size: int | None = None,
              val_size: int | None = None, requests: int = 100, solver: str = "jqodi",
              workdir: str | Path | None = None, transport: str = "gloo", emulate: bool = True,
-             say: Callable[[str], None] | None = None) -> dict:
-    """Run the main job; returns ``{"solution", "record", "inference"}`` (plain objects)."""
+             pretrained: dict | None = None, say: Callable[[str], None] | None = None) -> dict:
+    """Run the main job; returns ``{"solution", "record", "inference"}`` (plain objects).
+
+    ``pretrained``: keyword arguments for :func:`jqodi.train.load_pretrained` (default: its
+    defaults, so the checkpoint cache is shared with the rest of the demo), or
+    ``{"source": "random"}`` to skip pretraining.
+    """
     import torch
 
     from jqodi.costs import compile_instance
@@ -53,7 +58,7 @@ def main_job(scenario_path: str | Path | None = None, *, epochs_per_entry: int =
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in sol.schedule)
     say(f"plan ({solver}): {sol.model} at {sol.bits} bits, {sched}; predicted {sol.time_s:.1f} s, "
         f"{sol.energy_j:.1f} J for {sol.epochs} epochs")
-    job = job_from_plan(scenario, sol, emulate=emulate)
+    job = job_from_plan(scenario, sol, emulate=emulate, pretrained=pretrained)
     short = [ScheduleItem(s.edge, s.cut, min(s.epochs, epochs_per_entry)) for s in job.schedule if s.epochs > 0]
     job = job.replace(schedule=short)
     say(f"running {job.total_epochs} of the plan's {sol.epochs} epochs ("
