@@ -246,3 +246,34 @@ def test_inprocess_resume_continues_after_the_checkpoint(tmp_path):
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
     straight = run_job(job, transport="inprocess", workdir=tmp_path / "b", data=data, say=lambda s: None)
     assert [e["val_loss"] for e in resumed.epochs] == pytest.approx([e["val_loss"] for e in straight.epochs], rel=1e-5)
+
+
+def test_rendezvous_binds_only_the_configured_address():
+    from jqodi.runtime.rendezvous import _listen, local_address, role_ranks
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+    assert local_address("127.0.0.1") == "127.0.0.1" and local_address("localhost") == "127.0.0.1"
+    assert role_ranks(["x", "y"]) == {"cloud": 0, "end": 1, "edge:x": 2, "edge:y": 3}
+
+
+def test_run_record_round_trip_and_table(tmp_path):
+    from jqodi.runtime.record import RunRecord, measure_epoch
+
+    data = _Data(n_train=64, n_val=20)
+    raw = run_inprocess(_job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}]), _master(data), data).state.epochs
+    m = measure_epoch(raw[0], 2.0, {"edge:a|end": 1e-9})
+    assert m["time_s"] == pytest.approx(raw[0]["wall_s"] / 2) and m["epoch"] == 1
+    assert m["bytes"]["end->edge:a"] > 0 and m["transfer_energy_j"]["end->edge:a"] == pytest.approx(
+        8e-9 * m["bytes"]["end->edge:a"])
+    m["predicted"] = {"time_s": 1.0, "energy_j": 2.0, "phases_s": {k: 0.1 for k in m["phases_s"]},
+                      "phases_j": {k: 0.2 for k in m["phases_s"]}}
+    rec = RunRecord(job={}, epochs=[m], dilation=2.0, emulated=True)
+    text = rec.table()
+    assert "dilation ×2" in text and "end_compute" in text and "bytes per link" in text
+    rec.save(tmp_path / "r.json")
+    back = RunRecord.load(tmp_path / "r.json")
+    assert back.epochs[0]["epoch"] == 1 and back.totals["predicted_time_s"] == 1.0
