@@ -231,6 +231,12 @@ def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
     assert rec["status"] == "completed" and len(rec["epochs"]) == 1
     assert rec["epochs"][0]["predicted"]["time_s"] > 0
     assert main(["run", "--dilation", "0.5", "--write-job", str(tmp_path / "j.json")]) == 2
+    capsys.readouterr()
+    assert main(["infer", "--workdir", str(tmp_path), "--requests", "5", "--json", str(tmp_path / "i.json")]) == 0
+    out = capsys.readouterr().out
+    assert "model after 1 fine-tuning epoch(s)" in out and "p50 ms" in out and "only" in out
+    res = json.loads((tmp_path / "i.json").read_text())
+    assert len(res) >= 3 and all(r["requests"] == 5 for r in res)  # SD + each edge, and SD only
 
 
 def test_inprocess_resume_continues_after_the_checkpoint(tmp_path):
