@@ -29,7 +29,7 @@ TIMEOUT_S = 4.0
 def _job(**kw) -> Job:
     d = {"model": "lenet", "bits": 4, "width": 0.125,
          "schedule": [{"edge": "a", "cut": 1, "epochs": 2}, {"edge": "b", "cut": 2, "epochs": 1}],
-         "data": {"train_size": 384, "val_size": 64}, "pretrained": {"source": "random"},
+         "data": {"train_size": 512, "val_size": 64}, "pretrained": {"source": "random"},
          "training": {"batch_size": 32, "wire_act_bits": 8, "wire_grad_bits": 8},
          "timeout_s": TIMEOUT_S, "meter": "null"}
     d.update(kw)
@@ -55,7 +55,7 @@ class _Killer:
         while time.monotonic() < deadline and not self.done.is_set():
             try:
                 if json.loads(path.read_text())["completed"] >= self.after:
-                    time.sleep(0.15)  # the next epoch's batches are flowing
+                    time.sleep(0.05)  # the next epoch has begun (it lasts ≥ 0.2 s even on a fast host)
                     os.kill(self.procs[self.role].pid, self.sig)
                     self.fired_at = time.monotonic()
                     return
