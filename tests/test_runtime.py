@@ -283,3 +283,23 @@ def test_run_record_round_trip_and_table(tmp_path):
     rec.save(tmp_path / "r.json")
     back = RunRecord.load(tmp_path / "r.json")
     assert back.epochs[0]["epoch"] == 1 and back.totals["predicted_time_s"] == 1.0
+
+
+def test_roles_serve_inference_after_training_including_an_idle_edge():
+    """After the last epoch the cloud sends the fine-tuned model to every edge with a process (also
+    one that only serves inference); the SD serves requests with each and alone, and reports."""
+    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+
+    data = _Data(n_train=64, n_val=20)
+    emu = EmulationConfig(enabled=False, devices={"end": DeviceProfile(2e9, 10.0, "sd"),
+                                                  "edge:a": DeviceProfile(5e10, 200.0, "es-a"),
+                                                  "edge:b": DeviceProfile(8e10, 300.0, "es-b"),
+                                                  "cloud": DeviceProfile(1e11, 300.0, "cs")},
+                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "edge:b|end": LinkProfile(5e7, 1e-9)})
+    job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu, inference_requests=6,
+               inference_edges=["a", "b"])
+    assert job.edges == ["a", "b"]
+    inf = run_inprocess(job, _master(data), data).state.inference
+    assert [(r["combo"], r["cut"], r["requests"]) for r in inf] == [("sd+a", 2, 6), ("sd+b", 2, 6), ("sd only", None, 6)]
+    assert len({r["accuracy"] for r in inf}) == 1  # one q-bit model, fp32 cut traffic
+    assert set(inf[1]["energy_per_request_j"]) == {"end", "edge:b", "link"}

@@ -145,5 +145,9 @@ def test_edge_killed_mid_epoch_is_named_then_resume_completes(tmp_path):
         killer.cleanup()
     assert e.value.peer == "edge:a" and "edge:a" in str(e.value)
     assert detected - killer.fired_at < TIMEOUT_S + 6
-    resumed = run_job(job, workdir=tmp_path, resume=True, say=lambda s: None, wall_limit_s=60)
+    # resume, then serve inference from the same processes (SD + the edge, and SD alone)
+    resumed = run_job(job.replace(inference_requests=8), workdir=tmp_path, resume=True, say=lambda s: None,
+                      wall_limit_s=60)
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3] and resumed.status == "completed"
+    assert [(r["edge"], r["requests"]) for r in resumed.inference] == [("a", 8), (None, 8)]
+    assert all(r["latency_p50_s"] > 0 for r in resumed.inference)

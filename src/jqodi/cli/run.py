@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="peer silence timeout (default: scenario's)")
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--requests", type=int, default=0, metavar="N",
+                   help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
     p.add_argument("--meter", default="auto", choices=("auto", "nvml", "rapl", "model", "null"),
                    help="energy meter of each node when not emulating (emulated devices use the model meter)")
     p.add_argument("--random-init", action="store_true", help="skip pretraining: start from random weights (smoke tests)")
@@ -77,9 +79,15 @@ def run(args) -> int:
         return 0
     rec = run_plan(scenario, solution, transport=args.transport, workdir=workdir, resume=args.resume,
                    emulate=not args.no_emulate, dilation=dilation, timeout_s=args.timeout,
-                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter)
+                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter,
+                   inference_requests=args.requests)
     print()
     print(rec.table())
+    if rec.inference:
+        from jqodi.runtime.inference import InferenceResult, format_inference
+
+        print("\ncollaborative inference")
+        print(format_inference([InferenceResult.from_dict(r) for r in rec.inference]))
     print(f"\nrecord: {workdir / 'record.json'}")
     if args.json:
         rec.save(args.json)

@@ -8,7 +8,8 @@ Steps: the scenario at CPU scale (:func:`jqodi.runtime.plan.cpu_scale`: the mode
 Fashion-MNIST, the paper's devices and links unchanged) → planning instance → JQODI plan → the
 cloud, edge and end processes fine-tune over gloo on loopback with the testbed emulated in dilated
 time (a few epochs of each schedule entry; the full plan would run K epochs) → predicted vs
-measured time, energy and loss → collaborative inference (SD+ES and SD only).
+measured time, energy and loss → collaborative inference (SD+ES for each plan edge, and SD only)
+served by the same processes.
 The pretrained model comes from :func:`jqodi.train.load_pretrained` (pretrained on a cache miss).
 """
 from __future__ import annotations
@@ -31,11 +32,9 @@ def main_job(scenario_path: str | Path | None = None, *, epochs_per_entry: int =
     defaults, so the checkpoint cache is shared with the rest of the demo), or
     ``{"source": "random"}`` to skip pretraining.
     """
-    import torch
-
     from jqodi.costs import compile_instance
     from jqodi.planner import solve
-    from jqodi.runtime.inference import format_inference, run_inference
+    from jqodi.runtime.inference import InferenceResult, format_inference
     from jqodi.runtime.job import ScheduleItem
     from jqodi.runtime.launch import run_plan
     from jqodi.runtime.plan import cpu_scale, job_from_plan
@@ -60,10 +59,12 @@ def main_job(scenario_path: str | Path | None = None, *, epochs_per_entry: int =
         f"{sol.energy_j:.1f} J for {sol.epochs} epochs")
     job = job_from_plan(scenario, sol, emulate=emulate, pretrained=pretrained)
     short = [ScheduleItem(s.edge, s.cut, min(s.epochs, epochs_per_entry)) for s in job.schedule if s.epochs > 0]
-    job = job.replace(schedule=short)
+    every_edge = [k.split(":", 1)[1] for k in job.emulation.devices if k.startswith("edge:")]
+    job = job.replace(schedule=short, inference_requests=requests, inference_edges=every_edge)
     say(f"running {job.total_epochs} of the plan's {sol.epochs} epochs ("
         + ", ".join(f"{s.epochs} of ({s.edge}, cut {s.cut})" for s in short) + ") as separate processes"
-        + (f", testbed emulated at dilation ×{job.emulation.dilation:.3g}" if emulate else ""))
+        + (f", testbed emulated at dilation ×{job.emulation.dilation:.3g}" if emulate else "")
+        + f"; then {requests} inference requests per device combination")
     wd = Path(workdir or f"runs/demo-{scenario.name}")
     if wd.exists():
         for name in ("checkpoint.pt", "epochs.json", "record.json"):
@@ -82,21 +83,12 @@ def main_job(scenario_path: str | Path | None = None, *, epochs_per_entry: int =
                 f"scenario's learning table: the paper's CIFAR figures, not this dataset's); {measured}")
         else:
             say(f"\nloss: {measured}")
-    # collaborative inference with the fine-tuned model
-    from jqodi.data import end_device_data
-    from jqodi.runtime.process import initial_master, load_checkpoint
-
-    torch.set_num_threads(1)
-    master = initial_master(job)
-    load_checkpoint(wd, job, master)
-    d = job.data
-    data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
-    res = run_inference(job, master, data, requests=requests, emulate=emulate)
-    say(f"\ncollaborative inference: {requests} single-image requests per device combination"
-        + (f" (emulated, dilation ×{res[0].dilation:.3g})" if emulate and res else ""))
-    say(format_inference(res))
-    record.inference = [r.to_dict() for r in res]
-    record.save(wd / "record.json")
+    res = [InferenceResult.from_dict(r) for r in record.inference]
+    if res:
+        say(f"\ncollaborative inference with the fine-tuned model, served by the same processes: {requests} "
+            f"single-image requests per device combination"
+            + (f" (emulated, dilation ×{res[0].dilation:.3g})" if emulate else ""))
+        say(format_inference(res))
     say(f"\nrecord: {wd / 'record.json'}  ({time.perf_counter() - t0:.0f} s)")
     return {"solution": sol, "record": record, "inference": res}
 

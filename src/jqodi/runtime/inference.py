@@ -57,6 +57,13 @@ class InferenceResult:
         d["energy_j"] = self.energy_j
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "InferenceResult":
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)

@@ -171,6 +171,8 @@ class Job:
     progress_every_s: float = 0.5
     max_epochs: int | None = None  # run only the first N epochs of the schedule (demo)
     cloud_update_flops: float | None = None  # F_a: the CS's work per epoch (default 10 FLOP/param)
+    inference_requests: int = 0  # after fine-tuning, serve this many requests per device combination
+    inference_edges: list[str] = field(default_factory=list)  # edges that serve inference too (processes)
 
     def __post_init__(self):
         if not self.schedule:
@@ -184,11 +186,13 @@ class Job:
 
     @property
     def edges(self) -> list[str]:
-        """Edge servers the schedule uses, in first-use order."""
+        """Edge servers with a process: the schedule's, in first-use order, then ``inference_edges``."""
         out: list[str] = []
         for s in self.schedule:
             if s.epochs > 0 and s.edge not in out:
                 out.append(s.edge)
+        if self.inference_requests > 0:
+            out += [e for e in self.inference_edges if e not in out]
         return out
 
     def epoch_plan(self) -> list[tuple[str, int]]:

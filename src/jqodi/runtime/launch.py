@@ -228,7 +228,9 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
 def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | None) -> None:
     if not epochs_path.is_file():
         return
-    raw = json.loads(epochs_path.read_text())["epochs"]
+    stored = json.loads(epochs_path.read_text())
+    raw = stored["epochs"]
+    rec.inference = stored.get("inference") or []
     emu = job.emulation
     eps = {k: v.energy_per_bit_j for k, v in emu.links.items()} if emu is not None else {}
     rec.epochs = []
@@ -243,7 +245,7 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
              resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
              timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
              say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
-             meter: str = "auto", **kw) -> RunRecord:
+             meter: str = "auto", inference_requests: int = 0, **kw) -> RunRecord:
     """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
 
     ``resume`` continues from the checkpoint in ``workdir`` (the job saved there is reused).
@@ -258,6 +260,8 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
                             max_epochs=max_epochs, pretrained=pretrained, meter=meter)
+        edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
+        job = job.replace(inference_requests=inference_requests, inference_edges=edges)
     if transport != "gloo":
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))

@@ -185,7 +185,7 @@ EPOCHS_NAME = "epochs.json"
 def write_epochs(directory: Path, state: CloudState) -> None:
     path = Path(directory) / EPOCHS_NAME
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs}))
+    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs, "inference": state.inference}))
     tmp.replace(path)
 
 

@@ -180,11 +180,22 @@ class Transport(ABC):
         self._check_peer(src)
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
         q = self._queues[src]
+        # Silence is counted only while this process is itself running: a stall of our own (a long
+        # GIL-holding call, a descheduled process) must not be blamed on the peer. Each loop step
+        # adds at most 0.25 s; any message from the peer (heartbeats included) resets it.
+        seen = self._last_seen[src]
+        prev = time.monotonic()
+        silent = min(prev - seen, timeout / 2)
         while True:
             try:
                 item = q.get(timeout=min(0.05, timeout))
             except queue.Empty:
-                silent = time.monotonic() - self._last_seen[src]
+                now = time.monotonic()
+                if self._last_seen[src] != seen:
+                    seen, silent = self._last_seen[src], now - self._last_seen[src]
+                else:
+                    silent += min(now - prev, 0.25)
+                prev = now
                 if src in self._gone:
                     raise RuntimeFailure(f"{self.me}: peer {src!r} left before sending the expected "
                                          f"message", peer=src) from None
