@@ -110,12 +110,12 @@ class _LSQ(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, step, qn, qp, sign, g):
-        v = x / step
-        vc = v.clamp(qn, qp)
-        vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
         ctx.save_for_backward(x, step)
         ctx.consts = (qn, qp, sign, g)
-        return vq * step
+        v = (x / step).clamp_(qn, qp)  # one allocation, the rest in place
+        if sign:
+            return torch.where(v >= 0, step, -step)
+        return v.round_().mul_(step)
 
     @staticmethod
     def backward(ctx, grad):
@@ -123,12 +123,12 @@ class _LSQ(torch.autograd.Function):
         qn, qp, sign, g = ctx.consts
         v = x / step
         inside = (v >= qn) & (v <= qp)
-        vc = v.clamp(qn, qp)
-        vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
         grad_x = grad * inside if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
-            ds = torch.where(inside, vq - v, vc) * grad
+            vc = v.clamp(qn, qp)
+            vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
+            ds = torch.where(inside, vq.sub_(v), vc).mul_(grad)
             if step.numel() == 1:
                 grad_s = ds.sum().reshape(step.shape) * g
             else:
