@@ -93,6 +93,16 @@ def test_end_device_killed_mid_epoch_is_named_then_resume_loses_nothing(tmp_path
     assert any("resuming after epoch 1/3" in s for s in lines)
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
 
+    # privacy, across processes: nothing the cloud or an edge process received is image-shaped
+    logs = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("messages-*.json")}
+    assert {"messages-cloud.json", "messages-edge-a.json", "messages-edge-b.json"} <= set(logs)
+    received = [m for name, log in logs.items() if name != "messages-end.json"
+                for m in log["messages"] if m["direction"] == "recv"]
+    assert {m["kind"] for m in received} >= {"act", "val_act", "shallow_back", "model_back"}
+    for m in received:
+        for _, shape, _ in m["tensors"]:
+            assert tuple(shape[-3:]) != tuple(job.input_shape), m
+
     # the uninterrupted run, in one process: same weights at the end (deterministic protocol)
     from jqodi.runtime.local import run_inprocess
     from jqodi.runtime.process import initial_master
@@ -124,7 +134,7 @@ def test_edge_that_hangs_mid_epoch_is_named_within_the_timeout(tmp_path):
     assert TIMEOUT_S - 0.5 < detected - killer.fired_at < TIMEOUT_S + 6
 
 
-def test_edge_killed_mid_epoch_is_named(tmp_path):
+def test_edge_killed_mid_epoch_is_named_then_resume_completes(tmp_path):
     job = _job(schedule=[{"edge": "a", "cut": 1, "epochs": 3}])
     killer = _Killer(tmp_path, "edge:a", signal.SIGKILL)
     try:
@@ -135,3 +145,5 @@ def test_edge_killed_mid_epoch_is_named(tmp_path):
         killer.cleanup()
     assert e.value.peer == "edge:a" and "edge:a" in str(e.value)
     assert detected - killer.fired_at < TIMEOUT_S + 6
+    resumed = run_job(job, workdir=tmp_path, resume=True, say=lambda s: None, wall_limit_s=60)
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3] and resumed.status == "completed"

@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="peer silence timeout (default: scenario's)")
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--meter", default="auto", choices=("auto", "nvml", "rapl", "model", "null"),
+                   help="energy meter of each node when not emulating (emulated devices use the model meter)")
     p.add_argument("--random-init", action="store_true", help="skip pretraining: start from random weights (smoke tests)")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
@@ -68,13 +70,14 @@ def run(args) -> int:
               f"{solution.time_s:.1f} s, {solution.energy_j:.1f} J", flush=True)
     if args.write_job:
         job = job_from_plan(scenario, solution, emulate=not args.no_emulate, dilation=dilation,
-                            timeout_s=args.timeout, max_epochs=args.max_epochs, pretrained=pretrained)
+                            timeout_s=args.timeout, max_epochs=args.max_epochs, pretrained=pretrained,
+                            meter=args.meter)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
         return 0
     rec = run_plan(scenario, solution, transport=args.transport, workdir=workdir, resume=args.resume,
                    emulate=not args.no_emulate, dilation=dilation, timeout_s=args.timeout,
-                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port)
+                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter)
     print()
     print(rec.table())
     print(f"\nrecord: {workdir / 'record.json'}")

@@ -31,7 +31,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from jqodi.errors import RuntimeFailure
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import Transport
@@ -73,13 +72,29 @@ def warm_up(model, job: Job) -> None:
     """One forward/backward on a copy, so the first timed epoch does not pay for lazy kernel set-up."""
     from jqodi.train import make_optimizer
 
+    cfg = job.training.train_config()
     m = copy.deepcopy(model).train()
-    opt = make_optimizer(m, job.training.train_config())  # the first one imports half of torch.optim
-    x = torch.zeros(min(job.training.batch_size, 64), *job.input_shape)
+    opt = make_optimizer(m, cfg)  # the first one imports half of torch.optim
+    x = torch.zeros(min(cfg.batch_size, 64), *job.input_shape)
     F.cross_entropy(m(x), torch.zeros(len(x), dtype=torch.long)).backward()
     opt.step()
-    with torch.no_grad():
-        m.eval()(x)
+    with torch.no_grad():  # and the validation batch shape
+        m.eval()(torch.zeros(min(cfg.eval_batch_size, 500), *job.input_shape))
+
+
+def skip_shallow_draws(generator: torch.Generator, shallow) -> None:
+    """Advance ``generator`` past the stochastic-rounding draws of the shallow part's weights.
+
+    The reference packs the whole model with one generator, shallow weights first; the SD packs
+    its part from the seed, so the ES continues the stream where the SD's part ends and both
+    together draw exactly the reference's random numbers.
+    """
+    from jqodi.quant import quant_layers
+
+    keys = {f"{n}.weight" if n else "weight" for n, _ in quant_layers(shallow)}
+    for key, t in shallow.state_dict().items():
+        if key in keys:
+            torch.rand(t.shape, generator=generator, dtype=t.dtype)
 
 
 def block_flops(model) -> list[float]:
@@ -274,6 +289,8 @@ class EdgeRole(_Role):
             end_report["send_s"].update(trailer["send_s"])
             end_report["bytes"] = trailer["bytes"]
             g_rng = torch.Generator().manual_seed(int(tr.seed) * 1_000_003 + k + 1 + 99)
+            if cfg.return_mode == "stochastic":
+                skip_shallow_draws(g_rng, self.model.shallow(cut))
             upd = pack_update(deep, sent, cfg.return_mode, generator=g_rng)
             report = self.end_epoch(k)
             metrics = {"epoch": k, "edge": self.edge_name, "cut": cut, "train_loss": total / max(1, count),
@@ -341,9 +358,9 @@ class CloudRole(_Role):
                     continue
                 break
             with self.ctx.clock.compute("update", update_flops / 2):
-                tr = job.training
-                apply_update(shallow_m, update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, tr.return_mode), sent_s)
-                apply_update(deep_m, update_from_tensor(m.tensors["deep"], deep_m, job.bits, tr.return_mode), sent_d)
+                mode = job.training.train_config().return_mode
+                apply_update(shallow_m, update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, mode), sent_s)
+                apply_update(deep_m, update_from_tensor(m.tensors["deep"], deep_m, job.bits, mode), sent_d)
             wall = time.perf_counter() - t_start
             report = self.end_epoch(k)
             nodes = list(m.meta["nodes"])

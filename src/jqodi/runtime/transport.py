@@ -21,7 +21,8 @@ an ``abort`` naming the culprit to the others, so every process reports the same
 
 Accounting: bytes and messages per directed link and per kind, and a log of every message's kind
 and tensor shapes (the privacy test reads it). Optional per-link rate limiting (bit/s) makes a
-send occupy the link for ``bytes·8 / rate`` seconds, for emulating a testbed on one machine.
+send occupy the link for ``bytes·8 / rate`` seconds before it is delivered (the receiver sees it
+when a real link would deliver it), for emulating a testbed on one machine.
 """
 from __future__ import annotations
 
@@ -151,18 +152,18 @@ class Transport(ABC):
         start = time.monotonic()  # encoding overlaps the wire time, as a NIC's DMA would
         buf = encode_message(kind, meta, tensors)
         with self._send_locks[dst]:
+            rate = self.link_rate_bps.get(dst)
+            if rate:  # the message occupies the link first, so it arrives when a real one would
+                begin = max(start, self._link_free_at[dst])
+                done = begin + len(buf) * 8.0 / rate
+                self._link_free_at[dst] = done
+                _sleep_until(done)
             try:
                 self._send_bytes(dst, buf)
             except RuntimeFailure:
                 raise
             except Exception as e:  # noqa: BLE001 - any wire error means the peer is unreachable
                 raise RuntimeFailure(f"{self.me}: cannot send to {dst!r}: {_short(e)}", peer=dst) from e
-            rate = self.link_rate_bps.get(dst)
-            if rate:
-                begin = max(start, self._link_free_at[dst])
-                done = begin + len(buf) * 8.0 / rate
-                self._link_free_at[dst] = done
-                _sleep_until(done)
         st = self.sent[dst]
         st.messages += 1
         st.bytes += len(buf)
