@@ -43,3 +43,20 @@ def test_user_models_can_be_registered():
     register_model("tiny-test", tiny, replace=True)
     assert "tiny-test" in available_models()
     assert build_model("tiny-test", (1, 4, 4), 3).cuts == [1]
+
+
+def test_absurd_models_are_refused_before_anything_large_is_allocated():
+    with pytest.raises(ModelError, match="parameters; at most 268,435,456"):
+        build_model("vgg", (3, 32, 32), 10, width=16)  # 4.3 G parameters: refused on the meta device
+    with pytest.raises(ModelError, match="finite number > 0"):
+        build_model("lenet", width=float("inf"))
+    with pytest.raises(ModelError, match="elements per sample"):
+        build_model("lenet", (3, 20000, 20000))
+    with pytest.raises(ModelError, match="activation elements per sample"):
+        build_model("resnet20", (3, 4096, 4096))  # 272 k weights, 0.6 G activation elements
+
+
+def test_the_size_check_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    build_model("lenet", (1, 28, 28), 10, 0.25, seed=1)
+    assert torch.equal(state, torch.get_rng_state())

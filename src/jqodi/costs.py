@@ -194,12 +194,23 @@ def quantization_cost(scenario: Scenario, profile: ModelProfile, bits: int) -> t
     return work / scenario.cloud.speed_flops, work * scenario.cloud.joules_per_flop
 
 
-def scenario_profiles(scenario: Scenario) -> dict[str, ModelProfile]:
-    """Profile every candidate model of the scenario at its input shape and width (needs torch)."""
+def _profile_entry(scenario: Scenario, model: str) -> ModelProfile:
+    """Profile one candidate of the scenario (needs torch); a model that cannot be built for the
+    scenario's data is a scenario problem, named by its field path."""
+    from jqodi.errors import ModelError
     from jqodi.profile import profile_named_model
 
-    return {m.name: profile_named_model(m.name, scenario.data.input_shape, scenario.data.num_classes, m.width)
-            for m in scenario.models}
+    entry = scenario.model_entry(model)
+    try:
+        return profile_named_model(model, scenario.data.input_shape, scenario.data.num_classes, entry.width)
+    except ModelError as e:
+        i = [m.name for m in scenario.models].index(model)
+        raise ScenarioError(f"models[{i}] ({model}, with data.input_shape and data.num_classes): {e}") from e
+
+
+def scenario_profiles(scenario: Scenario) -> dict[str, ModelProfile]:
+    """Profile every candidate model of the scenario at its input shape and width (needs torch)."""
+    return {m.name: _profile_entry(scenario, m.name) for m in scenario.models}
 
 
 def cost_table(scenario: Scenario, model: str, profile: ModelProfile | None = None,
@@ -212,12 +223,14 @@ def cost_table(scenario: Scenario, model: str, profile: ModelProfile | None = No
     mode = cost_model or scenario.cost_model
     if mode not in ("paper", "extended"):
         raise ScenarioError(f"cost_model: must be 'paper' or 'extended', got {mode!r}")
-    entry = scenario.model_entry(model)
+    scenario.model_entry(model)  # an unknown model is a ScenarioError
     if profile is None:
-        from jqodi.profile import profile_named_model
+        profile = _profile_entry(scenario, model)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # extreme inputs give inf
+        return _cost_table(scenario, model, profile, system or System.from_scenario(scenario), mode)
 
-        profile = profile_named_model(model, scenario.data.input_shape, scenario.data.num_classes, entry.width)
-    system = system or System.from_scenario(scenario)
+
+def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: System, mode: str) -> CostTable:
     bits = scenario.all_bits
     cuts = profile.cuts
     n_train, n_val = scenario.data.train_size, scenario.data.val_size

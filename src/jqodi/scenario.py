@@ -62,6 +62,8 @@ NonNegFloat = Annotated[float, NoBool, Field(ge=0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, NoBool, Field(allow_inf_nan=False)]
 PosInt = Annotated[int, NoBool, Field(gt=0)]
 Int = Annotated[int, NoBool]
+#: Dataset sizes: positive and at most 10^9 (beyond that the FLOP counts stop being exact floats).
+SampleCount = Annotated[int, NoBool, Field(gt=0, le=10**9)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
@@ -216,10 +218,10 @@ class DataSpec(_Strict):
 
     dataset: Literal["fashion-mnist", "cifar10", "cifar100"] = "cifar10"
     split: Literal["data1", "data2"] = "data1"
-    train_size: PosInt
-    val_size: PosInt
+    train_size: SampleCount
+    val_size: SampleCount
     input_shape: tuple[PosInt, PosInt, PosInt] = (3, 32, 32)
-    num_classes: Annotated[int, NoBool, Field(ge=2)] = 10
+    num_classes: Annotated[int, NoBool, Field(ge=2, le=1_000_000)] = 10
 
 
 class ModelEntry(_Strict):
@@ -422,6 +424,10 @@ def _known_model_names() -> set[str]:
 
 # --- loading ----------------------------------------------------------------------------------
 
+#: A scenario file is a few KiB; refuse to read more than this (a wrong path to a big file).
+MAX_SCENARIO_BYTES = 16 * 2**20
+
+
 def default_scenario_path() -> Path:
     """The Data 1 example (T_max = 180 s), shipped inside the package."""
     return Path(str(resources.files("jqodi") / "data" / "paper-data1.yaml"))
@@ -511,13 +517,23 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise IsADirectoryError(path)
+        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: reading would never end
+            raise ScenarioError(f"{path}: not a regular file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{path}: larger than {MAX_SCENARIO_BYTES // 2**20} MiB, not a scenario file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ScenarioError(f"{path}: is a directory, not a scenario file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(_one_line(f"{path}: unreadable: {e}")) from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: unreadable: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ScenarioError(_one_line(f"{path}: unreadable: {e.strerror or e}")) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
