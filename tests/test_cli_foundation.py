@@ -161,3 +161,14 @@ def test_extreme_but_valid_rates_give_infeasible_options_without_warnings(tmp_pa
     assert rc == 0 and err == "", err
     c = next(c for c in json.loads(out)["candidates"] if (c["model"], c["bits"]) == ("lenet", 8))
     assert {o["edge"] for o in c["options"]} == {"rtx4090"}  # rtx3090's Wi-Fi is useless now
+
+
+def test_cli_tables_use_the_shared_report_layout():
+    from jqodi.cli._table import format_table
+    from jqodi.report import format_table as layout
+
+    t = format_table(["name", "size"], [["a", "1.00 KiB"], ["bbb", "∞"]], indent="  ")
+    # formatted numbers ("1.00 KiB", "∞") are right-aligned; the rule is report's
+    assert t.splitlines() == ["  name      size", "  ────  ────────", "  a     1.00 KiB", "  bbb          ∞"]
+    raw = layout([{"n": "a", "v": 1}], ["n", "v"]).splitlines()
+    assert format_table(["n", "v"], [["a", 1]]).splitlines() == raw
