@@ -194,3 +194,16 @@ def test_profile_round_trips_through_dict():
     prof = profile_named_model("resnet20")
     again = ModelProfile.from_dict(prof.to_dict())
     assert again == prof
+
+
+def test_profile_and_model_reject_the_same_cuts_with_the_same_message():
+    from jqodi.errors import ModelError
+
+    model = build_model("lenet", (1, 28, 28), 10, 0.25)
+    prof = profile_model(model)
+    for cut in (0, 5, -1):
+        with pytest.raises(ModelError) as a:
+            prof.act_elements(cut)
+        with pytest.raises(ModelError) as b:
+            model.shallow(cut)
+        assert str(a.value) == str(b.value) == f"cut {cut} is out of range for model 'lenet': valid cuts are 1..4"

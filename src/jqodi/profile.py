@@ -33,7 +33,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BlockProfile", "ModelProfile", "profile_model", "profile_named_model"]
+__all__ = ["BlockProfile", "ModelProfile", "check_cut", "profile_model", "profile_named_model"]
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,7 @@ class ModelProfile:
         return self.act_elements(cut) * bits / 8
 
     def _check(self, cut: int) -> None:
-        if cut not in self.cuts:
-            from jqodi.errors import ModelError
-
-            raise ModelError(f"cut {cut} is out of range for model {self.model!r}: valid cuts are "
-                             f"1..{self.num_blocks - 1}")
+        check_cut(self.model, self.num_blocks, cut)
 
     def to_dict(self, bits: list[int] | None = None, act_bits: int = 8) -> dict:
         bits = bits or [1, 2, 4, 6, 8, 32]
@@ -143,6 +139,16 @@ class ModelProfile:
                        for b in d["blocks"])
         return cls(d["model"], tuple(d["input_shape"]), int(d["num_classes"]), float(d["width"]), blocks,
                    tuple(d.get("uncounted", ())))
+
+
+def check_cut(model: str, num_blocks: int, cut: int) -> int:
+    """``cut`` if it is a partition point of an ``num_blocks``-block model (1..n-1, the paper's
+    SP), else :class:`~jqodi.errors.ModelError`."""
+    if cut not in range(1, num_blocks):
+        from jqodi.errors import ModelError
+
+        raise ModelError(f"cut {cut} is out of range for model {model!r}: valid cuts are 1..{num_blocks - 1}")
+    return cut
 
 
 # --- counting -----------------------------------------------------------------------------------

@@ -67,6 +67,17 @@ SampleCount = Annotated[int, NoBool, Field(gt=0, le=10**9)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
+def _exactly_one(spec: BaseModel, a: str, b: str) -> None:
+    """Two ways to give one quantity (e.g. ε as J/FLOP or as busy power): exactly one is set."""
+    if (getattr(spec, a) is None) == (getattr(spec, b) is None):
+        raise ValueError(f"give exactly one of '{a}' and '{b}'")
+
+
+def _per_unit(direct: float | None, power_w: float | None, rate: float) -> float:
+    """Energy per unit of work: given directly, or power / rate (J/FLOP = W / (FLOP/s))."""
+    return direct if direct is not None else power_w / rate  # type: ignore[operator]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -99,8 +110,7 @@ class DeviceSpec(_Strict):
             raise ValueError("give the speed as 'flops', or as 'peak_flops' with 'utilization'")
         if self.flops is not None and self.peak_flops is not None and self.utilization is not None:
             raise ValueError("give 'flops' or 'peak_flops' × 'utilization', not both")
-        if (self.energy_per_flop_j is None) == (self.busy_power_w is None):
-            raise ValueError("give exactly one of 'energy_per_flop_j' and 'busy_power_w'")
+        _exactly_one(self, "energy_per_flop_j", "busy_power_w")
         bad = sorted(b for b in self.bit_speedup if b not in VALID_BITS)
         if bad:
             raise ValueError(f"bit_speedup: bit-width {bad[0]} is not one of 1..8, 32")
@@ -116,9 +126,7 @@ class DeviceSpec(_Strict):
     @property
     def joules_per_flop(self) -> float:
         """ε: J/FLOP (``busy_power_w / speed`` when the power is given)."""
-        if self.energy_per_flop_j is not None:
-            return self.energy_per_flop_j
-        return self.busy_power_w / self.speed_flops  # type: ignore[operator]
+        return _per_unit(self.energy_per_flop_j, self.busy_power_w, self.speed_flops)
 
     @property
     def memory_bytes(self) -> float:
@@ -150,15 +158,13 @@ class CloudLink(_Strict):
 
     @model_validator(mode="after")
     def _energy(self):
-        if (self.energy_per_bit_j is None) == (self.power_w is None):
-            raise ValueError("give exactly one of 'energy_per_bit_j' and 'power_w'")
+        _exactly_one(self, "energy_per_bit_j", "power_w")
         return self
 
     @property
     def joules_per_bit(self) -> float:
-        if self.energy_per_bit_j is not None:
-            return self.energy_per_bit_j
-        return self.power_w / self.rate_bps  # type: ignore[operator]
+        """ε_(c,x) = ``energy_per_bit_j``, or ``power_w`` / rate."""
+        return _per_unit(self.energy_per_bit_j, self.power_w, self.rate_bps)
 
 
 class WirelessLink(_Strict):
@@ -175,10 +181,8 @@ class WirelessLink(_Strict):
 
     @model_validator(mode="after")
     def _one_of_each(self):
-        if (self.snr_db is None) == (self.snr is None):
-            raise ValueError("give exactly one of 'snr_db' and 'snr'")
-        if (self.tx_power_w is None) == (self.energy_per_bit_j is None):
-            raise ValueError("give exactly one of 'tx_power_w' and 'energy_per_bit_j'")
+        _exactly_one(self, "snr_db", "snr")
+        _exactly_one(self, "tx_power_w", "energy_per_bit_j")
         if self.snr_db is not None and not -30 <= self.snr_db <= 90:
             raise ValueError(f"snr_db must be within -30..90 dB, got {self.snr_db}")
         return self
@@ -194,9 +198,8 @@ class WirelessLink(_Strict):
 
     @property
     def joules_per_bit(self) -> float:
-        if self.energy_per_bit_j is not None:
-            return self.energy_per_bit_j
-        return self.tx_power_w / self.rate_bps  # type: ignore[operator]
+        """ε_(x,y) = ``energy_per_bit_j``, or ``tx_power_w`` / rate."""
+        return _per_unit(self.energy_per_bit_j, self.tx_power_w, self.rate_bps)
 
 
 class EdgeServer(DeviceSpec):

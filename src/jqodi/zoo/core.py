@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from jqodi.errors import ModelError
+from jqodi.profile import check_cut
 
 BlockList = list[tuple[str, nn.Module]]
 Builder = Callable[[tuple[int, int, int], int, float], BlockList]
@@ -52,10 +53,7 @@ class BlockModel(nn.Module):
         return list(range(1, self.num_blocks))
 
     def check_cut(self, cut: int) -> int:
-        if cut not in self.cuts:
-            raise ModelError(f"cut {cut} is out of range for model {self.name!r}: valid cuts are "
-                             f"1..{self.num_blocks - 1}")
-        return cut
+        return check_cut(self.name, self.num_blocks, cut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
