@@ -141,7 +141,7 @@ def test_absurd_sizes_and_special_files_are_one_line_errors(argv, expected):
 
 
 @pytest.mark.parametrize("old, new, expected", [
-    ("input_shape: [3, 32, 32]", "input_shape: [3, 99999, 99999]", "models[0] (lenet, with data.input_shape"),
+    ("input_shape: [3, 32, 32]", "input_shape: [3, 99999, 99999]", "s.yaml: models[0] (lenet, with data.input_shape"),
     ("input_shape: [3, 32, 32]", "input_shape: [3, 2, 2]", "too small for 3 2×2 max-pools"),
     ("{name: vgg, width: 1.0}", "{name: vgg, width: 16}", "models[1] (vgg, with data.input_shape"),
     ("train_size: 2000", "train_size: 1" + "0" * 400, "data.train_size"),
