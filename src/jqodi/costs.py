@@ -19,7 +19,12 @@ Where the paper leaves a quantity open we use (DESIGN.md):
 * A device's compute speed-up for a bit-width s(q) (default 1) divides both its time and its
   energy (same busy power for a shorter time).
 * F_a, the CS's per-epoch work, is folding the returned model into the fp32 master and
-  re-quantizing it: ``cloud.update_flops_per_param`` × parameters of M_a.
+  re-quantizing it: ``cloud.update_flops_per_param`` × parameters of M_a. (Table I calls F_a
+  "the computation burden of M_a"; we read it as the CS's share of an epoch, not the model's
+  forward FLOPs, which the SD and ES already pay for in Eq. (3)–(4).)
+* Eq. (7)'s first line also lists τ_a (quantization), but its formula has no such term; we
+  charge quantization once per candidate (τ_(a,q), ε_(a,q) below), as Problem (13)
+  (E = ε_(a,q) + Σ e(i)) and Eq. (15.2) (τ_(a,q) + Σ t(k) < T_max) do.
 * The one-off quantization τ_(a,q), ε_(a,q) is ``cloud.quantize_flops_per_param`` × parameters
   of CS work (0 for 32 bits), at the CS's v_c and ε_c.
 * Bytes travel as bits: a transfer of D bytes takes 8·D / rate seconds and 8·D·ε joules.

@@ -20,9 +20,9 @@ while the model runs on one zero input in eval mode):
 * Any other leaf module is counted as 0 and named in ``ModelProfile.uncounted``.
 
 Bytes at ``q`` bits (``g^i``): the weights of ``Conv2d``/``Linear`` at ``q`` bits each (packed,
-rounded up to whole bytes per tensor) plus, at 32 bits, one fp32 scale per output channel of
-each such weight, their biases, the BatchNorm affine parameters and running statistics. At
-``q = 32`` everything is fp32 and there are no scales.
+rounded up to whole bytes per tensor) plus, stored as fp32 (4 bytes each): one scale per output
+channel of each such weight, their biases, the BatchNorm affine parameters and running
+statistics. At ``q = 32`` everything is fp32 and there are no scales.
 
 Activations at cut ``j`` are the outputs of block ``j`` for one sample, given in elements and
 in bytes at a given bit-width (fp32 = 32).
