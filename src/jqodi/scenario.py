@@ -111,10 +111,15 @@ class DeviceSpec(_Strict):
         if self.flops is not None and self.peak_flops is not None and self.utilization is not None:
             raise ValueError("give 'flops' or 'peak_flops' × 'utilization', not both")
         _exactly_one(self, "energy_per_flop_j", "busy_power_w")
-        bad = sorted(b for b in self.bit_speedup if b not in VALID_BITS)
-        if bad:
-            raise ValueError(f"bit_speedup: bit-width {bad[0]} is not one of 1..8, 32")
         return self
+
+    @field_validator("bit_speedup")
+    @classmethod
+    def _speedup_bits(cls, v: dict[int, float]) -> dict[int, float]:
+        bad = sorted(b for b in v if b not in VALID_BITS)
+        if bad:
+            raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
+        return v
 
     @property
     def speed_flops(self) -> float:
@@ -216,6 +221,12 @@ class EndDevice(DeviceSpec):
 
 # --- data, models, training, runtime -------------------------------------------------------
 
+def _three_sizes(v: Any) -> Any:
+    if isinstance(v, (list, tuple)) and len(v) != 3:
+        raise ValueError(f"expected 3 sizes [C, H, W], got {len(v)}")
+    return v
+
+
 class DataSpec(_Strict):
     """The end device's private data: which dataset and split, how many samples."""
 
@@ -223,7 +234,7 @@ class DataSpec(_Strict):
     split: Literal["data1", "data2"] = "data1"
     train_size: SampleCount
     val_size: SampleCount
-    input_shape: tuple[PosInt, PosInt, PosInt] = (3, 32, 32)
+    input_shape: Annotated[tuple[PosInt, PosInt, PosInt], BeforeValidator(_three_sizes)] = (3, 32, 32)
     num_classes: Annotated[int, NoBool, Field(ge=2, le=1_000_000)] = 10
 
 
@@ -232,6 +243,11 @@ class ModelEntry(_Strict):
 
     name: Name
     width: Annotated[float, NoBool, Field(gt=0, le=16, allow_inf_nan=False)] = 1.0
+
+
+def _entry_from_name(v: Any) -> Any:
+    """``models: [lenet, vgg]`` is short for ``models: [{name: lenet}, {name: vgg}]``."""
+    return {"name": v} if isinstance(v, str) else v
 
 
 BitsPolicy = Union[Literal["same"], Annotated[int, NoBool, Field(ge=1, le=32)]]
@@ -317,7 +333,7 @@ class Scenario(_Strict):
     target_loss: PosFloat
     cost_model: Literal["paper", "extended"] = "extended"
     data: DataSpec
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[Annotated[ModelEntry, BeforeValidator(_entry_from_name)]] = Field(min_length=1)
     bits: list[Int] = Field(min_length=1)
     baseline_bits: list[Int] = Field(default_factory=list)
     cloud: CloudServer
@@ -376,9 +392,13 @@ class Scenario(_Strict):
             if (row.model, row.bits) in seen:
                 raise _FieldProblem(f"learning[{i}]", f"duplicate row for ({row.model}, {row.bits} bits)")
             seen.add((row.model, row.bits))
-        names = [self.end_device.name, self.cloud.name] + [e.name for e in self.edges]
-        if len(set(names)) != len(names):
-            raise _FieldProblem("edges", "the cloud, the edge servers and the end device need distinct names")
+        roles = [("cloud.name", self.cloud.name), ("end_device.name", self.end_device.name)]
+        roles += [(f"edges[{i}].name", e.name) for i, e in enumerate(self.edges)]
+        for i, (path, n) in enumerate(roles):
+            other = next((p for p, m in roles[:i] if m == n), None)
+            if other is not None:
+                raise _FieldProblem(path, f"{n!r} is already the name of {other}; the cloud, the edge "
+                                          f"servers and the end device need distinct names")
         return self
 
     # conveniences ---------------------------------------------------------------------------
@@ -470,6 +490,8 @@ def _problem(err: dict) -> tuple[str, str]:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
+    if len(loc) >= 2 and loc[-1] == "[key]":  # a bad key of a mapping (e.g. bit_speedup)
+        loc, msg = loc[:-2], f"key {loc[-2]!r}: {msg}"
     path = _format_loc(loc)
     # validators that name a sub-path put it first: "[3].name: unknown model ..."
     if msg.startswith("[") and "]" in msg and ": " in msg:
