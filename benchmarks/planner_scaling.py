@@ -156,28 +156,37 @@ def main(argv=None):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
     if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:  # pragma: no cover
-            return
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-        for ax, (name, pts) in zip(axes, growth.items()):
-            xs = [p[name] for p in pts]
-            for solver, style in (("jqodi", "o-"), ("optimal", "s-")):
-                ax.plot(xs, [p[f"{solver}_median_ms"] for p in pts], style, label=f"{solver} median")
-                ax.plot(xs, [p[f"{solver}_max_ms"] for p in pts], style, alpha=0.35,
-                        label=f"{solver} max")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel(name)
-            ax.set_ylabel("plan time (ms)")
-            ax.grid(True, alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.suptitle("jqodi plan time (3 models x 6 bits; default 2 edges, 5 cuts, K<=200)")
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+        plot(growth, args.plot)
+
+
+def plot(growth: dict, path: str) -> None:
+    """Plan time vs edges, cuts and K (medians solid, maxima faint), log-log."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (name, pts) in zip(axes, growth.items()):
+        xs = [p[name] for p in pts]
+        for solver, style, color in (("jqodi", "o-", "tab:blue"), ("optimal", "s-", "tab:green")):
+            ax.plot(xs, [p[f"{solver}_median_ms"] for p in pts], style, color=color,
+                    label=f"{solver} median")
+            ax.plot(xs, [p[f"{solver}_max_ms"] for p in pts], style, color=color, alpha=0.3,
+                    label=f"{solver} max")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xlabel(name)
+        ax.set_ylabel("plan time (ms, wall)")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("planner plan time (3 models x 6 bits; otherwise 2 edges, 5 cuts, K<=200)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

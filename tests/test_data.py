@@ -3,6 +3,9 @@ import pickle
 import struct
 
 import numpy as np
+import torch
+
+torch.set_num_threads(1)
 import pytest
 import torch
 

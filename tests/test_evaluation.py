@@ -220,3 +220,12 @@ def test_choice_text():
     r.bits = 32
     assert r.choice() == "lenet fp32, 1@a×2 2@b×3"
     assert StrategyResult("X", "x", "infeasible").choice() == "-"
+
+
+def test_evaluate_cli_user_errors(tmp_path, capsys):
+    pytest.importorskip("jqodi.scenario")
+    from jqodi.cli import main
+
+    assert main(["evaluate", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jqodi evaluate: error:") and "nope.yaml" in err[0]

@@ -320,3 +320,13 @@ def test_hard_instance_is_proven_quickly_and_matches_exact_dp():
         instance.deadline_s, instance.target_loss,
         tuple(c for c in instance.candidates if (c.model, c.bits) == (sol.model, sol.bits))))
     assert abs(sol.energy_j - ref[0]) <= 1e-6 * ref[0]
+
+
+def test_compare_passes_solver_options():
+    instance = random_instance(1)
+    rows = compare(instance, ["jqodi", "optimal"], **{"jqodi.buckets": 1024, "optimal.method": "milp"})
+    assert rows[0]["solution"].extra["buckets"] == 1024
+    assert rows[1]["solution"].extra["method"] == "milp"
+    c = next(c for c in instance.candidates if c.epochs.robust is not None)
+    row = compare(instance, ["partition-only"], model=c.model, bits=c.bits)[0]
+    assert row["status"] == "infeasible" or (row["model"], row["bits"]) == (c.model, c.bits)

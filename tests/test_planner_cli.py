@@ -118,3 +118,26 @@ def test_search_bits_restricts_the_search():
         sol = solve(restricted, solver)
         assert sol.status == "infeasible" or sol.bits in (4, 8)
     assert solve(restricted, "full-model").bits in (None, 32)
+
+
+def test_plan_scenario_with_measured_estimates(tmp_path, capsys):
+    from pathlib import Path
+
+    from jqodi.learning.table import LearningEstimate, save_estimates
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "paper-data1.yaml"
+    assert main(["plan", str(path), "--solver", "optimal", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    # a measured estimate: lenet 8-bit needs only 5 epochs, with predicted losses
+    est = tmp_path / "est.json"
+    save_estimates(est, [LearningEstimate("lenet", 8, 0.01, 0.004, 4, 5, 0.02,
+                                          final_loss_expected=0.015, final_loss_robust=0.018,
+                                          source="measured")])
+    assert main(["plan", str(path), "--solver", "optimal", "--json", "--estimates", str(est)]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert (after["model"], after["bits"]) == ("lenet", 8)
+    assert sum(e["epochs"] for e in after["schedule"]) == 5
+    assert after["energy_j"] < before["energy_j"]
+    assert main(["plan", "--instance", str(path), "--estimates", str(est)]) == 2
+    assert main(["plan", str(path), "--estimates", str(tmp_path / "none.json")]) == 2
+    capsys.readouterr()

@@ -118,3 +118,46 @@ def test_literal_mode_refuses_huge_trees():
     instance = random_instance(0, edges=4, cuts=5, epochs=(50, 60), tightness=1.0)
     with pytest.raises(Exception, match="literal JQODI tree exceeds"):
         solve(instance, "jqodi", mode="literal", prune_dominated=False)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def tie_heavy_instance(draw):
+    """Small instances with integer times/energies (ties, equal times, zero energy, K = 1)."""
+    n = draw(st.integers(1, 4))
+    opts = tuple(Option(f"e{i}", 1 + i, float(draw(st.integers(1, 4))), float(draw(st.integers(0, 5))))
+                 for i in range(n))
+    k_rob = draw(st.integers(1, 5))
+    k_exp = draw(st.integers(1, k_rob))
+    tau = float(draw(st.integers(0, 2)))
+    loss = draw(st.one_of(st.none(), st.just(LossEstimates(1.0, 0.4, 0.45))))
+    c = Candidate("m", 8, tau, float(draw(st.integers(0, 3))), EpochEstimates(k_exp, k_rob), opts, loss)
+    deadline = float(draw(st.integers(1, 25)))
+    return PlanningInstance(deadline, 0.5, (c,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tie_heavy_instance())
+def test_property_solvers_agree_on_tie_heavy_instances(instance):
+    import itertools
+
+    c = instance.candidates[0]
+    best = None
+    for mix in itertools.combinations_with_replacement(range(len(c.options)), c.epochs.robust):
+        t = c.quantize_time_s + sum(c.options[i].epoch_time_s for i in mix)
+        if t <= instance.deadline_s:
+            e = c.quantize_energy_j + sum(c.options[i].epoch_energy_j for i in mix)
+            best = e if best is None else min(best, e)
+    opt = solve(instance, "optimal")
+    assert (opt.status == "infeasible") == (best is None)
+    if best is not None:
+        assert opt.status == "optimal" and opt.energy_j == pytest.approx(best)
+    lit = solve(instance, "jqodi", mode="literal", prune_dominated=False)
+    for mode in ("dp", "dp-exact"):
+        got = solve(instance, "jqodi", mode=mode, prune_dominated=False)
+        assert got.status == lit.status
+        if lit.status != "infeasible":
+            assert got.extra["score"] == pytest.approx(lit.extra["score"], rel=1e-9)
+            assert check_solution(instance, got) == []

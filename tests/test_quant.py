@@ -148,3 +148,21 @@ def test_activation_quantization(bits):
         assert (dequantize_activations(c, s) - g).abs().max() <= s / 2 + 1e-6
     same, _ = quantize_activations(g, 32)
     assert torch.equal(dequantize_activations(same, 1.0), g)
+
+
+@pytest.mark.parametrize("bits,signed", [(1, True), (2, True), (4, True), (8, False), (3, False)])
+def test_fused_lsq_matches_the_reference_formulation(bits, signed):
+    from jqodi.quant import fake_quant, fake_quant_reference
+
+    torch.manual_seed(bits)
+    x = torch.randn(4, 3, 5, 5) if signed else torch.relu(torch.randn(4, 3, 5, 5))
+    per_channel = signed
+    s0 = (torch.rand(4, 1, 1, 1) + 0.2) * 0.3 if per_channel else torch.tensor([0.2])
+    outs = []
+    for fn in (fake_quant, fake_quant_reference):
+        xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
+        out = fn(xx, ss, bits, signed, 0.37)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append((out.detach(), xx.grad, ss.grad))
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-5)

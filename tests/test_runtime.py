@@ -186,3 +186,46 @@ def test_a_crashing_role_is_named_and_the_run_stops():
     with pytest.raises(Exception):
         run_inprocess(_job(timeout_s=3), _master(data), bad)
     assert time.monotonic() - t0 < 10
+
+
+def test_collaborative_inference_reports_latency_energy_and_matches_local_predictions():
+    from jqodi.runtime.inference import format_inference, run_inference
+    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+
+    data = _Data(n_train=32, n_val=40)
+    emu = EmulationConfig(enabled=True, dilation=1.0,
+                          devices={"end": DeviceProfile(2e9, 10.0, "sd"), "edge:a": DeviceProfile(5e10, 200.0, "es"),
+                                   "cloud": DeviceProfile(1e11, 300.0, "cs")},
+                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
+    job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu)
+    master = _master(data)
+    res = run_inference(job, master, data, requests=20)
+    assert [r.combo for r in res] == ["sd+a", "sd only"]
+    split, local = res
+    assert split.requests == local.requests == 20
+    assert 0 < split.latency_p50_s <= split.latency_p95_s
+    assert set(split.energy_per_request_j) == {"end", "edge:a", "link"}
+    assert set(local.energy_per_request_j) == {"end"}
+    # the model meter bills busy power × the device's time: the SD alone runs every FLOP
+    assert local.energy_per_request_j["end"] == pytest.approx(local.predicted_energy_j, rel=0.05)
+    assert split.accuracy == local.accuracy  # same q-bit model, fp32 cut traffic
+    assert split.bytes_per_request > 0 and "p50 ms" in format_inference(res)
+
+
+def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
+    from jqodi.cli import main
+
+    if not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not installed")
+    rc = main(["run", "--cpu-scale", "--train-size", "96", "--val-size", "32", "--max-epochs", "1",
+               "--random-init", "--transport", "inprocess", "--no-emulate", "--workdir", str(tmp_path),
+               "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "plan: " in out and "epoch 1/1" in out and "time per phase" in out and "bytes per link" in out
+    import json
+
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["status"] == "completed" and len(rec["epochs"]) == 1
+    assert rec["epochs"][0]["predicted"]["time_s"] > 0
+    assert main(["run", "--dilation", "0.5", "--write-job", str(tmp_path / "j.json")]) == 2

@@ -163,8 +163,8 @@ class StrategyResult:
     relaxed: str = ""
     note: str = ""
     plan_time_s: float = 0.0
-    trajectory: list[TrajectoryPoint] = field(default_factory=list)
-    breakdown: dict[str, dict[str, float]] | None = None
+    trajectory: list[TrajectoryPoint] = field(default_factory=list, repr=False)
+    breakdown: dict[str, dict[str, float]] | None = field(default=None, repr=False)
 
     @property
     def main_option(self) -> ScheduleEntry | None:
@@ -197,8 +197,8 @@ class Evaluation:
     deadline_s: float
     target_loss: float
     strategies: list[StrategyResult]
-    epochs_table: list[dict[str, Any]]
-    comparison: list[dict[str, Any]]
+    epochs_table: list[dict[str, Any]] = field(repr=False)
+    comparison: list[dict[str, Any]] = field(repr=False)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 

@@ -89,14 +89,57 @@ def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return (x - y).detach() + y
 
 
-def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, grad_scale: float) -> torch.Tensor:
-    """LSQ fake quantization of ``x`` with (broadcastable) step ``step``; STE for rounding."""
+def fake_quant_reference(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, grad_scale: float) -> torch.Tensor:
+    """LSQ fake quantization written with ``detach`` tricks (the readable reference of
+    :func:`fake_quant`; the tests check that both give the same values and gradients)."""
     s = _grad_scale(step, grad_scale)
     qn, qp = _levels(bits, signed)
     v = torch.clamp(x / s, qn, qp)
     if bits == 1 and signed:
         return _sign_ste(v) * s
     return _round_ste(v) * s
+
+
+class _LSQ(torch.autograd.Function):
+    """Fused LSQ fake quantization: one pass forward, one pass backward.
+
+    Forward: ``out = q(clamp(x/s, Qn, Qp)) · s`` with ``q`` = round (or sign at 1 bit).
+    Backward (STE): ``∂out/∂x = 1`` inside ``[Qn, Qp]`` and 0 outside;
+    ``∂out/∂s = q(v) − v`` inside, ``Qn``/``Qp`` outside, times the LSQ gradient scale ``g``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, step, qn, qp, sign, g):
+        v = x / step
+        vc = v.clamp(qn, qp)
+        vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
+        ctx.save_for_backward(x, step)
+        ctx.consts = (qn, qp, sign, g)
+        return vq * step
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, step = ctx.saved_tensors
+        qn, qp, sign, g = ctx.consts
+        v = x / step
+        inside = (v >= qn) & (v <= qp)
+        vc = v.clamp(qn, qp)
+        vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
+        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            ds = torch.where(inside, vq - v, vc) * grad
+            if step.numel() == 1:
+                grad_s = ds.sum().reshape(step.shape) * g
+            else:
+                grad_s = ds.sum(dim=tuple(range(1, ds.dim())), keepdim=True).reshape(step.shape) * g
+        return grad_x, grad_s, None, None, None, None
+
+
+def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, grad_scale: float) -> torch.Tensor:
+    """LSQ fake quantization of ``x`` with (broadcastable) step ``step``; STE for rounding."""
+    qn, qp = _levels(bits, signed)
+    return _LSQ.apply(x, step, float(qn), float(qp), bits == 1 and signed, float(grad_scale))
 
 
 def _weight_codes(w: torch.Tensor, step: torch.Tensor, bits: int, stochastic: bool = False,

@@ -510,12 +510,14 @@ def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
              width: float | None = None, cfg: TrainConfig | None = None,
              pretrained: Pretrained | None = None, store=None, progress: bool | None = None,
              stop_at_loss: float | None = None, data_dir=None,
-             pretrain_epochs: int = DEFAULT_PRETRAIN_EPOCHS) -> FinetuneResult:
+             pretrain_epochs: int = DEFAULT_PRETRAIN_EPOCHS, min_epochs: int = 0,
+             extra_epochs: int = 0) -> FinetuneResult:
     """Fine-tune the cloud-pretrained ``model_name`` at ``bits`` on the SD's ``data``.
 
     ``data`` is an :class:`jqodi.data.EndDeviceData`. Evaluates the fp32 model (L_a) and the
-    quantized one (L_a + γ), then runs ``epochs`` protocol epochs (stopping early once the
-    validation loss is ≤ ``stop_at_loss`` if given). Records the run in ``store`` (a
+    quantized one (L_a + γ), then runs ``epochs`` protocol epochs (stopping early if
+    ``stop_at_loss`` is given: ``extra_epochs`` after the first epoch whose validation loss is
+    ≤ it, but not before ``min_epochs``). Records the run in ``store`` (a
     :class:`jqodi.learning.store.TraceStore`) if given.
     """
     from jqodi.learning.gamma import gamma_estimate
@@ -545,13 +547,16 @@ def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
     bar.line(f"{model_name} {bits}-bit on {data.name}/{data.dataset}: L_a {base_loss:.4f} "
              f"(acc {base_acc:.1%}), quantized {start_loss:.4f} (acc {start_acc:.1%}), γ {gam.expected:+.4f}")
     records: list[EpochRecord] = []
+    reached_at: int | None = None
     for ep in range(1, epochs + 1):
         bar.label = f"epoch {ep}/{epochs}"
         rec = protocol_epoch(master, worker, data.train, data.val, bits, cfg, seed, ep, on_batch=bar.batch)
         records.append(rec)
         bar.line(f"epoch {ep:3d}/{epochs}: train {rec.train_loss:.4f}  val {rec.val_loss:.4f}  "
                  f"acc {rec.val_accuracy:.1%}  {rec.wall_s:.1f}s")
-        if stop_at_loss is not None and rec.val_loss <= stop_at_loss:
+        if stop_at_loss is not None and reached_at is None and rec.val_loss <= stop_at_loss:
+            reached_at = ep
+        if reached_at is not None and ep >= max(min_epochs, reached_at + extra_epochs):
             break
     result = FinetuneResult(
         model=model_name, bits=bits, dataset=data.dataset, data_name=data.name,

@@ -23,6 +23,8 @@ def add_arguments(p):
                         "partition-only, or 'all' for a comparison table")
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default, safe) or K^exp epochs")
+    p.add_argument("--estimates", metavar="FILE",
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
     p.add_argument("--model", help="model for partition-only")
     p.add_argument("--bits", type=int, help="bit-width for partition-only")
     p.add_argument("--json", action="store_true", help="print the solution(s) as JSON")
@@ -34,6 +36,8 @@ def _load_instance(args):
 
     if args.instance and args.scenario:
         raise PlanningError("give either SCENARIO or --instance FILE, not both")
+    if args.instance and args.estimates:
+        raise PlanningError("--estimates applies to a SCENARIO; an instance already holds its estimates")
     if args.instance:
         if args.instance == "-":
             text = sys.stdin.read()
@@ -51,7 +55,12 @@ def _load_instance(args):
     except ImportError as e:  # the foundation part is not installed in this build
         raise PlanningError(f"cannot compile scenarios in this build ({e}); "
                             "use --instance FILE.json") from e
-    return compile_instance(load_scenario(args.scenario))
+    estimates = None
+    if args.estimates:
+        from jqodi.learning.table import load_estimates
+
+        estimates = load_estimates(args.estimates)
+    return compile_instance(load_scenario(args.scenario), estimates=estimates)
 
 
 def _print_solution(sol, instance) -> None:

@@ -58,21 +58,17 @@ class OptionArrays:
         return len(self.time_s)
 
 
-_ARRAYS: dict[int, tuple[Candidate, OptionArrays]] = {}
-
-
 def option_arrays(cand: Candidate) -> OptionArrays:
-    """Per-option epoch time and energy as float arrays (cached per candidate object)."""
-    hit = _ARRAYS.get(id(cand))
-    if hit is not None and hit[0] is cand:
-        return hit[1]
+    """Per-option epoch time and energy as float arrays, cached on the candidate object itself
+    (outside its dataclass fields, so equality and JSON are unaffected; dies with the candidate)."""
+    arr = cand.__dict__.get("_option_arrays")
+    if arr is not None:
+        return arr
     n = len(cand.options)
     t = np.fromiter((o.epoch_time_s for o in cand.options), float, n)
     e = np.fromiter((o.epoch_energy_j for o in cand.options), float, n)
     arr = OptionArrays(t, e)
-    if len(_ARRAYS) > 4096:
-        _ARRAYS.clear()
-    _ARRAYS[id(cand)] = (cand, arr)
+    object.__setattr__(cand, "_option_arrays", arr)
     return arr
 
 

@@ -121,7 +121,7 @@ def format_table(rows: list[dict]) -> str:
             "-" if r["plan_time_ms"] is None else f"{r['plan_time_ms']:.1f}",
             r["schedule"]])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
     return "\n".join(lines)

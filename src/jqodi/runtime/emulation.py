@@ -8,7 +8,9 @@ divided back by ``dilation`` beside the raw ones (DESIGN.md, "Emulating a testbe
 
 :class:`ComputeClock` is what a role wraps its compute in: it measures busy time per phase, pads
 when emulating, and counts the overrun when the host was too slow to keep up (the dilation is
-then too small and the report says so).
+then too small and the report says so). The energy of an emulated device is billed for the
+device's time (``device_s``: the padded target, or the measured time of steps without a FLOP
+count), not for the host's overrun.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class ComputeClock:
     busy_s: dict[str, float] = field(default_factory=dict)     # wall time incl. padding
     compute_s: dict[str, float] = field(default_factory=dict)  # the host's own compute time
     flops: dict[str, float] = field(default_factory=dict)
+    device_s: dict[str, float] = field(default_factory=dict)   # what the device would take (dilated)
     overrun_s: float = 0.0
 
     @contextmanager
@@ -37,13 +40,15 @@ class ComputeClock:
         t0 = time.perf_counter()
         yield
         spent = time.perf_counter() - t0
+        device = spent
         if self.device is not None and flops > 0:
-            target = flops / self.device.flops * self.dilation
+            target = device = flops / self.device.flops * self.dilation
             if spent < target:
                 _sleep_until(t0 + target)
             else:
                 self.overrun_s += spent - target
         total = time.perf_counter() - t0
+        self.device_s[phase] = self.device_s.get(phase, 0.0) + device
         self.busy_s[phase] = self.busy_s.get(phase, 0.0) + total
         self.compute_s[phase] = self.compute_s.get(phase, 0.0) + spent
         self.flops[phase] = self.flops.get(phase, 0.0) + flops
@@ -51,8 +56,9 @@ class ComputeClock:
     def take(self) -> dict:
         """This epoch's figures (then reset): busy seconds per phase, overrun."""
         out = {"busy_s": dict(self.busy_s), "compute_s": dict(self.compute_s), "flops": dict(self.flops),
-               "overrun_s": self.overrun_s}
+               "device_s": dict(self.device_s), "overrun_s": self.overrun_s}
         self.busy_s.clear()
+        self.device_s.clear()
         self.compute_s.clear()
         self.flops.clear()
         self.overrun_s = 0.0

@@ -187,7 +187,7 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
     dilation = emu.dilation if emu is not None and emu.enabled else 1.0
     rec = RunRecord(job=job.to_dict(), dilation=dilation, emulated=bool(emu and emu.enabled))
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
-        initial_master(job, say)  # pretrain (with progress) once here, so the cloud finds the cache
+        initial_master(job)  # pretrain once here (on a cache miss), so the cloud process finds the cache
     try:
         if transport == "gloo":
             def on_line(role, line):

@@ -37,7 +37,9 @@ def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | Non
 
 
 def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: bool, dilation: float) -> EmulationConfig:
-    """Device speeds (× the bit-width speed-up) and busy powers, link rates and energy per bit."""
+    """Device speeds (× the bit-width speed-up) and busy powers, link rates and energy per bit,
+    for the cloud, the end device and every usable edge (the plan's ``edges`` run training; the
+    others are offered to collaborative inference)."""
     from jqodi.system import System
 
     system = System.from_scenario(scenario)
@@ -49,8 +51,8 @@ def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: b
     devices = {"cloud": dev(system.cloud), "end": dev(system.end)}
     links = {}
     for i, e in enumerate(system.edges):
-        if e.name not in edges:
-            continue
+        if system.edge_down_reason[i] and e.name not in edges:
+            continue  # unusable (down): not offered for inference either
         devices[f"edge:{e.name}"] = dev(e)
         links[f"cloud|edge:{e.name}"] = LinkProfile(float(system.cloud_edge_rate_bps[i]),
                                                     float(system.cloud_edge_j_per_bit[i]))

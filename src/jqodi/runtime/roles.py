@@ -124,9 +124,9 @@ class _Role:
     def end_epoch(self, k: int) -> dict:
         """This node's measurements for epoch ``k``."""
         clock = self.ctx.clock.take()
-        busy_raw = sum(clock["busy_s"].values())
-        busy = busy_raw / self.ctx.clock.dilation if self.ctx.clock.device is not None else \
-            sum(clock["compute_s"].values())
+        # emulated: the device's busy time (padded targets), in undilated seconds; else the host's
+        busy = sum(clock["device_s"].values()) / self.ctx.clock.dilation if self.ctx.clock.device is not None \
+            else sum(clock["compute_s"].values())
         m = self.ctx.meter.end_window(f"epoch{k}", busy_s=busy)
         sent = self.sent_bytes()
         return {"node": self.t.me, "busy_s": clock["busy_s"], "compute_s": clock["compute_s"],

@@ -1,0 +1,77 @@
+"""Cost-model time prediction vs measured time per epoch, with the testbed emulated (target ≤ 15 %).
+
+Runs the packaged Data 1 scenario at CPU scale (Fashion-MNIST, CPU widths, fewer samples) as
+separate cloud/edge/end processes over gloo on loopback, with a schedule that visits every
+(edge, cut) option of the planned model for ``--epochs`` epochs each, in dilated time
+(``--dilation auto`` by default). Prints JSON: per epoch the predicted and measured (wall-clock /
+dilation) time and energy, the relative errors, and a summary.
+
+    .venv/bin/python benchmarks/runtime_prediction.py > benchmarks/results/runtime_prediction.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default=None)
+    ap.add_argument("--model", default=None, help="default: the JQODI plan's model")
+    ap.add_argument("--bits", type=int, default=None, help="default: the JQODI plan's bits")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per (edge, cut)")
+    ap.add_argument("--train-size", type=int, default=512)
+    ap.add_argument("--val-size", type=int, default=128)
+    ap.add_argument("--dilation", default="auto")
+    args = ap.parse_args(argv)
+
+    from jqodi.costs import compile_instance
+    from jqodi.planner import ScheduleEntry, Solution, solve
+    from jqodi.runtime.launch import run_plan
+    from jqodi.runtime.plan import cpu_scale
+    from jqodi.scenario import default_scenario_path, load_scenario
+
+    sc = cpu_scale(load_scenario(args.scenario or default_scenario_path()),
+                   train_size=args.train_size, val_size=args.val_size)
+    plan = solve(compile_instance(sc), "jqodi")
+    model, bits = args.model or plan.model, args.bits or plan.bits
+    from jqodi.profile import profile_named_model
+
+    cuts = profile_named_model(model, sc.data.input_shape, sc.data.num_classes, sc.model_entry(model).width).cuts
+    sched = tuple(ScheduleEntry(e.name, c, args.epochs) for e in sc.edges for c in cuts)
+    sol = Solution("feasible", "benchmark", model, bits, sched)
+    dilation = args.dilation if args.dilation == "auto" else float(args.dilation)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as wd:
+        rec = run_plan(sc, sol, workdir=wd, emulate=True, dilation=dilation, pretrained={"source": "random"},
+                       say=lambda s: print(s, file=sys.stderr, flush=True))
+    rows = []
+    for e in rec.epochs:
+        p = e["predicted"]
+        rows.append({"epoch": e["epoch"], "edge": e["edge"], "cut": e["cut"],
+                     "predicted_s": p["time_s"], "measured_s": e["time_s"], "raw_s": e["raw_time_s"],
+                     "time_error": (e["time_s"] - p["time_s"]) / p["time_s"],
+                     "predicted_j": p["energy_j"], "measured_j": e["energy_j"],
+                     "energy_error": (e["energy_j"] - p["energy_j"]) / p["energy_j"],
+                     "phases_predicted_s": p["phases_s"], "phases_measured_s": e["phases_s"]})
+    errs = [abs(r["time_error"]) for r in rows]
+    out = {"benchmark": "runtime_prediction", "scenario": sc.name, "model": model, "bits": bits,
+           "width": sc.model_entry(model).width, "dataset": sc.data.dataset,
+           "train_size": sc.data.train_size, "val_size": sc.data.val_size, "dilation": rec.dilation,
+           "epochs": rows, "host": platform.node(), "wall_s": time.perf_counter() - t0,
+           "summary": {"epochs": len(rows), "mean_abs_time_error": statistics.mean(errs),
+                       "max_abs_time_error": max(errs),
+                       "epochs_within_15pct": sum(e <= 0.15 for e in errs),
+                       "mean_abs_energy_error": statistics.mean(abs(r["energy_error"]) for r in rows),
+                       "target": "time error <= 15 % per epoch"}}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

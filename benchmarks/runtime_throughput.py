@@ -1,0 +1,87 @@
+"""Split-training throughput on loopback vs the single-process reference (target ≥ 0.9×).
+
+Same model, bits, batch size, data and batch order: the reference :func:`jqodi.train.protocol_epoch`
+in one process, and the runtime's cloud/edge/end processes over gloo on loopback (emulation
+off). Throughput = training samples / epoch wall time (each epoch also validates and does the
+pack/update round trip, in both). The first epoch of each is a warm-up and not counted.
+
+    .venv/bin/python benchmarks/runtime_throughput.py > benchmarks/results/runtime_throughput.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="lenet")
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--bits", type=int, default=8)
+    ap.add_argument("--cut", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-size", type=int, default=2000)
+    ap.add_argument("--val-size", type=int, default=500)
+    ap.add_argument("--wire-bits", type=int, default=32, help="cut-layer activation/gradient bits on the wire")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from jqodi.data import end_device_data
+    from jqodi.runtime.job import Job
+    from jqodi.runtime.launch import run_job
+    from jqodi.runtime.process import initial_master
+    from jqodi.train import protocol_epoch
+
+    job = Job.from_dict({
+        "model": args.model, "bits": args.bits, "width": args.width,
+        "schedule": [{"edge": "es", "cut": args.cut, "epochs": args.epochs}],
+        "data": {"train_size": args.train_size, "val_size": args.val_size},
+        "pretrained": {"source": "random"}, "meter": "null", "timeout_s": 60,
+        "training": {"batch_size": args.batch_size, "wire_act_bits": args.wire_bits,
+                     "wire_grad_bits": args.wire_bits}})
+    data = end_device_data("data1", "fashion-mnist", train_size=args.train_size, val_size=args.val_size)
+    cfg = job.training.train_config()
+    result = {"benchmark": "runtime_throughput", "model": args.model, "width": args.width, "bits": args.bits,
+              "cut": args.cut, "batch_size": args.batch_size, "train_size": args.train_size,
+              "val_size": args.val_size, "wire_bits": args.wire_bits, "epochs": args.epochs,
+              "host": platform.node(), "cpus": torch.get_num_threads()}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        master = initial_master(job)
+        worker = copy.deepcopy(master)
+        walls = []
+        for e in range(1, args.epochs + 1):
+            t0 = time.perf_counter()
+            protocol_epoch(master, worker, data.train, data.val, job.bits, cfg, job.training.seed, e)
+            walls.append(time.perf_counter() - t0)
+        result[f"reference_{threads}thread_epoch_s"] = walls
+    with tempfile.TemporaryDirectory() as wd:
+        rec = run_job(job, workdir=wd, say=lambda s: print(s, file=sys.stderr, flush=True))
+    split = [e["raw_time_s"] for e in rec.epochs]
+    result["split_epoch_s"] = split
+    ref1 = statistics.median(result["reference_1thread_epoch_s"][1:])
+    ref2 = statistics.median(result["reference_2thread_epoch_s"][1:])
+    sp = statistics.median(split[1:])
+    result["summary"] = {
+        "reference_1thread_samples_per_s": args.train_size / ref1,
+        "reference_2thread_samples_per_s": args.train_size / ref2,
+        "split_samples_per_s": args.train_size / sp,
+        "split_vs_reference_1thread": ref1 / sp,
+        "split_vs_reference_2thread": ref2 / sp,
+        "target": ">= 0.9x the single-process reference",
+        "note": "split roles run one torch thread per process (JQODI_THREADS=1)",
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

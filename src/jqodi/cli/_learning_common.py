@@ -1,0 +1,47 @@
+"""Helpers shared by the learning verbs (pretrain, finetune, traces, estimate)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    """A plain text table with right-aligned numbers."""
+    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if _num(c) else c.ljust(w) for c, w in zip(r, widths)).rstrip()
+
+    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def _num(s: str) -> bool:
+    try:
+        float(s.rstrip("%"))
+        return True
+    except ValueError:
+        return False
+
+
+def add_data_arguments(p, *, data_default="data1") -> None:
+    p.add_argument("--dataset", default="fashion-mnist", help="cloud dataset: fashion-mnist or cifar10")
+    p.add_argument("--data", default=data_default, choices=["data1", "data2"],
+                   help="the end device's data: data1 (homogeneous) or data2 (heterogeneous)")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+    p.add_argument("--train-size", type=int, default=None, help="SD train images (default: the paper's)")
+    p.add_argument("--val-size", type=int, default=None, help="SD validation images (default: the paper's)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed that picks the SD's images")
+
+
+def add_store_argument(p) -> None:
+    p.add_argument("--store", default=None, help="trace store (SQLite) path; default $JQODI_HOME/traces.db")
+
+
+def fmt(x, digits=4):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)

@@ -1,0 +1,90 @@
+"""``jqodi estimate``: measured learning estimates (L_a, γ, K^exp, K^rob) per (model, bits)."""
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Table VI) and write them for 'jqodi instance --estimates'"
+
+
+def add_arguments(p) -> None:
+    from jqodi.cli._learning_common import add_data_arguments, add_store_argument
+
+    p.add_argument("--target-loss", type=float, required=True, help="L_max: the validation loss to reach")
+    p.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"])
+    p.add_argument("--bits", nargs="+", type=int, default=[2, 4, 6, 8])
+    add_data_arguments(p)
+    p.add_argument("--method", choices=["auto", "probe", "store"], default="auto",
+                   help="auto: prior runs in the store when there are any, else a probe run")
+    p.add_argument("--probe-epochs", type=int, default=5, help="epochs of a probe run (≤ 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of probe runs")
+    p.add_argument("--width", type=float, default=None, help="width multiplier (default: CPU scale)")
+    add_store_argument(p)
+    p.add_argument("--out", "-o", default="estimates.json", help="where to write the estimates (JSON)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print the estimates as JSON")
+
+
+def run(args) -> int:
+    from dataclasses import asdict
+
+    from jqodi.cli._learning_common import fmt, table
+    from jqodi.errors import JqodiError
+    from jqodi.learning.store import TraceStore
+    from jqodi.learning.table import save_estimates
+    from jqodi.quant import check_bits
+    from jqodi.zoo import get_spec
+
+    if not args.target_loss > 0:
+        raise JqodiError(f"--target-loss must be > 0, got {args.target_loss}")
+    for m in args.models:
+        get_spec(m)
+    for b in args.bits:
+        check_bits(b)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from jqodi.data import end_device_data
+    from jqodi.learning.estimate import estimate_candidate
+
+    data = None
+    estimates = []
+    with TraceStore(args.store) as store:
+        for m in args.models:
+            for b in args.bits:
+                if data is None and args.method != "store":
+                    data = end_device_data(args.data, args.dataset, args.data_dir, args.train_size,
+                                           args.val_size, args.data_seed)
+                d = data if data is not None else _DataKey(args)
+                if not args.quiet:
+                    print(f"estimating {m} {b}-bit ...", file=sys.stderr)
+                estimates.append(estimate_candidate(m, b, args.target_loss, d, store=store, method=args.method,
+                                                    probe_epochs=args.probe_epochs, seed=args.seed,
+                                                    width=args.width, progress=False if args.quiet else None))
+    rows = [[fmt(e.target_loss), e.model, fmt(e.base_loss), f"{e.bits}-bit", fmt(e.gamma), fmt(e.gamma_robust),
+             "∞" if e.epochs_expected is None else e.epochs_expected,
+             "∞" if e.epochs_robust is None else e.epochs_robust, e.source] for e in estimates]
+    header = ["L_max", "model", "L_a", "pi_q", "gamma", "gamma_rob", "K^exp", "K^rob", "source"]
+    if args.json:
+        print(json.dumps({"estimates": [asdict(e) for e in estimates]}, indent=2))
+    else:
+        print(table(rows, header))
+    if not any(e.epochs_expected is not None for e in estimates):
+        raise JqodiError(f"no candidate can reach target loss {args.target_loss}: every K estimate is ∞ "
+                         f"(nothing written to {args.out}); raise --target-loss")
+    save_estimates(args.out, estimates)
+    if not args.json:
+        print(f"wrote {len(estimates)} estimates to {args.out} (use: jqodi instance SCENARIO --estimates {args.out})")
+    return 0
+
+
+class _DataKey:
+    """Stands in for EndDeviceData when only the store is consulted (no images are loaded)."""
+
+    def __init__(self, args):
+        from jqodi.data import canonical_dataset
+
+        self.dataset = canonical_dataset(args.dataset)
+        self.name = args.data

@@ -1,0 +1,64 @@
+"""``jqodi infer``: collaborative inference with a fine-tuned model (the paper's Fig. 9/10).
+
+Serves N single-sample requests from the end device's validation split for each device
+combination: shallow part on the SD and deep part on each ES, and the whole model on the SD;
+prints latency p50/p95 and energy per request per node.
+"""
+from __future__ import annotations
+
+HELP = "serve requests with a fine-tuned model: SD+ES (split) and SD-only latency and energy"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--workdir", default=None, metavar="DIR",
+                   help="a run's directory (job.json + checkpoint.pt; default runs/<default scenario>)")
+    p.add_argument("--requests", type=int, default=100, metavar="N", help="requests per combination (default 100)")
+    p.add_argument("--cut", type=int, default=None, help="partition point (default: the plan's last)")
+    p.add_argument("--no-emulate", action="store_true", help="run flat out (no device padding or link limits)")
+    p.add_argument("--json", metavar="FILE", help="save the results as JSON")
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from jqodi.errors import JqodiError
+    from jqodi.runtime.inference import format_inference, run_inference
+    from jqodi.runtime.job import Job
+    from jqodi.runtime.process import CHECKPOINT_NAME, initial_master, load_checkpoint
+
+    wd = Path(args.workdir) if args.workdir else None
+    if wd is None:
+        from jqodi.scenario import default_scenario_path, load_scenario
+
+        wd = Path(f"runs/{load_scenario(default_scenario_path()).name}")
+    if not (wd / "job.json").is_file():
+        raise JqodiError(f"--workdir: {wd} holds no job.json (run 'jqodi run' first)")
+    if args.requests < 1:
+        raise JqodiError(f"--requests: must be ≥ 1, got {args.requests}")
+    job = Job.from_dict(json.loads((wd / "job.json").read_text()))
+    torch.set_num_threads(1)
+    master = initial_master(job)
+    state = load_checkpoint(wd, job, master)
+    if state is None:
+        print(f"note: no {CHECKPOINT_NAME} in {wd}: serving the model before fine-tuning")
+    else:
+        print(f"model after {state.epoch} fine-tuning epoch(s) from {wd / CHECKPOINT_NAME}")
+    from jqodi.data import end_device_data
+
+    d = job.data
+    data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
+    combos = None
+    if args.cut is not None:
+        edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
+        combos = [(e, args.cut) for e in edges or job.edges] + [(None, None)]
+    res = run_inference(job, master, data, requests=args.requests, combos=combos,
+                        emulate=False if args.no_emulate else None)
+    if res and res[0].dilation > 1:
+        print(f"emulated: dilation ×{res[0].dilation:.3g} (latencies are wall-clock / dilation)")
+    print(format_inference(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in res], indent=2))
+    return 0

@@ -1,0 +1,51 @@
+"""``jqodi traces``: list and export the fine-tuning runs in the trace store."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "list and export fine-tuning traces (table, CSV or JSON)"
+
+
+def add_arguments(p) -> None:
+    from jqodi.cli._learning_common import add_store_argument
+
+    add_store_argument(p)
+    p.add_argument("--model", default=None)
+    p.add_argument("--bits", type=int, default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data", default=None, help="data1 or data2")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table (runs), csv (one row per epoch) or json (runs with epochs)")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+
+
+def run(args) -> int:
+    from jqodi.cli._learning_common import fmt, table
+    from jqodi.errors import TraceStoreError
+    from jqodi.learning.paths import default_store_path
+    from jqodi.learning.store import TraceStore
+
+    path = Path(args.store) if args.store else default_store_path()
+    if not path.exists():
+        raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
+    with TraceStore(path) as store:
+        runs = store.runs(model=args.model, bits=args.bits, dataset=args.dataset, data_name=args.data)
+    fmt_ = "json" if args.json else args.format
+    if fmt_ == "csv":
+        text = TraceStore.to_csv(runs)
+    elif fmt_ == "json":
+        text = TraceStore.to_json(runs) + "\n"
+    else:
+        rows = [[r.id, r.created_utc, r.model, r.bits, f"{r.data_name}/{r.dataset}", r.train_size, r.seed,
+                 fmt(r.base_loss), fmt(r.start_loss), fmt(r.gamma), r.epochs_run,
+                 fmt(min(r.val_losses)) if r.epochs else "-", r.source] for r in runs]
+        text = table(rows, ["id", "created", "model", "bits", "data", "train", "seed", "L_a", "start",
+                            "gamma", "epochs", "best val", "source"]) + f"\n{len(runs)} run(s) in {path}\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,248 @@
+"""Parametric learning curves and the epoch estimators K^exp / K^rob.
+
+The paper predicts K_(a,q), the number of fine-tuning epochs until the validation loss reaches
+L_max, with an expected-value and a robust estimator (Tables VI/VII; its appendix is not public).
+We build two families, both returning an :class:`EpochEstimate`:
+
+**From a probe run** (:func:`estimate_from_probe`): the first P ≤ 5 epochs of a fine-tuning run
+are fitted with an ensemble of parametric learning-curve models in the epoch index k ≥ 1,
+
+* ``pow3``   L(k) = c + a·k^(−b)             (power law with a floor; Eq. (14)'s shape)
+* ``exp3``   L(k) = c + a·exp(−b·(k−1))       (exponential decay)
+* ``ilog2``  L(k) = c + a / log(k + 1)          (inverse-log, slow tails)
+* ``pow2``   L(k) = a·k^(−b)                   (power law without floor)
+
+each by bounded least squares (a ≥ 0, b ≥ 0, c ≥ 0: loss does not grow with training). Each
+member predicts K as the first epoch (≤ ``horizon``) whose fitted loss is ≤ L_max; epochs the
+probe already observed below L_max count as reached. Members are weighted by how well they
+extrapolate: each is refitted without the last probe epoch and weighted by 1/|error| on it.
+K^exp is the weighted median over members. Uncertainty: residual bootstrap — every member is
+refitted on ``fit + resampled residuals`` (``n_boot`` times) — and K^rob is the weighted
+``quantile`` (90 %) of all bootstrap K's. A K beyond the
+horizon is ∞; an ∞ estimate becomes ``None`` (the paper's ∞, "cannot reach the target").
+
+**From prior runs** (:func:`estimate_from_runs`): full curves of earlier runs of the same
+candidate (other seeds, sizes, datasets) in the trace store. Each prior curve is aligned to the
+probe's level (additive shift over the overlapping probe epochs, if a probe is given), smoothed,
+and read off at L_max (extrapolated with the curve ensemble if it ends above L_max). K^exp is the
+median of the priors' K, K^rob their maximum plus one standard deviation of the K's plus
+the probe-free seed spread (at least one epoch): the spread between seeds is what the robust
+estimate must cover.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CURVE_MODELS",
+    "EpochEstimate",
+    "estimate_from_probe",
+    "estimate_from_runs",
+    "first_epoch_below",
+    "fit_curve",
+]
+
+Curve = Callable[..., np.ndarray]
+
+
+def _pow3(k, a, b, c):
+    return c + a * np.power(k, -b)
+
+
+def _exp3(k, a, b, c):
+    return c + a * np.exp(-b * (k - 1.0))
+
+
+def _ilog2(k, a, c):
+    return c + a / np.log(k + 1.0)
+
+
+def _pow2(k, a, b):
+    return a * np.power(k, -b)
+
+
+#: name -> (function, initial guesses builder, lower bounds, upper bounds)
+CURVE_MODELS: dict[str, tuple[Curve, Callable[[np.ndarray], list[list[float]]], list[float], list[float]]] = {
+    "pow3": (_pow3, lambda y: [[max(y[0] - y[-1], 1e-3), 0.5, max(y[-1] * 0.9, 0.0)],
+                               [max(y[0] - y.min() * 0.5, 1e-3), 1.0, y.min() * 0.5]],
+             [0.0, 0.0, 0.0], [np.inf, 5.0, np.inf]),
+    "exp3": (_exp3, lambda y: [[max(y[0] - y[-1], 1e-3), 0.3, max(y[-1] * 0.95, 0.0)],
+                               [max(y[0] - y.min() * 0.5, 1e-3), 0.05, y.min() * 0.5]],
+             [0.0, 0.0, 0.0], [np.inf, 5.0, np.inf]),
+    "ilog2": (_ilog2, lambda y: [[max(y[0] - y[-1], 1e-3), max(y[-1] * 0.5, 0.0)]],
+              [0.0, 0.0], [np.inf, np.inf]),
+    "pow2": (_pow2, lambda y: [[max(y[0], 1e-3), 0.2]], [0.0, 0.0], [np.inf, 5.0]),
+}
+
+
+def fit_curve(name: str, k: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Least-squares parameters of curve ``name`` through ``(k, y)``; None if every start fails."""
+    from scipy.optimize import curve_fit
+
+    f, inits, lo, hi = CURVE_MODELS[name]
+    best, best_sse = None, math.inf
+    for p0 in inits(y):
+        p0 = np.clip(np.asarray(p0, float), np.asarray(lo) + 1e-9, np.where(np.isfinite(hi), np.asarray(hi) - 1e-9, np.inf))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, _ = curve_fit(f, k, y, p0=p0, bounds=(lo, hi), maxfev=2000)
+        except (RuntimeError, ValueError):
+            continue
+        sse = float(np.sum((f(k, *p) - y) ** 2))
+        if np.isfinite(sse) and sse < best_sse:
+            best, best_sse = p, sse
+    return best
+
+
+def first_epoch_below(values: Sequence[float], target: float, start_epoch: int = 1) -> int | None:
+    """First epoch (numbered from ``start_epoch``) whose value is ≤ ``target``."""
+    for i, v in enumerate(values):
+        if v <= target:
+            return start_epoch + i
+    return None
+
+
+@dataclass
+class EpochEstimate:
+    """K^exp / K^rob (``None`` = cannot reach the target) and the predicted losses after them."""
+
+    expected: int | None
+    robust: int | None
+    final_loss_expected: float | None = None
+    final_loss_robust: float | None = None
+    method: str = "probe"
+    samples: list[float] = field(default_factory=list, repr=False)  # K's behind the estimate (inf allowed)
+
+
+def _member_k(name: str, p: np.ndarray, target: float, ks: np.ndarray) -> float:
+    pred = CURVE_MODELS[name][0](ks, *p)
+    hit = np.flatnonzero(pred <= target)
+    return float(ks[hit[0]]) if hit.size else math.inf
+
+
+def _finite_or_none(x: float) -> int | None:
+    return None if not math.isfinite(x) else int(math.ceil(x - 1e-9))
+
+
+def estimate_from_probe(val_losses: Sequence[float], target_loss: float, *, horizon: int = 300,
+                        n_boot: int = 50, quantile: float = 0.9, seed: int = 0,
+                        models: Sequence[str] = ("pow3", "exp3", "ilog2", "pow2")) -> EpochEstimate:
+    """K^exp / K^rob from the validation losses of a probe's first epochs (epoch 1 first)."""
+    y = np.asarray(val_losses, dtype=float)
+    if y.size == 0 or not np.all(np.isfinite(y)):
+        return EpochEstimate(None, None, method="probe")
+    k = np.arange(1, y.size + 1, dtype=float)
+    ks = np.arange(1, horizon + 1, dtype=float)
+    observed = first_epoch_below(y, target_loss)
+    if y.size < 3:  # too few points to fit a curve
+        kk = observed if observed is not None else None
+        return EpochEstimate(kk, None if kk is None else kk + 1, method="probe")
+    rng = np.random.default_rng(seed)
+    point, weights, boot, boot_w, finals = [], [], [], [], []
+    for name in models:
+        p = fit_curve(name, k, y)
+        if p is None:
+            continue
+        f = CURVE_MODELS[name][0]
+        # weight: how well the member, fitted without the last probe epoch, predicts it
+        p_loo = fit_curve(name, k[:-1], y[:-1])
+        err = abs(float(f(k[-1:], *p_loo)[0]) - y[-1]) if p_loo is not None else math.inf
+        w = 1.0 / (err + 1e-4 * max(abs(y[-1]), 1e-6))
+        kp = _member_k(name, p, target_loss, ks)
+        if observed is not None:
+            kp = min(kp, observed)
+        point.append(kp)
+        weights.append(w)
+        finals.append(float(f(np.asarray([min(kp, horizon)]), *p)[0]))
+        fitted = f(k, *p)
+        # residuals of a fit underestimate the noise: inflate by sqrt(n / (n - n_params))
+        resid = (y - fitted) * math.sqrt(y.size / max(1, y.size - len(p)))
+        for _ in range(n_boot):
+            yb = fitted + rng.choice(resid, size=resid.size, replace=True)
+            pb = fit_curve(name, k, yb)
+            kb = math.inf if pb is None else _member_k(name, pb, target_loss, ks)
+            if observed is not None:
+                kb = min(kb, observed)
+            boot.append(kb)
+            boot_w.append(w / max(1, n_boot))
+    if not point:
+        return EpochEstimate(observed, observed, method="probe")
+    k_exp = _weighted_quantile(point, weights, 0.5)
+    k_rob = _weighted_quantile(boot + point, boot_w + weights, quantile) if boot else k_exp
+    k_rob = max(k_rob, k_exp)
+    fl = _weighted_quantile(finals, weights, 0.5)
+    return EpochEstimate(_finite_or_none(k_exp), _finite_or_none(k_rob),
+                         final_loss_expected=fl if math.isfinite(k_exp) else None,
+                         final_loss_robust=target_loss if math.isfinite(k_rob) else None,
+                         method="probe", samples=list(boot + point))
+
+
+def _weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
+    """The smallest value whose cumulative weight share reaches ``q`` (inf allowed)."""
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    order = np.argsort(v, kind="stable")
+    cw = np.cumsum(w[order]) / w.sum()
+    return float(v[order][min(np.searchsorted(cw, q - 1e-12), v.size - 1)])
+
+
+def _smooth(y: np.ndarray, window: int = 3) -> np.ndarray:
+    """Centered running mean (shrinking at the ends): damps epoch-to-epoch noise before reading K."""
+    if y.size < window:
+        return y
+    out = np.empty_like(y)
+    h = window // 2
+    for i in range(y.size):
+        out[i] = y[max(0, i - h): i + h + 1].mean()
+    return out
+
+
+def _prior_k(curve: np.ndarray, target: float, horizon: int) -> float:
+    sm = _smooth(curve)
+    hit = np.flatnonzero(sm <= target)
+    if hit.size:
+        return float(hit[0] + 1)
+    # the prior run ended above the target: extrapolate its tail with the curve ensemble
+    k = np.arange(1, curve.size + 1, dtype=float)
+    ks = np.arange(1, horizon + 1, dtype=float)
+    for name in ("pow3", "exp3"):  # the power law first (Section III-E); exponential as fallback
+        p = fit_curve(name, k, curve)
+        if p is not None:
+            return _member_k(name, p, target, ks)
+    return math.inf
+
+
+def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: float, *,
+                       probe: Sequence[float] | None = None, horizon: int = 300) -> EpochEstimate:
+    """K^exp / K^rob from prior runs' validation curves (optionally aligned to a probe)."""
+    curves = [np.asarray(c, dtype=float) for c in prior_curves if len(c)]
+    if not curves:
+        return EpochEstimate(None, None, method="store")
+    ks = []
+    for c in curves:
+        if probe is not None and len(probe):
+            p = np.asarray(probe, dtype=float)
+            n = min(p.size, c.size)
+            c = c + float(np.mean(p[:n] - c[:n]))
+        ks.append(_prior_k(c, target_loss, horizon))
+    arr = np.asarray(ks)
+    finite = arr[np.isfinite(arr)]
+    method = "store+probe" if probe is not None and len(probe) else "store"
+    if finite.size * 2 <= arr.size:  # most priors never reach the target
+        return EpochEstimate(None, None, method=method, samples=list(arr))
+    k_exp = float(np.median(arr))
+    if finite.size < arr.size:
+        k_rob = math.inf
+    else:
+        spread = float(np.std(finite)) if finite.size > 1 else 0.0
+        k_rob = float(finite.max()) + max(1.0, spread)
+    return EpochEstimate(_finite_or_none(k_exp), _finite_or_none(k_rob),
+                         final_loss_expected=target_loss if math.isfinite(k_exp) else None,
+                         final_loss_robust=target_loss if math.isfinite(k_rob) else None,
+                         method=method, samples=list(arr))

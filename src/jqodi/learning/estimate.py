@@ -1,0 +1,94 @@
+"""Measured learning estimates per candidate (model, bits): L_a, γ, K^exp, K^rob.
+
+:func:`estimate_candidate` combines the trace store and, where the store knows nothing of the
+candidate, a short probe run:
+
+* ``method="store"``: prior runs of the same (model, bits, dataset, SD data) in the store
+  (:func:`jqodi.learning.curves.estimate_from_runs`); L_a and γ are their means, γ^rob the
+  largest robust γ among them.
+* ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
+  store with ``source="probe"``, fitted with the learning-curve ensemble
+  (:func:`jqodi.learning.curves.estimate_from_probe`); γ from its bootstrap.
+* ``method="auto"`` (default): the store if it holds a run of the candidate, else a probe.
+
+The result is a :class:`jqodi.learning.table.LearningEstimate` (``source`` says which method),
+the schema ``jqodi instance --estimates FILE`` reads.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from jqodi.errors import JqodiError
+from jqodi.learning.curves import EpochEstimate, estimate_from_probe, estimate_from_runs
+from jqodi.learning.table import LearningEstimate
+
+__all__ = ["MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces"]
+
+MAX_PROBE_EPOCHS = 5
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    v = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(v) / len(v) if v else None
+
+
+def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tuple[EpochEstimate, dict]:
+    """Epoch estimate and γ/L_a summary from stored :class:`~jqodi.learning.store.RunTrace` s."""
+    est = estimate_from_runs([r.val_losses for r in runs], target_loss, horizon=horizon)
+    summary = {"base_loss": _mean([r.base_loss for r in runs]), "gamma": _mean([r.gamma for r in runs]),
+               "gamma_robust": max((r.gamma_robust for r in runs if r.gamma_robust is not None), default=None),
+               "runs": [r.id for r in runs]}
+    return est, summary
+
+
+def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store=None, method: str = "auto",
+                       probe_epochs: int = MAX_PROBE_EPOCHS, seed: int = 0, width: float | None = None,
+                       cfg=None, pretrained=None, progress: bool | None = None,
+                       horizon: int = 300) -> LearningEstimate:
+    """Estimate L_a, γ, K^exp and K^rob for fine-tuning ``model`` at ``bits`` on ``data``."""
+    if method not in ("auto", "probe", "store"):
+        raise JqodiError(f"estimate method must be auto, probe or store, got {method!r}")
+    if not 1 <= probe_epochs <= MAX_PROBE_EPOCHS:
+        raise JqodiError(f"probe epochs must be in 1..{MAX_PROBE_EPOCHS}, got {probe_epochs}")
+    from jqodi.train import default_width
+
+    width = default_width(model) if width is None else float(width)
+    priors = []
+    if store is not None and method in ("auto", "store"):
+        priors = [r for r in store.runs(model=model, bits=bits, dataset=data.dataset, data_name=data.name,
+                                        width=width) if r.epochs]
+    if method == "store" and not priors:
+        raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset}; "
+                         f"run 'jqodi finetune' or use --method probe")
+    if priors:
+        est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
+        return LearningEstimate(model=model, bits=bits, base_loss=s["base_loss"], gamma=s["gamma"],
+                                epochs_expected=est.expected, epochs_robust=est.robust,
+                                target_loss=target_loss, gamma_robust=s["gamma_robust"],
+                                final_loss_expected=est.final_loss_expected,
+                                final_loss_robust=est.final_loss_robust,
+                                source=f"measured:store({len(priors)} runs)")
+    from jqodi.train import TrainConfig, finetune
+
+    r = finetune(model, bits, data, probe_epochs, seed, width=width, cfg=cfg or TrainConfig(),
+                 pretrained=pretrained, progress=progress)
+    if store is not None:
+        r.config["probe"] = True
+        run = {k: getattr(r, k) for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size",
+                                          "seed", "width", "base_loss", "base_accuracy", "start_loss",
+                                          "start_accuracy", "gamma", "gamma_robust", "wall_s", "quantize_s")}
+        run.update(config=r.config, source="probe")
+        r.run_id = store.record(run, [e.__dict__ for e in r.epochs])
+    est = estimate_from_probe(r.val_losses, target_loss, horizon=horizon, seed=seed)
+    return LearningEstimate(model=model, bits=bits, base_loss=r.base_loss, gamma=r.gamma,
+                            epochs_expected=est.expected, epochs_robust=est.robust, target_loss=target_loss,
+                            gamma_robust=r.gamma_robust, final_loss_expected=est.final_loss_expected,
+                            final_loss_robust=est.final_loss_robust,
+                            source=f"measured:probe({probe_epochs} epochs)")
+
+
+def reachable(estimates: Sequence[LearningEstimate]) -> list[LearningEstimate]:
+    return [e for e in estimates if e.epochs_expected is not None]
+
+

@@ -1,0 +1,253 @@
+"""Collaborative inference after fine-tuning (the paper's Fig. 9/10).
+
+Serve ``requests`` single-sample requests from the SD's validation split with the q-bit model:
+
+* **SD + ES** — the SD runs the shallow part and sends the cut-layer activations (codes + scale
+  at the activation bit-width) to the ES, which runs the deep part and returns the logits;
+* **SD only** — the whole model on the SD.
+
+The two roles run over a :class:`~jqodi.runtime.transport.Transport` (in-process by default;
+messages are encoded and rate-limited as on the wire), with the same emulation as training:
+each compute step is padded to FLOPs / device speed × dilation and each send to bytes / link
+rate × dilation. Reported per device combination: latency p50/p95 (emulated seconds), energy
+per request per node (busy power × emulated busy time: the model meter) and the accuracy.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from jqodi.runtime.emulation import ComputeClock
+from jqodi.runtime.job import Job
+from jqodi.runtime.transport import InProcessHub, InProcessTransport
+from jqodi.runtime.wire import decode_cut, encode_cut
+
+__all__ = ["InferenceResult", "run_inference", "format_inference", "predict_inference"]
+
+
+@dataclass
+class InferenceResult:
+    """One device combination: latency percentiles (s), energy per request per node (J)."""
+
+    combo: str
+    edge: str | None
+    cut: int | None
+    requests: int
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_mean_s: float
+    energy_per_request_j: dict[str, float]
+    accuracy: float
+    bytes_per_request: float = 0.0
+    predicted_latency_s: float | None = None
+    predicted_energy_j: float | None = None
+    dilation: float = 1.0
+    meters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def energy_j(self) -> float:
+        return sum(self.energy_per_request_j.values())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["energy_j"] = self.energy_j
+        return d
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    i = min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))
+    return s[i]
+
+
+def _meter(job: Job, role: str, emulate: bool):
+    from jqodi.runtime.energy import make_meter
+
+    dev = job.emulation.devices.get(role) if job.emulation is not None else None
+    if emulate and dev is not None:
+        return make_meter("model", busy_power_w=dev.busy_power_w)
+    return make_meter(job.meter, busy_power_w=dev.busy_power_w if dev is not None else None)
+
+
+def predict_inference(job: Job, flops: list[float], act_elements: int | None, edge: str | None, cut: int | None) -> tuple[float, float]:
+    """The cost model's figures for one request: (latency s, energy J)."""
+    emu = job.emulation
+    if emu is None or "end" not in emu.devices:
+        return None, None  # type: ignore[return-value]
+    end = emu.devices["end"]
+    if edge is None:
+        f = sum(flops)
+        return f / end.flops, f / end.flops * end.busy_power_w
+    es = emu.devices[f"edge:{edge}"]
+    link = emu.link(f"edge:{edge}", "end")
+    f_s, f_d = sum(flops[:cut]), sum(flops[cut:])
+    bits = job.training.wire_act_bits
+    nbytes = (4 * act_elements if bits >= 32 else (act_elements * bits + 7) // 8 + 4) + 4 * job.num_classes
+    t_link = 8 * nbytes / link.rate_bps if link else 0.0
+    t = f_s / end.flops + f_d / es.flops + t_link
+    e = f_s / end.flops * end.busy_power_w + f_d / es.flops * es.busy_power_w + \
+        (8 * nbytes * link.energy_per_bit_j if link else 0.0)
+    return t, e
+
+
+def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tuple[str | None, int | None]] | None = None,
+                  emulate: bool | None = None, dilation: float | None = None,
+                  timeout_s: float = 30.0) -> list[InferenceResult]:
+    """Serve ``requests`` single-sample requests per combination ``(edge, cut)`` (``(None, None)``
+    = SD only). ``master`` is the cloud's model; it is packed at ``job.bits`` and unpacked into
+    the devices' copies, as after fine-tuning. ``data`` is the SD's EndDeviceData.
+
+    Emulated requests are far shorter than epochs, so inference picks its own dilation (unless
+    given): 2 × the host's time for one request of the whole model / the fastest predicted
+    request latency, so the host keeps up with the padded steps of the devices.
+    """
+    from jqodi.profile import profile_model
+    from jqodi.quant import pack_model, unpack_model
+    from jqodi.runtime.roles import build_worker
+
+    emu = job.emulation
+    emulate = bool(emu and emu.enabled) if emulate is None else emulate
+    model = build_worker(job)
+    unpack_model(model, pack_model(master, job.bits))
+    model.eval()
+    prof = profile_model(model)
+    flops = [float(b.flops) for b in prof.blocks]
+    if combos is None:
+        last_cut = job.epoch_plan()[-1][1]
+        edges = [k.split(":", 1)[1] for k in (emu.devices if emu is not None else {}) if k.startswith("edge:")]
+        combos = [(e, last_cut) for e in (edges or job.edges)] + [(None, None)]
+    xv, yv = data.val.tensors
+    n = min(requests, len(yv))
+    if not emulate or emu is None:
+        dilation = 1.0
+    elif dilation is None:
+        with torch.no_grad():
+            for _ in range(3):
+                model(xv[:1])
+            times = []
+            for i in range(10):
+                t0 = time.perf_counter()
+                model(xv[i % len(yv):i % len(yv) + 1])
+                times.append(time.perf_counter() - t0)
+        act = {c: prof.act_elements(c) for _, c in combos if c is not None}
+        preds = [predict_inference(job, flops, act.get(c), e, c)[0] for e, c in combos]
+        preds = [p for p in preds if p]
+        dilation = max(1.0, 2.0 * sorted(times)[len(times) // 2] / min(preds)) if preds else 1.0
+    results = []
+    for edge, cut in combos:
+        with torch.no_grad():
+            results.append(_serve(job, model, flops, prof, xv[:n], yv[:n], edge, cut, emulate, dilation, timeout_s))
+    return results
+
+
+def _clock(job: Job, role: str, emulate: bool, dilation: float) -> ComputeClock:
+    dev = job.emulation.devices.get(role) if (emulate and job.emulation is not None) else None
+    return ComputeClock(dev, dilation)
+
+
+def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeout_s) -> InferenceResult:
+    end_clock = _clock(job, "end", emulate, dilation)
+    end_meter = _meter(job, "end", emulate)
+    latencies, correct = [], 0
+    energy = {"end": 0.0}
+    meters = {"end": end_meter.name}
+    if edge is None:
+        for i in range(len(ys)):
+            t0 = time.perf_counter()
+            end_meter.begin_window("req")
+            with end_clock.compute("infer", sum(flops)):
+                out = model(xs[i:i + 1])
+            b = sum(end_clock.take()["device_s"].values()) / dilation
+            energy["end"] += end_meter.end_window("req", busy_s=b).energy_j
+            latencies.append((time.perf_counter() - t0) / dilation)
+            correct += int(out.argmax(1).item() == ys[i].item())
+        combo, nbytes = f"{job.emulation.devices['end'].name if job.emulation and 'end' in job.emulation.devices else 'end'} only", 0.0
+        pt, pe = predict_inference(job, flops, None, None, None)
+    else:
+        peer = f"edge:{edge}"
+        shallow, deep = copy.deepcopy(model.shallow(cut)), copy.deepcopy(model.deep(cut))
+        hub = InProcessHub()
+        rates = {}
+        if emulate and job.emulation is not None:
+            link = job.emulation.link(peer, "end")
+            if link is not None:
+                rates = {peer: link.rate_bps / dilation, "end": link.rate_bps / dilation}
+        t_end = InProcessTransport(hub, "end", ["end", peer], timeout_s=timeout_s,
+                                   link_rate_bps={peer: rates.get(peer)} if rates else None).start()
+        t_es = InProcessTransport(hub, peer, ["end", peer], timeout_s=timeout_s,
+                                  link_rate_bps={"end": rates.get("end")} if rates else None).start()
+        es_clock = _clock(job, peer, emulate, dilation)
+        es_meter = _meter(job, peer, emulate)
+        meters[peer] = es_meter.name
+        energy[peer] = 0.0
+        f_s, f_d = sum(flops[:cut]), sum(flops[cut:])
+        err: list[BaseException] = []
+
+        def serve_edge():
+            try:
+                with torch.no_grad():
+                    for _ in range(len(ys)):
+                        m = t_es.recv("end", "infer")
+                        es_meter.begin_window("req")
+                        with es_clock.compute("infer", f_d):
+                            out = deep(decode_cut(m.tensors))
+                        b = sum(es_clock.take()["device_s"].values()) / dilation
+                        energy[peer] += es_meter.end_window("req", busy_s=b).energy_j
+                        t_es.send("end", "logits", {"y": out})
+            except BaseException as e:  # noqa: BLE001
+                err.append(e)
+
+        th = threading.Thread(target=serve_edge, daemon=True)
+        th.start()
+        for i in range(len(ys)):
+            t0 = time.perf_counter()
+            end_meter.begin_window("req")
+            with end_clock.compute("infer", f_s):
+                a = shallow(xs[i:i + 1])
+            t_end.send(peer, "infer", encode_cut(a, job.training.wire_act_bits))
+            b = sum(end_clock.take()["device_s"].values()) / dilation
+            energy["end"] += end_meter.end_window("req", busy_s=b).energy_j
+            out = t_end.recv(peer, "logits").tensors["y"]
+            latencies.append((time.perf_counter() - t0) / dilation)
+            correct += int(out.argmax(1).item() == ys[i].item())
+        th.join(timeout=timeout_s)
+        if err:
+            raise err[0]
+        sent = t_end.sent[peer].bytes + t_es.sent["end"].bytes
+        link = job.emulation.link(peer, "end") if job.emulation is not None else None
+        if link is not None:
+            energy["link"] = 8.0 * sent * link.energy_per_bit_j
+        nbytes = sent / len(ys)
+        for t in (t_end, t_es):
+            t._closing.set()
+        end_name = job.emulation.devices["end"].name if job.emulation and "end" in job.emulation.devices else "end"
+        combo = f"{end_name}+{edge}"
+        pt, pe = predict_inference(job, flops, prof.act_elements(cut), edge, cut)
+    n = len(ys)
+    return InferenceResult(combo=combo, edge=edge, cut=cut, requests=n, latency_p50_s=_pct(latencies, 0.5),
+                           latency_p95_s=_pct(latencies, 0.95), latency_mean_s=sum(latencies) / n,
+                           energy_per_request_j={k: v / n for k, v in energy.items()}, accuracy=correct / n,
+                           bytes_per_request=nbytes, predicted_latency_s=pt, predicted_energy_j=pe,
+                           dilation=dilation, meters=meters)
+
+
+def format_inference(results: list[InferenceResult]) -> str:
+    from jqodi.cli._table import format_table
+
+    rows = []
+    for r in results:
+        rows.append([r.combo, r.cut if r.cut is not None else "-", r.requests,
+                     f"{r.latency_p50_s * 1e3:.3g}", f"{r.latency_p95_s * 1e3:.3g}",
+                     f"{r.predicted_latency_s * 1e3:.3g}" if r.predicted_latency_s is not None else "-",
+                     f"{r.energy_j * 1e3:.3g}",
+                     f"{r.predicted_energy_j * 1e3:.3g}" if r.predicted_energy_j is not None else "-",
+                     " ".join(f"{k}={v * 1e3:.3g}" for k, v in r.energy_per_request_j.items()),
+                     f"{r.bytes_per_request:.0f}", f"{r.accuracy:.1%}"])
+    return format_table(["devices", "cut", "requests", "p50 ms", "p95 ms", "pred ms", "mJ/req", "pred mJ",
+                         "mJ/req per node", "B/req", "acc"], rows)
