@@ -60,3 +60,21 @@ def test_the_size_check_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     build_model("lenet", (1, 28, 28), 10, 0.25, seed=1)
     assert torch.equal(state, torch.get_rng_state())
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(["lenet", "vgg", "resnet20"]),
+       shape=st.tuples(st.integers(-2, 4), st.integers(-2, 40), st.integers(-2, 40)),
+       classes=st.integers(-1, 50), width=st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                                    st.floats(0.01, 0.2)))
+def test_any_request_builds_or_raises_a_model_error(name, shape, classes, width):
+    try:
+        m = build_model(name, shape, classes, width, seed=0)
+    except ModelError as e:
+        assert "\n" not in str(e)
+    else:
+        assert m(torch.zeros(2, *shape)).shape == (2, classes)
