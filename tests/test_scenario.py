@@ -140,6 +140,8 @@ MALFORMED = [
     (_set(["edges", 1, "name"], "pi5"), "edges[1].name: 'pi5' is already the name of end_device.name"),
     (_set(["end_device", "name"], "a100"), "end_device.name: 'a100' is already the name of cloud.name"),
     (_set(["models", 1], 7), "models[1]: Input should be a valid dictionary"),
+    (_set(["end_device", "name"], "π5"), "end_device.name: names use ASCII letters, digits, '_', '.' and '-'"),
+    (_set(["edges", 0, "name"], "-x"), "edges[0].name: names use ASCII letters"),
     (_set(["data", "train_size"], 0), "data.train_size: "),
     (_set(["data", "input_shape"], [3, 32]), "data.input_shape"),
     (_set(["data", "dataset"], "imagenet"), "data.dataset: "),

@@ -20,12 +20,14 @@ as ``1.0e9`` or ``1e9`` (a string such as ``"1e9"`` is read as a number).
 from __future__ import annotations
 
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -64,7 +66,17 @@ PosInt = Annotated[int, NoBool, Field(gt=0)]
 Int = Annotated[int, NoBool]
 #: Dataset sizes: positive and at most 10^9 (beyond that the FLOP counts stop being exact floats).
 SampleCount = Annotated[int, NoBool, Field(gt=0, le=10**9)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def _check_name(v: str) -> str:
+    if not _NAME.fullmatch(v):
+        raise ValueError(f"names use ASCII letters, digits, '_', '.' and '-', starting with a letter "
+                         f"or digit (got {v!r})")
+    return v
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_name)]
 
 
 def _exactly_one(spec: BaseModel, a: str, b: str) -> None:
