@@ -10,7 +10,7 @@ while the model runs on one zero input in eval mode):
   weight per output position), ``+ C_out · H_out · W_out`` when it has a bias.
 * ``Linear``: ``2 · in · out`` (+ ``out`` with a bias).
 * ``BatchNorm1d/2d``: 4 per output element (subtract mean, divide by std, scale, shift).
-* ``ReLU``/``ReLU6``/``LeakyReLU``/``Sigmoid``/``Tanh``/``GELU``: 1 per output element.
+* ``ReLU``/``ReLU6``/``LeakyReLU``/``Sigmoid``/``Tanh``/``GELU``/``SiLU``: 1 per output element.
 * ``MaxPool2d``/``AvgPool2d``: ``k_h · k_w − 1`` per output element (comparisons or adds; the
   average's divide is not counted).
 * ``AdaptiveAvgPool2d``: one add per input element plus one divide per output element.
