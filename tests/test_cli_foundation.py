@@ -172,3 +172,10 @@ def test_cli_tables_use_the_shared_report_layout():
     assert t.splitlines() == ["  name      size", "  ────  ────────", "  a     1.00 KiB", "  bbb          ∞"]
     raw = layout([{"n": "a", "v": 1}], ["n", "v"]).splitlines()
     assert format_table(["n", "v"], [["a", 1]]).splitlines() == raw
+
+
+def test_demo_names_the_file_when_a_model_cannot_serve_the_scenario(tmp_path):
+    path = _scenario_with(tmp_path, "input_shape: [3, 32, 32]", "input_shape: [3, 99999, 99999]")
+    rc, out, err = run_cli_err("demo", path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"jqodi demo: error: {path}: models[0] (lenet" in err and "elements per sample" in err, err
