@@ -140,7 +140,7 @@ def _check_size(name: str, spec: ModelSpec, shape: tuple[int, int, int], num_cla
     except (ModelError, NotImplementedError):
         # NotImplementedError: an op of a user's model has no meta kernel; the real build checks it
         raise
-    except (RuntimeError, ValueError, OverflowError, MemoryError) as e:
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as e:
         raise ModelError(f"model {name!r} cannot be built for input {'x'.join(map(str, shape))}, "
                          f"{num_classes} classes, width {width:g}: {_first_line(e)}") from e
 
