@@ -179,3 +179,8 @@ def test_demo_names_the_file_when_a_model_cannot_serve_the_scenario(tmp_path):
     rc, out, err = run_cli_err("demo", path)
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert f"jqodi demo: error: {path}: models[0] (lenet" in err and "elements per sample" in err, err
+
+
+def test_profile_bits_are_deduplicated_in_order():
+    rc, text = run_cli("profile", "--model", "lenet", "--input", "1x28x28", "--width", "0.25", "--bits", "8,2,8", "--json")
+    assert rc == 0 and list(json.loads(text)["bytes"]) == ["8", "2"]

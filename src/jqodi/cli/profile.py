@@ -37,7 +37,7 @@ def _bits(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"bits must be a comma list like 2,4,8,32, got {text!r}") from None
     if not bits or any(b not in set(range(1, 9)) | {32} for b in bits):
         raise argparse.ArgumentTypeError(f"bit-widths must be among 1..8 and 32, got {text!r}")
-    return bits
+    return list(dict.fromkeys(bits))  # "8,8" sizes the blocks at 8 bits once
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
