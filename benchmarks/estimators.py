@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store", default=None, help="trace store for the runs (default: a temp file)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--markdown", default=None, help="also write the table as Markdown to this file")
+    ap.add_argument("--reuse", action="store_true",
+                    help="re-evaluate runs already in --store (same model, bits, seed, sizes) instead of re-training")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -95,6 +97,13 @@ def main(argv=None) -> int:
             target_of[m] = targets.get(m, base_loss * (1 + args.target_rel))
             for b in bits_for[m]:
                 for s in args.seeds:
+                    if args.reuse:
+                        old = [r for r in store.runs(model=m, bits=b, seed=s, data_name=args.data,
+                                                     dataset=data.dataset, width=pre.meta["width"])
+                               if (r.train_size, r.val_size) == (len(data.train), len(data.val))]
+                        if old:
+                            runs.setdefault((m, b), {})[s] = old[-1]
+                            continue
                     r = finetune(m, b, data, max_epochs, s, cfg=cfg, pretrained=pre, store=store, progress=False,
                                  stop_at_loss=target_of[m], min_epochs=args.probe_epochs, extra_epochs=args.extra)
                     runs.setdefault((m, b), {})[s] = r
@@ -123,6 +132,7 @@ def main(argv=None) -> int:
         row = {"model": m, "bits": b, "target_loss": round(target, 4),
                "L_a": round(statistics.mean(r.base_loss for r in by_seed.values()), 4),
                "start_loss": round(statistics.mean(r.start_loss for r in by_seed.values()), 4),
+               "train_wall_s": round(sum(r.wall_s or 0.0 for r in by_seed.values()), 1),
                "K": actual, "K_mean": statistics.mean(finite) if finite else None,
                "K_std": statistics.pstdev(finite) if len(finite) > 1 else 0.0 if finite else None,
                "reached": f"{len(finite)}/{len(actual)}"}
@@ -155,6 +165,7 @@ def main(argv=None) -> int:
               "val_size": len(data.val), "max_epochs": max_epochs, "probe_epochs": args.probe_epochs,
               "seeds": args.seeds, "threads": args.threads, "store": str(store_path),
               "wall_s": round(time.perf_counter() - t0, 1),
+              "train_wall_s": round(sum(row["train_wall_s"] for row in rows), 1), "reused": args.reuse,
               "metrics": {"probe": metrics("probe"), "store": metrics("store")},
               "table": rows, "runs": per_run}
     md = markdown(result)
@@ -185,6 +196,7 @@ def markdown(res) -> str:
                      f"K^rob ≥ K in {mt['share_K_rob_ge_K']:.0%} of {mt['runs']} runs (target ≥ 90 %)")
     lines.append(f"- {len(res['runs']) // 2} runs, {res['train_size']}+{res['val_size']} images ({res['data']}), "
                  f"≤ {res['max_epochs']} epochs, probe {res['probe_epochs']} epochs, wall {res['wall_s']:.0f} s "
+                 f"(fine-tuning {res['train_wall_s']:.0f} s{', runs reused from the store' if res['reused'] else ''}) "
                  f"on {res['threads']} threads")
     return "\n".join(lines) + "\n"
 

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--act-bits", type=int, default=None, help="activation bits (default 8; 32 = weights only)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
         base = build_model(name, (1, 28, 28), 10, DEFAULT_WIDTH[name], seed=0)
         for bits in args.bits:
             plain = copy.deepcopy(base)
-            qat = prepare_qat(copy.deepcopy(base), bits, calibration=x)
+            qat = prepare_qat(copy.deepcopy(base), bits, args.act_bits, calibration=x)
             o1 = torch.optim.SGD(plain.parameters(), lr=1e-3, momentum=0.9)
             o2 = torch.optim.SGD(qat.parameters(), lr=1e-3, momentum=0.9)
             for _ in range(3):  # warm-up
@@ -59,7 +60,8 @@ def main(argv=None) -> int:
                 tp.append(step_time(plain, o1))
                 tq.append(step_time(qat, o2))
             p, q = statistics.median(tp), statistics.median(tq)
-            rows.append({"model": name, "width": DEFAULT_WIDTH[name], "bits": bits, "batch": args.batch,
+            rows.append({"model": name, "width": DEFAULT_WIDTH[name], "bits": bits, "act_bits": args.act_bits or 8,
+                         "batch": args.batch,
                          "plain_step_ms": round(p * 1e3, 2), "qat_step_ms": round(q * 1e3, 2),
                          "ratio": round(q / p, 3)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -130,3 +130,23 @@ def test_real_fashion_mnist_finetune_lowers_val_loss_and_is_recorded(tmp_path):
         assert runs[0].train_size == 256 and runs[0].base_loss == pytest.approx(r.base_loss)
     # evaluate agrees with the recorded L_a
     assert evaluate(pre.model, data.val)[0] == pytest.approx(r.base_loss, rel=1e-5)
+
+
+def test_cifar_pipeline_end_to_end_on_tiny_pickles(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (40, 3072)).astype(np.uint8),
+                         b"labels": [int(v) for v in rng.integers(0, 10, 40)]}, f, protocol=2)
+    pre = load_pretrained("lenet", "cifar10", 0.125, epochs=1, data_dir=tmp_path, cache_dir=tmp_path / "c",
+                          progress=False)
+    assert pre.meta["input_shape"] == [3, 32, 32] and pre.calibration.shape[1:] == (3, 32, 32)
+    data = end_device_data("data1", "cifar10", tmp_path, train_size=24, val_size=8)
+    r = finetune("lenet", 4, data, 1, seed=0, pretrained=pre, progress=False, cfg=TrainConfig(batch_size=8))
+    assert len(r.epochs) == 1 and r.epochs[0].bytes_up > 0

@@ -110,12 +110,12 @@ class _LSQ(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, step, qn, qp, sign, g):
-        v = x / step
-        vc = v.clamp(qn, qp)
-        vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
         ctx.save_for_backward(x, step)
         ctx.consts = (qn, qp, sign, g)
-        return vq * step
+        v = (x / step).clamp_(qn, qp)  # one allocation, the rest in place
+        if sign:
+            return torch.where(v >= 0, step, -step)
+        return v.round_().mul_(step)
 
     @staticmethod
     def backward(ctx, grad):
@@ -123,12 +123,12 @@ class _LSQ(torch.autograd.Function):
         qn, qp, sign, g = ctx.consts
         v = x / step
         inside = (v >= qn) & (v <= qp)
-        vc = v.clamp(qn, qp)
-        vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
         grad_x = grad * inside if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
-            ds = torch.where(inside, vq - v, vc) * grad
+            vc = v.clamp(qn, qp)
+            vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
+            ds = torch.where(inside, vq.sub_(v), vc).mul_(grad)
             if step.numel() == 1:
                 grad_s = ds.sum().reshape(step.shape) * g
             else:
@@ -145,9 +145,9 @@ def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, gra
 def _weight_codes(w: torch.Tensor, step: torch.Tensor, bits: int, stochastic: bool = False,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Integer levels of ``w`` (signed, per output channel), as int64."""
-    s = step.detach().view(-1, *([1] * (w.dim() - 1)))
+    s = step.detach().cpu().view(-1, *([1] * (w.dim() - 1)))
     qn, qp = _levels(bits, True)
-    v = torch.clamp(w.detach() / s, qn, qp)
+    v = torch.clamp(w.detach().cpu() / s, qn, qp)  # codes are made on the CPU (wire side)
     if bits == 1:
         if stochastic:  # P(+1) = (v + 1) / 2: unbiased in expectation
             u = torch.rand(v.shape, generator=generator, dtype=v.dtype)
@@ -460,7 +460,7 @@ def pack_model(model: nn.Module, bits: int, *, stochastic: bool = False,
         if kind == "codes":
             c = _weight_codes(t, steps[key], bits, stochastic, generator)
             u = (c + 1) // 2 if bits == 1 else c - qn  # 1 bit: {-1,+1} -> {0,1}
-            entries.append(_Entry(key, kind, shape, dtype, pack_bits(u.numpy().astype(np.uint8), bits)))
+            entries.append(_Entry(key, kind, shape, dtype, pack_bits(u.cpu().numpy().astype(np.uint8), bits)))
         else:
             entries.append(_Entry(key, kind, shape, dtype, _raw_bytes(t)))
     return PackedModel(bits, entries)

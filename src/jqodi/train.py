@@ -242,14 +242,14 @@ def pack_update(worker: nn.Module, sent: PackedModel, mode: str, *, generator: t
     for key, t in state.items():
         if key in qkeys:
             if mode == "latent":
-                payload = t.detach().float().numpy().tobytes()
+                payload = t.detach().float().cpu().numpy().tobytes()
             else:
                 step = _raw_tensor(sent_raw[key[: -len("weight")] + "weight_step"])
-                delta = t.detach().float() - _dequant(sent_raw[key], step, bits)
+                delta = t.detach().float().cpu() - _dequant(sent_raw[key], step, bits)
                 payload = delta.half().numpy().tobytes()
             entries.append(_Entry(key, mode, tuple(t.shape), t.dtype, payload))
         else:
-            entries.append(_Entry(key, "raw", tuple(t.shape), t.dtype, t.detach().contiguous().numpy().tobytes()))
+            entries.append(_Entry(key, "raw", tuple(t.shape), t.dtype, t.detach().cpu().contiguous().numpy().tobytes()))
     return PackedUpdate(mode, bits, entries)
 
 
@@ -281,7 +281,7 @@ def apply_update(master: nn.Module, update: PackedUpdate, sent: PackedModel) -> 
             delta = _raw_tensor(_Entry(key, "raw", e.shape, torch.float16, e.payload)).float()
         else:  # pragma: no cover - construction guarantees the kinds
             raise ModelError(f"unknown update entry kind {e.kind!r}")
-        state[key].add_(delta)
+        state[key].add_(delta.to(state[key].device))
     qkeys = set(_quant_keys(master))
     for e in update.entries:
         if e.key not in qkeys:
@@ -320,7 +320,7 @@ class _Progress:
     """A one-line progress bar on stderr (redrawn on a TTY, one line per epoch otherwise)."""
 
     def __init__(self, enabled: bool | None, label: str):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.enabled = True if enabled is None else enabled
         self.tty = sys.stderr.isatty()
         self.label = label
 

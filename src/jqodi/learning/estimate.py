@@ -3,7 +3,8 @@
 :func:`estimate_candidate` combines the trace store and, where the store knows nothing of the
 candidate, a short probe run:
 
-* ``method="store"``: prior runs of the same (model, bits, dataset, SD data) in the store
+* ``method="store"``: prior runs of the same (model, bits, dataset, SD data, width) in the store
+  (those with the SD's train/validation sizes if there are any, else all)
   (:func:`jqodi.learning.curves.estimate_from_runs`); L_a and γ are their means, γ^rob the
   largest robust γ among them.
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
@@ -58,6 +59,9 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
     if store is not None and method in ("auto", "store"):
         priors = [r for r in store.runs(model=model, bits=bits, dataset=data.dataset, data_name=data.name,
                                         width=width) if r.epochs]
+        same_size = [r for r in priors if (r.train_size, r.val_size) == (len(getattr(data, "train", ()) or ()),
+                                                                         len(getattr(data, "val", ()) or ()))]
+        priors = same_size or priors  # runs on the same SD sizes first; other sizes only if none
     if method == "store" and not priors:
         raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset}; "
                          f"run 'jqodi finetune' or use --method probe")

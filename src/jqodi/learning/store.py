@@ -276,7 +276,8 @@ class TraceStore:
     def to_csv(runs: Sequence[RunTrace]) -> str:
         """One CSV row per epoch, with the run's columns repeated."""
         buf = io.StringIO()
-        cols = ["run_id"] + [c for c in RUN_COLUMNS if c != "config"] + list(EPOCH_COLUMNS)
+        cols = (["run_id"] + [("run_" + c if c == "wall_s" else c) for c in RUN_COLUMNS if c != "config"]
+                + [("epoch_" + c if c == "wall_s" else c) for c in EPOCH_COLUMNS])
         w = csv.writer(buf)
         w.writerow(cols)
         for r in runs:

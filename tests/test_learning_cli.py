@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+
+from jqodi.cli import main
+from jqodi.learning.store import TraceStore
+from jqodi.learning.table import load_estimates
+
+
+def fill(store_path, bits, floor, seeds=(0, 1, 2)):
+    with TraceStore(store_path) as s:
+        for seed in seeds:
+            k = np.arange(1, 21)
+            curve = floor + 1.0 * k ** -0.8 + 0.002 * np.random.default_rng(seed).standard_normal(20)
+            s.record({"model": "lenet", "bits": bits, "dataset": "fashion-mnist", "data_name": "data1",
+                      "train_size": 2000, "val_size": 500, "seed": seed, "width": 0.25, "base_loss": 0.22,
+                      "start_loss": 1.5, "gamma": 1.28, "gamma_robust": 1.4},
+                     [{"epoch": int(e), "val_loss": float(v)} for e, v in zip(k, curve)])
+
+
+def test_estimate_from_the_store_writes_learning_estimates(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    fill(db, 4, 0.2)
+    fill(db, 2, 0.5)
+    out = tmp_path / "est.json"
+    rc = main(["estimate", "--target-loss", "0.35", "--models", "lenet", "--bits", "2", "4", "--method", "store",
+               "--store", str(db), "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "K^exp" in text and "measured:store(3 runs)" in text
+    est = {e.bits: e for e in load_estimates(out)}
+    assert est[2].epochs_expected is None and est[2].epochs_robust is None  # floor 0.5 > target
+    k_true = int(np.ceil((1.0 / 0.15) ** (1 / 0.8)))
+    assert abs(est[4].epochs_expected - k_true) <= 1 and est[4].epochs_robust >= est[4].epochs_expected
+    assert est[4].gamma == 1.28 and est[4].target_loss == 0.35
+
+
+def test_unreachable_target_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    fill(db, 4, 0.2)
+    out = tmp_path / "est.json"
+    rc = main(["estimate", "--target-loss", "0.1", "--models", "lenet", "--bits", "4", "--method", "store",
+               "--store", str(db), "--out", str(out), "--quiet"])
+    assert rc == 2 and not out.exists()
+    assert "no candidate can reach target loss 0.1" in capsys.readouterr().err
+    rc = main(["estimate", "--target-loss", "0.3", "--models", "lenet", "--bits", "6", "--method", "store",
+               "--store", str(db), "--out", str(out), "--quiet"])
+    assert rc == 2
+
+
+def test_traces_lists_and_exports(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    fill(db, 4, 0.2, seeds=(0, 1))
+    assert main(["traces", "--store", str(db)]) == 0
+    assert "2 run(s)" in capsys.readouterr().out
+    assert main(["traces", "--store", str(db), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["runs"]) == 2
+    csv_file = tmp_path / "t.csv"
+    assert main(["traces", "--store", str(db), "--format", "csv", "-o", str(csv_file)]) == 0
+    assert len(csv_file.read_text().splitlines()) == 1 + 2 * 20
+    assert main(["traces", "--store", str(tmp_path / "missing.db")]) == 2
