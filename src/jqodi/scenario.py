@@ -274,9 +274,12 @@ class TrainingSpec(_Strict):
     """
 
     batch_size: PosInt = 64
-    lr: PosFloat = 0.01
+    # Defaults are jqodi.train.TrainConfig's (Adam at 1e-4: what fine-tuning a pretrained,
+    # freshly quantized model needed in docs/learning.md); the runtime and the reference use them.
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: PosFloat = 1e-4
     momentum: Annotated[float, NoBool, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegFloat = 5e-4
+    weight_decay: NonNegFloat = 0.0
     act_bits: BitsPolicy = "same"
     grad_bits: BitsPolicy = 32
     seed: Annotated[int, NoBool, Field(ge=0)] = 0
