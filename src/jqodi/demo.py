@@ -1,5 +1,10 @@
 """What ``jqodi demo`` (and ``make demo``) shows, as a list of sections.
 
+``jqodi demo`` prints the descriptive sections of the paper's Data 1 scenario (devices, models,
+candidates, every solver's plan) and then runs the MAIN JOB on the CPU-scale scenario
+(:func:`jqodi.runtime.demo.main_job`: measure, plan, run for real, compare). ``jqodi demo
+SCENARIO`` prints the descriptive sections of SCENARIO only.
+
 Each section is a function ``(ctx: DemoContext) -> None`` that prints one titled part.
 :data:`SECTIONS` is the default order; later parts of the system (planning, running the plan)
 extend the demo by appending sections, or by calling :func:`run_demo` with their own list.
@@ -14,7 +19,7 @@ from typing import Callable, TextIO
 from jqodi.errors import ScenarioError
 from jqodi.scenario import Scenario, default_scenario_path, load_scenario
 
-__all__ = ["DemoContext", "SECTIONS", "run_demo", "section_scenario", "section_models", "section_candidates"]
+__all__ = ["DemoContext", "SECTIONS", "run_demo", "run_main_demo", "section_scenario", "section_models", "section_candidates"]
 
 
 @dataclass
@@ -126,3 +131,20 @@ def run_demo(path: str | Path | None = None, sections: list[Callable[[DemoContex
             raise
         raise ScenarioError(f"{p}: {e}") from e
     return ctx
+
+
+def run_main_demo(plan_only: bool = False, describe: bool = True, out: TextIO | None = None, **main_job_kw) -> dict:
+    """``jqodi demo`` without a scenario: the paper's Data 1 described, then the main job."""
+    import time
+
+    from jqodi.runtime.demo import cpu_demo_path, main_job
+
+    out = out or sys.stdout
+    t0 = time.perf_counter()
+    if describe:
+        run_demo(None, out=out)
+    ctx = DemoContext(load_scenario(cpu_demo_path()), cpu_demo_path(), out)
+    ctx.title("Main job: measure, plan and run the CPU-scale scenario" + (" (plan only)" if plan_only else ""))
+    summary = main_job(plan_only=plan_only, say=lambda s: (ctx.print(s), out.flush()), **main_job_kw)
+    ctx.print(f"\njqodi demo: {time.perf_counter() - t0:.0f} s wall in all")
+    return summary

@@ -1,18 +1,40 @@
-"""``jqodi demo``: what the system knows about a scenario (the default: the paper's Data 1)."""
+"""``jqodi demo``: the paper's Data 1 described, then the main job (measure, plan, run, compare)."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "show the default (or a given) scenario: devices, models with cut profiles, cheapest/fastest options"
+HELP = ("the main job: describe the paper's Data 1 scenario, then measure, plan and run the CPU-scale "
+        "scenario for real (or describe a given scenario)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", nargs="?", default=None,
-                   help="scenario YAML (default: the packaged paper Data 1 scenario)")
+                   help="scenario YAML to describe (devices, models, candidates, plans); without it: the "
+                        "paper's Data 1 described, then the main job on the packaged cpu-demo scenario")
+    p.add_argument("--plan-only", action="store_true",
+                   help="main job: pretrain, measure and plan, but do not run the plan")
+    p.add_argument("--no-describe", action="store_true", help="main job only: skip the descriptive sections")
+    p.add_argument("--workdir", default=None, help="main job: where record.json and summary.json go "
+                                                   "(default runs/demo-cpu-demo)")
+    p.add_argument("--transport", default="gloo", choices=["gloo", "inprocess"],
+                   help="main job: gloo (separate processes, default) or inprocess (threads, one process)")
+    p.add_argument("--requests", type=int, default=100, help="main job: inference requests per device combination")
+    p.add_argument("--json", default=None, metavar="FILE", help="main job: also write the summary here")
 
 
 def run(args: argparse.Namespace) -> int:
-    from jqodi.demo import run_demo
+    if args.scenario is not None:
+        from jqodi.demo import run_demo
 
-    run_demo(args.scenario)
+        run_demo(args.scenario)
+        return 0
+    import json
+
+    from jqodi.demo import run_main_demo
+
+    summary = run_main_demo(plan_only=args.plan_only, describe=not args.no_describe, workdir=args.workdir,
+                            transport=args.transport, requests=args.requests)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2, default=str)
     return 0
