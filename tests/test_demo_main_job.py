@@ -1,0 +1,70 @@
+"""The main job end to end at a tiny size (in-process transport, random-free: real pretraining
+on a small cloud subset, probes, planning, the whole plan run, comparison saved as JSON)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jqodi.data import FASHION_MNIST_DIR
+
+pytestmark = pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists()
+                                and not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte").exists(),
+                                reason="Fashion-MNIST not installed")
+
+
+def test_target_rule():
+    from jqodi.errors import JqodiError
+    from jqodi.runtime.demo import target_from_probes
+
+    assert target_from_probes({("a", 2): [3.0, 1.0, 2.0], ("a", 4): [1.5, 0.8]}, 0.25) == pytest.approx(1.0)
+    with pytest.raises(JqodiError):
+        target_from_probes({("a", 2): [float("nan")]}, 0.1)
+
+
+def test_packaged_scenario_matches_example():
+    from pathlib import Path
+
+    from jqodi.runtime.demo import cpu_demo_path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "cpu-demo.yaml"
+    assert cpu_demo_path().read_text() == example.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_main_job_tiny(tmp_path, monkeypatch):
+    import torch
+
+    from jqodi.runtime.demo import main_job
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    lines: list[str] = []
+    s = main_job(pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=2, train_size=128, val_size=64,
+                 max_epochs=2, requests=3, transport="inprocess", workdir=tmp_path / "wd", say=lines.append)
+    text = "\n".join(lines)
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+        assert step in text
+    saved = json.loads((tmp_path / "wd" / "summary.json").read_text())
+    assert saved["status"] == "completed"
+    assert saved["target_rule"]["target_loss"] == pytest.approx(
+        1.15 * min(min(p["val_losses"]) for p in saved["probes"] if p["bits"] in (2, 4, 6, 8)))
+    assert {p["solver"] for p in saved["plans"]} == {"jqodi", "optimal", "static"}
+    cmp = saved["learning_vs_prediction"]
+    assert 1 <= cmp["epochs_run"] <= 2 and cmp["final_loss_measured"] > 0
+    assert saved["totals"] and saved["inference"]
+    assert (tmp_path / "wd" / "record.json").is_file()
+    assert s["wall_s"] > 0
+
+
+def test_main_demo_plan_only(tmp_path, monkeypatch):
+    import io
+
+    from jqodi.demo import run_main_demo
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    buf = io.StringIO()
+    s = run_main_demo(plan_only=True, describe=False, out=buf, pretrain_cloud_size=600, pretrain_epochs=1,
+                      probe_epochs=1, train_size=64, val_size=32, workdir=tmp_path / "wd")
+    assert "--plan-only: not running" in buf.getvalue() and "[4/5]" not in buf.getvalue()
+    assert "record" not in s and len(s["estimates"]) == 12  # 2 models × (Ω + baseline bits)
