@@ -7,7 +7,7 @@ Steps (each prints progress):
 
 1. **Pretrain** every candidate model on the cloud's data (:func:`jqodi.train.load_pretrained`,
    cached under ``$JQODI_HOME``; ``pretrain_cloud_size`` images × ``pretrain_epochs`` so that a
-   fresh machine pays about a minute).
+   fresh machine pays about half a minute of CPU: measured in docs/demo.md).
 2. **Measure** the learning estimates on the end device's data: one probe fine-tuning run of
    ``probe_epochs`` (≤ 5) per candidate (model, bits) of the scenario — Ω and the baseline
    bit-widths. L_a and γ come from the probe (:func:`jqodi.train.finetune`), K^exp/K^rob from the
@@ -104,13 +104,14 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
         w0, cc = time.perf_counter(), _cpu()
         pre = load_pretrained(m.name, sd.dataset, m.width, **pre_opts)
         pretrained[m.name] = pre
-        info = {"width": m.width, "wall_s": time.perf_counter() - w0, "cpu_s": _cpu() - cc,
+        fresh = pre.path is not None and Path(pre.path).stat().st_mtime >= time.time() - (time.perf_counter() - w0) - 1
+        info = {"width": m.width, "wall_s": time.perf_counter() - w0, "cpu_s": _cpu() - cc, "from_cache": not fresh,
                 "cloud_val_loss": pre.meta.get("cloud_val_loss"),
                 "cloud_val_accuracy": pre.meta.get("cloud_val_accuracy"), "checkpoint": str(pre.path)}
         summary["pretraining"][m.name] = info
         say(f"  {m.name} ×{m.width:g}: cloud validation loss {info['cloud_val_loss']:.4f}, accuracy "
             f"{info['cloud_val_accuracy']:.1%} ({info['wall_s']:.1f} s wall, {info['cpu_s']:.1f} s CPU"
-            f"{', from the cache' if info['wall_s'] < 2 else ''})")
+            f"{', from the cache' if info['from_cache'] else ', pretrained now'})")
 
     # 2. measured learning estimates ---------------------------------------------------------------
     data = end_device_data(sd.split, sd.dataset, train_size=sd.train_size, val_size=sd.val_size,
