@@ -68,3 +68,22 @@ def test_main_demo_plan_only(tmp_path, monkeypatch):
                       probe_epochs=1, train_size=64, val_size=32, workdir=tmp_path / "wd")
     assert "--plan-only: not running" in buf.getvalue() and "[4/5]" not in buf.getvalue()
     assert "record" not in s and len(s["estimates"]) == 12  # 2 models × (Ω + baseline bits)
+
+
+def test_cpu_demo_scenario_plans_with_its_stored_table():
+    from jqodi.costs import compile_instance
+    from jqodi.planner import solve
+    from jqodi.runtime.demo import cpu_demo_path
+    from jqodi.scenario import load_scenario
+
+    sol = solve(compile_instance(load_scenario(cpu_demo_path())), "jqodi")
+    assert sol.status == "feasible" and sol.time_s <= 1.5 and sol.epochs >= 2
+
+
+def test_demo_cli_with_a_scenario_notes_ignored_main_job_options(capsys):
+    from jqodi.cli import main
+    from jqodi.scenario import default_scenario_path
+
+    assert main(["demo", "--plan-only", str(default_scenario_path())]) == 0
+    captured = capsys.readouterr()
+    assert "main-job options apply" in captured.err and "== Plans" in captured.out

@@ -24,7 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.scenario is not None:
+        import sys
+
         from jqodi.demo import run_demo
+
+        if args.plan_only or args.no_describe or args.workdir or args.json:
+            print("jqodi demo: note: with a SCENARIO only its descriptive sections are shown; the main-job "
+                  "options apply to 'jqodi demo' without one", file=sys.stderr)
 
         run_demo(args.scenario)
         return 0
