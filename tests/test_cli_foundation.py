@@ -99,3 +99,88 @@ def test_bad_input_exits_2_with_one_line(tmp_path, argv, content, expected):
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and expected in lines[0], lines[0]
     assert proc.stdout == ""
+
+
+def run_cli_err(*argv):
+    """In-process CLI run: (exit code, stdout, stderr); argparse's usage errors are exit 2 too."""
+    out, err = io.StringIO(), io.StringIO()
+    from contextlib import redirect_stderr
+
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _scenario_with(tmp_path, old, new):
+    text = DATA1.read_text()
+    assert old in text
+    p = tmp_path / "s.yaml"
+    p.write_text(text.replace(old, new, 1))
+    return str(p)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["profile", "--width", "inf"], "width must be within (0, 16]"),
+    (["profile", "--width", "1e308"], "width must be within (0, 16]"),
+    (["profile", "--width", "nan"], "width must be within (0, 16]"),
+    (["profile", "--width", "-1"], "width must be within (0, 16]"),
+    (["profile", "--input", "3x4000x4000"], "parameters; at most 268,435,456 are supported"),
+    (["profile", "--input", "3x99999999x99999999"], "elements per sample"),
+    (["profile", "--classes", "1000000000000"], "parameters; at most"),
+    (["profile", "--model", "resnet20", "--input", "3x20000x20000"], "elements per sample"),
+    (["instance", "/dev/zero"], "not a regular file"),
+    (["demo", "/dev/null"], "not a regular file"),
+])
+def test_absurd_sizes_and_special_files_are_one_line_errors(argv, expected):
+    rc, out, err = run_cli_err(*argv)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert expected in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("input_shape: [3, 32, 32]", "input_shape: [3, 99999, 99999]", "s.yaml: models[0] (lenet, with data.input_shape"),
+    ("input_shape: [3, 32, 32]", "input_shape: [3, 2, 2]", "too small for 3 2×2 max-pools"),
+    ("{name: vgg, width: 1.0}", "{name: vgg, width: 16}", "models[1] (vgg, with data.input_shape"),
+    ("train_size: 2000", "train_size: 1" + "0" * 400, "data.train_size"),
+])
+def test_scenarios_the_models_cannot_serve_are_one_line_errors(tmp_path, old, new, expected):
+    rc, out, err = run_cli_err("instance", _scenario_with(tmp_path, old, new))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_extreme_but_valid_rates_give_infeasible_options_without_warnings(tmp_path):
+    import warnings
+
+    path = _scenario_with(tmp_path, "bandwidth_hz: 80.0e6", "bandwidth_hz: 1.0e-320")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow/divide RuntimeWarnings would fail here
+        rc, out, err = run_cli_err("instance", path, "--json")
+    assert rc == 0 and err == "", err
+    c = next(c for c in json.loads(out)["candidates"] if (c["model"], c["bits"]) == ("lenet", 8))
+    assert {o["edge"] for o in c["options"]} == {"rtx4090"}  # rtx3090's Wi-Fi is useless now
+
+
+def test_cli_tables_use_the_shared_report_layout():
+    from jqodi.cli._table import format_table
+    from jqodi.report import format_table as layout
+
+    t = format_table(["name", "size"], [["a", "1.00 KiB"], ["bbb", "∞"]], indent="  ")
+    # formatted numbers ("1.00 KiB", "∞") are right-aligned; the rule is report's
+    assert t.splitlines() == ["  name      size", "  ────  ────────", "  a     1.00 KiB", "  bbb          ∞"]
+    raw = layout([{"n": "a", "v": 1}], ["n", "v"]).splitlines()
+    assert format_table(["n", "v"], [["a", 1]]).splitlines() == raw
+
+
+def test_demo_names_the_file_when_a_model_cannot_serve_the_scenario(tmp_path):
+    path = _scenario_with(tmp_path, "input_shape: [3, 32, 32]", "input_shape: [3, 99999, 99999]")
+    rc, out, err = run_cli_err("demo", path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"jqodi demo: error: {path}: models[0] (lenet" in err and "elements per sample" in err, err
+
+
+def test_profile_bits_are_deduplicated_in_order():
+    rc, text = run_cli("profile", "--model", "lenet", "--input", "1x28x28", "--width", "0.25", "--bits", "8,2,8", "--json")
+    assert rc == 0 and list(json.loads(text)["bytes"]) == ["8", "2"]

@@ -234,3 +234,34 @@ def test_paper_examples_compile_and_validate(example, deadline):
         fastest = min(c.options, key=lambda o: o.epoch_time_s)
         cheapest = min(c.options, key=lambda o: o.epoch_energy_j)
         assert cheapest.epoch_energy_j < fastest.epoch_energy_j and cheapest.epoch_time_s > fastest.epoch_time_s
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_POS = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(end_flops=_POS, edge_flops=_POS, bandwidth=_POS, rate=_POS, power=_POS, memory=_POS,
+       train=st.integers(1, 10**9), snr_db=st.floats(-30, 90))
+def test_any_valid_numbers_compile_to_finite_options_or_reasons(end_flops, edge_flops, bandwidth, rate, power,
+                                                                memory, train, snr_db):
+    import warnings
+
+    d = copy.deepcopy(SCENARIO)
+    d["end_device"].update(flops=end_flops, busy_power_w=power)
+    d["edges"][0].update(flops=edge_flops, memory_gib=memory)
+    d["edges"][0]["cloud_link"]["rate_bps"] = rate
+    d["edges"][0]["end_link"].update(bandwidth_hz=bandwidth, snr=None, snr_db=snr_db)
+    del d["edges"][0]["end_link"]["snr"]
+    d["data"]["train_size"] = train
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inst = compile_instance(parse_scenario(d), profiles={"lenet": TINY})
+    for c in inst.candidates:
+        assert all(math.isfinite(o.epoch_time_s) and o.epoch_time_s > 0 and math.isfinite(o.epoch_energy_j)
+                   for o in c.options)
+        assert all(i["reason"] for i in c.infeasible)
+        assert len(c.options) + len(c.infeasible) == 4
+    PlanningInstance.from_json(inst.to_json())

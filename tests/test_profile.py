@@ -194,3 +194,31 @@ def test_profile_round_trips_through_dict():
     prof = profile_named_model("resnet20")
     again = ModelProfile.from_dict(prof.to_dict())
     assert again == prof
+
+
+def test_profile_and_model_reject_the_same_cuts_with_the_same_message():
+    from jqodi.errors import ModelError
+
+    model = build_model("lenet", (1, 28, 28), 10, 0.25)
+    prof = profile_model(model)
+    for cut in (0, 5, -1):
+        with pytest.raises(ModelError) as a:
+            prof.act_elements(cut)
+        with pytest.raises(ModelError) as b:
+            model.shallow(cut)
+        assert str(a.value) == str(b.value) == f"cut {cut} is out of range for model 'lenet': valid cuts are 1..4"
+
+
+def test_grouped_biased_conv_avgpool_and_silu_follow_the_docstring():
+    # block 1: Conv2d(4->6, 3x3, groups 2, bias, pad 1) on 4x5x5 -> 6x5x5; AvgPool2d(3, stride 1) -> 6x3x3; SiLU
+    #   conv: 2 * (4/2 * 3*3) * 6 * 25 = 5400 multiply-adds, + 6*25 = 150 bias adds
+    #   avgpool: (3*3 - 1) * 54 = 432; SiLU: 54             -> 6036 FLOPs
+    # block 2: Flatten + Linear(54 -> 3, no bias): 2*54*3 = 324 FLOPs
+    register_model("prof-groups", lambda s, n, w: [
+        ("conv", torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), torch.nn.AvgPool2d(3, stride=1),
+                                     torch.nn.SiLU())),
+        ("fc", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(54, n, bias=False)))], replace=True)
+    prof = profile_model(build_model("prof-groups", (4, 5, 5), 3))
+    assert [b.flops for b in prof.blocks] == [6036, 324] and prof.uncounted == ()
+    # conv weight 6 * (4/2) * 9 = 108 elements at 4 bits = 54 B, + fp32 bias (6) and scales (6) = 48 B
+    assert [b.params for b in prof.blocks] == [114, 162] and prof.blocks[0].bytes_at(4) == 54 + 48

@@ -49,7 +49,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("model,cuts,return_mode", [("lenet", (1, 3), "delta-fp16"), ("resnet20", (2, 1), "codes")])
+@pytest.mark.parametrize("model,cuts,return_mode", [("lenet", (1, 3), None), ("resnet20", (2, 1), "codes"),
+                                                    ("lenet", (2, 4), "delta-fp16")])
 def test_split_training_equals_single_process_reference(model, cuts, return_mode):
     """Same seed and batches: the split run's master equals train.protocol_epoch's, epoch by epoch,
     while the edge and the cut change between epochs."""
@@ -62,6 +63,7 @@ def test_split_training_equals_single_process_reference(model, cuts, return_mode
     job = _job(model=model, width=width, schedule=[{"edge": "a", "cut": cuts[0], "epochs": 1},
                                                    {"edge": "b", "cut": cuts[1], "epochs": 1}],
                training={"batch_size": 32, "eval_batch_size": 20, "return_mode": return_mode})
+    assert return_mode is not None or job.training.train_config().return_mode == "stochastic"  # the default
     cfg = job.training.train_config()
     want = [protocol_epoch(ref, worker, data.train, data.val, 4, cfg, job.training.seed, e) for e in (1, 2)]
     got = run_inprocess(job, master, data).state.epochs
@@ -229,3 +231,75 @@ def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
     assert rec["status"] == "completed" and len(rec["epochs"]) == 1
     assert rec["epochs"][0]["predicted"]["time_s"] > 0
     assert main(["run", "--dilation", "0.5", "--write-job", str(tmp_path / "j.json")]) == 2
+    capsys.readouterr()
+    assert main(["infer", "--workdir", str(tmp_path), "--requests", "5", "--json", str(tmp_path / "i.json")]) == 0
+    out = capsys.readouterr().out
+    assert "model after 1 fine-tuning epoch(s)" in out and "p50 ms" in out and "only" in out
+    res = json.loads((tmp_path / "i.json").read_text())
+    assert len(res) >= 3 and all(r["requests"] == 5 for r in res)  # SD + each edge, and SD only
+
+
+def test_inprocess_resume_continues_after_the_checkpoint(tmp_path):
+    from jqodi.runtime.launch import run_job
+
+    data = _Data(n_train=96, n_val=30)
+    job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 3}], pretrained={"source": "random", "seed": 3})
+    first = run_job(job.replace(max_epochs=1), transport="inprocess", workdir=tmp_path, data=data, say=lambda s: None)
+    assert [e["epoch"] for e in first.epochs] == [1]
+    said: list[str] = []
+    resumed = run_job(job, transport="inprocess", workdir=tmp_path, data=data, resume=True, say=said.append)
+    assert said[0] == "resuming after epoch 1/3"
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
+    straight = run_job(job, transport="inprocess", workdir=tmp_path / "b", data=data, say=lambda s: None)
+    assert [e["val_loss"] for e in resumed.epochs] == pytest.approx([e["val_loss"] for e in straight.epochs], rel=1e-5)
+
+
+def test_rendezvous_binds_only_the_configured_address():
+    from jqodi.runtime.rendezvous import _listen, local_address, role_ranks
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+    assert local_address("127.0.0.1") == "127.0.0.1" and local_address("localhost") == "127.0.0.1"
+    assert role_ranks(["x", "y"]) == {"cloud": 0, "end": 1, "edge:x": 2, "edge:y": 3}
+
+
+def test_run_record_round_trip_and_table(tmp_path):
+    from jqodi.runtime.record import RunRecord, measure_epoch
+
+    data = _Data(n_train=64, n_val=20)
+    raw = run_inprocess(_job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}]), _master(data), data).state.epochs
+    m = measure_epoch(raw[0], 2.0, {"edge:a|end": 1e-9})
+    assert m["time_s"] == pytest.approx(raw[0]["wall_s"] / 2) and m["epoch"] == 1
+    assert m["bytes"]["end->edge:a"] > 0 and m["transfer_energy_j"]["end->edge:a"] == pytest.approx(
+        8e-9 * m["bytes"]["end->edge:a"])
+    m["predicted"] = {"time_s": 1.0, "energy_j": 2.0, "phases_s": {k: 0.1 for k in m["phases_s"]},
+                      "phases_j": {k: 0.2 for k in m["phases_s"]}}
+    rec = RunRecord(job={}, epochs=[m], dilation=2.0, emulated=True)
+    text = rec.table()
+    assert "dilation ×2" in text and "end_compute" in text and "bytes per link" in text
+    rec.save(tmp_path / "r.json")
+    back = RunRecord.load(tmp_path / "r.json")
+    assert back.epochs[0]["epoch"] == 1 and back.totals["predicted_time_s"] == 1.0
+
+
+def test_roles_serve_inference_after_training_including_an_idle_edge():
+    """After the last epoch the cloud sends the fine-tuned model to every edge with a process (also
+    one that only serves inference); the SD serves requests with each and alone, and reports."""
+    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+
+    data = _Data(n_train=64, n_val=20)
+    emu = EmulationConfig(enabled=False, devices={"end": DeviceProfile(2e9, 10.0, "sd"),
+                                                  "edge:a": DeviceProfile(5e10, 200.0, "es-a"),
+                                                  "edge:b": DeviceProfile(8e10, 300.0, "es-b"),
+                                                  "cloud": DeviceProfile(1e11, 300.0, "cs")},
+                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "edge:b|end": LinkProfile(5e7, 1e-9)})
+    job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu, inference_requests=6,
+               inference_edges=["a", "b"])
+    assert job.edges == ["a", "b"]
+    inf = run_inprocess(job, _master(data), data).state.inference
+    assert [(r["combo"], r["cut"], r["requests"]) for r in inf] == [("sd+a", 2, 6), ("sd+b", 2, 6), ("sd only", None, 6)]
+    assert len({r["accuracy"] for r in inf}) == 1  # one q-bit model, fp32 cut traffic
+    assert set(inf[1]["energy_per_request_j"]) == {"end", "edge:b", "link"}

@@ -134,7 +134,14 @@ MALFORMED = [
     (_both_energy, "end_device: give exactly one of 'energy_per_flop_j' and 'busy_power_w'"),
     (_set(["cloud", "utilization"], 1.5), "cloud.utilization: "),
     (_set(["cloud", "memory_gib"], "lots"), "cloud.memory_gib: "),
-    (_set(["edges", 0, "bit_speedup"], {9: 2.0}), "edges[0]: bit_speedup: bit-width 9"),
+    (_set(["edges", 0, "bit_speedup"], {9: 2.0}), "edges[0].bit_speedup: bit-width 9 is not one of"),
+    (_set(["end_device", "bit_speedup"], {"eight": 2.0}), "end_device.bit_speedup: key 'eight': Input should be a valid integer"),
+    (_set(["data", "input_shape"], [3, 32, 32, 1]), "data.input_shape: expected 3 sizes [C, H, W], got 4"),
+    (_set(["edges", 1, "name"], "pi5"), "edges[1].name: 'pi5' is already the name of end_device.name"),
+    (_set(["end_device", "name"], "a100"), "end_device.name: 'a100' is already the name of cloud.name"),
+    (_set(["models", 1], 7), "models[1]: Input should be a valid dictionary"),
+    (_set(["end_device", "name"], "π5"), "end_device.name: names use ASCII letters, digits, '_', '.' and '-'"),
+    (_set(["edges", 0, "name"], "-x"), "edges[0].name: names use ASCII letters"),
     (_set(["data", "train_size"], 0), "data.train_size: "),
     (_set(["data", "input_shape"], [3, 32]), "data.input_shape"),
     (_set(["data", "dataset"], "imagenet"), "data.dataset: "),
@@ -215,3 +222,11 @@ def test_user_registered_models_are_accepted():
     d = copy.deepcopy(BASE)
     d["models"].append({"name": "tiny-scn"})
     assert parse_scenario(d).models[-1].name == "tiny-scn"
+
+
+def test_models_may_be_listed_by_name():
+    d = copy.deepcopy(BASE)
+    d["models"] = ["lenet", {"name": "vgg", "width": 0.5}]
+    d["learning"] = [r for r in d["learning"] if r["model"] != "resnet20"]
+    s = parse_scenario(d)
+    assert [(m.name, m.width) for m in s.models] == [("lenet", 1.0), ("vgg", 0.5)]

@@ -18,4 +18,31 @@ from jqodi.errors import (  # noqa: E402
 )
 
 __all__ = ["__version__", "JqodiError", "ScenarioError", "ModelError", "DataError", "PlanningError",
-           "InfeasibleError", "TraceStoreError", "RuntimeFailure"]
+           "InfeasibleError", "TraceStoreError", "RuntimeFailure",
+           "load_scenario", "compile_instance", "epoch_costs", "build_model", "register_model"]
+
+#: The entry points, imported on first use so that ``import jqodi`` stays light (no numpy,
+#: pydantic or torch until one is asked for): ``jqodi.load_scenario(path)`` →
+#: ``jqodi.compile_instance(scenario)`` is the planning instance of DESIGN.md.
+_LAZY = {
+    "load_scenario": "jqodi.scenario",
+    "compile_instance": "jqodi.costs",
+    "epoch_costs": "jqodi.costs",
+    "build_model": "jqodi.zoo",
+    "register_model": "jqodi.zoo",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jqodi' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -19,7 +19,12 @@ Where the paper leaves a quantity open we use (DESIGN.md):
 * A device's compute speed-up for a bit-width s(q) (default 1) divides both its time and its
   energy (same busy power for a shorter time).
 * F_a, the CS's per-epoch work, is folding the returned model into the fp32 master and
-  re-quantizing it: ``cloud.update_flops_per_param`` × parameters of M_a.
+  re-quantizing it: ``cloud.update_flops_per_param`` × parameters of M_a. (Table I calls F_a
+  "the computation burden of M_a"; we read it as the CS's share of an epoch, not the model's
+  forward FLOPs, which the SD and ES already pay for in Eq. (3)–(4).)
+* Eq. (7)'s first line also lists τ_a (quantization), but its formula has no such term; we
+  charge quantization once per candidate (τ_(a,q), ε_(a,q) below), as Problem (13)
+  (E = ε_(a,q) + Σ e(i)) and Eq. (15.2) (τ_(a,q) + Σ t(k) < T_max) do.
 * The one-off quantization τ_(a,q), ε_(a,q) is ``cloud.quantize_flops_per_param`` × parameters
   of CS work (0 for 32 bits), at the CS's v_c and ε_c.
 * Bytes travel as bits: a transfer of D bytes takes 8·D / rate seconds and 8·D·ε joules.
@@ -194,12 +199,23 @@ def quantization_cost(scenario: Scenario, profile: ModelProfile, bits: int) -> t
     return work / scenario.cloud.speed_flops, work * scenario.cloud.joules_per_flop
 
 
-def scenario_profiles(scenario: Scenario) -> dict[str, ModelProfile]:
-    """Profile every candidate model of the scenario at its input shape and width (needs torch)."""
+def _profile_entry(scenario: Scenario, model: str) -> ModelProfile:
+    """Profile one candidate of the scenario (needs torch); a model that cannot be built for the
+    scenario's data is a scenario problem, named by its field path."""
+    from jqodi.errors import ModelError
     from jqodi.profile import profile_named_model
 
-    return {m.name: profile_named_model(m.name, scenario.data.input_shape, scenario.data.num_classes, m.width)
-            for m in scenario.models}
+    entry = scenario.model_entry(model)
+    try:
+        return profile_named_model(model, scenario.data.input_shape, scenario.data.num_classes, entry.width)
+    except ModelError as e:
+        i = [m.name for m in scenario.models].index(model)
+        raise ScenarioError(f"models[{i}] ({model}, with data.input_shape and data.num_classes): {e}") from e
+
+
+def scenario_profiles(scenario: Scenario) -> dict[str, ModelProfile]:
+    """Profile every candidate model of the scenario at its input shape and width (needs torch)."""
+    return {m.name: _profile_entry(scenario, m.name) for m in scenario.models}
 
 
 def cost_table(scenario: Scenario, model: str, profile: ModelProfile | None = None,
@@ -212,12 +228,14 @@ def cost_table(scenario: Scenario, model: str, profile: ModelProfile | None = No
     mode = cost_model or scenario.cost_model
     if mode not in ("paper", "extended"):
         raise ScenarioError(f"cost_model: must be 'paper' or 'extended', got {mode!r}")
-    entry = scenario.model_entry(model)
+    scenario.model_entry(model)  # an unknown model is a ScenarioError
     if profile is None:
-        from jqodi.profile import profile_named_model
+        profile = _profile_entry(scenario, model)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # extreme inputs give inf
+        return _cost_table(scenario, model, profile, system or System.from_scenario(scenario), mode)
 
-        profile = profile_named_model(model, scenario.data.input_shape, scenario.data.num_classes, entry.width)
-    system = system or System.from_scenario(scenario)
+
+def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: System, mode: str) -> CostTable:
     bits = scenario.all_bits
     cuts = profile.cuts
     n_train, n_val = scenario.data.train_size, scenario.data.val_size

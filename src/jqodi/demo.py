@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
+from jqodi.errors import ScenarioError
 from jqodi.scenario import Scenario, default_scenario_path, load_scenario
 
 __all__ = ["DemoContext", "SECTIONS", "run_demo", "section_scenario", "section_models", "section_candidates"]
@@ -117,6 +118,11 @@ def run_demo(path: str | Path | None = None, sections: list[Callable[[DemoContex
     """Load the scenario (default: the paper's Data 1) and print each section in turn."""
     p = Path(path) if path else default_scenario_path()
     ctx = DemoContext(load_scenario(p), p, out or sys.stdout)
-    for sec in sections if sections is not None else SECTIONS:
-        sec(ctx)
+    try:
+        for sec in sections if sections is not None else SECTIONS:
+            sec(ctx)
+    except ScenarioError as e:  # e.g. a model that cannot be built for data.input_shape
+        if str(e).startswith(f"{p}: "):
+            raise
+        raise ScenarioError(f"{p}: {e}") from e
     return ctx

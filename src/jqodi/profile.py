@@ -10,7 +10,7 @@ while the model runs on one zero input in eval mode):
   weight per output position), ``+ C_out · H_out · W_out`` when it has a bias.
 * ``Linear``: ``2 · in · out`` (+ ``out`` with a bias).
 * ``BatchNorm1d/2d``: 4 per output element (subtract mean, divide by std, scale, shift).
-* ``ReLU``/``ReLU6``/``LeakyReLU``/``Sigmoid``/``Tanh``/``GELU``: 1 per output element.
+* ``ReLU``/``ReLU6``/``LeakyReLU``/``Sigmoid``/``Tanh``/``GELU``/``SiLU``: 1 per output element.
 * ``MaxPool2d``/``AvgPool2d``: ``k_h · k_w − 1`` per output element (comparisons or adds; the
   average's divide is not counted).
 * ``AdaptiveAvgPool2d``: one add per input element plus one divide per output element.
@@ -20,9 +20,9 @@ while the model runs on one zero input in eval mode):
 * Any other leaf module is counted as 0 and named in ``ModelProfile.uncounted``.
 
 Bytes at ``q`` bits (``g^i``): the weights of ``Conv2d``/``Linear`` at ``q`` bits each (packed,
-rounded up to whole bytes per tensor) plus, at 32 bits, one fp32 scale per output channel of
-each such weight, their biases, the BatchNorm affine parameters and running statistics. At
-``q = 32`` everything is fp32 and there are no scales.
+rounded up to whole bytes per tensor) plus, stored as fp32 (4 bytes each): one scale per output
+channel of each such weight, their biases, the BatchNorm affine parameters and running
+statistics. At ``q = 32`` everything is fp32 and there are no scales.
 
 Activations at cut ``j`` are the outputs of block ``j`` for one sample, given in elements and
 in bytes at a given bit-width (fp32 = 32).
@@ -33,7 +33,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BlockProfile", "ModelProfile", "profile_model", "profile_named_model"]
+__all__ = ["BlockProfile", "ModelProfile", "check_cut", "profile_model", "profile_named_model"]
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,7 @@ class ModelProfile:
         return self.act_elements(cut) * bits / 8
 
     def _check(self, cut: int) -> None:
-        if cut not in self.cuts:
-            from jqodi.errors import ModelError
-
-            raise ModelError(f"cut {cut} is out of range for model {self.model!r}: valid cuts are "
-                             f"1..{self.num_blocks - 1}")
+        check_cut(self.model, self.num_blocks, cut)
 
     def to_dict(self, bits: list[int] | None = None, act_bits: int = 8) -> dict:
         bits = bits or [1, 2, 4, 6, 8, 32]
@@ -143,6 +139,16 @@ class ModelProfile:
                        for b in d["blocks"])
         return cls(d["model"], tuple(d["input_shape"]), int(d["num_classes"]), float(d["width"]), blocks,
                    tuple(d.get("uncounted", ())))
+
+
+def check_cut(model: str, num_blocks: int, cut: int) -> int:
+    """``cut`` if it is a partition point of an ``num_blocks``-block model (1..n-1, the paper's
+    SP), else :class:`~jqodi.errors.ModelError`."""
+    if cut not in range(1, num_blocks):
+        from jqodi.errors import ModelError
+
+        raise ModelError(f"cut {cut} is out of range for model {model!r}: valid cuts are 1..{num_blocks - 1}")
+    return cut
 
 
 # --- counting -----------------------------------------------------------------------------------

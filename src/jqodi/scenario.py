@@ -20,12 +20,14 @@ as ``1.0e9`` or ``1e9`` (a string such as ``"1e9"`` is read as a number).
 from __future__ import annotations
 
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -62,7 +64,30 @@ NonNegFloat = Annotated[float, NoBool, Field(ge=0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, NoBool, Field(allow_inf_nan=False)]
 PosInt = Annotated[int, NoBool, Field(gt=0)]
 Int = Annotated[int, NoBool]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+#: Dataset sizes: positive and at most 10^9 (beyond that the FLOP counts stop being exact floats).
+SampleCount = Annotated[int, NoBool, Field(gt=0, le=10**9)]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def _check_name(v: str) -> str:
+    if not _NAME.fullmatch(v):
+        raise ValueError(f"names use ASCII letters, digits, '_', '.' and '-', starting with a letter "
+                         f"or digit (got {v!r})")
+    return v
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_name)]
+
+
+def _exactly_one(spec: BaseModel, a: str, b: str) -> None:
+    """Two ways to give one quantity (e.g. ε as J/FLOP or as busy power): exactly one is set."""
+    if (getattr(spec, a) is None) == (getattr(spec, b) is None):
+        raise ValueError(f"give exactly one of '{a}' and '{b}'")
+
+
+def _per_unit(direct: float | None, power_w: float | None, rate: float) -> float:
+    """Energy per unit of work: given directly, or power / rate (J/FLOP = W / (FLOP/s))."""
+    return direct if direct is not None else power_w / rate  # type: ignore[operator]
 
 
 class _Strict(BaseModel):
@@ -97,12 +122,16 @@ class DeviceSpec(_Strict):
             raise ValueError("give the speed as 'flops', or as 'peak_flops' with 'utilization'")
         if self.flops is not None and self.peak_flops is not None and self.utilization is not None:
             raise ValueError("give 'flops' or 'peak_flops' × 'utilization', not both")
-        if (self.energy_per_flop_j is None) == (self.busy_power_w is None):
-            raise ValueError("give exactly one of 'energy_per_flop_j' and 'busy_power_w'")
-        bad = sorted(b for b in self.bit_speedup if b not in VALID_BITS)
-        if bad:
-            raise ValueError(f"bit_speedup: bit-width {bad[0]} is not one of 1..8, 32")
+        _exactly_one(self, "energy_per_flop_j", "busy_power_w")
         return self
+
+    @field_validator("bit_speedup")
+    @classmethod
+    def _speedup_bits(cls, v: dict[int, float]) -> dict[int, float]:
+        bad = sorted(b for b in v if b not in VALID_BITS)
+        if bad:
+            raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
+        return v
 
     @property
     def speed_flops(self) -> float:
@@ -114,9 +143,7 @@ class DeviceSpec(_Strict):
     @property
     def joules_per_flop(self) -> float:
         """ε: J/FLOP (``busy_power_w / speed`` when the power is given)."""
-        if self.energy_per_flop_j is not None:
-            return self.energy_per_flop_j
-        return self.busy_power_w / self.speed_flops  # type: ignore[operator]
+        return _per_unit(self.energy_per_flop_j, self.busy_power_w, self.speed_flops)
 
     @property
     def memory_bytes(self) -> float:
@@ -148,15 +175,13 @@ class CloudLink(_Strict):
 
     @model_validator(mode="after")
     def _energy(self):
-        if (self.energy_per_bit_j is None) == (self.power_w is None):
-            raise ValueError("give exactly one of 'energy_per_bit_j' and 'power_w'")
+        _exactly_one(self, "energy_per_bit_j", "power_w")
         return self
 
     @property
     def joules_per_bit(self) -> float:
-        if self.energy_per_bit_j is not None:
-            return self.energy_per_bit_j
-        return self.power_w / self.rate_bps  # type: ignore[operator]
+        """ε_(c,x) = ``energy_per_bit_j``, or ``power_w`` / rate."""
+        return _per_unit(self.energy_per_bit_j, self.power_w, self.rate_bps)
 
 
 class WirelessLink(_Strict):
@@ -173,10 +198,8 @@ class WirelessLink(_Strict):
 
     @model_validator(mode="after")
     def _one_of_each(self):
-        if (self.snr_db is None) == (self.snr is None):
-            raise ValueError("give exactly one of 'snr_db' and 'snr'")
-        if (self.tx_power_w is None) == (self.energy_per_bit_j is None):
-            raise ValueError("give exactly one of 'tx_power_w' and 'energy_per_bit_j'")
+        _exactly_one(self, "snr_db", "snr")
+        _exactly_one(self, "tx_power_w", "energy_per_bit_j")
         if self.snr_db is not None and not -30 <= self.snr_db <= 90:
             raise ValueError(f"snr_db must be within -30..90 dB, got {self.snr_db}")
         return self
@@ -192,9 +215,8 @@ class WirelessLink(_Strict):
 
     @property
     def joules_per_bit(self) -> float:
-        if self.energy_per_bit_j is not None:
-            return self.energy_per_bit_j
-        return self.tx_power_w / self.rate_bps  # type: ignore[operator]
+        """ε_(x,y) = ``energy_per_bit_j``, or ``tx_power_w`` / rate."""
+        return _per_unit(self.energy_per_bit_j, self.tx_power_w, self.rate_bps)
 
 
 class EdgeServer(DeviceSpec):
@@ -211,15 +233,21 @@ class EndDevice(DeviceSpec):
 
 # --- data, models, training, runtime -------------------------------------------------------
 
+def _three_sizes(v: Any) -> Any:
+    if isinstance(v, (list, tuple)) and len(v) != 3:
+        raise ValueError(f"expected 3 sizes [C, H, W], got {len(v)}")
+    return v
+
+
 class DataSpec(_Strict):
     """The end device's private data: which dataset and split, how many samples."""
 
     dataset: Literal["fashion-mnist", "cifar10", "cifar100"] = "cifar10"
     split: Literal["data1", "data2"] = "data1"
-    train_size: PosInt
-    val_size: PosInt
-    input_shape: tuple[PosInt, PosInt, PosInt] = (3, 32, 32)
-    num_classes: Annotated[int, NoBool, Field(ge=2)] = 10
+    train_size: SampleCount
+    val_size: SampleCount
+    input_shape: Annotated[tuple[PosInt, PosInt, PosInt], BeforeValidator(_three_sizes)] = (3, 32, 32)
+    num_classes: Annotated[int, NoBool, Field(ge=2, le=1_000_000)] = 10
 
 
 class ModelEntry(_Strict):
@@ -227,6 +255,11 @@ class ModelEntry(_Strict):
 
     name: Name
     width: Annotated[float, NoBool, Field(gt=0, le=16, allow_inf_nan=False)] = 1.0
+
+
+def _entry_from_name(v: Any) -> Any:
+    """``models: [lenet, vgg]`` is short for ``models: [{name: lenet}, {name: vgg}]``."""
+    return {"name": v} if isinstance(v, str) else v
 
 
 BitsPolicy = Union[Literal["same"], Annotated[int, NoBool, Field(ge=1, le=32)]]
@@ -241,9 +274,12 @@ class TrainingSpec(_Strict):
     """
 
     batch_size: PosInt = 64
-    lr: PosFloat = 0.01
+    # Defaults are jqodi.train.TrainConfig's (Adam at 1e-4: what fine-tuning a pretrained,
+    # freshly quantized model needed in docs/learning.md); the runtime and the reference use them.
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: PosFloat = 1e-4
     momentum: Annotated[float, NoBool, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegFloat = 5e-4
+    weight_decay: NonNegFloat = 0.0
     act_bits: BitsPolicy = "same"
     grad_bits: BitsPolicy = 32
     seed: Annotated[int, NoBool, Field(ge=0)] = 0
@@ -312,7 +348,7 @@ class Scenario(_Strict):
     target_loss: PosFloat
     cost_model: Literal["paper", "extended"] = "extended"
     data: DataSpec
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[Annotated[ModelEntry, BeforeValidator(_entry_from_name)]] = Field(min_length=1)
     bits: list[Int] = Field(min_length=1)
     baseline_bits: list[Int] = Field(default_factory=list)
     cloud: CloudServer
@@ -371,9 +407,13 @@ class Scenario(_Strict):
             if (row.model, row.bits) in seen:
                 raise _FieldProblem(f"learning[{i}]", f"duplicate row for ({row.model}, {row.bits} bits)")
             seen.add((row.model, row.bits))
-        names = [self.end_device.name, self.cloud.name] + [e.name for e in self.edges]
-        if len(set(names)) != len(names):
-            raise _FieldProblem("edges", "the cloud, the edge servers and the end device need distinct names")
+        roles = [("cloud.name", self.cloud.name), ("end_device.name", self.end_device.name)]
+        roles += [(f"edges[{i}].name", e.name) for i, e in enumerate(self.edges)]
+        for i, (path, n) in enumerate(roles):
+            other = next((p for p, m in roles[:i] if m == n), None)
+            if other is not None:
+                raise _FieldProblem(path, f"{n!r} is already the name of {other}; the cloud, the edge "
+                                          f"servers and the end device need distinct names")
         return self
 
     # conveniences ---------------------------------------------------------------------------
@@ -422,6 +462,10 @@ def _known_model_names() -> set[str]:
 
 # --- loading ----------------------------------------------------------------------------------
 
+#: A scenario file is a few KiB; refuse to read more than this (a wrong path to a big file).
+MAX_SCENARIO_BYTES = 16 * 2**20
+
+
 def default_scenario_path() -> Path:
     """The Data 1 example (T_max = 180 s), shipped inside the package."""
     return Path(str(resources.files("jqodi") / "data" / "paper-data1.yaml"))
@@ -461,6 +505,8 @@ def _problem(err: dict) -> tuple[str, str]:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
+    if len(loc) >= 2 and loc[-1] == "[key]":  # a bad key of a mapping (e.g. bit_speedup)
+        loc, msg = loc[:-2], f"key {loc[-2]!r}: {msg}"
     path = _format_loc(loc)
     # validators that name a sub-path put it first: "[3].name: unknown model ..."
     if msg.startswith("[") and "]" in msg and ": " in msg:
@@ -511,13 +557,23 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise IsADirectoryError(path)
+        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: reading would never end
+            raise ScenarioError(f"{path}: not a regular file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{path}: larger than {MAX_SCENARIO_BYTES // 2**20} MiB, not a scenario file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ScenarioError(f"{path}: is a directory, not a scenario file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(_one_line(f"{path}: unreadable: {e}")) from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: unreadable: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ScenarioError(_one_line(f"{path}: unreadable: {e.strerror or e}")) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -8,26 +8,29 @@ __all__ = ["format_table", "si", "human_bytes", "fmt_s", "fmt_j"]
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], indent: str = "") -> str:
-    """Left-align text columns, right-align numeric ones; one header rule."""
-    rows = [[("" if c is None else str(c)) for c in r] for r in rows]
-    widths = [len(h) for h in headers]
-    for r in rows:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
+    """A table of already formatted cells (``"1.23 GiB"``, ``"rtx3090/cut1 3.52 s"``).
 
-    def numeric(col: int) -> bool:
-        vals = [r[col] for r in rows if r[col] not in ("", "-", "—")]
-        return bool(vals) and all(_looks_numeric(v) for v in vals)
+    Laid out by :func:`jqodi.report.format_table`, so every verb's tables look alike. The one
+    thing added here: a column whose cells all *read* as numbers (``"65.00 M"``, ``"2,334,026"``,
+    ``"∞"``) is right-aligned, which ``report`` can only tell from unformatted values.
+    """
+    from jqodi.report import format_table as layout
 
-    right = [numeric(i) for i in range(len(headers))]
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    right = [_numeric_column([r[i] for r in cells]) for i in range(len(headers))]
 
-    def line(cells):
-        return indent + "  ".join(c.rjust(w) if right[i] else c.ljust(w)
-                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    def pad(text: str, i: int) -> str:
+        return text.rjust(widths[i]) if right[i] else text
 
-    out = [line(headers), indent + "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    table = layout([{i: pad(c, i) for i, c in enumerate(r)} for r in cells],
+                   [(i, pad(h, i)) for i, h in enumerate(headers)])
+    return "\n".join(indent + line for line in table.splitlines())
+
+
+def _numeric_column(values: list[str]) -> bool:
+    vals = [v for v in values if v not in ("", "-", "—")]
+    return bool(vals) and all(_looks_numeric(v) for v in vals)
 
 
 def _looks_numeric(s: str) -> bool:

@@ -21,14 +21,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jqodi.costs import compile_instance
-    from jqodi.errors import JqodiError
+    from jqodi.errors import JqodiError, ScenarioError
     from jqodi.learning.table import load_estimates
     from jqodi.scenario import default_scenario_path, load_scenario
 
     path = Path(args.scenario) if args.scenario else default_scenario_path()
     scenario = load_scenario(path)
     estimates = load_estimates(args.estimates) if args.estimates else None
-    inst = compile_instance(scenario, estimates, cost_model=args.cost_model)
+    try:
+        inst = compile_instance(scenario, estimates, cost_model=args.cost_model)
+    except ScenarioError as e:  # e.g. a model that cannot be built for data.input_shape
+        raise ScenarioError(f"{path}: {e}") from e
     text = inst.to_json()
     if args.out:
         try:

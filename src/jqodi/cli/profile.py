@@ -20,6 +20,16 @@ def _shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _width(text: str) -> float:
+    try:
+        width = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"width must be a number, got {text!r}") from None
+    if not 0 < width <= 16:  # also rejects nan; the same range a scenario's models[].width allows
+        raise argparse.ArgumentTypeError(f"width must be within (0, 16], got {text!r}")
+    return width
+
+
 def _bits(text: str) -> list[int]:
     try:
         bits = [int(b) for b in text.split(",") if b.strip()]
@@ -27,7 +37,7 @@ def _bits(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"bits must be a comma list like 2,4,8,32, got {text!r}") from None
     if not bits or any(b not in set(range(1, 9)) | {32} for b in bits):
         raise argparse.ArgumentTypeError(f"bit-widths must be among 1..8 and 32, got {text!r}")
-    return bits
+    return list(dict.fromkeys(bits))  # "8,8" sizes the blocks at 8 bits once
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=_shape, default=(3, 32, 32), metavar="CxHxW",
                    help="input shape of one sample (default 3x32x32; Fashion-MNIST is 1x28x28)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0 = paper size)")
+    p.add_argument("--width", type=_width, default=1.0, help="width multiplier in (0, 16] (default 1.0 = paper size)")
     p.add_argument("--bits", type=_bits, default=[1, 2, 4, 6, 8, 32], metavar="LIST",
                    help="bit-widths to size the blocks at (default 1,2,4,6,8,32)")
     p.add_argument("--act-bits", type=int, default=8, help="bits per activation element at the cuts (default 8)")

@@ -26,6 +26,10 @@ def add_arguments(p) -> None:
     p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="peer silence timeout (default: scenario's)")
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--requests", type=int, default=0, metavar="N",
+                   help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
+    p.add_argument("--meter", default="auto", choices=("auto", "nvml", "rapl", "model", "null"),
+                   help="energy meter of each node when not emulating (emulated devices use the model meter)")
     p.add_argument("--random-init", action="store_true", help="skip pretraining: start from random weights (smoke tests)")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
@@ -68,15 +72,22 @@ def run(args) -> int:
               f"{solution.time_s:.1f} s, {solution.energy_j:.1f} J", flush=True)
     if args.write_job:
         job = job_from_plan(scenario, solution, emulate=not args.no_emulate, dilation=dilation,
-                            timeout_s=args.timeout, max_epochs=args.max_epochs, pretrained=pretrained)
+                            timeout_s=args.timeout, max_epochs=args.max_epochs, pretrained=pretrained,
+                            meter=args.meter)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
         return 0
     rec = run_plan(scenario, solution, transport=args.transport, workdir=workdir, resume=args.resume,
                    emulate=not args.no_emulate, dilation=dilation, timeout_s=args.timeout,
-                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port)
+                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter,
+                   inference_requests=args.requests)
     print()
     print(rec.table())
+    if rec.inference:
+        from jqodi.runtime.inference import InferenceResult, format_inference
+
+        print("\ncollaborative inference")
+        print(format_inference([InferenceResult.from_dict(r) for r in rec.inference]))
     print(f"\nrecord: {workdir / 'record.json'}")
     if args.json:
         rec.save(args.json)

@@ -103,7 +103,7 @@ def host_flops(model, batch_size: int = 32, repeats: int = 3) -> float:
     return 3.0 * prof.flops * batch_size / best
 
 
-def auto_dilation(host_epoch_s: float, predicted_epoch_s: float, margin: float = 2.0) -> float:
+def auto_dilation(host_epoch_s: float, predicted_epoch_s: float, margin: float = 4.0) -> float:
     """The dilation for a plan: ``margin`` × the host's own compute time for an epoch / the
     predicted epoch time (≥ 1).
 

@@ -57,6 +57,13 @@ class InferenceResult:
         d["energy_j"] = self.energy_j
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "InferenceResult":
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
@@ -127,18 +134,7 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
     if not emulate or emu is None:
         dilation = 1.0
     elif dilation is None:
-        with torch.no_grad():
-            for _ in range(3):
-                model(xv[:1])
-            times = []
-            for i in range(10):
-                t0 = time.perf_counter()
-                model(xv[i % len(yv):i % len(yv) + 1])
-                times.append(time.perf_counter() - t0)
-        act = {c: prof.act_elements(c) for _, c in combos if c is not None}
-        preds = [predict_inference(job, flops, act.get(c), e, c)[0] for e, c in combos]
-        preds = [p for p in preds if p]
-        dilation = max(1.0, 2.0 * sorted(times)[len(times) // 2] / min(preds)) if preds else 1.0
+        dilation = inference_dilation(job, model, flops, prof, xv[:n], combos)
     results = []
     for edge, cut in combos:
         with torch.no_grad():
@@ -151,90 +147,127 @@ def _clock(job: Job, role: str, emulate: bool, dilation: float) -> ComputeClock:
     return ComputeClock(dev, dilation)
 
 
-def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeout_s) -> InferenceResult:
-    end_clock = _clock(job, "end", emulate, dilation)
-    end_meter = _meter(job, "end", emulate)
-    latencies, correct = [], 0
-    energy = {"end": 0.0}
-    meters = {"end": end_meter.name}
-    if edge is None:
+def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep: float, dilation: float) -> float:
+    """The ES side of ``requests`` requests from the end device over ``t``; returns its energy (J)."""
+    energy = 0.0
+    with torch.no_grad():
+        for _ in range(requests):
+            m = t.recv("end", "infer")
+            meter.begin_window("req")
+            with clock.compute("infer", flops_deep):
+                out = deep(decode_cut(m.tensors))
+            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            t.send("end", "logits", {"y": out})
+    return energy
+
+
+def requests_from_end(t, peer: str, shallow, xs, ys, clock: ComputeClock, meter, flops_shallow: float,
+                      wire_bits: int, dilation: float) -> tuple[list[float], int, float]:
+    """The SD side: one request per sample (shallow part here, deep part on ``peer``).
+    Returns (latencies in emulated s, correct answers, SD energy in J)."""
+    latencies, correct, energy = [], 0, 0.0
+    with torch.no_grad():
         for i in range(len(ys)):
             t0 = time.perf_counter()
-            end_meter.begin_window("req")
-            with end_clock.compute("infer", sum(flops)):
-                out = model(xs[i:i + 1])
-            b = sum(end_clock.take()["device_s"].values()) / dilation
-            energy["end"] += end_meter.end_window("req", busy_s=b).energy_j
-            latencies.append((time.perf_counter() - t0) / dilation)
-            correct += int(out.argmax(1).item() == ys[i].item())
-        combo, nbytes = f"{job.emulation.devices['end'].name if job.emulation and 'end' in job.emulation.devices else 'end'} only", 0.0
-        pt, pe = predict_inference(job, flops, None, None, None)
-    else:
-        peer = f"edge:{edge}"
-        shallow, deep = copy.deepcopy(model.shallow(cut)), copy.deepcopy(model.deep(cut))
-        hub = InProcessHub()
-        rates = {}
-        if emulate and job.emulation is not None:
-            link = job.emulation.link(peer, "end")
-            if link is not None:
-                rates = {peer: link.rate_bps / dilation, "end": link.rate_bps / dilation}
-        t_end = InProcessTransport(hub, "end", ["end", peer], timeout_s=timeout_s,
-                                   link_rate_bps={peer: rates.get(peer)} if rates else None).start()
-        t_es = InProcessTransport(hub, peer, ["end", peer], timeout_s=timeout_s,
-                                  link_rate_bps={"end": rates.get("end")} if rates else None).start()
-        es_clock = _clock(job, peer, emulate, dilation)
-        es_meter = _meter(job, peer, emulate)
-        meters[peer] = es_meter.name
-        energy[peer] = 0.0
-        f_s, f_d = sum(flops[:cut]), sum(flops[cut:])
-        err: list[BaseException] = []
-
-        def serve_edge():
-            try:
-                with torch.no_grad():
-                    for _ in range(len(ys)):
-                        m = t_es.recv("end", "infer")
-                        es_meter.begin_window("req")
-                        with es_clock.compute("infer", f_d):
-                            out = deep(decode_cut(m.tensors))
-                        b = sum(es_clock.take()["device_s"].values()) / dilation
-                        energy[peer] += es_meter.end_window("req", busy_s=b).energy_j
-                        t_es.send("end", "logits", {"y": out})
-            except BaseException as e:  # noqa: BLE001
-                err.append(e)
-
-        th = threading.Thread(target=serve_edge, daemon=True)
-        th.start()
-        for i in range(len(ys)):
-            t0 = time.perf_counter()
-            end_meter.begin_window("req")
-            with end_clock.compute("infer", f_s):
+            meter.begin_window("req")
+            with clock.compute("infer", flops_shallow):
                 a = shallow(xs[i:i + 1])
-            t_end.send(peer, "infer", encode_cut(a, job.training.wire_act_bits))
-            b = sum(end_clock.take()["device_s"].values()) / dilation
-            energy["end"] += end_meter.end_window("req", busy_s=b).energy_j
-            out = t_end.recv(peer, "logits").tensors["y"]
+            t.send(peer, "infer", encode_cut(a, wire_bits))
+            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            out = t.recv(peer, "logits").tensors["y"]
             latencies.append((time.perf_counter() - t0) / dilation)
             correct += int(out.argmax(1).item() == ys[i].item())
-        th.join(timeout=timeout_s)
-        if err:
-            raise err[0]
-        sent = t_end.sent[peer].bytes + t_es.sent["end"].bytes
-        link = job.emulation.link(peer, "end") if job.emulation is not None else None
-        if link is not None:
-            energy["link"] = 8.0 * sent * link.energy_per_bit_j
-        nbytes = sent / len(ys)
-        for t in (t_end, t_es):
-            t._closing.set()
-        end_name = job.emulation.devices["end"].name if job.emulation and "end" in job.emulation.devices else "end"
-        combo = f"{end_name}+{edge}"
-        pt, pe = predict_inference(job, flops, prof.act_elements(cut), edge, cut)
-    n = len(ys)
+    return latencies, correct, energy
+
+
+def requests_local(model, xs, ys, clock: ComputeClock, meter, flops: float, dilation: float
+                   ) -> tuple[list[float], int, float]:
+    """SD only: the whole model on the end device."""
+    latencies, correct, energy = [], 0, 0.0
+    with torch.no_grad():
+        for i in range(len(ys)):
+            t0 = time.perf_counter()
+            meter.begin_window("req")
+            with clock.compute("infer", flops):
+                out = model(xs[i:i + 1])
+            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            latencies.append((time.perf_counter() - t0) / dilation)
+            correct += int(out.argmax(1).item() == ys[i].item())
+    return latencies, correct, energy
+
+
+def inference_dilation(job: Job, model, flops: list[float], prof, xs, combos) -> float:
+    """2 × the host's time for one request of the whole model / the fastest predicted latency."""
+    with torch.no_grad():
+        for _ in range(3):
+            model(xs[:1])
+        times = []
+        for i in range(10):
+            t0 = time.perf_counter()
+            model(xs[i % len(xs):i % len(xs) + 1])
+            times.append(time.perf_counter() - t0)
+    act = {c: prof.act_elements(c) for _, c in combos if c is not None}
+    preds = [predict_inference(job, flops, act.get(c), e, c)[0] for e, c in combos]
+    preds = [p for p in preds if p]
+    return max(1.0, 2.0 * sorted(times)[len(times) // 2] / min(preds)) if preds else 1.0
+
+
+def make_result(job: Job, edge, cut, latencies, correct, energy: dict, nbytes: float, flops, prof,
+                dilation: float, meters: dict) -> InferenceResult:
+    end_name = job.emulation.devices["end"].name if job.emulation and "end" in job.emulation.devices else "end"
+    combo = f"{end_name} only" if edge is None else f"{end_name}+{edge}"
+    pt, pe = predict_inference(job, flops, prof.act_elements(cut) if cut else None, edge, cut)
+    n = len(latencies)
     return InferenceResult(combo=combo, edge=edge, cut=cut, requests=n, latency_p50_s=_pct(latencies, 0.5),
                            latency_p95_s=_pct(latencies, 0.95), latency_mean_s=sum(latencies) / n,
                            energy_per_request_j={k: v / n for k, v in energy.items()}, accuracy=correct / n,
                            bytes_per_request=nbytes, predicted_latency_s=pt, predicted_energy_j=pe,
                            dilation=dilation, meters=meters)
+
+
+def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeout_s) -> InferenceResult:
+    end_clock = _clock(job, "end", emulate, dilation)
+    end_meter = _meter(job, "end", emulate)
+    meters = {"end": end_meter.name}
+    if edge is None:
+        lat, correct, e_end = requests_local(model, xs, ys, end_clock, end_meter, sum(flops), dilation)
+        return make_result(job, None, None, lat, correct, {"end": e_end}, 0.0, flops, prof, dilation, meters)
+    peer = f"edge:{edge}"
+    shallow, deep = copy.deepcopy(model.shallow(cut)), copy.deepcopy(model.deep(cut))
+    hub = InProcessHub()
+    link = job.emulation.link(peer, "end") if job.emulation is not None else None
+    rate = link.rate_bps / dilation if (emulate and link is not None) else None
+    t_end = InProcessTransport(hub, "end", ["end", peer], timeout_s=timeout_s,
+                               link_rate_bps={peer: rate} if rate else None).start()
+    t_es = InProcessTransport(hub, peer, ["end", peer], timeout_s=timeout_s,
+                              link_rate_bps={"end": rate} if rate else None).start()
+    es_meter = _meter(job, peer, emulate)
+    meters[peer] = es_meter.name
+    out: dict = {}
+
+    def edge_thread():
+        try:
+            out["edge"] = serve_as_edge(t_es, deep, len(ys), _clock(job, peer, emulate, dilation), es_meter,
+                                        sum(flops[cut:]), dilation)
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    th = threading.Thread(target=edge_thread, daemon=True)
+    th.start()
+    try:
+        lat, correct, e_end = requests_from_end(t_end, peer, shallow, xs, ys, end_clock, end_meter,
+                                                sum(flops[:cut]), job.training.wire_act_bits, dilation)
+    finally:
+        th.join(timeout=timeout_s)
+        for t in (t_end, t_es):
+            t._closing.set()
+    if "error" in out:
+        raise out["error"]
+    sent = t_end.sent[peer].bytes + t_es.sent["end"].bytes
+    energy = {"end": e_end, peer: out["edge"]}
+    if link is not None:
+        energy["link"] = 8.0 * sent * link.energy_per_bit_j
+    return make_result(job, edge, cut, lat, correct, energy, sent / len(ys), flops, prof, dilation, meters)
 
 
 def format_inference(results: list[InferenceResult]) -> str:

@@ -78,17 +78,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Fine-tuning hyper-parameters; the fields of :class:`jqodi.train.TrainConfig`, plus the
-    precision of the cut-layer traffic on the wire (32 = fp32)."""
+    """Fine-tuning hyper-parameters: the fields of :class:`jqodi.train.TrainConfig` (``None`` =
+    the reference's default, so the runtime follows the learning part's measured choice), plus
+    the precision of the cut-layer traffic on the wire (32 = fp32) and the seed of the batch order."""
 
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
     act_bits: int | None = None
-    return_mode: str = "delta-fp16"
-    eval_batch_size: int = 500
+    return_mode: str | None = None
+    eval_batch_size: int | None = None
     wire_act_bits: int = 32
     wire_grad_bits: int = 32
     seed: int = 0
@@ -96,9 +97,13 @@ class TrainingConfig:
     def train_config(self):
         from jqodi.train import TrainConfig
 
-        return TrainConfig(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                           batch_size=self.batch_size, optimizer=self.optimizer, act_bits=self.act_bits,
-                           return_mode=self.return_mode, eval_batch_size=self.eval_batch_size)
+        given = {k: getattr(self, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "optimizer",
+                                               "act_bits", "return_mode", "eval_batch_size")
+                 if getattr(self, k) is not None}
+        try:
+            return TrainConfig(**given)
+        except JqodiError as e:
+            raise JobError(f"job.training: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,8 @@ class Job:
     progress_every_s: float = 0.5
     max_epochs: int | None = None  # run only the first N epochs of the schedule (demo)
     cloud_update_flops: float | None = None  # F_a: the CS's work per epoch (default 10 FLOP/param)
+    inference_requests: int = 0  # after fine-tuning, serve this many requests per device combination
+    inference_edges: list[str] = field(default_factory=list)  # edges that serve inference too (processes)
 
     def __post_init__(self):
         if not self.schedule:
@@ -179,11 +186,13 @@ class Job:
 
     @property
     def edges(self) -> list[str]:
-        """Edge servers the schedule uses, in first-use order."""
+        """Edge servers with a process: the schedule's, in first-use order, then ``inference_edges``."""
         out: list[str] = []
         for s in self.schedule:
             if s.epochs > 0 and s.edge not in out:
                 out.append(s.edge)
+        if self.inference_requests > 0:
+            out += [e for e in self.inference_edges if e not in out]
         return out
 
     def epoch_plan(self) -> list[tuple[str, int]]:

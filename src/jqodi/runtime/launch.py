@@ -113,10 +113,13 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     lines = on_line or (lambda role, line: None)
     procs: dict[str, RoleProcess] = {}
     cloud_argv = py + ["cloud", "--job", str(job_path), "--workdir", str(workdir)] + conn + (["--resume"] if resume else [])
-    procs["cloud"] = RoleProcess("cloud", cloud_argv, env, lines)
+    def log(role: str) -> list[str]:  # every role writes its message log (kind + shapes) to the workdir
+        return ["--message-log", str(workdir / f"messages-{role.replace(':', '-')}.json")]
+
+    procs["cloud"] = RoleProcess("cloud", cloud_argv + log("cloud"), env, lines)
     for e in job.edges:
-        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn, env, lines)
-    procs["end"] = RoleProcess("end", py + ["end"] + conn, env, lines)
+        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn + log(f"edge:{e}"), env, lines)
+    procs["end"] = RoleProcess("end", py + ["end"] + conn + log("end"), env, lines)
     if on_start:
         on_start(procs)
     deadline = time.monotonic() + wall_limit_s if wall_limit_s else None
@@ -179,8 +182,8 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
 
     ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
     """
-    from jqodi.runtime.process import (CHECKPOINT_NAME, EPOCHS_NAME, epoch_line, initial_master,
-                                       load_checkpoint, save_checkpoint, write_epochs)
+    from jqodi.runtime.process import (EPOCHS_NAME, epoch_line, initial_master, load_checkpoint,
+                                       save_checkpoint, write_epochs)
 
     wd = Path(workdir)
     emu = job.emulation
@@ -190,35 +193,25 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
         initial_master(job)  # pretrain once here (on a cache miss), so the cloud process finds the cache
     try:
         if transport == "gloo":
-            def on_line(role, line):
+            def on_line(role, line):  # relay the cloud's progress; errors come back as one line
                 if role == "cloud" and not line.startswith("[stderr]"):
                     say(line)
-                elif line.startswith("[stderr] jqodi") or "Traceback" in line:
-                    pass
             launch_processes(job, wd, host=host, port=port, resume=resume, on_line=on_line,
                              wall_limit_s=wall_limit_s, on_start=on_start)
         elif transport == "inprocess":
             from jqodi.runtime.local import run_inprocess
-            from jqodi.runtime.roles import CloudState
 
             master = master if master is not None else initial_master(job, say)
-            start = 0
-            if resume:
-                st = load_checkpoint(wd, job, master)
-                if st is not None:
-                    start = st.epoch
-                    say(f"resuming after epoch {start}/{job.total_epochs}")
-            state_box = {}
+            state = load_checkpoint(wd, job, master) if resume else None
+            if state is not None:
+                say(f"resuming after epoch {state.epoch}/{job.total_epochs}")
 
-            def checkpoint(st: CloudState):
+            def checkpoint(st):
                 save_checkpoint(wd, job, st)
                 write_epochs(wd, st)
-                state_box["st"] = st
 
-            prior = load_checkpoint(wd, job, master).epochs if resume and start else []
-            run = run_inprocess(job.replace(start_epoch=start), master, data,
-                                on_epoch=lambda r: say(epoch_line(r, job.total_epochs)), checkpoint=checkpoint)
-            run.state.epochs = prior + [e for e in run.state.epochs if e not in prior]
+            run = run_inprocess(job, master, data, on_epoch=lambda r: say(epoch_line(r, job.total_epochs)),
+                                checkpoint=checkpoint, state=state)
             write_epochs(wd, run.state)
         else:
             raise RuntimeFailure(f"unknown transport {transport!r} (gloo or inprocess)")
@@ -235,7 +228,9 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
 def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | None) -> None:
     if not epochs_path.is_file():
         return
-    raw = json.loads(epochs_path.read_text())["epochs"]
+    stored = json.loads(epochs_path.read_text())
+    raw = stored["epochs"]
+    rec.inference = stored.get("inference") or []
     emu = job.emulation
     eps = {k: v.energy_per_bit_j for k, v in emu.links.items()} if emu is not None else {}
     rec.epochs = []
@@ -250,7 +245,7 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
              resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
              timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
              say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
-             **kw) -> RunRecord:
+             meter: str = "auto", inference_requests: int = 0, **kw) -> RunRecord:
     """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
 
     ``resume`` continues from the checkpoint in ``workdir`` (the job saved there is reused).
@@ -264,7 +259,9 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
         say(f"resume: reusing the job in {wd / 'job.json'}")
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
-                            max_epochs=max_epochs, pretrained=pretrained)
+                            max_epochs=max_epochs, pretrained=pretrained, meter=meter)
+        edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
+        job = job.replace(inference_requests=inference_requests, inference_edges=edges)
     if transport != "gloo":
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))

@@ -6,7 +6,6 @@ the edges and the end device as threads of this process over :class:`InProcessTr
 """
 from __future__ import annotations
 
-import copy
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -65,19 +64,22 @@ class InProcessRun:
 
 
 def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=None, checkpoint=None,
-                  heartbeat_s: float | None = None, fault: Callable[[str, InProcessHub], None] | None = None
-                  ) -> InProcessRun:
+                  heartbeat_s: float | None = None, fault: Callable[[str, InProcessHub], None] | None = None,
+                  state: CloudState | None = None) -> InProcessRun:
     """Run every role of ``job`` as a thread of this process; ``master`` is the cloud's model
     (QAT-prepared at ``job.bits``), updated in place. ``data`` is the SD's
     :class:`jqodi.data.EndDeviceData` (loaded from ``job.data`` if None).
 
+    ``state`` (a checkpoint's) resumes after its last completed epoch.
     Raises the first :class:`RuntimeFailure` a role reported.
     """
+    if state is not None:
+        job = job.replace(start_epoch=state.epoch)
     hub = InProcessHub()
     names = role_names(job)
     transports = {n: InProcessTransport(hub, n, names, timeout_s=job.timeout_s, heartbeat_s=heartbeat_s,
                                         link_rate_bps=link_rates(job, n)) for n in names}
-    state = CloudState(master, epoch=job.start_epoch)
+    state = state or CloudState(master, epoch=job.start_epoch)
     errors: dict[str, BaseException] = {}
     ctxs = {n: make_context(job, t) for n, t in transports.items()}
     roles = {"cloud": CloudRole(ctxs["cloud"], state, on_epoch, on_progress, checkpoint),

@@ -74,8 +74,9 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     tr, rt, data = scenario.training, scenario.runtime, scenario.data
     for s in solution.schedule:
         scenario.edge(s.edge)  # names an unknown edge
+    # the scenario's hyper-parameters; the return mode stays the reference's (jqodi.train.TrainConfig)
     training = TrainingConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
-                              batch_size=tr.batch_size, wire_act_bits=tr.wire_bits(tr.act_bits, bits),
+                              optimizer=tr.optimizer, batch_size=tr.batch_size, wire_act_bits=tr.wire_bits(tr.act_bits, bits),
                               wire_grad_bits=tr.wire_bits(tr.grad_bits, bits), seed=tr.seed)
     schedule = [ScheduleItem(s.edge, int(s.cut), int(s.epochs)) for s in solution.schedule]
     edges = [s.edge for s in schedule]

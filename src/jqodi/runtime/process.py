@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -93,8 +92,11 @@ def _say(text: str) -> None:
 
 def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | None = None,
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
-               say: Callable[[str], None] = _say) -> int:
+               message_log: str | Path | None = None, say: Callable[[str], None] = _say) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
+
+    ``message_log``: write every message this role sent or received (kind, peer, tensor shapes,
+    bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
 
     Failures raise :class:`RuntimeFailure` after telling the peers (``abort``).
     """
@@ -155,12 +157,26 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
         role_obj.run()
     except RuntimeFailure as e:
         t.abort(str(e), e.peer)
+        _dump_log(t, message_log)
+        raise
+    except JqodiError as e:  # e.g. the end device's data is missing: name the role and the reason
+        t.abort(f"{role}: {e}", role)
+        _dump_log(t, message_log)
         raise
     except BaseException as e:
         t.abort(f"{role} crashed: {type(e).__name__}: {e}", role)
         raise
     t.close(wait_s=min(timeout_s, 30.0))
+    _dump_log(t, message_log)
     return 0
+
+
+def _dump_log(t, path) -> None:
+    if path is None:
+        return
+    rows = [{"direction": r.direction, "peer": r.peer, "kind": r.kind, "nbytes": r.nbytes, "t": r.t,
+             "tensors": [[n, list(shape), dtype] for n, shape, dtype in r.shapes]} for r in t.log]
+    Path(path).write_text(json.dumps({"role": t.me, "messages": rows}))
 
 
 EPOCHS_NAME = "epochs.json"
@@ -169,7 +185,7 @@ EPOCHS_NAME = "epochs.json"
 def write_epochs(directory: Path, state: CloudState) -> None:
     path = Path(directory) / EPOCHS_NAME
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs}))
+    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs, "inference": state.inference}))
     tmp.replace(path)
 
 
@@ -185,6 +201,8 @@ def add_connection_arguments(p) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--message-log", default=None, metavar="FILE",
+                   help="write every message's kind, peer and tensor shapes here (JSON) when the role ends")
     p.add_argument("--bind-host", default=None, metavar="ADDR",
                    help="address this process's sockets bind to (default: loopback if the rendezvous is "
                         "on loopback, else the address that routes to it)")
@@ -198,7 +216,7 @@ def role_main(role: str, args, **kw) -> int:
     code = 0
     try:
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
-                          bind_host=args.bind_host, **kw)
+                          bind_host=args.bind_host, message_log=args.message_log, **kw)
     except JqodiError as e:
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code

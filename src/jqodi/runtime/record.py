@@ -161,12 +161,15 @@ def format_table(rec: RunRecord) -> str:
     lines = []
     emu = f" (emulated, dilation ×{rec.dilation:.3g}: measured = wall-clock / {rec.dilation:.3g})" if rec.emulated else ""
     lines.append(f"per epoch{emu}")
+    raw = rec.emulated and rec.dilation != 1
     lines.append(f"{'ep':>3} {'edge':>10} {'cut':>3} {'pred s':>8} {'meas s':>8} {'err':>5} "
-                 f"{'pred J':>9} {'meas J':>9} {'err':>5} {'train':>7} {'val':>7} {'acc':>6}")
+                 + (f"{'raw s':>8} " if raw else "")
+                 + f"{'pred J':>9} {'meas J':>9} {'err':>5} {'train':>7} {'val':>7} {'acc':>6}")
     for e in rec.epochs:
         p = e.get("predicted") or {}
         lines.append(f"{e['epoch']:>3} {e['edge']:>10} {e['cut']:>3} {_fmt(p.get('time_s')):>8} "
                      f"{_fmt(e['time_s']):>8} {_err(p.get('time_s'), e['time_s']):>5} "
+                     + (f"{_fmt(e['raw_time_s']):>8} " if raw else "") +
                      f"{_fmt(p.get('energy_j')):>9} {_fmt(e['energy_j']):>9} "
                      f"{_err(p.get('energy_j'), e['energy_j']):>5} {e['train_loss']:>7.4f} "
                      f"{e['val_loss']:>7.4f} {e['val_accuracy']:>6.1%}")
@@ -175,15 +178,18 @@ def format_table(rec: RunRecord) -> str:
     n = len(rec.epochs)
     lines.append("")
     lines.append(f"time per phase, summed over {n} epoch(s)")
-    lines.append(f"{'phase':>14} {'predicted s':>12} {'measured s':>12} {'err':>6}")
+    lines.append(f"{'phase':>14} {'predicted s':>12} {'measured s':>12} {'err':>6}"
+                 + (f" {'raw s':>10}" if raw else ""))
     for ph in PHASES:
         m = sum(e["phases_s"][ph] for e in rec.epochs)
         preds = [(e.get("predicted") or {}).get("phases_s", {}).get(ph) for e in rec.epochs]
         p = sum(preds) if all(x is not None for x in preds) else None
-        lines.append(f"{ph:>14} {_fmt(p):>12} {_fmt(m):>12} {_err(p, m):>6}")
+        r = sum(e["raw_phases_s"][ph] for e in rec.epochs)
+        lines.append(f"{ph:>14} {_fmt(p):>12} {_fmt(m):>12} {_err(p, m):>6}" + (f" {_fmt(r):>10}" if raw else ""))
     tot = rec.totals
+    r = sum(e["raw_time_s"] for e in rec.epochs)
     lines.append(f"{'epoch total':>14} {_fmt(tot.get('predicted_time_s')):>12} {_fmt(tot['time_s']):>12} "
-                 f"{_err(tot.get('predicted_time_s'), tot['time_s']):>6}")
+                 f"{_err(tot.get('predicted_time_s'), tot['time_s']):>6}" + (f" {_fmt(r):>10}" if raw else ""))
     lines.append("")
     lines.append("bytes per link (all epochs)")
     for link, b in sorted(tot["bytes"].items()):

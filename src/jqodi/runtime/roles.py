@@ -31,7 +31,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from jqodi.errors import RuntimeFailure
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import Transport
@@ -73,13 +72,39 @@ def warm_up(model, job: Job) -> None:
     """One forward/backward on a copy, so the first timed epoch does not pay for lazy kernel set-up."""
     from jqodi.train import make_optimizer
 
+    cfg = job.training.train_config()
     m = copy.deepcopy(model).train()
-    opt = make_optimizer(m, job.training.train_config())  # the first one imports half of torch.optim
-    x = torch.zeros(min(job.training.batch_size, 64), *job.input_shape)
+    opt = make_optimizer(m, cfg)  # the first one imports half of torch.optim
+    x = torch.zeros(min(cfg.batch_size, 64), *job.input_shape)
     F.cross_entropy(m(x), torch.zeros(len(x), dtype=torch.long)).backward()
     opt.step()
-    with torch.no_grad():
-        m.eval()(x)
+    with torch.no_grad():  # and the validation batch shape
+        m.eval()(torch.zeros(min(cfg.eval_batch_size, 500), *job.input_shape))
+
+
+def _set_link_dilation(t: Transport, job: Job, peer: str, dilation: float) -> None:
+    """Inference runs at its own dilation: re-rate the emulated link to ``peer``."""
+    emu = job.emulation
+    if emu is None or not emu.enabled or peer not in t.link_rate_bps:
+        return
+    link = emu.link(t.me, peer)
+    if link is not None:
+        t.link_rate_bps[peer] = link.rate_bps / dilation
+
+
+def skip_shallow_draws(generator: torch.Generator, shallow) -> None:
+    """Advance ``generator`` past the stochastic-rounding draws of the shallow part's weights.
+
+    The reference packs the whole model with one generator, shallow weights first; the SD packs
+    its part from the seed, so the ES continues the stream where the SD's part ends and both
+    together draw exactly the reference's random numbers.
+    """
+    from jqodi.quant import quant_layers
+
+    keys = {f"{n}.weight" if n else "weight" for n, _ in quant_layers(shallow)}
+    for key, t in shallow.state_dict().items():
+        if key in keys:
+            torch.rand(t.shape, generator=generator, dtype=t.dtype)
 
 
 def block_flops(model) -> list[float]:
@@ -200,6 +225,55 @@ class EndRole(_Role):
             self.send("end_to_edge", peer, "shallow_back", {"update": update_to_tensor(upd)}, report=report)
             # the return trip's own duration cannot ride in the message it times: a trailer does
             self.t.send(peer, "trailer", send_s={"end_to_edge": self.phase_s["end_to_edge"]}, bytes=self.sent_bytes())
+        if job.inference_requests > 0:
+            self.serve_inference()
+
+    def serve_inference(self) -> None:
+        """Serve ``job.inference_requests`` single-image requests with each edge (shallow part here)
+        and alone (whole model here); report the results to the cloud."""
+        from jqodi.profile import profile_model
+        from jqodi.quant import unpack_model
+        from jqodi.runtime.inference import (inference_dilation, make_result, requests_from_end,
+                                             requests_local)
+
+        job = self.job
+        xv, yv = self.data.val.tensors
+        n = min(job.inference_requests, len(yv))
+        xs, ys = xv[:n], yv[:n]
+        model = copy.deepcopy(self.model)
+        prof = profile_model(model)
+        emulated = self.ctx.clock.device is not None
+        results, dilation = [], 1.0
+        for i, e in enumerate(job.edges):
+            peer = edge_peer(e)
+            m = self.t.recv(peer, "infer_model")
+            cut = int(m.meta["cut"])
+            if i == 0:
+                unpack_model(model.shallow(cut), packed_from_tensor(m.tensors["shallow"], model.shallow(cut), job.bits))
+                unpack_model(model.deep(cut), packed_from_tensor(m.tensors["deep"], model.deep(cut), job.bits))
+                model.eval()
+                if emulated:
+                    combos = [(x, cut) for x in job.edges] + [(None, None)]
+                    dilation = inference_dilation(job, model, self.f, prof, xs, combos)
+            self.t.send(peer, "infer_start", dilation=dilation, requests=n)
+            _set_link_dilation(self.t, job, peer, dilation)
+            clock = ComputeClock(self.ctx.clock.device, dilation)
+            b0 = self.t.sent[peer].bytes + self.t.received[peer].bytes
+            lat, correct, e_end = requests_from_end(self.t, peer, model.shallow(cut), xs, ys, clock, self.ctx.meter,
+                                                    sum(self.f[:cut]), job.training.wire_act_bits, dilation)
+            nbytes = self.t.sent[peer].bytes + self.t.received[peer].bytes - b0
+            edge = self.t.recv(peer, "infer_edge").meta
+            energy = {"end": e_end, peer: edge["energy_j"]}
+            link = job.emulation.link(peer, "end") if job.emulation is not None else None
+            if link is not None:
+                energy["link"] = 8.0 * nbytes * link.energy_per_bit_j
+            results.append(make_result(job, e, cut, lat, correct, energy, nbytes / n, self.f, prof, dilation,
+                                       {"end": self.ctx.meter.name, peer: edge["meter"]}).to_dict())
+        clock = ComputeClock(self.ctx.clock.device, dilation)
+        lat, correct, e_end = requests_local(model, xs, ys, clock, self.ctx.meter, sum(self.f), dilation)
+        results.append(make_result(job, None, None, lat, correct, {"end": e_end}, 0.0, self.f, prof, dilation,
+                                   {"end": self.ctx.meter.name}).to_dict())
+        self.t.send("cloud", "infer_report", results=results)
 
 
 # --- edge server -------------------------------------------------------------------------------------
@@ -274,6 +348,8 @@ class EdgeRole(_Role):
             end_report["send_s"].update(trailer["send_s"])
             end_report["bytes"] = trailer["bytes"]
             g_rng = torch.Generator().manual_seed(int(tr.seed) * 1_000_003 + k + 1 + 99)
+            if cfg.return_mode == "stochastic":
+                skip_shallow_draws(g_rng, self.model.shallow(cut))
             upd = pack_update(deep, sent, cfg.return_mode, generator=g_rng)
             report = self.end_epoch(k)
             metrics = {"epoch": k, "edge": self.edge_name, "cut": cut, "train_loss": total / max(1, count),
@@ -285,6 +361,26 @@ class EdgeRole(_Role):
                       {"shallow": back.tensors["update"], "deep": update_to_tensor(upd)}, **metrics)
             self.t.send("cloud", "trailer", send_s={"edge_to_cloud": self.phase_s["edge_to_cloud"]},
                         bytes=self.sent_bytes())
+        if job.inference_requests > 0:
+            self.serve_inference()
+
+    def serve_inference(self) -> None:
+        """Relay the fine-tuned model to the SD, then run the deep part of its requests."""
+        from jqodi.quant import unpack_model
+        from jqodi.runtime.inference import serve_as_edge
+
+        m = self.t.recv("cloud", "infer_model")
+        cut = int(m.meta["cut"])
+        deep = self.model.deep(cut)
+        unpack_model(deep, packed_from_tensor(m.tensors["deep"], deep, self.job.bits))
+        deep.eval()
+        self.t.send("end", "infer_model", m.tensors, cut=cut)
+        start = self.t.recv("end", "infer_start").meta
+        dilation, n = float(start["dilation"]), int(start["requests"])
+        _set_link_dilation(self.t, self.job, "end", dilation)
+        clock = ComputeClock(self.ctx.clock.device, dilation)
+        energy = serve_as_edge(self.t, deep, n, clock, self.ctx.meter, sum(self.f[cut:]), dilation)
+        self.t.send("end", "infer_edge", energy_j=energy, meter=self.ctx.meter.name)
 
 
 # --- cloud server ------------------------------------------------------------------------------------
@@ -296,6 +392,7 @@ class CloudState:
     master: torch.nn.Module
     epoch: int = 0                                   # epochs completed
     epochs: list[dict] = field(default_factory=list)  # their measurements
+    inference: list[dict] = field(default_factory=list)  # collaborative-inference results, if served
 
 
 class CloudRole(_Role):
@@ -341,9 +438,9 @@ class CloudRole(_Role):
                     continue
                 break
             with self.ctx.clock.compute("update", update_flops / 2):
-                tr = job.training
-                apply_update(shallow_m, update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, tr.return_mode), sent_s)
-                apply_update(deep_m, update_from_tensor(m.tensors["deep"], deep_m, job.bits, tr.return_mode), sent_d)
+                mode = job.training.train_config().return_mode
+                apply_update(shallow_m, update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, mode), sent_s)
+                apply_update(deep_m, update_from_tensor(m.tensors["deep"], deep_m, job.bits, mode), sent_d)
             wall = time.perf_counter() - t_start
             report = self.end_epoch(k)
             nodes = list(m.meta["nodes"])
@@ -360,4 +457,19 @@ class CloudRole(_Role):
                 self.checkpoint(self.state)
             if self.on_epoch:
                 self.on_epoch(rec)
+        if job.inference_requests > 0:
+            self.serve_inference(plan[-1][1])
         return self.state
+
+    def serve_inference(self, cut: int) -> None:
+        """Send the fine-tuned model (q bits) to every edge; the SD reports the inference results."""
+        from jqodi.quant import pack_model
+
+        master = self.state.master
+        payload = {"shallow": packed_to_tensor(pack_model(master.shallow(cut), self.job.bits)),
+                   "deep": packed_to_tensor(pack_model(master.deep(cut), self.job.bits))}
+        for e in self.job.edges:
+            self.t.send(edge_peer(e), "infer_model", payload, cut=cut)
+        self.state.inference = self.t.recv("end", "infer_report").meta["results"]
+        if self.checkpoint:
+            self.checkpoint(self.state)

@@ -21,7 +21,8 @@ an ``abort`` naming the culprit to the others, so every process reports the same
 
 Accounting: bytes and messages per directed link and per kind, and a log of every message's kind
 and tensor shapes (the privacy test reads it). Optional per-link rate limiting (bit/s) makes a
-send occupy the link for ``bytes·8 / rate`` seconds, for emulating a testbed on one machine.
+send occupy the link for ``bytes·8 / rate`` seconds before it is delivered (the receiver sees it
+when a real link would deliver it), for emulating a testbed on one machine.
 """
 from __future__ import annotations
 
@@ -151,18 +152,18 @@ class Transport(ABC):
         start = time.monotonic()  # encoding overlaps the wire time, as a NIC's DMA would
         buf = encode_message(kind, meta, tensors)
         with self._send_locks[dst]:
+            rate = self.link_rate_bps.get(dst)
+            if rate:  # the message occupies the link first, so it arrives when a real one would
+                begin = max(start, self._link_free_at[dst])
+                done = begin + len(buf) * 8.0 / rate
+                self._link_free_at[dst] = done
+                _sleep_until(done)
             try:
                 self._send_bytes(dst, buf)
             except RuntimeFailure:
                 raise
             except Exception as e:  # noqa: BLE001 - any wire error means the peer is unreachable
                 raise RuntimeFailure(f"{self.me}: cannot send to {dst!r}: {_short(e)}", peer=dst) from e
-            rate = self.link_rate_bps.get(dst)
-            if rate:
-                begin = max(start, self._link_free_at[dst])
-                done = begin + len(buf) * 8.0 / rate
-                self._link_free_at[dst] = done
-                _sleep_until(done)
         st = self.sent[dst]
         st.messages += 1
         st.bytes += len(buf)
@@ -179,11 +180,22 @@ class Transport(ABC):
         self._check_peer(src)
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
         q = self._queues[src]
+        # Silence is counted only while this process is itself running: a stall of our own (a long
+        # GIL-holding call, a descheduled process) must not be blamed on the peer. Each loop step
+        # adds at most 0.25 s; any message from the peer (heartbeats included) resets it.
+        seen = self._last_seen[src]
+        prev = time.monotonic()
+        silent = min(prev - seen, timeout / 2)
         while True:
             try:
                 item = q.get(timeout=min(0.05, timeout))
             except queue.Empty:
-                silent = time.monotonic() - self._last_seen[src]
+                now = time.monotonic()
+                if self._last_seen[src] != seen:
+                    seen, silent = self._last_seen[src], now - self._last_seen[src]
+                else:
+                    silent += min(now - prev, 0.25)
+                prev = now
                 if src in self._gone:
                     raise RuntimeFailure(f"{self.me}: peer {src!r} left before sending the expected "
                                          f"message", peer=src) from None

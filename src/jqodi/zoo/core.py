@@ -1,6 +1,7 @@
 """Block models, the model registry and the paper's three architectures."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from jqodi.errors import ModelError
+from jqodi.profile import check_cut
 
 BlockList = list[tuple[str, nn.Module]]
 Builder = Callable[[tuple[int, int, int], int, float], BlockList]
@@ -51,10 +53,7 @@ class BlockModel(nn.Module):
         return list(range(1, self.num_blocks))
 
     def check_cut(self, cut: int) -> int:
-        if cut not in self.cuts:
-            raise ModelError(f"cut {cut} is out of range for model {self.name!r}: valid cuts are "
-                             f"1..{self.num_blocks - 1}")
-        return cut
+        return check_cut(self.name, self.num_blocks, cut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -103,29 +102,82 @@ def get_spec(name: str) -> ModelSpec:
         raise ModelError(f"unknown model {name!r}; known models: {', '.join(available_models())}") from None
 
 
+#: The largest model :func:`build_model` agrees to allocate: parameters and
+#: activation elements of one sample summed over the block outputs (1 GiB each in fp32). Anything
+#: larger is a typo (``--input 3x4000x4000``, ``--width 1e6``) on the machines this runs on.
+MAX_PARAMS = 2**28
+MAX_SAMPLE_ACTIVATIONS = 2**28
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _check_size(name: str, spec: ModelSpec, shape: tuple[int, int, int], num_classes: int,
+                width: float) -> None:
+    """Build the model on the ``meta`` device (no memory, no RNG) to check that it accepts the
+    input shape and is not absurdly large, before any real allocation."""
+    acts = math.prod(shape)
+    if acts > MAX_SAMPLE_ACTIVATIONS:
+        raise ModelError(f"input shape {'x'.join(map(str, shape))} has {acts:,} elements per "
+                         f"sample; at most {MAX_SAMPLE_ACTIVATIONS:,} are supported")
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            blocks = spec.builder(shape, num_classes, width)
+            x = torch.zeros(1, *shape)
+            params = sum(p.numel() for _, b in blocks for p in b.parameters())
+            if params > MAX_PARAMS:
+                raise ModelError(f"model {name!r} at width {width:g} and input {'x'.join(map(str, shape))} "
+                                 f"would have {params:,} parameters; at most {MAX_PARAMS:,} are supported")
+            for _, b in blocks:
+                x = b.eval()(x)
+                acts += x.numel()
+            if acts > MAX_SAMPLE_ACTIVATIONS:
+                raise ModelError(f"model {name!r} at input {'x'.join(map(str, shape))} produces {acts:,} "
+                                 f"activation elements per sample; at most {MAX_SAMPLE_ACTIVATIONS:,} "
+                                 f"are supported")
+    except (ModelError, NotImplementedError):
+        # NotImplementedError: an op of a user's model has no meta kernel; the real build checks it
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as e:
+        raise ModelError(f"model {name!r} cannot be built for input {'x'.join(map(str, shape))}, "
+                         f"{num_classes} classes, width {width:g}: {_first_line(e)}") from e
+
+
 def build_model(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
                 width: float = 1.0, seed: int | None = None) -> BlockModel:
-    """Build a registered model. ``seed`` makes the initial weights reproducible."""
+    """Build a registered model. ``seed`` makes the initial weights reproducible.
+
+    Bad requests (unknown name, a shape the model does not accept, a model larger than
+    :data:`MAX_PARAMS` parameters or :data:`MAX_SAMPLE_ACTIVATIONS` activations per sample)
+    raise :class:`~jqodi.errors.ModelError` before anything large is allocated.
+    """
     spec = get_spec(name)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ModelError(f"input shape must be C×H×W with positive sizes, got {input_shape}")
     if num_classes < 2:
         raise ModelError(f"num_classes must be ≥ 2, got {num_classes}")
-    if not width > 0:
-        raise ModelError(f"width multiplier must be > 0, got {width}")
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            blocks = spec.builder(shape, num_classes, width)
-    else:
-        blocks = spec.builder(shape, num_classes, width)
-    model = BlockModel(name, blocks, shape, num_classes, width)
+    if not (width > 0 and math.isfinite(width)):
+        raise ModelError(f"width multiplier must be a finite number > 0, got {width}")
     try:
+        _check_size(name, spec, shape, num_classes, width)  # type: ignore[arg-type]
+    except NotImplementedError:
+        pass
+    try:
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                blocks = spec.builder(shape, num_classes, width)
+        else:
+            blocks = spec.builder(shape, num_classes, width)
+        model = BlockModel(name, blocks, shape, num_classes, width)
         with torch.no_grad():
             model.eval()(torch.zeros(1, *shape))
-    except RuntimeError as e:
-        raise ModelError(f"model {name!r} does not accept input shape {'x'.join(map(str, shape))}: {e}") from e
+    except (RuntimeError, MemoryError) as e:
+        raise ModelError(f"model {name!r} does not accept input shape {'x'.join(map(str, shape))}: "
+                         f"{_first_line(e)}") from e
     return model.train()
 
 
