@@ -687,9 +687,7 @@ def plot_time_energy(ev: Evaluation, path: str | os.PathLike) -> Path:
     for ax, zoom in ((axes[0], False), (axes[1], True)):
         draw_series(ax, series)
         ax.axvline(ev.deadline_s, color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f"T_max = {ev.deadline_s:g} s", (ev.deadline_s, 0.98),
-                    xycoords=("data", "axes fraction"), ha="right", va="top", fontsize=8,
-                    color="grey", rotation=90, xytext=(-2, 0), textcoords="offset points")
+        _label_deadline(ax, ev.deadline_s)
         if zoom:
             ax.set_xlim(0, x_zoom)
             ax.set_ylim(0, y_zoom)
@@ -700,10 +698,20 @@ def plot_time_energy(ev: Evaluation, path: str | os.PathLike) -> Path:
     axes[1].set_title(f"zoom: t ≤ {x_zoom:g} s", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _label_deadline(ax, deadline_s: float) -> None:
+    ax.annotate(f"T_max = {deadline_s:g} s", (deadline_s, 0.98), xycoords=("data", "axes fraction"),
+                ha="right", va="top", fontsize=8, color="grey", rotation=90, xytext=(-2, 0),
+                textcoords="offset points")
 
 
 def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
@@ -733,9 +741,7 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
                     color="grey", xytext=(0, -2), textcoords="offset points")
         if key == "time_s":
             ax.axvline(ev.deadline_s, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(f"T_max = {ev.deadline_s:g} s", (ev.deadline_s, 0.98),
-                        xycoords=("data", "axes fraction"), ha="right", va="top", fontsize=8,
-                        color="grey", rotation=90, xytext=(-2, 0), textcoords="offset points")
+            _label_deadline(ax, ev.deadline_s)
         ax.set_yscale("log")
         ax.set_xlim(0, x_max[key])
         off = [r for r in shown if getattr(r.trajectory[-1], key) > x_max[key]]
@@ -750,10 +756,7 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
     axes[1].set_title(f"{ev.scenario}: (b) loss vs time", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
@@ -784,10 +787,7 @@ def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(nodes), fontsize=8,
                frameon=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def summary_tables(ev: Evaluation) -> str:

@@ -48,6 +48,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from jqodi.errors import JqodiError, ModelError
+from jqodi.learning.store import ValidationCurve
 from jqodi.quant import (
     FULL_PRECISION,
     PackedModel,
@@ -466,7 +467,7 @@ def load_pretrained(model_name: str, dataset: str = "fashion-mnist", width: floa
 # --- fine-tuning ----------------------------------------------------------------------------------
 
 @dataclass
-class FinetuneResult:
+class FinetuneResult(ValidationCurve):
     """A fine-tuning run: L_a, the quantized start loss, γ and one record per epoch."""
 
     model: str
@@ -489,17 +490,6 @@ class FinetuneResult:
     quantize_s: float = 0.0
     run_id: int | None = None
     master: nn.Module | None = field(default=None, repr=False)
-
-    @property
-    def val_losses(self) -> list[float]:
-        return [e.val_loss for e in self.epochs]
-
-    def epochs_to(self, target_loss: float) -> int | None:
-        """K: the first epoch whose validation loss is ≤ ``target_loss`` (None if never)."""
-        for e in self.epochs:
-            if e.val_loss <= target_loss:
-                return e.epoch
-        return None
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "master"}

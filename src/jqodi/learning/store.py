@@ -63,8 +63,23 @@ class EpochTrace:
     bytes_up: int | None = None
 
 
+class ValidationCurve:
+    """What a run with per-epoch validation losses (``self.epochs``) can answer."""
+
+    @property
+    def val_losses(self) -> list[float]:
+        return [e.val_loss for e in self.epochs]
+
+    def epochs_to(self, target_loss: float) -> int | None:
+        """K: the first epoch whose validation loss is ≤ ``target_loss`` (None if never)."""
+        for e in self.epochs:
+            if e.val_loss <= target_loss:
+                return e.epoch
+        return None
+
+
 @dataclass
-class RunTrace:
+class RunTrace(ValidationCurve):
     """A stored run (``id`` is the store's run id)."""
 
     id: int
@@ -89,17 +104,6 @@ class RunTrace:
     config: dict
     source: str
     epochs: list[EpochTrace] = field(default_factory=list)
-
-    @property
-    def val_losses(self) -> list[float]:
-        return [e.val_loss for e in self.epochs]
-
-    def epochs_to(self, target_loss: float) -> int | None:
-        """K: first epoch whose validation loss is ≤ ``target_loss`` (None if never)."""
-        for e in self.epochs:
-            if e.val_loss <= target_loss:
-                return e.epoch
-        return None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -108,23 +108,19 @@ def compare(instance: PlanningInstance | dict, solvers: Iterable[str] | None = N
 
 
 def format_table(rows: list[dict]) -> str:
-    """A plain-text table of :func:`compare` rows."""
-    head = ["solver", "status", "model", "bits", "energy (J)", "time (s)", "vs optimal",
-            "plan (ms)", "schedule"]
-    body = []
-    for r in rows:
-        body.append([
-            r["solver"], r["status"], r["model"] or "-", "-" if r["bits"] is None else str(r["bits"]),
-            "-" if r["energy_j"] is None else f"{r['energy_j']:.1f}",
-            "-" if r["time_s"] is None else f"{r['time_s']:.2f}",
-            "-" if r["vs_optimal_pct"] is None else f"{r['vs_optimal_pct']:+.2f}%",
-            "-" if r["plan_time_ms"] is None else f"{r['plan_time_ms']:.1f}",
-            r["schedule"]])
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
-    return "\n".join(lines)
+    """A plain-text table of :func:`compare` rows (laid out by :func:`jqodi.report.format_table`)."""
+    from jqodi.report import format_table as layout
+
+    def fmt(v, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    cells = [{"solver": r["solver"], "status": r["status"], "model": r["model"] or "-",
+              "bits": fmt(r["bits"], "d"), "energy": fmt(r["energy_j"], ".1f"), "time": fmt(r["time_s"], ".2f"),
+              "gap": "-" if r["vs_optimal_pct"] is None else f"{r['vs_optimal_pct']:+.2f}%",
+              "plan": fmt(r["plan_time_ms"], ".1f"), "schedule": r["schedule"]} for r in rows]
+    return layout(cells, [("solver", "solver"), ("status", "status"), ("model", "model"), ("bits", "bits"),
+                          ("energy", "energy (J)"), ("time", "time (s)"), ("gap", "vs optimal"),
+                          ("plan", "plan (ms)"), ("schedule", "schedule")])
 
 
 def savings_summary(rows: list[dict]) -> str | None:
