@@ -50,7 +50,41 @@ def test_unreachable_target_gives_none():
 
 def test_target_already_met_in_the_probe():
     est = estimate_from_probe(power_curve(5), 0.9, n_boot=10)
-    assert est.expected == 2 == true_k(0.9) and est.robust >= 2
+    assert est.expected == 2 == true_k(0.9) and est.robust >= 3  # another seed may need one more
+
+
+# first 5 validation losses of real LeNet 4-bit-width-0.25 runs on the Data 2 analog (L_max = 0.9),
+# from the benchmark's trace store (benchmarks/results/estimators_quick_lenet_data2.json)
+LENET_D2_1BIT_SEED0 = [4.196191, 2.642464, 1.703956, 1.387447, 1.158334]  # seeds 0/1/2 reach 0.9 at epochs 11/11/12
+LENET_D2_2BIT_SEED2 = [4.427961, 2.907572, 1.817813, 1.397094, 1.275093]  # seeds 0/1/2 reach 0.9 at epochs 10/12/11
+
+
+def test_probe_robust_keeps_a_margin_over_a_noisy_short_probe():
+    # the 5-epoch power law extrapolates the slow tail too early (K^exp 8); the old residual
+    # bootstrap answered K^rob 9 and missed all three seeds' K (11, 11, 12)
+    est = estimate_from_probe(LENET_D2_1BIT_SEED0, 0.9, seed=2)
+    assert est.expected == 8
+    assert est.robust > est.expected and est.robust >= 12
+
+
+def test_probe_robust_bootstrap_tail_is_capped():
+    # the bootstrap alone puts the floor c just under L_max in > 10 % of refits and answers 281
+    # (∞ when the probe is rounded to 3 decimals: that tail is noise, not information)
+    raw = estimate_from_probe(LENET_D2_2BIT_SEED2, 0.9, seed=1, min_margin=0.0, max_spread=1e9)
+    assert raw.robust is None or raw.robust > 100
+    est = estimate_from_probe(LENET_D2_2BIT_SEED2, 0.9, seed=1)
+    assert est.expected is not None and est.expected + 1 <= est.robust <= 2 * est.expected
+    assert est.robust >= 12  # covers the three seeds
+
+
+def test_probe_robust_margin_parameters():
+    clean = power_curve(5)
+    e0 = estimate_from_probe(clean, 0.35, seed=0, n_boot=10, min_margin=0.0)
+    e1 = estimate_from_probe(clean, 0.35, seed=0, n_boot=10, min_margin=1.0)
+    assert e0.expected == e1.expected == true_k(0.35)
+    assert e0.robust >= e0.expected + 1 and e1.robust >= 2 * e1.expected
+    # a robust K beyond the horizon is ∞
+    assert estimate_from_probe(clean, 0.35, seed=0, n_boot=10, min_margin=1.0, horizon=e1.expected).robust is None
 
 
 def test_store_estimate_from_prior_runs():
