@@ -161,3 +161,16 @@ def test_property_solvers_agree_on_tie_heavy_instances(instance):
         if lit.status != "infeasible":
             assert got.extra["score"] == pytest.approx(lit.extra["score"], rel=1e-9)
             assert check_solution(instance, got) == []
+
+
+def test_bucketed_dp_keeps_paths_that_rounding_pushes_past_the_last_bucket():
+    """Found by the tie-heavy property test: slack 10 s in 4096 buckets rounds the 3 s and 1 s
+    excesses up, so 3×(4 s) + 1×(2 s) (exactly 10 s of excess) fell off the grid and the DP
+    returned a worse-scoring plan than the literal enumeration."""
+    opts = (Option("e0", 1, 1.0, 1.0), Option("e1", 2, 4.0, 0.0), Option("e2", 3, 2.0, 1.0))
+    inst = PlanningInstance(15.0, 0.5, (Candidate("m", 8, 0.0, 0.0, EpochEstimates(4, 5), opts),))
+    lit = solve(inst, "jqodi", mode="literal", prune_dominated=False)
+    got = solve(inst, "jqodi", mode="dp", prune_dominated=False)
+    assert lit.extra["score"] == pytest.approx(2 * 15 / 14)  # E = 2 J, T_rob = 15 s, T_exp = 14 s
+    assert got.extra["score"] == pytest.approx(lit.extra["score"], rel=1e-12)
+    assert got.time_s == pytest.approx(15.0)

@@ -300,7 +300,12 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
         return None
     d, u, e_k, ids = d[keep], u[keep], e[keep], s.options[keep]
     n_a, n_b = s.X, s.K - s.X
-    VL, XL, ch, (VS, XS) = _phase_buckets(d, u, e_k, max(n_a, n_b), buckets, snap=min(n_a, n_b))
+    # rounding moves each epoch by ≤ half a bucket, so a path whose exact excess fits the slack
+    # can land up to n/2 buckets past the last one: the grid gets that much headroom (the exact
+    # time test below still decides)
+    n_max = max(n_a, n_b)
+    VL, XL, ch, (VS, XS) = _phase_buckets(d, u, e_k, n_max, buckets + (n_max + 1) // 2,
+                                          snap=min(n_a, n_b))
     if n_a >= n_b:
         VA, XA, chA, VB, XB, chB = VL, XL, ch, VS, XS, ch[:n_b]
     else:
