@@ -190,3 +190,17 @@ def test_fused_lsq_matches_the_reference_for_any_step_broadcast(step_shape, bits
         assert torch.allclose(a, b, atol=1e-5)
     with torch.no_grad():  # the inference path (no autograd Function) gives the same values
         assert torch.allclose(fake_quant(x, s0, bits, signed, 0.37), outs[1][0], atol=1e-6)
+
+
+def test_fused_lsq_step_along_the_last_dimension_is_not_taken_for_per_channel():
+    """A (C,) step broadcast along the last dim of a (C, C) input sums over rows, not columns."""
+    from jqodi.quant import fake_quant, fake_quant_reference
+
+    torch.manual_seed(3)
+    x, s0 = torch.randn(5, 5), torch.rand(5) * 0.3 + 0.1
+    grads = []
+    for fn in (fake_quant, fake_quant_reference):
+        ss = s0.clone().requires_grad_()
+        (fn(x, ss, 3, True, 0.5) * torch.linspace(-1, 1, 25).view(5, 5)).sum().backward()
+        grads.append(ss.grad)
+    assert torch.allclose(*grads, atol=1e-5)

@@ -111,8 +111,8 @@ class _LSQ(torch.autograd.Function):
     cases of ``∂out/∂s`` are ``q(v_c) − m · v_c`` with ``v_c = clamp(v)`` and the float mask
     ``m = [v_c = v]`` (1 inside). The forward saves ``m`` and that factor, so the backward is one
     multiply for ``x`` and one batched dot product (no temporary) for ``s``. Every kernel is a
-    plain float one: ``torch.where``/``masked_fill`` and bool masks are 5–40× slower per element
-    on this CPU than a float multiply (measured, see docs/learning.md "QAT overhead").
+    plain float one: ``torch.where``/``masked_fill`` are ≈ 30–40× and bool comparisons ≈ 4× slower
+    per element on this CPU than a float multiply (measured, see docs/learning.md "QAT overhead").
     """
 
     @staticmethod
@@ -138,7 +138,7 @@ class _LSQ(torch.autograd.Function):
             grad = grad.contiguous()
             if step.numel() == 1:
                 grad_s = torch.dot(grad.view(-1), ds.view(-1)).mul_(ctx.g).reshape(step.shape)
-            elif step.shape[0] == grad.shape[0] and step.numel() == step.shape[0]:  # per channel
+            elif step.dim() == grad.dim() and step.numel() == step.shape[0] == grad.shape[0]:  # per channel
                 c = grad.shape[0]
                 grad_s = torch.bmm(grad.view(c, 1, -1), ds.view(c, -1, 1)).mul_(ctx.g).reshape(step.shape)
             else:  # any other broadcast: sum over the broadcast dimensions
