@@ -118,15 +118,17 @@ class _LSQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, step, qn, qp, sign, g):
         ctx.g = g
-        v = x / step                      # the only full-size temporaries: v, vc, mask, out
+        v = x / step                      # full-size temporaries: v, vc and out only
         vc = v.clamp(qn, qp)
-        mask = torch.eq(vc, v, out=torch.empty_like(v))  # 1.0 inside [Qn, Qp], float
-        if sign:  # q(v_c) = +1 for v_c >= 0, else -1, written over v
-            torch.ge(vc, 0, out=v).mul_(2).sub_(1)
+        mask = torch.eq(vc, v, out=v)     # v := 1.0 inside [Qn, Qp] else 0.0 (float, no bool)
+        out = torch.empty_like(vc)
+        if sign:  # q(v_c) = +1 for v_c >= 0, else -1
+            torch.ge(vc, 0, out=out).mul_(2).sub_(1)
         else:
-            torch.round(vc, out=v)
-        out = v * step
-        ctx.save_for_backward(mask, v.addcmul_(vc, mask, value=-1.0), step)  # v := ∂out/∂s factor
+            torch.round(vc, out=out)
+        ds = torch.addcmul(out, vc, mask, value=-1.0, out=vc)  # vc := q(v_c) - m * v_c
+        ctx.save_for_backward(mask, ds, step)
+        out.mul_(step)
         return out
 
     @staticmethod
