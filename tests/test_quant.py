@@ -166,3 +166,41 @@ def test_fused_lsq_matches_the_reference_formulation(bits, signed):
         outs.append((out.detach(), xx.grad, ss.grad))
     for a, b in zip(*outs):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("step_shape", [(), (1,), (1, 3, 1, 1), (3, 1, 1), (4, 1, 1, 1)])
+@pytest.mark.parametrize("bits,signed", [(1, True), (4, True), (4, False)])
+def test_fused_lsq_matches_the_reference_for_any_step_broadcast(step_shape, bits, signed):
+    """The fast per-tensor (dot) and per-channel (bmm) step gradients and the generic fallback
+    all agree with the detach-trick reference, including values exactly on the clamp bounds."""
+    from jqodi.quant import fake_quant, fake_quant_reference
+
+    torch.manual_seed(7)
+    x = torch.randn(4, 3, 5, 5)
+    s0 = (torch.rand(step_shape) + 0.2) * 0.3
+    x[0, 0, 0, :] = torch.tensor([-8.0, 7.0, -1.0, 1.0, 0.0]) * s0.reshape(-1)[0]  # on the bounds
+    outs = []
+    for fn in (fake_quant, fake_quant_reference):
+        xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
+        out = fn(xx, ss, bits, signed, 0.37)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append((out.detach(), xx.grad, ss.grad))
+    for a, b in zip(*outs):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)
+    with torch.no_grad():  # the inference path (no autograd Function) gives the same values
+        assert torch.allclose(fake_quant(x, s0, bits, signed, 0.37), outs[1][0], atol=1e-6)
+
+
+def test_fused_lsq_step_along_the_last_dimension_is_not_taken_for_per_channel():
+    """A (C,) step broadcast along the last dim of a (C, C) input sums over rows, not columns."""
+    from jqodi.quant import fake_quant, fake_quant_reference
+
+    torch.manual_seed(3)
+    x, s0 = torch.randn(5, 5), torch.rand(5) * 0.3 + 0.1
+    grads = []
+    for fn in (fake_quant, fake_quant_reference):
+        ss = s0.clone().requires_grad_()
+        (fn(x, ss, 3, True, 0.5) * torch.linspace(-1, 1, 25).view(5, 5)).sum().backward()
+        grads.append(ss.grad)
+    assert torch.allclose(*grads, atol=1e-5)

@@ -101,44 +101,66 @@ def fake_quant_reference(x: torch.Tensor, step: torch.Tensor, bits: int, signed:
 
 
 class _LSQ(torch.autograd.Function):
-    """Fused LSQ fake quantization: one pass forward, one pass backward.
+    """Fused LSQ fake quantization: one pass forward, two kernels backward.
 
     Forward: ``out = q(clamp(x/s, Qn, Qp)) · s`` with ``q`` = round (or sign at 1 bit).
     Backward (STE): ``∂out/∂x = 1`` inside ``[Qn, Qp]`` and 0 outside;
     ``∂out/∂s = q(v) − v`` inside, ``Qn``/``Qp`` outside, times the LSQ gradient scale ``g``.
+
+    Since ``Qn``/``Qp`` are integers, ``q(clamp(v)) = clamp(v)`` outside the range, so both
+    cases of ``∂out/∂s`` are ``q(v_c) − m · v_c`` with ``v_c = clamp(v)`` and the float mask
+    ``m = [v_c = v]`` (1 inside). The forward saves ``m`` and that factor, so the backward is one
+    multiply for ``x`` and one batched dot product (no temporary) for ``s``. Every kernel is a
+    plain float one: ``torch.where``/``masked_fill`` are ≈ 30–40× and bool comparisons ≈ 4× slower
+    per element on this CPU than a float multiply (measured, see docs/learning.md "QAT overhead").
     """
 
     @staticmethod
     def forward(ctx, x, step, qn, qp, sign, g):
-        ctx.save_for_backward(x, step)
-        ctx.consts = (qn, qp, sign, g)
-        v = (x / step).clamp_(qn, qp)  # one allocation, the rest in place
-        if sign:
-            return torch.where(v >= 0, step, -step)
-        return v.round_().mul_(step)
+        ctx.g = g
+        v = x / step                      # full-size temporaries: v, vc and out only
+        vc = v.clamp(qn, qp)
+        mask = torch.eq(vc, v, out=v)     # v := 1.0 inside [Qn, Qp] else 0.0 (float, no bool)
+        out = torch.empty_like(vc)
+        if sign:  # q(v_c) = +1 for v_c >= 0, else -1
+            torch.ge(vc, 0, out=out).mul_(2).sub_(1)
+        else:
+            torch.round(vc, out=out)
+        ds = torch.addcmul(out, vc, mask, value=-1.0, out=vc)  # vc := q(v_c) - m * v_c
+        ctx.save_for_backward(mask, ds, step)
+        out.mul_(step)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, step = ctx.saved_tensors
-        qn, qp, sign, g = ctx.consts
-        v = x / step
-        inside = (v >= qn) & (v <= qp)
-        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        mask, ds, step = ctx.saved_tensors
+        grad_x = grad * mask if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
-            vc = v.clamp(qn, qp)
-            vq = torch.where(vc >= 0, 1.0, -1.0).to(x.dtype) if sign else vc.round()
-            ds = torch.where(inside, vq.sub_(v), vc).mul_(grad)
+            grad = grad.contiguous()
             if step.numel() == 1:
-                grad_s = ds.sum().reshape(step.shape) * g
-            else:
-                grad_s = ds.sum(dim=tuple(range(1, ds.dim())), keepdim=True).reshape(step.shape) * g
+                grad_s = torch.dot(grad.view(-1), ds.view(-1)).mul_(ctx.g).reshape(step.shape)
+            elif step.dim() == grad.dim() and step.numel() == step.shape[0] == grad.shape[0]:  # per channel
+                c = grad.shape[0]
+                grad_s = torch.bmm(grad.view(c, 1, -1), ds.view(c, -1, 1)).mul_(ctx.g).reshape(step.shape)
+            else:  # any other broadcast: sum over the broadcast dimensions
+                prod = grad * ds
+                lead = prod.dim() - step.dim()
+                dims = list(range(lead)) + [lead + i for i, n in enumerate(step.shape)
+                                            if n == 1 and prod.shape[lead + i] != 1]
+                grad_s = (prod.sum(dims, keepdim=True) if dims else prod).reshape(step.shape) * ctx.g
         return grad_x, grad_s, None, None, None, None
 
 
 def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, grad_scale: float) -> torch.Tensor:
     """LSQ fake quantization of ``x`` with (broadcastable) step ``step``; STE for rounding."""
     qn, qp = _levels(bits, signed)
+    if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)):
+        with torch.no_grad():  # inference: no mask, no saved tensors
+            v = (x / step).clamp_(qn, qp)
+            if bits == 1 and signed:
+                return torch.ge(v, 0, out=torch.empty_like(v)).mul_(2).sub_(1).mul_(step)
+            return v.round_().mul_(step)
     return _LSQ.apply(x, step, float(qn), float(qp), bits == 1 and signed, float(grad_scale))
 
 
