@@ -161,39 +161,40 @@ def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep
     return energy
 
 
-def requests_from_end(t, peer: str, shallow, xs, ys, clock: ComputeClock, meter, flops_shallow: float,
-                      wire_bits: int, dilation: float) -> tuple[list[float], int, float]:
-    """The SD side: one request per sample (shallow part here, deep part on ``peer``).
+def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float, compute, answer, send=None
+           ) -> tuple[list[float], int, float]:
+    """One request per sample: ``compute(x)`` runs on the end device (timed by ``clock`` as
+    ``flops`` of work), ``send(a)`` ships its result (still inside the SD's energy window),
+    ``answer(a)`` turns it into logits (the deep part on an edge, or nothing).
     Returns (latencies in emulated s, correct answers, SD energy in J)."""
     latencies, correct, energy = [], 0, 0.0
     with torch.no_grad():
         for i in range(len(ys)):
             t0 = time.perf_counter()
             meter.begin_window("req")
-            with clock.compute("infer", flops_shallow):
-                a = shallow(xs[i:i + 1])
-            t.send(peer, "infer", encode_cut(a, wire_bits))
+            with clock.compute("infer", flops):
+                a = compute(xs[i:i + 1])
+            if send is not None:
+                send(a)
             energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
-            out = t.recv(peer, "logits").tensors["y"]
+            out = answer(a)
             latencies.append((time.perf_counter() - t0) / dilation)
             correct += int(out.argmax(1).item() == ys[i].item())
     return latencies, correct, energy
+
+
+def requests_from_end(t, peer: str, shallow, xs, ys, clock: ComputeClock, meter, flops_shallow: float,
+                      wire_bits: int, dilation: float) -> tuple[list[float], int, float]:
+    """The SD side: one request per sample (shallow part here, deep part on ``peer``)."""
+    return _requests(xs, ys, clock, meter, flops_shallow, dilation, shallow,
+                  answer=lambda _: t.recv(peer, "logits").tensors["y"],
+                  send=lambda a: t.send(peer, "infer", encode_cut(a, wire_bits)))
 
 
 def requests_local(model, xs, ys, clock: ComputeClock, meter, flops: float, dilation: float
                    ) -> tuple[list[float], int, float]:
     """SD only: the whole model on the end device."""
-    latencies, correct, energy = [], 0, 0.0
-    with torch.no_grad():
-        for i in range(len(ys)):
-            t0 = time.perf_counter()
-            meter.begin_window("req")
-            with clock.compute("infer", flops):
-                out = model(xs[i:i + 1])
-            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
-            latencies.append((time.perf_counter() - t0) / dilation)
-            correct += int(out.argmax(1).item() == ys[i].item())
-    return latencies, correct, energy
+    return _requests(xs, ys, clock, meter, flops, dilation, model, lambda out: out)
 
 
 def inference_dilation(job: Job, model, flops: list[float], prof, xs, combos) -> float:
