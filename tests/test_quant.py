@@ -150,20 +150,26 @@ def test_activation_quantization(bits):
     assert torch.equal(dequantize_activations(same, 1.0), g)
 
 
-@pytest.mark.parametrize("bits,signed", [(1, True), (2, True), (4, True), (8, False), (3, False)])
-def test_fused_lsq_matches_the_reference_formulation(bits, signed):
+def _fused_and_reference(x, s0, bits, signed):
+    """(values, ∂x, ∂s) of the fused LSQ and of the detach-trick reference on the same input."""
     from jqodi.quant import fake_quant, fake_quant_reference
 
-    torch.manual_seed(bits)
-    x = torch.randn(4, 3, 5, 5) if signed else torch.relu(torch.randn(4, 3, 5, 5))
-    per_channel = signed
-    s0 = (torch.rand(4, 1, 1, 1) + 0.2) * 0.3 if per_channel else torch.tensor([0.2])
     outs = []
     for fn in (fake_quant, fake_quant_reference):
         xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
         out = fn(xx, ss, bits, signed, 0.37)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         outs.append((out.detach(), xx.grad, ss.grad))
+    return outs
+
+
+@pytest.mark.parametrize("bits,signed", [(1, True), (2, True), (4, True), (8, False), (3, False)])
+def test_fused_lsq_matches_the_reference_formulation(bits, signed):
+    torch.manual_seed(bits)
+    x = torch.randn(4, 3, 5, 5) if signed else torch.relu(torch.randn(4, 3, 5, 5))
+    per_channel = signed
+    s0 = (torch.rand(4, 1, 1, 1) + 0.2) * 0.3 if per_channel else torch.tensor([0.2])
+    outs = _fused_and_reference(x, s0, bits, signed)
     for a, b in zip(*outs):
         assert torch.allclose(a, b, atol=1e-5)
 
@@ -173,18 +179,13 @@ def test_fused_lsq_matches_the_reference_formulation(bits, signed):
 def test_fused_lsq_matches_the_reference_for_any_step_broadcast(step_shape, bits, signed):
     """The fast per-tensor (dot) and per-channel (bmm) step gradients and the generic fallback
     all agree with the detach-trick reference, including values exactly on the clamp bounds."""
-    from jqodi.quant import fake_quant, fake_quant_reference
+    from jqodi.quant import fake_quant
 
     torch.manual_seed(7)
     x = torch.randn(4, 3, 5, 5)
     s0 = (torch.rand(step_shape) + 0.2) * 0.3
     x[0, 0, 0, :] = torch.tensor([-8.0, 7.0, -1.0, 1.0, 0.0]) * s0.reshape(-1)[0]  # on the bounds
-    outs = []
-    for fn in (fake_quant, fake_quant_reference):
-        xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
-        out = fn(xx, ss, bits, signed, 0.37)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        outs.append((out.detach(), xx.grad, ss.grad))
+    outs = _fused_and_reference(x, s0, bits, signed)
     for a, b in zip(*outs):
         assert a.shape == b.shape
         assert torch.allclose(a, b, atol=1e-5)

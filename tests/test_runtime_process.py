@@ -69,19 +69,25 @@ class _Killer:
             p.kill()
 
 
-def test_end_device_killed_mid_epoch_is_named_then_resume_loses_nothing(tmp_path):
-    """SIGKILL the end process during epoch 2: the run fails naming 'end' within the timeout;
-    ``resume`` continues after epoch 1 and ends with the same model as an uninterrupted run."""
-    job = _job()
-    killer = _Killer(tmp_path, "end", signal.SIGKILL)
+def _run_until_killed(job, tmp_path, killer: _Killer) -> tuple[RuntimeFailure, float]:
+    """Run ``job`` while ``killer`` signals its role; the failure raised and when it surfaced."""
     try:
         with pytest.raises(RuntimeFailure) as e:
             run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
         detected = time.monotonic()
     finally:
         killer.cleanup()
-    assert killer.fired_at is not None
-    assert e.value.peer == "end" and "end" in str(e.value) and "\n" not in str(e.value)
+    assert killer.fired_at is not None, "the role was never signalled"
+    return e.value, detected
+
+
+def test_end_device_killed_mid_epoch_is_named_then_resume_loses_nothing(tmp_path):
+    """SIGKILL the end process during epoch 2: the run fails naming 'end' within the timeout;
+    ``resume`` continues after epoch 1 and ends with the same model as an uninterrupted run."""
+    job = _job()
+    killer = _Killer(tmp_path, "end", signal.SIGKILL)
+    err, detected = _run_until_killed(job, tmp_path, killer)
+    assert err.peer == "end" and "end" in str(err) and "\n" not in str(err)
     assert detected - killer.fired_at < TIMEOUT_S + 6
     done = json.loads((tmp_path / "epochs.json").read_text())["completed"]
     assert done == 1
@@ -122,15 +128,9 @@ def test_edge_that_hangs_mid_epoch_is_named_within_the_timeout(tmp_path):
     within the timeout and the failure names the edge."""
     job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 3}])
     killer = _Killer(tmp_path, "edge:a", signal.SIGSTOP)
-    try:
-        with pytest.raises(RuntimeFailure) as e:
-            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
-        detected = time.monotonic()
-    finally:
-        killer.cleanup()
-    assert killer.fired_at is not None
-    assert e.value.peer == "edge:a", str(e.value)
-    assert "edge:a" in str(e.value) and "timeout" in str(e.value)
+    err, detected = _run_until_killed(job, tmp_path, killer)
+    assert err.peer == "edge:a", str(err)
+    assert "edge:a" in str(err) and "timeout" in str(err)
     # silence is counted from the last message (heartbeats every timeout/5 = 0.8 s), so at least
     # timeout - 0.8 s pass between the stop and the detection
     assert TIMEOUT_S - 1.0 < detected - killer.fired_at < TIMEOUT_S + 6
@@ -139,13 +139,8 @@ def test_edge_that_hangs_mid_epoch_is_named_within_the_timeout(tmp_path):
 def test_edge_killed_mid_epoch_is_named_then_resume_completes(tmp_path):
     job = _job(schedule=[{"edge": "a", "cut": 1, "epochs": 3}])
     killer = _Killer(tmp_path, "edge:a", signal.SIGKILL)
-    try:
-        with pytest.raises(RuntimeFailure) as e:
-            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
-        detected = time.monotonic()
-    finally:
-        killer.cleanup()
-    assert e.value.peer == "edge:a" and "edge:a" in str(e.value)
+    err, detected = _run_until_killed(job, tmp_path, killer)
+    assert err.peer == "edge:a" and "edge:a" in str(err)
     assert detected - killer.fired_at < TIMEOUT_S + 6
     # resume, then serve inference from the same processes (SD + the edge, and SD alone)
     resumed = run_job(job.replace(inference_requests=8), workdir=tmp_path, resume=True, say=lambda s: None,
