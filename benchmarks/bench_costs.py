@@ -23,8 +23,8 @@ def _median(fn, repeats=5):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from jqodi.costs import compile_instance, cost_table, epoch_costs, scenario_profiles
-    from jqodi.scenario import default_scenario_path, load_scenario
+    from jqodi.core.costs import compile_instance, cost_table, epoch_costs, scenario_profiles
+    from jqodi.core.scenario import default_scenario_path, load_scenario
 
     path = argv[0] if argv else default_scenario_path()
     s = load_scenario(path)

@@ -48,10 +48,12 @@ def k_str(k):
 def main(argv=None) -> int:
     import torch
 
-    from jqodi.data import end_device_data
+    from jqodi.core.data import end_device_data
     from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
-    from jqodi.learning.store import TraceStore
-    from jqodi.train import TrainConfig, evaluate, finetune, load_pretrained
+    from jqodi.core.traces import TraceStore
+    from jqodi.core.pretrained import load_pretrained
+    from jqodi.core.training import TrainConfig, evaluate
+    from jqodi.learning.reference import finetune
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="LeNet only, bits 1 2 4 8, ≤ 10 min")

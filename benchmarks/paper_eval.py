@@ -24,8 +24,8 @@ def main(argv=None) -> int:
                             str(ROOT / "examples" / "paper-data2.yaml")])
     args = p.parse_args(argv)
 
-    from jqodi.evaluation import evaluate_scenario, summary_tables
-    from jqodi.report import to_jsonable
+    from jqodi.app.evaluation import evaluate_scenario, summary_tables
+    from jqodi.render.report import to_jsonable
 
     report = {}
     for path in args.scenarios:

@@ -26,7 +26,7 @@ def _v1_fake_quant():
     """The fused LSQ quantizer as it was before the backward was reduced to two kernels."""
     import torch
 
-    from jqodi.quant import _levels
+    from jqodi.core.quant import _levels
 
     class _LSQv1(torch.autograd.Function):
         @staticmethod
@@ -67,9 +67,9 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from jqodi.quant import prepare_qat
-    from jqodi.train import DEFAULT_WIDTH
-    from jqodi.zoo import build_model
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.training import DEFAULT_WIDTH
+    from jqodi.core.zoo import build_model
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"])
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-ref", action="store_true",
                     help="also time the previous quantizer (v1) in the same interleaved loop")
     args = ap.parse_args(argv)
-    import jqodi.quant as quant
+    import jqodi.core.quant as quant
 
     fq_new, fq_v1 = quant.fake_quant, _v1_fake_quant()
     torch.set_num_threads(args.threads)

@@ -14,8 +14,11 @@ import torch
 
 
 def main(argv=None) -> int:
-    from jqodi.data import end_device_data
-    from jqodi.train import RETURN_MODES, TrainConfig, finetune, load_pretrained
+    from jqodi.core.data import end_device_data
+    from jqodi.core.codec import RETURN_MODES
+    from jqodi.core.pretrained import load_pretrained
+    from jqodi.core.training import TrainConfig
+    from jqodi.learning.reference import finetune
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="lenet")

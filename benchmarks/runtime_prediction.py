@@ -30,17 +30,17 @@ def main(argv=None) -> int:
     ap.add_argument("--dilation", default="auto")
     args = ap.parse_args(argv)
 
-    from jqodi.costs import compile_instance
+    from jqodi.core.costs import compile_instance
     from jqodi.planner import ScheduleEntry, Solution, solve
     from jqodi.runtime.launch import run_plan
     from jqodi.runtime.plan import cpu_scale
-    from jqodi.scenario import default_scenario_path, load_scenario
+    from jqodi.core.scenario import default_scenario_path, load_scenario
 
     sc = cpu_scale(load_scenario(args.scenario or default_scenario_path()),
                    train_size=args.train_size, val_size=args.val_size)
     plan = solve(compile_instance(sc), "jqodi")
     model, bits = args.model or plan.model, args.bits or plan.bits
-    from jqodi.profile import profile_named_model
+    from jqodi.core.profile import profile_named_model
 
     cuts = profile_named_model(model, sc.data.input_shape, sc.data.num_classes, sc.model_entry(model).width).cuts
     sched = tuple(ScheduleEntry(e.name, c, args.epochs) for e in sc.edges for c in cuts)

@@ -1,6 +1,6 @@
 """Split-training throughput on loopback vs the single-process reference (target ≥ 0.9×).
 
-Same model, bits, batch size, data and batch order: the reference :func:`jqodi.train.protocol_epoch`
+Same model, bits, batch size, data and batch order: the reference :func:`jqodi.learning.reference.protocol_epoch`
 in one process, and the runtime's cloud/edge/end processes over gloo on loopback (emulation
 off). Throughput = training samples / epoch wall time (each epoch also validates and does the
 pack/update round trip, in both). The first epoch of each is a warm-up and not counted.
@@ -35,11 +35,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from jqodi.data import end_device_data
+    from jqodi.core.data import end_device_data
     from jqodi.runtime.job import Job
     from jqodi.runtime.launch import run_job
     from jqodi.runtime.process import initial_master
-    from jqodi.train import protocol_epoch
+    from jqodi.learning.reference import protocol_epoch
 
     job = Job.from_dict({
         "model": args.model, "bits": args.bits, "width": args.width,

@@ -36,7 +36,7 @@ def test_instance_table_and_estimates_override(tmp_path):
     rc, text = run_cli("instance")  # default scenario = Data 1
     assert rc == 0 and "instance of paper-data1 (extended cost model): deadline 180 s" in text
     assert "lenet     " in text and "target out of reach" in text
-    from jqodi.learning.table import LearningEstimate, save_estimates
+    from jqodi.core.estimates import LearningEstimate, save_estimates
 
     est = tmp_path / "est.json"
     save_estimates(est, [LearningEstimate("lenet", 8, 0.01, 0.001, 3, 4, source="measured")])
@@ -61,7 +61,7 @@ def test_profile_json_and_table():
 
 
 def test_demo_prints_its_sections():
-    from jqodi.demo import run_demo
+    from jqodi.app.demo import run_demo
 
     buf = io.StringIO()
     ctx = run_demo(out=buf)
@@ -164,8 +164,8 @@ def test_extreme_but_valid_rates_give_infeasible_options_without_warnings(tmp_pa
 
 
 def test_cli_tables_use_the_shared_report_layout():
-    from jqodi.cli._table import format_table
-    from jqodi.report import format_table as layout
+    from jqodi.render.tables import format_table
+    from jqodi.render.report import format_table as layout
 
     t = format_table(["name", "size"], [["a", "1.00 KiB"], ["bbb", "∞"]], indent="  ")
     # formatted numbers ("1.00 KiB", "∞") are right-aligned; the rule is report's

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from jqodi.costs import TERMS, compile_instance, cost_table, epoch_costs
+from jqodi.core.costs import TERMS, compile_instance, cost_table, epoch_costs
 from jqodi.errors import ScenarioError
-from jqodi.learning.table import LearningEstimate
+from jqodi.core.estimates import LearningEstimate
 from jqodi.planner import PlanningInstance
-from jqodi.profile import BlockProfile, ModelProfile
-from jqodi.scenario import load_scenario, parse_scenario
+from jqodi.core.profile import BlockProfile, ModelProfile
+from jqodi.core.scenario import load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ torch.set_num_threads(1)
 import pytest
 import torch
 
-from jqodi.data import (
+from jqodi.core.data import (
     FASHION_MNIST_DIR,
     end_device_data,
     load_cifar,

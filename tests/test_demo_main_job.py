@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jqodi.data import FASHION_MNIST_DIR
+from jqodi.core.data import FASHION_MNIST_DIR
 
 pytestmark = pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists()
                                 and not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte").exists(),
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte
 
 def test_target_rule():
     from jqodi.errors import JqodiError
-    from jqodi.runtime.demo import target_from_probes
+    from jqodi.app.main_job import target_from_probes
 
     assert target_from_probes({("a", 2): [3.0, 1.0, 2.0], ("a", 4): [1.5, 0.8]}, 0.25) == pytest.approx(1.0)
     with pytest.raises(JqodiError):
@@ -25,7 +25,7 @@ def test_target_rule():
 def test_packaged_scenario_matches_example():
     from pathlib import Path
 
-    from jqodi.runtime.demo import cpu_demo_path
+    from jqodi.app.main_job import cpu_demo_path
 
     example = Path(__file__).resolve().parents[1] / "examples" / "cpu-demo.yaml"
     assert cpu_demo_path().read_text() == example.read_text()
@@ -35,7 +35,7 @@ def test_packaged_scenario_matches_example():
 def test_main_job_tiny(tmp_path, monkeypatch):
     import torch
 
-    from jqodi.runtime.demo import main_job
+    from jqodi.app.main_job import main_job
 
     torch.set_num_threads(1)
     monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
@@ -60,7 +60,7 @@ def test_main_job_tiny(tmp_path, monkeypatch):
 def test_main_demo_plan_only(tmp_path, monkeypatch):
     import io
 
-    from jqodi.demo import run_main_demo
+    from jqodi.app.demo import run_main_demo
 
     monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
     buf = io.StringIO()
@@ -71,10 +71,10 @@ def test_main_demo_plan_only(tmp_path, monkeypatch):
 
 
 def test_cpu_demo_scenario_plans_with_its_stored_table():
-    from jqodi.costs import compile_instance
+    from jqodi.core.costs import compile_instance
     from jqodi.planner import solve
-    from jqodi.runtime.demo import cpu_demo_path
-    from jqodi.scenario import load_scenario
+    from jqodi.app.main_job import cpu_demo_path
+    from jqodi.core.scenario import load_scenario
 
     scenario = load_scenario(cpu_demo_path())
     sol = solve(compile_instance(scenario), "jqodi")
@@ -83,7 +83,7 @@ def test_cpu_demo_scenario_plans_with_its_stored_table():
 
 def test_demo_cli_with_a_scenario_notes_ignored_main_job_options(capsys):
     from jqodi.cli import main
-    from jqodi.scenario import default_scenario_path
+    from jqodi.core.scenario import default_scenario_path
 
     assert main(["demo", "--plan-only", str(default_scenario_path())]) == 0
     captured = capsys.readouterr()

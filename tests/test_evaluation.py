@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jqodi.errors import PlanningError
-from jqodi.evaluation import (
+from jqodi.app.evaluation import (
     NODE_TERMS,
     evaluate_instance,
     loss_trajectory,
@@ -19,7 +19,7 @@ from jqodi.evaluation import (
     summary_tables,
     write_outputs,
 )
-from jqodi.planner.instance import PlanningInstance, ScheduleEntry, Solution
+from jqodi.core.instance import PlanningInstance, ScheduleEntry, Solution
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,8 @@ def test_loss_trajectory_passes_the_anchors():
 
 
 def test_loss_anchors_from_estimates():
-    from jqodi.evaluation import loss_anchors_from_estimates
-    from jqodi.learning.table import LearningEstimate
+    from jqodi.app.evaluation import loss_anchors_from_estimates
+    from jqodi.core.estimates import LearningEstimate
 
     ests = [LearningEstimate("lenet", 6, 0.0186, 0.004, 33, 36, target_loss=0.0186),
             LearningEstimate("lenet", 1, 0.0186, 0.08, None, None),
@@ -193,7 +193,7 @@ def test_paper_key():
 
 @pytest.mark.parametrize("name", ["paper-data1", "paper-data2"])
 def test_paper_scenarios_end_to_end(name, tmp_path):
-    costs = pytest.importorskip("jqodi.costs")
+    costs = pytest.importorskip("jqodi.core.costs")
     planner = pytest.importorskip("jqodi.planner")
     if not hasattr(costs, "compile_instance") or not hasattr(planner, "solve"):
         pytest.skip("scenario compiler or planner not merged yet")
@@ -210,7 +210,7 @@ def test_paper_scenarios_end_to_end(name, tmp_path):
 
 
 def test_choice_text():
-    from jqodi.evaluation import StrategyResult
+    from jqodi.app.evaluation import StrategyResult
 
     r = StrategyResult("JQODI", "jqodi", "optimal", "lenet", 8,
                        (ScheduleEntry("rtx3090", 3, 24), ScheduleEntry("rtx3090", 1, 4)))
@@ -223,7 +223,7 @@ def test_choice_text():
 
 
 def test_evaluate_cli_user_errors(tmp_path, capsys):
-    pytest.importorskip("jqodi.scenario")
+    pytest.importorskip("jqodi.core.scenario")
     from jqodi.cli import main
 
     assert main(["evaluate", str(tmp_path / "nope.yaml")]) == 2

@@ -13,8 +13,8 @@ def test_all_is_pinned_and_every_name_resolves():
     assert sorted(jqodi.__all__) == sorted(EXPORTED)
     for name in jqodi.__all__:
         assert getattr(jqodi, name) is not None, name
-    from jqodi.costs import compile_instance
-    from jqodi.scenario import load_scenario
+    from jqodi.core.costs import compile_instance
+    from jqodi.core.scenario import load_scenario
 
     assert jqodi.load_scenario is load_scenario and jqodi.compile_instance is compile_instance
     assert set(jqodi.__all__) <= set(dir(jqodi))

@@ -3,8 +3,8 @@ import json
 import numpy as np
 
 from jqodi.cli import main
-from jqodi.learning.store import TraceStore
-from jqodi.learning.table import load_estimates
+from jqodi.core.traces import TraceStore
+from jqodi.core.estimates import load_estimates
 
 
 def fill(store_path, bits, floor, seeds=(0, 1, 2)):

@@ -88,8 +88,8 @@ def test_plan_partition_only_with_model_and_bits(instance_file, capsys):
 def test_plan_paper_scenarios(name, capsys):
     from pathlib import Path
 
-    from jqodi.costs import compile_instance
-    from jqodi.scenario import load_scenario
+    from jqodi.core.costs import compile_instance
+    from jqodi.core.scenario import load_scenario
 
     path = Path(__file__).resolve().parents[1] / "examples" / name
     assert main(["plan", str(path), "--solver", "all", "--json"]) == 0
@@ -123,7 +123,7 @@ def test_search_bits_restricts_the_search():
 def test_plan_scenario_with_measured_estimates(tmp_path, capsys):
     from pathlib import Path
 
-    from jqodi.learning.table import LearningEstimate, save_estimates
+    from jqodi.core.estimates import LearningEstimate, save_estimates
 
     path = Path(__file__).resolve().parents[1] / "examples" / "paper-data1.yaml"
     assert main(["plan", str(path), "--solver", "optimal", "--json"]) == 0

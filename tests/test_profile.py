@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from jqodi.profile import ModelProfile, profile_model, profile_named_model
-from jqodi.zoo import build_model, register_model
+from jqodi.core.profile import ModelProfile, profile_model, profile_named_model
+from jqodi.core.zoo import build_model, register_model
 
 # --- hand counting, written from the layer shapes (not from the code under test) ---------------
 # Each helper returns (flops, params, quantized weight elements, fp32 elements, scales, out elems)

@@ -7,7 +7,7 @@ import torch
 torch.set_num_threads(1)
 
 from jqodi.errors import ModelError
-from jqodi.quant import (
+from jqodi.core.quant import (
     PackedModel,
     QConv2d,
     QLinear,
@@ -21,7 +21,7 @@ from jqodi.quant import (
     unpack_bits,
     unpack_model,
 )
-from jqodi.zoo import build_model
+from jqodi.core.zoo import build_model
 
 BITS = [1, 2, 3, 4, 6, 8]
 
@@ -152,7 +152,7 @@ def test_activation_quantization(bits):
 
 def _fused_and_reference(x, s0, bits, signed):
     """(values, ∂x, ∂s) of the fused LSQ and of the detach-trick reference on the same input."""
-    from jqodi.quant import fake_quant, fake_quant_reference
+    from jqodi.core.quant import fake_quant, fake_quant_reference
 
     outs = []
     for fn in (fake_quant, fake_quant_reference):
@@ -179,7 +179,7 @@ def test_fused_lsq_matches_the_reference_formulation(bits, signed):
 def test_fused_lsq_matches_the_reference_for_any_step_broadcast(step_shape, bits, signed):
     """The fast per-tensor (dot) and per-channel (bmm) step gradients and the generic fallback
     all agree with the detach-trick reference, including values exactly on the clamp bounds."""
-    from jqodi.quant import fake_quant
+    from jqodi.core.quant import fake_quant
 
     torch.manual_seed(7)
     x = torch.randn(4, 3, 5, 5)
@@ -195,7 +195,7 @@ def test_fused_lsq_matches_the_reference_for_any_step_broadcast(step_shape, bits
 
 def test_fused_lsq_step_along_the_last_dimension_is_not_taken_for_per_channel():
     """A (C,) step broadcast along the last dim of a (C, C) input sums over rows, not columns."""
-    from jqodi.quant import fake_quant, fake_quant_reference
+    from jqodi.core.quant import fake_quant, fake_quant_reference
 
     torch.manual_seed(3)
     x, s0 = torch.randn(5, 5), torch.rand(5) * 0.3 + 0.1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from jqodi.report import Series, format_table, format_value, line_plot, save_json, stacked_bars
+from jqodi.render.report import Series, format_table, format_value, line_plot, save_json, stacked_bars
 
 
 def test_format_table_aligns_numbers_right_and_text_left():

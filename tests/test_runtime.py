@@ -13,7 +13,7 @@ from jqodi.errors import RuntimeFailure
 from jqodi.runtime.job import Job, JobError
 from jqodi.runtime.local import run_inprocess
 from jqodi.runtime.transport import InProcessHub, InProcessTransport, decode_message, encode_message
-from jqodi.runtime.wire import cut_tensor_bytes, decode_cut, encode_cut
+from jqodi.core.codec import cut_tensor_bytes, decode_cut, encode_cut
 
 SHAPE = (1, 28, 28)
 
@@ -34,8 +34,8 @@ def _job(**kw) -> Job:
 
 
 def _master(data, bits=4, model="lenet", width=0.125):
-    from jqodi.quant import prepare_qat
-    from jqodi.zoo import build_model
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.zoo import build_model
 
     m = build_model(model, SHAPE, 10, width, seed=1)
     return prepare_qat(m, bits, None, calibration=data.train.tensors[0][:32])
@@ -54,7 +54,7 @@ def _one_thread():
 def test_split_training_equals_single_process_reference(model, cuts, return_mode):
     """Same seed and batches: the split run's master equals train.protocol_epoch's, epoch by epoch,
     while the edge and the cut change between epochs."""
-    from jqodi.train import protocol_epoch
+    from jqodi.learning.reference import protocol_epoch
 
     data = _Data()
     width = 0.125 if model == "lenet" else 0.25
@@ -191,7 +191,8 @@ def test_a_crashing_role_is_named_and_the_run_stops():
 
 
 def test_collaborative_inference_reports_latency_energy_and_matches_local_predictions():
-    from jqodi.runtime.inference import format_inference, run_inference
+    from jqodi.render.runs import format_inference
+    from jqodi.runtime.inference import run_inference
     from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
 
     data = _Data(n_train=32, n_val=40)
@@ -278,7 +279,9 @@ def test_run_record_round_trip_and_table(tmp_path):
     m["predicted"] = {"time_s": 1.0, "energy_j": 2.0, "phases_s": {k: 0.1 for k in m["phases_s"]},
                       "phases_j": {k: 0.2 for k in m["phases_s"]}}
     rec = RunRecord(job={}, epochs=[m], dilation=2.0, emulated=True)
-    text = rec.table()
+    from jqodi.render.runs import run_table
+
+    text = run_table(rec)
     assert "dilation ×2" in text and "end_compute" in text and "bytes per link" in text
     rec.save(tmp_path / "r.json")
     back = RunRecord.load(tmp_path / "r.json")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from jqodi.errors import ScenarioError
-from jqodi.scenario import default_scenario_path, load_scenario, parse_scenario
+from jqodi.core.scenario import default_scenario_path, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA1 = ROOT / "examples" / "paper-data1.yaml"
@@ -61,7 +61,7 @@ def test_derived_quantities():
 
 
 def test_system_arrays_follow_the_scenario():
-    from jqodi.system import System, db_to_linear, shannon_rate_bps
+    from jqodi.core.system import System, db_to_linear, shannon_rate_bps
 
     assert db_to_linear(20) == pytest.approx(100.0)
     assert shannon_rate_bps(1e6, 3) == pytest.approx(2e6)
@@ -215,7 +215,7 @@ def test_numbers_written_as_strings_are_read():
 def test_user_registered_models_are_accepted():
     import torch
 
-    from jqodi.zoo import register_model
+    from jqodi.core.zoo import register_model
 
     register_model("tiny-scn", lambda s, n, w: [("f", torch.nn.Flatten()),
                                                  ("fc", torch.nn.Linear(s[0] * s[1] * s[2], n))], replace=True)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jqodi.errors import ScenarioError
-from jqodi.scenario import Scenario, load_scenario, parse_scenario
+from jqodi.core.scenario import Scenario, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "examples" / "paper-data1.yaml").read_text())

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from jqodi.errors import TraceStoreError
-from jqodi.learning.store import SCHEMA_VERSION, TraceStore
+from jqodi.core.traces import SCHEMA_VERSION, TraceStore
 
 
 def run_row(seed=0, **kw):

@@ -5,23 +5,14 @@ import torch
 
 torch.set_num_threads(1)
 
-from jqodi.data import FASHION_MNIST_DIR, end_device_data  # noqa: E402
-from jqodi.learning.store import TraceStore  # noqa: E402
-from jqodi.quant import pack_model, prepare_qat, quant_layers, unpack_model  # noqa: E402
-from jqodi.train import (  # noqa: E402
-    TrainConfig,
-    apply_update,
-    epoch_batch_order,
-    evaluate,
-    finetune,
-    load_pretrained,
-    make_optimizer,
-    pack_update,
-    protocol_epoch,
-    train_step,
-    update_size_bytes,
-)
-from jqodi.zoo import build_model  # noqa: E402
+from jqodi.core.data import FASHION_MNIST_DIR, end_device_data  # noqa: E402
+from jqodi.core.traces import TraceStore  # noqa: E402
+from jqodi.core.quant import pack_model, prepare_qat, quant_layers, unpack_model  # noqa: E402
+from jqodi.core.codec import apply_update, pack_update, update_size_bytes # noqa: E402
+from jqodi.core.pretrained import load_pretrained  # noqa: E402
+from jqodi.core.training import TrainConfig, epoch_batch_order, evaluate, make_optimizer, train_step  # noqa: E402
+from jqodi.learning.reference import finetune, protocol_epoch  # noqa: E402
+from jqodi.core.zoo import build_model  # noqa: E402
 
 HAVE_FMNIST = (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file()
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from jqodi.errors import ModelError
-from jqodi.zoo import available_models, build_model, register_model
+from jqodi.core.zoo import available_models, build_model, register_model
 
 PAPER_CUTS = {"lenet": 4, "vgg": 5, "resnet20": 4}  # footnotes 4-6
 

@@ -25,11 +25,11 @@ __all__ = ["__version__", "JqodiError", "ScenarioError", "ModelError", "DataErro
 #: pydantic or torch until one is asked for): ``jqodi.load_scenario(path)`` →
 #: ``jqodi.compile_instance(scenario)`` is the planning instance of DESIGN.md.
 _LAZY = {
-    "load_scenario": "jqodi.scenario",
-    "compile_instance": "jqodi.costs",
-    "epoch_costs": "jqodi.costs",
-    "build_model": "jqodi.zoo",
-    "register_model": "jqodi.zoo",
+    "load_scenario": "jqodi.core.scenario",
+    "compile_instance": "jqodi.core.costs",
+    "epoch_costs": "jqodi.core.costs",
+    "build_model": "jqodi.core.zoo",
+    "register_model": "jqodi.core.zoo",
 }
 
 

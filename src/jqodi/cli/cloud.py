@@ -5,7 +5,7 @@ HELP = "run the cloud role of a job (hosts the rendezvous; see 'jqodi run --writ
 
 
 def add_arguments(p) -> None:
-    from jqodi.runtime.process import add_connection_arguments
+    from jqodi.cli._roles import add_connection_arguments
 
     p.add_argument("--job", required=True, metavar="FILE", help="job JSON (written by 'jqodi run --write-job')")
     p.add_argument("--workdir", default=".", metavar="DIR", help="checkpoint and epoch records go here")
@@ -19,7 +19,7 @@ def run(args) -> int:
 
     from jqodi.errors import JqodiError
     from jqodi.runtime.job import Job
-    from jqodi.runtime.process import role_main
+    from jqodi.cli._roles import role_main
 
     try:
         job = Job.from_dict(json.loads(Path(args.job).read_text()))

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scenario is not None:
         import sys
 
-        from jqodi.demo import run_demo
+        from jqodi.app.demo import run_demo
 
         if args.plan_only or args.no_describe or args.workdir or args.json:
             print("jqodi demo: note: with a SCENARIO only its descriptive sections are shown; the main-job "
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import json
 
-    from jqodi.demo import run_main_demo
+    from jqodi.app.demo import run_main_demo
 
     summary = run_main_demo(plan_only=args.plan_only, describe=not args.no_describe, workdir=args.workdir,
                             transport=args.transport, requests=args.requests)

@@ -5,13 +5,13 @@ HELP = "run an edge-server role (joins the cloud's rendezvous)"
 
 
 def add_arguments(p) -> None:
-    from jqodi.runtime.process import add_connection_arguments
+    from jqodi.cli._roles import add_connection_arguments
 
     p.add_argument("--name", required=True, help="this edge server's name in the scenario")
     add_connection_arguments(p)
 
 
 def run(args) -> int:
-    from jqodi.runtime.process import role_main
+    from jqodi.cli._roles import role_main
 
     return role_main(f"edge:{args.name}", args)

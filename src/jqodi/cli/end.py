@@ -5,12 +5,12 @@ HELP = "run the end-device role (owns the private data; joins the cloud's rendez
 
 
 def add_arguments(p) -> None:
-    from jqodi.runtime.process import add_connection_arguments
+    from jqodi.cli._roles import add_connection_arguments
 
     add_connection_arguments(p)
 
 
 def run(args) -> int:
-    from jqodi.runtime.process import role_main
+    from jqodi.cli._roles import role_main
 
     return role_main("end", args)

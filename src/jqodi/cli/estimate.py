@@ -31,10 +31,10 @@ def run(args) -> int:
 
     from jqodi.cli._learning_common import fmt, table
     from jqodi.errors import JqodiError
-    from jqodi.learning.store import TraceStore
-    from jqodi.learning.table import save_estimates
-    from jqodi.quant import check_bits
-    from jqodi.zoo import get_spec
+    from jqodi.core.traces import TraceStore
+    from jqodi.core.estimates import save_estimates
+    from jqodi.core.quant import check_bits
+    from jqodi.core.zoo import get_spec
 
     if not args.target_loss > 0:
         raise JqodiError(f"--target-loss must be > 0, got {args.target_loss}")
@@ -46,7 +46,7 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from jqodi.data import end_device_data
+    from jqodi.core.data import end_device_data
     from jqodi.learning.estimate import estimate_candidate
 
     data = None
@@ -84,7 +84,7 @@ class _DataKey:
     """Stands in for EndDeviceData when only the store is consulted (no images are loaded)."""
 
     def __init__(self, args):
-        from jqodi.data import canonical_dataset
+        from jqodi.core.data import canonical_dataset
 
         self.dataset = canonical_dataset(args.dataset)
         self.name = args.data

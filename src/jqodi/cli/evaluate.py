@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jqodi.evaluation import evaluate_scenario, summary_tables
-    from jqodi.report import save_json
+    from jqodi.app.evaluation import evaluate_scenario, summary_tables
+    from jqodi.render.report import save_json
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -36,11 +36,13 @@ def run(args) -> int:
     import torch
 
     from jqodi.cli._learning_common import fmt, table
-    from jqodi.data import end_device_data
-    from jqodi.learning.store import TraceStore
-    from jqodi.quant import check_bits
-    from jqodi.train import DEFAULT_PRETRAIN_EPOCHS, TrainConfig, finetune
-    from jqodi.zoo import get_spec
+    from jqodi.core.data import end_device_data
+    from jqodi.core.traces import TraceStore
+    from jqodi.core.quant import check_bits
+    from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS
+    from jqodi.core.training import TrainConfig
+    from jqodi.learning.reference import finetune
+    from jqodi.core.zoo import get_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -25,13 +25,14 @@ def run(args) -> int:
     import torch
 
     from jqodi.errors import JqodiError
-    from jqodi.runtime.inference import format_inference, run_inference
+    from jqodi.render.runs import format_inference
+    from jqodi.runtime.inference import run_inference
     from jqodi.runtime.job import Job
     from jqodi.runtime.process import CHECKPOINT_NAME, initial_master, load_checkpoint
 
     wd = Path(args.workdir) if args.workdir else None
     if wd is None:
-        from jqodi.scenario import default_scenario_path, load_scenario
+        from jqodi.core.scenario import default_scenario_path, load_scenario
 
         wd = Path(f"runs/{load_scenario(default_scenario_path()).name}")
     if not (wd / "job.json").is_file():
@@ -46,7 +47,7 @@ def run(args) -> int:
         print(f"note: no {CHECKPOINT_NAME} in {wd}: serving the model before fine-tuning")
     else:
         print(f"model after {state.epoch} fine-tuning epoch(s) from {wd / CHECKPOINT_NAME}")
-    from jqodi.data import end_device_data
+    from jqodi.core.data import end_device_data
 
     d = job.data
     data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jqodi.report import format_table, save_json
+    from jqodi.render.report import format_table, save_json
     from jqodi.runtime.energy import available_meters, make_meter
 
     infos = available_meters(busy_power_w=args.busy_power_w, gpu_index=args.gpu_index)

@@ -50,14 +50,14 @@ def _load_instance(args):
     if not args.scenario:
         raise PlanningError("give a SCENARIO file or --instance FILE.json")
     try:
-        from jqodi.costs import compile_instance
-        from jqodi.scenario import load_scenario
+        from jqodi.core.costs import compile_instance
+        from jqodi.core.scenario import load_scenario
     except ImportError as e:  # the foundation part is not installed in this build
         raise PlanningError(f"cannot compile scenarios in this build ({e}); "
                             "use --instance FILE.json") from e
     estimates = None
     if args.estimates:
-        from jqodi.learning.table import load_estimates
+        from jqodi.core.estimates import load_estimates
 
         estimates = load_estimates(args.estimates)
     return compile_instance(load_scenario(args.scenario), estimates=estimates)
@@ -87,7 +87,8 @@ def _print_solution(sol, instance) -> None:
 
 
 def run(args) -> int:
-    from jqodi.planner import compare, format_table, savings_summary, solve
+    from jqodi.planner import compare, solve
+    from jqodi.render.plans import comparison_table, savings_summary
     from jqodi.planner.solve import SOLVERS
 
     instance = _load_instance(args)
@@ -98,7 +99,7 @@ def run(args) -> int:
             return 0
         print(f"deadline {instance.deadline_s:g} s, target loss {instance.target_loss:g}, "
               f"{len(instance.candidates)} candidates, {args.epochs} epoch estimate")
-        print(format_table(rows))
+        print(comparison_table(rows))
         line = savings_summary(rows)
         if line:
             print(line)
@@ -118,22 +119,3 @@ def run(args) -> int:
         return 0
     _print_solution(sol, instance)
     return 0 if sol.status != "infeasible" else 1
-
-
-def demo_section(ctx) -> None:
-    """``jqodi demo`` section: plan the scenario with every solver and print the comparison."""
-    from jqodi.planner import compare, format_table, savings_summary
-
-    inst = ctx.instance
-    ctx.title("Plans: every solver on this scenario (robust epoch estimate)")
-    ctx.print(f"deadline {inst.deadline_s:g} s, target loss {inst.target_loss:g}; "
-              "JQODI = Alg. 1-4, optimal = exact per-epoch mix, static = the paper's Optimum "
-              "(one option for all epochs)")
-    rows = compare(inst)
-    ctx.print(format_table(rows))
-    line = savings_summary(rows)
-    if line:
-        ctx.print(line)
-    for r in rows:
-        if r["status"] == "infeasible":
-            ctx.print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")

@@ -24,9 +24,9 @@ def run(args) -> int:
     import torch
 
     from jqodi.cli._learning_common import fmt, table
-    from jqodi.quant import model_size_bytes
-    from jqodi.train import DEFAULT_PRETRAIN_EPOCHS, load_pretrained
-    from jqodi.zoo import get_spec
+    from jqodi.core.quant import model_size_bytes
+    from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, load_pretrained
+    from jqodi.core.zoo import get_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)

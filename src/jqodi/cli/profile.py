@@ -53,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jqodi.cli._table import format_table, human_bytes, si
-    from jqodi.profile import profile_named_model
+    from jqodi.render.tables import format_table, human_bytes, si
+    from jqodi.core.profile import profile_named_model
 
     if not 1 <= args.act_bits <= 32:
         raise ModelError(f"--act-bits must be within 1..32, got {args.act_bits}")

@@ -42,7 +42,8 @@ def run(args) -> int:
     from jqodi.errors import JqodiError
     from jqodi.runtime.launch import run_plan
     from jqodi.runtime.plan import cpu_scale, job_from_plan
-    from jqodi.scenario import default_scenario_path, load_scenario
+    from jqodi.core.scenario import default_scenario_path, load_scenario
+    from jqodi.render.runs import run_table
 
     path = args.scenario or default_scenario_path()
     scenario = load_scenario(path)
@@ -60,7 +61,7 @@ def run(args) -> int:
     pretrained = {"source": "random"} if args.random_init else None
     solution = None
     if not (args.resume and (workdir / "job.json").is_file()):
-        from jqodi.costs import compile_instance
+        from jqodi.core.costs import compile_instance
         from jqodi.planner import solve
 
         print(f"planning {scenario.name} with {args.solver} ...", flush=True)
@@ -82,9 +83,10 @@ def run(args) -> int:
                    max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter,
                    inference_requests=args.requests)
     print()
-    print(rec.table())
+    print(run_table(rec))
     if rec.inference:
-        from jqodi.runtime.inference import InferenceResult, format_inference
+        from jqodi.runtime.inference import InferenceResult
+        from jqodi.render.runs import format_inference
 
         print("\ncollaborative inference")
         print(format_inference([InferenceResult.from_dict(r) for r in rec.inference]))

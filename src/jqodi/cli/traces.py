@@ -24,8 +24,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from jqodi.cli._learning_common import fmt, table
     from jqodi.errors import TraceStoreError
-    from jqodi.learning.paths import default_store_path
-    from jqodi.learning.store import TraceStore
+    from jqodi.core.paths import default_store_path
+    from jqodi.core.traces import TraceStore
 
     path = Path(args.store) if args.store else default_store_path()
     if not path.exists():

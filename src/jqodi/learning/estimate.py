@@ -12,7 +12,7 @@ candidate, a short probe run:
   (:func:`jqodi.learning.curves.estimate_from_probe`); γ from its bootstrap.
 * ``method="auto"`` (default): the store if it holds a run of the candidate, else a probe.
 
-The result is a :class:`jqodi.learning.table.LearningEstimate` (``source`` says which method),
+The result is a :class:`jqodi.core.estimates.LearningEstimate` (``source`` says which method),
 the schema ``jqodi instance --estimates FILE`` reads.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Sequence
 
 from jqodi.errors import JqodiError
 from jqodi.learning.curves import EpochEstimate, estimate_from_probe, estimate_from_runs
-from jqodi.learning.table import LearningEstimate
+from jqodi.core.estimates import LearningEstimate
 
 __all__ = ["MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces"]
 
@@ -35,7 +35,7 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 
 
 def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tuple[EpochEstimate, dict]:
-    """Epoch estimate and γ/L_a summary from stored :class:`~jqodi.learning.store.RunTrace` s."""
+    """Epoch estimate and γ/L_a summary from stored :class:`~jqodi.core.traces.RunTrace` s."""
     est = estimate_from_runs([r.val_losses for r in runs], target_loss, horizon=horizon)
     summary = {"base_loss": _mean([r.base_loss for r in runs]), "gamma": _mean([r.gamma for r in runs]),
                "gamma_robust": max((r.gamma_robust for r in runs if r.gamma_robust is not None), default=None),
@@ -52,7 +52,7 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
         raise JqodiError(f"estimate method must be auto, probe or store, got {method!r}")
     if not 1 <= probe_epochs <= MAX_PROBE_EPOCHS:
         raise JqodiError(f"probe epochs must be in 1..{MAX_PROBE_EPOCHS}, got {probe_epochs}")
-    from jqodi.train import default_width
+    from jqodi.core.training import default_width
 
     width = default_width(model) if width is None else float(width)
     priors = []
@@ -73,7 +73,8 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                                 final_loss_expected=est.final_loss_expected,
                                 final_loss_robust=est.final_loss_robust,
                                 source=f"measured:store({len(priors)} runs)")
-    from jqodi.train import TrainConfig, finetune
+    from jqodi.core.training import TrainConfig
+    from jqodi.learning.reference import finetune
 
     r = finetune(model, bits, data, probe_epochs, seed, width=width, cfg=cfg or TrainConfig(),
                  pretrained=pretrained, progress=progress)

@@ -5,7 +5,7 @@
     compare(instance, solvers=None, *, epochs="robust", model=None, bits=None) -> list[dict]
 """
 from jqodi.planner.common import TIME_RTOL, check_solution
-from jqodi.planner.instance import (
+from jqodi.core.instance import (
     Candidate,
     EpochEstimates,
     LossEstimates,
@@ -14,8 +14,7 @@ from jqodi.planner.instance import (
     ScheduleEntry,
     Solution,
 )
-from jqodi.planner.solve import SOLVERS, compare, format_table, savings_summary, solve
+from jqodi.planner.solve import SOLVERS, compare, solve
 
 __all__ = ["Candidate", "EpochEstimates", "LossEstimates", "Option", "PlanningInstance",
-           "ScheduleEntry", "Solution", "SOLVERS", "TIME_RTOL", "check_solution", "compare",
-           "format_table", "savings_summary", "solve"]
+           "ScheduleEntry", "Solution", "SOLVERS", "TIME_RTOL", "check_solution", "compare", "solve"]

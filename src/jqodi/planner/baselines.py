@@ -26,7 +26,7 @@ from jqodi.planner.common import (
     search_candidates,
 )
 from jqodi.planner.explain import infeasible_solution
-from jqodi.planner.instance import Candidate, PlanningInstance, Solution
+from jqodi.core.instance import Candidate, PlanningInstance, Solution
 
 
 def _static_search(instance: PlanningInstance, cands: Iterable[Candidate], epochs: str, solver: str,

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from jqodi.errors import PlanningError
-from jqodi.planner.instance import Candidate, PlanningInstance, ScheduleEntry, Solution
+from jqodi.core.instance import Candidate, PlanningInstance, ScheduleEntry, Solution
 
 #: Relative tolerance of every deadline comparison (see the module docstring).
 TIME_RTOL = 1e-9

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from jqodi.planner.instance import Candidate, PlanningInstance, Solution
+from jqodi.core.instance import Candidate, PlanningInstance, Solution
 
 
 def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candidate] | None = None,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 
-from jqodi.planner.instance import (
+from jqodi.core.instance import (
     Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance,
 )
 

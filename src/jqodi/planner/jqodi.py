@@ -60,7 +60,7 @@ from jqodi.planner.common import (
     search_candidates,
 )
 from jqodi.planner.explain import infeasible_solution
-from jqodi.planner.instance import Candidate, PlanningInstance, Solution
+from jqodi.core.instance import Candidate, PlanningInstance, Solution
 
 DEFAULT_BUCKETS = 4096
 

@@ -47,7 +47,7 @@ from jqodi.planner.common import (
 )
 from jqodi.errors import PlanningError
 from jqodi.planner.explain import infeasible_solution
-from jqodi.planner.instance import Candidate, PlanningInstance, Solution
+from jqodi.core.instance import Candidate, PlanningInstance, Solution
 
 #: Relative tolerance for "this bound cannot beat the incumbent" (energy is compared, not time).
 ENERGY_RTOL = 1e-9

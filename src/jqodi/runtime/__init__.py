@@ -7,14 +7,14 @@ as separate processes (or threads), and measure time, bytes and energy next to t
 
 Modules: ``transport`` (gloo / in-process), ``rendezvous`` (TCPStore), ``job`` (the config every
 role gets), ``roles`` (cloud/edge/end), ``emulation`` (dilated time), ``energy`` (meters),
-``record`` (RunRecord), ``launch`` (processes), ``inference`` (collaborative inference),
-``demo`` (the main job). See docs/runtime.md.
+``record`` (RunRecord), ``launch`` (processes), ``inference`` (collaborative inference).
+The main job that plans and then runs lives in :mod:`jqodi.app.main_job`. See docs/runtime.md.
 """
 from jqodi.runtime.job import Job
 from jqodi.runtime.launch import run_job, run_plan
 from jqodi.runtime.record import RunRecord
 
-__all__ = ["Job", "RunRecord", "run_job", "run_plan", "run_inference", "main_job"]
+__all__ = ["Job", "RunRecord", "run_job", "run_plan", "run_inference"]
 
 
 def __getattr__(name):  # torch-heavy entry points, imported on first use
@@ -22,8 +22,4 @@ def __getattr__(name):  # torch-heavy entry points, imported on first use
         from jqodi.runtime.inference import run_inference
 
         return run_inference
-    if name == "main_job":
-        from jqodi.runtime.demo import main_job
-
-        return main_job
     raise AttributeError(f"module 'jqodi.runtime' has no attribute {name!r}")

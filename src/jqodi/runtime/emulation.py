@@ -84,7 +84,7 @@ def host_flops(model, batch_size: int = 32, repeats: int = 3) -> float:
     import torch
     import torch.nn.functional as F
 
-    from jqodi.profile import profile_model
+    from jqodi.core.profile import profile_model
 
     prof = profile_model(model)
     threads = torch.get_num_threads()

@@ -24,9 +24,9 @@ import torch
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import InProcessHub, InProcessTransport
-from jqodi.runtime.wire import decode_cut, encode_cut
+from jqodi.core.codec import decode_cut, encode_cut
 
-__all__ = ["InferenceResult", "run_inference", "format_inference", "predict_inference"]
+__all__ = ["InferenceResult", "run_inference", "predict_inference"]
 
 
 @dataclass
@@ -114,8 +114,8 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
     given): 2 × the host's time for one request of the whole model / the fastest predicted
     request latency, so the host keeps up with the padded steps of the devices.
     """
-    from jqodi.profile import profile_model
-    from jqodi.quant import pack_model, unpack_model
+    from jqodi.core.profile import profile_model
+    from jqodi.core.quant import pack_model, unpack_model
     from jqodi.runtime.roles import build_worker
 
     emu = job.emulation
@@ -269,19 +269,3 @@ def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeou
     if link is not None:
         energy["link"] = 8.0 * sent * link.energy_per_bit_j
     return make_result(job, edge, cut, lat, correct, energy, sent / len(ys), flops, prof, dilation, meters)
-
-
-def format_inference(results: list[InferenceResult]) -> str:
-    from jqodi.cli._table import format_table
-
-    rows = []
-    for r in results:
-        rows.append([r.combo, r.cut if r.cut is not None else "-", r.requests,
-                     f"{r.latency_p50_s * 1e3:.3g}", f"{r.latency_p95_s * 1e3:.3g}",
-                     f"{r.predicted_latency_s * 1e3:.3g}" if r.predicted_latency_s is not None else "-",
-                     f"{r.energy_j * 1e3:.3g}",
-                     f"{r.predicted_energy_j * 1e3:.3g}" if r.predicted_energy_j is not None else "-",
-                     " ".join(f"{k}={v * 1e3:.3g}" for k, v in r.energy_per_request_j.items()),
-                     f"{r.bytes_per_request:.0f}", f"{r.accuracy:.1%}"])
-    return format_table(["devices", "cut", "requests", "p50 ms", "p95 ms", "pred ms", "mJ/req", "pred mJ",
-                         "mJ/req per node", "B/req", "acc"], rows)

@@ -78,7 +78,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Fine-tuning hyper-parameters: the fields of :class:`jqodi.train.TrainConfig` (``None`` =
+    """Fine-tuning hyper-parameters: the fields of :class:`jqodi.core.training.TrainConfig` (``None`` =
     the reference's default, so the runtime follows the learning part's measured choice), plus
     the precision of the cut-layer traffic on the wire (32 = fp32) and the seed of the batch order."""
 
@@ -95,7 +95,7 @@ class TrainingConfig:
     seed: int = 0
 
     def train_config(self):
-        from jqodi.train import TrainConfig
+        from jqodi.core.training import TrainConfig
 
         given = {k: getattr(self, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "optimizer",
                                                "act_bits", "return_mode", "eval_batch_size")
@@ -163,7 +163,7 @@ class Job:
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     emulation: EmulationConfig | None = None
-    pretrained: dict = field(default_factory=dict)  # kwargs of jqodi.train.load_pretrained (cloud only)
+    pretrained: dict = field(default_factory=dict)  # kwargs of jqodi.core.pretrained.load_pretrained (cloud only)
     run_id: str = "run"
     start_epoch: int = 0        # epochs already completed (resume)
     timeout_s: float = DEFAULT_TIMEOUT_S

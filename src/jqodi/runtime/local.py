@@ -68,7 +68,7 @@ def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=Non
                   state: CloudState | None = None) -> InProcessRun:
     """Run every role of ``job`` as a thread of this process; ``master`` is the cloud's model
     (QAT-prepared at ``job.bits``), updated in place. ``data`` is the SD's
-    :class:`jqodi.data.EndDeviceData` (loaded from ``job.data`` if None).
+    :class:`jqodi.core.data.EndDeviceData` (loaded from ``job.data`` if None).
 
     ``state`` (a checkpoint's) resumes after its last completed epoch.
     Raises the first :class:`RuntimeFailure` a role reported.

@@ -16,10 +16,10 @@ __all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenar
 
 def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | None = None,
               val_size: int | None = None, widths: dict[str, float] | None = None):
-    """A copy of ``scenario`` at CPU scale: the models' CPU widths (:data:`jqodi.train.DEFAULT_WIDTH`),
+    """A copy of ``scenario`` at CPU scale: the models' CPU widths (:data:`jqodi.core.training.DEFAULT_WIDTH`),
     a dataset this machine has, optionally fewer samples. Devices and links are unchanged."""
-    from jqodi.scenario import Scenario
-    from jqodi.train import DEFAULT_WIDTH
+    from jqodi.core.scenario import Scenario
+    from jqodi.core.training import DEFAULT_WIDTH
 
     d = scenario.model_dump()
     widths = widths or DEFAULT_WIDTH
@@ -40,7 +40,7 @@ def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: b
     """Device speeds (× the bit-width speed-up) and busy powers, link rates and energy per bit,
     for the cloud, the end device and every usable edge (the plan's ``edges`` run training; the
     others are offered to collaborative inference)."""
-    from jqodi.system import System
+    from jqodi.core.system import System
 
     system = System.from_scenario(scenario)
 
@@ -65,7 +65,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                   timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
                   meter: str = "auto", run_id: str | None = None, data_dir: str | None = None) -> Job:
     """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``)."""
-    from jqodi.profile import profile_named_model
+    from jqodi.core.profile import profile_named_model
 
     if getattr(solution, "status", None) == "infeasible" or not solution.schedule:
         raise JqodiError(f"the plan is infeasible: nothing to run ({solution.extra.get('explanation', '')})".rstrip(" ()"))
@@ -74,7 +74,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     tr, rt, data = scenario.training, scenario.runtime, scenario.data
     for s in solution.schedule:
         scenario.edge(s.edge)  # names an unknown edge
-    # the scenario's hyper-parameters; the return mode stays the reference's (jqodi.train.TrainConfig)
+    # the scenario's hyper-parameters; the return mode stays the reference's (jqodi.core.training.TrainConfig)
     training = TrainingConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
                               optimizer=tr.optimizer, batch_size=tr.batch_size, wire_act_bits=tr.wire_bits(tr.act_bits, bits),
                               wire_grad_bits=tr.wire_bits(tr.grad_bits, bits), seed=tr.seed)
@@ -86,7 +86,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     emu = emulation_from_scenario(scenario, bits, edges, enabled=bool(emulate), dilation=1.0)
     if emulate and dilation == "auto":
         from jqodi.runtime.emulation import auto_dilation, host_flops
-        from jqodi.zoo import build_model
+        from jqodi.core.zoo import build_model
 
         host = host_flops(build_model(model, data.input_shape, data.num_classes, entry.width, seed=0),
                           batch_size=tr.batch_size)
@@ -107,7 +107,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
 
 def predict_epoch(scenario, model: str, bits: int, cut: int, edge: str) -> dict:
     """The cost model's epoch: total and per-phase time (s) and energy (J)."""
-    from jqodi.costs import epoch_costs
+    from jqodi.core.costs import epoch_costs
     from jqodi.runtime.record import PHASES
 
     c = epoch_costs(scenario, model, bits, cut, edge)

@@ -3,7 +3,7 @@
 The cloud loads (or pretrains) the master, publishes the job at the rendezvous, runs the epochs,
 checkpoints after each (master + epoch counter + the epoch records; the optimizer state is empty
 by design: each role builds a fresh optimizer every epoch, like the reference
-:func:`jqodi.train.protocol_epoch`), and writes the cloud's epoch records as JSON.
+:func:`jqodi.learning.reference.protocol_epoch`), and writes the cloud's epoch records as JSON.
 """
 from __future__ import annotations
 
@@ -33,12 +33,12 @@ def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
     """The cloud's master: the pretrained model (``job.pretrained``) QAT-prepared at ``job.bits``.
 
     ``job.pretrained = {"source": "random", "seed": S}`` skips pretraining (tests, benchmarks);
-    otherwise its keys go to :func:`jqodi.train.load_pretrained` (pretraining on a cache miss).
+    otherwise its keys go to :func:`jqodi.core.pretrained.load_pretrained` (pretraining on a cache miss).
     """
     import torch
 
-    from jqodi.quant import prepare_qat
-    from jqodi.zoo import build_model
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.zoo import build_model
 
     opts = dict(job.pretrained)
     source = opts.pop("source", "pretrained")
@@ -47,7 +47,7 @@ def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
         model = build_model(job.model, job.input_shape, job.num_classes, job.width, seed=seed)
         calib = torch.randn(64, *job.input_shape, generator=torch.Generator().manual_seed(seed))
     elif source == "pretrained":
-        from jqodi.train import load_pretrained
+        from jqodi.core.pretrained import load_pretrained
 
         log(f"cloud: loading the pretrained {job.model} (width {job.width:g}) on {job.data.dataset}")
         pre = load_pretrained(job.model, job.data.dataset, job.width, **opts)
@@ -192,37 +192,3 @@ def write_epochs(directory: Path, state: CloudState) -> None:
 def epoch_line(rec: dict, total: int) -> str:
     return (f"epoch {rec['epoch'] + 1}/{total} [{rec['edge']}, cut {rec['cut']}]: train {rec['train_loss']:.4f}"
             f"  val {rec['val_loss']:.4f}  acc {rec['val_accuracy']:.1%}  {rec['wall_s']:.2f}s wall")
-
-
-def add_connection_arguments(p) -> None:
-    from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT_S
-
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"rendezvous address (the cloud's; default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
-    p.add_argument("--message-log", default=None, metavar="FILE",
-                   help="write every message's kind, peer and tensor shapes here (JSON) when the role ends")
-    p.add_argument("--bind-host", default=None, metavar="ADDR",
-                   help="address this process's sockets bind to (default: loopback if the rendezvous is "
-                        "on loopback, else the address that routes to it)")
-
-
-def role_main(role: str, args, **kw) -> int:
-    """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
-
-    Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
-    """
-    code = 0
-    try:
-        code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
-                          bind_host=args.bind_host, message_log=args.message_log, **kw)
-    except JqodiError as e:
-        print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
-        code = e.exit_code
-    except KeyboardInterrupt:
-        print(f"jqodi {role.split(':')[0]}: interrupted", file=sys.stderr, flush=True)
-        code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -13,13 +13,13 @@ process. One epoch (DESIGN.md "Runtime protocol"), for the epoch's (edge, cut) o
     ES → CS   ``progress``     now and then: batch, running loss (also a sign of life)
     ES → CS   ``model_back``   both parts' updates, the losses, every node's measurements
 
-The CS folds the update into its full-precision master (:func:`jqodi.train.apply_update`) and
+The CS folds the update into its full-precision master (:func:`jqodi.core.codec.apply_update`) and
 checkpoints. Raw images never leave the SD: it sends only activations, labels and its part.
 
-The primitives are the reference's (:mod:`jqodi.train`): the same seeded batch order, a fresh
+The primitives are the reference's (:mod:`jqodi.core.training`): the same seeded batch order, a fresh
 per-role optimizer over the role's part (per-parameter, so SD + ES = one optimizer over the
 model), the same pack/unpack round trip. Hence split training equals
-:func:`jqodi.train.protocol_epoch` within float tolerance when the cut-layer traffic is fp32.
+:func:`jqodi.learning.reference.protocol_epoch` within float tolerance when the cut-layer traffic is fp32.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import Transport
-from jqodi.runtime.wire import (decode_cut, encode_cut, packed_from_tensor, packed_to_tensor,
+from jqodi.core.codec import (decode_cut, encode_cut, packed_from_tensor, packed_to_tensor,
                                 update_from_tensor, update_to_tensor)
 
 __all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops", "edge_peer"]
@@ -61,8 +61,8 @@ class RoleContext:
 
 def build_worker(job: Job):
     """The job's model, QAT-prepared at its bits (weights come from the cloud)."""
-    from jqodi.quant import prepare_qat
-    from jqodi.zoo import build_model
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.zoo import build_model
 
     model = build_model(job.model, job.input_shape, job.num_classes, job.width, seed=0)
     return prepare_qat(model, job.bits, job.training.act_bits)
@@ -70,7 +70,7 @@ def build_worker(job: Job):
 
 def warm_up(model, job: Job) -> None:
     """One forward/backward on a copy, so the first timed epoch does not pay for lazy kernel set-up."""
-    from jqodi.train import make_optimizer
+    from jqodi.core.training import make_optimizer
 
     cfg = job.training.train_config()
     m = copy.deepcopy(model).train()
@@ -99,7 +99,7 @@ def skip_shallow_draws(generator: torch.Generator, shallow) -> None:
     its part from the seed, so the ES continues the stream where the SD's part ends and both
     together draw exactly the reference's random numbers.
     """
-    from jqodi.quant import quant_layers
+    from jqodi.core.quant import quant_layers
 
     keys = {f"{n}.weight" if n else "weight" for n, _ in quant_layers(shallow)}
     for key, t in shallow.state_dict().items():
@@ -109,7 +109,7 @@ def skip_shallow_draws(generator: torch.Generator, shallow) -> None:
 
 def block_flops(model) -> list[float]:
     """Forward FLOPs of each block for one sample (the cost model's f_i)."""
-    from jqodi.profile import profile_model
+    from jqodi.core.profile import profile_model
 
     return [float(b.flops) for b in profile_model(model).blocks]
 
@@ -167,7 +167,7 @@ class EndRole(_Role):
     def __init__(self, ctx: RoleContext, data=None):
         super().__init__(ctx)
         if data is None:
-            from jqodi.data import end_device_data
+            from jqodi.core.data import end_device_data
 
             d = self.job.data
             data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
@@ -177,8 +177,9 @@ class EndRole(_Role):
         warm_up(self.model, self.job)
 
     def run(self) -> None:
-        from jqodi.quant import unpack_model
-        from jqodi.train import epoch_batch_order, make_optimizer, pack_update
+        from jqodi.core.quant import unpack_model
+        from jqodi.core.codec import pack_update
+        from jqodi.core.training import epoch_batch_order, make_optimizer
 
         job, tr = self.job, self.job.training
         cfg = tr.train_config()
@@ -231,8 +232,8 @@ class EndRole(_Role):
     def serve_inference(self) -> None:
         """Serve ``job.inference_requests`` single-image requests with each edge (shallow part here)
         and alone (whole model here); report the results to the cloud."""
-        from jqodi.profile import profile_model
-        from jqodi.quant import unpack_model
+        from jqodi.core.profile import profile_model
+        from jqodi.core.quant import unpack_model
         from jqodi.runtime.inference import (inference_dilation, make_result, requests_from_end,
                                              requests_local)
 
@@ -289,8 +290,9 @@ class EdgeRole(_Role):
         warm_up(self.model, self.job)
 
     def run(self) -> None:
-        from jqodi.quant import unpack_model
-        from jqodi.train import make_optimizer, pack_update
+        from jqodi.core.quant import unpack_model
+        from jqodi.core.codec import pack_update
+        from jqodi.core.training import make_optimizer
 
         job, tr = self.job, self.job.training
         cfg = tr.train_config()
@@ -366,7 +368,7 @@ class EdgeRole(_Role):
 
     def serve_inference(self) -> None:
         """Relay the fine-tuned model to the SD, then run the deep part of its requests."""
-        from jqodi.quant import unpack_model
+        from jqodi.core.quant import unpack_model
         from jqodi.runtime.inference import serve_as_edge
 
         m = self.t.recv("cloud", "infer_model")
@@ -410,8 +412,8 @@ class CloudRole(_Role):
         self.params = sum(p.numel() for p in state.master.parameters())
 
     def run(self) -> CloudState:
-        from jqodi.quant import pack_model
-        from jqodi.train import apply_update
+        from jqodi.core.quant import pack_model
+        from jqodi.core.codec import apply_update
 
         job = self.job
         master = self.state.master
@@ -463,7 +465,7 @@ class CloudRole(_Role):
 
     def serve_inference(self, cut: int) -> None:
         """Send the fine-tuned model (q bits) to every edge; the SD reports the inference results."""
-        from jqodi.quant import pack_model
+        from jqodi.core.quant import pack_model
 
         master = self.state.master
         payload = {"shallow": packed_to_tensor(pack_model(master.shallow(cut), self.job.bits)),

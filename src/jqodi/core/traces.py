@@ -117,7 +117,7 @@ class TraceStore:
     """SQLite store of fine-tuning traces. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path | None = None, *, timeout_s: float = 30.0):
-        from jqodi.learning.paths import default_store_path
+        from jqodi.core.paths import default_store_path
 
         self.path = Path(path) if path is not None else default_store_path()
         self.timeout_s = timeout_s
@@ -227,7 +227,7 @@ class TraceStore:
         return run_id
 
     def record_run(self, result) -> int:
-        """Record a :class:`jqodi.train.FinetuneResult`."""
+        """Record a :class:`jqodi.learning.reference.FinetuneResult`."""
         run = {k: getattr(result, k) for k in RUN_COLUMNS if hasattr(result, k)}
         run["config"] = getattr(result, "config", {})
         return self.record(run, [asdict(e) for e in result.epochs])

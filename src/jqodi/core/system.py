@@ -3,7 +3,7 @@
 Table I of the paper names them: CS (v_c, ε_c), ES_x (v_x, ε_x), SD_y (v_y, ε_y); the wired
 CS–ES link (v_(c,x), ε_(c,x)) and the wireless ES–SD link whose rate follows Shannon,
 v_(x,y) = b_(x,y) · log2(1 + σ) (Section III-A), with energy per bit = transmit power / rate.
-:class:`System` holds them as numpy arrays over the edge servers so :mod:`jqodi.costs` can
+:class:`System` holds them as numpy arrays over the edge servers so :mod:`jqodi.core.costs` can
 vectorise Eq. (1)–(10) over (bits, cut, edge).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jqodi.scenario import DeviceSpec, Scenario
+from jqodi.core.scenario import DeviceSpec, Scenario
 
 __all__ = ["Node", "System", "shannon_rate_bps", "db_to_linear"]
 

@@ -1,7 +1,7 @@
 """Per-block profiles of a block model: forward FLOPs, parameters, bytes at q bits, cut sizes.
 
 These are the paper's d^i_(a,q) and g^i_(a,q) inputs (Section III-B): ``d^i`` is built from the
-forward FLOPs of block ``i`` (see :mod:`jqodi.costs`), ``g^i`` is :meth:`BlockProfile.bytes_at`.
+forward FLOPs of block ``i`` (see :mod:`jqodi.core.costs`), ``g^i`` is :meth:`BlockProfile.bytes_at`.
 
 What is counted (per sample, one forward pass, found by forward hooks on every leaf module
 while the model runs on one zero input in eval mode):
@@ -206,7 +206,7 @@ def _param_split(block) -> tuple[tuple[int, ...], int, int, int]:
 
 
 def profile_model(model) -> ModelProfile:
-    """Profile a :class:`jqodi.zoo.BlockModel` (one forward pass on one zero sample)."""
+    """Profile a :class:`jqodi.core.zoo.BlockModel` (one forward pass on one zero sample)."""
     import torch
 
     flops: list[int] = [0] * model.num_blocks
@@ -262,7 +262,7 @@ _CACHE: dict[tuple, ModelProfile] = {}
 def profile_named_model(name: str, input_shape=(3, 32, 32), num_classes: int = 10,
                         width: float = 1.0) -> ModelProfile:
     """Build a zoo model and profile it (cached per name, shape, classes and width)."""
-    from jqodi.zoo import build_model, get_spec
+    from jqodi.core.zoo import build_model, get_spec
 
     key = (name, tuple(int(s) for s in input_shape), int(num_classes), float(width),
            id(get_spec(name).builder))  # a re-registered model gets a fresh profile

@@ -7,7 +7,7 @@ Minimal Model) on the compiled planning instance and derives:
   (Fig. 7(a)/(b), 11(a)/(b)), ending in a circle when the target loss is reached and a square
   when it is not (Fig. 7(c), 11(c));
 - per strategy, the time and energy spent on each node (SD, ES, CS) and link (Fig. 8, 12), from
-  the cost model's terms :func:`jqodi.costs.epoch_costs` × the schedule;
+  the cost model's terms :func:`jqodi.core.costs.epoch_costs` × the schedule;
 - the epoch estimates per (model, bits) beside the paper's Tables VI/VII;
 - our figures beside the paper's reported ones (Section V-C/D), with the choices each made.
 
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from jqodi.errors import InfeasibleError, JqodiError, PlanningError
-from jqodi.planner.instance import Candidate, LossEstimates, PlanningInstance, ScheduleEntry, Solution
+from jqodi.core.instance import Candidate, LossEstimates, PlanningInstance, ScheduleEntry, Solution
 
 __all__ = ["STRATEGIES", "PAPER", "StrategyResult", "Evaluation", "evaluate_scenario",
            "evaluate_instance", "loss_trajectory", "loss_anchors_from_estimates", "node_breakdown", "write_outputs",
@@ -258,7 +258,7 @@ def _anchors_of(cand: Candidate, anchors: Mapping[tuple[str, int], LossEstimates
 
 def loss_anchors_from_estimates(estimates: Iterable[Any], target_loss: float
                                 ) -> dict[tuple[str, int], LossEstimates]:
-    """Loss anchors from learning estimates (:class:`~jqodi.learning.table.LearningEstimate`)
+    """Loss anchors from learning estimates (:class:`~jqodi.core.estimates.LearningEstimate`)
     that give no predicted final losses (the paper's tables give none):
 
     - start = L_a + γ_(a,q) (``base_loss + gamma``, what the instance's ``loss.start`` is);
@@ -328,7 +328,7 @@ def node_breakdown(epoch_cost: Callable[[str, int, int, str], Any], model: str, 
     """Time (s) and energy (J) per node and link over a whole schedule.
 
     ``epoch_cost(model, bits, cut, edge)`` returns one epoch's cost terms (an
-    :class:`~jqodi.costs.EpochCost`, or a mapping) with ``<term>_s`` / ``<term>_j`` for the
+    :class:`~jqodi.core.costs.EpochCost`, or a mapping) with ``<term>_s`` / ``<term>_j`` for the
     terms of :data:`NODE_TERMS`; each is multiplied by the entry's epochs. The one-off
     quantization is added to the CS. If the terms do not add up to the epoch's ``time_s`` /
     ``energy_j``, the rest is reported as ``other`` (never silently dropped).
@@ -587,14 +587,14 @@ def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | N
     """Load a scenario, compile it, run every strategy, and (with ``out_dir``) write the JSON
     and the figures there. ``estimates``: a learning-estimates JSON file (``jqodi estimate``)
     that overrides the scenario's static ``learning:`` rows."""
-    from jqodi.costs import compile_instance, epoch_costs
+    from jqodi.core.costs import compile_instance, epoch_costs
     from jqodi.planner import solve
-    from jqodi.scenario import load_scenario
+    from jqodi.core.scenario import load_scenario
 
     scenario = load_scenario(path)
     measured = None
     if estimates is not None:
-        from jqodi.learning.table import load_estimates
+        from jqodi.core.estimates import load_estimates
 
         measured = load_estimates(estimates)
     instance = compile_instance(scenario, measured)
@@ -672,7 +672,7 @@ def plot_time_energy(ev: Evaluation, path: str | os.PathLike) -> Path:
     """Fig. 7(c)/11(c): cumulative time vs energy, epoch by epoch; circle = target reached,
     square = not reached. Left: every strategy; right: zoomed on the deadline (a baseline that
     runs far past it would otherwise flatten the others)."""
-    from jqodi.report import Series, draw_series, figure
+    from jqodi.render.report import Series, draw_series, figure
 
     shown = _shown(ev)
     series = [Series(_label_of(r, shown), [p.time_s for p in r.trajectory],
@@ -717,7 +717,7 @@ def _label_deadline(ax, deadline_s: float) -> None:
 def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
     """Fig. 7(a)/(b), 11(a)/(b): loss (log axis) vs cumulative energy and vs time, side by
     side, up to 1.15 T_max; a strategy that runs past that is named in an "off chart" note."""
-    from jqodi.report import Series, figure
+    from jqodi.render.report import Series, figure
 
     shown = [r for r in _shown(ev) if r.trajectory and r.trajectory[0].loss is not None]
     if not shown:
@@ -761,7 +761,7 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
 
 def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
     """Fig. 8/12: time and energy on each node/link per strategy (grouped bars, log axis)."""
-    from jqodi.report import figure
+    from jqodi.render.report import figure
 
     shown = [r for r in _shown(ev) if r.breakdown]
     if not shown:
@@ -792,7 +792,7 @@ def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
 
 def summary_tables(ev: Evaluation) -> str:
     """The text tables: strategies (ours vs the paper's) and epoch estimates (Tables VI/VII)."""
-    from jqodi.report import format_table
+    from jqodi.render.report import format_table
 
     cols = [("strategy", "strategy"), ("ours_choice", "ours"), ("ours_energy_j", "E (J)"),
             ("ours_time_s", "T (s)"), ("ours_epochs", "epochs"),
@@ -813,7 +813,7 @@ def summary_tables(ev: Evaluation) -> str:
 
 def write_outputs(ev: Evaluation, out_dir: str | os.PathLike) -> dict[str, str]:
     """Write ``evaluation.json``, ``summary.txt`` and the PNGs into ``out_dir``."""
-    from jqodi.report import save_json
+    from jqodi.render.report import save_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

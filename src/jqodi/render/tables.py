@@ -10,11 +10,11 @@ __all__ = ["format_table", "si", "human_bytes", "fmt_s", "fmt_j"]
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]], indent: str = "") -> str:
     """A table of already formatted cells (``"1.23 GiB"``, ``"rtx3090/cut1 3.52 s"``).
 
-    Laid out by :func:`jqodi.report.format_table`, so every verb's tables look alike. The one
+    Laid out by :func:`jqodi.render.report.format_table`, so every verb's tables look alike. The one
     thing added here: a column whose cells all *read* as numbers (``"65.00 M"``, ``"2,334,026"``,
     ``"∞"``) is right-aligned, which ``report`` can only tell from unformatted values.
     """
-    from jqodi.report import format_table as layout
+    from jqodi.render.report import format_table as layout
 
     cells = [[("" if c is None else str(c)) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]

@@ -143,7 +143,7 @@ def _default_roots(data_dir: str | Path | None) -> list[Path]:
     if os.environ.get("JQODI_DATA_DIR"):
         roots.append(Path(os.environ["JQODI_DATA_DIR"]))
     roots.append(Path("/usr/share/datasets"))
-    from jqodi.learning.paths import jqodi_home
+    from jqodi.core.paths import jqodi_home
 
     roots.append(jqodi_home() / "datasets")
     return roots

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from jqodi.errors import ModelError
-from jqodi.profile import check_cut
+from jqodi.core.profile import check_cut
 
 BlockList = list[tuple[str, nn.Module]]
 Builder = Callable[[tuple[int, int, int], int, float], BlockList]

@@ -2,7 +2,7 @@
 
 ``jqodi demo`` prints the descriptive sections of the paper's Data 1 scenario (devices, models,
 candidates, every solver's plan) and then runs the MAIN JOB on the CPU-scale scenario
-(:func:`jqodi.runtime.demo.main_job`: measure, plan, run for real, compare). ``jqodi demo
+(:func:`jqodi.app.main_job.main_job`: measure, plan, run for real, compare). ``jqodi demo
 SCENARIO`` prints the descriptive sections of SCENARIO only.
 
 Each section is a function ``(ctx: DemoContext) -> None`` that prints one titled part.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from jqodi.errors import ScenarioError
-from jqodi.scenario import Scenario, default_scenario_path, load_scenario
+from jqodi.core.scenario import Scenario, default_scenario_path, load_scenario
 
 __all__ = ["DemoContext", "SECTIONS", "run_demo", "run_main_demo", "section_scenario", "section_models", "section_candidates"]
 
@@ -40,7 +40,7 @@ class DemoContext:
     @property
     def profiles(self):
         if "profiles" not in self.cache:
-            from jqodi.costs import scenario_profiles
+            from jqodi.core.costs import scenario_profiles
 
             self.cache["profiles"] = scenario_profiles(self.scenario)
         return self.cache["profiles"]
@@ -48,7 +48,7 @@ class DemoContext:
     @property
     def instance(self):
         if "instance" not in self.cache:
-            from jqodi.costs import compile_instance
+            from jqodi.core.costs import compile_instance
 
             self.cache["instance"] = compile_instance(self.scenario, profiles=self.profiles)
         return self.cache["instance"]
@@ -56,7 +56,7 @@ class DemoContext:
 
 def section_scenario(ctx: DemoContext) -> None:
     """Devices, links and the problem (T_max, L_max, data)."""
-    from jqodi.cli._table import format_table, si
+    from jqodi.render.tables import format_table, si
 
     s = ctx.scenario
     ctx.title(f"Scenario {s.name}")
@@ -80,7 +80,7 @@ def section_scenario(ctx: DemoContext) -> None:
 
 def section_models(ctx: DemoContext) -> None:
     """Each candidate model: blocks, FLOPs, sizes and what crosses each cut."""
-    from jqodi.cli._table import format_table, human_bytes, si
+    from jqodi.render.tables import format_table, human_bytes, si
 
     s = ctx.scenario
     ctx.title("Models and their cut profiles")
@@ -101,7 +101,7 @@ def section_models(ctx: DemoContext) -> None:
 
 def section_candidates(ctx: DemoContext) -> None:
     """The cheapest and the fastest option per (model, bits) candidate."""
-    from jqodi.cli.instance import render_instance
+    from jqodi.render.instance import render_instance
 
     ctx.title(f"Candidates: cheapest and fastest epoch ({ctx.scenario.cost_model} cost model)")
     ctx.print(render_instance(ctx.instance))
@@ -109,9 +109,8 @@ def section_candidates(ctx: DemoContext) -> None:
 
 def section_plan(ctx: DemoContext) -> None:
     """Every solver on the scenario and the comparison table (the planner's part)."""
-    from jqodi.cli.plan import demo_section
 
-    demo_section(ctx)
+    section_plans(ctx)
 
 
 SECTIONS: list[Callable[[DemoContext], None]] = [section_scenario, section_models, section_candidates,
@@ -137,7 +136,7 @@ def run_main_demo(plan_only: bool = False, describe: bool = True, out: TextIO | 
     """``jqodi demo`` without a scenario: the paper's Data 1 described, then the main job."""
     import time
 
-    from jqodi.runtime.demo import cpu_demo_path, main_job
+    from jqodi.app.main_job import cpu_demo_path, main_job
 
     out = out or sys.stdout
     t0 = time.perf_counter()
@@ -148,3 +147,23 @@ def run_main_demo(plan_only: bool = False, describe: bool = True, out: TextIO | 
     summary = main_job(plan_only=plan_only, say=lambda s: (ctx.print(s), out.flush()), **main_job_kw)
     ctx.print(f"\njqodi demo: {time.perf_counter() - t0:.0f} s wall in all")
     return summary
+
+
+def section_plans(ctx) -> None:
+    """``jqodi demo`` section: plan the scenario with every solver and print the comparison."""
+    from jqodi.planner import compare
+    from jqodi.render.plans import comparison_table, savings_summary
+
+    inst = ctx.instance
+    ctx.title("Plans: every solver on this scenario (robust epoch estimate)")
+    ctx.print(f"deadline {inst.deadline_s:g} s, target loss {inst.target_loss:g}; "
+              "JQODI = Alg. 1-4, optimal = exact per-epoch mix, static = the paper's Optimum "
+              "(one option for all epochs)")
+    rows = compare(inst)
+    ctx.print(comparison_table(rows))
+    line = savings_summary(rows)
+    if line:
+        ctx.print(line)
+    for r in rows:
+        if r["status"] == "infeasible":
+            ctx.print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")

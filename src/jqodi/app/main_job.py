@@ -1,16 +1,16 @@
 """The main job of ``make demo``: measure, plan, run the plan for real, compare with the prediction.
 
-    from jqodi.runtime.demo import main_job
+    from jqodi.app.main_job import main_job
     main_job()                       # the packaged CPU-scale scenario (cpu-demo.yaml), minutes on 2 cores
 
 Steps (each prints progress):
 
-1. **Pretrain** every candidate model on the cloud's data (:func:`jqodi.train.load_pretrained`,
+1. **Pretrain** every candidate model on the cloud's data (:func:`jqodi.core.pretrained.load_pretrained`,
    cached under ``$JQODI_HOME``; ``pretrain_cloud_size`` images × ``pretrain_epochs`` so that a
    fresh machine pays about half a minute of CPU: measured in docs/demo.md).
 2. **Measure** the learning estimates on the end device's data: one probe fine-tuning run of
    ``probe_epochs`` (≤ 5) per candidate (model, bits) of the scenario — Ω and the baseline
-   bit-widths. L_a and γ come from the probe (:func:`jqodi.train.finetune`), K^exp/K^rob from the
+   bit-widths. L_a and γ come from the probe (:func:`jqodi.learning.reference.finetune`), K^exp/K^rob from the
    learning-curve ensemble (:func:`jqodi.learning.curves.estimate_from_probe`).
    **Target rule**: ``L_max = (1 + target_margin) × the lowest validation loss any Ω candidate
    reached in its probe``: reachable (a candidate got there within the probe, up to the margin)
@@ -43,7 +43,7 @@ def cpu_demo_path() -> Path:
     """The packaged CPU-scale scenario (a copy of ``examples/cpu-demo.yaml``)."""
     from importlib import resources
 
-    return Path(str(resources.files("jqodi") / "data" / "cpu-demo.yaml"))
+    return Path(str(resources.files("jqodi") / "scenarios" / "cpu-demo.yaml"))
 
 
 def target_from_probes(probe_losses: dict, margin: float) -> float:
@@ -71,14 +71,17 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
     ``max_epochs`` caps the run (tests); ``None`` runs the whole plan. ``plan_only`` stops after
     planning.
     """
-    from jqodi.costs import compile_instance
-    from jqodi.data import end_device_data
+    from jqodi.core.costs import compile_instance
+    from jqodi.core.data import end_device_data
     from jqodi.errors import InfeasibleError
     from jqodi.learning.curves import estimate_from_probe
-    from jqodi.learning.table import LearningEstimate
-    from jqodi.planner import compare, format_table
-    from jqodi.scenario import Scenario, load_scenario
-    from jqodi.train import TrainConfig, finetune, load_pretrained
+    from jqodi.core.estimates import LearningEstimate
+    from jqodi.planner import compare
+    from jqodi.render.plans import comparison_table
+    from jqodi.core.scenario import Scenario, load_scenario
+    from jqodi.core.pretrained import load_pretrained
+    from jqodi.core.training import TrainConfig
+    from jqodi.learning.reference import finetune
 
     say = say or (lambda s: print(s, flush=True))
     t0, c0 = time.perf_counter(), _cpu()
@@ -158,13 +161,13 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
     d["target_loss"] = target
     scenario = Scenario.model_validate(d)
     instance = compile_instance(scenario, estimates)
-    from jqodi.cli.instance import render_instance
+    from jqodi.render.instance import render_instance
 
     say(f"\n[3/5] planning: deadline T_max = {scenario.deadline_s:g} s (testbed seconds), L_max = {target:.4f}")
     say(render_instance(instance))
     rows = compare(instance, ["jqodi", "optimal", "static"])
     say("")
-    say(format_table(rows))
+    say(comparison_table(rows))
     summary["plans"] = [{k: v for k, v in r.items() if k != "solution"} | {"solution": r["solution"].to_dict()}
                         for r in rows]
     sol = next(r["solution"] for r in rows if r["solver"] == solver) if solver in ("jqodi", "optimal", "static") \
@@ -182,7 +185,8 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
         return summary
 
     # 4. run it --------------------------------------------------------------------------------
-    from jqodi.runtime.inference import InferenceResult, format_inference
+    from jqodi.runtime.inference import InferenceResult
+    from jqodi.render.runs import format_inference, run_table
     from jqodi.runtime.launch import run_plan
     from jqodi.runtime.plan import job_from_plan
 
@@ -201,7 +205,7 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
 
     # 5. compare -------------------------------------------------------------------------------
     say("\n[5/5] predicted vs measured")
-    say(record.table())
+    say(run_table(record))
     losses = [e["val_loss"] for e in record.epochs]
     reached = next((i + 1 for i, v in enumerate(losses) if v <= target), None)
     cmp = {"target_loss": target, "epochs_expected": row.epochs_expected, "epochs_robust": row.epochs_robust,
@@ -249,7 +253,7 @@ def _save(wd: Path, summary: dict) -> Path:
 
 
 def section_runtime(ctx) -> None:
-    """A :mod:`jqodi.demo` section: the main job on the packaged CPU-scale scenario."""
+    """A :mod:`jqodi.app.demo` section: the main job on the packaged CPU-scale scenario."""
     ctx.title("Main job: measure, plan and run the CPU-scale scenario (cloud, edge, end processes)")
     main_job(say=lambda s: ctx.print(s))
     sys.stdout.flush()

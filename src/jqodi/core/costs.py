@@ -15,7 +15,7 @@ For a model M_a quantized to π_q bits (M_(a,q)), cut after block j, deep part o
 Where the paper leaves a quantity open we use (DESIGN.md):
 
 * d^i = N_train·3·f_i + N_val·f_i, f_i the forward FLOPs of block i for one sample
-  (:mod:`jqodi.profile`): training ≈ forward + 2× for backward, then one validation pass.
+  (:mod:`jqodi.core.profile`): training ≈ forward + 2× for backward, then one validation pass.
 * A device's compute speed-up for a bit-width s(q) (default 1) divides both its time and its
   energy (same busy power for a shorter time).
 * F_a, the CS's per-epoch work, is folding the returned model into the fp32 master and
@@ -51,10 +51,10 @@ from typing import Iterable
 import numpy as np
 
 from jqodi.errors import ScenarioError
-from jqodi.learning.table import LearningEstimate
-from jqodi.profile import ModelProfile
-from jqodi.scenario import Scenario
-from jqodi.system import System
+from jqodi.core.estimates import LearningEstimate
+from jqodi.core.profile import ModelProfile
+from jqodi.core.scenario import Scenario
+from jqodi.core.system import System
 
 __all__ = ["TERMS", "EpochCost", "CostTable", "cost_table", "epoch_costs", "compile_instance",
            "scenario_profiles", "quantization_cost", "training_memory_bytes"]
@@ -203,7 +203,7 @@ def _profile_entry(scenario: Scenario, model: str) -> ModelProfile:
     """Profile one candidate of the scenario (needs torch); a model that cannot be built for the
     scenario's data is a scenario problem, named by its field path."""
     from jqodi.errors import ModelError
-    from jqodi.profile import profile_named_model
+    from jqodi.core.profile import profile_named_model
 
     entry = scenario.model_entry(model)
     try:
@@ -362,7 +362,7 @@ def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] |
     left out and listed in ``meta.missing_estimates``. ``meta.search_bits`` is Ω (the bits
     JQODI searches); ``meta.baseline_bits`` the extra bit-widths compiled for the baselines.
     """
-    from jqodi.planner.instance import Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance
+    from jqodi.core.instance import Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance
 
     table, unused = _merge_estimates(scenario, estimates)
     profiles = dict(profiles or {})

@@ -6,7 +6,7 @@ candidate models and bit-widths (𝓜 and Ω), the end device's dataset sizes, t
 T_max and target loss L_max, the cost model, and an optional static table of learning
 estimates (L_a, γ_(a,q), K^exp, K^rob; Tables VI/VII of the paper).
 
-    >>> from jqodi.scenario import load_scenario, default_scenario_path
+    >>> from jqodi.core.scenario import load_scenario, default_scenario_path
     >>> s = load_scenario(default_scenario_path())
     >>> s.deadline_s, [e.name for e in s.edges]
     (180.0, ['rtx3090', 'rtx4090'])
@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from jqodi.errors import ScenarioError
-from jqodi.learning.table import LearningEstimate
+from jqodi.core.estimates import LearningEstimate
 
 __all__ = [
     "Scenario", "DeviceSpec", "CloudServer", "EdgeServer", "EndDevice", "CloudLink", "WirelessLink",
@@ -274,7 +274,7 @@ class TrainingSpec(_Strict):
     """
 
     batch_size: PosInt = 64
-    # Defaults are jqodi.train.TrainConfig's (Adam at 1e-4: what fine-tuning a pretrained,
+    # Defaults are jqodi.core.training.TrainConfig's (Adam at 1e-4: what fine-tuning a pretrained,
     # freshly quantized model needed in docs/learning.md); the runtime and the reference use them.
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: PosFloat = 1e-4
@@ -307,7 +307,7 @@ class RuntimeSpec(_Strict):
 
 class LearningRow(_Strict):
     """One row of the static learning-estimate table; the fields of
-    :class:`jqodi.learning.table.LearningEstimate` (``null`` epochs = the paper's ∞)."""
+    :class:`jqodi.core.estimates.LearningEstimate` (``null`` epochs = the paper's ∞)."""
 
     model: Name
     bits: Int
@@ -453,8 +453,8 @@ def _known_model_names() -> set[str]:
     try:  # user-registered models live in the zoo registry (which needs torch)
         import sys
 
-        if "jqodi.zoo.core" in sys.modules:
-            names |= set(sys.modules["jqodi.zoo.core"].available_models())
+        if "jqodi.core.zoo.models" in sys.modules:
+            names |= set(sys.modules["jqodi.core.zoo.models"].available_models())
     except Exception:  # pragma: no cover - defensive
         pass
     return names
@@ -468,7 +468,7 @@ MAX_SCENARIO_BYTES = 16 * 2**20
 
 def default_scenario_path() -> Path:
     """The Data 1 example (T_max = 180 s), shipped inside the package."""
-    return Path(str(resources.files("jqodi") / "data" / "paper-data1.yaml"))
+    return Path(str(resources.files("jqodi") / "scenarios" / "paper-data1.yaml"))
 
 
 def _format_loc(loc: tuple) -> str:

@@ -14,11 +14,11 @@ and the hidden FC width (rounded, at least 1) for CPU-scale runs; ``width=1`` is
 
 Example::
 
-    from jqodi.zoo import build_model
+    from jqodi.core.zoo import build_model
     m = build_model("lenet", input_shape=(1, 28, 28), num_classes=10, width=0.25)
     shallow, deep = m.split(2)
 """
-from jqodi.zoo.core import (
+from jqodi.core.zoo.models import (
     BlockModel,
     ModelSpec,
     available_models,

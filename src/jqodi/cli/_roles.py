@@ -1,0 +1,44 @@
+"""What the three role verbs (``jqodi cloud``, ``edge``, ``end``) share: connection flags and the exit."""
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["add_connection_arguments", "role_main"]
+
+
+def add_connection_arguments(p) -> None:
+    from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT_S
+
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"rendezvous address (the cloud's; default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--message-log", default=None, metavar="FILE",
+                   help="write every message's kind, peer and tensor shapes here (JSON) when the role ends")
+    p.add_argument("--bind-host", default=None, metavar="ADDR",
+                   help="address this process's sockets bind to (default: loopback if the rendezvous is "
+                        "on loopback, else the address that routes to it)")
+
+
+def role_main(role: str, args, **kw) -> int:
+    """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
+
+    Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
+    """
+    from jqodi.errors import JqodiError
+    from jqodi.runtime.process import serve_role
+
+    code = 0
+    try:
+        code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
+                          bind_host=args.bind_host, message_log=args.message_log, **kw)
+    except JqodiError as e:
+        print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print(f"jqodi {role.split(':')[0]}: interrupted", file=sys.stderr, flush=True)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

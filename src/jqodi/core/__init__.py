@@ -1,0 +1,1 @@
+"""Core: the scenario, devices, models, profiles, costs, quantization, data and the contract types."""

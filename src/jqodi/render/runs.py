@@ -1,0 +1,117 @@
+"""Runs as text: predicted vs measured per epoch, node and link; inference summaries."""
+from __future__ import annotations
+
+from jqodi.runtime.record import PHASES, RunRecord
+
+__all__ = ["format_inference", "run_table"]
+
+
+def format_inference(results: list[InferenceResult]) -> str:
+    from jqodi.render.tables import format_table
+
+    rows = []
+    for r in results:
+        rows.append([r.combo, r.cut if r.cut is not None else "-", r.requests,
+                     f"{r.latency_p50_s * 1e3:.3g}", f"{r.latency_p95_s * 1e3:.3g}",
+                     f"{r.predicted_latency_s * 1e3:.3g}" if r.predicted_latency_s is not None else "-",
+                     f"{r.energy_j * 1e3:.3g}",
+                     f"{r.predicted_energy_j * 1e3:.3g}" if r.predicted_energy_j is not None else "-",
+                     " ".join(f"{k}={v * 1e3:.3g}" for k, v in r.energy_per_request_j.items()),
+                     f"{r.bytes_per_request:.0f}", f"{r.accuracy:.1%}"])
+    return format_table(["devices", "cut", "requests", "p50 ms", "p95 ms", "pred ms", "mJ/req", "pred mJ",
+                         "mJ/req per node", "B/req", "acc"], rows)
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    s = f"{v:.3g}" if a < 1000 else f"{v:,.0f}"
+    return s + unit
+
+
+def _err(p: float | None, m: float) -> str:
+    if p is None or p == 0:
+        return "-"
+    return f"{(m - p) / p:+.0%}"
+
+
+def run_table(rec: RunRecord) -> str:
+    """Predicted vs measured: per-epoch time/energy/loss, then phases, bytes and energy per node."""
+    lines = []
+    emu = f" (emulated, dilation ×{rec.dilation:.3g}: measured = wall-clock / {rec.dilation:.3g})" if rec.emulated else ""
+    lines.append(f"per epoch{emu}")
+    raw = rec.emulated and rec.dilation != 1
+    lines.append(f"{'ep':>3} {'edge':>10} {'cut':>3} {'pred s':>8} {'meas s':>8} {'err':>5} "
+                 + (f"{'raw s':>8} " if raw else "")
+                 + f"{'pred J':>9} {'meas J':>9} {'err':>5} {'train':>7} {'val':>7} {'acc':>6}")
+    for e in rec.epochs:
+        p = e.get("predicted") or {}
+        lines.append(f"{e['epoch']:>3} {e['edge']:>10} {e['cut']:>3} {_fmt(p.get('time_s')):>8} "
+                     f"{_fmt(e['time_s']):>8} {_err(p.get('time_s'), e['time_s']):>5} "
+                     + (f"{_fmt(e['raw_time_s']):>8} " if raw else "") +
+                     f"{_fmt(p.get('energy_j')):>9} {_fmt(e['energy_j']):>9} "
+                     f"{_err(p.get('energy_j'), e['energy_j']):>5} {e['train_loss']:>7.4f} "
+                     f"{e['val_loss']:>7.4f} {e['val_accuracy']:>6.1%}")
+    if not rec.epochs:
+        return "\n".join(lines + ["(no epoch completed)"])
+    n = len(rec.epochs)
+    lines.append("")
+    lines.append(f"time per phase, summed over {n} epoch(s)")
+    lines.append(f"{'phase':>14} {'predicted s':>12} {'measured s':>12} {'err':>6}"
+                 + (f" {'raw s':>10}" if raw else ""))
+    for ph in PHASES:
+        m = sum(e["phases_s"][ph] for e in rec.epochs)
+        preds = [(e.get("predicted") or {}).get("phases_s", {}).get(ph) for e in rec.epochs]
+        p = sum(preds) if all(x is not None for x in preds) else None
+        r = sum(e["raw_phases_s"][ph] for e in rec.epochs)
+        lines.append(f"{ph:>14} {_fmt(p):>12} {_fmt(m):>12} {_err(p, m):>6}" + (f" {_fmt(r):>10}" if raw else ""))
+    tot = rec.totals
+    r = sum(e["raw_time_s"] for e in rec.epochs)
+    lines.append(f"{'epoch total':>14} {_fmt(tot.get('predicted_time_s')):>12} {_fmt(tot['time_s']):>12} "
+                 f"{_err(tot.get('predicted_time_s'), tot['time_s']):>6}" + (f" {_fmt(r):>10}" if raw else ""))
+    lines.append("")
+    lines.append("bytes per link (all epochs)")
+    for link, b in sorted(tot["bytes"].items()):
+        lines.append(f"{link:>24} {b:>14,d} B")
+    ct = tot["cut_traffic"]
+    if ct["fp32_bytes"]:
+        lines.append(f"{'cut-layer traffic':>24} {ct['bytes']:>14,d} B  (fp32 would be {ct['fp32_bytes']:,d} B: "
+                     f"{ct['saved_fraction']:.0%} saved)")
+    lines.append("")
+    meters = {}
+    for e in rec.epochs:
+        meters.update(e["meters"])
+    lines.append("energy per node (all epochs)")
+    pred_nodes = _predicted_node_energy(rec)
+    overrun: dict[str, float] = {}
+    for e in rec.epochs:
+        for node, s in (e.get("overrun_s") or {}).items():
+            overrun[node] = overrun.get(node, 0.0) + s
+    for node, j in sorted(tot["compute_energy_j"].items()):
+        p = pred_nodes.get(node)
+        note = f"  (host slower than the device by {overrun[node]:.3g} s)" if rec.emulated and overrun.get(node, 0) > 0 else ""
+        lines.append(f"{node:>24} {_fmt(j, ' J'):>12}  predicted {_fmt(p, ' J') if p is not None else '-':>10}  "
+                     f"[meter: {meters.get(node, '?')}]{note}")
+    tj = sum(sum(e["transfer_energy_j"].values()) for e in rec.epochs)
+    lines.append(f"{'transfers':>24} {_fmt(tj, ' J'):>12}  predicted {_fmt(pred_nodes.get('transfers'), ' J'):>10}  "
+                 f"[bytes × link J/bit]")
+    lines.append(f"{'total':>24} {_fmt(tot['energy_j'], ' J'):>12}  predicted {_fmt(tot.get('predicted_energy_j'), ' J'):>10}")
+    return "\n".join(lines)
+
+
+def _predicted_node_energy(rec: RunRecord) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for e in rec.epochs:
+        pj = (e.get("predicted") or {}).get("phases_j")
+        if not pj:
+            return {}
+        out["end"] = out.get("end", 0.0) + pj["end_compute"]
+        key = f"edge:{e['edge']}"
+        out[key] = out.get(key, 0.0) + pj["edge_compute"]
+        out["cloud"] = out.get("cloud", 0.0) + pj["cloud_update"]
+        out["transfers"] = out.get("transfers", 0.0) + sum(
+            pj[k] for k in ("cloud_to_edge", "edge_to_end", "end_to_edge", "edge_to_cloud", "activations"))
+    return out
