@@ -205,7 +205,10 @@ class PlanningInstance:
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    """Run ``epochs`` epochs with the deep part on ``edge`` and the partition after ``cut``."""
+    """Run ``epochs`` epochs with the deep part on ``edge`` and the partition after ``cut``
+    (a solution's schedule, and the runtime job's)."""
+
+    __pydantic_config__ = {"extra": "forbid"}
 
     edge: str
     cut: int
