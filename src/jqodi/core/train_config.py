@@ -2,25 +2,32 @@
 
 :class:`TrainConfig` is what the reference loop and the runtime's roles train with. The
 scenario's ``training:`` section (:class:`jqodi.core.scenario.TrainingSpec`) takes its defaults
-from here, and the job's :class:`jqodi.runtime.job.TrainingConfig` leaves a field ``None`` to
-mean "this default". Adam at 1e-4 is what fine-tuning a pretrained, freshly quantized model
+from here, and the job's :class:`jqodi.runtime.job.TrainingConfig` is a subclass that adds only
+the wire precision and the seed. Adam at 1e-4 is what fine-tuning a pretrained, freshly quantized model
 needed (docs/learning.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jqodi.core.validation import FORBID_EXTRA
 from jqodi.errors import JqodiError
 
-__all__ = ["TrainConfig", "TRAIN_DEFAULTS", "RETURN_MODES"]
+__all__ = ["TrainConfig", "TrainConfigError", "TRAIN_DEFAULTS", "RETURN_MODES"]
 
 #: How the ES returns its trained part to the CS (:mod:`jqodi.core.codec`).
 RETURN_MODES = ("codes", "stochastic", "delta-fp16", "latent")
 
 
+class TrainConfigError(JqodiError, ValueError):
+    """A hyper-parameter out of range (a ``ValueError`` too, so pydantic names the field path)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fine-tuning hyper-parameters. ``lr`` etc. apply to weights; steps get no weight decay."""
+
+    __pydantic_config__ = FORBID_EXTRA
 
     lr: float = 1e-4
     momentum: float = 0.9
@@ -33,13 +40,13 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
-            raise JqodiError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+            raise TrainConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.return_mode not in RETURN_MODES:
-            raise JqodiError(f"return_mode must be one of {', '.join(RETURN_MODES)}, got {self.return_mode!r}")
+            raise TrainConfigError(f"return_mode must be one of {', '.join(RETURN_MODES)}, got {self.return_mode!r}")
         if self.batch_size < 2:
-            raise JqodiError(f"batch_size must be ≥ 2 (BatchNorm), got {self.batch_size}")
+            raise TrainConfigError(f"batch_size must be ≥ 2 (BatchNorm), got {self.batch_size}")
         if not self.lr > 0:
-            raise JqodiError(f"lr must be > 0, got {self.lr}")
+            raise TrainConfigError(f"lr must be > 0, got {self.lr}")
 
 
 #: The defaults, as one instance.

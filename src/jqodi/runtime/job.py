@@ -61,33 +61,18 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Fine-tuning hyper-parameters: the fields of :class:`jqodi.core.training.TrainConfig` (``None`` =
-    the reference's default, so the runtime follows the learning part's measured choice), plus
-    the precision of the cut-layer traffic on the wire (32 = fp32) and the seed of the batch order."""
+class TrainingConfig(TrainConfig):
+    """Fine-tuning hyper-parameters: a :class:`jqodi.core.train_config.TrainConfig` (its defaults,
+    the learning part's measured choice) plus the precision of the cut-layer traffic on the wire
+    (32 = fp32) and the seed of the batch order."""
 
-    __pydantic_config__ = FORBID_EXTRA
-
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    act_bits: int | None = None
-    return_mode: str | None = None
-    eval_batch_size: int | None = None
     wire_act_bits: int = 32
     wire_grad_bits: int = 32
     seed: int = 0
 
     def train_config(self) -> TrainConfig:
-        given = {k: getattr(self, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "optimizer",
-                                               "act_bits", "return_mode", "eval_batch_size")
-                 if getattr(self, k) is not None}
-        try:
-            return TrainConfig(**given)
-        except JqodiError as e:
-            raise JobError(f"job.training: {e}") from e
+        """The hyper-parameters alone (what the reference loop and the optimizer take)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 @dataclass(frozen=True)
