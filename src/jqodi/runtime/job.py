@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 from jqodi.core.devices import Device, link_key
 from jqodi.core.instance import ScheduleEntry
@@ -75,6 +77,11 @@ class TrainingConfig(TrainConfig):
         return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
+def _none_is_default(v: Any) -> Any:
+    """In a job file, ``null`` for a hyper-parameter means "the default" (TrainConfig's)."""
+    return {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
+
+
 @dataclass(frozen=True)
 class LinkProfile:
     """An emulated link: rate (bit/s) and energy per bit (J)."""
@@ -120,7 +127,7 @@ class Job:
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     data: DataConfig = DataConfig()
-    training: TrainingConfig = TrainingConfig()
+    training: Annotated[TrainingConfig, BeforeValidator(_none_is_default)] = TrainingConfig()
     emulation: EmulationConfig | None = None
     pretrained: dict = field(default_factory=dict)  # kwargs of jqodi.core.pretrained.load_pretrained (cloud only)
     run_id: str = "run"

@@ -12,10 +12,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jqodi.core.costs import TERMS  # the phases measured are the cost model's per-epoch terms
 from jqodi.core.devices import CLOUD_ROLE, END_ROLE, edge_role, link_key
 
 __all__ = ["RunRecord", "measure_epoch"]
+
+# The phases measured are the cost model's per-epoch terms (jqodi.core.costs.TERMS).
 
 
 def _node(rec: dict, name: str) -> dict:
