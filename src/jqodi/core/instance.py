@@ -202,6 +202,8 @@ class Solution:
     the infeasibility explanation); it is emitted under its own keys in ``to_dict``.
     """
 
+    __pydantic_config__ = FORBID_EXTRA
+
     status: Status
     solver: str
     model: str | None = None
@@ -225,11 +227,11 @@ class Solution:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Solution":
+        """Validate a solution's JSON (pydantic); keys beyond the core fields go to ``extra``."""
         core = ("status", "solver", "model", "bits", "schedule", "energy_j", "time_s")
-        if not isinstance(d, dict) or any(k not in d for k in core):
-            raise PlanningError(f"a solution needs the fields {', '.join(core)}")
-        if d["status"] not in ("optimal", "feasible", "infeasible"):
-            raise PlanningError(f"status: must be optimal, feasible or infeasible, got {d['status']!r}")
-        sched = tuple(ScheduleEntry(str(e["edge"]), int(e["cut"]), int(e["epochs"])) for e in d["schedule"])
-        return cls(d["status"], d["solver"], d["model"], d["bits"], sched, d["energy_j"], d["time_s"],
-                   {k: v for k, v in d.items() if k not in core})
+        if isinstance(d, dict):
+            missing = [k for k in core if k not in d]
+            if missing:
+                raise PlanningError(f"{missing[0]}: missing field (a solution needs {', '.join(core)})")
+            d = {**{k: d[k] for k in core}, "extra": {k: v for k, v in d.items() if k not in core}}
+        return validate(cls, d, PlanningError, top="solution")
