@@ -14,6 +14,11 @@ estimates (L_a, γ_(a,q), K^exp, K^rob; Tables VI/VII of the paper).
 Every problem with a file ends as one :class:`~jqodi.errors.ScenarioError` whose message is a
 single line ``<file>: <field.path>: <problem>`` (the first problem found).
 
+The devices and links live in :mod:`jqodi.core.devices` (re-exported here), the number types
+and the error formatting shared with every other input in :mod:`jqodi.core.validation`, the
+learning rows are :class:`~jqodi.core.estimates.LearningEstimate` and the training defaults
+come from :mod:`jqodi.core.train_config`.
+
 Units: FLOP/s, J/FLOP, W, bit/s, J/bit, Hz, dB, GiB, seconds. Numbers may be written in YAML
 as ``1.0e9`` or ``1e9`` (a string such as ``"1e9"`` is read as a number).
 """
