@@ -59,6 +59,9 @@ def test_lazy_entries_import_on_first_get_only():
     assert reg.get("dumps") is json.dumps
     with pytest.raises(JqodiError, match="module:attribute"):
         reg.register("bad", "json.dumps")
+    reg.register("gone", "json:no_such_function")
+    with pytest.raises(JqodiError, match="thing 'gone': cannot import json:no_such_function: AttributeError"):
+        reg.get("gone")
 
 
 def test_the_four_registries_hold_the_builtins():

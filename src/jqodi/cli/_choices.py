@@ -9,7 +9,8 @@ __all__ = ["RegistryChoices"]
 
 
 class RegistryChoices:
-    """The names of the registry ``module:attribute`` (+ ``extra`` names such as ``auto``, ``all``)."""
+    """The names of the registry at ``module:attribute``, with ``before`` and ``after`` names around
+    them (``auto`` for meters, ``all`` for ``jqodi plan``)."""
 
     def __init__(self, registry: str, *, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> None:
         self.registry, self.before, self.after = registry, before, after

@@ -9,7 +9,7 @@ HELP = "fine-tune a cloud-pretrained model at q bits on the end device's data (r
 def add_arguments(p) -> None:
     from jqodi.cli._learning_common import add_data_arguments, add_store_argument
 
-    p.add_argument("--model", required=True, help="zoo model: lenet, vgg, resnet20")
+    p.add_argument("--model", required=True, help="registered model: lenet, vgg, resnet20, or one a plugin adds")
     p.add_argument("--bits", type=int, required=True, help="weight bit-width 1..8, or 32 (no quantization)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order and stochastic rounding")

@@ -116,9 +116,13 @@ class Registry(Generic[T]):
         with self._lock:
             if name not in self._loaded:
                 module, _, attr = entry.target.partition(":")  # type: ignore[union-attr]
-                obj = importlib.import_module(module)
-                for part in attr.split("."):
-                    obj = getattr(obj, part)
+                try:
+                    obj = importlib.import_module(module)
+                    for part in attr.split("."):
+                        obj = getattr(obj, part)
+                except (ImportError, AttributeError) as e:
+                    raise self.error(f"{self.kind} {name!r}: cannot import {entry.target}: "
+                                     f"{type(e).__name__}: {e}") from e
                 self._loaded[name] = obj
             return self._loaded[name]
 

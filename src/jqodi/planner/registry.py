@@ -19,15 +19,19 @@ from jqodi.errors import PlanningError
 __all__ = ["SOLVERS"]
 
 SOLVERS: Registry[Callable] = Registry("solver", PlanningError)
-SOLVERS.register("jqodi", "jqodi.planner.jqodi:solve_jqodi",
-                 "JQODI, Algorithms 1-4: per-epoch (edge, cut) for each (model, bits) candidate")
-SOLVERS.register("optimal", "jqodi.planner.optimal:solve_optimal",
-                 "the exact minimum-energy plan of problem (13) (HiGHS MILP)")
-SOLVERS.register("static", "jqodi.planner.baselines:solve_static",
-                 "the paper's Optimum: the best single (model, bits, edge, cut) for all epochs")
-SOLVERS.register("full-model", "jqodi.planner.baselines:solve_full_model",
-                 "Full Model: 32-bit candidates only, one option for all epochs")
-SOLVERS.register("minimal-model", "jqodi.planner.baselines:solve_minimal_model",
-                 "Minimal Model: 1-bit (or the fewest bits present) candidates, one option for all epochs")
-SOLVERS.register("partition-only", "jqodi.planner.baselines:solve_partition_only",
-                 "Partition-only: model and bits given (model=, bits=), best (edge, cut) for all epochs")
+_BUILTIN = (  # name, where the function lives (imported on first use), what it does
+    ("jqodi", "jqodi.planner.jqodi:solve_jqodi",
+     "JQODI, Algorithms 1-4: per-epoch (edge, cut) for each (model, bits) candidate"),
+    ("optimal", "jqodi.planner.optimal:solve_optimal",
+     "the exact minimum-energy plan of problem (13) (HiGHS MILP)"),
+    ("static", "jqodi.planner.baselines:solve_static",
+     "the paper's Optimum: the best single (model, bits, edge, cut) for all epochs"),
+    ("full-model", "jqodi.planner.baselines:solve_full_model",
+     "Full Model: 32-bit candidates only, one option for all epochs"),
+    ("minimal-model", "jqodi.planner.baselines:solve_minimal_model",
+     "Minimal Model: 1-bit (or the fewest bits present) candidates, one option for all epochs"),
+    ("partition-only", "jqodi.planner.baselines:solve_partition_only",
+     "Partition-only: model and bits given (model=, bits=), best (edge, cut) for all epochs"),
+)
+for _name, _target, _description in _BUILTIN:
+    SOLVERS.register(_name, _target, _description)

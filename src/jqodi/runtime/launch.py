@@ -186,7 +186,7 @@ def _root_cause(procs: dict[str, RoleProcess]) -> RuntimeFailure:
                           peer=p.role)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Launch:
     """What :func:`run_job` hands a transport: the job and how to run it on this machine.
 
