@@ -120,6 +120,25 @@ def test_unknown_or_broken_plugin_is_one_line_and_exit_2(tmp_path):
     assert "plugin 'broken_plugin' failed to import: RuntimeError: registration failed" in out.stderr
 
 
+def test_an_installed_entry_point_plugin_is_loaded_by_every_jqodi_command(tmp_path):
+    """A distribution declaring ``[jqodi.plugins]`` (a fake dist-info on sys.path): its module is
+    imported before the arguments are read, so the solver it registers is a valid --solver."""
+    dist = tmp_path / "jqodi_fake_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: jqodi-fake-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[jqodi.plugins]\nfake = jqodi_fake_plugin\n")
+    (tmp_path / "jqodi_fake_plugin.py").write_text(
+        "from jqodi.planner.registry import SOLVERS\n"
+        "SOLVERS.register('entrypoint_static', 'jqodi.planner.baselines:solve_static', 'static, renamed')\n")
+    out = _jqodi(["plan", "--help"], env=_env(), timeout=60, sys_path=tmp_path)
+    assert out.returncode == 0 and "entrypoint_static" in " ".join(out.stdout.split()), out.stderr
+    (tmp_path / "jqodi_fake_plugin.py").write_text("import no_such_dependency\n")
+    out = _jqodi(["plan", "--help"], env=_env(), timeout=60, sys_path=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "jqodi: error: plugin 'jqodi_fake_plugin' (entry point 'fake' of group jqodi.plugins) failed to load: "
+        "ModuleNotFoundError: No module named 'no_such_dependency'")
+
+
 def test_unknown_registry_names_are_one_line_listing_the_known_ones():
     for args, listed in ((["plan", "x.yaml", "--solver", "nope"], "'jqodi', 'optimal'"),
                          (["run", "--meter", "gpu"], "'auto', 'nvml', 'rapl', 'model', 'null'"),
