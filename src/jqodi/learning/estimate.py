@@ -6,11 +6,13 @@ candidate, a short probe run:
 * ``method="store"``: prior runs of the same (model, bits, dataset, SD data, width) in the store
   (those with the SD's train/validation sizes if there are any, else all)
   (:func:`jqodi.learning.curves.estimate_from_runs`); L_a and γ are their means, γ^rob the
-  largest robust γ among them.
+  largest robust γ among them. Runs of the runtime (``source="runtime"``, every epoch of a real
+  run) count as curves like fine-tuning runs, but measure no L_a or γ: the runs of a candidate
+  must include at least one reference run (``finetune`` or ``probe``).
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
   store with ``source="probe"``, fitted with the learning-curve ensemble
   (:func:`jqodi.learning.curves.estimate_from_probe`); γ from its bootstrap.
-* ``method="auto"`` (default): the store if it holds a run of the candidate, else a probe.
+* ``method="auto"`` (default): the store if it holds a reference run of the candidate, else a probe.
 
 The result is a :class:`jqodi.core.estimates.LearningEstimate` (``source`` says which method),
 the schema ``jqodi instance --estimates FILE`` reads.
@@ -65,6 +67,13 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
     if method == "store" and not priors:
         raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset}; "
                          f"run 'jqodi finetune' or use --method probe")
+    if priors and all(r.base_loss is None for r in priors):
+        # only runs of the runtime: their curves count, but L_a and γ come from a reference run
+        if method == "store":
+            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} are "
+                             f"runtime runs only, which do not measure L_a and γ; run 'jqodi finetune' or use "
+                             f"--method probe")
+        priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
         return LearningEstimate(model=model, bits=bits, base_loss=s["base_loss"], gamma=s["gamma"],
