@@ -2,6 +2,7 @@
 in the shape the epoch estimators read (issue 8, item 6). In one process, tiny model, random data."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -82,14 +83,18 @@ def test_estimators_and_jqodi_traces_read_runtime_runs(tmp_path, capsys):
     from jqodi.runtime.process import initial_master
 
     db, data = tmp_path / "traces.db", _Data()
-    job = _job(db)
-    run_inprocess(job, initial_master(job), data)
+    random_init = _job(db, run_id="random")
+    run_inprocess(random_init, initial_master(random_init), data)
+    # as if from the pretrained model (the estimators leave runs from random weights out)
+    job = _job(db, pretrained={"source": "pretrained", "cloud_size": 600, "epochs": 1})
+    run_inprocess(job, initial_master(random_init), data)
 
     class Key:  # the SD data as the store sees it: dataset, split name and sizes
         dataset, name, train, val = "fashion-mnist", "data1", range(96), range(30)
 
     with TraceStore(db) as store:
-        (runtime_run,) = store.runs(source="runtime")
+        assert len(store.runs(source="runtime")) == 2
+        (runtime_run,) = store.runs(job_id="job-42")
         target = max(runtime_run.val_losses) + 1.0  # reached at epoch 1
         # runtime runs alone measure no L_a/γ: 'store' says so in one line
         with pytest.raises(Exception, match="runtime runs only"):
@@ -102,7 +107,10 @@ def test_estimators_and_jqodi_traces_read_runtime_runs(tmp_path, capsys):
     assert est.source == "measured:store(2 runs)" and est.epochs_expected == 1 and est.base_loss == 2.0
     assert main(["traces", "--store", str(db), "--source", "runtime"]) == 0
     out = capsys.readouterr().out
-    assert "runtime" in out and "job-42" in out and "1 run(s)" in out
+    assert "runtime" in out and "job-42" in out and "random" in out and "2 run(s)" in out
+    assert main(["traces", "--store", str(db), "--job", "job-42", "--format", "json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["runs"]
+    assert shown["job_id"] == "job-42" and [e["epoch"] for e in shown["epochs"]] == [1, 2, 3]
 
 
 def test_a_version_1_store_is_upgraded_in_place(tmp_path):

@@ -13,8 +13,10 @@ process. One epoch (DESIGN.md "Runtime protocol"), for the epoch's (edge, cut) o
     ES → CS   ``progress``     now and then: batch, running loss (also a sign of life)
     ES → CS   ``model_back``   both parts' updates, the losses, every node's measurements
 
-The CS folds the update into its full-precision master (:func:`jqodi.core.codec.apply_update`) and
-checkpoints. Raw images never leave the SD: it sends only activations, labels and its part.
+The CS folds the update into its full-precision master (:func:`jqodi.core.codec.apply_update`),
+checkpoints, and records the epoch in the job's trace store (:mod:`jqodi.runtime.tracing`). Raw
+images never leave the SD: it sends only activations, labels and its part. After the last epoch
+the same roles serve collaborative inference (:mod:`jqodi.runtime.serving`).
 
 The primitives are the reference's (:mod:`jqodi.core.training`): the same seeded batch order, a fresh
 per-role optimizer over the role's part (per-parameter, so SD + ES = one optimizer over the
