@@ -6,20 +6,10 @@ import json
 import sqlite3
 
 import pytest
-import torch
-from torch.utils.data import TensorDataset
+from test_runtime import _Data, _one_thread  # noqa: F401 - random SD data; one torch thread (autouse)
 
 from jqodi.core.traces import SCHEMA_VERSION, TraceStore
 from jqodi.runtime.job import Job
-
-SHAPE = (1, 28, 28)
-
-
-class _Data:
-    def __init__(self, n_train=96, n_val=30, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.train = TensorDataset(torch.randn(n_train, *SHAPE, generator=g), torch.randint(0, 10, (n_train,), generator=g))
-        self.val = TensorDataset(torch.randn(n_val, *SHAPE, generator=g), torch.randint(0, 10, (n_val,), generator=g))
 
 
 def _job(db, **kw) -> Job:
@@ -30,18 +20,10 @@ def _job(db, **kw) -> Job:
     return Job.from_dict(d)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_a_run_records_each_epoch_with_its_job_id_and_resume_continues_it(tmp_path):
     from jqodi.runtime.launch import run_job
 
-    db, data = tmp_path / "traces.db", _Data()
+    db, data = tmp_path / "traces.db", _Data(96, 30)
     job = _job(db, inference_requests=4)
     first = run_job(job.replace(max_epochs=2, inference_requests=0), transport="inprocess", workdir=tmp_path / "wd",
                     data=data, say=lambda s: None)
@@ -82,7 +64,7 @@ def test_estimators_and_jqodi_traces_read_runtime_runs(tmp_path, capsys):
     from jqodi.runtime.local import run_inprocess
     from jqodi.runtime.process import initial_master
 
-    db, data = tmp_path / "traces.db", _Data()
+    db, data = tmp_path / "traces.db", _Data(96, 30)
     random_init = _job(db, run_id="random")
     run_inprocess(random_init, initial_master(random_init), data)
     # as if from the pretrained model (the estimators leave runs from random weights out)

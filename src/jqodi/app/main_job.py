@@ -5,8 +5,9 @@
     main_job(MainJobConfig(plan_only=True))      # stop after planning
 
 The job is five step functions, each taking the previous steps' results (plain dataclasses) and
-printing its own section through ``say``; :func:`main_job` chains them. Benchmarks and tests call
-the steps directly (e.g. :func:`pretrain` + :func:`measure` to get measured estimates).
+printing its own section through ``say``; :func:`main_job` chains them. A script can call the
+steps on their own (e.g. :func:`load`, :func:`pretrain` and :func:`measure` for measured
+estimates without planning or running anything).
 
 1. :func:`pretrain` every candidate model on the cloud's data (:func:`jqodi.core.pretrained.load_pretrained`,
    cached under ``$JQODI_HOME``; ``pretrain_cloud_size`` images × ``pretrain_epochs`` so that a
@@ -32,7 +33,6 @@ the steps directly (e.g. :func:`pretrain` + :func:`measure` to get measured esti
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -74,9 +74,6 @@ class MainJobConfig:
     emulate: bool = True
     trace_store: str | Path | None = "default"
 
-    def replace(self, **changes) -> "MainJobConfig":
-        return dataclasses.replace(self, **changes)
-
     @property
     def pretrain_options(self) -> dict:
         """The keyword arguments of :func:`jqodi.core.pretrained.load_pretrained` (also the job's)."""
@@ -104,7 +101,8 @@ class Measurement:
 
 @dataclass
 class Planning:
-    """Step 3's result: the scenario with L_max set, the instance, every solver's row, the chosen plan."""
+    """Step 3's result: the scenario with L_max set, the instance, every solver's row, the chosen plan
+    and its (model, bits)'s learning estimate (``None`` when the solver found no plan)."""
 
     scenario: Any
     instance: Any

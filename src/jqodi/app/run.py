@@ -8,7 +8,6 @@ shares :func:`job_for_plan` (the job with inference on every usable edge and the
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,9 +53,6 @@ class RunOptions:
     meter: str = "auto"
     random_init: bool = False
     trace_store: str | Path | None = "default"
-
-    def replace(self, **changes) -> "RunOptions":
-        return dataclasses.replace(self, **changes)
 
 
 def parse_dilation(text: str | None) -> float | str | None:

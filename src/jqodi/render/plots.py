@@ -85,10 +85,16 @@ def plot_time_energy(ev: Evaluation, path: str | os.PathLike) -> Path:
         ax.set_xlabel("time taken (s)")
         ax.set_ylabel("energy (J)")
         ax.grid(True, alpha=0.3)
-    axes[0].set_title(f"{ev.scenario}: (c) time vs energy (○ L_max reached, □ not)", fontsize=10)
-    axes[1].set_title(f"zoom: t ≤ {x_zoom:g} s", fontsize=10)
+    return _finish(fig, axes, (f"{ev.scenario}: (c) time vs energy (○ L_max reached, □ not)",
+                               f"zoom: t ≤ {x_zoom:g} s"), path)
+
+
+def _finish(fig, axes, titles: tuple[str, str], path: str | os.PathLike, ncols: int = 2) -> Path:
+    """Both panels' titles, one legend under them (the left panel's entries), saved to ``path``."""
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -143,11 +149,7 @@ def plot_loss_curves(ev: Evaluation, path: str | os.PathLike) -> Path | None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation loss (predicted, log scale)")
         ax.grid(True, alpha=0.3)
-    axes[0].set_title(f"{ev.scenario}: (a) loss vs energy", fontsize=10)
-    axes[1].set_title(f"{ev.scenario}: (b) loss vs time", fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    return _save(fig, path)
+    return _finish(fig, axes, (f"{ev.scenario}: (a) loss vs energy", f"{ev.scenario}: (b) loss vs time"), path)
 
 
 def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
@@ -174,9 +176,5 @@ def plot_breakdown(ev: Evaluation, path: str | os.PathLike) -> Path | None:
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_title(f"{ev.scenario}: (a) time per node", fontsize=10)
-    axes[1].set_title(f"{ev.scenario}: (b) energy per node", fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(nodes), fontsize=8,
-               frameon=False)
-    return _save(fig, path)
+    return _finish(fig, axes, (f"{ev.scenario}: (a) time per node", f"{ev.scenario}: (b) energy per node"), path,
+                   ncols=len(nodes))
