@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
         from jqodi.app.demo import run_demo
 
-        if args.plan_only or args.no_describe or args.workdir or args.json:
+        if args.plan_only or args.no_describe or args.workdir or args.json or args.store or args.no_traces:
             print("jqodi demo: note: with a SCENARIO only its descriptive sections are shown; the main-job "
                   "options apply to 'jqodi demo' without one", file=sys.stderr)
 
