@@ -70,7 +70,8 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                                         width=width) if r.epochs and not _from_random_weights(r)]
         same_size = [r for r in priors if (r.train_size, r.val_size) == (len(getattr(data, "train", ()) or ()),
                                                                          len(getattr(data, "val", ()) or ()))]
-        priors = same_size or priors  # runs on the same SD sizes first; other sizes only if none
+        # runs on the same SD sizes first (when they include a reference run); other sizes only if none
+        priors = same_size if any(r.base_loss is not None for r in same_size) else priors
     if method == "store" and not priors:
         raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset}; "
                          f"run 'jqodi finetune' or use --method probe")
