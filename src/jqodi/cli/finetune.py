@@ -72,6 +72,6 @@ def run(args) -> int:
     rows = [[e.epoch, fmt(e.train_loss), fmt(e.val_loss), f"{e.val_accuracy:.1%}", f"{e.wall_s:.1f}",
              e.bytes_down, e.bytes_up] for e in r.epochs]
     print(table(rows, ["epoch", "train loss", "val loss", "val acc", "s", "bytes down", "bytes up"]))
-    where = f"run {r.run_id} in {store.path}" if store is not None else "not recorded (--no-store)"
+    where = f"run {r.id} in {store.path}" if store is not None else "not recorded (--no-store)"
     print(f"{len(r.epochs)} epochs in {r.wall_s:.1f}s; {where}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from jqodi.errors import RuntimeFailure
+from jqodi.core.devices import edge_role, edges_of_roles
 from jqodi.runtime.job import Job
 from jqodi.runtime.record import RunRecord, measure_epoch
 
@@ -118,7 +119,7 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
 
     procs["cloud"] = RoleProcess("cloud", cloud_argv + log("cloud"), env, lines)
     for e in job.edges:
-        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn + log(f"edge:{e}"), env, lines)
+        procs[edge_role(e)] = RoleProcess(edge_role(e), py + ["edge", "--name", e] + conn + log(edge_role(e)), env, lines)
     procs["end"] = RoleProcess("end", py + ["end"] + conn + log("end"), env, lines)
     if on_start:
         on_start(procs)
@@ -260,7 +261,7 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
                             max_epochs=max_epochs, pretrained=pretrained, meter=meter)
-        edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
+        edges = edges_of_roles(job.emulation.devices if job.emulation else {})
         job = job.replace(inference_requests=inference_requests, inference_edges=edges)
     if transport != "gloo":
         wd.mkdir(parents=True, exist_ok=True)

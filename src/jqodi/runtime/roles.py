@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from jqodi.core.devices import edge_role
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.tracing import RunTraces
@@ -40,11 +41,7 @@ from jqodi.runtime.transport import Transport
 from jqodi.core.codec import (decode_cut, encode_cut, packed_from_tensor, packed_to_tensor,
                                 update_from_tensor, update_to_tensor)
 
-__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops", "edge_peer"]
-
-
-def edge_peer(name: str) -> str:
-    return f"edge:{name}"
+__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops"]
 
 
 @dataclass
@@ -182,7 +179,7 @@ class EndRole(_Role):
         for k, (edge, cut) in enumerate(job.epoch_plan()):
             if k < job.start_epoch:
                 continue
-            peer = edge_peer(edge)
+            peer = edge_role(edge)
             msg = self.t.recv(peer, "shallow")
             self.begin_epoch(k)
             shallow = self.model.shallow(cut)
@@ -379,7 +376,7 @@ class CloudRole(_Role):
         for k, (edge, cut) in enumerate(plan):
             if k < self.state.epoch:
                 continue
-            peer = edge_peer(edge)
+            peer = edge_role(edge)
             t_start = time.perf_counter()
             self.begin_epoch(k)
             shallow_m, deep_m = master.shallow(cut), master.deep(cut)

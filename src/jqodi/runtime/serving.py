@@ -18,9 +18,9 @@ from __future__ import annotations
 import copy
 
 from jqodi.core.codec import packed_from_tensor, packed_to_tensor
+from jqodi.core.devices import edge_role
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
-from jqodi.runtime.roles import edge_peer
 from jqodi.runtime.transport import Transport
 
 __all__ = ["serve_end", "serve_edge", "serve_cloud"]
@@ -53,7 +53,7 @@ def serve_end(role) -> None:
     emulated = role.ctx.clock.device is not None
     results, dilation = [], 1.0
     for i, e in enumerate(job.edges):
-        peer = edge_peer(e)
+        peer = edge_role(e)
         m = role.t.recv(peer, "infer_model")
         cut = int(m.meta["cut"])
         if i == 0:
@@ -111,7 +111,7 @@ def serve_cloud(role, cut: int) -> None:
     payload = {"shallow": packed_to_tensor(pack_model(master.shallow(cut), role.job.bits)),
                "deep": packed_to_tensor(pack_model(master.deep(cut), role.job.bits))}
     for e in role.job.edges:
-        role.t.send(edge_peer(e), "infer_model", payload, cut=cut)
+        role.t.send(edge_role(e), "infer_model", payload, cut=cut)
     role.state.inference = role.t.recv("end", "infer_report").meta["results"]
     if role.checkpoint:
         role.checkpoint(role.state)
