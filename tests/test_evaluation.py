@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 
 from jqodi.errors import PlanningError
-from jqodi.app.evaluation import (
-    NODE_TERMS,
-    evaluate_instance,
-    geometric_loss_trajectory,
-    node_breakdown,
-    paper_key_for,
-    summary_tables,
-    write_outputs,
-)
+from jqodi.app.evaluation import evaluate_instance, write_outputs
+from jqodi.app.paper import paper_key_for
+from jqodi.app.trajectories import NODE_TERMS, geometric_loss_trajectory, node_breakdown
+from jqodi.render.evaluation import summary_tables
 from jqodi.core.instance import PlanningInstance, ScheduleEntry, Solution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +91,7 @@ def test_geometric_loss_trajectory_passes_the_anchors():
 
 
 def test_loss_anchors_from_estimates():
-    from jqodi.app.evaluation import loss_anchors_from_estimates
+    from jqodi.app.trajectories import loss_anchors_from_estimates
     from jqodi.core.estimates import LearningEstimate
 
     ests = [LearningEstimate("lenet", 6, 0.0186, 0.004, 33, 36, target_loss=0.0186),

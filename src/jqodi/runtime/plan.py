@@ -6,13 +6,17 @@ schedule, and the scenario's devices, links, data and training settings.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from jqodi.core.devices import CLOUD_ROLE, END_ROLE, Device, edge_role, link_key
 from jqodi.core.instance import ScheduleEntry
 from jqodi.errors import JqodiError
 from jqodi.runtime.job import DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
 
-__all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario"]
+__all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
+
+#: ``trace_store="default"``: the cloud records the run in ``$JQODI_HOME/traces.db``
+DEFAULT_TRACE_STORE = "default"
 
 
 def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | None = None,
@@ -64,8 +68,14 @@ def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: b
 
 def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,
                   timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
-                  meter: str = "auto", run_id: str | None = None, data_dir: str | None = None) -> Job:
-    """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``)."""
+                  meter: str = "auto", run_id: str | None = None, data_dir: str | None = None,
+                  trace_store: str | Path | None = DEFAULT_TRACE_STORE) -> Job:
+    """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``).
+
+    ``trace_store``: where the cloud records the run's epochs (:mod:`jqodi.core.traces`);
+    ``"default"`` = ``$JQODI_HOME/traces.db`` (resolved now, so every role process agrees),
+    ``None`` = not recorded.
+    """
     from jqodi.core.profile import profile_named_model
 
     if getattr(solution, "status", None) == "infeasible" or not solution.schedule:
@@ -103,7 +113,18 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                training=training, emulation=emu, pretrained=dict(pretrained or {"source": "pretrained"}),
                run_id=run_id or uuid.uuid4().hex[:12], timeout_s=float(timeout_s or rt.timeout_s),
                meter=meter, max_epochs=max_epochs,
-               cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params))
+               cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params),
+               trace_store=_store_path(trace_store))
+
+
+def _store_path(trace_store: str | Path | None) -> str | None:
+    if trace_store is None:
+        return None
+    if str(trace_store) == DEFAULT_TRACE_STORE:
+        from jqodi.core.paths import default_store_path
+
+        return str(default_store_path())
+    return str(trace_store)
 
 
 def predict_epoch(scenario, model: str, bits: int, cut: int, edge: str) -> dict:
