@@ -147,6 +147,17 @@ def test_job_rejects_unknown_keys_and_names_them():
     assert j.edges == ["a", "b"] and j.epoch_plan() == [("a", 1), ("b", 3)]
 
 
+def test_job_keeps_the_startup_and_failure_timeouts_apart():
+    from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S
+
+    j = _job()
+    assert j.timeout_s == 10 and j.startup_timeout_s == DEFAULT_STARTUP_TIMEOUT_S > j.timeout_s
+    assert Job.from_dict(_job(startup_timeout_s=45).to_dict()).startup_timeout_s == 45
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(JobError, match="startup_timeout_s: must be > 0"):
+            _job(startup_timeout_s=bad)
+
+
 def test_transport_detects_a_silent_peer_and_a_crashed_one():
     hub = InProcessHub()
     a = InProcessTransport(hub, "a", ["a", "b", "c"], timeout_s=0.5, heartbeat_s=10).start()

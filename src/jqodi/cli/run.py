@@ -24,7 +24,11 @@ def add_arguments(p) -> None:
     p.add_argument("--val-size", type=int, default=None, help="with --cpu-scale: SD validation samples")
     p.add_argument("--no-emulate", action="store_true", help="run flat out: no padding, no link rate limits")
     p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="peer silence timeout (default: scenario's)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="failure detection: seconds of silence before a peer counts as failed (default: scenario's)")
+    p.add_argument("--startup-timeout", type=float, default=None, metavar="S",
+                   help="seconds the roles wait for each other to start and join "
+                        "(default: jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S, 300)")
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--requests", type=int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
@@ -73,13 +77,15 @@ def run(args) -> int:
               f"{solution.time_s:.1f} s, {solution.energy_j:.1f} J", flush=True)
     if args.write_job:
         job = job_from_plan(scenario, solution, emulate=not args.no_emulate, dilation=dilation,
-                            timeout_s=args.timeout, max_epochs=args.max_epochs, pretrained=pretrained,
+                            timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
+                            max_epochs=args.max_epochs, pretrained=pretrained,
                             meter=args.meter)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
         return 0
     rec = run_plan(scenario, solution, transport=args.transport, workdir=workdir, resume=args.resume,
                    emulate=not args.no_emulate, dilation=dilation, timeout_s=args.timeout,
+                   startup_timeout_s=args.startup_timeout,
                    max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter,
                    inference_requests=args.requests)
     print()

@@ -107,7 +107,8 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job.to_dict(), indent=2))
     port = port or free_port(host)
-    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s)]
+    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s),
+            "--startup-timeout", str(job.startup_timeout_s)]
     py = [sys.executable, "-m", "jqodi"]
     env = {**os.environ, "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     lines = on_line or (lambda role, line: None)
@@ -243,7 +244,8 @@ def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | N
 
 def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path = "runs/latest",
              resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
-             timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
+             timeout_s: float | None = None, startup_timeout_s: float | None = None,
+             max_epochs: int | None = None, pretrained: dict | None = None,
              say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
              meter: str = "auto", inference_requests: int = 0, **kw) -> RunRecord:
     """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
@@ -259,7 +261,8 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
         say(f"resume: reusing the job in {wd / 'job.json'}")
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
-                            max_epochs=max_epochs, pretrained=pretrained, meter=meter)
+                            startup_timeout_s=startup_timeout_s, max_epochs=max_epochs, pretrained=pretrained,
+                            meter=meter)
         edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
         job = job.replace(inference_requests=inference_requests, inference_edges=edges)
     if transport != "gloo":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from jqodi.errors import JqodiError, RuntimeFailure
-from jqodi.runtime.job import Job
+from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, Job
 from jqodi.runtime.local import link_rates, make_context
 from jqodi.runtime.roles import CloudRole, CloudState, EdgeRole, EndRole
 
@@ -91,9 +91,13 @@ def _say(text: str) -> None:
 
 
 def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | None = None,
+               startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
                message_log: str | Path | None = None, say: Callable[[str], None] = _say) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
+
+    ``startup_timeout_s`` bounds the rendezvous and the forming of the process group;
+    ``timeout_s`` is the failure-detection (silence) timeout once the roles run.
 
     ``message_log``: write every message this role sent or received (kind, peer, tensor shapes,
     bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
@@ -124,7 +128,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
         published = job.to_dict()
     else:
         published = None
-    pg, ranks, job_dict, keep = connect(role, host, port, timeout_s,
+    pg, ranks, job_dict, keep = connect(role, host, port, startup_timeout_s,
                                         job=published, bind_host=bind_host)
     job = Job.from_dict(job_dict)
     t = GlooTransport(pg, role, ranks, timeout_s=timeout_s, link_rate_bps=link_rates(job, role))

@@ -6,7 +6,10 @@ socket is bound by us to exactly that address, never to all interfaces) and publ
 address: it reads the job from the store, finds its rank from its role name, and all processes
 build one gloo process group whose sockets are bound to each process's own address
 (``bind_host``; loopback when the store is on loopback). Every step has an explicit timeout
-(torch's default is 30 minutes).
+(torch's default is 30 minutes): the **start-up** timeout (``Job.startup_timeout_s``, ``--startup-timeout``),
+not the failure-detection one (``Job.timeout_s``, ``--timeout``). Forming the group waits for the
+slowest role to import torch and load its model, which takes far longer than the few seconds of
+silence after which a running peer counts as failed.
 
 Ranks: cloud 0, end 1, edges 2.. in the order of ``job["edges"]``.
 """
@@ -56,15 +59,16 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def connect(role: str, host: str, port: int, timeout_s: float, *, job: dict | None = None,
+def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: dict | None = None,
             bind_host: str | None = None):
     """Join the run at ``host:port`` as ``role`` ("cloud", "end" or "edge:NAME").
 
-    The cloud passes ``job``; the others receive it. Returns ``(pg, ranks, job, store)``.
+    ``startup_timeout_s`` bounds reaching the store and forming the process group. The cloud
+    passes ``job``; the others receive it. Returns ``(pg, ranks, job, store)``.
     """
     import torch.distributed as dist
 
-    timeout = timedelta(seconds=timeout_s)
+    timeout = timedelta(seconds=startup_timeout_s)
     listener = None
     try:
         if role == "cloud":
@@ -81,7 +85,8 @@ def connect(role: str, host: str, port: int, timeout_s: float, *, job: dict | No
         raise
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/DistStoreError/TimeoutError
         what = "start the rendezvous" if role == "cloud" else "reach the cloud's rendezvous"
-        raise RuntimeFailure(f"{role}: cannot {what} at {host}:{port} within {timeout_s:g} s: "
+        raise RuntimeFailure(f"{role}: cannot {what} at {host}:{port} within the start-up timeout "
+                             f"of {startup_timeout_s:g} s: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", peer="cloud") from e
     ranks = role_ranks(job["edges"])
     if role not in ranks:
@@ -98,7 +103,8 @@ def connect(role: str, host: str, port: int, timeout_s: float, *, job: dict | No
         pg = dist.ProcessGroupGloo(prefix, rank, len(ranks), opts)
     except Exception as e:  # noqa: BLE001
         missing = [n for n, r in ranks.items() if r != rank]
-        raise RuntimeFailure(f"{role}: the process group did not form within {timeout_s:g} s "
+        raise RuntimeFailure(f"{role}: the process group did not form within the start-up timeout of "
+                             f"{startup_timeout_s:g} s "
                              f"(waiting for {', '.join(missing)}): {str(e).splitlines()[0]}",
                              peer=None) from e
     finally:
