@@ -8,8 +8,8 @@ from __future__ import annotations
 import uuid
 
 from jqodi.errors import JqodiError
-from jqodi.runtime.job import (DEFAULT_STARTUP_TIMEOUT_S, DataConfig, DeviceProfile, EmulationConfig, Job, LinkProfile, ScheduleItem,
-                               TrainingConfig)
+from jqodi.runtime.job import (DEFAULT_STARTUP_TIMEOUT_S, DataConfig, DeviceProfile, EmulationConfig, Job,
+                               LinkProfile, ScheduleItem, TrainingConfig)
 
 __all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario"]
 

@@ -2,8 +2,8 @@
 
 The cloud loads (or pretrains) the master, publishes the job at the rendezvous, runs the epochs,
 checkpoints after each (model format version + master + epoch counter + the epoch records; a
-checkpoint of another :data:`jqodi.core.quant.MODEL_FORMAT_VERSION` is refused in one line; the optimizer state is empty
-by design: each role builds a fresh optimizer every epoch, like the reference
+checkpoint of another :data:`jqodi.core.quant.MODEL_FORMAT_VERSION` is refused in one line; the
+optimizer state is empty by design: each role builds a fresh optimizer every epoch, like the reference
 :func:`jqodi.learning.reference.protocol_epoch`), and writes the cloud's epoch records as JSON.
 """
 from __future__ import annotations

@@ -16,8 +16,7 @@ Everything is importable from here (``from jqodi.core.quant import prepare_qat``
 """
 from __future__ import annotations
 
-from jqodi.core.quant.layers import (QUANT_STATE, QConv2d, QLinear, calibrate_activations, model_bits,
-                                     prepare_qat, quant_layers)
+from jqodi.core.quant.layers import QConv2d, QLinear, calibrate_activations, model_bits, prepare_qat, quant_layers
 from jqodi.core.quant.lsq import (FULL_PRECISION, MIN_STEP, _levels, check_bits, effective_step, fake_quant,
                                   fake_quant_reference)
 from jqodi.core.quant.packing import (MODEL_FORMAT_VERSION, PackedModel, _Entry, activation_bytes,
@@ -31,7 +30,6 @@ __all__ = [
     "PackedModel",
     "QConv2d",
     "QLinear",
-    "QUANT_STATE",
     "activation_bytes",
     "calibrate_activations",
     "check_bits",
