@@ -48,6 +48,7 @@ class RunOptions:
     emulate: bool = True
     dilation: float | str | None = None
     timeout_s: float | None = None
+    startup_timeout_s: float | None = None
     port: int | None = None
     requests: int = 0
     meter: str = "auto"
@@ -71,11 +72,11 @@ def parse_dilation(text: str | None) -> float | str | None:
 def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
     """The runtime's job for ``solution`` (:func:`jqodi.runtime.plan.job_from_plan`, whose keywords
     ``job_kw`` are), serving ``requests`` inference requests on every usable edge after fine-tuning."""
+    from jqodi.core.devices import edges_of_roles
     from jqodi.runtime.plan import job_from_plan
 
     job = job_from_plan(scenario, solution, **job_kw)
-    every_edge = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {})
-                  if k.startswith("edge:")]
+    every_edge = edges_of_roles(job.emulation.devices if job.emulation else {})
     return job.replace(inference_requests=requests, inference_edges=every_edge)
 
 
@@ -108,7 +109,8 @@ def plan_for_run(scenario, opts: RunOptions, say: Say = _print):
 def build_job(scenario, solution, opts: RunOptions):
     """The job ``opts`` describe for ``solution`` (``jqodi run --write-job``)."""
     return job_for_plan(scenario, solution, emulate=opts.emulate, dilation=opts.dilation, timeout_s=opts.timeout_s,
-                        max_epochs=opts.max_epochs, meter=opts.meter, requests=opts.requests,
+                        startup_timeout_s=opts.startup_timeout_s, max_epochs=opts.max_epochs, meter=opts.meter,
+                        requests=opts.requests,
                         pretrained={"source": "random"} if opts.random_init else None,
                         trace_store=opts.trace_store)
 

@@ -30,7 +30,11 @@ def add_arguments(p) -> None:
     p.add_argument("--val-size", type=int, default=None, help="with --cpu-scale: SD validation samples")
     p.add_argument("--no-emulate", action="store_true", help="run flat out: no padding, no link rate limits")
     p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="peer silence timeout (default: scenario's)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="failure detection: seconds of silence before a peer counts as failed (default: scenario's)")
+    p.add_argument("--startup-timeout", type=float, default=None, metavar="S",
+                   help="seconds the roles wait for each other to start and join "
+                        "(default: jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S, 300)")
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--requests", type=int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
@@ -56,7 +60,8 @@ def run(args) -> int:
                       resume=args.resume, workdir=args.workdir, max_epochs=args.max_epochs,
                       cpu_scale=args.cpu_scale, train_size=args.train_size, val_size=args.val_size,
                       emulate=not args.no_emulate, dilation=parse_dilation(args.dilation), timeout_s=args.timeout,
-                      port=args.port, requests=args.requests, meter=args.meter, random_init=args.random_init,
+                      startup_timeout_s=args.startup_timeout, port=args.port, requests=args.requests,
+                      meter=args.meter, random_init=args.random_init,
                       trace_store=None if args.no_traces else (args.store or "default"))
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)

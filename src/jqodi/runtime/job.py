@@ -25,11 +25,18 @@ from jqodi.core.validation import FORBID_EXTRA, validate
 from jqodi.errors import JqodiError
 
 __all__ = ["Job", "DataConfig", "TrainingConfig", "EmulationConfig", "LinkProfile",
-           "DEFAULT_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_PORT", "JobError"]
+           "DEFAULT_TIMEOUT_S", "DEFAULT_STARTUP_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_PORT", "JobError"]
 
 #: Every store, process group and wait gets an explicit timeout; torch's default is 30 minutes,
 #: far too long to notice a dead peer. Heartbeats keep long epochs from tripping it.
+#: ``timeout_s`` (failure detection): seconds of silence after which a peer counts as failed.
 DEFAULT_TIMEOUT_S = 120.0
+#: ``startup_timeout_s``: how long a role waits for the rendezvous and for the process group to
+#: form. Separate from the silence timeout: start-up includes importing torch and loading the
+#: model in every process (tens of seconds on a loaded machine) and, across machines, a person
+#: starting the roles one after another, while a short silence timeout is what makes a failure
+#: show quickly.
+DEFAULT_STARTUP_TIMEOUT_S = 300.0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 29517
 
@@ -132,7 +139,8 @@ class Job:
     pretrained: dict = field(default_factory=dict)  # kwargs of jqodi.core.pretrained.load_pretrained (cloud only)
     run_id: str = "run"
     start_epoch: int = 0        # epochs already completed (resume)
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float = DEFAULT_TIMEOUT_S  # failure detection: a peer silent this long has failed
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S  # rendezvous + process group formation
     meter: str = "auto"
     progress_every_s: float = 0.5
     max_epochs: int | None = None  # run only the first N epochs of the schedule (demo)
@@ -149,6 +157,8 @@ class Job:
                 raise JobError(f"schedule[{i}]: cut must be ≥ 1 and epochs ≥ 0, got cut={s.cut}, epochs={s.epochs}")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise JobError(f"timeout_s: must be > 0, got {self.timeout_s}")
+        if not (math.isfinite(self.startup_timeout_s) and self.startup_timeout_s > 0):
+            raise JobError(f"startup_timeout_s: must be > 0, got {self.startup_timeout_s}")
         object.__setattr__(self, "input_shape", tuple(int(x) for x in self.input_shape))
 
     @property

@@ -119,7 +119,8 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job.to_dict(), indent=2))
     port = port or free_port(host)
-    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s)]
+    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s),
+            "--startup-timeout", str(job.startup_timeout_s)]
     py = [sys.executable, "-m", "jqodi"]
     env = {**child_env(), "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     lines = on_line or (lambda role, line: None)
@@ -301,7 +302,8 @@ def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | N
 
 def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path = "runs/latest",
              resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
-             timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
+             timeout_s: float | None = None, startup_timeout_s: float | None = None,
+             max_epochs: int | None = None, pretrained: dict | None = None,
              say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
              meter: str = "auto", inference_requests: int = 0, **kw) -> RunRecord:
     """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
@@ -317,7 +319,8 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
         say(f"resume: reusing the job in {wd / 'job.json'}")
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
-                            max_epochs=max_epochs, pretrained=pretrained, meter=meter)
+                            startup_timeout_s=startup_timeout_s, max_epochs=max_epochs, pretrained=pretrained,
+                            meter=meter)
         edges = edges_of_roles(job.emulation.devices if job.emulation else {})
         job = job.replace(inference_requests=inference_requests, inference_edges=edges)
     wd.mkdir(parents=True, exist_ok=True)  # every transport: the job beside its record (resume reads it)

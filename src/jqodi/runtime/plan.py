@@ -11,7 +11,7 @@ from pathlib import Path
 from jqodi.core.devices import CLOUD_ROLE, END_ROLE, Device, edge_role, link_key
 from jqodi.core.instance import ScheduleEntry
 from jqodi.errors import JqodiError
-from jqodi.runtime.job import DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
+from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
 
 __all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
 
@@ -67,11 +67,15 @@ def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: b
 
 
 def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,
-                  timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
+                  timeout_s: float | None = None, startup_timeout_s: float | None = None,
+                  max_epochs: int | None = None, pretrained: dict | None = None,
                   meter: str = "auto", run_id: str | None = None, data_dir: str | None = None,
                   trace_store: str | Path | None = DEFAULT_TRACE_STORE) -> Job:
     """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``).
 
+    ``timeout_s``: failure detection (default: the scenario's ``runtime.timeout_s``);
+    ``startup_timeout_s``: rendezvous and process-group formation (default
+    :data:`jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S`).
     ``trace_store``: where the cloud records the run's epochs (:mod:`jqodi.core.traces`);
     ``"default"`` = ``$JQODI_HOME/traces.db`` (resolved now, so every role process agrees),
     ``None`` = not recorded.
@@ -112,6 +116,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                                val_size=data.val_size, seed=tr.seed, data_dir=data_dir),
                training=training, emulation=emu, pretrained=dict(pretrained or {"source": "pretrained"}),
                run_id=run_id or uuid.uuid4().hex[:12], timeout_s=float(timeout_s or rt.timeout_s),
+               startup_timeout_s=float(DEFAULT_STARTUP_TIMEOUT_S if startup_timeout_s is None else startup_timeout_s),
                meter=meter, max_epochs=max_epochs,
                cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params),
                trace_store=_store_path(trace_store))
