@@ -16,6 +16,9 @@ def add_connection_arguments(p) -> None:
                    help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--message-log", default=None, metavar="FILE",
                    help="write every message's kind, peer and tensor shapes here (JSON) when the role ends")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="the job's secret (written by the cloud to <workdir>/job.token); default: "
+                        "$JQODI_JOB_TOKEN. Never pass the token itself on the command line")
     p.add_argument("--bind-host", default=None, metavar="ADDR",
                    help="address this process's sockets bind to (default: loopback if the rendezvous is "
                         "on loopback, else the address that routes to it)")
@@ -32,7 +35,8 @@ def role_main(role: str, args, **kw) -> int:
     code = 0
     try:
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
-                          bind_host=args.bind_host, message_log=args.message_log, **kw)
+                          bind_host=args.bind_host, message_log=args.message_log,
+                          token_file=args.token_file, **kw)
     except JqodiError as e:
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code

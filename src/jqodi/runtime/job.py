@@ -173,6 +173,7 @@ class Job:
     cloud_update_flops: float | None = None  # F_a: the CS's work per epoch (default 10 FLOP/param)
     inference_requests: int = 0  # after fine-tuning, serve this many requests per device combination
     inference_edges: list[str] = field(default_factory=list)  # edges that serve inference too (processes)
+    message_mac: bool = True  # HMAC-SHA256 tag on every message between processes (runtime/auth.py)
 
     def __post_init__(self):
         if not self.schedule:
