@@ -193,12 +193,13 @@ def test_a_crashing_role_is_named_and_the_run_stops():
 def test_collaborative_inference_reports_latency_energy_and_matches_local_predictions():
     from jqodi.render.runs import format_inference
     from jqodi.runtime.inference import run_inference
-    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+    from jqodi.core.devices import Device
+    from jqodi.runtime.job import EmulationConfig, LinkProfile
 
     data = _Data(n_train=32, n_val=40)
     emu = EmulationConfig(enabled=True, dilation=1.0,
-                          devices={"end": DeviceProfile(2e9, 10.0, "sd"), "edge:a": DeviceProfile(5e10, 200.0, "es"),
-                                   "cloud": DeviceProfile(1e11, 300.0, "cs")},
+                          devices={"end": Device.from_power("sd", 2e9, 10.0), "edge:a": Device.from_power("es", 5e10, 200.0),
+                                   "cloud": Device.from_power("cs", 1e11, 300.0)},
                           links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
     job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu)
     master = _master(data)
@@ -291,13 +292,14 @@ def test_run_record_round_trip_and_table(tmp_path):
 def test_roles_serve_inference_after_training_including_an_idle_edge():
     """After the last epoch the cloud sends the fine-tuned model to every edge with a process (also
     one that only serves inference); the SD serves requests with each and alone, and reports."""
-    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+    from jqodi.core.devices import Device
+    from jqodi.runtime.job import EmulationConfig, LinkProfile
 
     data = _Data(n_train=64, n_val=20)
-    emu = EmulationConfig(enabled=False, devices={"end": DeviceProfile(2e9, 10.0, "sd"),
-                                                  "edge:a": DeviceProfile(5e10, 200.0, "es-a"),
-                                                  "edge:b": DeviceProfile(8e10, 300.0, "es-b"),
-                                                  "cloud": DeviceProfile(1e11, 300.0, "cs")},
+    emu = EmulationConfig(enabled=False, devices={"end": Device.from_power("sd", 2e9, 10.0),
+                                                  "edge:a": Device.from_power("es-a", 5e10, 200.0),
+                                                  "edge:b": Device.from_power("es-b", 8e10, 300.0),
+                                                  "cloud": Device.from_power("cs", 1e11, 300.0)},
                           links={"edge:a|end": LinkProfile(5e7, 1e-9), "edge:b|end": LinkProfile(5e7, 1e-9)})
     job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu, inference_requests=6,
                inference_edges=["a", "b"])

@@ -53,7 +53,7 @@ from jqodi.errors import InfeasibleError, JqodiError, PlanningError
 from jqodi.core.instance import Candidate, LossEstimates, PlanningInstance, ScheduleEntry, Solution
 
 __all__ = ["STRATEGIES", "PAPER", "StrategyResult", "Evaluation", "evaluate_scenario",
-           "evaluate_instance", "loss_trajectory", "loss_anchors_from_estimates", "node_breakdown", "write_outputs",
+           "evaluate_instance", "geometric_loss_trajectory", "loss_anchors_from_estimates", "node_breakdown", "write_outputs",
            "NODE_TERMS"]
 
 STRATEGIES: tuple[tuple[str, str], ...] = (
@@ -219,9 +219,13 @@ def _geometric(l0: float, l1: float, frac: float) -> float:
     return l0 + (l1 - l0) * frac  # a zero loss: fall back to linear
 
 
-def loss_trajectory(candidate: Candidate, epochs: int, *, reachable: bool = True,
-                    loss: LossEstimates | None = None) -> list[float | None]:
-    """Predicted loss after 0..``epochs`` epochs (a list of ``epochs + 1`` values).
+def geometric_loss_trajectory(candidate: Candidate, epochs: int, *, reachable: bool = True,
+                              loss: LossEstimates | None = None) -> list[float | None]:
+    """Predicted loss after 0..``epochs`` epochs (a list of ``epochs + 1`` values), *geometric*
+    between anchors: the curve the evaluation reports and plots for a strategy's plan.
+
+    Geometric because measured fine-tuning losses decay roughly exponentially; the planner's
+    risk factor uses :func:`jqodi.planner.jqodi.linear_loss_trajectory` instead (see there).
 
     Anchors: (0, ``loss.start``), (K^exp, ``final_expected``), (K^rob, ``final_robust``);
     geometric interpolation between anchors, constant after the last. When the target is
@@ -294,7 +298,7 @@ def _trajectory(instance: PlanningInstance, cand: Candidate, schedule: Sequence[
                 reachable: bool, loss: LossEstimates | None = None) -> list[TrajectoryPoint]:
     options = {(o.edge, o.cut): o for o in cand.options}
     n = sum(e.epochs for e in schedule)
-    losses = loss_trajectory(cand, n, reachable=reachable, loss=loss)
+    losses = geometric_loss_trajectory(cand, n, reachable=reachable, loss=loss)
     e_j, t_s = cand.quantize_energy_j, cand.quantize_time_s
     pts = [TrajectoryPoint(0, e_j, t_s, losses[0])]
     k = 0

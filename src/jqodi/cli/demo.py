@@ -8,6 +8,8 @@ HELP = ("the main job: describe the paper's Data 1 scenario, then measure, plan 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jqodi.cli._choices import RegistryChoices
+
     p.add_argument("scenario", nargs="?", default=None,
                    help="scenario YAML to describe (devices, models, candidates, plans); without it: the "
                         "paper's Data 1 described, then the main job on the packaged cpu-demo scenario")
@@ -16,8 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-describe", action="store_true", help="main job only: skip the descriptive sections")
     p.add_argument("--workdir", default=None, help="main job: where record.json and summary.json go "
                                                    "(default runs/demo-cpu-demo)")
-    p.add_argument("--transport", default="gloo", choices=["gloo", "inprocess"],
-                   help="main job: gloo (separate processes, default) or inprocess (threads, one process)")
+    p.add_argument("--transport", default="gloo", metavar="NAME",
+                   choices=RegistryChoices("jqodi.runtime.launch:TRANSPORTS"),
+                   help="main job: %(choices)s (gloo: separate processes, default; inprocess: threads, one process)")
     p.add_argument("--requests", type=int, default=100, help="main job: inference requests per device combination")
     p.add_argument("--json", default=None, metavar="FILE", help="main job: also write the summary here")
 

@@ -9,12 +9,17 @@ HELP = "plan a scenario and run the plan: cloud, edge and end processes on this 
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli._choices import RegistryChoices
+
     p.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: the packaged Data 1)")
-    p.add_argument("--solver", default="jqodi", help="planner to use (default jqodi)")
+    p.add_argument("--solver", default="jqodi", metavar="NAME",
+                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS"),
+                   help="solver to plan with: %(choices)s (default jqodi)")
     p.add_argument("--epochs-estimate", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default) or K^exp epochs")
-    p.add_argument("--transport", choices=("gloo", "inprocess"), default="gloo",
-                   help="gloo: one process per role (default); inprocess: threads of this process")
+    p.add_argument("--transport", choices=RegistryChoices("jqodi.runtime.launch:TRANSPORTS"), default="gloo",
+                   metavar="NAME", help="how the roles run: %(choices)s (gloo: one process per role, default; "
+                                        "inprocess: threads of this process)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir after its last completed epoch")
     p.add_argument("--workdir", default=None, metavar="DIR", help="checkpoint, job and record (default runs/<scenario>)")
     p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="run only the plan's first N epochs")
@@ -28,8 +33,10 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--requests", type=int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
-    p.add_argument("--meter", default="auto", choices=("auto", "nvml", "rapl", "model", "null"),
-                   help="energy meter of each node when not emulating (emulated devices use the model meter)")
+    p.add_argument("--meter", default="auto", metavar="KIND",
+                   choices=RegistryChoices("jqodi.runtime.energy:METERS", before=("auto",)),
+                   help="energy meter of each node when not emulating: %(choices)s (emulated devices use "
+                        "the model meter)")
     p.add_argument("--random-init", action="store_true", help="skip pretraining: start from random weights (smoke tests)")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")

@@ -38,13 +38,12 @@ from jqodi.errors import JqodiError, ModelError
 
 from jqodi.core.quant import FULL_PRECISION, PackedModel, _Entry, _levels, check_bits, pack_model, quant_layers
 from jqodi.core.quant import dequantize_activations, pack_bits, quantize_activations, unpack_bits
+from jqodi.core.train_config import RETURN_MODES  # how the ES returns its update (one definition)
 
 __all__ = ["RETURN_MODES", "PackedUpdate", "pack_update", "apply_update", "update_size_bytes",
            "packed_to_tensor", "packed_from_tensor", "update_to_tensor", "update_from_tensor",
            "encode_cut", "decode_cut", "cut_tensor_bytes"]
 
-
-RETURN_MODES = ("codes", "stochastic", "delta-fp16", "latent")
 
 
 @dataclass

@@ -54,6 +54,8 @@ CREATE INDEX IF NOT EXISTS runs_by_candidate ON runs (model, bits, dataset, data
 
 @dataclass
 class EpochTrace:
+    """One epoch of a run: mean train loss, validation loss/accuracy (L(k)), wall time, bytes moved."""
+
     epoch: int
     train_loss: float | None
     val_loss: float
@@ -80,10 +82,13 @@ class ValidationCurve:
 
 @dataclass
 class RunTrace(ValidationCurve):
-    """A stored run (``id`` is the store's run id)."""
+    """A fine-tuning run: L_a, the quantized start loss, γ and one :class:`EpochTrace` per epoch.
 
-    id: int
-    created_utc: str
+    The one type of a run, fresh (:func:`jqodi.learning.reference.finetune` returns a subclass
+    that also holds the trained model) or read back from the store. ``id`` and ``created_utc``
+    are the store's (None until recorded).
+    """
+
     model: str
     bits: int
     dataset: str
@@ -92,21 +97,30 @@ class RunTrace(ValidationCurve):
     val_size: int
     seed: int
     width: float
-    base_loss: float | None
-    base_accuracy: float | None
-    start_loss: float | None
-    start_accuracy: float | None
-    gamma: float | None
-    gamma_robust: float | None
-    epochs_run: int
-    wall_s: float | None
-    quantize_s: float | None
-    config: dict
-    source: str
+    base_loss: float | None = None
+    base_accuracy: float | None = None
+    start_loss: float | None = None
+    start_accuracy: float | None = None
+    gamma: float | None = None
+    gamma_robust: float | None = None
     epochs: list[EpochTrace] = field(default_factory=list)
+    wall_s: float | None = None
+    quantize_s: float | None = None
+    config: dict = field(default_factory=dict)
+    source: str = "finetune"
+    id: int | None = None
+    created_utc: str | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epochs)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored fields (in the store's column order) and the epochs, as plain data."""
+        d: dict[str, Any] = {"id": self.id}
+        d.update({k: getattr(self, k) for k in RUN_COLUMNS})
+        d["epochs"] = [asdict(e) for e in self.epochs]
+        return d
 
 
 def _utc_now() -> str:
@@ -227,10 +241,10 @@ class TraceStore:
         return run_id
 
     def record_run(self, result) -> int:
-        """Record a :class:`jqodi.learning.reference.FinetuneResult`."""
-        run = {k: getattr(result, k) for k in RUN_COLUMNS if hasattr(result, k)}
-        run["config"] = getattr(result, "config", {})
-        return self.record(run, [asdict(e) for e in result.epochs])
+        """Record a :class:`RunTrace` (e.g. fresh from ``finetune``); sets and returns its ``id``."""
+        run = {k: getattr(result, k) for k in RUN_COLUMNS}
+        result.id = self.record(run, [asdict(e) for e in result.epochs])
+        return result.id
 
     def delete_run(self, run_id: int) -> None:
         conn = self.conn
@@ -264,6 +278,7 @@ class TraceStore:
             for r in rows:
                 d = dict(zip(("id",) + RUN_COLUMNS, r))
                 d["config"] = json.loads(d["config"] or "{}")
+                del d["epochs_run"]  # len(epochs)
                 eps = self.conn.execute(
                     f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch",
                     (d["id"],)).fetchall()

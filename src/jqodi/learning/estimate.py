@@ -80,11 +80,8 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                  pretrained=pretrained, progress=progress)
     if store is not None:
         r.config["probe"] = True
-        run = {k: getattr(r, k) for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size",
-                                          "seed", "width", "base_loss", "base_accuracy", "start_loss",
-                                          "start_accuracy", "gamma", "gamma_robust", "wall_s", "quantize_s")}
-        run.update(config=r.config, source="probe")
-        r.run_id = store.record(run, [e.__dict__ for e in r.epochs])
+        r.source = "probe"
+        store.record_run(r)
     est = estimate_from_probe(r.val_losses, target_loss, horizon=horizon, seed=seed)
     return LearningEstimate(model=model, bits=bits, base_loss=r.base_loss, gamma=r.gamma,
                             epochs_expected=est.expected, epochs_robust=est.robust, target_loss=target_loss,

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from jqodi.core.devices import edge_role
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import Transport
@@ -38,11 +39,7 @@ from jqodi.runtime.messages import checked_cut, checked_labels, checked_update
 from jqodi.core.codec import (encode_cut, packed_from_tensor, packed_to_tensor,
                                 update_from_tensor, update_to_tensor)
 
-__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops", "edge_peer"]
-
-
-def edge_peer(name: str) -> str:
-    return f"edge:{name}"
+__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops"]
 
 
 @dataclass
@@ -190,7 +187,7 @@ class EndRole(_Role):
         for k, (edge, cut) in enumerate(job.epoch_plan()):
             if k < job.start_epoch:
                 continue
-            peer = edge_peer(edge)
+            peer = edge_role(edge)
             msg = self.t.recv(peer, "shallow")
             self.begin_epoch(k)
             shallow = self.model.shallow(cut)
@@ -247,7 +244,7 @@ class EndRole(_Role):
         emulated = self.ctx.clock.device is not None
         results, dilation = [], 1.0
         for i, e in enumerate(job.edges):
-            peer = edge_peer(e)
+            peer = edge_role(e)
             m = self.t.recv(peer, "infer_model")
             cut = int(m.meta["cut"])
             if i == 0:
@@ -426,7 +423,7 @@ class CloudRole(_Role):
         for k, (edge, cut) in enumerate(plan):
             if k < self.state.epoch:
                 continue
-            peer = edge_peer(edge)
+            peer = edge_role(edge)
             t_start = time.perf_counter()
             self.begin_epoch(k)
             shallow_m, deep_m = master.shallow(cut), master.deep(cut)
@@ -478,7 +475,7 @@ class CloudRole(_Role):
         payload = {"shallow": packed_to_tensor(pack_model(master.shallow(cut), self.job.bits)),
                    "deep": packed_to_tensor(pack_model(master.deep(cut), self.job.bits))}
         for e in self.job.edges:
-            self.t.send(edge_peer(e), "infer_model", payload, cut=cut)
+            self.t.send(edge_role(e), "infer_model", payload, cut=cut)
         self.state.inference = self.t.recv("end", "infer_report").meta["results"]
         if self.checkpoint:
             self.checkpoint(self.state)
