@@ -6,6 +6,11 @@ off). Throughput = training samples / epoch wall time (each epoch also validates
 pack/update round trip, in both). The first epoch of each is a warm-up and not counted.
 
     .venv/bin/python benchmarks/runtime_throughput.py > benchmarks/results/runtime_throughput.json
+
+``--mac-compare N``: instead, N interleaved pairs of gloo runs with and without the per-message
+HMAC-SHA256 tag (``job.message_mac``), side by side; prints the ratio of their throughputs.
+
+    .venv/bin/python benchmarks/runtime_throughput.py --mac-compare 3 > benchmarks/results/runtime_mac.json
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-size", type=int, default=2000)
     ap.add_argument("--val-size", type=int, default=500)
     ap.add_argument("--wire-bits", type=int, default=32, help="cut-layer activation/gradient bits on the wire")
+    ap.add_argument("--mac-compare", type=int, default=0, metavar="N",
+                    help="N interleaved pairs of gloo runs with and without per-message HMAC tags")
     args = ap.parse_args(argv)
 
     import torch
@@ -48,6 +55,8 @@ def main(argv=None) -> int:
         "pretrained": {"source": "random"}, "meter": "null", "timeout_s": 60,
         "training": {"batch_size": args.batch_size, "wire_act_bits": args.wire_bits,
                      "wire_grad_bits": args.wire_bits}})
+    if args.mac_compare:
+        return _mac_compare(job, args)
     data = end_device_data("data1", "fashion-mnist", train_size=args.train_size, val_size=args.val_size)
     cfg = job.training.train_config()
     result = {"benchmark": "runtime_throughput", "model": args.model, "width": args.width, "bits": args.bits,
@@ -87,6 +96,31 @@ def main(argv=None) -> int:
     result["summary"] = summary
     result["load"] = os.getloadavg()
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _mac_compare(job, args) -> int:
+    """Throughput with and without message tags, interleaved pairs (the machine is shared)."""
+    from jqodi.runtime.launch import run_job
+
+    pairs = []
+    for i in range(args.mac_compare):
+        row = {}
+        for mac in ((True, False) if i % 2 == 0 else (False, True)):
+            with tempfile.TemporaryDirectory() as wd:
+                rec = run_job(job.replace(message_mac=mac), workdir=wd, say=lambda s: None)
+            walls = [e["raw_time_s"] for e in rec.epochs][1:]
+            row["mac" if mac else "plain"] = args.train_size / statistics.median(walls)
+        row["mac_vs_plain"] = row["mac"] / row["plain"]
+        pairs.append(row)
+        print(f"pair {i + 1}: {row}", file=sys.stderr, flush=True)
+    ratios = [p["mac_vs_plain"] for p in pairs]
+    print(json.dumps({"benchmark": "runtime_mac", "model": args.model, "width": args.width, "bits": args.bits,
+                      "cut": args.cut, "train_size": args.train_size, "epochs": args.epochs,
+                      "wire_bits": args.wire_bits, "pairs": pairs,
+                      "median_mac_vs_plain": statistics.median(ratios), "load": os.getloadavg(),
+                      "note": "samples/s of split training over gloo on loopback, medians of epochs 2..; "
+                              "pairs interleaved, order alternating"}, indent=2))
     return 0
 
 

@@ -19,6 +19,9 @@ def add_connection_arguments(p) -> None:
                         f"(default {DEFAULT_STARTUP_TIMEOUT_S:g})")
     p.add_argument("--message-log", default=None, metavar="FILE",
                    help="write every message's kind, peer and tensor shapes here (JSON) when the role ends")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="the job's secret (written by the cloud to <workdir>/job.token); default: "
+                        "$JQODI_JOB_TOKEN. Never pass the token itself on the command line")
     p.add_argument("--bind-host", default=None, metavar="ADDR",
                    help="address this process's sockets bind to (default: loopback if the rendezvous is "
                         "on loopback, else the address that routes to it)")
@@ -43,7 +46,8 @@ def role_main(role: str, args, **kw) -> int:
                 raise JqodiError(f"{flag}: must be a number of seconds > 0, got {value:g}")
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
                           startup_timeout_s=args.startup_timeout,
-                          bind_host=args.bind_host, message_log=args.message_log, **kw)
+                          bind_host=args.bind_host, message_log=args.message_log,
+                          token_file=args.token_file, **kw)
     except JqodiError as e:
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code

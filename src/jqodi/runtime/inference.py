@@ -25,7 +25,8 @@ from jqodi.core.devices import END_ROLE, edge_role, edges_of_roles
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import InProcessHub, InProcessTransport
-from jqodi.core.codec import decode_cut, encode_cut
+from jqodi.core.codec import encode_cut
+from jqodi.runtime.messages import checked_cut
 
 __all__ = ["InferenceResult", "run_inference", "predict_inference"]
 
@@ -156,7 +157,7 @@ def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep
             m = t.recv("end", "infer")
             meter.begin_window("req")
             with clock.compute("infer", flops_deep):
-                out = deep(decode_cut(m.tensors))
+                out = deep(checked_cut(m, t.limits))
             energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
             t.send("end", "logits", {"y": out})
     return energy

@@ -148,6 +148,7 @@ class Job:
     inference_requests: int = 0  # after fine-tuning, serve this many requests per device combination
     inference_edges: list[str] = field(default_factory=list)  # edges that serve inference too (processes)
     trace_store: str | None = None  # SQLite trace store the cloud records each epoch in (None: not recorded)
+    message_mac: bool = True  # HMAC-SHA256 tag on every message between processes (runtime/auth.py)
 
     def __post_init__(self):
         if not self.schedule:

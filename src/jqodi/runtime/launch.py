@@ -119,8 +119,13 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job.to_dict(), indent=2))
     port = port or free_port(host)
+    # one secret per launch: every role proves it before the process group forms (runtime/auth.py);
+    # it travels as a 0600 file, never on a command line
+    from jqodi.runtime.auth import TOKEN_FILE_NAME, new_secret, write_token_file
+
+    token_path = write_token_file(workdir / TOKEN_FILE_NAME, new_secret())
     conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s),
-            "--startup-timeout", str(job.startup_timeout_s)]
+            "--startup-timeout", str(job.startup_timeout_s), "--token-file", str(token_path)]
     py = [sys.executable, "-m", "jqodi"]
     env = {**child_env(), "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     lines = on_line or (lambda role, line: None)

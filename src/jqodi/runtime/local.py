@@ -78,8 +78,11 @@ def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=Non
         job = job.replace(start_epoch=state.epoch)
     hub = InProcessHub()
     names = role_names(job)
+    from jqodi.runtime.messages import message_limits
+
+    limits = message_limits(job)
     transports = {n: InProcessTransport(hub, n, names, timeout_s=job.timeout_s, heartbeat_s=heartbeat_s,
-                                        link_rate_bps=link_rates(job, n)) for n in names}
+                                        link_rate_bps=link_rates(job, n), limits=limits) for n in names}
     state = state or CloudState(master, epoch=job.start_epoch)
     errors: dict[str, BaseException] = {}
     ctxs = {n: make_context(job, t) for n, t in transports.items()}

@@ -103,7 +103,8 @@ def _say(text: str) -> None:
 def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | None = None,
                startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
-               message_log: str | Path | None = None, say: Callable[[str], None] = _say) -> int:
+               message_log: str | Path | None = None, say: Callable[[str], None] = _say,
+               token_file: str | Path | None = None) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
 
     ``startup_timeout_s`` bounds the rendezvous and the forming of the process group;
@@ -112,14 +113,20 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     ``message_log``: write every message this role sent or received (kind, peer, tensor shapes,
     bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
 
+    ``token_file``: the job secret (:mod:`jqodi.runtime.auth`; else ``$JQODI_JOB_TOKEN``). A cloud
+    without one creates a fresh secret and writes it to ``workdir/job.token`` (mode 0600) for the
+    operator to hand to the edge and end machines.
+
     Failures raise :class:`RuntimeFailure` after telling the peers (``abort``).
     """
     import torch
 
+    from jqodi.runtime.auth import TOKEN_FILE_NAME, load_secret, new_secret, write_token_file
     from jqodi.runtime.rendezvous import connect
     from jqodi.runtime.transport import GlooTransport
 
     torch.set_num_threads(max(1, int(os.environ.get("JQODI_THREADS", "1"))))
+    secret = load_secret(token_file)
     state = None
     if role == "cloud":
         if job is None:
@@ -136,13 +143,24 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
             state = CloudState(master, 0, [])
         job = job.replace(start_epoch=state.epoch)
         published = job.to_dict()
+        if secret is None:
+            secret = new_secret()
+            path = write_token_file(wd / TOKEN_FILE_NAME, secret)
+            say(f"cloud: job token written to {path} (mode 0600): give it to the edge and end "
+                f"processes with --token-file")
     else:
         published = None
-    pg, ranks, job_dict, keep = connect(role, host, port, startup_timeout_s,
-                                        job=published, bind_host=bind_host)
+    pg, ranks, job_dict, keep = connect(role, host, port, startup_timeout_s, job=published, bind_host=bind_host,
+                                        secret=secret, say=say)
     job = Job.from_dict(job_dict)
-    t = GlooTransport(pg, role, ranks, timeout_s=timeout_s, link_rate_bps=link_rates(job, role))
+    from jqodi.runtime.messages import MessageLimits, message_limits
+
+    # heartbeats start at once (a peer counts silence from now); until this role knows the job's
+    # limits it accepts control messages only, and it knows them before it says "ready"
+    t = GlooTransport(pg, role, ranks, timeout_s=timeout_s, link_rate_bps=link_rates(job, role),
+                      limits=MessageLimits.control_only(), secret=secret if job.message_mac else None)
     t.start()
+    t.limits = message_limits(job)
     ctx = make_context(job, t, say)
     try:
         if role == "cloud":
@@ -180,7 +198,12 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     except BaseException as e:
         t.abort(f"{role} crashed: {type(e).__name__}: {e}", role)
         raise
+    finally:
+        if keep[2] is not None and sys.exc_info()[0] is not None:
+            keep[2].stop()
     t.close(wait_s=min(timeout_s, 30.0))
+    if keep[2] is not None:  # the cloud's gatekeeper refuses late claimants until the very end
+        keep[2].stop()
     _dump_log(t, message_log)
     return 0
 

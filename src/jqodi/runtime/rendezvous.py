@@ -1,12 +1,14 @@
 """Rendezvous: how the cloud, edge and end processes find each other.
 
 The cloud hosts a torch.distributed ``TCPStore`` on the configured ``host:port`` (its listening
-socket is bound by us to exactly that address, never to all interfaces) and publishes the job
-(the plan and everything the roles need) under ``job``. An edge or end process needs only the
-address: it reads the job from the store, finds its rank from its role name, and all processes
-build one gloo process group whose sockets are bound to each process's own address
-(``bind_host``; loopback when the store is on loopback). Every step has an explicit timeout
-(torch's default is 30 minutes): the **start-up** timeout (``Job.startup_timeout_s``, ``--startup-timeout``),
+socket is bound by us to exactly that address, never to all interfaces). Every other process
+first proves that it knows the job's secret (:mod:`jqodi.runtime.auth`: HMAC challenge–response,
+one admission per role and generation); only then does it learn the session prefix under which
+the cloud published the job (the plan and everything the roles need). It finds its rank from
+its role name, and all processes build one gloo process group — its rendezvous keys also under
+the secret prefix — whose sockets are bound to each process's own address (``bind_host``;
+loopback when the store is on loopback). Every step has an explicit timeout (torch's default
+is 30 minutes): the **start-up** timeout (``Job.startup_timeout_s``, ``--startup-timeout``),
 not the failure-detection one (``Job.timeout_s``, ``--timeout``). Forming the group waits for the
 slowest role to import torch and load its model, which takes far longer than the few seconds of
 silence after which a running peer counts as failed.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 from datetime import timedelta
 
 from jqodi.errors import RuntimeFailure
@@ -65,43 +68,65 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: dict | None = None,
-            bind_host: str | None = None):
+            bind_host: str | None = None, secret=None, say=lambda s: None):
     """Join the run at ``host:port`` as ``role`` ("cloud", "end" or "edge:NAME").
 
-    ``startup_timeout_s`` bounds reaching the store and forming the process group. The cloud
-    passes ``job``; the others receive it. Returns ``(pg, ranks, job, store)``.
+    ``startup_timeout_s`` bounds reaching the store, admission and forming the process group. The
+    cloud passes ``job`` and admits the other roles (``secret``: a
+    :class:`jqodi.runtime.auth.JobSecret`, required on every side); the others prove the secret
+    and receive the job. Returns ``(pg, ranks, job, keep)``; ``keep`` holds what must live as long
+    as the process group (the store, the cloud's listener and gatekeeper).
     """
     import torch.distributed as dist
 
     from jqodi.core.quant import MODEL_FORMAT_VERSION
+    from jqodi.runtime.auth import Gatekeeper, join_job
 
     timeout = timedelta(seconds=startup_timeout_s)
-    listener = None
-    cloud_version = MODEL_FORMAT_VERSION
+    listener = gatekeeper = None
     try:
         if role == "cloud":
             if job is None:
                 raise RuntimeFailure("cloud: no job to publish", peer="cloud")
+            if secret is None:
+                raise RuntimeFailure("cloud: no job secret", peer="cloud")
             listener = _listen(host, port)
             store = dist.TCPStore(host, port, None, True, timeout, wait_for_workers=False,
                                   master_listen_fd=listener.fileno(), use_libuv=True)
-            store.set(FORMAT_KEY, str(MODEL_FORMAT_VERSION))  # before the job: a role that sees the job sees it
-            store.set("job", json.dumps(job))
+            store.set(FORMAT_KEY, str(MODEL_FORMAT_VERSION))  # public: a joiner checks it before anything else
+            # a second client for the gatekeeper thread that refuses late claimants
+            gate_store = dist.TCPStore(host, port, None, False, timeout)
+            gatekeeper = Gatekeeper(gate_store, secret, [r for r in role_ranks(job["edges"]) if r != "cloud"],
+                                    log=say)
+            prefix = gatekeeper.session_prefix
+            store.set(f"{prefix}/job", json.dumps(job))
+            gatekeeper.admit_all(startup_timeout_s)
+            gatekeeper.keep_refusing()
         else:
             store = dist.TCPStore(host, port, None, False, timeout)
-            job = json.loads(store.get("job"))
+            deadline = time.monotonic() + startup_timeout_s
+            while not store.check([FORMAT_KEY]) and not store.check(["job"]):  # "job": a version-1 cloud
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the cloud published nothing")
+                time.sleep(0.02)
             cloud_version = int(store.get(FORMAT_KEY)) if store.check([FORMAT_KEY]) else 1  # 1 predates the key
+            if cloud_version != MODEL_FORMAT_VERSION:
+                raise RuntimeFailure(f"{role}: the cloud at {host}:{port} sends models in format version "
+                                     f"{cloud_version}, this jqodi reads version {MODEL_FORMAT_VERSION}; run the "
+                                     f"same jqodi on every node", peer="cloud")
+            prefix = join_job(store, secret, role, startup_timeout_s)
+            job = json.loads(store.get(f"{prefix}/job"))
     except RuntimeFailure:
+        if gatekeeper is not None:
+            gatekeeper.stop()
         raise
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/DistStoreError/TimeoutError
+        if gatekeeper is not None:
+            gatekeeper.stop()
         what = "start the rendezvous" if role == "cloud" else "reach the cloud's rendezvous"
         raise RuntimeFailure(f"{role}: cannot {what} at {host}:{port} within the start-up timeout "
                              f"of {startup_timeout_s:g} s: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", peer="cloud") from e
-    if role != "cloud" and cloud_version != MODEL_FORMAT_VERSION:
-        raise RuntimeFailure(f"{role}: the cloud at {host}:{port} sends models in format version {cloud_version}, "
-                             f"this jqodi reads version {MODEL_FORMAT_VERSION}; run the same jqodi on every node",
-                             peer="cloud")
     ranks = role_ranks(job["edges"])
     if role not in ranks:
         names = ", ".join(e for e in job["edges"])
@@ -112,15 +137,15 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
     opts._timeout = timeout
     opts._devices = [dist.ProcessGroupGloo.create_device(hostname=bind)]
     # A run id scopes the group's keys, so a restarted run never meets a stale one.
-    prefix = dist.PrefixStore(f"pg/{job.get('run_id', 'run')}", store)
+    pg_store = dist.PrefixStore(f"{prefix}/pg/{job.get('run_id', 'run')}", store)
     try:
-        pg = dist.ProcessGroupGloo(prefix, rank, len(ranks), opts)
+        pg = dist.ProcessGroupGloo(pg_store, rank, len(ranks), opts)
     except Exception as e:  # noqa: BLE001
         missing = [n for n, r in ranks.items() if r != rank]
+        if gatekeeper is not None:
+            gatekeeper.stop()
         raise RuntimeFailure(f"{role}: the process group did not form within the start-up timeout of "
                              f"{startup_timeout_s:g} s "
                              f"(waiting for {', '.join(missing)}): {str(e).splitlines()[0]}",
                              peer=None) from e
-    finally:
-        pass
-    return pg, ranks, job, (store, listener)
+    return pg, ranks, job, (store, listener, gatekeeper)

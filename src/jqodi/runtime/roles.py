@@ -38,7 +38,8 @@ from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.tracing import RunTraces
 from jqodi.runtime.transport import Transport
-from jqodi.core.codec import (decode_cut, encode_cut, packed_from_tensor, packed_to_tensor,
+from jqodi.runtime.messages import checked_cut, checked_labels, checked_update
+from jqodi.core.codec import (encode_cut, packed_from_tensor, packed_to_tensor,
                                 update_from_tensor, update_to_tensor)
 
 __all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops"]
@@ -184,7 +185,7 @@ class EndRole(_Role):
             self.begin_epoch(k)
             shallow = self.model.shallow(cut)
             f = sum(self.f[:cut])
-            sent = packed_from_tensor(msg.tensors["model"], shallow, job.bits)
+            sent = checked_update(lambda: packed_from_tensor(msg.tensors["model"], shallow, job.bits), msg, "model")
             unpack_model(shallow, sent)
             opt = make_optimizer(shallow, cfg)
             batches = epoch_batch_order(len(y_all), cfg.batch_size, tr.seed, k + 1)
@@ -195,7 +196,7 @@ class EndRole(_Role):
                 with self.ctx.clock.compute("train", f * len(idx)):
                     a = shallow(x)
                 self.send_cut(peer, "act", a, tr.wire_act_bits, {"y": y}, i=i, n=len(batches))
-                g = decode_cut(self.t.recv(peer, "grad").tensors)
+                g = checked_cut(self.t.recv(peer, "grad"), self.t.limits, shape=tuple(a.shape))
                 with self.ctx.clock.compute("train", 2 * f * len(idx)):
                     a.backward(g.view_as(a))
                     opt.step()
@@ -254,7 +255,7 @@ class EdgeRole(_Role):
             self.begin_epoch(k)
             deep = self.model.deep(cut)
             f = sum(self.f[cut:])
-            sent = packed_from_tensor(msg.tensors["deep"], deep, job.bits)
+            sent = checked_update(lambda: packed_from_tensor(msg.tensors["deep"], deep, job.bits), msg, "deep")
             unpack_model(deep, sent)
             self.send("edge_to_end", "end", "shallow", {"model": msg.tensors["shallow"]}, epoch=k, cut=cut)
             opt = make_optimizer(deep, cfg)
@@ -262,8 +263,8 @@ class EdgeRole(_Role):
             total, count = 0.0, 0
             while True:
                 m = self.t.recv("end", "act")
-                a = decode_cut(m.tensors).requires_grad_(True)
-                y = m.tensors["y"]
+                a = checked_cut(m, self.t.limits, cut).requires_grad_(True)
+                y = checked_labels(m, self.t.limits, len(a))
                 with self.ctx.clock.compute("train", 3 * f * len(y)):
                     opt.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(deep(a), y)
@@ -285,7 +286,8 @@ class EdgeRole(_Role):
             with torch.no_grad():
                 while True:
                     m = self.t.recv("end", "val_act")
-                    a, y = decode_cut(m.tensors), m.tensors["y"]
+                    a = checked_cut(m, self.t.limits, cut)
+                    y = checked_labels(m, self.t.limits, len(a))
                     with self.ctx.clock.compute("validation", f * len(y)):
                         out = deep(a)
                     losses.append(F.cross_entropy(out, y, reduction="none"))
@@ -393,8 +395,13 @@ class CloudRole(_Role):
                 break
             with self.ctx.clock.compute("update", update_flops / 2):
                 mode = job.training.train_config().return_mode
-                apply_update(shallow_m, update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, mode), sent_s)
-                apply_update(deep_m, update_from_tensor(m.tensors["deep"], deep_m, job.bits, mode), sent_d)
+                # both parts are decoded (and checked) before either touches the master
+                upd_s = checked_update(lambda: update_from_tensor(m.tensors["shallow"], shallow_m, job.bits, mode),
+                                       m, "shallow")
+                upd_d = checked_update(lambda: update_from_tensor(m.tensors["deep"], deep_m, job.bits, mode),
+                                       m, "deep")
+                apply_update(shallow_m, upd_s, sent_s)
+                apply_update(deep_m, upd_d, sent_d)
             wall = time.perf_counter() - t_start
             report = self.end_epoch(k)
             nodes = list(m.meta["nodes"])

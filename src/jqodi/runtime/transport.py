@@ -41,7 +41,7 @@ import torch
 from jqodi.errors import RuntimeFailure
 
 __all__ = ["Message", "LinkStats", "MessageRecord", "Transport", "InProcessHub", "InProcessTransport",
-           "GlooTransport", "encode_message", "decode_message"]
+           "GlooTransport", "encode_message", "decode_message", "DTYPE_SIZES", "MAC_BYTES"]
 
 HEARTBEAT = "_hb"
 BYE = "_bye"
@@ -86,6 +86,10 @@ class MessageRecord:
 
 _DTYPES = {str(d): d for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
                                 torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}
+#: bytes per element of every dtype the wire carries (the schema checks lengths before allocating)
+DTYPE_SIZES = {name: torch.empty(0, dtype=d).element_size() for name, d in _DTYPES.items()}
+#: an HMAC-SHA256 tag after each message body when the transport has the job secret
+MAC_BYTES = 32
 
 
 def encode_message(kind: str, meta: Mapping | None, tensors: Mapping[str, torch.Tensor] | None) -> bytes:
@@ -102,9 +106,13 @@ def encode_message(kind: str, meta: Mapping | None, tensors: Mapping[str, torch.
     return b"".join([struct.pack("<I", len(header)), header, *chunks])
 
 
-def decode_message(buf: bytes | bytearray | memoryview, src: str) -> Message:
+def decode_message(buf: bytes | bytearray | memoryview, src: str, limits=None, *, schema: bool = True) -> Message:
+    """Check ``buf`` against the protocol (:func:`jqodi.runtime.messages.check_header`: kinds,
+    dtypes, shapes, lengths, the job's ``limits``), then build its tensors."""
+    from jqodi.runtime.messages import check_header
+
+    header = check_header(buf, src, limits, schema=schema)
     (hlen,) = struct.unpack_from("<I", buf, 0)
-    header = json.loads(bytes(buf[4:4 + hlen]))
     base = 4 + hlen
     tensors = {}
     for name, dtype, shape, off, n in header["tensors"]:
@@ -127,8 +135,16 @@ class Transport(ABC):
     """
 
     def __init__(self, me: str, peers: Iterable[str], *, timeout_s: float, heartbeat_s: float | None = None,
-                 link_rate_bps: Mapping[str, float] | None = None):
+                 link_rate_bps: Mapping[str, float] | None = None, limits=None, secret=None):
+        """``limits``: :class:`jqodi.runtime.messages.MessageLimits` every received message is checked
+        against (with the protocol's schema of kinds and tensors; without limits only the structure); ``secret``: a :class:`jqodi.runtime.auth.JobSecret` to tag each message body with an
+        HMAC (and check the peers' tags), or ``None`` for no per-message integrity check."""
         self.me = me
+        self.limits = limits
+        self.secret = secret
+        self._seq_out: dict[str, int] = {}
+        self._seq_in: dict[str, int] = {}
+        self._violated: set[str] = set()
         self.peers = [p for p in peers if p != me]
         self.timeout_s = float(timeout_s)
         self.heartbeat_s = float(heartbeat_s if heartbeat_s is not None else max(0.05, min(2.0, timeout_s / 5)))
@@ -159,7 +175,7 @@ class Transport(ABC):
                 self._link_free_at[dst] = done
                 _sleep_until(done)
             try:
-                self._send_bytes(dst, buf)
+                self._emit(dst, buf)
             except RuntimeFailure:
                 raise
             except Exception as e:  # noqa: BLE001 - any wire error means the peer is unreachable
@@ -203,6 +219,8 @@ class Transport(ABC):
                     raise RuntimeFailure(f"{self.me}: peer {src!r} sent nothing for {silent:.1f} s "
                                          f"(timeout {timeout:g} s): it hung or is unreachable", peer=src) from None
                 continue
+            if isinstance(item, RuntimeFailure):  # a protocol violation, already one line naming the peer
+                raise item
             if isinstance(item, BaseException):
                 raise RuntimeFailure(f"{self.me}: lost the connection to {src!r} ({_short(item)}): "
                                      f"it crashed or was killed", peer=src) from item
@@ -216,9 +234,41 @@ class Transport(ABC):
                                          f"{src!r}, got {msg.kind!r}", peer=src)
             return msg
 
+    def _emit(self, dst: str, buf: bytes) -> None:
+        """Put one message on the wire (under ``dst``'s send lock), with its HMAC tag if keyed."""
+        if self.secret is not None:
+            seq = self._seq_out.get(dst, 0)
+            self._seq_out[dst] = seq + 1
+            buf = b"".join([buf, self.secret.mac_bytes(buf, seq)])
+        self._send_bytes(dst, buf)
+
+    def _violation(self, src: str, err: RuntimeFailure) -> None:
+        """``src`` broke the protocol: its participation ends; whoever waits on it hears why."""
+        self._violated.add(src)
+        self._queues[src].put(err)
+
     def _deliver(self, src: str, buf) -> None:
+        if src in self._violated:
+            return
+        from jqodi.runtime.messages import ProtocolViolation
+
         self._last_seen[src] = time.monotonic()
-        msg = decode_message(buf, src)
+        try:
+            if self.secret is not None:
+                import hmac
+
+                seq = self._seq_in.get(src, 0)
+                body, tag = buf[:-MAC_BYTES], bytes(buf[-MAC_BYTES:])
+                if len(buf) < MAC_BYTES or not hmac.compare_digest(tag, self.secret.mac_bytes(body, seq)):
+                    raise ProtocolViolation(f"peer {src!r} sent a message that failed its integrity check "
+                                            f"(message #{seq}: altered, replayed or not from the job)", peer=src)
+                self._seq_in[src] = seq + 1
+                buf = body
+            # a job's transport (with limits) enforces the protocol's schema; a bare one its structure
+            msg = decode_message(buf, src, self.limits, schema=self.limits is not None)
+        except ProtocolViolation as e:
+            self._violation(src, e)
+            return
         if msg.kind == HEARTBEAT:
             return
         if msg.kind == BYE:
@@ -253,7 +303,7 @@ class Transport(ABC):
                 if not lock.acquire(timeout=self.heartbeat_s):
                     continue  # a big message is on its way: that is a sign of life too
                 try:
-                    self._send_bytes(p, hb)
+                    self._emit(p, hb)
                 except Exception:  # noqa: BLE001 - the receiving side reports lost peers
                     pass
                 finally:
@@ -268,7 +318,7 @@ class Transport(ABC):
             try:
                 if self._send_locks[p].acquire(timeout=1.0):
                     try:
-                        self._send_bytes(p, buf)
+                        self._emit(p, buf)
                     finally:
                         self._send_locks[p].release()
             except Exception:  # noqa: BLE001
@@ -280,7 +330,7 @@ class Transport(ABC):
         for p in self.peers:
             try:
                 with self._send_locks[p]:
-                    self._send_bytes(p, bye)
+                    self._emit(p, bye)
             except Exception:  # noqa: BLE001 - a peer already gone cannot be told
                 pass
         deadline = time.monotonic() + (self.timeout_s if wait_s is None else wait_s)
@@ -416,7 +466,16 @@ class GlooTransport(Transport):
             while not self._closing.is_set():
                 n = torch.empty(1, dtype=torch.int64)
                 self.pg.recv([n], rank, _TAG).wait(self._recv_wait)
-                buf = torch.empty(int(n.item()), dtype=torch.uint8)
+                size = int(n.item())
+                limit = (self.limits.max_message_bytes if self.limits is not None else 1 << 40) + MAC_BYTES
+                if not 4 <= size <= limit:  # checked before a byte is allocated
+                    from jqodi.runtime.messages import ProtocolViolation
+
+                    self._violation(src, ProtocolViolation(
+                        f"peer {src!r} sent a message the protocol does not allow: length header {size} B "
+                        f"(the job's limit is {limit} B)", peer=src))
+                    return
+                buf = torch.empty(size, dtype=torch.uint8)
                 self.pg.recv([buf], rank, _TAG).wait(self._recv_wait)
                 self._deliver(src, memoryview(buf.numpy()))
                 if src in self._gone:
