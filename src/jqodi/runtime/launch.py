@@ -182,7 +182,7 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
 
     ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
     """
-    from jqodi.runtime.process import (EPOCHS_NAME, epoch_line, initial_master, load_checkpoint,
+    from jqodi.runtime.process import (EPOCHS_NAME, initial_master, load_checkpoint, run_progress,
                                        save_checkpoint, write_epochs)
 
     wd = Path(workdir)
@@ -210,7 +210,8 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
                 save_checkpoint(wd, job, st)
                 write_epochs(wd, st)
 
-            run = run_inprocess(job, master, data, on_epoch=lambda r: say(epoch_line(r, job.total_epochs)),
+            on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say)
+            run = run_inprocess(job, master, data, on_epoch=on_epoch, on_progress=on_progress,
                                 checkpoint=checkpoint, state=state)
             write_epochs(wd, run.state)
         else:
