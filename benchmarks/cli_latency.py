@@ -32,8 +32,8 @@ TARGETS = {"plan --instance": {"wall_s": 0.4, "peak_mb": 120},
            "plan SCENARIO (warm)": {"wall_s": 0.6, "peak_mb": 120}}
 
 
-def measure(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[float, float, int]:
-    """(wall s, peak RSS MB, exit code) of one ``python -m jqodi ARGV`` process."""
+def measure(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[float, float, int, float]:
+    """(wall s, peak RSS MB, exit code, CPU s) of one ``python -m jqodi ARGV`` process."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "jqodi", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,13 +49,16 @@ def measure(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tup
         time.sleep(0.002)
     wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode  # ru_maxrss is in KiB on Linux
+    # ru_maxrss is in KiB on Linux; CPU time (user + system) is less sensitive than wall time to
+    # other work on a shared machine
+    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def summary(samples: list[tuple[float, float, int]]) -> dict:
-    walls, peaks = [s[0] for s in samples], [s[1] for s in samples]
+def summary(samples: list[tuple[float, float, int, float]]) -> dict:
+    walls, peaks, cpus = [s[0] for s in samples], [s[1] for s in samples], [s[3] for s in samples]
     return {"runs": len(samples), "wall_s": {"median": round(statistics.median(walls), 3),
                                              "min": round(min(walls), 3), "max": round(max(walls), 3)},
+            "cpu_s": {"median": round(statistics.median(cpus), 3)},
             "peak_mb": {"median": round(statistics.median(peaks), 1), "max": round(max(peaks), 1)},
             "exit_codes": sorted({s[2] for s in samples})}
 

@@ -45,6 +45,8 @@ def build() -> dict:
         entries.append(profile_cache.profile_entry(prof, profile_cache.model_fingerprint(name)))
     return {"format": profile_cache.FORMAT,
             "generated_by": "scripts/build_zoo_profiles.py (do not edit by hand)",
+            "fingerprints": {"sources": profile_cache.sources_digest(),
+                             "models": profile_cache.packaged_fingerprints()},
             "entries": entries}
 
 

@@ -56,6 +56,15 @@ def test_a_shipped_profile_matches_profiling_the_model_directly():
     assert entry["fingerprint"] == profile_cache.model_fingerprint("lenet")
 
 
+def test_fingerprints_from_the_source_equal_those_from_the_registry():
+    """Without torch the packaged models' fingerprints come from the zoo's source (or the
+    shipped record of it); with the zoo imported, from the registered builders."""
+    static = profile_cache.packaged_fingerprints()
+    assert set(static) >= {"lenet", "vgg", "resnet20"}
+    assert static == {name: profile_cache.model_fingerprint(name) for name in static}
+    assert static == {name: profile_cache._packaged_fingerprint(name) for name in static}
+
+
 def test_profile_is_stored_reused_and_refreshed(home):
     first = profile_named_model("lenet", (1, 28, 28), 10, 0.5)
     stored = list((home / "profiles").glob("lenet-*.json"))

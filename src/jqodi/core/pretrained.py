@@ -66,7 +66,7 @@ def pretrain(model_name: str, dataset: str = "fashion-mnist", width: float | Non
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr * 3, total_steps=max(1, steps))
     n_batches = len(epoch_batch_order(len(tr_y), batch_size, seed, 1))
     one_time(progress, f"pretraining the cloud model {model_name} (width {width:g}) on {dataset}: "
-             f"{epochs} epochs × {n_batches} batches of {len(tr_y)} images",
+             f"{epochs} epoch{'s' if epochs != 1 else ''} × {n_batches} batches of {len(tr_y)} images",
              _expected_pretrain_s(model, tr_x, tr_y, batch_size, epochs * n_batches, n_val * epochs), note)
     bar = Progress(progress, f"pretrain {model_name}", total_steps=epochs * n_batches)
     t0 = time.perf_counter()

@@ -17,8 +17,10 @@ module-level definition of its file that the builder uses (the code that makes t
 of the counting code in :mod:`jqodi.core.profile`, and of :data:`FORMAT`. An entry whose
 fingerprint differs from the current code is stale and is recomputed (and overwritten) — editing
 a model or the counting rules invalidates its profiles; editing a comment elsewhere does not.
-Fingerprints are computed by reading source files (``ast``), never by importing torch. A model
-registered with a builder that has no source (a lambda, a nested function) is never cached.
+Fingerprints are computed by reading source files (``ast``), never by importing torch; the
+shipped file also records the packaged models' fingerprints for the exact zoo and profiler
+sources it was made from, so a plain install does not even parse them. A model registered with a
+builder that has no source (a lambda, a nested function) is never cached.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["FORMAT", "SHIPPED_PATH", "model_fingerprint", "load_profile", "store_profile",
-           "profile_entry", "cache_dir"]
+__all__ = ["FORMAT", "SHIPPED_PATH", "model_fingerprint", "packaged_fingerprints", "sources_digest",
+           "load_profile", "store_profile", "profile_entry", "cache_dir", "source_fingerprint"]
 
 #: Version of the cache format; bump to invalidate every stored profile.
 FORMAT = 1
@@ -44,7 +46,8 @@ _ZOO_SOURCE = _CORE / "zoo" / "models.py"
 _PROFILE_SOURCE = _CORE / "profile.py"
 
 _fingerprints: dict[tuple, str | None] = {}
-_shipped: dict[tuple, dict] | None = None
+_shipped: dict | None = None
+_shipped_index: dict[tuple, dict] | None = None
 
 
 def cache_dir() -> Path:
@@ -128,27 +131,55 @@ def model_fingerprint(name: str) -> str | None:
     or None when it cannot be cached. Reads the zoo registry only if it is already imported
     (no model can have been registered otherwise), else the zoo's source."""
     zoo = sys.modules.get("jqodi.core.zoo.models")
-    if zoo is not None:
-        try:
-            builder = zoo.get_spec(name).builder
-        except Exception:  # an unknown model: profiling it raises the user-facing error
-            return None
-        if getattr(builder, "__qualname__", None) != getattr(builder, "__name__", None):
-            return None  # a lambda or a nested function: no stable source to hash
-        try:
-            import inspect
+    if zoo is None:
+        return _packaged_fingerprint(name)
+    try:
+        builder = zoo.get_spec(name).builder
+    except Exception:  # an unknown model: profiling it raises the user-facing error
+        return None
+    if getattr(builder, "__qualname__", None) != getattr(builder, "__name__", None):
+        return None  # a lambda or a nested function: no stable source to hash
+    try:
+        import inspect
 
-            path = Path(inspect.getsourcefile(builder) or "")
-        except TypeError:
-            return None
-        model_fp = source_fingerprint(path, [builder.__name__])
-    else:
-        builder_name = _packaged_builders().get(name)
-        model_fp = source_fingerprint(_ZOO_SOURCE, [builder_name]) if builder_name else None
+        path = Path(inspect.getsourcefile(builder) or "")
+    except TypeError:
+        return None
+    return _combine(name, source_fingerprint(path, [builder.__name__]))
+
+
+def _combine(name: str, model_fp: str | None) -> str | None:
     counting_fp = source_fingerprint(_PROFILE_SOURCE, ["profile_model"])
     if model_fp is None or counting_fp is None:
         return None
     return hashlib.sha256(f"{FORMAT}|{name}|{model_fp}|{counting_fp}".encode()).hexdigest()
+
+
+def sources_digest() -> str | None:
+    """sha256 of the zoo's and the profiler's source files: while it is the one recorded in the
+    shipped file, so are the packaged models' fingerprints (no need to parse the sources)."""
+    try:
+        return hashlib.sha256(_ZOO_SOURCE.read_bytes() + b"\0" + _PROFILE_SOURCE.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _packaged_fingerprint(name: str) -> str | None:
+    """A packaged model's fingerprint without importing the zoo: recorded in the shipped file for
+    these exact sources, else computed from the zoo's source."""
+    known = _shipped_data().get("fingerprints", {})
+    if known.get("sources") is not None and known.get("sources") == sources_digest():
+        fp = known.get("models", {}).get(name)
+        if fp is not None:
+            return fp
+    builder_name = _packaged_builders().get(name)
+    return _combine(name, source_fingerprint(_ZOO_SOURCE, [builder_name])) if builder_name else None
+
+
+def packaged_fingerprints() -> dict[str, str]:
+    """Every packaged model's fingerprint, computed from the sources (for the shipped file)."""
+    return {name: fp for name, builder in sorted(_packaged_builders().items())
+            if (fp := _combine(name, source_fingerprint(_ZOO_SOURCE, [builder]))) is not None}
 
 
 def _params(name: str, input_shape, num_classes: int, width: float) -> dict[str, Any]:
@@ -172,15 +203,26 @@ def profile_entry(profile, fingerprint: str) -> dict[str, Any]:
     return {**params, "fingerprint": fingerprint, "profile": profile.to_dict()}
 
 
-def _shipped_entries() -> dict[tuple, dict]:
+def _shipped_data() -> dict:
     global _shipped
     if _shipped is None:
         try:
-            data = json.loads(SHIPPED_PATH.read_text())
-            _shipped = {_params_key(e): e for e in data.get("entries", [])}
-        except (OSError, ValueError, KeyError, TypeError):
+            _shipped = json.loads(SHIPPED_PATH.read_text())
+            if not isinstance(_shipped, dict):
+                _shipped = {}
+        except (OSError, ValueError):
             _shipped = {}
     return _shipped
+
+
+def _shipped_entries() -> dict[tuple, dict]:
+    global _shipped_index
+    if _shipped_index is None:
+        try:
+            _shipped_index = {_params_key(e): e for e in _shipped_data().get("entries", [])}
+        except (KeyError, TypeError):
+            _shipped_index = {}
+    return _shipped_index
 
 
 def load_profile(name: str, input_shape, num_classes: int, width: float, fingerprint: str):
