@@ -33,6 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--random-init", action="store_true", help="skip pretraining: start from random weights (smoke tests)")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: no epoch lines, batch progress or pretraining progress (the results still print)")
 
 
 def run(args) -> int:
@@ -81,7 +83,8 @@ def run(args) -> int:
     rec = run_plan(scenario, solution, transport=args.transport, workdir=workdir, resume=args.resume,
                    emulate=not args.no_emulate, dilation=dilation, timeout_s=args.timeout,
                    max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter,
-                   inference_requests=args.requests)
+                   inference_requests=args.requests, progress=False if args.quiet else None,
+                   **({"say": lambda line: None} if args.quiet else {}))
     print()
     print(run_table(rec))
     if rec.inference:

@@ -177,10 +177,11 @@ def _root_cause(procs: dict[str, RoleProcess]) -> RuntimeFailure:
 def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/latest", resume: bool = False,
             host: str = "127.0.0.1", port: int | None = None, say: Callable[[str], None] = print,
             predicted: list[dict] | None = None, master=None, data=None, wall_limit_s: float | None = None,
-            on_start=None) -> RunRecord:
+            on_start=None, progress: bool | None = None) -> RunRecord:
     """Run ``job`` (all roles on this machine) and return its :class:`RunRecord`.
 
     ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
+    ``progress=False`` draws no progress bar (pretraining, batches); ``say`` gets the epoch lines.
     """
     from jqodi.runtime.process import (EPOCHS_NAME, initial_master, load_checkpoint, run_progress,
                                        save_checkpoint, write_epochs)
@@ -190,7 +191,7 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
     dilation = emu.dilation if emu is not None and emu.enabled else 1.0
     rec = RunRecord(job=job.to_dict(), dilation=dilation, emulated=bool(emu and emu.enabled))
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
-        initial_master(job)  # pretrain once here (on a cache miss), so the cloud process finds the cache
+        initial_master(job, progress=progress)  # pretrain once here (on a cache miss): the cloud finds the cache
     try:
         if transport == "gloo":
             def on_line(role, line):  # relay the cloud's progress; errors come back as one line
@@ -201,7 +202,7 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
         elif transport == "inprocess":
             from jqodi.runtime.local import run_inprocess
 
-            master = master if master is not None else initial_master(job, say)
+            master = master if master is not None else initial_master(job, say, progress=progress)
             state = load_checkpoint(wd, job, master) if resume else None
             if state is not None:
                 say(f"resuming after epoch {state.epoch}/{job.total_epochs}")
@@ -210,7 +211,8 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
                 save_checkpoint(wd, job, st)
                 write_epochs(wd, st)
 
-            on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say)
+            on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say,
+                                                 enabled=progress)
             run = run_inprocess(job, master, data, on_epoch=on_epoch, on_progress=on_progress,
                                 checkpoint=checkpoint, state=state)
             write_epochs(wd, run.state)

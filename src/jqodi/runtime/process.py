@@ -30,7 +30,7 @@ def _fingerprint(job: Job) -> dict:
             "schedule": [[s.edge, s.cut, s.epochs] for s in job.schedule], "seed": job.training.seed}
 
 
-def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
+def initial_master(job: Job, log: Callable[[str], None] = lambda s: None, *, progress: bool | None = None):
     """The cloud's master: the pretrained model (``job.pretrained``) QAT-prepared at ``job.bits``.
 
     ``job.pretrained = {"source": "random", "seed": S}`` skips pretraining (tests, benchmarks);
@@ -51,7 +51,7 @@ def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
         from jqodi.core.pretrained import load_pretrained
 
         log(f"cloud: loading the pretrained {job.model} (width {job.width:g}) on {job.data.dataset}")
-        pre = load_pretrained(job.model, job.data.dataset, job.width, **opts)
+        pre = load_pretrained(job.model, job.data.dataset, job.width, progress=progress, **opts)
         model, calib = copy.deepcopy(pre.model), pre.calibration
     else:
         raise JqodiError(f"job.pretrained.source: must be 'pretrained' or 'random', got {source!r}")
@@ -161,11 +161,11 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     return 0
 
 
-def run_progress(job: Job, say: Callable[[str], None], stream=None):
+def run_progress(job: Job, say: Callable[[str], None], stream=None, enabled: bool | None = None):
     """``(on_progress, on_epoch)`` for the cloud role: a bar with rate and ETA of the whole run on
     a terminal, else a plain line every 10 s (which ``jqodi run`` relays), and one line per epoch."""
     total = job.total_epochs
-    bar = Progress(None, "", stream=stream or sys.stdout)
+    bar = Progress(enabled, "", stream=stream or sys.stdout)
 
     def on_progress(p: dict) -> None:
         if bar.total_steps is None:  # every epoch has the same batches; a resumed run starts later
