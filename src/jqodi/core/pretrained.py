@@ -107,7 +107,7 @@ def _expected_pretrain_s(model, x, y, batch_size: int, steps: int, eval_samples:
     n = min(batch_size, len(y))
     times = []
     with torch.random.fork_rng(devices=[]):
-        for i in range(3):
+        for _ in range(3):
             t = time.perf_counter()
             train_step(probe, opt, x[:n], y[:n])
             times.append(time.perf_counter() - t)
