@@ -24,7 +24,8 @@ def main(argv=None) -> int:
                             str(ROOT / "examples" / "paper-data2.yaml")])
     args = p.parse_args(argv)
 
-    from jqodi.app.evaluation import evaluate_scenario, summary_tables
+    from jqodi.app.evaluation import evaluate_scenario
+    from jqodi.render.evaluation import summary_tables
     from jqodi.render.report import to_jsonable
 
     report = {}

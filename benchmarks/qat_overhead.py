@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-ref", action="store_true",
                     help="also time the previous quantizer (v1) in the same interleaved loop")
     args = ap.parse_args(argv)
-    import jqodi.core.quant as quant
+    import jqodi.core.quant.layers as quant  # the module whose layers call fake_quant
 
     fq_new, fq_v1 = quant.fake_quant, _v1_fake_quant()
     torch.set_num_threads(args.threads)

@@ -35,13 +35,14 @@ def test_packaged_scenario_matches_example():
 def test_main_job_tiny(tmp_path, monkeypatch):
     import torch
 
-    from jqodi.app.main_job import main_job
+    from jqodi.app.main_job import MainJobConfig, main_job
 
     torch.set_num_threads(1)
     monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
     lines: list[str] = []
-    s = main_job(pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=2, train_size=128, val_size=64,
-                 max_epochs=2, requests=3, transport="inprocess", workdir=tmp_path / "wd", say=lines.append)
+    s = main_job(MainJobConfig(pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=2, train_size=128,
+                               val_size=64, max_epochs=2, requests=3, transport="inprocess",
+                               workdir=tmp_path / "wd"), say=lines.append)
     text = "\n".join(lines)
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in text
@@ -55,17 +56,24 @@ def test_main_job_tiny(tmp_path, monkeypatch):
     assert saved["totals"] and saved["inference"]
     assert (tmp_path / "wd" / "record.json").is_file()
     assert s["wall_s"] > 0
+    from jqodi.core.traces import TraceStore  # the runtime recorded its epochs under the job id
+
+    with TraceStore(tmp_path / "home" / "traces.db") as store:
+        (run,) = store.runs(job_id=saved["job_id"])
+    assert run.source == "runtime" and run.val_losses == pytest.approx([e["val_loss"] for e in
+                                                                       json.loads((tmp_path / "wd" / "record.json").read_text())["epochs"]])
 
 
 def test_main_demo_plan_only(tmp_path, monkeypatch):
     import io
 
     from jqodi.app.demo import run_main_demo
+    from jqodi.app.main_job import MainJobConfig
 
     monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
     buf = io.StringIO()
-    s = run_main_demo(plan_only=True, describe=False, out=buf, pretrain_cloud_size=600, pretrain_epochs=1,
-                      probe_epochs=1, train_size=64, val_size=32, workdir=tmp_path / "wd")
+    s = run_main_demo(MainJobConfig(plan_only=True, pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=1,
+                                    train_size=64, val_size=32, workdir=tmp_path / "wd"), describe=False, out=buf)
     assert "--plan-only: not running" in buf.getvalue() and "[4/5]" not in buf.getvalue()
     assert "record" not in s and len(s["estimates"]) == 12  # 2 models × (Ω + baseline bits)
 

@@ -62,7 +62,7 @@ def rapl_root(tmp_path, monkeypatch):
         "intel-rapl:1": ("package-1", 2_000_000, 262_143_328_850),
         "intel-rapl:2": ("psys", 9_000_000, 262_143_328_850),
     })
-    monkeypatch.setattr(energy, "DEFAULT_RAPL_ROOT", root)
+    monkeypatch.setattr(energy.rapl, "DEFAULT_RAPL_ROOT", root)
     return root
 
 
@@ -117,7 +117,7 @@ def test_rapl_unreadable_is_unavailable_and_explicit_request_says_why(rapl_root,
 
 
 def test_rapl_missing_tree(tmp_path, monkeypatch):
-    monkeypatch.setattr(energy, "DEFAULT_RAPL_ROOT", tmp_path / "nope")
+    monkeypatch.setattr(energy.rapl, "DEFAULT_RAPL_ROOT", tmp_path / "nope")
     assert not rapl_is_available()
     with pytest.raises(EnergyMeterError, match="no RAPL zones"):
         make_meter("rapl")
@@ -359,7 +359,7 @@ def test_auto_falls_back_to_rapl_then_model_then_null(monkeypatch, rapl_root, tm
         with caplog.at_level("INFO", logger="jqodi.runtime.energy"):
             assert make_meter("auto").name == "rapl"
         assert "skipped: nvml meter: unavailable" in caplog.text
-        monkeypatch.setattr(energy, "DEFAULT_RAPL_ROOT", tmp_path / "none")
+        monkeypatch.setattr(energy.rapl, "DEFAULT_RAPL_ROOT", tmp_path / "none")
         assert make_meter("auto", busy_power_w=7.0).name == "model"
         null = make_meter("auto")
         assert null.name == "null" and "no busy_power_w" in null.description
@@ -374,7 +374,7 @@ def test_unknown_kind():
 
 def test_available_meters_lists_every_kind(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    monkeypatch.setattr(energy, "DEFAULT_RAPL_ROOT", tmp_path)
+    monkeypatch.setattr(energy.rapl, "DEFAULT_RAPL_ROOT", tmp_path)
     nvml_is_available.cache_clear()
     try:
         info = {i.kind: i for i in energy.available_meters(busy_power_w=3.0)}
@@ -389,7 +389,7 @@ def test_meters_cli(capsys, monkeypatch, tmp_path):
     from jqodi.cli import main
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    monkeypatch.setattr(energy, "DEFAULT_RAPL_ROOT", tmp_path)
+    monkeypatch.setattr(energy.rapl, "DEFAULT_RAPL_ROOT", tmp_path)
     nvml_is_available.cache_clear()
     try:
         out_json = tmp_path / "m.json"

@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 
 from jqodi.errors import PlanningError
-from jqodi.app.evaluation import (
-    NODE_TERMS,
-    evaluate_instance,
-    loss_trajectory,
-    node_breakdown,
-    paper_key_for,
-    summary_tables,
-    write_outputs,
-)
+from jqodi.app.evaluation import evaluate_instance, write_outputs
+from jqodi.app.paper import paper_key_for
+from jqodi.app.trajectories import NODE_TERMS, geometric_loss_trajectory, node_breakdown
+from jqodi.render.evaluation import summary_tables
 from jqodi.core.instance import PlanningInstance, ScheduleEntry, Solution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,22 +76,22 @@ def fake_epoch_cost(model, bits, cut, edge):
     return d
 
 
-def test_loss_trajectory_passes_the_anchors():
+def test_geometric_loss_trajectory_passes_the_anchors():
     c = INSTANCE.candidates[0]
-    ls = loss_trajectory(c, 35)
+    ls = geometric_loss_trajectory(c, 35)
     assert len(ls) == 36
     assert ls[0] == 0.5 and ls[26] == pytest.approx(0.0186) and ls[29] == pytest.approx(0.017)
     assert all(a > b for a, b in zip(ls[:29], ls[1:30]))  # decreasing up to K^rob
     assert ls[29:] == [pytest.approx(0.017)] * 7  # held after the last anchor
     # geometric: constant ratio between anchors
     assert ls[1] / ls[0] == pytest.approx(ls[2] / ls[1])
-    unreachable = loss_trajectory(INSTANCE.candidates[3], 10, reachable=False)
+    unreachable = geometric_loss_trajectory(INSTANCE.candidates[3], 10, reachable=False)
     assert unreachable[0] == 2.0 and unreachable[-1] == pytest.approx(0.5)
     assert min(unreachable) > INSTANCE.target_loss
 
 
 def test_loss_anchors_from_estimates():
-    from jqodi.app.evaluation import loss_anchors_from_estimates
+    from jqodi.app.trajectories import loss_anchors_from_estimates
     from jqodi.core.estimates import LearningEstimate
 
     ests = [LearningEstimate("lenet", 6, 0.0186, 0.004, 33, 36, target_loss=0.0186),
@@ -112,8 +107,8 @@ def test_loss_anchors_from_estimates():
     assert a[("vgg", 8)].final_robust == 0.018
     # used when the candidate has no loss of its own
     bare = dataclasses.replace(INSTANCE.candidates[1], loss=None, model="lenet", bits=6)
-    assert loss_trajectory(bare, 36)[0] is None
-    ls = loss_trajectory(bare, 36, loss=six)
+    assert geometric_loss_trajectory(bare, 36)[0] is None
+    ls = geometric_loss_trajectory(bare, 36, loss=six)
     assert ls[0] == pytest.approx(0.0226) and ls[33] == pytest.approx(0.0186)
     assert ls[36] == pytest.approx(six.final_robust)
     assert ls[34] / ls[33] == pytest.approx(ls[1] / ls[0])  # the same rate after K^exp

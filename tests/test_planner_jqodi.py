@@ -7,7 +7,7 @@ from jqodi.planner import (
     Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance, check_solution, solve,
 )
 from jqodi.planner.generate import random_instance
-from jqodi.planner.jqodi import _setting, create_tree, loss_trajectory, traverse
+from jqodi.planner.jqodi import _setting, create_tree, linear_loss_trajectory, traverse
 
 
 def example(loss=None, deadline=7.0):
@@ -51,9 +51,9 @@ def test_score_by_hand():
 
 def test_loss_trajectory_is_linear_between_start_and_final():
     loss = LossEstimates(start=0.9, final_expected=0.40, final_robust=0.48)
-    traj = loss_trajectory(example(loss).candidates[0], "robust")
+    traj = linear_loss_trajectory(example(loss).candidates[0], "robust")
     assert traj == pytest.approx([0.9, 0.76, 0.62, 0.48])
-    assert loss_trajectory(example().candidates[0], "robust") is None
+    assert linear_loss_trajectory(example().candidates[0], "robust") is None
 
 
 @pytest.mark.parametrize("seed", range(30))

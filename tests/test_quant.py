@@ -114,7 +114,8 @@ def test_reported_size_is_params_times_bits_plus_documented_fp32_extras(bits):
     n_weights = sum(l.weight.numel() for l in layers)
     other = sum(t.numel() * t.element_size() for k, t in m.state_dict().items()
                 if k not in {f"{n}.weight" for n in names})
-    extras = sum(4 * l.weight.shape[0] + 4 for l in layers)  # per-channel steps + activation step
+    # per-channel steps + activation step + act_calibrated flag (1 B, model format version 2)
+    extras = sum(4 * l.weight.shape[0] + 4 + 1 for l in layers)
     code_bytes = sum((l.weight.numel() * bits + 7) // 8 for l in layers)
     assert code_bytes - len(layers) < n_weights * bits / 8 <= code_bytes
     assert model_size_bytes(m, bits) == code_bytes + extras + other
@@ -205,3 +206,72 @@ def test_fused_lsq_step_along_the_last_dimension_is_not_taken_for_per_channel():
         (fn(x, ss, 3, True, 0.5) * torch.linspace(-1, 1, 25).view(5, 5)).sum().backward()
         grads.append(ss.grad)
     assert torch.allclose(*grads, atol=1e-5)
+
+
+def _two_layer(out_features=1):
+    return torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(8, 4, bias=False), torch.nn.ReLU(),
+                               torch.nn.Linear(4, out_features, bias=False))
+
+
+def _two_layer_qat():
+    """A 2-bit model whose last layer's activation step SGD drives through 0: loss = mean(out),
+    positive last-layer weights and non-negative inputs, so a smaller step means a smaller loss
+    (∂L/∂s > 0; at the calibrated step and below, where every input clamps to Qp·s)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    m = _two_layer()
+    m[3].weight.data.abs_()
+    prepare_qat(m, 2, act_bits=2, calibration=x)
+    return m, x
+
+
+def test_an_activation_step_driven_negative_stays_learned_and_is_never_recalibrated():
+    m, x = _two_layer_qat()
+    layer = m[3]
+    calibrated = float(layer.act_step.detach())
+    assert bool(layer.act_calibrated) and calibrated > 0
+    opt = torch.optim.SGD([layer.act_step], lr=0.5)
+    steps = []
+    for _ in range(20):
+        before = layer.act_step.detach().clone()
+        loss = m(x).mean()
+        assert torch.equal(layer.act_step.detach(), before), "the forward changed the step (re-calibration)"
+        opt.zero_grad()
+        loss.backward()
+        grad = layer.act_step.grad.detach().clone()
+        assert torch.isfinite(loss) and torch.isfinite(grad).all() and float(grad) != 0
+        opt.step()
+        torch.testing.assert_close(layer.act_step.detach(), before - 0.5 * grad)  # exactly SGD's update
+        steps.append(float(layer.act_step.detach()))
+    # it crosses 0 and, mirrored, is pushed back: it oscillates around 0, never back to calibrated
+    assert min(steps) < -0.01 and max(steps[5:]) < calibrated / 2, steps
+    assert bool(layer.act_calibrated)
+    # the learned (negative) step travels in the state dict: a fresh, uncalibrated copy loads it and
+    # computes the same outputs without re-calibrating
+    layer.act_step.data.fill_(-0.05)
+    fresh = prepare_qat(_two_layer(), 2, act_bits=2)
+    assert not bool(fresh[3].act_calibrated)
+    fresh.load_state_dict(m.state_dict())
+    assert torch.equal(fresh(x), m(x)) and float(fresh[3].act_step.detach()) == pytest.approx(-0.05)
+    assert fresh(x).abs().sum() > 0 and bool(fresh[3].act_calibrated)
+
+
+def test_a_step_at_or_below_zero_quantizes_with_its_magnitude_and_never_divides_by_zero():
+    from jqodi.core.quant import MIN_STEP, effective_step, fake_quant
+
+    s = torch.tensor([0.25, -0.25, 0.0, 1e-12], requires_grad=True)
+    e = effective_step(s)
+    assert e.tolist() == pytest.approx([0.25, 0.25, MIN_STEP, MIN_STEP])
+    e.sum().backward()
+    assert s.grad.tolist() == [1.0, -1.0, 1.0, 1.0]  # sign(s), +1 at 0: the step keeps learning
+    x = torch.linspace(-1, 1, 11)
+    for step in (0.0, -0.2):
+        out = fake_quant(x, effective_step(torch.tensor(step)), 4, True, 1.0)
+        assert torch.isfinite(out).all()
+    assert torch.equal(fake_quant(x, effective_step(torch.tensor(-0.2)), 4, True, 1.0),
+                       fake_quant(x, torch.tensor(0.2), 4, True, 1.0))
+    m = prepare_qat(tiny(), 4, calibration=torch.randn(4, 1, 16, 16))
+    layer = next(iter(quant_layers(m)))[1]
+    w_pos = layer.quantized_weight().detach()
+    layer.weight_step.data.neg_()
+    assert torch.equal(layer.quantized_weight().detach(), w_pos)

@@ -147,6 +147,17 @@ def test_job_rejects_unknown_keys_and_names_them():
     assert j.edges == ["a", "b"] and j.epoch_plan() == [("a", 1), ("b", 3)]
 
 
+def test_job_keeps_the_startup_and_failure_timeouts_apart():
+    from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S
+
+    j = _job()
+    assert j.timeout_s == 10 and j.startup_timeout_s == DEFAULT_STARTUP_TIMEOUT_S > j.timeout_s
+    assert Job.from_dict(_job(startup_timeout_s=45).to_dict()).startup_timeout_s == 45
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(JobError, match="startup_timeout_s: must be > 0"):
+            _job(startup_timeout_s=bad)
+
+
 def test_transport_detects_a_silent_peer_and_a_crashed_one():
     hub = InProcessHub()
     a = InProcessTransport(hub, "a", ["a", "b", "c"], timeout_s=0.5, heartbeat_s=10).start()
@@ -193,12 +204,13 @@ def test_a_crashing_role_is_named_and_the_run_stops():
 def test_collaborative_inference_reports_latency_energy_and_matches_local_predictions():
     from jqodi.render.runs import format_inference
     from jqodi.runtime.inference import run_inference
-    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+    from jqodi.core.devices import Device
+    from jqodi.runtime.job import EmulationConfig, LinkProfile
 
     data = _Data(n_train=32, n_val=40)
     emu = EmulationConfig(enabled=True, dilation=1.0,
-                          devices={"end": DeviceProfile(2e9, 10.0, "sd"), "edge:a": DeviceProfile(5e10, 200.0, "es"),
-                                   "cloud": DeviceProfile(1e11, 300.0, "cs")},
+                          devices={"end": Device.from_power("sd", 2e9, 10.0), "edge:a": Device.from_power("es", 5e10, 200.0),
+                                   "cloud": Device.from_power("cs", 1e11, 300.0)},
                           links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
     job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu)
     master = _master(data)
@@ -267,6 +279,43 @@ def test_rendezvous_binds_only_the_configured_address():
     assert role_ranks(["x", "y"]) == {"cloud": 0, "end": 1, "edge:x": 2, "edge:y": 3}
 
 
+def test_a_checkpoint_of_an_older_model_format_is_refused_in_one_line(tmp_path):
+    from jqodi.core.quant import MODEL_FORMAT_VERSION
+    from jqodi.runtime.process import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+    from jqodi.runtime.roles import CloudState
+
+    data, job = _Data(n_train=32, n_val=10), _job()
+    save_checkpoint(tmp_path, job, CloudState(_master(data), 1, []))
+    assert load_checkpoint(tmp_path, job, _master(data)).epoch == 1
+    ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert ck["model_format_version"] == MODEL_FORMAT_VERSION == 2
+    del ck["model_format_version"]  # a version-1 checkpoint: no version, no act_calibrated buffers
+    ck["master"] = {k: v for k, v in ck["master"].items() if not k.endswith("act_calibrated")}
+    torch.save(ck, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(RuntimeFailure, match="has model format version 1, this jqodi reads version 2") as e:
+        load_checkpoint(tmp_path, job, _master(data))
+    assert "\n" not in str(e.value) and CHECKPOINT_NAME in str(e.value)
+
+
+def test_a_role_refuses_a_cloud_of_another_model_format_in_one_line():
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from jqodi.runtime.launch import free_port
+    from jqodi.runtime.rendezvous import FORMAT_KEY, connect
+
+    port = free_port()
+    store = dist.TCPStore("127.0.0.1", port, None, True, timedelta(seconds=30), wait_for_workers=False)
+    for version in (None, "3"):  # None: a version-1 cloud, which published no version
+        if version is not None:
+            store.set(FORMAT_KEY, version)
+        store.set("job", '{"edges": []}')
+        with pytest.raises(RuntimeFailure, match=f"format version {version or 1}, this jqodi reads version 2") as e:
+            connect("end", "127.0.0.1", port, 10.0)
+        assert "\n" not in str(e.value) and e.value.peer == "cloud"
+
+
 def test_run_record_round_trip_and_table(tmp_path):
     from jqodi.runtime.record import RunRecord, measure_epoch
 
@@ -291,13 +340,14 @@ def test_run_record_round_trip_and_table(tmp_path):
 def test_roles_serve_inference_after_training_including_an_idle_edge():
     """After the last epoch the cloud sends the fine-tuned model to every edge with a process (also
     one that only serves inference); the SD serves requests with each and alone, and reports."""
-    from jqodi.runtime.job import DeviceProfile, EmulationConfig, LinkProfile
+    from jqodi.core.devices import Device
+    from jqodi.runtime.job import EmulationConfig, LinkProfile
 
     data = _Data(n_train=64, n_val=20)
-    emu = EmulationConfig(enabled=False, devices={"end": DeviceProfile(2e9, 10.0, "sd"),
-                                                  "edge:a": DeviceProfile(5e10, 200.0, "es-a"),
-                                                  "edge:b": DeviceProfile(8e10, 300.0, "es-b"),
-                                                  "cloud": DeviceProfile(1e11, 300.0, "cs")},
+    emu = EmulationConfig(enabled=False, devices={"end": Device.from_power("sd", 2e9, 10.0),
+                                                  "edge:a": Device.from_power("es-a", 5e10, 200.0),
+                                                  "edge:b": Device.from_power("es-b", 8e10, 300.0),
+                                                  "cloud": Device.from_power("cs", 1e11, 300.0)},
                           links={"edge:a|end": LinkProfile(5e7, 1e-9), "edge:b|end": LinkProfile(5e7, 1e-9)})
     job = _job(schedule=[{"edge": "a", "cut": 2, "epochs": 1}], emulation=emu, inference_requests=6,
                inference_edges=["a", "b"])

@@ -1,14 +1,18 @@
 """Runtime as separate processes over gloo: failures are detected and named, resume loses nothing.
 
-Each test starts the cloud, edge and end processes on loopback with short timeouts and a small
-model, kills or stops one of them by PID mid-epoch, and kills every process it started (by PID)
-in a finally block. Bounded: the failing run ends within the role timeout plus a grace period.
+Each test starts the cloud, edge and end processes on loopback with a short failure (silence)
+timeout, a start-up timeout long enough for a loaded machine, and a small model; kills or stops
+one of them by PID mid-epoch, and kills every process it started (by PID) in a finally block.
+Bounded: the failing run ends within the failure timeout plus a grace period, every run within
+``wall_limit_s``. How to run them under load: docs/runtime.md ("Testing under load").
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +27,8 @@ from jqodi.runtime.launch import run_job
 pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir()
                                 and not os.environ.get("JQODI_DATA_DIR"), reason="Fashion-MNIST not installed")
 
-TIMEOUT_S = 4.0
+TIMEOUT_S = 4.0          # failure detection: short, so the kill tests end quickly
+STARTUP_TIMEOUT_S = 45.0  # rendezvous + process group: importing torch in 4 processes on 2 busy cores
 
 
 def _job(**kw) -> Job:
@@ -31,7 +36,7 @@ def _job(**kw) -> Job:
          "schedule": [{"edge": "a", "cut": 1, "epochs": 2}, {"edge": "b", "cut": 2, "epochs": 1}],
          "data": {"train_size": 512, "val_size": 64}, "pretrained": {"source": "random"},
          "training": {"batch_size": 32, "wire_act_bits": 8, "wire_grad_bits": 8},
-         "timeout_s": TIMEOUT_S, "meter": "null"}
+         "timeout_s": TIMEOUT_S, "startup_timeout_s": STARTUP_TIMEOUT_S, "meter": "null"}
     d.update(kw)
     return Job.from_dict(d)
 
@@ -148,3 +153,22 @@ def test_edge_killed_mid_epoch_is_named_then_resume_completes(tmp_path):
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3] and resumed.status == "completed"
     assert [(r["edge"], r["requests"]) for r in resumed.inference] == [("a", 8), (None, 8)]
     assert all(r["latency_p50_s"] > 0 for r in resumed.inference)
+
+
+def test_a_role_waits_for_the_startup_timeout_not_the_failure_timeout(tmp_path):
+    """An end device started with no cloud fails after ``--startup-timeout`` (not ``--timeout``),
+    in one line naming the start-up timeout, exit code 2."""
+    from jqodi.runtime.launch import free_port
+
+    argv = [sys.executable, "-m", "jqodi", "end", "--port", str(free_port()), "--timeout", "600",
+            "--startup-timeout", "2"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+    assert p.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "start-up timeout of 2 s" in lines[0], err

@@ -59,7 +59,7 @@ def test_newer_schema_is_refused_untouched(tmp_path):
     con.commit()
     con.close()
     before = path.read_bytes()
-    with pytest.raises(TraceStoreError, match=r"schema version 2, newer than this jqodi reads \(1\)"):
+    with pytest.raises(TraceStoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this jqodi reads \({SCHEMA_VERSION}\)"):
         TraceStore(path)
     assert path.read_bytes() == before
 

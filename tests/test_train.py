@@ -116,7 +116,7 @@ def test_real_fashion_mnist_finetune_lowers_val_loss_and_is_recorded(tmp_path):
         assert r.val_losses[-1] < r.start_loss
         assert r.gamma > 0 and r.gamma_robust >= r.gamma
         runs = store.runs(model="lenet", bits=2)
-        assert len(runs) == 1 and runs[0].id == r.run_id
+        assert len(runs) == 1 and runs[0].id == r.id
         assert runs[0].val_losses == pytest.approx(r.val_losses)
         assert runs[0].train_size == 256 and runs[0].base_loss == pytest.approx(r.base_loss)
     # evaluate agrees with the recorded L_a

@@ -7,6 +7,7 @@
     ├── PlanningError          an instance is malformed, or a solver cannot run
     │   └── InfeasibleError    no plan meets the deadline and target loss (carries the explanation)
     ├── TraceStoreError        the learning-trace database is unreadable or from a newer schema
+    ├── PluginError            a plugin module (--plugin, JQODI_PLUGINS, entry point) failed to import
     └── RuntimeFailure         a runtime peer crashed, hung or could not be reached (names the peer)
 
 The CLI prints ``str(err)`` as one line and exits with code 2 for any ``JqodiError``.
@@ -48,6 +49,10 @@ class InfeasibleError(PlanningError):
 
 class TraceStoreError(JqodiError):
     """The trace store is unreadable, corrupt, or from a newer schema."""
+
+
+class PluginError(JqodiError):
+    """A plugin module failed to import (names the module and the first line of the reason)."""
 
 
 class RuntimeFailure(JqodiError):

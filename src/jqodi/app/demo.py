@@ -132,19 +132,21 @@ def run_demo(path: str | Path | None = None, sections: list[Callable[[DemoContex
     return ctx
 
 
-def run_main_demo(plan_only: bool = False, describe: bool = True, out: TextIO | None = None, **main_job_kw) -> dict:
-    """``jqodi demo`` without a scenario: the paper's Data 1 described, then the main job."""
+def run_main_demo(config=None, *, describe: bool = True, out: TextIO | None = None) -> dict:
+    """``jqodi demo`` without a scenario: the paper's Data 1 described, then the main job
+    (``config``: a :class:`jqodi.app.main_job.MainJobConfig`, default ``make demo``'s)."""
     import time
 
-    from jqodi.app.main_job import cpu_demo_path, main_job
+    from jqodi.app.main_job import MainJobConfig, cpu_demo_path, main_job
 
+    config = config or MainJobConfig()
     out = out or sys.stdout
     t0 = time.perf_counter()
     if describe:
         run_demo(None, out=out)
     ctx = DemoContext(load_scenario(cpu_demo_path()), cpu_demo_path(), out)
-    ctx.title("Main job: measure, plan and run the CPU-scale scenario" + (" (plan only)" if plan_only else ""))
-    summary = main_job(plan_only=plan_only, say=lambda s: (ctx.print(s), out.flush()), **main_job_kw)
+    ctx.title("Main job: measure, plan and run the CPU-scale scenario" + (" (plan only)" if config.plan_only else ""))
+    summary = main_job(config, say=lambda s: (ctx.print(s), out.flush()))
     ctx.print(f"\njqodi demo: {time.perf_counter() - t0:.0f} s wall in all")
     return summary
 

@@ -1,14 +1,18 @@
 """The main job of ``make demo``: measure, plan, run the plan for real, compare with the prediction.
 
-    from jqodi.app.main_job import main_job
-    main_job()                       # the packaged CPU-scale scenario (cpu-demo.yaml), minutes on 2 cores
+    from jqodi.app.main_job import MainJobConfig, main_job
+    main_job()                                   # the packaged CPU-scale scenario (cpu-demo.yaml), minutes on 2 cores
+    main_job(MainJobConfig(plan_only=True))      # stop after planning
 
-Steps (each prints progress):
+The job is five step functions, each taking the previous steps' results (plain dataclasses) and
+printing its own section through ``say``; :func:`main_job` chains them. A script can call the
+steps on their own (e.g. :func:`load`, :func:`pretrain` and :func:`measure` for measured
+estimates without planning or running anything).
 
-1. **Pretrain** every candidate model on the cloud's data (:func:`jqodi.core.pretrained.load_pretrained`,
+1. :func:`pretrain` every candidate model on the cloud's data (:func:`jqodi.core.pretrained.load_pretrained`,
    cached under ``$JQODI_HOME``; ``pretrain_cloud_size`` images × ``pretrain_epochs`` so that a
    fresh machine pays about half a minute of CPU: measured in docs/demo.md).
-2. **Measure** the learning estimates on the end device's data: one probe fine-tuning run of
+2. :func:`measure` the learning estimates on the end device's data: one probe fine-tuning run of
    ``probe_epochs`` (≤ 5) per candidate (model, bits) of the scenario — Ω and the baseline
    bit-widths. L_a and γ come from the probe (:func:`jqodi.learning.reference.finetune`), K^exp/K^rob from the
    learning-curve ensemble (:func:`jqodi.learning.curves.estimate_from_probe`).
@@ -16,13 +20,14 @@ Steps (each prints progress):
    reached in its probe``: reachable (a candidate got there within the probe, up to the margin)
    but not free (it takes several epochs of fine-tuning). The deadline is the scenario's
    ``deadline_s``, in the testbed's seconds.
-3. **Plan**: the instance compiled with the measured estimates, JQODI beside the exact optimum
+3. :func:`plan`: the instance compiled with the measured estimates, JQODI beside the exact optimum
    and the paper's static Optimum (:func:`jqodi.planner.compare`).
-4. **Run the whole plan** (all its K^rob epochs; the plan commits to K^rob, so we do not stop at
+4. :func:`run` the whole plan (all its K^rob epochs; the plan commits to K^rob, so we do not stop at
    the target: the record says at which epoch the target was first reached) with the cloud, edge
    and end device as separate processes over gloo on loopback, the testbed emulated in dilated
-   time; then collaborative inference served by the same processes.
-5. **Compare** predicted and measured: epochs to target, final loss, time and energy per node and
+   time; then collaborative inference served by the same processes. The runtime records every
+   epoch in the trace store (``trace_store``), under the run's job id.
+5. :func:`compare` predicted and measured: epochs to target, final loss, time and energy per node and
    phase, bytes per link; everything is saved as ``summary.json`` (and the runtime's
    ``record.json``) under ``workdir``.
 """
@@ -32,11 +37,78 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["main_job", "section_runtime", "cpu_demo_path", "target_from_probes"]
+__all__ = ["MainJobConfig", "Pretraining", "Measurement", "Planning", "main_job", "load", "pretrain",
+           "measure", "plan", "run", "compare", "section_runtime", "cpu_demo_path", "target_from_probes"]
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MainJobConfig:
+    """Every knob of the main job, with the defaults of ``make demo``.
+
+    ``scenario_path`` ``None`` = the packaged cpu-demo scenario; ``train_size``/``val_size``
+    override its SD data sizes; ``max_epochs`` caps the run (tests), ``None`` runs the whole plan;
+    ``plan_only`` stops after planning; ``requests`` inference requests per device combination;
+    ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
+    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/demo-<scenario>``.
+    """
+
+    scenario_path: str | Path | None = None
+    pretrain_cloud_size: int | None = 8000
+    pretrain_epochs: int = 2
+    probe_epochs: int = 5
+    target_margin: float = 0.15
+    train_size: int | None = None
+    val_size: int | None = None
+    max_epochs: int | None = None
+    requests: int = 100
+    solver: str = "jqodi"
+    plan_only: bool = False
+    workdir: str | Path | None = None
+    transport: str = "gloo"
+    emulate: bool = True
+    trace_store: str | Path | None = "default"
+
+    @property
+    def pretrain_options(self) -> dict:
+        """The keyword arguments of :func:`jqodi.core.pretrained.load_pretrained` (also the job's)."""
+        return {"epochs": int(self.pretrain_epochs), "cloud_size": self.pretrain_cloud_size}
+
+
+@dataclass
+class Pretraining:
+    """Step 1's result: the pretrained model per candidate model name, and what it cost."""
+
+    models: dict[str, Any]                         # name → jqodi.core.pretrained.Pretrained
+    info: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    """Step 2's result: one probe per (model, bits), the target rule and the learning estimates."""
+
+    probes: dict[tuple[str, int], Any]             # (model, bits) → FinetuneResult
+    target_loss: float
+    best_candidate: tuple[str, int]
+    best_probe_loss: float
+    estimates: list                                # jqodi.core.estimates.LearningEstimate
+
+
+@dataclass
+class Planning:
+    """Step 3's result: the scenario with L_max set, the instance, every solver's row, the chosen plan
+    and its (model, bits)'s learning estimate (``None`` when the solver found no plan)."""
+
+    scenario: Any
+    instance: Any
+    rows: list[dict]
+    solution: Any
+    estimate: Any                                  # the LearningEstimate of the plan's (model, bits)
 
 
 def cpu_demo_path() -> Path:
@@ -60,85 +132,81 @@ def _cpu() -> float:
     return time.process_time()
 
 
-def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: int | None = 8000,
-             pretrain_epochs: int = 2, probe_epochs: int = 5, target_margin: float = 0.15,
-             train_size: int | None = None, val_size: int | None = None, max_epochs: int | None = None,
-             requests: int = 100, solver: str = "jqodi", plan_only: bool = False,
-             workdir: str | Path | None = None, transport: str = "gloo", emulate: bool = True,
-             say: Callable[[str], None] | None = None) -> dict:
-    """Run the main job; returns the summary (plain JSON-able dict, also saved as ``workdir/summary.json``).
+def _print(s: str) -> None:
+    print(s, flush=True)
 
-    ``max_epochs`` caps the run (tests); ``None`` runs the whole plan. ``plan_only`` stops after
-    planning.
-    """
-    from jqodi.core.costs import compile_instance
-    from jqodi.core.data import end_device_data
-    from jqodi.errors import InfeasibleError
-    from jqodi.learning.curves import estimate_from_probe
-    from jqodi.core.estimates import LearningEstimate
-    from jqodi.planner import compare
-    from jqodi.render.plans import comparison_table
+
+# --- the steps ------------------------------------------------------------------------------------
+
+
+def load(cfg: MainJobConfig, say: Say = _print):
+    """The scenario of ``cfg`` (its SD data sizes overridden when asked); prints its one-line header."""
     from jqodi.core.scenario import Scenario, load_scenario
-    from jqodi.core.pretrained import load_pretrained
-    from jqodi.core.training import TrainConfig
-    from jqodi.learning.reference import finetune
 
-    say = say or (lambda s: print(s, flush=True))
-    t0, c0 = time.perf_counter(), _cpu()
-    path = Path(scenario_path) if scenario_path else cpu_demo_path()
+    path = Path(cfg.scenario_path) if cfg.scenario_path else cpu_demo_path()
     scenario = load_scenario(path)
-    if train_size is not None or val_size is not None:
+    if cfg.train_size is not None or cfg.val_size is not None:
         d = scenario.model_dump()
-        d["data"]["train_size"] = int(train_size or d["data"]["train_size"])
-        d["data"]["val_size"] = int(val_size or d["data"]["val_size"])
+        d["data"]["train_size"] = int(cfg.train_size or d["data"]["train_size"])
+        d["data"]["val_size"] = int(cfg.val_size or d["data"]["val_size"])
         scenario = Scenario.model_validate(d)
-    sd = scenario.data
-    wd = Path(workdir or f"runs/demo-{scenario.name}")
-    wd.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"scenario": str(path), "scenario_name": scenario.name}
     say(f"scenario {scenario.name} ({path}): {scenario.description}")
+    return scenario
 
-    # 1. pretraining (cached) ------------------------------------------------------------------
-    say(f"\n[1/5] cloud pretraining on {sd.dataset} ({pretrain_cloud_size or 'all'} images × "
-        f"{pretrain_epochs} epochs; cached in $JQODI_HOME)")
-    pre_opts = {"epochs": int(pretrain_epochs), "cloud_size": pretrain_cloud_size}
-    pretrained, summary["pretraining"] = {}, {}
+
+def pretrain(scenario, cfg: MainJobConfig, say: Say = _print) -> Pretraining:
+    """Step 1: every candidate model pretrained on the cloud's data (cached in ``$JQODI_HOME``)."""
+    from jqodi.core.pretrained import load_pretrained
+
+    sd = scenario.data
+    say(f"\n[1/5] cloud pretraining on {sd.dataset} ({cfg.pretrain_cloud_size or 'all'} images × "
+        f"{cfg.pretrain_epochs} epochs; cached in $JQODI_HOME)")
+    out = Pretraining({})
     for m in scenario.models:
         w0, cc = time.perf_counter(), _cpu()
-        pre = load_pretrained(m.name, sd.dataset, m.width, **pre_opts)
-        pretrained[m.name] = pre
+        pre = load_pretrained(m.name, sd.dataset, m.width, **cfg.pretrain_options)
+        out.models[m.name] = pre
         fresh = pre.path is not None and Path(pre.path).stat().st_mtime >= time.time() - (time.perf_counter() - w0) - 1
         info = {"width": m.width, "wall_s": time.perf_counter() - w0, "cpu_s": _cpu() - cc, "from_cache": not fresh,
                 "cloud_val_loss": pre.meta.get("cloud_val_loss"),
                 "cloud_val_accuracy": pre.meta.get("cloud_val_accuracy"), "checkpoint": str(pre.path)}
-        summary["pretraining"][m.name] = info
+        out.info[m.name] = info
         say(f"  {m.name} ×{m.width:g}: cloud validation loss {info['cloud_val_loss']:.4f}, accuracy "
             f"{info['cloud_val_accuracy']:.1%} ({info['wall_s']:.1f} s wall, {info['cpu_s']:.1f} s CPU"
             f"{', from the cache' if info['from_cache'] else ', pretrained now'})")
+    return out
 
-    # 2. measured learning estimates ---------------------------------------------------------------
-    data = end_device_data(sd.split, sd.dataset, train_size=sd.train_size, val_size=sd.val_size,
-                           seed=scenario.training.seed)
-    tr = scenario.training
-    cfg = TrainConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay, batch_size=tr.batch_size,
-                      optimizer=tr.optimizer)
+
+def measure(scenario, pretraining: Pretraining, cfg: MainJobConfig, say: Say = _print) -> Measurement:
+    """Step 2: one probe per candidate on the SD's data, the target rule, the learning estimates."""
+    from jqodi.core.data import end_device_data
+    from jqodi.core.estimates import LearningEstimate
+    from jqodi.core.training import TrainConfig
+    from jqodi.learning.curves import estimate_from_probe
+    from jqodi.learning.reference import finetune
+
+    sd, tr = scenario.data, scenario.training
+    data = end_device_data(sd.split, sd.dataset, train_size=sd.train_size, val_size=sd.val_size, seed=tr.seed)
+    train_cfg = TrainConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
+                            batch_size=tr.batch_size, optimizer=tr.optimizer)
     all_bits = list(dict.fromkeys([*scenario.bits, *scenario.baseline_bits]))
     cands = [(m.name, b) for m in scenario.models for b in all_bits]
     say(f"\n[2/5] measuring learning estimates on the end device's data ({data.description}): "
-        f"one {probe_epochs}-epoch probe per candidate, {len(cands)} candidates ("
+        f"one {cfg.probe_epochs}-epoch probe per candidate, {len(cands)} candidates ("
         + ", ".join(f"{m}@{b}" for m, b in cands) + f"); {tr.optimizer} lr {tr.lr:g}")
     probes = {}
     for m, b in cands:
         w0 = time.perf_counter()
-        r = finetune(m, b, data, probe_epochs, tr.seed, cfg=cfg, pretrained=pretrained[m], progress=False)
+        r = finetune(m, b, data, cfg.probe_epochs, tr.seed, cfg=train_cfg, pretrained=pretraining.models[m],
+                     progress=False)
         probes[(m, b)] = r
         say(f"  {m}@{b:>2}: L_a {r.base_loss:.4f}, quantized start {r.start_loss:.4f} (γ {r.gamma:+.4f}), "
             f"probe val losses " + " ".join(f"{v:.3f}" for v in r.val_losses)
             + f" ({time.perf_counter() - w0:.1f} s)")
     search = {(m, b): probes[(m, b)].val_losses for m, b in cands if b in scenario.bits}
-    target = target_from_probes(search, target_margin)
+    target = target_from_probes(search, cfg.target_margin)
     best_key = min(search, key=lambda k: min(search[k]))
-    say(f"  target rule: L_max = (1 + {target_margin:g}) × the lowest probe loss of an Ω candidate "
+    say(f"  target rule: L_max = (1 + {cfg.target_margin:g}) × the lowest probe loss of an Ω candidate "
         f"({min(search[best_key]):.4f}, {best_key[0]}@{best_key[1]}) = {target:.4f}")
     estimates = []
     for (m, b), r in probes.items():
@@ -148,62 +216,70 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
                                           target_loss=target, gamma_robust=r.gamma_robust,
                                           final_loss_expected=est.final_loss_expected,
                                           final_loss_robust=est.final_loss_robust,
-                                          source=f"measured:probe({probe_epochs} epochs)"))
-    summary["target_rule"] = {"margin": target_margin, "best_probe_loss": min(search[best_key]),
-                              "best_candidate": list(best_key), "target_loss": target}
-    summary["probes"] = [{"model": m, "bits": b, "base_loss": r.base_loss, "start_loss": r.start_loss,
-                          "gamma": r.gamma, "val_losses": r.val_losses, "wall_s": r.wall_s}
-                         for (m, b), r in probes.items()]
-    summary["estimates"] = [asdict(e) for e in estimates]
+                                          source=f"measured:probe({cfg.probe_epochs} epochs)"))
+    return Measurement(probes, target, best_key, min(search[best_key]), estimates)
 
-    # 3. plan ------------------------------------------------------------------------------------
-    d = scenario.model_dump()
-    d["target_loss"] = target
-    scenario = Scenario.model_validate(d)
-    instance = compile_instance(scenario, estimates)
+
+def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _print) -> Planning:
+    """Step 3: compile the instance with the measured estimates; JQODI, the exact and the static optimum.
+
+    When the chosen solver finds no plan, ``estimate`` is ``None`` (the solution says why).
+    """
+    from jqodi.core.costs import compile_instance
+    from jqodi.core.scenario import Scenario
+    from jqodi.planner import compare as compare_solvers, solve
     from jqodi.render.instance import render_instance
+    from jqodi.render.plans import comparison_table
 
+    target = measurement.target_loss
+    scenario = Scenario.model_validate({**scenario.model_dump(), "target_loss": target})
+    instance = compile_instance(scenario, measurement.estimates)
     say(f"\n[3/5] planning: deadline T_max = {scenario.deadline_s:g} s (testbed seconds), L_max = {target:.4f}")
     say(render_instance(instance))
-    rows = compare(instance, ["jqodi", "optimal", "static"])
+    rows = compare_solvers(instance, ["jqodi", "optimal", "static"])
     say("")
     say(comparison_table(rows))
-    summary["plans"] = [{k: v for k, v in r.items() if k != "solution"} | {"solution": r["solution"].to_dict()}
-                        for r in rows]
-    sol = next(r["solution"] for r in rows if r["solver"] == solver) if solver in ("jqodi", "optimal", "static") \
-        else __import__("jqodi.planner", fromlist=["solve"]).solve(instance, solver)
+    shown = {r["solver"]: r["solution"] for r in rows}
+    sol = shown[cfg.solver] if cfg.solver in shown else solve(instance, cfg.solver)
+    planning = Planning(scenario, instance, rows, sol, None)
     if sol.status == "infeasible":
-        _save(wd, summary)
-        raise InfeasibleError(f"no feasible plan for {scenario.name}: {sol.extra.get('explanation', '')}")
-    row = next(e for e in estimates if (e.model, e.bits) == (sol.model, sol.bits))
+        return planning
+    planning.estimate = next(e for e in measurement.estimates if (e.model, e.bits) == (sol.model, sol.bits))
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in sol.schedule)
-    say(f"plan ({solver}): {sol.model} at {sol.bits} bits, {sched}: {sol.epochs} epochs = K^rob "
-        f"(K^exp {row.epochs_expected}); predicted {sol.time_s:.2f} s, {sol.energy_j:.1f} J on the testbed")
-    if plan_only:
-        summary["wall_s"] = time.perf_counter() - t0
-        say(f"\n--plan-only: not running. summary: {_save(wd, summary)}")
-        return summary
+    say(f"plan ({cfg.solver}): {sol.model} at {sol.bits} bits, {sched}: {sol.epochs} epochs = K^rob "
+        f"(K^exp {planning.estimate.epochs_expected}); predicted {sol.time_s:.2f} s, {sol.energy_j:.1f} J on the testbed")
+    return planning
 
-    # 4. run it --------------------------------------------------------------------------------
-    from jqodi.runtime.inference import InferenceResult
-    from jqodi.render.runs import format_inference, run_table
+
+def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print):
+    """Step 4: run the plan for real (cloud, edges, end device), then collaborative inference.
+
+    Returns the runtime's :class:`jqodi.runtime.RunRecord` (also ``workdir/record.json``).
+    """
+    from jqodi.app.run import job_for_plan
     from jqodi.runtime.launch import run_plan
-    from jqodi.runtime.plan import job_from_plan
 
-    job = job_from_plan(scenario, sol, emulate=emulate, max_epochs=max_epochs,
-                        pretrained={"source": "pretrained", **pre_opts})
-    every_edge = [k.split(":", 1)[1] for k in job.emulation.devices if k.startswith("edge:")]
-    job = job.replace(inference_requests=requests, inference_edges=every_edge)
+    sol = planning.solution
+    job = job_for_plan(planning.scenario, sol, emulate=cfg.emulate, max_epochs=cfg.max_epochs,
+                       pretrained={"source": "pretrained", **cfg.pretrain_options}, requests=cfg.requests,
+                       trace_store=cfg.trace_store)
     n_run = len(job.epoch_plan())
     say(f"\n[4/5] running {n_run} of the plan's {sol.epochs} epochs for real: cloud, edge and end device as "
-        f"separate processes over {transport}"
-        + (f", the testbed emulated at dilation ×{job.emulation.dilation:.3g}" if emulate else "")
-        + f"; then {requests} inference requests per device combination")
+        f"separate processes over {cfg.transport}"
+        + (f", the testbed emulated at dilation ×{job.emulation.dilation:.3g}" if cfg.emulate else "")
+        + f"; then {cfg.requests} inference requests per device combination")
     for name in ("checkpoint.pt", "epochs.json", "record.json"):
-        (wd / name).unlink(missing_ok=True)
-    record = run_plan(scenario, sol, transport=transport, workdir=wd, job=job, say=say)
+        (workdir / name).unlink(missing_ok=True)
+    return run_plan(planning.scenario, sol, transport=cfg.transport, workdir=workdir, job=job, say=say)
 
-    # 5. compare -------------------------------------------------------------------------------
+
+def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobConfig, say: Say = _print) -> dict:
+    """Step 5: predicted vs measured (epochs to target, final loss, time, energy, bytes); returns
+    the ``learning_vs_prediction`` part of the summary."""
+    from jqodi.render.runs import format_inference, run_table
+    from jqodi.runtime.inference import InferenceResult
+
+    sol, row, target = planning.solution, planning.estimate, measurement.target_loss
     say("\n[5/5] predicted vs measured")
     say(run_table(record))
     losses = [e["val_loss"] for e in record.epochs]
@@ -211,10 +287,9 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
     cmp = {"target_loss": target, "epochs_expected": row.epochs_expected, "epochs_robust": row.epochs_robust,
            "epochs_run": len(losses), "epoch_target_reached": reached,
            "final_loss_predicted_robust": row.final_loss_robust, "final_loss_predicted_expected": row.final_loss_expected,
-           "start_loss_measured": probes[(sol.model, sol.bits)].start_loss,
+           "start_loss_measured": measurement.probes[(sol.model, sol.bits)].start_loss,
            "final_loss_measured": losses[-1] if losses else None,
            "final_accuracy_measured": record.epochs[-1]["val_accuracy"] if record.epochs else None}
-    summary["learning_vs_prediction"] = cmp
     if losses:
         say(f"\nloss: start (quantized) {cmp['start_loss_measured']:.4f}; target L_max {target:.4f}; "
             f"predicted to reach it after K^exp = {row.epochs_expected} (K^rob = {row.epochs_robust}) epochs, "
@@ -225,19 +300,65 @@ def main_job(scenario_path: str | Path | None = None, *, pretrain_cloud_size: in
         say("val loss per epoch: " + " ".join(f"{v:.3f}" for v in losses))
     res = [InferenceResult.from_dict(r) for r in record.inference]
     if res:
-        say(f"\ncollaborative inference with the fine-tuned model, served by the same processes: {requests} "
+        say(f"\ncollaborative inference with the fine-tuned model, served by the same processes: {cfg.requests} "
             f"single-image requests per device combination"
-            + (f" (emulated, dilation ×{res[0].dilation:.3g})" if emulate else ""))
+            + (f" (emulated, dilation ×{res[0].dilation:.3g})" if cfg.emulate else ""))
         say(format_inference(res))
+    return cmp
+
+
+# --- the job ----------------------------------------------------------------------------------------
+
+
+def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
+    """Run the main job; returns the summary (plain JSON-able dict, also saved as ``workdir/summary.json``)."""
+    from jqodi.errors import InfeasibleError
+
+    cfg = cfg or MainJobConfig()
+    say = say or _print
+    t0, c0 = time.perf_counter(), _cpu()
+    scenario = load(cfg, say)
+    wd = Path(cfg.workdir or f"runs/demo-{scenario.name}")
+    wd.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"scenario": str(cfg.scenario_path or cpu_demo_path()), "scenario_name": scenario.name}
+
+    pretraining = pretrain(scenario, cfg, say)
+    summary["pretraining"] = pretraining.info
+    measurement = measure(scenario, pretraining, cfg, say)
+    summary.update(_measurement_summary(measurement, cfg))
+    planning = plan(scenario, measurement, cfg, say)
+    summary["plans"] = [{k: v for k, v in r.items() if k != "solution"} | {"solution": r["solution"].to_dict()}
+                        for r in planning.rows]
+    if planning.estimate is None:
+        _save(wd, summary)
+        sol = planning.solution
+        raise InfeasibleError(f"no feasible plan for {scenario.name}: {sol.extra.get('explanation', '')}")
+    if cfg.plan_only:
+        summary["wall_s"] = time.perf_counter() - t0
+        say(f"\n--plan-only: not running. summary: {_save(wd, summary)}")
+        return summary
+
+    record = run(planning, cfg, wd, say)
+    summary["learning_vs_prediction"] = compare(planning, measurement, record, cfg, say)
     summary["record"] = str(wd / "record.json")
     summary["totals"] = record.totals
     summary["inference"] = record.inference
     summary["status"] = record.status
+    summary["job_id"] = record.job.get("run_id")
     summary["wall_s"] = time.perf_counter() - t0
     summary["cpu_s_main_process"] = _cpu() - c0
     out = _save(wd, summary)
     say(f"\nsaved: {out} and {wd / 'record.json'}  (main job {summary['wall_s']:.0f} s wall)")
     return summary
+
+
+def _measurement_summary(m: Measurement, cfg: MainJobConfig) -> dict:
+    return {"target_rule": {"margin": cfg.target_margin, "best_probe_loss": m.best_probe_loss,
+                            "best_candidate": list(m.best_candidate), "target_loss": m.target_loss},
+            "probes": [{"model": mo, "bits": b, "base_loss": r.base_loss, "start_loss": r.start_loss,
+                        "gamma": r.gamma, "val_losses": r.val_losses, "wall_s": r.wall_s}
+                       for (mo, b), r in m.probes.items()],
+            "estimates": [asdict(e) for e in m.estimates]}
 
 
 def _f(x) -> str:

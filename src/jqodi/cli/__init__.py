@@ -6,6 +6,10 @@ listing this package, so adding one touches no shared file. Heavy imports (torch
 inside ``run``, never at module import, so ``jqodi plan`` starts fast and needs no torch.
 
 Any :class:`jqodi.errors.JqodiError` ends as one line on stderr and exit code 2.
+
+Plugins (``--plugin MODULE`` before the verb, ``JQODI_PLUGINS``, the ``jqodi.plugins`` entry
+points) are imported before the arguments are parsed, so the names they register are valid
+choices (``--solver``, ``--meter``, ``--transport``); see :mod:`jqodi.core.plugins`.
 """
 from __future__ import annotations
 
@@ -39,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jqodi", description="Energy-efficient collaborative fine-tuning "
                      "and inference across cloud, edge and end devices (JQODI).")
     parser.add_argument("--version", action="version", version=f"jqodi {__version__}")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (repeatable): the models, solvers, meters and transports it "
+                             "registers exist here and in every role process (also: JQODI_PLUGINS=m1,m2, "
+                             "entry-point group jqodi.plugins; docs/extending.md)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for verb, module in _verb_modules():
         p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
@@ -47,9 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_args(argv: Sequence[str]) -> list[str]:
+    """The ``--plugin MODULE`` / ``--plugin=MODULE`` options given before the verb."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--plugin="):
+            out.append(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            break  # the verb: what follows is its own
+        i += 1
+    return out
+
+
+def _load_plugins(argv: Sequence[str]) -> None:
+    """Import the plugins of the environment, the installed entry points and ``--plugin``."""
+    from jqodi.core.plugins import load_entry_points, load_plugins as load, plugins_from_env
+
+    load(plugins_from_env())
+    load_entry_points()
+    load(_plugin_args(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _load_plugins(argv)
+    except JqodiError as err:
+        print(f"jqodi: error: {err}", file=sys.stderr)
+        return err.exit_code
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (an unknown --solver, …: one line, exit 2), --help, --version
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "verb", None):
         parser.print_help()
         return 2

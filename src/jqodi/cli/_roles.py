@@ -8,12 +8,15 @@ __all__ = ["add_connection_arguments", "role_main"]
 
 
 def add_connection_arguments(p) -> None:
-    from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT_S
+    from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT_S, DEFAULT_TIMEOUT_S
 
     p.add_argument("--host", default=DEFAULT_HOST, help=f"rendezvous address (the cloud's; default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--startup-timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT_S, metavar="S",
+                   help="seconds to wait for the rendezvous and for every role to join "
+                        f"(default {DEFAULT_STARTUP_TIMEOUT_S:g})")
     p.add_argument("--message-log", default=None, metavar="FILE",
                    help="write every message's kind, peer and tensor shapes here (JSON) when the role ends")
     p.add_argument("--bind-host", default=None, metavar="ADDR",
@@ -26,12 +29,20 @@ def role_main(role: str, args, **kw) -> int:
 
     Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
     """
+    # torch's C++ side logs every store/gloo timeout with a stack trace on stderr; our error line
+    # names the role, the address and the timeout, so keep the C++ log to fatal errors (set before
+    # torch is imported; TORCH_CPP_LOG_LEVEL=INFO brings it back)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from jqodi.errors import JqodiError
     from jqodi.runtime.process import serve_role
 
     code = 0
     try:
+        for flag, value in (("--timeout", args.timeout), ("--startup-timeout", args.startup_timeout)):
+            if not (value > 0 and value != float("inf")):
+                raise JqodiError(f"{flag}: must be a number of seconds > 0, got {value:g}")
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
+                          startup_timeout_s=args.startup_timeout,
                           bind_host=args.bind_host, message_log=args.message_log, **kw)
     except JqodiError as e:
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)

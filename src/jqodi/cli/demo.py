@@ -8,6 +8,8 @@ HELP = ("the main job: describe the paper's Data 1 scenario, then measure, plan 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jqodi.cli._choices import RegistryChoices
+
     p.add_argument("scenario", nargs="?", default=None,
                    help="scenario YAML to describe (devices, models, candidates, plans); without it: the "
                         "paper's Data 1 described, then the main job on the packaged cpu-demo scenario")
@@ -16,9 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-describe", action="store_true", help="main job only: skip the descriptive sections")
     p.add_argument("--workdir", default=None, help="main job: where record.json and summary.json go "
                                                    "(default runs/demo-cpu-demo)")
-    p.add_argument("--transport", default="gloo", choices=["gloo", "inprocess"],
-                   help="main job: gloo (separate processes, default) or inprocess (threads, one process)")
+    p.add_argument("--transport", default="gloo", metavar="NAME",
+                   choices=RegistryChoices("jqodi.runtime.launch:TRANSPORTS"),
+                   help="main job: %(choices)s (gloo: separate processes, default; inprocess: threads, one process)")
     p.add_argument("--requests", type=int, default=100, help="main job: inference requests per device combination")
+    p.add_argument("--store", default=None, metavar="DB",
+                   help="main job: trace store the run records its epochs in (default $JQODI_HOME/traces.db)")
+    p.add_argument("--no-traces", action="store_true", help="main job: do not record the run in the trace store")
     p.add_argument("--json", default=None, metavar="FILE", help="main job: also write the summary here")
 
 
@@ -28,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
         from jqodi.app.demo import run_demo
 
-        if args.plan_only or args.no_describe or args.workdir or args.json:
+        if args.plan_only or args.no_describe or args.workdir or args.json or args.store or args.no_traces:
             print("jqodi demo: note: with a SCENARIO only its descriptive sections are shown; the main-job "
                   "options apply to 'jqodi demo' without one", file=sys.stderr)
 
@@ -37,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from jqodi.app.demo import run_main_demo
+    from jqodi.app.main_job import MainJobConfig
 
-    summary = run_main_demo(plan_only=args.plan_only, describe=not args.no_describe, workdir=args.workdir,
-                            transport=args.transport, requests=args.requests)
+    config = MainJobConfig(plan_only=args.plan_only, workdir=args.workdir, transport=args.transport,
+                           requests=args.requests, trace_store=None if args.no_traces else (args.store or "default"))
+    summary = run_main_demo(config, describe=not args.no_describe)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2, default=str)

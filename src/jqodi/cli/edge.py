@@ -13,5 +13,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from jqodi.cli._roles import role_main
+    from jqodi.core.devices import edge_role
 
-    return role_main(f"edge:{args.name}", args)
+    return role_main(edge_role(args.name), args)

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jqodi.app.evaluation import evaluate_scenario, summary_tables
+    from jqodi.app.evaluation import evaluate_scenario
+    from jqodi.render.evaluation import summary_tables
     from jqodi.render.report import save_json
 
     def progress(msg: str) -> None:

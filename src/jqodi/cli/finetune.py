@@ -9,7 +9,7 @@ HELP = "fine-tune a cloud-pretrained model at q bits on the end device's data (r
 def add_arguments(p) -> None:
     from jqodi.cli._learning_common import add_data_arguments, add_store_argument
 
-    p.add_argument("--model", required=True, help="zoo model: lenet, vgg, resnet20")
+    p.add_argument("--model", required=True, help="registered model: lenet, vgg, resnet20, or one a plugin adds")
     p.add_argument("--bits", type=int, required=True, help="weight bit-width 1..8, or 32 (no quantization)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order and stochastic rounding")
@@ -72,6 +72,6 @@ def run(args) -> int:
     rows = [[e.epoch, fmt(e.train_loss), fmt(e.val_loss), f"{e.val_accuracy:.1%}", f"{e.wall_s:.1f}",
              e.bytes_down, e.bytes_up] for e in r.epochs]
     print(table(rows, ["epoch", "train loss", "val loss", "val acc", "s", "bytes down", "bytes up"]))
-    where = f"run {r.run_id} in {store.path}" if store is not None else "not recorded (--no-store)"
+    where = f"run {r.id} in {store.path}" if store is not None else "not recorded (--no-store)"
     print(f"{len(r.epochs)} epochs in {r.wall_s:.1f}s; {where}")
     return 0

@@ -53,7 +53,9 @@ def run(args) -> int:
     data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
     combos = None
     if args.cut is not None:
-        edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
+        from jqodi.core.devices import edges_of_roles
+
+        edges = edges_of_roles(job.emulation.devices if job.emulation else {})
         combos = [(e, args.cut) for e in edges or job.edges] + [(None, None)]
     res = run_inference(job, master, data, requests=args.requests, combos=combos,
                         emulate=False if args.no_emulate else None)

@@ -8,8 +8,11 @@ HELP = "list the energy meters available here and read one short window"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", default="auto", choices=("auto", "nvml", "rapl", "model", "null"),
-                   help="meter to read the window with (default: auto = nvml → rapl → model → null)")
+    from jqodi.cli._choices import RegistryChoices
+
+    p.add_argument("--kind", default="auto", metavar="KIND",
+                   choices=RegistryChoices("jqodi.runtime.energy:METERS", before=("auto",)),
+                   help="meter to read the window with: %(choices)s (default: auto = nvml → rapl → model → null)")
     p.add_argument("--busy-power-w", type=float, default=None, metavar="W",
                    help="busy power for the model meter, in watts (enables it)")
     p.add_argument("--gpu-index", type=int, default=0, help="GPU the nvml meter reads (default 0)")

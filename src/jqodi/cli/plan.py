@@ -14,13 +14,15 @@ HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 
 
 def add_arguments(p):
+    from jqodi.cli._choices import RegistryChoices
+
     p.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help="scenario YAML file (compiled to a planning instance)")
     p.add_argument("--instance", metavar="FILE",
                    help="a planning instance JSON file instead of a scenario ('-' reads stdin)")
     p.add_argument("--solver", default="jqodi", metavar="NAME",
-                   help="jqodi (default), optimal, static, full-model, minimal-model, "
-                        "partition-only, or 'all' for a comparison table")
+                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS", after=("all",)),
+                   help="a registered solver (%(choices)s; default jqodi); 'all' prints a comparison table")
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default, safe) or K^exp epochs")
     p.add_argument("--estimates", metavar="FILE",
@@ -89,7 +91,6 @@ def _print_solution(sol, instance) -> None:
 def run(args) -> int:
     from jqodi.planner import compare, solve
     from jqodi.render.plans import comparison_table, savings_summary
-    from jqodi.planner.solve import SOLVERS
 
     instance = _load_instance(args)
     if args.solver == "all":
@@ -107,9 +108,6 @@ def run(args) -> int:
             if r["status"] == "infeasible":
                 print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")
         return 0 if any(r["status"] != "infeasible" for r in rows) else 1
-    if args.solver not in SOLVERS:
-        from jqodi.errors import PlanningError
-        raise PlanningError(f"unknown solver {args.solver!r} (choose from {', '.join(SOLVERS)}, all)")
     opts = {}
     if args.solver == "partition-only":
         opts = {"model": args.model, "bits": args.bits}

@@ -1,7 +1,8 @@
 """``jqodi run SCENARIO``: plan, then run the plan for real with every role as a local process.
 
 Prints per-epoch progress, then predicted vs measured time per phase, bytes per link and energy
-per node; the RunRecord is saved as ``WORKDIR/record.json`` (and to ``--json FILE``).
+per node; the RunRecord is saved as ``WORKDIR/record.json`` (and to ``--json FILE``). The use
+case is :func:`jqodi.app.run.run_scenario`; this module only maps flags to its options.
 """
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ HELP = "plan a scenario and run the plan: cloud, edge and end processes on this 
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli._choices import RegistryChoices
+
     p.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: the packaged Data 1)")
-    p.add_argument("--solver", default="jqodi", help="planner to use (default jqodi)")
+    p.add_argument("--solver", default="jqodi", metavar="NAME",
+                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS"),
+                   help="solver to plan with: %(choices)s (default jqodi)")
     p.add_argument("--epochs-estimate", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default) or K^exp epochs")
-    p.add_argument("--transport", choices=("gloo", "inprocess"), default="gloo",
-                   help="gloo: one process per role (default); inprocess: threads of this process")
+    p.add_argument("--transport", choices=RegistryChoices("jqodi.runtime.launch:TRANSPORTS"), default="gloo",
+                   metavar="NAME", help="how the roles run: %(choices)s (gloo: one process per role, default; "
+                                        "inprocess: threads of this process)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir after its last completed epoch")
     p.add_argument("--workdir", default=None, metavar="DIR", help="checkpoint, job and record (default runs/<scenario>)")
     p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="run only the plan's first N epochs")
@@ -24,13 +30,22 @@ def add_arguments(p) -> None:
     p.add_argument("--val-size", type=int, default=None, help="with --cpu-scale: SD validation samples")
     p.add_argument("--no-emulate", action="store_true", help="run flat out: no padding, no link rate limits")
     p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="peer silence timeout (default: scenario's)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="failure detection: seconds of silence before a peer counts as failed (default: scenario's)")
+    p.add_argument("--startup-timeout", type=float, default=None, metavar="S",
+                   help="seconds the roles wait for each other to start and join "
+                        "(default: jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S, 300)")
     p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--requests", type=int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
-    p.add_argument("--meter", default="auto", choices=("auto", "nvml", "rapl", "model", "null"),
-                   help="energy meter of each node when not emulating (emulated devices use the model meter)")
+    p.add_argument("--meter", default="auto", metavar="KIND",
+                   choices=RegistryChoices("jqodi.runtime.energy:METERS", before=("auto",)),
+                   help="energy meter of each node when not emulating: %(choices)s (emulated devices use "
+                        "the model meter)")
     p.add_argument("--random-init", action="store_true", help="skip pretraining: start from random weights (smoke tests)")
+    p.add_argument("--store", default=None, metavar="DB",
+                   help="trace store the run records its epochs in (default $JQODI_HOME/traces.db)")
+    p.add_argument("--no-traces", action="store_true", help="do not record the run in the trace store")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
     p.add_argument("--quiet", action="store_true",
@@ -41,59 +56,23 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from jqodi.errors import JqodiError
-    from jqodi.runtime.launch import run_plan
-    from jqodi.runtime.plan import cpu_scale, job_from_plan
-    from jqodi.core.scenario import default_scenario_path, load_scenario
-    from jqodi.render.runs import run_table
+    from jqodi.app.run import RunOptions, job_for_scenario, parse_dilation, report_run, run_scenario
 
-    path = args.scenario or default_scenario_path()
-    scenario = load_scenario(path)
-    if args.cpu_scale:
-        scenario = cpu_scale(scenario, train_size=args.train_size, val_size=args.val_size)
-    workdir = Path(args.workdir or f"runs/{scenario.name}")
-    dilation = args.dilation
-    if dilation not in (None, "auto"):
-        try:
-            dilation = float(dilation)
-        except ValueError:
-            raise JqodiError(f"--dilation: expected a number ≥ 1 or 'auto', got {args.dilation!r}") from None
-        if dilation < 1:
-            raise JqodiError(f"--dilation: must be ≥ 1, got {dilation:g}")
-    pretrained = {"source": "random"} if args.random_init else None
-    solution = None
-    if not (args.resume and (workdir / "job.json").is_file()):
-        from jqodi.core.costs import compile_instance
-        from jqodi.planner import solve
-
-        print(f"planning {scenario.name} with {args.solver} ...", flush=True)
-        solution = solve(compile_instance(scenario), args.solver, epochs=args.epochs_estimate)
-        if solution.status == "infeasible":
-            raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
-        sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in solution.schedule)
-        print(f"plan: {solution.model} at {solution.bits} bits, {sched}; predicted "
-              f"{solution.time_s:.1f} s, {solution.energy_j:.1f} J", flush=True)
+    opts = RunOptions(solver=args.solver, epochs_estimate=args.epochs_estimate, transport=args.transport,
+                      resume=args.resume, workdir=args.workdir, max_epochs=args.max_epochs,
+                      cpu_scale=args.cpu_scale, train_size=args.train_size, val_size=args.val_size,
+                      emulate=not args.no_emulate, dilation=parse_dilation(args.dilation), timeout_s=args.timeout,
+                      startup_timeout_s=args.startup_timeout, port=args.port, requests=args.requests,
+                      meter=args.meter, random_init=args.random_init,
+                      trace_store=None if args.no_traces else (args.store or "default"),
+                      progress=False if args.quiet else None)
     if args.write_job:
-        job = job_from_plan(scenario, solution, emulate=not args.no_emulate, dilation=dilation,
-                            timeout_s=args.timeout, max_epochs=args.max_epochs, pretrained=pretrained,
-                            meter=args.meter)
+        job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
         return 0
-    rec = run_plan(scenario, solution, transport=args.transport, workdir=workdir, resume=args.resume,
-                   emulate=not args.no_emulate, dilation=dilation, timeout_s=args.timeout,
-                   max_epochs=args.max_epochs, pretrained=pretrained, port=args.port, meter=args.meter,
-                   inference_requests=args.requests, progress=False if args.quiet else None,
-                   **({"say": lambda line: None} if args.quiet else {}))
-    print()
-    print(run_table(rec))
-    if rec.inference:
-        from jqodi.runtime.inference import InferenceResult
-        from jqodi.render.runs import format_inference
-
-        print("\ncollaborative inference")
-        print(format_inference([InferenceResult.from_dict(r) for r in rec.inference]))
-    print(f"\nrecord: {workdir / 'record.json'}")
+    rec, workdir = run_scenario(args.scenario, opts)
+    print(report_run(rec, workdir))
     if args.json:
         rec.save(args.json)
     return 0

@@ -1,10 +1,10 @@
-"""``jqodi traces``: list and export the fine-tuning runs in the trace store."""
+"""``jqodi traces``: list and export the runs in the trace store (fine-tuning, probes and the runtime's)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-HELP = "list and export fine-tuning traces (table, CSV or JSON)"
+HELP = "list and export fine-tuning traces, the runtime's runs included (table, CSV or JSON)"
 
 
 def add_arguments(p) -> None:
@@ -15,6 +15,8 @@ def add_arguments(p) -> None:
     p.add_argument("--bits", type=int, default=None)
     p.add_argument("--dataset", default=None)
     p.add_argument("--data", default=None, help="data1 or data2")
+    p.add_argument("--source", default=None, help="finetune, probe or runtime (a run of a plan)")
+    p.add_argument("--job", default=None, metavar="ID", help="the runtime run of this job id")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table (runs), csv (one row per epoch) or json (runs with epochs)")
     p.add_argument("--json", action="store_true", help="same as --format json")
@@ -31,7 +33,8 @@ def run(args) -> int:
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
     with TraceStore(path) as store:
-        runs = store.runs(model=args.model, bits=args.bits, dataset=args.dataset, data_name=args.data)
+        runs = store.runs(model=args.model, bits=args.bits, dataset=args.dataset, data_name=args.data,
+                          source=args.source, job_id=args.job)
     fmt_ = "json" if args.json else args.format
     if fmt_ == "csv":
         text = TraceStore.to_csv(runs)
@@ -40,9 +43,9 @@ def run(args) -> int:
     else:
         rows = [[r.id, r.created_utc, r.model, r.bits, f"{r.data_name}/{r.dataset}", r.train_size, r.seed,
                  fmt(r.base_loss), fmt(r.start_loss), fmt(r.gamma), r.epochs_run,
-                 fmt(min(r.val_losses)) if r.epochs else "-", r.source] for r in runs]
+                 fmt(min(r.val_losses)) if r.epochs else "-", r.source, r.job_id or "-"] for r in runs]
         text = table(rows, ["id", "created", "model", "bits", "data", "train", "seed", "L_a", "start",
-                            "gamma", "epochs", "best val", "source"]) + f"\n{len(runs)} run(s) in {path}\n"
+                            "gamma", "epochs", "best val", "source", "job"]) + f"\n{len(runs)} run(s) in {path}\n"
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)

@@ -36,15 +36,15 @@ from torch import nn
 
 from jqodi.errors import JqodiError, ModelError
 
-from jqodi.core.quant import FULL_PRECISION, PackedModel, _Entry, _levels, check_bits, pack_model, quant_layers
+from jqodi.core.quant import FULL_PRECISION, PackedModel, _Entry, _levels, check_bits, effective_step, pack_model
+from jqodi.core.quant import quant_layers
 from jqodi.core.quant import dequantize_activations, pack_bits, quantize_activations, unpack_bits
+from jqodi.core.train_config import RETURN_MODES  # how the ES returns its update (one definition)
 
 __all__ = ["RETURN_MODES", "PackedUpdate", "pack_update", "apply_update", "update_size_bytes",
            "packed_to_tensor", "packed_from_tensor", "update_to_tensor", "update_from_tensor",
            "encode_cut", "decode_cut", "cut_tensor_bytes"]
 
-
-RETURN_MODES = ("codes", "stochastic", "delta-fp16", "latent")
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _dequant(entry: _Entry, step: torch.Tensor, bits: int) -> torch.Tensor:
     n = int(np.prod(entry.shape))
     u = torch.from_numpy(unpack_bits(entry.payload, bits, n).astype(np.int64))
     lv = (2 * u - 1) if bits == 1 else (u + _levels(bits, True)[0])
-    return lv.view(entry.shape).float() * step.view(-1, *([1] * (len(entry.shape) - 1)))
+    return lv.view(entry.shape).float() * effective_step(step).view(-1, *([1] * (len(entry.shape) - 1)))
 
 
 def _raw_tensor(entry: _Entry) -> torch.Tensor:

@@ -8,11 +8,15 @@ numbers); ``jqodi estimate`` writes a measured one in the same schema (JSON), wh
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NonNegFloat, PosFloat, PosInt,
+                                   validate)
 from jqodi.errors import JqodiError
+
+__all__ = ["LearningEstimate", "check_estimate", "save_estimates", "load_estimates"]
 
 
 @dataclass(frozen=True)
@@ -24,18 +28,23 @@ class LearningEstimate:
     ``epochs_expected``/``epochs_robust`` are K^exp/K^rob, ``None`` when the target is out of
     reach (the paper's ∞). ``target_loss`` is the L_max the epochs were estimated for.
     ``final_loss_*`` are the predicted losses after K^exp / K^rob epochs (optional).
+
+    The same record is a row of a scenario's static ``learning:`` table and of an estimates
+    file; both are validated by pydantic against these field types (:func:`load_estimates`).
     """
 
-    model: str
-    bits: int
-    base_loss: float
-    gamma: float
-    epochs_expected: int | None
-    epochs_robust: int | None
-    target_loss: float | None = None
-    gamma_robust: float | None = None
-    final_loss_expected: float | None = None
-    final_loss_robust: float | None = None
+    __pydantic_config__ = FORBID_EXTRA
+
+    model: Name
+    bits: Int
+    base_loss: NonNegFloat
+    gamma: FiniteFloat
+    epochs_expected: PosInt | None
+    epochs_robust: PosInt | None
+    target_loss: PosFloat | None = None
+    gamma_robust: FiniteFloat | None = None
+    final_loss_expected: NonNegFloat | None = None
+    final_loss_robust: NonNegFloat | None = None
     source: str = "static"
 
     @property
@@ -43,15 +52,20 @@ class LearningEstimate:
         return (self.model, self.bits)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LearningEstimate":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise JqodiError(f"learning estimate has unknown field(s): {', '.join(sorted(unknown))}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise JqodiError(f"learning estimate is incomplete: {e}") from e
+    def from_dict(cls, d: Any, path: str = "estimate") -> "LearningEstimate":
+        """Validate one record (unknown or missing fields, wrong types: one line naming the field)."""
+        return validate(cls, d, JqodiError, prefix=f"{path}.", top=path)
+
+
+def check_estimate(e: LearningEstimate) -> None:
+    """The consistency a hand-written (static) row must have: a valid bit-width, and K^exp/K^rob
+    both numbers (K^rob ≥ K^exp) or both null. Raises ``ValueError``."""
+    if e.bits not in VALID_BITS:
+        raise ValueError(f"bits {e.bits} is not one of 1..8, 32")
+    if (e.epochs_expected is None) != (e.epochs_robust is None):
+        raise ValueError("epochs_expected and epochs_robust must both be numbers or both null")
+    if e.epochs_expected is not None and e.epochs_robust < e.epochs_expected:  # type: ignore[operator]
+        raise ValueError(f"epochs_robust ({e.epochs_robust}) must be ≥ epochs_expected ({e.epochs_expected})")
 
 
 def save_estimates(path: str | Path, estimates: Iterable[LearningEstimate]) -> None:
@@ -73,4 +87,4 @@ def load_estimates(path: str | Path) -> list[LearningEstimate]:
         raise JqodiError(f"estimates file {path} is unreadable: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("estimates"), list):
         raise JqodiError(f"estimates file {path}: expected an object with a list 'estimates'")
-    return [LearningEstimate.from_dict(e) for e in data["estimates"]]
+    return [LearningEstimate.from_dict(e, f"{path}: estimates[{i}]") for i, e in enumerate(data["estimates"])]

@@ -10,54 +10,56 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator
+
+from jqodi.core.validation import FORBID_EXTRA, FieldProblem, validate
 from jqodi.errors import PlanningError
 
 Status = Literal["optimal", "feasible", "infeasible"]
 
 
-def _fail(path: str, problem: str):
-    raise PlanningError(f"{path}: {problem}")
+# The contract's field types. They keep the contract's strictness (a JSON string or a boolean is
+# not a number) and its wording ("must be > 0, got -1") inside pydantic's validation.
+
+def _number(*, minimum: float | None = None, strict: bool = False):
+    """A finite JSON number (not a boolean or a string), > ``minimum`` if ``strict`` else ≥ it."""
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {v!r}")
+        if minimum is not None and (v <= minimum if strict else v < minimum):
+            raise ValueError(f"must be {'>' if strict else '≥'} {minimum:g}, got {v!r}")
+        return v
+    return BeforeValidator(check)
 
 
-def _obj(d: Any, path: str, required: Iterable[str], optional: Iterable[str] = ()) -> dict:
-    if not isinstance(d, dict):
-        _fail(path or "instance", f"expected an object, got {type(d).__name__}")
-    allowed = set(required) | set(optional)
-    for k in d:
-        if k not in allowed:
-            _fail(f"{path}.{k}" if path else k, f"unknown field (allowed: {', '.join(sorted(allowed))})")
-    for k in required:
-        if k not in d:
-            _fail(f"{path}.{k}" if path else k, "missing field")
-    return d
-
-
-def _num(v: Any, path: str, *, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        _fail(path, f"expected a finite number, got {v!r}")
-    if positive and not v > 0:
-        _fail(path, f"must be > 0, got {v!r}")
-    if nonneg and v < 0:
-        _fail(path, f"must be ≥ 0, got {v!r}")
-    return float(v)
-
-
-def _int(v: Any, path: str, *, minimum: int | None = None, nullable: bool = False) -> int | None:
-    if v is None and nullable:
-        return None
+def _integer(v: Any) -> Any:
     if isinstance(v, bool) or not isinstance(v, int):
-        _fail(path, f"expected an integer{' or null' if nullable else ''}, got {v!r}")
-    if minimum is not None and v < minimum:
-        _fail(path, f"must be ≥ {minimum}, got {v}")
+        raise ValueError(f"expected an integer, got {v!r}")
+    if v < 1:
+        raise ValueError(f"must be ≥ 1, got {v}")
     return v
 
 
-def _str(v: Any, path: str) -> str:
+def _nonempty(v: Any) -> Any:
     if not isinstance(v, str) or not v:
-        _fail(path, f"expected a non-empty string, got {v!r}")
+        raise ValueError(f"expected a non-empty string, got {v!r}")
     return v
+
+
+def _list(v: Any) -> Any:
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"expected a list, got {type(v).__name__}")
+    return v
+
+
+PositiveNumber = Annotated[float, _number(minimum=0, strict=True)]
+NonNegNumber = Annotated[float, _number(minimum=0)]
+Count = Annotated[int, BeforeValidator(_integer)]
+Text = Annotated[str, BeforeValidator(_nonempty)]
+ListOf = BeforeValidator(_list)
+Meta = Annotated[dict, BeforeValidator(lambda v: {} if v is None else v)]
 
 
 @dataclass(frozen=True)
@@ -67,25 +69,22 @@ class Option:
     ``epoch_time_s`` / ``epoch_energy_j`` are t(k) and e(k) of Eq. (5)–(6).
     """
 
-    edge: str
-    cut: int
-    epoch_time_s: float
-    epoch_energy_j: float
+    __pydantic_config__ = FORBID_EXTRA
 
-    @classmethod
-    def from_dict(cls, d: Any, path: str) -> "Option":
-        _obj(d, path, ("edge", "cut", "epoch_time_s", "epoch_energy_j"))
-        return cls(_str(d["edge"], f"{path}.edge"), _int(d["cut"], f"{path}.cut", minimum=1),
-                   _num(d["epoch_time_s"], f"{path}.epoch_time_s", positive=True),
-                   _num(d["epoch_energy_j"], f"{path}.epoch_energy_j", nonneg=True))
+    edge: Text
+    cut: Count
+    epoch_time_s: PositiveNumber
+    epoch_energy_j: NonNegNumber
 
 
 @dataclass(frozen=True)
 class EpochEstimates:
     """K^exp and K^rob: epochs to reach the target loss; ``None`` = never (the paper's ∞)."""
 
-    expected: int | None
-    robust: int | None
+    __pydantic_config__ = FORBID_EXTRA
+
+    expected: Count | None
+    robust: Count | None
 
     def get(self, which: str) -> int | None:
         if which not in ("expected", "robust"):
@@ -97,55 +96,38 @@ class EpochEstimates:
 class LossEstimates:
     """L_a + γ_(a,q) at the start, and the predicted final losses (Algorithm 4's risk factor)."""
 
-    start: float
-    final_expected: float
-    final_robust: float
+    __pydantic_config__ = FORBID_EXTRA
+
+    start: NonNegNumber
+    final_expected: NonNegNumber
+    final_robust: NonNegNumber
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A (model, bit-width) pair with its one-off quantization cost τ_(a,q), ε_(a,q)."""
 
-    model: str
-    bits: int
-    quantize_time_s: float
-    quantize_energy_j: float
+    __pydantic_config__ = FORBID_EXTRA
+
+    model: Text
+    bits: Count
+    quantize_time_s: NonNegNumber
+    quantize_energy_j: NonNegNumber
     epochs: EpochEstimates
-    options: tuple[Option, ...]
+    options: Annotated[tuple[Option, ...], ListOf]
     loss: LossEstimates | None = None
-    infeasible: tuple[dict, ...] = ()
+    infeasible: Annotated[tuple[dict, ...], ListOf] = ()
+
+    def __post_init__(self):
+        seen = set()
+        for i, o in enumerate(self.options):
+            if (o.edge, o.cut) in seen:
+                raise FieldProblem(f"options[{i}]", f"duplicate option (edge={o.edge!r}, cut={o.cut})")
+            seen.add((o.edge, o.cut))
 
     @property
     def key(self) -> str:
         return f"{self.model}@{self.bits}"
-
-    @classmethod
-    def from_dict(cls, d: Any, path: str) -> "Candidate":
-        _obj(d, path, ("model", "bits", "quantize_time_s", "quantize_energy_j", "epochs", "options"),
-             ("loss", "infeasible"))
-        ep = _obj(d["epochs"], f"{path}.epochs", ("expected", "robust"))
-        epochs = EpochEstimates(_int(ep["expected"], f"{path}.epochs.expected", minimum=1, nullable=True),
-                                _int(ep["robust"], f"{path}.epochs.robust", minimum=1, nullable=True))
-        loss = None
-        if d.get("loss") is not None:
-            ls = _obj(d["loss"], f"{path}.loss", ("start", "final_expected", "final_robust"))
-            loss = LossEstimates(*(_num(ls[k], f"{path}.loss.{k}", nonneg=True)
-                                   for k in ("start", "final_expected", "final_robust")))
-        if not isinstance(d["options"], list):
-            _fail(f"{path}.options", "expected a list")
-        options = tuple(Option.from_dict(o, f"{path}.options[{i}]") for i, o in enumerate(d["options"]))
-        seen = set()
-        for i, o in enumerate(options):
-            if (o.edge, o.cut) in seen:
-                _fail(f"{path}.options[{i}]", f"duplicate option (edge={o.edge!r}, cut={o.cut})")
-            seen.add((o.edge, o.cut))
-        infeasible = d.get("infeasible") or []
-        if not isinstance(infeasible, list) or not all(isinstance(x, dict) for x in infeasible):
-            _fail(f"{path}.infeasible", "expected a list of objects")
-        return cls(_str(d["model"], f"{path}.model"), _int(d["bits"], f"{path}.bits", minimum=1),
-                   _num(d["quantize_time_s"], f"{path}.quantize_time_s", nonneg=True),
-                   _num(d["quantize_energy_j"], f"{path}.quantize_energy_j", nonneg=True),
-                   epochs, options, loss, tuple(infeasible))
 
     def to_dict(self) -> dict:
         d = {"model": self.model, "bits": self.bits, "quantize_time_s": self.quantize_time_s,
@@ -162,27 +144,24 @@ class Candidate:
 class PlanningInstance:
     """Static resources: every epoch may use any option of the chosen candidate."""
 
-    deadline_s: float
-    target_loss: float
-    candidates: tuple[Candidate, ...]
-    meta: dict = field(default_factory=dict, compare=False)
+    __pydantic_config__ = FORBID_EXTRA
+
+    deadline_s: PositiveNumber
+    target_loss: PositiveNumber
+    candidates: Annotated[tuple[Candidate, ...], ListOf]
+    meta: Meta = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        seen = set()
+        for i, c in enumerate(self.candidates):
+            if c.key in seen:
+                raise FieldProblem(f"candidates[{i}]", f"duplicate candidate (model={c.model!r}, bits={c.bits})")
+            seen.add(c.key)
 
     @classmethod
     def from_dict(cls, d: Any) -> "PlanningInstance":
-        _obj(d, "", ("deadline_s", "target_loss", "candidates"), ("meta",))
-        if not isinstance(d["candidates"], list):
-            _fail("candidates", "expected a list")
-        cands = tuple(Candidate.from_dict(c, f"candidates[{i}]") for i, c in enumerate(d["candidates"]))
-        seen = set()
-        for i, c in enumerate(cands):
-            if c.key in seen:
-                _fail(f"candidates[{i}]", f"duplicate candidate (model={c.model!r}, bits={c.bits})")
-            seen.add(c.key)
-        meta = d.get("meta") or {}
-        if not isinstance(meta, dict):
-            _fail("meta", "expected an object")
-        return cls(_num(d["deadline_s"], "deadline_s", positive=True),
-                   _num(d["target_loss"], "target_loss", positive=True), cands, meta)
+        """Validate the contract's JSON (pydantic); a problem is one line naming the field path."""
+        return validate(cls, d, PlanningError, top="instance")
 
     @classmethod
     def from_json(cls, text: str) -> "PlanningInstance":
@@ -205,7 +184,10 @@ class PlanningInstance:
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    """Run ``epochs`` epochs with the deep part on ``edge`` and the partition after ``cut``."""
+    """Run ``epochs`` epochs with the deep part on ``edge`` and the partition after ``cut``
+    (a solution's schedule, and the runtime job's)."""
+
+    __pydantic_config__ = FORBID_EXTRA
 
     edge: str
     cut: int
@@ -219,6 +201,8 @@ class Solution:
     ``extra`` holds solver-specific detail (the estimate planned for, gap, plan time,
     the infeasibility explanation); it is emitted under its own keys in ``to_dict``.
     """
+
+    __pydantic_config__ = FORBID_EXTRA
 
     status: Status
     solver: str
@@ -243,11 +227,11 @@ class Solution:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Solution":
+        """Validate a solution's JSON (pydantic); keys beyond the core fields go to ``extra``."""
         core = ("status", "solver", "model", "bits", "schedule", "energy_j", "time_s")
-        if not isinstance(d, dict) or any(k not in d for k in core):
-            raise PlanningError(f"a solution needs the fields {', '.join(core)}")
-        if d["status"] not in ("optimal", "feasible", "infeasible"):
-            raise PlanningError(f"status: must be optimal, feasible or infeasible, got {d['status']!r}")
-        sched = tuple(ScheduleEntry(str(e["edge"]), int(e["cut"]), int(e["epochs"])) for e in d["schedule"])
-        return cls(d["status"], d["solver"], d["model"], d["bits"], sched, d["energy_j"], d["time_s"],
-                   {k: v for k, v in d.items() if k not in core})
+        if isinstance(d, dict):
+            missing = [k for k in core if k not in d]
+            if missing:
+                raise PlanningError(f"{missing[0]}: missing field (a solution needs {', '.join(core)})")
+            d = {**{k: d[k] for k in core}, "extra": {k: v for k, v in d.items() if k not in core}}
+        return validate(cls, d, PlanningError, top="solution")

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jqodi.core.scenario import DeviceSpec, Scenario
+from jqodi.core.devices import Device
+from jqodi.core.scenario import Scenario
 
-__all__ = ["Node", "System", "shannon_rate_bps", "db_to_linear"]
+__all__ = ["System", "shannon_rate_bps", "db_to_linear"]
 
 
 def db_to_linear(db: float) -> float:
@@ -29,30 +30,12 @@ def shannon_rate_bps(bandwidth_hz: float, snr_linear: float) -> float:
 
 
 @dataclass(frozen=True)
-class Node:
-    """A compute node: v (FLOP/s), ε (J/FLOP), memory (bytes), per-bit speed-up."""
-
-    name: str
-    flops: float
-    joules_per_flop: float
-    memory_bytes: float
-    bit_speedup: dict
-
-    @classmethod
-    def from_spec(cls, spec: DeviceSpec) -> "Node":
-        return cls(spec.name, spec.speed_flops, spec.joules_per_flop, spec.memory_bytes, dict(spec.bit_speedup))
-
-    def speedup(self, bits: int) -> float:
-        return float(self.bit_speedup.get(bits, 1.0))
-
-
-@dataclass(frozen=True)
 class System:
     """Cloud, end device and the edge servers with their links, as arrays over edges."""
 
-    cloud: Node
-    end: Node
-    edges: tuple[Node, ...]
+    cloud: Device
+    end: Device
+    edges: tuple[Device, ...]
     cloud_edge_rate_bps: np.ndarray       # v_(c,x), shape (X,)
     cloud_edge_j_per_bit: np.ndarray      # ε_(c,x)
     edge_end_rate_bps: np.ndarray         # v_(x,y) (Shannon)
@@ -76,8 +59,8 @@ class System:
             else:
                 reasons.append(None)
         return cls(
-            cloud=Node.from_spec(sc.cloud), end=Node.from_spec(sc.end_device),
-            edges=tuple(Node.from_spec(e) for e in sc.edges),
+            cloud=sc.cloud.device(), end=sc.end_device.device(),
+            edges=tuple(e.device() for e in sc.edges),
             cloud_edge_rate_bps=np.array([e.cloud_link.rate_bps for e in sc.edges], dtype=float),
             cloud_edge_j_per_bit=np.array([e.cloud_link.joules_per_bit for e in sc.edges], dtype=float),
             edge_end_rate_bps=np.array([e.end_link.rate_bps for e in sc.edges], dtype=float),

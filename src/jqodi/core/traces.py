@@ -1,15 +1,25 @@
 """The learning-trace store: every fine-tuning run and its epochs, in SQLite.
 
-One database file (default ``$JQODI_HOME/traces.db``; ``--store`` chooses another) with three
+One database file (default ``$JQODI_HOME/traces.db``; ``--store`` chooses another) with four
 tables: ``meta`` (``schema_version``), ``runs`` (one row per run: model, bits, dataset, SD split
-and sizes, seed, width, L_a, start loss, γ expected/robust, wall time, config JSON, source) and
-``epochs`` (per-epoch train loss, validation loss and accuracy, wall time, bytes).
+and sizes, seed, width, L_a, start loss, γ expected/robust, wall time, config JSON, source and,
+for a run of the runtime, its ``job_id``), ``epochs`` (per-epoch train loss, validation loss and
+accuracy, wall time, bytes) and ``inference`` (a runtime run's collaborative-inference summary,
+one row per device combination).
+
+Sources: ``finetune`` / ``probe`` (the reference loop, :mod:`jqodi.learning.reference`) write a
+run and all its epochs at once (:meth:`TraceStore.record`); ``runtime`` (the cloud role of
+:mod:`jqodi.runtime`) opens its run when it starts (:meth:`TraceStore.begin_run`) and adds each
+epoch as it completes (:meth:`TraceStore.record_epoch`), so a crashed run keeps the epochs it
+finished and a resumed one (same job id) continues the same run. Both give the same curves:
+``epochs`` numbered from 1, ``val_loss`` after each epoch.
 
 * **WAL** journal and a 30 s busy timeout: many processes may read and write at once.
-* **Atomic per run**: a run and all its epochs are inserted in one ``BEGIN IMMEDIATE``
-  transaction, so a crash leaves either the whole run or nothing.
+* **Atomic per write**: a run and all its epochs (or one runtime epoch) are written in one
+  ``BEGIN IMMEDIATE`` transaction, so a crash leaves either the whole write or nothing.
 * **Versioned**: a store written by a newer schema is refused with a clear
   :class:`jqodi.errors.TraceStoreError` (never modified); a file that is not a jqodi store too.
+  A version-1 store (no ``job_id``, no ``inference``) is upgraded in place when opened.
 """
 from __future__ import annotations
 
@@ -26,11 +36,11 @@ from jqodi.errors import TraceStoreError
 
 __all__ = ["SCHEMA_VERSION", "EpochTrace", "RunTrace", "TraceStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 RUN_COLUMNS = ("created_utc", "model", "bits", "dataset", "data_name", "train_size", "val_size", "seed",
                "width", "base_loss", "base_accuracy", "start_loss", "start_accuracy", "gamma",
-               "gamma_robust", "epochs_run", "wall_s", "quantize_s", "config", "source")
+               "gamma_robust", "epochs_run", "wall_s", "quantize_s", "config", "source", "job_id")
 EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "wall_s", "bytes_down", "bytes_up")
 
 _SCHEMA = """
@@ -42,7 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     train_size INTEGER NOT NULL, val_size INTEGER NOT NULL, seed INTEGER NOT NULL, width REAL NOT NULL,
     base_loss REAL, base_accuracy REAL, start_loss REAL, start_accuracy REAL,
     gamma REAL, gamma_robust REAL, epochs_run INTEGER NOT NULL, wall_s REAL, quantize_s REAL,
-    config TEXT NOT NULL DEFAULT '{}', source TEXT NOT NULL DEFAULT 'finetune');
+    config TEXT NOT NULL DEFAULT '{}', source TEXT NOT NULL DEFAULT 'finetune', job_id TEXT);
 CREATE TABLE IF NOT EXISTS epochs (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     epoch INTEGER NOT NULL, train_loss REAL, val_loss REAL NOT NULL, val_accuracy REAL,
@@ -51,9 +61,22 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE INDEX IF NOT EXISTS runs_by_candidate ON runs (model, bits, dataset, data_name);
 """
 
+#: what version 2 added to version 1 (a version-1 store gains it when opened)
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS inference (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL, combo TEXT NOT NULL, edge TEXT, cut INTEGER, requests INTEGER NOT NULL,
+    accuracy REAL, latency_mean_s REAL, latency_p95_s REAL, energy_per_request_j REAL,
+    result TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, seq));
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id);
+"""
+
 
 @dataclass
 class EpochTrace:
+    """One epoch of a run: mean train loss, validation loss/accuracy (L(k)), wall time, bytes moved."""
+
     epoch: int
     train_loss: float | None
     val_loss: float
@@ -80,10 +103,13 @@ class ValidationCurve:
 
 @dataclass
 class RunTrace(ValidationCurve):
-    """A stored run (``id`` is the store's run id)."""
+    """A fine-tuning run: L_a, the quantized start loss, γ and one :class:`EpochTrace` per epoch.
 
-    id: int
-    created_utc: str
+    The one type of a run, fresh (:func:`jqodi.learning.reference.finetune` returns a subclass
+    that also holds the trained model) or read back from the store. ``id`` and ``created_utc``
+    are the store's (None until recorded).
+    """
+
     model: str
     bits: int
     dataset: str
@@ -92,21 +118,31 @@ class RunTrace(ValidationCurve):
     val_size: int
     seed: int
     width: float
-    base_loss: float | None
-    base_accuracy: float | None
-    start_loss: float | None
-    start_accuracy: float | None
-    gamma: float | None
-    gamma_robust: float | None
-    epochs_run: int
-    wall_s: float | None
-    quantize_s: float | None
-    config: dict
-    source: str
+    base_loss: float | None = None
+    base_accuracy: float | None = None
+    start_loss: float | None = None
+    start_accuracy: float | None = None
+    gamma: float | None = None
+    gamma_robust: float | None = None
     epochs: list[EpochTrace] = field(default_factory=list)
+    wall_s: float | None = None
+    quantize_s: float | None = None
+    config: dict = field(default_factory=dict)
+    source: str = "finetune"
+    id: int | None = None
+    created_utc: str | None = None
+    job_id: str | None = None  # the runtime's job id (``source == "runtime"``), else None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epochs)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored fields (in the store's column order) and the epochs, as plain data."""
+        d: dict[str, Any] = {"id": self.id}
+        d.update({k: getattr(self, k) for k in RUN_COLUMNS})
+        d["epochs"] = [asdict(e) for e in self.epochs]
+        return d
 
 
 def _utc_now() -> str:
@@ -143,12 +179,14 @@ class TraceStore:
             conn.execute("PRAGMA foreign_keys = ON")
             if version is None:
                 conn.execute("BEGIN IMMEDIATE")
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                for stmt in filter(str.strip, (_SCHEMA + _SCHEMA_V2).split(";")):
                     conn.execute(stmt)
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_utc', ?)", (_utc_now(),))
                 conn.execute("COMMIT")
+            elif version < SCHEMA_VERSION:
+                self._upgrade(conn)
         except sqlite3.DatabaseError as e:
             raise TraceStoreError(f"{self.path} is not a readable jqodi trace store ({e})") from e
         self._conn = conn
@@ -167,6 +205,23 @@ class TraceStore:
             return int(row[0])
         except ValueError:
             raise TraceStoreError(f"trace store {self.path} has a corrupt schema_version {row[0]!r}") from None
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Version 1 → 2: ``runs.job_id`` and the ``inference`` table (one transaction; a
+        concurrent opener that upgraded first is noticed inside it)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._read_version(conn) == 1:
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+                if "job_id" not in cols:
+                    conn.execute("ALTER TABLE runs ADD COLUMN job_id TEXT")
+                for stmt in filter(str.strip, _SCHEMA_V2.split(";")):
+                    conn.execute(stmt)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -190,24 +245,28 @@ class TraceStore:
         return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
 
     # -- writing ------------------------------------------------------------------------------
+    @staticmethod
+    def _run_row(run: dict[str, Any], source: str, epochs_run: int) -> dict[str, Any]:
+        row = {k: run.get(k) for k in RUN_COLUMNS}
+        row["created_utc"] = row["created_utc"] or _utc_now()
+        row["config"] = json.dumps(row["config"] or {}, default=str, sort_keys=True)
+        row["source"] = row["source"] or source
+        row["epochs_run"] = epochs_run
+        missing = [k for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size", "seed", "width")
+                   if row[k] is None]
+        if missing:
+            raise TraceStoreError(f"run record is missing {', '.join(missing)}")
+        return row
+
     def record(self, run: dict[str, Any], epochs: Sequence[dict[str, Any]]) -> int:
         """Insert one run and its epochs atomically; returns the run id.
 
         ``run`` holds the ``runs`` columns (``config`` may be a dict); ``epochs`` dicts hold
         ``epoch``, ``val_loss`` and optionally the other epoch columns.
         """
-        row = {k: run.get(k) for k in RUN_COLUMNS}
-        row["created_utc"] = row["created_utc"] or _utc_now()
-        row["config"] = json.dumps(row["config"] or {}, default=str, sort_keys=True)
-        row["source"] = row["source"] or "finetune"
-        row["epochs_run"] = len(epochs)
-        missing = [k for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size", "seed", "width")
-                   if row[k] is None]
-        if missing:
-            raise TraceStoreError(f"run record is missing {', '.join(missing)}")
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        row = self._run_row(run, "finetune", len(epochs))
+
+        def write(conn):
             cur = conn.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
                                f"({', '.join('?' * len(RUN_COLUMNS))})", [row[k] for k in RUN_COLUMNS])
             run_id = int(cur.lastrowid)
@@ -215,22 +274,79 @@ class TraceStore:
                 f"INSERT INTO epochs (run_id, {', '.join(EPOCH_COLUMNS)}) VALUES "
                 f"(?, {', '.join('?' * len(EPOCH_COLUMNS))})",
                 [[run_id] + [e.get(k) for k in EPOCH_COLUMNS] for e in epochs])
+            return run_id
+
+        return self._write("a run", write)
+
+    def _write(self, what: str, statements) -> Any:
+        """Run ``statements(conn)`` in one ``BEGIN IMMEDIATE`` transaction; one-line error naming ``what``."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            out = statements(conn)
             conn.execute("COMMIT")
+            return out
         except BaseException as e:
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             if isinstance(e, sqlite3.Error):
-                raise TraceStoreError(f"could not write to trace store {self.path}: {e}") from e
+                raise TraceStoreError(f"could not write {what} to trace store {self.path}: {e}") from e
             raise
-        return run_id
+
+    def begin_run(self, run: dict[str, Any], job_id: str) -> int:
+        """The run of the runtime job ``job_id``: the one already stored (a resumed job), else a
+        new run with no epochs yet (``run`` holds its ``runs`` columns). Returns its run id."""
+        def write(conn):
+            found = conn.execute("SELECT id FROM runs WHERE job_id = ? ORDER BY id LIMIT 1", (str(job_id),)).fetchone()
+            if found is not None:
+                return int(found[0])
+            row = self._run_row({**run, "job_id": str(job_id)}, "runtime", 0)
+            cur = conn.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
+                               f"({', '.join('?' * len(RUN_COLUMNS))})", [row[k] for k in RUN_COLUMNS])
+            return int(cur.lastrowid)
+
+        return self._write(f"job {job_id}", write)
+
+    def record_epoch(self, run_id: int, epoch: dict[str, Any]) -> None:
+        """Add (or, when resumed, replace) one epoch of run ``run_id``; ``epochs_run`` and the run's
+        ``wall_s`` follow its epochs."""
+        def write(conn):
+            conn.execute(f"INSERT OR REPLACE INTO epochs (run_id, {', '.join(EPOCH_COLUMNS)}) VALUES "
+                         f"(?, {', '.join('?' * len(EPOCH_COLUMNS))})",
+                         [run_id] + [epoch.get(k) for k in EPOCH_COLUMNS])
+            conn.execute("UPDATE runs SET epochs_run = (SELECT COUNT(*) FROM epochs WHERE run_id = ?), "
+                         "wall_s = (SELECT SUM(wall_s) FROM epochs WHERE run_id = ?) WHERE id = ?",
+                         (run_id, run_id, run_id))
+
+        self._write(f"epoch {epoch.get('epoch')} of run {run_id}", write)
+
+    def record_inference(self, run_id: int, results: Sequence[dict[str, Any]]) -> None:
+        """Store run ``run_id``'s collaborative-inference summary: one row per device combination
+        (a :class:`jqodi.runtime.inference.InferenceResult` as a dict), replacing any earlier one."""
+        def write(conn):
+            conn.execute("DELETE FROM inference WHERE run_id = ?", (run_id,))
+            conn.executemany(
+                "INSERT INTO inference (run_id, seq, combo, edge, cut, requests, accuracy, latency_mean_s, "
+                "latency_p95_s, energy_per_request_j, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, i, r["combo"], r.get("edge"), r.get("cut"), int(r["requests"]), r.get("accuracy"),
+                  r.get("latency_mean_s"), r.get("latency_p95_s"),
+                  sum((r.get("energy_per_request_j") or {}).values()),
+                  json.dumps(r, default=str, sort_keys=True)) for i, r in enumerate(results)])
+
+        self._write(f"the inference summary of run {run_id}", write)
+
+    def inference(self, run_id: int) -> list[dict[str, Any]]:
+        """Run ``run_id``'s stored inference summary (the dicts given to :meth:`record_inference`)."""
+        rows = self.conn.execute("SELECT result FROM inference WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def record_run(self, result) -> int:
-        """Record a :class:`jqodi.learning.reference.FinetuneResult`."""
-        run = {k: getattr(result, k) for k in RUN_COLUMNS if hasattr(result, k)}
-        run["config"] = getattr(result, "config", {})
-        return self.record(run, [asdict(e) for e in result.epochs])
+        """Record a :class:`RunTrace` (e.g. fresh from ``finetune``); sets and returns its ``id``."""
+        run = {k: getattr(result, k) for k in RUN_COLUMNS}
+        result.id = self.record(run, [asdict(e) for e in result.epochs])
+        return result.id
 
     def delete_run(self, run_id: int) -> None:
         conn = self.conn
@@ -242,11 +358,11 @@ class TraceStore:
     # -- reading ------------------------------------------------------------------------------
     def runs(self, *, model: str | None = None, bits: int | None = None, dataset: str | None = None,
              data_name: str | None = None, seed: int | None = None, ids: Iterable[int] | None = None,
-             width: float | None = None) -> list[RunTrace]:
+             width: float | None = None, source: str | None = None, job_id: str | None = None) -> list[RunTrace]:
         """Stored runs matching the filters, oldest first, each with its epochs."""
         where, params = [], []
         for col, val in (("model", model), ("bits", bits), ("dataset", dataset), ("data_name", data_name),
-                         ("seed", seed), ("width", width)):
+                         ("seed", seed), ("width", width), ("source", source), ("job_id", job_id)):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
@@ -264,6 +380,7 @@ class TraceStore:
             for r in rows:
                 d = dict(zip(("id",) + RUN_COLUMNS, r))
                 d["config"] = json.loads(d["config"] or "{}")
+                del d["epochs_run"]  # len(epochs)
                 eps = self.conn.execute(
                     f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch",
                     (d["id"],)).fetchall()

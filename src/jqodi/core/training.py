@@ -1,13 +1,13 @@
 """Training primitives shared by the single-process reference and the distributed runtime.
 
-One set of fine-tuning hyper-parameters (:class:`TrainConfig`), the seeded batch order of an
+One set of fine-tuning hyper-parameters (:class:`TrainConfig`, defined torch-free in
+:mod:`jqodi.core.train_config`), the seeded batch order of an
 epoch, a fresh per-epoch optimizer, one step, and the validation loss L(k). The protocol itself
 (cloud → edge → end and back) is :func:`jqodi.learning.reference.protocol_epoch` in one process
 and :mod:`jqodi.runtime.roles` across processes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from jqodi.core.codec import RETURN_MODES
+from jqodi.core.train_config import TrainConfig
 from jqodi.errors import JqodiError
 
 __all__ = ["DEFAULT_WIDTH", "TrainConfig", "default_width", "epoch_batch_order", "evaluate",
@@ -23,30 +23,6 @@ __all__ = ["DEFAULT_WIDTH", "TrainConfig", "default_width", "epoch_batch_order",
 
 #: CPU-scale width multipliers: all three models pretrain in well under 15 min on 2 cores.
 DEFAULT_WIDTH = {"lenet": 0.25, "vgg": 0.125, "resnet20": 0.5}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Fine-tuning hyper-parameters. ``lr`` etc. apply to weights; steps get no weight decay."""
-
-    lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    optimizer: str = "adam"
-    act_bits: int | None = None
-    return_mode: str = "stochastic"
-    eval_batch_size: int = 500
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise JqodiError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.return_mode not in RETURN_MODES:
-            raise JqodiError(f"return_mode must be one of {', '.join(RETURN_MODES)}, got {self.return_mode!r}")
-        if self.batch_size < 2:
-            raise JqodiError(f"batch_size must be ≥ 2 (BatchNorm), got {self.batch_size}")
-        if not self.lr > 0:
-            raise JqodiError(f"lr must be > 0, got {self.lr}")
 
 
 def default_width(model_name: str) -> float:

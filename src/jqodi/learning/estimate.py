@@ -6,11 +6,14 @@ candidate, a short probe run:
 * ``method="store"``: prior runs of the same (model, bits, dataset, SD data, width) in the store
   (those with the SD's train/validation sizes if there are any, else all)
   (:func:`jqodi.learning.curves.estimate_from_runs`); L_a and γ are their means, γ^rob the
-  largest robust γ among them.
+  largest robust γ among them. Runs of the runtime (``source="runtime"``, every epoch of a real
+  run) count as curves like fine-tuning runs, but measure no L_a or γ: the runs of a candidate
+  must include at least one reference run (``finetune`` or ``probe``); runs started from random
+  weights (``jqodi run --random-init``) are left out.
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
   store with ``source="probe"``, fitted with the learning-curve ensemble
   (:func:`jqodi.learning.curves.estimate_from_probe`); γ from its bootstrap.
-* ``method="auto"`` (default): the store if it holds a run of the candidate, else a probe.
+* ``method="auto"`` (default): the store if it holds a reference run of the candidate, else a probe.
 
 The result is a :class:`jqodi.core.estimates.LearningEstimate` (``source`` says which method),
 the schema ``jqodi instance --estimates FILE`` reads.
@@ -43,6 +46,12 @@ def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tup
     return est, summary
 
 
+def _from_random_weights(run) -> bool:
+    """A runtime run started from random weights (``jqodi run --random-init``, benchmarks): a real
+    trace, but not a fine-tuning curve of the pretrained model."""
+    return (run.config.get("pretrained") or {}).get("source") == "random"
+
+
 def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store=None, method: str = "auto",
                        probe_epochs: int = MAX_PROBE_EPOCHS, seed: int = 0, width: float | None = None,
                        cfg=None, pretrained=None, progress: bool | None = None,
@@ -58,13 +67,21 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
     priors = []
     if store is not None and method in ("auto", "store"):
         priors = [r for r in store.runs(model=model, bits=bits, dataset=data.dataset, data_name=data.name,
-                                        width=width) if r.epochs]
+                                        width=width) if r.epochs and not _from_random_weights(r)]
         same_size = [r for r in priors if (r.train_size, r.val_size) == (len(getattr(data, "train", ()) or ()),
                                                                          len(getattr(data, "val", ()) or ()))]
-        priors = same_size or priors  # runs on the same SD sizes first; other sizes only if none
+        # runs on the same SD sizes first (when they include a reference run); other sizes only if none
+        priors = same_size if any(r.base_loss is not None for r in same_size) else priors
     if method == "store" and not priors:
         raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset}; "
                          f"run 'jqodi finetune' or use --method probe")
+    if priors and all(r.base_loss is None for r in priors):
+        # only runs of the runtime: their curves count, but L_a and γ come from a reference run
+        if method == "store":
+            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} are "
+                             f"runtime runs only, which do not measure L_a and γ; run 'jqodi finetune' or use "
+                             f"--method probe")
+        priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
         return LearningEstimate(model=model, bits=bits, base_loss=s["base_loss"], gamma=s["gamma"],
@@ -80,11 +97,8 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                  pretrained=pretrained, progress=progress)
     if store is not None:
         r.config["probe"] = True
-        run = {k: getattr(r, k) for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size",
-                                          "seed", "width", "base_loss", "base_accuracy", "start_loss",
-                                          "start_accuracy", "gamma", "gamma_robust", "wall_s", "quantize_s")}
-        run.update(config=r.config, source="probe")
-        r.run_id = store.record(run, [e.__dict__ for e in r.epochs])
+        r.source = "probe"
+        store.record_run(r)
     est = estimate_from_probe(r.val_losses, target_loss, horizon=horizon, seed=seed)
     return LearningEstimate(model=model, bits=bits, base_loss=r.base_loss, gamma=r.gamma,
                             epochs_expected=est.expected, epochs_robust=est.robust, target_loss=target_loss,

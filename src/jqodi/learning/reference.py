@@ -35,28 +35,15 @@ from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, Pretrained, load_pret
 from jqodi.core.progress import Progress
 from jqodi.core.quant import check_bits, pack_model, prepare_qat, unpack_model
 from jqodi.core.training import TrainConfig, epoch_batch_order, evaluate, make_optimizer, per_sample_losses, train_step
-from jqodi.core.traces import ValidationCurve
+from jqodi.core.traces import EpochTrace, RunTrace
 from jqodi.errors import JqodiError
 
-__all__ = ["EpochRecord", "FinetuneResult", "finetune", "losses_array", "protocol_epoch"]
-
-
-@dataclass
-class EpochRecord:
-    """One epoch: mean train loss, validation loss/accuracy (L(k)), wall time and bytes moved."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    wall_s: float
-    bytes_down: int = 0
-    bytes_up: int = 0
+__all__ = ["FinetuneResult", "finetune", "losses_array", "protocol_epoch"]
 
 
 def protocol_epoch(master: nn.Module, worker: nn.Module, train: TensorDataset, val: TensorDataset,
                    bits: int, cfg: TrainConfig, seed: int, epoch: int,
-                   on_batch: Callable[[int, int, float], None] | None = None) -> EpochRecord:
+                   on_batch: Callable[[int, int, float], None] | None = None) -> EpochTrace:
     """Run epoch ``epoch`` (1-based) of the protocol in one process; updates ``master`` in place."""
     t0 = time.perf_counter()
     sent = pack_model(master, bits)                     # CS → ES (→ SD): Eq. (1)-(2)
@@ -75,38 +62,16 @@ def protocol_epoch(master: nn.Module, worker: nn.Module, train: TensorDataset, v
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch) + 99)
     update = pack_update(worker, sent, cfg.return_mode, generator=g)   # ES → CS
     apply_update(master, update, sent)
-    return EpochRecord(epoch, total / max(1, count), val_loss, val_acc, time.perf_counter() - t0,
+    return EpochTrace(epoch, total / max(1, count), val_loss, val_acc, time.perf_counter() - t0,
                        bytes_down=sent.nbytes, bytes_up=update.nbytes)
 
 
 @dataclass
-class FinetuneResult(ValidationCurve):
-    """A fine-tuning run: L_a, the quantized start loss, γ and one record per epoch."""
+class FinetuneResult(RunTrace):
+    """A fresh fine-tuning run: a :class:`~jqodi.core.traces.RunTrace` that also holds the
+    fine-tuned fp32 master (never stored or serialised)."""
 
-    model: str
-    bits: int
-    dataset: str
-    data_name: str
-    train_size: int
-    val_size: int
-    seed: int
-    width: float
-    base_loss: float
-    base_accuracy: float
-    start_loss: float
-    start_accuracy: float
-    gamma: float
-    gamma_robust: float
-    epochs: list[EpochRecord]
-    wall_s: float
-    config: dict
-    quantize_s: float = 0.0
-    run_id: int | None = None
-    master: nn.Module | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "master"}
-        return d
+    master: nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
@@ -150,7 +115,7 @@ def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
     bar = Progress(progress, f"{model_name} {bits}-bit", total_steps=epochs * steps_per_epoch)
     bar.line(f"{model_name} {bits}-bit on {data.name}/{data.dataset}: L_a {base_loss:.4f} "
              f"(acc {base_acc:.1%}), quantized {start_loss:.4f} (acc {start_acc:.1%}), γ {gam.expected:+.4f}")
-    records: list[EpochRecord] = []
+    records: list[EpochTrace] = []
     reached_at: int | None = None
     for ep in range(1, epochs + 1):
         bar.label = f"epoch {ep}/{epochs}"
@@ -172,7 +137,7 @@ def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
                 "stop_at_loss": stop_at_loss, "epochs_requested": epochs},
         master=master)
     if store is not None:
-        result.run_id = store.record_run(result)
+        store.record_run(result)
     return result
 
 

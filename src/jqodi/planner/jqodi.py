@@ -77,8 +77,15 @@ class Setting:
     options: np.ndarray  # option indices used in the tree
 
 
-def loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
-    """L(k) for k = 0..K on the robust or expected trajectory (linear between start and final)."""
+def linear_loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
+    """L(k) for k = 0..K on the robust or expected trajectory, *linear* between start and final.
+
+    Used by Algorithm 4's risk factor (sum of expected over sum of robust losses along a path).
+    Linear is the documented guess of docs/planner.md: the instance gives only the two end
+    points, and a ratio of sums needs no curvature. (The evaluation draws its predicted curves
+    with :func:`jqodi.app.evaluation.geometric_loss_trajectory`, which interpolates geometrically
+    through the K^exp and K^rob anchors, because that is how measured loss curves decay.)
+    """
     K = cand.epochs.get(which)
     if cand.loss is None or K is None:
         return None
@@ -131,9 +138,9 @@ class Tree:
 def create_tree(instance: PlanningInstance, s: Setting, max_vertices: int = 200_000) -> Tree:
     """Alg. 1 for one candidate: vertex 0 is (M_a, q) at T = τ; states per epoch; links to Θ."""
     c = s.cand
-    traj = loss_trajectory(c, "robust") or [math.nan] * (s.K + 1)
+    traj = linear_loss_trajectory(c, "robust") or [math.nan] * (s.K + 1)
     if len(traj) != s.K + 1:  # planning with K^exp: follow the expected trajectory instead
-        traj = loss_trajectory(c, "expected") or [math.nan] * (s.K + 1)
+        traj = linear_loss_trajectory(c, "expected") or [math.nan] * (s.K + 1)
     vertices = [(0, None, c.quantize_time_s, traj[0])]
     children: list[list] = [[]]
     theta = set()
@@ -438,4 +445,4 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
     return make_solution("jqodi", "feasible", c, [(i, n) for i, n in counts], epochs, extra)
 
 
-__all__ = ["solve_jqodi", "create_tree", "traverse", "loss_trajectory", "DEFAULT_BUCKETS"]
+__all__ = ["solve_jqodi", "create_tree", "traverse", "linear_loss_trajectory", "DEFAULT_BUCKETS"]

@@ -7,25 +7,12 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, Iterable
+from typing import Iterable
 
 from jqodi.errors import PlanningError
-from jqodi.planner.baselines import (
-    solve_full_model, solve_minimal_model, solve_partition_only, solve_static,
-)
 from jqodi.planner.common import Stopwatch, check_epochs
+from jqodi.planner.registry import SOLVERS
 from jqodi.core.instance import PlanningInstance, Solution
-from jqodi.planner.jqodi import solve_jqodi
-from jqodi.planner.optimal import solve_optimal
-
-SOLVERS: dict[str, Callable[..., Solution]] = {
-    "jqodi": solve_jqodi,
-    "optimal": solve_optimal,
-    "static": solve_static,
-    "full-model": solve_full_model,
-    "minimal-model": solve_minimal_model,
-    "partition-only": solve_partition_only,
-}
 
 
 def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: str = "robust",
@@ -39,10 +26,7 @@ def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: s
     if isinstance(instance, dict):
         instance = PlanningInstance.from_dict(instance)
     check_epochs(epochs)
-    try:
-        fn = SOLVERS[solver]
-    except KeyError:
-        raise PlanningError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})") from None
+    fn = SOLVERS.get(solver)  # an unknown name: one line listing the registered solvers
     accepted = set(inspect.signature(fn).parameters) - {"instance", "epochs"}
     unknown = set(opts) - accepted
     if unknown:
@@ -83,7 +67,7 @@ def compare(instance: PlanningInstance | dict, solvers: Iterable[str] | None = N
     """
     if isinstance(instance, dict):
         instance = PlanningInstance.from_dict(instance)
-    names = list(solvers) if solvers is not None else list(SOLVERS)
+    names = list(solvers) if solvers is not None else SOLVERS.names()
     rows = []
     for name in names:
         kw = {k.split(".", 1)[1]: v for k, v in opts.items() if k.startswith(name + ".")}

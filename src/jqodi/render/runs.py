@@ -1,7 +1,9 @@
 """Runs as text: predicted vs measured per epoch, node and link; inference summaries."""
 from __future__ import annotations
 
-from jqodi.runtime.record import PHASES, RunRecord
+from jqodi.core.costs import TERMS
+from jqodi.core.devices import edge_role
+from jqodi.runtime.record import RunRecord
 
 __all__ = ["format_inference", "run_table"]
 
@@ -62,7 +64,7 @@ def run_table(rec: RunRecord) -> str:
     lines.append(f"time per phase, summed over {n} epoch(s)")
     lines.append(f"{'phase':>14} {'predicted s':>12} {'measured s':>12} {'err':>6}"
                  + (f" {'raw s':>10}" if raw else ""))
-    for ph in PHASES:
+    for ph in TERMS:
         m = sum(e["phases_s"][ph] for e in rec.epochs)
         preds = [(e.get("predicted") or {}).get("phases_s", {}).get(ph) for e in rec.epochs]
         p = sum(preds) if all(x is not None for x in preds) else None
@@ -109,7 +111,7 @@ def _predicted_node_energy(rec: RunRecord) -> dict[str, float]:
         if not pj:
             return {}
         out["end"] = out.get("end", 0.0) + pj["end_compute"]
-        key = f"edge:{e['edge']}"
+        key = edge_role(e["edge"])
         out[key] = out.get(key, 0.0) + pj["edge_compute"]
         out["cloud"] = out.get("cloud", 0.0) + pj["cloud_update"]
         out["transfers"] = out.get("transfers", 0.0) + sum(

@@ -7,7 +7,8 @@ as separate processes (or threads), and measure time, bytes and energy next to t
 
 Modules: ``transport`` (gloo / in-process), ``rendezvous`` (TCPStore), ``job`` (the config every
 role gets), ``roles`` (cloud/edge/end), ``emulation`` (dilated time), ``energy`` (meters),
-``record`` (RunRecord), ``launch`` (processes), ``inference`` (collaborative inference).
+``record`` (RunRecord), ``launch`` (processes), ``inference`` (collaborative inference),
+``serving`` (the roles' side of it), ``tracing`` (each epoch into the trace store).
 The main job that plans and then runs lives in :mod:`jqodi.app.main_job`. See docs/runtime.md.
 """
 from jqodi.runtime.job import Job

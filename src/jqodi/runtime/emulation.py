@@ -18,7 +18,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from jqodi.runtime.job import DeviceProfile, EmulationConfig
+from jqodi.core.devices import Device
+from jqodi.runtime.job import EmulationConfig
 
 __all__ = ["ComputeClock", "host_flops", "auto_dilation"]
 
@@ -27,7 +28,7 @@ __all__ = ["ComputeClock", "host_flops", "auto_dilation"]
 class ComputeClock:
     """Busy time of one role, per phase. ``device`` is None when not emulating."""
 
-    device: DeviceProfile | None = None
+    device: Device | None = None
     dilation: float = 1.0
     busy_s: dict[str, float] = field(default_factory=dict)     # wall time incl. padding
     compute_s: dict[str, float] = field(default_factory=dict)  # the host's own compute time

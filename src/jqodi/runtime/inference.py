@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from jqodi.core.devices import END_ROLE, edge_role, edges_of_roles
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import InProcessHub, InProcessTransport
@@ -91,8 +92,8 @@ def predict_inference(job: Job, flops: list[float], act_elements: int | None, ed
     if edge is None:
         f = sum(flops)
         return f / end.flops, f / end.flops * end.busy_power_w
-    es = emu.devices[f"edge:{edge}"]
-    link = emu.link(f"edge:{edge}", "end")
+    es = emu.devices[edge_role(edge)]
+    link = emu.link(edge_role(edge), END_ROLE)
     f_s, f_d = sum(flops[:cut]), sum(flops[cut:])
     bits = job.training.wire_act_bits
     nbytes = (4 * act_elements if bits >= 32 else (act_elements * bits + 7) // 8 + 4) + 4 * job.num_classes
@@ -127,7 +128,7 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
     flops = [float(b.flops) for b in prof.blocks]
     if combos is None:
         last_cut = job.epoch_plan()[-1][1]
-        edges = [k.split(":", 1)[1] for k in (emu.devices if emu is not None else {}) if k.startswith("edge:")]
+        edges = edges_of_roles(emu.devices if emu is not None else {})
         combos = [(e, last_cut) for e in (edges or job.edges)] + [(None, None)]
     xv, yv = data.val.tensors
     n = min(requests, len(yv))
@@ -233,7 +234,7 @@ def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeou
     if edge is None:
         lat, correct, e_end = requests_local(model, xs, ys, end_clock, end_meter, sum(flops), dilation)
         return make_result(job, None, None, lat, correct, {"end": e_end}, 0.0, flops, prof, dilation, meters)
-    peer = f"edge:{edge}"
+    peer = edge_role(edge)
     shallow, deep = copy.deepcopy(model.shallow(cut)), copy.deepcopy(model.deep(cut))
     hub = InProcessHub()
     link = job.emulation.link(peer, "end") if job.emulation is not None else None

@@ -2,56 +2,47 @@
 
 The cloud builds a :class:`Job` from a scenario and a solution (:func:`jqodi.runtime.plan.job_from_plan`)
 and publishes it through the rendezvous store; every role gets the same object (the Flower
-``Context``). ``Job.from_dict`` rejects unknown keys and names the offending one, so a typo in a
-hand-written job file fails loudly instead of being ignored.
+``Context``). ``Job.from_dict`` validates with pydantic (:func:`jqodi.core.validation.validate`,
+the style of every external input): it rejects unknown keys and names the offending one, so a
+typo in a hand-written job file fails loudly instead of being ignored.
+
+The schedule is the contract's :class:`~jqodi.core.instance.ScheduleEntry`; the emulated
+devices are :class:`~jqodi.core.devices.Device` (the same type the planner's system view uses).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator
+
+from jqodi.core.devices import Device, link_key
+from jqodi.core.instance import ScheduleEntry
+from jqodi.core.train_config import TrainConfig
+from jqodi.core.validation import FORBID_EXTRA, validate
 from jqodi.errors import JqodiError
 
-__all__ = ["Job", "DataConfig", "TrainingConfig", "EmulationConfig", "DeviceProfile", "LinkProfile",
-           "DEFAULT_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_PORT", "JobError"]
+__all__ = ["Job", "DataConfig", "TrainingConfig", "EmulationConfig", "LinkProfile",
+           "DEFAULT_TIMEOUT_S", "DEFAULT_STARTUP_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_PORT", "JobError"]
 
 #: Every store, process group and wait gets an explicit timeout; torch's default is 30 minutes,
 #: far too long to notice a dead peer. Heartbeats keep long epochs from tripping it.
+#: ``timeout_s`` (failure detection): seconds of silence after which a peer counts as failed.
 DEFAULT_TIMEOUT_S = 120.0
+#: ``startup_timeout_s``: how long a role waits for the rendezvous and for the process group to
+#: form. Separate from the silence timeout: start-up includes importing torch and loading the
+#: model in every process (tens of seconds on a loaded machine) and, across machines, a person
+#: starting the roles one after another, while a short silence timeout is what makes a failure
+#: show quickly.
+DEFAULT_STARTUP_TIMEOUT_S = 300.0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 29517
 
 
 class JobError(JqodiError):
     """A job/config is malformed (names the key)."""
-
-
-def _from_dict(cls, d: Any, path: str):
-    if isinstance(d, cls):
-        return d
-    if not isinstance(d, dict):
-        raise JobError(f"{path}: expected an object, got {type(d).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    for k in d:
-        if k not in names:
-            raise JobError(f"{path}.{k}: unknown key (allowed: {', '.join(sorted(names))})")
-    kwargs = {}
-    for k, v in d.items():
-        sub = _NESTED.get((cls.__name__, k))
-        if sub is not None and v is not None:
-            if k in ("devices", "links"):
-                v = {name: _from_dict(sub, x, f"{path}.{k}.{name}") for name, x in v.items()}
-            elif k == "schedule":
-                v = [_from_dict(sub, x, f"{path}.{k}[{i}]") for i, x in enumerate(v)]
-            else:
-                v = _from_dict(sub, v, f"{path}.{k}")
-        kwargs[k] = v
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise JobError(f"{path}: {e}") from e
 
 
 def _to_dict(obj) -> Any:
@@ -68,6 +59,8 @@ def _to_dict(obj) -> Any:
 class DataConfig:
     """The end device's private data (only the end process loads it)."""
 
+    __pydantic_config__ = FORBID_EXTRA
+
     name: str = "data1"
     dataset: str = "fashion-mnist"
     train_size: int | None = None
@@ -77,47 +70,30 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Fine-tuning hyper-parameters: the fields of :class:`jqodi.core.training.TrainConfig` (``None`` =
-    the reference's default, so the runtime follows the learning part's measured choice), plus
-    the precision of the cut-layer traffic on the wire (32 = fp32) and the seed of the batch order."""
+class TrainingConfig(TrainConfig):
+    """Fine-tuning hyper-parameters: a :class:`jqodi.core.train_config.TrainConfig` (its defaults,
+    the learning part's measured choice) plus the precision of the cut-layer traffic on the wire
+    (32 = fp32) and the seed of the batch order."""
 
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    act_bits: int | None = None
-    return_mode: str | None = None
-    eval_batch_size: int | None = None
     wire_act_bits: int = 32
     wire_grad_bits: int = 32
     seed: int = 0
 
-    def train_config(self):
-        from jqodi.core.training import TrainConfig
-
-        given = {k: getattr(self, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "optimizer",
-                                               "act_bits", "return_mode", "eval_batch_size")
-                 if getattr(self, k) is not None}
-        try:
-            return TrainConfig(**given)
-        except JqodiError as e:
-            raise JobError(f"job.training: {e}") from e
+    def train_config(self) -> TrainConfig:
+        """The hyper-parameters alone (what the reference loop and the optimizer take)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
-@dataclass(frozen=True)
-class DeviceProfile:
-    """An emulated device: speed v (FLOP/s, the paper's v) and busy power (W)."""
-
-    flops: float
-    busy_power_w: float
-    name: str = ""
+def _none_is_default(v: Any) -> Any:
+    """In a job file, ``null`` for a hyper-parameter means "the default" (TrainConfig's)."""
+    return {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
 
 
 @dataclass(frozen=True)
 class LinkProfile:
     """An emulated link: rate (bit/s) and energy per bit (J)."""
+
+    __pydantic_config__ = FORBID_EXTRA
 
     rate_bps: float
     energy_per_bit_j: float = 0.0
@@ -134,45 +110,44 @@ class EmulationConfig:
     ``edge:NAME|end`` (both directions).
     """
 
+    __pydantic_config__ = FORBID_EXTRA
+
     enabled: bool = True
     dilation: float = 1.0
-    devices: dict[str, DeviceProfile] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
     links: dict[str, LinkProfile] = field(default_factory=dict)
 
     def link(self, a: str, b: str) -> LinkProfile | None:
-        return self.links.get(f"{a}|{b}") or self.links.get(f"{b}|{a}")
-
-
-@dataclass(frozen=True)
-class ScheduleItem:
-    edge: str
-    cut: int
-    epochs: int
+        return self.links.get(link_key(a, b)) or self.links.get(link_key(b, a))
 
 
 @dataclass(frozen=True)
 class Job:
     """One run of a plan. See the module docstring; ``schedule`` is the solution's."""
 
+    __pydantic_config__ = FORBID_EXTRA
+
     model: str
     bits: int
-    schedule: list[ScheduleItem]
+    schedule: list[ScheduleEntry]
     width: float = 0.25
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     data: DataConfig = DataConfig()
-    training: TrainingConfig = TrainingConfig()
+    training: Annotated[TrainingConfig, BeforeValidator(_none_is_default)] = TrainingConfig()
     emulation: EmulationConfig | None = None
     pretrained: dict = field(default_factory=dict)  # kwargs of jqodi.core.pretrained.load_pretrained (cloud only)
     run_id: str = "run"
     start_epoch: int = 0        # epochs already completed (resume)
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float = DEFAULT_TIMEOUT_S  # failure detection: a peer silent this long has failed
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S  # rendezvous + process group formation
     meter: str = "auto"
     progress_every_s: float = 0.5
     max_epochs: int | None = None  # run only the first N epochs of the schedule (demo)
     cloud_update_flops: float | None = None  # F_a: the CS's work per epoch (default 10 FLOP/param)
     inference_requests: int = 0  # after fine-tuning, serve this many requests per device combination
     inference_edges: list[str] = field(default_factory=list)  # edges that serve inference too (processes)
+    trace_store: str | None = None  # SQLite trace store the cloud records each epoch in (None: not recorded)
 
     def __post_init__(self):
         if not self.schedule:
@@ -182,6 +157,8 @@ class Job:
                 raise JobError(f"schedule[{i}]: cut must be ≥ 1 and epochs ≥ 0, got cut={s.cut}, epochs={s.epochs}")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise JobError(f"timeout_s: must be > 0, got {self.timeout_s}")
+        if not (math.isfinite(self.startup_timeout_s) and self.startup_timeout_s > 0):
+            raise JobError(f"startup_timeout_s: must be > 0, got {self.startup_timeout_s}")
         object.__setattr__(self, "input_shape", tuple(int(x) for x in self.input_shape))
 
     @property
@@ -208,7 +185,9 @@ class Job:
     def from_dict(cls, d: Any) -> "Job":
         if isinstance(d, dict) and "edges" in d:  # derived (written by to_dict for the rendezvous)
             d = {k: v for k, v in d.items() if k != "edges"}
-        return _from_dict(cls, d, "job")
+        if isinstance(d, cls):
+            return d
+        return validate(cls, d, JobError, prefix="job.", top="job", unknown="unknown key")
 
     def to_dict(self) -> dict:
         d = _to_dict(self)
@@ -218,12 +197,3 @@ class Job:
     def replace(self, **changes) -> "Job":
         return dataclasses.replace(self, **changes)
 
-
-_NESTED = {
-    ("Job", "data"): DataConfig,
-    ("Job", "training"): TrainingConfig,
-    ("Job", "emulation"): EmulationConfig,
-    ("Job", "schedule"): ScheduleItem,
-    ("EmulationConfig", "devices"): DeviceProfile,
-    ("EmulationConfig", "links"): LinkProfile,
-}

@@ -1,8 +1,16 @@
 """``run_plan``: start every role of a plan on this machine, watch them, collect a RunRecord.
 
-Over gloo the roles are subprocesses (``python -m jqodi cloud|edge|end``); the launcher keeps
-their PIDs, relays the cloud's progress, and when one fails it names it in a one-line
-:class:`RuntimeFailure` and ends the others by PID. In-process, the roles are threads.
+How the roles run and talk is a *transport*, registered by name in :data:`TRANSPORTS`:
+
+* ``gloo`` — the roles are subprocesses (``python -m jqodi cloud|edge|end``); the launcher keeps
+  their PIDs, relays the cloud's progress, and when one fails it names it in a one-line
+  :class:`RuntimeFailure` and ends the others by PID. The plugins loaded here are passed on
+  (:func:`jqodi.core.plugins.child_env`).
+* ``inprocess`` — the roles are threads of this process.
+
+A transport is ``run(launch: Launch) -> None``: run every role of ``launch.job`` to its end,
+leave ``epochs.json`` in ``launch.workdir`` and raise :class:`RuntimeFailure` naming the peer
+that failed (docs/extending.md).
 """
 from __future__ import annotations
 
@@ -14,14 +22,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from jqodi.core.plugins import child_env
+from jqodi.core.registry import Registry
 from jqodi.errors import RuntimeFailure
+from jqodi.core.devices import edge_role, edges_of_roles
 from jqodi.runtime.job import Job
 from jqodi.runtime.record import RunRecord, measure_epoch
 
-__all__ = ["run_plan", "run_job", "launch_processes", "free_port", "RoleProcess"]
+__all__ = ["run_plan", "run_job", "launch_processes", "free_port", "RoleProcess", "Launch", "TRANSPORTS"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -107,9 +119,10 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job.to_dict(), indent=2))
     port = port or free_port(host)
-    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s)]
+    conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s),
+            "--startup-timeout", str(job.startup_timeout_s)]
     py = [sys.executable, "-m", "jqodi"]
-    env = {**os.environ, "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    env = {**child_env(), "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     lines = on_line or (lambda role, line: None)
     procs: dict[str, RoleProcess] = {}
     cloud_argv = py + ["cloud", "--job", str(job_path), "--workdir", str(workdir)] + conn + (["--resume"] if resume else [])
@@ -118,7 +131,7 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
 
     procs["cloud"] = RoleProcess("cloud", cloud_argv + log("cloud"), env, lines)
     for e in job.edges:
-        procs[f"edge:{e}"] = RoleProcess(f"edge:{e}", py + ["edge", "--name", e] + conn + log(f"edge:{e}"), env, lines)
+        procs[edge_role(e)] = RoleProcess(edge_role(e), py + ["edge", "--name", e] + conn + log(edge_role(e)), env, lines)
     procs["end"] = RoleProcess("end", py + ["end"] + conn + log("end"), env, lines)
     if on_start:
         on_start(procs)
@@ -174,17 +187,86 @@ def _root_cause(procs: dict[str, RoleProcess]) -> RuntimeFailure:
                           peer=p.role)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What :func:`run_job` hands a transport: the job and how to run it on this machine.
+
+    Attributes:
+        job: the job every role runs.
+        workdir: where the transport leaves ``epochs.json`` (and checkpoints, message logs).
+        resume: continue after the last checkpointed epoch in ``workdir``.
+        host, port: the rendezvous address (``port`` None: a free one).
+        say: where progress lines go.
+        master: the cloud's initial model, when the caller already has it (threads only).
+        data: the end device's data, when the caller already has it (threads only).
+        wall_limit_s: give up after this many seconds (None: no limit).
+        on_start: called with ``{role: RoleProcess}`` once processes started (process transports).
+        progress: False draws no progress bar (pretraining, batches); None: on a terminal.
+    """
+
+    job: Job
+    workdir: Path
+    resume: bool = False
+    host: str = "127.0.0.1"
+    port: int | None = None
+    say: Callable[[str], None] = print
+    master: Any = None
+    data: Any = None
+    wall_limit_s: float | None = None
+    on_start: Callable[[dict], None] | None = None
+    progress: bool | None = None
+
+
+TRANSPORTS: Registry[Callable[[Launch], None]] = Registry("transport", RuntimeFailure)
+"""How the roles of a job run and talk, by name (``jqodi run --transport NAME``)."""
+
+
+@TRANSPORTS.register("gloo", description="one process per role (python -m jqodi cloud|edge|end), "
+                                         "torch.distributed gloo point-to-point")
+def run_processes(launch: Launch) -> None:
+    """Every role as a subprocess of this machine over gloo; the cloud's progress is relayed."""
+    def on_line(role, line):  # relay the cloud's progress; errors come back as one line
+        if role == "cloud" and not line.startswith("[stderr]"):
+            launch.say(line)
+    launch_processes(launch.job, launch.workdir, host=launch.host, port=launch.port, resume=launch.resume,
+                     on_line=on_line, wall_limit_s=launch.wall_limit_s, on_start=launch.on_start)
+
+
+@TRANSPORTS.register("inprocess", description="every role as a thread of this process "
+                                              "(in-memory queues, the same bytes as on the wire)")
+def run_threads(launch: Launch) -> None:
+    """Every role as a thread of this process; checkpoints and ``epochs.json`` as over gloo."""
+    from jqodi.runtime.local import run_inprocess
+    from jqodi.runtime.process import initial_master, load_checkpoint, run_progress, save_checkpoint, write_epochs
+
+    job, wd, say = launch.job, launch.workdir, launch.say
+    master = launch.master if launch.master is not None else initial_master(job, say, progress=launch.progress)
+    state = load_checkpoint(wd, job, master) if launch.resume else None
+    if state is not None:
+        say(f"resuming after epoch {state.epoch}/{job.total_epochs}")
+
+    def checkpoint(st):
+        save_checkpoint(wd, job, st)
+        write_epochs(wd, st)
+
+    on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say,
+                                         enabled=launch.progress)
+    run = run_inprocess(job, master, launch.data, on_epoch=on_epoch, on_progress=on_progress,
+                        checkpoint=checkpoint, state=state)
+    write_epochs(wd, run.state)
+
+
 def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/latest", resume: bool = False,
             host: str = "127.0.0.1", port: int | None = None, say: Callable[[str], None] = print,
             predicted: list[dict] | None = None, master=None, data=None, wall_limit_s: float | None = None,
             on_start=None, progress: bool | None = None) -> RunRecord:
-    """Run ``job`` (all roles on this machine) and return its :class:`RunRecord`.
+    """Run ``job`` (all roles on this machine, over the registered ``transport``) and return its
+    :class:`RunRecord`.
 
     ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
     ``progress=False`` draws no progress bar (pretraining, batches); ``say`` gets the epoch lines.
     """
-    from jqodi.runtime.process import (EPOCHS_NAME, initial_master, load_checkpoint, run_progress,
-                                       save_checkpoint, write_epochs)
+    from jqodi.runtime.process import EPOCHS_NAME, initial_master
 
     wd = Path(workdir)
     emu = job.emulation
@@ -193,31 +275,9 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
         initial_master(job, progress=progress)  # pretrain once here (on a cache miss): the cloud finds the cache
     try:
-        if transport == "gloo":
-            def on_line(role, line):  # relay the cloud's progress; errors come back as one line
-                if role == "cloud" and not line.startswith("[stderr]"):
-                    say(line)
-            launch_processes(job, wd, host=host, port=port, resume=resume, on_line=on_line,
-                             wall_limit_s=wall_limit_s, on_start=on_start)
-        elif transport == "inprocess":
-            from jqodi.runtime.local import run_inprocess
-
-            master = master if master is not None else initial_master(job, say, progress=progress)
-            state = load_checkpoint(wd, job, master) if resume else None
-            if state is not None:
-                say(f"resuming after epoch {state.epoch}/{job.total_epochs}")
-
-            def checkpoint(st):
-                save_checkpoint(wd, job, st)
-                write_epochs(wd, st)
-
-            on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say,
-                                                 enabled=progress)
-            run = run_inprocess(job, master, data, on_epoch=on_epoch, on_progress=on_progress,
-                                checkpoint=checkpoint, state=state)
-            write_epochs(wd, run.state)
-        else:
-            raise RuntimeFailure(f"unknown transport {transport!r} (gloo or inprocess)")
+        run = TRANSPORTS.get(transport)
+        run(Launch(job, wd, resume=resume, host=host, port=port, say=say, master=master, data=data,
+                   wall_limit_s=wall_limit_s, on_start=on_start, progress=progress))
     except RuntimeFailure as e:
         rec.status, rec.error = "failed", str(e)
         _fill(rec, wd / EPOCHS_NAME, job, predicted)
@@ -246,7 +306,8 @@ def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | N
 
 def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path = "runs/latest",
              resume: bool = False, emulate: bool | None = None, dilation: float | str | None = None,
-             timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
+             timeout_s: float | None = None, startup_timeout_s: float | None = None,
+             max_epochs: int | None = None, pretrained: dict | None = None,
              say: Callable[[str], None] = print, port: int | None = None, job: Job | None = None,
              meter: str = "auto", inference_requests: int = 0, **kw) -> RunRecord:
     """Run ``solution`` on ``scenario`` (all roles on this machine): the public entry point.
@@ -262,12 +323,12 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
         say(f"resume: reusing the job in {wd / 'job.json'}")
     if job is None:
         job = job_from_plan(scenario, solution, emulate=emulate, dilation=dilation, timeout_s=timeout_s,
-                            max_epochs=max_epochs, pretrained=pretrained, meter=meter)
-        edges = [k.split(":", 1)[1] for k in (job.emulation.devices if job.emulation else {}) if k.startswith("edge:")]
+                            startup_timeout_s=startup_timeout_s, max_epochs=max_epochs, pretrained=pretrained,
+                            meter=meter)
+        edges = edges_of_roles(job.emulation.devices if job.emulation else {})
         job = job.replace(inference_requests=inference_requests, inference_edges=edges)
-    if transport != "gloo":
-        wd.mkdir(parents=True, exist_ok=True)
-        (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
+    wd.mkdir(parents=True, exist_ok=True)  # every transport: the job beside its record (resume reads it)
+    (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
     predicted = [predict_epoch(scenario, job.model, job.bits, cut, edge) for edge, cut in job.epoch_plan()]
     rt = scenario.runtime
     rec = run_job(job, transport=transport, workdir=wd, resume=resume, host=rt.host, port=port,

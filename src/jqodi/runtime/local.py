@@ -13,14 +13,15 @@ from typing import Callable
 from jqodi.errors import JqodiError, RuntimeFailure
 from jqodi.runtime.emulation import clock_for
 from jqodi.runtime.job import Job
-from jqodi.runtime.roles import CloudRole, CloudState, EdgeRole, EndRole, RoleContext, edge_peer
+from jqodi.core.devices import edge_role
+from jqodi.runtime.roles import CloudRole, CloudState, EdgeRole, EndRole, RoleContext
 from jqodi.runtime.transport import InProcessHub, InProcessTransport, Transport
 
 __all__ = ["make_context", "run_inprocess", "InProcessRun", "role_names", "make_meter_for"]
 
 
 def role_names(job: Job) -> list[str]:
-    return ["cloud", "end"] + [edge_peer(e) for e in job.edges]
+    return ["cloud", "end"] + [edge_role(e) for e in job.edges]
 
 
 def link_rates(job: Job, me: str) -> dict[str, float]:
@@ -85,7 +86,7 @@ def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=Non
     roles = {"cloud": CloudRole(ctxs["cloud"], state, on_epoch, on_progress, checkpoint),
              "end": EndRole(ctxs["end"], data)}
     for e in job.edges:
-        roles[edge_peer(e)] = EdgeRole(ctxs[edge_peer(e)], e)
+        roles[edge_role(e)] = EdgeRole(ctxs[edge_role(e)], e)
 
     def body(name: str):
         t = transports[name]

@@ -6,12 +6,17 @@ schedule, and the scenario's devices, links, data and training settings.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+from jqodi.core.devices import CLOUD_ROLE, END_ROLE, Device, edge_role, link_key
+from jqodi.core.instance import ScheduleEntry
 from jqodi.errors import JqodiError
-from jqodi.runtime.job import (DataConfig, DeviceProfile, EmulationConfig, Job, LinkProfile, ScheduleItem,
-                               TrainingConfig)
+from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
 
-__all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario"]
+__all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
+
+#: ``trace_store="default"``: the cloud records the run in ``$JQODI_HOME/traces.db``
+DEFAULT_TRACE_STORE = "default"
 
 
 def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | None = None,
@@ -44,27 +49,37 @@ def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: b
 
     system = System.from_scenario(scenario)
 
-    def dev(node) -> DeviceProfile:
-        v = node.flops * node.speedup(bits)
-        return DeviceProfile(flops=v, busy_power_w=node.joules_per_flop * node.flops, name=node.name)
+    def dev(node: Device) -> Device:
+        # at this bit-width: v × speed-up, drawing the same busy power P = ε·v (ε scales down)
+        return Device.from_power(node.name, node.flops * node.speedup(bits), node.busy_power_w)
 
-    devices = {"cloud": dev(system.cloud), "end": dev(system.end)}
+    devices = {CLOUD_ROLE: dev(system.cloud), END_ROLE: dev(system.end)}
     links = {}
     for i, e in enumerate(system.edges):
         if system.edge_down_reason[i] and e.name not in edges:
             continue  # unusable (down): not offered for inference either
-        devices[f"edge:{e.name}"] = dev(e)
-        links[f"cloud|edge:{e.name}"] = LinkProfile(float(system.cloud_edge_rate_bps[i]),
-                                                    float(system.cloud_edge_j_per_bit[i]))
-        links[f"edge:{e.name}|end"] = LinkProfile(float(system.edge_end_rate_bps[i]),
-                                                  float(system.edge_end_j_per_bit[i]))
+        devices[edge_role(e.name)] = dev(e)
+        links[link_key(CLOUD_ROLE, edge_role(e.name))] = LinkProfile(float(system.cloud_edge_rate_bps[i]),
+                                                                     float(system.cloud_edge_j_per_bit[i]))
+        links[link_key(edge_role(e.name), END_ROLE)] = LinkProfile(float(system.edge_end_rate_bps[i]),
+                                                                   float(system.edge_end_j_per_bit[i]))
     return EmulationConfig(enabled=enabled, dilation=float(dilation), devices=devices, links=links)
 
 
 def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,
-                  timeout_s: float | None = None, max_epochs: int | None = None, pretrained: dict | None = None,
-                  meter: str = "auto", run_id: str | None = None, data_dir: str | None = None) -> Job:
-    """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``)."""
+                  timeout_s: float | None = None, startup_timeout_s: float | None = None,
+                  max_epochs: int | None = None, pretrained: dict | None = None,
+                  meter: str = "auto", run_id: str | None = None, data_dir: str | None = None,
+                  trace_store: str | Path | None = DEFAULT_TRACE_STORE) -> Job:
+    """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``).
+
+    ``timeout_s``: failure detection (default: the scenario's ``runtime.timeout_s``);
+    ``startup_timeout_s``: rendezvous and process-group formation (default
+    :data:`jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S`).
+    ``trace_store``: where the cloud records the run's epochs (:mod:`jqodi.core.traces`);
+    ``"default"`` = ``$JQODI_HOME/traces.db`` (resolved now, so every role process agrees),
+    ``None`` = not recorded.
+    """
     from jqodi.core.profile import profile_named_model
 
     if getattr(solution, "status", None) == "infeasible" or not solution.schedule:
@@ -78,7 +93,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     training = TrainingConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
                               optimizer=tr.optimizer, batch_size=tr.batch_size, wire_act_bits=tr.wire_bits(tr.act_bits, bits),
                               wire_grad_bits=tr.wire_bits(tr.grad_bits, bits), seed=tr.seed)
-    schedule = [ScheduleItem(s.edge, int(s.cut), int(s.epochs)) for s in solution.schedule]
+    schedule = [ScheduleEntry(s.edge, int(s.cut), int(s.epochs)) for s in solution.schedule]
     edges = [s.edge for s in schedule]
     emulate = rt.emulate if emulate is None else emulate
     dilation = rt.time_dilation if dilation is None else dilation
@@ -101,16 +116,27 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                                val_size=data.val_size, seed=tr.seed, data_dir=data_dir),
                training=training, emulation=emu, pretrained=dict(pretrained or {"source": "pretrained"}),
                run_id=run_id or uuid.uuid4().hex[:12], timeout_s=float(timeout_s or rt.timeout_s),
+               startup_timeout_s=float(DEFAULT_STARTUP_TIMEOUT_S if startup_timeout_s is None else startup_timeout_s),
                meter=meter, max_epochs=max_epochs,
-               cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params))
+               cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params),
+               trace_store=_store_path(trace_store))
+
+
+def _store_path(trace_store: str | Path | None) -> str | None:
+    if trace_store is None:
+        return None
+    if str(trace_store) == DEFAULT_TRACE_STORE:
+        from jqodi.core.paths import default_store_path
+
+        return str(default_store_path())
+    return str(trace_store)
 
 
 def predict_epoch(scenario, model: str, bits: int, cut: int, edge: str) -> dict:
     """The cost model's epoch: total and per-phase time (s) and energy (J)."""
-    from jqodi.core.costs import epoch_costs
-    from jqodi.runtime.record import PHASES
+    from jqodi.core.costs import TERMS, epoch_costs
 
     c = epoch_costs(scenario, model, bits, cut, edge)
     return {"time_s": c.time_s, "energy_j": c.energy_j, "cost_model": c.cost_model,
-            "phases_s": {p: getattr(c, f"{p}_s") for p in PHASES},
-            "phases_j": {p: getattr(c, f"{p}_j") for p in PHASES}}
+            "phases_s": {p: getattr(c, f"{p}_s") for p in TERMS},
+            "phases_j": {p: getattr(c, f"{p}_j") for p in TERMS}}

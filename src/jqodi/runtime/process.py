@@ -1,8 +1,9 @@
 """One role in this process, over gloo: what ``jqodi cloud``, ``jqodi edge`` and ``jqodi end`` run.
 
 The cloud loads (or pretrains) the master, publishes the job at the rendezvous, runs the epochs,
-checkpoints after each (master + epoch counter + the epoch records; the optimizer state is empty
-by design: each role builds a fresh optimizer every epoch, like the reference
+checkpoints after each (model format version + master + epoch counter + the epoch records; a
+checkpoint of another :data:`jqodi.core.quant.MODEL_FORMAT_VERSION` is refused in one line; the
+optimizer state is empty by design: each role builds a fresh optimizer every epoch, like the reference
 :func:`jqodi.learning.reference.protocol_epoch`), and writes the cloud's epoch records as JSON.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable
 
 from jqodi.core.progress import Progress
 from jqodi.errors import JqodiError, RuntimeFailure
-from jqodi.runtime.job import Job
+from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, Job
 from jqodi.runtime.local import link_rates, make_context
 from jqodi.runtime.roles import CloudRole, CloudState, EdgeRole, EndRole
 
@@ -64,8 +65,11 @@ def save_checkpoint(directory: Path, job: Job, state: CloudState) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"master": state.master.state_dict(), "epoch": state.epoch, "epochs": state.epochs,
-                "optimizer_state": None, "fingerprint": _fingerprint(job), "job": job.to_dict()}, tmp)
+    from jqodi.core.quant import MODEL_FORMAT_VERSION
+
+    torch.save({"model_format_version": MODEL_FORMAT_VERSION, "master": state.master.state_dict(),
+                "epoch": state.epoch, "epochs": state.epochs, "optimizer_state": None,
+                "fingerprint": _fingerprint(job), "job": job.to_dict()}, tmp)
     tmp.replace(path)
     return path
 
@@ -80,6 +84,12 @@ def load_checkpoint(directory: Path, job: Job, master) -> CloudState | None:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise RuntimeFailure(f"cloud: checkpoint {path} is unreadable: {e}", peer="cloud") from e
+    from jqodi.core.quant import MODEL_FORMAT_VERSION
+
+    version = ck.get("model_format_version", 1) if isinstance(ck, dict) else None
+    if version != MODEL_FORMAT_VERSION:  # version 1 checkpoints predate the field
+        raise RuntimeFailure(f"cloud: checkpoint {path} has model format version {version}, this jqodi reads "
+                             f"version {MODEL_FORMAT_VERSION}; remove it or run without --resume", peer="cloud")
     if ck.get("fingerprint") != _fingerprint(job):
         raise RuntimeFailure(f"cloud: checkpoint {path} belongs to another plan "
                              f"({ck.get('fingerprint')}); remove it or run without --resume", peer="cloud")
@@ -92,9 +102,13 @@ def _say(text: str) -> None:
 
 
 def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | None = None,
+               startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
                message_log: str | Path | None = None, say: Callable[[str], None] = _say) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
+
+    ``startup_timeout_s`` bounds the rendezvous and the forming of the process group;
+    ``timeout_s`` is the failure-detection (silence) timeout once the roles run.
 
     ``message_log``: write every message this role sent or received (kind, peer, tensor shapes,
     bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
@@ -125,7 +139,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
         published = job.to_dict()
     else:
         published = None
-    pg, ranks, job_dict, keep = connect(role, host, port, timeout_s,
+    pg, ranks, job_dict, keep = connect(role, host, port, startup_timeout_s,
                                         job=published, bind_host=bind_host)
     job = Job.from_dict(job_dict)
     t = GlooTransport(pg, role, ranks, timeout_s=timeout_s, link_rate_bps=link_rates(job, role))

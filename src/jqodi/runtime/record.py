@@ -12,11 +12,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["PHASES", "RunRecord", "measure_epoch"]
+from jqodi.core.devices import CLOUD_ROLE, END_ROLE, edge_role, link_key
 
-#: The cost model's per-epoch terms (``jqodi.core.costs.EpochCost`` field stems).
-PHASES = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end", "end_to_edge",
-          "edge_to_cloud", "activations")
+__all__ = ["RunRecord", "measure_epoch"]
+
+# The phases measured are the cost model's per-epoch terms (jqodi.core.costs.TERMS).
 
 
 def _node(rec: dict, name: str) -> dict:
@@ -28,8 +28,7 @@ def _node(rec: dict, name: str) -> dict:
 
 def measure_epoch(rec: dict, dilation: float, link_energy_per_bit: dict[str, float] | None = None) -> dict:
     """Turn the cloud's raw epoch record into measured phases (emulated seconds), bytes and energy."""
-    edge = f"edge:{rec['edge']}"
-    cloud, end, es = _node(rec, "cloud"), _node(rec, "end"), _node(rec, edge)
+    cloud, end, es = _node(rec, CLOUD_ROLE), _node(rec, END_ROLE), _node(rec, edge_role(rec["edge"]))
     raw = {
         "end_compute": sum(end["busy_s"].values()),
         "edge_compute": sum(es["busy_s"].values()),
@@ -48,7 +47,7 @@ def measure_epoch(rec: dict, dilation: float, link_energy_per_bit: dict[str, flo
     transfer_j = {}
     for link, b in link_bytes.items():
         a, c = link.split("->")
-        eps = (link_energy_per_bit or {}).get(f"{a}|{c}", (link_energy_per_bit or {}).get(f"{c}|{a}"))
+        eps = (link_energy_per_bit or {}).get(link_key(a, c), (link_energy_per_bit or {}).get(link_key(c, a)))
         if eps is not None:
             transfer_j[link] = 8.0 * b * eps
     cut_elements = sum(n.get("cut", {}).get("elements", 0) for n in rec["nodes"])

@@ -6,9 +6,13 @@ socket is bound by us to exactly that address, never to all interfaces) and publ
 address: it reads the job from the store, finds its rank from its role name, and all processes
 build one gloo process group whose sockets are bound to each process's own address
 (``bind_host``; loopback when the store is on loopback). Every step has an explicit timeout
-(torch's default is 30 minutes).
+(torch's default is 30 minutes): the **start-up** timeout (``Job.startup_timeout_s``, ``--startup-timeout``),
+not the failure-detection one (``Job.timeout_s``, ``--timeout``). Forming the group waits for the
+slowest role to import torch and load its model, which takes far longer than the few seconds of
+silence after which a running peer counts as failed.
 
-Ranks: cloud 0, end 1, edges 2.. in the order of ``job["edges"]``.
+The cloud also publishes its model format version (:data:`FORMAT_KEY`); a role of another version
+stops with one line naming both versions. Ranks: cloud 0, end 1, edges 2.. in the order of ``job["edges"]``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ from datetime import timedelta
 from jqodi.errors import RuntimeFailure
 
 __all__ = ["role_ranks", "connect", "local_address"]
+
+#: Store key of the cloud's :data:`jqodi.core.quant.MODEL_FORMAT_VERSION`: packed models carry no
+#: header, so the roles compare the format once, here, instead of misreading a payload.
+FORMAT_KEY = "model_format_version"
 
 
 def role_ranks(edges: list[str]) -> dict[str, int]:
@@ -56,16 +64,20 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def connect(role: str, host: str, port: int, timeout_s: float, *, job: dict | None = None,
+def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: dict | None = None,
             bind_host: str | None = None):
     """Join the run at ``host:port`` as ``role`` ("cloud", "end" or "edge:NAME").
 
-    The cloud passes ``job``; the others receive it. Returns ``(pg, ranks, job, store)``.
+    ``startup_timeout_s`` bounds reaching the store and forming the process group. The cloud
+    passes ``job``; the others receive it. Returns ``(pg, ranks, job, store)``.
     """
     import torch.distributed as dist
 
-    timeout = timedelta(seconds=timeout_s)
+    from jqodi.core.quant import MODEL_FORMAT_VERSION
+
+    timeout = timedelta(seconds=startup_timeout_s)
     listener = None
+    cloud_version = MODEL_FORMAT_VERSION
     try:
         if role == "cloud":
             if job is None:
@@ -73,16 +85,23 @@ def connect(role: str, host: str, port: int, timeout_s: float, *, job: dict | No
             listener = _listen(host, port)
             store = dist.TCPStore(host, port, None, True, timeout, wait_for_workers=False,
                                   master_listen_fd=listener.fileno(), use_libuv=True)
+            store.set(FORMAT_KEY, str(MODEL_FORMAT_VERSION))  # before the job: a role that sees the job sees it
             store.set("job", json.dumps(job))
         else:
             store = dist.TCPStore(host, port, None, False, timeout)
             job = json.loads(store.get("job"))
+            cloud_version = int(store.get(FORMAT_KEY)) if store.check([FORMAT_KEY]) else 1  # 1 predates the key
     except RuntimeFailure:
         raise
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/DistStoreError/TimeoutError
         what = "start the rendezvous" if role == "cloud" else "reach the cloud's rendezvous"
-        raise RuntimeFailure(f"{role}: cannot {what} at {host}:{port} within {timeout_s:g} s: "
+        raise RuntimeFailure(f"{role}: cannot {what} at {host}:{port} within the start-up timeout "
+                             f"of {startup_timeout_s:g} s: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", peer="cloud") from e
+    if role != "cloud" and cloud_version != MODEL_FORMAT_VERSION:
+        raise RuntimeFailure(f"{role}: the cloud at {host}:{port} sends models in format version {cloud_version}, "
+                             f"this jqodi reads version {MODEL_FORMAT_VERSION}; run the same jqodi on every node",
+                             peer="cloud")
     ranks = role_ranks(job["edges"])
     if role not in ranks:
         names = ", ".join(e for e in job["edges"])
@@ -98,7 +117,8 @@ def connect(role: str, host: str, port: int, timeout_s: float, *, job: dict | No
         pg = dist.ProcessGroupGloo(prefix, rank, len(ranks), opts)
     except Exception as e:  # noqa: BLE001
         missing = [n for n, r in ranks.items() if r != rank]
-        raise RuntimeFailure(f"{role}: the process group did not form within {timeout_s:g} s "
+        raise RuntimeFailure(f"{role}: the process group did not form within the start-up timeout of "
+                             f"{startup_timeout_s:g} s "
                              f"(waiting for {', '.join(missing)}): {str(e).splitlines()[0]}",
                              peer=None) from e
     finally:

@@ -13,8 +13,10 @@ process. One epoch (DESIGN.md "Runtime protocol"), for the epoch's (edge, cut) o
     ES → CS   ``progress``     now and then: batch, running loss (also a sign of life)
     ES → CS   ``model_back``   both parts' updates, the losses, every node's measurements
 
-The CS folds the update into its full-precision master (:func:`jqodi.core.codec.apply_update`) and
-checkpoints. Raw images never leave the SD: it sends only activations, labels and its part.
+The CS folds the update into its full-precision master (:func:`jqodi.core.codec.apply_update`),
+checkpoints, and records the epoch in the job's trace store (:mod:`jqodi.runtime.tracing`). Raw
+images never leave the SD: it sends only activations, labels and its part. After the last epoch
+the same roles serve collaborative inference (:mod:`jqodi.runtime.serving`).
 
 The primitives are the reference's (:mod:`jqodi.core.training`): the same seeded batch order, a fresh
 per-role optimizer over the role's part (per-parameter, so SD + ES = one optimizer over the
@@ -31,17 +33,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from jqodi.core.devices import edge_role
 from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
+from jqodi.runtime.tracing import RunTraces
 from jqodi.runtime.transport import Transport
 from jqodi.core.codec import (decode_cut, encode_cut, packed_from_tensor, packed_to_tensor,
                                 update_from_tensor, update_to_tensor)
 
-__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops", "edge_peer"]
-
-
-def edge_peer(name: str) -> str:
-    return f"edge:{name}"
+__all__ = ["RoleContext", "CloudRole", "EdgeRole", "EndRole", "build_worker", "block_flops"]
 
 
 @dataclass
@@ -80,16 +80,6 @@ def warm_up(model, job: Job) -> None:
     opt.step()
     with torch.no_grad():  # and the validation batch shape
         m.eval()(torch.zeros(min(cfg.eval_batch_size, 500), *job.input_shape))
-
-
-def _set_link_dilation(t: Transport, job: Job, peer: str, dilation: float) -> None:
-    """Inference runs at its own dilation: re-rate the emulated link to ``peer``."""
-    emu = job.emulation
-    if emu is None or not emu.enabled or peer not in t.link_rate_bps:
-        return
-    link = emu.link(t.me, peer)
-    if link is not None:
-        t.link_rate_bps[peer] = link.rate_bps / dilation
 
 
 def skip_shallow_draws(generator: torch.Generator, shallow) -> None:
@@ -185,11 +175,11 @@ class EndRole(_Role):
         cfg = tr.train_config()
         x_all, y_all = self.data.train.tensors
         xv, yv = self.data.val.tensors
-        self.t.send("cloud", "ready")
+        self.t.send("cloud", "ready", train_size=len(y_all), val_size=len(yv))  # sizes: for the trace store
         for k, (edge, cut) in enumerate(job.epoch_plan()):
             if k < job.start_epoch:
                 continue
-            peer = edge_peer(edge)
+            peer = edge_role(edge)
             msg = self.t.recv(peer, "shallow")
             self.begin_epoch(k)
             shallow = self.model.shallow(cut)
@@ -230,51 +220,10 @@ class EndRole(_Role):
             self.serve_inference()
 
     def serve_inference(self) -> None:
-        """Serve ``job.inference_requests`` single-image requests with each edge (shallow part here)
-        and alone (whole model here); report the results to the cloud."""
-        from jqodi.core.profile import profile_model
-        from jqodi.core.quant import unpack_model
-        from jqodi.runtime.inference import (inference_dilation, make_result, requests_from_end,
-                                             requests_local)
+        """Serve the inference requests with each edge and alone (:func:`jqodi.runtime.serving.serve_end`)."""
+        from jqodi.runtime.serving import serve_end
 
-        job = self.job
-        xv, yv = self.data.val.tensors
-        n = min(job.inference_requests, len(yv))
-        xs, ys = xv[:n], yv[:n]
-        model = copy.deepcopy(self.model)
-        prof = profile_model(model)
-        emulated = self.ctx.clock.device is not None
-        results, dilation = [], 1.0
-        for i, e in enumerate(job.edges):
-            peer = edge_peer(e)
-            m = self.t.recv(peer, "infer_model")
-            cut = int(m.meta["cut"])
-            if i == 0:
-                unpack_model(model.shallow(cut), packed_from_tensor(m.tensors["shallow"], model.shallow(cut), job.bits))
-                unpack_model(model.deep(cut), packed_from_tensor(m.tensors["deep"], model.deep(cut), job.bits))
-                model.eval()
-                if emulated:
-                    combos = [(x, cut) for x in job.edges] + [(None, None)]
-                    dilation = inference_dilation(job, model, self.f, prof, xs, combos)
-            self.t.send(peer, "infer_start", dilation=dilation, requests=n)
-            _set_link_dilation(self.t, job, peer, dilation)
-            clock = ComputeClock(self.ctx.clock.device, dilation)
-            b0 = self.t.sent[peer].bytes + self.t.received[peer].bytes
-            lat, correct, e_end = requests_from_end(self.t, peer, model.shallow(cut), xs, ys, clock, self.ctx.meter,
-                                                    sum(self.f[:cut]), job.training.wire_act_bits, dilation)
-            nbytes = self.t.sent[peer].bytes + self.t.received[peer].bytes - b0
-            edge = self.t.recv(peer, "infer_edge").meta
-            energy = {"end": e_end, peer: edge["energy_j"]}
-            link = job.emulation.link(peer, "end") if job.emulation is not None else None
-            if link is not None:
-                energy["link"] = 8.0 * nbytes * link.energy_per_bit_j
-            results.append(make_result(job, e, cut, lat, correct, energy, nbytes / n, self.f, prof, dilation,
-                                       {"end": self.ctx.meter.name, peer: edge["meter"]}).to_dict())
-        clock = ComputeClock(self.ctx.clock.device, dilation)
-        lat, correct, e_end = requests_local(model, xs, ys, clock, self.ctx.meter, sum(self.f), dilation)
-        results.append(make_result(job, None, None, lat, correct, {"end": e_end}, 0.0, self.f, prof, dilation,
-                                   {"end": self.ctx.meter.name}).to_dict())
-        self.t.send("cloud", "infer_report", results=results)
+        serve_end(self)
 
 
 # --- edge server -------------------------------------------------------------------------------------
@@ -367,22 +316,10 @@ class EdgeRole(_Role):
             self.serve_inference()
 
     def serve_inference(self) -> None:
-        """Relay the fine-tuned model to the SD, then run the deep part of its requests."""
-        from jqodi.core.quant import unpack_model
-        from jqodi.runtime.inference import serve_as_edge
+        """Relay the model to the SD, then serve its requests' deep part (:func:`jqodi.runtime.serving.serve_edge`)."""
+        from jqodi.runtime.serving import serve_edge
 
-        m = self.t.recv("cloud", "infer_model")
-        cut = int(m.meta["cut"])
-        deep = self.model.deep(cut)
-        unpack_model(deep, packed_from_tensor(m.tensors["deep"], deep, self.job.bits))
-        deep.eval()
-        self.t.send("end", "infer_model", m.tensors, cut=cut)
-        start = self.t.recv("end", "infer_start").meta
-        dilation, n = float(start["dilation"]), int(start["requests"])
-        _set_link_dilation(self.t, self.job, "end", dilation)
-        clock = ComputeClock(self.ctx.clock.device, dilation)
-        energy = serve_as_edge(self.t, deep, n, clock, self.ctx.meter, sum(self.f[cut:]), dilation)
-        self.t.send("end", "infer_edge", energy_j=energy, meter=self.ctx.meter.name)
+        serve_edge(self)
 
 
 # --- cloud server ------------------------------------------------------------------------------------
@@ -412,19 +349,34 @@ class CloudRole(_Role):
         self.params = sum(p.numel() for p in state.master.parameters())
 
     def run(self) -> CloudState:
-        from jqodi.core.quant import pack_model
-        from jqodi.core.codec import apply_update
-
+        """Every epoch of the plan (recorded in the job's trace store, if any), then inference."""
         job = self.job
-        master = self.state.master
         update_flops = job.cloud_update_flops if job.cloud_update_flops is not None else 10.0 * self.params
         plan = job.epoch_plan()
-        for peer in self.t.peers:  # every role has loaded its data and warmed up: time starts now
-            self.t.recv(peer, "ready")
+        ready = {peer: self.t.recv(peer, "ready").meta for peer in self.t.peers}
+        # every role has loaded its data and warmed up: time starts now
+        traces = RunTraces.open(job, ready.get("end", {}).get("train_size"), ready.get("end", {}).get("val_size"),
+                                self.ctx.log)
+        try:
+            self._epochs(plan, update_flops, traces)
+            if job.inference_requests > 0:
+                self.serve_inference(plan[-1][1])
+                if traces is not None:
+                    traces.inference(self.state.inference)
+        finally:
+            if traces is not None:
+                traces.close()
+        return self.state
+
+    def _epochs(self, plan: list[tuple[str, int]], update_flops: float, traces: RunTraces | None) -> None:
+        from jqodi.core.codec import apply_update
+        from jqodi.core.quant import pack_model
+
+        job, master = self.job, self.state.master
         for k, (edge, cut) in enumerate(plan):
             if k < self.state.epoch:
                 continue
-            peer = edge_peer(edge)
+            peer = edge_role(edge)
             t_start = time.perf_counter()
             self.begin_epoch(k)
             shallow_m, deep_m = master.shallow(cut), master.deep(cut)
@@ -457,21 +409,13 @@ class CloudRole(_Role):
             self.state.epochs.append(rec)
             if self.checkpoint:
                 self.checkpoint(self.state)
+            if traces is not None:
+                traces.epoch(rec)
             if self.on_epoch:
                 self.on_epoch(rec)
-        if job.inference_requests > 0:
-            self.serve_inference(plan[-1][1])
-        return self.state
 
     def serve_inference(self, cut: int) -> None:
-        """Send the fine-tuned model (q bits) to every edge; the SD reports the inference results."""
-        from jqodi.core.quant import pack_model
+        """Send the fine-tuned model to every edge, collect the SD's results (:func:`jqodi.runtime.serving.serve_cloud`)."""
+        from jqodi.runtime.serving import serve_cloud
 
-        master = self.state.master
-        payload = {"shallow": packed_to_tensor(pack_model(master.shallow(cut), self.job.bits)),
-                   "deep": packed_to_tensor(pack_model(master.deep(cut), self.job.bits))}
-        for e in self.job.edges:
-            self.t.send(edge_peer(e), "infer_model", payload, cut=cut)
-        self.state.inference = self.t.recv("end", "infer_report").meta["results"]
-        if self.checkpoint:
-            self.checkpoint(self.state)
+        serve_cloud(self, cut)

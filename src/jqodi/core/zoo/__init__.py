@@ -19,6 +19,7 @@ Example::
     shallow, deep = m.split(2)
 """
 from jqodi.core.zoo.models import (
+    MODELS,
     BlockModel,
     ModelSpec,
     available_models,
@@ -27,4 +28,4 @@ from jqodi.core.zoo.models import (
     register_model,
 )
 
-__all__ = ["BlockModel", "ModelSpec", "available_models", "build_model", "get_spec", "register_model"]
+__all__ = ["MODELS", "BlockModel", "ModelSpec", "available_models", "build_model", "get_spec", "register_model"]

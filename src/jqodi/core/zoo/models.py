@@ -10,6 +10,7 @@ from torch import nn
 
 from jqodi.errors import ModelError
 from jqodi.core.profile import check_cut
+from jqodi.core.registry import Registry
 
 BlockList = list[tuple[str, nn.Module]]
 Builder = Callable[[tuple[int, int, int], int, float], BlockList]
@@ -75,31 +76,28 @@ class BlockModel(nn.Module):
         return f"name={self.name!r}, input_shape={self.input_shape}, width={self.width}"
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model", ModelError)
+"""Every model by name (the paper's three first); :func:`register_model` adds one."""
 
 
 def register_model(name: str, builder: Builder, description: str = "", *, replace: bool = False) -> ModelSpec:
     """Register a model so scenarios, the profiler and the runtime can use it by name.
 
     ``builder(input_shape, num_classes, width)`` must return a list of ``(name, nn.Module)``
-    blocks in execution order.
+    blocks in execution order. A model registered by a plugin module (``jqodi --plugin MODULE``,
+    ``JQODI_PLUGINS``) exists in the cloud, edge and end processes too (docs/extending.md).
     """
-    if name in _REGISTRY and not replace:
-        raise ModelError(f"model {name!r} is already registered")
     spec = ModelSpec(name, builder, description)
-    _REGISTRY[name] = spec
+    MODELS.register(name, spec, description, replace=replace)
     return spec
 
 
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def get_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; known models: {', '.join(available_models())}") from None
+    return MODELS.get(name)
 
 
 #: The largest model :func:`build_model` agrees to allocate: parameters and

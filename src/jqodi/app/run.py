@@ -1,0 +1,154 @@
+"""The ``run`` use case: plan a scenario, then run the plan for real with every role on this machine.
+
+    from jqodi.app.run import RunOptions, run_scenario
+    record = run_scenario("examples/paper-data1.yaml", RunOptions(cpu_scale=True, max_epochs=2))
+
+``jqodi run`` is a thin layer over :func:`run_scenario`; the main job (:mod:`jqodi.app.main_job`)
+shares :func:`job_for_plan` (the job with inference on every usable edge and the trace store).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from jqodi.errors import JqodiError
+
+__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run",
+           "parse_dilation"]
+
+Say = Callable[[str], None]
+
+
+def _print(s: str) -> None:
+    print(s, flush=True)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to plan and run (the flags of ``jqodi run``).
+
+    ``solver``/``epochs_estimate``: the planner and the K it plans for; ``cpu_scale`` runs the
+    models' CPU widths on Fashion-MNIST (``train_size``/``val_size`` then override the SD sizes);
+    ``dilation``: a number ≥ 1, ``"auto"`` or ``None`` (the scenario's); ``requests``: inference
+    requests per device combination after fine-tuning; ``random_init`` skips pretraining;
+    ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
+    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``progress`` False:
+    no epoch lines and no progress bars while it runs (``--quiet``).
+    """
+
+    solver: str = "jqodi"
+    epochs_estimate: str = "robust"
+    transport: str = "gloo"
+    resume: bool = False
+    workdir: str | Path | None = None
+    max_epochs: int | None = None
+    cpu_scale: bool = False
+    train_size: int | None = None
+    val_size: int | None = None
+    emulate: bool = True
+    dilation: float | str | None = None
+    timeout_s: float | None = None
+    startup_timeout_s: float | None = None
+    port: int | None = None
+    requests: int = 0
+    meter: str = "auto"
+    random_init: bool = False
+    trace_store: str | Path | None = "default"
+    progress: bool | None = None
+
+
+def parse_dilation(text: str | None) -> float | str | None:
+    """``--dilation``: ``None``, ``"auto"`` or a number ≥ 1 (else a one-line error)."""
+    if text in (None, "auto"):
+        return text
+    try:
+        dilation = float(text)
+    except ValueError:
+        raise JqodiError(f"--dilation: expected a number ≥ 1 or 'auto', got {text!r}") from None
+    if dilation < 1:
+        raise JqodiError(f"--dilation: must be ≥ 1, got {dilation:g}")
+    return dilation
+
+
+def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
+    """The runtime's job for ``solution`` (:func:`jqodi.runtime.plan.job_from_plan`, whose keywords
+    ``job_kw`` are), serving ``requests`` inference requests on every usable edge after fine-tuning."""
+    from jqodi.core.devices import edges_of_roles
+    from jqodi.runtime.plan import job_from_plan
+
+    job = job_from_plan(scenario, solution, **job_kw)
+    every_edge = edges_of_roles(job.emulation.devices if job.emulation else {})
+    return job.replace(inference_requests=requests, inference_edges=every_edge)
+
+
+def load_for_run(path: str | Path | None, opts: RunOptions):
+    """The scenario (default: the packaged Data 1), at CPU scale when ``opts.cpu_scale``."""
+    from jqodi.core.scenario import default_scenario_path, load_scenario
+    from jqodi.runtime.plan import cpu_scale
+
+    scenario = load_scenario(path or default_scenario_path())
+    if opts.cpu_scale:
+        scenario = cpu_scale(scenario, train_size=opts.train_size, val_size=opts.val_size)
+    return scenario
+
+
+def plan_for_run(scenario, opts: RunOptions, say: Say = _print):
+    """The plan to run; one-line error when it is infeasible."""
+    from jqodi.core.costs import compile_instance
+    from jqodi.planner import solve
+
+    say(f"planning {scenario.name} with {opts.solver} ...")
+    solution = solve(compile_instance(scenario), opts.solver, epochs=opts.epochs_estimate)
+    if solution.status == "infeasible":
+        raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
+    sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in solution.schedule)
+    say(f"plan: {solution.model} at {solution.bits} bits, {sched}; predicted "
+        f"{solution.time_s:.1f} s, {solution.energy_j:.1f} J")
+    return solution
+
+
+def build_job(scenario, solution, opts: RunOptions):
+    """The job ``opts`` describe for ``solution`` (``jqodi run --write-job``)."""
+    return job_for_plan(scenario, solution, emulate=opts.emulate, dilation=opts.dilation, timeout_s=opts.timeout_s,
+                        startup_timeout_s=opts.startup_timeout_s, max_epochs=opts.max_epochs, meter=opts.meter,
+                        requests=opts.requests,
+                        pretrained={"source": "random"} if opts.random_init else None,
+                        trace_store=opts.trace_store)
+
+
+def job_for_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: Say = _print):
+    """Plan the scenario at ``path`` and return the job that would run it (``jqodi run --write-job``)."""
+    scenario = load_for_run(path, opts)
+    return build_job(scenario, plan_for_run(scenario, opts, say), opts)
+
+
+def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: Say = _print):
+    """Plan the scenario at ``path`` and run the plan; returns ``(record, workdir)``: the
+    :class:`jqodi.runtime.RunRecord`, saved as ``workdir/record.json``. With ``opts.resume`` and a
+    job in the workdir, that job continues after its last completed epoch (no new plan)."""
+    from jqodi.runtime.launch import run_plan
+
+    scenario = load_for_run(path, opts)
+    workdir = Path(opts.workdir or f"runs/{scenario.name}")
+    resuming = opts.resume and (workdir / "job.json").is_file()
+    solution = None if resuming else plan_for_run(scenario, opts, say)
+    job = None if resuming else build_job(scenario, solution, opts)
+    record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
+                      port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
+                      progress=opts.progress)
+    return record, workdir
+
+
+def report_run(record, workdir: str | Path | None = None) -> str:
+    """The run's text: predicted vs measured per phase, then the collaborative inference."""
+    from jqodi.render.runs import format_inference, run_table
+    from jqodi.runtime.inference import InferenceResult
+
+    parts = ["", run_table(record)]
+    if record.inference:
+        parts += ["\ncollaborative inference",
+                  format_inference([InferenceResult.from_dict(r) for r in record.inference])]
+    if workdir is not None:
+        parts.append(f"\nrecord: {Path(workdir) / 'record.json'}")
+    return "\n".join(parts)

@@ -1,0 +1,131 @@
+"""Meters that need no hardware: ``null`` (0 J), ``model`` (busy power × busy time, the paper's
+accounting) and ``replay`` (a recorded power trace)."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from typing import Callable, Iterable
+
+from jqodi.runtime.energy.base import EnergyMeter, EnergyMeterError, Measurement, _Mark, _trapezoid_j
+
+__all__ = ["NullMeter", "ModelMeter", "ReplayMeter"]
+
+
+class NullMeter(EnergyMeter):
+    """No meter here: every window costs 0 J. Never fails, not even on an unknown key."""
+
+    name = "null"
+
+    def __init__(self, reason: str = "no energy meter", **kw) -> None:
+        super().__init__(**kw)
+        self.description = f"null ({reason})"
+
+    def _energy_counter_j(self) -> float:
+        return 0.0
+
+    def begin_window(self, key: str) -> None:
+        with self._lock:
+            self._windows[key] = _Mark(self._clock(), 0.0, 0.0)
+
+    def end_window(self, key: str, busy_s: float | None = None) -> Measurement:
+        with self._lock:
+            begin = self._windows.pop(key, None)
+        elapsed = max(0.0, self._clock() - begin.time_s) if begin is not None else 0.0
+        return Measurement(0.0, elapsed, self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# model-based
+
+
+class ModelMeter(EnergyMeter):
+    """Busy power × busy time, the paper's accounting: idle time costs nothing.
+
+    ``busy_power_w`` (in watts) is the device's power while computing (the scenario's
+    ``busy_power_w``, or ε·v). A window's busy time is the ``busy_s`` passed to
+    :meth:`end_window` (in emulation: the compute time the device profile predicts), else the
+    CPU time this process used during the window (all its threads).
+    """
+
+    name = "model"
+
+    def __init__(self, busy_power_w: float, **kw) -> None:
+        if isinstance(busy_power_w, bool) or not isinstance(busy_power_w, (int, float)) \
+                or not math.isfinite(busy_power_w) or busy_power_w < 0:
+            raise EnergyMeterError(f"model meter: busy_power_w must be a finite number ≥ 0 (W), "
+                                   f"got {busy_power_w!r}")
+        super().__init__(**kw)
+        self.busy_power_w = float(busy_power_w)
+        self.description = f"model ({self.busy_power_w:g} W × busy time)"
+
+    def _energy_counter_j(self) -> float:
+        return 0.0  # energy is computed per window from busy time
+
+    def _window_energy_j(self, begin: _Mark, end: _Mark, busy_s: float | None) -> float:
+        busy = busy_s if busy_s is not None else max(0.0, end.cpu_s - begin.cpu_s)
+        return self.busy_power_w * busy
+
+
+class ReplayMeter(EnergyMeter):
+    """Replays a recorded power trace: a window's energy is the trace's integral over it.
+
+    ``samples`` are ``(time_s, power_w)`` pairs on the same time axis as ``clock`` (by default
+    wall-clock epoch seconds, as an external power monitor logs them). Between samples power is
+    linear; before the first and after the last sample it is 0 (nothing was recorded).
+    """
+
+    name = "replay"
+
+    def __init__(self, samples: Iterable[tuple[float, float]], *,
+                 clock: Callable[[], float] = time.time, **kw) -> None:
+        pts = sorted((float(t), float(p)) for t, p in samples)
+        if not pts:
+            raise EnergyMeterError("replay meter: the recording has no samples")
+        if any(not (math.isfinite(t) and math.isfinite(p) and p >= 0) for t, p in pts):
+            raise EnergyMeterError("replay meter: samples must be finite with power ≥ 0 W")
+        super().__init__(clock=clock, **kw)
+        self._t = [t for t, _ in pts]
+        self._p = [p for _, p in pts]
+        self._cum = [0.0]
+        for i in range(1, len(pts)):
+            self._cum.append(self._cum[-1] + _trapezoid_j(self._t[i - 1], self._p[i - 1],
+                                                          self._t[i], self._p[i]))
+        self.description = f"replay ({len(pts)} samples, {self._t[0]:.3f}–{self._t[-1]:.3f} s)"
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike, *, time_column: str = "time_s",
+                 power_column: str = "power_w", **kw) -> "ReplayMeter":
+        """Load a CSV with a header naming ``time_s`` and ``power_w`` columns."""
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            samples = [(float(r[time_column]), float(r[power_column])) for r in rows]
+        except OSError as e:
+            raise EnergyMeterError(f"replay meter: cannot read {path}: {e.strerror or e}") from e
+        except (KeyError, TypeError, ValueError) as e:
+            raise EnergyMeterError(f"replay meter: {path} needs numeric columns "
+                                   f"{time_column!r} and {power_column!r}") from e
+        return cls(samples, **kw)
+
+    def energy_at(self, t_s: float) -> float:
+        """Energy (J) recorded from the start of the trace up to time ``t_s``."""
+        import bisect
+
+        t, p, cum = self._t, self._p, self._cum
+        if t_s <= t[0]:
+            return 0.0
+        if t_s >= t[-1]:
+            return cum[-1]
+        i = bisect.bisect_right(t, t_s) - 1
+        frac = (t_s - t[i]) / (t[i + 1] - t[i]) if t[i + 1] > t[i] else 0.0
+        p_at = p[i] + frac * (p[i + 1] - p[i])
+        return cum[i] + _trapezoid_j(t[i], p[i], t_s, p_at)
+
+    def _energy_counter_j(self) -> float:
+        return self.energy_at(self._clock())
+
+    def _mark(self) -> _Mark:
+        now = self._clock()  # one clock reading for both the time and the energy
+        return _Mark(now, self.energy_at(now), self._cpu_clock())
