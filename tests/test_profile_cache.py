@@ -142,7 +142,10 @@ _PROBE = textwrap.dedent('''
     import json, sys
     from jqodi.cli import main
     out, argv = sys.argv[1], sys.argv[2:]
-    rc = main(argv)
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # --help
+        rc = e.code
     with open(out, "w") as f:
         json.dump({"rc": rc, "torch": "torch" in sys.modules}, f)
 ''')
@@ -150,6 +153,7 @@ _PROBE = textwrap.dedent('''
 
 def _run_cli(args: list[str], home: Path, tmp_path: Path) -> dict:
     out = tmp_path / "probe.json"
+    out.unlink(missing_ok=True)
     env = {**os.environ, "JQODI_HOME": str(home), "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     proc = subprocess.run([sys.executable, "-c", _PROBE, str(out), *args], env=env, capture_output=True,
@@ -165,7 +169,8 @@ def test_planning_commands_do_not_import_torch(tmp_path):
                  ["instance", "--json"],
                  ["plan", "--instance", str(instance), "--json"],
                  ["plan", str(SCENARIO)],
-                 ["profile", "--model", "vgg"]):
+                 ["profile", "--model", "vgg"],
+                 ["plan", "--help"]):
         res = _run_cli(args, home, tmp_path)
         assert res["rc"] == 0 and res["torch"] is False, args
 
