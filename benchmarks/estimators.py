@@ -288,7 +288,12 @@ def cifar_dir() -> Path | None:
     src = Path(os.environ.get("JQODI_CIFAR_DIR", REPO.parent / "shared" / "datasets" / "cifar-10-batches-py"))
     if not (src / "test_batch").is_file() or not (src / "data_batch_1").is_file():
         return None
-    d = Path(tempfile.mkdtemp(prefix="jqodi-cifar-")) / "cifar-10-batches-py"
+    import atexit
+    import shutil
+
+    top = Path(tempfile.mkdtemp(prefix="jqodi-cifar-"))
+    atexit.register(shutil.rmtree, top, True)
+    d = top / "cifar-10-batches-py"
     d.mkdir()
     for f in src.iterdir():
         (d / f.name).symlink_to(f.resolve())
@@ -314,6 +319,7 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print) -> dict:
     """Fine-tune (or find in ``store``) the probe run and the full run of every configuration."""
     from jqodi.core.data import end_device_data
     from jqodi.core.pretrained import load_pretrained
+    from jqodi.learning.provenance import pretrained_sha256
     from jqodi.learning.reference import finetune
 
     t0 = time.perf_counter()
@@ -332,24 +338,15 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print) -> dict:
                 data = end_device_data(c["data"], c["dataset"], data_dir, c["train_size"], c["val_size"], seed=0)
                 res = finetune(c["model"], c["bits"], data, epochs, seed, pretrained=pre, progress=False)
                 res.config["pretrain_cloud_size"] = c["cloud_size"]
-                res.config["pretrained_sha256"] = pretrained_digest(pre)
-                run = {k: getattr(res, k) for k in ("model", "bits", "dataset", "data_name", "train_size", "val_size",
-                                                    "seed", "width", "base_loss", "base_accuracy", "start_loss",
-                                                    "start_accuracy", "gamma", "gamma_robust", "wall_s", "quantize_s")}
-                run.update(config=res.config, source=source)
-                store.record(run, [e.__dict__ for e in res.epochs])
+                res.config["pretrained_sha256"] = pretrained_sha256(pre)
+                res.source = source
+                store.record_run(res)
                 r = _stored_run(store, c, seed, source, c["width"])
                 log(f"[{time.perf_counter() - t0:6.0f}s] {i + 1}/{len(grid)} {key} {source}: "
                     f"{[round(v, 3) for v in r.val_losses]}")
             pair[source] = r
         out[key] = pair
     return out
-
-
-def pretrained_digest(pre) -> str:
-    from jqodi.learning.provenance import pretrained_sha256
-
-    return pretrained_sha256(pre)
 
 
 def loco_main(argv) -> int:
@@ -361,6 +358,8 @@ def loco_main(argv) -> int:
     ap.add_argument("--runs-only", action="store_true", help="only fine-tune the missing runs")
     ap.add_argument("--no-cifar", action="store_true")
     ap.add_argument("--configs", type=int, default=None, help="only the first N configurations of the grid")
+    ap.add_argument("--frozen-after", type=int, default=None,
+                    help="also score configurations N+1.. alone (added after the estimator's design was frozen)")
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
     args = ap.parse_args(argv)
@@ -418,7 +417,10 @@ def loco_score(rows) -> dict:
             "coverage": round(cover / n, 4) if n else None,
             "mean_margin_rel": round(statistics.mean(margin), 4) if margin else None,
             "mean_margin_epochs": round(statistics.mean(margin_ep), 2) if margin_ep else None,
+            "median_margin_rel": round(statistics.median(margin), 4) if margin else None,
             "wrongly_excluded": round(excluded / n, 4) if n else None,
+            # (K^rob − K^exp)/K^exp: the estimate's own spread, which should shrink with the probe
+            "median_spread_rel": round(statistics.median(spread), 4) if spread else None,
             "mean_spread_rel": round(statistics.mean(spread), 4) if spread else None}
 
 
@@ -479,6 +481,12 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
                            "curve": [round(v, 4) for v in truth], "start_loss": round(ca.start_loss, 4),
                            "targets": cfg_rows})
     metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.items()}
+    late = None
+    if args.frozen_after is not None:
+        fresh = {config_key(c) for c in grid[args.frozen_after:]}
+        late = {"configs": sorted(fresh),
+                "metrics": {name: {str(P): loco_score([r for r in rs if r["config"] in fresh]) for P, rs in by_p.items()}
+                            for name, by_p in rows.items()}}
     after = metrics["after: prior+probe"]
     ok_by_p = {P: meets(after[str(P)]) for P in PROBE_LENGTHS}
     passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
@@ -488,7 +496,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS, "metrics": metrics,
               "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
               "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
-              "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
+              "after_design_frozen": late, "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "per_config": per_config}
     md = loco_markdown(result)
     result["markdown"] = md
@@ -501,18 +509,25 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     return 0
 
 
-def loco_markdown(res) -> str:
-    t = res["targets"]
-    lines = ["| estimator | probe epochs | median \\|K^exp − K\\|/K | K^rob ≥ K | mean (K^rob − K)/K | wrongly excluded | targets |",
-             "|---|---|---|---|---|---|---|"]
-    for name, by_p in res["metrics"].items():
+def loco_rows(metrics) -> list[str]:
+    lines = ["| estimator | probe epochs | median \\|K^exp − K\\|/K | K^rob ≥ K | mean (K^rob − K)/K | wrongly excluded "
+             "| median (K^rob − K^exp)/K^exp | targets |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, by_p in metrics.items():
         for P, m in by_p.items():
             ok = meets(m)
             lines.append(f"| {name} | {P} | {m['median_rel_error']:.0%}{'' if ok['median_rel_error'] else ' ✘'} | "
                          f"{m['coverage']:.0%}{'' if ok['coverage'] else ' ✘'} | "
                          f"{'-' if m['mean_margin_rel'] is None else format(m['mean_margin_rel'], '.0%')}"
                          f"{'' if ok['mean_margin_rel'] else ' ✘'} | "
-                         f"{m['wrongly_excluded']:.0%}{'' if ok['wrongly_excluded'] else ' ✘'} | {m['n']} |")
+                         f"{m['wrongly_excluded']:.0%}{'' if ok['wrongly_excluded'] else ' ✘'} | "
+                         f"{'-' if m['median_spread_rel'] is None else format(m['median_spread_rel'], '.0%')} | {m['n']} |")
+    return lines
+
+
+def loco_markdown(res) -> str:
+    t = res["targets"]
+    lines = loco_rows(res["metrics"])
     lines.append("")
     lines.append(f"Targets: median error ≤ {t['median_rel_error']:.0%}, coverage ≥ {t['coverage']:.0%}, "
                  f"mean margin ≤ {t['mean_margin_rel']:.0%} of K, wrongly excluded ≤ {t['wrongly_excluded']:.0%} "
@@ -520,6 +535,13 @@ def loco_markdown(res) -> str:
                  f"targets = the full run's best loss by epoch {', '.join(map(str, res['target_epochs']))}. "
                  f"Chosen default probe length: {res['chosen_probe_epochs']} epochs"
                  f"{'' if res['chosen_probe_epochs_meets_all'] else ' (no length meets every target)'}.")
+    if res.get("after_design_frozen"):
+        late = res["after_design_frozen"]
+        lines.append("")
+        lines.append(f"Only the {len(late['configs'])} configurations added after the estimator was frozen "
+                     f"({', '.join(late['configs'])}):")
+        lines.append("")
+        lines += loco_rows(late["metrics"])
     return "\n".join(lines) + "\n"
 
 
