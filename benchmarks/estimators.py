@@ -359,7 +359,7 @@ def loco_main(argv) -> int:
     ap.add_argument("--no-cifar", action="store_true")
     ap.add_argument("--configs", type=int, default=None, help="only the first N configurations of the grid")
     ap.add_argument("--frozen-after", type=int, default=None,
-                    help="also score configurations N+1.. alone (added after the estimator's design was frozen)")
+                    help="also score configurations N+1.. alone (never scored while the estimator was designed)")
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
     args = ap.parse_args(argv)
@@ -538,7 +538,7 @@ def loco_markdown(res) -> str:
     if res.get("after_design_frozen"):
         late = res["after_design_frozen"]
         lines.append("")
-        lines.append(f"Only the {len(late['configs'])} configurations added after the estimator was frozen "
+        lines.append(f"Only the {len(late['configs'])} configurations never scored while the estimator was designed "
                      f"({', '.join(late['configs'])}):")
         lines.append("")
         lines += loco_rows(late["metrics"])

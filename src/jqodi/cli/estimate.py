@@ -9,7 +9,6 @@ HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Tab
 
 def add_arguments(p) -> None:
     from jqodi.cli._learning_common import add_data_arguments, add_store_argument
-    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS, MAX_PROBE_EPOCHS
 
     p.add_argument("--target-loss", type=float, required=True, help="L_max: the validation loss to reach")
     p.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"])
@@ -18,9 +17,10 @@ def add_arguments(p) -> None:
     p.add_argument("--method", choices=["auto", "probe", "store"], default="auto",
                    help="auto: prior runs of the candidate in the store when there are any, else a probe "
                         "combined with the prior learned from every stored run")
-    p.add_argument("--probe-epochs", type=int, default=DEFAULT_PROBE_EPOCHS,
-                   help=f"epochs of a probe run (1..{MAX_PROBE_EPOCHS}; default {DEFAULT_PROBE_EPOCHS}, "
-                        f"measured in docs/learning.md)")
+    # default None: the parser must not import the learning layer (numpy) just to list choices
+    p.add_argument("--probe-epochs", type=int, default=None,
+                   help="epochs of a probe run (1..5; default learning.estimate.DEFAULT_PROBE_EPOCHS = 5, "
+                        "chosen on the held-out benchmark, docs/learning.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of probe runs")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default: CPU scale)")
     p.add_argument("--pretrain-epochs", type=int, default=None,
@@ -46,8 +46,10 @@ def run(args) -> int:
     from jqodi.core.traces import TraceStore
     from jqodi.core.zoo import get_spec
     from jqodi.errors import JqodiError
-    from jqodi.learning.estimate import MAX_PROBE_EPOCHS
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS, MAX_PROBE_EPOCHS
 
+    if args.probe_epochs is None:
+        args.probe_epochs = DEFAULT_PROBE_EPOCHS
     if not args.target_loss > 0:
         raise JqodiError(f"--target-loss must be > 0, got {args.target_loss}")
     if not 1 <= args.probe_epochs <= MAX_PROBE_EPOCHS:

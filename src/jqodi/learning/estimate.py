@@ -29,12 +29,13 @@ from typing import Sequence
 from jqodi.core.estimates import LearningEstimate
 from jqodi.errors import JqodiError
 from jqodi.learning.curves import EpochEstimate, estimate_from_runs
+from jqodi.learning.prior import from_random_weights
 
 __all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces",
-           "from_random_weights", "provenance_of", "reachable"]
+           "provenance_of", "reachable"]
 
 MAX_PROBE_EPOCHS = 5
-#: the default probe length, measured by the held-out benchmark (docs/learning.md, "Probe length")
+#: the default probe length, chosen on the held-out benchmark (docs/learning.md, "Held-out benchmark")
 DEFAULT_PROBE_EPOCHS = 5
 #: the loss every estimate is about (the validation loss fine-tuning minimises)
 LOSS_KIND = "cross-entropy"
@@ -52,14 +53,6 @@ def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tup
                "gamma_robust": max((r.gamma_robust for r in runs if r.gamma_robust is not None), default=None),
                "runs": [r.id for r in runs]}
     return est, summary
-
-
-def from_random_weights(run) -> bool:
-    """A runtime run started from random weights (``jqodi run --random-init``, benchmarks): a real
-    trace, but not a fine-tuning curve of the pretrained model."""
-    cfg = run.config if isinstance(run.config, dict) else {}
-    pre = cfg.get("pretrained")
-    return isinstance(pre, dict) and pre.get("source") == "random"
 
 
 def provenance_of(pre, data, model: str) -> dict:

@@ -13,22 +13,25 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    counted, never fatal (:func:`library_from_store`).
 2. **Simulated probes.** For every ordered pair (a, b) of runs of one group (a ≠ b when the group
    has two, else a = b), each curve *variant* (a family of
-   :data:`jqodi.learning.curves.CURVE_MODELS`, fitted to a's first P epochs, with or without the
-   quantized start loss as an extra point at epoch 0) predicts, for every loss level b reaches,
-   the epoch K̂ at which b reaches it; the truth is b's K. Each pair gives samples
-   ``e = log K − log K̂`` at depth ``log K̂``, for P = 1, 2, 3, 5.
+   :data:`jqodi.learning.curves.CURVE_MODELS`, fitted to a's first P epochs by :func:`fit_fast`,
+   with or without the quantized start loss as an extra point at epoch 0) predicts the epoch K̂
+   at which b reaches each target; the truth is b's K (:meth:`CurvePrior.samples` says which
+   targets). Each pair gives samples ``e = log K − log K̂`` at depth ``log K̂``, for P = 1, 2, 3, 5.
 3. **Update with the probe.** For a new candidate the same variants are fitted to its probe and
-   give K̂_v. The samples are weighted by how similar their configuration is (a kernel over
-   model, dataset, split, bits, width, data size, data shift log(L_0/L_a) and pretrained model:
-   :func:`similarity`) and how close their depth is to log K̂_v. The variant with the least
-   weighted median |e − median e| — the held-out error of the *calibrated* extrapolation on
-   other runs, not the fit to the probe — is chosen, and
+   give K̂_v (a variant whose residual on the probe is far above the best one's is dropped).
+   The samples are weighted by how similar their configuration is (a kernel over model,
+   dataset, split, bits, width, data size, data shift log(L_0/L_a) and pretrained model:
+   :func:`similarity`) and how close their depth is to log K̂_v. Each variant with enough
+   similar configurations behind it gives
 
-       K^exp = K̂ · exp(median_w e),     K^rob = K̂ · exp(quantile_w(e, q')),
+       K^exp_v = K̂_v · exp(median_w e),     K^rob_v = K̂_v · exp(quantile_w(e, q')),
 
-   with q' = q·(1 + 1/n) (a small-sample correction; n = Kish's effective sample size).
-   The samples are per P, so the spread shrinks as the probe grows: a longer probe leaves
-   less to extrapolate, and the library shows it.
+   with q' = q·(1 + 1/n) (a small-sample correction; n = Kish's effective sample size), and
+   the variants vote (weighted medians of K^exp_v and K^rob_v) with weights 1/(held-out error
+   + 0.02): the held-out error of the *calibrated* variant on the other configurations
+   (:func:`_calibrated_error`), not its fit to the probe. The samples are per P, so the spread
+   shrinks as the probe grows: a longer probe leaves less to extrapolate, and the library
+   shows it.
 4. **Cold start.** With no stored run of the model, or too little weight behind a query
    (fewer than :data:`MIN_EFFECTIVE_SAMPLES` effective configurations), the estimate falls back to the probe alone
    (:func:`jqodi.learning.curves.estimate_from_probe`) with a doubled robust margin, and says so
@@ -45,7 +48,7 @@ import numpy as np
 from jqodi.learning.curves import CURVE_MODELS, PROBE_MIN_MARGIN, EpochEstimate, estimate_from_probe, first_epoch_below
 
 __all__ = ["COLD_START_MARGIN", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
-           "VARIANTS", "library_from_runs", "library_from_store", "similarity"]
+           "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "similarity"]
 
 #: probe lengths the prior is calibrated for (a probe of another length uses the next shorter one)
 PROBE_LENGTHS = (1, 2, 3, 5)
@@ -79,7 +82,7 @@ class CurveRun:
     val_size: int
     seed: int
     source: str
-    start_loss: float
+    start_loss: float | None
     base_loss: float | None
     pretrained: str
     losses: np.ndarray = field(repr=False)
@@ -92,7 +95,7 @@ class CurveRun:
     @property
     def shift(self) -> float:
         """log(L_0 / L_a): how far the SD's data is from the cloud's, as the quantized model sees it."""
-        if self.base_loss is None or self.base_loss <= 0:
+        if self.base_loss is None or self.base_loss <= 0 or self.start_loss is None:
             return 0.0
         return math.log(self.start_loss / self.base_loss)
 
@@ -103,6 +106,14 @@ def pretrained_key(config: dict) -> str:
     if sha:
         return str(sha)
     return f"e{config.get('pretrain_epochs', '?')}n{config.get('pretrain_cloud_size') or 'all'}"
+
+
+def from_random_weights(run) -> bool:
+    """A runtime run started from random weights (``jqodi run --random-init``, benchmarks): a real
+    trace, but not a fine-tuning curve of the pretrained model."""
+    cfg = run.config if isinstance(run.config, dict) else {}
+    pre = cfg.get("pretrained")
+    return isinstance(pre, dict) and pre.get("source") == "random"
 
 
 def _valid(r) -> tuple[CurveRun | None, str]:
@@ -116,11 +127,15 @@ def _valid(r) -> tuple[CurveRun | None, str]:
             return None, "no epochs"
         if [e.epoch for e in r.epochs] != list(range(1, losses.size + 1)):
             return None, "epochs not numbered 1..n"
-        start = float(r.start_loss) if r.start_loss is not None else math.nan
-        if not (np.all(np.isfinite(losses)) and np.all(losses > 0) and math.isfinite(start) and start > 0):
+        cfg = r.config if isinstance(r.config, dict) else {}
+        if from_random_weights(r):
+            return None, "started from random weights"
+        # runtime runs measure no start loss: they count without it (variants "+start" skip them)
+        start = float(r.start_loss) if r.start_loss is not None else None
+        if not (np.all(np.isfinite(losses)) and np.all(losses > 0)) or \
+                (start is not None and not (math.isfinite(start) and start > 0)):
             return None, "non-finite or non-positive loss"
         base = float(r.base_loss) if r.base_loss is not None and math.isfinite(float(r.base_loss)) else None
-        cfg = r.config if isinstance(r.config, dict) else {}
         return CurveRun(int(r.id), str(r.model), str(r.dataset), str(r.data_name), int(r.bits), float(r.width),
                         int(r.train_size), int(r.val_size), int(r.seed), str(r.source), start, base,
                         pretrained_key(cfg), losses), ""
@@ -440,9 +455,9 @@ class CurvePrior:
                              final_loss_expected=target_loss if ke <= self.horizon else None,
                              final_loss_robust=target_loss if kr <= self.horizon else None,
                              method="prior+probe", family=name, n_eff=round(n_eff, 1),
-                             note=f"{name} fit of {P} probe epochs, calibrated on {len(relevant)} stored {query['model']} "
-                                  f"runs ({n_eff:.1f} effective configurations, held-out error "
-                                  f"{math.exp(err_med) - 1:.0%})")
+                             note=f"{len(members)} curve variants fitted to {P} probe epochs and calibrated on "
+                                  f"{len(relevant)} stored {query['model']} runs; best {name} ({n_eff:.1f} "
+                                  f"effective configurations, held-out error {math.exp(err_med) - 1:.0%})")
 
     def _probe_only(self, y: np.ndarray, target_loss: float, why: str) -> EpochEstimate:
         e = estimate_from_probe(y, target_loss, horizon=self.horizon, min_margin=COLD_START_MARGIN)
