@@ -455,8 +455,8 @@ class CurvePrior:
                              final_loss_expected=target_loss if ke <= self.horizon else None,
                              final_loss_robust=target_loss if kr <= self.horizon else None,
                              method="prior+probe", family=name, n_eff=round(n_eff, 1),
-                             note=f"{len(members)} curve variants fitted to {P} probe epochs and calibrated on "
-                                  f"{len(relevant)} stored {query['model']} runs; best {name} ({n_eff:.1f} "
+                             note=f"{name} (best of {len(members)} calibrated variants) fitted to {P} probe epochs, "
+                                  f"calibrated on {len(relevant)} stored {query['model']} runs ({n_eff:.1f} "
                                   f"effective configurations, held-out error {math.exp(err_med) - 1:.0%})")
 
     def _probe_only(self, y: np.ndarray, target_loss: float, why: str) -> EpochEstimate:
