@@ -194,3 +194,19 @@ def test_estimate_records_provenance_and_check_refuses_another_model(tmp_path, m
     monkeypatch.setattr(pre_mod, "load_pretrained", lambda *a, epochs=4, **k: pre4)
     assert main(args + ["--pretrain-epochs", "4"]) == 0
     assert "matches" in capsys.readouterr().out
+
+
+def test_the_store_estimator_uses_only_runs_from_the_same_pretrained_model(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    with TraceStore(db) as s:
+        for seed in (0, 1):   # fine-tunes from the 2-epoch model
+            s.record({"model": "lenet", "bits": 4, "dataset": "fashion-mnist", "data_name": "data1",
+                      "train_size": 2000, "val_size": 500, "seed": seed, "width": 0.25, "base_loss": 0.22,
+                      "start_loss": 1.5, "gamma": 0.1, "gamma_robust": 0.2, "config": {"pretrain_epochs": 2}},
+                     [{"epoch": k, "val_loss": 0.2 + 1.0 * k ** -0.8} for k in range(1, 21)])
+    args = ["estimate", "--target-loss", "0.35", "--models", "lenet", "--bits", "4", "--method", "store",
+            "--store", str(db), "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert main(args + ["--pretrain-epochs", "2"]) == 0
+    assert "measured:store(2 runs)" in capsys.readouterr().out
+    assert main(args) == 2   # the default 4-epoch model: none of these runs describe it
+    assert "from this pretrained model" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from typing import Sequence
 from jqodi.core.estimates import LearningEstimate
 from jqodi.errors import JqodiError
 from jqodi.learning.curves import EpochEstimate, estimate_from_runs
-from jqodi.learning.prior import from_random_weights
+from jqodi.learning.prior import from_random_weights, pretrain_options
 
 __all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces",
            "provenance_of", "reachable"]
@@ -70,10 +70,11 @@ def _same_pretrained(run, prov: dict | None) -> bool:
     """Whether a stored run started from the pretrained model ``prov`` describes."""
     if prov is None:
         return True
-    sha = run.config.get("pretrained_sha256") if isinstance(run.config, dict) else None
-    if sha is not None:
-        return sha == prov["pretrained_sha256"]
-    return run.config.get("pretrain_epochs", prov["pretrain_epochs"]) == prov["pretrain_epochs"]
+    cfg = run.config if isinstance(run.config, dict) else {}
+    if cfg.get("pretrained_sha256") is not None:
+        return cfg["pretrained_sha256"] == prov["pretrained_sha256"]
+    epochs, _ = pretrain_options(cfg)
+    return epochs is None or epochs == prov["pretrain_epochs"]
 
 
 def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store=None, method: str = "auto",
@@ -106,7 +107,7 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                                         width=width)
                   if r.epochs and not from_random_weights(r) and _same_pretrained(r, prov)]
         if prov is None and pretrain_epochs is not None:
-            priors = [r for r in priors if r.config.get("pretrain_epochs", pretrain_epochs) == pretrain_epochs]
+            priors = [r for r in priors if pretrain_options(r.config)[0] in (None, pretrain_epochs)]
         same_size = [r for r in priors if (r.train_size, r.val_size) == (len(getattr(data, "train", ()) or ()),
                                                                          len(getattr(data, "val", ()) or ()))]
         # runs on the same SD sizes first (when they include a reference run); other sizes only if none

@@ -48,7 +48,8 @@ import numpy as np
 from jqodi.learning.curves import CURVE_MODELS, PROBE_MIN_MARGIN, EpochEstimate, estimate_from_probe, first_epoch_below
 
 __all__ = ["COLD_START_MARGIN", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
-           "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "similarity"]
+           "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "pretrain_options",
+           "pretrained_key", "similarity"]
 
 #: probe lengths the prior is calibrated for (a probe of another length uses the next shorter one)
 PROBE_LENGTHS = (1, 2, 3, 5)
@@ -100,12 +101,28 @@ class CurveRun:
         return math.log(self.start_loss / self.base_loss)
 
 
+def pretrain_options(config: dict) -> tuple[int | None, int | None]:
+    """(pretraining epochs, cloud images) a stored run started from, as far as its config says.
+
+    Fine-tunes record ``pretrain_epochs`` (and, from the benchmark, ``pretrain_cloud_size``);
+    runtime runs record the job's ``pretrained`` options (``epochs`` defaulting to
+    :data:`jqodi.core.pretrained.DEFAULT_PRETRAIN_EPOCHS`).
+    """
+    pre = config.get("pretrained")
+    if isinstance(pre, dict):
+        from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS
+
+        return pre.get("epochs", DEFAULT_PRETRAIN_EPOCHS), pre.get("cloud_size")
+    return config.get("pretrain_epochs"), config.get("pretrain_cloud_size")
+
+
 def pretrained_key(config: dict) -> str:
     """The pretrained model's identity from a run's config: its hash, else its options."""
     sha = config.get("pretrained_sha256")
     if sha:
         return str(sha)
-    return f"e{config.get('pretrain_epochs', '?')}n{config.get('pretrain_cloud_size') or 'all'}"
+    epochs, cloud = pretrain_options(config)
+    return f"e{'?' if epochs is None else epochs}n{cloud or 'all'}"
 
 
 def from_random_weights(run) -> bool:
