@@ -94,8 +94,11 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
     if not 1 <= probe_epochs <= MAX_PROBE_EPOCHS:
         raise JqodiError(f"probe epochs must be in 1..{MAX_PROBE_EPOCHS}, got {probe_epochs}")
     width = default_width(model) if width is None else float(width)
-    has_images = hasattr(data, "train") and hasattr(data, "val")
-    if pretrained is None and has_images:
+    # the pretrained model's identity (its hash ties the estimate to it): given, or loaded unless
+    # only the store is asked (loading may mean pretraining); then runs are filtered by
+    # ``pretrain_epochs`` alone
+    has_images = hasattr(data, "input_shape")   # an EndDeviceData, not a stand-in of its names and sizes
+    if pretrained is None and has_images and method != "store":
         from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, load_pretrained
 
         pretrained = load_pretrained(model, data.dataset, width, data_dir=data_dir, progress=progress,
