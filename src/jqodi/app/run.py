@@ -33,7 +33,8 @@ class RunOptions:
     ``dilation``: a number ≥ 1, ``"auto"`` or ``None`` (the scenario's); ``requests``: inference
     requests per device combination after fine-tuning; ``random_init`` skips pretraining;
     ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
-    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``.
+    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``progress`` False:
+    no epoch lines and no progress bars while it runs (``--quiet``).
     """
 
     solver: str = "jqodi"
@@ -54,6 +55,7 @@ class RunOptions:
     meter: str = "auto"
     random_init: bool = False
     trace_store: str | Path | None = "default"
+    progress: bool | None = None
 
 
 def parse_dilation(text: str | None) -> float | str | None:
@@ -133,7 +135,8 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
-                      port=opts.port, job=job, say=say)
+                      port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
+                      progress=opts.progress)
     return record, workdir
 
 

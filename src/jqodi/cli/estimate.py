@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Table VI) and write them for 'jqodi instance --estimates'"
 
@@ -68,11 +69,14 @@ def run(args) -> int:
         return _check(args)
     from jqodi.core.data import end_device_data
     from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS
+    from jqodi.core.progress import format_duration
     from jqodi.learning.estimate import estimate_candidate
     from jqodi.learning.prior import CurvePrior
 
     data = None
     estimates = []
+    todo = [(m, b) for m in args.models for b in args.bits]
+    t0 = time.monotonic()
     with TraceStore(args.store) as store:
         prior = None
         if args.method != "store":
@@ -81,18 +85,19 @@ def run(args) -> int:
                 why = ", ".join(f"{n} {k}" for k, n in sorted(prior.skipped.items()))
                 print(f"trace store {store.path}: skipped {prior.skipped_count} unusable run(s) ({why})",
                       file=sys.stderr)
-        for m in args.models:
-            for b in args.bits:
-                if data is None and args.method != "store":
-                    data = end_device_data(args.data, args.dataset, args.data_dir, args.train_size,
-                                           args.val_size, args.data_seed)
-                d = data if data is not None else _DataKey(args)
-                if not args.quiet:
-                    print(f"estimating {m} {b}-bit ...", file=sys.stderr)
-                estimates.append(estimate_candidate(
-                    m, b, args.target_loss, d, store=store, method=args.method, probe_epochs=args.probe_epochs,
-                    seed=args.seed, width=args.width, progress=False if args.quiet else None, prior=prior,
-                    pretrain_epochs=args.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS, data_dir=args.data_dir))
+        for i, (m, b) in enumerate(todo):
+            if data is None and args.method != "store":
+                data = end_device_data(args.data, args.dataset, args.data_dir, args.train_size,
+                                       args.val_size, args.data_seed)
+            d = data if data is not None else _DataKey(args)
+            if not args.quiet:
+                spent = time.monotonic() - t0
+                eta = f", ETA {format_duration(spent / i * (len(todo) - i))} for the rest" if i else ""
+                print(f"estimating {m} {b}-bit ({i + 1}/{len(todo)}{eta}) ...", file=sys.stderr)
+            estimates.append(estimate_candidate(
+                m, b, args.target_loss, d, store=store, method=args.method, probe_epochs=args.probe_epochs,
+                seed=args.seed, width=args.width, progress=False if args.quiet else None, prior=prior,
+                pretrain_epochs=args.pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS, data_dir=args.data_dir))
     rows = [[fmt(e.target_loss), e.model, fmt(e.base_loss), f"{e.bits}-bit", fmt(e.gamma), fmt(e.gamma_robust),
              "∞" if e.epochs_expected is None else e.epochs_expected,
              "∞" if e.epochs_robust is None else e.epochs_robust, e.source] for e in estimates]
