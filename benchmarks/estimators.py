@@ -20,6 +20,14 @@ validation split), or ``--target model=loss``.
 
     python benchmarks/estimators.py --quick          # LeNet × {1,2,4,8} bits × 3 seeds, ≤ 10 min
     python benchmarks/estimators.py                  # 3 models × {2,4,6,8} (+1-bit LeNet) × 3 seeds
+
+**Leave-one-configuration-out** (``--loco``): see :func:`loco_main` — a grid of configurations
+(model, width, pretrained model, dataset, SD split, data size, bits), one 5-epoch probe run
+(seed 0) and one full run (seed 1) each, cached in a trace store; for every held-out
+configuration and target the estimators see only the *other* configurations' runs plus the
+held-out configuration's probe.
+
+    nice -n 10 python benchmarks/estimators.py --loco --store /tmp/loco.db   # ≈ 30-40 min on 2 loaded cores
 """
 from __future__ import annotations
 
@@ -46,6 +54,10 @@ def k_str(k):
 
 
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--loco" in argv:
+        return loco_main([a for a in argv if a != "--loco"])
     import torch
 
     from jqodi.core.data import end_device_data
@@ -208,6 +220,328 @@ def markdown(res) -> str:
                  f"≤ {res['max_epochs']} epochs, probe {res['probe_epochs']} epochs, wall {res['wall_s']:.0f} s "
                  f"(fine-tuning {res['train_wall_s']:.0f} s{', runs reused from the store' if res['reused'] else ''}) "
                  f"on {res['threads']} threads")
+    return "\n".join(lines) + "\n"
+
+
+
+# --- leave-one-configuration-out ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+#: probe runs are this long; shorter probes are their prefixes
+LOCO_PROBE_EPOCHS = 5
+PROBE_SEED, TRUTH_SEED = 0, 1
+
+
+def loco_grid(cifar: bool) -> list[dict]:
+    """The configurations, most informative first (``--configs N`` takes the first N).
+
+    Each: model, width, pretrained model (epochs, cloud images), dataset, SD split, SD train
+    size, bits and the full run's horizon (epochs). The SD validation split is 300 images.
+    """
+    grid = []
+
+    def add(model, width, pre_epochs, cloud, dataset, data, n, bits, horizon):
+        grid.append({"model": model, "width": width, "pretrain_epochs": pre_epochs, "cloud_size": cloud,
+                     "dataset": dataset, "data": data, "train_size": n, "val_size": 300, "bits": bits,
+                     "horizon": horizon})
+    fm, le = "fashion-mnist", "lenet"
+    add(le, 0.25, 4, None, fm, "data2", 1000, 4, 15)      # the issue's configuration
+    add(le, 0.25, 4, None, fm, "data2", 500, 4, 20)
+    add(le, 0.25, 4, None, fm, "data1", 500, 2, 10)
+    add(le, 0.5, 2, 10000, fm, "data2", 500, 4, 20)       # another width and pretrained model
+    add(le, 0.25, 4, None, fm, "data2", 500, 2, 20)
+    add(le, 0.25, 4, None, fm, "data2", 500, 8, 20)
+    add(le, 0.25, 4, None, fm, "data2", 2000, 4, 8)
+    if cifar:
+        add(le, 0.25, 2, 8000, "cifar10", "data1", 500, 4, 10)
+    add(le, 0.25, 4, None, fm, "data1", 500, 8, 10)
+    add(le, 0.25, 2, 10000, fm, "data2", 1000, 8, 15)    # another pretrained model
+    add("vgg", 0.125, 2, 5000, fm, "data2", 500, 4, 15)  # another model
+    add(le, 0.25, 4, None, fm, "data2", 1000, 2, 15)
+    add(le, 0.25, 4, None, fm, "data2", 5000, 4, 5)
+    if cifar:
+        add(le, 0.25, 2, 8000, "cifar10", "data1", 1000, 8, 10)
+    add(le, 0.25, 4, None, fm, "data2", 1000, 8, 15)
+    add(le, 0.25, 4, None, fm, "data2", 2000, 2, 8)
+    add(le, 0.25, 4, None, fm, "data2", 2000, 8, 8)
+    add(le, 0.5, 2, 10000, fm, "data2", 500, 8, 20)
+    add(le, 0.25, 2, 10000, fm, "data2", 500, 4, 20)
+    return grid
+
+
+def config_key(c: dict) -> str:
+    return (f"{c['model']}-w{c['width']:g}-pre{c['pretrain_epochs']}{'' if c['cloud_size'] is None else 'n' + str(c['cloud_size'])}"
+            f"/{c['dataset']}/{c['data']}-{c['train_size']}/{c['bits']}b")
+
+
+def cifar_dir() -> Path | None:
+    """CIFAR-10 from ``$JQODI_CIFAR_DIR`` or ``../shared/datasets`` (None if absent).
+
+    The shared copy holds data_batch_1/2 only; ``load_cifar`` wants all five train batches, so
+    a temp folder links the real files and adds empty batches 3-5 (20,000 cloud images).
+    """
+    import os
+    import pickle
+
+    import numpy as np
+
+    src = Path(os.environ.get("JQODI_CIFAR_DIR", REPO.parent / "shared" / "datasets" / "cifar-10-batches-py"))
+    if not (src / "test_batch").is_file() or not (src / "data_batch_1").is_file():
+        return None
+    import atexit
+    import shutil
+
+    top = Path(tempfile.mkdtemp(prefix="jqodi-cifar-"))
+    atexit.register(shutil.rmtree, top, True)
+    d = top / "cifar-10-batches-py"
+    d.mkdir()
+    for f in src.iterdir():
+        (d / f.name).symlink_to(f.resolve())
+    for i in range(1, 6):
+        if not (d / f"data_batch_{i}").exists():
+            with open(d / f"data_batch_{i}", "wb") as fh:
+                pickle.dump({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, fh)
+    return d
+
+
+def _stored_run(store, c, seed, source, width):
+    for r in reversed(store.runs(model=c["model"], bits=c["bits"], dataset=c["dataset"], data_name=c["data"],
+                                 seed=seed, width=width)):
+        if (r.train_size, r.val_size, r.source) == (c["train_size"], c["val_size"], source) \
+                and r.config.get("pretrain_epochs") == c["pretrain_epochs"] \
+                and r.config.get("pretrain_cloud_size") == c["cloud_size"] \
+                and r.epochs_run >= (LOCO_PROBE_EPOCHS if source == "probe" else c["horizon"]):
+            return r
+    return None
+
+
+def loco_runs(store, grid, data_dir_cifar, threads: int, log=print) -> dict:
+    """Fine-tune (or find in ``store``) the probe run and the full run of every configuration."""
+    from jqodi.core.data import end_device_data
+    from jqodi.core.pretrained import load_pretrained
+    from jqodi.learning.provenance import pretrained_sha256
+    from jqodi.learning.reference import finetune
+
+    t0 = time.perf_counter()
+    out = {}
+    for i, c in enumerate(grid):
+        key = config_key(c)
+        data_dir = data_dir_cifar if c["dataset"] == "cifar10" else None
+        pre = None
+        pair = {}
+        for source, seed, epochs in (("probe", PROBE_SEED, LOCO_PROBE_EPOCHS), ("finetune", TRUTH_SEED, c["horizon"])):
+            r = _stored_run(store, c, seed, source, c["width"])
+            if r is None:
+                if pre is None:
+                    pre = load_pretrained(c["model"], c["dataset"], c["width"], epochs=c["pretrain_epochs"],
+                                          cloud_size=c["cloud_size"], data_dir=data_dir, progress=False)
+                data = end_device_data(c["data"], c["dataset"], data_dir, c["train_size"], c["val_size"], seed=0)
+                res = finetune(c["model"], c["bits"], data, epochs, seed, pretrained=pre, progress=False)
+                res.config["pretrain_cloud_size"] = c["cloud_size"]
+                res.config["pretrained_sha256"] = pretrained_sha256(pre)
+                res.source = source
+                store.record_run(res)
+                r = _stored_run(store, c, seed, source, c["width"])
+                log(f"[{time.perf_counter() - t0:6.0f}s] {i + 1}/{len(grid)} {key} {source}: "
+                    f"{[round(v, 3) for v in r.val_losses]}")
+            pair[source] = r
+        out[key] = pair
+    return out
+
+
+def loco_main(argv) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description="leave-one-configuration-out benchmark of the epoch estimators")
+    ap.add_argument("--store", required=True, help="trace store caching the runs (reruns are cheap)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs-only", action="store_true", help="only fine-tune the missing runs")
+    ap.add_argument("--no-cifar", action="store_true")
+    ap.add_argument("--configs", type=int, default=None, help="only the first N configurations of the grid")
+    ap.add_argument("--frozen-after", type=int, default=None,
+                    help="also score configurations N+1.. alone (never scored while the estimator was designed)")
+    ap.add_argument("--out", default=None, help="write the JSON here too")
+    ap.add_argument("--markdown", default=None, help="write the Markdown table here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from jqodi.core.traces import TraceStore
+
+    cdir = None if args.no_cifar else cifar_dir()
+    grid = loco_grid(cdir is not None)[: args.configs]
+    t0 = time.perf_counter()
+    with TraceStore(args.store) as store:
+        runs = loco_runs(store, grid, cdir, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.runs_only:
+        print(json.dumps({"configs": len(runs), "wall_s": round(time.perf_counter() - t0, 1)}))
+        return 0
+    return loco_evaluate(args, grid, runs, cdir is not None, time.perf_counter() - t0)
+
+
+
+#: the issue's targets for the held-out benchmark
+LOCO_TARGETS = {"median_rel_error": 0.15, "coverage": 0.90, "mean_margin_rel": 0.30, "wrongly_excluded": 0.02}
+#: target losses of a held-out configuration: its full run's best loss by these epochs
+TARGET_EPOCHS = (3, 5, 8, 12, 16, 20)
+
+
+#: a target must lie this much (relative) below the run's first epoch and every larger target:
+#: closer ones are epoch-to-epoch noise on a flat curve, not a loss anyone would plan for
+TARGET_MIN_STEP = 0.01
+
+
+def loco_targets(curve, horizon):
+    out = []
+    for k in TARGET_EPOCHS:
+        if k <= min(horizon, len(curve)):
+            t = min(curve[:k])
+            if all(t < o * (1 - TARGET_MIN_STEP) for o in [curve[0]] + out):
+                out.append(t)
+    return out
+
+
+def loco_score(rows) -> dict:
+    """Median |K^exp − K|/K, K^rob ≥ K share, mean (K^rob − K)/K, wrongly excluded share."""
+    rel, cover, margin, margin_ep, excluded, spread = [], 0, [], [], 0, []
+    for r in rows:
+        k, ke, kr = r["K"], r["K_exp"], r["K_rob"]
+        rel.append(1.0 if ke is None else abs(ke - k) / k)
+        cover += kr is not None and kr >= k
+        excluded += ke is None or kr is None
+        if kr is not None:
+            margin.append((kr - k) / k)
+            margin_ep.append(kr - k)
+        if ke is not None and kr is not None:
+            spread.append((kr - ke) / ke)
+    n = len(rows)
+    return {"n": n, "median_rel_error": round(statistics.median(rel), 4) if rel else None,
+            "coverage": round(cover / n, 4) if n else None,
+            "mean_margin_rel": round(statistics.mean(margin), 4) if margin else None,
+            "mean_margin_epochs": round(statistics.mean(margin_ep), 2) if margin_ep else None,
+            "median_margin_rel": round(statistics.median(margin), 4) if margin else None,
+            "wrongly_excluded": round(excluded / n, 4) if n else None,
+            # (K^rob − K^exp)/K^exp: the estimate's own spread, which should shrink with the probe
+            "median_spread_rel": round(statistics.median(spread), 4) if spread else None,
+            "mean_spread_rel": round(statistics.mean(spread), 4) if spread else None}
+
+
+def meets(m: dict) -> dict:
+    ok = {"median_rel_error": m["median_rel_error"] is not None and m["median_rel_error"] <= LOCO_TARGETS["median_rel_error"],
+          "coverage": m["coverage"] is not None and m["coverage"] >= LOCO_TARGETS["coverage"],
+          "mean_margin_rel": m["mean_margin_rel"] is not None and m["mean_margin_rel"] <= LOCO_TARGETS["mean_margin_rel"],
+          "wrongly_excluded": m["wrongly_excluded"] is not None and m["wrongly_excluded"] <= LOCO_TARGETS["wrongly_excluded"]}
+    return ok
+
+
+def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
+    """Score the estimators on every held-out configuration (see the module docstring)."""
+    from jqodi.core.traces import TraceStore
+    from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
+    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+
+    t0 = time.perf_counter()
+    with TraceStore(args.store) as store:
+        prior = CurvePrior.from_store(store)
+    by_id = {r.id: r for r in prior.runs}
+    rows = {}          # estimator -> P -> list of per-target rows
+    per_config = []
+    for c in grid:
+        key = config_key(c)
+        a, b = runs[key]["probe"], runs[key]["finetune"]
+        if a.id not in by_id or b.id not in by_id:
+            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
+            continue
+        ca, cb = by_id[a.id], by_id[b.id]
+        group = cb.group
+        truth = list(cb.losses)
+        query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
+                 "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+        old_priors = [r for r in prior.runs if r.group != group and
+                      (r.model, r.bits, r.dataset, r.data_name, r.width) == (ca.model, ca.bits, ca.dataset,
+                                                                             ca.data_name, ca.width)]
+        cfg_rows = []
+        for target in loco_targets(truth, c["horizon"]):
+            k = next(i + 1 for i, v in enumerate(truth) if v <= target)
+            row = {"config": key, "target_loss": round(target, 5), "K": k}
+            for P in PROBE_LENGTHS:
+                probe = list(ca.losses[:P])
+                ests = {}
+                if P == LOCO_PROBE_EPOCHS:   # the estimators before the learned prior, at their default
+                    ests["before: probe"] = estimate_from_probe(probe, target)
+                    ests["before: auto (store, else probe)"] = (
+                        estimate_from_runs([r.losses for r in old_priors], target) if old_priors else ests["before: probe"])
+                ests["after: prior+probe"] = prior.estimate(probe, target, query, start_loss=ca.start_loss,
+                                                            exclude_group=group)
+                for name, e in ests.items():
+                    rows.setdefault(name, {}).setdefault(P, []).append(
+                        {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
+                    row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust,
+                                            **({"note": e.note} if e.note else {})}
+            cfg_rows.append(row)
+        per_config.append({"config": key, "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
+                           "curve": [round(v, 4) for v in truth], "start_loss": round(ca.start_loss, 4),
+                           "targets": cfg_rows})
+    metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.items()}
+    late = None
+    if args.frozen_after is not None:
+        fresh = {config_key(c) for c in grid[args.frozen_after:]}
+        late = {"configs": sorted(fresh),
+                "metrics": {name: {str(P): loco_score([r for r in rs if r["config"] in fresh]) for P, rs in by_p.items()}
+                            for name, by_p in rows.items()}}
+    after = metrics["after: prior+probe"]
+    ok_by_p = {P: meets(after[str(P)]) for P in PROBE_LENGTHS}
+    passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
+    chosen = passing[0] if passing else min(
+        PROBE_LENGTHS, key=lambda P: (-sum(ok_by_p[P].values()), after[str(P)]["median_rel_error"], P))
+    result = {"mode": "leave-one-configuration-out", "configs": [config_key(c) for c in grid], "cifar": cifar,
+              "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS, "metrics": metrics,
+              "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
+              "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
+              "after_design_frozen": late, "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
+              "eval_wall_s": round(time.perf_counter() - t0, 1), "per_config": per_config}
+    md = loco_markdown(result)
+    result["markdown"] = md
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    text = json.dumps(result, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def loco_rows(metrics) -> list[str]:
+    lines = ["| estimator | probe epochs | median \\|K^exp − K\\|/K | K^rob ≥ K | mean (K^rob − K)/K | wrongly excluded "
+             "| median (K^rob − K^exp)/K^exp | targets |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, by_p in metrics.items():
+        for P, m in by_p.items():
+            ok = meets(m)
+            lines.append(f"| {name} | {P} | {m['median_rel_error']:.0%}{'' if ok['median_rel_error'] else ' ✘'} | "
+                         f"{m['coverage']:.0%}{'' if ok['coverage'] else ' ✘'} | "
+                         f"{'-' if m['mean_margin_rel'] is None else format(m['mean_margin_rel'], '.0%')}"
+                         f"{'' if ok['mean_margin_rel'] else ' ✘'} | "
+                         f"{m['wrongly_excluded']:.0%}{'' if ok['wrongly_excluded'] else ' ✘'} | "
+                         f"{'-' if m['median_spread_rel'] is None else format(m['median_spread_rel'], '.0%')} | {m['n']} |")
+    return lines
+
+
+def loco_markdown(res) -> str:
+    t = res["targets"]
+    lines = loco_rows(res["metrics"])
+    lines.append("")
+    lines.append(f"Targets: median error ≤ {t['median_rel_error']:.0%}, coverage ≥ {t['coverage']:.0%}, "
+                 f"mean margin ≤ {t['mean_margin_rel']:.0%} of K, wrongly excluded ≤ {t['wrongly_excluded']:.0%} "
+                 f"(✘ = missed). {len(res['configs'])} held-out configurations, "
+                 f"targets = the full run's best loss by epoch {', '.join(map(str, res['target_epochs']))}. "
+                 f"Chosen default probe length: {res['chosen_probe_epochs']} epochs"
+                 f"{'' if res['chosen_probe_epochs_meets_all'] else ' (no length meets every target)'}.")
+    if res.get("after_design_frozen"):
+        late = res["after_design_frozen"]
+        lines.append("")
+        lines.append(f"Only the {len(late['configs'])} configurations never scored while the estimator was designed "
+                     f"({', '.join(late['configs'])}):")
+        lines.append("")
+        lines += loco_rows(late["metrics"])
     return "\n".join(lines) + "\n"
 
 

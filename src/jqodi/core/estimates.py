@@ -8,15 +8,16 @@ numbers); ``jqodi estimate`` writes a measured one in the same schema (JSON), wh
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NonNegFloat, PosFloat, PosInt,
                                    validate)
 from jqodi.errors import JqodiError
 
-__all__ = ["LearningEstimate", "check_estimate", "save_estimates", "load_estimates"]
+__all__ = ["PROVENANCE_FIELDS", "LearningEstimate", "check_estimate", "check_provenance", "load_estimates",
+           "provenance_mismatch", "save_estimates"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class LearningEstimate:
     ``epochs_expected``/``epochs_robust`` are K^exp/K^rob, ``None`` when the target is out of
     reach (the paper's ∞). ``target_loss`` is the L_max the epochs were estimated for.
     ``final_loss_*`` are the predicted losses after K^exp / K^rob epochs (optional).
+    ``provenance`` says what a measured estimate describes (:data:`PROVENANCE_FIELDS`: the
+    pretrained model's checkpoint hash and options, the SD's data and sizes, the loss kind);
+    ``None`` in static rows and in files written before it existed (:func:`check_provenance`).
 
     The same record is a row of a scenario's static ``learning:`` table and of an estimates
     file; both are validated by pydantic against these field types (:func:`load_estimates`).
@@ -46,6 +50,7 @@ class LearningEstimate:
     final_loss_expected: NonNegFloat | None = None
     final_loss_robust: NonNegFloat | None = None
     source: str = "static"
+    provenance: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -66,6 +71,55 @@ def check_estimate(e: LearningEstimate) -> None:
         raise ValueError("epochs_expected and epochs_robust must both be numbers or both null")
     if e.epochs_expected is not None and e.epochs_robust < e.epochs_expected:  # type: ignore[operator]
         raise ValueError(f"epochs_robust ({e.epochs_robust}) must be ≥ epochs_expected ({e.epochs_expected})")
+
+
+#: what an estimate must match to describe a model: the pretrained checkpoint and the SD's data
+PROVENANCE_FIELDS = ("model", "pretrained_sha256", "pretrain_epochs", "cloud_train_size", "width",
+                     "dataset", "data_name", "train_size", "val_size", "data_seed", "loss_kind")
+
+
+def provenance_mismatch(estimates: Sequence[LearningEstimate], expected: dict[str, Any]) -> str | None:
+    """The first way ``estimates`` describe something other than ``expected`` (one line), or None.
+
+    ``expected`` maps :data:`PROVENANCE_FIELDS` (a subset) and ``target_loss`` to values; ``model``
+    restricts the check to that model's rows. Rows without provenance are not compared (see :func:`check_provenance`).
+    """
+    for e in estimates:
+        if "model" in expected and e.model != expected["model"]:
+            continue
+        t = expected.get("target_loss")
+        if t is not None and e.target_loss is not None and abs(e.target_loss - t) > 1e-9 * max(1.0, abs(t)):
+            return f"the estimate for {e.model} {e.bits}-bit is for target loss {e.target_loss}, not {t}"
+        if e.provenance is None:
+            continue
+        for k in PROVENANCE_FIELDS:
+            if k == "model" or k not in expected or expected[k] is None:
+                continue
+            have = e.provenance.get(k)
+            if have != expected[k]:
+                return (f"the estimate for {e.model} {e.bits}-bit was made with {k} = {have}, "
+                        f"not {expected[k]}")
+    return None
+
+
+def check_provenance(estimates: Sequence[LearningEstimate], expected: dict[str, Any], *, where: str = "estimates",
+                     allow_mismatch: bool = False) -> list[str]:
+    """Refuse (:class:`JqodiError`) ``estimates`` made for another model or data; returns notes.
+
+    A row without provenance (a file from before provenance was recorded) is used with a note;
+    with ``allow_mismatch`` a mismatch is a note too.
+    """
+    notes = []
+    if any(e.provenance is None and e.source != "static" for e in estimates):
+        notes.append(f"{where} has rows without provenance (written by an older jqodi): "
+                     f"not checked against the pretrained model")
+    why = provenance_mismatch(estimates, expected)
+    if why is not None:
+        if not allow_mismatch:
+            raise JqodiError(f"{where}: {why}; re-run 'jqodi estimate' with the same pretraining and data "
+                             f"options, or pass --allow-estimate-mismatch")
+        notes.append(f"{where}: {why} (used anyway: --allow-estimate-mismatch)")
+    return notes
 
 
 def save_estimates(path: str | Path, estimates: Iterable[LearningEstimate]) -> None:

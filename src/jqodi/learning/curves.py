@@ -152,6 +152,9 @@ class EpochEstimate:
     final_loss_robust: float | None = None
     method: str = "probe"
     samples: list[float] = field(default_factory=list, repr=False)  # K's behind the estimate (inf allowed)
+    family: str | None = None      # the curve variant chosen (learned prior)
+    n_eff: float | None = None     # effective number of stored samples behind it
+    note: str = ""                 # how it was made (cold start, fallback, ...)
 
 
 def _member_k(name: str, p: np.ndarray, target: float, ks: np.ndarray) -> float:

@@ -1,35 +1,44 @@
 """Measured learning estimates per candidate (model, bits): L_a, γ, K^exp, K^rob.
 
-:func:`estimate_candidate` combines the trace store and, where the store knows nothing of the
-candidate, a short probe run:
+:func:`estimate_candidate` combines the trace store and, where the store holds no run of the
+candidate itself, a short probe run:
 
-* ``method="store"``: prior runs of the same (model, bits, dataset, SD data, width) in the store
-  (those with the SD's train/validation sizes if there are any, else all)
-  (:func:`jqodi.learning.curves.estimate_from_runs`); L_a and γ are their means, γ^rob the
-  largest robust γ among them. Runs of the runtime (``source="runtime"``, every epoch of a real
-  run) count as curves like fine-tuning runs, but measure no L_a or γ: the runs of a candidate
-  must include at least one reference run (``finetune`` or ``probe``); runs started from random
-  weights (``jqodi run --random-init``) are left out.
+* ``method="store"``: prior runs of the same candidate — (model, bits, dataset, SD data,
+  width) *and the same pretrained model* — in the store (those with the SD's train/validation
+  sizes if there are any, else all) (:func:`jqodi.learning.curves.estimate_from_runs`); L_a and
+  γ are their means, γ^rob the largest robust γ among them. Runs of the runtime
+  (``source="runtime"``, every epoch of a real run) count as curves like fine-tuning runs, but
+  measure no L_a or γ: the runs of a candidate must include at least one reference run
+  (``finetune`` or ``probe``); runs started from random weights (``jqodi run --random-init``)
+  are left out.
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
-  store with ``source="probe"``, fitted with the learning-curve ensemble
-  (:func:`jqodi.learning.curves.estimate_from_probe`); γ from its bootstrap.
+  store with ``source="probe"``, combined with the prior over curves learned from *every*
+  stored run (:class:`jqodi.learning.prior.CurvePrior`); with no stored run of the model (cold
+  start) the probe alone, with a wider K^rob (the estimate's ``source`` says which).
 * ``method="auto"`` (default): the store if it holds a reference run of the candidate, else a probe.
 
 The result is a :class:`jqodi.core.estimates.LearningEstimate` (``source`` says which method),
-the schema ``jqodi instance --estimates FILE`` reads.
+the schema ``jqodi instance --estimates FILE`` reads; its ``provenance`` records the pretrained
+model's checkpoint hash and options, the SD's data and sizes and the loss kind.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-from jqodi.errors import JqodiError
-from jqodi.learning.curves import EpochEstimate, estimate_from_probe, estimate_from_runs
 from jqodi.core.estimates import LearningEstimate
+from jqodi.errors import JqodiError
+from jqodi.learning.curves import EpochEstimate, estimate_from_runs
+from jqodi.learning.prior import from_random_weights, pretrain_options
 
-__all__ = ["MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces"]
+__all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces",
+           "provenance_of", "reachable"]
 
 MAX_PROBE_EPOCHS = 5
+#: the default probe length, chosen on the held-out benchmark (docs/learning.md, "Held-out benchmark")
+DEFAULT_PROBE_EPOCHS = 5
+#: the loss every estimate is about (the validation loss fine-tuning minimises)
+LOSS_KIND = "cross-entropy"
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:
@@ -46,35 +55,69 @@ def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tup
     return est, summary
 
 
-def _from_random_weights(run) -> bool:
-    """A runtime run started from random weights (``jqodi run --random-init``, benchmarks): a real
-    trace, but not a fine-tuning curve of the pretrained model."""
-    return (run.config.get("pretrained") or {}).get("source") == "random"
+def provenance_of(pre, data, model: str) -> dict:
+    """What an estimate for ``model`` on ``data`` starting from pretrained ``pre`` describes."""
+    from jqodi.learning.provenance import pretrained_sha256
+
+    meta = pre.meta
+    return {"model": model, "pretrained_sha256": pretrained_sha256(pre), "pretrain_epochs": int(meta["epochs"]),
+            "cloud_train_size": meta.get("cloud_train_size"), "width": float(meta["width"]),
+            "dataset": data.dataset, "data_name": data.name, "train_size": len(data.train),
+            "val_size": len(data.val), "data_seed": getattr(data, "seed", None), "loss_kind": LOSS_KIND}
+
+
+def _same_pretrained(run, prov: dict | None) -> bool:
+    """Whether a stored run started from the pretrained model ``prov`` describes."""
+    if prov is None:
+        return True
+    cfg = run.config if isinstance(run.config, dict) else {}
+    if cfg.get("pretrained_sha256") is not None:
+        return cfg["pretrained_sha256"] == prov["pretrained_sha256"]
+    epochs, _ = pretrain_options(cfg)
+    return epochs is None or epochs == prov["pretrain_epochs"]
 
 
 def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store=None, method: str = "auto",
-                       probe_epochs: int = MAX_PROBE_EPOCHS, seed: int = 0, width: float | None = None,
+                       probe_epochs: int = DEFAULT_PROBE_EPOCHS, seed: int = 0, width: float | None = None,
                        cfg=None, pretrained=None, progress: bool | None = None,
-                       horizon: int = 300) -> LearningEstimate:
-    """Estimate L_a, γ, K^exp and K^rob for fine-tuning ``model`` at ``bits`` on ``data``."""
+                       horizon: int = 300, prior=None, pretrain_epochs: int | None = None,
+                       data_dir=None) -> LearningEstimate:
+    """Estimate L_a, γ, K^exp and K^rob for fine-tuning ``model`` at ``bits`` on ``data``.
+
+    ``pretrained`` (or ``pretrain_epochs``, as for ``finetune``) names the cloud model; ``prior``
+    a :class:`~jqodi.learning.prior.CurvePrior` (built from ``store`` when omitted).
+    """
+    from jqodi.core.training import default_width
+
     if method not in ("auto", "probe", "store"):
         raise JqodiError(f"estimate method must be auto, probe or store, got {method!r}")
     if not 1 <= probe_epochs <= MAX_PROBE_EPOCHS:
         raise JqodiError(f"probe epochs must be in 1..{MAX_PROBE_EPOCHS}, got {probe_epochs}")
-    from jqodi.core.training import default_width
-
     width = default_width(model) if width is None else float(width)
+    # the pretrained model's identity (its hash ties the estimate to it): given, or loaded unless
+    # only the store is asked (loading may mean pretraining); then runs are filtered by
+    # ``pretrain_epochs`` alone
+    has_images = hasattr(data, "input_shape")   # an EndDeviceData, not a stand-in of its names and sizes
+    if pretrained is None and has_images and method != "store":
+        from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, load_pretrained
+
+        pretrained = load_pretrained(model, data.dataset, width, data_dir=data_dir, progress=progress,
+                                     epochs=pretrain_epochs or DEFAULT_PRETRAIN_EPOCHS)
+    prov = provenance_of(pretrained, data, model) if pretrained is not None and has_images else None
     priors = []
     if store is not None and method in ("auto", "store"):
         priors = [r for r in store.runs(model=model, bits=bits, dataset=data.dataset, data_name=data.name,
-                                        width=width) if r.epochs and not _from_random_weights(r)]
+                                        width=width)
+                  if r.epochs and not from_random_weights(r) and _same_pretrained(r, prov)]
+        if prov is None and pretrain_epochs is not None:
+            priors = [r for r in priors if pretrain_options(r.config)[0] in (None, pretrain_epochs)]
         same_size = [r for r in priors if (r.train_size, r.val_size) == (len(getattr(data, "train", ()) or ()),
                                                                          len(getattr(data, "val", ()) or ()))]
         # runs on the same SD sizes first (when they include a reference run); other sizes only if none
         priors = same_size if any(r.base_loss is not None for r in same_size) else priors
     if method == "store" and not priors:
-        raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset}; "
-                         f"run 'jqodi finetune' or use --method probe")
+        raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset} "
+                         f"from this pretrained model; run 'jqodi finetune' or use --method probe")
     if priors and all(r.base_loss is None for r in priors):
         # only runs of the runtime: their curves count, but L_a and γ come from a reference run
         if method == "store":
@@ -89,25 +132,34 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                                 target_loss=target_loss, gamma_robust=s["gamma_robust"],
                                 final_loss_expected=est.final_loss_expected,
                                 final_loss_robust=est.final_loss_robust,
-                                source=f"measured:store({len(priors)} runs)")
+                                source=f"measured:store({len(priors)} runs)", provenance=prov)
     from jqodi.core.training import TrainConfig
+    from jqodi.learning.prior import CurvePrior
     from jqodi.learning.reference import finetune
 
+    if prior is None:
+        prior = CurvePrior.from_store(store, horizon=horizon) if store is not None else CurvePrior([], horizon=horizon)
     r = finetune(model, bits, data, probe_epochs, seed, width=width, cfg=cfg or TrainConfig(),
                  pretrained=pretrained, progress=progress)
     if store is not None:
         r.config["probe"] = True
+        if prov is not None:
+            r.config["pretrained_sha256"] = prov["pretrained_sha256"]
+            r.config["cloud_train_size"] = prov["cloud_train_size"]
         r.source = "probe"
         store.record_run(r)
-    est = estimate_from_probe(r.val_losses, target_loss, horizon=horizon, seed=seed)
+    query = {"model": model, "dataset": data.dataset, "data_name": data.name, "bits": bits, "width": width,
+             "train_size": r.train_size, "pretrained": None if prov is None else prov["pretrained_sha256"],
+             "shift": math.log(r.start_loss / r.base_loss) if r.base_loss and r.base_loss > 0 and r.start_loss > 0
+             else None}
+    est = prior.estimate(r.val_losses, target_loss, query, start_loss=r.start_loss)
+    label = "prior+probe" if est.method == "prior+probe" else "probe"
     return LearningEstimate(model=model, bits=bits, base_loss=r.base_loss, gamma=r.gamma,
                             epochs_expected=est.expected, epochs_robust=est.robust, target_loss=target_loss,
                             gamma_robust=r.gamma_robust, final_loss_expected=est.final_loss_expected,
                             final_loss_robust=est.final_loss_robust,
-                            source=f"measured:probe({probe_epochs} epochs)")
+                            source=f"measured:{label}({probe_epochs} epochs; {est.note})", provenance=prov)
 
 
 def reachable(estimates: Sequence[LearningEstimate]) -> list[LearningEstimate]:
     return [e for e in estimates if e.epochs_expected is not None]
-
-

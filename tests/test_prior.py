@@ -1,0 +1,212 @@
+"""The learned prior over loss curves, estimate provenance and `jqodi estimate --check`."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from jqodi.cli import main
+from jqodi.core.data import EndDeviceData
+from jqodi.core.estimates import LearningEstimate, check_provenance, load_estimates, save_estimates
+from jqodi.core.pretrained import Pretrained
+from jqodi.core.traces import TraceStore
+from jqodi.core.zoo import build_model
+from jqodi.errors import JqodiError
+from jqodi.learning.curves import estimate_from_probe
+from jqodi.learning.prior import COLD_START_MARGIN, CurvePrior, library_from_store
+
+
+def true_curve(n, size, bits, seed):
+    """Power law whose tail is slower than its first epochs suggest (what the prior must learn)."""
+    k = np.arange(1, n + 1, dtype=float)
+    rate = 0.9 * (size / 1000) ** 0.3
+    c = 0.55 + 0.08 * (bits == 2)
+    tail = np.random.default_rng([size, bits]).uniform(0.15, 0.6)   # per configuration: what a probe must see
+    fast = 3.5 * np.exp(-rate * (k - 1))
+    slow = 1.2 * k ** -tail
+    noise = np.random.default_rng(seed).normal(0, 0.01, n)
+    return (c + fast + slow) * np.exp(noise)
+
+
+def record(store, *, size, bits, seed, n, model="lenet", source="finetune", curve=None):
+    curve = true_curve(n, size, bits, seed * 7 + bits + size) if curve is None else curve
+    return store.record({"model": model, "bits": bits, "dataset": "fashion-mnist", "data_name": "data2",
+                         "train_size": size, "val_size": 300, "seed": seed, "width": 0.25, "base_loss": 7.9,
+                         "start_loss": 7.5, "gamma": 0.1, "gamma_robust": 0.2, "source": source,
+                         "config": {"pretrain_epochs": 4}},
+                        [{"epoch": i + 1, "val_loss": float(v)} for i, v in enumerate(curve)])
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prior") / "t.db"
+    with TraceStore(path) as s:
+        for size in (500, 1000, 2000):
+            for bits in (2, 4):
+                record(s, size=size, bits=bits, seed=0, n=5, source="probe")
+                record(s, size=size, bits=bits, seed=1, n=20)
+        return CurvePrior.from_store(s)
+
+
+def query(size=1000, bits=4, model="lenet"):
+    return {"model": model, "dataset": "fashion-mnist", "data_name": "data2", "bits": bits, "width": 0.25,
+            "train_size": size, "shift": math.log(7.5 / 7.9)}
+
+
+def held_out(prior, size, bits, P, target):
+    group = next(r.group for r in prior.runs if (r.train_size, r.bits) == (size, bits))
+    probe = true_curve(5, size, bits, 7 * 0 + bits + size)[:P]
+    truth = true_curve(20, size, bits, 7 + bits + size)
+    k = next(i + 1 for i, v in enumerate(truth) if v <= target)
+    return prior.estimate(probe, target, query(size, bits), start_loss=7.5, exclude_group=group), probe, k
+
+
+def test_the_prior_corrects_the_probe_on_a_configuration_it_did_not_see(library):
+    errors_prior, errors_probe = [], []
+    for size, bits in ((1000, 4), (500, 2), (2000, 4)):
+        truth = true_curve(20, size, bits, 7 + bits + size)
+        for target in (truth[7], truth[11], truth[15]):
+            e, probe, k = held_out(library, size, bits, 5, target)
+            assert e.method == "prior+probe" and e.family and e.n_eff > 1
+            assert e.expected is not None and e.robust is not None and e.robust >= e.expected
+            errors_prior.append(abs(e.expected - k) / k)
+            p = estimate_from_probe(probe, target, n_boot=1)
+            errors_probe.append(1.0 if p.expected is None else abs(p.expected - k) / k)
+    assert np.median(errors_prior) < np.median(errors_probe)
+    assert np.median(errors_prior) <= 0.25
+
+
+def test_uncertainty_shrinks_as_probe_epochs_accumulate(library):
+    spread = {}
+    for P in (1, 5):
+        s = []
+        for size, bits in ((1000, 4), (500, 2), (2000, 2)):
+            truth = true_curve(20, size, bits, 7 + bits + size)
+            e, _, _ = held_out(library, size, bits, P, truth[11])
+            s.append((e.robust - e.expected) / e.expected)
+        spread[P] = np.mean(s)
+    assert spread[5] < spread[1]
+
+
+def test_cold_start_falls_back_to_the_probe_with_a_wider_robust_margin(library):
+    probe = true_curve(5, 1000, 4, 3)
+    e = library.estimate(probe, 1.5, query(model="vgg"), start_loss=7.5)
+    assert e.method == "probe" and "cold start: no stored runs of vgg" in e.note
+    assert e.robust >= math.ceil((1 + COLD_START_MARGIN) * e.expected - 1e-9)
+    empty = CurvePrior([])
+    assert empty.estimate(probe, 1.5, query(), start_loss=7.5).method == "probe"
+
+
+def test_corrupt_and_foreign_rows_are_skipped_with_a_count(tmp_path):
+    path = tmp_path / "t.db"
+    with TraceStore(path) as s:
+        record(s, size=1000, bits=4, seed=1, n=10)
+        record(s, size=1000, bits=4, seed=2, n=10, model="alexnet")                       # foreign model
+        record(s, size=1000, bits=4, seed=3, n=3, curve=[2.0, -1.0, 1.0])                   # corrupt loss
+        bad = record(s, size=1000, bits=4, seed=4, n=3)
+        s.conn.execute("UPDATE runs SET config = '{not json' WHERE id = ?", (bad,))        # corrupt row
+        runs, skipped = library_from_store(s)
+    assert len(runs) == 1 and sum(skipped.values()) == 3
+    assert skipped == {"unknown model 'alexnet'": 1, "non-finite or non-positive loss": 1,
+                       "unreadable row (JSONDecodeError)": 1}
+
+
+# -- provenance -----------------------------------------------------------------------------------
+
+PROV = {"model": "lenet", "pretrained_sha256": "aaaa", "pretrain_epochs": 4, "cloud_train_size": 55000,
+        "width": 0.25, "dataset": "fashion-mnist", "data_name": "data2", "train_size": 1000, "val_size": 300,
+        "data_seed": 0, "loss_kind": "cross-entropy"}
+
+
+def est(**kw):
+    return LearningEstimate("lenet", 4, 0.3, 0.1, 12, 15, target_loss=0.9, source="measured:prior+probe", **kw)
+
+
+def test_provenance_round_trips_and_old_files_load_with_a_note(tmp_path):
+    f = tmp_path / "e.json"
+    save_estimates(f, [est(provenance=PROV)])
+    assert load_estimates(f)[0].provenance == PROV
+    old = tmp_path / "old.json"
+    d = json.loads(f.read_text())
+    del d["estimates"][0]["provenance"]
+    old.write_text(json.dumps(d))
+    rows = load_estimates(old)
+    assert rows[0].provenance is None
+    notes = check_provenance(rows, {**PROV, "pretrained_sha256": "bbbb"}, where="old.json")
+    assert len(notes) == 1 and "without provenance" in notes[0]
+
+
+def test_an_estimate_for_another_pretrained_model_is_refused_unless_allowed():
+    rows = [est(provenance=PROV)]
+    assert check_provenance(rows, PROV) == []
+    with pytest.raises(JqodiError) as ei:
+        check_provenance(rows, {**PROV, "pretrain_epochs": 2, "pretrained_sha256": "bbbb"}, where="e.json")
+    msg = str(ei.value)
+    assert "\n" not in msg and "e.json" in msg and "--allow-estimate-mismatch" in msg
+    notes = check_provenance(rows, {**PROV, "train_size": 500}, allow_mismatch=True)
+    assert len(notes) == 1 and "train_size = 1000, not 500" in notes[0]
+    with pytest.raises(JqodiError, match="target loss 0.9, not 0.5"):
+        check_provenance(rows, {**PROV, "target_loss": 0.5})
+
+
+def tiny_data(n_train=48, n_val=24):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_val, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n_train + n_val,), generator=g)
+    return EndDeviceData("data2", "fashion-mnist", TensorDataset(x[:n_train], y[:n_train]),
+                         TensorDataset(x[n_train:], y[n_train:]), (1, 28, 28), 10, 0)
+
+
+def tiny_pretrained(epochs, seed=0):
+    torch.manual_seed(seed)
+    model = build_model("lenet", (1, 28, 28), 10, 0.25, seed=seed).eval()
+    return Pretrained(model, torch.randn(16, 1, 28, 28), {"width": 0.25, "epochs": epochs, "cloud_train_size": 100})
+
+
+def test_estimate_records_provenance_and_check_refuses_another_model(tmp_path, monkeypatch, capsys):
+    from jqodi.learning.estimate import estimate_candidate
+
+    data = tiny_data()
+    pre4 = tiny_pretrained(4)
+    with TraceStore(tmp_path / "t.db") as s:
+        e = estimate_candidate("lenet", 4, 1.0, data, store=s, method="probe", probe_epochs=2, pretrained=pre4,
+                               progress=False)
+        stored = s.runs()
+    assert e.provenance["pretrain_epochs"] == 4 and e.provenance["train_size"] == 48
+    assert e.provenance["loss_kind"] == "cross-entropy" and len(e.provenance["pretrained_sha256"]) == 16
+    assert "cold start" in e.source   # an empty store: the probe alone, said so
+    assert stored[0].config["pretrained_sha256"] == e.provenance["pretrained_sha256"]
+    f = tmp_path / "e.json"
+    save_estimates(f, [e])
+
+    import jqodi.core.data as data_mod
+    import jqodi.core.pretrained as pre_mod
+
+    monkeypatch.setattr(data_mod, "end_device_data", lambda *a, **k: data)
+    monkeypatch.setattr(pre_mod, "load_pretrained", lambda *a, epochs=4, **k: tiny_pretrained(epochs, seed=epochs))
+    args = ["estimate", "--check", str(f), "--target-loss", "1.0", "--models", "lenet", "--data", "data2"]
+    assert main(args + ["--pretrain-epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pretrained_sha256" in err and "--allow-estimate-mismatch" in err
+    assert main(args + ["--pretrain-epochs", "2", "--allow-estimate-mismatch"]) == 0
+    monkeypatch.setattr(pre_mod, "load_pretrained", lambda *a, epochs=4, **k: pre4)
+    assert main(args + ["--pretrain-epochs", "4"]) == 0
+    assert "matches" in capsys.readouterr().out
+
+
+def test_the_store_estimator_uses_only_runs_from_the_same_pretrained_model(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    with TraceStore(db) as s:
+        for seed in (0, 1):   # fine-tunes from the 2-epoch model
+            s.record({"model": "lenet", "bits": 4, "dataset": "fashion-mnist", "data_name": "data1",
+                      "train_size": 2000, "val_size": 500, "seed": seed, "width": 0.25, "base_loss": 0.22,
+                      "start_loss": 1.5, "gamma": 0.1, "gamma_robust": 0.2, "config": {"pretrain_epochs": 2}},
+                     [{"epoch": k, "val_loss": 0.2 + 1.0 * k ** -0.8} for k in range(1, 21)])
+    args = ["estimate", "--target-loss", "0.35", "--models", "lenet", "--bits", "4", "--method", "store",
+            "--store", str(db), "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert main(args + ["--pretrain-epochs", "2"]) == 0
+    assert "measured:store(2 runs)" in capsys.readouterr().out
+    assert main(args) == 2   # the default 4-epoch model: none of these runs describe it
+    assert "from this pretrained model" in capsys.readouterr().err
