@@ -1,0 +1,262 @@
+"""Serving (issue 17): the per-request cost model by hand, the scenario block, the instance
+contract's optional serving fields, and every solver's whole-life objective
+(fine-tuning energy + requests × per-request energy) against an exhaustive check."""
+import copy
+import dataclasses
+import itertools
+import json
+import math
+import random
+
+import pytest
+
+from jqodi.core.costs import compile_instance
+from jqodi.core.instance import CandidateServing, PlanningInstance, ServingDemand
+from jqodi.core.scenario import parse_scenario
+from jqodi.core.serving import choose_serving, request_costs
+from jqodi.errors import PlanningError, ScenarioError
+from jqodi.planner import check_solution, solve
+from jqodi.planner.common import search_candidates, time_budget_s
+from jqodi.planner.generate import random_instance
+from jqodi.planner.optimal import exact_pareto_dp
+
+from test_costs import SCENARIO, TINY
+
+# Hand-worked per-request costs for TINY (f = 100, 200, 300 FLOPs; F = 600) at 8 bits in the
+# tiny scenario: SD 1000 FLOP/s, 0.01 J/FLOP; A 1e4 FLOP/s, 0.005 J/FLOP, link 200 bit/s,
+# 0.01 J/bit; B 5000 FLOP/s (×2 at 8 bits), 0.002 J/FLOP, link 100 bit/s, 0.005 J/bit.
+# Uplink: a_j elements × 8 bits ("same" act bits) + the answer, 2 classes × 32 bits = 64 bits.
+HAND_8 = {
+    ("end-only", None, None): (600 / 1000, 600 * 0.01),                               # 0.6 s, 6 J
+    ("split", "A", 1): (0.1 + (80 + 64) / 200 + 500 / 1e4, 1 + 144 * 0.01 + 500 * 0.005),  # 0.87, 4.94
+    ("split", "A", 2): (0.3 + (40 + 64) / 200 + 300 / 1e4, 3 + 104 * 0.01 + 300 * 0.005),  # 0.85, 5.54
+    ("split", "B", 1): (0.1 + 144 / 100 + 500 / 1e4, 1 + 144 * 0.005 + 500 * 0.002 / 2),   # 1.59, 2.22
+    ("split", "B", 2): (0.3 + 104 / 100 + 300 / 1e4, 3 + 104 * 0.005 + 300 * 0.002 / 2),  # 1.37, 3.82
+}
+
+
+def scenario(serving=None, **end):
+    d = copy.deepcopy(SCENARIO)
+    if serving is not None:
+        d["serving"] = serving
+    d["end_device"].update(end)
+    return parse_scenario(d, "tiny")
+
+
+def by_key(costs):
+    return {(c.mode, c.edge, c.cut): c for c in costs}
+
+
+def test_request_costs_match_the_hand_computation():
+    got = by_key(request_costs(scenario(), TINY, 8))
+    assert set(got) == set(HAND_8)
+    for key, (t, e) in HAND_8.items():
+        assert got[key].request_time_s == pytest.approx(t), key
+        assert got[key].request_energy_j == pytest.approx(e), key
+    # 32 bits: the activation travels at 32 bits ("same"): 10 × 32 + 64 bits over A at cut 1
+    c = by_key(request_costs(scenario(), TINY, 32))[("split", "A", 1)]
+    assert c.link_s == pytest.approx(384 / 200) and c.link_j == pytest.approx(3.84)
+
+
+def test_end_idle_power_is_charged_while_the_end_device_waits():
+    c = by_key(request_costs(scenario(idle_power_w=2.0), TINY, 8))[("split", "A", 1)]
+    assert c.end_idle_j == pytest.approx(2.0 * (0.72 + 0.05))
+    assert c.request_energy_j == pytest.approx(4.94 + 1.54)
+    assert by_key(request_costs(scenario(idle_power_w=2.0), TINY, 8))[("end-only", None, None)].end_idle_j == 0
+
+
+@pytest.mark.parametrize("slo, expected, energy", [
+    (2.0, ("split", "B", 1), 2.22),    # the cheapest configuration fits
+    (1.0, ("split", "A", 1), 4.94),    # B is too slow: the cheapest of A cut 1/2 and end-only
+    (0.7, ("end-only", None, None), 6.0),
+])
+def test_the_serving_configuration_is_the_least_energy_within_the_bound(slo, expected, energy):
+    best = choose_serving(request_costs(scenario(), TINY, 8), slo)
+    assert (best.mode, best.edge, best.cut) == expected and best.request_energy_j == pytest.approx(energy)
+    assert choose_serving(request_costs(scenario(), TINY, 8), 0.5) is None
+
+
+def test_allowed_modes_restrict_the_choice():
+    s = scenario({"requests": 10, "latency_slo_s": 2.0, "devices": ["end-only"]})
+    assert {c.mode for c in request_costs(s, TINY, 8)} == {"end-only"}
+    inst = compile_instance(s, profiles={"lenet": TINY})
+    assert inst.candidates[0].serving.mode == "end-only"
+
+
+def test_memory_makes_a_configuration_infeasible():
+    costs = by_key(request_costs(scenario(memory_gib=1e-9), TINY, 8))
+    assert not costs[("end-only", None, None)].feasible
+    assert "end device memory" in costs[("end-only", None, None)].reason
+    assert math.isinf(costs[("split", "A", 1)].request_energy_j)
+
+
+def test_compile_adds_the_serving_fields_and_absent_means_none():
+    plain = compile_instance(scenario(), profiles={"lenet": TINY})
+    assert "serving" not in plain.to_json()  # absent block: the instance JSON is today's
+    s = scenario({"rate_per_s": 2, "duration_s": 50, "latency_slo_s": 1.0})
+    inst = compile_instance(s, profiles={"lenet": TINY})
+    d = json.loads(inst.to_json())
+    assert d["serving"] == {"requests": 100.0, "latency_slo_s": 1.0}
+    sv = d["candidates"][0]["serving"]
+    assert (sv["mode"], sv["edge"], sv["cut"]) == ("split", "A", 1)
+    assert sv["request_energy_j"] == pytest.approx(4.94) and sv["fastest_request_time_s"] == pytest.approx(0.6)
+    assert PlanningInstance.from_json(inst.to_json()).to_dict() == inst.to_dict()
+    # the rest of the instance is unchanged by the block
+    for a, b in zip(plain.to_dict()["candidates"], d["candidates"]):
+        assert {k: v for k, v in b.items() if k != "serving"} == a
+
+
+def test_solution_splits_finetuning_and_serving_energy():
+    s = scenario({"requests": 100, "latency_slo_s": 1.0})
+    inst = compile_instance(s, profiles={"lenet": TINY})
+    base = solve(compile_instance(scenario(), profiles={"lenet": TINY}), "optimal")
+    sol = solve(inst, "optimal")
+    assert sol.extra["finetune_energy_j"] == pytest.approx(base.energy_j)
+    assert sol.extra["serving"] == {"mode": "split", "edge": "A", "cut": 1, "request_time_s": pytest.approx(0.87),
+                                    "request_energy_j": pytest.approx(4.94), "requests": 100.0,
+                                    "energy_j": pytest.approx(494.0)}
+    assert sol.energy_j == pytest.approx(base.energy_j + 494.0)
+    assert check_solution(inst, sol) == []
+    assert "serving" not in base.to_dict() and "finetune_energy_j" not in base.to_dict()
+
+
+@pytest.mark.parametrize("serving, field", [
+    ({"requests": -1, "latency_slo_s": 1}, "serving.requests"),
+    ({"requests": float("inf"), "latency_slo_s": 1}, "serving.requests"),
+    ({"requests": float("nan"), "latency_slo_s": 1}, "serving.requests"),
+    ({"requests": 10, "latency_slo_s": 0}, "serving.latency_slo_s"),
+    ({"requests": 10, "latency_slo_s": -2}, "serving.latency_slo_s"),
+    ({"requests": 10, "latency_slo_s": 1, "devices": ["cloud"]}, "serving.devices[0]"),
+    ({"requests": 10, "latency_slo_s": 1, "devices": []}, "serving.devices"),
+    ({"latency_slo_s": 1}, "serving"),
+    ({"requests": 10, "rate_per_s": 1, "duration_s": 5, "latency_slo_s": 1}, "serving"),
+    ({"requests": 10, "latency_slo_s": 1, "bogus": 1}, "serving.bogus"),
+])
+def test_bad_serving_blocks_name_the_field(serving, field):
+    with pytest.raises(ScenarioError) as e:
+        scenario(serving)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"tiny: {field}"), msg
+
+
+def test_a_bound_no_candidate_meets_names_the_smallest_feasible_bound():
+    with pytest.raises(ScenarioError, match=r"serving\.latency_slo_s: .* smallest bound .* 0\.6 s"):
+        compile_instance(scenario({"requests": 10, "latency_slo_s": 0.5}), profiles={"lenet": TINY})
+
+
+def test_instance_contract_checks_the_serving_fields():
+    inst = compile_instance(scenario({"requests": 10, "latency_slo_s": 1.0}), profiles={"lenet": TINY})
+    d = json.loads(inst.to_json())
+    del d["candidates"][0]["serving"]
+    with pytest.raises(PlanningError, match=r"candidates\[0\]\.serving: missing"):
+        PlanningInstance.from_dict(d)
+    d = json.loads(inst.to_json())
+    d["serving"]["requests"] = -5
+    with pytest.raises(PlanningError, match=r"serving\.requests"):
+        PlanningInstance.from_dict(d)
+    d = json.loads(inst.to_json())
+    d["candidates"][0]["serving"]["mode"] = "cloud"
+    with pytest.raises(PlanningError, match=r"candidates\[0\]\.serving\.mode"):
+        PlanningInstance.from_dict(d)
+
+
+# --------------------------------------------------------------------------- planner, exhaustive
+SOLVERS = ("jqodi", "optimal", "static", "full-model", "minimal-model")
+
+
+def with_serving(inst: PlanningInstance, requests: float, slo: float, seed: int = 0) -> PlanningInstance:
+    """Give every candidate a serving entry: per-request energy grows with the bits (and with a
+    per-model factor), latency too; candidates slower than ``slo`` cannot serve."""
+    rng = random.Random(seed)
+    factor = {m: rng.uniform(0.5, 2.0) for m in sorted({c.model for c in inst.candidates})}
+    cands = []
+    for c in inst.candidates:
+        e = factor[c.model] * (0.2 + c.bits / 8) * 1e-3
+        t = factor[c.model] * (0.05 + c.bits / 16)
+        sv = (CandidateServing("end-only", t, e, fastest_request_time_s=t) if t <= slo else
+              CandidateServing(None, fastest_request_time_s=t, reason=f"the fastest request takes {t:.4g} s"))
+        cands.append(dataclasses.replace(c, serving=sv))
+    return PlanningInstance(inst.deadline_s, inst.target_loss, tuple(cands), inst.meta,
+                            ServingDemand(float(requests), slo))
+
+
+def brute_force(inst: PlanningInstance, epochs="robust"):
+    """Least whole-life energy over every candidate and every multiset of options."""
+    best = math.inf
+    for c in search_candidates(inst):
+        K = c.epochs.get(epochs)
+        sv = c.serving
+        if K is None or not c.options or (inst.serving is not None and not sv.feasible):
+            continue
+        serve = 0.0 if inst.serving is None else inst.serving.requests * sv.request_energy_j
+        budget = time_budget_s(inst, c)
+        for combo in itertools.combinations_with_replacement(range(len(c.options)), K):
+            t = math.fsum(c.options[i].epoch_time_s for i in combo)
+            if t <= budget:
+                e = c.quantize_energy_j + serve + math.fsum(c.options[i].epoch_energy_j for i in combo)
+                best = min(best, e)
+    return best
+
+
+def small(seed):
+    return random_instance(seed, models=2, bits=(2, 4, 8, 32), edges=2, cuts=2, epochs=(2, 5), p_unreachable=0.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_requests_zero_plans_equal_todays(seed):
+    inst = small(seed)
+    served = with_serving(inst, 0, slo=1e9, seed=seed)
+    for name in SOLVERS:
+        a, b = solve(inst, name), solve(served, name)
+        assert (a.status, a.model, a.bits, a.schedule) == (b.status, b.model, b.bits, b.schedule), name
+        if a.status != "infeasible":
+            assert b.energy_j == pytest.approx(a.energy_j) and b.extra["serving"]["energy_j"] == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("requests", [0, 1e4, 1e6, 1e8])
+def test_optimal_minimises_whole_life_energy_exhaustively(seed, requests):
+    inst = with_serving(small(seed), requests, slo=1e9, seed=seed)
+    best = brute_force(inst)
+    sol = solve(inst, "optimal")
+    if math.isinf(best):
+        assert sol.status == "infeasible"
+        return
+    assert sol.energy_j == pytest.approx(best, rel=1e-9)
+    assert check_solution(inst, sol) == []
+    dp = exact_pareto_dp(inst)
+    assert dp[0] == pytest.approx(best, rel=1e-9)
+    for name in ("jqodi", "static"):
+        s = solve(inst, name)
+        assert s.status != "infeasible" and check_solution(inst, s) == [] and s.energy_j >= best * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_more_requests_never_choose_more_bits(seed):
+    inst = random_instance(seed, models=1, bits=(2, 4, 6, 8), edges=2, cuts=2, epochs=(2, 5), p_unreachable=0.0)
+    for name in ("optimal", "static", "jqodi"):
+        chosen = []
+        for r in (0, 1e2, 1e4, 1e6, 1e8, 1e10):
+            sol = solve(with_serving(inst, r, slo=1e9, seed=seed), name)
+            if sol.status != "infeasible":
+                chosen.append((sol.bits, sol.extra["serving"]["request_energy_j"]))
+        assert chosen, name
+        assert all(b2 <= b1 for (b1, _), (b2, _) in zip(chosen, chosen[1:])), (name, chosen)
+        if name == "optimal":  # per-request energy never grows with requests
+            assert all(e2 <= e1 for (_, e1), (_, e2) in zip(chosen, chosen[1:]))
+
+
+def test_the_latency_bound_excludes_what_it_must():
+    inst = small(3)
+    # 32-bit candidates take ≥ 0.5·(0.05 + 2) s per request: a 0.9 s bound excludes them all
+    served = with_serving(inst, 1e4, slo=0.9, seed=3)
+    full = solve(served, "full-model")
+    assert full.status == "infeasible"
+    expl = full.extra["explanation"]
+    assert {u["candidate"] for u in expl["cannot_serve"]} == {c.key for c in served.candidates if c.bits == 32}
+    assert "Cannot serve a request within latency_slo_s 0.9 s" in expl["message"]
+    for name in ("jqodi", "optimal", "static", "minimal-model"):
+        sol = solve(served, name)
+        if sol.status != "infeasible":
+            c = next(c for c in served.candidates if c.key == f"{sol.model}@{sol.bits}")
+            assert c.serving.feasible and c.serving.request_time_s <= 0.9
