@@ -260,3 +260,38 @@ def test_the_latency_bound_excludes_what_it_must():
         if sol.status != "infeasible":
             c = next(c for c in served.candidates if c.key == f"{sol.model}@{sol.bits}")
             assert c.serving.feasible and c.serving.request_time_s <= 0.9
+
+
+# --------------------------------------------------------------------------- CLI
+def test_plan_cli_shows_the_energy_split_and_the_json_sections(tmp_path, capsys):
+    from jqodi.cli import main
+
+    inst = with_serving(small(1), 1e6, slo=1e9, seed=1)
+    path = tmp_path / "served.json"
+    path.write_text(inst.to_json())
+    assert main(["plan", "--instance", str(path), "--solver", "optimal"]) == 0
+    out = capsys.readouterr().out
+    assert "(fine-tuning + serving)" in out and "fine-tuning " in out
+    assert "1e+06 requests ×" in out and "on the end device alone" in out
+    assert main(["plan", "--instance", str(path), "--solver", "optimal", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["energy_j"] == pytest.approx(d["finetune_energy_j"] + d["serving"]["energy_j"])
+    assert set(d["serving"]) == {"mode", "edge", "cut", "request_time_s", "request_energy_j", "requests", "energy_j"}
+    assert main(["plan", "--instance", str(path), "--solver", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "serving (J)" in out and "fine-tune (J)" in out
+
+
+def test_plan_cli_a_bound_nobody_meets_exits_2_with_one_line(tmp_path, capsys):
+    from jqodi.cli import main
+    from jqodi.core.scenario import default_scenario_path
+
+    text = default_scenario_path().read_text() + "\nserving:\n  requests: 1000\n  latency_slo_s: 1.0e-6\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "serving.latency_slo_s" in err and "smallest bound" in err
+    path.write_text(default_scenario_path().read_text() + "\nserving:\n  requests: -3\n  latency_slo_s: 1\n")
+    assert main(["plan", str(path)]) == 2
+    assert "serving.requests" in capsys.readouterr().err
