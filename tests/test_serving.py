@@ -295,3 +295,43 @@ def test_plan_cli_a_bound_nobody_meets_exits_2_with_one_line(tmp_path, capsys):
     path.write_text(default_scenario_path().read_text() + "\nserving:\n  requests: -3\n  latency_slo_s: 1\n")
     assert main(["plan", str(path)]) == 2
     assert "serving.requests" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- sweep (evaluation)
+def test_lower_envelope_and_crossovers_by_hand():
+    from jqodi.app.serving import ServingLine, lower_envelope
+
+    def line(key, ft, req):
+        m, b = key.split("@")
+        return ServingLine(m, int(b), ft, req, 0.01, "end-only", None, None)
+
+    a, b, c, d = line("m@8", 100.0, 1.0), line("m@4", 200.0, 0.5), line("m@2", 1000.0, 0.1), line("n@8", 150.0, 2.0)
+    env = lower_envelope([a, b, c, d])
+    # a→b where 100 + R = 200 + 0.5R → R = 200; b→c where 200 + 0.5R = 1000 + 0.1R → R = 2000
+    assert [(r, ln.key) for r, ln in env] == [(0.0, "m@8"), (200.0, "m@4"), (2000.0, "m@2")]
+
+
+def test_serving_sweep_finds_the_crossover_and_the_solvers_follow_it(tmp_path):
+    from jqodi.app.serving import serving_sweep
+    from jqodi.render.serving import plot_serving_crossover, serving_tables
+
+    inst = with_serving(random_instance(2, models=1, bits=(2, 4, 8), edges=2, cuts=2, epochs=(2, 5),
+                                        p_unreachable=0.0), 0, slo=1e9, seed=2)
+    sweep = serving_sweep(inst, solve=solve, requests=(0, 1e8), solvers=("optimal",))
+    assert [(c["from"], c["to"]) for c in sweep.crossovers] == [("m0@4", "m0@2")]  # fewer bits pay from ~1.3e5
+    ft = {ln.key: ln.finetune_energy_j for ln in sweep.lines}
+    for ln in sweep.lines:  # each line's fine-tuning energy is the candidate's own optimum
+        alone = PlanningInstance(inst.deadline_s, inst.target_loss,
+                                 tuple(c for c in inst.candidates if c.key == ln.key), {})
+        assert ft[ln.key] == pytest.approx(solve(alone, "optimal").energy_j)
+    at = {r["requests"]: r for r in sweep.chosen}
+    for r, row in at.items():  # the plan chosen at R is the envelope's line at R
+        best = min(sweep.lines, key=lambda ln: ln.energy_j(r))
+        assert (row["model"], row["bits"]) == (best.model, best.bits)
+        assert row["energy_j"] == pytest.approx(best.energy_j(r))
+    for c in sweep.crossovers:
+        f, t = (next(ln for ln in sweep.lines if ln.key == k) for k in (c["from"], c["to"]))
+        assert f.energy_j(c["requests"]) == pytest.approx(t.energy_j(c["requests"]))
+    text = serving_tables(sweep)
+    assert "chosen plan per number of requests" in text and "crossovers:" in text
+    assert plot_serving_crossover(sweep, tmp_path / "x.png").stat().st_size > 0
