@@ -19,9 +19,10 @@ What the paper specifies (Section IV) and how this module implements it:
   first K^exp epochs; L_rob(p) = L(K^rob) on the robust trajectory and L_exp(p) = L(K^exp) on the
   expected one (= ``final_robust`` / ``final_expected``); without loss estimates risk = 1.
 
-With a serving demand (the instance's optional ``serving``), a path's weight starts at
-ε_(a,q) + requests × the candidate's per-request energy instead of ε_(a,q) (the whole-life
-energy; Alg. 4's factors apply to it unchanged), and a candidate that cannot serve within the
+With a serving demand (the instance's optional ``serving``), a candidate's score is Alg. 4's
+score of its fine-tuning path plus requests × its per-request energy (the serving energy no
+path changes; Alg. 4's time and loss factors weigh the fine-tuning path only, so a large serving
+energy does not turn them into the deciding term), and a candidate that cannot serve within the
 latency bound gets no (model, bits) vertex.
 
 Literal enumeration (``mode="literal"``) builds the tree and walks it as written; it is exponential
@@ -61,8 +62,8 @@ import numpy as np
 
 from jqodi.errors import PlanningError
 from jqodi.planner.common import (
-    Stopwatch, check_epochs, deadline_limit_s, fixed_energy_j, lp_bound, make_solution, option_arrays,
-    pareto_front, search_candidates,
+    Stopwatch, check_epochs, deadline_limit_s, lp_bound, make_solution, option_arrays,
+    pareto_front, search_candidates, serving_energy_j,
 )
 from jqodi.planner.explain import infeasible_solution
 from jqodi.core.instance import Candidate, PlanningInstance, Solution
@@ -80,7 +81,7 @@ class Setting:
     risk: float
     limit_s: float  # deadline (with tolerance)
     options: np.ndarray  # option indices used in the tree
-    fixed_j: float = 0.0  # the path's start weight: ε_(a,q) + the serving energy (if any)
+    serve_j: float = 0.0  # requests × per-request energy (0 without a serving demand)
 
 
 def linear_loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
@@ -102,8 +103,8 @@ def linear_loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
 def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool,
              alg4: bool = True) -> Setting | None:
     K = c.epochs.get(epochs)
-    fixed = fixed_energy_j(instance, c)  # inf: the candidate cannot serve within the latency bound
-    if K is None or not c.options or not math.isfinite(fixed):
+    serve = serving_energy_j(instance, c)  # inf: the candidate cannot serve within the latency bound
+    if K is None or not c.options or not math.isfinite(serve):
         return None
     limit = deadline_limit_s(instance.deadline_s)
     if c.quantize_time_s > limit:
@@ -125,11 +126,12 @@ def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool,
     idx = idx[arr.time_s[idx] + (K - 1) * tmin <= budget]
     if len(idx) == 0:
         return None
-    return Setting(c, K, X, risk, limit, np.sort(idx), fixed)
+    return Setting(c, K, X, risk, limit, np.sort(idx), serve)
 
 
 def _score(s: Setting, weight: float, t_rob: float, t_exp: float) -> float:
-    return weight * s.risk * t_rob / t_exp if t_exp > 0 else weight * s.risk
+    """Alg. 4's score of a fine-tuning path, plus the candidate's serving energy (no path changes it)."""
+    return (weight * s.risk * t_rob / t_exp if t_exp > 0 else weight * s.risk) + s.serve_j
 
 
 # ------------------------------------------------------------------------------ literal (Alg. 1-4)
@@ -196,7 +198,7 @@ def traverse(tree: Tree, start_weight: float) -> list[tuple[list[int], float]]:
 def _literal(instance: PlanningInstance, s: Setting):
     tree = create_tree(instance, s)
     best = None
-    for path, w in traverse(tree, s.fixed_j):
+    for path, w in traverse(tree, s.cand.quantize_energy_j):
         t_rob = tree.vertices[path[-1]][2]
         t_exp = tree.vertices[path[s.X]][2] if s.X < len(path) else t_rob
         score = _score(s, w, t_rob, t_exp)
@@ -239,7 +241,7 @@ def _dp_exact(instance: PlanningInstance, s: Setting):
             T = c.quantize_time_s + Ta + Tb
             if T > s.limit_s:
                 continue
-            w = s.fixed_j + Ea + Eb
+            w = c.quantize_energy_j + Ea + Eb
             score = _score(s, w, T, c.quantize_time_s + Ta)
             if best is None or (score, w) < (best[0], best[1]):
                 best = (score, w, list(pa) + list(pb))
@@ -331,7 +333,7 @@ def _dp_buckets(instance: PlanningInstance, s: Setting, buckets: int):
     # B-ends: only those not beaten in both exact time and energy matter (time ascending)
     b_idx = b_all[pareto_front(XB[b_all], VB[b_all])]
     xb = XB[b_idx]
-    tau, eps = c.quantize_time_s, s.fixed_j
+    tau, eps = c.quantize_time_s, c.quantize_energy_j
     Tb = (s.K - s.X) * tmin + xb
     # bound the rows first: for A-end a the cheapest B-end on time is the slowest one that fits;
     # its score is an upper bound, and risk·(C_a + its energy) (time ratio ≥ 1) a lower bound
@@ -409,7 +411,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         # score = W·risk·T_rob/T_exp with W ≥ ε + LP and T_rob/T_exp = 1 + T_B/T_exp ≥
         # 1 + (K − X)·t_min / T_max (the last K − X epochs take at least t_min each)
         ratio = 1.0 + (s.K - s.X) * float(arr.time_s.min()) / s.limit_s
-        settings.append((s.risk * ratio * (s.fixed_j + lp.value_j), s))
+        settings.append((s.risk * ratio * (c.quantize_energy_j + lp.value_j) + s.serve_j, s))
     settings.sort(key=lambda r: r[0])
     best = None
     searched = 0
