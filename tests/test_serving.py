@@ -114,7 +114,7 @@ def test_solution_splits_finetuning_and_serving_energy():
     assert sol.extra["finetune_energy_j"] == pytest.approx(base.energy_j)
     assert sol.extra["serving"] == {"mode": "split", "edge": "A", "cut": 1, "request_time_s": pytest.approx(0.87),
                                     "request_energy_j": pytest.approx(4.94), "requests": 100.0,
-                                    "energy_j": pytest.approx(494.0)}
+                                    "energy_j": pytest.approx(494.0), "latency_slo_s": 1.0}
     assert sol.energy_j == pytest.approx(base.energy_j + 494.0)
     assert check_solution(inst, sol) == []
     assert "serving" not in base.to_dict() and "finetune_energy_j" not in base.to_dict()
@@ -276,7 +276,8 @@ def test_plan_cli_shows_the_energy_split_and_the_json_sections(tmp_path, capsys)
     assert main(["plan", "--instance", str(path), "--solver", "optimal", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["energy_j"] == pytest.approx(d["finetune_energy_j"] + d["serving"]["energy_j"])
-    assert set(d["serving"]) == {"mode", "edge", "cut", "request_time_s", "request_energy_j", "requests", "energy_j"}
+    assert set(d["serving"]) == {"mode", "edge", "cut", "request_time_s", "request_energy_j", "requests", "energy_j",
+                                "latency_slo_s"}
     assert main(["plan", "--instance", str(path), "--solver", "all"]) == 0
     out = capsys.readouterr().out
     assert "serving (J)" in out and "fine-tune (J)" in out
@@ -335,3 +336,90 @@ def test_serving_sweep_finds_the_crossover_and_the_solvers_follow_it(tmp_path):
     text = serving_tables(sweep)
     assert "chosen plan per number of requests" in text and "crossovers:" in text
     assert plot_serving_crossover(sweep, tmp_path / "x.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- runtime: jqodi infer --plan
+def _infer_workdir(tmp_path):
+    from jqodi.core.devices import Device
+    from jqodi.runtime.job import EmulationConfig, Job, LinkProfile
+
+    if not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not installed")
+    emu = EmulationConfig(enabled=True, dilation=1.0,
+                          devices={"end": Device.from_power("sd", 2e9, 10.0), "edge:a": Device.from_power("es", 5e10, 200.0),
+                                   "cloud": Device.from_power("cs", 1e11, 300.0)},
+                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
+    job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125,
+                         "schedule": [{"edge": "a", "cut": 2, "epochs": 1}],
+                         "data": {"train_size": 32, "val_size": 16},
+                         "training": {"batch_size": 32, "eval_batch_size": 16}, "timeout_s": 10, "meter": "null"})
+    job = job.replace(emulation=emu)
+    (tmp_path / "job.json").write_text(json.dumps(job.to_dict()))
+    return job
+
+
+@pytest.mark.parametrize("mode", ["end-only", "split"])
+def test_infer_serves_with_the_planned_configuration_and_checks_the_bound(tmp_path, capsys, mode):
+    from jqodi.cli import main
+
+    _infer_workdir(tmp_path)
+    sv = {"mode": mode, "edge": "a" if mode == "split" else None, "cut": 2 if mode == "split" else None,
+          "request_time_s": 0.01, "request_energy_j": 0.05, "requests": 1000.0, "energy_j": 50.0,
+          "latency_slo_s": 10.0}
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"status": "optimal", "solver": "optimal", "model": "lenet", "bits": 4,
+                                "schedule": [], "energy_j": 1.0, "time_s": 1.0, "serving": sv}))
+    assert main(["infer", "--workdir", str(tmp_path), "--requests", "4", "--plan", str(plan),
+                 "--json", str(tmp_path / "i.json")]) == 0
+    out = capsys.readouterr().out
+    assert "planned serving: " in out and "p95 ≤ 10 s: held" in out
+    res = json.loads((tmp_path / "i.json").read_text())
+    assert len(res) == 1 and res[0]["edge"] == sv["edge"] and res[0]["requests"] == 4
+    got = res[0]["planned_serving"]
+    assert got["bound_held"] is True and got["latency_p95_s"] == res[0]["latency_p95_s"]
+    assert got["predicted_request_energy_j"] == 0.05
+    # a plan for another model, or without a serving section: one line, exit 2
+    plan.write_text(json.dumps({"model": "vgg", "bits": 4, "serving": sv}))
+    assert main(["infer", "--workdir", str(tmp_path), "--plan", str(plan)]) == 2
+    assert "--plan: the plan serves vgg@4 but the run fine-tuned lenet@4" in capsys.readouterr().err
+    plan.write_text(json.dumps({"model": "lenet", "bits": 4}))
+    assert main(["infer", "--workdir", str(tmp_path), "--plan", str(plan)]) == 2
+    assert "has no serving section" in capsys.readouterr().err
+
+
+def test_core_serving_predictions_match_what_infer_measures():
+    """The planner's per-request cost (jqodi.core.serving) against run_inference on the same
+    emulated devices: energy (model meter) within 2 %; latency never below the prediction (the
+    emulation pads every step to the device's time, the host only adds)."""
+    import torch
+
+    from jqodi.core.devices import Device
+    from jqodi.core.profile import profile_named_model
+    from jqodi.runtime.inference import run_inference
+    from jqodi.runtime.job import EmulationConfig, Job, LinkProfile
+    from test_runtime import SHAPE, _Data, _master
+
+    torch.set_num_threads(1)
+    emu = EmulationConfig(enabled=True, dilation=1.0,
+                          devices={"end": Device.from_power("sd", 2e9, 10.0), "edge:a": Device.from_power("es", 5e10, 200.0),
+                                   "cloud": Device.from_power("cs", 1e11, 300.0)},
+                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
+    job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125, "schedule": [{"edge": "a", "cut": 2, "epochs": 1}],
+                         "training": {"batch_size": 32, "eval_batch_size": 20}, "timeout_s": 10,
+                         "meter": "null"}).replace(emulation=emu)
+    data = _Data(n_train=32, n_val=20)
+    measured = {r.edge: r for r in run_inference(job, _master(data), data, requests=20)}
+    sc = parse_scenario({
+        "deadline_s": 10, "target_loss": 1, "models": [{"name": "lenet", "width": 0.125}], "bits": [4],
+        "data": {"train_size": 32, "val_size": 20, "input_shape": list(SHAPE), "num_classes": 10},
+        "cloud": {"name": "cs", "flops": 1e11, "busy_power_w": 300},
+        "edges": [{"name": "a", "flops": 5e10, "busy_power_w": 200,
+                   "cloud_link": {"rate_bps": 1e9, "energy_per_bit_j": 1e-9},
+                   "end_link": {"bandwidth_hz": 5e7, "snr": 1, "energy_per_bit_j": 1e-9}}],  # 5e7 bit/s
+        "end_device": {"name": "sd", "flops": 2e9, "busy_power_w": 10},
+        "training": {"act_bits": 32}})  # the job sends fp32 cut activations (wire_act_bits 32)
+    pred = by_key(request_costs(sc, profile_named_model("lenet", SHAPE, 10, 0.125), 4))
+    for edge, key in (("a", ("split", "a", 2)), (None, ("end-only", None, None))):
+        m, p = measured[edge], pred[key]
+        assert m.energy_j == pytest.approx(p.request_energy_j, rel=0.02), key
+        assert m.latency_p50_s >= p.request_time_s * 0.98, key

@@ -208,7 +208,7 @@ def serving_section(instance: PlanningInstance, cand: Candidate) -> dict | None:
     s = cand.serving
     return {"mode": s.mode, "edge": s.edge, "cut": s.cut, "request_time_s": s.request_time_s,
             "request_energy_j": s.request_energy_j, "requests": instance.serving.requests,
-            "energy_j": serving_energy_j(instance, cand)}
+            "energy_j": serving_energy_j(instance, cand), "latency_slo_s": instance.serving.latency_slo_s}
 
 
 def make_solution(solver: str, status: str, cand: Candidate, counts: Sequence[tuple[int, int]],

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["serving_tables", "plot_serving_crossover"]
+__all__ = ["serving_tables", "plot_serving_crossover", "served_vs_planned"]
 
 ServingSweep = Any  # jqodi.app.serving.ServingSweep (render does not import the app)
 
@@ -90,3 +90,23 @@ def plot_serving_crossover(sweep: ServingSweep, path: str | os.PathLike) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def served_vs_planned(result, section: dict) -> tuple[dict, list[str]]:
+    """Measured serving (a :class:`jqodi.runtime.inference.InferenceResult`) against the plan's
+    ``serving`` section: per-request latency p50/p95 and energy, and whether the p95 bound held.
+    Returns the figures (for JSON) and the lines ``jqodi infer --plan`` prints."""
+    slo = section.get("latency_slo_s")
+    held = None if slo is None else bool(result.latency_p95_s <= slo)
+    where = "end device alone" if section["mode"] == "end-only" else f"split at cut {section['cut']} with {section['edge']}"
+    fig = {"mode": section["mode"], "edge": section.get("edge"), "cut": section.get("cut"),
+           "predicted_request_time_s": section["request_time_s"], "predicted_request_energy_j": section["request_energy_j"],
+           "latency_p50_s": result.latency_p50_s, "latency_p95_s": result.latency_p95_s,
+           "request_energy_j": result.energy_j, "latency_slo_s": slo, "bound_held": held}
+    lines = [f"planned serving: {where}",
+             f"  latency p50 {result.latency_p50_s * 1e3:.4g} ms, p95 {result.latency_p95_s * 1e3:.4g} ms "
+             f"(predicted {section['request_time_s'] * 1e3:.4g} ms)",
+             f"  energy  {result.energy_j * 1e3:.4g} mJ/request (predicted {section['request_energy_j'] * 1e3:.4g} mJ)",
+             "  bound   " + ("not given" if slo is None else
+                             f"p95 ≤ {slo:g} s: {'held' if held else 'MISSED'}")]
+    return fig, lines
