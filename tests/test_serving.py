@@ -101,6 +101,11 @@ def test_compile_adds_the_serving_fields_and_absent_means_none():
     assert (sv["mode"], sv["edge"], sv["cut"]) == ("split", "A", 1)
     assert sv["request_energy_j"] == pytest.approx(4.94) and sv["fastest_request_time_s"] == pytest.approx(0.6)
     assert PlanningInstance.from_json(inst.to_json()).to_dict() == inst.to_dict()
+    from jqodi.render.instance import render_instance
+
+    text = render_instance(inst)
+    assert "serving: 100 requests, p95 bound 1 s" in text and "A/cut1" in text
+    assert "serving:" not in render_instance(plain)
     # the rest of the instance is unchanged by the block
     for a, b in zip(plain.to_dict()["candidates"], d["candidates"]):
         assert {k: v for k, v in b.items() if k != "serving"} == a
