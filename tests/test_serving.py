@@ -344,16 +344,24 @@ def test_serving_sweep_finds_the_crossover_and_the_solvers_follow_it(tmp_path):
 
 
 # --------------------------------------------------------------------------- runtime: jqodi infer --plan
-def _infer_workdir(tmp_path):
+def _emulation():
+    """SD 2 GFLOP/s at 10 W, ES 'a' 50 GFLOP/s at 200 W, a 50 Mbit/s link at 1 nJ/bit."""
     from jqodi.core.devices import Device
-    from jqodi.runtime.job import EmulationConfig, Job, LinkProfile
+    from jqodi.runtime.job import EmulationConfig, LinkProfile
+
+    return EmulationConfig(enabled=True, dilation=1.0,
+                           devices={"end": Device.from_power("sd", 2e9, 10.0),
+                                    "edge:a": Device.from_power("es", 5e10, 200.0),
+                                    "cloud": Device.from_power("cs", 1e11, 300.0)},
+                           links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
+
+
+def _infer_workdir(tmp_path):
+    from jqodi.runtime.job import Job
 
     if not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("Fashion-MNIST not installed")
-    emu = EmulationConfig(enabled=True, dilation=1.0,
-                          devices={"end": Device.from_power("sd", 2e9, 10.0), "edge:a": Device.from_power("es", 5e10, 200.0),
-                                   "cloud": Device.from_power("cs", 1e11, 300.0)},
-                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
+    emu = _emulation()
     job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125,
                          "schedule": [{"edge": "a", "cut": 2, "epochs": 1}],
                          "data": {"train_size": 32, "val_size": 16},
@@ -398,17 +406,13 @@ def test_core_serving_predictions_match_what_infer_measures():
     emulation pads every step to the device's time, the host only adds)."""
     import torch
 
-    from jqodi.core.devices import Device
     from jqodi.core.profile import profile_named_model
     from jqodi.runtime.inference import run_inference
-    from jqodi.runtime.job import EmulationConfig, Job, LinkProfile
+    from jqodi.runtime.job import Job
     from test_runtime import SHAPE, _Data, _master
 
     torch.set_num_threads(1)
-    emu = EmulationConfig(enabled=True, dilation=1.0,
-                          devices={"end": Device.from_power("sd", 2e9, 10.0), "edge:a": Device.from_power("es", 5e10, 200.0),
-                                   "cloud": Device.from_power("cs", 1e11, 300.0)},
-                          links={"edge:a|end": LinkProfile(5e7, 1e-9), "cloud|edge:a": LinkProfile(1e9, 1e-9)})
+    emu = _emulation()
     job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125, "schedule": [{"edge": "a", "cut": 2, "epochs": 1}],
                          "training": {"batch_size": 32, "eval_batch_size": 20}, "timeout_s": 10,
                          "meter": "null"}).replace(emulation=emu)
