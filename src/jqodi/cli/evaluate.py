@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="epoch estimate the solvers plan for (default: robust, as JQODI)")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--latency-slo-s", type=float, default=None, metavar="S",
+                   help="also sweep whole-life energy vs requests with this p95 bound per request "
+                        "(the sweep runs anyway when the scenario has a 'serving:' block; docs/serving.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,8 +39,24 @@ def run(args: argparse.Namespace) -> int:
     for r in ev.strategies:
         if r.note:
             print(f"note: {r.label}: {r.note}")
+    if args.latency_slo_s is not None or _has_serving(args.scenario):
+        from jqodi.app.serving import serving_sweep_scenario
+        from jqodi.render.serving import serving_tables
+
+        if not args.quiet:
+            progress("serving: whole-life energy vs requests")
+        sweep = serving_sweep_scenario(args.scenario, latency_slo_s=args.latency_slo_s, estimates=args.estimates,
+                                       epochs=args.epochs, out_dir=args.out)
+        print("\n" + serving_tables(sweep))
+        ev.files.update(sweep.files)
     if ev.files:
         print("\nwrote: " + ", ".join(sorted(ev.files.values())))
     if args.json:
         save_json(args.json, ev)
     return 0
+
+
+def _has_serving(path) -> bool:
+    from jqodi.core.scenario import load_scenario
+
+    return load_scenario(path).serving is not None

@@ -15,6 +15,9 @@ def add_arguments(p) -> None:
     p.add_argument("--requests", type=int, default=100, metavar="N", help="requests per combination (default 100)")
     p.add_argument("--cut", type=int, default=None, help="partition point (default: the plan's last)")
     p.add_argument("--no-emulate", action="store_true", help="run flat out (no device padding or link limits)")
+    p.add_argument("--plan", metavar="FILE", default=None,
+                   help="a solution JSON ('jqodi plan --json') with a serving section: serve with its "
+                        "configuration and compare measured with predicted latency/energy and the bound")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
 
 
@@ -57,11 +60,49 @@ def run(args) -> int:
 
         edges = edges_of_roles(job.emulation.devices if job.emulation else {})
         combos = [(e, args.cut) for e in edges or job.edges] + [(None, None)]
+    served = None
+    if args.plan:
+        served = _planned_serving(args.plan, job)
+        combos = [(served["edge"], served["cut"]) if served["mode"] == "split" else (None, None)]
     res = run_inference(job, master, data, requests=args.requests, combos=combos,
                         emulate=False if args.no_emulate else None)
     if res and res[0].dilation > 1:
         print(f"emulated: dilation ×{res[0].dilation:.3g} (latencies are wall-clock / dilation)")
     print(format_inference(res))
+    out = [r.to_dict() for r in res]
+    if served is not None:
+        from jqodi.render.serving import served_vs_planned
+
+        fig, lines = served_vs_planned(res[0], served)
+        print("\n".join(lines))
+        out[0]["planned_serving"] = fig
     if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in res], indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def _planned_serving(path, job) -> dict:
+    """The ``serving`` section of a solution file, checked against the run's model and bits."""
+    import json
+    from pathlib import Path
+
+    from jqodi.errors import JqodiError
+
+    p = Path(path)
+    try:
+        sol = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise JqodiError(f"--plan: cannot read {p}: {e}") from None
+    sv = sol.get("serving") if isinstance(sol, dict) else None
+    if not isinstance(sv, dict) or sv.get("mode") not in ("split", "end-only"):
+        raise JqodiError(f"--plan: {p} has no serving section (plan a scenario with a 'serving:' block)")
+    if (sol.get("model"), sol.get("bits")) != (job.model, job.bits):
+        raise JqodiError(f"--plan: the plan serves {sol.get('model')}@{sol.get('bits')} but the run fine-tuned "
+                         f"{job.model}@{job.bits}")
+    from jqodi.core.devices import edges_of_roles
+
+    edges = edges_of_roles(job.emulation.devices) if job.emulation is not None else job.edges
+    if sv["mode"] == "split" and sv.get("edge") not in edges:
+        raise JqodiError(f"--plan: the plan serves via edge {sv.get('edge')!r}, not one of the run's "
+                         f"({', '.join(edges)})")
+    return sv

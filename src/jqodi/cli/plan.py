@@ -67,6 +67,7 @@ def _load_instance(args):
 
 def _print_solution(sol, instance) -> None:
     from jqodi.planner.solve import schedule_text
+    from jqodi.render.plans import energy_split_lines
 
     if sol.status == "infeasible":
         print(f"{sol.solver}: infeasible")
@@ -80,7 +81,12 @@ def _print_solution(sol, instance) -> None:
           f"epoch estimate)")
     print(f"model         {sol.model}, {sol.bits}-bit")
     print(f"schedule      {schedule_text(sol)}  ({sol.epochs} epochs)")
-    print(f"energy        {sol.energy_j:.2f} J (quantization included)")
+    split = energy_split_lines(sol)
+    print(f"energy        {sol.energy_j:.2f} J " + ("(fine-tuning + serving)" if split else "(quantization included)"))
+    for line in split:
+        print(line)
+    if instance.serving is not None:
+        print(f"latency bound {instance.serving.latency_slo_s:g} s per request (p95)")
     print(f"time          {sol.time_s:.2f} s of {instance.deadline_s:g} s allowed")
     loss = sol.extra.get("predicted_final_loss")
     print(f"final loss    {loss:.4g} (target {instance.target_loss:g})" if loss is not None else

@@ -392,7 +392,8 @@ def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] |
                 model=m.name, bits=q, quantize_time_s=float(ct.quantize_time_s[b]),
                 quantize_energy_j=float(ct.quantize_energy_j[b]),
                 epochs=EpochEstimates(est.epochs_expected, est.epochs_robust),
-                options=tuple(options), loss=loss, infeasible=tuple(infeasible)))
+                options=tuple(options), loss=loss, infeasible=tuple(infeasible),
+                serving=_serving_entry(scenario, ct.profile, q)))
     meta = {"scenario": scenario.name, "cost_model": cost_model or scenario.cost_model,
             "search_bits": list(scenario.bits), "baseline_bits": list(scenario.baseline_bits),
             "end_device": scenario.end_device.name, "edges": [e.name for e in scenario.edges],
@@ -401,4 +402,20 @@ def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] |
         meta["missing_estimates"] = missing
     if unused:
         meta["unused_estimates"] = unused
-    return PlanningInstance(scenario.deadline_s, scenario.target_loss, tuple(candidates), meta)
+    demand = None
+    if scenario.serving is not None:  # the inference after fine-tuning (jqodi.core.serving)
+        from jqodi.core.instance import ServingDemand
+        from jqodi.core.serving import check_serving_bound
+
+        check_serving_bound(scenario, candidates)
+        demand = ServingDemand(scenario.serving.total_requests, scenario.serving.latency_slo_s)
+    return PlanningInstance(scenario.deadline_s, scenario.target_loss, tuple(candidates), meta, demand)
+
+
+def _serving_entry(scenario: Scenario, profile: ModelProfile, bits: int):
+    """The candidate's serving entry when the scenario has a ``serving`` block, else None."""
+    if scenario.serving is None:
+        return None
+    from jqodi.core.serving import candidate_serving
+
+    return candidate_serving(scenario, profile, bits)

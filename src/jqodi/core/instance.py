@@ -104,6 +104,51 @@ class LossEstimates:
 
 
 @dataclass(frozen=True)
+class CandidateServing:
+    """How a candidate serves one request (the contract's optional per-candidate ``serving``).
+
+    ``mode`` is ``end-only`` or ``split`` (with ``edge`` and ``cut``), the configuration with the
+    least ``request_energy_j`` whose ``request_time_s`` meets the instance's latency bound; or
+    ``null`` when no configuration meets it (then ``reason`` says why, and
+    ``fastest_request_time_s`` is the fastest feasible request, if any).
+    """
+
+    __pydantic_config__ = FORBID_EXTRA
+
+    mode: Literal["end-only", "split"] | None
+    request_time_s: NonNegNumber | None = None
+    request_energy_j: NonNegNumber | None = None
+    edge: Text | None = None
+    cut: Count | None = None
+    fastest_request_time_s: NonNegNumber | None = None
+    reason: str | None = None
+
+    def __post_init__(self):
+        if self.mode is not None and (self.request_time_s is None or self.request_energy_j is None):
+            raise FieldProblem("request_energy_j", "a serving mode needs request_time_s and request_energy_j")
+        if self.mode == "split" and (self.edge is None or self.cut is None):
+            raise FieldProblem("edge", "split serving needs edge and cut")
+
+    @property
+    def feasible(self) -> bool:
+        return self.mode is not None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "mode"}
+
+
+@dataclass(frozen=True)
+class ServingDemand:
+    """The instance's optional ``serving``: requests to serve after fine-tuning and the p95
+    latency bound of one request."""
+
+    __pydantic_config__ = FORBID_EXTRA
+
+    requests: NonNegNumber
+    latency_slo_s: PositiveNumber
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A (model, bit-width) pair with its one-off quantization cost τ_(a,q), ε_(a,q)."""
 
@@ -117,6 +162,7 @@ class Candidate:
     options: Annotated[tuple[Option, ...], ListOf]
     loss: LossEstimates | None = None
     infeasible: Annotated[tuple[dict, ...], ListOf] = ()
+    serving: CandidateServing | None = None
 
     def __post_init__(self):
         seen = set()
@@ -137,6 +183,8 @@ class Candidate:
         d["options"] = [asdict(o) for o in self.options]
         if self.infeasible:
             d["infeasible"] = list(self.infeasible)
+        if self.serving is not None:
+            d["serving"] = self.serving.to_dict()
         return d
 
 
@@ -150,6 +198,7 @@ class PlanningInstance:
     target_loss: PositiveNumber
     candidates: Annotated[tuple[Candidate, ...], ListOf]
     meta: Meta = field(default_factory=dict, compare=False)
+    serving: ServingDemand | None = None
 
     def __post_init__(self):
         seen = set()
@@ -157,6 +206,9 @@ class PlanningInstance:
             if c.key in seen:
                 raise FieldProblem(f"candidates[{i}]", f"duplicate candidate (model={c.model!r}, bits={c.bits})")
             seen.add(c.key)
+            if self.serving is not None and c.serving is None:
+                raise FieldProblem(f"candidates[{i}].serving", "missing: the instance has a 'serving' "
+                                                               "demand, so every candidate needs its serving entry")
 
     @classmethod
     def from_dict(cls, d: Any) -> "PlanningInstance":
@@ -174,6 +226,8 @@ class PlanningInstance:
     def to_dict(self) -> dict:
         d: dict = {"deadline_s": self.deadline_s, "target_loss": self.target_loss,
                    "candidates": [c.to_dict() for c in self.candidates]}
+        if self.serving is not None:
+            d["serving"] = asdict(self.serving)
         if self.meta:
             d["meta"] = self.meta
         return d

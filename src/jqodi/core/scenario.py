@@ -40,7 +40,7 @@ from jqodi.errors import ScenarioError
 
 __all__ = [
     "Scenario", "DeviceSpec", "Device", "CloudServer", "EdgeServer", "EndDevice", "CloudLink", "WirelessLink",
-    "DataSpec", "ModelEntry", "TrainingSpec", "RuntimeSpec",
+    "DataSpec", "ModelEntry", "TrainingSpec", "RuntimeSpec", "ServingSpec", "SERVING_MODES",
     "load_scenario", "parse_scenario", "default_scenario_path", "PAPER_MODELS", "VALID_BITS",
 ]
 
@@ -124,6 +124,45 @@ class RuntimeSpec(Strict):
     time_dilation: Union[Literal["auto"], Annotated[float, NoBool, Field(ge=1, allow_inf_nan=False)]] = "auto"
 
 
+#: Where a request may be served: the end device alone, or split between it and an edge server.
+SERVING_MODES = ("split", "end-only")
+
+
+class ServingSpec(Strict):
+    """The inference the fine-tuned model will serve (optional; absent = fine-tuning only).
+
+    ``requests`` (expected requests after fine-tuning) or ``rate_per_s`` × ``duration_s``;
+    ``latency_slo_s`` bounds the p95 latency of one request; ``devices`` lists the allowed
+    serving modes (``split``: shallow blocks on the end device, deep ones on an edge server;
+    ``end-only``: the whole model on the end device). See :mod:`jqodi.core.serving`.
+    """
+
+    requests: NonNegFloat | None = None
+    rate_per_s: PosFloat | None = None
+    duration_s: PosFloat | None = None
+    latency_slo_s: PosFloat
+    devices: list[Literal["split", "end-only"]] = Field(default_factory=lambda: list(SERVING_MODES),
+                                                        min_length=1)
+
+    @model_validator(mode="after")
+    def _one_count(self):
+        rate = self.rate_per_s is not None or self.duration_s is not None
+        if self.requests is not None and rate:
+            raise ValueError("give 'requests', or 'rate_per_s' with 'duration_s', not both")
+        if self.requests is None and (self.rate_per_s is None or self.duration_s is None):
+            raise ValueError("give 'requests', or 'rate_per_s' with 'duration_s'")
+        if len(set(self.devices)) != len(self.devices):
+            raise FieldProblem("devices", "serving modes must not repeat")
+        return self
+
+    @property
+    def total_requests(self) -> float:
+        """How many requests the model serves: ``requests`` or ``rate_per_s`` × ``duration_s``."""
+        if self.requests is not None:
+            return float(self.requests)
+        return float(self.rate_per_s) * float(self.duration_s)  # type: ignore[arg-type]
+
+
 # --- the scenario ---------------------------------------------------------------------------
 
 class Scenario(Strict):
@@ -145,6 +184,7 @@ class Scenario(Strict):
     training: TrainingSpec = TrainingSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     learning: list[LearningEstimate] = Field(default_factory=list)
+    serving: ServingSpec | None = None
 
     @field_validator("bits", "baseline_bits")
     @classmethod

@@ -22,7 +22,7 @@ import numpy as np
 
 from jqodi.errors import PlanningError
 from jqodi.planner.common import (
-    Stopwatch, check_epochs, deadline_limit_s, find_candidate, make_solution, option_arrays,
+    Stopwatch, check_epochs, deadline_limit_s, find_candidate, fixed_energy_j, make_solution, option_arrays,
     search_candidates,
 )
 from jqodi.planner.explain import infeasible_solution
@@ -37,10 +37,11 @@ def _static_search(instance: PlanningInstance, cands: Iterable[Candidate], epoch
     best = late = None
     for c in cands:
         K = c.epochs.get(epochs)
-        if K is None or not c.options:
+        fixed = fixed_energy_j(instance, c)  # ε_(a,q) + serving (inf: cannot serve in time)
+        if K is None or not c.options or not np.isfinite(fixed):
             continue
         arr = option_arrays(c)
-        energy = c.quantize_energy_j + K * arr.energy_j
+        energy = fixed + K * arr.energy_j
         t = c.quantize_time_s + K * arr.time_s
         i = int(np.argmin(energy))
         if late is None or energy[i] < late[0]:
@@ -59,13 +60,13 @@ def _static_search(instance: PlanningInstance, cands: Iterable[Candidate], epoch
             K = c.epochs.get(epochs)
             ex["best_ignoring_deadline"] = {
                 "model": c.model, "bits": c.bits, "edge": o.edge, "cut": o.cut, "epochs": K,
-                "energy_j": c.quantize_energy_j + K * o.epoch_energy_j,
+                "energy_j": fixed_energy_j(instance, c) + K * o.epoch_energy_j,
                 "time_s": c.quantize_time_s + K * o.epoch_time_s}
         return infeasible_solution(instance, solver, epochs, candidates=cands, scope=scope,
                                    plan_time_ms=clock.ms, **ex)
     _, c, i = best
     ex["plan_time_ms"] = clock.ms
-    return make_solution(solver, "feasible", c, [(i, c.epochs.get(epochs))], epochs, ex)
+    return make_solution(solver, "feasible", c, [(i, c.epochs.get(epochs))], epochs, ex, instance)
 
 
 def solve_static(instance: PlanningInstance, *, epochs: str = "robust") -> Solution:

@@ -156,6 +156,24 @@ def search_candidates(instance: PlanningInstance) -> tuple[Candidate, ...]:
     return tuple(c for c in instance.candidates if c.bits in allowed)
 
 
+def serving_energy_j(instance: PlanningInstance, cand: Candidate) -> float:
+    """Energy of the inference after fine-tuning: requests × the candidate's per-request energy
+    (0 when the instance has no ``serving`` demand; ``inf`` when the candidate cannot serve
+    within the latency bound, so every solver excludes it). Every solver minimises fine-tuning
+    energy (ε_(a,q) + Σ e(k)) + this."""
+    if instance.serving is None:
+        return 0.0
+    s = cand.serving
+    if s is None or not s.feasible or s.request_energy_j is None:
+        return math.inf
+    return instance.serving.requests * s.request_energy_j
+
+
+def fixed_energy_j(instance: PlanningInstance, cand: Candidate) -> float:
+    """The part of a candidate's total energy that no schedule changes: ε_(a,q) + serving."""
+    return cand.quantize_energy_j + serving_energy_j(instance, cand)
+
+
 def epochs_of(cand: Candidate, epochs: str) -> int | None:
     return cand.epochs.get(epochs)
 
@@ -183,10 +201,27 @@ def schedule_cost(cand: Candidate, counts: Sequence[tuple[int, int]]) -> tuple[f
     return e, t
 
 
+def serving_section(instance: PlanningInstance, cand: Candidate) -> dict | None:
+    """The solution's optional ``serving`` section, None without a serving demand."""
+    if instance.serving is None or cand.serving is None or not cand.serving.feasible:
+        return None
+    s = cand.serving
+    return {"mode": s.mode, "edge": s.edge, "cut": s.cut, "request_time_s": s.request_time_s,
+            "request_energy_j": s.request_energy_j, "requests": instance.serving.requests,
+            "energy_j": serving_energy_j(instance, cand), "latency_slo_s": instance.serving.latency_slo_s}
+
+
 def make_solution(solver: str, status: str, cand: Candidate, counts: Sequence[tuple[int, int]],
-                  epochs: str, extra: dict | None = None) -> Solution:
+                  epochs: str, extra: dict | None = None, instance: PlanningInstance | None = None) -> Solution:
+    """A solution for ``cand`` run with ``counts``; with an ``instance`` that has a serving demand,
+    ``energy_j`` is fine-tuning + serving, with ``finetune_energy_j`` and ``serving`` beside it."""
     energy, t = schedule_cost(cand, counts)
     ex = {"epochs_estimate": epochs}
+    serving = serving_section(instance, cand) if instance is not None else None
+    if serving is not None:
+        ex["finetune_energy_j"] = energy
+        ex["serving"] = serving
+        energy = energy + serving["energy_j"]
     loss = predicted_final_loss(cand, epochs)
     if loss is not None:
         ex["predicted_final_loss"] = loss
@@ -233,6 +268,13 @@ def check_solution(instance: PlanningInstance, sol: Solution, epochs: str | None
             problems.append("negative epoch count")
         counts.append((index[(s.edge, s.cut)], s.epochs))
     energy, t = schedule_cost(cand, counts)
+    if instance.serving is not None:
+        serve = serving_energy_j(instance, cand)
+        if not math.isfinite(serve):
+            problems.append(f"{cand.key} cannot serve a request within latency_slo_s "
+                            f"{instance.serving.latency_slo_s:g} s")
+        else:
+            energy += serve
     if not math.isclose(energy, sol.energy_j, rel_tol=1e-9, abs_tol=1e-9):
         problems.append(f"energy_j {sol.energy_j} != schedule's {energy}")
     if not math.isclose(t, sol.time_s, rel_tol=1e-9, abs_tol=1e-9):

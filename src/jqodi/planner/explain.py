@@ -6,6 +6,8 @@ status ``infeasible`` and ``extra["explanation"]``:
 * ``unreachable``: candidates whose epoch estimate is ``null`` (they never reach the target loss),
   or that have no feasible option at all (with the reasons the instance gives);
 * ``too_slow``: every other candidate's fastest achievable time (τ + K·fastest epoch) vs the deadline;
+* ``cannot_serve`` (only with a serving demand): candidates whose inference cannot meet the
+  latency bound ``serving.latency_slo_s`` (excluded by every solver), with the reason;
 * ``min_deadline_s``: the smallest deadline that would make the problem feasible (the least of
   those fastest times), or ``null`` when no deadline helps;
 * ``message``: the same in one paragraph, which the CLI prints.
@@ -20,8 +22,14 @@ from jqodi.core.instance import Candidate, PlanningInstance, Solution
 def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candidate] | None = None,
             scope: str | None = None) -> dict:
     cands = list(instance.candidates if candidates is None else candidates)
-    unreachable, too_slow = [], []
+    unreachable, too_slow, cannot_serve = [], [], []
     for c in cands:
+        if instance.serving is not None and (c.serving is None or not c.serving.feasible):
+            cannot_serve.append({"candidate": c.key, "why": c.serving.reason if c.serving is not None
+                                 else "no serving entry",
+                                 "fastest_request_time_s": c.serving.fastest_request_time_s
+                                 if c.serving is not None else None})
+            continue
         K = c.epochs.get(epochs)
         if K is None:
             unreachable.append({"candidate": c.key, "why": f"never reaches target loss "
@@ -44,6 +52,10 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
     if unreachable:
         parts.append("Cannot reach the target: " + ", ".join(
             f"{u['candidate']} ({u['why']})" for u in unreachable) + ".")
+    if cannot_serve:
+        parts.append(f"Cannot serve a request within latency_slo_s {instance.serving.latency_slo_s:g} s "
+                     "(excluded): " + ", ".join(f"{u['candidate']} ({u['why']})" for u in cannot_serve[:8])
+                     + (f" (+{len(cannot_serve) - 8} more)" if len(cannot_serve) > 8 else "") + ".")
     if too_slow:
         shown = too_slow[:8]
         parts.append("Too slow even on the fastest option: " + ", ".join(
@@ -53,8 +65,11 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
         parts.append(f"The smallest deadline that makes it feasible is {min_deadline:.6g} s.")
     else:
         parts.append("No deadline would help: change the target loss or the candidates.")
-    return {"unreachable": unreachable, "too_slow": too_slow, "min_deadline_s": min_deadline,
-            "message": " ".join(parts)}
+    out = {"unreachable": unreachable, "too_slow": too_slow, "min_deadline_s": min_deadline,
+           "message": " ".join(parts)}
+    if instance.serving is not None:
+        out["cannot_serve"] = cannot_serve
+    return out
 
 
 def infeasible_solution(instance: PlanningInstance, solver: str, epochs: str, *,

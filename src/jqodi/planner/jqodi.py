@@ -19,6 +19,12 @@ What the paper specifies (Section IV) and how this module implements it:
   first K^exp epochs; L_rob(p) = L(K^rob) on the robust trajectory and L_exp(p) = L(K^exp) on the
   expected one (= ``final_robust`` / ``final_expected``); without loss estimates risk = 1.
 
+With a serving demand (the instance's optional ``serving``), a candidate's score is Alg. 4's
+score of its fine-tuning path plus requests × its per-request energy (the serving energy no
+path changes; Alg. 4's time and loss factors weigh the fine-tuning path only, so a large serving
+energy does not turn them into the deciding term), and a candidate that cannot serve within the
+latency bound gets no (model, bits) vertex.
+
 Literal enumeration (``mode="literal"``) builds the tree and walks it as written; it is exponential
 in K and only for tiny instances. The default ``mode="dp"`` merges equivalent states so the search
 is polynomial, as Property 2 claims:
@@ -56,8 +62,8 @@ import numpy as np
 
 from jqodi.errors import PlanningError
 from jqodi.planner.common import (
-    Stopwatch, check_epochs, deadline_limit_s, lp_bound, make_solution, option_arrays, pareto_front,
-    search_candidates,
+    Stopwatch, check_epochs, deadline_limit_s, lp_bound, make_solution, option_arrays,
+    pareto_front, search_candidates, serving_energy_j,
 )
 from jqodi.planner.explain import infeasible_solution
 from jqodi.core.instance import Candidate, PlanningInstance, Solution
@@ -75,6 +81,7 @@ class Setting:
     risk: float
     limit_s: float  # deadline (with tolerance)
     options: np.ndarray  # option indices used in the tree
+    serve_j: float = 0.0  # requests × per-request energy (0 without a serving demand)
 
 
 def linear_loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
@@ -96,7 +103,8 @@ def linear_loss_trajectory(cand: Candidate, which: str) -> list[float] | None:
 def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool,
              alg4: bool = True) -> Setting | None:
     K = c.epochs.get(epochs)
-    if K is None or not c.options:
+    serve = serving_energy_j(instance, c)  # inf: the candidate cannot serve within the latency bound
+    if K is None or not c.options or not math.isfinite(serve):
         return None
     limit = deadline_limit_s(instance.deadline_s)
     if c.quantize_time_s > limit:
@@ -118,11 +126,12 @@ def _setting(instance: PlanningInstance, c: Candidate, epochs: str, prune: bool,
     idx = idx[arr.time_s[idx] + (K - 1) * tmin <= budget]
     if len(idx) == 0:
         return None
-    return Setting(c, K, X, risk, limit, np.sort(idx))
+    return Setting(c, K, X, risk, limit, np.sort(idx), serve)
 
 
 def _score(s: Setting, weight: float, t_rob: float, t_exp: float) -> float:
-    return weight * s.risk * t_rob / t_exp if t_exp > 0 else weight * s.risk
+    """Alg. 4's score of a fine-tuning path, plus the candidate's serving energy (no path changes it)."""
+    return (weight * s.risk * t_rob / t_exp if t_exp > 0 else weight * s.risk) + s.serve_j
 
 
 # ------------------------------------------------------------------------------ literal (Alg. 1-4)
@@ -402,7 +411,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
         # score = W·risk·T_rob/T_exp with W ≥ ε + LP and T_rob/T_exp = 1 + T_B/T_exp ≥
         # 1 + (K − X)·t_min / T_max (the last K − X epochs take at least t_min each)
         ratio = 1.0 + (s.K - s.X) * float(arr.time_s.min()) / s.limit_s
-        settings.append((s.risk * ratio * (c.quantize_energy_j + lp.value_j), s))
+        settings.append((s.risk * ratio * (c.quantize_energy_j + lp.value_j) + s.serve_j, s))
     settings.sort(key=lambda r: r[0])
     best = None
     searched = 0
@@ -442,7 +451,7 @@ def solve_jqodi(instance: PlanningInstance, *, epochs: str = "robust", mode: str
              "plan_time_ms": clock.ms}
     if mode == "dp":
         extra["buckets"] = int(buckets)
-    return make_solution("jqodi", "feasible", c, [(i, n) for i, n in counts], epochs, extra)
+    return make_solution("jqodi", "feasible", c, [(i, n) for i, n in counts], epochs, extra, instance)
 
 
 __all__ = ["solve_jqodi", "create_tree", "traverse", "linear_loss_trajectory", "DEFAULT_BUCKETS"]

@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 from jqodi.planner.common import (
-    LPBound, Stopwatch, check_epochs, epochs_of, lp_bound, make_solution, option_arrays,
+    LPBound, Stopwatch, check_epochs, epochs_of, fixed_energy_j, lp_bound, make_solution, option_arrays,
     pareto_front, search_candidates, time_budget_s,
 )
 from jqodi.errors import PlanningError
@@ -326,7 +326,8 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
     rows = []
     for c in search_candidates(instance):
         K = epochs_of(c, epochs)
-        if K is None or not c.options:
+        fixed = fixed_energy_j(instance, c)  # ε_(a,q) + serving (inf: cannot serve in time)
+        if K is None or not c.options or not math.isfinite(fixed):
             continue
         budget = time_budget_s(instance, c)
         if budget <= 0:
@@ -336,7 +337,7 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
         lp = lp_bound(arr.time_s, arr.energy_j, front, K, budget)
         if lp is None:
             continue
-        rows.append((c.quantize_energy_j + lp.value_j, c, K, budget))
+        rows.append((fixed + lp.value_j, c, K, budget))
     if not rows:
         return infeasible_solution(instance, "optimal", epochs, candidates=search_candidates(instance),
                                    plan_time_ms=clock.ms)
@@ -348,13 +349,13 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
         if best is not None and bound >= best[0] - ENERGY_RTOL * max(abs(best[0]), 1.0):
             break
         explored += 1
-        ub = math.inf if best is None else best[0] - c.quantize_energy_j
+        ub = math.inf if best is None else best[0] - fixed_energy_j(instance, c)
         status, counts, _ = solve_candidate(c, K, budget, upper_bound_j=ub, time_limit_s=time_limit_s,
                                             method=method)
         if status == "feasible":
             proven = False
         if counts:
-            total = c.quantize_energy_j + _plan_cost(option_arrays(c).time_s, option_arrays(c).energy_j,
+            total = fixed_energy_j(instance, c) + _plan_cost(option_arrays(c).time_s, option_arrays(c).energy_j,
                                                      counts)[0]
             if best is None or total < best[0]:
                 best = (total, c, counts)
@@ -365,7 +366,7 @@ def solve_optimal(instance: PlanningInstance, *, epochs: str = "robust",
     lower = min(rows[0][0], total)
     return make_solution("optimal", "optimal" if proven else "feasible", c, sorted(counts), epochs,
                          {"lower_bound_j": lower, "candidates_solved": explored, "method": method,
-                          "plan_time_ms": clock.ms})
+                          "plan_time_ms": clock.ms}, instance)
 
 
 # --------------------------------------------------------------------------- independent check
@@ -377,13 +378,15 @@ def exact_pareto_dp(instance: PlanningInstance, *, epochs: str = "robust",
     (time, energy); options are added one at a time (unbounded-knapsack order, so an option can
     repeat). States that cannot finish in time even with the fastest option are dropped. Nothing
     is relaxed, so the result is exact; the cost grows with the number of Pareto states, so use it
-    on small and medium instances. Returns (energy_j incl. ε, model, bits, counts) or ``None``.
+    on small and medium instances. Returns (energy_j incl. ε and serving, model, bits, counts) or
+    ``None``.
     """
     check_epochs(epochs)
     best = None
     for c in search_candidates(instance):
         K = epochs_of(c, epochs)
-        if K is None or not c.options:
+        fixed = fixed_energy_j(instance, c)
+        if K is None or not c.options or not math.isfinite(fixed):
             continue
         budget = time_budget_s(instance, c)
         t = [o.epoch_time_s for o in c.options]
@@ -414,7 +417,7 @@ def exact_pareto_dp(instance: PlanningInstance, *, epochs: str = "robust",
         if not finals:
             continue
         ts, es, plan = min(finals, key=lambda s: s[1])
-        energy = c.quantize_energy_j + es
+        energy = fixed + es
         if best is None or energy < best[0]:
             counts = sorted((i, plan.count(i)) for i in set(plan))
             best = (energy, c.model, c.bits, counts)

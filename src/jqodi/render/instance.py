@@ -35,6 +35,19 @@ def render_instance(inst, show_options: bool = False) -> str:
                      verdict])
     lines.append(format_table(["model", "bits", "K^exp", "K^rob", "τ_q s", "ε_q J", "options",
                                "fastest epoch", "cheapest epoch", "K^rob epochs at fastest"], rows))
+    if inst.serving is not None:
+        lines.append(f"serving: {inst.serving.requests:.6g} requests, p95 bound {inst.serving.latency_slo_s:g} s "
+                     "per request")
+        srows = []
+        for c in inst.candidates:
+            sv = c.serving
+            if sv is None or not sv.feasible:
+                srows.append([c.model, c.bits, "cannot serve", "-", "-", (sv.reason if sv is not None else "-")])
+            else:
+                where = "end device" if sv.mode == "end-only" else f"{sv.edge}/cut{sv.cut}"
+                srows.append([c.model, c.bits, where, f"{sv.request_time_s * 1e3:.4g}",
+                              f"{sv.request_energy_j * 1e3:.4g}", fmt_j(inst.serving.requests * sv.request_energy_j)])
+        lines.append(format_table(["model", "bits", "serves on", "ms/request", "mJ/request", "serving J"], srows))
     if meta.get("missing_estimates"):
         lines.append(f"no learning estimate (left out): {', '.join(meta['missing_estimates'])}")
     if show_options:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["comparison_table", "savings_summary"]
+__all__ = ["comparison_table", "savings_summary", "energy_split_lines"]
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -17,9 +17,39 @@ def comparison_table(rows: list[dict]) -> str:
               "bits": fmt(r["bits"], "d"), "energy": fmt(r["energy_j"], ".1f"), "time": fmt(r["time_s"], ".2f"),
               "gap": "-" if r["vs_optimal_pct"] is None else f"{r['vs_optimal_pct']:+.2f}%",
               "plan": fmt(r["plan_time_ms"], ".1f"), "schedule": r["schedule"]} for r in rows]
-    return layout(cells, [("solver", "solver"), ("status", "status"), ("model", "model"), ("bits", "bits"),
-                          ("energy", "energy (J)"), ("time", "time (s)"), ("gap", "vs optimal"),
-                          ("plan", "plan (ms)"), ("schedule", "schedule")])
+    columns = [("solver", "solver"), ("status", "status"), ("model", "model"), ("bits", "bits"),
+               ("energy", "energy (J)"), ("time", "time (s)"), ("gap", "vs optimal"),
+               ("plan", "plan (ms)"), ("schedule", "schedule")]
+    if any("serving" in r["solution"].extra for r in rows if "solution" in r):
+        # a serving demand: energy is fine-tuning + serving; show both parts and where it serves
+        for r, c in zip(rows, cells):
+            ex = r["solution"].extra if "solution" in r else {}
+            sv = ex.get("serving")
+            c["finetune"] = fmt(ex.get("finetune_energy_j"), ".1f")
+            c["serve"] = "-" if sv is None else format(sv["energy_j"], ".1f")
+            c["serves"] = "-" if sv is None else _serving_text(sv)
+        columns[5:5] = [("finetune", "fine-tune (J)"), ("serve", "serving (J)"), ("serves", "serves on")]
+    return layout(cells, columns)
+
+
+def _serving_text(sv: dict) -> str:
+    where = "end device" if sv["mode"] == "end-only" else f"{sv['edge']}, cut {sv['cut']}"
+    return f"{where} ({sv['request_time_s'] * 1e3:.3g} ms/req)"
+
+
+def energy_split_lines(sol) -> list[str]:
+    """How a solution's energy splits between fine-tuning and serving (empty without a serving
+    demand): the lines ``jqodi plan`` prints under the energy."""
+    sv = sol.extra.get("serving")
+    if sv is None:
+        return []
+    where = "the end device alone" if sv["mode"] == "end-only" else f"split at cut {sv['cut']} with {sv['edge']}"
+    total = sol.energy_j or 0.0
+    share = (lambda e: f"{100 * e / total:.1f}%") if total > 0 else (lambda e: "-")
+    ft = sol.extra["finetune_energy_j"]
+    return [f"  fine-tuning {ft:.2f} J ({share(ft)}, quantization included)",
+            f"  serving     {sv['energy_j']:.2f} J ({share(sv['energy_j'])}): {sv['requests']:.6g} requests × "
+            f"{sv['request_energy_j']:.4g} J on {where}, {sv['request_time_s'] * 1e3:.4g} ms each"]
 
 
 def savings_summary(rows: list[dict]) -> str | None:
