@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NoBool, NonNegFloat,
                                    PosFloat, Strict, exactly_one)
@@ -69,9 +69,14 @@ class DeviceSpec(Strict):
     as ``energy_per_flop_j`` or as ``busy_power_w`` (then ε = P / v). ``bit_speedup`` maps a
     bit-width to a compute speed-up on this device (integer kernels); default 1.0 for every
     bit-width, because fake-quantized training is not faster than fp32.
+
+    Or name a device file instead (``device: pi5`` from the library, or a path; see
+    :mod:`jqodi.core.device_model`): per-layer rooflines, s(q), busy and idle power. Then only
+    ``memory_gib`` and ``idle_power_w`` may be given beside it (they override the file's).
     """
 
     name: Name
+    device_ref: str | None = Field(default=None, alias="device")
     flops: PosFloat | None = None
     peak_flops: PosFloat | None = None
     utilization: Annotated[float, NoBool, Field(gt=0, le=1)] | None = None
@@ -81,8 +86,24 @@ class DeviceSpec(Strict):
     memory_gib: PosFloat = 8.0
     bit_speedup: dict[Int, PosFloat] = Field(default_factory=dict)
 
+    _file: Any = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _speed_and_energy(self):
+    def _speed_and_energy(self, info: ValidationInfo):
+        if self.device_ref is not None:
+            from jqodi.core.device_model import load_device_file
+            from jqodi.core.validation import FieldProblem
+            from jqodi.errors import ScenarioError
+
+            given = [k for k in ("flops", "peak_flops", "utilization", "energy_per_flop_j", "busy_power_w",
+                                 "bit_speedup") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"give 'device' or '{given[0]}', not both (the device file holds it)")
+            try:
+                self._file = load_device_file(self.device_ref, (info.context or {}).get("base_dir"))
+            except ScenarioError as e:
+                raise FieldProblem("device", str(e)) from None
+            return self
         if self.flops is None and (self.peak_flops is None or self.utilization is None):
             raise ValueError("give the speed as 'flops', or as 'peak_flops' with 'utilization'")
         if self.flops is not None and self.peak_flops is not None and self.utilization is not None:
@@ -101,6 +122,8 @@ class DeviceSpec(Strict):
     @property
     def speed_flops(self) -> float:
         """v: effective FLOP/s."""
+        if self._file is not None:
+            return self._file.flops
         if self.flops is not None:
             return self.flops
         return self.peak_flops * self.utilization  # type: ignore[operator]
@@ -108,17 +131,26 @@ class DeviceSpec(Strict):
     @property
     def joules_per_flop(self) -> float:
         """ε: J/FLOP (``busy_power_w / speed`` when the power is given)."""
+        if self._file is not None:
+            return self._file.busy_power_w / self._file.flops
         return _per_unit(self.energy_per_flop_j, self.busy_power_w, self.speed_flops)
 
     @property
     def memory_bytes(self) -> float:
+        if self._file is not None and "memory_gib" not in self.model_fields_set:
+            return self._file.memory_gib * 2**30
         return self.memory_gib * 2**30
 
     def speedup(self, bits: int) -> float:
+        if self._file is not None:
+            return 1.0 / self._file.bit_time_factor.get(bits, 1.0) if bits < 32 else 1.0
         return self.bit_speedup.get(bits, 1.0)
 
     def device(self) -> Device:
-        """The resolved :class:`Device` (v, ε, memory, speed-ups) the planner and the runtime use."""
+        """The resolved :class:`Device` (v, ε, memory, speed-ups) the planner and the runtime use;
+        a :class:`jqodi.core.device_model.DeviceModel` when a device file is named."""
+        if self._file is not None:
+            return self._file.device(self.name, self.memory_bytes / 2**30, self.idle_power_w)
         return Device(self.name, self.speed_flops, self.joules_per_flop, self.memory_bytes,
                       dict(self.bit_speedup), self.idle_power_w)
 
