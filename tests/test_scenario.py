@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA1 = ROOT / "examples" / "paper-data1.yaml"
 DATA2 = ROOT / "examples" / "paper-data2.yaml"
 BASE = yaml.safe_load(DATA1.read_text())
+# the spec-sheet device form (cpu-demo's devices = the paper testbed before device files): the
+# malformed cases below edit its fields; the device-file form is tests/test_device_model.py's
+_SPEC = yaml.safe_load((ROOT / "examples" / "cpu-demo.yaml").read_text())
+BASE.update(cloud=_SPEC["cloud"], edges=_SPEC["edges"], end_device=_SPEC["end_device"])
 
 
 def test_examples_load_with_the_papers_settings():
@@ -24,9 +28,11 @@ def test_examples_load_with_the_papers_settings():
         assert [m.name for m in s.models] == ["lenet", "vgg", "resnet20"]
         assert s.bits == [2, 4, 6, 8] and s.baseline_bits == [1, 32]
         assert [e.name for e in s.edges] == ["rtx3090", "rtx4090"]
-        # rated powers of Tables II-IV
-        assert s.end_device.busy_power_w == 12 and s.cloud.busy_power_w == 400
-        assert [e.busy_power_w for e in s.edges] == [350, 450]
+        # the packaged device files, busy power within the ratings of Tables II-IV, idle below busy
+        assert [d.device_ref for d in (s.end_device, s.cloud, *s.edges)] == ["pi5", "a100", "rtx3090", "rtx4090"]
+        for d, rated in ((s.end_device, 12), (s.cloud, 400), (s.edges[0], 350), (s.edges[1], 450)):
+            dev = d.device()
+            assert 0 < dev.busy_power_w <= rated and 0 <= dev.idle_power_w < dev.busy_power_w
         # a learning row for every (model, bits) candidate
         assert {(r.model, r.bits) for r in s.learning} == {(m.name, b) for m in s.models for b in s.all_bits}
     # Table VI spot checks (K^exp, K^rob) and the paper's infinity

@@ -25,7 +25,7 @@ from jqodi.core.device_model import (DeviceFile, LayerModel, Roofline, dump_devi
 from jqodi.core.profile import LAYER_KINDS
 from jqodi.errors import JqodiError
 
-__all__ = ["CalibrationResult", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W", "DEFAULT_IDLE_W"]
+__all__ = ["CalibrationResult", "fit_composition", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W", "DEFAULT_IDLE_W"]
 
 #: Declared power when no meter can read it and none is given: a desktop CPU package.
 DEFAULT_TDP_W = 65.0
@@ -132,6 +132,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
                               "overhead_s": roof.overhead_s})
     layer_models = {k: LayerModel(forward=v["forward"], backward=v["backward"])
                     for k, v in fitted.items() if {"forward", "backward"} <= set(v)}
+    layer_models, composition = fit_composition(
+        layer_models, cal.step_samples(models[:3] if quick else models, [32, 8], 64, repeats, progress=progress))
+    residuals += composition
 
     qkind = layer_models.get("quantizer")
 
@@ -201,3 +204,33 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
               "# layers: t = max(flops / flops_per_s, bytes / bytes_per_s) + overhead_s per call.\n")
     dump_device_file(dev, path, header)
     return CalibrationResult(dev, path, residuals, note, elapsed)
+
+
+def _scaled(r: Roofline, k: float) -> Roofline:
+    """``r`` taking ``k`` times as long: t' = max(f / (F/k), b / (B/k)) + k·c = k·t."""
+    return Roofline(flops_per_s=r.flops_per_s / k, bytes_per_s=r.bytes_per_s / k, overhead_s=r.overhead_s * k)
+
+
+
+def fit_composition(layers: dict[str, LayerModel], steps: list[dict]) -> tuple[dict[str, LayerModel], list[dict]]:
+    """Scale every roofline by one factor k so that the per-layer sums (+ optimizer steps) match
+    whole training steps measured as the runtime trains: the least-squares fit on log error
+    (k = the geometric mean of measured / predicted). Returns the scaled rooflines and the
+    residual row of the steps after scaling."""
+    from jqodi.core.device_model import DeviceFile
+
+    def predict(models: dict[str, LayerModel], st: dict) -> float:
+        dev = DeviceFile(name="x", flops=1e9, busy_power_w=1.0, layers=models).device()
+        n, q = st["batch"], st["bits"]
+        return sum(dev.layer_time_s(w, n, q, "forward") + dev.layer_time_s(w, n, q, "backward")
+                   for blk in st["blocks"] for w in blk.layers) + sum(dev.optimizer_step_s(b) for b in st["blocks"])
+
+    logs = [math.log(st["seconds"] / predict(layers, st)) for st in steps]
+    k = math.exp(sum(logs) / len(logs)) if logs else 1.0
+    out = {name: LayerModel(forward=_scaled(v.forward, k), backward=_scaled(v.backward, k)) for name, v in layers.items()}
+    errs = sorted(abs(predict(out, st) / st["seconds"] - 1) for st in steps)
+    row = {"kind": "training step", "phase": "fwd+bwd+step", "calls": len(steps),
+           "median_abs_error": statistics.median(errs) if errs else float("nan"),
+           "max_abs_error": errs[-1] if errs else float("nan"),
+           "flops_per_s": float("nan"), "bytes_per_s": float("nan"), "overhead_s": float("nan"), "scale": k}
+    return out, [row]

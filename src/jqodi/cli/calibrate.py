@@ -44,11 +44,16 @@ def run(args: argparse.Namespace) -> int:
                          idle_w=args.idle_w, clock=args.clock, progress=progress)
     if tty:
         sys.stderr.write("\n")
+    def num(v, k):
+        return "-" if v != v else f"{v * k:.2f}"
+
     rows = [(r["kind"], r["phase"], r["calls"], f"{100 * r['median_abs_error']:.1f}%",
-             f"{100 * r['max_abs_error']:.1f}%", f"{r['flops_per_s'] / 1e9:.2f}", f"{r['bytes_per_s'] / 1e9:.2f}",
-             f"{r['overhead_s'] * 1e6:.1f}") for r in res.residuals]
-    print("roofline fit (t = max(flops/F, bytes/B) + c), residuals of the timed calls:")
-    print(format_table(["layer", "phase", "calls", "median |err|", "max |err|", "F GFLOP/s", "B GB/s", "c µs"],
+             f"{100 * r['max_abs_error']:.1f}%", num(r["flops_per_s"], 1e-9), num(r["bytes_per_s"], 1e-9),
+             num(r["overhead_s"], 1e6), f"×{r['scale']:.2f}" if "scale" in r else "") for r in res.residuals]
+    print("roofline fit (t = max(flops/F, bytes/B) + c), residuals of the timed calls; last row:\n"
+          "whole training steps, after scaling every roofline by the factor shown")
+    print(format_table(["layer", "phase", "calls", "median |err|", "max |err|", "F GFLOP/s", "B GB/s", "c µs",
+                        "scale"],
                        rows, indent="  "))
     d = res.device
     print(f"s(q) (time factor of conv/linear at q bits vs fp32): "

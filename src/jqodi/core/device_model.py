@@ -152,17 +152,27 @@ class DeviceModel(Device):
 
     def block_epoch_time_s(self, block: BlockProfile, n_train: int, n_val: int, batch: int,
                            eval_batch: int, bits: int) -> float:
-        """One epoch of ``block``: forward + backward over the training set in batches of
+        """One epoch of ``block``: forward + backward + an optimizer step per training batch of
         ``batch``, then forward over the validation set in batches of ``eval_batch``."""
         if not block.layers:  # an old profile without the per-layer breakdown: Eq. (7)
             return (3.0 * n_train + n_val) * block.flops / (self.flops * self.speedup(bits))
         total = 0.0
+        step = self.optimizer_step_s(block)
         for b, count in _batches(n_train, batch):
-            total += count * sum(self.layer_time_s(w, b, bits, "forward") + self.layer_time_s(w, b, bits, "backward")
-                                 for w in block.layers)
+            total += count * (step + sum(self.layer_time_s(w, b, bits, "forward")
+                                         + self.layer_time_s(w, b, bits, "backward") for w in block.layers))
         for b, count in _batches(n_val, eval_batch):
             total += count * sum(self.layer_time_s(w, b, bits, "forward") for w in block.layers)
         return total
+
+    def optimizer_step_s(self, block: BlockProfile) -> float:
+        """One Adam step over the block's parameters (read p, g, m, v; write p, m, v: ~10
+        FLOP and 28 bytes per parameter) on the element-wise roofline; 0 when the file does
+        not list ``eltwise`` (the paper's d^i has no optimizer)."""
+        if block.params == 0 or "eltwise" not in self.layers:
+            return 0.0
+        p = block.params
+        return self.layers["eltwise"].forward.time_s(10.0 * p, 28.0 * p)
 
     def part_time_s(self, blocks: Iterable[BlockProfile], n_train: int, n_val: int, batch: int,
                     eval_batch: int, bits: int) -> float:

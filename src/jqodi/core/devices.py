@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NoBool, NonNegFloat,
                                    PosFloat, Strict, exactly_one)
@@ -75,6 +75,8 @@ class DeviceSpec(Strict):
     ``memory_gib`` and ``idle_power_w`` may be given beside it (they override the file's).
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
+
     name: Name
     device_ref: str | None = Field(default=None, alias="device")
     flops: PosFloat | None = None
@@ -83,7 +85,7 @@ class DeviceSpec(Strict):
     energy_per_flop_j: PosFloat | None = None
     busy_power_w: PosFloat | None = None
     idle_power_w: NonNegFloat | None = None
-    memory_gib: PosFloat = 8.0
+    memory_gib: PosFloat | None = None   # default: the device file's, else 8 GiB
     bit_speedup: dict[Int, PosFloat] = Field(default_factory=dict)
 
     _file: Any = PrivateAttr(default=None)
@@ -96,11 +98,16 @@ class DeviceSpec(Strict):
             from jqodi.errors import ScenarioError
 
             given = [k for k in ("flops", "peak_flops", "utilization", "energy_per_flop_j", "busy_power_w",
-                                 "bit_speedup") if k in self.model_fields_set]
+                                 "bit_speedup") if getattr(self, k)]
             if given:
                 raise ValueError(f"give 'device' or '{given[0]}', not both (the device file holds it)")
+            from jqodi.core.device_model import resolve_device_ref
+
+            base_dir = (info.context or {}).get("base_dir")
             try:
-                self._file = load_device_file(self.device_ref, (info.context or {}).get("base_dir"))
+                self._file = load_device_file(self.device_ref, base_dir)
+                if not self._file_is_library_name():  # a path: absolute, so a copy of the spec finds it
+                    self.__dict__["device_ref"] = str(resolve_device_ref(self.device_ref, base_dir).resolve())
             except ScenarioError as e:
                 raise FieldProblem("device", str(e)) from None
             return self
@@ -135,11 +142,15 @@ class DeviceSpec(Strict):
             return self._file.busy_power_w / self._file.flops
         return _per_unit(self.energy_per_flop_j, self.busy_power_w, self.speed_flops)
 
+    def _file_is_library_name(self) -> bool:
+        ref = self.device_ref or ""
+        return not ("/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml")))
+
     @property
     def memory_bytes(self) -> float:
-        if self._file is not None and "memory_gib" not in self.model_fields_set:
-            return self._file.memory_gib * 2**30
-        return self.memory_gib * 2**30
+        if self.memory_gib is not None:
+            return self.memory_gib * 2**30
+        return (self._file.memory_gib if self._file is not None else 8.0) * 2**30
 
     def speedup(self, bits: int) -> float:
         if self._file is not None:

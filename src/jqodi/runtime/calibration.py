@@ -25,7 +25,7 @@ from torch import nn
 from jqodi.core.profile import LayerWork
 
 __all__ = ["CLOCKS", "set_clock", "Sample", "layer_samples", "bit_factors", "memory_bandwidth_bytes_per_s", "measure_power",
-           "collect_layers"]
+           "collect_layers", "step_samples"]
 
 
 @dataclass(frozen=True)
@@ -234,3 +234,42 @@ def measure_power(meter_kind: str, work: Callable[[], object], seconds: float = 
             meter.close()
         return busy.avg_power_w, idle.avg_power_w, meter.description
     raise EnergyMeterError("; ".join(errors) or "no power meter")
+
+
+
+def step_samples(models: Iterable[tuple[str, float]], bits: Iterable[int], batch: int, repeats: int,
+                 input_shape=(3, 32, 32), num_classes: int = 10,
+                 progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Whole training steps of the zoo models as the runtime runs them (train mode, QAT below
+    32 bits, forward, cross-entropy, backward, Adam step): the median seconds per step at
+    ``batch``, per (model, bit-width). ``jqodi calibrate`` scales the per-layer rooflines so
+    their sum matches these (layers cost more together than alone: allocation, autograd
+    bookkeeping, colder caches)."""
+    import torch.nn.functional as F
+
+    from jqodi.core.profile import profile_model
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.zoo import build_model
+
+    out = []
+    for name, width in models:
+        prof = profile_model(build_model(name, input_shape, num_classes, width, seed=0))
+        for q in bits:
+            torch.manual_seed(0)
+            model = build_model(name, input_shape, num_classes, width, seed=0)
+            x = torch.randn(batch, *input_shape)
+            y = torch.randint(0, num_classes, (batch,))
+            if q < 32:
+                prepare_qat(model, q, calibration=x)
+            model.train()
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+
+            out.append({"model": name, "width": width, "bits": int(q), "blocks": prof.blocks, "batch": batch,
+                        "seconds": _median_s(step, repeats)})
+            progress(f"training steps: {name}×{width:g} at {q} bits")
+    return out
