@@ -19,7 +19,9 @@ rated idle's share. The paper's choices are *not* fitted: ``jqodi evaluate`` che
 
     PYTHONPATH=src .venv/bin/python benchmarks/fit_paper_testbed.py --write > benchmarks/results/fit_paper_testbed.json
 
-``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit.
+``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit. Each file's
+``flops`` (the paper model's v) is the rooflines' effective rate on a reference epoch (LeNet-like,
+fp32, Data 1), so ``cost_model: paper`` describes the same devices with one number each.
 """
 from __future__ import annotations
 
@@ -171,6 +173,15 @@ def main(argv=None) -> int:
                         ftol=1e-10, xtol=1e-10, gtol=1e-10)
     files = device_files(fit.x)
     got = pred.predict(files)
+    # v for the paper model (Eq. (7)): the rooflines' effective FLOP/s on a reference epoch
+    # (LeNet-like, fp32, Data 1, all blocks), so `cost_model: paper` sees the same device
+    sc1, _, profs1 = pred.sc["data1"]
+    ref = profs1["lenet"]
+    for name in COMPUTE:
+        t = files[name].device().part_time_s(ref.blocks, sc1.data.train_size, sc1.data.val_size,
+                                             sc1.training.batch_size, 500, 32)
+        v_eff = (3 * sc1.data.train_size + sc1.data.val_size) * ref.flops / t
+        files[name] = files[name].model_copy(update={"flops": v_eff})
     rows = [{"figure": f[0], "paper": f[-1], "fitted": g, "error": g / f[-1] - 1}
             for f, g in zip(FIGURES, got)]
     params = {n: (math.exp(x) if not n.endswith("idle_share") else x) for n, x in zip(NAMES, fit.x)}

@@ -176,3 +176,47 @@ def test_profile_lists_every_layers_work():
     assert kinds == {"conv", "linear", "norm", "eltwise", "quantizer"}
     for b in prof.blocks:  # the per-layer FLOPs add up to the block's
         assert sum(w.flops for w in b.layers if w.kind != "quantizer") == b.flops
+
+
+@pytest.mark.timeout(600)
+def test_calibrate_writes_updates_in_place_and_falls_back_when_the_meter_fails(tmp_path, monkeypatch):
+    from jqodi.app.calibrate import calibrate_host
+    from jqodi.runtime import calibration as cal
+    from jqodi.runtime.energy import EnergyMeterError
+
+    out = tmp_path / "host.yaml"
+    said = []
+    tiny = [("lenet", 0.25)]
+    r1 = calibrate_host(out, quick=True, name="mybox", power="declared", tdp_w=30, idle_w=4, models=tiny,
+                        say=said.append, progress=lambda s: None)
+    f1 = load_device_file(out)
+    assert f1.name == "mybox" and f1.source == "measured" and f1.power == "declared"
+    assert (f1.busy_power_w, f1.idle_power_w) == (30, 4)
+    assert {"conv", "linear", "norm", "eltwise", "quantizer"} <= set(f1.layers)
+    assert any("power: declared" in s for s in said)
+    assert {r["kind"] for r in r1.residuals} >= {"conv", "training step"}
+    # the file works in a scenario at once
+    sc = parse_scenario(scenario_dict(end={"device": str(out)}, edge={"device": str(out)}))
+    assert math.isfinite(cost_table(sc, "lenet").epoch(8, 1, "es").time_s)
+
+    # a meter that fails mid-run: fall back to the declared power (kept from the file), say why
+    def failing(kind, work, seconds):
+        raise EnergyMeterError("rapl meter failed during the run: counter vanished")
+
+    monkeypatch.setattr(cal, "measure_power", failing)
+    said.clear()
+    calibrate_host(out, quick=True, power="auto", models=tiny, say=said.append, progress=lambda s: None)
+    f2 = load_device_file(out)
+    assert f2.name == "mybox" and f2.power == "declared" and f2.busy_power_w == 30  # updated in place
+    assert any("counter vanished" in s and "falling back to declared power" in s for s in said), said
+
+    # a failure during the measurements writes nothing half-done
+    before = out.read_bytes()
+
+    def broken(*a, **k):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(cal, "layer_samples", broken)
+    with pytest.raises(RuntimeError):
+        calibrate_host(out, quick=True, models=tiny, say=lambda s: None, progress=lambda s: None)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host.yaml"]

@@ -257,7 +257,7 @@ def dump_device_file(dev: DeviceFile, path: str | Path, header: str = "") -> Pat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = dev.model_dump(mode="json", exclude_none=True)
+    data = dev.model_dump(mode="python", exclude_none=True)
     text = header + yaml.safe_dump(data, sort_keys=False, width=110)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
