@@ -40,9 +40,9 @@ from typing import Any, Iterable, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from jqodi.core.devices import Device
+from jqodi.core.devices import Device, check_bit_keys
 from jqodi.core.profile import LAYER_KINDS, BlockProfile, LayerWork
-from jqodi.core.validation import (VALID_BITS, Int, Name, NonNegFloat, PosFloat, Strict, error_line,
+from jqodi.core.validation import (Int, Name, NonNegFloat, PosFloat, Strict, error_line,
                                    one_line)
 from jqodi.errors import ScenarioError
 
@@ -97,10 +97,7 @@ class DeviceFile(Strict):
     @field_validator("bit_time_factor")
     @classmethod
     def _bits(cls, v: dict[int, float]) -> dict[int, float]:
-        bad = sorted(b for b in v if b not in VALID_BITS)
-        if bad:
-            raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
-        return v
+        return check_bit_keys(v)
 
     @model_validator(mode="after")
     def _idle_below_busy(self):

@@ -55,6 +55,14 @@ class Device:
         return float(self.bit_speedup.get(bits, 1.0))
 
 
+def check_bit_keys(v: dict[int, float]) -> dict[int, float]:
+    """A per-bit-width table (speed-ups, time factors): every key one of 1..8, 32."""
+    bad = sorted(b for b in v if b not in VALID_BITS)
+    if bad:
+        raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
+    return v
+
+
 def _per_unit(direct: float | None, power_w: float | None, rate: float) -> float:
     """Energy per unit of work: given directly, or power / rate (J/FLOP = W / (FLOP/s))."""
     return direct if direct is not None else power_w / rate  # type: ignore[operator]
@@ -121,10 +129,7 @@ class DeviceSpec(Strict):
     @field_validator("bit_speedup")
     @classmethod
     def _speedup_bits(cls, v: dict[int, float]) -> dict[int, float]:
-        bad = sorted(b for b in v if b not in VALID_BITS)
-        if bad:
-            raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
-        return v
+        return check_bit_keys(v)
 
     @property
     def speed_flops(self) -> float:
