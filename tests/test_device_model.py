@@ -220,3 +220,14 @@ def test_calibrate_writes_updates_in_place_and_falls_back_when_the_meter_fails(t
     with pytest.raises(RuntimeError):
         calibrate_host(out, quick=True, models=tiny, say=lambda s: None, progress=lambda s: None)
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host.yaml"]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--tdp-w", "-3"], "--tdp-w: must be a positive, finite number"),
+    (["--idle-w", "nan"], "--idle-w: must be a non-negative, finite number"),
+    (["--tdp-w", "20", "--idle-w", "30"], "--idle-w: must be below --tdp-w (20 W)"),
+])
+def test_calibrate_bad_flags_are_one_line_exit_2(argv, msg, capsys):
+    assert main(["calibrate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and msg in err, err

@@ -80,7 +80,6 @@ def calibrate_host(out: str | os.PathLike | None = None, *, quick: bool = False,
     import torch
 
     from jqodi.runtime import calibration as cal
-    from jqodi.runtime.energy import EnergyMeterError
 
     t_start = time.perf_counter()
     threads = torch.get_num_threads()

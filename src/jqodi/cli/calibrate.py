@@ -27,9 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from jqodi.errors import JqodiError
 
-    for flag, v in (("--tdp-w", args.tdp_w), ("--idle-w", args.idle_w)):
-        if v is not None and not (v >= 0 and v < float("inf")) or (flag == "--tdp-w" and v is not None and v <= 0):
-            raise JqodiError(f"{flag}: must be a positive, finite number of watts, got {v}")
+    import math
+
+    if args.tdp_w is not None and not (math.isfinite(args.tdp_w) and args.tdp_w > 0):
+        raise JqodiError(f"--tdp-w: must be a positive, finite number of watts, got {args.tdp_w}")
+    if args.idle_w is not None and not (math.isfinite(args.idle_w) and args.idle_w >= 0):
+        raise JqodiError(f"--idle-w: must be a non-negative, finite number of watts, got {args.idle_w}")
+    if args.tdp_w is not None and args.idle_w is not None and args.idle_w >= args.tdp_w:
+        raise JqodiError(f"--idle-w: must be below --tdp-w ({args.tdp_w:g} W), got {args.idle_w:g}")
     from jqodi.app.calibrate import calibrate_host
     from jqodi.render.report import save_json
     from jqodi.render.tables import format_table

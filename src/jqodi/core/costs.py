@@ -351,12 +351,10 @@ def _roofline_compute(scenario: Scenario, profile: ModelProfile, system: System,
     """Extended Eq. (7)–(8) for nodes given by a device file: per-layer roofline time of each
     part (:meth:`DeviceModel.part_time_s`), energy = busy power × that time."""
     from jqodi.core.device_model import DeviceModel
-
-    n_train, n_val = scenario.data.train_size, scenario.data.val_size
-    batch = scenario.training.batch_size
     from jqodi.core.train_config import TRAIN_DEFAULTS
 
-    eval_batch = TRAIN_DEFAULTS.eval_batch_size
+    n_train, n_val = scenario.data.train_size, scenario.data.val_size
+    batch, eval_batch = scenario.training.batch_size, TRAIN_DEFAULTS.eval_batch_size
 
     def block_times(dev: DeviceModel) -> np.ndarray:  # (B, n): one epoch of each block
         return np.array([[dev.block_epoch_time_s(blk, n_train, n_val, batch, eval_batch, q)

@@ -47,6 +47,7 @@ from jqodi.core.validation import (Int, Name, NonNegFloat, PosFloat, Strict, err
 from jqodi.errors import ScenarioError
 
 __all__ = ["Roofline", "LayerModel", "DeviceFile", "DeviceModel", "load_device_file", "resolve_device_ref",
+           "is_library_name",
            "library_devices", "packaged_devices_dir", "user_devices_dir", "dump_device_file"]
 
 MAX_DEVICE_FILE_BYTES = 4 * 2**20
@@ -208,10 +209,14 @@ def library_devices() -> dict[str, Path]:
     return out
 
 
+def is_library_name(ref: str) -> bool:
+    """``pi5`` names a library device; anything with a slash or a .yaml/.yml suffix is a path."""
+    return not ("/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml")))
+
+
 def resolve_device_ref(ref: str, base_dir: str | Path | None = None) -> Path:
     """A library name (``pi5``) or a path (relative to ``base_dir``, then to the working dir)."""
-    looks_like_path = "/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml"))
-    if not looks_like_path:
+    if is_library_name(ref):
         lib = library_devices()
         if ref in lib:
             return lib[ref]

@@ -101,7 +101,7 @@ class DeviceSpec(Strict):
     @model_validator(mode="after")
     def _speed_and_energy(self, info: ValidationInfo):
         if self.device_ref is not None:
-            from jqodi.core.device_model import load_device_file
+            from jqodi.core.device_model import is_library_name, load_device_file, resolve_device_ref
             from jqodi.core.validation import FieldProblem
             from jqodi.errors import ScenarioError
 
@@ -109,12 +109,10 @@ class DeviceSpec(Strict):
                                  "bit_speedup") if getattr(self, k)]
             if given:
                 raise ValueError(f"give 'device' or '{given[0]}', not both (the device file holds it)")
-            from jqodi.core.device_model import resolve_device_ref
-
             base_dir = (info.context or {}).get("base_dir")
             try:
                 self._file = load_device_file(self.device_ref, base_dir)
-                if not self._file_is_library_name():  # a path: absolute, so a copy of the spec finds it
+                if not is_library_name(self.device_ref):  # a path: absolute, so a copy of the spec finds it
                     self.__dict__["device_ref"] = str(resolve_device_ref(self.device_ref, base_dir).resolve())
             except ScenarioError as e:
                 raise FieldProblem("device", str(e)) from None
@@ -146,10 +144,6 @@ class DeviceSpec(Strict):
         if self._file is not None:
             return self._file.busy_power_w / self._file.flops
         return _per_unit(self.energy_per_flop_j, self.busy_power_w, self.speed_flops)
-
-    def _file_is_library_name(self) -> bool:
-        ref = self.device_ref or ""
-        return not ("/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml")))
 
     @property
     def memory_bytes(self) -> float:
