@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA1 = ROOT / "examples" / "paper-data1.yaml"
 DATA2 = ROOT / "examples" / "paper-data2.yaml"
 BASE = yaml.safe_load(DATA1.read_text())
+# the spec-sheet device form (cpu-demo's devices = the paper testbed before device files): the
+# malformed cases below edit its fields; the device-file form is tests/test_device_model.py's
+_SPEC = yaml.safe_load((ROOT / "examples" / "cpu-demo.yaml").read_text())
+BASE.update(cloud=_SPEC["cloud"], edges=_SPEC["edges"], end_device=_SPEC["end_device"])
 
 
 def test_examples_load_with_the_papers_settings():
@@ -24,9 +28,11 @@ def test_examples_load_with_the_papers_settings():
         assert [m.name for m in s.models] == ["lenet", "vgg", "resnet20"]
         assert s.bits == [2, 4, 6, 8] and s.baseline_bits == [1, 32]
         assert [e.name for e in s.edges] == ["rtx3090", "rtx4090"]
-        # rated powers of Tables II-IV
-        assert s.end_device.busy_power_w == 12 and s.cloud.busy_power_w == 400
-        assert [e.busy_power_w for e in s.edges] == [350, 450]
+        # the packaged device files, busy power within the ratings of Tables II-IV, idle below busy
+        assert [d.device_ref for d in (s.end_device, s.cloud, *s.edges)] == ["pi5", "a100", "rtx3090", "rtx4090"]
+        for d, rated in ((s.end_device, 12), (s.cloud, 400), (s.edges[0], 350), (s.edges[1], 450)):
+            dev = d.device()
+            assert 0 < dev.busy_power_w <= rated and 0 <= dev.idle_power_w < dev.busy_power_w
         # a learning row for every (model, bits) candidate
         assert {(r.model, r.bits) for r in s.learning} == {(m.name, b) for m in s.models for b in s.all_bits}
     # Table VI spot checks (K^exp, K^rob) and the paper's infinity
@@ -53,9 +59,12 @@ def test_derived_quantities():
     assert e.end_link.rate_bps == pytest.approx(80e6 * math.log2(1 + sigma))
     assert e.end_link.joules_per_bit == pytest.approx(1.0 / e.end_link.rate_bps)
     assert e.cloud_link.joules_per_bit == pytest.approx(2.0 / 1e9)
-    assert e.speed_flops == pytest.approx(35.58e12 * 0.01)
-    assert e.joules_per_flop == pytest.approx(350 / (35.58e12 * 0.01))
-    assert s.end_device.memory_bytes == 8 * 2**30
+    from jqodi.core.device_model import load_device_file
+
+    f = load_device_file("rtx3090")  # the paper testbed's devices are device files now
+    assert e.speed_flops == pytest.approx(f.flops)
+    assert e.joules_per_flop == pytest.approx(f.busy_power_w / f.flops)
+    assert e.memory_bytes == 24 * 2**30 and s.end_device.memory_bytes == 8 * 2**30
     assert s.runtime.host == "127.0.0.1" and s.runtime.time_dilation == "auto"
     assert s.training.wire_bits("same", 6) == 6 and s.training.wire_bits(8, 2) == 8
 
@@ -70,7 +79,9 @@ def test_system_arrays_follow_the_scenario():
     assert sysm.edge_names == ["rtx3090", "rtx4090"]
     assert list(sysm.edge_end_rate_bps) == pytest.approx([e.end_link.rate_bps for e in s.edges])
     assert list(sysm.cloud_edge_j_per_bit) == pytest.approx([2e-9, 2e-9])
-    assert sysm.end.flops == pytest.approx(153.6e9 * 0.10) and sysm.edge_down_reason == (None, None)
+    from jqodi.core.device_model import load_device_file
+
+    assert sysm.end.flops == pytest.approx(load_device_file("pi5").flops) and sysm.edge_down_reason == (None, None)
 
 
 def test_defaults_for_optional_sections():

@@ -11,6 +11,10 @@ from jqodi.core.scenario import Scenario, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "examples" / "paper-data1.yaml").read_text())
+# the spec-sheet device form (cpu-demo's devices = the paper testbed before device files):
+# the fuzzed fields include every way of giving v and ε
+_SPEC = yaml.safe_load((ROOT / "examples" / "cpu-demo.yaml").read_text())
+BASE.update(cloud=_SPEC["cloud"], edges=_SPEC["edges"], end_device=_SPEC["end_device"])
 
 junk = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)

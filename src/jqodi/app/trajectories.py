@@ -28,11 +28,12 @@ __all__ = ["NODE_TERMS", "TrajectoryPoint", "geometric_loss_trajectory", "loss_a
            "trajectory", "node_breakdown"]
 
 #: The node (or link) each cost term of Eq. (1)-(10) is spent on (Fig. 8/12). The one-off
-#: quantization τ_(a,q), ε_(a,q) is work on the CS and is added there.
+#: quantization τ_(a,q), ε_(a,q) is work on the CS and is added there; a node's idle energy
+#: (extended model, ``idle_energy: true``; energy only) is spent on that node.
 NODE_TERMS: Mapping[str, tuple[str, ...]] = {
-    "SD": ("end_compute",),
-    "ES": ("edge_compute",),
-    "CS": ("cloud_update",),
+    "SD": ("end_compute", "end_idle"),
+    "ES": ("edge_compute", "edge_idle"),
+    "CS": ("cloud_update", "cloud_idle"),
     "CS-ES link": ("cloud_to_edge", "edge_to_cloud"),
     "ES-SD link": ("edge_to_end", "end_to_edge", "activations"),
 }

@@ -29,6 +29,14 @@ Where the paper leaves a quantity open we use (DESIGN.md):
   of CS work (0 for 32 bits), at the CS's v_c and ε_c.
 * Bytes travel as bits: a transfer of D bytes takes 8·D / rate seconds and 8·D·ε joules.
 
+``extended`` mode, for an end device or edge server given by a device file
+(:mod:`jqodi.core.device_model`), replaces Eq. (7)–(8)'s D/v and D·ε by the device's per-layer
+rooflines (forward and backward per training batch, forward per validation batch, s(q) on
+conv/linear, fake quantizers below 32 bits) and busy power × that time. With
+``idle_energy: true`` it also charges each node's idle power for the part of t(k) it waits
+(``end_idle_j``, ``edge_idle_j``, ``cloud_idle_j``; time is unchanged). ``paper`` mode is
+Eq. (1)–(10) exactly, using a device file's ``flops``, ``busy_power_w / flops`` and 1/s(q).
+
 ``extended`` mode adds, over the wireless link, what split learning really sends each epoch:
 the cut-layer activations of every training sample (SD → ES), their gradients (ES → SD), and
 the activations of every validation sample: ``a_j · (N_train·(b_act + b_grad) + N_val·b_act)``
@@ -98,6 +106,9 @@ class EpochCost:
     time_s: float
     energy_j: float
     reason: str | None = None
+    end_idle_j: float = 0.0     # extended + idle_energy: idle power × waiting time per node
+    edge_idle_j: float = 0.0
+    cloud_idle_j: float = 0.0
 
     @property
     def feasible(self) -> bool:
@@ -155,6 +166,7 @@ class CostTable:
     quantize_time_s: np.ndarray
     quantize_energy_j: np.ndarray
     profile: ModelProfile = field(repr=False)
+    idle_j: dict[str, np.ndarray] = field(default_factory=dict)   # end/edge/cloud idle energy
 
     def index(self, bits: int, cut: int, edge: str) -> tuple[int, int, int] | None:
         if bits not in self.bits or cut not in self.cuts or edge not in self.edges:
@@ -178,6 +190,8 @@ class CostTable:
         for t in TERMS:
             terms[f"{t}_s"] = float(self.time[t][b, j, x])
             terms[f"{t}_j"] = float(self.energy[t][b, j, x])
+        for node, arr in self.idle_j.items():
+            terms[f"{node}_idle_j"] = float(arr[b, j, x])
         return EpochCost(self.model, bits, cut, edge, self.cost_model, **terms,
                          time_s=float(self.time_s[b, j, x]), energy_j=float(self.energy_j[b, j, x]),
                          reason=self.reasons[b, j, x])
@@ -264,6 +278,8 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
     energy["end_compute"] = np.broadcast_to((d_end[None, :] * end.joules_per_flop / s_end[:, None])[:, :, None], shape)
     time["edge_compute"] = d_edge[None, :, None] / (v_x[None, None, :] * s_edge[:, None, :])
     energy["edge_compute"] = d_edge[None, :, None] * eps_x[None, None, :] / s_edge[:, None, :]
+    if mode == "extended":  # device files: per-layer rooflines, s(q), busy power (module docstring)
+        _roofline_compute(scenario, profile, system, bits, time, energy, shape)
     f_a = scenario.cloud.update_flops_per_param * profile.params            # F_a (CS work)
     time["cloud_update"] = np.full(shape, f_a / cloud.flops)
     energy["cloud_update"] = np.full(shape, f_a * cloud.joules_per_flop)
@@ -295,6 +311,10 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
     energy = {k: np.ascontiguousarray(np.broadcast_to(v, shape), dtype=float) for k, v in energy.items()}
     total_t = sum(time[t] for t in TERMS)
     total_e = sum(energy[t] for t in TERMS)
+    idle: dict[str, np.ndarray] = {}
+    if mode == "extended" and scenario.idle_energy:
+        idle = _idle_energy(system, time, total_t, shape)
+        total_e = total_e + sum(idle.values())
 
     # feasibility: first reason wins
     reasons = np.full(shape, None, dtype=object)
@@ -323,7 +343,49 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
 
     qcost = [quantization_cost(scenario, profile, q) for q in bits]
     return CostTable(model, mode, bits, cuts, system.edge_names, time, energy, total_t, total_e, reasons,
-                     np.array([c[0] for c in qcost]), np.array([c[1] for c in qcost]), profile)
+                     np.array([c[0] for c in qcost]), np.array([c[1] for c in qcost]), profile, idle)
+
+
+def _roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
+                      time: dict, energy: dict, shape: tuple[int, int, int]) -> None:
+    """Extended Eq. (7)–(8) for nodes given by a device file: per-layer roofline time of each
+    part (:meth:`DeviceModel.part_time_s`), energy = busy power × that time."""
+    from jqodi.core.device_model import DeviceModel
+    from jqodi.core.train_config import TRAIN_DEFAULTS
+
+    n_train, n_val = scenario.data.train_size, scenario.data.val_size
+    batch, eval_batch = scenario.training.batch_size, TRAIN_DEFAULTS.eval_batch_size
+
+    def block_times(dev: DeviceModel) -> np.ndarray:  # (B, n): one epoch of each block
+        return np.array([[dev.block_epoch_time_s(blk, n_train, n_val, batch, eval_batch, q)
+                          for blk in profile.blocks] for q in bits])
+
+    if isinstance(system.end, DeviceModel):
+        t = np.cumsum(block_times(system.end), axis=1)[:, :-1]                      # blocks 1..j
+        time["end_compute"] = np.broadcast_to(t[:, :, None], shape)
+        energy["end_compute"] = time["end_compute"] * system.end.busy_power_w
+    for x, e in enumerate(system.edges):
+        if isinstance(e, DeviceModel):
+            bt = block_times(e)
+            t = bt.sum(axis=1, keepdims=True) - np.cumsum(bt, axis=1)[:, :-1]      # blocks j+1..n
+            time["edge_compute"] = np.array(np.broadcast_to(time["edge_compute"], shape), dtype=float)
+            energy["edge_compute"] = np.array(np.broadcast_to(energy["edge_compute"], shape), dtype=float)
+            time["edge_compute"][:, :, x] = t
+            energy["edge_compute"][:, :, x] = t * e.busy_power_w
+
+
+def _idle_energy(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
+    """Idle power × the part of the epoch t(k) each node spends waiting for the others
+    (extended model with ``idle_energy: true``; a node without ``idle_power_w`` draws 0)."""
+    def idle_w(dev) -> float:
+        return float(dev.idle_power_w or 0.0)
+
+    edge_w = np.array([idle_w(e) for e in system.edges])
+    return {
+        "end": idle_w(system.end) * np.maximum(total_t - time["end_compute"], 0.0),
+        "edge": edge_w[None, None, :] * np.maximum(total_t - time["edge_compute"], 0.0),
+        "cloud": idle_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
+    }
 
 
 def _fill(view: np.ndarray, reason: str) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NoBool, NonNegFloat,
                                    PosFloat, Strict, exactly_one)
@@ -55,6 +55,14 @@ class Device:
         return float(self.bit_speedup.get(bits, 1.0))
 
 
+def check_bit_keys(v: dict[int, float]) -> dict[int, float]:
+    """A per-bit-width table (speed-ups, time factors): every key one of 1..8, 32."""
+    bad = sorted(b for b in v if b not in VALID_BITS)
+    if bad:
+        raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
+    return v
+
+
 def _per_unit(direct: float | None, power_w: float | None, rate: float) -> float:
     """Energy per unit of work: given directly, or power / rate (J/FLOP = W / (FLOP/s))."""
     return direct if direct is not None else power_w / rate  # type: ignore[operator]
@@ -69,20 +77,46 @@ class DeviceSpec(Strict):
     as ``energy_per_flop_j`` or as ``busy_power_w`` (then ε = P / v). ``bit_speedup`` maps a
     bit-width to a compute speed-up on this device (integer kernels); default 1.0 for every
     bit-width, because fake-quantized training is not faster than fp32.
+
+    Or name a device file instead (``device: pi5`` from the library, or a path; see
+    :mod:`jqodi.core.device_model`): per-layer rooflines, s(q), busy and idle power. Then only
+    ``memory_gib`` and ``idle_power_w`` may be given beside it (they override the file's).
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
+
     name: Name
+    device_ref: str | None = Field(default=None, alias="device")
     flops: PosFloat | None = None
     peak_flops: PosFloat | None = None
     utilization: Annotated[float, NoBool, Field(gt=0, le=1)] | None = None
     energy_per_flop_j: PosFloat | None = None
     busy_power_w: PosFloat | None = None
     idle_power_w: NonNegFloat | None = None
-    memory_gib: PosFloat = 8.0
+    memory_gib: PosFloat | None = None   # default: the device file's, else 8 GiB
     bit_speedup: dict[Int, PosFloat] = Field(default_factory=dict)
 
+    _file: Any = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _speed_and_energy(self):
+    def _speed_and_energy(self, info: ValidationInfo):
+        if self.device_ref is not None:
+            from jqodi.core.device_model import is_library_name, load_device_file, resolve_device_ref
+            from jqodi.core.validation import FieldProblem
+            from jqodi.errors import ScenarioError
+
+            given = [k for k in ("flops", "peak_flops", "utilization", "energy_per_flop_j", "busy_power_w",
+                                 "bit_speedup") if getattr(self, k)]
+            if given:
+                raise ValueError(f"give 'device' or '{given[0]}', not both (the device file holds it)")
+            base_dir = (info.context or {}).get("base_dir")
+            try:
+                self._file = load_device_file(self.device_ref, base_dir)
+                if not is_library_name(self.device_ref):  # a path: absolute, so a copy of the spec finds it
+                    self.__dict__["device_ref"] = str(resolve_device_ref(self.device_ref, base_dir).resolve())
+            except ScenarioError as e:
+                raise FieldProblem("device", str(e)) from None
+            return self
         if self.flops is None and (self.peak_flops is None or self.utilization is None):
             raise ValueError("give the speed as 'flops', or as 'peak_flops' with 'utilization'")
         if self.flops is not None and self.peak_flops is not None and self.utilization is not None:
@@ -93,14 +127,13 @@ class DeviceSpec(Strict):
     @field_validator("bit_speedup")
     @classmethod
     def _speedup_bits(cls, v: dict[int, float]) -> dict[int, float]:
-        bad = sorted(b for b in v if b not in VALID_BITS)
-        if bad:
-            raise ValueError(f"bit-width {bad[0]} is not one of 1..8, 32")
-        return v
+        return check_bit_keys(v)
 
     @property
     def speed_flops(self) -> float:
         """v: effective FLOP/s."""
+        if self._file is not None:
+            return self._file.flops
         if self.flops is not None:
             return self.flops
         return self.peak_flops * self.utilization  # type: ignore[operator]
@@ -108,17 +141,26 @@ class DeviceSpec(Strict):
     @property
     def joules_per_flop(self) -> float:
         """ε: J/FLOP (``busy_power_w / speed`` when the power is given)."""
+        if self._file is not None:
+            return self._file.busy_power_w / self._file.flops
         return _per_unit(self.energy_per_flop_j, self.busy_power_w, self.speed_flops)
 
     @property
     def memory_bytes(self) -> float:
-        return self.memory_gib * 2**30
+        if self.memory_gib is not None:
+            return self.memory_gib * 2**30
+        return (self._file.memory_gib if self._file is not None else 8.0) * 2**30
 
     def speedup(self, bits: int) -> float:
+        if self._file is not None:
+            return 1.0 / self._file.bit_time_factor.get(bits, 1.0) if bits < 32 else 1.0
         return self.bit_speedup.get(bits, 1.0)
 
     def device(self) -> Device:
-        """The resolved :class:`Device` (v, ε, memory, speed-ups) the planner and the runtime use."""
+        """The resolved :class:`Device` (v, ε, memory, speed-ups) the planner and the runtime use;
+        a :class:`jqodi.core.device_model.DeviceModel` when a device file is named."""
+        if self._file is not None:
+            return self._file.device(self.name, self.memory_bytes / 2**30, self.idle_power_w)
         return Device(self.name, self.speed_flops, self.joules_per_flop, self.memory_bytes,
                       dict(self.bit_speedup), self.idle_power_w)
 

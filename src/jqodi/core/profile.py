@@ -33,7 +33,37 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BlockProfile", "ModelProfile", "check_cut", "profile_model", "profile_named_model"]
+__all__ = ["LayerWork", "LAYER_KINDS", "BlockProfile", "ModelProfile", "check_cut", "profile_model",
+           "profile_named_model"]
+
+#: The layer types a device model times separately (:mod:`jqodi.core.device_model`):
+#: convolutions, fully connected layers, batch norms, the element-wise rest (activations,
+#: pools, residual adds) and the fake quantizers QAT inserts before every conv/linear (bits < 32).
+LAYER_KINDS = ("conv", "linear", "norm", "eltwise", "quantizer")
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """One leaf layer's forward work for one sample: its kind (one of :data:`LAYER_KINDS`),
+    FLOPs, input and output elements, and parameter elements. A roofline reads it as
+    ``flops · batch`` FLOPs and ``4 · (batch · (in + out) + params)`` bytes (fp32). Work that
+    does not grow with the batch (a weight's fake quantizer) has ``batched = False``."""
+
+    kind: str
+    flops: int
+    in_elements: int
+    out_elements: int
+    params: int
+    batched: bool = True
+
+    def flops_at(self, batch: int) -> float:
+        """FLOPs of one forward call over ``batch`` samples."""
+        return float(self.flops * (batch if self.batched else 1))
+
+    def bytes_at(self, batch: int) -> float:
+        """fp32 bytes one forward call over ``batch`` samples reads and writes."""
+        m = batch if self.batched else 1
+        return 4.0 * (m * (self.in_elements + self.out_elements) + self.params)
 
 
 @dataclass(frozen=True)
@@ -49,6 +79,7 @@ class BlockProfile:
     scale_count: int                     # one fp32 scale per output channel of each weight
     out_shape: tuple[int, ...]           # output of this block for one sample (no batch dim)
     act_elements_internal: int           # sum of every leaf output in the block (memory)
+    layers: tuple[LayerWork, ...] = ()   # per-layer work by type (device rooflines)
 
     @property
     def out_elements(self) -> int:
@@ -65,6 +96,7 @@ class BlockProfile:
         d = asdict(self)
         d["quantized_weights"] = list(self.quantized_weights)
         d["out_shape"] = list(self.out_shape)
+        d["layers"] = [asdict(w) for w in self.layers]
         d["out_elements"] = self.out_elements
         if bits:
             d["bytes"] = {str(b): self.bytes_at(b) for b in bits}
@@ -135,7 +167,11 @@ class ModelProfile:
                                     quantized_weights=tuple(int(x) for x in b["quantized_weights"]),
                                     fp32_elements=int(b["fp32_elements"]), scale_count=int(b["scale_count"]),
                                     out_shape=tuple(int(x) for x in b["out_shape"]),
-                                    act_elements_internal=int(b["act_elements_internal"]))
+                                    act_elements_internal=int(b["act_elements_internal"]),
+                                    layers=tuple(LayerWork(str(w["kind"]), int(w["flops"]), int(w["in_elements"]),
+                                                           int(w["out_elements"]), int(w["params"]),
+                                                           bool(w.get("batched", True)))
+                                                 for w in b.get("layers", ())))
                        for b in d["blocks"])
         return cls(d["model"], tuple(d["input_shape"]), int(d["num_classes"]), float(d["width"]), blocks,
                    tuple(d.get("uncounted", ())))
@@ -182,6 +218,18 @@ def _leaf_flops(module, inputs, output) -> int | None:
     return None
 
 
+def _leaf_kind(module) -> str:
+    from torch import nn
+
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "norm"
+    return "eltwise"
+
+
 def _param_split(block) -> tuple[tuple[int, ...], int, int, int]:
     """(quantized weight sizes, fp32 elements, scale count, total params) of a block."""
     from torch import nn
@@ -211,6 +259,7 @@ def profile_model(model) -> ModelProfile:
 
     flops: list[int] = [0] * model.num_blocks
     internal: list[int] = [0] * model.num_blocks
+    work: list[list[LayerWork]] = [[] for _ in range(model.num_blocks)]
     uncounted: list[str] = []
     handles = []
     for i, block in enumerate(model.blocks):
@@ -226,9 +275,22 @@ def profile_model(model) -> ModelProfile:
                     flops[i] += n
                     if hasattr(out, "numel"):
                         internal[i] += int(out.numel())
+                    n_in = int(inp[0].numel()) if inp and hasattr(inp[0], "numel") else 0
+                    n_out = int(out.numel()) if hasattr(out, "numel") else 0
+                    n_par = sum(int(p.numel()) for p in mod.parameters(recurse=False))
+                    kind = _leaf_kind(mod)
+                    if n or n_par:
+                        work[i].append(LayerWork(kind, n, n_in, n_out, n_par))
+                    if kind in ("conv", "linear"):  # QAT fake-quantizes the input and the weight
+                        n_w = int(mod.weight.numel())
+                        work[i].append(LayerWork("quantizer", 4 * n_in, n_in, n_in, 0))
+                        work[i].append(LayerWork("quantizer", 4 * n_w, n_w, n_w, 0, batched=False))
                 extra = getattr(mod, "extra_forward_flops", None)
                 if callable(extra):
-                    flops[i] += int(extra(out))
+                    n_extra = int(extra(out))
+                    flops[i] += n_extra
+                    if n_extra and hasattr(out, "numel"):
+                        work[i].append(LayerWork("eltwise", n_extra, 2 * int(out.numel()), int(out.numel()), 0))
                     if not is_leaf and hasattr(out, "numel"):
                         internal[i] += int(out.numel())
 
@@ -251,7 +313,7 @@ def profile_model(model) -> ModelProfile:
     for i, block in enumerate(model.blocks):
         qw, fp32, scales, params = _param_split(block)
         blocks.append(BlockProfile(i + 1, model.block_names[i], flops[i], params, qw, fp32, scales,
-                                   outs[i], internal[i]))
+                                   outs[i], internal[i], tuple(work[i])))
     return ModelProfile(model.name, tuple(model.input_shape), model.num_classes, float(model.width),
                         tuple(blocks), tuple(dict.fromkeys(uncounted)))
 

@@ -174,6 +174,8 @@ class Scenario(Strict):
     deadline_s: PosFloat
     target_loss: PosFloat
     cost_model: Literal["paper", "extended"] = "extended"
+    #: extended model only: charge each node's idle power while it waits during an epoch
+    idle_energy: bool = False
     data: DataSpec
     models: list[Annotated[ModelEntry, BeforeValidator(_entry_from_name)]] = Field(min_length=1)
     bits: list[Int] = Field(min_length=1)
@@ -229,6 +231,9 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self):
+        if self.idle_energy and self.cost_model != "extended":
+            raise FieldProblem("idle_energy", "only the extended cost model counts idle power "
+                                              "(the paper's Eq. (1)-(10) do not)")
         overlap = set(self.bits) & set(self.baseline_bits)
         if overlap:
             raise FieldProblem("baseline_bits", f"bit-width {min(overlap)} is already in 'bits'")
@@ -300,8 +305,9 @@ def default_scenario_path() -> Path:
     return Path(str(resources.files("jqodi") / "scenarios" / "paper-data1.yaml"))
 
 
-def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
-    """Validate an already-parsed mapping. Errors name ``source`` and the field path."""
+def parse_scenario(data: Any, source: str = "scenario", base_dir: str | Path | None = None) -> Scenario:
+    """Validate an already-parsed mapping. Errors name ``source`` and the field path.
+    ``base_dir``: where a relative ``device:`` path is looked for first (the file's folder)."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: (top level): expected a mapping of fields, got "
                             f"{type(data).__name__ if data is not None else 'an empty document'}")
@@ -309,7 +315,7 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
     if bad_keys:
         raise ScenarioError(f"{source}: {bad_keys[0]!r}: field names must be strings")
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
         # the first problem pydantic reports; the alternatives of a union share its path
         raise ScenarioError(f"{source}: {error_line(e)}") from None
@@ -352,4 +358,4 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(one_line(f"{path}: (yaml): {where}{problem}")) from None
     except (RecursionError, ValueError, TypeError) as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {e}")) from None
-    return parse_scenario(data, str(path))
+    return parse_scenario(data, str(path), path.parent)

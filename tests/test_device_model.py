@@ -1,0 +1,233 @@
+"""Device files (per-layer rooflines, s(q), busy/idle power): the library, scenarios naming them,
+the cost model using them, bad input, the roofline fit and `jqodi calibrate`."""
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jqodi.cli import main
+from jqodi.core.costs import cost_table
+from jqodi.core.device_model import DeviceFile, DeviceModel, fit_roofline, library_devices, load_device_file
+from jqodi.core.profile import LayerWork, profile_named_model
+from jqodi.core.scenario import parse_scenario
+from jqodi.errors import ScenarioError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LINKS = {"cloud_link": {"rate_bps": 1e9, "power_w": 1.0},
+         "end_link": {"bandwidth_hz": 80e6, "snr_db": 25, "tx_power_w": 1.0}}
+
+
+def scenario_dict(end=None, edge=None, **top):
+    d = {"name": "t", "deadline_s": 1e5, "target_loss": 1.0, "cost_model": "extended",
+         "data": {"train_size": 256, "val_size": 64, "input_shape": [3, 32, 32], "num_classes": 10},
+         "models": [{"name": "lenet", "width": 0.25}], "bits": [4, 8], "baseline_bits": [32],
+         "cloud": {"name": "cs", "flops": 1e12, "busy_power_w": 100, "idle_power_w": 20},
+         "edges": [{"name": "es", **(edge or {"device": "rtx3090"}), **LINKS}],
+         "end_device": {"name": "sd", **(end or {"device": "pi5"})}}
+    d.update(top)
+    return d
+
+
+DEVICE = {"name": "box", "flops": 1e10, "busy_power_w": 20.0, "idle_power_w": 5.0, "memory_gib": 4,
+          "bit_time_factor": {4: 1.5, 8: 1.2},
+          "layers": {k: {"forward": {"flops_per_s": 2e10, "bytes_per_s": 5e9, "overhead_s": 1e-5},
+                         "backward": {"flops_per_s": 1e10, "bytes_per_s": 2.5e9, "overhead_s": 2e-5}}
+                     for k in ("conv", "linear", "norm", "eltwise", "quantizer")}}
+
+
+def write(tmp_path, data, name="box.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_library_has_the_paper_testbed_and_every_file_is_valid():
+    lib = library_devices()
+    assert {"pi5", "rtx3090", "rtx4090", "a100"} <= set(lib)
+    for name in ("pi5", "rtx3090", "rtx4090", "a100"):
+        f = load_device_file(name)
+        assert f.name == name and f.busy_power_w > 0
+        assert f.idle_power_w is None or f.idle_power_w < f.busy_power_w
+
+
+def test_scenario_names_a_device_by_library_name_or_relative_path(tmp_path):
+    write(tmp_path, DEVICE)
+    sc_path = tmp_path / "sc.yaml"
+    sc_path.write_text(yaml.safe_dump(scenario_dict(end={"device": "box.yaml"})))
+    from jqodi.core.scenario import load_scenario
+
+    sc = load_scenario(sc_path)
+    dev = sc.end_device.device()
+    assert isinstance(dev, DeviceModel) and dev.name == "sd" and dev.flops == 1e10
+    assert dev.busy_power_w == pytest.approx(20.0) and dev.idle_power_w == 5.0
+    assert sc.end_device.memory_bytes == 4 * 2**30
+    assert isinstance(sc.edges[0].device(), DeviceModel)
+    # the spec-sheet form stays the simplest device
+    plain = parse_scenario(scenario_dict(end={"flops": 1e9, "busy_power_w": 5}))
+    assert type(plain.end_device.device()).__name__ == "Device"
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.pop("flops"), "flops: missing field"),
+    (lambda d: d.update(busy_power_w=-3), "busy_power_w"),
+    (lambda d: d.update(busy_power_w=float("inf")), "busy_power_w"),
+    (lambda d: d["layers"]["conv"]["forward"].update(flops_per_s=float("nan")), "layers.conv.forward.flops_per_s"),
+    (lambda d: d["layers"]["conv"]["backward"].update(bytes_per_s=0), "layers.conv.backward.bytes_per_s"),
+    (lambda d: d.update(idle_power_w=30), "idle_power_w: must be below busy_power_w"),
+    (lambda d: d["layers"].update(attention=d["layers"]["conv"]), "unknown layer type 'attention'"),
+    (lambda d: d.update(bit_time_factor={12: 1.0}), "bit_time_factor"),
+])
+def test_bad_device_file_is_one_line_naming_file_and_field(tmp_path, change, field, capsys):
+    data = copy.deepcopy(DEVICE)
+    change(data)
+    p = write(tmp_path, data)
+    with pytest.raises(ScenarioError) as e:
+        load_device_file(p)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(p)) and field in msg, msg
+    # through a scenario and the CLI: exit 2, one line naming the scenario field and the file
+    sc = tmp_path / "sc.yaml"
+    sc.write_text(yaml.safe_dump(scenario_dict(end={"device": str(p)})))
+    assert main(["instance", str(sc)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "end_device.device" in err and str(p) in err and field in err, err
+
+
+def test_device_with_spec_fields_and_unknown_device_are_errors():
+    with pytest.raises(ScenarioError, match=r"end_device: give 'device' or 'flops', not both"):
+        parse_scenario(scenario_dict(end={"device": "pi5", "flops": 3e9}))
+    with pytest.raises(ScenarioError, match=r"end_device.device: unknown device 'nope'"):
+        parse_scenario(scenario_dict(end={"device": "nope"}))
+    with pytest.raises(ScenarioError, match=r"idle_energy: only the extended cost model"):
+        parse_scenario(scenario_dict(cost_model="paper", idle_energy=True))
+
+
+def test_paper_model_with_a_device_file_is_exactly_eq_7(tmp_path):
+    p = write(tmp_path, DEVICE)
+    sc = parse_scenario(scenario_dict(end={"device": str(p)}, edge={"device": str(p)}, cost_model="paper"))
+    ct = cost_table(sc, "lenet")
+    prof = ct.profile
+    d = (3 * 256 + 64) * np.array([b.flops for b in prof.blocks], dtype=float)
+    for q in (4, 8, 32):
+        b = ct.bits.index(q)
+        s = {4: 1.5, 8: 1.2, 32: 1.0}[q]
+        for jj, j in enumerate(ct.cuts):
+            assert ct.time["end_compute"][b, jj, 0] == pytest.approx(d[:j].sum() / (1e10 / s))
+            assert ct.energy["end_compute"][b, jj, 0] == pytest.approx(d[:j].sum() * 20 / 1e10 * s)
+
+
+def test_extended_model_uses_rooflines_and_bits_change_the_epoch(tmp_path):
+    p = write(tmp_path, DEVICE)
+    sc = parse_scenario(scenario_dict(end={"device": str(p)}, edge={"device": str(p)}))
+    ct = cost_table(sc, "lenet")
+    dev = load_device_file(p).device()
+    prof = ct.profile
+    for q in (4, 8, 32):
+        b = ct.bits.index(q)
+        want = dev.part_time_s(prof.blocks[:1], 256, 64, sc.training.batch_size, 500, q)
+        assert ct.time["end_compute"][b, 0, 0] == pytest.approx(want)
+        assert ct.energy["end_compute"][b, 0, 0] == pytest.approx(want * 20.0)
+    e4, e8, e32 = (ct.epoch(q, 1, "es").end_compute_s + ct.epoch(q, 1, "es").edge_compute_s for q in (4, 8, 32))
+    assert e4 > e8 > e32  # s(4) = 1.5 > s(8) = 1.2 > 1, and quantizers cost time below 32 bits
+
+
+def test_roofline_time_by_hand():
+    dev = DeviceFile.model_validate(DEVICE).device()
+    w = LayerWork("conv", 1000, 100, 200, 50)
+    # forward, batch 10: max(1e4 / 2e10, 4·(10·300 + 50) / 5e9) + 1e-5
+    assert dev.layer_time_s(w, 10, 32, "forward") == pytest.approx(max(1e4 / 2e10, 4 * 3050 / 5e9) + 1e-5)
+    assert dev.layer_time_s(w, 10, 8, "forward") == pytest.approx(1.2 * (max(1e4 / 2e10, 4 * 3050 / 5e9) + 1e-5))
+    assert dev.layer_time_s(LayerWork("quantizer", 40, 10, 10, 0), 10, 32, "forward") == 0.0
+    wq = LayerWork("quantizer", 40, 10, 10, 0, batched=False)
+    assert dev.layer_time_s(wq, 10, 8, "backward") == pytest.approx(max(40 / 1e10, 80 / 2.5e9) + 2e-5)
+
+
+def test_idle_energy_charges_waiting_nodes_and_keeps_time(tmp_path):
+    on = parse_scenario(scenario_dict(idle_energy=True))
+    off = parse_scenario(scenario_dict())
+    a, b = cost_table(off, "lenet").epoch(8, 2, "es"), cost_table(on, "lenet").epoch(8, 2, "es")
+    assert a.time_s == b.time_s and a.end_idle_j == 0
+    pi5, gpu = load_device_file("pi5"), load_device_file("rtx3090")
+    assert b.end_idle_j == pytest.approx(pi5.idle_power_w * (b.time_s - b.end_compute_s))
+    assert b.edge_idle_j == pytest.approx(gpu.idle_power_w * (b.time_s - b.edge_compute_s))
+    assert b.cloud_idle_j == pytest.approx(20 * (b.time_s - b.cloud_update_s))
+    assert b.energy_j == pytest.approx(a.energy_j + b.end_idle_j + b.edge_idle_j + b.cloud_idle_j)
+
+
+def test_fit_roofline_recovers_a_known_device():
+    rng = np.random.default_rng(0)
+    f = rng.uniform(1e5, 1e9, 60)
+    by = rng.uniform(1e4, 1e8, 60)
+    t = np.maximum(f / 2e10, by / 5e9) + 3e-5
+    roof, res = fit_roofline(f, by, t)
+    assert roof.flops_per_s == pytest.approx(2e10, rel=0.02)
+    assert roof.bytes_per_s == pytest.approx(5e9, rel=0.02)
+    assert roof.overhead_s == pytest.approx(3e-5, rel=0.05)
+    assert np.max(np.abs(res)) < 0.01
+
+
+def test_profile_lists_every_layers_work():
+    prof = profile_named_model("resnet20", (3, 32, 32), 10, 0.25)
+    kinds = {w.kind for b in prof.blocks for w in b.layers}
+    assert kinds == {"conv", "linear", "norm", "eltwise", "quantizer"}
+    for b in prof.blocks:  # the per-layer FLOPs add up to the block's
+        assert sum(w.flops for w in b.layers if w.kind != "quantizer") == b.flops
+
+
+@pytest.mark.timeout(600)
+def test_calibrate_writes_updates_in_place_and_falls_back_when_the_meter_fails(tmp_path, monkeypatch):
+    from jqodi.app.calibrate import calibrate_host
+    from jqodi.runtime import calibration as cal
+    from jqodi.runtime.energy import EnergyMeterError
+
+    out = tmp_path / "host.yaml"
+    said = []
+    tiny = [("lenet", 0.25)]
+    r1 = calibrate_host(out, quick=True, name="mybox", power="declared", tdp_w=30, idle_w=4, models=tiny,
+                        say=said.append, progress=lambda s: None)
+    f1 = load_device_file(out)
+    assert f1.name == "mybox" and f1.source == "measured" and f1.power == "declared"
+    assert (f1.busy_power_w, f1.idle_power_w) == (30, 4)
+    assert {"conv", "linear", "norm", "eltwise", "quantizer"} <= set(f1.layers)
+    assert any("power: declared" in s for s in said)
+    assert {r["kind"] for r in r1.residuals} >= {"conv", "training step"}
+    # the file works in a scenario at once
+    sc = parse_scenario(scenario_dict(end={"device": str(out)}, edge={"device": str(out)}))
+    assert math.isfinite(cost_table(sc, "lenet").epoch(8, 1, "es").time_s)
+
+    # a meter that fails mid-run: fall back to the declared power (kept from the file), say why
+    def failing(kind, work, seconds):
+        raise EnergyMeterError("rapl meter failed during the run: counter vanished")
+
+    monkeypatch.setattr(cal, "measure_power", failing)
+    said.clear()
+    calibrate_host(out, quick=True, power="auto", models=tiny, say=said.append, progress=lambda s: None)
+    f2 = load_device_file(out)
+    assert f2.name == "mybox" and f2.power == "declared" and f2.busy_power_w == 30  # updated in place
+    assert any("counter vanished" in s and "falling back to declared power" in s for s in said), said
+
+    # a failure during the measurements writes nothing half-done
+    before = out.read_bytes()
+
+    def broken(*a, **k):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(cal, "layer_samples", broken)
+    with pytest.raises(RuntimeError):
+        calibrate_host(out, quick=True, models=tiny, say=lambda s: None, progress=lambda s: None)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host.yaml"]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--tdp-w", "-3"], "--tdp-w: must be a positive, finite number"),
+    (["--idle-w", "nan"], "--idle-w: must be a non-negative, finite number"),
+    (["--tdp-w", "20", "--idle-w", "30"], "--idle-w: must be below --tdp-w (20 W)"),
+])
+def test_calibrate_bad_flags_are_one_line_exit_2(argv, msg, capsys):
+    assert main(["calibrate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and msg in err, err
