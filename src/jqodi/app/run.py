@@ -14,8 +14,7 @@ from typing import Callable
 
 from jqodi.errors import JqodiError
 
-__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run",
-           "parse_dilation"]
+__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run"]
 
 Say = Callable[[str], None]
 
@@ -54,19 +53,6 @@ class RunOptions:
     meter: str = "auto"
     random_init: bool = False
     trace_store: str | Path | None = "default"
-
-
-def parse_dilation(text: str | None) -> float | str | None:
-    """``--dilation``: ``None``, ``"auto"`` or a number ≥ 1 (else a one-line error)."""
-    if text in (None, "auto"):
-        return text
-    try:
-        dilation = float(text)
-    except ValueError:
-        raise JqodiError(f"--dilation: expected a number ≥ 1 or 'auto', got {text!r}") from None
-    if dilation < 1:
-        raise JqodiError(f"--dilation: must be ≥ 1, got {dilation:g}")
-    return dilation
 
 
 def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
@@ -127,9 +113,14 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     job in the workdir, that job continues after its last completed epoch (no new plan)."""
     from jqodi.runtime.launch import run_plan
 
+    from jqodi.runtime.process import CHECKPOINT_NAME
+
     scenario = load_for_run(path, opts)
     workdir = Path(opts.workdir or f"runs/{scenario.name}")
-    resuming = opts.resume and (workdir / "job.json").is_file()
+    if opts.resume and not ((workdir / "job.json").is_file() and (workdir / CHECKPOINT_NAME).is_file()):
+        raise JqodiError(f"--resume: {workdir} holds no job.json and {CHECKPOINT_NAME} to continue from "
+                         f"(run without --resume to start over)")
+    resuming = opts.resume
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,

@@ -11,10 +11,12 @@ def add_connection_arguments(p) -> None:
     from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT_S, DEFAULT_TIMEOUT_S
 
     p.add_argument("--host", default=DEFAULT_HOST, help=f"rendezvous address (the cloud's; default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    from jqodi.cli import _types as t
+
+    p.add_argument("--port", type=t.port, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
+    p.add_argument("--timeout", type=t.positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
-    p.add_argument("--startup-timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT_S, metavar="S",
+    p.add_argument("--startup-timeout", type=t.positive_float, default=DEFAULT_STARTUP_TIMEOUT_S, metavar="S",
                    help="seconds to wait for the rendezvous and for every role to join "
                         f"(default {DEFAULT_STARTUP_TIMEOUT_S:g})")
     p.add_argument("--message-log", default=None, metavar="FILE",
@@ -41,9 +43,6 @@ def role_main(role: str, args, **kw) -> int:
 
     code = 0
     try:
-        for flag, value in (("--timeout", args.timeout), ("--startup-timeout", args.startup_timeout)):
-            if not (value > 0 and value != float("inf")):
-                raise JqodiError(f"{flag}: must be a number of seconds > 0, got {value:g}")
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
                           startup_timeout_s=args.startup_timeout,
                           bind_host=args.bind_host, message_log=args.message_log,
@@ -51,6 +50,11 @@ def role_main(role: str, args, **kw) -> int:
     except JqodiError as e:
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
+    except OSError as e:  # the workdir, a token or log file, a socket address: one line, not a traceback
+        from jqodi.cli import os_error_text
+
+        print(f"jqodi {role.split(':')[0]}: error: {os_error_text(e)}", file=sys.stderr, flush=True)
+        code = 2
     except KeyboardInterrupt:
         print(f"jqodi {role.split(':')[0]}: interrupted", file=sys.stderr, flush=True)
         code = 130

@@ -24,5 +24,11 @@ def run(args) -> int:
     try:
         job = Job.from_dict(json.loads(Path(args.job).read_text()))
     except (OSError, ValueError) as e:
-        raise JqodiError(f"--job: cannot read {args.job}: {e}") from e
+        raise JqodiError(f"--job: cannot read {args.job}: {str(e).splitlines()[0]}") from e
+    if args.resume:
+        from jqodi.runtime.process import CHECKPOINT_NAME
+
+        if not (Path(args.workdir) / CHECKPOINT_NAME).is_file():
+            raise JqodiError(f"--resume: no {CHECKPOINT_NAME} in {args.workdir} to continue from "
+                             f"(run without --resume to start over)")
     return role_main("cloud", args, job=job, workdir=args.workdir, resume=args.resume)

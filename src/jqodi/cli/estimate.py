@@ -8,20 +8,21 @@ HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Tab
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._learning_common import add_data_arguments, add_store_argument
 
-    p.add_argument("--target-loss", type=float, required=True, help="L_max: the validation loss to reach")
+    p.add_argument("--target-loss", type=t.positive_float, required=True, help="L_max: the validation loss to reach")
     p.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"])
-    p.add_argument("--bits", nargs="+", type=int, default=[2, 4, 6, 8])
+    p.add_argument("--bits", nargs="+", type=t.bits, default=[2, 4, 6, 8])
     add_data_arguments(p)
     p.add_argument("--method", choices=["auto", "probe", "store"], default="auto",
                    help="auto: prior runs in the store when there are any, else a probe run")
-    p.add_argument("--probe-epochs", type=int, default=5, help="epochs of a probe run (≤ 5)")
+    p.add_argument("--probe-epochs", type=t.positive_int, default=5, help="epochs of a probe run (≤ 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of probe runs")
-    p.add_argument("--width", type=float, default=None, help="width multiplier (default: CPU scale)")
+    p.add_argument("--width", type=t.width, default=None, help="width multiplier (default: CPU scale)")
     add_store_argument(p)
     p.add_argument("--out", "-o", default="estimates.json", help="where to write the estimates (JSON)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=t.positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the estimates as JSON")
 
@@ -36,8 +37,11 @@ def run(args) -> int:
     from jqodi.core.quant import check_bits
     from jqodi.core.zoo import get_spec
 
-    if not args.target_loss > 0:
-        raise JqodiError(f"--target-loss must be > 0, got {args.target_loss}")
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise JqodiError(f"--out: {out} is a folder; give a file name (e.g. {out / 'estimates.json'})")
     for m in args.models:
         get_spec(m)
     for b in args.bits:
@@ -74,7 +78,10 @@ def run(args) -> int:
     if not any(e.epochs_expected is not None for e in estimates):
         raise JqodiError(f"no candidate can reach target loss {args.target_loss}: every K estimate is ∞ "
                          f"(nothing written to {args.out}); raise --target-loss")
-    save_estimates(args.out, estimates)
+    try:
+        save_estimates(out, estimates)
+    except OSError as e:
+        raise JqodiError(f"--out: cannot write {out}: {e.strerror or e}") from e
     if not args.json:
         print(f"wrote {len(estimates)} estimates to {args.out} (use: jqodi instance SCENARIO --estimates {args.out})")
     return 0

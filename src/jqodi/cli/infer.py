@@ -10,10 +10,12 @@ HELP = "serve requests with a fine-tuned model: SD+ES (split) and SD-only latenc
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
+
     p.add_argument("--workdir", default=None, metavar="DIR",
                    help="a run's directory (job.json + checkpoint.pt; default runs/<default scenario>)")
-    p.add_argument("--requests", type=int, default=100, metavar="N", help="requests per combination (default 100)")
-    p.add_argument("--cut", type=int, default=None, help="partition point (default: the plan's last)")
+    p.add_argument("--requests", type=t.positive_int, default=100, metavar="N", help="requests per combination (default 100)")
+    p.add_argument("--cut", type=t.nonneg_int, default=None, help="partition point (default: the plan's last)")
     p.add_argument("--no-emulate", action="store_true", help="run flat out (no device padding or link limits)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
 
@@ -37,9 +39,10 @@ def run(args) -> int:
         wd = Path(f"runs/{load_scenario(default_scenario_path()).name}")
     if not (wd / "job.json").is_file():
         raise JqodiError(f"--workdir: {wd} holds no job.json (run 'jqodi run' first)")
-    if args.requests < 1:
-        raise JqodiError(f"--requests: must be ≥ 1, got {args.requests}")
-    job = Job.from_dict(json.loads((wd / "job.json").read_text()))
+    try:
+        job = Job.from_dict(json.loads((wd / "job.json").read_text()))
+    except (OSError, ValueError) as e:  # ValueError: not JSON (a JobError names the bad field itself)
+        raise JqodiError(f"--workdir: cannot read {wd / 'job.json'}: {str(e).splitlines()[0]}") from e
     torch.set_num_threads(1)
     master = initial_master(job)
     state = load_checkpoint(wd, job, master)

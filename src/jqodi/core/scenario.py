@@ -94,7 +94,8 @@ class TrainingSpec(Strict):
     """
 
     # The defaults are jqodi.core.train_config's (one set for the scenario, the job and the reference).
-    batch_size: PosInt = TRAIN_DEFAULTS.batch_size
+    # ≥ 2: batch normalisation (VGG, ResNet20) cannot train on batches of one sample
+    batch_size: Annotated[int, NoBool, Field(ge=2, le=10**6)] = TRAIN_DEFAULTS.batch_size
     optimizer: Literal["adam", "sgd"] = TRAIN_DEFAULTS.optimizer  # type: ignore[assignment]
     lr: PosFloat = TRAIN_DEFAULTS.lr
     momentum: Annotated[float, NoBool, Field(ge=0, lt=1)] = TRAIN_DEFAULTS.momentum
