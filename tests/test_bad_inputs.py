@@ -214,3 +214,18 @@ def test_a_missing_fields_error_names_every_missing_field():
         parse_scenario(data)
     assert "learning[0].base_loss, learning[0].gamma: missing fields" in str(e.value)
     assert "more" not in str(e.value)
+
+
+def test_plan_explains_an_empty_candidate_set(tmp_path, capsys):
+    """No ``learning:`` rows: 'plan' names the pairs without an estimate and how to get them, as 'instance' does."""
+    import yaml
+
+    data = yaml.safe_load((REPO / S).read_text())
+    data.pop("learning")
+    path = tmp_path / "no-learning.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["plan", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "no learning estimate" in out and "lenet@4" in out and "jqodi estimate" in out
+    assert main(["instance", str(path)]) == 0
+    assert "no learning estimate (left out)" in capsys.readouterr().out

@@ -129,14 +129,7 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
 
 
 def report_run(record, workdir: str | Path | None = None) -> str:
-    """The run's text: predicted vs measured per phase, then the collaborative inference."""
-    from jqodi.render.runs import format_inference, run_table
-    from jqodi.runtime.inference import InferenceResult
+    """The run's report (:func:`jqodi.render.runs.run_report`): how it ended, predicted vs measured."""
+    from jqodi.render.runs import run_report
 
-    parts = ["", run_table(record)]
-    if record.inference:
-        parts += ["\ncollaborative inference",
-                  format_inference([InferenceResult.from_dict(r) for r in record.inference])]
-    if workdir is not None:
-        parts.append(f"\nrecord: {Path(workdir) / 'record.json'}")
-    return "\n".join(parts)
+    return run_report(record, workdir)

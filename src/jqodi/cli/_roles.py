@@ -29,8 +29,11 @@ def add_connection_arguments(p) -> None:
                         "on loopback, else the address that routes to it)")
 
 
-def role_main(role: str, args, **kw) -> int:
+def role_main(role: str, args, *, after=None, **kw) -> int:
     """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
+
+    ``after(error)`` runs once the role has ended (``error``: ``None``, or the failure's line), in
+    the same error mapping: the cloud writes the run's record and prints its report there.
 
     Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
     """
@@ -38,7 +41,7 @@ def role_main(role: str, args, **kw) -> int:
     # names the role, the address and the timeout, so keep the C++ log to fatal errors (set before
     # torch is imported; TORCH_CPP_LOG_LEVEL=INFO brings it back)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
-    from jqodi.errors import JqodiError
+    from jqodi.errors import JqodiError, RuntimeFailure
     from jqodi.runtime.process import serve_role
 
     code = 0
@@ -47,7 +50,14 @@ def role_main(role: str, args, **kw) -> int:
                           startup_timeout_s=args.startup_timeout,
                           bind_host=args.bind_host, message_log=args.message_log,
                           token_file=args.token_file, **kw)
+        if after is not None:
+            after(None)
     except JqodiError as e:
+        if after is not None and isinstance(e, RuntimeFailure):
+            try:
+                after(str(e))
+            except Exception as e2:  # noqa: BLE001 - the run's own error is the line to show
+                print(f"jqodi {role.split(':')[0]}: note: no record written: {e2}", file=sys.stderr)
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
     except OSError as e:  # the workdir, a token or log file, a socket address: one line, not a traceback

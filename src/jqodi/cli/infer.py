@@ -65,6 +65,23 @@ def run(args) -> int:
     if res and res[0].dilation > 1:
         print(f"emulated: dilation ×{res[0].dilation:.3g} (latencies are wall-clock / dilation)")
     print(format_inference(res))
+    if args.no_emulate and res:
+        print(_energy_note(job, {k: v for r in res for k, v in r.meters.items()}))
     if args.json:
         Path(args.json).write_text(json.dumps([r.to_dict() for r in res], indent=2))
     return 0
+
+
+def _energy_note(job, meters: dict) -> str:
+    """What ``--no-emulate`` charges: each node's meter, and for the model meter whose power."""
+    devices = job.emulation.devices if job.emulation is not None else {}
+    parts = []
+    for node, meter in sorted(meters.items()):
+        dev = devices.get(node)
+        if meter == "model" and dev is not None:
+            parts.append(f"{node}: model meter, the scenario's {dev.name} busy power "
+                         f"({dev.busy_power_w:g} W) × this host's busy time")
+        else:
+            parts.append(f"{node}: {meter} meter")
+    return ("note: --no-emulate: energy per request is " + "; ".join(parts)
+            + (" — not this host's power" if any(m == "model" for m in meters.values()) else ""))

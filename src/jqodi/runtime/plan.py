@@ -119,7 +119,8 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                startup_timeout_s=float(DEFAULT_STARTUP_TIMEOUT_S if startup_timeout_s is None else startup_timeout_s),
                meter=meter, max_epochs=max_epochs,
                cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params),
-               trace_store=_store_path(trace_store))
+               trace_store=_store_path(trace_store), target_loss=float(scenario.target_loss),
+               predicted_epochs=[predict_epoch(scenario, model, bits, s.cut, s.edge) for s in schedule])
 
 
 def _store_path(trace_store: str | Path | None) -> str | None:
