@@ -115,7 +115,12 @@ CASES = [
     (["finetune", "--model", "lenet", "--bits", "4", "--lr", "-0.1"], "--lr"),
     (["finetune", "--model", "lenet", "--bits", "4", "--target-loss", "inf"], "--target-loss"),
     (["finetune", "--model", "lenet", "--bits", "4", "--train-size", "0"], "--train-size"),
-    (["finetune", "--model", "lenet", "--bits", "4", "--data", "data3"], "--data"),
+    (["finetune", "--model", "lenet", "--bits", "4", "--data", "data3"], "unknown end-device data 'data3'"),
+    (["finetune", "--model", "lenet", "--bits", "4", "--data", "./nowhere"], "no such folder"),
+    (["finetune", "--model", "lenet", "--bits", "4", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["pretrain", "--dataset", "{tmp}/empty"], "sub-folder per class"),
+    (["estimate", "--target-loss", "0.5", "--data", "{tmp}/corrupt.json"], "corrupt.json"),
+    (["run", "--data-dir", "{tmp}/empty"], "CIFAR10 not found"),
     (["finetune", "--model", "no-such-model", "--bits", "4"], "no-such-model"),
     # estimate
     (["estimate"], "--target-loss"),

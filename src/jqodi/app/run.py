@@ -32,7 +32,9 @@ class RunOptions:
     ``dilation``: a number ≥ 1, ``"auto"`` or ``None`` (the scenario's); ``requests``: inference
     requests per device combination after fine-tuning; ``random_init`` skips pretraining;
     ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
-    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``.
+    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``data_dir``: the folder of the
+    scenario's named datasets (overrides its ``data.data_dir``); ``estimates``: a learning-estimates JSON
+    (``jqodi estimate``) planned with instead of the scenario's ``learning:`` rows.
     """
 
     solver: str = "jqodi"
@@ -53,6 +55,8 @@ class RunOptions:
     meter: str = "auto"
     random_init: bool = False
     trace_store: str | Path | None = "default"
+    data_dir: str | None = None
+    estimates: str | Path | None = None
 
 
 def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
@@ -74,6 +78,9 @@ def load_for_run(path: str | Path | None, opts: RunOptions):
     scenario = load_scenario(path or default_scenario_path())
     if opts.cpu_scale:
         scenario = cpu_scale(scenario, train_size=opts.train_size, val_size=opts.val_size)
+    if opts.data_dir:
+        scenario = scenario.model_validate({**scenario.model_dump(),
+                                            "data": {**scenario.data.model_dump(), "data_dir": opts.data_dir}})
     return scenario
 
 
@@ -82,8 +89,13 @@ def plan_for_run(scenario, opts: RunOptions, say: Say = _print):
     from jqodi.core.costs import compile_instance
     from jqodi.planner import solve
 
+    estimates = None
+    if opts.estimates:
+        from jqodi.core.estimates import load_estimates
+
+        estimates = load_estimates(opts.estimates)
     say(f"planning {scenario.name} with {opts.solver} ...")
-    solution = solve(compile_instance(scenario), opts.solver, epochs=opts.epochs_estimate)
+    solution = solve(compile_instance(scenario, estimates=estimates), opts.solver, epochs=opts.epochs_estimate)
     if solution.status == "infeasible":
         raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in solution.schedule)
@@ -121,6 +133,10 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         raise JqodiError(f"--resume: {workdir} holds no job.json and {CHECKPOINT_NAME} to continue from "
                          f"(run without --resume to start over)")
     resuming = opts.resume
+    if not resuming:  # data that cannot be loaded: said now, not after planning and starting the roles
+        from jqodi.core.data import check_scenario_data
+
+        check_scenario_data(scenario.data)
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,

@@ -36,6 +36,10 @@ def run(args) -> int:
                              f"(run without --resume to start over)")
     import sys
 
+    wd = Path(args.workdir)
+    if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
+        wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
+        (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
     emu = job.emulation
     if not args.no_report and emu is not None and emu.enabled:
         devices = ", ".join(f"{r}={d.name}" for r, d in sorted(emu.devices.items()))
@@ -50,7 +54,6 @@ def run(args) -> int:
         from jqodi.runtime.process import EPOCHS_NAME
         from jqodi.runtime.record import record_from_epochs
 
-        wd = Path(args.workdir)
         rec = record_from_epochs(job, wd / EPOCHS_NAME, status="failed" if error else "completed", error=error)
         rec.save(wd / "record.json")
         print(run_report(rec, wd), flush=True)

@@ -10,7 +10,8 @@ def add_arguments(p) -> None:
     from jqodi.cli import _types as t
 
     p.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"], help="zoo models to pretrain")
-    p.add_argument("--dataset", default="fashion-mnist", help="cloud dataset: fashion-mnist or cifar10")
+    p.add_argument("--dataset", default="fashion-mnist", help="cloud dataset: fashion-mnist, cifar10, cifar100, or the path of your own image folder "
+                        "(one sub-folder per class) or .npz file")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
     p.add_argument("--width", type=t.width, default=None,
                    help="width multiplier (default: CPU scale, lenet 0.25, vgg 0.125, resnet20 0.5; 1 = paper)")

@@ -29,6 +29,10 @@ def add_arguments(p) -> None:
                    help="run at CPU scale: the models' CPU widths on Fashion-MNIST (the scenario's devices unchanged)")
     p.add_argument("--train-size", type=t.positive_int, default=None, help="with --cpu-scale: SD training samples")
     p.add_argument("--val-size", type=t.positive_int, default=None, help="with --cpu-scale: SD validation samples")
+    p.add_argument("--estimates", metavar="FILE", default=None,
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder holding the scenario's named dataset files (overrides its data.data_dir)")
     p.add_argument("--no-emulate", action="store_true", help="run flat out: no padding, no link rate limits")
     p.add_argument("--dilation", type=t.dilation, default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
     p.add_argument("--timeout", type=t.positive_float, default=None, metavar="S",
@@ -63,7 +67,8 @@ def run(args) -> int:
                       emulate=not args.no_emulate, dilation=args.dilation, timeout_s=args.timeout,
                       startup_timeout_s=args.startup_timeout, port=args.port, requests=args.requests,
                       meter=args.meter, random_init=args.random_init,
-                      trace_store=None if args.no_traces else (args.store or "default"))
+                      trace_store=None if args.no_traces else (args.store or "default"), data_dir=args.data_dir,
+                      estimates=args.estimates)
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))

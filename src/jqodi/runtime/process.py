@@ -51,6 +51,7 @@ def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
         from jqodi.core.pretrained import load_pretrained
 
         log(f"cloud: loading the pretrained {job.model} (width {job.width:g}) on {job.data.dataset}")
+        opts.setdefault("data_dir", job.data.data_dir)
         pre = load_pretrained(job.model, job.data.dataset, job.width, **opts)
         model, calib = copy.deepcopy(pre.model), pre.calibration
     else:
