@@ -65,3 +65,11 @@ def test_the_guide_end_to_end(tmp_path, monkeypatch, capsys):
 @pytest.fixture(autouse=True)
 def _no_plugins(monkeypatch):
     monkeypatch.delenv("JQODI_PLUGINS", raising=False)
+
+
+def test_the_user_docs_need_no_file_outside_the_repository():
+    """README and docs/ cite only what a clone holds (the design contract is docs/interfaces.md)."""
+    for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        assert "DESIGN.md" not in path.read_text(), path
+    text = (REPO / "docs/interfaces.md").read_text()
+    assert "## The planning instance (contract)" in text and "## Runtime protocol" in text

@@ -101,7 +101,7 @@ class LinkProfile:
 
 @dataclass(frozen=True)
 class EmulationConfig:
-    """Dilated-time emulation of a testbed on one machine (DESIGN.md).
+    """Dilated-time emulation of a testbed on one machine (docs/interfaces.md).
 
     ``devices``/``links`` also serve the energy accounting when ``enabled`` is False (no padding,
     no rate limiting). Every device speed and link rate is divided by ``dilation``; each compute step is padded to
