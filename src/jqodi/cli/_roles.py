@@ -24,6 +24,8 @@ def add_connection_arguments(p) -> None:
     p.add_argument("--token-file", default=None, metavar="FILE",
                    help="the job's secret (written by the cloud to <workdir>/job.token); default: "
                         "$JQODI_JOB_TOKEN. Never pass the token itself on the command line")
+    p.add_argument("--threads", type=t.positive_int, default=None, metavar="N",
+                   help="torch CPU threads of this role (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--bind-host", default=None, metavar="ADDR",
                    help="address this process's sockets bind to (default: loopback if the rendezvous is "
                         "on loopback, else the address that routes to it)")
@@ -45,6 +47,8 @@ def role_main(role: str, args, *, after=None, **kw) -> int:
     from jqodi.runtime.process import serve_role
 
     code = 0
+    if args.threads:
+        os.environ["JQODI_THREADS"] = str(args.threads)
     try:
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
                           startup_timeout_s=args.startup_timeout,

@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--width", type=t.width, default=None, help="width multiplier (default: CPU scale)")
     add_store_argument(p)
     p.add_argument("--out", "-o", default="estimates.json", help="where to write the estimates (JSON)")
-    p.add_argument("--threads", type=t.positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=t.positive_int, default=None, help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the estimates as JSON")
 
@@ -46,10 +46,11 @@ def run(args) -> int:
         get_spec(m)
     for b in args.bits:
         check_bits(b)
-    if args.threads:
-        import torch
+    from jqodi.core.threads import set_threads, usable_cores
 
-        torch.set_num_threads(args.threads)
+    threads = set_threads(args.threads)
+    if not args.quiet:
+        print(f"torch threads: {threads} of {usable_cores()} usable cores (--threads to change)", file=sys.stderr)
     from jqodi.core.data import end_device_data
     from jqodi.learning.estimate import estimate_candidate
 

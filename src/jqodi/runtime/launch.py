@@ -127,7 +127,11 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s),
             "--startup-timeout", str(job.startup_timeout_s), "--token-file", str(token_path)]
     py = [sys.executable, "-m", "jqodi"]
-    env = {**child_env(), "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    from jqodi.core.threads import thread_budget
+
+    # the cloud, the edges and the end share this machine's cores: together no more threads than cores
+    threads = thread_budget(processes=2 + len(job.edges))
+    env = {**child_env(), "JQODI_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     lines = on_line or (lambda role, line: None)
     procs: dict[str, RoleProcess] = {}
     cloud_argv = (py + ["cloud", "--job", str(job_path), "--workdir", str(workdir), "--no-report"] + conn
