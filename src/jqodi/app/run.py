@@ -32,7 +32,8 @@ class RunOptions:
     ``dilation``: a number ≥ 1, ``"auto"`` or ``None`` (the scenario's); ``requests``: inference
     requests per device combination after fine-tuning; ``random_init`` skips pretraining;
     ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
-    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``data_dir``: the folder of the
+    ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``progress`` False:
+    no epoch lines and no progress bars while it runs (``--quiet``); ``data_dir``: the folder of the
     scenario's named datasets (overrides its ``data.data_dir``); ``estimates``: a learning-estimates JSON
     (``jqodi estimate``) planned with instead of the scenario's ``learning:`` rows.
     """
@@ -55,6 +56,7 @@ class RunOptions:
     meter: str = "auto"
     random_init: bool = False
     trace_store: str | Path | None = "default"
+    progress: bool | None = None
     data_dir: str | None = None
     estimates: str | Path | None = None
 
@@ -140,7 +142,8 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
-                      port=opts.port, job=job, say=say)
+                      port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
+                      progress=opts.progress)
     return record, workdir
 
 

@@ -3,7 +3,9 @@
 Each verb lives in its own module of this package (``jqodi/cli/<verb>.py``) and defines
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Verbs are found by
 listing this package, so adding one touches no shared file. Heavy imports (torch) happen
-inside ``run``, never at module import, so ``jqodi plan`` starts fast and needs no torch.
+inside ``run``, never at module import, so ``jqodi plan`` starts fast and needs no torch; and
+:func:`main` builds the arguments of the chosen verb only (another verb's flags may import what
+they describe, e.g. the runtime's defaults).
 
 Any :class:`jqodi.errors.JqodiError` ends as one line on stderr and exit code 2.
 
@@ -37,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"jqodi: error: {message} (see 'jqodi --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb; with ``verb``, only that verb's arguments are built (the others
+    are listed with their one-line help): what :func:`main` uses, to import no more than needed."""
     from jqodi import __version__
 
     parser = _Parser(prog="jqodi", description="Energy-efficient collaborative fine-tuning "
@@ -48,15 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "registers exist here and in every role process (also: JQODI_PLUGINS=m1,m2, "
                              "entry-point group jqodi.plugins; docs/extending.md)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for verb, module in _verb_modules():
-        p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
+    for name, module in _verb_modules():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        if verb is None or name == verb:
+            module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
-def _plugin_args(argv: Sequence[str]) -> list[str]:
-    """The ``--plugin MODULE`` / ``--plugin=MODULE`` options given before the verb."""
+def _split_argv(argv: Sequence[str]) -> tuple[list[str], str]:
+    """The ``--plugin MODULE`` / ``--plugin=MODULE`` options given before the verb, and the verb
+    ("" when there is none: ``jqodi --help``)."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
@@ -67,9 +73,9 @@ def _plugin_args(argv: Sequence[str]) -> list[str]:
         if arg.startswith("--plugin="):
             out.append(arg.split("=", 1)[1])
         elif not arg.startswith("-"):
-            break  # the verb: what follows is its own
+            return out, arg  # the verb: what follows is its own
         i += 1
-    return out
+    return out, ""
 
 
 def _load_plugins(argv: Sequence[str]) -> None:
@@ -78,7 +84,7 @@ def _load_plugins(argv: Sequence[str]) -> None:
 
     load(plugins_from_env())
     load_entry_points()
-    load(_plugin_args(argv))
+    load(_split_argv(argv)[0])
 
 
 def os_error_text(err: OSError) -> str:
@@ -94,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JqodiError as err:
         print(f"jqodi: error: {err}", file=sys.stderr)
         return err.exit_code
-    parser = build_parser()
+    parser = build_parser(_split_argv(argv)[1])
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error (an unknown --solver, …: one line, exit 2), --help, --version

@@ -50,3 +50,16 @@ def fmt(x, digits=4):
     if isinstance(x, float):
         return f"{x:.{digits}f}"
     return str(x)
+
+
+def set_verb_threads(args) -> int:
+    """Set torch's threads for a learning verb (``--threads``, else :mod:`jqodi.core.threads`'s
+    default) and say how many, unless ``--quiet``."""
+    import sys
+
+    from jqodi.core.threads import set_threads, usable_cores
+
+    threads = set_threads(args.threads)
+    if not args.quiet:
+        print(f"torch threads: {threads} of {usable_cores()} usable cores (--threads to change)", file=sys.stderr)
+    return threads

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Table VI) and write them for 'jqodi instance --estimates'"
 
@@ -22,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--width", type=t.width, default=None, help="width multiplier (default: CPU scale)")
     add_store_argument(p)
     p.add_argument("--out", "-o", default="estimates.json", help="where to write the estimates (JSON)")
-    p.add_argument("--threads", type=t.positive_int, default=None, help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
+    p.add_argument("--threads", type=t.positive_int, default=None,
+                   help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the estimates as JSON")
 
@@ -46,28 +48,30 @@ def run(args) -> int:
         get_spec(m)
     for b in args.bits:
         check_bits(b)
-    from jqodi.core.threads import set_threads, usable_cores
+    from jqodi.cli._learning_common import set_verb_threads
 
-    threads = set_threads(args.threads)
-    if not args.quiet:
-        print(f"torch threads: {threads} of {usable_cores()} usable cores (--threads to change)", file=sys.stderr)
+    set_verb_threads(args)
     from jqodi.core.data import end_device_data
+    from jqodi.core.progress import format_duration
     from jqodi.learning.estimate import estimate_candidate
 
     data = None
     estimates = []
+    todo = [(m, b) for m in args.models for b in args.bits]
+    t0 = time.monotonic()
     with TraceStore(args.store) as store:
-        for m in args.models:
-            for b in args.bits:
-                if data is None and args.method != "store":
-                    data = end_device_data(args.data, args.dataset, args.data_dir, args.train_size,
-                                           args.val_size, args.data_seed)
-                d = data if data is not None else _DataKey(args)
-                if not args.quiet:
-                    print(f"estimating {m} {b}-bit ...", file=sys.stderr)
-                estimates.append(estimate_candidate(m, b, args.target_loss, d, store=store, method=args.method,
-                                                    probe_epochs=args.probe_epochs, seed=args.seed,
-                                                    width=args.width, progress=False if args.quiet else None))
+        for i, (m, b) in enumerate(todo):
+            if data is None and args.method != "store":
+                data = end_device_data(args.data, args.dataset, args.data_dir, args.train_size,
+                                       args.val_size, args.data_seed)
+            d = data if data is not None else _DataKey(args)
+            if not args.quiet:
+                spent = time.monotonic() - t0
+                eta = f", ETA {format_duration(spent / i * (len(todo) - i))} for the rest" if i else ""
+                print(f"estimating {m} {b}-bit ({i + 1}/{len(todo)}{eta}) ...", file=sys.stderr)
+            estimates.append(estimate_candidate(m, b, args.target_loss, d, store=store, method=args.method,
+                                                probe_epochs=args.probe_epochs, seed=args.seed,
+                                                width=args.width, progress=False if args.quiet else None))
     rows = [[fmt(e.target_loss), e.model, fmt(e.base_loss), f"{e.bits}-bit", fmt(e.gamma), fmt(e.gamma_robust),
              "∞" if e.epochs_expected is None else e.epochs_expected,
              "∞" if e.epochs_robust is None else e.epochs_robust, e.source] for e in estimates]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 HELP = "fine-tune a cloud-pretrained model at q bits on the end device's data (recorded in the trace store)"
 
@@ -27,7 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--target-loss", type=t.positive_float, default=None, help="stop once the validation loss is ≤ this")
     add_store_argument(p)
     p.add_argument("--no-store", action="store_true", help="do not record the run")
-    p.add_argument("--threads", type=t.positive_int, default=None, help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
+    p.add_argument("--threads", type=t.positive_int, default=None,
+                   help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the run as JSON")
 
@@ -44,11 +44,9 @@ def run(args) -> int:
     from jqodi.learning.reference import finetune
     from jqodi.core.zoo import get_spec
 
-    from jqodi.core.threads import set_threads, usable_cores
+    from jqodi.cli._learning_common import set_verb_threads
 
-    threads = set_threads(args.threads)
-    if not args.quiet:
-        print(f"torch threads: {threads} of {usable_cores()} usable cores (--threads to change)", file=sys.stderr)
+    set_verb_threads(args)
     get_spec(args.model)
     check_bits(args.bits)
     overrides = {k: v for k, v in {"lr": args.lr, "batch_size": args.batch_size, "optimizer": args.optimizer,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 HELP = "pretrain zoo models on the cloud dataset (cached checkpoints, the paper's 'fully trained in the cloud')"
 
@@ -19,7 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--epochs", type=t.positive_int, default=None, help="pretraining epochs (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="pretrain again even if a checkpoint is cached")
-    p.add_argument("--threads", type=t.positive_int, default=None, help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
+    p.add_argument("--threads", type=t.positive_int, default=None,
+                   help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -30,11 +30,9 @@ def run(args) -> int:
     from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, load_pretrained
     from jqodi.core.zoo import get_spec
 
-    from jqodi.core.threads import set_threads, usable_cores
+    from jqodi.cli._learning_common import set_verb_threads
 
-    threads = set_threads(args.threads)
-    if not args.quiet:
-        print(f"torch threads: {threads} of {usable_cores()} usable cores (--threads to change)", file=sys.stderr)
+    set_verb_threads(args)
     for m in args.models:
         get_spec(m)  # unknown model -> ModelError before any work
     epochs = DEFAULT_PRETRAIN_EPOCHS if args.epochs is None else args.epochs

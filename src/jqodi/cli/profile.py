@@ -6,7 +6,8 @@ import json
 
 from jqodi.errors import ModelError
 
-HELP = "profile a model: per-block forward FLOPs, parameters, bytes at q bits, activations at each cut"
+HELP = ("profile a model: per-block forward FLOPs, parameters, bytes at q bits, activations at each cut "
+        "(stored under $JQODI_HOME/profiles; --refresh recomputes)")
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -42,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bit-widths to size the blocks at (default 1,2,4,6,8,32)")
     p.add_argument("--act-bits", type=t.int_at_least(1), default=8, help="bits per activation element at the cuts (default 8)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--refresh", action="store_true",
+                   help="recompute the profile with torch and overwrite the one stored in $JQODI_HOME/profiles "
+                        "(stored profiles are otherwise reused while the model's code is unchanged)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.act_bits <= 32:
         raise ModelError(f"--act-bits must be within 1..32, got {args.act_bits}")
-    prof = profile_named_model(args.model, args.input, args.classes, args.width)
+    prof = profile_named_model(args.model, args.input, args.classes, args.width, refresh=args.refresh)
     if args.json:
         print(json.dumps(prof.to_dict(args.bits, args.act_bits), indent=2))
         return 0

@@ -53,6 +53,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-traces", action="store_true", help="do not record the run in the trace store")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: no epoch lines, batch progress or pretraining progress (the results still print)")
 
 
 def run(args) -> int:
@@ -67,8 +69,8 @@ def run(args) -> int:
                       emulate=not args.no_emulate, dilation=args.dilation, timeout_s=args.timeout,
                       startup_timeout_s=args.startup_timeout, port=args.port, requests=args.requests,
                       meter=args.meter, random_init=args.random_init,
-                      trace_store=None if args.no_traces else (args.store or "default"), data_dir=args.data_dir,
-                      estimates=args.estimates)
+                      trace_store=None if args.no_traces else (args.store or "default"),
+                      progress=False if args.quiet else None, data_dir=args.data_dir, estimates=args.estimates)
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from jqodi.core.progress import Progress
+from jqodi.core.progress import Progress, one_time
 from jqodi.errors import JqodiError
 from jqodi.core.training import default_width, epoch_batch_order, evaluate, train_step
 
@@ -47,8 +47,13 @@ def _cache_path(model_name: str, dataset: str, width: float, epochs: int, seed: 
 def pretrain(model_name: str, dataset: str = "fashion-mnist", width: float | None = None,
              epochs: int = DEFAULT_PRETRAIN_EPOCHS, seed: int = 0, *, data_dir=None,
              cloud_size: int | None = None, batch_size: int = 128, lr: float = 1e-3,
-             progress: bool | None = None) -> Pretrained:
-    """Train ``model_name`` on the cloud dataset's train split (5000 held out for cloud validation)."""
+             progress: bool | None = None, note: str = "") -> Pretrained:
+    """Train ``model_name`` on the cloud dataset's train split (5000 held out for cloud validation).
+
+    Says up front what it is about to do and how long that is expected to take (three training
+    steps on a copy of the model, timed, × the steps to do; ``note`` is added to that line), then
+    shows progress with rate and ETA over all epochs.
+    """
     from jqodi.core.data import canonical_dataset, cloud_dataset, dataset_classes
     from jqodi.core.zoo import build_model
 
@@ -68,7 +73,11 @@ def pretrain(model_name: str, dataset: str = "fashion-mnist", width: float | Non
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * math.ceil(len(tr_y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr * 3, total_steps=max(1, steps))
-    bar = Progress(progress, f"pretrain {model_name}")
+    n_batches = len(epoch_batch_order(len(tr_y), batch_size, seed, 1))
+    one_time(progress, f"pretraining the cloud model {model_name} (width {width:g}) on {dataset}: "
+             f"{epochs} epoch{'s' if epochs != 1 else ''} × {n_batches} batches of {len(tr_y)} images",
+             _expected_pretrain_s(model, tr_x, tr_y, batch_size, epochs * n_batches, n_val * epochs), note)
+    bar = Progress(progress, f"pretrain {model_name}", total_steps=epochs * n_batches)
     t0 = time.perf_counter()
     history = []
     for ep in range(1, epochs + 1):
@@ -92,6 +101,27 @@ def pretrain(model_name: str, dataset: str = "fashion-mnist", width: float | Non
             "cloud_val_accuracy": history[-1]["val_accuracy"] if history else None,
             "wall_s": time.perf_counter() - t0, "history": history}
     return Pretrained(model, calib, meta)
+
+
+def _expected_pretrain_s(model, x, y, batch_size: int, steps: int, eval_samples: int) -> float | None:
+    """Seconds ``steps`` training steps (+ evaluating ``eval_samples``) should take on this machine:
+    the median of three timed steps on a copy of ``model`` (the model and the RNG are untouched)."""
+    import copy
+    import statistics
+
+    if steps < 1 or len(y) < 2:
+        return None
+    probe = copy.deepcopy(model)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-3)
+    n = min(batch_size, len(y))
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(3):
+            t = time.perf_counter()
+            train_step(probe, opt, x[:n], y[:n])
+            times.append(time.perf_counter() - t)
+    per_sample = statistics.median(times) / n
+    return per_sample * (steps * n + eval_samples / 3)  # a forward pass is about a third of a step
 
 
 def load_pretrained(model_name: str, dataset: str = "fashion-mnist", width: float | None = None, *,
@@ -121,7 +151,7 @@ def load_pretrained(model_name: str, dataset: str = "fashion-mnist", width: floa
             print(f"warning: pretrained checkpoint {path} is unreadable ({e}); pretraining again",
                   file=sys.stderr)
     pre = pretrain(model_name, dataset, width, epochs, seed, data_dir=data_dir, progress=progress,
-                   cloud_size=cloud_size)
+                   cloud_size=cloud_size, note=f"once: later runs load {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{__import__('os').getpid()}")
     torch.save({"state_dict": pre.model.state_dict(), "calibration": pre.calibration, "meta": pre.meta}, tmp)

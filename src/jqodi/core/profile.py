@@ -260,12 +260,34 @@ _CACHE: dict[tuple, ModelProfile] = {}
 
 
 def profile_named_model(name: str, input_shape=(3, 32, 32), num_classes: int = 10,
-                        width: float = 1.0) -> ModelProfile:
-    """Build a zoo model and profile it (cached per name, shape, classes and width)."""
-    from jqodi.core.zoo import build_model, get_spec
+                        width: float = 1.0, *, refresh: bool = False) -> ModelProfile:
+    """Profile a zoo model at this input shape, class count and width.
 
-    key = (name, tuple(int(s) for s in input_shape), int(num_classes), float(width),
-           id(get_spec(name).builder))  # a re-registered model gets a fresh profile
-    if key not in _CACHE:
-        _CACHE[key] = profile_model(build_model(name, key[1], key[2], key[3], seed=0))
-    return _CACHE[key]
+    Stored profiles are used when their model definition is current
+    (:mod:`jqodi.core.profile_cache`: ``$JQODI_HOME/profiles``, then the profiles shipped for the
+    packaged zoo) — then torch is not imported. Otherwise the model is built and profiled (torch)
+    and the result stored. ``refresh`` always recomputes and overwrites the stored profile.
+    """
+    from jqodi.core import profile_cache
+
+    shape, classes, width = tuple(int(s) for s in input_shape), int(num_classes), float(width)
+    fingerprint = profile_cache.model_fingerprint(name)
+    if fingerprint is None:  # not cacheable (or unknown): key the process cache on the builder itself
+        from jqodi.core.zoo import get_spec
+
+        key: tuple = (name, shape, classes, width, id(get_spec(name).builder))
+    else:
+        key = (name, shape, classes, width, fingerprint)
+    if not refresh and key in _CACHE:
+        return _CACHE[key]
+    prof = None
+    if fingerprint is not None and not refresh:
+        prof = profile_cache.load_profile(name, shape, classes, width, fingerprint)
+    if prof is None:
+        from jqodi.core.zoo import build_model
+
+        prof = profile_model(build_model(name, shape, classes, width, seed=0))
+        if fingerprint is not None:
+            profile_cache.store_profile(prof, fingerprint)
+    _CACHE[key] = prof
+    return prof

@@ -1,27 +1,125 @@
-"""A one-line progress bar on stderr for long work (epochs, batches)."""
+"""Progress for long work (epochs of batches): a bar with rate and ETA, or plain periodic lines.
+
+On a terminal the bar is redrawn in place (at most 10 times a second)::
+
+    pretrain lenet epoch 2/4 [#########...............] 160/430  loss 0.4412  21.3 batch/s  ETA 2m07s
+
+When the stream is not a terminal (a log file, a pipe, a parent process relaying lines) the same
+information is written as a plain line every ``every_s`` seconds (default 10), so a long wait is
+never silent for long. ``enabled=False`` (``--quiet``) writes nothing at all.
+
+The ETA covers the whole job when ``total_steps`` is known (e.g. epochs × batches), else the
+current unit (epoch). :func:`one_time` announces a one-time cost (pretraining, building a cache)
+with its expected duration before it starts.
+"""
 from __future__ import annotations
 
 import sys
+import time
+from typing import TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "format_duration", "one_time"]
+
+
+def format_duration(seconds: float) -> str:
+    """``7s``, ``2m07s``, ``1h05m``."""
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "?"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def one_time(enabled: bool | None, what: str, expected_s: float | None = None, note: str = "",
+             stream: TextIO | None = None) -> None:
+    """Announce a one-time cost before it starts: ``one-time: WHAT (expected ≈ 14m05s; NOTE)``."""
+    if enabled is False:
+        return
+    stream = stream or sys.stderr
+    extra = [f"expected ≈ {format_duration(expected_s)}"] if expected_s is not None else []
+    extra += [note] if note else []
+    stream.write(f"one-time: {what}" + (f" ({'; '.join(extra)})" if extra else "") + "\n")
+    stream.flush()
 
 
 class Progress:
-    """A one-line progress bar on stderr (redrawn on a TTY, one line per epoch otherwise)."""
+    """Progress of work measured in steps (batches), grouped in units (epochs).
 
-    def __init__(self, enabled: bool | None, label: str):
-        self.enabled = True if enabled is None else enabled
-        self.tty = sys.stderr.isatty()
+    ``batch(done, total, loss)`` reports ``done`` of ``total`` steps of the current unit; a
+    ``done`` lower than the previous one starts a new unit. ``line(text)`` prints a line
+    (clearing the bar). ``unit`` names a step in the rate (``batch/s``).
+    """
+
+    def __init__(self, enabled: bool | None, label: str, *, total_steps: int | None = None,
+                 every_s: float = 10.0, unit: str = "batch", stream: TextIO | None = None):
+        self.enabled = True if enabled is None else bool(enabled)
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.label = label
+        self.total_steps = total_steps
+        self.every_s = float(every_s)
+        self.unit = unit
+        self._t0 = time.monotonic()
+        self._steps_before = 0     # steps of finished units
+        self._last_done = 0
+        self._last_write = float("-inf")
+        self._drawn = False
 
-    def batch(self, done: int, total: int, loss: float) -> None:
-        if self.enabled and self.tty:
+    @property
+    def steps_done(self) -> int:
+        return self._steps_before + self._last_done
+
+    def status(self, done: int, total: int, loss: float | None = None, now: float | None = None) -> str:
+        """The text of one update: count, loss, rate and ETA (no bar)."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self._t0, 1e-9)
+        rate = self.steps_done / elapsed
+        parts = [f"{done}/{total}"]
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if rate > 0:
+            parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}")
+            remaining = (self.total_steps - self.steps_done) if self.total_steps else (total - done)
+            parts.append(f"ETA {format_duration(max(0, remaining) / rate)}")
+        return "  ".join(parts)
+
+    def batch(self, done: int, total: int, loss: float | None = None) -> None:
+        if done < self._last_done:  # a new unit (epoch) began
+            self._steps_before += self._last_done
+        self._last_done = done
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last_write < 0.1 and done < total:
+                return
             w = 24
             fill = int(w * done / max(1, total))
-            sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (w - fill)}] {done}/{total} loss {loss:.4f}")
-            sys.stderr.flush()
+            self.stream.write(f"\r{self.label} [{'#' * fill}{'.' * (w - fill)}] "
+                              f"{self.status(done, total, loss, now)}\x1b[K")
+            self._drawn = True
+        else:
+            if now - self._last_write < self.every_s:
+                return
+            if self._last_write == float("-inf"):  # the first call only starts the clock
+                self._last_write = now
+                return
+            self.stream.write(f"{self.label}: {self.status(done, total, loss, now)}\n")
+        self._last_write = now
+        self.stream.flush()
+
+    def clear(self) -> None:
+        """Erase the bar (before someone else prints a line)."""
+        if self.enabled and self.tty and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
 
     def line(self, text: str) -> None:
         if self.enabled:
-            sys.stderr.write(("\r\x1b[K" if self.tty else "") + text + "\n")
-            sys.stderr.flush()
+            self.stream.write(("\r\x1b[K" if self.tty and self._drawn else "") + text + "\n")
+            self.stream.flush()
+            self._drawn = False

@@ -166,6 +166,20 @@ class TraceStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise TraceStoreError(f"cannot create the folder of trace store {self.path}: {e}") from e
+        # Switching a new store to WAL needs a moment alone with the file, and SQLite reports a
+        # concurrent opener as "locked" at once instead of waiting: retry within timeout_s.
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return self._open_once()
+            except TraceStoreError as e:
+                locked = isinstance(e.__cause__, sqlite3.OperationalError) and "locked" in str(e.__cause__)
+                if not locked or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _open_once(self) -> None:
+        conn = None
         try:
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
@@ -188,6 +202,8 @@ class TraceStore:
             elif version < SCHEMA_VERSION:
                 self._upgrade(conn)
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
             raise TraceStoreError(f"{self.path} is not a readable jqodi trace store ({e})") from e
         self._conn = conn
 

@@ -111,7 +111,8 @@ def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
     start_loss, start_acc = float(q_losses.mean()), float(q_correct.float().mean())
     gam = gamma_estimate(q_losses - fp_losses, seed=seed)
 
-    bar = Progress(progress, f"{model_name} {bits}-bit")
+    steps_per_epoch = len(epoch_batch_order(len(data.train), cfg.batch_size, seed, 1)) if epochs > 0 else 0
+    bar = Progress(progress, f"{model_name} {bits}-bit", total_steps=epochs * steps_per_epoch)
     bar.line(f"{model_name} {bits}-bit on {data.name}/{data.dataset}: L_a {base_loss:.4f} "
              f"(acc {base_acc:.1%}), quantized {start_loss:.4f} (acc {start_acc:.1%}), γ {gam.expected:+.4f}")
     records: list[EpochTrace] = []

@@ -211,6 +211,7 @@ class Launch:
         data: the end device's data, when the caller already has it (threads only).
         wall_limit_s: give up after this many seconds (None: no limit).
         on_start: called with ``{role: RoleProcess}`` once processes started (process transports).
+        progress: False draws no progress bar (pretraining, batches); None: on a terminal.
     """
 
     job: Job
@@ -223,6 +224,7 @@ class Launch:
     data: Any = None
     wall_limit_s: float | None = None
     on_start: Callable[[dict], None] | None = None
+    progress: bool | None = None
 
 
 TRANSPORTS: Registry[Callable[[Launch], None]] = Registry("transport", RuntimeFailure)
@@ -245,11 +247,10 @@ def run_processes(launch: Launch) -> None:
 def run_threads(launch: Launch) -> None:
     """Every role as a thread of this process; checkpoints and ``epochs.json`` as over gloo."""
     from jqodi.runtime.local import run_inprocess
-    from jqodi.runtime.process import (epoch_line, initial_master, load_checkpoint, save_checkpoint,
-                                       write_epochs)
+    from jqodi.runtime.process import initial_master, load_checkpoint, run_progress, save_checkpoint, write_epochs
 
     job, wd, say = launch.job, launch.workdir, launch.say
-    master = launch.master if launch.master is not None else initial_master(job, say)
+    master = launch.master if launch.master is not None else initial_master(job, say, progress=launch.progress)
     state = load_checkpoint(wd, job, master) if launch.resume else None
     if state is not None:
         say(f"resuming after epoch {state.epoch}/{job.total_epochs}")
@@ -258,7 +259,9 @@ def run_threads(launch: Launch) -> None:
         save_checkpoint(wd, job, st)
         write_epochs(wd, st)
 
-    run = run_inprocess(job, master, launch.data, on_epoch=lambda r: say(epoch_line(r, job.total_epochs)),
+    on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say,
+                                         enabled=launch.progress)
+    run = run_inprocess(job, master, launch.data, on_epoch=on_epoch, on_progress=on_progress,
                         checkpoint=checkpoint, state=state)
     write_epochs(wd, run.state)
 
@@ -266,21 +269,22 @@ def run_threads(launch: Launch) -> None:
 def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/latest", resume: bool = False,
             host: str = "127.0.0.1", port: int | None = None, say: Callable[[str], None] = print,
             predicted: list[dict] | None = None, master=None, data=None, wall_limit_s: float | None = None,
-            on_start=None) -> RunRecord:
+            on_start=None, progress: bool | None = None) -> RunRecord:
     """Run ``job`` (all roles on this machine, over the registered ``transport``) and return its
     :class:`RunRecord`.
 
     ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
+    ``progress=False`` draws no progress bar (pretraining, batches); ``say`` gets the epoch lines.
     """
     from jqodi.runtime.process import EPOCHS_NAME, initial_master
 
     wd = Path(workdir)
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
-        initial_master(job)  # pretrain once here (on a cache miss), so the cloud process finds the cache
+        initial_master(job, progress=progress)  # pretrain once here (on a cache miss): the cloud finds the cache
     try:
         run = TRANSPORTS.get(transport)
         run(Launch(job, wd, resume=resume, host=host, port=port, say=say, master=master, data=data,
-                   wall_limit_s=wall_limit_s, on_start=on_start))
+                   wall_limit_s=wall_limit_s, on_start=on_start, progress=progress))
     except RuntimeFailure as e:
         record_from_epochs(job, wd / EPOCHS_NAME, predicted=predicted, status="failed",
                            error=str(e)).save(wd / "record.json")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from jqodi.core.progress import Progress
 from jqodi.errors import JqodiError, RuntimeFailure
 from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, Job
 from jqodi.runtime.local import link_rates, make_context
@@ -30,7 +31,7 @@ def _fingerprint(job: Job) -> dict:
             "schedule": [[s.edge, s.cut, s.epochs] for s in job.schedule], "seed": job.training.seed}
 
 
-def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
+def initial_master(job: Job, log: Callable[[str], None] = lambda s: None, *, progress: bool | None = None):
     """The cloud's master: the pretrained model (``job.pretrained``) QAT-prepared at ``job.bits``.
 
     ``job.pretrained = {"source": "random", "seed": S}`` skips pretraining (tests, benchmarks);
@@ -52,7 +53,7 @@ def initial_master(job: Job, log: Callable[[str], None] = lambda s: None):
 
         log(f"cloud: loading the pretrained {job.model} (width {job.width:g}) on {job.data.dataset}")
         opts.setdefault("data_dir", job.data.data_dir)
-        pre = load_pretrained(job.model, job.data.dataset, job.width, **opts)
+        pre = load_pretrained(job.model, job.data.dataset, job.width, progress=progress, **opts)
         model, calib = copy.deepcopy(pre.model), pre.calibration
     else:
         raise JqodiError(f"job.pretrained.source: must be 'pretrained' or 'random', got {source!r}")
@@ -169,18 +170,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     ctx = make_context(job, t, say)
     try:
         if role == "cloud":
-            total = job.total_epochs
-
-            def on_progress(p):
-                if sys.stdout.isatty():
-                    sys.stdout.write(f"\r  epoch {p['epoch'] + 1}/{total} [{p['edge']}, cut {p['cut']}] "
-                                     f"batch {p['batch']}/{p['batches']} loss {p['loss']:.4f}\x1b[K")
-                    sys.stdout.flush()
-
-            def on_epoch(rec):
-                if sys.stdout.isatty():
-                    sys.stdout.write("\r\x1b[K")
-                say(epoch_line(rec, total))
+            on_progress, on_epoch = run_progress(job, say)
 
             def checkpoint(st):
                 save_checkpoint(wd, job, st)
@@ -211,6 +201,25 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
         keep[2].stop()
     _dump_log(t, message_log)
     return 0
+
+
+def run_progress(job: Job, say: Callable[[str], None], stream=None, enabled: bool | None = None):
+    """``(on_progress, on_epoch)`` for the cloud role: a bar with rate and ETA of the whole run on
+    a terminal, else a plain line every 10 s (which ``jqodi run`` relays), and one line per epoch."""
+    total = job.total_epochs
+    bar = Progress(enabled, "", stream=stream or sys.stdout)
+
+    def on_progress(p: dict) -> None:
+        if bar.total_steps is None:  # every epoch has the same batches; a resumed run starts later
+            bar.total_steps = (total - job.start_epoch) * int(p["batches"])
+        bar.label = f"  epoch {p['epoch'] + 1}/{total} [{p['edge']}, cut {p['cut']}]"
+        bar.batch(int(p["batch"]), int(p["batches"]), float(p["loss"]))
+
+    def on_epoch(rec) -> None:
+        bar.clear()
+        say(epoch_line(rec, total))
+
+    return on_progress, on_epoch
 
 
 def _dump_log(t, path) -> None:
