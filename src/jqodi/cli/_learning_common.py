@@ -53,13 +53,8 @@ def fmt(x, digits=4):
 
 
 def set_verb_threads(args) -> int:
-    """Set torch's threads for a learning verb (``--threads``, else :mod:`jqodi.core.threads`'s
-    default) and say how many, unless ``--quiet``."""
-    import sys
+    """Set torch's threads for a learning verb: ``--threads``, else :mod:`jqodi.core.threads`'s
+    default ($JQODI_THREADS, else every usable core)."""
+    from jqodi.core.threads import set_threads
 
-    from jqodi.core.threads import set_threads, usable_cores
-
-    threads = set_threads(args.threads)
-    if not args.quiet:
-        print(f"torch threads: {threads} of {usable_cores()} usable cores (--threads to change)", file=sys.stderr)
-    return threads
+    return set_threads(args.threads)
