@@ -23,7 +23,7 @@ __all__ = ["__version__", "JqodiError", "ScenarioError", "ModelError", "DataErro
 
 #: The entry points, imported on first use so that ``import jqodi`` stays light (no numpy,
 #: pydantic or torch until one is asked for): ``jqodi.load_scenario(path)`` →
-#: ``jqodi.compile_instance(scenario)`` is the planning instance of DESIGN.md.
+#: ``jqodi.compile_instance(scenario)`` is the planning instance of docs/interfaces.md.
 _LAZY = {
     "load_scenario": "jqodi.core.scenario",
     "compile_instance": "jqodi.core.costs",

@@ -179,14 +179,15 @@ def pretrain(scenario, cfg: MainJobConfig, say: Say = _print) -> Pretraining:
 
 def measure(scenario, pretraining: Pretraining, cfg: MainJobConfig, say: Say = _print) -> Measurement:
     """Step 2: one probe per candidate on the SD's data, the target rule, the learning estimates."""
-    from jqodi.core.data import end_device_data
+    from jqodi.core.data import cloud_dataset_name, end_device_data
     from jqodi.core.estimates import LearningEstimate
     from jqodi.core.training import TrainConfig
     from jqodi.learning.curves import estimate_from_probe
     from jqodi.learning.reference import finetune
 
     sd, tr = scenario.data, scenario.training
-    data = end_device_data(sd.split, sd.dataset, train_size=sd.train_size, val_size=sd.val_size, seed=tr.seed)
+    data = end_device_data(sd.split, cloud_dataset_name(sd.dataset, sd.split), sd.data_dir, train_size=sd.train_size,
+                           val_size=sd.val_size, seed=tr.seed)
     train_cfg = TrainConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
                             batch_size=tr.batch_size, optimizer=tr.optimizer)
     all_bits = list(dict.fromkeys([*scenario.bits, *scenario.baseline_bits]))
@@ -276,11 +277,12 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
 def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobConfig, say: Say = _print) -> dict:
     """Step 5: predicted vs measured (epochs to target, final loss, time, energy, bytes); returns
     the ``learning_vs_prediction`` part of the summary."""
-    from jqodi.render.runs import format_inference, run_table
+    from jqodi.render.runs import format_inference, run_outcome, run_table
     from jqodi.runtime.inference import InferenceResult
 
     sol, row, target = planning.solution, planning.estimate, measurement.target_loss
     say("\n[5/5] predicted vs measured")
+    say(run_outcome(record))
     say(run_table(record))
     losses = [e["val_loss"] for e in record.epochs]
     reached = next((i + 1 for i, v in enumerate(losses) if v <= target), None)

@@ -14,8 +14,7 @@ from typing import Callable
 
 from jqodi.errors import JqodiError
 
-__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run",
-           "parse_dilation"]
+__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run"]
 
 Say = Callable[[str], None]
 
@@ -34,7 +33,9 @@ class RunOptions:
     requests per device combination after fine-tuning; ``random_init`` skips pretraining;
     ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
     ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``progress`` False:
-    no epoch lines and no progress bars while it runs (``--quiet``).
+    no epoch lines and no progress bars while it runs (``--quiet``); ``data_dir``: the folder of the
+    scenario's named datasets (overrides its ``data.data_dir``); ``estimates``: a learning-estimates JSON
+    (``jqodi estimate``) planned with instead of the scenario's ``learning:`` rows.
     """
 
     solver: str = "jqodi"
@@ -56,19 +57,8 @@ class RunOptions:
     random_init: bool = False
     trace_store: str | Path | None = "default"
     progress: bool | None = None
-
-
-def parse_dilation(text: str | None) -> float | str | None:
-    """``--dilation``: ``None``, ``"auto"`` or a number ≥ 1 (else a one-line error)."""
-    if text in (None, "auto"):
-        return text
-    try:
-        dilation = float(text)
-    except ValueError:
-        raise JqodiError(f"--dilation: expected a number ≥ 1 or 'auto', got {text!r}") from None
-    if dilation < 1:
-        raise JqodiError(f"--dilation: must be ≥ 1, got {dilation:g}")
-    return dilation
+    data_dir: str | None = None
+    estimates: str | Path | None = None
 
 
 def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
@@ -90,6 +80,9 @@ def load_for_run(path: str | Path | None, opts: RunOptions):
     scenario = load_scenario(path or default_scenario_path())
     if opts.cpu_scale:
         scenario = cpu_scale(scenario, train_size=opts.train_size, val_size=opts.val_size)
+    if opts.data_dir:
+        scenario = scenario.model_validate({**scenario.model_dump(),
+                                            "data": {**scenario.data.model_dump(), "data_dir": opts.data_dir}})
     return scenario
 
 
@@ -98,8 +91,13 @@ def plan_for_run(scenario, opts: RunOptions, say: Say = _print):
     from jqodi.core.costs import compile_instance
     from jqodi.planner import solve
 
+    estimates = None
+    if opts.estimates:
+        from jqodi.core.estimates import load_estimates
+
+        estimates = load_estimates(opts.estimates)
     say(f"planning {scenario.name} with {opts.solver} ...")
-    solution = solve(compile_instance(scenario), opts.solver, epochs=opts.epochs_estimate)
+    solution = solve(compile_instance(scenario, estimates=estimates), opts.solver, epochs=opts.epochs_estimate)
     if solution.status == "infeasible":
         raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in solution.schedule)
@@ -129,9 +127,18 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     job in the workdir, that job continues after its last completed epoch (no new plan)."""
     from jqodi.runtime.launch import run_plan
 
+    from jqodi.runtime.process import CHECKPOINT_NAME
+
     scenario = load_for_run(path, opts)
     workdir = Path(opts.workdir or f"runs/{scenario.name}")
-    resuming = opts.resume and (workdir / "job.json").is_file()
+    if opts.resume and not ((workdir / "job.json").is_file() and (workdir / CHECKPOINT_NAME).is_file()):
+        raise JqodiError(f"--resume: {workdir} holds no job.json and {CHECKPOINT_NAME} to continue from "
+                         f"(run without --resume to start over)")
+    resuming = opts.resume
+    if not resuming:  # data that cannot be loaded: said now, not after planning and starting the roles
+        from jqodi.core.data import check_scenario_data
+
+        check_scenario_data(scenario.data)
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
@@ -141,14 +148,7 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
 
 
 def report_run(record, workdir: str | Path | None = None) -> str:
-    """The run's text: predicted vs measured per phase, then the collaborative inference."""
-    from jqodi.render.runs import format_inference, run_table
-    from jqodi.runtime.inference import InferenceResult
+    """The run's report (:func:`jqodi.render.runs.run_report`): how it ended, predicted vs measured."""
+    from jqodi.render.runs import run_report
 
-    parts = ["", run_table(record)]
-    if record.inference:
-        parts += ["\ncollaborative inference",
-                  format_inference([InferenceResult.from_dict(r) for r in record.inference])]
-    if workdir is not None:
-        parts.append(f"\nrecord: {Path(workdir) / 'record.json'}")
-    return "\n".join(parts)
+    return run_report(record, workdir)

@@ -87,6 +87,12 @@ def _load_plugins(argv: Sequence[str]) -> None:
     load(_split_argv(argv)[0])
 
 
+def os_error_text(err: OSError) -> str:
+    """An OSError as the reason and the file it concerns (a rename names its target second)."""
+    name = err.filename2 or err.filename
+    return f"{err.strerror or err}: {name}" if name else str(err.strerror or err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -112,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:  # a file the user named cannot be read or written: name it, one line
+        print(f"jqodi {args.verb}: error: {os_error_text(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

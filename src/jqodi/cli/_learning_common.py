@@ -26,12 +26,17 @@ def _num(s: str) -> bool:
 
 
 def add_data_arguments(p, *, data_default="data1") -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help="cloud dataset: fashion-mnist or cifar10")
-    p.add_argument("--data", default=data_default, choices=["data1", "data2"],
-                   help="the end device's data: data1 (homogeneous) or data2 (heterogeneous)")
+    from jqodi.cli import _types as t
+
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="cloud dataset: fashion-mnist, cifar10, cifar100, or the path of your own image folder "
+                        "(one sub-folder per class) or .npz file")
+    p.add_argument("--data", default=data_default, metavar="data1|data2|PATH",
+                   help="the end device's data: data1 (homogeneous), data2 (heterogeneous), or the path of your "
+                        "own image folder or .npz file")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    p.add_argument("--train-size", type=int, default=None, help="SD train images (default: the paper's)")
-    p.add_argument("--val-size", type=int, default=None, help="SD validation images (default: the paper's)")
+    p.add_argument("--train-size", type=t.positive_int, default=None, help="SD train images (default: the paper's)")
+    p.add_argument("--val-size", type=t.positive_int, default=None, help="SD validation images (default: the paper's)")
     p.add_argument("--data-seed", type=int, default=0, help="seed that picks the SD's images")
 
 
@@ -45,3 +50,11 @@ def fmt(x, digits=4):
     if isinstance(x, float):
         return f"{x:.{digits}f}"
     return str(x)
+
+
+def set_verb_threads(args) -> int:
+    """Set torch's threads for a learning verb: ``--threads``, else :mod:`jqodi.core.threads`'s
+    default ($JQODI_THREADS, else every usable core)."""
+    from jqodi.core.threads import set_threads
+
+    return set_threads(args.threads)

@@ -11,10 +11,12 @@ def add_connection_arguments(p) -> None:
     from jqodi.runtime.job import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT_S, DEFAULT_TIMEOUT_S
 
     p.add_argument("--host", default=DEFAULT_HOST, help=f"rendezvous address (the cloud's; default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    from jqodi.cli import _types as t
+
+    p.add_argument("--port", type=t.port, default=DEFAULT_PORT, help=f"rendezvous port (default {DEFAULT_PORT})")
+    p.add_argument("--timeout", type=t.positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds of silence before a peer counts as failed (default {DEFAULT_TIMEOUT_S:g})")
-    p.add_argument("--startup-timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT_S, metavar="S",
+    p.add_argument("--startup-timeout", type=t.positive_float, default=DEFAULT_STARTUP_TIMEOUT_S, metavar="S",
                    help="seconds to wait for the rendezvous and for every role to join "
                         f"(default {DEFAULT_STARTUP_TIMEOUT_S:g})")
     p.add_argument("--message-log", default=None, metavar="FILE",
@@ -22,13 +24,18 @@ def add_connection_arguments(p) -> None:
     p.add_argument("--token-file", default=None, metavar="FILE",
                    help="the job's secret (written by the cloud to <workdir>/job.token); default: "
                         "$JQODI_JOB_TOKEN. Never pass the token itself on the command line")
+    p.add_argument("--threads", type=t.positive_int, default=None, metavar="N",
+                   help="torch CPU threads of this role (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--bind-host", default=None, metavar="ADDR",
                    help="address this process's sockets bind to (default: loopback if the rendezvous is "
                         "on loopback, else the address that routes to it)")
 
 
-def role_main(role: str, args, **kw) -> int:
+def role_main(role: str, args, *, after=None, **kw) -> int:
     """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
+
+    ``after(error)`` runs once the role has ended (``error``: ``None``, or the failure's line), in
+    the same error mapping: the cloud writes the run's record and prints its report there.
 
     Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
     """
@@ -36,21 +43,32 @@ def role_main(role: str, args, **kw) -> int:
     # names the role, the address and the timeout, so keep the C++ log to fatal errors (set before
     # torch is imported; TORCH_CPP_LOG_LEVEL=INFO brings it back)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
-    from jqodi.errors import JqodiError
+    from jqodi.errors import JqodiError, RuntimeFailure
     from jqodi.runtime.process import serve_role
 
     code = 0
+    if args.threads:
+        os.environ["JQODI_THREADS"] = str(args.threads)
     try:
-        for flag, value in (("--timeout", args.timeout), ("--startup-timeout", args.startup_timeout)):
-            if not (value > 0 and value != float("inf")):
-                raise JqodiError(f"{flag}: must be a number of seconds > 0, got {value:g}")
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
                           startup_timeout_s=args.startup_timeout,
                           bind_host=args.bind_host, message_log=args.message_log,
                           token_file=args.token_file, **kw)
+        if after is not None:
+            after(None)
     except JqodiError as e:
+        if after is not None and isinstance(e, RuntimeFailure):
+            try:
+                after(str(e))
+            except Exception as e2:  # noqa: BLE001 - the run's own error is the line to show
+                print(f"jqodi {role.split(':')[0]}: note: no record written: {e2}", file=sys.stderr)
         print(f"jqodi {role.split(':')[0]}: error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
+    except OSError as e:  # the workdir, a token or log file, a socket address: one line, not a traceback
+        from jqodi.cli import os_error_text
+
+        print(f"jqodi {role.split(':')[0]}: error: {os_error_text(e)}", file=sys.stderr, flush=True)
+        code = 2
     except KeyboardInterrupt:
         print(f"jqodi {role.split(':')[0]}: interrupted", file=sys.stderr, flush=True)
         code = 130

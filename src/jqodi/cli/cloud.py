@@ -10,6 +10,9 @@ def add_arguments(p) -> None:
     p.add_argument("--job", required=True, metavar="FILE", help="job JSON (written by 'jqodi run --write-job')")
     p.add_argument("--workdir", default=".", metavar="DIR", help="checkpoint and epoch records go here")
     p.add_argument("--resume", action="store_true", help="continue after the last checkpointed epoch")
+    p.add_argument("--no-report", action="store_true",
+                   help="neither write WORKDIR/record.json nor print the run's report at the end (the "
+                        "launcher of 'jqodi run' does both)")
     add_connection_arguments(p)
 
 
@@ -24,5 +27,35 @@ def run(args) -> int:
     try:
         job = Job.from_dict(json.loads(Path(args.job).read_text()))
     except (OSError, ValueError) as e:
-        raise JqodiError(f"--job: cannot read {args.job}: {e}") from e
-    return role_main("cloud", args, job=job, workdir=args.workdir, resume=args.resume)
+        raise JqodiError(f"--job: cannot read {args.job}: {str(e).splitlines()[0]}") from e
+    if args.resume:
+        from jqodi.runtime.process import CHECKPOINT_NAME
+
+        if not (Path(args.workdir) / CHECKPOINT_NAME).is_file():
+            raise JqodiError(f"--resume: no {CHECKPOINT_NAME} in {args.workdir} to continue from "
+                             f"(run without --resume to start over)")
+    import sys
+
+    wd = Path(args.workdir)
+    if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
+        wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
+        (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
+    emu = job.emulation
+    if not args.no_report and emu is not None and emu.enabled:
+        devices = ", ".join(f"{r}={d.name}" for r, d in sorted(emu.devices.items()))
+        print(f"jqodi cloud: EMULATION ON: every role pads its compute and links to the scenario's devices "
+              f"({devices}; dilation ×{emu.dilation:.3g}) and charges their power. On real hardware write the "
+              f"job with 'jqodi run SCENARIO --write-job FILE --no-emulate'", file=sys.stderr, flush=True)
+
+    def report(error: str | None) -> None:
+        if args.no_report:
+            return
+        from jqodi.render.runs import run_report
+        from jqodi.runtime.process import EPOCHS_NAME
+        from jqodi.runtime.record import record_from_epochs
+
+        rec = record_from_epochs(job, wd / EPOCHS_NAME, status="failed" if error else "completed", error=error)
+        rec.save(wd / "record.json")
+        print(run_report(rec, wd), flush=True)
+
+    return role_main("cloud", args, after=report, job=job, workdir=args.workdir, resume=args.resume)

@@ -8,6 +8,7 @@ HELP = ("the main job: describe the paper's Data 1 scenario, then measure, plan 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("scenario", nargs="?", default=None,
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transport", default="gloo", metavar="NAME",
                    choices=RegistryChoices("jqodi.runtime.launch:TRANSPORTS"),
                    help="main job: %(choices)s (gloo: separate processes, default; inprocess: threads, one process)")
-    p.add_argument("--requests", type=int, default=100, help="main job: inference requests per device combination")
+    p.add_argument("--requests", type=t.nonneg_int, default=100, help="main job: inference requests per device combination")
     p.add_argument("--store", default=None, metavar="DB",
                    help="main job: trace store the run records its epochs in (default $JQODI_HOME/traces.db)")
     p.add_argument("--no-traces", action="store_true", help="main job: do not record the run in the trace store")

@@ -9,22 +9,23 @@ HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Tab
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._learning_common import add_data_arguments, add_store_argument
 
-    p.add_argument("--target-loss", type=float, required=True, help="L_max: the validation loss to reach")
+    p.add_argument("--target-loss", type=t.positive_float, required=True, help="L_max: the validation loss to reach")
     p.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"])
-    p.add_argument("--bits", nargs="+", type=int, default=[2, 4, 6, 8])
+    p.add_argument("--bits", nargs="+", type=t.bits, default=[2, 4, 6, 8])
     add_data_arguments(p)
     p.add_argument("--method", choices=["auto", "probe", "store"], default="auto",
                    help="auto: prior runs of the candidate in the store when there are any, else a probe "
                         "combined with the prior learned from every stored run")
     # default None: the parser must not import the learning layer (numpy) just to list choices
-    p.add_argument("--probe-epochs", type=int, default=None,
+    p.add_argument("--probe-epochs", type=t.positive_int, default=None,
                    help="epochs of a probe run (1..5; default learning.estimate.DEFAULT_PROBE_EPOCHS = 5, "
                         "chosen on the held-out benchmark, docs/learning.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of probe runs")
-    p.add_argument("--width", type=float, default=None, help="width multiplier (default: CPU scale)")
-    p.add_argument("--pretrain-epochs", type=int, default=None,
+    p.add_argument("--width", type=t.width, default=None, help="width multiplier (default: CPU scale)")
+    p.add_argument("--pretrain-epochs", type=t.positive_int, default=None,
                    help="epochs of the cached cloud model (default 4), as for 'jqodi finetune'")
     add_store_argument(p)
     p.add_argument("--out", "-o", default="estimates.json", help="where to write the estimates (JSON)")
@@ -33,7 +34,8 @@ def add_arguments(p) -> None:
                         "name (exit 2 if not)")
     p.add_argument("--allow-estimate-mismatch", action="store_true",
                    help="with --check: report a mismatch as a note instead of refusing")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=t.positive_int, default=None,
+                   help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the estimates as JSON")
 
@@ -57,14 +59,18 @@ def run(args) -> int:
         raise JqodiError(f"--probe-epochs must be in 1..{MAX_PROBE_EPOCHS}, got {args.probe_epochs}")
     if args.pretrain_epochs is not None and args.pretrain_epochs < 1:
         raise JqodiError(f"--pretrain-epochs must be ≥ 1, got {args.pretrain_epochs}")
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise JqodiError(f"--out: {out} is a folder; give a file name (e.g. {out / 'estimates.json'})")
     for m in args.models:
         get_spec(m)
     for b in args.bits:
         check_bits(b)
-    if args.threads:
-        import torch
+    from jqodi.cli._learning_common import set_verb_threads
 
-        torch.set_num_threads(args.threads)
+    set_verb_threads(args)
     if args.check:
         return _check(args)
     from jqodi.core.data import end_device_data
@@ -109,7 +115,10 @@ def run(args) -> int:
     if not any(e.epochs_expected is not None for e in estimates):
         raise JqodiError(f"no candidate can reach target loss {args.target_loss}: every K estimate is ∞ "
                          f"(nothing written to {args.out}); raise --target-loss")
-    save_estimates(args.out, estimates)
+    try:
+        save_estimates(out, estimates)
+    except OSError as e:
+        raise JqodiError(f"--out: cannot write {out}: {e.strerror or e}") from e
     if not args.json:
         print(f"wrote {len(estimates)} estimates to {args.out} (use: jqodi instance SCENARIO --estimates {args.out})")
     return 0

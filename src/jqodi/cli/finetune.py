@@ -7,33 +7,33 @@ HELP = "fine-tune a cloud-pretrained model at q bits on the end device's data (r
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._learning_common import add_data_arguments, add_store_argument
 
     p.add_argument("--model", required=True, help="registered model: lenet, vgg, resnet20, or one a plugin adds")
-    p.add_argument("--bits", type=int, required=True, help="weight bit-width 1..8, or 32 (no quantization)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--bits", type=t.bits, required=True, help="weight bit-width 1..8, or 32 (no quantization)")
+    p.add_argument("--epochs", type=t.positive_int, default=20)
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order and stochastic rounding")
     add_data_arguments(p)
-    p.add_argument("--width", type=float, default=None, help="width multiplier (default: CPU scale)")
-    p.add_argument("--pretrain-epochs", type=int, default=None, help="epochs of the cached cloud model (default 4)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--width", type=t.width, default=None, help="width multiplier (default: CPU scale)")
+    p.add_argument("--pretrain-epochs", type=t.positive_int, default=None, help="epochs of the cached cloud model (default 4)")
+    p.add_argument("--lr", type=t.positive_float, default=None)
+    p.add_argument("--batch-size", type=t.int_at_least(2), default=None)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None)
-    p.add_argument("--act-bits", type=int, default=None, help="activation bit-width (default 8; 32 = off)")
+    p.add_argument("--act-bits", type=t.int_at_least(1), default=None, help="activation bit-width (default 8; 32 = off)")
     p.add_argument("--return-mode", default=None, choices=["codes", "stochastic", "delta-fp16", "latent"],
                    help="what the return trip carries (default stochastic q-bit codes)")
-    p.add_argument("--target-loss", type=float, default=None, help="stop once the validation loss is ≤ this")
+    p.add_argument("--target-loss", type=t.positive_float, default=None, help="stop once the validation loss is ≤ this")
     add_store_argument(p)
     p.add_argument("--no-store", action="store_true", help="do not record the run")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=t.positive_int, default=None,
+                   help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the run as JSON")
 
 
 def run(args) -> int:
     import dataclasses
-
-    import torch
 
     from jqodi.cli._learning_common import fmt, table
     from jqodi.core.data import end_device_data
@@ -44,8 +44,9 @@ def run(args) -> int:
     from jqodi.learning.reference import finetune
     from jqodi.core.zoo import get_spec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from jqodi.cli._learning_common import set_verb_threads
+
+    set_verb_threads(args)
     get_spec(args.model)
     check_bits(args.bits)
     overrides = {k: v for k, v in {"lr": args.lr, "batch_size": args.batch_size, "optimizer": args.optimizer,

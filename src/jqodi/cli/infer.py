@@ -10,10 +10,12 @@ HELP = "serve requests with a fine-tuned model: SD+ES (split) and SD-only latenc
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
+
     p.add_argument("--workdir", default=None, metavar="DIR",
                    help="a run's directory (job.json + checkpoint.pt; default runs/<default scenario>)")
-    p.add_argument("--requests", type=int, default=100, metavar="N", help="requests per combination (default 100)")
-    p.add_argument("--cut", type=int, default=None, help="partition point (default: the plan's last)")
+    p.add_argument("--requests", type=t.positive_int, default=100, metavar="N", help="requests per combination (default 100)")
+    p.add_argument("--cut", type=t.nonneg_int, default=None, help="partition point (default: the plan's last)")
     p.add_argument("--no-emulate", action="store_true", help="run flat out (no device padding or link limits)")
     p.add_argument("--plan", metavar="FILE", default=None,
                    help="a solution JSON ('jqodi plan --json') with a serving section: serve with its "
@@ -40,9 +42,10 @@ def run(args) -> int:
         wd = Path(f"runs/{load_scenario(default_scenario_path()).name}")
     if not (wd / "job.json").is_file():
         raise JqodiError(f"--workdir: {wd} holds no job.json (run 'jqodi run' first)")
-    if args.requests < 1:
-        raise JqodiError(f"--requests: must be ≥ 1, got {args.requests}")
-    job = Job.from_dict(json.loads((wd / "job.json").read_text()))
+    try:
+        job = Job.from_dict(json.loads((wd / "job.json").read_text()))
+    except (OSError, ValueError) as e:  # ValueError: not JSON (a JobError names the bad field itself)
+        raise JqodiError(f"--workdir: cannot read {wd / 'job.json'}: {str(e).splitlines()[0]}") from e
     torch.set_num_threads(1)
     master = initial_master(job)
     state = load_checkpoint(wd, job, master)
@@ -76,6 +79,8 @@ def run(args) -> int:
         fig, lines = served_vs_planned(res[0], served)
         print("\n".join(lines))
         out[0]["planned_serving"] = fig
+    if args.no_emulate and res:
+        print(_energy_note(job, {k: v for r in res for k, v in r.meters.items()}))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
@@ -106,3 +111,16 @@ def _planned_serving(path, job) -> dict:
         raise JqodiError(f"--plan: the plan serves via edge {sv.get('edge')!r}, not one of the run's "
                          f"({', '.join(edges)})")
     return sv
+def _energy_note(job, meters: dict) -> str:
+    """What ``--no-emulate`` charges: each node's meter, and for the model meter whose power."""
+    devices = job.emulation.devices if job.emulation is not None else {}
+    parts = []
+    for node, meter in sorted(meters.items()):
+        dev = devices.get(node)
+        if meter == "model" and dev is not None:
+            parts.append(f"{node}: model meter, the scenario's {dev.name} busy power "
+                         f"({dev.busy_power_w:g} W) × this host's busy time")
+        else:
+            parts.append(f"{node}: {meter} meter")
+    return ("note: --no-emulate: energy per request is " + "; ".join(parts)
+            + (" — not this host's power" if any(m == "model" for m in meters.values()) else ""))

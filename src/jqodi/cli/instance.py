@@ -1,4 +1,4 @@
-"""``jqodi instance``: compile a scenario into the planning instance (DESIGN.md contract)."""
+"""``jqodi instance``: compile a scenario into the planning instance (docs/interfaces.md contract)."""
 from __future__ import annotations
 
 import argparse

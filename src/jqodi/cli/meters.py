@@ -8,15 +8,16 @@ HELP = "list the energy meters available here and read one short window"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("--kind", default="auto", metavar="KIND",
                    choices=RegistryChoices("jqodi.runtime.energy:METERS", before=("auto",)),
                    help="meter to read the window with: %(choices)s (default: auto = nvml → rapl → model → null)")
-    p.add_argument("--busy-power-w", type=float, default=None, metavar="W",
+    p.add_argument("--busy-power-w", type=t.positive_float, default=None, metavar="W",
                    help="busy power for the model meter, in watts (enables it)")
-    p.add_argument("--gpu-index", type=int, default=0, help="GPU the nvml meter reads (default 0)")
-    p.add_argument("--window-ms", type=float, default=300.0,
+    p.add_argument("--gpu-index", type=t.nonneg_int, default=0, help="GPU the nvml meter reads (default 0)")
+    p.add_argument("--window-ms", type=t.positive_float, default=300.0,
                    help="length of the sample window in milliseconds (default 300)")
     p.add_argument("--idle", action="store_true",
                    help="sleep during the window instead of keeping one CPU core busy")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     meter = make_meter(args.kind, busy_power_w=args.busy_power_w, gpu_index=args.gpu_index)
     try:
-        window_s = max(0.0, args.window_ms / 1e3)
+        window_s = args.window_ms / 1e3
         meter.begin_window("jqodi-meters")
         deadline = time.monotonic() + window_s
         if args.idle:

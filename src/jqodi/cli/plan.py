@@ -14,6 +14,7 @@ HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 
 
 def add_arguments(p):
+    from jqodi.cli import _types as t
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("scenario", nargs="?", metavar="SCENARIO",
@@ -28,7 +29,7 @@ def add_arguments(p):
     p.add_argument("--estimates", metavar="FILE",
                    help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
     p.add_argument("--model", help="model for partition-only")
-    p.add_argument("--bits", type=int, help="bit-width for partition-only")
+    p.add_argument("--bits", type=t.bits, help="bit-width for partition-only")
     p.add_argument("--json", action="store_true", help="print the solution(s) as JSON")
 
 

@@ -7,29 +7,32 @@ HELP = "pretrain zoo models on the cloud dataset (cached checkpoints, the paper'
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
+
     p.add_argument("--models", nargs="+", default=["lenet", "vgg", "resnet20"], help="zoo models to pretrain")
-    p.add_argument("--dataset", default="fashion-mnist", help="cloud dataset: fashion-mnist or cifar10")
+    p.add_argument("--dataset", default="fashion-mnist", help="cloud dataset: fashion-mnist, cifar10, cifar100, or the path of your own image folder "
+                        "(one sub-folder per class) or .npz file")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    p.add_argument("--width", type=float, default=None,
+    p.add_argument("--width", type=t.width, default=None,
                    help="width multiplier (default: CPU scale, lenet 0.25, vgg 0.125, resnet20 0.5; 1 = paper)")
-    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default 4)")
+    p.add_argument("--epochs", type=t.positive_int, default=None, help="pretraining epochs (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="pretrain again even if a checkpoint is cached")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=t.positive_int, default=None,
+                   help="torch CPU threads (default: $JQODI_THREADS, else every usable core)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args) -> int:
-    import torch
-
     from jqodi.cli._learning_common import fmt, table
     from jqodi.core.quant import model_size_bytes
     from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, load_pretrained
     from jqodi.core.zoo import get_spec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from jqodi.cli._learning_common import set_verb_threads
+
+    set_verb_threads(args)
     for m in args.models:
         get_spec(m)  # unknown model -> ModelError before any work
     epochs = DEFAULT_PRETRAIN_EPOCHS if args.epochs is None else args.epochs

@@ -21,16 +21,6 @@ def _shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _width(text: str) -> float:
-    try:
-        width = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"width must be a number, got {text!r}") from None
-    if not 0 < width <= 16:  # also rejects nan; the same range a scenario's models[].width allows
-        raise argparse.ArgumentTypeError(f"width must be within (0, 16], got {text!r}")
-    return width
-
-
 def _bits(text: str) -> list[int]:
     try:
         bits = [int(b) for b in text.split(",") if b.strip()]
@@ -42,14 +32,16 @@ def _bits(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jqodi.cli import _types as t
+
     p.add_argument("--model", default="lenet", help="registered model name (lenet, vgg, resnet20, ...)")
     p.add_argument("--input", type=_shape, default=(3, 32, 32), metavar="CxHxW",
                    help="input shape of one sample (default 3x32x32; Fashion-MNIST is 1x28x28)")
-    p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
-    p.add_argument("--width", type=_width, default=1.0, help="width multiplier in (0, 16] (default 1.0 = paper size)")
+    p.add_argument("--classes", type=t.int_at_least(2), default=10, help="number of classes (default 10)")
+    p.add_argument("--width", type=t.width, default=1.0, help="width multiplier in (0, 16] (default 1.0 = paper size)")
     p.add_argument("--bits", type=_bits, default=[1, 2, 4, 6, 8, 32], metavar="LIST",
                    help="bit-widths to size the blocks at (default 1,2,4,6,8,32)")
-    p.add_argument("--act-bits", type=int, default=8, help="bits per activation element at the cuts (default 8)")
+    p.add_argument("--act-bits", type=t.int_at_least(1), default=8, help="bits per activation element at the cuts (default 8)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--refresh", action="store_true",
                    help="recompute the profile with torch and overwrite the one stored in $JQODI_HOME/profiles "

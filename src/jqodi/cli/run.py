@@ -10,6 +10,7 @@ HELP = "plan a scenario and run the plan: cloud, edge and end processes on this 
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: the packaged Data 1)")
@@ -23,20 +24,24 @@ def add_arguments(p) -> None:
                                         "inprocess: threads of this process)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir after its last completed epoch")
     p.add_argument("--workdir", default=None, metavar="DIR", help="checkpoint, job and record (default runs/<scenario>)")
-    p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="run only the plan's first N epochs")
+    p.add_argument("--max-epochs", type=t.positive_int, default=None, metavar="N", help="run only the plan's first N epochs")
     p.add_argument("--cpu-scale", action="store_true",
                    help="run at CPU scale: the models' CPU widths on Fashion-MNIST (the scenario's devices unchanged)")
-    p.add_argument("--train-size", type=int, default=None, help="with --cpu-scale: SD training samples")
-    p.add_argument("--val-size", type=int, default=None, help="with --cpu-scale: SD validation samples")
+    p.add_argument("--train-size", type=t.positive_int, default=None, help="with --cpu-scale: SD training samples")
+    p.add_argument("--val-size", type=t.positive_int, default=None, help="with --cpu-scale: SD validation samples")
+    p.add_argument("--estimates", metavar="FILE", default=None,
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder holding the scenario's named dataset files (overrides its data.data_dir)")
     p.add_argument("--no-emulate", action="store_true", help="run flat out: no padding, no link rate limits")
-    p.add_argument("--dilation", default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--dilation", type=t.dilation, default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
+    p.add_argument("--timeout", type=t.positive_float, default=None, metavar="S",
                    help="failure detection: seconds of silence before a peer counts as failed (default: scenario's)")
-    p.add_argument("--startup-timeout", type=float, default=None, metavar="S",
+    p.add_argument("--startup-timeout", type=t.positive_float, default=None, metavar="S",
                    help="seconds the roles wait for each other to start and join "
                         "(default: jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S, 300)")
-    p.add_argument("--port", type=int, default=None, help="rendezvous port (default: a free one)")
-    p.add_argument("--requests", type=int, default=0, metavar="N",
+    p.add_argument("--port", type=t.port, default=None, help="rendezvous port (default: a free one)")
+    p.add_argument("--requests", type=t.nonneg_int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
     p.add_argument("--meter", default="auto", metavar="KIND",
                    choices=RegistryChoices("jqodi.runtime.energy:METERS", before=("auto",)),
@@ -56,20 +61,26 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from jqodi.app.run import RunOptions, job_for_scenario, parse_dilation, report_run, run_scenario
+    from jqodi.app.run import RunOptions, job_for_scenario, report_run, run_scenario
 
     opts = RunOptions(solver=args.solver, epochs_estimate=args.epochs_estimate, transport=args.transport,
                       resume=args.resume, workdir=args.workdir, max_epochs=args.max_epochs,
                       cpu_scale=args.cpu_scale, train_size=args.train_size, val_size=args.val_size,
-                      emulate=not args.no_emulate, dilation=parse_dilation(args.dilation), timeout_s=args.timeout,
+                      emulate=not args.no_emulate, dilation=args.dilation, timeout_s=args.timeout,
                       startup_timeout_s=args.startup_timeout, port=args.port, requests=args.requests,
                       meter=args.meter, random_init=args.random_init,
                       trace_store=None if args.no_traces else (args.store or "default"),
-                      progress=False if args.quiet else None)
+                      progress=False if args.quiet else None, data_dir=args.data_dir, estimates=args.estimates)
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
+        if job.emulation is not None and job.emulation.enabled:
+            print("note: this job EMULATES the scenario's devices and links (their speed and power, "
+                  f"dilation ×{job.emulation.dilation:.3g}); for roles on the real devices write it with "
+                  "--no-emulate, so each node's own meter measures its energy")
+        else:
+            print(f"emulation off: each node runs flat out and its meter ({job.meter}) measures its energy")
         return 0
     rec, workdir = run_scenario(args.scenario, opts)
     print(report_run(rec, workdir))

@@ -8,11 +8,12 @@ HELP = "list and export fine-tuning traces, the runtime's runs included (table, 
 
 
 def add_arguments(p) -> None:
+    from jqodi.cli import _types as t
     from jqodi.cli._learning_common import add_store_argument
 
     add_store_argument(p)
     p.add_argument("--model", default=None)
-    p.add_argument("--bits", type=int, default=None)
+    p.add_argument("--bits", type=t.bits, default=None)
     p.add_argument("--dataset", default=None)
     p.add_argument("--data", default=None, help="data1 or data2")
     p.add_argument("--source", default=None, help="finetune, probe or runtime (a run of a plan)")

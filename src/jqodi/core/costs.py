@@ -12,7 +12,7 @@ For a model M_a quantized to π_q bits (M_(a,q)), cut after block j, deep part o
 * Eq. (9)  τ^tran = 2·(D^{c→e}/v_(c,x) + D^{e→d}/v_(x,y))
 * Eq. (10) ε^tran = 2·(D^{c→e}·ε_(c,x) + D^{e→d}·ε_(x,y))
 
-Where the paper leaves a quantity open we use (DESIGN.md):
+Where the paper leaves a quantity open we use (docs/interfaces.md):
 
 * d^i = N_train·3·f_i + N_val·f_i, f_i the forward FLOPs of block i for one sample
   (:mod:`jqodi.core.profile`): training ≈ forward + 2× for backward, then one validation pass.
@@ -417,7 +417,7 @@ def _merge_estimates(scenario: Scenario, estimates: Iterable[LearningEstimate] |
 
 def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] | None = None,
                      profiles: dict[str, ModelProfile] | None = None, cost_model: str | None = None):
-    """Compile a scenario into a :class:`jqodi.planner.PlanningInstance` (DESIGN.md contract).
+    """Compile a scenario into a :class:`jqodi.planner.PlanningInstance` (docs/interfaces.md contract).
 
     ``estimates`` (e.g. measured by ``jqodi estimate``) override the scenario's static
     ``learning:`` rows for the same (model, bits). A (model, bits) with no estimate at all is

@@ -18,6 +18,11 @@ The paper's end device (SD) owns a small private dataset (Section V-A):
 normalised float images (N×C×H×W) and int64 labels; ``cloud`` is the cloud's pretraining set
 (the full train split), loaded on first use. Everything is seeded and reproducible.
 
+Your own data (:mod:`jqodi.core.userdata`): wherever a dataset is named, a path to an image
+folder (one sub-folder per class) or a ``.npz`` file works too — as the cloud's ``dataset`` (its
+train split pretrains the models) and as the end device's data in place of ``data1``/``data2``
+(its train/val splits are the SD's; sizes default to all of them).
+
 Missing or corrupt files raise :class:`jqodi.errors.DataError` naming the path and how to get
 the data.
 """
@@ -42,6 +47,9 @@ __all__ = [
     "EndDeviceData",
     "FASHION_MNIST_DIR",
     "SD_SPLITS",
+    "check_scenario_data",
+    "cloud_dataset_name",
+    "dataset_classes",
     "end_device_data",
     "load_cifar",
     "load_fashion_mnist",
@@ -61,9 +69,12 @@ _NORM = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-DATASETS = ("fashion-mnist", "cifar10")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 _ALIASES = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist",
-            "cifar10": "cifar10", "cifar-10": "cifar10", "cifar": "cifar10"}
+            "cifar10": "cifar10", "cifar-10": "cifar10", "cifar": "cifar10",
+            "cifar100": "cifar100", "cifar-100": "cifar100"}
+_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
+_SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 #: The paper's SD split sizes (train, val).
 SD_SPLITS = {"data1": (2000, 500), "data2": (5000, 1000)}
@@ -208,7 +219,13 @@ def load_cifar(data_dir: str | Path | None = None, split: str = "train",
 
 
 def load_raw(dataset: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw uint8 images and int64 labels of ``dataset`` ("fashion-mnist", "cifar10", "cifar100")."""
+    """Raw uint8 images and int64 labels of ``dataset`` ("fashion-mnist", "cifar10", "cifar100", or the
+    path of your own image folder / ``.npz``: ``split`` "train" is its train split, "test" its val split)."""
+    from jqodi.core.userdata import is_user_dataset, load_user_dataset
+
+    if is_user_dataset(dataset):
+        ud = load_user_dataset(dataset)
+        return (ud.x_train, ud.y_train) if split == "train" else (ud.x_val, ud.y_val)
     if dataset == "fashion-mnist":
         return load_fashion_mnist(data_dir, split)
     if dataset in ("cifar10", "cifar100"):
@@ -217,14 +234,66 @@ def load_raw(dataset: str, split: str, data_dir: str | Path | None = None) -> tu
 
 
 def canonical_dataset(name: str) -> str:
+    """A known dataset's canonical name, or the absolute path of your own (image folder, ``.npz``)."""
+    from jqodi.core.userdata import is_user_dataset
+
+    if is_user_dataset(name):
+        return str(Path(name).expanduser().resolve())
     try:
         return _ALIASES[name.lower()]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image "
+                        f"folder (one sub-folder per class) or a .npz file") from None
+
+
+def cloud_dataset_name(dataset: str, split: str) -> str:
+    """The cloud's dataset of a scenario's ``data``: CIFAR-10 for the paper's Data 2 on CIFAR, whose
+    images come from CIFAR-100 (a scenario may name either); else ``dataset`` itself."""
+    return "cifar10" if split == "data2" and dataset in ("cifar100", "cifar-100") else dataset
+
+
+def check_scenario_data(data) -> None:
+    """Load a scenario's ``data`` (a :class:`jqodi.core.scenario.DataSpec`) as a run would and check
+    it against the scenario: raises :class:`DataError` (files missing or unreadable, another shape
+    or class count) before anything is planned or started."""
+    try:
+        sd = end_device_data(data.split, cloud_dataset_name(data.dataset, data.split), data.data_dir,
+                             data.train_size, data.val_size)
+    except DataError as e:
+        raise DataError(f"data: {e}") from e
+    if tuple(sd.input_shape) != tuple(data.input_shape):
+        raise DataError(f"data.input_shape: the scenario says {'x'.join(map(str, data.input_shape))} but "
+                        f"{sd.description} are {'x'.join(map(str, sd.input_shape))}")
+    if sd.num_classes != data.num_classes:
+        raise DataError(f"data.num_classes: the scenario says {data.num_classes} but the model trained on "
+                        f"{sd.dataset} has {sd.num_classes} outputs")
+
+
+def dataset_classes(dataset: str) -> int:
+    """How many classes ``dataset`` has (a model trained on it has this many outputs)."""
+    dataset = canonical_dataset(dataset)
+    if dataset in _CLASSES:
+        return _CLASSES[dataset]
+    from jqodi.core.userdata import load_user_dataset
+
+    return load_user_dataset(dataset).num_classes
+
+
+def _shape(dataset: str) -> tuple[int, int, int]:
+    if dataset in _SHAPES:
+        return _SHAPES[dataset]
+    from jqodi.core.userdata import load_user_dataset
+
+    return load_user_dataset(dataset).input_shape
 
 
 def _to_tensor(images: np.ndarray, dataset: str) -> torch.Tensor:
-    mean, std = _NORM[dataset]
+    if dataset in _NORM:
+        mean, std = _NORM[dataset]
+    else:  # your own dataset: its train split's statistics
+        from jqodi.core.userdata import load_user_dataset
+
+        mean, std = load_user_dataset(dataset).norm()
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
@@ -297,10 +366,15 @@ def end_device_data(name: str = "data1", dataset: str = "fashion-mnist", data_di
     images (a seeded permutation); the same arguments always give the same tensors.
     ``classes`` (CIFAR Data 2 only) picks the ten CIFAR-100 fine classes.
     """
+    from jqodi.core.userdata import is_user_dataset
+
+    dataset = canonical_dataset(dataset)
+    if is_user_dataset(name):
+        return _own_end_device_data(name, dataset, train_size, val_size, seed)
     name = name.lower()
     if name not in SD_SPLITS:
-        raise DataError(f"unknown end-device data {name!r}; known: {', '.join(SD_SPLITS)}")
-    dataset = canonical_dataset(dataset)
+        raise DataError(f"unknown end-device data {name!r}; known: {', '.join(SD_SPLITS)}, or the path of an "
+                        f"image folder (one sub-folder per class) or a .npz file")
     n_train = SD_SPLITS[name][0] if train_size is None else int(train_size)
     n_val = SD_SPLITS[name][1] if val_size is None else int(val_size)
     rng = np.random.default_rng([seed, 0 if name == "data1" else 1])
@@ -349,4 +423,40 @@ def end_device_data(name: str = "data1", dataset: str = "fashion-mnist", data_di
         train=TensorDataset(_to_tensor(xtr, norm), torch.from_numpy(np.ascontiguousarray(ytr))),
         val=TensorDataset(_to_tensor(xva, norm), torch.from_numpy(np.ascontiguousarray(yva))),
         input_shape=tuple(int(s) for s in xtr.shape[1:]),  # type: ignore[arg-type]
-        num_classes=10, seed=seed, description=desc, _cloud_loader=cloud_loader)
+        num_classes=dataset_classes(dataset) if name == "data1" else 10, seed=seed, description=desc,
+        _cloud_loader=cloud_loader)
+
+
+def _own_end_device_data(path: str, dataset: str, train_size: int | None, val_size: int | None,
+                         seed: int) -> EndDeviceData:
+    """The SD's data from your own image folder or ``.npz``, shaped and normalised as the cloud's
+    ``dataset`` (the SD fine-tunes the cloud's model); ``None`` sizes take the whole splits."""
+    from jqodi.core.userdata import load_user_dataset
+
+    path = canonical_dataset(path)
+    ud = load_user_dataset(path, shape=_shape(dataset), seed=seed)
+    n_cls = dataset_classes(dataset)
+    if int(max(ud.y_train.max(), ud.y_val.max())) >= n_cls:
+        raise DataError(f"{path}: {ud.num_classes} classes, but the cloud's dataset {dataset} has {n_cls}: the "
+                        f"model has {n_cls} outputs")
+    rng = np.random.default_rng([seed, 2])
+    picks = []
+    for split, x, y, n in (("train", ud.x_train, ud.y_train, train_size), ("val", ud.x_val, ud.y_val, val_size)):
+        n = len(y) if n is None else int(n)
+        if n < 1 or n > len(y):
+            raise DataError(f"{path}: {n} {split} images requested but its {split} split holds {len(y)}")
+        idx = rng.permutation(len(y))[:n]
+        picks.append((x[idx], y[idx]))
+    (xtr, ytr), (xva, yva) = picks
+
+    def cloud_loader() -> TensorDataset:
+        return cloud_dataset(dataset)
+
+    return EndDeviceData(
+        name=path, dataset=dataset,
+        train=TensorDataset(_to_tensor(xtr, dataset), torch.from_numpy(np.ascontiguousarray(ytr))),
+        val=TensorDataset(_to_tensor(xva, dataset), torch.from_numpy(np.ascontiguousarray(yva))),
+        input_shape=tuple(int(s) for s in xtr.shape[1:]),  # type: ignore[arg-type]
+        num_classes=n_cls, seed=seed, description=f"{len(ytr)}+{len(yva)} images of your own data {path} "
+                                                  f"({ud.num_classes} classes)",
+        _cloud_loader=cloud_loader)

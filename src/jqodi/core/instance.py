@@ -1,6 +1,6 @@
 """The planning instance and the solution: the contract between compilers and solvers.
 
-This is the JSON form documented in DESIGN.md ("The planning instance (contract)"). It is
+This is the JSON form documented in docs/interfaces.md ("The planning instance (contract)"). It is
 plain data: no torch, no numpy needed. ``PlanningInstance.from_dict`` validates and names the
 offending field path in a :class:`~jqodi.errors.PlanningError`; ``to_dict`` gives back the
 contract's JSON (infeasible options are never in ``options``: JSON has no infinity).
@@ -250,7 +250,7 @@ class ScheduleEntry:
 
 @dataclass(frozen=True)
 class Solution:
-    """A solver's answer (DESIGN.md). Energy and time include the one-off quantization cost.
+    """A solver's answer (docs/interfaces.md). Energy and time include the one-off quantization cost.
 
     ``extra`` holds solver-specific detail (the estimate planned for, gap, plan time,
     the infeasibility explanation); it is emitted under its own keys in ``to_dict``.

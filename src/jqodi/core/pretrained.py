@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from jqodi.core.progress import Progress, one_time
+from jqodi.errors import JqodiError
 from jqodi.core.training import default_width, epoch_batch_order, evaluate, train_step
 
 __all__ = ["DEFAULT_PRETRAIN_EPOCHS", "Pretrained", "load_pretrained", "pretrain"]
@@ -36,6 +37,10 @@ def _cache_path(model_name: str, dataset: str, width: float, epochs: int, seed: 
     from jqodi.core.paths import pretrained_dir
 
     d = Path(cache_dir) if cache_dir is not None else pretrained_dir()
+    if "/" in dataset:  # your own dataset, by path: its name and a digest of the path
+        import hashlib
+
+        dataset = f"{Path(dataset).stem}-{hashlib.sha256(dataset.encode()).hexdigest()[:10]}"
     return d / f"{dataset}_{model_name}_w{width:g}_e{epochs}_s{seed}.pt"
 
 
@@ -49,18 +54,22 @@ def pretrain(model_name: str, dataset: str = "fashion-mnist", width: float | Non
     steps on a copy of the model, timed, × the steps to do; ``note`` is added to that line), then
     shows progress with rate and ETA over all epochs.
     """
-    from jqodi.core.data import canonical_dataset, cloud_dataset
+    from jqodi.core.data import canonical_dataset, cloud_dataset, dataset_classes
     from jqodi.core.zoo import build_model
+
+    if epochs < 1:
+        raise JqodiError(f"pretraining needs ≥ 1 epoch, got {epochs}")
 
     dataset = canonical_dataset(dataset)
     width = default_width(model_name) if width is None else width
     full = cloud_dataset(dataset, data_dir, size=cloud_size, seed=seed)
     x, y = full.tensors
-    n_val = min(5000, len(y) // 10)
+    n_val = max(1, min(5000, len(y) // 10))
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     val = TensorDataset(x[perm[:n_val]], y[perm[:n_val]])
     tr_x, tr_y = x[perm[n_val:]], y[perm[n_val:]]
-    model = build_model(model_name, tuple(x.shape[1:]), 10, width, seed=seed)
+    n_classes = dataset_classes(dataset)
+    model = build_model(model_name, tuple(x.shape[1:]), n_classes, width, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * math.ceil(len(tr_y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr * 3, total_steps=max(1, steps))
@@ -87,7 +96,7 @@ def pretrain(model_name: str, dataset: str = "fashion-mnist", width: float | Non
     g = torch.Generator().manual_seed(seed + 1)
     calib = tr_x[torch.randperm(len(tr_y), generator=g)[:256]].clone()
     meta = {"model": model_name, "dataset": dataset, "width": width, "epochs": epochs, "seed": seed,
-            "input_shape": list(x.shape[1:]), "num_classes": 10, "cloud_train_size": len(tr_y),
+            "input_shape": list(x.shape[1:]), "num_classes": n_classes, "cloud_train_size": len(tr_y),
             "cloud_val_loss": history[-1]["val_loss"] if history else None,
             "cloud_val_accuracy": history[-1]["val_accuracy"] if history else None,
             "wall_s": time.perf_counter() - t0, "history": history}

@@ -59,11 +59,34 @@ def _three_sizes(v: Any) -> Any:
     return v
 
 
-class DataSpec(Strict):
-    """The end device's private data: which dataset and split, how many samples."""
+def _dataset_name(v: Any) -> Any:
+    """A known dataset, or the path of your own (an image folder, a ``.npz`` file): checked for
+    existence by :func:`jqodi.core.data.check_scenario_data` (``jqodi run``), not here — planning
+    needs no data."""
+    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not (
+            v.endswith(".npz") or "/" in v or v.startswith(".")):
+        raise ValueError(f"must be fashion-mnist, cifar10, cifar100 or the path of an image folder or a .npz "
+                         f"file (with a '/'), got {v!r}")
+    return v
 
-    dataset: Literal["fashion-mnist", "cifar10", "cifar100"] = "cifar10"
-    split: Literal["data1", "data2"] = "data1"
+
+def _split_name(v: Any) -> Any:
+    if isinstance(v, str) and v not in ("data1", "data2") and not (v.endswith(".npz") or "/" in v
+                                                                    or v.startswith(".")):
+        raise ValueError(f"must be data1, data2 or the path of your own image folder or .npz file "
+                         f"(with a '/'), got {v!r}")
+    return v
+
+
+class DataSpec(Strict):
+    """The data: the cloud's ``dataset`` (its train split pretrains the models) and the end
+    device's private ``split`` — the paper's data1/data2 drawn from it, or the path of your own
+    image folder or ``.npz`` (then ``train_size``/``val_size`` are taken from its splits) —
+    how many samples, and ``data_dir``, the folder holding the named datasets' files."""
+
+    dataset: Annotated[str, BeforeValidator(_dataset_name)] = "cifar10"
+    split: Annotated[str, BeforeValidator(_split_name)] = "data1"
+    data_dir: str | None = None
     train_size: SampleCount
     val_size: SampleCount
     input_shape: Annotated[tuple[PosInt, PosInt, PosInt], BeforeValidator(_three_sizes)] = (3, 32, 32)
@@ -94,7 +117,8 @@ class TrainingSpec(Strict):
     """
 
     # The defaults are jqodi.core.train_config's (one set for the scenario, the job and the reference).
-    batch_size: PosInt = TRAIN_DEFAULTS.batch_size
+    # ≥ 2: batch normalisation (VGG, ResNet20) cannot train on batches of one sample
+    batch_size: Annotated[int, NoBool, Field(ge=2, le=10**6)] = TRAIN_DEFAULTS.batch_size
     optimizer: Literal["adam", "sgd"] = TRAIN_DEFAULTS.optimizer  # type: ignore[assignment]
     lr: PosFloat = TRAIN_DEFAULTS.lr
     momentum: Annotated[float, NoBool, Field(ge=0, lt=1)] = TRAIN_DEFAULTS.momentum

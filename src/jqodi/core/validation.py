@@ -130,7 +130,8 @@ def _problem(err: dict, top: str, unknown: str) -> tuple[str, str]:
 
 def error_line(e: ValidationError, *, top: str = "(top level)", prefix: str = "",
                unknown: str = "unknown field") -> str:
-    """The first problem of ``e`` as one line ``<prefix><path>: <problem> (+N more)``.
+    """The first problem of ``e`` as one line ``<prefix><path>: <problem> (+N more)``; when it is a
+    missing field, every missing field is named (``a.x, a.y: missing fields``).
 
     Alternatives of a union that share the first problem's path are joined with "or".
     ``prefix`` is prepended to every path (e.g. ``"job."``); ``top`` names the document itself.
@@ -142,11 +143,22 @@ def error_line(e: ValidationError, *, top: str = "(top level)", prefix: str = ""
     if alts:
         problem = " or ".join(dict.fromkeys([problem, *alts]))
     rest = len(errors) - 1 - len(alts)
+    if problem == "missing field":  # name every missing field, not the first one and "+N more"
+        missing = [q for q, p in same if p == "missing field" and q != path]
+        if missing:
+            problem, rest = "missing fields", rest - len(missing)
+    else:
+        missing = []
     more = f" (+{rest} more)" if rest > 0 else ""
-    if prefix:
-        path = prefix.rstrip(".") if path == top else (prefix + path if path.startswith("[") or
-                                                       prefix.endswith(".") else f"{prefix}.{path}")
-    return one_line(f"{path}: {problem}{more}")
+    paths = [_prefixed(q, prefix, top) for q in dict.fromkeys([path, *missing])]
+    return one_line(f"{', '.join(paths)}: {problem}{more}")
+
+
+def _prefixed(path: str, prefix: str, top: str) -> str:
+    if not prefix:
+        return path
+    return prefix.rstrip(".") if path == top else (prefix + path if path.startswith("[") or
+                                                   prefix.endswith(".") else f"{prefix}.{path}")
 
 
 T = TypeVar("T")

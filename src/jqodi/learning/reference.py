@@ -1,6 +1,6 @@
 """Fine-tuning, single process: the reference the distributed runtime must reproduce.
 
-One epoch follows the protocol of DESIGN.md (the paper's Section III-B) inside one process:
+One epoch follows the protocol of docs/interfaces.md (the paper's Section III-B) inside one process:
 
 1. the cloud (CS) keeps a *master*: the QAT-prepared model with full-precision latent weights;
 2. it packs the master at q bits (:func:`jqodi.core.quant.pack_model`, what Eq. (1) sends CS→ES);

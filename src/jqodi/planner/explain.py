@@ -47,7 +47,13 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
     min_deadline = too_slow[0]["fastest_time_s"] if too_slow else None
     parts = [f"No plan meets deadline {instance.deadline_s:g} s and target loss "
              f"{instance.target_loss:g}" + (f" among {scope}" if scope else "") + "."]
-    if not cands:
+    missing = list((instance.meta or {}).get("missing_estimates") or []) if not instance.candidates else []
+    if not cands and missing:  # what 'jqodi instance' lists: the pairs left out for want of an estimate
+        shown = ", ".join(missing[:12]) + (f" (+{len(missing) - 12} more)" if len(missing) > 12 else "")
+        parts.append(f"There is no candidate to choose from: no learning estimate (L_a, γ, K^exp, K^rob) "
+                     f"for {shown}; add 'learning:' rows to the scenario, or measure them with "
+                     f"'jqodi estimate --target-loss {instance.target_loss:g}' and pass --estimates FILE.")
+    elif not cands:
         parts.append("There is no candidate to choose from.")
     if unreachable:
         parts.append("Cannot reach the target: " + ", ".join(
@@ -63,7 +69,7 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
             for r in shown) + (f" (+{len(too_slow) - len(shown)} more)" if len(too_slow) > len(shown) else "")
             + ".")
         parts.append(f"The smallest deadline that makes it feasible is {min_deadline:.6g} s.")
-    else:
+    elif not (not cands and missing):
         parts.append("No deadline would help: change the target loss or the candidates.")
     out = {"unreachable": unreachable, "too_slow": too_slow, "min_deadline_s": min_deadline,
            "message": " ".join(parts)}

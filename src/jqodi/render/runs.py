@@ -5,7 +5,7 @@ from jqodi.core.costs import TERMS
 from jqodi.core.devices import edge_role
 from jqodi.runtime.record import RunRecord
 
-__all__ = ["format_inference", "run_table"]
+__all__ = ["format_inference", "run_outcome", "run_report", "run_table"]
 
 
 def format_inference(results: list[InferenceResult]) -> str:
@@ -22,6 +22,46 @@ def format_inference(results: list[InferenceResult]) -> str:
                      f"{r.bytes_per_request:.0f}", f"{r.accuracy:.1%}"])
     return format_table(["devices", "cut", "requests", "p50 ms", "p95 ms", "pred ms", "mJ/req", "pred mJ",
                          "mJ/req per node", "B/req", "acc"], rows)
+
+
+def run_outcome(rec: RunRecord) -> str:
+    """How the run ended, in a few lines: status, target reached or not (at which epoch), time and
+    energy predicted vs measured, emulation, and the meter behind each node's energy."""
+    t, tot = rec.target, rec.totals
+    lines = [f"run {rec.status}" + (f": {rec.error}" if rec.error else "") + f", {len(rec.epochs)} epoch(s)"]
+    if t["target_loss"] is None:
+        lines.append("target: none in the job (no L_max to compare with)")
+    elif t["reached"]:
+        lines.append(f"target L_max {t['target_loss']:.4g}: REACHED at epoch {t['epoch']} "
+                     f"(final val loss {t['final_val_loss']:.4f})")
+    else:
+        final = "-" if t["final_val_loss"] is None else f"{t['final_val_loss']:.4f}"
+        lines.append(f"target L_max {t['target_loss']:.4g}: NOT reached (final val loss {final} "
+                     f"after {len(rec.epochs)} epoch(s))")
+    if rec.epochs:
+        lines.append(f"time {_fmt(tot['time_s'], ' s')} measured vs {_fmt(tot.get('predicted_time_s'), ' s')} "
+                     f"predicted; energy {_fmt(tot['energy_j'], ' J')} measured vs "
+                     f"{_fmt(tot.get('predicted_energy_j'), ' J')} predicted")
+    lines.append(f"emulation ON (dilation ×{rec.dilation:.3g}): devices, links and their power are the "
+                 f"scenario's, not this host's" if rec.emulated else "emulation off: this host's own speed")
+    if rec.meters:
+        lines.append("meters: " + ", ".join(f"{n}={m}" for n, m in sorted(rec.meters.items())))
+    return "\n".join(lines)
+
+
+def run_report(rec: RunRecord, workdir=None, *, inference: bool = True) -> str:
+    """The report every run ends with (``jqodi run``, the demo, a cloud started by hand): the
+    outcome, predicted vs measured per epoch, phase, link and node, then the inference served."""
+    from pathlib import Path
+
+    from jqodi.runtime.inference import InferenceResult
+
+    parts = ["", run_outcome(rec), "", run_table(rec)]
+    if inference and rec.inference:
+        parts += ["\ncollaborative inference", format_inference([InferenceResult.from_dict(r) for r in rec.inference])]
+    if workdir is not None:
+        parts.append(f"\nrecord: {Path(workdir) / 'record.json'}")
+    return "\n".join(parts)
 
 
 def _fmt(v: float | None, unit: str = "") -> str:

@@ -68,4 +68,4 @@ def fmt_s(x: float) -> str:
 def fmt_j(x: float) -> str:
     if not math.isfinite(x):
         return "∞"
-    return f"{x:.3g}" if x < 0.01 else f"{x:.1f}"
+    return f"{x:.3g}" if x < 1 else f"{x:.1f}"  # 0.0122 J is not "0.0"

@@ -4,7 +4,7 @@ Emulation can only slow a process down. To run devices faster than the host, tim
 every speed and rate is divided by ``dilation`` (chosen so the fastest emulated device is slower
 than the host), each compute step is padded to ``flops / v × dilation`` seconds, each send
 occupies its link for ``bytes·8 / rate × dilation`` seconds, and measured times are reported
-divided back by ``dilation`` beside the raw ones (DESIGN.md, "Emulating a testbed").
+divided back by ``dilation`` beside the raw ones (docs/interfaces.md, "Emulating a testbed").
 
 :class:`ComputeClock` is what a role wraps its compute in: it measures busy time per phase, pads
 when emulating, and counts the overrun when the host was too slow to keep up (the dilation is
@@ -108,7 +108,7 @@ def auto_dilation(host_epoch_s: float, predicted_epoch_s: float, margin: float =
     """The dilation for a plan: ``margin`` × the host's own compute time for an epoch / the
     predicted epoch time (≥ 1).
 
-    DESIGN.md asks for the fastest device to be slower than the host; with a GPU edge server on a
+    docs/interfaces.md asks for the fastest device to be slower than the host; with a GPU edge server on a
     2-core VM that means dilations of several hundred (an emulated 1-second epoch would take
     minutes). We dilate for the epoch instead: the host then keeps up with every step whose
     device is slower than ``margin`` × the host; steps of faster devices (tiny deep parts on a

@@ -101,7 +101,7 @@ class LinkProfile:
 
 @dataclass(frozen=True)
 class EmulationConfig:
-    """Dilated-time emulation of a testbed on one machine (DESIGN.md).
+    """Dilated-time emulation of a testbed on one machine (docs/interfaces.md).
 
     ``devices``/``links`` also serve the energy accounting when ``enabled`` is False (no padding,
     no rate limiting). Every device speed and link rate is divided by ``dilation``; each compute step is padded to
@@ -149,6 +149,10 @@ class Job:
     inference_edges: list[str] = field(default_factory=list)  # edges that serve inference too (processes)
     trace_store: str | None = None  # SQLite trace store the cloud records each epoch in (None: not recorded)
     message_mac: bool = True  # HMAC-SHA256 tag on every message between processes (runtime/auth.py)
+    target_loss: float | None = None  # L_max the plan is for: the record says whether (and when) it was reached
+    # the cost model's epoch for each schedule entry (jqodi.runtime.plan.predict_epoch): a cloud started
+    # by hand reports predicted vs measured from the job alone
+    predicted_epochs: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.schedule:
@@ -177,6 +181,13 @@ class Job:
         """(edge, cut) of every epoch, in order (capped at ``max_epochs``)."""
         plan = [(s.edge, s.cut) for s in self.schedule for _ in range(s.epochs)]
         return plan[: self.max_epochs] if self.max_epochs is not None else plan
+
+    def predicted_per_epoch(self) -> list[dict] | None:
+        """The cost model's figures for every epoch of :meth:`epoch_plan` (``None`` if the job has none)."""
+        if len(self.predicted_epochs) != len(self.schedule):
+            return None
+        per = [p for s, p in zip(self.schedule, self.predicted_epochs) for _ in range(s.epochs)]
+        return per[: self.max_epochs] if self.max_epochs is not None else per
 
     @property
     def total_epochs(self) -> int:

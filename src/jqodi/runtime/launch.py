@@ -31,7 +31,7 @@ from jqodi.core.registry import Registry
 from jqodi.errors import RuntimeFailure
 from jqodi.core.devices import edge_role, edges_of_roles
 from jqodi.runtime.job import Job
-from jqodi.runtime.record import RunRecord, measure_epoch
+from jqodi.runtime.record import RunRecord, record_from_epochs
 
 __all__ = ["run_plan", "run_job", "launch_processes", "free_port", "RoleProcess", "Launch", "TRANSPORTS"]
 
@@ -127,10 +127,15 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     conn = ["--host", host, "--port", str(port), "--timeout", str(job.timeout_s),
             "--startup-timeout", str(job.startup_timeout_s), "--token-file", str(token_path)]
     py = [sys.executable, "-m", "jqodi"]
-    env = {**child_env(), "JQODI_THREADS": os.environ.get("JQODI_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    from jqodi.core.threads import thread_budget
+
+    # the cloud, the edges and the end share this machine's cores: together no more threads than cores
+    threads = thread_budget(processes=2 + len(job.edges))
+    env = {**child_env(), "JQODI_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     lines = on_line or (lambda role, line: None)
     procs: dict[str, RoleProcess] = {}
-    cloud_argv = py + ["cloud", "--job", str(job_path), "--workdir", str(workdir)] + conn + (["--resume"] if resume else [])
+    cloud_argv = (py + ["cloud", "--job", str(job_path), "--workdir", str(workdir), "--no-report"] + conn
+                  + (["--resume"] if resume else []))
     def log(role: str) -> list[str]:  # every role writes its message log (kind + shapes) to the workdir
         return ["--message-log", str(workdir / f"messages-{role.replace(':', '-')}.json")]
 
@@ -274,9 +279,6 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
     from jqodi.runtime.process import EPOCHS_NAME, initial_master
 
     wd = Path(workdir)
-    emu = job.emulation
-    dilation = emu.dilation if emu is not None and emu.enabled else 1.0
-    rec = RunRecord(job=job.to_dict(), dilation=dilation, emulated=bool(emu and emu.enabled))
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
         initial_master(job, progress=progress)  # pretrain once here (on a cache miss): the cloud finds the cache
     try:
@@ -284,29 +286,12 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
         run(Launch(job, wd, resume=resume, host=host, port=port, say=say, master=master, data=data,
                    wall_limit_s=wall_limit_s, on_start=on_start, progress=progress))
     except RuntimeFailure as e:
-        rec.status, rec.error = "failed", str(e)
-        _fill(rec, wd / EPOCHS_NAME, job, predicted)
-        rec.save(wd / "record.json")
+        record_from_epochs(job, wd / EPOCHS_NAME, predicted=predicted, status="failed",
+                           error=str(e)).save(wd / "record.json")
         raise
-    _fill(rec, wd / EPOCHS_NAME, job, predicted)
+    rec = record_from_epochs(job, wd / EPOCHS_NAME, predicted=predicted)
     rec.save(wd / "record.json")
     return rec
-
-
-def _fill(rec: RunRecord, epochs_path: Path, job: Job, predicted: list[dict] | None) -> None:
-    if not epochs_path.is_file():
-        return
-    stored = json.loads(epochs_path.read_text())
-    raw = stored["epochs"]
-    rec.inference = stored.get("inference") or []
-    emu = job.emulation
-    eps = {k: v.energy_per_bit_j for k, v in emu.links.items()} if emu is not None else {}
-    rec.epochs = []
-    for r in raw:
-        m = measure_epoch(r, rec.dilation, eps)
-        if predicted is not None and r["epoch"] < len(predicted):
-            m["predicted"] = predicted[r["epoch"]]
-        rec.epochs.append(m)
 
 
 def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path = "runs/latest",
@@ -332,6 +317,8 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
                             meter=meter)
         edges = edges_of_roles(job.emulation.devices if job.emulation else {})
         job = job.replace(inference_requests=inference_requests, inference_edges=edges)
+    if job.target_loss is None:  # a job from elsewhere: the record still says whether L_max was reached
+        job = job.replace(target_loss=float(scenario.target_loss))
     wd.mkdir(parents=True, exist_ok=True)  # every transport: the job beside its record (resume reads it)
     (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
     predicted = [predict_epoch(scenario, job.model, job.bits, cut, edge) for edge, cut in job.epoch_plan()]

@@ -84,6 +84,8 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
 
     if getattr(solution, "status", None) == "infeasible" or not solution.schedule:
         raise JqodiError(f"the plan is infeasible: nothing to run ({solution.extra.get('explanation', '')})".rstrip(" ()"))
+    from jqodi.core.data import cloud_dataset_name
+
     model, bits = solution.model, int(solution.bits)
     entry = scenario.model_entry(model)
     tr, rt, data = scenario.training, scenario.runtime, scenario.data
@@ -112,14 +114,16 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                           devices=emu.devices, links=emu.links)
     return Job(model=model, bits=bits, schedule=schedule, width=float(entry.width),
                input_shape=tuple(data.input_shape), num_classes=int(data.num_classes),
-               data=DataConfig(name=data.split, dataset=data.dataset, train_size=data.train_size,
-                               val_size=data.val_size, seed=tr.seed, data_dir=data_dir),
+               data=DataConfig(name=data.split, dataset=cloud_dataset_name(data.dataset, data.split),
+                               train_size=data.train_size, val_size=data.val_size, seed=tr.seed,
+                               data_dir=data_dir or data.data_dir),
                training=training, emulation=emu, pretrained=dict(pretrained or {"source": "pretrained"}),
                run_id=run_id or uuid.uuid4().hex[:12], timeout_s=float(timeout_s or rt.timeout_s),
                startup_timeout_s=float(DEFAULT_STARTUP_TIMEOUT_S if startup_timeout_s is None else startup_timeout_s),
                meter=meter, max_epochs=max_epochs,
                cloud_update_flops=float(scenario.cloud.update_flops_per_param * profile.params),
-               trace_store=_store_path(trace_store))
+               trace_store=_store_path(trace_store), target_loss=float(scenario.target_loss),
+               predicted_epochs=[predict_epoch(scenario, model, bits, s.cut, s.edge) for s in schedule])
 
 
 def _store_path(trace_store: str | Path | None) -> str | None:

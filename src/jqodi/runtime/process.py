@@ -52,6 +52,7 @@ def initial_master(job: Job, log: Callable[[str], None] = lambda s: None, *, pro
         from jqodi.core.pretrained import load_pretrained
 
         log(f"cloud: loading the pretrained {job.model} (width {job.width:g}) on {job.data.dataset}")
+        opts.setdefault("data_dir", job.data.data_dir)
         pre = load_pretrained(job.model, job.data.dataset, job.width, progress=progress, **opts)
         model, calib = copy.deepcopy(pre.model), pre.calibration
     else:
@@ -126,7 +127,11 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     from jqodi.runtime.rendezvous import connect
     from jqodi.runtime.transport import GlooTransport
 
-    torch.set_num_threads(max(1, int(os.environ.get("JQODI_THREADS", "1"))))
+    from jqodi.core.threads import set_threads
+
+    # $JQODI_THREADS (the launcher divides the cores among the roles it starts), else every usable
+    # core: a role started by hand runs alone on its machine
+    set_threads()
     secret = load_secret(token_file)
     state = None
     if role == "cloud":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jqodi.core.devices import CLOUD_ROLE, END_ROLE, edge_role, link_key
 
-__all__ = ["RunRecord", "measure_epoch"]
+__all__ = ["RunRecord", "measure_epoch", "record_from_epochs"]
 
 # The phases measured are the cost model's per-epoch terms (jqodi.core.costs.TERMS).
 
@@ -84,6 +84,25 @@ class RunRecord:
     solution: dict | None = None
     inference: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    target_loss: float | None = None  # L_max of the plan (None: the job named none)
+
+    @property
+    def target(self) -> dict:
+        """Whether the validation loss reached ``target_loss``: ``reached``, the first ``epoch`` (1-based)
+        at or below it (``None`` if never), the ``final_val_loss``."""
+        losses = [e["val_loss"] for e in self.epochs]
+        epoch = None if self.target_loss is None else next(
+            (e["epoch"] for e in self.epochs if e["val_loss"] <= self.target_loss), None)
+        return {"target_loss": self.target_loss, "reached": epoch is not None, "epoch": epoch,
+                "final_val_loss": losses[-1] if losses else None}
+
+    @property
+    def meters(self) -> dict[str, str]:
+        """The energy meter that measured each node's figures (the last epoch's, per node)."""
+        out: dict[str, str] = {}
+        for e in self.epochs:
+            out.update(e.get("meters") or {})
+        return out
 
     @property
     def totals(self) -> dict:
@@ -110,6 +129,8 @@ class RunRecord:
         cut_fp = sum(e["cut_traffic"]["fp32_bytes"] for e in self.epochs)
         out["cut_traffic"] = {"bytes": cut_b, "fp32_bytes": cut_fp,
                               "saved_fraction": (1 - cut_b / cut_fp) if cut_fp else 0.0}
+        out["target"] = self.target
+        out["meters"] = self.meters
         return out
 
     def to_dict(self) -> dict:
@@ -128,6 +149,30 @@ class RunRecord:
         d = json.loads(Path(path).read_text())
         d.pop("totals", None)
         return cls(**d)
+
+
+def record_from_epochs(job, epochs_path: str | Path, *, predicted: list[dict] | None = None,
+                       status: str = "completed", error: str | None = None) -> RunRecord:
+    """The :class:`RunRecord` of ``job`` (a :class:`jqodi.runtime.job.Job`) from the cloud's
+    ``epochs.json``: what ``jqodi run`` and a cloud started by hand both save as ``record.json``.
+    ``predicted`` (per epoch) defaults to the job's own :meth:`~jqodi.runtime.job.Job.predicted_per_epoch`."""
+    emu = job.emulation
+    dilation = emu.dilation if emu is not None and emu.enabled else 1.0
+    rec = RunRecord(job=job.to_dict(), dilation=dilation, emulated=bool(emu and emu.enabled), status=status,
+                    error=error, target_loss=job.target_loss)
+    predicted = job.predicted_per_epoch() if predicted is None else predicted
+    path = Path(epochs_path)
+    if not path.is_file():
+        return rec
+    stored = json.loads(path.read_text())
+    rec.inference = stored.get("inference") or []
+    eps = {k: v.energy_per_bit_j for k, v in emu.links.items()} if emu is not None else {}
+    for r in stored["epochs"]:
+        m = measure_epoch(r, rec.dilation, eps)
+        if predicted is not None and r["epoch"] < len(predicted):
+            m["predicted"] = predicted[r["epoch"]]
+        rec.epochs.append(m)
+    return rec
 
 
 def _jsonable(o):

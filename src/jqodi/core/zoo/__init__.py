@@ -9,7 +9,7 @@ The paper's partition points (footnotes 4–6) are exactly the block boundaries 
 * ``resnet20`` 16C3 | Stage(16,3) | Stage(32,3) | Stage(64,3) | FC  (5 blocks, 4 cuts)
 
 Convolutions are 3×3, padding 1, followed by BatchNorm and ReLU. The paper's "10SVM" head is a
-linear layer trained with cross-entropy (DESIGN.md). ``width`` multiplies every channel count
+linear layer trained with cross-entropy (docs/interfaces.md). ``width`` multiplies every channel count
 and the hidden FC width (rounded, at least 1) for CPU-scale runs; ``width=1`` is the paper's size.
 
 Example::
