@@ -48,6 +48,11 @@ CASES = [
     # top level
     (["no-such-verb"], "invalid choice"),
     (["--plugin", "no_such_plugin_module_xyz", "plan"], "no_such_plugin_module_xyz"),
+    # calibrate
+    (["calibrate", "--tdp-w", "nan"], "--tdp-w: expected a finite number"),
+    (["calibrate", "--tdp-w", "-5"], "--tdp-w"),
+    (["calibrate", "--idle-w", "-1"], "--idle-w"),
+    (["calibrate", "--power", "psu"], "invalid choice"),
     # run
     (["run", "--port", "99999"], "--port: must be a TCP port"),
     (["run", "--port", "0"], "--port"),

@@ -223,8 +223,8 @@ def test_calibrate_writes_updates_in_place_and_falls_back_when_the_meter_fails(t
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["--tdp-w", "-3"], "--tdp-w: must be a positive, finite number"),
-    (["--idle-w", "nan"], "--idle-w: must be a non-negative, finite number"),
+    (["--tdp-w", "-3"], "--tdp-w: must be a finite number > 0"),   # the CLI's shared argument types
+    (["--idle-w", "nan"], "--idle-w: expected a finite number"),
     (["--tdp-w", "20", "--idle-w", "30"], "--idle-w: must be below --tdp-w (20 W)"),
 ])
 def test_calibrate_bad_flags_are_one_line_exit_2(argv, msg, capsys):

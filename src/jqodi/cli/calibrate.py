@@ -8,6 +8,8 @@ HELP = "measure this machine (layer rooflines, s(q), bandwidth, power) and write
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jqodi.cli import _types as t
+
     p.add_argument("--out", metavar="FILE", default=None,
                    help="device file to write or update (default: <JQODI_HOME>/devices/host.yaml, "
                         "usable in a scenario as 'device: host')")
@@ -15,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="device name in the file (default: kept, or 'host')")
     p.add_argument("--power", default="auto", choices=("auto", "nvml", "rapl", "declared"),
                    help="where busy/idle power come from (default auto: NVML, then RAPL, else declared)")
-    p.add_argument("--tdp-w", type=float, default=None, metavar="W",
+    p.add_argument("--tdp-w", type=t.positive_float, default=None, metavar="W",
                    help="declared busy power (TDP) when no meter reads power")
-    p.add_argument("--idle-w", type=float, default=None, metavar="W", help="declared idle power")
+    p.add_argument("--idle-w", type=t.nonneg_float, default=None, metavar="W", help="declared idle power")
     p.add_argument("--clock", default="cpu", choices=("cpu", "wall"),
                    help="cpu (default): torch on one thread, timed by its CPU time — steady on a busy "
                         "machine; wall: all threads, elapsed time — for a quiet, dedicated machine")
