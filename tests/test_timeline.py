@@ -1,0 +1,73 @@
+"""The timeline of changing resources: validation (one line naming the event and field) and state over time."""
+import numpy as np
+import pytest
+
+from jqodi.core.linktrace import MBIT
+from jqodi.core.timeline import parse_timeline_events, resolve_timeline
+from jqodi.errors import ScenarioError
+
+EDGES = ["rtx3090", "rtx4090"]
+
+
+def resolve(items, tmp_path=None):
+    return resolve_timeline(parse_timeline_events(items, "s.yaml"), cloud="a100", end="pi5", edges=EDGES,
+                            base_dir=tmp_path, source="s.yaml")
+
+
+def test_state_over_time(tmp_path):
+    (tmp_path / "link.txt").write_text("0 10\n1 0\n2 20\n")
+    tl = resolve([{"at_s": 5, "event": "link_trace", "edge": "rtx3090", "trace": "link.txt"},
+                  {"at_s": 40, "event": "edge_leaves", "edge": "rtx4090"},
+                  {"at_s": 90, "event": "edge_returns", "edge": "rtx4090"},
+                  {"at_s": 60, "event": "slowdown", "device": "pi5", "factor": 1.5},
+                  {"at_s": 70, "event": "slowdown", "device": "end", "factor": 1}], tmp_path)
+    assert tl.edge_available("rtx4090", 39.9) and not tl.edge_available("rtx4090", 40)
+    assert tl.edge_available("rtx4090", 90) and tl.edges_down(50) == {"rtx4090"}
+    assert tl.next_return_s("rtx4090", 50) == 90 and tl.next_return_s("rtx3090", 50) == 50
+    assert tl.availability_events(0, 100) == [(40, "rtx4090", False), (90, "rtx4090", True)]
+    assert [tl.slowdown("end", t) for t in (59, 60, 69, 70)] == [1.0, 1.5, 1.5, 1.0]
+    assert tl.slowdown_array("end", np.array([59.0, 65.0])).tolist() == [1.0, 1.5]
+    assert np.isinf(tl.leaves_between("rtx4090", 0.0, 40.0)) and tl.leaves_between("rtx4090", 30.0, 41.0) == 40
+    assert tl.leaves_between("rtx4090", 50.0, 51.0) == 50  # away already
+    link = "edge:rtx3090|end"
+    assert tl.link_rate_bps(link, 4.0, 100 * MBIT) == 100 * MBIT  # nominal before the trace starts
+    assert tl.link_rate_bps(link, 5.5, 100 * MBIT) == 10 * MBIT
+    # 1 s at nominal 100 Mbit/s before the trace (100 Mbit), then 10 Mbit in the trace's first second
+    assert tl.transfer_s(link, 110 * MBIT, 4.0, 100 * MBIT) == pytest.approx(2.0)
+    assert tl.transfer_s("edge:rtx4090|end", 50 * MBIT, 0.0, 100 * MBIT) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("items, problem", [
+    ([{"at_s": 1, "event": "slowdown", "device": "tpu", "factor": 2}], "timeline[0].device: unknown device 'tpu'"),
+    ([{"at_s": 1, "event": "edge_leaves", "edge": "rtx5090"}], "timeline[0].edge: unknown edge server 'rtx5090'"),
+    ([{"at_s": 1, "event": "edge_returns", "edge": "rtx4090"}], "timeline[0]: edge 'rtx4090' returns without having left"),
+    ([{"at_s": 1, "event": "edge_leaves", "edge": "rtx4090"}, {"at_s": 2, "event": "edge_leaves", "edge": "rtx4090"}],
+     "timeline[1]: edge 'rtx4090' leaves while already away"),
+    ([{"at_s": -1, "event": "edge_leaves", "edge": "rtx4090"}], "timeline[0].at_s: Input should be greater than or equal to 0"),
+    ([{"at_s": 1, "event": "slowdown", "device": "end", "factor": 0}], "timeline[0].factor"),
+    ([{"at_s": 1, "event": "teleport", "edge": "rtx4090"}], "timeline[0]"),
+    ([{"at_s": 1, "event": "slowdown", "device": "end", "factor": 2, "until": 3}], "timeline[0].until"),
+    ([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "x", "scale": 2, "mean_rate_bps": 1e6}],
+     "at most one of 'scale' and 'mean_rate_bps'"),
+])
+def test_bad_events_name_the_event_and_field(items, problem):
+    with pytest.raises(ScenarioError) as e:
+        resolve(items)
+    assert str(e.value).startswith("s.yaml: ") and problem in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_trace_file_names_file_and_line(tmp_path):
+    (tmp_path / "t.txt").write_text("0 1\n1 -3\n")
+    with pytest.raises(ScenarioError, match=r"t\.txt:2: negative rate"):
+        resolve([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "t.txt"}], tmp_path)
+    (tmp_path / "u.txt").write_text("0 1\n")
+    with pytest.raises(ScenarioError, match="already follows a trace"):
+        resolve([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "u.txt"},
+                 {"at_s": 1, "event": "link_trace", "edge": "rtx3090", "link": "end", "trace": "u.txt"}], tmp_path)
+
+
+def test_mean_rate_rescales_the_trace(tmp_path):
+    (tmp_path / "t.txt").write_text("0 1\n1 3\n")
+    tl = resolve([{"at_s": 0, "event": "link_trace", "edge": "rtx4090", "link": "cloud", "trace": "t.txt",
+                   "mean_rate_bps": 1e9}], tmp_path)
+    assert tl.traces["cloud|edge:rtx4090"].trace.mean_bps == pytest.approx(1e9)
