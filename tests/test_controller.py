@@ -212,3 +212,16 @@ def test_hindsight_matches_brute_force_on_a_tiny_world():
     assert best is not None and best["epochs"] == 4
     # the grid rounds times up: never below the brute force, and close to it
     assert brute <= best["energy_j"] <= brute * 1.02
+
+
+def test_controller_spec_round_trip_rebuilds_the_same_decisions():
+    tab = make_table()
+    sol = solve(tab.instance, "optimal")
+    a = ClosedLoopController(tab, sol, threshold=0.05, confirm=1)
+    b = ClosedLoopController.from_spec(json.loads(json.dumps(a.to_spec())))
+    assert b.options == a.options and b.schedule == a.schedule
+    obs = {"epoch": 1, "edge": a.schedule[0].edge, "cut": a.schedule[0].cut, "val_loss": 2.0, "time_s": 3.0,
+           "elapsed_s": 3.0, "phases_s": {"end_compute": 4.0}}
+    assert a.after_epoch(obs).to_dict() == b.after_epoch(obs).to_dict()
+    with pytest.raises(JqodiError, match="controller spec"):
+        ClosedLoopController.from_spec({"table": {}})

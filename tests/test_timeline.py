@@ -71,3 +71,25 @@ def test_mean_rate_rescales_the_trace(tmp_path):
     tl = resolve([{"at_s": 0, "event": "link_trace", "edge": "rtx4090", "link": "cloud", "trace": "t.txt",
                    "mean_rate_bps": 1e9}], tmp_path)
     assert tl.traces["cloud|edge:rtx4090"].trace.mean_bps == pytest.approx(1e9)
+
+
+def test_timeline_travels_as_plain_data_and_runs_on_a_wall_clock(tmp_path):
+    import json
+
+    from jqodi.core.timeline import Timeline
+    from jqodi.runtime.control import EmulatedTimeline
+
+    (tmp_path / "link.txt").write_text("0 8\n1 80\n")
+    tl = resolve([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "link.txt"},
+                  {"at_s": 2, "event": "slowdown", "device": "end", "factor": 3},
+                  {"at_s": 4, "event": "edge_leaves", "edge": "rtx4090"}], tmp_path)
+    again = Timeline.from_dict(json.loads(json.dumps(tl.to_dict())))
+    assert again.changes == tl.changes
+    assert again.traces["edge:rtx3090|end"].trace.mean_bps == tl.traces["edge:rtx3090|end"].trace.mean_bps
+    emu = EmulatedTimeline(again.to_dict(), dilation=10.0, origin=1000.0)
+    # 1 MB = 8 Mbit starting at testbed 0: 1 s at 8 Mbit/s = 10 s of wall time at dilation 10
+    assert emu.wire_done("edge:rtx3090|end", 1_000_000, 1000.0, 100e6) == pytest.approx(1010.0)
+    assert emu.wire_done("edge:rtx4090|end", 1_000_000, 1000.0, 100e6) == pytest.approx(1000.8)
+    assert emu.slowdown("cloud") is None and emu.edge_events(0, 5) == [(4.0, "rtx4090", False)]
+    emu.start(0.0)  # long ago: now is far past every event
+    assert emu.slowdown("end")() == 3.0

@@ -373,15 +373,16 @@ def remaining_instance(table: PhaseTable, *, current: str, remaining: tuple[int 
     """The planning instance of the work left (see the module docstring, step 3).
 
     ``current`` = the candidate being trained (``model@bits``), ``remaining`` its (expected,
-    robust) epochs still needed; with ``allow_switch`` the other candidates of the table come
-    with their ``priors`` (default: the table's K^exp / K^rob, a fresh start) and quantization
-    cost. ``deadline_left_s`` ≤ 0 gives a tiny positive deadline (nothing fits).
+    robust) epochs still needed; with ``allow_switch`` the other candidates of the table (those
+    in Ω, ``meta.search_bits``) come with their ``priors`` (default: the table's K^exp / K^rob,
+    a fresh start) and quantization cost. ``deadline_left_s`` ≤ 0 gives a tiny positive deadline (nothing fits).
     """
     down = set(edges_down)
     cands = []
     f_cloud = factors.get("cloud", 1.0)
+    omega = table.instance.meta.get("search_bits") if isinstance(table.instance.meta, dict) else None
     for c in table.instance.candidates:
-        if c.key != current and not allow_switch:
+        if c.key != current and (not allow_switch or (omega and c.bits not in omega)):
             continue
         t, e = table.scaled(c.key, factors)
         options = tuple(Option(o.edge, o.cut, float(t[i]), float(e[i]))
@@ -445,6 +446,11 @@ class ClosedLoopController:
         self.best: tuple[float, int] | None = None  # (val loss, epoch)
         self.plan_ms: list[float] = []
         cand = table.candidate(self.model, self.bits)
+        self.offset_s = cand.quantize_time_s  # τ_(a,q) is paid before fine-tuning starts
+        self.options = {"policy": policy, "threshold": self.threshold, "confirm": self.confirm,
+                        "allow_switch": self.allow_switch, "early_stop": self.early_stop, "solver": solver,
+                        "refit_boot": self.refit_boot}
+        self.solution = solution
         self.priors = {c.key: (c.epochs.expected, c.epochs.robust) for c in table.instance.candidates}
         self.remaining_estimate: tuple[int | None, int | None] = (cand.epochs.expected, cand.epochs.robust)
         self.schedule = order_cheapest_first(table, self.key, solution.schedule, {}) \
@@ -455,6 +461,21 @@ class ClosedLoopController:
     @property
     def key(self) -> str:
         return f"{self.model}@{self.bits}"
+
+    def to_spec(self) -> dict:
+        """What rebuilds this controller in another process (:meth:`from_spec`): JSON."""
+        return {"table": self.table.to_dict(), "solution": self.solution.to_dict(), "options": dict(self.options),
+                "edges_down": sorted(self.edges_down)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "ClosedLoopController":
+        try:
+            table = PhaseTable.from_dict(spec["table"])
+            solution = Solution.from_dict(spec["solution"])
+            opts = dict(spec.get("options") or {})
+        except (KeyError, TypeError, ValueError, JqodiError) as e:
+            raise JqodiError(f"controller spec is malformed: {e}") from e
+        return cls(table, solution, edges_down=spec.get("edges_down") or (), **opts)
 
     def restore(self, observations: Iterable[Mapping[str, Any]]) -> None:
         """Replay the observations of a resumed run (the decisions are recomputed, not printed)."""
@@ -470,7 +491,7 @@ class ClosedLoopController:
         key = f"{obs.model}@{obs.bits}" if obs.model is not None else self.key
         self.losses.setdefault(key, []).append(float(obs.val_loss))
         self.epochs_done += 1
-        self.elapsed_s = float(obs.elapsed_s)
+        self.elapsed_s = self.offset_s + float(obs.elapsed_s)
         if self.best is None or obs.val_loss < self.best[0]:
             self.best = (float(obs.val_loss), obs.epoch)
         # the epoch just run leaves the schedule
@@ -507,7 +528,7 @@ class ClosedLoopController:
         if kind not in ("edge_leaves", "edge_returns"):
             raise JqodiError(f"unknown resource event {kind!r}")
         if at_s is not None:
-            self.elapsed_s = max(self.elapsed_s, float(at_s))
+            self.elapsed_s = max(self.elapsed_s, self.offset_s + float(at_s))
         if kind == "edge_leaves":
             self.edges_down.add(edge)
         else:

@@ -169,7 +169,7 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
     ctl = ClosedLoopController(table, solution, policy="static" if open_loop else policy, threshold=threshold,
                                confirm=confirm, allow_switch=allow_switch, early_stop=not open_loop)
     cand = table.candidate(ctl.model, ctl.bits)
-    t = cand.quantize_time_s
+    t = t_start = cand.quantize_time_s  # the controller counts fine-tuning time from here (τ is its own)
     energy = cand.quantize_energy_j
     done: dict[str, int] = {}
     epochs = lost = 0
@@ -180,7 +180,7 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
     stop_reason = ""
     while True:
         for at, edge, up in tl.availability_events(seen_events, t):  # what happened since the last look
-            decision = ctl.on_event("edge_returns" if up else "edge_leaves", edge, at)
+            decision = ctl.on_event("edge_returns" if up else "edge_leaves", edge, at - t_start)
         seen_events = t
         if decision.action == "stop":
             stop_reason = decision.reason
@@ -211,7 +211,7 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
             t = out.lost_at_s
             edge = table.cand(key).options[i].edge
             seen_events = t
-            decision = ctl.on_event("edge_leaves", edge, t)
+            decision = ctl.on_event("edge_leaves", edge, t - t_start)
             continue
         t += out.time_s
         k = done.get(key, 0)
@@ -225,10 +225,10 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
         if reached_at is None and loss <= target:
             reached_at = t
         for at, edge, up in tl.availability_events(seen_events, t):
-            ctl.on_event("edge_returns" if up else "edge_leaves", edge, at)
+            ctl.on_event("edge_returns" if up else "edge_leaves", edge, at - t_start)
         seen_events = t
-        decision = ctl.after_epoch(Observation(epochs, entry.edge, entry.cut, loss, out.time_s, t, out.energy_j,
-                                               out.phases_s, ctl.model, ctl.bits))
+        decision = ctl.after_epoch(Observation(epochs, entry.edge, entry.cut, loss, out.time_s, t - t_start,
+                                               out.energy_j, out.phases_s, ctl.model, ctl.bits))
     reached = reached_at is not None
     return RunOutcome(policy, reached, reached and reached_at <= deadline * (1 + 1e-9), t, energy, epochs, lost,
                       len(ctl.replans), ctl.model, ctl.bits, stop_reason,

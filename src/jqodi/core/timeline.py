@@ -226,6 +226,23 @@ class Timeline:
                 return at
         return None
 
+    def to_dict(self) -> dict:
+        """Plain JSON (what a job carries to every role process)."""
+        return {"changes": [list(c) for c in self.changes],
+                "traces": {k: {"start_s": tt.start_s, "source": tt.trace.source, "times_s": tt.trace.times_s.tolist(),
+                               "rates_bps": tt.trace.rates_bps.tolist(), "duration_s": tt.trace.duration_s}
+                           for k, tt in self.traces.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Timeline":
+        if not d:
+            return cls()
+        changes = [(float(at), str(kind), str(key), v) for at, kind, key, v in d.get("changes", [])]
+        traces = {k: TimedTrace(float(t["start_s"]), RateTrace.from_samples(t["times_s"], t["rates_bps"],
+                                                                           t.get("source", k), float(t["duration_s"])))
+                  for k, t in (d.get("traces") or {}).items()}
+        return cls(sorted(changes, key=lambda c: c[0]), traces)
+
     def change_times(self) -> list[float]:
         return sorted({at for at, *_ in self.changes} | {tt.start_s for tt in self.traces.values()})
 
