@@ -93,3 +93,55 @@ def test_timeline_travels_as_plain_data_and_runs_on_a_wall_clock(tmp_path):
     assert emu.slowdown("cloud") is None and emu.edge_events(0, 5) == [(4.0, "rtx4090", False)]
     emu.start(0.0)  # long ago: now is far past every event
     assert emu.slowdown("end")() == 3.0
+
+
+def _scenario_with(tmp_path, timeline, trace_text=None):
+    import yaml
+    from importlib import resources
+
+    d = yaml.safe_load((resources.files("jqodi") / "scenarios" / "cpu-demo.yaml").read_text())
+    d["timeline"] = timeline
+    if trace_text is not None:
+        (tmp_path / "link.tsv").write_text(trace_text)
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+@pytest.mark.parametrize("timeline, trace, expect", [
+    ([{"at_s": 1, "event": "slowdown", "device": "gpu9", "factor": 2}], None,
+     "s.yaml: timeline[0].device: unknown device 'gpu9'"),
+    ([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "link.tsv"}], "0 5\n1 x\n",
+     "s.yaml: timeline[0].trace: {tmp}/link.tsv:2: rate 'x' is not a number"),
+    ([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "link.tsv"}], "",
+     "link.tsv: empty trace"),
+    ([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "link.tsv"}], "0 5\n2 5\n1 5\n",
+     "link.tsv:3: time 1 s is not after"),
+    ([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": "link.tsv"}], "0 -5\n",
+     "link.tsv:1: negative rate"),
+])
+def test_scenario_timeline_errors_are_one_line_exit_2(tmp_path, timeline, trace, expect):
+    import subprocess
+    import sys
+
+    p = _scenario_with(tmp_path, timeline, trace)
+    r = subprocess.run([sys.executable, "-m", "jqodi", "instance", str(p)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert expect.format(tmp=tmp_path) in lines[0], lines[0]
+
+
+def test_scenario_timeline_loads_with_the_packaged_trace(tmp_path):
+    from importlib import resources
+
+    from jqodi.core.scenario import load_scenario
+
+    trace = str(resources.files("jqodi") / "scenarios" / "traces" / "demo-commute.tsv")
+    p = _scenario_with(tmp_path, [{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "trace": trace},
+                                  {"at_s": 1.5, "event": "edge_leaves", "edge": "rtx3090"}])
+    s = load_scenario(p)
+    tl = s.resolved_timeline()
+    assert list(tl.traces) == ["edge:rtx3090|end"] and tl.edges_down(2.0) == {"rtx3090"}
+    assert s.with_changes(target_loss=0.5).resolved_timeline().edges_down(2.0) == {"rtx3090"}

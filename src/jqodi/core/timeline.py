@@ -302,7 +302,10 @@ def resolve_timeline(events: Iterable, *, cloud: str, end: str, edges: Iterable[
             p = Path(ev.trace)
             if not p.is_absolute() and base_dir is not None:
                 p = Path(base_dir) / p
-            trace = load_rate_trace(p)
+            try:
+                trace = load_rate_trace(p)
+            except ScenarioError as e:
+                raise ScenarioError(f"{where}.trace: {e}") from None
             if ev.scale is not None:
                 trace = trace.scaled(ev.scale)
             elif ev.mean_rate_bps is not None:
