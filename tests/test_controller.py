@@ -225,3 +225,27 @@ def test_controller_spec_round_trip_rebuilds_the_same_decisions():
     assert a.after_epoch(obs).to_dict() == b.after_epoch(obs).to_dict()
     with pytest.raises(JqodiError, match="controller spec"):
         ClosedLoopController.from_spec({"table": {}})
+
+
+def test_epoch_driver_applies_edge_events_and_asks_the_controller():
+    from jqodi.runtime.control import EmulatedTimeline, EpochDriver, expand_schedule
+
+    tab = make_table(deadline=40.0)
+    sol = solve(tab.instance, "optimal")
+    tl = timeline([{"at_s": 5, "event": "edge_leaves", "edge": "fast"}, {"at_s": 20, "event": "edge_returns",
+                                                                         "edge": "fast"}])
+    stops = []
+    said = []
+    drv = EpochDriver(expand_schedule(sol.schedule), controller=ClosedLoopController(tab, sol),
+                      timeline=EmulatedTimeline(tl.to_dict()), stop_edge=lambda e, away: stops.append((e, away)),
+                      say=said.append)
+    assert drv.next(0.0)[0] == "fast"
+    drv.after_epoch({"epoch": 1, "edge": "fast", "cut": drv.plan[0][1], "val_loss": 2.5, "time_s": 3.0,
+                     "elapsed_s": 3.0})
+    assert drv.next(6.0)[0] == "slow" and stops == [("fast", True)]
+    assert any("edge fast left" in s for s in said) and any("re-plan" in s for s in said)
+    drv.next(21.0)
+    assert stops[-1] == ("fast", False) and "fast" not in drv.away
+    # without a controller the run pauses when the plan's edge is away
+    plain = EpochDriver(expand_schedule(sol.schedule), timeline=EmulatedTimeline(tl.to_dict()))
+    assert plain.next(6.0) is None and plain.status == "paused" and "fast" in plain.reason

@@ -147,12 +147,13 @@ class RunOutcome:
     bits: int | None
     stop_reason: str
     plan_ms_max: float = 0.0
+    plan_cpu_ms_max: float = 0.0
     replan_log: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("policy", "reached", "met_deadline", "time_s", "energy_j", "epochs",
                                              "lost_epochs", "replans", "model", "bits", "stop_reason",
-                                             "plan_ms_max")}
+                                             "plan_ms_max", "plan_cpu_ms_max")}
 
 
 def simulate_run(world: World, solution: Solution, *, policy: str = "replan", threshold: float = 0.03,
@@ -232,7 +233,8 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
     reached = reached_at is not None
     return RunOutcome(policy, reached, reached and reached_at <= deadline * (1 + 1e-9), t, energy, epochs, lost,
                       len(ctl.replans), ctl.model, ctl.bits, stop_reason,
-                      max(ctl.plan_ms, default=0.0), [r.to_dict() for r in ctl.replans])
+                      max(ctl.plan_ms, default=0.0), max(ctl.plan_cpu_ms, default=0.0),
+                      [r.to_dict() for r in ctl.replans])
 
 
 def hindsight_optimum(world: World, *, confirm: int = 0, grid: int = 4000, candidates: Sequence[str] | None = None

@@ -92,3 +92,87 @@ class EmulatedTimeline:
     def edge_events(self, since_s: float, until_s: float) -> list[tuple[float, str, bool]]:
         """Edge leave/return events with ``since_s < at_s ≤ until_s``: ``(at_s, edge, available)``."""
         return self.timeline.availability_events(since_s, until_s)
+
+
+class EpochDriver:
+    """The cloud's epoch loop: which (edge, cut) runs next, and what to do after each epoch.
+
+    Without a controller it runs ``plan`` (the job's epochs) as it is. With one, it hands every
+    epoch's observation to ``controller.after_epoch`` and runs what comes back; it announces an
+    edge leaving or returning (the emulated timeline's events, applied at epoch boundaries) with
+    ``controller.on_event``. ``stop_edge(name, away)`` stops or continues an edge's process.
+    ``status`` ends as ``completed`` or ``paused`` (nothing can run now; ``reason`` says why).
+    """
+
+    def __init__(self, plan: list[tuple[str, int]], *, controller: Controller | None = None,
+                 timeline: EmulatedTimeline | None = None, stop_edge=None, say=lambda s: None,
+                 elapsed_s: float = 0.0, away: set[str] | None = None):
+        self.plan = list(plan)
+        self.controller = controller
+        self.timeline = timeline
+        self.stop_edge = stop_edge or (lambda name, away: None)
+        self.say = say
+        self.status = "completed"
+        self.reason = ""
+        self.away: set[str] = set(away or ())
+        self._seen_s = elapsed_s
+        self.replans: list[dict] = []
+
+    def _decide(self, decision) -> None:
+        if decision is None:
+            return
+        rp = getattr(decision, "replan", None)
+        if rp is not None:
+            self.replans.append(rp.to_dict())
+            self.say(rp.text())
+        if decision.action == "continue":
+            self.plan = expand_schedule(decision.schedule)
+        elif decision.action == "stop":
+            self.plan, self.status, self.reason = [], "completed", decision.reason
+        else:  # pause
+            self.plan, self.status, self.reason = [], "paused", decision.reason
+
+    def events(self, now_s: float) -> None:
+        """Apply the timeline's edge events up to ``now_s`` (testbed seconds)."""
+        if self.timeline is None or self.timeline.empty:
+            return
+        for at, edge, up in self.timeline.edge_events(self._seen_s, now_s):
+            if up:
+                self.away.discard(edge)
+            else:
+                self.away.add(edge)
+            self.stop_edge(edge, not up)
+            self.say(f"t = {at:.3g} s: edge {edge} {'is back' if up else 'left'}")
+            if self.controller is not None:
+                self._decide(self.controller.on_event("edge_returns" if up else "edge_leaves", edge, at))
+        self._seen_s = max(self._seen_s, now_s)
+
+    def next(self, now_s: float) -> tuple[str, int] | None:
+        """The next epoch's (edge, cut), or ``None`` when the run ends here (see ``status``)."""
+        self.events(now_s)
+        if not self.plan:
+            return None
+        edge, cut = self.plan[0]
+        if edge in self.away and self.status != "paused":
+            if self.controller is None:
+                self.status, self.reason = "paused", f"edge {edge} is away and the plan needs it"
+            else:
+                self._decide(self.controller.on_event("edge_leaves", edge, now_s))
+                if self.plan and self.plan[0][0] in self.away:
+                    self.status, self.reason = "paused", f"edge {self.plan[0][0]} is away"
+            if self.status == "paused":
+                self.plan = []
+                return None
+            return self.next(now_s)
+        return self.plan[0]
+
+    def after_epoch(self, observation: dict) -> None:
+        """An epoch finished: the plan without it, or the controller's answer."""
+        if self.plan:
+            self.plan.pop(0)
+        if self.controller is not None:
+            self._decide(self.controller.after_epoch(observation))
+            if not self.plan and self.status == "completed" and not self.reason:
+                self.reason = "the plan's epochs are done"
+        elif not self.plan:
+            self.reason = "the plan's epochs are done"
