@@ -581,6 +581,10 @@ class ClosedLoopController:
                                   deadline_left_s=left, factors=f, edges_down=self.edges_down,
                                   allow_switch=self.allow_switch, priors=self.priors)
         sol = solve(inst, self.solver, epochs="robust")
+        if sol.status == "infeasible" and forced:  # nothing fits K^rob: plan for K^exp rather than give up
+            sol = solve(inst, self.solver, epochs="expected")
+            if sol.status != "infeasible":
+                forced = f"{forced}; no plan fits K^rob in time: planning for K^exp"
         new_key, new_sched, pred = self.key, order_cheapest_first(self.table, self.key, kept, f), cur
         if sol.status != "infeasible":
             saving = (1 - sol.energy_j / cur[1]) if cur is not None and cur[1] > 0 else math.inf
