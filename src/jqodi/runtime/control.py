@@ -176,3 +176,32 @@ class EpochDriver:
                 self.reason = "the plan's epochs are done"
         elif not self.plan:
             self.reason = "the plan's epochs are done"
+
+
+def end_assignments(role):
+    """The end device's epochs as the cloud assigns them: ``(epoch, edge, cut)`` until ``done``.
+
+    Each ``epoch`` message also carries the testbed clock's origin (the emulated timeline's)."""
+    while True:
+        m = role.t.recv("cloud", ("epoch", "done"))
+        if m.kind == "done":
+            return
+        _origin(role, m.meta)
+        yield int(m.meta["epoch"]), str(m.meta["edge"]), int(m.meta["cut"])
+
+
+def edge_assignments(role):
+    """An edge server's epochs: ``(epoch, cut, model message)`` for each ``model`` the cloud sends
+    it, until ``done``."""
+    while True:
+        m = role.t.recv("cloud", ("model", "done"))
+        if m.kind == "done":
+            return
+        _origin(role, m.meta)
+        yield int(m.meta["epoch"]), int(m.meta["cut"]), m
+
+
+def _origin(role, meta: dict) -> None:
+    tl = getattr(role.ctx, "timeline", None)
+    if tl is not None and meta.get("origin") is not None:
+        tl.start(float(meta["origin"]))
