@@ -51,8 +51,8 @@ from jqodi.core.instance import Candidate, EpochEstimates, Option, PlanningInsta
 from jqodi.errors import JqodiError
 
 __all__ = ["TERMS", "PhaseTable", "phase_table", "ResourceEstimates", "Observation", "Decision", "Replan",
-           "ClosedLoopController", "remaining_instance", "schedule_cost", "order_cheapest_first",
-           "POLICIES", "DEFAULT_THRESHOLD"]
+           "ClosedLoopController", "controller_for", "control_lines", "remaining_instance", "schedule_cost",
+           "order_cheapest_first", "POLICIES", "DEFAULT_THRESHOLD"]
 
 #: The terms of one epoch (the same order as :data:`jqodi.core.costs.TERMS`).
 TERMS = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end", "end_to_edge",
@@ -667,3 +667,46 @@ def _multiset(schedule: Sequence[ScheduleEntry]) -> dict[tuple[str, int], int]:
         if s.epochs > 0:
             m[(s.edge, s.cut)] = m.get((s.edge, s.cut), 0) + s.epochs
     return m
+
+
+def controller_for(scenario, solution: Solution, *, policy: str = "replan", threshold: float = DEFAULT_THRESHOLD,
+                   confirm: int = 0, estimates=None, profiles=None) -> ClosedLoopController:
+    """The controller of a run of ``solution`` on ``scenario`` (planned from the same ``estimates``):
+    the runtime trains one model per run, so model and bits stay fixed."""
+    table = phase_table(scenario, estimates, profiles)
+    return ClosedLoopController(table, solution, policy=policy, threshold=threshold, confirm=confirm)
+
+
+def control_lines(record) -> list[str]:
+    """How a run's epochs ended, for the console: policy, re-plans, why it stopped, the model
+    served, and the energy the stop saved against the plan (predicted energy of the planned
+    epochs not run)."""
+    ctl = record.control or {}
+    if not ctl:
+        return []
+    summ = ctl.get("controller") or {}
+    lines = []
+    if summ:
+        n = len(summ.get("replans", []))
+        pm = summ.get("plan_ms", {})
+        lines.append(f"closed loop: policy {summ.get('policy')}, {n} re-plan(s)"
+                     + (f" (re-plan time max {pm.get('max', 0):.1f} ms wall, {pm.get('cpu_max', 0):.1f} ms CPU)"
+                        if pm.get("count") else ""))
+    status = ctl.get("status", "completed")
+    lines.append(f"epochs ended ({status}) after {len(record.epochs)}: {ctl.get('reason') or 'the plan is done'}")
+    best = ctl.get("best")
+    if best:
+        lines.append(f"best model: epoch {best['epoch']} (val loss {best['val_loss']:.4f}), kept by the cloud"
+                     + (" and served" if record.inference else ""))
+    sol = record.solution or {}
+    run_pred = [e.get("predicted", {}).get("energy_j") for e in record.epochs]
+    if sol.get("energy_j") is not None and record.epochs and all(x is not None for x in run_pred):
+        planned = sum(int(e["epochs"]) for e in sol.get("schedule", []))
+        line = (f"energy: {sum(e['energy_j'] for e in record.epochs):.4g} J measured over {len(record.epochs)} "
+                f"epoch(s), {sum(run_pred):.4g} J predicted for them; the plan predicted {sol['energy_j']:.4g} J "
+                f"for {planned}")
+        if "target reached" in (ctl.get("reason") or ""):
+            line += (f": stopping at the target saved ≈ {max(sol['energy_j'] - sum(run_pred), 0.0):.4g} J "
+                     f"(predicted, the one-off quantization included)")
+        lines.append(line)
+    return lines

@@ -35,6 +35,10 @@ class RunOptions:
     ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
     ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``progress`` False:
     no epoch lines and no progress bars while it runs (``--quiet``).
+    ``policy``: the closed loop (:mod:`jqodi.app.controller`): ``replan`` (early stop, online
+    estimates, re-planning; the default), ``static`` (early stop, the plan followed), ``None``
+    (no controller: every planned epoch runs, as before); ``replan_threshold`` the anti-churn
+    share; ``confirm`` further epochs at or below L_max before stopping.
     """
 
     solver: str = "jqodi"
@@ -56,6 +60,9 @@ class RunOptions:
     random_init: bool = False
     trace_store: str | Path | None = "default"
     progress: bool | None = None
+    policy: str | None = "replan"
+    replan_threshold: float = 0.03
+    confirm: int = 0
 
 
 def parse_dilation(text: str | None) -> float | str | None:
@@ -134,10 +141,41 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     resuming = opts.resume and (workdir / "job.json").is_file()
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
+    controller = None
+    if resuming:
+        controller = resumed_controller(workdir)
+    elif opts.policy is not None:
+        from jqodi.app.controller import controller_for
+
+        controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
+                                    confirm=opts.confirm)
+        job = with_standby_edges(job)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
-                      progress=opts.progress)
+                      progress=opts.progress, controller=controller)
     return record, workdir
+
+
+def with_standby_edges(job):
+    """``job`` with a process on every usable edge: a re-plan may move epochs to any of them."""
+    from jqodi.core.devices import edges_of_roles
+
+    return job.replace(standby_edges=edges_of_roles(job.emulation.devices if job.emulation else {}))
+
+
+def resumed_controller(workdir: Path):
+    """The controller a resumed run continues with (``workdir/controller.json``), or ``None``."""
+    import json
+
+    from jqodi.app.controller import ClosedLoopController
+
+    p = Path(workdir) / "controller.json"
+    if not p.is_file():
+        return None
+    try:
+        return ClosedLoopController.from_spec(json.loads(p.read_text()))
+    except ValueError as e:
+        raise JqodiError(f"{p}: unreadable controller: {e}") from e
 
 
 def report_run(record, workdir: str | Path | None = None) -> str:
@@ -145,7 +183,12 @@ def report_run(record, workdir: str | Path | None = None) -> str:
     from jqodi.render.runs import format_inference, run_table
     from jqodi.runtime.inference import InferenceResult
 
+    from jqodi.app.controller import control_lines
+
     parts = ["", run_table(record)]
+    lines = control_lines(record)
+    if lines:
+        parts += [""] + lines
     if record.inference:
         parts += ["\ncollaborative inference",
                   format_inference([InferenceResult.from_dict(r) for r in record.inference])]

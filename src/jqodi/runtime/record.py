@@ -84,6 +84,7 @@ class RunRecord:
     solution: dict | None = None
     inference: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    control: dict = field(default_factory=dict)  # how the epochs ended: status, reason, re-plans, best model
 
     @property
     def totals(self) -> dict:
