@@ -1,7 +1,7 @@
 """Closed loop at planner level: open loop, static and re-planning runs against the hindsight optimum.
 
     .venv/bin/python benchmarks/closed_loop.py [--runs 200] [--seed 0] [--store DB | --curves FILE]
-                                               [--traces DIR] [--out FILE]
+                                               [--traces DIR] [--worse-link LO] [--out FILE]
     .venv/bin/python benchmarks/closed_loop.py --prepare      # (re)compile the testbed table (torch, once)
 
 No torch in the simulation. Inputs:
@@ -21,8 +21,9 @@ No torch in the simulation. Inputs:
   of *another* run of the same bit-width (as ``make demo`` does with its probe runs).
 * **Real bandwidth traces** (``--traces``, default ``../shared/traces`` or ``$JQODI_TRACES_DIR``:
   Norwegian 3G commutes and FCC broadband): the SD's link to both edges follows one trace from a
-  random offset, its shape kept and its mean rescaled to the planned rate × U(0.3, 1) (the SD's
-  link is worse than planned by a random factor).
+  random offset, its shape kept (outages included) and its mean rescaled to the planned rate
+  (the plan knows the average, not the fluctuations); ``--worse-link 0.3`` makes the mean the
+  planned rate × U(0.3, 1) instead (the link worse than planned by a random factor).
 
 Per run (seeded): a target L_max in [1, 1.25] × the highest final loss of the curves (every
 true curve reaches it within its 16 recorded epochs, so every candidate's true K is known), a deadline T_max = U(1, 2) × the fastest
@@ -118,7 +119,8 @@ def target_for(rng, by_bits: dict[int, list[list[float]]]) -> float:
     return float(rng.uniform(worst, 1.25 * worst))
 
 
-def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: list[Path]):
+def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: list[Path],
+             worse_link: float = 1.0):
     base = PhaseTable.from_dict(testbed["table"])
     target = target_for(rng, by_bits)
     truth, cands = {}, []
@@ -164,7 +166,7 @@ def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: 
         f = traces[int(rng.integers(len(traces)))]
         tr = load_rate_trace(f)
         offset = float(rng.uniform(0, tr.duration_s))
-        worse = float(rng.uniform(0.3, 1.0))
+        worse = float(rng.uniform(worse_link, 1.0)) if worse_link < 1.0 else 1.0
         times = (tr.times_s - offset) % tr.duration_s
         order = np.argsort(times, kind="stable")
         shifted = type(tr).from_samples(times[order], tr.rates_bps[order], tr.source, tr.duration_s)
@@ -224,6 +226,9 @@ def main(argv=None) -> int:
     ap.add_argument("--testbed", default=str(TESTBED))
     ap.add_argument("--prepare", action="store_true", help="compile the testbed table (torch) and exit")
     ap.add_argument("--threshold", type=float, default=0.03)
+    ap.add_argument("--worse-link", type=float, default=1.0, metavar="LO",
+                    help="the SD's link mean = the planned rate × U(LO, 1) (default 1: the trace's mean is the "
+                         "planned rate; the plan knows the average, not the fluctuations)")
     ap.add_argument("--out", default=str(RESULTS / "closed_loop.json"))
     args = ap.parse_args(argv)
     if args.prepare:
@@ -249,7 +254,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     skipped = 0
     while len(rows) < args.runs:
-        made = make_run(rng, testbed, by_bits, traces)
+        made = make_run(rng, testbed, by_bits, traces, args.worse_link)
         if made is None:
             skipped += 1
             continue
@@ -289,7 +294,7 @@ def main(argv=None) -> int:
                          "energy": rp["energy_over_hindsight_pct"] is not None
                          and rp["energy_over_hindsight_pct"]["median"] <= 5.0}
     result = {"runs": len(rows), "hindsight_feasible": len(feasible), "skipped_worlds": skipped, "seed": args.seed,
-              "threshold": args.threshold, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
+              "threshold": args.threshold, "worse_link": args.worse_link, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
               "traces": len(traces), "testbed": testbed["scenario"], "wall_s": time.perf_counter() - t_start,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "load_avg": list(os.getloadavg())},

@@ -141,13 +141,15 @@ class PhaseTable:
                    {k: np.asarray(v, dtype=float).reshape(-1, len(TERMS)) for k, v in d["terms_j"].items()})
 
 
-def phase_table(scenario, estimates=None, profiles=None, cost_model: str | None = None) -> PhaseTable:
+def phase_table(scenario, estimates=None, profiles=None, cost_model: str | None = None,
+                instance: PlanningInstance | None = None) -> PhaseTable:
     """Compile ``scenario`` into a :class:`PhaseTable` (the instance of
-    :func:`jqodi.core.costs.compile_instance` with the terms of its cost tables)."""
+    :func:`jqodi.core.costs.compile_instance` with the terms of its cost tables); ``instance``:
+    one already compiled from it (with its estimates)."""
     from jqodi.core.costs import compile_instance, cost_table, scenario_profiles
 
     profiles = dict(profiles) if profiles else scenario_profiles(scenario)
-    inst = compile_instance(scenario, estimates, profiles, cost_model)
+    inst = instance if instance is not None else compile_instance(scenario, estimates, profiles, cost_model)
     tables = {m.name: cost_table(scenario, m.name, profiles[m.name], cost_model=cost_model) for m in scenario.models}
     ts, tj = {}, {}
     for c in inst.candidates:
@@ -670,10 +672,11 @@ def _multiset(schedule: Sequence[ScheduleEntry]) -> dict[tuple[str, int], int]:
 
 
 def controller_for(scenario, solution: Solution, *, policy: str = "replan", threshold: float = DEFAULT_THRESHOLD,
-                   confirm: int = 0, estimates=None, profiles=None) -> ClosedLoopController:
-    """The controller of a run of ``solution`` on ``scenario`` (planned from the same ``estimates``):
-    the runtime trains one model per run, so model and bits stay fixed."""
-    table = phase_table(scenario, estimates, profiles)
+                   confirm: int = 0, estimates=None, profiles=None,
+                   instance: PlanningInstance | None = None) -> ClosedLoopController:
+    """The controller of a run of ``solution`` on ``scenario`` (planned from the same ``estimates``,
+    or from ``instance``): the runtime trains one model per run, so model and bits stay fixed."""
+    table = phase_table(scenario, estimates, profiles, instance=instance)
     return ClosedLoopController(table, solution, policy=policy, threshold=threshold, confirm=confirm)
 
 

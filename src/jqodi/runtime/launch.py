@@ -229,6 +229,9 @@ class Launch:
     controller: Any = None
 
 
+#: The closed-loop controller's spec in the workdir (``jqodi cloud --controller``; reused on resume).
+CONTROLLER_NAME = "controller.json"
+
 TRANSPORTS: Registry[Callable[[Launch], None]] = Registry("transport", RuntimeFailure)
 """How the roles of a job run and talk, by name (``jqodi run --transport NAME``)."""
 
@@ -240,11 +243,7 @@ def run_processes(launch: Launch) -> None:
     def on_line(role, line):  # relay the cloud's progress; errors come back as one line
         if role == "cloud" and not line.startswith("[stderr]"):
             launch.say(line)
-    spec = None
-    if launch.controller is not None:
-        launch.workdir.mkdir(parents=True, exist_ok=True)
-        spec = launch.workdir / "controller.json"
-        spec.write_text(json.dumps(launch.controller.to_spec()))
+    spec = launch.workdir / CONTROLLER_NAME if launch.controller is not None else None
     launch_processes(launch.job, launch.workdir, host=launch.host, port=launch.port, resume=launch.resume,
                      on_line=on_line, wall_limit_s=launch.wall_limit_s, on_start=launch.on_start,
                      controller_file=spec)
@@ -293,6 +292,9 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
     rec = RunRecord(job=job.to_dict(), dilation=dilation, emulated=bool(emu and emu.enabled))
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
         initial_master(job, progress=progress)  # pretrain once here (on a cache miss): the cloud finds the cache
+    if controller is not None:  # beside the job: the cloud process rebuilds it, a resumed run reuses it
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / CONTROLLER_NAME).write_text(json.dumps(controller.to_spec()))
     try:
         run = TRANSPORTS.get(transport)
         run(Launch(job, wd, resume=resume, host=host, port=port, say=say, master=master, data=data,

@@ -97,7 +97,8 @@ def load_checkpoint(directory: Path, job: Job, master) -> CloudState | None:
                              f"({ck.get('fingerprint')}); remove it or run without --resume", peer="cloud")
     master.load_state_dict(ck["master"])
     return CloudState(master, int(ck["epoch"]), list(ck["epochs"]), elapsed_s=float(ck.get("elapsed_s", 0.0)),
-                      best=ck.get("best"), observations=list(ck.get("observations") or []))
+                      best=ck.get("best"), observations=list(ck.get("observations") or []),
+                      control=dict(ck.get("control") or {}))
 
 
 def _say(text: str) -> None:

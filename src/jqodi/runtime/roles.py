@@ -26,6 +26,7 @@ model), the same pack/unpack round trip. Hence split training equals
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -376,16 +377,29 @@ class CloudRole(_Role):
         ready = {peer: self.t.recv(peer, "ready").meta for peer in self.t.peers}
         traces = RunTraces.open(job, ready.get("end", {}).get("train_size"), ready.get("end", {}).get("val_size"),
                                 self.ctx.log)
-        # every role has loaded its data and warmed up: time starts now (where a resumed run left it)
+        # every role has loaded its data and warmed up: time starts now (where a resumed run left it;
+        # a run that paused for an absent edge resumes when the timeline brings one back)
+        tl = self.ctx.timeline
+        if self.state.control.get("status") == "paused" and tl is not None:
+            back = [at for at, _, up in tl.edge_events(self.state.elapsed_s, math.inf) if up]
+            if back:
+                self.ctx.log(f"cloud: resuming at t = {back[0]:g} s, when edge {tl.edge_events(0, back[0])[-1][1]} "
+                             f"is back")
+                self.state.elapsed_s = back[0]
         self.origin = time.time() - self.state.elapsed_s * self.dilation
         if self.ctx.timeline is not None:
             self.ctx.timeline.start(self.origin)
         pids = self._pids = {p: m.get("pid") for p, m in ready.items()}
         if self.controller is not None and self.state.observations:
             self.controller.restore(self.state.observations)
-        driver = EpochDriver(plan, controller=self.controller, timeline=self.ctx.timeline, say=self.ctx.log,
+        away = tl.timeline.edges_down(self.state.elapsed_s) if tl is not None else set()
+        driver = EpochDriver(plan, controller=self.controller, timeline=tl, say=self.ctx.log,
                              stop_edge=lambda e, away: self._stop_edge(pids.get(edge_role(e)), away),
-                             elapsed_s=self.state.elapsed_s)
+                             elapsed_s=self.state.elapsed_s, away=away)
+        for e in away:  # a resumed run starts with the edges that are away now stopped
+            self._stop_edge(pids.get(edge_role(e)), True)
+            if self.controller is not None:
+                self.controller.on_event("edge_leaves", e, self.state.elapsed_s)
         if self.controller is not None:  # its schedule: the plan in its order, or what is left of it on resume
             driver.plan = expand_schedule(self.controller.schedule) if not self.controller.stopped else []
         try:
