@@ -60,6 +60,8 @@ TERMS = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_t
 POLICIES = ("static", "replan")
 #: A new plan must save more than this share of the remaining energy to replace a sound one.
 DEFAULT_THRESHOLD = 0.03
+#: A run that has not reached L_max after this many times its planned K^rob epochs gives up.
+MAX_EPOCHS_FACTOR = 3
 
 
 def term_resource(term: str, edge: str) -> str:
@@ -459,6 +461,7 @@ class ClosedLoopController:
         self.schedule = order_cheapest_first(table, self.key, solution.schedule, {}) \
             if policy == "replan" else tuple(solution.schedule)
         self.initial = tuple(self.schedule)
+        self.initial_epochs = [s for s in self.initial for _ in range(s.epochs)]
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -524,6 +527,13 @@ class ClosedLoopController:
                             "remaining_robust": est.remaining_robust, "weight_observed": est.weight_observed,
                             "source": est.source, "ms": (time.perf_counter() - t0) * 1e3})
         self.remaining_estimate = (est.remaining_expected, est.remaining_robust)
+        cap = MAX_EPOCHS_FACTOR * max(self.priors[key][1] or self.priors[key][0] or 0, len(self.initial_epochs))
+        if len(losses) >= cap:
+            return self._stop(f"gave up: {len(losses)} epochs, {MAX_EPOCHS_FACTOR}× what the plan budgeted, "
+                              f"and the target is not reached")
+        if est.remaining_expected is None and not self.schedule:
+            return self._stop("the target looks out of reach (the refitted curve levels off above L_max) "
+                              "and the plan's epochs are done")
         return self._replan("epoch")
 
     def on_event(self, kind: str, edge: str, at_s: float | None = None) -> Decision:
@@ -567,7 +577,7 @@ class ClosedLoopController:
         old = self.schedule
         have = sum(s.epochs for s in old)
         # epochs to budget: K^rob of the rest; if the refit sees the target out of reach, the plan's own
-        need = rem_rob if rem_rob is not None else (rem_exp if rem_exp is not None else max(have, 1))
+        need = rem_rob if rem_rob is not None else (rem_exp if rem_exp is not None else have)
         kept = truncate(old, need)
         cur = schedule_cost(self.table, self.key, kept, f)
         reasons = [event] if event else []
