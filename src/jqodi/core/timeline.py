@@ -14,7 +14,7 @@ A timeline lists what changes, in testbed seconds since fine-tuning started (``a
 
 * ``link_trace``: from ``at_s`` on, the link between ``edge`` and the ``end`` device (or the
   ``cloud``) follows a rate trace file (:mod:`jqodi.core.linktrace`; a relative path is read
-  from the scenario file's folder). ``scale`` multiplies the trace's rates; ``mean_rate_bps``
+  from the scenario file's folder, ``jqodi:traces/NAME`` is a trace shipped with the package). ``scale`` multiplies the trace's rates; ``mean_rate_bps``
   instead rescales the trace so its mean is that rate (keeping its shape and outages). Before
   ``at_s`` the link has its nominal rate.
 * ``edge_leaves`` / ``edge_returns``: the edge server stops (its process is stopped) and comes
@@ -270,6 +270,23 @@ class Timeline:
         return float(out) if np.ndim(out) == 0 else out
 
 
+#: A trace path starting with this names a trace shipped with the package (``jqodi:traces/X.tsv``).
+PACKAGED = "jqodi:"
+
+
+def trace_path(name: str, base_dir: str | Path | None) -> Path:
+    """Where a timeline's ``trace`` is: ``jqodi:traces/X`` in the package's scenarios folder, a
+    relative path in ``base_dir`` (the scenario file's folder), an absolute path as it is."""
+    if name.startswith(PACKAGED):
+        from importlib import resources
+
+        return Path(str(resources.files("jqodi") / "scenarios" / name[len(PACKAGED):]))
+    p = Path(name)
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    return p
+
+
 def resolve_timeline(events: Iterable, *, cloud: str, end: str, edges: Iterable[str],
                      base_dir: str | Path | None = None, source: str = "timeline") -> Timeline:
     """Check names and load trace files: the :class:`Timeline` of validated ``events``.
@@ -299,9 +316,7 @@ def resolve_timeline(events: Iterable, *, cloud: str, end: str, edges: Iterable[
             key = link_key(ev.edge, ev.link)
             if key in tl.traces:
                 raise ScenarioError(f"{where}: the {ev.edge}–{ev.link} link already follows a trace")
-            p = Path(ev.trace)
-            if not p.is_absolute() and base_dir is not None:
-                p = Path(base_dir) / p
+            p = trace_path(ev.trace, base_dir)
             try:
                 trace = load_rate_trace(p)
             except ScenarioError as e:
