@@ -56,6 +56,8 @@ class MainJobConfig:
     ``plan_only`` stops after planning; ``requests`` inference requests per device combination;
     ``trace_store``: where the runtime records its epochs (``"default"`` = ``$JQODI_HOME/traces.db``,
     ``None`` = not recorded); ``workdir`` ``None`` = ``runs/demo-<scenario>``.
+    ``policy``: the closed loop (:mod:`jqodi.app.controller`; ``replan``, ``static`` or ``None``
+    for none: every planned epoch runs); ``replan_threshold``, ``confirm``: its knobs.
     """
 
     scenario_path: str | Path | None = None
@@ -73,6 +75,9 @@ class MainJobConfig:
     transport: str = "gloo"
     emulate: bool = True
     trace_store: str | Path | None = "default"
+    policy: str | None = "replan"
+    replan_threshold: float = 0.03
+    confirm: int = 0
 
     @property
     def pretrain_options(self) -> dict:
@@ -141,7 +146,7 @@ def _print(s: str) -> None:
 
 def load(cfg: MainJobConfig, say: Say = _print):
     """The scenario of ``cfg`` (its SD data sizes overridden when asked); prints its one-line header."""
-    from jqodi.core.scenario import Scenario, load_scenario
+    from jqodi.core.scenario import load_scenario
 
     path = Path(cfg.scenario_path) if cfg.scenario_path else cpu_demo_path()
     scenario = load_scenario(path)
@@ -149,7 +154,7 @@ def load(cfg: MainJobConfig, say: Say = _print):
         d = scenario.model_dump()
         d["data"]["train_size"] = int(cfg.train_size or d["data"]["train_size"])
         d["data"]["val_size"] = int(cfg.val_size or d["data"]["val_size"])
-        scenario = Scenario.model_validate(d)
+        scenario = scenario.with_changes(data=d["data"])
     say(f"scenario {scenario.name} ({path}): {scenario.description}")
     return scenario
 
@@ -227,13 +232,12 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
     When the chosen solver finds no plan, ``estimate`` is ``None`` (the solution says why).
     """
     from jqodi.core.costs import compile_instance
-    from jqodi.core.scenario import Scenario
     from jqodi.planner import compare as compare_solvers, solve
     from jqodi.render.instance import render_instance
     from jqodi.render.plans import comparison_table
 
     target = measurement.target_loss
-    scenario = Scenario.model_validate({**scenario.model_dump(), "target_loss": target})
+    scenario = scenario.with_changes(target_loss=target)
     instance = compile_instance(scenario, measurement.estimates)
     say(f"\n[3/5] planning: deadline T_max = {scenario.deadline_s:g} s (testbed seconds), L_max = {target:.4f}")
     say(render_instance(instance))
@@ -257,21 +261,39 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
 
     Returns the runtime's :class:`jqodi.runtime.RunRecord` (also ``workdir/record.json``).
     """
-    from jqodi.app.run import job_for_plan
+    from jqodi.app.run import job_for_plan, with_standby_edges
     from jqodi.runtime.launch import run_plan
 
     sol = planning.solution
     job = job_for_plan(planning.scenario, sol, emulate=cfg.emulate, max_epochs=cfg.max_epochs,
                        pretrained={"source": "pretrained", **cfg.pretrain_options}, requests=cfg.requests,
                        trace_store=cfg.trace_store)
+    controller = None
+    if cfg.policy is not None:
+        from jqodi.app.controller import controller_for
+
+        controller = controller_for(planning.scenario, sol, policy=cfg.policy, threshold=cfg.replan_threshold,
+                                    confirm=cfg.confirm, instance=planning.instance)
+        job = with_standby_edges(job)
     n_run = len(job.epoch_plan())
-    say(f"\n[4/5] running {n_run} of the plan's {sol.epochs} epochs for real: cloud, edge and end device as "
-        f"separate processes over {cfg.transport}"
+    loop = (f"; closed loop ({cfg.policy}): stops at L_max, keeps the best model"
+            + (", refits K and device/link speeds and re-plans after every epoch and when an edge leaves or "
+               "returns" if cfg.policy == "replan" else "") if controller is not None else "")
+    timeline = planning.scenario.resolved_timeline()
+    events = ""
+    if not timeline.empty:
+        events = ("; the timeline: " + ", ".join(
+            [f"{k} follows {Path(tt.trace.source).name}" for k, tt in timeline.traces.items()]
+            + [f"{key.removeprefix('edge:')} {'returns' if v else 'leaves'} at {at:g} s" if kind == "edge"
+               else f"{key} slows ×{v:g} at {at:g} s" for at, kind, key, v in timeline.changes]))
+    say(f"\n[4/5] running {'up to ' if controller is not None else ''}{n_run} of the plan's {sol.epochs} epochs "
+        f"for real: cloud, edge and end device as separate processes over {cfg.transport}"
         + (f", the testbed emulated at dilation ×{job.emulation.dilation:.3g}" if cfg.emulate else "")
-        + f"; then {cfg.requests} inference requests per device combination")
-    for name in ("checkpoint.pt", "epochs.json", "record.json"):
+        + loop + events + f"; then {cfg.requests} inference requests per device combination")
+    for name in ("checkpoint.pt", "epochs.json", "record.json", "controller.json"):
         (workdir / name).unlink(missing_ok=True)
-    return run_plan(planning.scenario, sol, transport=cfg.transport, workdir=workdir, job=job, say=say)
+    return run_plan(planning.scenario, sol, transport=cfg.transport, workdir=workdir, job=job, say=say,
+                    controller=controller)
 
 
 def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobConfig, say: Say = _print) -> dict:
@@ -281,9 +303,14 @@ def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobCo
     from jqodi.runtime.inference import InferenceResult
 
     sol, row, target = planning.solution, planning.estimate, measurement.target_loss
+    from jqodi.app.controller import control_lines
+
     say("\n[5/5] predicted vs measured")
     say(run_outcome(record))
     say(run_table(record))
+    lines = control_lines(record)
+    if lines:
+        say("\n" + "\n".join(lines))
     losses = [e["val_loss"] for e in record.epochs]
     reached = next((i + 1 for i, v in enumerate(losses) if v <= target), None)
     cmp = {"target_loss": target, "epochs_expected": row.epochs_expected, "epochs_robust": row.epochs_robust,

@@ -36,6 +36,10 @@ class RunOptions:
     no epoch lines and no progress bars while it runs (``--quiet``); ``data_dir``: the folder of the
     scenario's named datasets (overrides its ``data.data_dir``); ``estimates``: a learning-estimates JSON
     (``jqodi estimate``) planned with instead of the scenario's ``learning:`` rows.
+    ``policy``: the closed loop (:mod:`jqodi.app.controller`): ``replan`` (early stop, online
+    estimates, re-planning; the default), ``static`` (early stop, the plan followed), ``None``
+    (no controller: every planned epoch runs, as before); ``replan_threshold`` the anti-churn
+    share; ``confirm`` further epochs at or below L_max before stopping.
     """
 
     solver: str = "jqodi"
@@ -59,6 +63,9 @@ class RunOptions:
     progress: bool | None = None
     data_dir: str | None = None
     estimates: str | Path | None = None
+    policy: str | None = "replan"
+    replan_threshold: float = 0.03
+    confirm: int = 0
 
 
 def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
@@ -141,14 +148,49 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         check_scenario_data(scenario.data)
     solution = None if resuming else plan_for_run(scenario, opts, say)
     job = None if resuming else build_job(scenario, solution, opts)
+    controller = None
+    if resuming:
+        controller = resumed_controller(workdir)
+    elif opts.policy is not None:
+        from jqodi.app.controller import controller_for
+
+        controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
+                                    confirm=opts.confirm)
+        job = with_standby_edges(job)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
-                      progress=opts.progress)
+                      progress=opts.progress, controller=controller)
     return record, workdir
+
+
+def with_standby_edges(job):
+    """``job`` with a process on every usable edge: a re-plan may move epochs to any of them."""
+    from jqodi.core.devices import edges_of_roles
+
+    return job.replace(standby_edges=edges_of_roles(job.emulation.devices if job.emulation else {}))
+
+
+def resumed_controller(workdir: Path):
+    """The controller a resumed run continues with (``workdir/controller.json``), or ``None``."""
+    import json
+
+    from jqodi.app.controller import ClosedLoopController
+
+    p = Path(workdir) / "controller.json"
+    if not p.is_file():
+        return None
+    try:
+        return ClosedLoopController.from_spec(json.loads(p.read_text()))
+    except ValueError as e:
+        raise JqodiError(f"{p}: unreadable controller: {e}") from e
 
 
 def report_run(record, workdir: str | Path | None = None) -> str:
     """The run's report (:func:`jqodi.render.runs.run_report`): how it ended, predicted vs measured."""
     from jqodi.render.runs import run_report
 
-    return run_report(record, workdir)
+    from jqodi.app.controller import control_lines
+
+    text = run_report(record, workdir)
+    lines = control_lines(record)
+    return text + ("\n\n" + "\n".join(lines) if lines else "")

@@ -13,6 +13,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-report", action="store_true",
                    help="neither write WORKDIR/record.json nor print the run's report at the end (the "
                         "launcher of 'jqodi run' does both)")
+    p.add_argument("--controller", default=None, metavar="FILE",
+                   help="closed-loop controller JSON (written by 'jqodi run'): asked after every epoch")
     add_connection_arguments(p)
 
 
@@ -58,4 +60,14 @@ def run(args) -> int:
         rec.save(wd / "record.json")
         print(run_report(rec, wd), flush=True)
 
-    return role_main("cloud", args, after=report, job=job, workdir=args.workdir, resume=args.resume)
+    controller = None
+    if args.controller:
+        from jqodi.app.controller import ClosedLoopController
+
+        try:
+            spec = json.loads(Path(args.controller).read_text())
+        except (OSError, ValueError) as e:
+            raise JqodiError(f"--controller: cannot read {args.controller}: {e}") from e
+        controller = ClosedLoopController.from_spec(spec)
+    return role_main("cloud", args, after=report, job=job, workdir=args.workdir, resume=args.resume,
+                     controller=controller)

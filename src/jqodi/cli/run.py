@@ -51,6 +51,14 @@ def add_arguments(p) -> None:
     p.add_argument("--store", default=None, metavar="DB",
                    help="trace store the run records its epochs in (default $JQODI_HOME/traces.db)")
     p.add_argument("--no-traces", action="store_true", help="do not record the run in the trace store")
+    p.add_argument("--policy", choices=("replan", "static"), default="replan",
+                   help="closed loop: replan (default: stop at the target, refit estimates and re-plan after "
+                        "every epoch and on resource events) or static (stop at the target, follow the plan)")
+    p.add_argument("--replan-threshold", type=float, default=0.03, metavar="SHARE",
+                   help="a new plan must save more than this share of the remaining energy to replace a sound "
+                        "one (default 0.03)")
+    p.add_argument("--confirm", type=int, default=0, metavar="N",
+                   help="stop only after N further epochs at or below the target loss (default 0)")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
     p.add_argument("--quiet", action="store_true",
@@ -70,7 +78,8 @@ def run(args) -> int:
                       startup_timeout_s=args.startup_timeout, port=args.port, requests=args.requests,
                       meter=args.meter, random_init=args.random_init,
                       trace_store=None if args.no_traces else (args.store or "default"),
-                      progress=False if args.quiet else None, data_dir=args.data_dir, estimates=args.estimates)
+                      progress=False if args.quiet else None, data_dir=args.data_dir, estimates=args.estimates,
+                      policy=args.policy, replan_threshold=args.replan_threshold, confirm=args.confirm)
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from jqodi.core.devices import CloudLink, CloudServer, Device, DeviceSpec, EdgeServer, EndDevice, WirelessLink
 from jqodi.core.estimates import LearningEstimate, check_estimate
+from jqodi.core.timeline import Timeline, TimelineEvent, device_key, resolve_timeline
 from jqodi.core.train_config import TRAIN_DEFAULTS
 from jqodi.core.validation import (VALID_BITS, FieldProblem, Int, Name, NoBool, NonNegFloat, PosFloat, PosInt,
                                    Strict, error_line, one_line)
@@ -211,6 +212,9 @@ class Scenario(Strict):
     runtime: RuntimeSpec = RuntimeSpec()
     learning: list[LearningEstimate] = Field(default_factory=list)
     serving: ServingSpec | None = None
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+    _source_dir: Path | None = PrivateAttr(default=None)
+    _timeline: Timeline | None = PrivateAttr(default=None)
 
     @field_validator("bits", "baseline_bits")
     @classmethod
@@ -274,6 +278,14 @@ class Scenario(Strict):
             if (row.model, row.bits) in seen:
                 raise FieldProblem(f"learning[{i}]", f"duplicate row for ({row.model}, {row.bits} bits)")
             seen.add((row.model, row.bits))
+        edges = [e.name for e in self.edges]
+        for i, ev in enumerate(self.timeline):
+            if getattr(ev, "edge", None) is not None and ev.edge not in edges:
+                raise FieldProblem(f"timeline[{i}].edge", f"unknown edge server {ev.edge!r} (known: {', '.join(edges)})")
+            if getattr(ev, "device", None) is not None and device_key(
+                    ev.device, cloud=self.cloud.name, end=self.end_device.name, edges=edges) is None:
+                raise FieldProblem(f"timeline[{i}].device", f"unknown device {ev.device!r} (known: cloud, end, "
+                                                            f"{self.cloud.name}, {self.end_device.name}, {', '.join(edges)})")
         roles = [("cloud.name", self.cloud.name), ("end_device.name", self.end_device.name)]
         roles += [(f"edges[{i}].name", e.name) for i, e in enumerate(self.edges)]
         for i, (path, n) in enumerate(roles):
@@ -304,6 +316,23 @@ class Scenario(Strict):
     def estimates(self) -> list[LearningEstimate]:
         """The static learning table (:class:`LearningEstimate` records)."""
         return list(self.learning)
+
+    def resolved_timeline(self, source: str = "scenario") -> Timeline:
+        """The ``timeline:`` block with its trace files read (relative paths from the scenario
+        file's folder); :func:`load_scenario` checks it, so bad trace files fail at load time."""
+        if self._timeline is None:
+            tl = resolve_timeline(self.timeline, cloud=self.cloud.name, end=self.end_device.name,
+                                  edges=[e.name for e in self.edges], base_dir=self._source_dir, source=source)
+            self._timeline = tl
+        return self._timeline
+
+    def with_changes(self, **changes) -> "Scenario":
+        """A validated copy with top-level fields changed, keeping where the file came from."""
+        d = self.model_dump()
+        d.update(changes)
+        out = Scenario.model_validate(d)
+        out._source_dir = self._source_dir
+        return out
 
 
 def _known_model_names() -> set[str]:
@@ -382,4 +411,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(one_line(f"{path}: (yaml): {where}{problem}")) from None
     except (RecursionError, ValueError, TypeError) as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {e}")) from None
-    return parse_scenario(data, str(path), path.parent)
+    scenario = parse_scenario(data, str(path), path.parent)
+    scenario._source_dir = path.resolve().parent
+    scenario.resolved_timeline(str(path))
+    return scenario

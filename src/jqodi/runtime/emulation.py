@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 from jqodi.core.devices import Device
 from jqodi.runtime.job import EmulationConfig
@@ -26,10 +27,15 @@ __all__ = ["ComputeClock", "host_flops", "auto_dilation"]
 
 @dataclass
 class ComputeClock:
-    """Busy time of one role, per phase. ``device`` is None when not emulating."""
+    """Busy time of one role, per phase. ``device`` is None when not emulating.
+
+    ``slowdown`` (optional) returns the device's current compute-time factor (a timeline's
+    ``slowdown`` event: 1.5 = the device computes 1.5× slower); it multiplies the padded target.
+    """
 
     device: Device | None = None
     dilation: float = 1.0
+    slowdown: Callable[[], float] | None = None
     busy_s: dict[str, float] = field(default_factory=dict)     # wall time incl. padding
     compute_s: dict[str, float] = field(default_factory=dict)  # the host's own compute time
     flops: dict[str, float] = field(default_factory=dict)
@@ -43,7 +49,7 @@ class ComputeClock:
         spent = time.perf_counter() - t0
         device = spent
         if self.device is not None and flops > 0:
-            target = device = flops / self.device.flops * self.dilation
+            target = device = flops / self.device.flops * self.dilation * (self.slowdown() if self.slowdown else 1.0)
             if spent < target:
                 _sleep_until(t0 + target)
             else:

@@ -116,6 +116,7 @@ class EmulationConfig:
     dilation: float = 1.0
     devices: dict[str, Device] = field(default_factory=dict)
     links: dict[str, LinkProfile] = field(default_factory=dict)
+    timeline: dict | None = None  # jqodi.core.timeline.Timeline.to_dict(): what the emulation applies
 
     def link(self, a: str, b: str) -> LinkProfile | None:
         return self.links.get(link_key(a, b)) or self.links.get(link_key(b, a))
@@ -153,6 +154,7 @@ class Job:
     # the cost model's epoch for each schedule entry (jqodi.runtime.plan.predict_epoch): a cloud started
     # by hand reports predicted vs measured from the job alone
     predicted_epochs: list[dict] = field(default_factory=list)
+    standby_edges: list[str] = field(default_factory=list)  # edges a re-plan may use (they get a process)
 
     def __post_init__(self):
         if not self.schedule:
@@ -168,11 +170,13 @@ class Job:
 
     @property
     def edges(self) -> list[str]:
-        """Edge servers with a process: the schedule's, in first-use order, then ``inference_edges``."""
+        """Edge servers with a process: the schedule's, in first-use order, then ``standby_edges``
+        and ``inference_edges``."""
         out: list[str] = []
         for s in self.schedule:
             if s.epochs > 0 and s.edge not in out:
                 out.append(s.edge)
+        out += [e for e in self.standby_edges if e not in out]
         if self.inference_requests > 0:
             out += [e for e in self.inference_edges if e not in out]
         return out

@@ -109,11 +109,13 @@ def _describe(rc: int) -> str:
 
 def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
                      resume: bool = False, on_line: Callable[[str, str], None] | None = None,
-                     wall_limit_s: float | None = None, on_start: Callable[[dict], None] | None = None) -> None:
+                     wall_limit_s: float | None = None, on_start: Callable[[dict], None] | None = None,
+                     controller_file: Path | None = None) -> None:
     """Run the cloud, the job's edges and the end as subprocesses until they all finish.
 
     Raises :class:`RuntimeFailure` naming the first role that failed (a role killed by a signal
     is named before the roles that noticed it). ``on_start`` gets ``{role: RoleProcess}``.
+    ``controller_file``: the controller the cloud rebuilds and asks after each epoch (``--controller``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.json"
@@ -136,6 +138,8 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     procs: dict[str, RoleProcess] = {}
     cloud_argv = (py + ["cloud", "--job", str(job_path), "--workdir", str(workdir), "--no-report"] + conn
                   + (["--resume"] if resume else []))
+    if controller_file is not None:
+        cloud_argv += ["--controller", str(controller_file)]
     def log(role: str) -> list[str]:  # every role writes its message log (kind + shapes) to the workdir
         return ["--message-log", str(workdir / f"messages-{role.replace(':', '-')}.json")]
 
@@ -212,6 +216,8 @@ class Launch:
         wall_limit_s: give up after this many seconds (None: no limit).
         on_start: called with ``{role: RoleProcess}`` once processes started (process transports).
         progress: False draws no progress bar (pretraining, batches); None: on a terminal.
+        controller: what the cloud asks after each epoch (:mod:`jqodi.runtime.control`); process
+            transports hand it to the cloud process as JSON (its ``to_spec()``).
     """
 
     job: Job
@@ -225,7 +231,11 @@ class Launch:
     wall_limit_s: float | None = None
     on_start: Callable[[dict], None] | None = None
     progress: bool | None = None
+    controller: Any = None
 
+
+#: The closed-loop controller's spec in the workdir (``jqodi cloud --controller``; reused on resume).
+CONTROLLER_NAME = "controller.json"
 
 TRANSPORTS: Registry[Callable[[Launch], None]] = Registry("transport", RuntimeFailure)
 """How the roles of a job run and talk, by name (``jqodi run --transport NAME``)."""
@@ -238,8 +248,10 @@ def run_processes(launch: Launch) -> None:
     def on_line(role, line):  # relay the cloud's progress; errors come back as one line
         if role == "cloud" and not line.startswith("[stderr]"):
             launch.say(line)
+    spec = launch.workdir / CONTROLLER_NAME if launch.controller is not None else None
     launch_processes(launch.job, launch.workdir, host=launch.host, port=launch.port, resume=launch.resume,
-                     on_line=on_line, wall_limit_s=launch.wall_limit_s, on_start=launch.on_start)
+                     on_line=on_line, wall_limit_s=launch.wall_limit_s, on_start=launch.on_start,
+                     controller_file=spec)
 
 
 @TRANSPORTS.register("inprocess", description="every role as a thread of this process "
@@ -262,18 +274,19 @@ def run_threads(launch: Launch) -> None:
     on_progress, on_epoch = run_progress(job.replace(start_epoch=state.epoch if state else 0), say,
                                          enabled=launch.progress)
     run = run_inprocess(job, master, launch.data, on_epoch=on_epoch, on_progress=on_progress,
-                        checkpoint=checkpoint, state=state)
+                        checkpoint=checkpoint, state=state, controller=launch.controller, log=say)
     write_epochs(wd, run.state)
 
 
 def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/latest", resume: bool = False,
             host: str = "127.0.0.1", port: int | None = None, say: Callable[[str], None] = print,
-            predicted: list[dict] | None = None, master=None, data=None, wall_limit_s: float | None = None,
-            on_start=None, progress: bool | None = None) -> RunRecord:
+            predicted=None, master=None, data=None, wall_limit_s: float | None = None,
+            on_start=None, progress: bool | None = None, controller=None) -> RunRecord:
     """Run ``job`` (all roles on this machine, over the registered ``transport``) and return its
     :class:`RunRecord`.
 
-    ``predicted[k]`` (optional) is the cost model's epoch ``k`` (:func:`jqodi.runtime.plan.predict_epoch`).
+    ``predicted`` (optional): the cost model's epoch, as ``predicted(edge, cut)`` or a list by
+    epoch index (:func:`jqodi.runtime.plan.predict_epoch`). ``controller``: asked after each epoch.
     ``progress=False`` draws no progress bar (pretraining, batches); ``say`` gets the epoch lines.
     """
     from jqodi.runtime.process import EPOCHS_NAME, initial_master
@@ -281,10 +294,13 @@ def run_job(job: Job, *, transport: str = "gloo", workdir: str | Path = "runs/la
     wd = Path(workdir)
     if job.pretrained.get("source", "pretrained") == "pretrained" and master is None:
         initial_master(job, progress=progress)  # pretrain once here (on a cache miss): the cloud finds the cache
+    if controller is not None:  # beside the job: the cloud process rebuilds it, a resumed run reuses it
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / CONTROLLER_NAME).write_text(json.dumps(controller.to_spec()))
     try:
         run = TRANSPORTS.get(transport)
         run(Launch(job, wd, resume=resume, host=host, port=port, say=say, master=master, data=data,
-                   wall_limit_s=wall_limit_s, on_start=on_start, progress=progress))
+                   wall_limit_s=wall_limit_s, on_start=on_start, progress=progress, controller=controller))
     except RuntimeFailure as e:
         record_from_epochs(job, wd / EPOCHS_NAME, predicted=predicted, status="failed",
                            error=str(e)).save(wd / "record.json")
@@ -321,7 +337,12 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
         job = job.replace(target_loss=float(scenario.target_loss))
     wd.mkdir(parents=True, exist_ok=True)  # every transport: the job beside its record (resume reads it)
     (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
-    predicted = [predict_epoch(scenario, job.model, job.bits, cut, edge) for edge, cut in job.epoch_plan()]
+    cache: dict[tuple[str, int], dict] = {}
+
+    def predicted(edge: str, cut: int) -> dict:  # per (edge, cut): a re-planned epoch may run anywhere
+        if (edge, cut) not in cache:
+            cache[(edge, cut)] = predict_epoch(scenario, job.model, job.bits, cut, edge)
+        return cache[(edge, cut)]
     rt = scenario.runtime
     rec = run_job(job, transport=transport, workdir=wd, resume=resume, host=rt.host, port=port,
                   say=say, predicted=predicted, **kw)

@@ -50,9 +50,37 @@ def make_meter_for(job: Job, role: str):
 
 
 def make_context(job: Job, transport: Transport, log: Callable[[str], None] = lambda s: None) -> RoleContext:
+    """A role's context; with emulation and a timeline in the job, the role's compute follows its
+    device's slowdowns and its sends on a trace-driven link follow the trace (in dilated time)."""
+    import time
+
+    from jqodi.runtime.control import EmulatedTimeline
+
     emu = job.emulation
-    return RoleContext(job, transport, clock_for(transport.me, emu, bool(emu and emu.enabled)),
-                       make_meter_for(job, transport.me), log)
+    enabled = bool(emu and emu.enabled)
+    clock = clock_for(transport.me, emu, enabled)
+    timeline = None
+    if enabled and emu.timeline:
+        timeline = EmulatedTimeline(emu.timeline, emu.dilation)
+        if clock.device is not None:
+            clock.slowdown = timeline.slowdown(transport.me)
+        for peer in role_names(job):
+            key = _link_key(transport.me, peer)
+            link = emu.link(transport.me, peer)
+            if peer == transport.me or link is None or not timeline.follows_trace(key):
+                continue
+
+            def wire(begin: float, nbytes: int, key=key, nominal=link.rate_bps) -> float:
+                offset = time.time() - time.monotonic()  # the trace runs on the shared wall clock
+                return timeline.wire_done(key, nbytes, begin + offset, nominal) - offset
+            transport.link_wire[peer] = wire
+    return RoleContext(job, transport, clock, make_meter_for(job, transport.me), log, timeline)
+
+
+def _link_key(a: str, b: str) -> str:
+    """The timeline's key of the link between roles ``a`` and ``b`` (``edge:X|end``, ``cloud|edge:X``)."""
+    pair = sorted((a, b), key=lambda r: {"cloud": 0, "end": 2}.get(r, 1))
+    return f"{pair[0]}|{pair[1]}"
 
 
 @dataclass
@@ -66,12 +94,14 @@ class InProcessRun:
 
 def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=None, checkpoint=None,
                   heartbeat_s: float | None = None, fault: Callable[[str, InProcessHub], None] | None = None,
-                  state: CloudState | None = None) -> InProcessRun:
+                  state: CloudState | None = None, controller=None,
+                  log: Callable[[str], None] | None = None) -> InProcessRun:
     """Run every role of ``job`` as a thread of this process; ``master`` is the cloud's model
     (QAT-prepared at ``job.bits``), updated in place. ``data`` is the SD's
     :class:`jqodi.core.data.EndDeviceData` (loaded from ``job.data`` if None).
 
-    ``state`` (a checkpoint's) resumes after its last completed epoch.
+    ``state`` (a checkpoint's) resumes after its last completed epoch. ``controller``: what the
+    cloud asks after each epoch (:mod:`jqodi.runtime.control`); ``log``: the cloud's lines (re-plans).
     Raises the first :class:`RuntimeFailure` a role reported.
     """
     if state is not None:
@@ -85,8 +115,8 @@ def run_inprocess(job: Job, master, data=None, *, on_epoch=None, on_progress=Non
                                         link_rate_bps=link_rates(job, n), limits=limits) for n in names}
     state = state or CloudState(master, epoch=job.start_epoch)
     errors: dict[str, BaseException] = {}
-    ctxs = {n: make_context(job, t) for n, t in transports.items()}
-    roles = {"cloud": CloudRole(ctxs["cloud"], state, on_epoch, on_progress, checkpoint),
+    ctxs = {n: make_context(job, t, log if n == "cloud" and log else (lambda s: None)) for n, t in transports.items()}
+    roles = {"cloud": CloudRole(ctxs["cloud"], state, on_epoch, on_progress, checkpoint, controller=controller),
              "end": EndRole(ctxs["end"], data)}
     for e in job.edges:
         roles[edge_role(e)] = EdgeRole(ctxs[edge_role(e)], e)

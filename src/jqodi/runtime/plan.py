@@ -38,7 +38,9 @@ def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | Non
         d["data"]["train_size"] = int(train_size)
     if val_size is not None:
         d["data"]["val_size"] = int(val_size)
-    return Scenario.model_validate(d)
+    out = Scenario.model_validate(d)
+    out._source_dir = scenario._source_dir  # the timeline's trace files are read from there
+    return out
 
 
 def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: bool, dilation: float) -> EmulationConfig:
@@ -110,8 +112,10 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
         host_epoch_s = (3.0 * data.train_size + data.val_size) * profile.flops / host
         predicted_s = [predict_epoch(scenario, model, bits, s.cut, s.edge)["time_s"] for s in schedule]
         dilation = auto_dilation(host_epoch_s, min(predicted_s))
+    timeline = scenario.resolved_timeline()  # what the emulation applies (link traces, edges, slowdowns)
     emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
-                          devices=emu.devices, links=emu.links)
+                          devices=emu.devices, links=emu.links,
+                          timeline=None if timeline.empty else timeline.to_dict())
     return Job(model=model, bits=bits, schedule=schedule, width=float(entry.width),
                input_shape=tuple(data.input_shape), num_classes=int(data.num_classes),
                data=DataConfig(name=data.split, dataset=cloud_dataset_name(data.dataset, data.split),

@@ -70,7 +70,9 @@ def save_checkpoint(directory: Path, job: Job, state: CloudState) -> Path:
 
     torch.save({"model_format_version": MODEL_FORMAT_VERSION, "master": state.master.state_dict(),
                 "epoch": state.epoch, "epochs": state.epochs, "optimizer_state": None,
-                "fingerprint": _fingerprint(job), "job": job.to_dict()}, tmp)
+                "fingerprint": _fingerprint(job), "job": job.to_dict(),
+                "elapsed_s": state.elapsed_s, "best": state.best, "observations": state.observations,
+                "control": state.control}, tmp)
     tmp.replace(path)
     return path
 
@@ -95,7 +97,9 @@ def load_checkpoint(directory: Path, job: Job, master) -> CloudState | None:
         raise RuntimeFailure(f"cloud: checkpoint {path} belongs to another plan "
                              f"({ck.get('fingerprint')}); remove it or run without --resume", peer="cloud")
     master.load_state_dict(ck["master"])
-    return CloudState(master, int(ck["epoch"]), list(ck["epochs"]))
+    return CloudState(master, int(ck["epoch"]), list(ck["epochs"]), elapsed_s=float(ck.get("elapsed_s", 0.0)),
+                      best=ck.get("best"), observations=list(ck.get("observations") or []),
+                      control=dict(ck.get("control") or {}))
 
 
 def _say(text: str) -> None:
@@ -106,7 +110,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
                startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
                message_log: str | Path | None = None, say: Callable[[str], None] = _say,
-               token_file: str | Path | None = None) -> int:
+               token_file: str | Path | None = None, controller=None) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
 
     ``startup_timeout_s`` bounds the rendezvous and the forming of the process group;
@@ -114,6 +118,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
 
     ``message_log``: write every message this role sent or received (kind, peer, tensor shapes,
     bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
+    ``controller`` (cloud only): what the cloud asks after each epoch (:mod:`jqodi.runtime.control`).
 
     ``token_file``: the job secret (:mod:`jqodi.runtime.auth`; else ``$JQODI_JOB_TOKEN``). A cloud
     without one creates a fresh secret and writes it to ``workdir/job.token`` (mode 0600) for the
@@ -176,7 +181,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
                 save_checkpoint(wd, job, st)
                 write_epochs(wd, st)
 
-            role_obj = CloudRole(ctx, state, on_epoch, on_progress, checkpoint)
+            role_obj = CloudRole(ctx, state, on_epoch, on_progress, checkpoint, controller=controller)
         elif role == "end":
             role_obj = EndRole(ctx)
         else:
@@ -236,7 +241,9 @@ EPOCHS_NAME = "epochs.json"
 def write_epochs(directory: Path, state: CloudState) -> None:
     path = Path(directory) / EPOCHS_NAME
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs, "inference": state.inference}))
+    tmp.write_text(json.dumps({"completed": state.epoch, "epochs": state.epochs, "inference": state.inference,
+                               "control": state.control,
+                               "best": {k: v for k, v in (state.best or {}).items() if k != "state"} or None}))
     tmp.replace(path)
 
 

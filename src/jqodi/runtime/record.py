@@ -84,6 +84,7 @@ class RunRecord:
     solution: dict | None = None
     inference: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    control: dict = field(default_factory=dict)  # how the epochs ended: status, reason, re-plans, best model
     target_loss: float | None = None  # L_max of the plan (None: the job named none)
 
     @property
@@ -151,7 +152,7 @@ class RunRecord:
         return cls(**d)
 
 
-def record_from_epochs(job, epochs_path: str | Path, *, predicted: list[dict] | None = None,
+def record_from_epochs(job, epochs_path: str | Path, *, predicted=None,
                        status: str = "completed", error: str | None = None) -> RunRecord:
     """The :class:`RunRecord` of ``job`` (a :class:`jqodi.runtime.job.Job`) from the cloud's
     ``epochs.json``: what ``jqodi run`` and a cloud started by hand both save as ``record.json``.
@@ -166,10 +167,15 @@ def record_from_epochs(job, epochs_path: str | Path, *, predicted: list[dict] | 
         return rec
     stored = json.loads(path.read_text())
     rec.inference = stored.get("inference") or []
+    rec.control = stored.get("control") or {}
+    if rec.control.get("status") == "paused" and rec.status == "completed":
+        rec.status = "paused"
     eps = {k: v.energy_per_bit_j for k, v in emu.links.items()} if emu is not None else {}
     for r in stored["epochs"]:
         m = measure_epoch(r, rec.dilation, eps)
-        if predicted is not None and r["epoch"] < len(predicted):
+        if callable(predicted):  # re-planned runs: the prediction of the option each epoch ran on
+            m["predicted"] = predicted(r["edge"], r["cut"])
+        elif predicted is not None and r["epoch"] < len(predicted):
             m["predicted"] = predicted[r["epoch"]]
         rec.epochs.append(m)
     return rec

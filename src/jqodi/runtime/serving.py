@@ -107,7 +107,7 @@ def serve_cloud(role, cut: int) -> None:
     """Send the fine-tuned model (q bits) to every edge; the SD reports the inference results."""
     from jqodi.core.quant import pack_model
 
-    master = role.state.master
+    master = role.served_model()  # the best model of the run
     payload = {"shallow": packed_to_tensor(pack_model(master.shallow(cut), role.job.bits)),
                "deep": packed_to_tensor(pack_model(master.deep(cut), role.job.bits))}
     for e in role.job.edges:

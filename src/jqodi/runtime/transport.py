@@ -34,7 +34,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -149,6 +149,9 @@ class Transport(ABC):
         self.timeout_s = float(timeout_s)
         self.heartbeat_s = float(heartbeat_s if heartbeat_s is not None else max(0.05, min(2.0, timeout_s / 5)))
         self.link_rate_bps = dict(link_rate_bps or {})  # key: peer name (this side sends to it)
+        # peer -> f(begin, nbytes) -> when the wire is free again (time.monotonic scale): a link
+        # whose rate follows a trace (jqodi.runtime.control.EmulatedTimeline); overrides the rate
+        self.link_wire: dict[str, Callable[[float, int], float]] = {}
         self.sent: dict[str, LinkStats] = {p: LinkStats() for p in self.peers}
         self.received: dict[str, LinkStats] = {p: LinkStats() for p in self.peers}
         self.log: list[MessageRecord] = []
@@ -169,9 +172,10 @@ class Transport(ABC):
         buf = encode_message(kind, meta, tensors)
         with self._send_locks[dst]:
             rate = self.link_rate_bps.get(dst)
-            if rate:  # the message occupies the link first, so it arrives when a real one would
+            wire = self.link_wire.get(dst)
+            if rate or wire:  # the message occupies the link first, so it arrives when a real one would
                 begin = max(start, self._link_free_at[dst])
-                done = begin + len(buf) * 8.0 / rate
+                done = wire(begin, len(buf)) if wire else begin + len(buf) * 8.0 / rate
                 self._link_free_at[dst] = done
                 _sleep_until(done)
             try:
