@@ -1,0 +1,783 @@
+"""Joint planning of a fleet: every end device's (model, bits, per-epoch edge and cut) under every
+edge server's capacity, minimising the fleet's total energy.
+
+The problem (the sum over devices of Eq. 13, plus one capacity row per edge server)::
+
+    min  Σ_i [ ε_(c_i) + Σ_o e_(i,o)·n_(i,o) ]
+    s.t. per device i: one candidate c_i, Σ_o n_(i,o) = K_(c_i), τ_(c_i) + Σ_o t_(i,o)·n_(i,o) ≤ T_max,i
+         per edge x:   Σ_i Σ_(o on x) b_(i,o)·n_(i,o) ≤ c_x·W          (b = the option's edge compute time)
+
+(the capacity model is in :mod:`jqodi.core.fleet`). Solvers, in :data:`FLEET_SOLVERS`:
+
+* ``fleet-optimal``: the exact MILP with HiGHS (``scipy.optimize.milp``): binaries z_(i,c) pick a
+  candidate, integers n_(i,c,o) count epochs. Options that another option of the same candidate on
+  the same edge beats in time, energy and edge time are dropped first (swapping never hurts).
+  Proven optimal for small fleets; the time grows quickly with the fleet.
+* ``fleet-lagrange``: Lagrangian relaxation of the capacity rows. With prices λ_x ≥ 0 (joules per
+  busy second of ES_x) the problem splits into one single-device problem per device with priced
+  epoch energies e + λ_x·b, solved by the exact per-device solver of :mod:`jqodi.planner.optimal`.
+  Prices follow subgradient steps (Polyak's rule) driven by each edge's over/under-load, using the
+  closed-form LP bound of each device (its dual value is a lower bound on the fleet optimum,
+  reported as ``lower_bound_j``). Then every device is solved exactly at the final prices and a
+  repair step raises the prices of still-overloaded edges (re-solving only their devices) and,
+  if that does not settle, moves devices off an overloaded edge in order of the least extra
+  energy per freed busy second; a device no move can serve is reported as not served.
+* ``fcfs``: devices planned alone in arrival order, each taking its own best plan among the edge
+  servers that still have room for it (the contention problem: first comers take the cheap
+  options, later ones are pushed to costly ones or miss their deadlines).
+* ``ignore-capacity``: every device's own best plan as if it had the edges to itself; the
+  overload it causes is reported.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from jqodi.core.fleet import FleetInstance
+from jqodi.core.instance import Solution
+from jqodi.errors import PlanningError
+from jqodi.planner.common import (check_epochs, epochs_of, lp_bound, make_solution, option_arrays, pareto_front,
+                                  search_candidates, time_budget_s)
+from jqodi.planner.explain import infeasible_solution
+from jqodi.planner.optimal import ENERGY_RTOL, solve_arrays
+
+__all__ = ["FleetSolution", "FLEET_SOLVERS", "solve_fleet", "compare_fleet", "fleet_lower_bound", "random_fleet"]
+
+#: Relative slack of the capacity rows (the same role as TIME_RTOL for deadlines).
+CAPACITY_RTOL = 1e-9
+
+
+@dataclass
+class FleetSolution:
+    """A fleet plan: one :class:`Solution` per device (``infeasible`` = not served), totals and loads."""
+
+    solver: str
+    status: str                       # optimal | feasible | infeasible (some device not served)
+    plans: dict[str, Solution]
+    energy_j: float                   # total over the served devices
+    edge_load_s: dict[str, float]     # busy seconds planned on each edge
+    edge_capacity_s: dict[str, float]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def served(self) -> int:
+        return sum(1 for s in self.plans.values() if s.status != "infeasible")
+
+    @property
+    def unserved(self) -> list[str]:
+        return [n for n, s in self.plans.items() if s.status == "infeasible"]
+
+    @property
+    def overload_s(self) -> dict[str, float]:
+        return {x: max(0.0, self.edge_load_s[x] - self.edge_capacity_s[x]) for x in self.edge_load_s}
+
+    @property
+    def capacity_ok(self) -> bool:
+        return all(self.edge_load_s[x] <= self.edge_capacity_s[x] * (1 + CAPACITY_RTOL) + 1e-9
+                   for x in self.edge_load_s)
+
+    def edge_devices(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {x: [] for x in self.edge_load_s}
+        for n, s in self.plans.items():
+            for x in sorted({e.edge for e in s.schedule}):
+                out[x].append(n)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"solver": self.solver, "status": self.status, "energy_j": self.energy_j,
+                "devices": len(self.plans), "served": self.served, "unserved": self.unserved,
+                "edges": {x: {"load_s": self.edge_load_s[x], "capacity_s": self.edge_capacity_s[x],
+                              "overload_s": self.overload_s[x], "devices": len(d)}
+                          for x, d in self.edge_devices().items()},
+                **self.extra,
+                "plans": {n: s.to_dict() for n, s in self.plans.items()}}
+
+
+# --- per-device arrays -----------------------------------------------------------------------------
+
+@dataclass
+class _Cand:
+    cand: object       # Candidate
+    K: int
+    budget_s: float
+    t: np.ndarray
+    e: np.ndarray
+    b: np.ndarray      # edge busy seconds per epoch
+    x: np.ndarray      # fleet edge index per option
+    qe: float
+
+
+@dataclass
+class _Plan:
+    cand: _Cand
+    counts: list[tuple[int, int]]
+    energy_j: float                 # true energy, quantization included
+    busy: np.ndarray                # busy seconds per fleet edge
+
+
+def _device_cands(fleet: FleetInstance, epochs: str) -> list[list[_Cand]]:
+    index = {x: i for i, x in enumerate(fleet.edges)}
+    out = []
+    for m in fleet.members:
+        cands = []
+        busy_of = {id(c): b for c, b in zip(m.instance.candidates, m.edge_busy_s)}
+        for c in search_candidates(m.instance):
+            K = epochs_of(c, epochs)
+            budget = time_budget_s(m.instance, c)
+            if K is None or not c.options or budget <= 0:
+                continue
+            arr = option_arrays(c)
+            x = np.array([index[o.edge] for o in c.options], dtype=np.int64)
+            cands.append(_Cand(c, K, budget, arr.time_s, arr.energy_j, np.asarray(busy_of[id(c)], float), x,
+                               c.quantize_energy_j))
+        out.append(cands)
+    return out
+
+
+def _make_plan(c: _Cand, counts, n_edges: int) -> _Plan:
+    busy = np.zeros(n_edges)
+    energy = c.qe
+    for o, n in counts:
+        busy[c.x[o]] += c.b[o] * n
+        energy += c.e[o] * n
+    return _Plan(c, sorted(counts), float(energy), busy)
+
+
+def _best_priced(cands: list[_Cand], lam: np.ndarray, n_edges: int, banned: np.ndarray | None = None
+                 ) -> _Plan | None:
+    """The device's exact best plan for priced energies e + λ_x·b (options on ``banned`` edges removed)."""
+    rows = []
+    for c in cands:
+        ep = c.e + lam[c.x] * c.b
+        idx = None
+        tt = c.t
+        if banned is not None and banned[c.x].any():
+            idx = np.flatnonzero(~banned[c.x])
+            if len(idx) == 0:
+                continue
+            tt, ep = c.t[idx], ep[idx]
+        front = pareto_front(tt, ep)
+        lp = lp_bound(tt, ep, front, c.K, c.budget_s)
+        if lp is None:
+            continue
+        rows.append((c.qe + lp.value_j, c, tt, ep, idx))
+    rows.sort(key=lambda r: r[0])
+    best = None
+    for bound, c, tt, ep, idx in rows:
+        if best is not None and bound >= best[0] - ENERGY_RTOL * max(abs(best[0]), 1.0):
+            break
+        ub = math.inf if best is None else best[0] - c.qe
+        _, counts, _ = solve_arrays(tt, ep, c.K, c.budget_s, upper_bound_j=ub)
+        if counts:
+            val = c.qe + math.fsum(ep[o] * n for o, n in counts)
+            if best is None or val < best[0]:
+                if idx is not None:
+                    counts = [(int(idx[o]), n) for o, n in counts]
+                best = (val, c, counts)
+    return None if best is None else _make_plan(best[1], best[2], n_edges)
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+def _result(fleet: FleetInstance, solver: str, status: str, plans: list[_Plan | None], epochs: str,
+            extra: dict, unserved_why: dict[int, str] | None = None) -> FleetSolution:
+    sols: dict[str, Solution] = {}
+    load = np.zeros(len(fleet.edges))
+    total = 0.0
+    for i, (m, p) in enumerate(zip(fleet.members, plans)):
+        if p is None:
+            why = (unserved_why or {}).get(i)
+            sol = infeasible_solution(m.instance, solver, epochs, candidates=search_candidates(m.instance))
+            if why:
+                sol.extra["fleet_reason"] = why
+            sols[m.name] = sol
+            continue
+        load += p.busy
+        total += p.energy_j
+        sols[m.name] = make_solution(solver, "feasible", p.cand.cand, p.counts, epochs,
+                                     {"edge_busy_s": {fleet.edges[x]: float(p.busy[x])
+                                                      for x in np.flatnonzero(p.busy)}})
+    if any(p is None for p in plans):
+        status = "infeasible"
+    return FleetSolution(solver, status, sols, float(total),
+                         {x: float(load[k]) for k, x in enumerate(fleet.edges)},
+                         {x: float(c) for x, c in zip(fleet.edges, fleet.capacity_s)}, extra)
+
+
+def _alone_why(m, epochs: str) -> str:
+    from jqodi.planner.explain import explain
+
+    ex = explain(m.instance, epochs, search_candidates(m.instance))
+    if ex["min_deadline_s"] is not None:
+        return f"cannot meet its deadline even alone: needs a deadline ≥ {ex['min_deadline_s']:.6g} s"
+    return "no candidate can reach the target loss on any edge server"
+
+
+# --- baselines --------------------------------------------------------------------------------------
+
+def solve_ignore_capacity(fleet: FleetInstance, *, epochs: str = "robust") -> FleetSolution:
+    """Every device's own optimum, as if it had every edge to itself; overload is reported."""
+    X = len(fleet.edges)
+    lam = np.zeros(X)
+    plans, why = [], {}
+    for i, (m, cands) in enumerate(zip(fleet.members, _device_cands(fleet, epochs))):
+        p = _best_priced(cands, lam, X)
+        plans.append(p)
+        if p is None:
+            why[i] = _alone_why(m, epochs)
+    sol = _result(fleet, "ignore-capacity", "feasible", plans, epochs, {}, why)
+    if not sol.capacity_ok:
+        sol.status = "infeasible"
+        sol.extra["capacity_violated"] = True
+    return sol
+
+
+def solve_fcfs(fleet: FleetInstance, *, epochs: str = "robust") -> FleetSolution:
+    """First come, first served: each device in turn takes its own best plan among the edge servers
+    with room left for it (an edge whose remaining capacity its plan would exceed is dropped for
+    this device and it plans again); a device left without a plan is not served."""
+    X = len(fleet.edges)
+    lam = np.zeros(X)
+    left = np.array(fleet.capacity_s, dtype=float)
+    plans, why = [], {}
+    for i, (m, cands) in enumerate(zip(fleet.members, _device_cands(fleet, epochs))):
+        banned = left <= 0
+        p = None
+        while True:
+            p = _best_priced(cands, lam, X, banned)
+            if p is None:
+                break
+            over = p.busy > left * (1 + CAPACITY_RTOL) + 1e-12
+            if not over.any():
+                break
+            banned = banned | over
+        if p is None:
+            alone = _best_priced(cands, lam, X)
+            why[i] = _alone_why(m, epochs) if alone is None else \
+                "the edge servers it could use were already taken by earlier devices"
+        else:
+            left -= p.busy
+        plans.append(p)
+    return _result(fleet, "fcfs", "feasible", plans, epochs, {})
+
+
+# --- Lagrangian --------------------------------------------------------------------------------------
+
+def _prune_same_edge(c: _Cand) -> np.ndarray:
+    """Options of ``c`` that no other option on the same edge beats in time, energy and edge time
+    (a beaten option can always be swapped for its better twin at any edge price: dropping it loses
+    nothing, for the LP relaxation or the MILP). Ties keep the first."""
+    t, e, b, x = c.t, c.e, c.b, c.x
+    n = len(t)
+    weak = ((x[:, None] == x[None, :]) & (t[:, None] <= t[None, :]) & (e[:, None] <= e[None, :])
+            & (b[:, None] <= b[None, :]))
+    strict = (t[:, None] < t[None, :]) | (e[:, None] < e[None, :]) | (b[:, None] < b[None, :])
+    idx = np.arange(n)
+    dom = weak & (strict | (idx[:, None] < idx[None, :]))
+    np.fill_diagonal(dom, False)
+    return np.flatnonzero(~dom.any(axis=0))
+
+
+class _LPArrays:
+    """Every (device, candidate) LP relaxation at once, for the Lagrangian dual.
+
+    The LP of one candidate (min Σ e'·n, Σ n = K, Σ t·n ≤ B, n ≥ 0 real) is K times the lower convex
+    hull of its (t, e') points at the average time a = B/K: the best single option with t ≤ a, or
+    the best mix of a faster (t1 ≤ a) and a slower (t2 > a) option, e1 + (e2 − e1)(a − t1)/(t2 − t1).
+    Options are padded into (pairs × options) arrays and every fast/slow mix evaluated with numpy.
+    """
+
+    CHUNK = 3_000_000  # elements of one (pairs × options × options) block
+
+    def __init__(self, cands_all: list[list[_Cand]], devices: list[int]):
+        rows = [(k, c, _prune_same_edge(c)) for k, i in enumerate(devices) for c in cands_all[i]]
+        P = len(rows)
+        O = max((len(keep) for _, _, keep in rows), default=1)
+        self.T = np.full((P, O), np.inf)
+        self.E = np.full((P, O), np.inf)
+        self.B = np.zeros((P, O))
+        self.X = np.zeros((P, O), dtype=np.int64)
+        for p, (_, c, keep) in enumerate(rows):
+            n = len(keep)
+            self.T[p, :n], self.E[p, :n], self.B[p, :n], self.X[p, :n] = c.t[keep], c.e[keep], c.b[keep], c.x[keep]
+        self.dev = np.array([k for k, _, _ in rows], dtype=np.int64)
+        self.K = np.array([c.K for _, c, _ in rows], dtype=float)
+        self.A = np.array([c.budget_s / c.K for _, c, _ in rows], dtype=float)
+        self.Q = np.array([c.qe for _, c, _ in rows], dtype=float)
+        self.n_dev = len(devices)
+        self.fast = self.T <= self.A[:, None]
+
+    def solve(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each device's priced LP optimum, the fractional edge load of those optima)."""
+        P, O = self.T.shape
+        Ep = self.E + lam[self.X] * self.B
+        single = np.where(self.fast, Ep, np.inf)
+        o1s = single.argmin(axis=1)
+        h = single[np.arange(P), o1s]
+        best = np.full(P, -1)   # flat (o1, o2) index of the best mix, -1 = single option
+        step = max(1, self.CHUNK // max(O * O, 1))
+        for s0 in range(0, P, step):
+            sl = slice(s0, s0 + step)
+            T, E, A, f = self.T[sl], Ep[sl], self.A[sl], self.fast[sl]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                w = (A[:, None, None] - T[:, :, None]) / (T[:, None, :] - T[:, :, None])
+                val = E[:, :, None] + (E[:, None, :] - E[:, :, None]) * w
+            ok = f[:, :, None] & ~f[:, None, :] & np.isfinite(T[:, None, :])
+            val = np.where(ok, val, np.inf).reshape(len(T), O * O)
+            j = val.argmin(axis=1)
+            v = val[np.arange(len(T)), j]
+            better = v < h[sl]
+            h[sl] = np.where(better, v, h[sl])
+            best[sl] = np.where(better, j, -1)
+        value = self.Q + self.K * h
+        order = np.lexsort((value, self.dev))
+        _, first = np.unique(self.dev[order], return_index=True)
+        pick = order[first]
+        dev_value = np.full(self.n_dev, np.inf)
+        dev_value[self.dev[pick]] = value[pick]
+        load = np.zeros(len(lam))
+        for p in pick[np.isfinite(value[pick])]:
+            K = self.K[p]
+            if best[p] < 0:
+                o = o1s[p]
+                load[self.X[p, o]] += K * self.B[p, o]
+            else:
+                o1, o2 = divmod(int(best[p]), O)
+                w = (self.A[p] - self.T[p, o1]) / (self.T[p, o2] - self.T[p, o1])
+                load[self.X[p, o1]] += K * (1 - w) * self.B[p, o1]
+                load[self.X[p, o2]] += K * w * self.B[p, o2]
+        return dev_value, load
+
+
+def fleet_lower_bound(fleet: FleetInstance, lam, epochs: str = "robust") -> float:
+    """The Lagrangian dual value at edge prices ``lam`` (J per busy second), with each device's LP
+    relaxation: a lower bound on the fleet optimum (devices that cannot be served are left out)."""
+    cands_all = _device_cands(fleet, epochs)
+    lp = _LPArrays(cands_all, [i for i, c in enumerate(cands_all) if c])
+    lam = np.asarray(lam, dtype=float)
+    v, _ = lp.solve(lam)
+    return float(v[np.isfinite(v)].sum() - lam @ np.asarray(fleet.capacity_s))
+
+
+def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: int = 40,
+                   time_limit_s: float = 8.0) -> FleetSolution:
+    """Lagrangian prices on edge time, exact per-device plans as columns, a small master MILP and
+    a repair step (module docstring)."""
+    clock = time.perf_counter()
+
+    def elapsed():
+        return time.perf_counter() - clock
+
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    cands_all = _device_cands(fleet, epochs)
+    zero = np.zeros(X)
+    alone = [_best_priced(c, zero, X) if c else None for c in cands_all]
+    served = [i for i, p in enumerate(alone) if p is not None]
+    why = {i: _alone_why(fleet.members[i], epochs) for i, p in enumerate(alone) if p is None}
+    load0 = sum((alone[i].busy for i in served), np.zeros(X))
+    extra: dict = {"iterations": 0}
+    if not (load0 > cap * (1 + CAPACITY_RTOL) + 1e-12).any():
+        # capacity never binds: each device's own exact optimum is the fleet optimum
+        extra["lower_bound_j"] = float(sum(alone[i].energy_j for i in served))
+        return _result(fleet, "fleet-lagrange", "optimal", alone, epochs, extra, why)
+    # 1. the dual: subgradient steps on the edge prices (Polyak's rule towards a target above the bound)
+    lp = _LPArrays(cands_all, served)
+    lam = np.zeros(X)
+    best_lb, best_lam, theta, stall = -math.inf, lam.copy(), 1.0, 0
+    history = []
+    it = 0
+    for it in range(1, iterations + 1):
+        v, load = lp.solve(lam)
+        lb = float(v.sum() - lam @ cap)
+        history.append(lam.copy())
+        if lb > best_lb + 1e-9 * abs(lb):
+            best_lb, best_lam, stall = lb, lam.copy(), 0
+        else:
+            stall += 1
+            if stall >= 3:
+                theta, stall = theta / 2, 0
+        g = load - cap
+        g = np.where((lam <= 0) & (g < 0), 0.0, g)
+        gg = float(g @ g)
+        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or elapsed() > 0.35 * time_limit_s:
+            break
+        target = best_lb + theta * 0.05 * abs(best_lb)
+        lam = np.maximum(0.0, lam + max(target - lb, 1e-9 * abs(lb)) / gg * g)
+    extra.update(iterations=it, lower_bound_j=best_lb,
+                 prices_j_per_s={x: float(best_lam[k]) for k, x in enumerate(fleet.edges)})
+    # 2. columns: each device's exact plan at the best prices, around them, and at recent iterates
+    columns: list[dict] = [{} for _ in fleet.members]
+
+    def add(i, p):
+        if p is not None:
+            columns[i].setdefault((id(p.cand), tuple(p.counts)), p)
+
+    for i in served:
+        add(i, alone[i])
+    at_best = [None] * len(fleet.members)
+    for i in served:
+        at_best[i] = _best_priced(cands_all[i], best_lam, X)
+        add(i, at_best[i])
+    feasible, moved, dropped = _make_feasible(fleet, cands_all, list(at_best), best_lam, dict(why))
+    for i, p in enumerate(feasible):
+        add(i, p)
+    vectors = [best_lam * f for f in (0.5, 1.5, 0.8, 1.2, 2.0, 0.3)] + history[::-1]
+    per_vector = (elapsed() / max(it, 1)) + 1e-3 * len(served)
+    used_vectors = 0
+    for lam_v in vectors:
+        if elapsed() + per_vector > 0.7 * time_limit_s:
+            break
+        t0 = time.perf_counter()
+        for i in served:
+            add(i, _best_priced(cands_all[i], lam_v, X))
+        per_vector = time.perf_counter() - t0
+        used_vectors += 1
+    # 3. column generation: the master LP's capacity duals are prices; each device's exact plan at
+    #    those prices is its column of least reduced cost; stop when none is new
+    cg_rounds = 0
+    while elapsed() + per_vector < 0.75 * time_limit_s and cg_rounds < 20:
+        lam_cg = _master_duals(fleet, columns, served)
+        if lam_cg is None:
+            break
+        cg_rounds += 1
+        t0 = time.perf_counter()
+        before = sum(len(columns[i]) for i in served)
+        for i in served:
+            add(i, _best_priced(cands_all[i], lam_cg, X))
+        per_vector = time.perf_counter() - t0
+        if sum(len(columns[i]) for i in served) == before:
+            break
+    extra["column_generation_rounds"] = cg_rounds
+    # 4. master: one column per device (or not served, at a prohibitive cost) under the capacity rows
+    plans = _master(fleet, columns, served, max(0.5, time_limit_s - elapsed() - 0.1 * time_limit_s))
+    master_ok = plans is not None
+    if plans is None or sum(p is not None for p in plans) < sum(p is not None for p in feasible):
+        plans = feasible
+    why_now = dict(why)
+    for i in served:
+        if plans[i] is None:
+            why_now[i] = ("edge capacity: no plan of this device fits beside the others' "
+                          "(served devices use the capacity first)")
+    plans = _improve(fleet, cands_all, plans, best_lam, why_now)
+    extra["columns"] = int(sum(len(c) for c in columns))
+    extra["price_vectors"] = 1 + used_vectors
+    extra["repair"] = {"master_milp": master_ok, "moved": moved, "dropped": dropped}
+    sol = _result(fleet, "fleet-lagrange", "feasible", plans, epochs, extra, why_now)
+    if sol.status != "infeasible" and sol.energy_j > 0:
+        sol.extra["gap_to_bound_pct"] = 100.0 * (sol.energy_j - best_lb) / sol.energy_j
+    return sol
+
+
+def _master(fleet: FleetInstance, columns: list[dict], served: list[int], time_limit_s: float):
+    """Pick one column per device (HiGHS): least total energy under every edge's capacity; a device
+    may stay unserved at a cost above any plan (so the most devices are served first)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    cols, cost, A, _ = _master_columns(fleet, columns, served)
+    lo = np.r_[np.ones(len(served)), np.full(X, -np.inf)]
+    hi = np.r_[np.ones(len(served)), np.full(X, 1.0 - 1e-9)]
+    res = milp(cost, integrality=np.ones(len(cols)), bounds=Bounds(0, 1), constraints=LinearConstraint(A, lo, hi),
+               options={"time_limit": float(time_limit_s), "mip_rel_gap": 1e-4, "presolve": True})
+    if res.x is None:
+        return None
+    plans: list = [None] * len(fleet.members)
+    for j in np.flatnonzero(res.x > 0.5):
+        r, p = cols[j]
+        plans[served[r]] = p
+    load = sum((p.busy for p in plans if p is not None), np.zeros(X))
+    if (load > cap * (1 + CAPACITY_RTOL) + 1e-12).any():
+        return None
+    return plans
+
+
+def _master_columns(fleet: FleetInstance, columns: list[dict], served: list[int]):
+    """The master's matrices: one row per served device (pick one column) and one per edge (capacity)."""
+    from scipy.sparse import coo_matrix
+
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    cols: list[tuple[int, _Plan | None]] = []
+    for r, i in enumerate(served):
+        for p in columns[i].values():
+            cols.append((r, p))
+        cols.append((r, None))
+    top = max((p.energy_j for _, p in cols if p is not None), default=1.0)
+    big = 10.0 * top * max(len(served), 1)
+    cost = np.array([(p.energy_j / top) if p is not None else big / top for _, p in cols])
+    rr, cc, vv = [], [], []
+    for j, (r, p) in enumerate(cols):
+        rr.append(r); cc.append(j); vv.append(1.0)
+        if p is not None:
+            for x in np.flatnonzero(p.busy):
+                rr.append(len(served) + x); cc.append(j); vv.append(p.busy[x] / cap[x])
+    A = coo_matrix((vv, (rr, cc)), shape=(len(served) + X, len(cols))).tocsr()
+    return cols, cost, A, top
+
+
+def _master_duals(fleet: FleetInstance, columns: list[dict], served: list[int]) -> np.ndarray | None:
+    """Edge prices (J per busy second) from the duals of the master's LP relaxation (HiGHS)."""
+    from scipy.optimize import linprog
+
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    cols, cost, A, top = _master_columns(fleet, columns, served)
+    n = len(served)
+    res = linprog(cost, A_ub=A[n:], b_ub=np.ones(X), A_eq=A[:n], b_eq=np.ones(n), bounds=(0, 1), method="highs")
+    if res.status != 0:
+        return None
+    return np.maximum(0.0, -np.asarray(res.ineqlin.marginals)) * top / cap
+
+
+def _make_feasible(fleet, cands_all, plans, lam, why):
+    """Greedy repair: while an edge x is overloaded, among its devices' alternatives (x priced 2×,
+    8×, 32× higher, or x banned) that overload no other edge, take the one with the least extra
+    energy per busy second freed on x; with none, the largest user of x is not served."""
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    limit = cap * (1 + CAPACITY_RTOL) + 1e-12
+    scale = max(float(lam.max()), 1e-9)
+    load = sum((p.busy for p in plans if p is not None), np.zeros(X))
+    moved = dropped = 0
+    others = np.ones(X, bool)
+    for _ in range(len(plans) * X + 1):
+        over = np.flatnonzero(load > limit)
+        if len(over) == 0:
+            break
+        x = int(over[np.argmax((load - cap)[over] / cap[over])])
+        others[:] = True
+        others[x] = False
+        users = [i for i, p in enumerate(plans) if p is not None and p.busy[x] > 0]
+        best = None
+        for i in users:
+            old = plans[i]
+            full = (load - old.busy) >= cap * (1 - 1e-12)
+            for mult in (2.0, 8.0, 32.0, None):
+                ban = full.copy()
+                lam2 = lam.copy()
+                if mult is None:
+                    ban[x] = True
+                else:
+                    lam2[x] = (lam[x] + scale) * mult
+                q = _best_priced(cands_all[i], lam2, X, ban)
+                if q is None:
+                    continue
+                freed = old.busy[x] - q.busy[x]
+                new = load - old.busy + q.busy
+                if freed <= 0 or (new[others] > limit[others]).any():
+                    continue
+                score = (q.energy_j - old.energy_j) / freed
+                if best is None or score < best[0]:
+                    best = (score, i, q)
+        if best is not None:
+            _, i, q = best
+            load += q.busy - plans[i].busy
+            plans[i] = q
+            moved += 1
+            continue
+        i = max(users, key=lambda i: plans[i].busy[x])
+        why[i] = (f"edge capacity: no plan fits beside the others; {fleet.edges[x]} is short by "
+                  f"{load[x] - cap[x]:.4g} busy seconds (this device's plan uses {plans[i].busy[x]:.4g} s)")
+        load -= plans[i].busy
+        plans[i] = None
+        dropped += 1
+    return plans, moved, dropped
+
+
+def _improve(fleet, cands_all, plans, lam, why, passes: int = 2):
+    """Each device (and each one left unserved for capacity) takes its cheapest plan — stand-alone,
+    at the prices, or avoiding the full edges — that fits in the room the others leave, when that
+    saves energy (or serves it)."""
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    load = sum((p.busy for p in plans if p is not None), np.zeros(X))
+    zero = np.zeros(X)
+    for _pass in range(passes):
+        changed = False
+        for i, cands in enumerate(cands_all):
+            if not cands or (plans[i] is None and not why.get(i, "").startswith("edge capacity")):
+                continue
+            old = plans[i]
+            room = cap - load + (old.busy if old is not None else 0)
+            tries = [_best_priced(cands, zero, X), _best_priced(cands, lam, X),
+                     _best_priced(cands, zero, X, room <= 1e-12)]
+            fit = [q for q in tries if q is not None and (q.busy <= room * (1 + CAPACITY_RTOL) + 1e-12).all()]
+            if not fit:
+                continue
+            q = min(fit, key=lambda q: q.energy_j)
+            if old is None or q.energy_j < old.energy_j * (1 - 1e-12):
+                load += q.busy - (old.busy if old is not None else 0)
+                plans[i] = q
+                why.pop(i, None)
+                changed = True
+        if not changed:
+            break
+    return plans
+
+
+# --- exact MILP -------------------------------------------------------------------------------------
+
+def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_limit_s: float | None = 60.0,
+                        mip_rel_gap: float = 1e-7) -> FleetSolution:
+    """The exact MILP (HiGHS); ``optimal`` when HiGHS proves it within ``mip_rel_gap``."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    clock = time.perf_counter()
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    cands_all = _device_cands(fleet, epochs)
+    why = {i: _alone_why(fleet.members[i], epochs) for i, cs in enumerate(cands_all)
+           if _best_priced(cs, np.zeros(X), X) is None}
+    cols_cost, cols_int, cols_ub = [], [], []
+    rows, cols, vals = [], [], []
+    lo, hi = [], []
+    layout = []  # per device: list of (cand, z column, option indices, first n column)
+    r = 0
+
+    def add(row, col, v):
+        rows.append(row); cols.append(col); vals.append(v)
+
+    scale_e = max((float(np.max(c.e)) for cs in cands_all for c in cs), default=1.0) or 1.0
+    edge_rows = []
+    for i, cands in enumerate(cands_all):
+        if i in why:
+            layout.append([])
+            continue
+        dev, pick_row = [], r
+        r += 1
+        lo.append(1.0); hi.append(1.0)
+        for c in cands:
+            keep = _prune_same_edge(c)
+            z = len(cols_cost)
+            cols_cost.append(c.qe / scale_e); cols_int.append(1); cols_ub.append(1.0)
+            add(pick_row, z, 1.0)
+            first = len(cols_cost)
+            k_row, t_row = r, r + 1
+            r += 2
+            lo += [0.0, -np.inf]; hi += [0.0, 0.0]
+            add(k_row, z, -float(c.K))
+            add(t_row, z, -1.0)
+            for j, o in enumerate(keep):
+                col = first + j
+                cols_cost.append(c.e[o] / scale_e); cols_int.append(1); cols_ub.append(float(c.K))
+                add(k_row, col, 1.0)
+                add(t_row, col, c.t[o] / c.budget_s)
+                edge_rows.append((int(c.x[o]), col, c.b[o]))
+            dev.append((c, z, keep, first, t_row))
+        layout.append(dev)
+    base = r
+    for x, col, b in edge_rows:
+        add(base + x, col, b / cap[x])
+    lo += [-np.inf] * X
+    hi += [1.0] * X
+    nrows = base + X
+    status = "optimal"
+    plans: list = [None] * len(fleet.members)
+    if cols_cost:
+        A = coo_matrix((vals, (rows, cols)), shape=(nrows, len(cols_cost))).tocsr()
+        opts = {"mip_rel_gap": mip_rel_gap, "presolve": True}
+        if time_limit_s is not None:
+            opts["time_limit"] = float(time_limit_s)
+        lo_a, hi_a = np.array(lo), np.array(hi)
+        for _attempt in range(4):
+            res = milp(np.array(cols_cost), integrality=np.array(cols_int), bounds=Bounds(0, np.array(cols_ub)),
+                       constraints=LinearConstraint(A, lo_a, hi_a), options=opts)
+            if res.x is None:
+                reason = ("edge capacity: the edge servers cannot serve every device together (proven by "
+                          "HiGHS); fleet-lagrange reports which devices fit" if res.status == 2 else
+                          f"HiGHS stopped without a plan: {res.message}")
+                why.update({i: reason for i in range(len(fleet.members)) if i not in why})
+                plans = [None] * len(fleet.members)
+                break
+            xv = np.rint(res.x)
+            violated = False
+            for i, dev in enumerate(layout):
+                plans[i] = None
+                for c, z, keep, first, t_row in dev:
+                    if xv[z] < 0.5:
+                        continue
+                    counts = [(int(o), int(xv[first + j])) for j, o in enumerate(keep) if xv[first + j] > 0]
+                    p = _make_plan(c, counts, X)
+                    used = math.fsum(c.t[o] * n for o, n in counts)
+                    if used > c.budget_s or sum(n for _, n in counts) != c.K:
+                        hi_a[t_row] -= (used - c.budget_s) / c.budget_s + 1e-12
+                        violated = True
+                    plans[i] = p
+            load = sum((p.busy for p in plans if p is not None), np.zeros(X))
+            for x in range(X):
+                if load[x] > cap[x] * (1 + CAPACITY_RTOL):
+                    hi_a[base + x] -= (load[x] - cap[x]) / cap[x] + 1e-12
+                    violated = True
+            if not violated:
+                break
+        if res.x is not None and (res.status != 0 or violated):
+            status = "feasible"
+        bound = getattr(res, "mip_dual_bound", None)
+    else:
+        bound = None
+    extra = {"variables": len(cols_cost), "rows": nrows}
+    if bound is not None and np.isfinite(bound):
+        extra["lower_bound_j"] = float(bound) * scale_e
+    sol = _result(fleet, "fleet-optimal", status, plans, epochs, extra, why)
+    sol.extra["plan_time_ms"] = (time.perf_counter() - clock) * 1e3
+    return sol
+
+
+# --- registry and comparison -----------------------------------------------------------------------
+
+FLEET_SOLVERS: dict[str, tuple[Callable[..., FleetSolution], str]] = {
+    "fleet-lagrange": (solve_lagrange, "Lagrangian prices on edge time, exact per-device plans, repair"),
+    "fleet-optimal": (solve_fleet_optimal, "exact MILP over the whole fleet (HiGHS); small fleets"),
+    "fcfs": (solve_fcfs, "baseline: devices planned alone in arrival order, first come first served"),
+    "ignore-capacity": (solve_ignore_capacity, "baseline: every device's own optimum, capacity ignored"),
+}
+
+
+def solve_fleet(fleet: FleetInstance, solver: str = "fleet-lagrange", *, epochs: str = "robust",
+                **opts) -> FleetSolution:
+    check_epochs(epochs)
+    if solver not in FLEET_SOLVERS:
+        raise PlanningError(f"unknown fleet solver {solver!r} (known: {', '.join(FLEET_SOLVERS)})")
+    t0 = time.perf_counter()
+    sol = FLEET_SOLVERS[solver][0](fleet, epochs=epochs, **opts)
+    sol.extra["plan_time_ms"] = (time.perf_counter() - t0) * 1e3
+    return sol
+
+
+def compare_fleet(fleet: FleetInstance, solvers=None, *, epochs: str = "robust") -> list[FleetSolution]:
+    return [solve_fleet(fleet, s, epochs=epochs) for s in (solvers or list(FLEET_SOLVERS))]
+
+
+# --- random fleets (tests, benchmarks) --------------------------------------------------------------
+
+def random_fleet(seed: int = 0, *, devices: int = 4, edges: int = 2, models: int = 2, bits=(4, 8),
+                 cuts: int = 3, epochs: tuple[int, int] = (4, 20), capacity_share: float = 0.6) -> FleetInstance:
+    """A seeded synthetic fleet: one :func:`~jqodi.planner.generate.random_instance` per device (on
+    the same edge names), each option's edge time = its epoch time × the deep share of the work
+    (1 − cut/(cuts+1)) × a per-(device, edge) factor in [0.3, 0.8]; each edge's capacity is
+    ``capacity_share`` × the load the devices' stand-alone optima put on it (so capacity binds)."""
+    from jqodi.core.fleet import FleetMember
+    from jqodi.planner.generate import random_instance
+
+    rng = np.random.default_rng(seed)
+    members = []
+    for i in range(devices):
+        inst = random_instance(seed * 100_003 + i, models=models, bits=tuple(bits), edges=edges, cuts=cuts,
+                               epochs=epochs, tightness=float(rng.uniform(0.2, 1.0)), p_unreachable=0.0)
+        f = rng.uniform(0.3, 0.8, edges)
+        busy = tuple(np.array([o.epoch_time_s * (1 - o.cut / (cuts + 1)) * f[int(o.edge[2:])]
+                               for o in c.options]) for c in inst.candidates)
+        members.append(FleetMember(f"sd{i}", inst, busy))
+    names = tuple(f"es{x}" for x in range(edges))
+    free = FleetInstance(tuple(members), names, (math.inf,) * edges, math.inf)
+    load = np.array(list(solve_ignore_capacity(free).edge_load_s.values()))
+    floor = max(float(load.mean()), 1e-6) * capacity_share
+    cap = tuple(float(max(capacity_share * l, floor * 0.2)) for l in load)
+    return FleetInstance(tuple(members), names, cap, math.inf, {"generator": "random_fleet", "seed": seed})
