@@ -285,54 +285,66 @@ def _prune_same_edge(c: _Cand) -> np.ndarray:
 class _LPArrays:
     """Every (device, candidate) LP relaxation at once, for the Lagrangian dual.
 
-    The LP of one candidate (min Σ e'·n, Σ n = K, Σ t·n ≤ B, n ≥ 0 real) is K times the lower convex
-    hull of its (t, e') points at the average time a = B/K: the best single option with t ≤ a, or
-    the best mix of a faster (t1 ≤ a) and a slower (t2 > a) option, e1 + (e2 − e1)(a − t1)/(t2 − t1).
-    Options are padded into (pairs × options) arrays and every fast/slow mix evaluated with numpy.
+    The LP of one candidate (min Σ e'·n, Σ n = K, Σ t·n ≤ B, n ≥ 0 real) is K·h(a), h the lower convex
+    hull of its (t, e') points at the average time a = B/K. By LP duality
+    h(a) = max_(μ≥0) φ(μ), φ(μ) = min_o e'_o + μ·(t_o − a), a concave function whose slope is the
+    time of its minimiser minus a. φ at *any* μ is a lower bound, so a bisection on μ (vectorised
+    over all candidates, ``STEPS`` steps in log space) gives a valid bound; the minimisers at the
+    two ends of the final bracket (one slower than a, one not) are the hull's two options and
+    their mix is the LP's fractional plan (used for the edge loads of the subgradient).
     """
 
-    CHUNK = 3_000_000  # elements of one (pairs × options × options) block
+    STEPS = 24
 
     def __init__(self, cands_all: list[list[_Cand]], devices: list[int]):
-        rows = [(k, c, _prune_same_edge(c)) for k, i in enumerate(devices) for c in cands_all[i]]
+        rows = [(k, c) for k, i in enumerate(devices) for c in cands_all[i]]
         P = len(rows)
-        O = max((len(keep) for _, _, keep in rows), default=1)
+        O = max((len(c.t) for _, c in rows), default=1)
         self.T = np.full((P, O), np.inf)
         self.E = np.full((P, O), np.inf)
         self.B = np.zeros((P, O))
         self.X = np.zeros((P, O), dtype=np.int64)
-        for p, (_, c, keep) in enumerate(rows):
-            n = len(keep)
-            self.T[p, :n], self.E[p, :n], self.B[p, :n], self.X[p, :n] = c.t[keep], c.e[keep], c.b[keep], c.x[keep]
-        self.dev = np.array([k for k, _, _ in rows], dtype=np.int64)
-        self.K = np.array([c.K for _, c, _ in rows], dtype=float)
-        self.A = np.array([c.budget_s / c.K for _, c, _ in rows], dtype=float)
-        self.Q = np.array([c.qe for _, c, _ in rows], dtype=float)
+        for p, (_, c) in enumerate(rows):
+            n = len(c.t)
+            self.T[p, :n], self.E[p, :n], self.B[p, :n], self.X[p, :n] = c.t, c.e, c.b, c.x
+        self.dev = np.array([k for k, _ in rows], dtype=np.int64)
+        self.K = np.array([c.K for _, c in rows], dtype=float)
+        self.A = np.array([c.budget_s / c.K for _, c in rows], dtype=float)
+        self.Q = np.array([c.qe for _, c in rows], dtype=float)
         self.n_dev = len(devices)
+        self.D = np.where(np.isfinite(self.T), self.T - self.A[:, None], 0.0)
         self.fast = self.T <= self.A[:, None]
+        self.ok = self.fast.any(axis=1)
+        slow_gap = np.where(self.T > self.A[:, None], self.T - self.A[:, None], np.inf).min(axis=1)
+        self.slow_gap = slow_gap
+
+    def _phi(self, Ep: np.ndarray, mu: np.ndarray):
+        v = Ep + mu[:, None] * self.D   # padding: inf + μ·0
+        o = v.argmin(axis=1)
+        r = np.arange(len(o))
+        return v[r, o], o
 
     def solve(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(each device's priced LP optimum, the fractional edge load of those optima)."""
-        P, O = self.T.shape
+        """(each device's priced LP bound, the fractional edge load of its LP optimum)."""
+        P = len(self.K)
+        r = np.arange(P)
         Ep = self.E + lam[self.X] * self.B
-        single = np.where(self.fast, Ep, np.inf)
-        o1s = single.argmin(axis=1)
-        h = single[np.arange(P), o1s]
-        best = np.full(P, -1)   # flat (o1, o2) index of the best mix, -1 = single option
-        step = max(1, self.CHUNK // max(O * O, 1))
-        for s0 in range(0, P, step):
-            sl = slice(s0, s0 + step)
-            T, E, A, f = self.T[sl], Ep[sl], self.A[sl], self.fast[sl]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                w = (A[:, None, None] - T[:, :, None]) / (T[:, None, :] - T[:, :, None])
-                val = E[:, :, None] + (E[:, None, :] - E[:, :, None]) * w
-            ok = f[:, :, None] & ~f[:, None, :] & np.isfinite(T[:, None, :])
-            val = np.where(ok, val, np.inf).reshape(len(T), O * O)
-            j = val.argmin(axis=1)
-            v = val[np.arange(len(T)), j]
-            better = v < h[sl]
-            h[sl] = np.where(better, v, h[sl])
-            best[sl] = np.where(better, j, -1)
+        emin = Ep.min(axis=1)
+        emax = np.where(np.isfinite(Ep), Ep, -np.inf).max(axis=1)
+        phi0, o0 = self._phi(Ep, np.zeros(P))
+        done = self.T[r, o0] <= self.A                    # the cheapest option already fits
+        hi = np.where(np.isfinite(self.slow_gap), (emax - emin) / np.maximum(self.slow_gap, 1e-300), 0.0) * 1.01 + 1e-300
+        lo = hi * 1e-12
+        for _ in range(self.STEPS):
+            mid = np.sqrt(lo * hi)
+            _, o = self._phi(Ep, mid)
+            slow = self.T[r, o] > self.A
+            lo = np.where(slow, mid, lo)
+            hi = np.where(slow, hi, mid)
+        phi_lo, o_lo = self._phi(Ep, lo)
+        phi_hi, o_hi = self._phi(Ep, hi)
+        h = np.where(done, phi0, np.maximum(phi_lo, phi_hi))
+        h = np.where(self.ok, h, np.inf)
         value = self.Q + self.K * h
         order = np.lexsort((value, self.dev))
         _, first = np.unique(self.dev[order], return_index=True)
@@ -340,16 +352,15 @@ class _LPArrays:
         dev_value = np.full(self.n_dev, np.inf)
         dev_value[self.dev[pick]] = value[pick]
         load = np.zeros(len(lam))
-        for p in pick[np.isfinite(value[pick])]:
-            K = self.K[p]
-            if best[p] < 0:
-                o = o1s[p]
-                load[self.X[p, o]] += K * self.B[p, o]
-            else:
-                o1, o2 = divmod(int(best[p]), O)
-                w = (self.A[p] - self.T[p, o1]) / (self.T[p, o2] - self.T[p, o1])
-                load[self.X[p, o1]] += K * (1 - w) * self.B[p, o1]
-                load[self.X[p, o2]] += K * w * self.B[p, o2]
+        pick = pick[np.isfinite(value[pick])]
+        single = done[pick] | (self.T[pick, o_lo[pick]] <= self.A[pick])
+        ps, pm = pick[single], pick[~single]
+        os_ = np.where(done[ps], o0[ps], o_hi[ps])
+        np.add.at(load, self.X[ps, os_], self.K[ps] * self.B[ps, os_])
+        f, sl = o_hi[pm], o_lo[pm]
+        w = (self.A[pm] - self.T[pm, f]) / (self.T[pm, sl] - self.T[pm, f])
+        np.add.at(load, self.X[pm, f], self.K[pm] * (1 - w) * self.B[pm, f])
+        np.add.at(load, self.X[pm, sl], self.K[pm] * w * self.B[pm, sl])
         return dev_value, load
 
 
@@ -363,10 +374,11 @@ def fleet_lower_bound(fleet: FleetInstance, lam, epochs: str = "robust") -> floa
     return float(v[np.isfinite(v)].sum() - lam @ np.asarray(fleet.capacity_s))
 
 
-def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: int = 40,
+def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: int = 30,
                    time_limit_s: float = 8.0) -> FleetSolution:
-    """Lagrangian prices on edge time, exact per-device plans as columns, a small master MILP and
-    a repair step (module docstring)."""
+    """Lagrangian prices on edge time, exact per-device plans as columns, column generation, a
+    master MILP over the columns and a repair step (module docstring). ``time_limit_s`` is a soft
+    budget: the price search and column generation stop early to leave the master its share."""
     clock = time.perf_counter()
 
     def elapsed():
@@ -385,16 +397,32 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
         # capacity never binds: each device's own exact optimum is the fleet optimum
         extra["lower_bound_j"] = float(sum(alone[i].energy_j for i in served))
         return _result(fleet, "fleet-lagrange", "optimal", alone, epochs, extra, why)
-    # 1. the dual: subgradient steps on the edge prices (Polyak's rule towards a target above the bound)
+    columns: list[dict] = [{} for _ in fleet.members]
+
+    def add(i, p):
+        if p is not None:
+            columns[i].setdefault((id(p.cand), tuple(p.counts)), p)
+
+    def price_all(lam):
+        """Every device's exact plan at prices ``lam`` as a column; the Lagrangian bound there."""
+        total = 0.0
+        for i in served:
+            p = _best_priced(cands_all[i], lam, X)
+            add(i, p)
+            total += p.energy_j + float(lam @ p.busy)
+        return total - float(lam @ cap)
+
+    for i in served:
+        add(i, alone[i])
+    # 1. the dual: subgradient steps on the edge prices with every device's LP (Polyak's rule
+    #    towards a target above the best bound), within a quarter of the budget
     lp = _LPArrays(cands_all, served)
     lam = np.zeros(X)
     best_lb, best_lam, theta, stall = -math.inf, lam.copy(), 1.0, 0
-    history = []
     it = 0
     for it in range(1, iterations + 1):
         v, load = lp.solve(lam)
         lb = float(v.sum() - lam @ cap)
-        history.append(lam.copy())
         if lb > best_lb + 1e-9 * abs(lb):
             best_lb, best_lam, stall = lb, lam.copy(), 0
         else:
@@ -404,70 +432,69 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
         g = load - cap
         g = np.where((lam <= 0) & (g < 0), 0.0, g)
         gg = float(g @ g)
-        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or elapsed() > 0.35 * time_limit_s:
+        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or elapsed() > 0.25 * time_limit_s:
             break
         target = best_lb + theta * 0.05 * abs(best_lb)
         lam = np.maximum(0.0, lam + max(target - lb, 1e-9 * abs(lb)) / gg * g)
-    extra.update(iterations=it, lower_bound_j=best_lb,
-                 prices_j_per_s={x: float(best_lam[k]) for k, x in enumerate(fleet.edges)})
-    # 2. columns: each device's exact plan at the best prices, around them, and at recent iterates
-    columns: list[dict] = [{} for _ in fleet.members]
-
-    def add(i, p):
-        if p is not None:
-            columns[i].setdefault((id(p.cand), tuple(p.counts)), p)
-
-    for i in served:
-        add(i, alone[i])
-    at_best = [None] * len(fleet.members)
-    for i in served:
-        at_best[i] = _best_priced(cands_all[i], best_lam, X)
-        add(i, at_best[i])
-    feasible, moved, dropped = _make_feasible(fleet, cands_all, list(at_best), best_lam, dict(why))
-    for i, p in enumerate(feasible):
-        add(i, p)
-    vectors = [best_lam * f for f in (0.5, 1.5, 0.8, 1.2, 2.0, 0.3)] + history[::-1]
-    per_vector = (elapsed() / max(it, 1)) + 1e-3 * len(served)
-    used_vectors = 0
-    for lam_v in vectors:
-        if elapsed() + per_vector > 0.7 * time_limit_s:
-            break
-        t0 = time.perf_counter()
-        for i in served:
-            add(i, _best_priced(cands_all[i], lam_v, X))
-        per_vector = time.perf_counter() - t0
-        used_vectors += 1
-    # 3. column generation: the master LP's capacity duals are prices; each device's exact plan at
-    #    those prices is its column of least reduced cost; stop when none is new
+    # 2. columns at the best prices; 3. column generation: the master LP's capacity duals are
+    #    prices, and each device's exact plan at them is its column of least reduced cost
+    t0 = time.perf_counter()
+    best_lb = max(best_lb, price_all(best_lam))
+    per_round = time.perf_counter() - t0
     cg_rounds = 0
-    while elapsed() + per_vector < 0.75 * time_limit_s and cg_rounds < 20:
+    while elapsed() + 1.5 * per_round < 0.7 * time_limit_s and cg_rounds < 25:
         lam_cg = _master_duals(fleet, columns, served)
         if lam_cg is None:
             break
         cg_rounds += 1
-        t0 = time.perf_counter()
         before = sum(len(columns[i]) for i in served)
-        for i in served:
-            add(i, _best_priced(cands_all[i], lam_cg, X))
-        per_vector = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        best_lb = max(best_lb, price_all(lam_cg))
+        per_round = time.perf_counter() - t0
         if sum(len(columns[i]) for i in served) == before:
             break
-    extra["column_generation_rounds"] = cg_rounds
-    # 4. master: one column per device (or not served, at a prohibitive cost) under the capacity rows
-    plans = _master(fleet, columns, served, max(0.5, time_limit_s - elapsed() - 0.1 * time_limit_s))
+    # diversification while the budget allows: per edge, each device's plan avoiding it and with it
+    # dearer (at the last prices), so the integer master can trade edges between devices
+    lam_last = _master_duals(fleet, columns, served)
+    lam_last = best_lam if lam_last is None else lam_last
+    diversified = 0
+    for x in range(X):
+        for mult in (None, 3.0):
+            if elapsed() + per_round > 0.7 * time_limit_s:
+                break
+            t0 = time.perf_counter()
+            lam2, ban = lam_last.copy(), np.zeros(X, bool)
+            if mult is None:
+                ban[x] = True
+            else:
+                lam2[x] = lam2[x] * mult + max(float(lam_last.max()), 1e-9)
+            for i in served:
+                add(i, _best_priced(cands_all[i], lam2, X, ban))
+            per_round = time.perf_counter() - t0
+            diversified += 1
+    extra["diversified_price_vectors"] = diversified
+    extra.update(iterations=it, column_generation_rounds=cg_rounds, lower_bound_j=best_lb,
+                 prices_j_per_s={x: float(best_lam[k]) for k, x in enumerate(fleet.edges)})
+    # 4. master: one column per device (or not served) under the capacity rows
+    plans = _master(fleet, columns, served, max(0.5, 0.9 * time_limit_s - elapsed()))
     master_ok = plans is not None
-    if plans is None or sum(p is not None for p in plans) < sum(p is not None for p in feasible):
-        plans = feasible
-    why_now = dict(why)
+    moved = dropped = 0
+    if plans is None:  # HiGHS ran out of time: greedy repair from the plans at the best prices
+        start = [None] * len(fleet.members)
+        for i in served:
+            start[i] = _best_priced(cands_all[i], best_lam, X)
+        plans, moved, dropped = _make_feasible(fleet, cands_all, start, best_lam, why)
     for i in served:
-        if plans[i] is None:
-            why_now[i] = ("edge capacity: no plan of this device fits beside the others' "
-                          "(served devices use the capacity first)")
-    plans = _improve(fleet, cands_all, plans, best_lam, why_now)
+        if plans[i] is None and i not in why:
+            why[i] = "edge capacity: no plan of this device fits beside the others'"
+    plans = _improve(fleet, cands_all, columns, plans, why)
+    plans, exact_moves = _improve_exact(fleet, cands_all, plans, why, clock + 0.8 * time_limit_s)
+    plans, lns_moves = _neighbourhoods(fleet, cands_all, plans, why, clock + time_limit_s, bound_j=best_lb)
+    extra["exact_improvements"] = exact_moves
+    extra["neighbourhood_improvements"] = lns_moves
     extra["columns"] = int(sum(len(c) for c in columns))
-    extra["price_vectors"] = 1 + used_vectors
     extra["repair"] = {"master_milp": master_ok, "moved": moved, "dropped": dropped}
-    sol = _result(fleet, "fleet-lagrange", "feasible", plans, epochs, extra, why_now)
+    sol = _result(fleet, "fleet-lagrange", "feasible", plans, epochs, extra, why)
     if sol.status != "infeasible" and sol.energy_j > 0:
         sol.extra["gap_to_bound_pct"] = 100.0 * (sol.energy_j - best_lb) / sol.energy_j
     return sol
@@ -590,24 +617,25 @@ def _make_feasible(fleet, cands_all, plans, lam, why):
     return plans, moved, dropped
 
 
-def _improve(fleet, cands_all, plans, lam, why, passes: int = 2):
-    """Each device (and each one left unserved for capacity) takes its cheapest plan — stand-alone,
-    at the prices, or avoiding the full edges — that fits in the room the others leave, when that
-    saves energy (or serves it)."""
+def _improve(fleet, cands_all, columns, plans, why, passes: int = 2):
+    """Local improvement: each device takes its cheapest known column that fits in the room the
+    others leave, when that saves energy; a device left unserved for capacity also tries its best
+    plan avoiding the full edges."""
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
     load = sum((p.busy for p in plans if p is not None), np.zeros(X))
-    zero = np.zeros(X)
     for _pass in range(passes):
         changed = False
         for i, cands in enumerate(cands_all):
-            if not cands or (plans[i] is None and not why.get(i, "").startswith("edge capacity")):
-                continue
             old = plans[i]
-            room = cap - load + (old.busy if old is not None else 0)
-            tries = [_best_priced(cands, zero, X), _best_priced(cands, lam, X),
-                     _best_priced(cands, zero, X, room <= 1e-12)]
-            fit = [q for q in tries if q is not None and (q.busy <= room * (1 + CAPACITY_RTOL) + 1e-12).all()]
+            if not cands or (old is None and not why.get(i, "").startswith("edge capacity")):
+                continue
+            room = cap * (1 + CAPACITY_RTOL) + 1e-12 - load + (old.busy if old is not None else 0)
+            fit = [q for q in columns[i].values() if (q.busy <= room).all()]
+            if old is None:
+                q = _best_priced(cands, np.zeros(X), X, room <= 1e-9)
+                if q is not None and (q.busy <= room).all():
+                    fit.append(q)
             if not fit:
                 continue
             q = min(fit, key=lambda q: q.energy_j)
@@ -621,20 +649,100 @@ def _improve(fleet, cands_all, plans, lam, why, passes: int = 2):
     return plans
 
 
+def _improve_exact(fleet, cands_all, plans, why, deadline: float):
+    """Until ``deadline`` (perf_counter): each device, costliest first, takes its exact best plan
+    that fits in the room the others leave (a one-device MILP whose capacity rows are that room)
+    — plans no single price produces, such as a mix that exactly fills an edge."""
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    load = sum((p.busy for p in plans if p is not None), np.zeros(X))
+    order = sorted((i for i, c in enumerate(cands_all) if c and (plans[i] is not None
+                    or why.get(i, "").startswith("edge capacity"))),
+                   key=lambda i: -(plans[i].energy_j if plans[i] is not None else math.inf))
+    moves = 0
+    for i in order:
+        if time.perf_counter() > deadline:
+            break
+        old = plans[i]
+        room = np.maximum(cap - load + (old.busy if old is not None else 0), 0.0)
+        if (room <= 1e-12).all():
+            continue
+        sub = FleetInstance((fleet.members[i],), fleet.edges, tuple(room), fleet.window_s)
+        got, status, _ = _milp_plans(sub, [cands_all[i]], {}, room,
+                                     max(0.05, deadline - time.perf_counter()), 1e-7)
+        q = got[0]
+        if q is not None and (old is None or q.energy_j < old.energy_j * (1 - 1e-9)):
+            load += q.busy - (old.busy if old is not None else 0)
+            plans[i] = q
+            why.pop(i, None)
+            moves += 1
+    return plans, moves
+
+
+def _neighbourhoods(fleet, cands_all, plans, why, deadline: float, group: int = 6, seed: int = 0,
+                    bound_j: float = -math.inf):
+    """Large-neighbourhood search until ``deadline``: re-plan a group of ``group`` devices that
+    share an edge jointly and exactly (the fleet MILP over the group, in the room the others
+    leave), keeping the result when it saves energy. Groups start from the costliest devices."""
+    rng = np.random.default_rng(seed)
+    X = len(fleet.edges)
+    cap = np.asarray(fleet.capacity_s, dtype=float)
+    live = [i for i, p in enumerate(plans) if p is not None]
+    if len(live) < 2:
+        return plans, 0
+    load = sum((plans[i].busy for i in live), np.zeros(X))
+    moves = tries = 0
+    total = sum(plans[i].energy_j for i in live)
+    while time.perf_counter() < deadline and tries < 4 * len(live) and total > bound_j * (1 + 1e-4):
+        tries += 1
+        i0 = live[int(rng.integers(len(live)))]
+        x = int(rng.choice(np.flatnonzero(plans[i0].busy))) if plans[i0].busy.any() else 0
+        mates = [i for i in live if i != i0 and plans[i].busy[x] > 0]
+        rng.shuffle(mates)
+        others = [i for i in live if i != i0 and i not in mates]
+        rng.shuffle(others)
+        grp = [i0] + (mates + others)[:group - 1]
+        room = np.maximum(cap - load + sum((plans[i].busy for i in grp), np.zeros(X)), 0.0)
+        sub = FleetInstance(tuple(fleet.members[i] for i in grp), fleet.edges, tuple(room), fleet.window_s)
+        got, _, _ = _milp_plans(sub, [cands_all[i] for i in grp], {}, room,
+                                max(0.05, min(2.0, deadline - time.perf_counter())), 1e-6)
+        if any(q is None for q in got):
+            continue
+        old_e = sum(plans[i].energy_j for i in grp)
+        if sum(q.energy_j for q in got) < old_e * (1 - 1e-9):
+            for i, q in zip(grp, got):
+                load += q.busy - plans[i].busy
+                total += q.energy_j - plans[i].energy_j
+                plans[i] = q
+            moves += 1
+    return plans, moves
+
+
 # --- exact MILP -------------------------------------------------------------------------------------
 
 def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_limit_s: float | None = 60.0,
                         mip_rel_gap: float = 1e-7) -> FleetSolution:
     """The exact MILP (HiGHS); ``optimal`` when HiGHS proves it within ``mip_rel_gap``."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
-
     clock = time.perf_counter()
     X = len(fleet.edges)
-    cap = np.asarray(fleet.capacity_s, dtype=float)
     cands_all = _device_cands(fleet, epochs)
     why = {i: _alone_why(fleet.members[i], epochs) for i, cs in enumerate(cands_all)
            if _best_priced(cs, np.zeros(X), X) is None}
+    plans, status, extra = _milp_plans(fleet, cands_all, why, np.asarray(fleet.capacity_s, dtype=float),
+                                       time_limit_s, mip_rel_gap)
+    sol = _result(fleet, "fleet-optimal", status, plans, epochs, extra, why)
+    sol.extra["plan_time_ms"] = (time.perf_counter() - clock) * 1e3
+    return sol
+
+
+def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap):
+    """The fleet MILP over the devices not in ``why`` with capacities ``cap`` (busy seconds).
+    Returns (plans, status, extra); when HiGHS proves no plan serves them all, every plan is None
+    and ``why`` says so."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    X = len(fleet.edges)
     cols_cost, cols_int, cols_ub = [], [], []
     rows, cols, vals = [], [], []
     lo, hi = [], []
@@ -655,6 +763,7 @@ def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_li
         lo.append(1.0); hi.append(1.0)
         for c in cands:
             keep = _prune_same_edge(c)
+            keep = keep[cap[c.x[keep]] > 1e-9]  # an edge without room takes no epoch
             z = len(cols_cost)
             cols_cost.append(c.qe / scale_e); cols_int.append(1); cols_ub.append(1.0)
             add(pick_row, z, 1.0)
@@ -674,7 +783,7 @@ def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_li
         layout.append(dev)
     base = r
     for x, col, b in edge_rows:
-        add(base + x, col, b / cap[x])
+        add(base + x, col, b / max(cap[x], 1e-300))
     lo += [-np.inf] * X
     hi += [1.0] * X
     nrows = base + X
@@ -725,9 +834,7 @@ def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_li
     extra = {"variables": len(cols_cost), "rows": nrows}
     if bound is not None and np.isfinite(bound):
         extra["lower_bound_j"] = float(bound) * scale_e
-    sol = _result(fleet, "fleet-optimal", status, plans, epochs, extra, why)
-    sol.extra["plan_time_ms"] = (time.perf_counter() - clock) * 1e3
-    return sol
+    return plans, status, extra
 
 
 # --- registry and comparison -----------------------------------------------------------------------
