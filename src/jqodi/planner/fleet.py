@@ -262,7 +262,7 @@ def solve_fcfs(fleet: FleetInstance, *, epochs: str = "robust") -> FleetSolution
         else:
             left -= p.busy
         plans.append(p)
-    return _result(fleet, "fcfs", "feasible", plans, epochs, {})
+    return _result(fleet, "fcfs", "feasible", plans, epochs, {}, why)
 
 
 # --- Lagrangian --------------------------------------------------------------------------------------
@@ -681,46 +681,60 @@ def _improve_exact(fleet, cands_all, plans, why, deadline: float):
 
 def _neighbourhoods(fleet, cands_all, plans, why, deadline: float, group: int = 6, seed: int = 0,
                     bound_j: float = -math.inf):
-    """Large-neighbourhood search until ``deadline``: re-plan a group of ``group`` devices that
-    share an edge jointly and exactly (the fleet MILP over the group, in the room the others
-    leave), keeping the result when it saves energy. Groups start from the costliest devices."""
+    """Large-neighbourhood search until ``deadline``: re-plan a group of ``group`` devices jointly
+    and exactly (the fleet MILP over the group, in the room the others leave) and keep the result
+    when it serves a device left out for capacity, or saves energy. A group starts from such a
+    device (first) or from a random one, with devices sharing one of its edges."""
     rng = np.random.default_rng(seed)
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
+    pending = [i for i, p in enumerate(plans) if p is None and cands_all[i]
+               and why.get(i, "").startswith("edge capacity")]
     live = [i for i, p in enumerate(plans) if p is not None]
-    if len(live) < 2:
+    if len(live) + len(pending) < 2:
         return plans, 0
     load = sum((plans[i].busy for i in live), np.zeros(X))
-    moves = tries = 0
     total = sum(plans[i].energy_j for i in live)
-    while time.perf_counter() < deadline and tries < 4 * len(live) and total > bound_j * (1 + 1e-4):
+    moves = tries = 0
+    while time.perf_counter() < deadline and tries < 4 * (len(live) + len(pending)) \
+            and (pending or total > bound_j * (1 + 1e-4)):
         tries += 1
-        i0 = live[int(rng.integers(len(live)))]
-        x = int(rng.choice(np.flatnonzero(plans[i0].busy))) if plans[i0].busy.any() else 0
+        if pending:
+            i0 = pending[int(rng.integers(len(pending)))]
+            x = int(rng.integers(X))
+        else:
+            i0 = live[int(rng.integers(len(live)))]
+            x = int(rng.choice(np.flatnonzero(plans[i0].busy))) if plans[i0].busy.any() else 0
         mates = [i for i in live if i != i0 and plans[i].busy[x] > 0]
         rng.shuffle(mates)
         others = [i for i in live if i != i0 and i not in mates]
         rng.shuffle(others)
         grp = [i0] + (mates + others)[:group - 1]
-        room = np.maximum(cap - load + sum((plans[i].busy for i in grp), np.zeros(X)), 0.0)
+        room = np.maximum(cap - load + sum((plans[i].busy for i in grp if plans[i] is not None), np.zeros(X)), 0.0)
         sub = FleetInstance(tuple(fleet.members[i] for i in grp), fleet.edges, tuple(room), fleet.window_s)
         got, _, _ = _milp_plans(sub, [cands_all[i] for i in grp], {}, room,
                                 max(0.05, min(2.0, deadline - time.perf_counter())), 1e-6)
         if any(q is None for q in got):
             continue
-        old_e = sum(plans[i].energy_j for i in grp)
-        if sum(q.energy_j for q in got) < old_e * (1 - 1e-9):
+        old_e = sum(plans[i].energy_j for i in grp if plans[i] is not None)
+        newly = i0 in pending
+        if newly or sum(q.energy_j for q in got) < old_e * (1 - 1e-9):
             for i, q in zip(grp, got):
-                load += q.busy - plans[i].busy
-                total += q.energy_j - plans[i].energy_j
+                old = plans[i]
+                load += q.busy - (old.busy if old is not None else 0)
+                total += q.energy_j - (old.energy_j if old is not None else 0)
                 plans[i] = q
+            if newly:
+                pending.remove(i0)
+                live.append(i0)
+                why.pop(i0, None)
             moves += 1
     return plans, moves
 
 
 # --- exact MILP -------------------------------------------------------------------------------------
 
-def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_limit_s: float | None = 60.0,
+def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_limit_s: float | None = 30.0,
                         mip_rel_gap: float = 1e-7) -> FleetSolution:
     """The exact MILP (HiGHS); ``optimal`` when HiGHS proves it within ``mip_rel_gap``."""
     clock = time.perf_counter()
