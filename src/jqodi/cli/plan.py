@@ -16,6 +16,8 @@ HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 
 #: Solvers of fleet scenarios (jqodi.planner.fleet.FLEET_SOLVERS; listed here so --help needs no numpy).
 FLEET_SOLVER_NAMES = ("fleet-lagrange", "fleet-optimal", "fcfs", "ignore-capacity")
+#: ``--solver all`` runs the exact fleet MILP only up to this many devices.
+MILP_MAX_DEVICES = 50
 
 
 def add_arguments(p):
@@ -125,6 +127,10 @@ def _run_fleet(args, sc) -> int:
     else:
         raise PlanningError(f"--solver {args.solver}: a fleet scenario takes {', '.join(FLEET_SOLVERS)} or all")
     fleet = compile_fleet(sc, estimates=estimates)
+    if args.solver == "all" and len(fleet.members) > MILP_MAX_DEVICES:
+        names.remove("fleet-optimal")
+        print(f"(fleet-optimal left out: the exact MILP is for fleets of up to {MILP_MAX_DEVICES} devices; "
+              f"ask for it with --solver fleet-optimal)", file=sys.stderr)
     sols = [solve_fleet(fleet, n, epochs=args.epochs) for n in names]
     if args.json:
         out = [s.to_dict() for s in sols]

@@ -16,12 +16,14 @@ The problem (the sum over devices of Eq. 13, plus one capacity row per edge serv
 * ``fleet-lagrange``: Lagrangian relaxation of the capacity rows. With prices λ_x ≥ 0 (joules per
   busy second of ES_x) the problem splits into one single-device problem per device with priced
   epoch energies e + λ_x·b, solved by the exact per-device solver of :mod:`jqodi.planner.optimal`.
-  Prices follow subgradient steps (Polyak's rule) driven by each edge's over/under-load, using the
-  closed-form LP bound of each device (its dual value is a lower bound on the fleet optimum,
-  reported as ``lower_bound_j``). Then every device is solved exactly at the final prices and a
-  repair step raises the prices of still-overloaded edges (re-solving only their devices) and,
-  if that does not settle, moves devices off an overloaded edge in order of the least extra
-  energy per freed busy second; a device no move can serve is reported as not served.
+  (1) subgradient steps (Polyak's rule) on every device's LP relaxation, vectorised over the fleet
+  (:class:`_LPArrays`); (2) column generation: each device's exact plan at the prices of the
+  master LP's capacity duals, whose Lagrangian value is a proven lower bound (``lower_bound_j``);
+  (3) a master MILP picks one column per device under the capacity rows (a device may stay
+  unserved at a cost above any plan); (4) repair and improvement: greedy repair if the master
+  fails, each device re-planned exactly in the room the others leave, then large-neighbourhood
+  search (groups of devices re-planned jointly by the exact MILP) within ``time_limit_s``.
+  A device no plan can serve is reported as not served, with the reason.
 * ``fcfs``: devices planned alone in arrival order, each taking its own best plan among the edge
   servers that still have room for it (the contention problem: first comers take the cheap
   options, later ones are pushed to costly ones or miss their deadlines).
