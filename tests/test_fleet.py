@@ -219,3 +219,37 @@ def test_unservable_device_is_named_with_the_deadline_it_needs():
         sol = solve_fleet(fl, n, **({"time_limit_s": 0.5} if n == "fleet-lagrange" else {}))
         assert "late" in sol.unserved and sol.status == "infeasible"
         assert "deadline" in sol.plans["late"].extra["fleet_reason"]
+
+
+# --- compiling a fleet (hand-checkable tiny scenario of test_costs, no torch) ------------------------
+
+def test_compile_fleet_per_device_costs_and_capacity():
+    import copy
+
+    from test_costs import SCENARIO, TINY
+
+    from jqodi.core.fleet import compile_fleet
+
+    d = copy.deepcopy(SCENARIO)
+    d["end_devices"] = [{"name": "a"}, {"name": "b", "train_size": 20, "deadline_s": 300},
+                        {"name": "c"}, {"name": "d", "links": {"A": {"bandwidth_hz": 100, "snr": 1,
+                                                                      "tx_power_w": 2}}}]
+    d["fleet"] = {"edge_capacity": {"A": 0.5}}
+    fleet = compile_fleet(parse_scenario(d, "tiny"), profiles={"lenet": TINY})
+    a, b, c, dd = fleet.members
+    assert [m.name for m in fleet.members] == ["a", "b", "c", "d"]
+    assert fleet.window_s == 300 and fleet.capacity_s == (150.0, 300.0)
+    assert b.instance.deadline_s == 300 and a.instance.deadline_s == 100
+    oa = {(o.edge, o.cut): (o, busy) for o, busy in zip(a.instance.candidates[0].options, a.edge_busy_s[0])}
+    ob = {(o.edge, o.cut): (o, busy) for o, busy in zip(b.instance.candidates[0].options, b.edge_busy_s[0])}
+    # edge compute of cut 1 on A, Eq. (4): d^2 + d^3 = (3·N_train + N_val)·(200 + 300) FLOP at 10,000 FLOP/s
+    assert oa[("A", 1)][1] == pytest.approx(35 * 500 / 10000)
+    assert ob[("A", 1)][1] == pytest.approx(65 * 500 / 10000)
+    assert ob[("A", 1)][0].epoch_energy_j > oa[("A", 1)][0].epoch_energy_j
+    assert c.instance.candidates is a.instance.candidates          # identical devices compile once
+    # d's slower link to A (rate 100 instead of 200 bit/s) costs time on A only
+    od = {(o.edge, o.cut): o for o in dd.instance.candidates[0].options}
+    assert od[("A", 1)].epoch_time_s > oa[("A", 1)][0].epoch_time_s
+    assert od[("B", 1)].epoch_time_s == pytest.approx(oa[("B", 1)][0].epoch_time_s)
+    sol = solve_fleet(fleet, "fleet-optimal")
+    _assert_sound(fleet, sol)

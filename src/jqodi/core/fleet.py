@@ -298,7 +298,7 @@ def compile_fleet(sc, estimates=None, profiles=None, progress=None) -> FleetInst
     cache: dict[tuple, tuple] = {}
     members = []
     for k, d in enumerate(devices):
-        key = (d.device.model_dump_json(), d.train_size, d.val_size, d.deadline_s, d.models,
+        key = (d.device.model_dump_json(exclude={"name"}), d.train_size, d.val_size, d.deadline_s, d.models,
                tuple(sorted((e, l.model_dump_json()) for e, l in d.links.items())))
         if key not in cache:
             edges = [e.model_copy(update={"end_link": d.links[e.name]}) if e.name in d.links else e
