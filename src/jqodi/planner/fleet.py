@@ -51,6 +51,10 @@ __all__ = ["FleetSolution", "FLEET_SOLVERS", "solve_fleet", "compare_fleet", "fl
 
 #: Relative slack of the capacity rows (the same role as TIME_RTOL for deadlines).
 CAPACITY_RTOL = 1e-9
+#: fleet-lagrange takes at least this many price steps and column-generation rounds, even past its
+#: soft time budget (without them a big, heavily contended fleet gets no useful columns).
+MIN_PRICE_STEPS = 8
+MIN_CG_ROUNDS = 1
 
 
 @dataclass
@@ -434,17 +438,30 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
         g = load - cap
         g = np.where((lam <= 0) & (g < 0), 0.0, g)
         gg = float(g @ g)
-        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or elapsed() > 0.25 * time_limit_s:
+        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or \
+                (it >= MIN_PRICE_STEPS and elapsed() > 0.25 * time_limit_s):
             break
         target = best_lb + theta * 0.05 * abs(best_lb)
         lam = np.maximum(0.0, lam + max(target - lb, 1e-9 * abs(lb)) / gg * g)
     # 2. columns at the best prices; 3. column generation: the master LP's capacity duals are
     #    prices, and each device's exact plan at them is its column of least reduced cost
     t0 = time.perf_counter()
-    best_lb = max(best_lb, price_all(best_lam))
+    at_best = [None] * len(fleet.members)
+    total = 0.0
+    for i in served:
+        at_best[i] = p = _best_priced(cands_all[i], best_lam, X)
+        add(i, p)
+        total += p.energy_j + float(best_lam @ p.busy)
+    best_lb = max(best_lb, total - float(best_lam @ cap))
     per_round = time.perf_counter() - t0
+    # each device's plan using the edges least (every edge priced far above energy): the column
+    # that lets the master serve the most devices when capacity is short
+    busy0 = float(load0.sum())
+    steep = np.full(X, 1e3 * sum(alone[i].energy_j for i in served) / max(busy0, 1e-12))
+    for i in served:
+        add(i, _best_priced(cands_all[i], steep, X))
     cg_rounds = 0
-    while elapsed() + 1.5 * per_round < 0.7 * time_limit_s and cg_rounds < 25:
+    while (cg_rounds < MIN_CG_ROUNDS or elapsed() + 1.5 * per_round < 0.7 * time_limit_s) and cg_rounds < 25:
         lam_cg = _master_duals(fleet, columns, served)
         if lam_cg is None:
             break
@@ -478,14 +495,14 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
     extra.update(iterations=it, column_generation_rounds=cg_rounds, lower_bound_j=best_lb,
                  prices_j_per_s={x: float(best_lam[k]) for k, x in enumerate(fleet.edges)})
     # 4. master: one column per device (or not served) under the capacity rows
-    plans = _master(fleet, columns, served, max(0.5, 0.9 * time_limit_s - elapsed()))
+    plans = _master(fleet, columns, served, max(2.0, 0.9 * time_limit_s - elapsed()))
     master_ok = plans is not None
     moved = dropped = 0
-    if plans is None:  # HiGHS ran out of time: greedy repair from the plans at the best prices
-        start = [None] * len(fleet.members)
+    if plans is None:  # HiGHS found nothing in its time: cheap repair from the plans at the best prices
+        plans = [None] * len(fleet.members)
         for i in served:
-            start[i] = _best_priced(cands_all[i], best_lam, X)
-        plans, moved, dropped = _make_feasible(fleet, cands_all, start, best_lam, why)
+            plans[i] = at_best[i]
+        plans, moved, dropped = _make_feasible(fleet, columns, plans, why)
     for i in served:
         if plans[i] is None and i not in why:
             why[i] = "edge capacity: no plan of this device fits beside the others'"
@@ -564,58 +581,36 @@ def _master_duals(fleet: FleetInstance, columns: list[dict], served: list[int]) 
     return np.maximum(0.0, -np.asarray(res.ineqlin.marginals)) * top / cap
 
 
-def _make_feasible(fleet, cands_all, plans, lam, why):
-    """Greedy repair: while an edge x is overloaded, among its devices' alternatives (x priced 2×,
-    8×, 32× higher, or x banned) that overload no other edge, take the one with the least extra
-    energy per busy second freed on x; with none, the largest user of x is not served."""
+def _make_feasible(fleet, columns, plans, why):
+    """Cheap repair (when the master MILP found nothing in its time): while an edge x is overloaded,
+    its devices, largest users first, switch to their known column that uses x least and fits the
+    other edges; a device with none is not served."""
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
     limit = cap * (1 + CAPACITY_RTOL) + 1e-12
-    scale = max(float(lam.max()), 1e-9)
     load = sum((p.busy for p in plans if p is not None), np.zeros(X))
     moved = dropped = 0
-    others = np.ones(X, bool)
-    for _ in range(len(plans) * X + 1):
-        over = np.flatnonzero(load > limit)
-        if len(over) == 0:
-            break
-        x = int(over[np.argmax((load - cap)[over] / cap[over])])
-        others[:] = True
-        others[x] = False
-        users = [i for i, p in enumerate(plans) if p is not None and p.busy[x] > 0]
-        best = None
-        for i in users:
-            old = plans[i]
-            full = (load - old.busy) >= cap * (1 - 1e-12)
-            for mult in (2.0, 8.0, 32.0, None):
-                ban = full.copy()
-                lam2 = lam.copy()
-                if mult is None:
-                    ban[x] = True
-                else:
-                    lam2[x] = (lam[x] + scale) * mult
-                q = _best_priced(cands_all[i], lam2, X, ban)
-                if q is None:
-                    continue
-                freed = old.busy[x] - q.busy[x]
-                new = load - old.busy + q.busy
-                if freed <= 0 or (new[others] > limit[others]).any():
-                    continue
-                score = (q.energy_j - old.energy_j) / freed
-                if best is None or score < best[0]:
-                    best = (score, i, q)
-        if best is not None:
-            _, i, q = best
-            load += q.busy - plans[i].busy
-            plans[i] = q
-            moved += 1
+    for x in np.argsort(-(load - cap) / cap):
+        if load[x] <= limit[x]:
             continue
-        i = max(users, key=lambda i: plans[i].busy[x])
-        why[i] = (f"edge capacity: no plan fits beside the others; {fleet.edges[x]} is short by "
-                  f"{load[x] - cap[x]:.4g} busy seconds (this device's plan uses {plans[i].busy[x]:.4g} s)")
-        load -= plans[i].busy
-        plans[i] = None
-        dropped += 1
+        users = sorted((i for i, p in enumerate(plans) if p is not None and p.busy[x] > 0),
+                       key=lambda i: -plans[i].busy[x])
+        for i in users:
+            if load[x] <= limit[x]:
+                break
+            old = plans[i]
+            room = limit - load + old.busy
+            fit = [q for q in columns[i].values() if q.busy[x] < old.busy[x] and (q.busy <= room).all()]
+            if fit:
+                q = min(fit, key=lambda q: (q.busy[x], q.energy_j))
+                load += q.busy - old.busy
+                plans[i] = q
+                moved += 1
+            else:
+                load -= old.busy
+                plans[i] = None
+                why[i] = f"edge capacity: {fleet.edges[x]} is full (the repair step found no plan for it)"
+                dropped += 1
     return plans, moved, dropped
 
 
