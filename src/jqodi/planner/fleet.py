@@ -629,10 +629,17 @@ def _improve(fleet, cands_all, columns, plans, why, passes: int = 2):
                 continue
             room = cap * (1 + CAPACITY_RTOL) + 1e-12 - load + (old.busy if old is not None else 0)
             fit = [q for q in columns[i].values() if (q.busy <= room).all()]
-            if old is None:
-                q = _best_priced(cands, np.zeros(X), X, room <= 1e-9)
-                if q is not None and (q.busy <= room).all():
-                    fit.append(q)
+            if old is None:  # as first come, first served: drop the edges it would overfill and re-plan
+                banned = room <= 1e-9
+                while True:
+                    q = _best_priced(cands, np.zeros(X), X, banned)
+                    if q is None:
+                        break
+                    over = q.busy > room
+                    if not over.any():
+                        fit.append(q)
+                        break
+                    banned = banned | over
             if not fit:
                 continue
             q = min(fit, key=lambda q: q.energy_j)
