@@ -10,7 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+from jqodi.errors import PlanningError
+
 HELP = "plan a scenario (or a planning instance) with one solver or all of them"
+
+#: Solvers of fleet scenarios (jqodi.planner.fleet.FLEET_SOLVERS; listed here so --help needs no numpy).
+FLEET_SOLVER_NAMES = ("fleet-lagrange", "fleet-optimal", "fcfs", "ignore-capacity")
+#: ``--solver all`` runs the exact fleet MILP only up to this many devices.
+MILP_MAX_DEVICES = 50
 
 
 def add_arguments(p):
@@ -22,8 +29,9 @@ def add_arguments(p):
     p.add_argument("--instance", metavar="FILE",
                    help="a planning instance JSON file instead of a scenario ('-' reads stdin)")
     p.add_argument("--solver", default="jqodi", metavar="NAME",
-                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS", after=("all",)),
-                   help="a registered solver (%(choices)s; default jqodi); 'all' prints a comparison table")
+                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS", after=("all", *FLEET_SOLVER_NAMES)),
+                   help="a registered solver (%(choices)s; default jqodi, fleet-lagrange for a fleet "
+                        "scenario); 'all' prints a comparison table")
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default, safe) or K^exp epochs")
     p.add_argument("--estimates", metavar="FILE",
@@ -95,10 +103,69 @@ def _print_solution(sol, instance) -> None:
     print(f"plan time     {sol.extra.get('plan_time_ms', float('nan')):.1f} ms")
 
 
+def _fleet_scenario(args):
+    """The scenario when it describes a fleet (``end_devices`` or ``fleet``), else None."""
+    if args.instance or not args.scenario:
+        return None
+    from jqodi.core.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)
+    return sc if (sc.end_devices or sc.fleet is not None) else None
+
+
+def _run_fleet(args, sc) -> int:
+    from jqodi.core.fleet import compile_fleet
+    from jqodi.planner.fleet import FLEET_SOLVERS, solve_fleet
+    from jqodi.render.fleet import fleet_comparison_table, fleet_edge_table, fleet_unserved_lines
+
+    if args.model or args.bits:
+        raise PlanningError("--model/--bits apply to partition-only, not to fleet scenarios")
+    estimates = None
+    if args.estimates:
+        from jqodi.core.estimates import load_estimates
+
+        estimates = load_estimates(args.estimates)
+    if args.solver == "all":
+        names = list(FLEET_SOLVERS)
+    elif args.solver == "jqodi":
+        names = ["fleet-lagrange"]
+    elif args.solver in FLEET_SOLVERS:
+        names = [args.solver]
+    else:
+        raise PlanningError(f"--solver {args.solver}: a fleet scenario takes {', '.join(FLEET_SOLVERS)} or all")
+    fleet = compile_fleet(sc, estimates=estimates)
+    if args.solver == "all" and len(fleet.members) > MILP_MAX_DEVICES:
+        names.remove("fleet-optimal")
+        print(f"(fleet-optimal left out: the exact MILP is for fleets of up to {MILP_MAX_DEVICES} devices; "
+              f"ask for it with --solver fleet-optimal)", file=sys.stderr)
+    sols = [solve_fleet(fleet, n, epochs=args.epochs) for n in names]
+    if args.json:
+        out = [s.to_dict() for s in sols]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        return 0
+    print(f"{len(fleet.members)} end devices, {len(fleet.edges)} edge servers, capacity window "
+          f"{fleet.window_s:g} s, {args.epochs} epoch estimate")
+    if len(sols) > 1:
+        print(fleet_comparison_table(sols))
+    best = min((s for s in sols if s.status != "infeasible" and s.solver != "ignore-capacity"),
+               key=lambda s: s.energy_j, default=sols[0])
+    print(f"\n{best.solver}: {best.status}, {best.served}/{len(best.plans)} devices served, "
+          f"{best.energy_j:.1f} J in total, plan time {best.extra.get('plan_time_ms', 0) / 1e3:.2f} s")
+    print(fleet_edge_table(best))
+    for line in fleet_unserved_lines(best):
+        print(line)
+    return 0 if best.status != "infeasible" else 1
+
+
 def run(args) -> int:
     from jqodi.planner import compare, solve
     from jqodi.render.plans import comparison_table, savings_summary
 
+    sc = _fleet_scenario(args)
+    if sc is not None:
+        return _run_fleet(args, sc)
+    if args.solver in FLEET_SOLVER_NAMES:
+        raise PlanningError(f"--solver {args.solver} plans fleets: give a scenario with end_devices or fleet")
     instance = _load_instance(args)
     if args.solver == "all":
         rows = compare(instance, epochs=args.epochs, model=args.model, bits=args.bits)

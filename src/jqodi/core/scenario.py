@@ -34,6 +34,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field
 from jqodi.core.devices import CloudLink, CloudServer, Device, DeviceSpec, EdgeServer, EndDevice, WirelessLink
 from jqodi.core.estimates import LearningEstimate, check_estimate
 from jqodi.core.timeline import Timeline, TimelineEvent, device_key, resolve_timeline
+from jqodi.core.fleet import EndDeviceEntry, FleetSpec, check_fleet
 from jqodi.core.train_config import TRAIN_DEFAULTS
 from jqodi.core.validation import (VALID_BITS, FieldProblem, Int, Name, NoBool, NonNegFloat, PosFloat, PosInt,
                                    Strict, error_line, one_line)
@@ -215,6 +216,9 @@ class Scenario(Strict):
     timeline: list[TimelineEvent] = Field(default_factory=list)
     _source_dir: Path | None = PrivateAttr(default=None)
     _timeline: Timeline | None = PrivateAttr(default=None)
+    # a fleet (jqodi.core.fleet): more end devices, with end_device as their template
+    end_devices: list[EndDeviceEntry] = Field(default_factory=list)
+    fleet: FleetSpec | None = None
 
     @field_validator("bits", "baseline_bits")
     @classmethod
@@ -293,6 +297,7 @@ class Scenario(Strict):
             if other is not None:
                 raise FieldProblem(path, f"{n!r} is already the name of {other}; the cloud, the edge "
                                           f"servers and the end device need distinct names")
+        check_fleet(self)
         return self
 
     # conveniences ---------------------------------------------------------------------------

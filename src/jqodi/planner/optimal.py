@@ -260,7 +260,15 @@ def solve_candidate(cand: Candidate, K: int, budget_s: float, *, upper_bound_j: 
     nothing beats ``upper_bound_j``), ``feasible`` (time limit hit) or ``infeasible``.
     """
     arr = option_arrays(cand)
-    t, e = arr.time_s, arr.energy_j
+    return solve_arrays(arr.time_s, arr.energy_j, K, budget_s, upper_bound_j=upper_bound_j,
+                        time_limit_s=time_limit_s, method=method)
+
+
+def solve_arrays(t: np.ndarray, e: np.ndarray, K: int, budget_s: float, *, upper_bound_j: float = math.inf,
+                 time_limit_s: float | None = None, method: str = "auto",
+                 ) -> tuple[str, list[tuple[int, int]] | None, float]:
+    """:func:`solve_candidate` on bare arrays of per-epoch time ``t`` and energy ``e`` (the fleet
+    planner prices energy with edge-time prices and calls this directly)."""
     front = pareto_front(t, e)
     lp = lp_bound(t, e, front, K, budget_s)
     if lp is None:
