@@ -90,7 +90,7 @@ def test_defaults_for_optional_sections():
         d.pop(k)
     s = parse_scenario(d)
     assert s.cost_model == "extended" and s.learning == [] and s.baseline_bits == []
-    assert s.runtime.port == 29500 and s.training.batch_size == 64
+    assert s.runtime.port is None and s.training.batch_size == 64  # None: 'jqodi run' takes a free port
 
 
 def _set(path, value):
@@ -241,3 +241,25 @@ def test_models_may_be_listed_by_name():
     d["learning"] = [r for r in d["learning"] if r["model"] != "resnet20"]
     s = parse_scenario(d)
     assert [(m.name, m.width) for m in s.models] == [("lenet", 1.0), ("vgg", 0.5)]
+
+
+def test_the_scenarios_runtime_port_is_the_one_jqodi_run_uses(monkeypatch, tmp_path):
+    """runtime.port reaches the launcher (None: a free port); --port (run_plan's port) wins."""
+    from jqodi.core.costs import compile_instance
+    from jqodi.planner import solve
+    from jqodi.runtime import launch
+
+    seen = []
+
+    def fake_run_job(job, **kw):
+        seen.append(kw["port"])
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(launch, "run_job", fake_run_job)
+    sc = load_scenario(DATA1)
+    sol = solve(compile_instance(sc), "jqodi")
+    for scenario_port, flag, expected in [(None, None, None), (29611, None, 29611), (29611, 29612, 29612)]:
+        s = sc.model_copy(update={"runtime": sc.runtime.model_copy(update={"port": scenario_port})})
+        with pytest.raises(RuntimeError, match="stop here"):
+            launch.run_plan(s, sol, port=flag, pretrained={"source": "random"}, workdir=tmp_path)
+        assert seen[-1] == expected

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Optional, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -144,7 +144,8 @@ class RuntimeSpec(Strict):
     """How the runtime runs the plan (CS/ES/SD processes). Optional; defaults suit one host."""
 
     host: str = "127.0.0.1"
-    port: Annotated[int, NoBool, Field(ge=1, le=65535)] = 29500
+    # the rendezvous port 'jqodi run' uses (None: a free one; --port overrides)
+    port: Optional[Annotated[int, NoBool, Field(ge=1, le=65535)]] = None
     timeout_s: PosFloat = 120.0
     emulate: bool = True
     time_dilation: Union[Literal["auto"], Annotated[float, NoBool, Field(ge=1, allow_inf_nan=False)]] = "auto"

@@ -344,7 +344,8 @@ def run_plan(scenario, solution, *, transport: str = "gloo", workdir: str | Path
             cache[(edge, cut)] = predict_epoch(scenario, job.model, job.bits, cut, edge)
         return cache[(edge, cut)]
     rt = scenario.runtime
-    rec = run_job(job, transport=transport, workdir=wd, resume=resume, host=rt.host, port=port,
+    rec = run_job(job, transport=transport, workdir=wd, resume=resume, host=rt.host,
+                  port=port if port is not None else rt.port,
                   say=say, predicted=predicted, **kw)
     rec.solution = solution.to_dict() if hasattr(solution, "to_dict") else solution
     rec.save(wd / "record.json")
