@@ -93,16 +93,21 @@ def load_for_run(path: str | Path | None, opts: RunOptions):
     return scenario
 
 
+def run_estimates(opts: RunOptions):
+    """The learning estimates ``--estimates`` names (``None``: the scenario's own rows)."""
+    if not opts.estimates:
+        return None
+    from jqodi.core.estimates import load_estimates
+
+    return load_estimates(opts.estimates)
+
+
 def plan_for_run(scenario, opts: RunOptions, say: Say = _print):
     """The plan to run; one-line error when it is infeasible."""
     from jqodi.core.costs import compile_instance
     from jqodi.planner import solve
 
-    estimates = None
-    if opts.estimates:
-        from jqodi.core.estimates import load_estimates
-
-        estimates = load_estimates(opts.estimates)
+    estimates = run_estimates(opts)
     say(f"planning {scenario.name} with {opts.solver} ...")
     solution = solve(compile_instance(scenario, estimates=estimates), opts.solver, epochs=opts.epochs_estimate)
     if solution.status == "infeasible":
@@ -155,7 +160,7 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         from jqodi.app.controller import controller_for
 
         controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
-                                    confirm=opts.confirm)
+                                    confirm=opts.confirm, estimates=run_estimates(opts))
         job = with_standby_edges(job)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
