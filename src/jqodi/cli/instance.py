@@ -28,8 +28,11 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.scenario) if args.scenario else default_scenario_path()
     scenario = load_scenario(path)
     estimates = load_estimates(args.estimates) if args.estimates else None
+    from jqodi.cli._onetime import announce_profiling
+
     try:
-        inst = compile_instance(scenario, estimates, cost_model=args.cost_model)
+        with announce_profiling(scenario):
+            inst = compile_instance(scenario, estimates, cost_model=args.cost_model)
     except ScenarioError as e:  # e.g. a model that cannot be built for data.input_shape
         raise ScenarioError(f"{path}: {e}") from e
     text = inst.to_json()

@@ -71,7 +71,11 @@ def _load_instance(args):
         from jqodi.core.estimates import load_estimates
 
         estimates = load_estimates(args.estimates)
-    return compile_instance(load_scenario(args.scenario), estimates=estimates)
+    from jqodi.cli._onetime import announce_profiling
+
+    scenario = load_scenario(args.scenario)
+    with announce_profiling(scenario):
+        return compile_instance(scenario, estimates=estimates)
 
 
 def _print_solution(sol, instance) -> None:
