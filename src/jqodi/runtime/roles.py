@@ -2,7 +2,7 @@
 
 A role only decides what to compute and what to send; a :class:`~jqodi.runtime.transport.Transport`
 moves the tensors, so the same code runs as separate processes over gloo or as threads of one
-process. One epoch (DESIGN.md "Runtime protocol"), for the epoch's (edge, cut) of the schedule:
+process. One epoch (docs/interfaces.md, "Runtime protocol"), for the epoch's (edge, cut) of the schedule:
 
     CS → ES   ``model``        the master packed at q bits, as shallow + deep payloads (Eq. (1))
     ES → SD   ``shallow``      the shallow payload, forwarded as received (Eq. (2))
