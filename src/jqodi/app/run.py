@@ -102,14 +102,21 @@ def run_estimates(opts: RunOptions):
     return load_estimates(opts.estimates)
 
 
-def plan_for_run(scenario, opts: RunOptions, say: Say = _print):
-    """The plan to run; one-line error when it is infeasible."""
+def instance_for_run(scenario, opts: RunOptions):
+    """The planning instance of ``scenario`` with the estimates ``opts`` name."""
     from jqodi.core.costs import compile_instance
+
+    return compile_instance(scenario, estimates=run_estimates(opts))
+
+
+def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None):
+    """The plan to run (from ``instance`` when it is already compiled); one-line error when it is
+    infeasible."""
     from jqodi.planner import solve
 
-    estimates = run_estimates(opts)
+    instance = instance if instance is not None else instance_for_run(scenario, opts)
     say(f"planning {scenario.name} with {opts.solver} ...")
-    solution = solve(compile_instance(scenario, estimates=estimates), opts.solver, epochs=opts.epochs_estimate)
+    solution = solve(instance, opts.solver, epochs=opts.epochs_estimate)
     if solution.status == "infeasible":
         raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in solution.schedule)
@@ -151,7 +158,8 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         from jqodi.core.data import check_scenario_data
 
         check_scenario_data(scenario.data)
-    solution = None if resuming else plan_for_run(scenario, opts, say)
+    instance = None if resuming else instance_for_run(scenario, opts)  # once: the plan and the controller
+    solution = None if resuming else plan_for_run(scenario, opts, say, instance)
     job = None if resuming else build_job(scenario, solution, opts)
     controller = None
     if resuming:
@@ -160,7 +168,7 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         from jqodi.app.controller import controller_for
 
         controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
-                                    confirm=opts.confirm, estimates=run_estimates(opts))
+                                    confirm=opts.confirm, instance=instance)
         job = with_standby_edges(job)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
