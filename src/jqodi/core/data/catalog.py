@@ -46,7 +46,6 @@ def cloud_dataset_name(dataset: str, split: str) -> str:
     return "cifar10" if split == "data2" and dataset in ("cifar100", "cifar-100") else dataset
 
 
-
 def dataset_classes(dataset: str) -> int:
     """How many classes ``dataset`` has (a model trained on it has this many outputs)."""
     dataset = canonical_dataset(dataset)
