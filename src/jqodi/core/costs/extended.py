@@ -19,7 +19,7 @@ __all__ = ["idle_energy_terms", "roofline_compute"]
 
 
 def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
-                      time: dict, energy: dict, shape: tuple[int, int, int]) -> None:
+                     time: dict, energy: dict, shape: tuple[int, int, int]) -> None:
     """Extended Eq. (7)–(8) for nodes given by a device file: per-layer roofline time of each
     part (:meth:`DeviceModel.part_time_s`), energy = busy power × that time."""
     from jqodi.core.device_model import DeviceModel

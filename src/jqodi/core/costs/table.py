@@ -1,4 +1,4 @@
-"""The per-epoch time and energy of Section III-B/C, Eq. (1)–(10), and the planning instance.
+"""The per-epoch time and energy of Section III-B/C, Eq. (1)–(10), as cost tables over (bits, cut, edge).
 
 For a model M_a quantized to π_q bits (M_(a,q)), cut after block j, deep part on ES_x:
 
