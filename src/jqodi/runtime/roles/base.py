@@ -75,6 +75,12 @@ class _Role:
         self.phase_s: dict[str, float] = {}
         self.cut = {"elements": 0, "bytes": 0}
 
+    def prepare_worker(self) -> None:
+        """Build the job's worker model (:func:`build_worker`), its blocks' FLOPs, and warm it up."""
+        self.model = build_worker(self.job)
+        self.f = block_flops(self.model)
+        warm_up(self.model, self.job)
+
     def send_cut(self, dst: str, kind: str, x: torch.Tensor, bits: int, extra=None, **meta) -> int:
         """Send a cut-layer tensor (activations or gradients) at ``bits``; counts fp32-equivalent size."""
         n = self.send("activations", dst, kind, {**encode_cut(x, bits), **(extra or {})}, **meta)

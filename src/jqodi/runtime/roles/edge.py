@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from jqodi.core.codec import packed_from_tensor, update_to_tensor
 from jqodi.runtime.control import edge_assignments
 from jqodi.runtime.messages import checked_cut, checked_labels, checked_update
-from jqodi.runtime.roles.base import RoleContext, _Role, block_flops, build_worker, warm_up
+from jqodi.runtime.roles.base import RoleContext, _Role
 
 __all__ = ["EdgeRole", "skip_shallow_draws"]
 
@@ -37,9 +37,7 @@ class EdgeRole(_Role):
     def __init__(self, ctx: RoleContext, name: str):
         super().__init__(ctx)
         self.edge_name = name
-        self.model = build_worker(self.job)
-        self.f = block_flops(self.model)
-        warm_up(self.model, self.job)
+        self.prepare_worker()
 
     def run(self) -> None:
         from jqodi.core.quant import unpack_model

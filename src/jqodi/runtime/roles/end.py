@@ -8,7 +8,7 @@ from jqodi.core.codec import packed_from_tensor, update_to_tensor
 from jqodi.core.devices import edge_role
 from jqodi.runtime.control import end_assignments
 from jqodi.runtime.messages import checked_cut, checked_update
-from jqodi.runtime.roles.base import RoleContext, _Role, block_flops, build_worker, warm_up
+from jqodi.runtime.roles.base import RoleContext, _Role
 
 __all__ = ["EndRole"]
 
@@ -24,9 +24,7 @@ class EndRole(_Role):
             d = self.job.data
             data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
         self.data = data
-        self.model = build_worker(self.job)
-        self.f = block_flops(self.model)
-        warm_up(self.model, self.job)
+        self.prepare_worker()
 
     def run(self) -> None:
         from jqodi.core.quant import unpack_model
