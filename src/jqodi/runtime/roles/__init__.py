@@ -26,8 +26,8 @@ model), the same pack/unpack round trip. Hence split training equals
 The package holds one concept per module:
 
 * :mod:`~jqodi.runtime.roles.base` — :class:`RoleContext` (what reaches a role), the worker model
-  every role builds, and the per-epoch bookkeeping all roles share (phase times, cut traffic,
-  energy windows);
+  the edge and end roles build, and the per-epoch bookkeeping all roles share (phase times,
+  cut traffic, energy windows);
 * :mod:`~jqodi.runtime.roles.end` — :class:`EndRole`, the SD;
 * :mod:`~jqodi.runtime.roles.edge` — :class:`EdgeRole`, an ES;
 * :mod:`~jqodi.runtime.roles.cloud` — :class:`CloudState` and :class:`CloudRole`, the CS.

@@ -1,6 +1,6 @@
 """What the three roles share: :class:`RoleContext` (the job, its transport, compute clock and
-energy meter), the worker model each role builds (QAT-prepared at the job's bits, warmed up), the
-blocks' forward FLOPs (the cost model's f_i), and ``_Role``: one epoch's bookkeeping on a node
+energy meter), the worker model the edge and end roles build (QAT-prepared at the job's bits,
+warmed up), the blocks' forward FLOPs (the cost model's f_i), and ``_Role``: one epoch's bookkeeping on a node
 (time spent sending per phase, cut-layer traffic, the energy meter's window, bytes per link).
 """
 from __future__ import annotations
