@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 from html import escape
+from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
+from jqodi.render.runs import _predicted_node_energy
 from jqodi.render.svg import Line, Mark, bar_chart, line_chart
 
 __all__ = ["page", "evaluation_sections", "run_sections", "table"]
@@ -130,12 +132,13 @@ def _plan_key(s: Mapping) -> tuple:
 def _strategy_lines(ev: Mapping, x: str, y: str, *, marks: bool = False) -> list[Line]:
     """One line per strategy; a plan identical to an earlier one is dashed (both stay visible)."""
     k_of = {(r["model"], r["bits"]): r for r in ev.get("epochs_table", [])}
+    choice = {r.get("strategy"): r.get("ours_choice") for r in ev.get("comparison", [])}
     lines, seen = [], []
     for s in _shown(ev):
         traj = s.get("trajectory") or []
         same = next((p["label"] for p in seen if _plan_key(p) == _plan_key(s)), None)
         seen.append(s)
-        label = f"{s['label']}: {_choice(s)}" + (f" (= {same})" if same else "")
+        label = f"{s['label']}: {choice.get(s['label']) or s['model']}" + (f" (= {same})" if same else "")
         ln = Line(label, [p.get(x) for p in traj], [p.get(y) for p in traj], dashed=same is not None,
                   end="circle" if s.get("reaches_target") else "square")
         if marks and traj:
@@ -146,14 +149,6 @@ def _strategy_lines(ev: Mapping, x: str, y: str, *, marks: bool = False) -> list
                     ln.marks.append(Mark(traj[k][x], traj[k][y], name, shape))
         lines.append(ln)
     return lines
-
-
-def _choice(s: Mapping) -> str:
-    bits = "fp32" if s.get("bits") == 32 else f"{s.get('bits')}-bit"
-    sched = s.get("schedule") or []
-    if len(sched) == 1:
-        return f"{s['model']} {bits} cut {sched[0]['cut']} @ {sched[0]['edge']}"
-    return f"{s['model']} {bits} " + " ".join(f"{e['cut']}@{e['edge']}×{e['epochs']}" for e in sched)
 
 
 def _fig7(ev: Mapping) -> list[Section]:
@@ -412,7 +407,7 @@ def _run_phases(rec: Mapping, totals: Mapping) -> list[Section]:
     out = [("Per phase: predicted vs measured", _figs(chart) + table(rows, [(k, k) for k in rows[0]]))]
     nodes = totals.get("compute_energy_j") or {}
     if nodes:
-        pn = _predicted_nodes(eps)
+        pn = _predicted_node_energy(SimpleNamespace(epochs=eps))
         names = sorted(nodes)
         rows = [{"node": n, "measured J": nodes[n], "predicted J": pn.get(n), "err": _err(pn.get(n), nodes[n])}
                 for n in names]
@@ -425,22 +420,6 @@ def _run_phases(rec: Mapping, totals: Mapping) -> list[Section]:
         links = [{"link": k, "bytes": v} for k, v in sorted((totals.get("bytes") or {}).items())]
         out.append(("Per node: energy predicted vs measured, bytes per link",
                     _figs(chart) + table(rows, [(k, k) for k in rows[0]]) + table(links, [("link", "link"), ("bytes", "bytes")])))
-    return out
-
-
-def _predicted_nodes(eps: Sequence[Mapping]) -> dict[str, float]:
-    """Predicted energy per node from each epoch's predicted phases (what :mod:`jqodi.render.runs`
-    prints): SD = end_compute, the epoch's edge = edge_compute, cloud = cloud_update, transfers."""
-    out: dict[str, float] = {}
-    for e in eps:
-        pj = (e.get("predicted") or {}).get("phases_j")
-        if not pj:
-            return {}
-        for node, j in (("end", pj.get("end_compute", 0.0)), (f"edge:{e['edge']}", pj.get("edge_compute", 0.0)),
-                        ("cloud", pj.get("cloud_update", 0.0)),
-                        ("transfers", sum(pj.get(k, 0.0) for k in ("cloud_to_edge", "edge_to_end", "end_to_edge",
-                                                                   "edge_to_cloud", "activations")))):
-            out[node] = out.get(node, 0.0) + j
     return out
 
 
