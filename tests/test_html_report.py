@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jqodi.app.evaluation import evaluate_instance, write_outputs
+from jqodi.app.trajectories import NODE_TERMS
 from jqodi.app.report import build_report, find_sources
 from jqodi.cli import main
 from jqodi.errors import JqodiError
@@ -208,3 +209,22 @@ def test_sources_are_found_below_the_directory_and_sorted(both, tmp_path):
     (deep / "record.json").write_text("{}")
     with pytest.raises(JqodiError, match="nothing to report"):
         find_sources(tmp_path)
+
+
+def test_the_evaluation_saves_the_cut_sweep_and_the_phases_the_page_draws(tmp_path):
+    ev = json.loads((make_eval_dir(tmp_path) / "evaluation.json").read_text())
+    options = [(c.model, c.bits, o.edge, o.cut, o.epoch_time_s, o.epoch_energy_j)
+               for c in INSTANCE.candidates for o in c.options]
+    assert sorted((r["model"], r["bits"], r["edge"], r["cut"], r["epoch_time_s"], r["epoch_energy_j"])
+                  for r in ev["cut_sweep"]) == sorted(options)
+    cands = {c.key: c for c in INSTANCE.candidates}
+    for s in ev["strategies"]:
+        if s["model"] is None:
+            continue
+        q = cands[f"{s['model']}@{s['bits']}"]
+        # the phases add up to the per-node breakdown without the one-off quantization (on the CS)
+        for node, terms in NODE_TERMS.items():
+            for unit, quant in (("time_s", q.quantize_time_s), ("energy_j", q.quantize_energy_j)):
+                phases = sum(s["phases"].get(t, {}).get(unit, 0.0) for t in terms)
+                assert phases + (quant if node == "CS" else 0.0) == pytest.approx(s["breakdown"][node][unit])
+        assert sum(p["energy_j"] for p in s["phases"].values()) == pytest.approx(s["energy_j"] - q.quantize_energy_j)

@@ -1,8 +1,8 @@
 """What the paper reports (Section V-C/D, Tables V-VII), and our figures set beside them.
 
 :data:`PAPER` holds the reference figures per data split (``data1``/``data2``): each strategy's
-choice, energy and time, the epoch table (Tables VI/VII) and Table V (total and planning energy). They are shown beside our results,
-never used as results. :func:`epochs_table` and :func:`comparison` build the rows of
+choice, energy and time, the epoch table (Tables VI/VII) and Table V (total and planning
+energy). They are shown beside our results, never used as results. :func:`epochs_table` and :func:`comparison` build the rows of
 :class:`jqodi.app.evaluation.Evaluation` that put ours and the paper's side by side.
 """
 from __future__ import annotations

@@ -201,17 +201,13 @@ def phase_breakdown(epoch_cost: Callable[[str, int, int, str], Any], model: str,
     view of Fig. 8/12): each term of :data:`NODE_TERMS` × the entry's epochs, in that order;
     terms that are zero for every entry are left out. The one-off quantization is not a phase
     (see :func:`node_breakdown`, which adds it to the CS)."""
-    out: dict[str, dict[str, float]] = {}
+    out = {term: {"time_s": 0.0, "energy_j": 0.0} for terms in NODE_TERMS.values() for term in terms}
     for entry in schedule:
         cost = epoch_cost(model, bits, entry.cut, entry.edge)
-        for terms in NODE_TERMS.values():
-            for term in terms:
-                t, e = _term(cost, term, "s"), _term(cost, term, "j")
-                if t or e or term in out:
-                    acc = out.setdefault(term, {"time_s": 0.0, "energy_j": 0.0})
-                    acc["time_s"] += t * entry.epochs
-                    acc["energy_j"] += e * entry.epochs
-    return out
+        for term, acc in out.items():
+            acc["time_s"] += _term(cost, term, "s") * entry.epochs
+            acc["energy_j"] += _term(cost, term, "j") * entry.epochs
+    return {term: acc for term, acc in out.items() if acc["time_s"] or acc["energy_j"]}
 
 
 def cut_sweep(instance: PlanningInstance) -> list[dict[str, Any]]:
