@@ -109,7 +109,7 @@ def _run_group(path: Path, root: Path) -> tuple[str, list]:
         summary = _load(spath)
         _require(spath, summary, "a main-job summary (summary.json of make demo)", {})
     job = rec.get("job") or {}
-    label = job.get("scenario") or job.get("name") or (summary or {}).get("scenario_name") or ""
+    label = (summary or {}).get("scenario_name") or (f"{job['model']} {job.get('bits')}-bit" if job.get("model") else "")
     name = f"Run: {path.parent.relative_to(root).as_posix() or path.parent.name}" + (f" ({label})" if label else "")
     return name, run_sections(rec, totals, summary=summary)
 
