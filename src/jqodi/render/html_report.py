@@ -36,7 +36,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:13px} .wide{overflow-x:au
 th,td{border:1px solid #ccd;padding:3px 7px;vertical-align:top} th{background:#eef}
 td.n{text-align:right;font-variant-numeric:tabular-nums} tr.paper td{background:#fafaf2}
 .figs{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0} .note{color:#555;font-size:13px}
-.miss{color:#a00} .ok{color:#070} code{background:#f3f3f3;padding:0 3px}
+code{background:#f3f3f3;padding:0 3px}
 """
 
 
