@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan-only", action="store_true", help="time the main job without running the plan")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds one run may take (default 3600)")
     ap.add_argument("--out", metavar="FILE", help="also write the JSON here")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the untimed first run (with --pretrained: the cache is filled already)")
+    ap.add_argument("--loaded-first", action="store_true",
+                    help="each pair runs loaded, then quiet (without a warm-up the first run pays one-time "
+                         "costs: this puts them on the loaded side, against the target)")
     ap.add_argument("--logs", metavar="DIR", help="keep each run's output here (default: a temporary folder)")
     ap.add_argument("--pretrained", metavar="DIR",
                     help="copy cached pretrained checkpoints from DIR (a $JQODI_HOME/pretrained) into the fresh "
@@ -95,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         def argv_for(name: str) -> list[str]:
             return job + ["--workdir", str(tmp / name), "--json", str(tmp / f"{name}.json")]
 
-        warm_s, warm_rc = run_job(argv_for("warmup"), env, logs / "warmup.log", args.timeout)
-        print(f"warm-up (fills the pretraining cache): {warm_s:.1f} s, exit {warm_rc}", file=sys.stderr)
+        warm_s, warm_rc = None, 0
+        if not args.no_warmup:
+            warm_s, warm_rc = run_job(argv_for("warmup"), env, logs / "warmup.log", args.timeout)
+            print(f"warm-up (fills the pretraining cache): {warm_s:.1f} s, exit {warm_rc}", file=sys.stderr)
         runs = []
         for i in range(max(1, args.pairs)):
-            for kind in ("quiet", "loaded"):
+            for kind in (("loaded", "quiet") if args.loaded_first else ("quiet", "loaded")):
                 busy = start_busy() if kind == "loaded" else None
                 try:
                     load_before = os.getloadavg()[0]
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(loaded) / statistics.median(quiet)
     out = {"benchmark": "contention", "job": "jqodi " + " ".join(job), "python": platform.python_version(),
            "usable_cores": usable_cores(), "competing_process": "python -c 'while True: pass'",
-           "warmup_s": round(warm_s, 2), "quiet_s": quiet, "loaded_s": loaded, "ratio": round(ratio, 3),
+           "warmup_s": None if warm_s is None else round(warm_s, 2), "quiet_s": quiet, "loaded_s": loaded, "ratio": round(ratio, 3),
            "target_ratio": TARGET_RATIO, "meets_target": ratio <= TARGET_RATIO,
            "load_averages": [{k: r[k] for k in ("kind", "load_avg_1min_before", "load_avg_1min_after")}
                              for r in runs],
