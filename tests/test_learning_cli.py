@@ -59,3 +59,21 @@ def test_traces_lists_and_exports(tmp_path, capsys):
     assert main(["traces", "--store", str(db), "--format", "csv", "-o", str(csv_file)]) == 0
     assert len(csv_file.read_text().splitlines()) == 1 + 2 * 20
     assert main(["traces", "--store", str(tmp_path / "missing.db")]) == 2
+
+
+def test_estimate_without_out_writes_under_jqodi_home_and_says_where(tmp_path, capsys, monkeypatch):
+    db = tmp_path / "t.db"
+    fill(db, 4, 0.2)
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("JQODI_HOME", str(home))
+    monkeypatch.chdir(cwd)
+    args = ["estimate", "--target-loss", "0.35", "--models", "lenet", "--bits", "4", "--method", "store",
+            "--store", str(db), "--quiet"]
+    assert main(args) == 0
+    want = home / "estimates" / "fashion-mnist_data1_lenet_L0.35.json"
+    assert f"wrote 1 estimates to {want}" in capsys.readouterr().out
+    assert load_estimates(want)[0].bits == 4 and list(cwd.iterdir()) == []
+    assert main(args + ["--json"]) == 0   # the JSON on stdout stays JSON; where it went goes to stderr
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["estimates"] and str(want) in cap.err

@@ -141,3 +141,58 @@ def test_plan_scenario_with_measured_estimates(tmp_path, capsys):
     assert main(["plan", "--instance", str(path), "--estimates", str(est)]) == 2
     assert main(["plan", str(path), "--estimates", str(tmp_path / "none.json")]) == 2
     capsys.readouterr()
+
+
+def _baselines_instance(deadline_s: float, time_32_s: float):
+    """Ω = {8}; lenet@32 (a baseline bit-width) costs half of lenet@8 per epoch; lenet@1 never reaches the target."""
+    from jqodi.planner import Candidate, EpochEstimates, Option
+
+    def c(bits, t, e, K=(3, 4)):
+        return Candidate("lenet", bits, 0.0, 0.0, EpochEstimates(*K), (Option("es", 1, t, e),))
+
+    return PlanningInstance(deadline_s, 0.5, (c(8, 1.0, 10.0), c(32, time_32_s, 5.0), c(1, 1.0, 1.0, K=(None, None))),
+                            meta={"search_bits": [8], "baseline_bits": [1, 32]})
+
+
+def test_baselines_outside_omega_and_missing_plans_are_marked_not_a_negative_gap(tmp_path, capsys):
+    from jqodi.planner import compare
+
+    rows = {r["solver"]: r for r in compare(_baselines_instance(10.0, 1.0))}
+    assert rows["optimal"]["energy_j"] == pytest.approx(40.0) and rows["optimal"]["in_search_space"]
+    full = rows["full-model"]   # meets deadline and target, and is cheaper: a bit-width optimal does not search
+    assert full["energy_j"] == pytest.approx(20.0) and not full["in_search_space"]
+    assert full["vs_optimal_pct"] == pytest.approx(-50.0) and full["misses"] is None
+    assert rows["minimal-model"]["misses"] == "target" and rows["minimal-model"]["vs_optimal_pct"] is None
+    path = tmp_path / "i.json"
+    path.write_text(_baselines_instance(10.0, 1.0).to_json())
+    assert main(["plan", "--instance", str(path), "--solver", "all"]) == 0
+    out = capsys.readouterr().out
+    row = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] and line.split()[0] in rows}
+    assert "-50.00% outside Ω" in row["full-model"] and "misses target" in row["minimal-model"]
+    assert "vs optimal: energy above optimal's plan" in out and "Ω = bits {8}" in out
+    assert "note: full-model's 32-bit plan needs 50.00% less energy than the optimum over Ω" in out
+    assert "optimal saves" in out and "over full-model" not in out.split("optimal saves")[1].splitlines()[0]
+
+    path.write_text(_baselines_instance(10.0, 5.0).to_json())   # 32 bits: 4 epochs × 5 s > 10 s
+    assert main(["plan", "--instance", str(path), "--solver", "all"]) == 0
+    out = capsys.readouterr().out
+    row = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] and line.split()[0] in rows}
+    assert "misses deadline" in row["full-model"] and "-50" not in out and "note:" not in out
+
+
+@pytest.mark.parametrize("name", ["cpu-demo", "paper-data1", "paper-data2"])
+def test_packaged_scenarios_show_no_unexplained_negative_gap(name, capsys):
+    from pathlib import Path
+
+    import jqodi
+
+    scenario = Path(jqodi.__file__).parent / "scenarios" / f"{name}.yaml"
+    assert main(["plan", str(scenario), "--solver", "all"]) == 0
+    out = capsys.readouterr().out
+    for line in out.splitlines():
+        cells = line.split()
+        if cells[:1] and cells[0] in ("jqodi", "optimal", "static", "full-model", "minimal-model", "partition-only"):
+            gap = next((c for c in cells if c.endswith("%")), None)
+            if gap is not None and gap.startswith("-"):
+                assert "outside Ω" in line, line
+    assert "vs optimal:" in out and "optimal saves -" not in out

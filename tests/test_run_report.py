@@ -121,3 +121,37 @@ def test_write_job_says_whether_the_job_emulates(tmp_path, capsys, monkeypatch):
     assert "emulation off" in capsys.readouterr().out
     job = Job.from_dict(json.loads((tmp_path / "k.json").read_text()))
     assert job.target_loss is not None and job.predicted_per_epoch() is not None
+
+
+def test_roles_started_by_hand_say_loudly_that_the_job_emulates(tmp_path, capsys, monkeypatch):
+    """The edge and end learn the job from the cloud: each says EMULATION ON (and how to turn it
+    off) on stderr as soon as it has an emulating job, and nothing for a job that does not emulate."""
+    import jqodi.runtime.process as process
+    from jqodi.cli import main
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    assert main(["run", str(REPO / "src/jqodi/scenarios/cpu-demo.yaml"), "--write-job", str(tmp_path / "j.json"),
+                 "--dilation", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "EMULATION ON" in out and "--no-emulate" in out
+    emulating = Job.from_dict(json.loads((tmp_path / "j.json").read_text()))
+    quiet = emulating.replace(emulation=None)
+    served = []
+
+    def fake_serve_role(role, *, on_job=None, **kw):   # the job as the cloud would hand it over
+        served.append(role)
+        on_job(job_given)
+        return 0
+
+    def fake_exit(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(process, "serve_role", fake_serve_role)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    for job_given, loud in ((emulating, True), (quiet, False)):
+        for argv in (["edge", "--name", "rtx3090"], ["end"]):
+            with pytest.raises(SystemExit):
+                main(argv + ["--port", "29999"])
+            err = capsys.readouterr().err
+            assert ("EMULATION ON" in err and "--no-emulate" in err and "rtx3090" in err) is loud, err
+    assert served == ["edge:rtx3090", "end"] * 2

@@ -6,6 +6,10 @@ loss, then run that plan for real across cloud, edge and end-device processes.
 """
 __version__ = "0.1.0"
 
+from jqodi.core.threads import calm_openmp  # noqa: E402
+
+calm_openmp()  # before torch loads OpenMP: waiting threads sleep, not spin (see jqodi.core.threads)
+
 from jqodi.errors import (  # noqa: E402
     DataError,
     InfeasibleError,

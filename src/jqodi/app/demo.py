@@ -154,7 +154,7 @@ def run_main_demo(config=None, *, describe: bool = True, out: TextIO | None = No
 def section_plans(ctx) -> None:
     """``jqodi demo`` section: plan the scenario with every solver and print the comparison."""
     from jqodi.planner import compare
-    from jqodi.render.plans import comparison_table, savings_summary
+    from jqodi.render.plans import comparison_notes, comparison_table
 
     inst = ctx.instance
     ctx.title("Plans: every solver on this scenario (robust epoch estimate)")
@@ -163,8 +163,7 @@ def section_plans(ctx) -> None:
               "(one option for all epochs)")
     rows = compare(inst)
     ctx.print(comparison_table(rows))
-    line = savings_summary(rows)
-    if line:
+    for line in comparison_notes(rows, inst):
         ctx.print(line)
     for r in rows:
         if r["status"] == "infeasible":

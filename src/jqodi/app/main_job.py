@@ -234,7 +234,7 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
     from jqodi.core.costs import compile_instance
     from jqodi.planner import compare as compare_solvers, solve
     from jqodi.render.instance import render_instance
-    from jqodi.render.plans import comparison_table
+    from jqodi.render.plans import comparison_notes, comparison_table
 
     target = measurement.target_loss
     scenario = scenario.with_changes(target_loss=target)
@@ -244,6 +244,7 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
     rows = compare_solvers(instance, ["jqodi", "optimal", "static"])
     say("")
     say(comparison_table(rows))
+    say(comparison_notes(rows, instance)[0])  # what "vs optimal" means here
     shown = {r["solver"]: r["solution"] for r in rows}
     sol = shown[cfg.solver] if cfg.solver in shown else solve(instance, cfg.solver)
     planning = Planning(scenario, instance, rows, sol, None)

@@ -31,11 +31,22 @@ def add_connection_arguments(p) -> None:
                         "on loopback, else the address that routes to it)")
 
 
+def announce_emulation(role: str):
+    """``serve_role``'s ``on_job`` for a role started by hand: the job comes from the cloud, and if it
+    emulates, this role says so loudly on stderr (with how to turn it off)."""
+    def on_job(job) -> None:
+        notice = job.emulation.notice() if job.emulation is not None else None
+        if notice:
+            print(f"jqodi {role.split(':')[0]}: {notice}", file=sys.stderr, flush=True)
+    return on_job
+
+
 def role_main(role: str, args, *, after=None, **kw) -> int:
     """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
 
     ``after(error)`` runs once the role has ended (``error``: ``None``, or the failure's line), in
-    the same error mapping: the cloud writes the run's record and prints its report there.
+    the same error mapping: the cloud writes the run's record and prints its report there. The
+    edge and end roles announce an emulating job (:func:`announce_emulation`).
 
     Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
     """
@@ -53,7 +64,8 @@ def role_main(role: str, args, *, after=None, **kw) -> int:
         code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
                           startup_timeout_s=args.startup_timeout,
                           bind_host=args.bind_host, message_log=args.message_log,
-                          token_file=args.token_file, **kw)
+                          token_file=args.token_file,
+                          **({"on_job": announce_emulation(role)} if role != "cloud" else {}), **kw)
         if after is not None:
             after(None)
     except JqodiError as e:

@@ -42,12 +42,9 @@ def run(args) -> int:
     if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
         wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
         (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
-    emu = job.emulation
-    if not args.no_report and emu is not None and emu.enabled:
-        devices = ", ".join(f"{r}={d.name}" for r, d in sorted(emu.devices.items()))
-        print(f"jqodi cloud: EMULATION ON: every role pads its compute and links to the scenario's devices "
-              f"({devices}; dilation ×{emu.dilation:.3g}) and charges their power. On real hardware write the "
-              f"job with 'jqodi run SCENARIO --write-job FILE --no-emulate'", file=sys.stderr, flush=True)
+    notice = job.emulation.notice() if job.emulation is not None else None
+    if not args.no_report and notice:
+        print(f"jqodi cloud: {notice}", file=sys.stderr, flush=True)
 
     def report(error: str | None) -> None:
         if args.no_report:

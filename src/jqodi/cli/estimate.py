@@ -28,7 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--pretrain-epochs", type=t.positive_int, default=None,
                    help="epochs of the cached cloud model (default 4), as for 'jqodi finetune'")
     add_store_argument(p)
-    p.add_argument("--out", "-o", default="estimates.json", help="where to write the estimates (JSON)")
+    p.add_argument("--out", "-o", default=None, metavar="FILE",
+                   help="where to write the estimates (JSON); default $JQODI_HOME/estimates/"
+                        "<dataset>_<data>_<models>_L<target>.json (the path is printed)")
     p.add_argument("--check", metavar="FILE", default=None,
                    help="only check that estimates FILE describes the pretrained model and data these options "
                         "name (exit 2 if not)")
@@ -61,7 +63,8 @@ def run(args) -> int:
         raise JqodiError(f"--pretrain-epochs must be ≥ 1, got {args.pretrain_epochs}")
     from pathlib import Path
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out is not None else default_out(args)
+    args.out = str(out)
     if out.is_dir():
         raise JqodiError(f"--out: {out} is a folder; give a file name (e.g. {out / 'estimates.json'})")
     for m in args.models:
@@ -119,9 +122,24 @@ def run(args) -> int:
         save_estimates(out, estimates)
     except OSError as e:
         raise JqodiError(f"--out: cannot write {out}: {e.strerror or e}") from e
-    if not args.json:
-        print(f"wrote {len(estimates)} estimates to {args.out} (use: jqodi instance SCENARIO --estimates {args.out})")
+    print(f"wrote {len(estimates)} estimates to {out} (use: jqodi instance SCENARIO --estimates {out})",
+          file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def default_out(args) -> "Path":
+    """The estimates file without ``--out``: under ``$JQODI_HOME/estimates``, named after what the
+    estimates depend on (the cloud dataset, the SD's data, the models and the target loss)."""
+    import re
+    from pathlib import Path
+
+    from jqodi.core.paths import estimates_dir
+
+    def part(x: str) -> str:
+        return re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(str(x)).name or str(x)).strip("-") or "data"
+
+    name = f"{part(args.dataset)}_{part(args.data)}_{'+'.join(map(part, args.models))}_L{args.target_loss:g}.json"
+    return estimates_dir() / name
 
 
 def _check(args) -> int:

@@ -163,7 +163,7 @@ def _run_fleet(args, sc) -> int:
 
 def run(args) -> int:
     from jqodi.planner import compare, solve
-    from jqodi.render.plans import comparison_table, savings_summary
+    from jqodi.render.plans import comparison_notes, comparison_table
 
     sc = _fleet_scenario(args)
     if sc is not None:
@@ -179,8 +179,7 @@ def run(args) -> int:
         print(f"deadline {instance.deadline_s:g} s, target loss {instance.target_loss:g}, "
               f"{len(instance.candidates)} candidates, {args.epochs} epoch estimate")
         print(comparison_table(rows))
-        line = savings_summary(rows)
-        if line:
+        for line in comparison_notes(rows, instance):
             print(line)
         for r in rows:
             if r["status"] == "infeasible":

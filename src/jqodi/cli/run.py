@@ -84,10 +84,9 @@ def run(args) -> int:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
-        if job.emulation is not None and job.emulation.enabled:
-            print("note: this job EMULATES the scenario's devices and links (their speed and power, "
-                  f"dilation ×{job.emulation.dilation:.3g}); for roles on the real devices write it with "
-                  "--no-emulate, so each node's own meter measures its energy")
+        notice = job.emulation.notice() if job.emulation is not None else None
+        if notice:
+            print(f"note: this job EMULATES the scenario's devices and links. {notice}")
         else:
             print(f"emulation off: each node runs flat out and its meter ({job.meter}) measures its energy")
         return 0

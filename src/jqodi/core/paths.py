@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["jqodi_home", "default_store_path", "pretrained_dir"]
+__all__ = ["jqodi_home", "default_store_path", "pretrained_dir", "estimates_dir"]
 
 
 def jqodi_home() -> Path:
@@ -25,3 +25,8 @@ def default_store_path() -> Path:
 def pretrained_dir() -> Path:
     """Cached cloud-pretrained checkpoints: ``<home>/pretrained``."""
     return jqodi_home() / "pretrained"
+
+
+def estimates_dir() -> Path:
+    """Where ``jqodi estimate`` writes its estimates files without ``--out``: ``<home>/estimates``."""
+    return jqodi_home() / "estimates"

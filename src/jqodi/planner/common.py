@@ -149,11 +149,16 @@ def search_candidates(instance: PlanningInstance) -> tuple[Candidate, ...]:
     (``meta.baseline_bits``: 1 and 32 in the paper) only for the Full/Minimal-Model baselines;
     without ``meta.search_bits`` every candidate is searched.
     """
-    bits = instance.meta.get("search_bits") if isinstance(instance.meta, dict) else None
-    if not bits:
+    allowed = search_bits(instance)
+    if allowed is None:
         return instance.candidates
-    allowed = {int(b) for b in bits}
     return tuple(c for c in instance.candidates if c.bits in allowed)
+
+
+def search_bits(instance: PlanningInstance) -> tuple[int, ...] | None:
+    """Ω as sorted bit-widths (``meta.search_bits``); ``None`` when the instance does not say."""
+    bits = instance.meta.get("search_bits") if isinstance(instance.meta, dict) else None
+    return tuple(sorted({int(b) for b in bits})) if bits else None
 
 
 def serving_energy_j(instance: PlanningInstance, cand: Candidate) -> float:

@@ -10,7 +10,7 @@ import math
 from typing import Iterable
 
 from jqodi.errors import PlanningError
-from jqodi.planner.common import Stopwatch, check_epochs
+from jqodi.planner.common import Stopwatch, check_epochs, search_bits
 from jqodi.planner.registry import SOLVERS
 from jqodi.core.instance import PlanningInstance, Solution
 
@@ -62,8 +62,14 @@ def compare(instance: PlanningInstance | dict, solvers: Iterable[str] | None = N
 
     Row: ``solver, status, model, bits, schedule`` (text), ``epochs, energy_j, time_s,
     plan_time_ms``, ``vs_optimal_pct`` (extra energy over ``optimal``, when it ran and is feasible),
-    ``optimal_saves_pct`` (what ``optimal`` saves over this row), and ``solution`` (the
-    :class:`Solution`). ``opts`` are keyed ``"solver.option"`` (e.g. ``{"jqodi.buckets": 4096}``).
+    ``optimal_saves_pct`` (what ``optimal`` saves over this row), ``in_search_space`` (the plan's
+    bit-width is in Ω, ``meta.search_bits``, which ``optimal`` searches: only then is
+    ``vs_optimal_pct`` ≥ 0 guaranteed; a baseline outside Ω, e.g. *Full Model*'s 32 bits, may beat
+    the optimum over Ω), ``misses`` (for an infeasible row: ``"deadline"`` when some candidate
+    reaches the target loss but none in time, ``"target"`` when none reaches it, ``"latency"``
+    when none can serve within the bound, else ``"candidates"``; ``None`` for a plan), and
+    ``solution`` (the :class:`Solution`). ``opts`` are keyed ``"solver.option"`` (e.g.
+    ``{"jqodi.buckets": 4096}``).
     """
     if isinstance(instance, dict):
         instance = PlanningInstance.from_dict(instance)
@@ -83,9 +89,26 @@ def compare(instance: PlanningInstance | dict, solvers: Iterable[str] | None = N
                      "energy_j": sol.energy_j, "time_s": sol.time_s,
                      "plan_time_ms": sol.extra.get("plan_time_ms"), "solution": sol})
     ref = next((r for r in rows if r["solver"] == "optimal" and r["status"] != "infeasible"), None)
+    omega = search_bits(instance)
     for r in rows:
+        r["in_search_space"] = omega is None or r["bits"] is None or r["bits"] in omega
+        r["misses"] = what_it_misses(r["solution"])
         r["vs_optimal_pct"] = r["optimal_saves_pct"] = None
         if ref is not None and r["energy_j"] is not None and ref["energy_j"] > 0:
             r["vs_optimal_pct"] = 100.0 * (r["energy_j"] / ref["energy_j"] - 1.0)
             r["optimal_saves_pct"] = 100.0 * (1.0 - ref["energy_j"] / r["energy_j"]) if r["energy_j"] > 0 else 0.0
     return rows
+
+
+def what_it_misses(sol: Solution) -> str | None:
+    """Why an infeasible solution has no plan, in one word (see :func:`compare`); ``None`` for a plan."""
+    if sol.status != "infeasible":
+        return None
+    why = sol.extra.get("explanation") or {}
+    if why.get("too_slow"):
+        return "deadline"
+    if why.get("unreachable"):
+        return "target"
+    if why.get("cannot_serve"):
+        return "latency"
+    return "candidates"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["comparison_table", "savings_summary", "energy_split_lines"]
+__all__ = ["comparison_table", "comparison_notes", "savings_summary", "energy_split_lines"]
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -15,7 +15,7 @@ def comparison_table(rows: list[dict]) -> str:
 
     cells = [{"solver": r["solver"], "status": r["status"], "model": r["model"] or "-",
               "bits": fmt(r["bits"], "d"), "energy": fmt(r["energy_j"], ".1f"), "time": fmt(r["time_s"], ".2f"),
-              "gap": "-" if r["vs_optimal_pct"] is None else f"{r['vs_optimal_pct']:+.2f}%",
+              "gap": _gap_text(r),
               "plan": fmt(r["plan_time_ms"], ".1f"), "schedule": r["schedule"]} for r in rows]
     columns = [("solver", "solver"), ("status", "status"), ("model", "model"), ("bits", "bits"),
                ("energy", "energy (J)"), ("time", "time (s)"), ("gap", "vs optimal"),
@@ -30,6 +30,47 @@ def comparison_table(rows: list[dict]) -> str:
             c["serves"] = "-" if sv is None else _serving_text(sv)
         columns[5:5] = [("finetune", "fine-tune (J)"), ("serve", "serving (J)"), ("serves", "serves on")]
     return layout(cells, columns)
+
+
+#: What the "vs optimal" cell says for a row without a plan, by ``row["misses"]``.
+MISSES_TEXT = {"deadline": "misses deadline", "target": "misses target", "latency": "misses latency",
+               "candidates": "no candidate"}
+
+
+def _gap_text(r: dict) -> str:
+    """The "vs optimal" cell: the gap; why there is no plan; "outside Ω" for a bit-width ``optimal``
+    does not search (such a gap can be negative)."""
+    if r.get("misses"):
+        return MISSES_TEXT.get(r["misses"], "no plan")
+    if r["vs_optimal_pct"] is None:
+        return "-"
+    return f"{r['vs_optimal_pct']:+.2f}%" + ("" if r.get("in_search_space", True) else " outside Ω")
+
+
+def comparison_notes(rows: list[dict], instance) -> list[str]:
+    """The lines under :func:`comparison_table`: what "vs optimal" means for this instance, the
+    :func:`savings_summary`, and a note for each baseline whose bit-width lies outside Ω and that
+    beats the optimum over Ω."""
+    from jqodi.planner.common import search_bits
+
+    omega = search_bits(instance)
+    space = "all candidates" if omega is None else "Ω = bits {" + ", ".join(map(str, omega)) + "}"
+    ref = next((r for r in rows if r["solver"] == "optimal"), None)
+    if ref is None or ref["status"] == "infeasible":
+        line = f"vs optimal: not computed ({'optimal not run' if ref is None else 'optimal found no plan'} over {space})"
+    else:
+        line = f"vs optimal: energy above optimal's plan (the least meeting deadline and target over {space})"
+        if any(not r.get("in_search_space", True) for r in rows if not r.get("misses")):
+            line += "; outside Ω: bits optimal does not search, may be < 0"
+    if any(r.get("misses") for r in rows):
+        line += "; misses …: no plan (why: below)"
+    lines = [line] + [x for x in [savings_summary(rows)] if x]
+    for r in rows:
+        if not r.get("in_search_space", True) and r["vs_optimal_pct"] is not None and r["vs_optimal_pct"] < 0:
+            lines.append(f"note: {r['solver']}'s {r['bits']}-bit plan needs {-r['vs_optimal_pct']:.2f}% less energy "
+                         f"than the optimum over Ω: move {r['bits']} from the scenario's baseline_bits to its bits to let "
+                         f"jqodi choose it")
+    return lines
 
 
 def _serving_text(sv: dict) -> str:
@@ -53,11 +94,13 @@ def energy_split_lines(sol) -> list[str]:
 
 
 def savings_summary(rows: list[dict]) -> str | None:
-    """One line: how much ``optimal`` saves over each other feasible solver."""
+    """One line: how much ``optimal`` saves over each other feasible solver (a baseline outside Ω
+    that beats it is left to :func:`comparison_notes`)."""
     ref = next((r for r in rows if r["solver"] == "optimal" and r["status"] != "infeasible"), None)
     if ref is None:
         return None
     parts = [f"{r['optimal_saves_pct']:.2f}% over {r['solver']}" for r in rows
              if r is not ref and r["status"] != "infeasible" and r["optimal_saves_pct"] is not None
-             and math.isfinite(r["optimal_saves_pct"])]
+             and math.isfinite(r["optimal_saves_pct"])
+             and (r.get("in_search_space", True) or r["optimal_saves_pct"] >= 0)]  # else: comparison_notes
     return ("optimal saves " + ", ".join(parts)) if parts else None

@@ -75,15 +75,6 @@ def _pct(xs: list[float], q: float) -> float:
     return s[i]
 
 
-def _meter(job: Job, role: str, emulate: bool):
-    from jqodi.runtime.energy import make_meter
-
-    dev = job.emulation.devices.get(role) if job.emulation is not None else None
-    if emulate and dev is not None:
-        return make_meter("model", busy_power_w=dev.busy_power_w)
-    return make_meter(job.meter, busy_power_w=dev.busy_power_w if dev is not None else None)
-
-
 def predict_inference(job: Job, flops: list[float], act_elements: int | None, edge: str | None, cut: int | None) -> tuple[float, float]:
     """The cost model's figures for one request: (latency s, energy J)."""
     emu = job.emulation
@@ -229,8 +220,10 @@ def make_result(job: Job, edge, cut, latencies, correct, energy: dict, nbytes: f
 
 
 def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeout_s) -> InferenceResult:
+    from jqodi.runtime.local import make_meter_for
+
     end_clock = _clock(job, "end", emulate, dilation)
-    end_meter = _meter(job, "end", emulate)
+    end_meter = make_meter_for(job, "end", emulate)
     meters = {"end": end_meter.name}
     if edge is None:
         lat, correct, e_end = requests_local(model, xs, ys, end_clock, end_meter, sum(flops), dilation)
@@ -244,7 +237,7 @@ def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeou
                                link_rate_bps={peer: rate} if rate else None).start()
     t_es = InProcessTransport(hub, peer, ["end", peer], timeout_s=timeout_s,
                               link_rate_bps={"end": rate} if rate else None).start()
-    es_meter = _meter(job, peer, emulate)
+    es_meter = make_meter_for(job, peer, emulate)
     meters[peer] = es_meter.name
     out: dict = {}
 

@@ -121,6 +121,17 @@ class EmulationConfig:
     def link(self, a: str, b: str) -> LinkProfile | None:
         return self.links.get(link_key(a, b)) or self.links.get(link_key(b, a))
 
+    def notice(self) -> str | None:
+        """The one loud line a job that emulates prints wherever a person starts it by hand (the
+        cloud, edge and end verbs, ``jqodi run --write-job``): what it emulates and how to turn it
+        off. ``None`` when emulation is off."""
+        if not self.enabled:
+            return None
+        devices = ", ".join(f"{r}={d.name}" for r, d in sorted(self.devices.items()))
+        return (f"EMULATION ON: every role pads its compute and links to the scenario's devices ({devices}; "
+                f"dilation ×{self.dilation:.3g}) and charges their power, not this machine's. On real hardware "
+                f"write the job with 'jqodi run SCENARIO --write-job FILE --no-emulate'")
+
 
 @dataclass(frozen=True)
 class Job:

@@ -39,12 +39,17 @@ def link_rates(job: Job, me: str) -> dict[str, float]:
     return out
 
 
-def make_meter_for(job: Job, role: str):
+def make_meter_for(job: Job, role: str, emulate: bool | None = None):
+    """The energy meter of ``role``: when emulating (``emulate``; ``None``: as the job says) a
+    device of the scenario, the model meter at that device's busy power; else the job's meter kind
+    (``auto``, ``rapl``, …; ``model`` at the device's busy power when the job names one)."""
     from jqodi.runtime.energy import make_meter
 
     emu = job.emulation
     dev = emu.devices.get(role) if emu is not None else None
-    if emu is not None and emu.enabled and dev is not None:
+    if emulate is None:
+        emulate = bool(emu is not None and emu.enabled)
+    if emulate and dev is not None:
         return make_meter("model", busy_power_w=dev.busy_power_w)  # emulated devices: profile power
     return make_meter(job.meter, busy_power_w=dev.busy_power_w if dev is not None else None)
 

@@ -110,7 +110,8 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
                startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
                message_log: str | Path | None = None, say: Callable[[str], None] = _say,
-               token_file: str | Path | None = None, controller=None) -> int:
+               token_file: str | Path | None = None, controller=None,
+               on_job: Callable[[Job], None] | None = None) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
 
     ``startup_timeout_s`` bounds the rendezvous and the forming of the process group;
@@ -119,6 +120,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     ``message_log``: write every message this role sent or received (kind, peer, tensor shapes,
     bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
     ``controller`` (cloud only): what the cloud asks after each epoch (:mod:`jqodi.runtime.control`).
+    ``on_job``: called with the job once this role has it (an edge or end learns it from the cloud).
 
     ``token_file``: the job secret (:mod:`jqodi.runtime.auth`; else ``$JQODI_JOB_TOKEN``). A cloud
     without one creates a fresh secret and writes it to ``workdir/job.token`` (mode 0600) for the
@@ -164,6 +166,8 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     pg, ranks, job_dict, keep = connect(role, host, port, startup_timeout_s, job=published, bind_host=bind_host,
                                         secret=secret, say=say)
     job = Job.from_dict(job_dict)
+    if on_job is not None:
+        on_job(job)
     from jqodi.runtime.messages import MessageLimits, message_limits
 
     # heartbeats start at once (a peer counts silence from now); until this role knows the job's
