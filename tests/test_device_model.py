@@ -231,3 +231,60 @@ def test_calibrate_bad_flags_are_one_line_exit_2(argv, msg, capsys):
     assert main(["calibrate", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and msg in err, err
+
+
+def test_emulated_epoch_takes_the_time_the_device_model_predicts(tmp_path):
+    """The runtime's emulation pads each compute step to the device file's rooflines (the cost
+    model's own function), not to one FLOP/s: an emulated epoch's end and edge compute times
+    agree with the extended model's prediction. The file's single `flops` is set 100× faster
+    than its rooflines, so padding to FLOPs / v would be ~100× too short."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from jqodi.core.costs import epoch_costs
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.zoo import build_model
+    from jqodi.runtime.job import Job
+    from jqodi.runtime.local import run_inprocess
+    from jqodi.runtime.plan import emulation_from_scenario
+    from jqodi.runtime.record import measure_epoch
+
+    slow = copy.deepcopy(DEVICE)
+    slow.update(flops=1e11, bit_time_factor={4: 1.3})
+    for k, lm in slow["layers"].items():  # ~0.25 GFLOP/s forward, 0.125 backward, 0.4 ms per call
+        lm["forward"] = {"flops_per_s": 2.5e8, "bytes_per_s": 1e9, "overhead_s": 4e-4}
+        lm["backward"] = {"flops_per_s": 1.25e8, "bytes_per_s": 5e8, "overhead_s": 6e-4}
+    dev = write(tmp_path, slow)
+    n_train, n_val, batch = 96, 40, 32
+    sc = parse_scenario({**scenario_dict(end={"device": str(dev)}, edge={"device": str(dev)}),
+                         "data": {"train_size": n_train, "val_size": n_val, "input_shape": [1, 28, 28],
+                                  "num_classes": 10},
+                         "models": [{"name": "lenet", "width": 0.125}], "training": {"batch_size": batch}})
+    cut, bits = 2, 4
+    emu = emulation_from_scenario(sc, bits, ["es"], enabled=True, dilation=1.0)
+    assert set(emu.rooflines) >= {"end", "edge:es"}
+    job = Job.from_dict({"model": "lenet", "bits": bits, "width": 0.125, "input_shape": [1, 28, 28],
+                         "schedule": [{"edge": "es", "cut": cut, "epochs": 1}],
+                         "training": {"batch_size": batch, "eval_batch_size": 500},
+                         "timeout_s": 30, "meter": "null", "emulation": emu})
+    job = Job.from_dict(job.to_dict())  # what a role process receives
+    assert job.emulation.rooflines == emu.rooflines
+
+    class Data:
+        g = torch.Generator().manual_seed(0)
+        train = TensorDataset(torch.randn(n_train, 1, 28, 28, generator=g), torch.randint(0, 10, (n_train,), generator=g))
+        val = TensorDataset(torch.randn(n_val, 1, 28, 28, generator=g), torch.randint(0, 10, (n_val,), generator=g))
+
+    master = prepare_qat(build_model("lenet", (1, 28, 28), 10, 0.125, seed=1), bits, None,
+                         calibration=Data.train.tensors[0][:batch])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = run_inprocess(job, master, Data())
+    finally:
+        torch.set_num_threads(threads)
+    m = measure_epoch(run.state.epochs[0], 1.0)
+    pred = epoch_costs(sc, "lenet", bits, cut, "es")
+    assert pred.end_compute_s > 0.4 and pred.edge_compute_s > 0.4  # the padding dominates the host's work
+    for part in ("end_compute", "edge_compute"):  # wall time incl. padding; a loaded host wakes late
+        assert m["phases_s"][part] == pytest.approx(getattr(pred, f"{part}_s"), rel=0.15), (part, m)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from jqodi.core.devices import edge_role
 from jqodi.runtime.control import edge_assignments, end_assignments
-from jqodi.runtime.emulation import ComputeClock
+from jqodi.runtime.emulation import ComputeClock, Step
 from jqodi.runtime.job import Job
 from jqodi.runtime.tracing import RunTraces
 from jqodi.runtime.transport import Transport
@@ -195,11 +195,11 @@ class EndRole(_Role):
             for i, idx in enumerate(batches):
                 x, y = x_all[idx], y_all[idx]
                 opt.zero_grad(set_to_none=True)
-                with self.ctx.clock.compute("train", f * len(idx)):
+                with self.ctx.clock.compute("train", f * len(idx), Step(0, cut, len(idx), ("forward",))):
                     a = shallow(x)
                 self.send_cut(peer, "act", a, tr.wire_act_bits, {"y": y}, i=i, n=len(batches))
                 g = checked_cut(self.t.recv(peer, "grad"), self.t.limits, shape=tuple(a.shape))
-                with self.ctx.clock.compute("train", 2 * f * len(idx)):
+                with self.ctx.clock.compute("train", 2 * f * len(idx), Step(0, cut, len(idx), ("backward", "step"))):
                     a.backward(g.view_as(a))
                     opt.step()
             shallow.eval()
@@ -207,7 +207,7 @@ class EndRole(_Role):
                 n_val = len(yv)
                 for s in range(0, n_val, cfg.eval_batch_size):
                     xb = xv[s:s + cfg.eval_batch_size]
-                    with self.ctx.clock.compute("validation", f * len(xb)):
+                    with self.ctx.clock.compute("validation", f * len(xb), Step(0, cut, len(xb), ("forward",))):
                         a = shallow(xb)
                     last = s + cfg.eval_batch_size >= n_val
                     self.send_cut(peer, "val_act", a, tr.wire_act_bits, {"y": yv[s:s + cfg.eval_batch_size]},
@@ -264,12 +264,12 @@ class EdgeRole(_Role):
                 m = self.t.recv("end", "act")
                 a = checked_cut(m, self.t.limits, cut).requires_grad_(True)
                 y = checked_labels(m, self.t.limits, len(a))
-                with self.ctx.clock.compute("train", 3 * f * len(y)):
+                with self.ctx.clock.compute("train", 3 * f * len(y), Step(cut, None, len(y), ("forward", "backward"))):
                     opt.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(deep(a), y)
                     loss.backward()
                 self.send_cut("end", "grad", a.grad, tr.wire_grad_bits)
-                with self.ctx.clock.compute("train"):
+                with self.ctx.clock.compute("train", step=Step(cut, None, len(y), ("step",))):
                     opt.step()
                 total += float(loss.detach()) * len(y)
                 count += len(y)
@@ -287,7 +287,7 @@ class EdgeRole(_Role):
                     m = self.t.recv("end", "val_act")
                     a = checked_cut(m, self.t.limits, cut)
                     y = checked_labels(m, self.t.limits, len(a))
-                    with self.ctx.clock.compute("validation", f * len(y)):
+                    with self.ctx.clock.compute("validation", f * len(y), Step(cut, None, len(y), ("forward",))):
                         out = deep(a)
                     losses.append(F.cross_entropy(out, y, reduction="none"))
                     correct.append(out.argmax(1) == y)
