@@ -251,11 +251,11 @@ def test_emulated_epoch_takes_the_time_the_device_model_predicts(tmp_path):
 
     slow = copy.deepcopy(DEVICE)
     slow.update(flops=1e11, bit_time_factor={4: 1.3})
-    for k, lm in slow["layers"].items():  # ~0.25 GFLOP/s forward, 0.125 backward, 0.4 ms per call
-        lm["forward"] = {"flops_per_s": 2.5e8, "bytes_per_s": 1e9, "overhead_s": 4e-4}
-        lm["backward"] = {"flops_per_s": 1.25e8, "bytes_per_s": 5e8, "overhead_s": 6e-4}
+    for k, lm in slow["layers"].items():  # ~0.2 GFLOP/s forward, 0.1 backward, 1 ms per call
+        lm["forward"] = {"flops_per_s": 2e8, "bytes_per_s": 1e9, "overhead_s": 1e-3}
+        lm["backward"] = {"flops_per_s": 1e8, "bytes_per_s": 5e8, "overhead_s": 1.5e-3}
     dev = write(tmp_path, slow)
-    n_train, n_val, batch = 96, 40, 32
+    n_train, n_val, batch = 128, 40, 64  # few, long steps: a loaded host's late wake-ups stay small
     sc = parse_scenario({**scenario_dict(end={"device": str(dev)}, edge={"device": str(dev)}),
                          "data": {"train_size": n_train, "val_size": n_val, "input_shape": [1, 28, 28],
                                   "num_classes": 10},
@@ -285,6 +285,6 @@ def test_emulated_epoch_takes_the_time_the_device_model_predicts(tmp_path):
         torch.set_num_threads(threads)
     m = measure_epoch(run.state.epochs[0], 1.0)
     pred = epoch_costs(sc, "lenet", bits, cut, "es")
-    assert pred.end_compute_s > 0.4 and pred.edge_compute_s > 0.4  # the padding dominates the host's work
+    assert pred.end_compute_s > 0.5 and pred.edge_compute_s > 0.5  # the padding dominates the host's work
     for part in ("end_compute", "edge_compute"):  # wall time incl. padding; a loaded host wakes late
         assert m["phases_s"][part] == pytest.approx(getattr(pred, f"{part}_s"), rel=0.15), (part, m)
