@@ -288,3 +288,49 @@ def test_emulated_epoch_takes_the_time_the_device_model_predicts(tmp_path):
     assert pred.end_compute_s > 0.5 and pred.edge_compute_s > 0.5  # the padding dominates the host's work
     for part in ("end_compute", "edge_compute"):  # wall time incl. padding; a loaded host wakes late
         assert m["phases_s"][part] == pytest.approx(getattr(pred, f"{part}_s"), rel=0.15), (part, m)
+
+
+def test_calibration_repeats_stop_once_the_median_is_stable(monkeypatch):
+    from jqodi.runtime import calibration as cal
+
+    def timed(durations):
+        calls, it = [], iter(durations)
+        clock = iter(t for d in durations for t in (0.0, d))  # each timed call: t0 = 0, t1 = d
+        monkeypatch.setattr(cal, "_clock", lambda: next(clock))
+        return lambda: calls.append(next(it, None)), calls
+
+    fn, calls = timed([1.0] * 10)   # steady: the warm-up + MIN_REPEATS calls
+    assert cal._median_s(fn, 9) == 1.0 and len(calls) == 1 + cal.MIN_REPEATS
+    noisy = [1.0, 2.0, 1.0, 3.0, 1.0, 2.5, 1.0, 2.0, 2.1, 2.1]
+    fn, calls = timed(noisy)          # unstable: more calls, capped at `repeats`
+    cal._median_s(fn, 6)
+    assert len(calls) == 1 + 6
+
+
+def test_fit_composition_recovers_the_scale_and_s_q_from_whole_steps():
+    from jqodi.app.calibrate import fit_composition
+    from jqodi.core.device_model import LayerModel
+
+    layers = DeviceFile.model_validate(DEVICE).layers
+    true = DeviceFile.model_validate({**DEVICE, "bit_time_factor": {}}).device()
+    k, s8 = 1.3, 1.2
+    steps = []
+    for name, width in (("lenet", 0.25), ("resnet20", 0.25), ("vgg", 0.125)):
+        blocks = profile_named_model(name, (3, 32, 32), 10, width).blocks
+        for q in (32, 8):
+            conv = sum(true.step_time_s([b], 32, q, ("forward", "backward")) for b in blocks)
+            other = 0.0
+            for b in blocks:
+                other += true.optimizer_step_s(b)
+                for w in b.layers:
+                    if w.kind not in ("conv", "linear"):
+                        conv -= sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
+                        other += sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
+            steps.append({"model": name, "bits": q, "batch": 32, "blocks": blocks,
+                          "seconds": k * ((s8 if q < 32 else 1.0) * conv + other)})
+    out, factors, rows = fit_composition(dict(layers), steps)
+    assert factors == {8: pytest.approx(s8, rel=1e-3)}
+    assert rows[0]["scale"] == pytest.approx(k, rel=1e-6)
+    assert all(r["max_abs_error"] < 1e-3 for r in rows)
+    assert out["conv"].forward.overhead_s == pytest.approx(k * layers["conv"].forward.overhead_s)
+    assert isinstance(out["conv"], LayerModel)

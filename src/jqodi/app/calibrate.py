@@ -137,7 +137,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
                                      progress=progress)
         layer_models, residuals = _fit_rooflines(samples, mem_bw)
         stage("layers")
-    steps = cal.step_samples(models[:3] if quick else models, [32, *bits], step_batch, repeats, progress=progress)
+    # fp32 steps of every model fit the composition factor; QAT steps of the first three fit s(q)
+    steps = (cal.step_samples(models[:3] if quick else models, [32], step_batch, repeats, progress=progress)
+             + cal.step_samples(models[:3], bits, step_batch, repeats, progress=progress))
     layer_models, factors, composition = fit_composition(layer_models, steps)
     residuals += composition
     stage("training steps")
