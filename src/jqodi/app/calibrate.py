@@ -253,7 +253,7 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
     Returns the scaled rooflines, s(q) and the residual rows of the steps after the fit."""
     from jqodi.core.device_model import DeviceFile
 
-    def parts(models: dict[str, LayerModel], st: dict, factors: dict[int, float]) -> tuple[float, float]:
+    def parts(models: dict[str, LayerModel], st: dict) -> tuple[float, float]:
         """(conv/linear time at s = 1, everything else) of one step."""
         dev = DeviceFile(name="x", flops=1e9, busy_power_w=1.0, layers=models).device()
         n, q = st["batch"], st["bits"]
@@ -269,7 +269,7 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
         return conv, rest
 
     def predict(models, st, factors) -> float:
-        conv, rest = parts(models, st, factors)
+        conv, rest = parts(models, st)
         return conv * (factors.get(st["bits"], 1.0) if st["bits"] < 32 else 1.0) + rest
 
     fp32 = [st for st in steps if st["bits"] >= 32] or steps
@@ -281,7 +281,7 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
         ratios = []
         for st in steps:
             if st["bits"] == q:
-                conv, rest = parts(out, st, {})
+                conv, rest = parts(out, st)
                 ratios.append((st["seconds"] - rest) / conv if conv > 0 else 1.0)
         factors[q] = round(min(max(statistics.median(ratios), 0.25), 4.0), 4)
     rows = []
