@@ -231,3 +231,106 @@ def test_calibrate_bad_flags_are_one_line_exit_2(argv, msg, capsys):
     assert main(["calibrate", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and msg in err, err
+
+
+def test_emulated_epoch_takes_the_time_the_device_model_predicts(tmp_path):
+    """The runtime's emulation pads each compute step to the device file's rooflines (the cost
+    model's own function), not to one FLOP/s: an emulated epoch's end and edge compute times
+    agree with the extended model's prediction. The file's single `flops` is set 100× faster
+    than its rooflines, so padding to FLOPs / v would be ~100× too short."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from jqodi.core.costs import epoch_costs
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.zoo import build_model
+    from jqodi.runtime.job import Job
+    from jqodi.runtime.local import run_inprocess
+    from jqodi.runtime.plan import emulation_from_scenario
+    from jqodi.runtime.record import measure_epoch
+
+    slow = copy.deepcopy(DEVICE)
+    slow.update(flops=1e11, bit_time_factor={4: 1.3})
+    for k, lm in slow["layers"].items():  # ~0.2 GFLOP/s forward, 0.1 backward, 1 ms per call
+        lm["forward"] = {"flops_per_s": 2e8, "bytes_per_s": 1e9, "overhead_s": 1e-3}
+        lm["backward"] = {"flops_per_s": 1e8, "bytes_per_s": 5e8, "overhead_s": 1.5e-3}
+    dev = write(tmp_path, slow)
+    n_train, n_val, batch = 128, 40, 64  # few, long steps: a loaded host's late wake-ups stay small
+    sc = parse_scenario({**scenario_dict(end={"device": str(dev)}, edge={"device": str(dev)}),
+                         "data": {"train_size": n_train, "val_size": n_val, "input_shape": [1, 28, 28],
+                                  "num_classes": 10},
+                         "models": [{"name": "lenet", "width": 0.125}], "training": {"batch_size": batch}})
+    cut, bits = 2, 4
+    emu = emulation_from_scenario(sc, bits, ["es"], enabled=True, dilation=1.0)
+    assert set(emu.rooflines) >= {"end", "edge:es"}
+    job = Job.from_dict({"model": "lenet", "bits": bits, "width": 0.125, "input_shape": [1, 28, 28],
+                         "schedule": [{"edge": "es", "cut": cut, "epochs": 1}],
+                         "training": {"batch_size": batch, "eval_batch_size": 500},
+                         "timeout_s": 30, "meter": "null", "emulation": emu})
+    job = Job.from_dict(job.to_dict())  # what a role process receives
+    assert job.emulation.rooflines == emu.rooflines
+
+    class Data:
+        g = torch.Generator().manual_seed(0)
+        train = TensorDataset(torch.randn(n_train, 1, 28, 28, generator=g), torch.randint(0, 10, (n_train,), generator=g))
+        val = TensorDataset(torch.randn(n_val, 1, 28, 28, generator=g), torch.randint(0, 10, (n_val,), generator=g))
+
+    master = prepare_qat(build_model("lenet", (1, 28, 28), 10, 0.125, seed=1), bits, None,
+                         calibration=Data.train.tensors[0][:batch])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = run_inprocess(job, master, Data())
+    finally:
+        torch.set_num_threads(threads)
+    m = measure_epoch(run.state.epochs[0], 1.0)
+    pred = epoch_costs(sc, "lenet", bits, cut, "es")
+    assert pred.end_compute_s > 0.5 and pred.edge_compute_s > 0.5  # the padding dominates the host's work
+    for part in ("end_compute", "edge_compute"):  # wall time incl. padding; a loaded host wakes late
+        assert m["phases_s"][part] == pytest.approx(getattr(pred, f"{part}_s"), rel=0.15), (part, m)
+
+
+def test_calibration_repeats_stop_once_the_median_is_stable(monkeypatch):
+    from jqodi.runtime import calibration as cal
+
+    def timed(durations):
+        calls, it = [], iter(durations)
+        clock = iter(t for d in durations for t in (0.0, d))  # each timed call: t0 = 0, t1 = d
+        monkeypatch.setattr(cal, "_clock", lambda: next(clock))
+        return lambda: calls.append(next(it, None)), calls
+
+    fn, calls = timed([1.0] * 10)   # steady: the warm-up + MIN_REPEATS calls
+    assert cal._median_s(fn, 9) == 1.0 and len(calls) == 1 + cal.MIN_REPEATS
+    noisy = [1.0, 2.0, 1.0, 3.0, 1.0, 2.5, 1.0, 2.0, 2.1, 2.1]
+    fn, calls = timed(noisy)          # unstable: more calls, capped at `repeats`
+    cal._median_s(fn, 6)
+    assert len(calls) == 1 + 6
+
+
+def test_fit_composition_recovers_the_scale_and_s_q_from_whole_steps():
+    from jqodi.app.calibrate import fit_composition
+    from jqodi.core.device_model import LayerModel
+
+    layers = DeviceFile.model_validate(DEVICE).layers
+    true = DeviceFile.model_validate({**DEVICE, "bit_time_factor": {}}).device()
+    k, s8 = 1.3, 1.2
+    steps = []
+    for name, width in (("lenet", 0.25), ("resnet20", 0.25), ("vgg", 0.125)):
+        blocks = profile_named_model(name, (3, 32, 32), 10, width).blocks
+        for q in (32, 8):
+            conv = sum(true.step_time_s([b], 32, q, ("forward", "backward")) for b in blocks)
+            other = 0.0
+            for b in blocks:
+                other += true.optimizer_step_s(b)
+                for w in b.layers:
+                    if w.kind not in ("conv", "linear"):
+                        conv -= sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
+                        other += sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
+            steps.append({"model": name, "bits": q, "batch": 32, "blocks": blocks,
+                          "seconds": k * ((s8 if q < 32 else 1.0) * conv + other)})
+    out, factors, rows = fit_composition(dict(layers), steps)
+    assert factors == {8: pytest.approx(s8, rel=1e-3)}
+    assert rows[0]["scale"] == pytest.approx(k, rel=1e-6)
+    assert all(r["max_abs_error"] < 1e-3 for r in rows)
+    assert out["conv"].forward.overhead_s == pytest.approx(k * layers["conv"].forward.overhead_s)
+    assert isinstance(out["conv"], LayerModel)

@@ -47,10 +47,13 @@ from jqodi.core.validation import (Int, Name, NonNegFloat, PosFloat, Strict, err
 from jqodi.errors import ScenarioError
 
 __all__ = ["Roofline", "LayerModel", "DeviceFile", "DeviceModel", "load_device_file", "resolve_device_ref",
-           "is_library_name",
+           "is_library_name", "device_from_dict", "PASSES",
            "library_devices", "packaged_devices_dir", "user_devices_dir", "dump_device_file"]
 
 MAX_DEVICE_FILE_BYTES = 4 * 2**20
+
+#: The passes of one training step (:meth:`DeviceModel.step_time_s`).
+PASSES = ("forward", "backward", "step")
 
 
 class Roofline(Strict):
@@ -130,6 +133,14 @@ class DeviceModel(Device):
     bit_time_factor: dict[int, float] = field(default_factory=dict)
     source: str = "spec-sheet"
 
+    def to_dict(self) -> dict:
+        """This model as a device file's fields (JSON-able; :func:`device_from_dict` reads it back):
+        how a job carries an emulated device's rooflines to the role processes."""
+        return {"name": self.name, "source": self.source, "flops": self.flops, "busy_power_w": self.busy_power_w,
+                **({"idle_power_w": self.idle_power_w} if self.idle_power_w is not None else {}),
+                "bit_time_factor": dict(self.bit_time_factor),
+                "layers": {k: v.model_dump() for k, v in self.layers.items()}}
+
     def time_factor(self, bits: int) -> float:
         """s(q): a conv/linear layer's time at ``bits`` ÷ its fp32 time (1 for 32 bits)."""
         return 1.0 if bits >= 32 else float(self.bit_time_factor.get(bits, 1.0))
@@ -148,20 +159,35 @@ class DeviceModel(Device):
         t = self._roofline(w.kind, phase).time_s(w.flops_at(batch), w.bytes_at(batch))
         return t * self.time_factor(bits) if w.kind in ("conv", "linear") else t
 
+    def step_time_s(self, blocks: Iterable[BlockProfile], batch: int, bits: int,
+                    passes: Iterable[str] = PASSES) -> float:
+        """One training step of ``blocks`` over ``batch`` samples: the ``passes`` it runs among
+        ``forward``, ``backward`` (each layer's roofline) and ``step`` (one Adam step over the
+        blocks' parameters). What the runtime's emulation pads each compute step to, and what
+        :meth:`block_epoch_time_s` sums over an epoch — one model for the planner and the
+        emulator. A block profiled without its layers falls back to Eq. (7): forward f·b / v,
+        backward 2·f·b / v (the paper's d^i counts 3 forward FLOPs per training sample)."""
+        passes = tuple(passes)
+        total = 0.0
+        for blk in blocks:
+            if not blk.layers:
+                passes_f = ("forward" in passes) + 2.0 * ("backward" in passes)
+                total += passes_f * batch * blk.flops / (self.flops * self.speedup(bits))
+                continue
+            if "step" in passes:
+                total += self.optimizer_step_s(blk)
+            for phase in ("forward", "backward"):
+                if phase in passes:
+                    total += sum(self.layer_time_s(w, batch, bits, phase) for w in blk.layers)
+        return total
+
     def block_epoch_time_s(self, block: BlockProfile, n_train: int, n_val: int, batch: int,
                            eval_batch: int, bits: int) -> float:
         """One epoch of ``block``: forward + backward + an optimizer step per training batch of
         ``batch``, then forward over the validation set in batches of ``eval_batch``."""
-        if not block.layers:  # an old profile without the per-layer breakdown: Eq. (7)
-            return (3.0 * n_train + n_val) * block.flops / (self.flops * self.speedup(bits))
-        total = 0.0
-        step = self.optimizer_step_s(block)
-        for b, count in _batches(n_train, batch):
-            total += count * (step + sum(self.layer_time_s(w, b, bits, "forward")
-                                         + self.layer_time_s(w, b, bits, "backward") for w in block.layers))
-        for b, count in _batches(n_val, eval_batch):
-            total += count * sum(self.layer_time_s(w, b, bits, "forward") for w in block.layers)
-        return total
+        return (sum(count * self.step_time_s([block], b, bits) for b, count in _batches(n_train, batch))
+                + sum(count * self.step_time_s([block], b, bits, ("forward",))
+                      for b, count in _batches(n_val, eval_batch)))
 
     def optimizer_step_s(self, block: BlockProfile) -> float:
         """One Adam step over the block's parameters (read p, g, m, v; write p, m, v: ~10
@@ -176,6 +202,11 @@ class DeviceModel(Device):
                     eval_batch: int, bits: int) -> float:
         """Compute time of one epoch of the blocks a part holds (the extended Eq. (7) term)."""
         return sum(self.block_epoch_time_s(b, n_train, n_val, batch, eval_batch, bits) for b in blocks)
+
+
+def device_from_dict(d: dict) -> DeviceModel:
+    """A :class:`DeviceModel` from :meth:`DeviceModel.to_dict` (validated like a device file)."""
+    return DeviceFile.model_validate(d).device()
 
 
 def _batches(n: int, batch: int) -> list[tuple[int, int]]:

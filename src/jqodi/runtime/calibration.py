@@ -2,9 +2,10 @@
 
 * :func:`layer_samples` times every distinct leaf layer of the given zoo models (conv, linear,
   the element-wise rest) forward and backward at several batch sizes, each call the median of
-  a few repeats, and the fake quantizers QAT adds (input and weight of each conv/linear).
-* :func:`bit_factors` times the fake-quantized conv/linear layers at several bit-widths against
-  their fp32 versions and their quantizers: s(q) = (t_Q(q) − t_quantizers) / t_fp32, median.
+  a few repeats (adaptive: until the median is stable), and the fake quantizers QAT adds
+  (input and weight of each conv/linear).
+* :func:`step_samples` times whole training steps of the models as the runtime runs them (fp32
+  and QAT at each bit-width): what the rooflines' composition factor and s(q) are fitted to.
 * :func:`memory_bandwidth_bytes_per_s` times a large tensor copy (read + write).
 * :func:`measure_power` reads busy and idle power with the best meter available (NVML, RAPL),
   or says why it cannot (the caller then declares the TDP).
@@ -24,7 +25,7 @@ from torch import nn
 
 from jqodi.core.profile import LayerWork
 
-__all__ = ["CLOCKS", "set_clock", "Sample", "layer_samples", "bit_factors", "memory_bandwidth_bytes_per_s", "measure_power",
+__all__ = ["CLOCKS", "set_clock", "Sample", "layer_samples", "memory_bandwidth_bytes_per_s", "measure_power",
            "collect_layers", "step_samples"]
 
 
@@ -53,13 +54,29 @@ def set_clock(name: str) -> None:
     _clock = CLOCKS[name]
 
 
+#: Adaptive repetitions: at least this many timed calls, then stop as soon as one more call moves
+#: the median by at most :data:`STABLE_RTOL` (up to the caller's ``repeats``).
+MIN_REPEATS = 3
+STABLE_RTOL = 0.03
+
+
 def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    """The median time of ``fn`` after one warm-up call: :data:`MIN_REPEATS` timed calls, then
+    more (up to ``repeats``) only while the median still moves by more than :data:`STABLE_RTOL`."""
     fn()  # warm-up (allocations, lazy initialisation)
-    ts = []
-    for _ in range(repeats):
+    ts: list[float] = []
+    prev = None
+    while len(ts) < max(repeats, 1):
         t0 = _clock()
         fn()
         ts.append(_clock() - t0)
+        if len(ts) >= min(MIN_REPEATS, repeats):
+            med = statistics.median(ts)
+            if prev is not None and abs(med - prev) <= STABLE_RTOL * med:
+                break
+            if len(ts) == MIN_REPEATS and max(ts) - min(ts) <= STABLE_RTOL * med:
+                break  # three calls within 3 % of each other: stable already
+            prev = med
     return max(statistics.median(ts), 1e-7)
 
 
@@ -165,34 +182,6 @@ def layer_samples(layers, batches: Iterable[int], repeats: int, quantizer_batche
             done += 1
             progress(f"layers {done}/{total}")
     return samples
-
-
-def bit_factors(layers, bits: Iterable[int], batch: int, repeats: int,
-                quantizer_time: Callable[[LayerWork, int], float],
-                progress: Callable[[str], None] = lambda s: None, max_layers: int | None = None) -> dict[int, float]:
-    """s(q) per bit-width: median over the conv/linear layers of
-    (t_Q(q) − predicted quantizer time) / t_fp32, forward + backward, at one batch size."""
-    import copy
-
-    from jqodi.core.quant import prepare_qat
-
-    out: dict[int, float] = {}
-    convs = [(lbl, m, sh, w) for lbl, m, sh, w in layers if w.kind in ("conv", "linear")][:max_layers]
-    for q in bits:
-        ratios = []
-        for lbl, m, shape, work in convs:
-            x = torch.randn(batch, *shape)
-            f32 = sum(_fwd_bwd_times(m, x, repeats))
-            qm = prepare_qat(nn.Sequential(copy.deepcopy(m)), q, calibration=x)
-            tq = sum(_fwd_bwd_times(qm, x, repeats))
-            n_w = int(m.weight.numel())
-            quant = (quantizer_time(LayerWork("quantizer", 4 * work.in_elements, work.in_elements,
-                                              work.in_elements, 0), batch)
-                     + quantizer_time(LayerWork("quantizer", 4 * n_w, n_w, n_w, 0, batched=False), batch))
-            ratios.append(max(tq - quant, 0.05 * f32) / f32)
-        out[int(q)] = round(float(statistics.median(ratios)), 4) if ratios else 1.0
-        progress(f"bit-width {q}: s(q) = {out[int(q)]:.3f}")
-    return out
 
 
 def memory_bandwidth_bytes_per_s(mib: int = 64, repeats: int = 5) -> float:

@@ -2,9 +2,15 @@
 
 Emulation can only slow a process down. To run devices faster than the host, time is *dilated*:
 every speed and rate is divided by ``dilation`` (chosen so the fastest emulated device is slower
-than the host), each compute step is padded to ``flops / v × dilation`` seconds, each send
+than the host), each compute step is padded to the device's time for it × ``dilation``, each send
 occupies its link for ``bytes·8 / rate × dilation`` seconds, and measured times are reported
 divided back by ``dilation`` beside the raw ones (docs/interfaces.md, "Emulating a testbed").
+
+A device's time for a step is what the planner's cost model says: ``flops / v`` for a device
+given by one number (Eq. (7)), or — under the ``extended`` model, for a device file with
+per-layer rooflines — :meth:`jqodi.core.device_model.DeviceModel.step_time_s` of the step's
+:class:`Step` (which blocks, how many samples, which passes) at the job's bit-width: the same
+function the cost model sums over an epoch, so an emulated epoch takes the predicted time.
 
 :class:`ComputeClock` is what a role wraps its compute in: it measures busy time per phase, pads
 when emulating, and counts the overrun when the host was too slow to keep up (the dilation is
@@ -19,10 +25,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
+from jqodi.core.device_model import DeviceModel
 from jqodi.core.devices import Device
+from jqodi.core.profile import BlockProfile
 from jqodi.runtime.job import EmulationConfig
 
-__all__ = ["ComputeClock", "host_flops", "auto_dilation"]
+__all__ = ["ComputeClock", "Step", "clock_for", "host_flops", "auto_dilation"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One compute step of a role: blocks ``lo:hi`` of the model over ``batch`` samples, running
+    ``passes`` (``forward``, ``backward``, ``step`` = the optimizer step over those blocks)."""
+
+    lo: int
+    hi: int | None
+    batch: int
+    passes: tuple[str, ...]
 
 
 @dataclass
@@ -36,20 +55,34 @@ class ComputeClock:
     device: Device | None = None
     dilation: float = 1.0
     slowdown: Callable[[], float] | None = None
+    model: DeviceModel | None = None    # the device's rooflines (extended cost model), else None
+    blocks: list[BlockProfile] | None = None  # the job's model, per block (for ``model``)
+    bits: int = 32
     busy_s: dict[str, float] = field(default_factory=dict)     # wall time incl. padding
     compute_s: dict[str, float] = field(default_factory=dict)  # the host's own compute time
     flops: dict[str, float] = field(default_factory=dict)
     device_s: dict[str, float] = field(default_factory=dict)   # what the device would take (dilated)
     overrun_s: float = 0.0
 
+    def device_time_s(self, flops: float = 0.0, step: Step | None = None) -> float | None:
+        """The emulated device's (undilated) time for a step: its rooflines' time for ``step``
+        when it has them, else ``flops / v``; None when neither applies (the host's time counts)."""
+        if self.model is not None and self.blocks is not None and step is not None:
+            return self.model.step_time_s(self.blocks[step.lo:step.hi], step.batch, self.bits, step.passes)
+        if self.device is not None and flops > 0:
+            return flops / self.device.flops
+        return None
+
     @contextmanager
-    def compute(self, phase: str, flops: float = 0.0):
+    def compute(self, phase: str, flops: float = 0.0, step: Step | None = None):
+        """Time the body; when emulating, pad it to the device's time × dilation (× slowdown)."""
         t0 = time.perf_counter()
         yield
         spent = time.perf_counter() - t0
         device = spent
-        if self.device is not None and flops > 0:
-            target = device = flops / self.device.flops * self.dilation * (self.slowdown() if self.slowdown else 1.0)
+        own = self.device_time_s(flops, step) if self.device is not None else None
+        if own is not None:
+            target = device = own * self.dilation * (self.slowdown() if self.slowdown else 1.0)
             if spent < target:
                 _sleep_until(t0 + target)
             else:
@@ -80,10 +113,21 @@ def _sleep_until(t_end: float) -> None:
         time.sleep(left if left > 0.002 else 0)
 
 
-def clock_for(role: str, emulation: EmulationConfig | None, enabled: bool) -> ComputeClock:
+def clock_for(role: str, emulation: EmulationConfig | None, enabled: bool, job=None) -> ComputeClock:
+    """The clock of ``role``: not emulating → it only measures; emulating → it pads to the
+    role's device, by its rooflines when the job carries them (and ``job`` is given)."""
     if emulation is None or not enabled:
         return ComputeClock()
-    return ComputeClock(emulation.devices.get(role), emulation.dilation)
+    device = emulation.devices.get(role)
+    spec = emulation.rooflines.get(role)
+    if device is None or spec is None or job is None:
+        return ComputeClock(device, emulation.dilation)
+    from jqodi.core.device_model import device_from_dict
+    from jqodi.core.profile import profile_named_model
+
+    prof = profile_named_model(job.model, tuple(job.input_shape), job.num_classes, job.width)
+    return ComputeClock(device, emulation.dilation, model=device_from_dict(spec), blocks=list(prof.blocks),
+                        bits=int(job.bits))
 
 
 def host_flops(model, batch_size: int = 32, repeats: int = 3) -> float:

@@ -105,7 +105,8 @@ class EmulationConfig:
 
     ``devices``/``links`` also serve the energy accounting when ``enabled`` is False (no padding,
     no rate limiting). Every device speed and link rate is divided by ``dilation``; each compute step is padded to
-    its FLOPs / speed × dilation and each send occupies its link for bytes·8 / rate × dilation.
+    its FLOPs / speed × dilation (or, for a device in ``rooflines``, its device model's time for
+    that step × dilation) and each send occupies its link for bytes·8 / rate × dilation.
     ``devices`` keys: ``cloud``, ``end``, ``edge:NAME``; ``links`` keys: ``cloud|edge:NAME`` and
     ``edge:NAME|end`` (both directions).
     """
@@ -117,6 +118,10 @@ class EmulationConfig:
     devices: dict[str, Device] = field(default_factory=dict)
     links: dict[str, LinkProfile] = field(default_factory=dict)
     timeline: dict | None = None  # jqodi.core.timeline.Timeline.to_dict(): what the emulation applies
+    # per role, a device model's rooflines (jqodi.core.device_model.DeviceModel.to_dict) when the cost
+    # model is `extended` and the node is a device file: each compute step is padded to that model's
+    # time for the step's layers, batch and bit-width instead of FLOPs / speed
+    rooflines: dict[str, dict] = field(default_factory=dict)
 
     def link(self, a: str, b: str) -> LinkProfile | None:
         return self.links.get(link_key(a, b)) or self.links.get(link_key(b, a))

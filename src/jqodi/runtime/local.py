@@ -63,7 +63,7 @@ def make_context(job: Job, transport: Transport, log: Callable[[str], None] = la
 
     emu = job.emulation
     enabled = bool(emu and emu.enabled)
-    clock = clock_for(transport.me, emu, enabled)
+    clock = clock_for(transport.me, emu, enabled, job)
     timeline = None
     if enabled and emu.timeline:
         timeline = EmulatedTimeline(emu.timeline, emu.dilation)

@@ -65,7 +65,19 @@ def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: b
                                                                      float(system.cloud_edge_j_per_bit[i]))
         links[link_key(edge_role(e.name), END_ROLE)] = LinkProfile(float(system.edge_end_rate_bps[i]),
                                                                    float(system.edge_end_j_per_bit[i]))
-    return EmulationConfig(enabled=enabled, dilation=float(dilation), devices=devices, links=links)
+    return EmulationConfig(enabled=enabled, dilation=float(dilation), devices=devices, links=links,
+                           rooflines=_rooflines(scenario, system, devices))
+
+
+def _rooflines(scenario, system, devices: dict[str, Device]) -> dict[str, dict]:
+    """The emulated nodes the cost model times by their device file's rooflines (``extended``
+    model, a node with per-layer rooflines): the emulation pads their steps to the same times."""
+    from jqodi.core.device_model import DeviceModel
+
+    if scenario.cost_model != "extended":
+        return {}
+    nodes = {CLOUD_ROLE: system.cloud, END_ROLE: system.end, **{edge_role(e.name): e for e in system.edges}}
+    return {role: nodes[role].to_dict() for role in devices if isinstance(nodes[role], DeviceModel)}
 
 
 def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,
@@ -114,7 +126,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
         dilation = auto_dilation(host_epoch_s, min(predicted_s))
     timeline = scenario.resolved_timeline()  # what the emulation applies (link traces, edges, slowdowns)
     emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
-                          devices=emu.devices, links=emu.links,
+                          devices=emu.devices, links=emu.links, rooflines=emu.rooflines,
                           timeline=None if timeline.empty else timeline.to_dict())
     return Job(model=model, bits=bits, schedule=schedule, width=float(entry.width),
                input_shape=tuple(data.input_shape), num_classes=int(data.num_classes),

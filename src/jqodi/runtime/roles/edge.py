@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from jqodi.core.codec import packed_from_tensor, update_to_tensor
 from jqodi.runtime.control import edge_assignments
+from jqodi.runtime.emulation import Step
 from jqodi.runtime.messages import checked_cut, checked_labels, checked_update
 from jqodi.runtime.roles.base import RoleContext, _Role
 
@@ -62,12 +63,12 @@ class EdgeRole(_Role):
                 m = self.t.recv("end", "act")
                 a = checked_cut(m, self.t.limits, cut).requires_grad_(True)
                 y = checked_labels(m, self.t.limits, len(a))
-                with self.ctx.clock.compute("train", 3 * f * len(y)):
+                with self.ctx.clock.compute("train", 3 * f * len(y), Step(cut, None, len(y), ("forward", "backward"))):
                     opt.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(deep(a), y)
                     loss.backward()
                 self.send_cut("end", "grad", a.grad, tr.wire_grad_bits)
-                with self.ctx.clock.compute("train"):
+                with self.ctx.clock.compute("train", step=Step(cut, None, len(y), ("step",))):
                     opt.step()
                 total += float(loss.detach()) * len(y)
                 count += len(y)
@@ -85,7 +86,7 @@ class EdgeRole(_Role):
                     m = self.t.recv("end", "val_act")
                     a = checked_cut(m, self.t.limits, cut)
                     y = checked_labels(m, self.t.limits, len(a))
-                    with self.ctx.clock.compute("validation", f * len(y)):
+                    with self.ctx.clock.compute("validation", f * len(y), Step(cut, None, len(y), ("forward",))):
                         out = deep(a)
                     losses.append(F.cross_entropy(out, y, reduction="none"))
                     correct.append(out.argmax(1) == y)

@@ -7,6 +7,7 @@ import torch
 from jqodi.core.codec import packed_from_tensor, update_to_tensor
 from jqodi.core.devices import edge_role
 from jqodi.runtime.control import end_assignments
+from jqodi.runtime.emulation import Step
 from jqodi.runtime.messages import checked_cut, checked_update
 from jqodi.runtime.roles.base import RoleContext, _Role
 
@@ -50,11 +51,11 @@ class EndRole(_Role):
             for i, idx in enumerate(batches):
                 x, y = x_all[idx], y_all[idx]
                 opt.zero_grad(set_to_none=True)
-                with self.ctx.clock.compute("train", f * len(idx)):
+                with self.ctx.clock.compute("train", f * len(idx), Step(0, cut, len(idx), ("forward",))):
                     a = shallow(x)
                 self.send_cut(peer, "act", a, tr.wire_act_bits, {"y": y}, i=i, n=len(batches))
                 g = checked_cut(self.t.recv(peer, "grad"), self.t.limits, shape=tuple(a.shape))
-                with self.ctx.clock.compute("train", 2 * f * len(idx)):
+                with self.ctx.clock.compute("train", 2 * f * len(idx), Step(0, cut, len(idx), ("backward", "step"))):
                     a.backward(g.view_as(a))
                     opt.step()
             shallow.eval()
@@ -62,7 +63,7 @@ class EndRole(_Role):
                 n_val = len(yv)
                 for s in range(0, n_val, cfg.eval_batch_size):
                     xb = xv[s:s + cfg.eval_batch_size]
-                    with self.ctx.clock.compute("validation", f * len(xb)):
+                    with self.ctx.clock.compute("validation", f * len(xb), Step(0, cut, len(xb), ("forward",))):
                         a = shallow(xb)
                     last = s + cfg.eval_batch_size >= n_val
                     self.send_cut(peer, "val_act", a, tr.wire_act_bits, {"y": yv[s:s + cfg.eval_batch_size]},
