@@ -34,13 +34,22 @@ U(0.1, 0.5)·T_max; with probability 0.4 the SD slowing by U(1.1, 1.6)× at U(0,
 Policies (:func:`jqodi.app.simulate.simulate_run`): ``open-loop`` (the plan followed blindly,
 all its K^rob epochs: the runtime before this work), ``static`` (the same plan, stopping at the
 target), ``replan`` (the closed loop: early stop, online estimates, re-planning after every
-epoch and on edge events, 3 % anti-churn threshold, switching model/bits when that pays
-including the new candidate's quantization and a fresh start), ``replan-stay`` (the same
-without switching: what the emulated runtime does, which trains one model per run) and
-``hindsight`` (the minimum-energy run
-knowing the trace, the events and the true K of every candidate: :func:`hindsight_optimum`).
-Figures: share of runs that reach L_max by T_max among those where hindsight can; energy over
-hindsight (median, p95) on runs where both reach it in time; re-plans per run; re-plan time.
+epoch and on edge events, 3 % anti-churn threshold, a time reserve of ``--reserve`` epochs,
+hedging between K^exp and K^rob when K^rob no longer fits, switching model/bits when that pays
+including the new candidate's quantization and a fresh start), ``replan-before`` (the
+controller as first built: no reserve, K^exp at once when K^rob does not fit; switching
+allowed), ``replan-stay`` (``replan`` without switching: what the emulated runtime does, which
+trains one model per run).
+
+Two references, both knowing the future: ``hindsight`` (the minimum-energy run knowing the
+link trace, the edge and slowdown events and the true K of *every* candidate:
+:func:`hindsight_optimum`) and ``hindsight-plan`` (the same, restricted to the candidate the
+plan chose: it knows the trace, the events and the true curve of the model being trained,
+which is what a closed loop can learn; which candidate to train is decided before the run by
+the K estimates, not by the loop).
+Figures per reference: share of runs that reach L_max by T_max among those where the reference
+can; energy over the reference (median, p95) on runs where both reach it in time; re-plans per
+run; re-plan time.
 A separate section times re-plans on the full paper-size testbed (3 models × 4 bits × 2 ESs ×
 4–5 cuts, switching allowed). Prints JSON; writes it to ``--out``.
 """
@@ -59,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from jqodi.app.controller import ClosedLoopController, Observation, PhaseTable
+from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
 from jqodi.app.simulate import World, hindsight_optimum, simulate_run, true_epochs
 from jqodi.core.instance import EpochEstimates, PlanningInstance
 from jqodi.core.linktrace import load_rate_trace
@@ -186,6 +196,20 @@ def stats(xs):
             "mean": float(a.mean()), "n": int(a.size)}
 
 
+def table_text(summary: dict, policies, refs) -> str:
+    """The summary as a text table (policy × reference)."""
+    lines = [f"{'policy':14s} {'reference':15s} {'meets T_max':>11s} {'energy over (median / p95)':>27s} "
+             f"{'re-plans/run':>12s}"]
+    for p in policies:
+        for ref in refs:
+            s = summary[p][ref]
+            o = s["energy_over_pct"]
+            over = f"{o['median']:.1f} / {o['p95']:.1f} %" if o else "-"
+            lines.append(f"{p:14s} {ref:15s} {s['met_deadline_pct']:10.1f}% {over:>27s} "
+                         f"{summary[p]['replans_per_run']['mean']:12.1f}")
+    return "\n".join(lines)
+
+
 def replan_timing(testbed: dict, n: int, seed: int) -> dict:
     """Re-plan time on the whole paper testbed (every Ω candidate, switching allowed), after
     random epochs with random slowdowns and an edge away half of the time."""
@@ -226,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--testbed", default=str(TESTBED))
     ap.add_argument("--prepare", action="store_true", help="compile the testbed table (torch) and exit")
     ap.add_argument("--threshold", type=float, default=0.03)
+    ap.add_argument("--reserve", type=float, default=DEFAULT_RESERVE_EPOCHS,
+                    help="time reserve of policy replan, in epochs (default %(default)s)")
     ap.add_argument("--worse-link", type=float, default=1.0, metavar="LO",
                     help="the SD's link mean = the planned rate × U(LO, 1) (default 1: the trace's mean is the "
                          "planned rate; the plan knows the average, not the fluctuations)")
@@ -248,7 +274,10 @@ def main(argv=None) -> int:
     traces = trace_files(Path(args.traces)) if Path(args.traces).is_dir() else []
     if not traces:
         print(f"note: no traces in {args.traces}: links keep their planned rates", file=sys.stderr)
-    policies = ("open-loop", "static", "replan-stay", "replan")
+    policies = ("open-loop", "static", "replan-before", "replan-stay", "replan")
+    options = {"replan-before": {"reserve_epochs": 0.0, "hedge": False, "allow_switch": True},
+               "replan-stay": {"reserve_epochs": args.reserve, "allow_switch": False},
+               "replan": {"reserve_epochs": args.reserve, "allow_switch": True}}
     rows = []
     rng = np.random.default_rng(args.seed)
     t_start = time.perf_counter()
@@ -266,40 +295,46 @@ def main(argv=None) -> int:
         row = {"run": len(rows), **info, "plan": {"model": sol.model, "bits": sol.bits, "epochs": sol.epochs,
                                                   "energy_j": sol.energy_j, "time_s": sol.time_s},
                "true_K": {k: true_epochs(v, world.table.instance.target_loss) for k, v in world.curves.items()}}
-        h = hindsight_optimum(world)
-        row["hindsight"] = h
+        row["hindsight"] = hindsight_optimum(world)
+        row["hindsight-plan"] = hindsight_optimum(world, candidates=[f"{sol.model}@{sol.bits}"])
         for p in policies:
             out = simulate_run(world, sol, policy="replan" if p.startswith("replan") else p,
-                               threshold=args.threshold, allow_switch=p == "replan")
+                               threshold=args.threshold, **options.get(p, {}))
             row[p] = out.to_dict()
         rows.append(row)
         if len(rows) % 20 == 0:
             print(f"  {len(rows)}/{args.runs} runs ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr,
                   flush=True)
     summary = {}
-    feasible = [r for r in rows if r["hindsight"] is not None]
+    refs = ("hindsight", "hindsight-plan")
     for p in policies:
-        met = [r for r in feasible if r[p]["met_deadline"]]
-        over = [100.0 * (r[p]["energy_j"] / r["hindsight"]["energy_j"] - 1) for r in met]
-        summary[p] = {"met_deadline_pct": 100.0 * len(met) / max(1, len(feasible)),
-                      "reached_target_pct": 100.0 * sum(r[p]["reached"] for r in feasible) / max(1, len(feasible)),
-                      "energy_over_hindsight_pct": stats(over),
-                      "replans_per_run": stats([r[p]["replans"] for r in rows]),
+        summary[p] = {"replans_per_run": stats([r[p]["replans"] for r in rows]),
                       "lost_epochs_per_run": stats([r[p]["lost_epochs"] for r in rows]),
                       "plan_ms_max": stats([r[p]["plan_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
                       "plan_cpu_ms_max": stats([r[p]["plan_cpu_ms_max"] for r in rows if r[p]["plan_ms_max"]])}
-    summary["replan"]["targets"] = {"met_deadline_pct": ">= 95", "median_energy_over_hindsight_pct": "<= 5"}
-    rp = summary["replan"]
-    rp["met_targets"] = {"deadline": rp["met_deadline_pct"] >= 95.0,
-                         "energy": rp["energy_over_hindsight_pct"] is not None
-                         and rp["energy_over_hindsight_pct"]["median"] <= 5.0}
-    result = {"runs": len(rows), "hindsight_feasible": len(feasible), "skipped_worlds": skipped, "seed": args.seed,
-              "threshold": args.threshold, "worse_link": args.worse_link, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
+        for ref in refs:
+            feasible = [r for r in rows if r[ref] is not None]
+            met = [r for r in feasible if r[p]["met_deadline"]]
+            over = [100.0 * (r[p]["energy_j"] / r[ref]["energy_j"] - 1) for r in met]
+            summary[p][ref] = {"feasible": len(feasible),
+                               "met_deadline_pct": 100.0 * len(met) / max(1, len(feasible)),
+                               "reached_target_pct": 100.0 * sum(r[p]["reached"] for r in feasible)
+                               / max(1, len(feasible)),
+                               "energy_over_pct": stats(over)}
+    for p in ("replan-before", "replan"):
+        rp = summary[p]
+        rp["targets"] = {"met_deadline_pct": ">= 95", "median_energy_over_hindsight_pct": "<= 5"}
+        rp["met_targets"] = {ref: {"deadline": rp[ref]["met_deadline_pct"] >= 95.0,
+                                   "energy": rp[ref]["energy_over_pct"] is not None
+                                   and rp[ref]["energy_over_pct"]["median"] <= 5.0} for ref in refs}
+    result = {"runs": len(rows), "hindsight_feasible": sum(r["hindsight"] is not None for r in rows),
+              "skipped_worlds": skipped, "seed": args.seed, "threshold": args.threshold, "reserve_epochs": args.reserve, "worse_link": args.worse_link, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
               "traces": len(traces), "testbed": testbed["scenario"], "wall_s": time.perf_counter() - t_start,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "load_avg": list(os.getloadavg())},
               "summary": summary, "replan_timing": replan_timing(testbed, 60, args.seed), "per_run": rows}
     Path(args.out).write_text(json.dumps(result, indent=1, default=float))
+    print(table_text(summary, policies, refs), file=sys.stderr)
     print(json.dumps({k: v for k, v in result.items() if k != "per_run"}, indent=1, default=float))
     return 0
 

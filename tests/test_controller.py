@@ -154,6 +154,46 @@ def test_measurement_noise_does_not_cause_churn():
     assert [r.reason for r in ctl.replans if "saves" in r.reason] == []
 
 
+def test_replan_keeps_a_time_reserve_of_one_fast_epoch():
+    # 11 × cut 1 (2.406 s) fit the 26.9 s with 0.43 s spare: less than one fast epoch (1.106 s)
+    tab = make_table(deadline=27.0)
+    sol = solve(tab.instance, "optimal")
+    assert sol.schedule == (sol.schedule[0],) and sol.schedule[0].cut == 1 and sol.epochs == 11
+
+    def after_one_epoch(**kw):
+        ctl = ClosedLoopController(tab, sol, **kw)
+        terms = tab.terms("net@8", tab.option_index("net@8", "fast", 1))
+        phases = {term: sec for term, _, sec, _ in terms}
+        ctl.after_epoch(Observation(1, "fast", 1, 2.5, sum(phases.values()), sum(phases.values()), 0.0, phases))
+        return ctl
+
+    plain = after_one_epoch(reserve_epochs=0)
+    assert plain.replans == [] and {s.cut for s in plain.schedule} == {1}
+    kept = after_one_epoch(reserve_epochs=1)
+    (rp,) = kept.replans
+    assert "time reserve" in rp.reason
+    left = tab.instance.deadline_s - kept.elapsed_s
+    assert rp.predicted_time_s <= left - 1.106 and sum(s.epochs for s in kept.schedule) == 10
+    assert {s.cut for s in kept.schedule} == {1, 3}
+    with pytest.raises(JqodiError, match="reserve"):
+        ClosedLoopController(tab, sol, reserve_epochs=-1)
+
+
+def test_when_k_rob_no_longer_fits_the_plan_hedges_with_the_most_epochs_that_fit():
+    tab = make_table(deadline=30.0)
+    sol = solve(tab.instance, "optimal")
+    plans = {}
+    for hedge in (False, True):
+        ctl = ClosedLoopController(tab, sol, hedge=hedge, reserve_epochs=0)
+        # 9.5 s left, 6 epochs expected, 10 robust: 10 fast epochs take 11.06 s, 8 take 8.85 s
+        ctl.elapsed_s, ctl.remaining_estimate = tab.instance.deadline_s - 9.5, (6, 10)
+        d = ctl._replan("epoch")
+        assert d.action == "continue"
+        plans[hedge] = sum(s.epochs for s in d.schedule)
+    assert plans == {False: 6, True: 8}
+    assert "planning for 8 epoch(s)" in ctl.replans[-1].reason
+
+
 def test_remaining_instance_drops_quantization_and_absent_edges():
     tab = make_table()
     inst = remaining_instance(tab, current="net@8", remaining=(3, 5), deadline_left_s=10.0,

@@ -158,8 +158,10 @@ class RunOutcome:
 
 
 def simulate_run(world: World, solution: Solution, *, policy: str = "replan", threshold: float = 0.03,
-                 confirm: int = 0, allow_switch: bool = False, max_epochs: int | None = None) -> RunOutcome:
-    """One run of ``solution`` in ``world`` under ``policy`` (``replan``, ``static`` or ``open-loop``).
+                 confirm: int = 0, allow_switch: bool = False, max_epochs: int | None = None,
+                 **controller_options) -> RunOutcome:
+    """One run of ``solution`` in ``world`` under ``policy`` (``replan``, ``static`` or ``open-loop``);
+    ``controller_options`` go to the :class:`ClosedLoopController` (e.g. ``reserve_epochs``, ``hedge``).
 
     Runs until the controller stops, the true curve ends without reaching the target (a real run
     would go on; we cannot see how: counted as not reached), or nothing can run any more.
@@ -169,7 +171,8 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
     target = table.instance.target_loss
     open_loop = policy == "open-loop"
     ctl = ClosedLoopController(table, solution, policy="static" if open_loop else policy, threshold=threshold,
-                               confirm=confirm, allow_switch=allow_switch, early_stop=not open_loop)
+                               confirm=confirm, allow_switch=allow_switch, early_stop=not open_loop,
+                               **controller_options)
     cand = table.candidate(ctl.model, ctl.bits)
     t = t_start = cand.quantize_time_s  # the controller counts fine-tuning time from here (τ is its own)
     energy = cand.quantize_energy_j

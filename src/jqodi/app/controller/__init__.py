@@ -23,7 +23,11 @@ What the controller does with an observation (:meth:`ClosedLoopController.after_
    (when the runtime can switch) from scratch with their quantization cost. The exact solver
    (:func:`jqodi.planner.solve`, ``optimal``) answers in milliseconds. Anti-churn: the current
    schedule is kept unless it can no longer meet the deadline, lacks epochs, uses an absent
-   edge, or the new plan saves more than ``threshold`` (default 3 %) of the remaining energy.
+   edge, eats into the time reserve (``reserve_epochs``, 1.5 epochs of the fastest option
+   available, kept when a plan can keep it: what an edge leaving mid-epoch or a slowdown not yet
+   measured costs), or the new plan saves more than ``threshold`` (default 3 %) of the
+   remaining energy. When no plan fits K^rob in time, the most epochs down to K^exp that fit
+   are planned (``hedge``).
    Policy ``static`` never re-plans (the plan made once is followed; early stop still applies).
 
 Every change of schedule is a :class:`Replan` record (when, why, old → new, predicted time and

@@ -22,6 +22,9 @@ POLICIES = ("static", "replan")
 DEFAULT_THRESHOLD = 0.03
 #: A run that has not reached L_max after this many times its planned K^rob epochs gives up.
 MAX_EPOCHS_FACTOR = 3
+#: Time kept in reserve when re-planning, in epochs of the fastest option now available: what an
+#: edge leaving mid-epoch costs (the epoch is lost) or a slowdown before the estimates see it.
+DEFAULT_RESERVE_EPOCHS = 1.5
 
 
 class ClosedLoopController:
@@ -32,11 +35,17 @@ class ClosedLoopController:
     ``confirm``: further epochs at or below L_max before stopping; ``allow_switch``: whether the
     runtime can change model/bits mid-run (the emulated runtime cannot: it trains one model).
     ``refit_boot``: bootstrap refits of the online K estimate (fewer = faster).
+    ``reserve_epochs``: time kept in reserve when re-planning, in epochs of the fastest option
+    available (a plan that fits only without it is still taken: the reserve is a preference);
+    ``hedge``: when no plan fits K^rob of what is left, plan the most epochs between K^exp and
+    K^rob that fit (instead of K^exp). ``reserve_epochs=0, hedge=False`` is the controller as
+    first built (``replan-before`` in ``benchmarks/closed_loop.py``).
     """
 
     def __init__(self, table: PhaseTable, solution: Solution, *, policy: str = "replan",
                  threshold: float = DEFAULT_THRESHOLD, confirm: int = 0, allow_switch: bool = False,
                  early_stop: bool = True, solver: str = "optimal", refit_boot: int = 0,
+                 reserve_epochs: float = DEFAULT_RESERVE_EPOCHS, hedge: bool = True,
                  edges_down: Iterable[str] = ()):
         if policy not in POLICIES:
             raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -44,6 +53,8 @@ class ClosedLoopController:
             raise JqodiError(f"re-plan threshold must be in [0, 1), got {threshold!r}")
         if confirm < 0:
             raise JqodiError(f"confirmation epochs must be ≥ 0, got {confirm}")
+        if not (reserve_epochs >= 0 and math.isfinite(reserve_epochs)):
+            raise JqodiError(f"re-plan reserve must be a finite number of epochs ≥ 0, got {reserve_epochs!r}")
         if solution.status == "infeasible" or not solution.schedule:
             raise JqodiError("the closed loop needs a feasible plan to start from")
         self.table = table
@@ -54,6 +65,8 @@ class ClosedLoopController:
         self.early_stop = bool(early_stop)
         self.solver = solver
         self.refit_boot = int(refit_boot)
+        self.reserve_epochs = float(reserve_epochs)
+        self.hedge = bool(hedge)
         self.deadline_s = table.instance.deadline_s
         self.target_loss = table.instance.target_loss
         self.model, self.bits = solution.model, int(solution.bits)
@@ -73,7 +86,7 @@ class ClosedLoopController:
         self.offset_s = cand.quantize_time_s  # τ_(a,q) is paid before fine-tuning starts
         self.options = {"policy": policy, "threshold": self.threshold, "confirm": self.confirm,
                         "allow_switch": self.allow_switch, "early_stop": self.early_stop, "solver": solver,
-                        "refit_boot": self.refit_boot}
+                        "refit_boot": self.refit_boot, "reserve_epochs": self.reserve_epochs, "hedge": self.hedge}
         self.solution = solution
         self.priors = {c.key: (c.epochs.expected, c.epochs.robust) for c in table.instance.candidates}
         self.remaining_estimate: tuple[int | None, int | None] = (cand.epochs.expected, cand.epochs.robust)
@@ -187,8 +200,6 @@ class ClosedLoopController:
         return Decision("continue", self.schedule, "", self.model, self.bits)
 
     def _replan(self, trigger: str, event: str | None = None) -> Decision:
-        from jqodi.planner import solve
-
         t0, c0 = time.perf_counter(), time.process_time()
         rem_exp, rem_rob = self.remaining_estimate
         left = self.deadline_s - self.elapsed_s
@@ -200,6 +211,7 @@ class ClosedLoopController:
         kept = truncate(old, need)
         cur = schedule_cost(self.table, self.key, kept, f)
         reasons = [event] if event else []
+        reserve_s = self._reserve_s()
         forced = None
         if any(s.edge in self.edges_down for s in kept):
             forced = "the plan uses an edge that is away"
@@ -208,14 +220,11 @@ class ClosedLoopController:
         elif cur is None or cur[0] > left * (1 + 1e-9):
             forced = (f"the plan would miss the deadline ({cur[0]:.3g} s needed, {left:.3g} s left)"
                       if cur is not None else "the plan uses an option the candidate lacks")
-        inst = remaining_instance(self.table, current=self.key, remaining=(min(rem_exp or need, need), need),
-                                  deadline_left_s=left, factors=f, edges_down=self.edges_down,
-                                  allow_switch=self.allow_switch, priors=self.priors)
-        sol = solve(inst, self.solver, epochs="robust")
-        if sol.status == "infeasible" and forced:  # nothing fits K^rob: plan for K^exp rather than give up
-            sol = solve(inst, self.solver, epochs="expected")
-            if sol.status != "infeasible":
-                forced = f"{forced}; no plan fits K^rob in time: planning for K^exp"
+        sol, note, in_reserve = self._plan(need, rem_exp, left, reserve_s, bool(forced))
+        if forced and note:
+            forced = f"{forced}; {note}"
+        elif not forced and in_reserve and cur[0] > (left - reserve_s) * (1 + 1e-9):
+            forced = f"the plan leaves less than the time reserve ({left - cur[0]:.3g} s spare, {reserve_s:.3g} s wanted)"
         new_key, new_sched, pred = self.key, order_cheapest_first(self.table, self.key, kept, f), cur
         if sol.status != "infeasible":
             saving = (1 - sol.energy_j / cur[1]) if cur is not None and cur[1] > 0 else math.inf
@@ -254,6 +263,44 @@ class ClosedLoopController:
         if self.schedule[0].edge in self.edges_down:
             return Decision("pause", self.schedule, f"edge {self.schedule[0].edge} is away", self.model, self.bits, rp)
         return Decision("continue", self.schedule, rp.reason if rp else "", self.model, self.bits, rp)
+
+    def _reserve_s(self) -> float:
+        """Seconds kept in reserve: ``reserve_epochs`` × the fastest available epoch of the current candidate."""
+        if self.reserve_epochs <= 0:
+            return 0.0
+        fast = self._fastest(1)
+        return 0.0 if fast is None else self.reserve_epochs * fast[1][0]
+
+    def _solve(self, epochs: int, expected: int | None, left_s: float, *, robust: bool) -> Solution:
+        from jqodi.planner import solve
+
+        inst = remaining_instance(self.table, current=self.key, remaining=(min(expected or epochs, epochs), epochs),
+                                  deadline_left_s=left_s, factors=self.resources.factors, edges_down=self.edges_down,
+                                  allow_switch=self.allow_switch, priors=self.priors)
+        return solve(inst, self.solver, epochs="robust" if robust else "expected")
+
+    def _plan(self, need: int, rem_exp: int | None, left: float, reserve_s: float, forced: bool
+              ) -> tuple[Solution, str, bool]:
+        """The plan of the remaining work, a note on how it was found, and whether it keeps the
+        time reserve: K^rob epochs (``need``) within the time left less the reserve, else within
+        the time left; if nothing fits and the current plan must change, the most epochs down to
+        K^exp that fit (``hedge``; without it K^exp at once, the first controller's rule)."""
+        if reserve_s > 0:
+            sol = self._solve(need, rem_exp, left - reserve_s, robust=True)
+            if sol.status != "infeasible":
+                return sol, "", True
+        sol = self._solve(need, rem_exp, left, robust=True)
+        if sol.status != "infeasible" or not forced:
+            return sol, "", False
+        if not self.hedge:
+            sol = self._solve(need, rem_exp, left, robust=False)
+            return sol, ("" if sol.status == "infeasible" else "no plan fits K^rob in time: planning for K^exp"), False
+        low = max(1, min(rem_exp or need, need))
+        for k in range(need - 1, low - 1, -1):
+            sol = self._solve(k, k, left, robust=True)
+            if sol.status != "infeasible":
+                return sol, f"no plan fits K^rob ({need}) in time: planning for {k} epoch(s) (K^exp {low})", False
+        return sol, "", False
 
     def _fastest(self, epochs: int | None):
         if not epochs:
