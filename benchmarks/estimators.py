@@ -378,6 +378,10 @@ def loco_main(argv) -> int:
 
 
 
+#: the learned prior as first merged (K^rob: the curve variants' 90 % quantile vote; cold start: the
+#: probe alone) and as now (K^rob: the weighted conformal margin; cold start: other models' runs)
+BEFORE_PRIOR = "before: prior+probe, quantile K^rob"
+AFTER = "after: prior+probe, conformal K^rob"
 #: the issue's targets for the held-out benchmark
 LOCO_TARGETS = {"median_rel_error": 0.15, "coverage": 0.90, "mean_margin_rel": 0.30, "wrongly_excluded": 0.02}
 #: target losses of a held-out configuration: its full run's best loss by these epochs
@@ -436,6 +440,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     """Score the estimators on every held-out configuration (see the module docstring)."""
     from jqodi.core.traces import TraceStore
     from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
     from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
 
     t0 = time.perf_counter()
@@ -469,8 +474,9 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
                     ests["before: probe"] = estimate_from_probe(probe, target)
                     ests["before: auto (store, else probe)"] = (
                         estimate_from_runs([r.losses for r in old_priors], target) if old_priors else ests["before: probe"])
-                ests["after: prior+probe"] = prior.estimate(probe, target, query, start_loss=ca.start_loss,
-                                                            exclude_group=group)
+                ests[BEFORE_PRIOR] = prior.estimate(probe, target, query, start_loss=ca.start_loss,
+                                                    exclude_group=group, conformal=False, other_models=False)
+                ests[AFTER] = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group)
                 for name, e in ests.items():
                     rows.setdefault(name, {}).setdefault(P, []).append(
                         {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
@@ -487,7 +493,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
         late = {"configs": sorted(fresh),
                 "metrics": {name: {str(P): loco_score([r for r in rs if r["config"] in fresh]) for P, rs in by_p.items()}
                             for name, by_p in rows.items()}}
-    after = metrics["after: prior+probe"]
+    after = metrics[AFTER]
     ok_by_p = {P: meets(after[str(P)]) for P in PROBE_LENGTHS}
     passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
     chosen = passing[0] if passing else min(
@@ -496,6 +502,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS, "metrics": metrics,
               "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
               "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
+              "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
               "after_design_frozen": late, "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "per_config": per_config}
     md = loco_markdown(result)
@@ -534,7 +541,9 @@ def loco_markdown(res) -> str:
                  f"(✘ = missed). {len(res['configs'])} held-out configurations, "
                  f"targets = the full run's best loss by epoch {', '.join(map(str, res['target_epochs']))}. "
                  f"Chosen default probe length: {res['chosen_probe_epochs']} epochs"
-                 f"{'' if res['chosen_probe_epochs_meets_all'] else ' (no length meets every target)'}.")
+                 f"{'' if res['chosen_probe_epochs_meets_all'] else ' (no length meets every target)'}; "
+                 f"jqodi's default: {res['default_probe_epochs']} epochs"
+                 f"{'' if res['default_follows_measurement'] else ' (DIFFERS from the measurement)'}.")
     if res.get("after_design_frozen"):
         late = res["after_design_frozen"]
         lines.append("")

@@ -36,7 +36,8 @@ def test_the_guide_end_to_end(tmp_path, monkeypatch, capsys):
 
     # 3.-5. pretrain, estimate, plan
     assert main(["pretrain", "--dataset", "./my-images", "--models", "lenet", "--quiet"]) == 0
-    assert main(["estimate", "--dataset", "./my-images", "--data", "./my-images", "--target-loss", "1.2",
+    assert main(["estimate", "--dataset", "./my-images", "--data", "./my-images", "--train-size", "30", "--val-size", "6",
+                 "--target-loss", "1.2",
                  "--models", "lenet", "--bits", "4", "8", "--probe-epochs", "2", "--out", "estimates.json",
                  "--quiet", "--store", str(tmp_path / "t.db")]) == 0
     est = json.loads(Path("estimates.json").read_text())["estimates"]

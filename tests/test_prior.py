@@ -90,13 +90,43 @@ def test_uncertainty_shrinks_as_probe_epochs_accumulate(library):
     assert spread[5] < spread[1]
 
 
-def test_cold_start_falls_back_to_the_probe_with_a_wider_robust_margin(library):
+def test_cold_start_says_so_and_widens_the_robust_margin(library):
+    """A model with no stored run: calibrated on the other models' runs with a doubled conformal
+    margin; with the probe alone (no stored runs at all, or ``other_models=False``) K^rob ≥ 1.8·K^exp."""
     probe = true_curve(5, 1000, 4, 3)
     e = library.estimate(probe, 1.5, query(model="vgg"), start_loss=7.5)
-    assert e.method == "probe" and "cold start: no stored runs of vgg" in e.note
-    assert e.robust >= math.ceil((1 + COLD_START_MARGIN) * e.expected - 1e-9)
+    assert e.method == "prior+probe" and "cold start: no stored runs of vgg" in e.note and "doubled" in e.note
+    warm = library.estimate(probe, 1.5, query(model="lenet"), start_loss=7.5)
+    assert "doubled" not in warm.note and e.robust - e.expected >= warm.robust - warm.expected
+    alone = library.estimate(probe, 1.5, query(model="vgg"), start_loss=7.5, other_models=False)
+    assert alone.method == "probe" and "cold start: no stored runs of vgg" in alone.note
+    assert alone.robust >= math.ceil((1 + COLD_START_MARGIN) * alone.expected - 1e-9)
     empty = CurvePrior([])
     assert empty.estimate(probe, 1.5, query(), start_loss=7.5).method == "probe"
+
+
+def test_the_conformal_margin_covers_held_out_configurations(library):
+    """K^rob = K^exp·exp(q̂): q̂ the weighted conformal quantile of leave-one-configuration-out residuals,
+    computed without the configuration being predicted; on the synthetic library it covers ≥ 80 %
+    of held-out (configuration, target) pairs, more than the margin-free K^exp, and it shows in the note."""
+    covered, covered_exp, n = 0, 0, 0
+    for size, bits in ((1000, 4), (500, 2), (2000, 4), (500, 4), (1000, 2), (2000, 2)):
+        truth = true_curve(20, size, bits, 7 + bits + size)
+        for target in (truth[5], truth[9], truth[14]):
+            e, _, k = held_out(library, size, bits, 5, target)
+            assert "conformal 90% margin" in e.note and e.robust >= e.expected
+            covered += e.robust >= k
+            covered_exp += e.expected >= k
+            n += 1
+    assert covered / n >= 0.8 and covered > covered_exp
+
+
+def test_conformal_residuals_leave_out_the_predicted_configuration(library):
+    group = next(r.group for r in library.runs if (r.train_size, r.bits) == (1000, 4))
+    res = library.residuals(5, frozenset([group]))
+    assert res.err and group not in res.group
+    assert len(set(res.group)) == len({r.group for r in library.runs}) - 1
+    assert all(math.isfinite(v) for v in res.err)
 
 
 def test_corrupt_and_foreign_rows_are_skipped_with_a_count(tmp_path):
@@ -210,3 +240,16 @@ def test_the_store_estimator_uses_only_runs_from_the_same_pretrained_model(tmp_p
     assert "measured:store(2 runs)" in capsys.readouterr().out
     assert main(args) == 2   # the default 4-epoch model: none of these runs describe it
     assert "from this pretrained model" in capsys.readouterr().err
+
+
+def test_the_default_probe_length_is_the_one_the_held_out_benchmark_chose():
+    """Issue 15 part 4: `jqodi estimate`'s default probe length follows the measured figures at 1, 2,
+    3 and 5 epochs (benchmarks/estimators.py --loco keeps its JSON in benchmarks/results/)."""
+    from pathlib import Path
+
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
+    from jqodi.learning.prior import PROBE_LENGTHS
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/estimators_loco.json").read_text())
+    assert sorted(int(p) for p in res["meets_targets_after"]) == list(PROBE_LENGTHS)
+    assert res["chosen_probe_epochs"] == DEFAULT_PROBE_EPOCHS

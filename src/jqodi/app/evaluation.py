@@ -303,10 +303,12 @@ def evaluate_instance(instance: PlanningInstance, *, solve: SolveFn,
 def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
                       estimates: str | os.PathLike | None = None,
                       strategies: Sequence[tuple[str, str]] = STRATEGIES, epochs: str = "robust",
-                      progress: Callable[[str], None] | None = None) -> Evaluation:
+                      progress: Callable[[str], None] | None = None,
+                      allow_estimate_mismatch: bool = False) -> Evaluation:
     """Load a scenario, compile it, run every strategy, and (with ``out_dir``) write the JSON
     and the figures there. ``estimates``: a learning-estimates JSON file (``jqodi estimate``)
-    that overrides the scenario's static ``learning:`` rows."""
+    that overrides the scenario's static ``learning:`` rows, refused when made for another model,
+    data or target unless ``allow_estimate_mismatch`` (:mod:`jqodi.app.estimates`)."""
     from jqodi.core.costs import compile_instance, epoch_costs
     from jqodi.planner import solve
     from jqodi.core.scenario import load_scenario
@@ -314,9 +316,9 @@ def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | N
     scenario = load_scenario(path)
     measured = None
     if estimates is not None:
-        from jqodi.core.estimates import load_estimates
+        from jqodi.app.estimates import estimates_for_scenario
 
-        measured = load_estimates(estimates)
+        measured = estimates_for_scenario(estimates, scenario, allow_mismatch=allow_estimate_mismatch)
     instance = compile_instance(scenario, measured)
 
     def epoch_cost(model: str, bits: int, cut: int, edge: str):

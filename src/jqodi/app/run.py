@@ -35,7 +35,8 @@ class RunOptions:
     ``None`` = not recorded); ``workdir`` ``None`` = ``runs/<scenario>``; ``progress`` False:
     no epoch lines and no progress bars while it runs (``--quiet``); ``data_dir``: the folder of the
     scenario's named datasets (overrides its ``data.data_dir``); ``estimates``: a learning-estimates JSON
-    (``jqodi estimate``) planned with instead of the scenario's ``learning:`` rows.
+    (``jqodi estimate``) planned with instead of the scenario's ``learning:`` rows, refused when made
+    for another model, data or target unless ``allow_estimate_mismatch`` (:mod:`jqodi.app.estimates`).
     ``policy``: the closed loop (:mod:`jqodi.app.controller`): ``replan`` (early stop, online
     estimates, re-planning; the default), ``static`` (early stop, the plan followed), ``None``
     (no controller: every planned epoch runs, as before); ``replan_threshold`` the anti-churn
@@ -63,6 +64,7 @@ class RunOptions:
     progress: bool | None = None
     data_dir: str | None = None
     estimates: str | Path | None = None
+    allow_estimate_mismatch: bool = False
     policy: str | None = "replan"
     replan_threshold: float = 0.03
     confirm: int = 0
@@ -93,20 +95,22 @@ def load_for_run(path: str | Path | None, opts: RunOptions):
     return scenario
 
 
-def run_estimates(opts: RunOptions):
-    """The learning estimates ``--estimates`` names (``None``: the scenario's own rows)."""
+def run_estimates(scenario, opts: RunOptions):
+    """The learning estimates ``--estimates`` names, checked against the scenario as it runs
+    (``None``: the scenario's own rows)."""
     if not opts.estimates:
         return None
-    from jqodi.core.estimates import load_estimates
+    from jqodi.app.estimates import estimates_for_scenario
 
-    return load_estimates(opts.estimates)
+    return estimates_for_scenario(opts.estimates, scenario, allow_mismatch=opts.allow_estimate_mismatch,
+                                  pretrained=not opts.random_init)
 
 
 def instance_for_run(scenario, opts: RunOptions):
     """The planning instance of ``scenario`` with the estimates ``opts`` name."""
     from jqodi.core.costs import compile_instance
 
-    return compile_instance(scenario, estimates=run_estimates(opts))
+    return compile_instance(scenario, estimates=run_estimates(scenario, opts))
 
 
 def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None):

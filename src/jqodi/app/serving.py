@@ -123,7 +123,8 @@ def serving_sweep(instance: PlanningInstance, *, solve: Callable[..., Any],
 def serving_sweep_scenario(path: str | os.PathLike, *, latency_slo_s: float | None = None,
                            estimates: str | os.PathLike | None = None,
                            requests: Sequence[float] = DEFAULT_REQUESTS, epochs: str = "robust",
-                           out_dir: str | os.PathLike | None = None) -> ServingSweep:
+                           out_dir: str | os.PathLike | None = None,
+                           allow_estimate_mismatch: bool = False) -> ServingSweep:
     """Compile the scenario (its ``serving:`` block, or one with ``latency_slo_s`` if given) and
     sweep; with ``out_dir`` write ``serving.json`` and ``serving_crossover.png`` there."""
     from pathlib import Path
@@ -144,9 +145,10 @@ def serving_sweep_scenario(path: str | os.PathLike, *, latency_slo_s: float | No
         raise ScenarioError(f"{path}: serving: the scenario has no 'serving:' block (add one, or give --latency-slo-s)")
     measured = None
     if estimates is not None:
-        from jqodi.core.estimates import load_estimates
+        from jqodi.app.estimates import estimates_for_scenario
 
-        measured = load_estimates(estimates)
+        measured = estimates_for_scenario(estimates, scenario, allow_mismatch=allow_estimate_mismatch,
+                                          note=lambda line: None)   # evaluate_scenario said them
     sweep = serving_sweep(compile_instance(scenario, measured), solve=solve, requests=requests, epochs=epochs,
                           name=scenario.name)
     if out_dir is not None:

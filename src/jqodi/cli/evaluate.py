@@ -12,7 +12,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write evaluation.json, summary.txt and the PNG figures here")
     p.add_argument("--estimates", metavar="FILE", default=None,
-                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table; "
+                        "refused when made for another model, data or target")
+    p.add_argument("--allow-estimate-mismatch", action="store_true",
+                   help="use --estimates even when made for another model, data or target (with a note)")
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="epoch estimate the solvers plan for (default: robust, as JQODI)")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the result as JSON")
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     ev = evaluate_scenario(args.scenario, out_dir=args.out, epochs=args.epochs,
-                           estimates=args.estimates,
+                           estimates=args.estimates, allow_estimate_mismatch=args.allow_estimate_mismatch,
                            progress=None if args.quiet else progress)
     print(summary_tables(ev))
     for note in ev.notes:
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             progress("serving: whole-life energy vs requests")
         sweep = serving_sweep_scenario(args.scenario, latency_slo_s=args.latency_slo_s, estimates=args.estimates,
-                                       epochs=args.epochs, out_dir=args.out)
+                                       epochs=args.epochs, out_dir=args.out,
+                                       allow_estimate_mismatch=args.allow_estimate_mismatch)
         print("\n" + serving_tables(sweep))
         ev.files.update(sweep.files)
     if ev.files:

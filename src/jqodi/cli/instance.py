@@ -11,7 +11,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", nargs="?", default=None,
                    help="scenario YAML (default: the packaged paper Data 1 scenario)")
     p.add_argument("--estimates", metavar="FILE", default=None,
-                   help="learning estimates JSON (from 'jqodi estimate'); overrides the scenario's table")
+                   help="learning estimates JSON (from 'jqodi estimate'); overrides the scenario's table; "
+                        "refused when made for another model, data or target")
+    p.add_argument("--allow-estimate-mismatch", action="store_true",
+                   help="use --estimates even when made for another model, data or target (with a note)")
     p.add_argument("--cost-model", choices=("paper", "extended"), default=None,
                    help="override the scenario's cost model")
     p.add_argument("--json", action="store_true", help="print the instance as JSON")
@@ -22,12 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from jqodi.core.costs import compile_instance
     from jqodi.errors import JqodiError, ScenarioError
-    from jqodi.core.estimates import load_estimates
     from jqodi.core.scenario import default_scenario_path, load_scenario
 
     path = Path(args.scenario) if args.scenario else default_scenario_path()
     scenario = load_scenario(path)
-    estimates = load_estimates(args.estimates) if args.estimates else None
+    estimates = None
+    if args.estimates:
+        from jqodi.app.estimates import estimates_for_scenario
+
+        estimates = estimates_for_scenario(args.estimates, scenario, allow_mismatch=args.allow_estimate_mismatch)
     from jqodi.cli._onetime import announce_profiling
 
     try:

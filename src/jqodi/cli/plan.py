@@ -35,7 +35,10 @@ def add_arguments(p):
     p.add_argument("--epochs", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default, safe) or K^exp epochs")
     p.add_argument("--estimates", metavar="FILE",
-                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table; "
+                        "refused when made for another model, data or target")
+    p.add_argument("--allow-estimate-mismatch", action="store_true",
+                   help="use --estimates even when made for another model, data or target (with a note)")
     p.add_argument("--model", help="model for partition-only")
     p.add_argument("--bits", type=t.bits, help="bit-width for partition-only")
     p.add_argument("--json", action="store_true", help="print the solution(s) as JSON")
@@ -66,16 +69,21 @@ def _load_instance(args):
     except ImportError as e:  # the foundation part is not installed in this build
         raise PlanningError(f"cannot compile scenarios in this build ({e}); "
                             "use --instance FILE.json") from e
-    estimates = None
-    if args.estimates:
-        from jqodi.core.estimates import load_estimates
-
-        estimates = load_estimates(args.estimates)
     from jqodi.cli._onetime import announce_profiling
 
     scenario = load_scenario(args.scenario)
+    estimates = _estimates(args, scenario)
     with announce_profiling(scenario):
         return compile_instance(scenario, estimates=estimates)
+
+
+def _estimates(args, scenario):
+    """``--estimates FILE`` checked against the scenario (:func:`jqodi.app.estimates.estimates_for_scenario`)."""
+    if not args.estimates:
+        return None
+    from jqodi.app.estimates import estimates_for_scenario
+
+    return estimates_for_scenario(args.estimates, scenario, allow_mismatch=args.allow_estimate_mismatch)
 
 
 def _print_solution(sol, instance) -> None:
@@ -124,11 +132,7 @@ def _run_fleet(args, sc) -> int:
 
     if args.model or args.bits:
         raise PlanningError("--model/--bits apply to partition-only, not to fleet scenarios")
-    estimates = None
-    if args.estimates:
-        from jqodi.core.estimates import load_estimates
-
-        estimates = load_estimates(args.estimates)
+    estimates = _estimates(args, sc)
     if args.solver == "all":
         names = list(FLEET_SOLVERS)
     elif args.solver == "jqodi":

@@ -30,7 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("--train-size", type=t.positive_int, default=None, help="with --cpu-scale: SD training samples")
     p.add_argument("--val-size", type=t.positive_int, default=None, help="with --cpu-scale: SD validation samples")
     p.add_argument("--estimates", metavar="FILE", default=None,
-                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table")
+                   help="learning estimates JSON (from 'jqodi estimate') overriding the scenario's table; "
+                        "refused when made for another model, data or target")
+    p.add_argument("--allow-estimate-mismatch", action="store_true",
+                   help="use --estimates even when made for another model, data or target (with a note)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder holding the scenario's named dataset files (overrides its data.data_dir)")
     p.add_argument("--no-emulate", action="store_true", help="run flat out: no padding, no link rate limits")
@@ -79,6 +82,7 @@ def run(args) -> int:
                       meter=args.meter, random_init=args.random_init,
                       trace_store=None if args.no_traces else (args.store or "default"),
                       progress=False if args.quiet else None, data_dir=args.data_dir, estimates=args.estimates,
+                      allow_estimate_mismatch=args.allow_estimate_mismatch,
                       policy=args.policy, replan_threshold=args.replan_threshold, confirm=args.confirm)
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)

@@ -13,8 +13,10 @@ candidate itself, a short probe run:
   are left out.
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
   store with ``source="probe"``, combined with the prior over curves learned from *every*
-  stored run (:class:`jqodi.learning.prior.CurvePrior`); with no stored run of the model (cold
-  start) the probe alone, with a wider K^rob (the estimate's ``source`` says which).
+  stored run (:class:`jqodi.learning.prior.CurvePrior`; K^rob by conformal prediction on its
+  leave-one-configuration-out residuals); with no stored run of the model (cold start) the other
+  models' runs with a doubled margin, and with no stored run at all the probe alone, with a
+  wider K^rob (the estimate's ``source`` says which).
 * ``method="auto"`` (default): the store if it holds a reference run of the candidate, else a probe.
 
 The result is a :class:`jqodi.core.estimates.LearningEstimate` (``source`` says which method),

@@ -32,23 +32,33 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    (:func:`_calibrated_error`), not its fit to the probe. The samples are per P, so the spread
    shrinks as the probe grows: a longer probe leaves less to extrapolate, and the library
    shows it.
-4. **Cold start.** With no stored run of the model, or too little weight behind a query
-   (fewer than :data:`MIN_EFFECTIVE_SAMPLES` effective configurations), the estimate falls back to the probe alone
-   (:func:`jqodi.learning.curves.estimate_from_probe`) with a doubled robust margin, and says so
-   in ``note``.
+4. **K^rob by conformal prediction.** The whole of step 3 is run leave-one-configuration-out on
+   the library itself (:meth:`CurvePrior.residuals`: every configuration's probe predicts its
+   own other runs with that configuration left out), giving residuals r = log K − log K^exp.
+   K^rob = ⌊K^exp · exp(q̂)⌋ with q̂ their weighted quantile at level 0.9·(1 + 1/n_eff), the
+   weights being the similarity of each residual's configuration to the query and a depth
+   kernel in log K^exp (weighted split-conformal prediction: :meth:`CurvePrior.conformal_margin`).
+   It calibrates what the quantile vote of step 3 cannot: the error of the calibrated K^exp itself.
+5. **Cold start.** With no stored run of the model, the other models' runs calibrate it (they
+   weigh ×0.2 each in the similarity) and the conformal margin is doubled in log K; with no
+   stored run at all, or too little weight behind a query (fewer than
+   :data:`MIN_EFFECTIVE_SAMPLES` effective configurations), the estimate falls back to the probe
+   alone (:func:`jqodi.learning.curves.estimate_from_probe`) with a doubled robust margin. The
+   ``note`` says which.
 
 Three modules, one concept each: :mod:`jqodi.learning.prior.library` (step 1 and the similarity
 kernel), :mod:`jqodi.learning.prior.variants` (the curve variants and :func:`fit_fast`) and
-:mod:`jqodi.learning.prior.curve_prior` (steps 2–4: :class:`CurvePrior`). Everything public is
+:mod:`jqodi.learning.prior.curve_prior` (steps 2–5: :class:`CurvePrior`). Everything public is
 importable from here (``from jqodi.learning.prior import CurvePrior``).
 """
 from __future__ import annotations
 
-from jqodi.learning.prior.curve_prior import COLD_START_MARGIN, MIN_EFFECTIVE_SAMPLES, PROBE_LENGTHS, CurvePrior
+from jqodi.learning.prior.curve_prior import (COLD_START_MARGIN, CONFORMAL_LEVEL, MIN_EFFECTIVE_SAMPLES,
+                                              PROBE_LENGTHS, CurvePrior)
 from jqodi.learning.prior.library import (CurveRun, from_random_weights, library_from_runs, library_from_store,
                                           pretrain_options, pretrained_key, similarity)
 from jqodi.learning.prior.variants import VARIANTS, fit_fast
 
-__all__ = ["COLD_START_MARGIN", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
+__all__ = ["COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
            "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "pretrain_options",
            "pretrained_key", "similarity"]
