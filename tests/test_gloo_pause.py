@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-TIMEOUT_S = 2.0          # the transport's silence timeout; b is stopped 2 × it + 8 s (gloo's old receive wait + 3 s)
+# the transport's silence timeout: 4 s as in test_runtime_process (2 s is short on a loaded 2-core
+# host); b is stopped 2 × it + 8 s (gloo's old receive wait + 3 s)
+TIMEOUT_S = 4.0
 NAMES = {"cloud": 0, "a": 1, "b": 2}
 
 
