@@ -9,7 +9,7 @@ measured estimates and plans the paper's testbed (examples/paper-data1.yaml, fit
 with them: every strategy beside Fig. 7(c), and Table V with planning energy. What L_max refers to,
 the widths and the JSON files: docs/evaluation-cifar.md; the code: jqodi.app.measured.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/paper_cifar.py --quick   # ≤ 10 min: LeNet, L_max 0.3, ≤ 8 epochs
+    PYTHONPATH=src .venv/bin/python benchmarks/paper_cifar.py --quick   # ≤ 10 min: LeNet, L_max 0.5, ≤ 8 epochs
     PYTHONPATH=src .venv/bin/python benchmarks/paper_cifar.py           # full: 3 models, L_max 0.02, ≤ 60 epochs
 
 Every finished run is a JSON file under OUT/runs/; running the command again skips them (kill it
@@ -61,7 +61,7 @@ def _worker(task: dict) -> dict:
     m, b, s = task["model"], task["bits"], task["seed"]
     pre = load_pretrained(m, "cifar10", cfg.widths[m], epochs=cfg.pretrain_epochs, data_dir=cfg.data_dir,
                           progress=task["progress"])
-    data = end_device_data("data1", "cifar10", cfg.data_dir, cfg.train_size, cfg.val_size, seed=0)
+    data = end_device_data(cfg.data, "cifar10", cfg.data_dir, cfg.train_size, cfg.val_size, seed=0)
 
     def on_epoch(ep: int, loss: float) -> None:
         if task["progress"]:
@@ -74,7 +74,7 @@ def _worker(task: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="LeNet only, L_max 0.3, ≤ 8 epochs, probe 3 (≤ 10 min)")
+    ap.add_argument("--quick", action="store_true", help="LeNet only, L_max 0.5, ≤ 8 epochs, probe 3 (≤ 10 min)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results/paper_cifar[_quick])")
     ap.add_argument("--data-dir", default=None, help="the CIFAR-10 python batches' folder")
     ap.add_argument("--models", nargs="+", default=None, help="model=width or model (default width of the mode)")
@@ -86,8 +86,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (worker processes)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default 2 // jobs, ≥ 1)")
-    ap.add_argument("--scenario", default=str(ROOT / "examples" / "paper-data1.yaml"),
-                    help="the testbed to plan with the measured estimates")
+    ap.add_argument("--data", choices=("data1", "data2-shifted"), default="data1",
+                    help="the SD's data: the paper's Data 1 (default) or the Data 2 analog (5000 + 1000 images, "
+                         "docs/evaluation-cifar.md)")
+    ap.add_argument("--scenario", default=None,
+                    help="the testbed to plan with the measured estimates (default examples/paper-data1.yaml, "
+                         "paper-data2.yaml with --data data2-shifted)")
     ap.add_argument("--run-epochs", type=int, default=None, metavar="N",
                     help="run only the first N epochs of JQODI's plan for real (default: quick 3, full all; 0: skip)")
     ap.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
         for item in args.models:
             name, _, w = item.partition("=")
             widths[name] = float(w) if w else (QUICK_WIDTHS | FULL_WIDTHS).get(name, 1.0)
-    default_target = 0.3 if args.quick else 0.02
+    default_target = 0.5 if args.quick else 0.02
     targets = {m: default_target for m in widths}
     for item in args.target:
         name, _, v = item.partition("=")
@@ -121,8 +125,13 @@ def main(argv=None) -> int:
     cfg = MeasureConfig(widths=widths, bits=tuple(args.bits), seeds=tuple(args.seeds), target_loss=targets,
                         max_epochs=args.max_epochs or (8 if args.quick else 60),
                         probe_epochs=args.probe_epochs or (3 if args.quick else 5), lr=args.lr,
-                        data_dir=data_dir)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / ("paper_cifar_quick" if args.quick else "paper_cifar"))
+                        data_dir=data_dir, data=args.data,
+                        train_size=2000 if args.data == "data1" else 5000,
+                        val_size=500 if args.data == "data1" else 1000)
+    paper_key = "data1" if args.data == "data1" else "data2"
+    scenario = args.scenario or str(ROOT / "examples" / f"paper-{paper_key}.yaml")
+    stem = "paper_cifar" + ("" if args.data == "data1" else "_data2") + ("_quick" if args.quick else "")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / stem)
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads or max(1, 2 // max(1, args.jobs))
     t0 = time.perf_counter()
@@ -132,7 +141,7 @@ def main(argv=None) -> int:
     from jqodi.core.pretrained import load_pretrained
     import torch
 
-    torch.set_num_threads(max(1, min(2, threads * max(1, args.jobs))))
+    torch.set_num_threads(threads)
     for m, w in widths.items():
         load_pretrained(m, "cifar10", w, epochs=cfg.pretrain_epochs, data_dir=data_dir, progress=not args.quiet)
     t_pre = time.perf_counter() - t0
@@ -185,9 +194,9 @@ def main(argv=None) -> int:
     obs2 = observation_2(rows)
     estimates = measured_estimates(rows, done, cfg)
     save_estimates(out / "estimates.json", estimates)
-    _say("planning the paper's Data 1 testbed with the measured estimates …")
-    plan = plan_with_estimates(args.scenario, estimates, max(targets.values()),
-                               progress=None if args.quiet else _say)
+    _say(f"planning the paper's testbed ({scenario}) with the measured estimates …")
+    plan = plan_with_estimates(scenario, estimates, max(targets.values()),
+                               progress=None if args.quiet else _say, paper_key=paper_key)
     save_json(out / "plan.json", plan)
     run_epochs = args.run_epochs if args.run_epochs is not None else (3 if args.quick else None)
     measured_run = None
@@ -196,7 +205,7 @@ def main(argv=None) -> int:
 
         _say("running JQODI's plan for real (emulated testbed, every role a local process) …")
         t_run = time.perf_counter()
-        measured_run = run_measured_plan(args.scenario, estimates, cfg, out / "run", max_epochs=run_epochs,
+        measured_run = run_measured_plan(scenario, estimates, cfg, out / "run", max_epochs=run_epochs,
                                          progress=not args.quiet, say=_say)
         measured_run["wall_s"] = time.perf_counter() - t_run
         save_json(out / "run.json", measured_run)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from jqodi.core.data import load_cifar
 from jqodi.errors import DataError
@@ -129,3 +130,24 @@ def test_the_shared_cifar10_is_the_papers_data1_source():
     assert len(yt) % 10000 == 0 and len(yt) >= 10000 and yt.min() == 0 and yt.max() == 9
     d1 = end_device_data("data1", "cifar10", SHARED_CIFAR)
     assert (len(d1.train), len(d1.val)) == (2000, 500) and d1.input_shape == (3, 32, 32)
+
+
+def test_data2_shifted_is_the_test_split_with_labels_deranged_and_images_inverted(tmp_path):
+    from jqodi.core.data import end_device_data
+
+    d = _folder(tmp_path)
+    _batch(d / "test_batch", n=40, seed=5)
+    d1 = end_device_data("data1", "cifar10", d, train_size=30, val_size=10, seed=3)
+    d2 = end_device_data("data2-shifted", "cifar10", d, train_size=30, val_size=10, seed=3)
+    assert (len(d2.train), len(d2.val), d2.num_classes) == (30, 10, 10)
+    x, y = load_cifar(d, "test")
+    # the same recipe as Fashion-MNIST's Data 2, on images of the test split
+    assert "inverted" in d2.description and "(3y+1) mod 10" in d2.description
+    idx = np.random.default_rng([3, 1]).permutation(len(y))[:30]      # the seeded pick of end_device_data
+    assert d2.train.tensors[1].tolist() == ((3 * y[idx] + 1) % 10).tolist()
+    from jqodi.core.data.catalog import to_tensor
+
+    assert torch.allclose(d2.train.tensors[0], to_tensor(255 - x[idx], "cifar10"))
+    assert not torch.equal(d1.train.tensors[0], d2.train.tensors[0])
+    with pytest.raises(DataError, match="test split holds only 40"):
+        end_device_data("data2-shifted", "cifar10", d)   # the paper's 5000 + 1000 do not fit in 40

@@ -79,6 +79,8 @@ class MeasureConfig:
     lr: float = 1e-3
     batch_size: int = 64
     data_dir: str | None = None
+    #: the SD's data: ``data1`` (the paper's) or ``data2-shifted`` (the Data 2 analog; sizes 5000/1000)
+    data: str = "data1"
     #: bootstrap refits of the probe estimator (its default; fewer only to keep tests short)
     probe_boot: int = 50
 
@@ -162,7 +164,8 @@ def measure_run(model: str, bits: int, seed: int, cfg: MeasureConfig, *, pretrai
             "gamma_val": g_va.expected, "gamma_val_robust": g_va.robust,
             "train_losses": train_losses, "val_losses": val_losses, "val_accuracy": val_acc,
             "epoch_s": epoch_s, "wall_s": time.perf_counter() - t0,
-            "lr": cfg.lr, "batch_size": cfg.batch_size, "train_size": len(data.train), "val_size": len(data.val),
+            "lr": cfg.lr, "batch_size": cfg.batch_size, "data": cfg.data, "train_size": len(data.train),
+            "val_size": len(data.val),
             "pretrained": {k_: pretrained.meta.get(k_) for k_ in
                            ("dataset", "epochs", "cloud_train_size", "cloud_val_loss", "cloud_val_accuracy")}}
 
@@ -201,7 +204,7 @@ def table_vi(runs: Sequence[dict], cfg: MeasureConfig, paper: Mapping | None = N
     K^exp and K^rob (means over the seeds' predictions), γ measured, and the paper's row beside."""
     from jqodi.app.paper import PAPER
 
-    paper_epochs = (paper if paper is not None else PAPER["data1"])["epochs"]
+    paper_epochs = (paper if paper is not None else PAPER["data1" if cfg.data == "data1" else "data2"])["epochs"]
     by_key: dict[tuple[str, int], list[dict]] = {}
     for r in runs:
         by_key.setdefault((r["model"], r["bits"]), []).append(r)
@@ -300,15 +303,15 @@ def measured_estimates(rows: Sequence[dict], runs: Sequence[dict], cfg: MeasureC
             gamma_robust=row["gamma_robust"], epochs_expected=probe.expected, epochs_robust=probe.robust,
             target_loss=row["target_loss"], final_loss_expected=probe.final_loss_expected,
             final_loss_robust=probe.final_loss_robust,
-            source=f"measured:probe({probe_epochs} epochs of seed {rs[0]['seed']}; cifar10 data1, "
+            source=f"measured:probe({probe_epochs} epochs of seed {rs[0]['seed']}; cifar10 {cfg.data}, "
                    f"{LOSS_KIND}, width {row['width']:g})",
-            provenance={"model": row["model"], "width": row["width"], "dataset": "cifar10", "data_name": "data1",
+            provenance={"model": row["model"], "width": row["width"], "dataset": "cifar10", "data_name": cfg.data,
                         "loss_kind": "train-cross-entropy"}))
     return out
 
 
 def plan_with_estimates(scenario_path: str | Path, estimates, target_loss: float,
-                        progress: Say | None = None) -> dict[str, Any]:
+                        progress: Say | None = None, paper_key: str = "data1") -> dict[str, Any]:
     """Plan the paper's Data 1 testbed (``scenario_path``, its fitted device files) with the
     measured ``estimates`` in place of its static table; every strategy of Section V-A
     (:func:`jqodi.app.evaluation.evaluate_instance`), beside the paper's Fig. 7(c) and Table V.
@@ -341,7 +344,7 @@ def plan_with_estimates(scenario_path: str | Path, estimates, target_loss: float
 
     anchors = loss_anchors_from_estimates(list(estimates), instance.target_loss)
     ev = evaluate_instance(instance, solve=solve, epoch_cost=epoch_cost, loss_anchors=anchors,
-                           paper_key="data1", name="cifar10-data1-measured", progress=progress)
+                           paper_key=paper_key, name=f"cifar10-{paper_key}-measured", progress=progress)
     # planning time = compiling the instance (profiles, cost tables: cold, first) + JQODI's solve
     # (the median of 5; the first, cold solve is the evaluation's plan_time_s)
     times = []
@@ -352,7 +355,8 @@ def plan_with_estimates(scenario_path: str | Path, estimates, target_loss: float
     jq = ev.strategy("JQODI")
     plan_s = compile_s + statistics.median(times)
     cloud_w = float(scenario.cloud.device().busy_power_w)
-    paper_v = {"total_energy_j": 7651.3, "jqodi_energy_j": 28.35}
+    paper_v = {"total_energy_j": 7651.3, "jqodi_energy_j": 28.35} if paper_key == "data1" else \
+        {"total_energy_j": 12091.0, "jqodi_energy_j": 36.75}         # Table V
     table_v = {"total_energy_j": jq.energy_j, "planning_time_s": plan_s, "compile_s": compile_s,
                "solve_s_median": statistics.median(times), "solve_s_first": jq.plan_time_s,
                "cloud_busy_power_w": cloud_w,
@@ -369,7 +373,7 @@ def plan_with_estimates(scenario_path: str | Path, estimates, target_loss: float
     return {"scenario": str(scenario_path), "deadline_s": instance.deadline_s, "target_loss": instance.target_loss,
             "instance": instance.to_dict() if hasattr(instance, "to_dict") else None,
             "strategies": strategies, "comparison": ev.comparison, "epochs_table": ev.epochs_table,
-            "table_v": table_v, "paper_fig7c": PAPER["data1"]["strategies"], "notes": ev.notes}
+            "table_v": table_v, "paper_fig7c": PAPER[paper_key]["strategies"], "notes": ev.notes}
 
 
 def run_measured_plan(scenario_path: str | Path, estimates, cfg: MeasureConfig, workdir: str | Path, *,
@@ -394,9 +398,9 @@ def run_measured_plan(scenario_path: str | Path, estimates, cfg: MeasureConfig, 
     work.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(Path(scenario_path).read_text())
     target = max(cfg.target(m) for m in cfg.widths)
-    raw.update({"name": "cifar10-data1-measured", "target_loss": target, "learning": [],
+    raw.update({"name": f"cifar10-{cfg.data}-measured", "target_loss": target, "learning": [],
                 "models": [{"name": m, "width": float(w)} for m, w in cfg.widths.items()]})
-    raw["data"] = {**raw["data"], "dataset": "cifar10", "split": "data1", "data_dir": cfg.data_dir,
+    raw["data"] = {**raw["data"], "dataset": "cifar10", "split": cfg.data, "data_dir": cfg.data_dir,
                    "train_size": cfg.train_size, "val_size": cfg.val_size}
     raw.setdefault("training", {}).update({"lr": cfg.lr, "batch_size": cfg.batch_size})
     scen = work / "scenario.yaml"

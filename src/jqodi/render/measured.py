@@ -22,7 +22,9 @@ def _bits(b: int) -> str:
 def measured_markdown(summary: Mapping[str, Any]) -> str:
     """The summary of ``benchmarks/paper_cifar.py`` as Markdown."""
     cfg = summary["config"]
-    lines = [f"**Table VI measured** (CIFAR-10 Data 1: {cfg['train_size']} + {cfg['val_size']} test-batch images; "
+    data = cfg.get("data", "data1")
+    table = "Table VI" if data == "data1" else "Table VII (Data 2 analog)"
+    lines = [f"**{table} measured** (CIFAR-10 {data}: {cfg['train_size']} + {cfg['val_size']} test-batch images; "
              f"L = training cross-entropy; ≤ {cfg['max_epochs']} epochs; seeds {cfg['seeds']}; "
              f"probe {cfg['probe_epochs']} epochs; held-out predictions averaged over seeds; ∞ = not reached within "
              f"{cfg['max_epochs']} epochs)", "",
@@ -49,7 +51,8 @@ def measured_markdown(summary: Mapping[str, Any]) -> str:
         verdict = "holds" if o["fewer_bits_more_epochs"] else "does not hold: " + "; ".join(o["violations"])
         one = {None: "1 bit not run", True: "1 bit reached", False: "1 bit never reached"}[o["one_bit_reached"]]
         lines.append(f"- {o['model']}: K = {ks} — {verdict}; {one}")
-    lines += ["", "**Fig. 7(c) planned with the measured estimates** (paper testbed: fitted device files)", "",
+    fig = "Fig. 7(c)" if data == "data1" else "Fig. 11(c)"
+    lines += ["", f"**{fig} planned with the measured estimates** (paper testbed: fitted device files)", "",
               "| strategy | ours: choice | energy J | time s | reaches L_max | meets T_max | paper: choice | "
               "energy J | time s |", "|---|---|---|---|---|---|---|---|---|"]
     for c in summary["fig7c"]:
