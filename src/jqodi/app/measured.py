@@ -223,7 +223,9 @@ def table_vi(runs: Sequence[dict], cfg: MeasureConfig, paper: Mapping | None = N
             "K_std": statistics.pstdev(fin) if len(fin) > 1 else (0.0 if fin else None),
             "reached": f"{len(fin)}/{len(ks)}", "max_epochs": max(r["max_epochs"] for r in rs),
             "final_loss_mean": _mean([r["train_losses"][-1] for r in rs if r["train_losses"]]),
-            "gamma": _mean([r["gamma"] for r in rs]), "gamma_robust": max(r["gamma_robust"] for r in rs),
+            "gamma": _mean([r["gamma"] for r in rs]),
+            "gamma_robust": max((g for r in rs if (g := r["gamma_robust"]) is not None and math.isfinite(g)),
+                                default=None),
             "gamma_val": _mean([r["gamma_val"] for r in rs]),
             "epoch_s_median": statistics.median([s for r in rs for s in r["epoch_s"]] or [0.0]),
             "held_out": held}
@@ -287,12 +289,15 @@ def _fmt(k: float) -> str:
 def measured_estimates(rows: Sequence[dict], runs: Sequence[dict], cfg: MeasureConfig):
     """:class:`~jqodi.core.estimates.LearningEstimate` per (model, bits) as a deployment would have
     them before fine-tuning: K^exp/K^rob from the probe estimator on seed 0's first P epochs (the
-    lowest seed), L_a and γ measured (means over seeds; γ^rob the largest)."""
+    lowest seed), L_a and γ measured (means over seeds; γ^rob the largest). A row whose γ is not
+    finite (the quantized model's loss overflowed) gets no estimate: it is not planned."""
     from jqodi.core.estimates import LearningEstimate
     from jqodi.learning.curves import estimate_from_probe
 
     out = []
     for row in rows:
+        if row["gamma"] is None or row["L_a"] is None:   # the quantized model's loss was not finite
+            continue
         rs = sorted((r for r in runs if (r["model"], r["bits"]) == (row["model"], row["bits"])),
                     key=lambda r: r["seed"])
         probe_epochs = cfg.probe_epochs

@@ -36,7 +36,8 @@ def measured_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"| {r['target_loss']:g} | {r['model']} ({r['width']:g}) | {r['L_a']:.4f} | {_bits(r['bits'])} | {k} | "
             f"{r['reached']} | {_k(r['probe_K_exp'])} | {_k(r['probe_K_rob'])} | {_k(r['store_K_exp'])} | "
-            f"{_k(r['store_K_rob'])} | {r['gamma']:+.4f} | {r['gamma_robust']:+.4f} | {r.get('paper_K', '–')} | "
+            f"{_k(r['store_K_rob'])} | {_num(r['gamma'], '+.4f')} | {_num(r['gamma_robust'], '+.4f')} | "
+            f"{r.get('paper_K', '–')} | "
             f"{_k(r.get('paper_K_exp')) if 'paper_K' in r else '–'} | "
             f"{_k(r.get('paper_K_rob')) if 'paper_K' in r else '–'} |")
     lines += ["", "**Estimators (held out)**", "",
