@@ -196,7 +196,8 @@ def main(argv=None) -> int:
     save_estimates(out / "estimates.json", estimates)
     _say(f"planning the paper's testbed ({scenario}) with the measured estimates …")
     plan = plan_with_estimates(scenario, estimates, max(targets.values()),
-                               progress=None if args.quiet else _say, paper_key=paper_key)
+                               progress=None if args.quiet else _say, paper_key=paper_key,
+                               out_dir=out / "evaluation")
     save_json(out / "plan.json", plan)
     run_epochs = args.run_epochs if args.run_epochs is not None else (3 if args.quick else None)
     measured_run = None
@@ -215,7 +216,8 @@ def main(argv=None) -> int:
                "table_vi": rows, "estimators": metrics, "observation_2": obs2,
                "table_v": plan["table_v"], "fig7c": plan["comparison"], "run": measured_run,
                "files": {"runs": str(out / "runs"), "estimates": str(out / "estimates.json"),
-                         "plan": str(out / "plan.json"), "summary": str(out / "summary.json"),
+                         "plan": str(out / "plan.json"), "evaluation": str(out / "evaluation"),
+                         "summary": str(out / "summary.json"),
                          "run": str(out / "run.json") if measured_run else None,
                          "markdown": str(out / "tables.md")}}
     from jqodi.render.measured import measured_markdown

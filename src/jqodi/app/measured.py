@@ -316,13 +316,16 @@ def measured_estimates(rows: Sequence[dict], runs: Sequence[dict], cfg: MeasureC
 
 
 def plan_with_estimates(scenario_path: str | Path, estimates, target_loss: float,
-                        progress: Say | None = None, paper_key: str = "data1") -> dict[str, Any]:
+                        progress: Say | None = None, paper_key: str = "data1",
+                        out_dir: str | Path | None = None) -> dict[str, Any]:
     """Plan the paper's Data 1 testbed (``scenario_path``, its fitted device files) with the
     measured ``estimates`` in place of its static table; every strategy of Section V-A
     (:func:`jqodi.app.evaluation.evaluate_instance`), beside the paper's Fig. 7(c) and Table V.
 
     Planning energy (Table V's "JQODI Energy"): JQODI's planning wall time on this host × the
-    cloud device's busy power (the planner runs on the CS)."""
+    cloud device's busy power (the planner runs on the CS). With ``out_dir``, the evaluation is
+    also written there as ``jqodi evaluate --out`` writes it (``evaluation.json``, ``summary.txt``,
+    the PNG figures), which ``jqodi report`` reads."""
     import dataclasses
 
     from jqodi.app.evaluation import evaluate_instance
@@ -350,6 +353,10 @@ def plan_with_estimates(scenario_path: str | Path, estimates, target_loss: float
     anchors = loss_anchors_from_estimates(list(estimates), instance.target_loss)
     ev = evaluate_instance(instance, solve=solve, epoch_cost=epoch_cost, loss_anchors=anchors,
                            paper_key=paper_key, name=f"cifar10-{paper_key}-measured", progress=progress)
+    if out_dir is not None:
+        from jqodi.app.evaluation import write_outputs
+
+        write_outputs(ev, out_dir)
     # planning time = compiling the instance (profiles, cost tables: cold, first) + JQODI's solve
     # (the median of 5; the first, cold solve is the evaluation's plan_time_s)
     times = []
