@@ -15,7 +15,7 @@ SD", but the values the paper reports rule that out: L = 0.0186 / 0.0156 / 0.018
 full-precision LeNet-like, ResNet20 and VGG-like (Table VI) and L_max = 0.02 are cross-entropies
 of ≈ 99.5 % confident correct answers — no CIFAR-10 model of that size gets near them on held-out
 images (a well-trained ResNet20 has a test cross-entropy ≈ 0.3), while a model *fitting its
-training images* does; Fig. 7(b) is labelled "training loss versus time taken"; and Data 2
+training images* does; §V-C describes Fig. 7(b) as "the training loss versus time taken curves"; and Data 2
 (more training images) reaching the target more easily is what §V-D attributes to "more training
 data". So L(k) here is the mean cross-entropy over epoch k's training batches on the SD, as the
 worker computes it while training (the quantity a training log prints; no extra pass), and
