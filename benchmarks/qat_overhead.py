@@ -6,11 +6,13 @@ interleaving the two so that load from other processes hits both alike, and repo
 step time and the ratio QAT / plain. Brevitas is deliberately not installed; the issue's figures
 for it (×1.5–2.0, NaN from its default 1-bit weight quantizer) are quoted, not re-measured.
 
-    python benchmarks/qat_overhead.py [--steps 20] [--batch 64] [--threads 2] [--compare-ref]
+    python benchmarks/qat_overhead.py [--steps 20] [--batch 64] [--threads 2] [--compare-ref] [--clock cpu]
 
-``--compare-ref`` also times, interleaved in the same loop, the same QAT model with the previous
-fused quantizer (``_LSQv1`` below: mask and rounding recomputed in the backward, ``torch.where``
-for the step gradient), so before/after figures share the machine's load.
+``--compare-ref`` also times, interleaved in the same loop, the same QAT model with a previous
+quantizer, so before/after figures share the machine's load: ``--ref v2`` (default) the fused
+kernel with ``effective_step`` as separate autograd nodes in front of it (before it was fused),
+``--ref v1`` the first fused version (``_LSQv1`` below: mask and rounding recomputed in the
+backward, ``torch.where`` for the step gradient). The JSON keys say ``v1`` for either.
 """
 from __future__ import annotations
 
@@ -56,9 +58,24 @@ def _v1_fake_quant():
                     grad_s = ds.sum(dim=tuple(range(1, ds.dim())), keepdim=True).reshape(step.shape) * g
             return grad_x, grad_s, None, None, None, None
 
-    def fake_quant(x, step, bits, signed, grad_scale):
+    def fake_quant(x, step, bits, signed, grad_scale, learned_step=False):
+        from jqodi.core.quant import effective_step
+
+        if learned_step:
+            step = effective_step(step)
         qn, qp = _levels(bits, signed)
         return _LSQv1.apply(x, step, float(qn), float(qp), bits == 1 and signed, float(grad_scale))
+
+    return fake_quant
+
+
+def _v2_fake_quant(fq_new):
+    """The fused quantizer as it was before ``effective_step`` was fused into it (v2): the same
+    kernel, with ``effective_step`` as five small autograd nodes in front of it."""
+    from jqodi.core.quant import effective_step
+
+    def fake_quant(x, step, bits, signed, grad_scale, learned_step=False):
+        return fq_new(x, effective_step(step) if learned_step else step, bits, signed, grad_scale)
 
     return fake_quant
 
@@ -81,22 +98,30 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=float, default=None,
                     help="width multiplier for every model (default: the CPU-scale DEFAULT_WIDTH)")
     ap.add_argument("--compare-ref", action="store_true",
-                    help="also time the previous quantizer (v1) in the same interleaved loop")
+                    help="also time the previous quantizer (--ref) in the same interleaved loop")
+    ap.add_argument("--ref", choices=("v1", "v2"), default="v2",
+                    help="the previous quantizer: v1 (before the two-kernel backward) or v2 (before "
+                         "effective_step was fused; default)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: this process's CPU time (steadier on a machine shared with "
+                         "other work: time spent waiting for a core is not counted; use with --threads 1)")
     args = ap.parse_args(argv)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     import jqodi.core.quant.layers as quant  # the module whose layers call fake_quant
 
-    fq_new, fq_v1 = quant.fake_quant, _v1_fake_quant()
+    fq_new = quant.fake_quant
+    fq_v1 = _v1_fake_quant() if args.ref == "v1" else _v2_fake_quant(fq_new)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
 
     def step_time(model, opt, fq=None):
         quant.fake_quant = fq or fq_new
-        t = time.perf_counter()
+        t = clock()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
-        return time.perf_counter() - t
+        return clock() - t
 
     rows = []
     for name in args.models:
@@ -126,10 +151,10 @@ def main(argv=None) -> int:
                          "ratio": round(q / p, 3)})
             if args.compare_ref:
                 r = statistics.median(tr)
-                rows[-1].update({"qat_v1_step_ms": round(r * 1e3, 2), "ratio_v1": round(r / p, 3)})
+                rows[-1].update({"ref": args.ref, "qat_v1_step_ms": round(r * 1e3, 2), "ratio_v1": round(r / p, 3)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     quant.fake_quant = fq_new
-    summary = {"threads": args.threads, "steps": args.steps, "results": rows,
+    summary = {"threads": args.threads, "steps": args.steps, "clock": args.clock, "results": rows,
                "median_ratio": statistics.median(r["ratio"] for r in rows)}
     if args.compare_ref:
         summary["median_ratio_v1"] = statistics.median(r["ratio_v1"] for r in rows)

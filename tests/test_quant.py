@@ -275,3 +275,33 @@ def test_a_step_at_or_below_zero_quantizes_with_its_magnitude_and_never_divides_
     w_pos = layer.quantized_weight().detach()
     layer.weight_step.data.neg_()
     assert torch.equal(layer.quantized_weight().detach(), w_pos)
+
+
+@pytest.mark.parametrize("step_shape", [(), (1,), (4, 1, 1, 1), (1, 3, 1, 1)])
+@pytest.mark.parametrize("bits,signed", [(1, True), (4, True), (8, False)])
+def test_learned_step_fused_matches_effective_step_then_fake_quant(step_shape, bits, signed):
+    """``fake_quant(..., learned_step=True)`` (what the QAT layers call) gives the values and the
+    gradients of ``fake_quant(x, effective_step(s), ...)``, for steps > 0, < 0, = 0 and below ε."""
+    from jqodi.core.quant import effective_step, fake_quant
+
+    torch.manual_seed(11)
+    x = torch.randn(4, 3, 5, 5) if signed else torch.relu(torch.randn(4, 3, 5, 5))
+    s0 = (torch.rand(step_shape) + 0.2) * 0.3
+    flat = s0.view(-1)
+    if flat.numel() >= 4:
+        flat[1], flat[2], flat[3] = -flat[1], 0.0, 1e-12
+    elif flat.numel():
+        s0 = -s0
+    res = []
+    for fused in (True, False):
+        xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
+        out = fake_quant(xx, ss, bits, signed, 0.37, learned_step=True) if fused else \
+            fake_quant(xx, effective_step(ss), bits, signed, 0.37)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        res.append((out.detach(), xx.grad, ss.grad))
+    for a, b in zip(*res):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(fake_quant(x, s0, bits, signed, 0.37, learned_step=True),
+                           fake_quant(x, effective_step(s0), bits, signed, 0.37))

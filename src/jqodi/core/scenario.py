@@ -73,10 +73,10 @@ def _dataset_name(v: Any) -> Any:
 
 
 def _split_name(v: Any) -> Any:
-    if isinstance(v, str) and v not in ("data1", "data2") and not (v.endswith(".npz") or "/" in v
-                                                                    or v.startswith(".")):
-        raise ValueError(f"must be data1, data2 or the path of your own image folder or .npz file "
-                         f"(with a '/'), got {v!r}")
+    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and \
+            not (v.endswith(".npz") or "/" in v or v.startswith(".")):
+        raise ValueError(f"must be data1, data2, data2-shifted or the path of your own image folder or .npz "
+                         f"file (with a '/'), got {v!r}")
     return v
 
 

@@ -6,6 +6,11 @@
 * **Data 2** (heterogeneous): 5000 train + 1000 validation images whose classes and look differ
   from the cloud's data (CIFAR: ten CIFAR-100 classes; Fashion-MNIST: labels permuted by
   ``y -> (3*y + 1) mod 10`` and images inverted; see :mod:`jqodi.core.data`).
+* **Data 2, shifted** (``data2-shifted``, any dataset; the CIFAR-10 analog of Data 2 where
+  CIFAR-100 is absent): 5000 + 1000 images of the cloud dataset's test split with Fashion-MNIST's
+  Data 2 recipe, labels permuted by the derangement ``y -> (3*y + 1) mod 10`` (every class gets a
+  new meaning: the classifier must be re-learned, as for ten unseen classes) and images inverted
+  (``255 - x``: other low-level statistics), so classes and look both differ from pretraining.
 * **Your own data** (an image folder or ``.npz``) in place of ``data1``/``data2``, shaped and
   normalised as the cloud's dataset.
 
@@ -30,7 +35,7 @@ __all__ = ["CIFAR100_DATA2_CLASSES", "EndDeviceData", "FMNIST_DATA2_LABELS", "SD
            "cloud_dataset", "end_device_data"]
 
 #: The paper's SD split sizes (train, val).
-SD_SPLITS = {"data1": (2000, 500), "data2": (5000, 1000)}
+SD_SPLITS = {"data1": (2000, 500), "data2": (5000, 1000), "data2-shifted": (5000, 1000)}
 
 #: Data 2 on Fashion-MNIST: the label derangement y -> (3y + 1) mod 10.
 FMNIST_DATA2_LABELS = tuple((3 * y + 1) % 10 for y in range(10))
@@ -115,7 +120,7 @@ def end_device_data(name: str = "data1", dataset: str = "fashion-mnist", data_di
     n_val = SD_SPLITS[name][1] if val_size is None else int(val_size)
     rng = np.random.default_rng([seed, 0 if name == "data1" else 1])
 
-    if name == "data1" or dataset == "fashion-mnist":
+    if name in ("data1", "data2-shifted") or dataset == "fashion-mnist":
         x, y = load_raw(dataset, "test", data_dir)
         _check_sizes(name, n_train, n_val, len(y), f"the {dataset} test split")
         idx = rng.permutation(len(y))
@@ -128,7 +133,7 @@ def end_device_data(name: str = "data1", dataset: str = "fashion-mnist", data_di
             perm = np.asarray(FMNIST_DATA2_LABELS, dtype=np.int64)
             ytr, yva = perm[ytr], perm[yva]
             xtr, xva = 255 - xtr, 255 - xva
-            desc = (f"{n_train}+{n_val} images from the fashion-mnist test split, inverted, "
+            desc = (f"{n_train}+{n_val} images from the {dataset} test split, inverted, "
                     f"labels y->(3y+1) mod 10 (heterogeneous)")
     else:  # data2 on CIFAR: ten CIFAR-100 classes
         cls = list(CIFAR100_DATA2_CLASSES if classes is None else classes)

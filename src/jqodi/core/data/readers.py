@@ -110,17 +110,49 @@ def _unpickle(path: Path) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_arrays(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     if "data" not in d or label_key not in d:
         raise DataError(f"{path} is not a CIFAR batch: keys 'data' and '{label_key}' expected, "
                         f"found {sorted(d)}")
-    data = np.asarray(d["data"])
-    labels = np.asarray(d[label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+    try:
+        data = np.asarray(d["data"])
+        labels = np.asarray(d[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DataError(f"{path} is corrupt: its data or labels are not arrays ({e})") from e
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.ndim != 1 \
+            or len(data) != len(labels):
         raise DataError(f"{path} is corrupt: expected N×3072 uint8 data and N labels, "
                         f"got {data.dtype} {data.shape} and {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{path} is corrupt: labels outside 0..{n_classes - 1} "
+                        f"(found {int(labels.min())}..{int(labels.max())})")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+#: CIFAR-10's training batches: any leading run of these (``data_batch_1`` … ``data_batch_k``) is a
+#: training split; ../shared holds the first two (a full download all five).
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_MARKERS = ("batches.meta", "test_batch", "meta") + CIFAR10_TRAIN_BATCHES
+
+
+def _cifar10_files(d: Path, split: str) -> list[str] | None:
+    """The batch files of ``split`` in folder ``d``: ``None`` when ``d`` holds no CIFAR-10 batch at
+    all; a :class:`DataError` naming the missing file when ``d`` is a CIFAR-10 folder without them
+    (no ``test_batch``; no ``data_batch_1``; a gap such as batches 1 and 3 without 2)."""
+    if not any((d / f).is_file() for f in _CIFAR_MARKERS if f != "meta"):
+        return None
+    if split != "train":
+        if not (d / "test_batch").is_file():
+            raise DataError(f"{d / 'test_batch'} is missing: the CIFAR-10 folder {d} has no test split")
+        return ["test_batch"]
+    present = [(d / f).is_file() for f in CIFAR10_TRAIN_BATCHES]
+    n = present.index(False) if False in present else len(present)
+    if n == 0 or any(present[n:]):
+        raise DataError(f"{d / CIFAR10_TRAIN_BATCHES[n]} is missing: CIFAR-10's training split is "
+                        f"data_batch_1 … data_batch_k with no gap (found "
+                        f"{', '.join(f for f, p in zip(CIFAR10_TRAIN_BATCHES, present) if p) or 'none'})")
+    return list(CIFAR10_TRAIN_BATCHES[:n])
 
 
 def load_cifar(data_dir: str | Path | None = None, split: str = "train",
@@ -129,31 +161,33 @@ def load_cifar(data_dir: str | Path | None = None, split: str = "train",
 
     Looks in ``data_dir`` itself and in its ``cifar-10-batches-py`` / ``cifar-100-python``
     sub-folder; without ``data_dir``: ``$JQODI_DATA_DIR``, ``/usr/share/datasets`` and
-    ``$JQODI_HOME/datasets``.
+    ``$JQODI_HOME/datasets``. CIFAR-10's training split is the batches present, ``data_batch_1``
+    up to the first one missing (the shared copy beside the repository holds two, 20,000 images).
+    A missing batch in a CIFAR folder, a truncated or corrupt file, another array shape or a
+    label out of range: :class:`DataError` naming the file.
     """
     if which not in ("cifar10", "cifar100"):
         raise DataError(f"unknown CIFAR variant {which!r} (cifar10 or cifar100)")
     sub = "cifar-10-batches-py" if which == "cifar10" else "cifar-100-python"
-    if which == "cifar10":
-        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        key = "labels"
-    else:
-        files = ["train"] if split == "train" else ["test"]
-        key = "fine_labels"
+    n_cls = 10 if which == "cifar10" else 100
+    key = "labels" if which == "cifar10" else "fine_labels"
+    wanted = ("data_batch_1 …" if split == "train" else "test_batch") if which == "cifar10" else \
+        ("train" if split == "train" else "test")
     looked = []
     for root in _default_roots(data_dir):
         for d in (root, root / sub):
             looked.append(str(d))
-            if all((d / f).is_file() for f in files):
-                parts = [_cifar_arrays(d / f, key) for f in files]
-                x = np.concatenate([p[0] for p in parts])
-                y = np.concatenate([p[1] for p in parts])
-                n_cls = 10 if which == "cifar10" else 100
-                if y.size and (y.min() < 0 or y.max() >= n_cls):
-                    raise DataError(f"{d}: labels outside 0..{n_cls - 1}; the files are corrupt")
-                return x, y
-    raise DataError(f"{which.upper()} not found: looked for {', '.join(files)} in {', '.join(looked)}; "
-                    f"{CIFAR_HINT}")
+            if which == "cifar10":
+                files = _cifar10_files(d, split)
+                if files is None:
+                    continue
+            else:
+                files = [wanted]
+                if not (d / wanted).is_file():
+                    continue
+            parts = [_cifar_arrays(d / f, key, n_cls) for f in files]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    raise DataError(f"{which.upper()} not found: looked for {wanted} in {', '.join(looked)}; {CIFAR_HINT}")
 
 
 def load_raw(dataset: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@
   image, which is signed, so it uses signed levels. The step is calibrated by
   :func:`calibrate_activations` (or lazily from the first batch the layer sees); the buffer
   ``act_calibrated`` records that it was, so the step's value never doubles as a flag.
-* Every step enters the forward as :func:`jqodi.core.quant.lsq.effective_step` (``max(|s|, ε)``).
+* Every step enters the forward as :func:`jqodi.core.quant.lsq.effective_step` (``max(|s|, ε)``),
+  fused into the quantizer (``fake_quant(..., learned_step=True)``).
 * ``bits = 32`` leaves the model unchanged. ``act_bits`` defaults to 8 (``W{q}A8``); 32 turns
   activation quantization off.
 """
@@ -27,7 +28,7 @@ from torch import nn
 from jqodi.errors import ModelError
 
 from jqodi.core.quant.lsq import (FULL_PRECISION, _init_act_step, _init_weight_step, _levels, check_bits,
-                                  effective_step, fake_quant)
+                                  fake_quant)
 
 __all__ = ["QConv2d", "QLinear", "calibrate_activations", "model_bits", "prepare_qat", "quant_layers"]
 
@@ -63,7 +64,7 @@ class _QuantMixin:
         step = self.weight_step.view(-1, *([1] * (w.dim() - 1)))
         _, qp = _levels(self.bits, True)
         g = 1.0 / math.sqrt(w[0].numel() * qp)
-        return fake_quant(w, effective_step(step), self.bits, True, g)
+        return fake_quant(w, step, self.bits, True, g, learned_step=True)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_bits >= FULL_PRECISION:
@@ -74,7 +75,7 @@ class _QuantMixin:
                 self.act_calibrated.fill_(True)
         _, qp = _levels(self.act_bits, self.act_signed)
         g = 1.0 / math.sqrt(max(1, x[0].numel()) * qp)
-        return fake_quant(x, effective_step(self.act_step), self.act_bits, self.act_signed, g)
+        return fake_quant(x, self.act_step, self.act_bits, self.act_signed, g, learned_step=True)
 
     def extra_repr(self) -> str:  # type: ignore[override]
         return super().extra_repr() + f", bits={self.bits}, act_bits={self.act_bits}"  # type: ignore[misc]

@@ -77,8 +77,12 @@ class _LSQ(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, step, qn, qp, sign, g):
+    def forward(ctx, x, step, qn, qp, sign, g, learned=False):
         ctx.g = g
+        ctx.learned = learned
+        if learned:  # ``step`` is the raw learnable step: use effective_step(step), fused (no graph nodes)
+            ctx.step_sign = torch.ge(step, 0).to(step.dtype).mul_(2).sub_(1)   # ∂|s|/∂s, +1 at 0
+            step = step.abs().clamp_min_(MIN_STEP)
         v = x / step                      # full-size temporaries: v, vc and out only
         vc = v.clamp(qn, qp)
         mask = torch.eq(vc, v, out=v)     # v := 1.0 inside [Qn, Qp] else 0.0 (float, no bool)
@@ -110,19 +114,29 @@ class _LSQ(torch.autograd.Function):
                 dims = list(range(lead)) + [lead + i for i, n in enumerate(step.shape)
                                             if n == 1 and prod.shape[lead + i] != 1]
                 grad_s = (prod.sum(dims, keepdim=True) if dims else prod).reshape(step.shape) * ctx.g
-        return grad_x, grad_s, None, None, None, None
+            if ctx.learned:
+                grad_s = grad_s * ctx.step_sign
+        return grad_x, grad_s, None, None, None, None, None
 
 
-def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, grad_scale: float) -> torch.Tensor:
-    """LSQ fake quantization of ``x`` with (broadcastable) step ``step``; STE for rounding."""
+def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, grad_scale: float, *,
+               learned_step: bool = False) -> torch.Tensor:
+    """LSQ fake quantization of ``x`` with (broadcastable) step ``step``; STE for rounding.
+
+    ``learned_step=True``: ``step`` is a raw learnable step and the quantizer uses
+    :func:`effective_step` of it, fused into the same autograd node (values and gradients equal
+    ``fake_quant(x, effective_step(step), ...)``; what the QAT layers call: it saves the five
+    small autograd nodes of ``effective_step`` per quantizer and step, docs/learning.md)."""
     qn, qp = _levels(bits, signed)
     if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)):
+        if learned_step:
+            step = step.detach().abs().clamp_min(MIN_STEP)
         with torch.no_grad():  # inference: no mask, no saved tensors
             v = (x / step).clamp_(qn, qp)
             if bits == 1 and signed:
                 return torch.ge(v, 0, out=torch.empty_like(v)).mul_(2).sub_(1).mul_(step)
             return v.round_().mul_(step)
-    return _LSQ.apply(x, step, float(qn), float(qp), bits == 1 and signed, float(grad_scale))
+    return _LSQ.apply(x, step, float(qn), float(qp), bits == 1 and signed, float(grad_scale), learned_step)
 
 
 def effective_step(step: torch.Tensor) -> torch.Tensor:

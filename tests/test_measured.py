@@ -1,0 +1,107 @@
+"""The measured CIFAR-10 evaluation (jqodi.app.measured): one tiny real run, and Table VI, the held-out
+estimators, Observation 2, the estimates and the plan built from synthetic runs (no ../shared needed)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from jqodi.app.measured import (MeasureConfig, estimator_metrics, measure_run, measured_estimates, observation_2,
+                                plan_with_estimates, table_vi)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _curve(k_reach: int | None, n: int, target: float = 0.1) -> list[float]:
+    """A falling training loss that crosses ``target`` at epoch ``k_reach`` (never if ``None``)."""
+    if k_reach is None:
+        return [1.0 - 0.02 * i for i in range(n)]
+    return [target * (1.0 + 0.2 * (k_reach - e)) if e < k_reach else target * (0.95 - 0.01 * (e - k_reach))
+            for e in range(1, n + 1)]
+
+
+def _run(model, bits, seed, k, n=12, target=0.1):
+    losses = _curve(k, n if k is None else max(k, 3), target)
+    return {"model": model, "width": 0.25, "bits": bits, "seed": seed, "target_loss": target, "K": k,
+            "epochs_run": len(losses), "max_epochs": n, "L_a": 0.05, "start_loss": 0.3 + 0.1 / bits,
+            "gamma": 0.2 / bits, "gamma_robust": 0.25 / bits, "gamma_val": 0.1 / bits, "train_losses": losses,
+            "val_losses": [1.0] * len(losses), "epoch_s": [1.0] * len(losses)}
+
+
+KS = {1: (None, None, None), 4: (6, 7, 6), 8: (5, 5, 4)}
+
+
+@pytest.fixture
+def runs():
+    return [_run("lenet", b, s, k) for b, ks in KS.items() for s, k in enumerate(ks)]
+
+
+def test_table_vi_observation_2_and_estimates_from_runs(runs):
+    cfg = MeasureConfig(widths={"lenet": 0.25}, target_loss={"lenet": 0.1}, max_epochs=12, probe_epochs=3,
+                        probe_boot=5)
+    rows = table_vi(runs, cfg)
+    by = {r["bits"]: r for r in rows}
+    assert [r["bits"] for r in rows] == [1, 4, 8]
+    assert by[1]["K_mean"] is None and by[1]["reached"] == "0/3"
+    assert by[4]["K_mean"] == pytest.approx(19 / 3) and by[4]["K_std"] == pytest.approx(math.sqrt(2 / 9))
+    assert by[4]["paper_K"] == "44±4" and by[4]["paper_K_rob"] == 48 and "paper_K" not in by[1]
+    assert len(by[4]["held_out"]) == 3 and by[4]["gamma"] == pytest.approx(0.05)
+    m = estimator_metrics(rows)
+    assert m["probe"]["predictions"] == m["store"]["predictions"] == 9
+    assert 0 <= m["store"]["coverage_K_rob_ge_K"] <= 1
+    # the store estimator sees the other seeds' whole curves: never reached → ∞ for the 1-bit runs
+    assert all(h["store"]["K_exp"] is None and h["store"]["K_rob"] is None for h in by[1]["held_out"])
+
+    (o,) = observation_2(rows)
+    assert o["fewer_bits_more_epochs"] and o["one_bit_reached"] is False and o["K_by_bits"]["1"] is None
+    swapped = [dict(r, K_mean=12.0 if r["bits"] == 8 else r["K_mean"]) for r in rows]
+    (o,) = observation_2(swapped)
+    assert not o["fewer_bits_more_epochs"] and o["violations"] == ["4-bit K=6.3 < 8-bit K=12.0"]
+
+    est = measured_estimates(rows, runs, cfg)
+    assert {e.bits for e in est} == {1, 4, 8} and all(e.source.startswith("measured:probe") for e in est)
+    assert next(e for e in est if e.bits == 1).epochs_expected is None
+
+
+def test_measured_estimates_plan_the_papers_testbed_with_planning_energy():
+    from jqodi.core.estimates import LearningEstimate
+
+    est = [LearningEstimate(model="lenet", bits=b, base_loss=0.05, gamma=0.1 / b, epochs_expected=k,
+                            epochs_robust=None if k is None else k + 2, target_loss=0.1)
+           for b, k in ((1, None), (4, 12), (8, 9), (32, 8))]
+    plan = plan_with_estimates(REPO / "examples" / "paper-data1.yaml", est, 0.1)
+    jq = next(s for s in plan["strategies"] if s["label"] == "JQODI")
+    assert jq["model"] == "lenet" and jq["status"] != "infeasible" and jq["bits"] in (4, 8)
+    v = plan["table_v"]
+    assert v["planning_time_s"] > 0 and v["jqodi_energy_j"] == pytest.approx(v["planning_time_s"] * v["cloud_busy_power_w"])
+    assert v["paper"]["jqodi_energy_j"] == 28.35 and 0 < v["jqodi_share"] < 1
+    assert {c["strategy"] for c in plan["comparison"]} >= {"JQODI", "Optimum", "Full Model", "Minimal Model"}
+    assert all(c["ours_model"] in (None, "lenet") for c in plan["comparison"])   # only the measured model
+
+
+def test_one_real_run_stops_at_the_target_and_measures_gamma_on_the_training_split():
+    from types import SimpleNamespace
+
+    from torch.utils.data import TensorDataset
+
+    from jqodi.core.zoo import build_model
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g)
+    data = SimpleNamespace(train=TensorDataset(x[:32], y[:32]), val=TensorDataset(x[32:], y[32:]))
+    model = build_model("lenet", (3, 32, 32), 10, 0.125, seed=0)
+    pre = SimpleNamespace(model=model.eval(), calibration=x[:8], meta={"width": 0.125, "dataset": "synthetic"})
+    cfg = MeasureConfig(widths={"lenet": 0.125}, target_loss={"lenet": 5.0}, max_epochs=4, probe_epochs=2,
+                        batch_size=16)
+    r = measure_run("lenet", 4, 0, cfg, pretrained=pre, data=data)
+    assert r["K"] == 1 and r["epochs_run"] == 2       # reached at once, but a probe's worth of epochs ran
+    assert math.isfinite(r["gamma"]) and r["gamma_robust"] >= r["gamma"]
+    assert r["L_a"] > 0 and len(r["train_losses"]) == len(r["val_losses"]) == 2
+    cfg2 = MeasureConfig(widths={"lenet": 0.125}, target_loss={"lenet": 1e-6}, max_epochs=3, probe_epochs=2,
+                         batch_size=16)
+    r2 = measure_run("lenet", 32, 1, cfg2, pretrained=pre, data=data)
+    assert r2["K"] is None and r2["epochs_run"] == 3 and r2["gamma"] == pytest.approx(0.0, abs=1e-6)
