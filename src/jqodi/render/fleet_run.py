@@ -27,11 +27,13 @@ def fleet_run_report(rec: FleetRecord) -> str:
         rows.append([name, d["status"], f"{d['epochs']}/{d['planned_epochs']}", ",".join(d["edges"]),
                      _num(d["time_s"], ".3g"), _num(p.get("shared_epoch_s"), ".3g"),
                      _num(d["energy_j"], ".4g"), _num(p.get("energy_j"), ".4g"), _num(d.get("deadline_s"), "g"),
-                     "yes" if d.get("deadline_met") else "no"])
+                     {True: "yes", False: "no", None: "n/a"}[d.get("deadline_met")]])
     out = [format_table(["device", "status", "epochs", "edges", "time s", "pred. epoch s (shared)", "energy J",
                          "plan J (all epochs)", "deadline s", "met"], rows)]
     t = rec.totals
-    out.append(f"\n{t['completed']}/{t['devices']} devices completed, {t['deadline_met']} met their deadline; "
+    unknown = (f" ({t['deadline_unknown']} ran only part of their plan: deadline n/a)"
+               if t.get("deadline_unknown") else "")
+    out.append(f"\n{t['completed']}/{t['devices']} devices completed, {t['deadline_met']} met their deadline{unknown}; "
                f"{t['energy_j']:.4g} J measured in all, the last finished at {t['makespan_s']:.3g} s (testbed time)")
     for name, why in rec.failed().items():
         out.append(f"failed: {name}: {why}")

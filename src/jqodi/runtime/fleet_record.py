@@ -30,7 +30,8 @@ class FleetRecord:
     """A fleet run: per-device summaries and records, totals, edge utilisation over time.
 
     ``devices[name]``: ``status``, ``error``, ``epochs`` / ``planned_epochs``, ``time_s``,
-    ``energy_j``, ``deadline_s``, ``deadline_met``, ``edges``, ``target`` and the plan's
+    ``energy_j``, ``deadline_s``, ``deadline_met`` (``None`` when the run was cut short by
+    ``max_epochs``: the plan did not run whole), ``edges``, ``target`` and the plan's
     ``predicted`` figures when the app gave them. ``utilisation``: ``t_s`` (bin starts, testbed
     seconds), ``bin_s`` and per edge one value per bin. ``records[name]``: the RunRecord dict.
     """
@@ -52,6 +53,7 @@ class FleetRecord:
         done = [d for d in ds if d["status"] == "completed"]
         return {"devices": len(self.devices), "completed": len(done), "failed": len(self.devices) - len(done),
                 "deadline_met": sum(1 for d in ds if d.get("deadline_met")),
+                "deadline_unknown": sum(1 for d in ds if d.get("deadline_met") is None),
                 "energy_j": sum(d["energy_j"] for d in ds),
                 "makespan_s": max((d["time_s"] for d in ds), default=0.0),
                 "predicted_energy_j": sum(d.get("predicted", {}).get("energy_j", 0.0) for d in ds) or None}
@@ -145,12 +147,15 @@ def fleet_record(fleet: FleetJob, workdir: str | Path, *, processes: dict[str, s
         pred = predicted.get(d, {})
         time_s = max((iv["end_s"] for iv in ivs), default=sum(e["time_s"] for e in rr.epochs))
         deadline = pred.get("deadline_s")
+        # a run cut short (--max-epochs) did not run the plan: whether it met the deadline is unknown
+        whole = job.max_epochs is None or job.max_epochs >= sum(s.epochs for s in job.schedule)
         rec.devices[d] = {"status": "completed" if ok else "failed", "error": why,
                           "epochs": len(rr.epochs), "planned_epochs": job.total_epochs,
                           "edges": job.edges, "model": job.model, "bits": job.bits,
                           "time_s": time_s, "energy_j": sum(e["energy_j"] for e in rr.epochs),
                           "deadline_s": deadline,
-                          "deadline_met": bool(ok and deadline is not None and time_s <= deadline),
+                          "deadline_met": (bool(ok and time_s <= deadline)
+                                           if deadline is not None and (whole or not ok) else None),
                           "target": rr.target, "predicted": pred}
         rec.records[d] = rr.to_dict()
     rec.utilisation = utilisation(rec.intervals, fleet.edges)
