@@ -234,3 +234,9 @@ def test_six_devices_one_killed_the_others_finish(tmp_path, monkeypatch):
             except ProcessLookupError:
                 pass
         shutil.rmtree(wd, ignore_errors=True)
+
+
+def test_packaged_fleet_demo_matches_example():
+    from jqodi.app.fleet_run import fleet_demo_path
+
+    assert fleet_demo_path().read_text() == (ROOT / "examples" / "fleet-demo.yaml").read_text()

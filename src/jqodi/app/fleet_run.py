@@ -22,7 +22,7 @@ from typing import Callable
 from jqodi.errors import JqodiError
 
 __all__ = ["FleetRunOptions", "is_fleet", "load_fleet_for_run", "plan_fleet", "fleet_job_from_plan",
-           "shared_predictions", "run_fleet_scenario", "fleet_report"]
+           "shared_predictions", "run_fleet_scenario", "fleet_report", "fleet_demo", "fleet_demo_path"]
 
 Say = Callable[[str], None]
 
@@ -40,7 +40,8 @@ class FleetRunOptions:
     (when given) for every device; ``max_epochs``: run only each device's first N epochs;
     ``dilation``: ≥ 1 or ``"auto"`` (the largest any device needs: one clock for the fleet);
     ``edge_sharing``: ``processor-sharing`` (the capacity model) or ``dedicated``;
-    ``random_init`` skips pretraining; ``trace_store``: ``"default"``, a path or ``None``.
+    ``random_init`` skips pretraining, else ``pretrained`` holds the keywords of
+    :func:`jqodi.core.pretrained.load_pretrained` (the demo's are the main job's, so its cache serves); ``trace_store``: ``"default"``, a path or ``None``.
     """
 
     solver: str = "fleet-lagrange"
@@ -55,6 +56,7 @@ class FleetRunOptions:
     startup_timeout_s: float | None = None
     port: int | None = None
     random_init: bool = False
+    pretrained: dict | None = None
     trace_store: str | Path | None = "default"
     edge_sharing: str = "processor-sharing"
     wall_limit_s: float | None = None
@@ -124,7 +126,8 @@ def fleet_job_from_plan(sc, sol, opts: FleetRunOptions, *, run_id: str | None = 
         dsc = device_scenario(sc, specs[name])
         job = job_from_plan(dsc, plan, emulate=True, dilation=opts.dilation, timeout_s=opts.timeout_s,
                             startup_timeout_s=opts.startup_timeout_s, max_epochs=opts.max_epochs,
-                            pretrained={"source": "random", "seed": i} if opts.random_init else None,
+                            pretrained={"source": "random", "seed": i} if opts.random_init else
+                            {"source": "pretrained", **(opts.pretrained or {})},
                             meter="auto", run_id=f"{run_id}-{name}", trace_store=opts.trace_store)
         job = job.replace(data=dataclasses.replace(job.data, seed=job.data.seed + 1 + i))
         jobs[name] = job
@@ -213,3 +216,24 @@ def fleet_report(rec) -> str:
     from jqodi.render.fleet_run import fleet_run_report
 
     return fleet_run_report(rec)
+
+
+def fleet_demo_path() -> Path:
+    """The packaged fleet demo scenario (a copy of ``examples/fleet-demo.yaml``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("jqodi") / "scenarios" / "fleet-demo.yaml"))
+
+
+#: ``make demo``'s fleet section: every device's first two epochs on small slices (about a minute)
+DEMO_OPTIONS = FleetRunOptions(max_epochs=2, train_size=128, val_size=64, workdir="runs/demo-fleet")
+
+
+def fleet_demo(say: Say = _print, opts: FleetRunOptions = DEMO_OPTIONS):
+    """The demo's fleet section: plan the four-device fleet, run it (1 cloud, 2 edge and 4 end-device
+    processes on this host), print the results; returns the record. ``opts.pretrained`` should be
+    the main job's pretraining (its cache then serves the fleet)."""
+    rec, workdir = run_fleet_scenario(fleet_demo_path(), opts, say=say)
+    say(fleet_report(rec))
+    say(f"record: {workdir / 'record.json'}, edge utilisation plot: {workdir / 'utilisation.png'}")
+    return rec

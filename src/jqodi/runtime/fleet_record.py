@@ -2,7 +2,8 @@
 
 Per device: its single-device :class:`~jqodi.runtime.record.RunRecord` (every epoch's measured
 phases, bytes and energy), its status (``completed`` | ``failed``, with the cause), time (testbed
-seconds from the fleet's start to its last epoch), energy, and whether it met its deadline.
+seconds from the fleet's first epoch to the device's last: the processes' start-up is not
+counted, a device that starts late is), energy, and whether it met its deadline.
 Totals over the fleet. Edge utilisation over time: each epoch's work on its edge server
 (FLOPs / the edge's speed: dedicated busy seconds) spread over the epoch's interval, summed per
 edge and time bin; 1.0 = the edge busy all the time (processor sharing never exceeds it).
@@ -134,15 +135,24 @@ def fleet_record(fleet: FleetJob, workdir: str | Path, *, processes: dict[str, s
     dilation = max(dilations) if dilations else 1.0
     rec = FleetRecord(fleet.run_id, fleet.edges, dilation, status=status or "completed", error=error,
                       meta=dict(fleet.meta))
+    raw, ivs_of = {}, {}
+    for d in fleet.devices:
+        path = device_dir(wd, d) / EPOCHS_NAME
+        raw[d] = json.loads(path.read_text())["epochs"] if path.is_file() else []
+        ivs_of[d] = edge_intervals(fleet, d, raw[d], dilation)
+    # the fleet's clock starts with its first epoch (not with the processes' start-up)
+    origin = min((iv["start_s"] for ivs in ivs_of.values() for iv in ivs), default=0.0)
+    for ivs in ivs_of.values():
+        for iv in ivs:
+            iv["start_s"] -= origin
+            iv["end_s"] -= origin
     for d, job in fleet.devices.items():
         st = state["devices"].get(d, {})
-        path = device_dir(wd, d) / EPOCHS_NAME
         died = processes.get(end_role(d))
         ok = st.get("status") == "completed" and died is None
         why = died or st.get("error") or (None if ok else "the device's job did not finish (no result from the cloud)")
-        rr = record_from_epochs(job, path, status="completed" if ok else "failed", error=why)
-        raw = json.loads(path.read_text())["epochs"] if path.is_file() else []
-        ivs = edge_intervals(fleet, d, raw, dilation)
+        rr = record_from_epochs(job, device_dir(wd, d) / EPOCHS_NAME, status="completed" if ok else "failed", error=why)
+        ivs = ivs_of[d]
         rec.intervals += ivs
         pred = predicted.get(d, {})
         time_s = max((iv["end_s"] for iv in ivs), default=sum(e["time_s"] for e in rr.epochs))
