@@ -31,9 +31,11 @@ def fleet_run_report(rec: FleetRecord) -> str:
     out = [format_table(["device", "status", "epochs", "edges", "time s", "pred. epoch s (shared)", "energy J",
                          "plan J (all epochs)", "deadline s", "met"], rows)]
     t = rec.totals
-    unknown = (f" ({t['deadline_unknown']} ran only part of their plan: deadline n/a)"
-               if t.get("deadline_unknown") else "")
-    out.append(f"\n{t['completed']}/{t['devices']} devices completed, {t['deadline_met']} met their deadline{unknown}; "
+    known = t["devices"] - t.get("deadline_unknown", 0)
+    met = f"{t['deadline_met']} of {known} met their deadline" if known else "deadline n/a"
+    if t.get("deadline_unknown"):
+        met += f" ({t['deadline_unknown']} ran only part of their plan)"
+    out.append(f"\n{t['completed']}/{t['devices']} devices completed, {met}; "
                f"{t['energy_j']:.4g} J measured in all, the last finished at {t['makespan_s']:.3g} s (testbed time)")
     for name, why in rec.failed().items():
         out.append(f"failed: {name}: {why}")
