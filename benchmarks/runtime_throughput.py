@@ -8,7 +8,9 @@ pack/update round trip, in both). The first epoch of each is a warm-up and not c
     .venv/bin/python benchmarks/runtime_throughput.py > benchmarks/results/runtime_throughput.json
 
 ``--mac-compare N``: instead, N interleaved pairs of gloo runs with and without the per-message
-HMAC-SHA256 tag (``job.message_mac``), side by side; prints the ratio of their throughputs.
+HMAC-SHA256 tag (``job.message_mac``), side by side; prints the ratio of their throughputs, and,
+because such ratios are noise-bound on a shared machine, the cost directly: the host's HMAC-SHA256
+rate, the bytes one epoch moves and the resulting HMAC CPU seconds per epoch.
 
     .venv/bin/python benchmarks/runtime_throughput.py --mac-compare 3 > benchmarks/results/runtime_mac.json
 """
@@ -103,7 +105,7 @@ def _mac_compare(job, args) -> int:
     """Throughput with and without message tags, interleaved pairs (the machine is shared)."""
     from jqodi.runtime.launch import run_job
 
-    pairs = []
+    pairs, epoch_bytes, epoch_s = [], [], []
     for i in range(args.mac_compare):
         row = {}
         for mac in ((True, False) if i % 2 == 0 else (False, True)):
@@ -111,17 +113,41 @@ def _mac_compare(job, args) -> int:
                 rec = run_job(job.replace(message_mac=mac), workdir=wd, say=lambda s: None)
             walls = [e["raw_time_s"] for e in rec.epochs][1:]
             row["mac" if mac else "plain"] = args.train_size / statistics.median(walls)
+            epoch_bytes += [sum(e["bytes"].values()) for e in rec.epochs]
+            epoch_s += walls
         row["mac_vs_plain"] = row["mac"] / row["plain"]
         pairs.append(row)
         print(f"pair {i + 1}: {row}", file=sys.stderr, flush=True)
     ratios = [p["mac_vs_plain"] for p in pairs]
+    rate = _hmac_rate_bytes_per_s()
+    # every byte on a link is tagged once by its sender and checked once by its receiver
+    tag_s = 2 * statistics.median(epoch_bytes) / rate
     print(json.dumps({"benchmark": "runtime_mac", "model": args.model, "width": args.width, "bits": args.bits,
                       "cut": args.cut, "train_size": args.train_size, "epochs": args.epochs,
                       "wire_bits": args.wire_bits, "pairs": pairs,
                       "median_mac_vs_plain": statistics.median(ratios), "load": os.getloadavg(),
+                      "hmac_sha256_bytes_per_s": rate, "epoch_bytes_median": statistics.median(epoch_bytes),
+                      "epoch_s_median": statistics.median(epoch_s),
+                      "hmac_cpu_s_per_epoch": tag_s,
+                      "hmac_share_of_epoch": tag_s / statistics.median(epoch_s),
                       "note": "samples/s of split training over gloo on loopback, medians of epochs 2..; "
                               "pairs interleaved, order alternating"}, indent=2))
     return 0
+
+
+def _hmac_rate_bytes_per_s(size: int = 2**20, repeats: int = 20) -> float:
+    """HMAC-SHA256 throughput on this host: median of ``repeats`` tags over ``size`` random bytes."""
+    import hashlib
+    import hmac
+    import time
+
+    key, body = os.urandom(32), os.urandom(size)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        hmac.new(key, body, hashlib.sha256).digest()
+        times.append(time.perf_counter() - t0)
+    return size / statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The per-epoch time and energy of Section III-B/C, Eq. (1)–(10), and the planning instance.
+"""The per-epoch time and energy of Section III-B/C, Eq. (1)–(10), as cost tables over (bits, cut, edge).
 
 For a model M_a quantized to π_q bits (M_(a,q)), cut after block j, deep part on ES_x:
 
@@ -49,152 +49,24 @@ fit its device's memory. Training memory of a part is estimated as 4 × its fp32
 bytes (weights, gradients, momentum, quantized copy) + batch_size × 2 × its fp32 activation
 bytes (every leaf output kept for backward, and its gradient); the CS holds the fp32 master
 and one quantized copy (2 × fp32 bytes).
+
+The cost types are in :mod:`jqodi.core.costs.epoch`, the extended model's device terms in
+:mod:`jqodi.core.costs.extended`.
 """
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
 from jqodi.errors import ScenarioError
-from jqodi.core.estimates import LearningEstimate
+from jqodi.core.costs.epoch import TERMS, CostTable, EpochCost
+from jqodi.core.costs.extended import idle_energy_terms, roofline_compute
 from jqodi.core.profile import ModelProfile
 from jqodi.core.scenario import Scenario
 from jqodi.core.system import System
 
-__all__ = ["TERMS", "EpochCost", "CostTable", "cost_table", "epoch_costs", "compile_instance",
-           "scenario_profiles", "quantization_cost", "training_memory_bytes"]
-
-#: The terms of one epoch, in the order of Eq. (7) and (9); ``activations`` only in extended mode.
-TERMS = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end",
-         "end_to_edge", "edge_to_cloud", "activations")
+__all__ = ["cost_table", "epoch_costs", "quantization_cost", "scenario_profiles", "training_memory_bytes"]
 
 GIB = 2**30
-
-
-@dataclass(frozen=True)
-class EpochCost:
-    """Every term of one epoch for (model, bits, cut, edge). Seconds and joules.
-
-    ``time_s``/``energy_j`` are t(k), e(k) of Eq. (5)–(6): the sum of the terms, or ``inf``
-    when the option is infeasible (``reason`` says why).
-    """
-
-    model: str
-    bits: int
-    cut: int
-    edge: str
-    cost_model: str
-    end_compute_s: float
-    end_compute_j: float
-    edge_compute_s: float
-    edge_compute_j: float
-    cloud_update_s: float
-    cloud_update_j: float
-    cloud_to_edge_s: float
-    cloud_to_edge_j: float
-    edge_to_end_s: float
-    edge_to_end_j: float
-    end_to_edge_s: float
-    end_to_edge_j: float
-    edge_to_cloud_s: float
-    edge_to_cloud_j: float
-    activations_s: float
-    activations_j: float
-    time_s: float
-    energy_j: float
-    reason: str | None = None
-    end_idle_j: float = 0.0     # extended + idle_energy: idle power × waiting time per node
-    edge_idle_j: float = 0.0
-    cloud_idle_j: float = 0.0
-
-    @property
-    def feasible(self) -> bool:
-        return self.reason is None and math.isfinite(self.time_s)
-
-    @property
-    def run_s(self) -> float:
-        """τ^run of Eq. (7)."""
-        return self.end_compute_s + self.edge_compute_s + self.cloud_update_s
-
-    @property
-    def run_j(self) -> float:
-        """ε^run of Eq. (8)."""
-        return self.end_compute_j + self.edge_compute_j + self.cloud_update_j
-
-    @property
-    def tran_s(self) -> float:
-        """τ^tran of Eq. (9) (+ the cut-layer traffic in extended mode)."""
-        return (self.cloud_to_edge_s + self.edge_to_end_s + self.end_to_edge_s + self.edge_to_cloud_s
-                + self.activations_s)
-
-    @property
-    def tran_j(self) -> float:
-        """ε^tran of Eq. (10) (+ the cut-layer traffic in extended mode)."""
-        return (self.cloud_to_edge_j + self.edge_to_end_j + self.end_to_edge_j + self.edge_to_cloud_j
-                + self.activations_j)
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        for k, v in d.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                d[k] = None  # JSON has no infinity
-        return d
-
-
-@dataclass
-class CostTable:
-    """All epochs of one model: arrays of shape (bits, cuts, edges) per term.
-
-    ``time[term]``/``energy[term]`` hold each term; ``time_s``/``energy_j`` the totals with
-    ``inf`` where infeasible; ``reasons`` an object array of ``None`` or a string.
-    ``quantize_time_s``/``quantize_energy_j`` (shape (bits,)) are τ_(a,q), ε_(a,q).
-    """
-
-    model: str
-    cost_model: str
-    bits: list[int]
-    cuts: list[int]
-    edges: list[str]
-    time: dict[str, np.ndarray]
-    energy: dict[str, np.ndarray]
-    time_s: np.ndarray
-    energy_j: np.ndarray
-    reasons: np.ndarray
-    quantize_time_s: np.ndarray
-    quantize_energy_j: np.ndarray
-    profile: ModelProfile = field(repr=False)
-    idle_j: dict[str, np.ndarray] = field(default_factory=dict)   # end/edge/cloud idle energy
-
-    def index(self, bits: int, cut: int, edge: str) -> tuple[int, int, int] | None:
-        if bits not in self.bits or cut not in self.cuts or edge not in self.edges:
-            return None
-        return self.bits.index(bits), self.cuts.index(cut), self.edges.index(edge)
-
-    def epoch(self, bits: int, cut: int, edge: str) -> EpochCost:
-        """The :class:`EpochCost` of one option (inf + reason for an impossible cut)."""
-        if bits not in self.bits:
-            raise ScenarioError(f"bits: {bits} is not a bit-width of this scenario ({self.bits})")
-        if edge not in self.edges:
-            raise ScenarioError(f"edges: no edge server named {edge!r} (have: {', '.join(self.edges)})")
-        if cut not in self.cuts:
-            inf = math.inf
-            terms = {f"{t}_{u}": inf for t in TERMS for u in ("s", "j")}
-            return EpochCost(self.model, bits, cut, edge, self.cost_model, **terms, time_s=inf, energy_j=inf,
-                             reason=f"cut {cut} is out of range for model {self.model} (valid: "
-                                    f"{self.cuts[0]}..{self.cuts[-1]})")
-        b, j, x = self.index(bits, cut, edge)  # type: ignore[misc]
-        terms = {}
-        for t in TERMS:
-            terms[f"{t}_s"] = float(self.time[t][b, j, x])
-            terms[f"{t}_j"] = float(self.energy[t][b, j, x])
-        for node, arr in self.idle_j.items():
-            terms[f"{node}_idle_j"] = float(arr[b, j, x])
-        return EpochCost(self.model, bits, cut, edge, self.cost_model, **terms,
-                         time_s=float(self.time_s[b, j, x]), energy_j=float(self.energy_j[b, j, x]),
-                         reason=self.reasons[b, j, x])
 
 
 def training_memory_bytes(profile: ModelProfile, first: int, last: int, batch_size: int) -> float:
@@ -279,7 +151,7 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
     time["edge_compute"] = d_edge[None, :, None] / (v_x[None, None, :] * s_edge[:, None, :])
     energy["edge_compute"] = d_edge[None, :, None] * eps_x[None, None, :] / s_edge[:, None, :]
     if mode == "extended":  # device files: per-layer rooflines, s(q), busy power (module docstring)
-        _roofline_compute(scenario, profile, system, bits, time, energy, shape)
+        roofline_compute(scenario, profile, system, bits, time, energy, shape)
     f_a = scenario.cloud.update_flops_per_param * profile.params            # F_a (CS work)
     time["cloud_update"] = np.full(shape, f_a / cloud.flops)
     energy["cloud_update"] = np.full(shape, f_a * cloud.joules_per_flop)
@@ -313,7 +185,7 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
     total_e = sum(energy[t] for t in TERMS)
     idle: dict[str, np.ndarray] = {}
     if mode == "extended" and scenario.idle_energy:
-        idle = _idle_energy(system, time, total_t, shape)
+        idle = idle_energy_terms(system, time, total_t, shape)
         total_e = total_e + sum(idle.values())
 
     # feasibility: first reason wins
@@ -346,48 +218,6 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
                      np.array([c[0] for c in qcost]), np.array([c[1] for c in qcost]), profile, idle)
 
 
-def _roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
-                      time: dict, energy: dict, shape: tuple[int, int, int]) -> None:
-    """Extended Eq. (7)–(8) for nodes given by a device file: per-layer roofline time of each
-    part (:meth:`DeviceModel.part_time_s`), energy = busy power × that time."""
-    from jqodi.core.device_model import DeviceModel
-    from jqodi.core.train_config import TRAIN_DEFAULTS
-
-    n_train, n_val = scenario.data.train_size, scenario.data.val_size
-    batch, eval_batch = scenario.training.batch_size, TRAIN_DEFAULTS.eval_batch_size
-
-    def block_times(dev: DeviceModel) -> np.ndarray:  # (B, n): one epoch of each block
-        return np.array([[dev.block_epoch_time_s(blk, n_train, n_val, batch, eval_batch, q)
-                          for blk in profile.blocks] for q in bits])
-
-    if isinstance(system.end, DeviceModel):
-        t = np.cumsum(block_times(system.end), axis=1)[:, :-1]                      # blocks 1..j
-        time["end_compute"] = np.broadcast_to(t[:, :, None], shape)
-        energy["end_compute"] = time["end_compute"] * system.end.busy_power_w
-    for x, e in enumerate(system.edges):
-        if isinstance(e, DeviceModel):
-            bt = block_times(e)
-            t = bt.sum(axis=1, keepdims=True) - np.cumsum(bt, axis=1)[:, :-1]      # blocks j+1..n
-            time["edge_compute"] = np.array(np.broadcast_to(time["edge_compute"], shape), dtype=float)
-            energy["edge_compute"] = np.array(np.broadcast_to(energy["edge_compute"], shape), dtype=float)
-            time["edge_compute"][:, :, x] = t
-            energy["edge_compute"][:, :, x] = t * e.busy_power_w
-
-
-def _idle_energy(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
-    """Idle power × the part of the epoch t(k) each node spends waiting for the others
-    (extended model with ``idle_energy: true``; a node without ``idle_power_w`` draws 0)."""
-    def idle_w(dev) -> float:
-        return float(dev.idle_power_w or 0.0)
-
-    edge_w = np.array([idle_w(e) for e in system.edges])
-    return {
-        "end": idle_w(system.end) * np.maximum(total_t - time["end_compute"], 0.0),
-        "edge": edge_w[None, None, :] * np.maximum(total_t - time["edge_compute"], 0.0),
-        "cloud": idle_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
-    }
-
-
 def _fill(view: np.ndarray, reason: str) -> None:
     """Set ``reason`` where no earlier reason is recorded (first reason wins)."""
     for idx in np.ndindex(view.shape):
@@ -399,85 +229,3 @@ def epoch_costs(scenario: Scenario, model: str, bits: int, cut: int, edge: str,
                 profile: ModelProfile | None = None, cost_model: str | None = None) -> EpochCost:
     """Every term of Eq. (1)–(10) for one epoch of ``model`` at ``bits``, cut ``cut``, on ``edge``."""
     return cost_table(scenario, model, profile, cost_model=cost_model).epoch(bits, cut, edge)
-
-
-def _merge_estimates(scenario: Scenario, estimates: Iterable[LearningEstimate] | None
-                     ) -> tuple[dict[tuple[str, int], LearningEstimate], list[str]]:
-    table = {e.key: e for e in scenario.estimates()}
-    unused: list[str] = []
-    if estimates is not None:
-        wanted = {(m.name, q) for m in scenario.models for q in scenario.all_bits}
-        for e in estimates:
-            if e.key in wanted:
-                table[e.key] = e
-            else:
-                unused.append(f"{e.model}@{e.bits}")
-    return table, unused
-
-
-def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] | None = None,
-                     profiles: dict[str, ModelProfile] | None = None, cost_model: str | None = None):
-    """Compile a scenario into a :class:`jqodi.planner.PlanningInstance` (docs/interfaces.md contract).
-
-    ``estimates`` (e.g. measured by ``jqodi estimate``) override the scenario's static
-    ``learning:`` rows for the same (model, bits). A (model, bits) with no estimate at all is
-    left out and listed in ``meta.missing_estimates``. ``meta.search_bits`` is Ω (the bits
-    JQODI searches); ``meta.baseline_bits`` the extra bit-widths compiled for the baselines.
-    """
-    from jqodi.core.instance import Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance
-
-    table, unused = _merge_estimates(scenario, estimates)
-    profiles = dict(profiles or {})
-    missing: list[str] = []
-    candidates = []
-    for m in scenario.models:
-        prof = profiles.get(m.name)
-        ct = cost_table(scenario, m.name, prof, cost_model=cost_model)
-        for b, q in enumerate(ct.bits):
-            est = table.get((m.name, q))
-            if est is None:
-                missing.append(f"{m.name}@{q}")
-                continue
-            options, infeasible = [], []
-            for jj, j in enumerate(ct.cuts):
-                for x, edge in enumerate(ct.edges):
-                    t, e = float(ct.time_s[b, jj, x]), float(ct.energy_j[b, jj, x])
-                    if math.isfinite(t) and math.isfinite(e) and t > 0:
-                        options.append(Option(edge, j, t, e))
-                    else:
-                        infeasible.append({"edge": edge, "cut": j,
-                                           "reason": ct.reasons[b, jj, x] or "non-finite cost"})
-            loss = None
-            if est.final_loss_expected is not None and est.final_loss_robust is not None:
-                loss = LossEstimates(est.base_loss + est.gamma, est.final_loss_expected, est.final_loss_robust)
-            candidates.append(Candidate(
-                model=m.name, bits=q, quantize_time_s=float(ct.quantize_time_s[b]),
-                quantize_energy_j=float(ct.quantize_energy_j[b]),
-                epochs=EpochEstimates(est.epochs_expected, est.epochs_robust),
-                options=tuple(options), loss=loss, infeasible=tuple(infeasible),
-                serving=_serving_entry(scenario, ct.profile, q)))
-    meta = {"scenario": scenario.name, "cost_model": cost_model or scenario.cost_model,
-            "search_bits": list(scenario.bits), "baseline_bits": list(scenario.baseline_bits),
-            "end_device": scenario.end_device.name, "edges": [e.name for e in scenario.edges],
-            "train_size": scenario.data.train_size, "val_size": scenario.data.val_size}
-    if missing:
-        meta["missing_estimates"] = missing
-    if unused:
-        meta["unused_estimates"] = unused
-    demand = None
-    if scenario.serving is not None:  # the inference after fine-tuning (jqodi.core.serving)
-        from jqodi.core.instance import ServingDemand
-        from jqodi.core.serving import check_serving_bound
-
-        check_serving_bound(scenario, candidates)
-        demand = ServingDemand(scenario.serving.total_requests, scenario.serving.latency_slo_s)
-    return PlanningInstance(scenario.deadline_s, scenario.target_loss, tuple(candidates), meta, demand)
-
-
-def _serving_entry(scenario: Scenario, profile: ModelProfile, bits: int):
-    """The candidate's serving entry when the scenario has a ``serving`` block, else None."""
-    if scenario.serving is None:
-        return None
-    from jqodi.core.serving import candidate_serving
-
-    return candidate_serving(scenario, profile, bits)

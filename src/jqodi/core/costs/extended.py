@@ -1,0 +1,61 @@
+"""The ``extended`` cost model's device terms: per-layer rooflines and idle energy.
+
+For an end device or edge server given by a device file (:mod:`jqodi.core.device_model`), the
+extended model replaces Eq. (7)–(8)'s D/v and D·ε by the device's per-layer rooflines (forward and
+backward per training batch, forward per validation batch, s(q) on conv/linear, fake quantizers
+below 32 bits) and busy power × that time (:func:`roofline_compute`). With ``idle_energy: true`` it
+also charges each node's idle power for the part of t(k) it waits (:func:`idle_energy_terms`;
+time is unchanged). Used by :func:`jqodi.core.costs.table.cost_table`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jqodi.core.profile import ModelProfile
+from jqodi.core.scenario import Scenario
+from jqodi.core.system import System
+
+__all__ = ["idle_energy_terms", "roofline_compute"]
+
+
+def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
+                     time: dict, energy: dict, shape: tuple[int, int, int]) -> None:
+    """Extended Eq. (7)–(8) for nodes given by a device file: per-layer roofline time of each
+    part (:meth:`DeviceModel.part_time_s`), energy = busy power × that time."""
+    from jqodi.core.device_model import DeviceModel
+    from jqodi.core.train_config import TRAIN_DEFAULTS
+
+    n_train, n_val = scenario.data.train_size, scenario.data.val_size
+    batch, eval_batch = scenario.training.batch_size, TRAIN_DEFAULTS.eval_batch_size
+
+    def block_times(dev: DeviceModel) -> np.ndarray:  # (B, n): one epoch of each block
+        return np.array([[dev.block_epoch_time_s(blk, n_train, n_val, batch, eval_batch, q)
+                          for blk in profile.blocks] for q in bits])
+
+    if isinstance(system.end, DeviceModel):
+        t = np.cumsum(block_times(system.end), axis=1)[:, :-1]                      # blocks 1..j
+        time["end_compute"] = np.broadcast_to(t[:, :, None], shape)
+        energy["end_compute"] = time["end_compute"] * system.end.busy_power_w
+    for x, e in enumerate(system.edges):
+        if isinstance(e, DeviceModel):
+            bt = block_times(e)
+            t = bt.sum(axis=1, keepdims=True) - np.cumsum(bt, axis=1)[:, :-1]      # blocks j+1..n
+            time["edge_compute"] = np.array(np.broadcast_to(time["edge_compute"], shape), dtype=float)
+            energy["edge_compute"] = np.array(np.broadcast_to(energy["edge_compute"], shape), dtype=float)
+            time["edge_compute"][:, :, x] = t
+            energy["edge_compute"][:, :, x] = t * e.busy_power_w
+
+
+def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
+    """Idle power × the part of the epoch t(k) each node spends waiting for the others
+    (extended model with ``idle_energy: true``; a node without ``idle_power_w`` draws 0)."""
+    def idle_w(dev) -> float:
+        return float(dev.idle_power_w or 0.0)
+
+    edge_w = np.array([idle_w(e) for e in system.edges])
+    return {
+        "end": idle_w(system.end) * np.maximum(total_t - time["end_compute"], 0.0),
+        "edge": edge_w[None, None, :] * np.maximum(total_t - time["edge_compute"], 0.0),
+        "cloud": idle_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
+    }
+

@@ -1,0 +1,79 @@
+"""The known datasets by name: aliases, class counts, image shapes and per-channel normalisation,
+and the same questions answered for your own data (:mod:`jqodi.core.userdata`: an image folder or
+a ``.npz`` file named by its path).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jqodi.errors import DataError
+
+__all__ = ["DATASETS", "canonical_dataset", "cloud_dataset_name", "dataset_classes", "dataset_shape", "to_tensor"]
+
+#: Per-channel mean/std of the cloud training sets (images in [0, 1]).
+_NORM = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+_ALIASES = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist",
+            "cifar10": "cifar10", "cifar-10": "cifar10", "cifar": "cifar10",
+            "cifar100": "cifar100", "cifar-100": "cifar100"}
+_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
+_SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+
+
+def canonical_dataset(name: str) -> str:
+    """A known dataset's canonical name, or the absolute path of your own (image folder, ``.npz``)."""
+    from jqodi.core.userdata import is_user_dataset
+
+    if is_user_dataset(name):
+        return str(Path(name).expanduser().resolve())
+    try:
+        return _ALIASES[name.lower()]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image "
+                        f"folder (one sub-folder per class) or a .npz file") from None
+
+
+def cloud_dataset_name(dataset: str, split: str) -> str:
+    """The cloud's dataset of a scenario's ``data``: CIFAR-10 for the paper's Data 2 on CIFAR, whose
+    images come from CIFAR-100 (a scenario may name either); else ``dataset`` itself."""
+    return "cifar10" if split == "data2" and dataset in ("cifar100", "cifar-100") else dataset
+
+
+def dataset_classes(dataset: str) -> int:
+    """How many classes ``dataset`` has (a model trained on it has this many outputs)."""
+    dataset = canonical_dataset(dataset)
+    if dataset in _CLASSES:
+        return _CLASSES[dataset]
+    from jqodi.core.userdata import load_user_dataset
+
+    return load_user_dataset(dataset).num_classes
+
+
+def dataset_shape(dataset: str) -> tuple[int, int, int]:
+    """C×H×W of one image of ``dataset`` (a canonical name or your own data's path)."""
+    if dataset in _SHAPES:
+        return _SHAPES[dataset]
+    from jqodi.core.userdata import load_user_dataset
+
+    return load_user_dataset(dataset).input_shape
+
+
+def to_tensor(images: np.ndarray, dataset: str) -> torch.Tensor:
+    """uint8 images as float tensors normalised with ``dataset``'s per-channel mean/std."""
+    if dataset in _NORM:
+        mean, std = _NORM[dataset]
+    else:  # your own dataset: its train split's statistics
+        from jqodi.core.userdata import load_user_dataset
+
+        mean, std = load_user_dataset(dataset).norm()
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (x - m) / s

@@ -1,0 +1,54 @@
+"""A prior over loss curves learned from the trace store, updated with a probe's epochs.
+
+A probe's first P epochs say little about the slow tail of a fine-tuning curve: any single
+parametric curve fitted to them extrapolates with a bias that depends on the model, the data,
+the shift between the cloud's and the SD's data and how far the target lies beyond the probe
+(docs/learning.md, "Estimates from a learned prior"). The trace store holds many complete
+curves; :class:`CurvePrior` learns that bias and its spread from them:
+
+1. **Library.** Every valid stored run (fine-tunes, probes, runtime epochs) becomes a
+   :class:`CurveRun`; runs of the same *configuration* (model, bits, width, pretrained model,
+   dataset, SD split and sizes; different seeds) form a group. Corrupt or foreign rows (non-finite
+   or non-positive losses, gaps in the epochs, unknown models, unreadable rows) are skipped and
+   counted, never fatal (:func:`library_from_store`).
+2. **Simulated probes.** For every ordered pair (a, b) of runs of one group (a ≠ b when the group
+   has two, else a = b), each curve *variant* (a family of
+   :data:`jqodi.learning.curves.CURVE_MODELS`, fitted to a's first P epochs by :func:`fit_fast`,
+   with or without the quantized start loss as an extra point at epoch 0) predicts the epoch K̂
+   at which b reaches each target; the truth is b's K (:meth:`CurvePrior.samples` says which
+   targets). Each pair gives samples ``e = log K − log K̂`` at depth ``log K̂``, for P = 1, 2, 3, 5.
+3. **Update with the probe.** For a new candidate the same variants are fitted to its probe and
+   give K̂_v (a variant whose residual on the probe is far above the best one's is dropped).
+   The samples are weighted by how similar their configuration is (a kernel over model,
+   dataset, split, bits, width, data size, data shift log(L_0/L_a) and pretrained model:
+   :func:`similarity`) and how close their depth is to log K̂_v. Each variant with enough
+   similar configurations behind it gives
+
+       K^exp_v = K̂_v · exp(median_w e),     K^rob_v = K̂_v · exp(quantile_w(e, q')),
+
+   with q' = q·(1 + 1/n) (a small-sample correction; n = Kish's effective sample size), and
+   the variants vote (weighted medians of K^exp_v and K^rob_v) with weights 1/(held-out error
+   + 0.02): the held-out error of the *calibrated* variant on the other configurations
+   (:func:`_calibrated_error`), not its fit to the probe. The samples are per P, so the spread
+   shrinks as the probe grows: a longer probe leaves less to extrapolate, and the library
+   shows it.
+4. **Cold start.** With no stored run of the model, or too little weight behind a query
+   (fewer than :data:`MIN_EFFECTIVE_SAMPLES` effective configurations), the estimate falls back to the probe alone
+   (:func:`jqodi.learning.curves.estimate_from_probe`) with a doubled robust margin, and says so
+   in ``note``.
+
+Three modules, one concept each: :mod:`jqodi.learning.prior.library` (step 1 and the similarity
+kernel), :mod:`jqodi.learning.prior.variants` (the curve variants and :func:`fit_fast`) and
+:mod:`jqodi.learning.prior.curve_prior` (steps 2–4: :class:`CurvePrior`). Everything public is
+importable from here (``from jqodi.learning.prior import CurvePrior``).
+"""
+from __future__ import annotations
+
+from jqodi.learning.prior.curve_prior import COLD_START_MARGIN, MIN_EFFECTIVE_SAMPLES, PROBE_LENGTHS, CurvePrior
+from jqodi.learning.prior.library import (CurveRun, from_random_weights, library_from_runs, library_from_store,
+                                          pretrain_options, pretrained_key, similarity)
+from jqodi.learning.prior.variants import VARIANTS, fit_fast
+
+__all__ = ["COLD_START_MARGIN", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
+           "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "pretrain_options",
+           "pretrained_key", "similarity"]
