@@ -8,6 +8,7 @@ time, the per-device views over one transport (a device's failure stays its own)
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -215,7 +216,11 @@ def test_six_devices_one_killed_the_others_finish(tmp_path, monkeypatch):
         t = rec.totals
         assert t["completed"] == 5 and t["failed"] == 1
         assert t["energy_j"] == pytest.approx(sum(d["energy_j"] for d in rec.devices.values()))
-        # each device's data stayed in its own process: the cloud and edges saw activations only
+        # each device's data stayed in its own process: no image reached the cloud or an edge
+        for role in ("cloud", "edge-jetson-a", "edge-jetson-b"):
+            log = json.loads((workdir / f"messages-{role}.json").read_text())
+            shapes = [tuple(t[1][1:]) for m in log["messages"] if m["direction"] == "recv" for t in m["tensors"]]
+            assert shapes and (1, 28, 28) not in shapes, role
         assert set(rec.utilisation["edges"]) == set(rec.edges) and any(max(s) > 0 for s in rec.utilisation["edges"].values())
         assert (workdir / "record.json").is_file() and (workdir / "utilisation.png").stat().st_size > 1000
         with TraceStore(store) as ts:

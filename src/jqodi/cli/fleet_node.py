@@ -35,7 +35,9 @@ def run(args) -> int:
             raise JqodiError(f"--job {args.job}: cannot read the fleet job: {e}") from None
     elif not (args.role.startswith("edge:") or args.role.startswith("end:")):
         raise JqodiError(f"fleet-node: ROLE must be cloud, edge:NAME or end:DEVICE, got {args.role!r}")
-    from jqodi.runtime.fleet_node import fleet_node_main
+    from functools import partial
 
-    fleet_node_main(args.role, args, fleet)
-    return 0
+    from jqodi.cli._roles import role_main
+    from jqodi.runtime.fleet_node import serve_fleet_role
+
+    return role_main(args.role, args, serve=partial(serve_fleet_role, fleet=fleet, workdir=args.workdir))

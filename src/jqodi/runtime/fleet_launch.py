@@ -9,6 +9,7 @@ device and the cause. The cloud failing ends the run (:class:`RuntimeFailure`).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,8 @@ from jqodi.core.devices import edge_role
 from jqodi.core.plugins import child_env
 from jqodi.errors import RuntimeFailure
 from jqodi.runtime.fleet_job import FleetJob, end_role
-from jqodi.runtime.fleet_node import FLEET_NAME
-from jqodi.runtime.launch import RoleProcess, _describe, _root_cause, free_port
+from jqodi.runtime.fleet_node import DEVICES_DIR, FLEET_NAME
+from jqodi.runtime.launch import RoleProcess, _describe, _root_cause, end_processes, free_port, settle
 
 __all__ = ["run_fleet", "FLEET_JOB_NAME"]
 
@@ -41,8 +42,8 @@ def run_fleet(fleet: FleetJob, workdir: str | Path, *, host: str = "127.0.0.1", 
 
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    for stale in (wd / FLEET_NAME,):
-        stale.unlink(missing_ok=True)
+    (wd / FLEET_NAME).unlink(missing_ok=True)  # a previous run's results must not mix into this one's
+    shutil.rmtree(wd / DEVICES_DIR, ignore_errors=True)
     job_path = wd / FLEET_JOB_NAME
     job_path.write_text(json.dumps(fleet.to_dict(), indent=2))
     port = port or free_port(host)
@@ -57,13 +58,15 @@ def run_fleet(fleet: FleetJob, workdir: str | Path, *, host: str = "127.0.0.1", 
             say(line)
 
     py = [sys.executable, "-m", "jqodi", "fleet-node"]
+
+    def argv(role: str) -> list[str]:  # every process writes its message log (kinds, shapes) to the workdir
+        return py + [role] + conn + ["--message-log", str(wd / f"messages-{role.replace(':', '-')}.json")]
     procs: dict[str, RoleProcess] = {}
-    procs["cloud"] = RoleProcess("cloud", py + ["cloud", "--job", str(job_path), "--workdir", str(wd)] + conn,
-                                 env, on_line)
+    procs["cloud"] = RoleProcess("cloud", argv("cloud") + ["--job", str(job_path), "--workdir", str(wd)], env, on_line)
     for e in fleet.edges:
-        procs[edge_role(e)] = RoleProcess(edge_role(e), py + [edge_role(e)] + conn, env, on_line)
+        procs[edge_role(e)] = RoleProcess(edge_role(e), argv(edge_role(e)), env, on_line)
     for d in fleet.devices:
-        procs[end_role(d)] = RoleProcess(end_role(d), py + [end_role(d)] + conn, env, on_line)
+        procs[end_role(d)] = RoleProcess(end_role(d), argv(end_role(d)), env, on_line)
     if on_start:
         on_start(procs)
     deadline = time.monotonic() + wall_limit_s if wall_limit_s else None
@@ -72,12 +75,7 @@ def run_fleet(fleet: FleetJob, workdir: str | Path, *, host: str = "127.0.0.1", 
         while True:
             codes = {r: p.poll() for r, p in procs.items()}
             if codes["cloud"] not in (None, 0):  # the cloud is the run: without it nothing can finish
-                grace = time.monotonic() + 1.5
-                while time.monotonic() < grace and any(p.poll() is None for p in procs.values()):
-                    time.sleep(0.05)
-                for p in procs.values():
-                    if p.poll() is not None:
-                        p.join_output()
+                settle(procs, 1.5)
                 failure = _root_cause({"cloud": procs["cloud"]})
                 break
             if all(c is not None for c in codes.values()):
@@ -87,17 +85,14 @@ def run_fleet(fleet: FleetJob, workdir: str | Path, *, host: str = "127.0.0.1", 
                 break
             time.sleep(0.05)
     finally:
-        for p in procs.values():
-            p.kill()
-        for p in procs.values():
-            p.join_output()
+        end_processes(procs)
     died = {}
     for r, p in procs.items():
         rc = p.proc.returncode
         if rc not in (None, 0):
             why = p.error_line() or (p.stderr[-1] if p.stderr else "")
-            died[r] = f"{r} (pid {p.pid}) {_describe(rc)}" + (f": {why}" if why and rc < 0 else "") \
-                if rc < 0 else (why or f"{r} (pid {p.pid}) {_describe(rc)}")
+            # killed: the signal is the cause; exited with an error: its own line says why
+            died[r] = f"{r} (pid {p.pid}) {_describe(rc)}" if rc < 0 or not why else why
     rec = fleet_record(fleet, wd, processes=died, predicted=predicted,
                        status="failed" if failure is not None else None,
                        error=str(failure) if failure is not None else None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -95,13 +94,17 @@ def _peers(fleet: FleetJob, role: str, devices: list[str]) -> list[str]:
 def serve_fleet_role(role: str, *, host: str, port: int, timeout_s: float, startup_timeout_s: float,
                      fleet: FleetJob | None = None, workdir: str | Path | None = None,
                      token_file: str | Path | None = None, bind_host: str | None = None,
+                     message_log: str | Path | None = None,
                      say: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
-    """Run ``role`` of a fleet until every device it serves is done; returns the exit code
-    (0, or 2 for an end device whose job failed: its error line is printed by the caller)."""
+    """Run ``role`` of a fleet until every device it serves is done; returns 0. An end device whose
+    job failed raises :class:`RuntimeFailure` (its process exits 2 with the reason); the cloud and
+    the edges carry on past a device's failure (``fleet.json`` names it). ``message_log``: every
+    message's kind, peer and tensor shapes, written there as JSON when the process ends."""
     from jqodi.core.threads import set_threads
     from jqodi.runtime.auth import TOKEN_FILE_NAME, load_secret, new_secret, write_token_file
     from jqodi.runtime.fleet_transport import DeviceView, Mux
     from jqodi.runtime.messages import MessageLimits, message_limits
+    from jqodi.runtime.process import _dump_log
     from jqodi.runtime.rendezvous import connect
     from jqodi.runtime.transport import GlooTransport
 
@@ -135,13 +138,15 @@ def serve_fleet_role(role: str, *, host: str, port: int, timeout_s: float, start
         t.abort(f"{role}: {e}" if not isinstance(e, RuntimeFailure) else str(e), getattr(e, "peer", role))
         if keep[2] is not None:
             keep[2].stop()
+        _dump_log(t, message_log)
         raise
     t.close(wait_s=min(timeout_s, 10.0))
     if keep[2] is not None:
         keep[2].stop()
-    if role != "cloud" and runner.failed:
+    _dump_log(t, message_log)
+    if role.startswith("end:") and runner.failed:  # the device's own process says why it failed
         raise RuntimeFailure(next(iter(runner.failed.values())), peer=role)
-    return 0
+    return 0  # the cloud and the edges end normally: fleet.json says which devices failed
 
 
 class _Runner:
@@ -232,27 +237,3 @@ class _Runner:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(out, indent=2))
             tmp.replace(path)
-
-
-def fleet_node_main(role: str, args, fleet: FleetJob | None = None) -> None:
-    """``jqodi fleet-node``: run ``role``, one line on stderr and exit code 2 on failure; ``os._exit``."""
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
-    code = 0
-    if getattr(args, "threads", None):
-        os.environ["JQODI_THREADS"] = str(args.threads)
-    try:
-        code = serve_fleet_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
-                                startup_timeout_s=args.startup_timeout, fleet=fleet, workdir=args.workdir,
-                                token_file=args.token_file, bind_host=args.bind_host)
-    except JqodiError as e:
-        print(f"jqodi {role}: error: {e}", file=sys.stderr, flush=True)
-        code = e.exit_code
-    except OSError as e:
-        print(f"jqodi {role}: error: {e}", file=sys.stderr, flush=True)
-        code = 2
-    except KeyboardInterrupt:
-        print(f"jqodi {role}: interrupted", file=sys.stderr, flush=True)
-        code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

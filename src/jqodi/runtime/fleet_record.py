@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jqodi.core.devices import edge_role
 from jqodi.runtime.fleet_job import FleetJob, end_role
 from jqodi.runtime.fleet_node import FLEET_NAME, device_dir
 from jqodi.runtime.process import EPOCHS_NAME
-from jqodi.runtime.record import record_from_epochs
+from jqodi.runtime.record import JsonRecord, record_from_epochs
 
 __all__ = ["FleetRecord", "fleet_record", "edge_intervals", "utilisation"]
 
@@ -27,7 +27,7 @@ UTILISATION_BINS = 40
 
 
 @dataclass
-class FleetRecord:
+class FleetRecord(JsonRecord):
     """A fleet run: per-device summaries and records, totals, edge utilisation over time.
 
     ``devices[name]``: ``status``, ``error``, ``epochs`` / ``planned_epochs``, ``time_s``,
@@ -62,23 +62,6 @@ class FleetRecord:
     def failed(self) -> dict[str, str]:
         """Device → why its job failed."""
         return {n: d.get("error") or "failed" for n, d in self.devices.items() if d["status"] != "completed"}
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["totals"] = self.totals
-        return d
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2, default=lambda o: None if isinstance(o, float) else str(o)))
-        return p
-
-    @classmethod
-    def load(cls, path: str | Path) -> "FleetRecord":
-        d = json.loads(Path(path).read_text())
-        d.pop("totals", None)
-        return cls(**d)
 
 
 def edge_intervals(fleet: FleetJob, device: str, raw_epochs: list[dict], dilation: float) -> list[dict]:
