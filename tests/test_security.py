@@ -233,7 +233,7 @@ def test_a_bad_activation_mid_run_fails_by_name_and_resume_loses_nothing(tmp_pat
     the cloud keeps epoch 1's checkpoint, and a resumed run ends exactly like an undisturbed one."""
     from torch.utils.data import TensorDataset
 
-    from jqodi.runtime import roles
+    from jqodi.runtime.roles.base import _Role
     from jqodi.runtime.launch import run_job
 
     g = torch.Generator().manual_seed(0)
@@ -243,7 +243,7 @@ def test_a_bad_activation_mid_run_fails_by_name_and_resume_loses_nothing(tmp_pat
         val = TensorDataset(torch.randn(20, 1, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g))
 
     job = _tiny_job(schedule=[{"edge": "a", "cut": 2, "epochs": 3}], pretrained={"source": "random", "seed": 3})
-    real = roles._Role.send_cut
+    real = _Role.send_cut
     calls = {"n": 0}
 
     def bad_send_cut(self, dst, kind, x, bits, extra=None, **meta):
@@ -253,11 +253,11 @@ def test_a_bad_activation_mid_run_fails_by_name_and_resume_loses_nothing(tmp_pat
                 x = torch.zeros(x.shape[0], 3, 2, 2)
         return real(self, dst, kind, x, bits, extra, **meta)
 
-    monkeypatch.setattr(roles._Role, "send_cut", bad_send_cut)
+    monkeypatch.setattr(_Role, "send_cut", bad_send_cut)
     with pytest.raises(RuntimeFailure) as e:
         run_job(job, transport="inprocess", workdir=tmp_path, data=_Data, say=lambda s: None)
     assert e.value.peer == "end" and "per-sample shape" in str(e.value) and "\n" not in str(e.value)
-    monkeypatch.setattr(roles._Role, "send_cut", real)
+    monkeypatch.setattr(_Role, "send_cut", real)
     assert json.loads((tmp_path / "epochs.json").read_text())["completed"] == 1
     resumed = run_job(job, transport="inprocess", workdir=tmp_path, data=_Data, resume=True, say=lambda s: None)
     straight = run_job(job, transport="inprocess", workdir=tmp_path / "b", data=_Data, say=lambda s: None)

@@ -299,11 +299,10 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
 def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobConfig, say: Say = _print) -> dict:
     """Step 5: predicted vs measured (epochs to target, final loss, time, energy, bytes); returns
     the ``learning_vs_prediction`` part of the summary."""
-    from jqodi.render.runs import format_inference, run_outcome, run_table
+    from jqodi.render.runs import control_lines, format_inference, run_outcome, run_table
     from jqodi.runtime.inference import InferenceResult
 
     sol, row, target = planning.solution, planning.estimate, measurement.target_loss
-    from jqodi.app.controller import control_lines
 
     say("\n[5/5] predicted vs measured")
     say(run_outcome(record))

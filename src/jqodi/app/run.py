@@ -200,9 +200,7 @@ def resumed_controller(workdir: Path):
 
 def report_run(record, workdir: str | Path | None = None) -> str:
     """The run's report (:func:`jqodi.render.runs.run_report`): how it ended, predicted vs measured."""
-    from jqodi.render.runs import run_report
-
-    from jqodi.app.controller import control_lines
+    from jqodi.render.runs import control_lines, run_report
 
     text = run_report(record, workdir)
     lines = control_lines(record)

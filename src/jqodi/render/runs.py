@@ -1,11 +1,12 @@
-"""Runs as text: predicted vs measured per epoch, node and link; inference summaries."""
+"""Runs as text: predicted vs measured per epoch, node and link; how the closed loop ended the
+epochs; inference summaries."""
 from __future__ import annotations
 
 from jqodi.core.costs import TERMS
 from jqodi.core.devices import edge_role
 from jqodi.runtime.record import RunRecord
 
-__all__ = ["format_inference", "run_outcome", "run_report", "run_table"]
+__all__ = ["control_lines", "format_inference", "run_outcome", "run_report", "run_table"]
 
 
 def format_inference(results: list[InferenceResult]) -> str:
@@ -157,3 +158,38 @@ def _predicted_node_energy(rec: RunRecord) -> dict[str, float]:
         out["transfers"] = out.get("transfers", 0.0) + sum(
             pj[k] for k in ("cloud_to_edge", "edge_to_end", "end_to_edge", "edge_to_cloud", "activations"))
     return out
+
+
+def control_lines(record) -> list[str]:
+    """How a run's epochs ended, for the console: policy, re-plans, why it stopped, the model
+    served, and the energy the stop saved against the plan (predicted energy of the planned
+    epochs not run)."""
+    ctl = record.control or {}
+    if not ctl:
+        return []
+    summ = ctl.get("controller") or {}
+    lines = []
+    if summ:
+        n = len(summ.get("replans", []))
+        pm = summ.get("plan_ms", {})
+        lines.append(f"closed loop: policy {summ.get('policy')}, {n} re-plan(s)"
+                     + (f" (re-plan time max {pm.get('max', 0):.1f} ms wall, {pm.get('cpu_max', 0):.1f} ms CPU)"
+                        if pm.get("count") else ""))
+    status = ctl.get("status", "completed")
+    lines.append(f"epochs ended ({status}) after {len(record.epochs)}: {ctl.get('reason') or 'the plan is done'}")
+    best = ctl.get("best")
+    if best:
+        lines.append(f"best model: epoch {best['epoch']} (val loss {best['val_loss']:.4f}), kept by the cloud"
+                     + (" and served" if record.inference else ""))
+    sol = record.solution or {}
+    run_pred = [e.get("predicted", {}).get("energy_j") for e in record.epochs]
+    if sol.get("energy_j") is not None and record.epochs and all(x is not None for x in run_pred):
+        planned = sum(int(e["epochs"]) for e in sol.get("schedule", []))
+        line = (f"energy: {sum(e['energy_j'] for e in record.epochs):.4g} J measured over {len(record.epochs)} "
+                f"epoch(s), {sum(run_pred):.4g} J predicted for them; the plan predicted {sol['energy_j']:.4g} J "
+                f"for {planned}")
+        if "target reached" in (ctl.get("reason") or ""):
+            line += (f": stopping at the target saved ≈ {max(sol['energy_j'] - sum(run_pred), 0.0):.4g} J "
+                     f"(predicted, the one-off quantization included)")
+        lines.append(line)
+    return lines

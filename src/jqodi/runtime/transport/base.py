@@ -1,17 +1,8 @@
-"""Transports: how the roles' messages move between the cloud, the edges and the end device.
+"""The :class:`Transport` interface: what every transport guarantees, whatever its wire.
 
-A role only decides *what* to send; a :class:`Transport` moves it (the Flower split between a
-strategy and its grid). Two implementations share everything but the wire:
-
-* :class:`GlooTransport`  — separate processes (or machines), torch.distributed gloo point-to-point
-  send/recv after a ``TCPStore`` rendezvous (see :mod:`jqodi.runtime.rendezvous`).
-* :class:`InProcessTransport` — roles as threads of one process, queues in between (tests, quick
-  runs). Messages are encoded exactly as on the wire, so byte counts agree.
-
-A message is a ``kind``, a small JSON-able ``meta`` dict and named tensors. On the wire it is one
-``uint8`` buffer (header length, JSON header, raw tensor bytes) preceded by its length, so a
-receiver thread per peer keeps one receive **pre-posted** at all times: sends never wait for the
-other side to reach its ``recv`` and the send/recv order of the roles cannot deadlock.
+A message goes out encoded (:mod:`jqodi.runtime.transport.framing`); a receiver thread per peer
+keeps one receive **pre-posted** at all times, so sends never wait for the other side to reach its
+``recv`` and the send/recv order of the roles cannot deadlock.
 
 Failure detection: every transport sends a small heartbeat to each peer every
 ``heartbeat_s``; a role waiting on a peer fails with a one-line :class:`RuntimeFailure` naming it
@@ -26,38 +17,23 @@ when a real link would deliver it), for emulating a testbed on one machine.
 """
 from __future__ import annotations
 
-import json
 import queue
-import struct
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Callable, Iterable, Mapping
 
 import torch
 
 from jqodi.errors import RuntimeFailure
+from jqodi.runtime.transport.framing import MAC_BYTES, Message, decode_message, encode_message
 
-__all__ = ["Message", "LinkStats", "MessageRecord", "Transport", "InProcessHub", "InProcessTransport",
-           "GlooTransport", "encode_message", "decode_message", "DTYPE_SIZES", "MAC_BYTES"]
+__all__ = ["LinkStats", "MessageRecord", "Transport"]
 
 HEARTBEAT = "_hb"
 BYE = "_bye"
 ABORT = "abort"
-_TAG = 7
-
-
-@dataclass
-class Message:
-    """A received message: ``kind``, ``meta`` (JSON-able) and named tensors, from ``src``."""
-
-    kind: str
-    meta: dict
-    tensors: dict[str, torch.Tensor]
-    src: str
-    nbytes: int = 0
 
 
 @dataclass
@@ -80,49 +56,6 @@ class MessageRecord:
     shapes: tuple[tuple[str, tuple[int, ...], str], ...]
     nbytes: int
     t: float
-
-
-# --- the wire format ---------------------------------------------------------------------------
-
-_DTYPES = {str(d): d for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
-                                torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}
-#: bytes per element of every dtype the wire carries (the schema checks lengths before allocating)
-DTYPE_SIZES = {name: torch.empty(0, dtype=d).element_size() for name, d in _DTYPES.items()}
-#: an HMAC-SHA256 tag after each message body when the transport has the job secret
-MAC_BYTES = 32
-
-
-def encode_message(kind: str, meta: Mapping | None, tensors: Mapping[str, torch.Tensor] | None) -> bytes:
-    """One buffer: ``u32 header length | JSON header | raw tensor bytes`` (tensors contiguous, CPU)."""
-    specs, chunks, offset = [], [], 0
-    for name, t in (tensors or {}).items():
-        t = t.detach().to("cpu").contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        specs.append([name, str(t.dtype), list(t.shape), offset, len(raw)])
-        chunks.append(raw)
-        offset += len(raw)
-    header = json.dumps({"kind": kind, "meta": dict(meta or {}), "tensors": specs},
-                        separators=(",", ":")).encode()
-    return b"".join([struct.pack("<I", len(header)), header, *chunks])
-
-
-def decode_message(buf: bytes | bytearray | memoryview, src: str, limits=None, *, schema: bool = True) -> Message:
-    """Check ``buf`` against the protocol (:func:`jqodi.runtime.messages.check_header`: kinds,
-    dtypes, shapes, lengths, the job's ``limits``), then build its tensors."""
-    from jqodi.runtime.messages import check_header
-
-    header = check_header(buf, src, limits, schema=schema)
-    (hlen,) = struct.unpack_from("<I", buf, 0)
-    base = 4 + hlen
-    tensors = {}
-    for name, dtype, shape, off, n in header["tensors"]:
-        dt = _DTYPES[dtype]
-        if n:
-            flat = torch.frombuffer(bytearray(buf[base + off: base + off + n]), dtype=torch.uint8)
-            tensors[name] = flat.view(dt).reshape(shape)
-        else:
-            tensors[name] = torch.empty(shape, dtype=dt)
-    return Message(header["kind"], header["meta"], tensors, src, len(buf))
 
 
 # --- the interface -------------------------------------------------------------------------------
@@ -383,110 +316,3 @@ def _short(e: BaseException) -> str:
     line = line.split(". This is typically")[0]
     return line[:160]
 
-
-# --- in one process ------------------------------------------------------------------------------
-
-class InProcessHub:
-    """Connects :class:`InProcessTransport` objects of one process (one per role)."""
-
-    def __init__(self):
-        self._members: dict[str, InProcessTransport] = {}
-        self._lock = threading.Lock()
-        self.dead: set[str] = set()
-
-    def join(self, t: "InProcessTransport") -> None:
-        with self._lock:
-            self._members[t.me] = t
-
-    def kill(self, name: str) -> None:
-        """Emulate a crash of ``name``: its peers see a broken connection."""
-        self.dead.add(name)
-        for m in list(self._members.values()):
-            if m.me != name and name in m._queues:
-                m._deliver_error(name, ConnectionResetError(f"{name} crashed"))
-
-    def route(self, src: str, dst: str, buf: bytes) -> None:
-        if src in self.dead:
-            raise ConnectionResetError(f"{src} is dead")
-        if dst in self.dead:
-            raise ConnectionResetError(f"connection to {dst} closed")
-        member = self._members.get(dst)
-        if member is None:
-            raise ConnectionRefusedError(f"{dst} has not joined")
-        member._deliver(src, bytes(buf))
-
-
-class InProcessTransport(Transport):
-    """Roles as threads of one process; messages are encoded as on the wire, then queued."""
-
-    def __init__(self, hub: InProcessHub, me: str, peers: Iterable[str], **kw):
-        super().__init__(me, peers, **kw)
-        self.hub = hub
-        hub.join(self)
-
-    def _send_bytes(self, dst: str, buf: bytes) -> None:
-        self.hub.route(self.me, dst, buf)
-
-
-# --- gloo ----------------------------------------------------------------------------------------
-
-class GlooTransport(Transport):
-    """torch.distributed gloo point-to-point, one pre-posted receive per peer.
-
-    ``pg`` is a ``ProcessGroupGloo`` (see :func:`jqodi.runtime.rendezvous.connect`); ``ranks`` maps
-    every role name to its rank.
-    """
-
-    def __init__(self, pg, me: str, ranks: Mapping[str, int], **kw):
-        super().__init__(me, [n for n in ranks if n != me], **kw)
-        self.pg = pg
-        self.ranks = dict(ranks)
-        self._wait = timedelta(seconds=self.timeout_s)
-        # receives wait longer than the silence timeout: a hung peer is reported by recv() (which
-        # names it as silent) before gloo's own timeout fires
-        self._recv_wait = timedelta(seconds=2 * self.timeout_s + 5)
-        self._receivers = []
-        for p in self.peers:
-            t = threading.Thread(target=self._receive_loop, args=(p,), name=f"{me}<-{p}", daemon=True)
-            self._receivers.append(t)
-
-    def start(self) -> "GlooTransport":
-        for t in self._receivers:
-            t.start()
-        return super().start()
-
-    def _send_bytes(self, dst: str, buf: bytes) -> None:
-        rank = self.ranks[dst]
-        n = torch.tensor([len(buf)], dtype=torch.int64)
-        payload = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
-        w1 = self.pg.send([n], rank, _TAG)
-        w2 = self.pg.send([payload], rank, _TAG)
-        w1.wait(self._wait)
-        w2.wait(self._wait)
-
-    def _receive_loop(self, src: str) -> None:
-        rank = self.ranks[src]
-        try:
-            while not self._closing.is_set():
-                n = torch.empty(1, dtype=torch.int64)
-                self.pg.recv([n], rank, _TAG).wait(self._recv_wait)
-                size = int(n.item())
-                limit = (self.limits.max_message_bytes if self.limits is not None else 1 << 40) + MAC_BYTES
-                if not 4 <= size <= limit:  # checked before a byte is allocated
-                    from jqodi.runtime.messages import ProtocolViolation
-
-                    self._violation(src, ProtocolViolation(
-                        f"peer {src!r} sent a message the protocol does not allow: length header {size} B "
-                        f"(the job's limit is {limit} B)", peer=src))
-                    return
-                buf = torch.empty(size, dtype=torch.uint8)
-                self.pg.recv([buf], rank, _TAG).wait(self._recv_wait)
-                self._deliver(src, memoryview(buf.numpy()))
-                if src in self._gone:
-                    return  # the peer said bye: post no further receive
-        except Exception as e:  # noqa: BLE001 - gloo errors mean the peer is gone
-            self._deliver_error(src, e)
-
-    def _shutdown(self) -> None:
-        for t in self._receivers:
-            t.join(timeout=1.0)

@@ -1,0 +1,309 @@
+"""The closed-loop controller: early stop, online estimates and re-planning for one run
+(:class:`ClosedLoopController`, the steps of :mod:`jqodi.app.controller`), and
+:func:`controller_for`, which builds one for a scenario and its plan."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from jqodi.app.controller.decisions import Decision, Observation, Replan
+from jqodi.app.controller.estimates import ResourceEstimates
+from jqodi.app.controller.phases import PhaseTable, phase_table
+from jqodi.app.controller.remaining import order_cheapest_first, remaining_instance, schedule_cost, truncate
+from jqodi.core.instance import PlanningInstance, ScheduleEntry, Solution
+from jqodi.errors import JqodiError
+
+POLICIES = ("static", "replan")
+#: A new plan must save more than this share of the remaining energy to replace a sound one.
+DEFAULT_THRESHOLD = 0.03
+#: A run that has not reached L_max after this many times its planned K^rob epochs gives up.
+MAX_EPOCHS_FACTOR = 3
+
+
+class ClosedLoopController:
+    """Early stop, online estimates and re-planning for one run (see :mod:`jqodi.app.controller`).
+
+    ``table``: the phase-resolved instance the plan was made from; ``solution``: that plan;
+    ``policy``: ``replan`` (default) or ``static``; ``threshold``: the anti-churn share;
+    ``confirm``: further epochs at or below L_max before stopping; ``allow_switch``: whether the
+    runtime can change model/bits mid-run (the emulated runtime cannot: it trains one model).
+    ``refit_boot``: bootstrap refits of the online K estimate (fewer = faster).
+    """
+
+    def __init__(self, table: PhaseTable, solution: Solution, *, policy: str = "replan",
+                 threshold: float = DEFAULT_THRESHOLD, confirm: int = 0, allow_switch: bool = False,
+                 early_stop: bool = True, solver: str = "optimal", refit_boot: int = 0,
+                 edges_down: Iterable[str] = ()):
+        if policy not in POLICIES:
+            raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if not (0 <= threshold < 1):
+            raise JqodiError(f"re-plan threshold must be in [0, 1), got {threshold!r}")
+        if confirm < 0:
+            raise JqodiError(f"confirmation epochs must be ≥ 0, got {confirm}")
+        if solution.status == "infeasible" or not solution.schedule:
+            raise JqodiError("the closed loop needs a feasible plan to start from")
+        self.table = table
+        self.policy = policy
+        self.threshold = float(threshold)
+        self.confirm = int(confirm)
+        self.allow_switch = bool(allow_switch)
+        self.early_stop = bool(early_stop)
+        self.solver = solver
+        self.refit_boot = int(refit_boot)
+        self.deadline_s = table.instance.deadline_s
+        self.target_loss = table.instance.target_loss
+        self.model, self.bits = solution.model, int(solution.bits)
+        self.resources = ResourceEstimates()
+        self.edges_down: set[str] = set(edges_down)
+        self.losses: dict[str, list[float]] = {}
+        self.observations: list[Observation] = []
+        self.replans: list[Replan] = []
+        self.refits: list[dict] = []
+        self.elapsed_s = 0.0
+        self.epochs_done = 0
+        self.stopped: str | None = None
+        self.best: tuple[float, int] | None = None  # (val loss, epoch)
+        self.plan_ms: list[float] = []      # wall-clock ms of each re-plan (instance, solve, decision)
+        self.plan_cpu_ms: list[float] = []  # the same in this process's CPU time (the host is shared)
+        cand = table.candidate(self.model, self.bits)
+        self.offset_s = cand.quantize_time_s  # τ_(a,q) is paid before fine-tuning starts
+        self.options = {"policy": policy, "threshold": self.threshold, "confirm": self.confirm,
+                        "allow_switch": self.allow_switch, "early_stop": self.early_stop, "solver": solver,
+                        "refit_boot": self.refit_boot}
+        self.solution = solution
+        self.priors = {c.key: (c.epochs.expected, c.epochs.robust) for c in table.instance.candidates}
+        self.remaining_estimate: tuple[int | None, int | None] = (cand.epochs.expected, cand.epochs.robust)
+        self.schedule = order_cheapest_first(table, self.key, solution.schedule, {}) \
+            if policy == "replan" else tuple(solution.schedule)
+        self.initial = tuple(self.schedule)
+        self.initial_epochs = [s for s in self.initial for _ in range(s.epochs)]
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        return f"{self.model}@{self.bits}"
+
+    def to_spec(self) -> dict:
+        """What rebuilds this controller in another process (:meth:`from_spec`): JSON."""
+        return {"table": self.table.to_dict(), "solution": self.solution.to_dict(), "options": dict(self.options),
+                "edges_down": sorted(self.edges_down)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "ClosedLoopController":
+        try:
+            table = PhaseTable.from_dict(spec["table"])
+            solution = Solution.from_dict(spec["solution"])
+            opts = dict(spec.get("options") or {})
+        except (KeyError, TypeError, ValueError, JqodiError) as e:
+            raise JqodiError(f"controller spec is malformed: {e}") from e
+        return cls(table, solution, edges_down=spec.get("edges_down") or (), **opts)
+
+    def restore(self, observations: Iterable[Mapping[str, Any]]) -> None:
+        """Replay the observations of a resumed run (the decisions are recomputed, not printed)."""
+        for o in observations:
+            self.after_epoch(o)
+
+    # -- the two entry points ---------------------------------------------------------------------
+    def after_epoch(self, obs: Observation | Mapping[str, Any]) -> Decision:
+        """The runtime finished an epoch: stop, or the schedule for the remaining epochs."""
+        if not isinstance(obs, Observation):
+            obs = Observation.from_dict(obs)
+        self.observations.append(obs)
+        key = f"{obs.model}@{obs.bits}" if obs.model is not None else self.key
+        self.losses.setdefault(key, []).append(float(obs.val_loss))
+        self.epochs_done += 1
+        self.elapsed_s = self.offset_s + float(obs.elapsed_s)
+        if self.best is None or obs.val_loss < self.best[0]:
+            self.best = (float(obs.val_loss), obs.epoch)
+        # the epoch just run leaves the schedule
+        self.schedule = _consume(self.schedule, obs.edge, obs.cut)
+        i = self.table.option_index(key, obs.edge, obs.cut)
+        if i is not None and obs.phases_s:
+            self.resources.observe(self.table.terms(key, i), obs.phases_s)
+        from jqodi.learning.online import refit_remaining, target_reached
+
+        losses = self.losses[key]
+        if self.early_stop:
+            at = target_reached(losses, self.target_loss, self.confirm)
+            if at is not None:
+                why = (f"target reached: val loss {losses[at - 1]:.4f} ≤ L_max {self.target_loss:.4f} at epoch {at}"
+                       + (f", confirmed by {self.confirm} more" if self.confirm else ""))
+                return self._stop(why)
+        if self.policy == "static":
+            if not self.schedule:
+                return self._stop("the plan's epochs are done" + ("" if not self.early_stop else
+                                                                   "; the target was not reached"))
+            return self._static_next()
+        prior = self.priors[key]
+        t0 = time.perf_counter()
+        est = refit_remaining(losses, self.target_loss, prior[0], prior[1], confirm=self.confirm,
+                              n_boot=self.refit_boot)
+        self.refits.append({"epoch": obs.epoch, "remaining_expected": est.remaining_expected,
+                            "remaining_robust": est.remaining_robust, "weight_observed": est.weight_observed,
+                            "source": est.source, "ms": (time.perf_counter() - t0) * 1e3})
+        self.remaining_estimate = (est.remaining_expected, est.remaining_robust)
+        cap = MAX_EPOCHS_FACTOR * max(self.priors[key][1] or self.priors[key][0] or 0, len(self.initial_epochs))
+        if len(losses) >= cap:
+            return self._stop(f"gave up: {len(losses)} epochs, {MAX_EPOCHS_FACTOR}× what the plan budgeted, "
+                              f"and the target is not reached")
+        if est.remaining_expected is None and not self.schedule:
+            return self._stop("the target looks out of reach (the refitted curve levels off above L_max) "
+                              "and the plan's epochs are done")
+        return self._replan("epoch")
+
+    def on_event(self, kind: str, edge: str, at_s: float | None = None) -> Decision:
+        """A resource event: ``kind`` = ``edge_leaves`` | ``edge_returns`` (testbed time ``at_s``)."""
+        if kind not in ("edge_leaves", "edge_returns"):
+            raise JqodiError(f"unknown resource event {kind!r}")
+        if at_s is not None:
+            self.elapsed_s = max(self.elapsed_s, self.offset_s + float(at_s))
+        if kind == "edge_leaves":
+            self.edges_down.add(edge)
+        else:
+            self.edges_down.discard(edge)
+            self.resources.forget(f"edge:{edge}")
+        if self.stopped:
+            return Decision("stop", (), self.stopped, self.model, self.bits)
+        if self.policy == "static":
+            return self._static_next()
+        return self._replan("event", f"edge {edge} {'left' if kind == 'edge_leaves' else 'is back'}")
+
+    # -- internals -------------------------------------------------------------------------------
+    def _stop(self, why: str) -> Decision:
+        self.stopped = why
+        return Decision("stop", (), why, self.model, self.bits)
+
+    def _static_next(self) -> Decision:
+        if not self.schedule:
+            return self._stop("the plan's epochs are done")
+        nxt = self.schedule[0]
+        if nxt.edge in self.edges_down:
+            return Decision("pause", self.schedule, f"edge {nxt.edge} is away and the static policy does not "
+                                                    f"re-plan", self.model, self.bits)
+        return Decision("continue", self.schedule, "", self.model, self.bits)
+
+    def _replan(self, trigger: str, event: str | None = None) -> Decision:
+        from jqodi.planner import solve
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        rem_exp, rem_rob = self.remaining_estimate
+        left = self.deadline_s - self.elapsed_s
+        f = self.resources.factors
+        old = self.schedule
+        have = sum(s.epochs for s in old)
+        # epochs to budget: K^rob of the rest; if the refit sees the target out of reach, the plan's own
+        need = rem_rob if rem_rob is not None else (rem_exp if rem_exp is not None else have)
+        kept = truncate(old, need)
+        cur = schedule_cost(self.table, self.key, kept, f)
+        reasons = [event] if event else []
+        forced = None
+        if any(s.edge in self.edges_down for s in kept):
+            forced = "the plan uses an edge that is away"
+        elif have < need:
+            forced = f"the curve needs {need} more epoch(s) (K^rob), the plan has {have}"
+        elif cur is None or cur[0] > left * (1 + 1e-9):
+            forced = (f"the plan would miss the deadline ({cur[0]:.3g} s needed, {left:.3g} s left)"
+                      if cur is not None else "the plan uses an option the candidate lacks")
+        inst = remaining_instance(self.table, current=self.key, remaining=(min(rem_exp or need, need), need),
+                                  deadline_left_s=left, factors=f, edges_down=self.edges_down,
+                                  allow_switch=self.allow_switch, priors=self.priors)
+        sol = solve(inst, self.solver, epochs="robust")
+        if sol.status == "infeasible" and forced:  # nothing fits K^rob: plan for K^exp rather than give up
+            sol = solve(inst, self.solver, epochs="expected")
+            if sol.status != "infeasible":
+                forced = f"{forced}; no plan fits K^rob in time: planning for K^exp"
+        new_key, new_sched, pred = self.key, order_cheapest_first(self.table, self.key, kept, f), cur
+        if sol.status != "infeasible":
+            saving = (1 - sol.energy_j / cur[1]) if cur is not None and cur[1] > 0 else math.inf
+            if forced or saving > self.threshold:
+                if forced is None:
+                    reasons.append(f"estimates changed: saves {saving:.1%} of the remaining energy "
+                                   f"(threshold {self.threshold:.0%})")
+                new_key = f"{sol.model}@{sol.bits}"
+                new_sched = order_cheapest_first(self.table, new_key, sol.schedule, f)
+                pred = (sol.time_s, sol.energy_j)
+        elif forced:
+            fast = self._fastest(need)
+            if fast is None:
+                self.plan_ms.append((time.perf_counter() - t0) * 1e3)
+                why = "; ".join(reasons + [forced])
+                return Decision("pause", old, f"{why}: no edge can serve the remaining epochs", self.model, self.bits)
+            new_sched, pred = fast
+            forced = f"{forced}; no plan meets the deadline: finishing as fast as possible"
+        if forced:
+            reasons.append(forced)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.plan_ms.append(ms)
+        self.plan_cpu_ms.append((time.process_time() - c0) * 1e3)
+        rp = None
+        new_model, new_bits = new_key.rsplit("@", 1)[0], int(new_key.rsplit("@", 1)[1])
+        if new_key != self.key or _multiset(new_sched) != _multiset(kept):
+            rp = Replan(self.epochs_done, self.elapsed_s, "; ".join(reasons) or "estimates changed", trigger, old,
+                        tuple(new_sched), self.model, self.bits, new_model, new_bits,
+                        pred[0] if pred else None, pred[1] if pred else None, cur[1] if cur else None, left,
+                        rem_exp, rem_rob, ms)
+            self.replans.append(rp)
+        self.model, self.bits = new_model, new_bits
+        self.schedule = tuple(new_sched)
+        if not self.schedule:
+            return self._stop("no epochs left in the plan")
+        if self.schedule[0].edge in self.edges_down:
+            return Decision("pause", self.schedule, f"edge {self.schedule[0].edge} is away", self.model, self.bits, rp)
+        return Decision("continue", self.schedule, rp.reason if rp else "", self.model, self.bits, rp)
+
+    def _fastest(self, epochs: int | None):
+        if not epochs:
+            return None
+        t, e = self.table.scaled(self.key, self.resources.factors)
+        ok = [i for i, o in enumerate(self.table.cand(self.key).options) if o.edge not in self.edges_down]
+        if not ok:
+            return None
+        i = min(ok, key=lambda j: (t[j], e[j]))
+        o = self.table.cand(self.key).options[i]
+        return (ScheduleEntry(o.edge, o.cut, int(epochs)),), (epochs * float(t[i]), epochs * float(e[i]))
+
+    def summary(self) -> dict:
+        """What the record keeps: re-plans, refits, final factors, stop reason, plan times."""
+        return {"policy": self.policy, "threshold": self.threshold, "confirm": self.confirm,
+                "replans": [r.to_dict() for r in self.replans], "refits": list(self.refits),
+                "resources": self.resources.to_dict(), "stopped": self.stopped,
+                "best": {"val_loss": self.best[0], "epoch": self.best[1]} if self.best else None,
+                "plan_ms": {"max": max(self.plan_ms, default=0.0),
+                            "median": float(np.median(self.plan_ms)) if self.plan_ms else 0.0,
+                            "cpu_max": max(self.plan_cpu_ms, default=0.0), "count": len(self.plan_ms)},
+                "initial_schedule": [asdict(e) for e in self.initial],
+                "final_schedule": [asdict(e) for e in self.schedule]}
+
+
+def _consume(schedule: Sequence[ScheduleEntry], edge: str, cut: int) -> tuple[ScheduleEntry, ...]:
+    """``schedule`` less one epoch of (edge, cut) (its first such entry; the head if none matches)."""
+    out = list(schedule)
+    idx = next((i for i, s in enumerate(out) if s.edge == edge and s.cut == cut and s.epochs > 0), None)
+    if idx is None:
+        idx = next((i for i, s in enumerate(out) if s.epochs > 0), None)
+    if idx is None:
+        return ()
+    s = out[idx]
+    out[idx] = ScheduleEntry(s.edge, s.cut, s.epochs - 1)
+    return tuple(x for x in out if x.epochs > 0)
+
+
+def _multiset(schedule: Sequence[ScheduleEntry]) -> dict[tuple[str, int], int]:
+    m: dict[tuple[str, int], int] = {}
+    for s in schedule:
+        if s.epochs > 0:
+            m[(s.edge, s.cut)] = m.get((s.edge, s.cut), 0) + s.epochs
+    return m
+
+
+def controller_for(scenario, solution: Solution, *, policy: str = "replan", threshold: float = DEFAULT_THRESHOLD,
+                   confirm: int = 0, estimates=None, profiles=None,
+                   instance: PlanningInstance | None = None) -> ClosedLoopController:
+    """The controller of a run of ``solution`` on ``scenario`` (planned from the same ``estimates``,
+    or from ``instance``): the runtime trains one model per run, so model and bits stay fixed."""
+    table = phase_table(scenario, estimates, profiles, instance=instance)
+    return ClosedLoopController(table, solution, policy=policy, threshold=threshold, confirm=confirm)

@@ -1,0 +1,125 @@
+"""The phase table: the planning instance with each option's time and energy split per term.
+
+:class:`PhaseTable` is the planning instance with each option's time and energy split into the
+terms of Eq. (7)–(10) (:data:`jqodi.core.costs.TERMS`), each term charged to the resource that
+does it, so measured speeds can rescale it: compute terms to ``end``, ``edge:X``, ``cloud``;
+transfers to ``cloud|edge:X`` and ``edge:X|end``. A slower resource is assumed to draw the same
+power for longer, so a term's energy scales with its time (busy power × time for compute,
+transmit power / rate per bit for links).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from jqodi.core.instance import Candidate, PlanningInstance
+from jqodi.errors import JqodiError
+
+#: The terms of one epoch (the same order as :data:`jqodi.core.costs.TERMS`).
+TERMS = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end", "end_to_edge",
+         "edge_to_cloud", "activations")
+
+
+def term_resource(term: str, edge: str) -> str:
+    """The device or link that does ``term`` of an epoch whose deep part runs on ``edge``."""
+    if term == "end_compute":
+        return "end"
+    if term == "edge_compute":
+        return f"edge:{edge}"
+    if term == "cloud_update":
+        return "cloud"
+    if term in ("cloud_to_edge", "edge_to_cloud"):
+        return f"cloud|edge:{edge}"
+    return f"edge:{edge}|end"
+
+
+# --------------------------------------------------------------------------- the phase table
+@dataclass
+class PhaseTable:
+    """The planning instance with every option's time and energy per term (see the module docstring).
+
+    ``terms_s[key][i, j]`` / ``terms_j[key][i, j]``: term ``TERMS[j]`` of option ``i`` of the
+    candidate ``key`` (``model@bits``) at nominal speeds; each row sums to the option's
+    ``epoch_time_s`` / ``epoch_energy_j``.
+    """
+
+    instance: PlanningInstance
+    terms_s: dict[str, np.ndarray]
+    terms_j: dict[str, np.ndarray]
+    _res: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
+    _res_ids: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for c in self.instance.candidates:
+            if c.key not in self.terms_s or self.terms_s[c.key].shape != (len(c.options), len(TERMS)):
+                raise JqodiError(f"phase table: candidate {c.key} needs {len(c.options)}×{len(TERMS)} terms")
+            rows = [[term_resource(t, o.edge) for t in TERMS] for o in c.options]
+            self._res[c.key] = rows
+            names = sorted({r for row in rows for r in row})
+            ids = np.array([[names.index(r) for r in row] for row in rows], dtype=np.int64).reshape(-1, len(TERMS))
+            self._res_ids[c.key] = (names, ids)
+
+    def candidate(self, model: str, bits: int) -> Candidate:
+        for c in self.instance.candidates:
+            if c.model == model and c.bits == bits:
+                return c
+        raise JqodiError(f"phase table: no candidate {model}@{bits}")
+
+    def option_index(self, key: str, edge: str, cut: int) -> int | None:
+        for i, o in enumerate(self.cand(key).options):
+            if o.edge == edge and o.cut == cut:
+                return i
+        return None
+
+    def cand(self, key: str) -> Candidate:
+        return next(c for c in self.instance.candidates if c.key == key)
+
+    def terms(self, key: str, i: int) -> list[tuple[str, str, float, float]]:
+        """(term, resource, seconds, joules) of option ``i`` of candidate ``key`` at nominal speeds."""
+        return [(t, self._res[key][i][j], float(self.terms_s[key][i, j]), float(self.terms_j[key][i, j]))
+                for j, t in enumerate(TERMS)]
+
+    def scaled(self, key: str, factors: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Every option's epoch (time_s, energy_j) with each term's time and energy × its resource's factor."""
+        names, ids = self._res_ids[key]
+        f = np.array([factors.get(r, 1.0) for r in names], dtype=float)[ids]
+        return (self.terms_s[key] * f).sum(axis=1), (self.terms_j[key] * f).sum(axis=1)
+
+    def to_dict(self) -> dict:
+        return {"instance": self.instance.to_dict(), "terms": list(TERMS),
+                "terms_s": {k: v.tolist() for k, v in self.terms_s.items()},
+                "terms_j": {k: v.tolist() for k, v in self.terms_j.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PhaseTable":
+        if list(d.get("terms", [])) != list(TERMS):
+            raise JqodiError(f"phase table: terms must be {list(TERMS)}")
+        inst = PlanningInstance.from_dict(d["instance"])
+        return cls(inst, {k: np.asarray(v, dtype=float).reshape(-1, len(TERMS)) for k, v in d["terms_s"].items()},
+                   {k: np.asarray(v, dtype=float).reshape(-1, len(TERMS)) for k, v in d["terms_j"].items()})
+
+
+def phase_table(scenario, estimates=None, profiles=None, cost_model: str | None = None,
+                instance: PlanningInstance | None = None) -> PhaseTable:
+    """Compile ``scenario`` into a :class:`PhaseTable` (the instance of
+    :func:`jqodi.core.costs.compile_instance` with the terms of its cost tables); ``instance``:
+    one already compiled from it (with its estimates)."""
+    from jqodi.core.costs import compile_instance, cost_table, scenario_profiles
+
+    profiles = dict(profiles) if profiles else scenario_profiles(scenario)
+    inst = instance if instance is not None else compile_instance(scenario, estimates, profiles, cost_model)
+    tables = {m.name: cost_table(scenario, m.name, profiles[m.name], cost_model=cost_model) for m in scenario.models}
+    ts, tj = {}, {}
+    for c in inst.candidates:
+        ct = tables[c.model]
+        b = ct.bits.index(c.bits)
+        rows_s, rows_j = [], []
+        for o in c.options:
+            j, x = ct.cuts.index(o.cut), ct.edges.index(o.edge)
+            rows_s.append([float(ct.time[t][b, j, x]) for t in TERMS])
+            rows_j.append([float(ct.energy[t][b, j, x]) for t in TERMS])
+        ts[c.key] = np.asarray(rows_s, dtype=float).reshape(-1, len(TERMS))
+        tj[c.key] = np.asarray(rows_j, dtype=float).reshape(-1, len(TERMS))
+    return PhaseTable(inst, ts, tj)
