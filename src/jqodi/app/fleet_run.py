@@ -81,6 +81,7 @@ def load_fleet_for_run(path: str | Path, opts: FleetRunOptions):
     for key, v in (("train_size", opts.train_size), ("val_size", opts.val_size)):
         if v is None:
             continue
+        d["data"][key] = int(v)  # the template's, and every listed or generated device's
         for entry in d.get("end_devices") or []:
             entry[key] = int(v)
         if (d.get("fleet") or {}).get("generate"):
