@@ -167,6 +167,10 @@ CASES = [
     (["traces", "--format", "xml"], "--format"),
     (["evaluate"], "scenario"),
     (["evaluate", "{tmp}/missing.yaml"], "missing.yaml"),
+    # report
+    (["report"], "DIR"),
+    (["report", "{tmp}/missing-dir"], "missing-dir: not a directory"),
+    (["report", "{tmp}/empty"], "nothing to report"),
 ]
 
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from jqodi.app.controller import (TERMS, ClosedLoopController, Observation, PhaseTable, ResourceEstimates,
+from jqodi.core.costs import TERMS
+from jqodi.app.controller import (ClosedLoopController, Observation, PhaseTable, ResourceEstimates,
                                   remaining_instance, schedule_cost)
 from jqodi.app.simulate import World, hindsight_optimum, simulate_epoch, simulate_run
 from jqodi.core.instance import Candidate, EpochEstimates, Option, PlanningInstance

@@ -186,11 +186,9 @@ def test_plan_scenario_imports_torch_once_then_never(tmp_path):
 
 def test_a_one_time_profiling_is_announced_once(tmp_path, monkeypatch, capsys):
     """Planning widths nobody has profiled says so on stderr (a one-time cost); the next plan does not."""
-    from jqodi.cli import _onetime
     from jqodi.cli import main
 
     monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(_onetime, "ANNOUNCE_AFTER_S", 0.0)  # announce at once: the test need not race it
     other = tmp_path / "narrow.yaml"
     other.write_text(SCENARIO.read_text().replace("width: 1.0", "width: 0.6"))
     main(["plan", str(other)])

@@ -29,6 +29,9 @@ pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is
 
 TIMEOUT_S = 4.0          # failure detection: short, so the kill tests end quickly
 STARTUP_TIMEOUT_S = 45.0  # rendezvous + process group: importing torch in 4 processes on 2 busy cores
+# A safety net only (what is tested are the detection bounds above): a whole run, start-up included,
+# took over 60 s at load average 10-14; two runs per test stay under pytest's 300 s timeout.
+WALL_LIMIT_S = 120.0
 
 
 def _job(**kw) -> Job:
@@ -78,7 +81,7 @@ def _run_until_killed(job, tmp_path, killer: _Killer) -> tuple[RuntimeFailure, f
     """Run ``job`` while ``killer`` signals its role; the failure raised and when it surfaced."""
     try:
         with pytest.raises(RuntimeFailure) as e:
-            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=60)
+            run_job(job, workdir=tmp_path, on_start=killer.on_start, say=lambda s: None, wall_limit_s=WALL_LIMIT_S)
         detected = time.monotonic()
     finally:
         killer.cleanup()
@@ -100,7 +103,7 @@ def test_end_device_killed_mid_epoch_is_named_then_resume_loses_nothing(tmp_path
     assert record["status"] == "failed" and len(record["epochs"]) == 1
 
     lines: list[str] = []
-    resumed = run_job(job, workdir=tmp_path, resume=True, say=lines.append, wall_limit_s=60)
+    resumed = run_job(job, workdir=tmp_path, resume=True, say=lines.append, wall_limit_s=WALL_LIMIT_S)
     assert any("resuming after epoch 1/3" in s for s in lines)
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
 
@@ -149,7 +152,7 @@ def test_edge_killed_mid_epoch_is_named_then_resume_completes(tmp_path):
     assert detected - killer.fired_at < TIMEOUT_S + 6
     # resume, then serve inference from the same processes (SD + the edge, and SD alone)
     resumed = run_job(job.replace(inference_requests=8), workdir=tmp_path, resume=True, say=lambda s: None,
-                      wall_limit_s=60)
+                      wall_limit_s=WALL_LIMIT_S)
     assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3] and resumed.status == "completed"
     assert [(r["edge"], r["requests"]) for r in resumed.inference] == [("a", 8), (None, 8)]
     assert all(r["latency_p50_s"] > 0 for r in resumed.inference)

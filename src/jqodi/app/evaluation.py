@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from jqodi.app.paper import PAPER, comparison, epochs_table, paper_key_for
-from jqodi.app.trajectories import TrajectoryPoint, anchors_of, loss_anchors_from_estimates, node_breakdown, trajectory
+from jqodi.app.trajectories import (TrajectoryPoint, anchors_of, cut_sweep, loss_anchors_from_estimates, node_breakdown,
+                                    phase_breakdown, trajectory)
 from jqodi.core.instance import Candidate, LossEstimates, PlanningInstance, ScheduleEntry, Solution
 from jqodi.errors import InfeasibleError, PlanningError
 
@@ -65,7 +66,10 @@ class StrategyResult:
 
     ``status`` is the solver's; ``relaxed`` says how the constraints were lifted to show a
     baseline that cannot meet them (``""``, ``"deadline"`` or ``"target"``). ``breakdown``
-    maps node → {"time_s", "energy_j"} (Fig. 8/12), ``None`` when no cost terms were given.
+    maps node → {"time_s", "energy_j"} (Fig. 8/12), ``None`` when no cost terms were given;
+    ``phases`` the same per cost term (:func:`jqodi.app.trajectories.phase_breakdown`).
+    ``plan_time_s`` is the solver's wall time on this host; ``plan_energy_j`` what planning cost
+    (Table V's "JQODI Energy") when a meter measured it, else ``None``.
     """
 
     label: str
@@ -84,6 +88,8 @@ class StrategyResult:
     plan_time_s: float = 0.0
     trajectory: list[TrajectoryPoint] = field(default_factory=list, repr=False)
     breakdown: dict[str, dict[str, float]] | None = field(default=None, repr=False)
+    phases: dict[str, dict[str, float]] | None = field(default=None, repr=False)
+    plan_energy_j: float | None = None
 
     @property
     def main_option(self) -> ScheduleEntry | None:
@@ -120,6 +126,8 @@ class Evaluation:
     comparison: list[dict[str, Any]] = field(repr=False)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    cut_sweep: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """One epoch's time and energy per (model, bits, edge, cut): Fig. 3 / Observation 4."""
 
     def strategy(self, label: str) -> StrategyResult:
         for s in self.strategies:
@@ -243,6 +251,7 @@ def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn
         res.breakdown = node_breakdown(epoch_cost, cand.model, cand.bits, schedule,
                                        quantize_time_s=cand.quantize_time_s,
                                        quantize_energy_j=cand.quantize_energy_j)
+        res.phases = phase_breakdown(epoch_cost, cand.model, cand.bits, schedule)
     return res
 
 
@@ -287,7 +296,8 @@ def evaluate_instance(instance: PlanningInstance, *, solve: SolveFn,
         notes.append(f"the paper's deadline is {paper['deadline_s']:g} s, this scenario's "
                      f"{instance.deadline_s:g} s")
     return Evaluation(name, paper_key, instance.deadline_s, instance.target_loss, results,
-                      epochs_table(instance, paper, anchors), comparison(results, paper), notes)
+                      epochs_table(instance, paper, anchors), comparison(results, paper), notes,
+                      cut_sweep=cut_sweep(instance))
 
 
 def evaluate_scenario(path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,

@@ -33,7 +33,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jqodi.app.controller import TERMS, ClosedLoopController, Decision, Observation, PhaseTable
+from jqodi.app.controller import ClosedLoopController, Decision, Observation, PhaseTable
+from jqodi.core.costs import TERMS
 from jqodi.core.instance import Solution
 from jqodi.core.timeline import Timeline
 

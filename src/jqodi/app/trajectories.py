@@ -25,7 +25,7 @@ from jqodi.core.instance import Candidate, LossEstimates, PlanningInstance, Sche
 from jqodi.errors import PlanningError
 
 __all__ = ["NODE_TERMS", "TrajectoryPoint", "geometric_loss_trajectory", "loss_anchors_from_estimates", "anchors_of",
-           "trajectory", "node_breakdown"]
+           "trajectory", "node_breakdown", "phase_breakdown", "cut_sweep"]
 
 #: The node (or link) each cost term of Eq. (1)-(10) is spent on (Fig. 8/12). The one-off
 #: quantization τ_(a,q), ε_(a,q) is work on the CS and is added there; a node's idle energy
@@ -193,3 +193,30 @@ def node_breakdown(epoch_cost: Callable[[str, int, int, str], Any], model: str, 
     if other["time_s"] or other["energy_j"]:
         out["other"] = other
     return out
+
+
+def phase_breakdown(epoch_cost: Callable[[str, int, int, str], Any], model: str, bits: int,
+                    schedule: Sequence[ScheduleEntry]) -> dict[str, dict[str, float]]:
+    """Time (s) and energy (J) per cost term of Eq. (1)-(10) over a whole schedule (the per-phase
+    view of Fig. 8/12): each term of :data:`NODE_TERMS` × the entry's epochs, in that order;
+    terms that are zero for every entry are left out. The one-off quantization is not a phase
+    (see :func:`node_breakdown`, which adds it to the CS)."""
+    out = {term: {"time_s": 0.0, "energy_j": 0.0} for terms in NODE_TERMS.values() for term in terms}
+    for entry in schedule:
+        cost = epoch_cost(model, bits, entry.cut, entry.edge)
+        for term, acc in out.items():
+            acc["time_s"] += _term(cost, term, "s") * entry.epochs
+            acc["energy_j"] += _term(cost, term, "j") * entry.epochs
+    return {term: acc for term, acc in out.items() if acc["time_s"] or acc["energy_j"]}
+
+
+def cut_sweep(instance: PlanningInstance) -> list[dict[str, Any]]:
+    """One epoch's time (s) and energy (J) at every partition point, per (model, bits, edge):
+    the data of the paper's Fig. 3 and Observation 4 (energy first falls, then rises with the
+    cut), read from the instance's options t(k), e(k) of Eq. (5)-(6)."""
+    rows = []
+    for c in sorted(instance.candidates, key=lambda c: (c.model, c.bits)):
+        for o in sorted(c.options, key=lambda o: (o.edge, o.cut)):
+            rows.append({"model": c.model, "bits": c.bits, "edge": o.edge, "cut": o.cut,
+                         "epoch_time_s": o.epoch_time_s, "epoch_energy_j": o.epoch_energy_j})
+    return rows

@@ -43,9 +43,9 @@ from __future__ import annotations
 from jqodi.app.controller.decisions import Decision, Observation, Replan
 from jqodi.app.controller.estimates import ResourceEstimates
 from jqodi.app.controller.loop import DEFAULT_THRESHOLD, POLICIES, ClosedLoopController, controller_for
-from jqodi.app.controller.phases import TERMS, PhaseTable, phase_table
+from jqodi.app.controller.phases import PhaseTable, phase_table
 from jqodi.app.controller.remaining import order_cheapest_first, remaining_instance, schedule_cost
 
-__all__ = ["TERMS", "PhaseTable", "phase_table", "ResourceEstimates", "Observation", "Decision", "Replan",
+__all__ = ["PhaseTable", "phase_table", "ResourceEstimates", "Observation", "Decision", "Replan",
            "ClosedLoopController", "controller_for", "remaining_instance", "schedule_cost",
            "order_cheapest_first", "POLICIES", "DEFAULT_THRESHOLD"]

@@ -14,12 +14,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jqodi.core.costs import TERMS
 from jqodi.core.instance import Candidate, PlanningInstance
 from jqodi.errors import JqodiError
-
-#: The terms of one epoch (the same order as :data:`jqodi.core.costs.TERMS`).
-TERMS = ("end_compute", "edge_compute", "cloud_update", "cloud_to_edge", "edge_to_end", "end_to_edge",
-         "edge_to_cloud", "activations")
 
 
 def term_resource(term: str, edge: str) -> str:

@@ -24,8 +24,9 @@ from jqodi.core.zoo.models import (
     ModelSpec,
     available_models,
     build_model,
+    check_model,
     get_spec,
     register_model,
 )
 
-__all__ = ["MODELS", "BlockModel", "ModelSpec", "available_models", "build_model", "get_spec", "register_model"]
+__all__ = ["MODELS", "BlockModel", "ModelSpec", "available_models", "build_model", "check_model", "get_spec", "register_model"]

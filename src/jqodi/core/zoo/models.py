@@ -143,14 +143,11 @@ def _check_size(name: str, spec: ModelSpec, shape: tuple[int, int, int], num_cla
                          f"{num_classes} classes, width {width:g}: {_first_line(e)}") from e
 
 
-def build_model(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
-                width: float = 1.0, seed: int | None = None) -> BlockModel:
-    """Build a registered model. ``seed`` makes the initial weights reproducible.
-
-    Bad requests (unknown name, a shape the model does not accept, a model larger than
-    :data:`MAX_PARAMS` parameters or :data:`MAX_SAMPLE_ACTIVATIONS` activations per sample)
-    raise :class:`~jqodi.errors.ModelError` before anything large is allocated.
-    """
+def check_model(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
+                width: float = 1.0) -> tuple[ModelSpec, tuple[int, int, int]]:
+    """The checks :func:`build_model` makes before allocating anything (name, shape, classes, width,
+    size, on the ``meta`` device): raise :class:`~jqodi.errors.ModelError` or return the model's spec
+    and the input shape as a tuple."""
     spec = get_spec(name)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -163,6 +160,18 @@ def build_model(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes
         _check_size(name, spec, shape, num_classes, width)  # type: ignore[arg-type]
     except NotImplementedError:
         pass
+    return spec, shape  # type: ignore[return-value]
+
+
+def build_model(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
+                width: float = 1.0, seed: int | None = None) -> BlockModel:
+    """Build a registered model. ``seed`` makes the initial weights reproducible.
+
+    Bad requests (unknown name, a shape the model does not accept, a model larger than
+    :data:`MAX_PARAMS` parameters or :data:`MAX_SAMPLE_ACTIVATIONS` activations per sample)
+    raise :class:`~jqodi.errors.ModelError` before anything large is allocated.
+    """
+    spec, shape = check_model(name, input_shape, num_classes, width)
     try:
         if seed is not None:
             with torch.random.fork_rng(devices=[]):
