@@ -78,6 +78,11 @@ CASES = [
     (["demo", "--transport", "pigeon"], "--transport"),
     (["demo", "{tmp}/missing.yaml"], "missing.yaml"),
     # cloud / edge / end
+    (["fleet-node", "cloud"], "--job"),
+    (["fleet-node", "cloud", "--job", "{tmp}/missing.json"], "--job {tmp}/missing.json: cannot read"),
+    (["fleet-node", "cloud", "--job", "{tmp}/list.json"], "not a fleet job"),
+    (["fleet-node", "bishop"], "ROLE must be cloud, edge:NAME or end:DEVICE"),
+    (["fleet-node", "end:cam-1", "--timeout", "nan"], "--timeout"),
     (["cloud"], "--job"),
     (["cloud", "--job", "{tmp}/missing.json"], "--job: cannot read"),
     (["cloud", "--job", "{tmp}/corrupt.json"], "--job: cannot read"),

@@ -147,6 +147,14 @@ def run_main_demo(config=None, *, describe: bool = True, out: TextIO | None = No
     ctx = DemoContext(load_scenario(cpu_demo_path()), cpu_demo_path(), out)
     ctx.title("Main job: measure, plan and run the CPU-scale scenario" + (" (plan only)" if config.plan_only else ""))
     summary = main_job(config, say=lambda s: (ctx.print(s), out.flush()))
+    if not config.plan_only:  # issue 12: four end devices sharing two edge servers, planned jointly
+        import dataclasses
+
+        from jqodi.app.fleet_run import DEMO_OPTIONS, fleet_demo
+
+        ctx.title("Fleet: 4 end devices share 2 edge servers (joint plan, one process each)")
+        fleet_demo(say=lambda s: (ctx.print(s), out.flush()),
+                   opts=dataclasses.replace(DEMO_OPTIONS, pretrained=config.pretrain_options))
     ctx.print(f"\njqodi demo: {time.perf_counter() - t0:.0f} s wall in all")
     return summary
 

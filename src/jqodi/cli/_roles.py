@@ -41,12 +41,15 @@ def announce_emulation(role: str):
     return on_job
 
 
-def role_main(role: str, args, *, after=None, **kw) -> int:
+def role_main(role: str, args, *, after=None, serve=None, **kw) -> int:
     """Run a role for the CLI: one line on stderr and exit code 2 on failure, never a traceback.
 
     ``after(error)`` runs once the role has ended (``error``: ``None``, or the failure's line), in
     the same error mapping: the cloud writes the run's record and prints its report there. The
     edge and end roles announce an emulating job (:func:`announce_emulation`).
+
+    ``serve``: what runs the role (default :func:`jqodi.runtime.process.serve_role`; a fleet's
+    processes use :func:`jqodi.runtime.fleet_node.serve_fleet_role`), with the same keywords.
 
     Exits with ``os._exit`` so that gloo's background threads cannot hold the process.
     """
@@ -61,11 +64,12 @@ def role_main(role: str, args, *, after=None, **kw) -> int:
     if args.threads:
         os.environ["JQODI_THREADS"] = str(args.threads)
     try:
-        code = serve_role(role, host=args.host, port=args.port, timeout_s=args.timeout,
+        code = (serve or serve_role)(role, host=args.host, port=args.port, timeout_s=args.timeout,
                           startup_timeout_s=args.startup_timeout,
                           bind_host=args.bind_host, message_log=args.message_log,
                           token_file=args.token_file,
-                          **({"on_job": announce_emulation(role)} if role != "cloud" else {}), **kw)
+                          **({"on_job": announce_emulation(role)} if role != "cloud" and serve is None else {}),
+                          **kw)
         if after is not None:
             after(None)
     except JqodiError as e:

@@ -14,9 +14,11 @@ def add_arguments(p) -> None:
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: the packaged Data 1)")
+    from jqodi.cli.plan import FLEET_SOLVER_NAMES
+
     p.add_argument("--solver", default="jqodi", metavar="NAME",
-                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS"),
-                   help="solver to plan with: %(choices)s (default jqodi)")
+                   choices=RegistryChoices("jqodi.planner.registry:SOLVERS", after=FLEET_SOLVER_NAMES),
+                   help="solver to plan with: %(choices)s (default jqodi; fleet-lagrange for a fleet scenario)")
     p.add_argument("--epochs-estimate", choices=("robust", "expected"), default="robust",
                    help="plan for K^rob (default) or K^exp epochs")
     p.add_argument("--transport", choices=RegistryChoices("jqodi.runtime.launch:TRANSPORTS"), default="gloo",
@@ -62,6 +64,9 @@ def add_arguments(p) -> None:
                         "one (default 0.03)")
     p.add_argument("--confirm", type=int, default=0, metavar="N",
                    help="stop only after N further epochs at or below the target loss (default 0)")
+    p.add_argument("--edge-sharing", choices=("processor-sharing", "dedicated"), default="processor-sharing",
+                   help="a fleet scenario: how an emulated edge server shares its compute among the devices it "
+                        "serves at once (default processor-sharing, the capacity model's; dedicated: as if alone)")
     p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
     p.add_argument("--quiet", action="store_true",
@@ -73,7 +78,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from jqodi.app.run import RunOptions, job_for_scenario, report_run, run_scenario
+    from jqodi.cli._fleet_run import fleet_scenario, run_fleet_cli
 
+    if fleet_scenario(args.scenario):  # end_devices or fleet: planned jointly, one process per device
+        return run_fleet_cli(args)
     opts = RunOptions(solver=args.solver, epochs_estimate=args.epochs_estimate, transport=args.transport,
                       resume=args.resume, workdir=args.workdir, max_epochs=args.max_epochs,
                       cpu_scale=args.cpu_scale, train_size=args.train_size, val_size=args.val_size,

@@ -47,7 +47,7 @@ from jqodi.core.devices import EndDevice, WirelessLink
 from jqodi.core.validation import FieldProblem, Name, NoBool, PosFloat, Strict
 
 __all__ = ["Distribution", "EndDeviceEntry", "GeneratedFleet", "FleetSpec", "FleetMember", "FleetInstance",
-           "fleet_devices", "compile_fleet", "DEFAULT_EDGE_CAPACITY"]
+           "fleet_devices", "device_scenario", "compile_fleet", "processor_sharing_epoch_s", "DEFAULT_EDGE_CAPACITY"]
 
 DEFAULT_EDGE_CAPACITY = 1.0
 
@@ -286,6 +286,55 @@ class FleetInstance:
         return self.capacity_s[self.edges.index(edge)]
 
 
+def device_scenario(sc, d: FleetDeviceSpec):
+    """The one-device scenario of fleet device ``d``: its device, links, deadline, data sizes and models."""
+    edges = [e.model_copy(update={"end_link": d.links[e.name]}) if e.name in d.links else e for e in sc.edges]
+    return sc.model_copy(update={
+        "end_device": d.device, "deadline_s": d.deadline_s, "edges": edges,
+        "data": sc.data.model_copy(update={"train_size": d.train_size, "val_size": d.val_size}),
+        "models": [m for m in sc.models if m.name in d.models]})
+
+
+def processor_sharing_epoch_s(alone_s, edge_s) -> list[float]:
+    """Epoch times of devices that train on one edge server at the same time (processor sharing).
+
+    Device ``d`` alone takes ``alone_s[d]`` per epoch, ``edge_s[d]`` of it computing on the edge
+    (the cost model's edge_compute term, Eq. 4 and 7); the rest (its own compute, its links) it
+    does without the edge. Sharing the edge stretches only the edge part. Each device is one job
+    cycling between its own work (Z_d = alone − edge) and the shared processor-sharing edge;
+    this closed network has product form (BCMP: processor sharing and a per-job delay station
+    are insensitive to the service-time distribution), so exact mean value analysis gives each
+    device's time at the edge, R_d(S) = edge_d · (1 + Σ_{j∈S∖d} Q_j(S∖d)), and its epoch time
+    Z_d + R_d. Two limits check it: one device alone gets ``alone_s``; devices whose edge work
+    dominates share the edge fully (epoch ≈ Σ edge_s). Exact up to 14 devices on the edge; above,
+    Schweitzer's approximation of the same equations.
+    """
+    b = np.asarray(edge_s, dtype=float)
+    z = np.maximum(np.asarray(alone_s, dtype=float) - b, 0.0)
+    n = len(b)
+    if n == 0:
+        return []
+    if n > 14:  # Bard–Schweitzer fixed point: Q_j(S∖d) ≈ Q_j(S)
+        q = np.full(n, 0.5)
+        for _ in range(500):
+            r = b * (1 + q.sum() - q)
+            q_new = r / np.maximum(z + r, 1e-300)
+            if np.max(np.abs(q_new - q)) < 1e-12:
+                break
+            q = q_new
+        return [float(x) for x in z + b * (1 + q.sum() - q)]
+    queue = np.zeros((1 << n, n))  # queue[S][j]: mean jobs of device j at the edge with devices S cycling
+    resid = np.zeros(n)
+    for mask in range(1, 1 << n):
+        for d in range(n):
+            if mask >> d & 1:
+                rest = mask & ~(1 << d)
+                resid[d] = b[d] * (1 + queue[rest].sum())
+                cycle = z[d] + resid[d]
+                queue[mask, d] = resid[d] / cycle if cycle > 0 else 1.0
+    return [float(x) for x in z + resid]
+
+
 def compile_fleet(sc, estimates=None, profiles=None, progress=None) -> FleetInstance:
     """Compile every device of the scenario (Eq. 1–10 per device, with its own data sizes, links
     and deadline) and the edges' capacity. Profiles are computed once per model (needs torch
@@ -301,12 +350,7 @@ def compile_fleet(sc, estimates=None, profiles=None, progress=None) -> FleetInst
         key = (d.device.model_dump_json(exclude={"name"}), d.train_size, d.val_size, d.deadline_s, d.models,
                tuple(sorted((e, l.model_dump_json()) for e, l in d.links.items())))
         if key not in cache:
-            edges = [e.model_copy(update={"end_link": d.links[e.name]}) if e.name in d.links else e
-                     for e in sc.edges]
-            dsc = sc.model_copy(update={
-                "end_device": d.device, "deadline_s": d.deadline_s, "edges": edges,
-                "data": sc.data.model_copy(update={"train_size": d.train_size, "val_size": d.val_size}),
-                "models": [m for m in sc.models if m.name in d.models]})
+            dsc = device_scenario(sc, d)
             inst = compile_instance(dsc, estimates=estimates, profiles=profiles)
             busy = []
             tables = {m: cost_table(dsc, m, profiles[m]) for m in d.models}

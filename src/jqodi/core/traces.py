@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE INDEX IF NOT EXISTS runs_by_candidate ON runs (model, bits, dataset, data_name);
 """
 
+#: a fleet run's per-device results (jqodi.app.fleet_run); created on first use, see record_fleet
+FLEET_COLUMNS = ("status", "error", "epochs", "time_s", "energy_j", "deadline_s", "deadline_met")
+_FLEET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fleet_devices (
+    fleet_id TEXT NOT NULL, device TEXT NOT NULL, job_id TEXT, created_utc TEXT NOT NULL,
+    status TEXT NOT NULL, error TEXT, epochs INTEGER, time_s REAL, energy_j REAL, deadline_s REAL,
+    deadline_met INTEGER,
+    PRIMARY KEY (fleet_id, device))
+"""
+
 #: what version 2 added to version 1 (a version-1 store gains it when opened)
 _SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS inference (
@@ -352,6 +362,33 @@ class TraceStore:
                   json.dumps(r, default=str, sort_keys=True)) for i, r in enumerate(results)])
 
         self._write(f"the inference summary of run {run_id}", write)
+
+    def record_fleet(self, fleet_id: str, devices: dict[str, dict[str, Any]],
+                     job_ids: dict[str, str] | None = None) -> None:
+        """Store a fleet run's result per device (``status``, ``error``, ``epochs``, ``time_s``,
+        ``energy_j``, ``deadline_s``, ``deadline_met``), replacing any earlier one of ``fleet_id``.
+        Each device's epochs are the ``runs`` row of its ``job_id``. The ``fleet_devices`` table is
+        created on first use (stores of this schema version without it stay readable by older jqodi)."""
+        def write(conn):
+            conn.execute(_FLEET_SCHEMA)
+            conn.execute("DELETE FROM fleet_devices WHERE fleet_id = ?", (str(fleet_id),))
+            conn.executemany(
+                f"INSERT INTO fleet_devices (fleet_id, device, job_id, created_utc, {', '.join(FLEET_COLUMNS)}) "
+                f"VALUES (?, ?, ?, ?, {', '.join('?' * len(FLEET_COLUMNS))})",
+                [(str(fleet_id), name, (job_ids or {}).get(name), _utc_now(),
+                  *[int(d[k]) if k == "deadline_met" and d.get(k) is not None else d.get(k) for k in FLEET_COLUMNS])
+                 for name, d in devices.items()])
+
+        self._write(f"fleet run {fleet_id}", write)
+
+    def fleet(self, fleet_id: str) -> dict[str, dict[str, Any]]:
+        """A fleet run's per-device results (:meth:`record_fleet`), by device; empty if unknown."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fleet_devices'").fetchone():
+            return {}
+        rows = self.conn.execute(f"SELECT device, job_id, {', '.join(FLEET_COLUMNS)} FROM fleet_devices "
+                                 f"WHERE fleet_id = ? ORDER BY rowid", (str(fleet_id),)).fetchall()
+        return {r[0]: {"job_id": r[1], **{k: (bool(v) if k == "deadline_met" and v is not None else v)
+                                          for k, v in zip(FLEET_COLUMNS, r[2:])}} for r in rows}
 
     def inference(self, run_id: int) -> list[dict[str, Any]]:
         """Run ``run_id``'s stored inference summary (the dicts given to :meth:`record_inference`)."""

@@ -12,6 +12,7 @@ The same tolerance gives the time budget of a candidate, :func:`time_budget_s`.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -58,6 +59,9 @@ class OptionArrays:
         return len(self.time_s)
 
 
+_TIME, _ENERGY = operator.attrgetter("epoch_time_s"), operator.attrgetter("epoch_energy_j")
+
+
 def option_arrays(cand: Candidate) -> OptionArrays:
     """Per-option epoch time and energy as float arrays, cached on the candidate object itself
     (outside its dataclass fields, so equality and JSON are unaffected; dies with the candidate)."""
@@ -65,8 +69,8 @@ def option_arrays(cand: Candidate) -> OptionArrays:
     if arr is not None:
         return arr
     n = len(cand.options)
-    t = np.fromiter((o.epoch_time_s for o in cand.options), float, n)
-    e = np.fromiter((o.epoch_energy_j for o in cand.options), float, n)
+    t = np.fromiter(map(_TIME, cand.options), float, n)  # map + attrgetter: no generator frame per option
+    e = np.fromiter(map(_ENERGY, cand.options), float, n)
     arr = OptionArrays(t, e)
     object.__setattr__(cand, "_option_arrays", arr)
     return arr

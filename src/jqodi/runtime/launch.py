@@ -157,11 +157,7 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
             bad = {r: c for r, c in codes.items() if c not in (None, 0)}
             if bad:
                 # give the others a moment to report what they saw, then pick the root cause
-                grace = time.monotonic() + min(1.5, job.timeout_s)
-                while time.monotonic() < grace and any(p.poll() is None for p in procs.values()):
-                    time.sleep(0.05)
-                for p in procs.values():
-                    p.join_output() if p.poll() is not None else None
+                settle(procs, min(1.5, job.timeout_s))
                 failure = _root_cause(procs)
                 break
             if all(c == 0 for c in codes.values()):
@@ -171,12 +167,28 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
                 break
             time.sleep(0.05)
     finally:
-        for p in procs.values():
-            p.kill()
-        for p in procs.values():
-            p.join_output()
+        end_processes(procs)
     if failure is not None:
         raise failure
+
+
+def settle(procs: dict[str, RoleProcess], grace_s: float) -> None:
+    """Give the processes still running ``grace_s`` to end (and report what they saw); collect
+    the output of those that ended."""
+    grace = time.monotonic() + grace_s
+    while time.monotonic() < grace and any(p.poll() is None for p in procs.values()):
+        time.sleep(0.05)
+    for p in procs.values():
+        if p.poll() is not None:
+            p.join_output()
+
+
+def end_processes(procs: dict[str, RoleProcess]) -> None:
+    """End every process (by its PID) and collect its last output."""
+    for p in procs.values():
+        p.kill()
+    for p in procs.values():
+        p.join_output()
 
 
 def _root_cause(procs: dict[str, RoleProcess]) -> RuntimeFailure:

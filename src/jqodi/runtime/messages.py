@@ -46,7 +46,8 @@ SCHEMA: dict[str, dict[str, set[str]]] = {
     "infer_model": dict(_MODEL),
 }
 CONTROL_KINDS = {"ready", "trailer", "progress", "infer_start", "infer_edge", "infer_report", "abort",
-                 "_hb", "_bye", "epoch", "done"}  # epoch/done: the cloud assigns each epoch (closed loop)
+                 "_hb", "_bye", "epoch", "done",  # epoch/done: the cloud assigns each epoch (closed loop)
+                 "device_failed"}  # a fleet: one device's job failed, the others run on (runtime/fleet_transport.py)
 MAX_HEADER_BYTES = 1 << 20
 
 

@@ -66,8 +66,29 @@ def measure_epoch(rec: dict, dilation: float, link_energy_per_bit: dict[str, flo
     }
 
 
+class JsonRecord:
+    """A record dataclass saved as JSON: its fields and its ``totals`` (dropped again on load)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["totals"] = self.totals
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path):
+        d = json.loads(Path(path).read_text())
+        d.pop("totals", None)
+        return cls(**d)
+
+
 @dataclass
-class RunRecord:
+class RunRecord(JsonRecord):
     """One run of a plan: the job, per-epoch measured (and predicted) figures, and the totals.
 
     ``epochs[i]`` holds ``measured`` fields (see :func:`measure_epoch`) and, when the scenario
@@ -134,22 +155,6 @@ class RunRecord:
         out["meters"] = self.meters
         return out
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["totals"] = self.totals
-        return d
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable))
-        return p
-
-    @classmethod
-    def load(cls, path: str | Path) -> "RunRecord":
-        d = json.loads(Path(path).read_text())
-        d.pop("totals", None)
-        return cls(**d)
 
 
 def record_from_epochs(job, epochs_path: str | Path, *, predicted=None,

@@ -68,7 +68,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: dict | None = None,
-            bind_host: str | None = None, secret=None, say=lambda s: None):
+            bind_host: str | None = None, secret=None, say=lambda s: None, ranks_of=None):
     """Join the run at ``host:port`` as ``role`` ("cloud", "end" or "edge:NAME").
 
     ``startup_timeout_s`` bounds reaching the store, admission and forming the process group. The
@@ -76,6 +76,8 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
     :class:`jqodi.runtime.auth.JobSecret`, required on every side); the others prove the secret
     and receive the job. Returns ``(pg, ranks, job, keep)``; ``keep`` holds what must live as long
     as the process group (the store, the cloud's listener and gatekeeper).
+    ``ranks_of(job) -> {role: rank}``: the roles of the job (default :func:`role_ranks` of its
+    edges; a fleet's are :func:`jqodi.runtime.fleet_job.fleet_ranks`).
     """
     import torch.distributed as dist
 
@@ -83,6 +85,7 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
     from jqodi.runtime.auth import Gatekeeper, join_job
 
     timeout = timedelta(seconds=startup_timeout_s)
+    ranks_of = ranks_of or (lambda j: role_ranks(j["edges"]))
     listener = gatekeeper = None
     try:
         if role == "cloud":
@@ -96,7 +99,7 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
             store.set(FORMAT_KEY, str(MODEL_FORMAT_VERSION))  # public: a joiner checks it before anything else
             # a second client for the gatekeeper thread that refuses late claimants
             gate_store = dist.TCPStore(host, port, None, False, timeout)
-            gatekeeper = Gatekeeper(gate_store, secret, [r for r in role_ranks(job["edges"]) if r != "cloud"],
+            gatekeeper = Gatekeeper(gate_store, secret, [r for r in ranks_of(job) if r != "cloud"],
                                     log=say)
             prefix = gatekeeper.session_prefix
             store.set(f"{prefix}/job", json.dumps(job))
@@ -127,7 +130,7 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
         raise RuntimeFailure(f"{role}: cannot {what} at {host}:{port} within the start-up timeout "
                              f"of {startup_timeout_s:g} s: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", peer="cloud") from e
-    ranks = role_ranks(job["edges"])
+    ranks = ranks_of(job)
     if role not in ranks:
         names = ", ".join(e for e in job["edges"])
         raise RuntimeFailure(f"{role}: not part of this run (its edges are: {names})", peer=role)

@@ -8,7 +8,9 @@ Lagrangian relaxation of the capacity rows, Eq. 13 per device), solved with
 """
 from __future__ import annotations
 
+import heapq
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,9 @@ from jqodi.planner.common import epochs_of, lp_bound, make_solution, option_arra
 from jqodi.planner.explain import infeasible_solution
 from jqodi.planner.fleet.solution import FleetSolution
 from jqodi.planner.optimal import ENERGY_RTOL, solve_arrays
+
+
+_EDGE = operator.attrgetter("edge")
 
 
 @dataclass
@@ -54,7 +59,7 @@ def _device_cands(fleet: FleetInstance, epochs: str) -> list[list[_Cand]]:
             if K is None or not c.options or budget <= 0:
                 continue
             arr = option_arrays(c)
-            x = np.array([index[o.edge] for o in c.options], dtype=np.int64)
+            x = np.fromiter(map(index.__getitem__, map(_EDGE, c.options)), np.int64, len(c.options))
             cands.append(_Cand(c, K, budget, arr.time_s, arr.energy_j, np.asarray(busy_of[id(c)], float), x,
                                c.quantize_energy_j))
         out.append(cands)
@@ -72,25 +77,42 @@ def _make_plan(c: _Cand, counts, n_edges: int) -> _Plan:
 
 def _best_priced(cands: list[_Cand], lam: np.ndarray, n_edges: int, banned: np.ndarray | None = None
                  ) -> _Plan | None:
-    """The device's exact best plan for priced energies e + λ_x·b (options on ``banned`` edges removed)."""
-    rows = []
-    for c in cands:
+    """The device's exact best plan for priced energies e + λ_x·b (options on ``banned`` edges removed).
+
+    Candidates are solved exactly in the order of their LP bounds, until a bound reaches the best
+    plan found. The LP bound (a Pareto front and its convex hull per candidate) is computed only
+    for the candidates that can come next in that order: a candidate whose cheap bound
+    qe + K·min(e) (every epoch on its cheapest option, deadline ignored; ≤ its LP bound) is above
+    the smallest LP bound known so far cannot, so the order, the solves and the plan are those of
+    bounding every candidate first — at a fraction of the cost (most devices solve one or two of
+    their candidates)."""
+    pending = []  # (cheap bound, position, ...) of candidates whose LP bound is not computed yet
+    for i, c in enumerate(cands):
         ep = c.e + lam[c.x] * c.b
         idx = None
         tt = c.t
-        if banned is not None and banned[c.x].any():
-            idx = np.flatnonzero(~banned[c.x])
+        off = banned[c.x] if banned is not None else None
+        if off is not None and off.any():
+            idx = (~off).nonzero()[0]
             if len(idx) == 0:
                 continue
             tt, ep = c.t[idx], ep[idx]
-        front = pareto_front(tt, ep)
-        lp = lp_bound(tt, ep, front, c.K, c.budget_s)
-        if lp is None:
-            continue
-        rows.append((c.qe + lp.value_j, c, tt, ep, idx))
-    rows.sort(key=lambda r: r[0])
+        cheap = c.qe + c.K * float(ep.min())
+        pending.append((cheap - 1e-9 * max(abs(cheap), 1.0), i, c, tt, ep, idx))  # margin: rounding
+    pending.sort(key=lambda r: (r[0], r[1]))
+    bounded: list[tuple] = []  # heap of (LP bound, position, ...): the order of the full sort
     best = None
-    for bound, c, tt, ep, idx in rows:
+    k = 0
+    while True:
+        while k < len(pending) and (not bounded or pending[k][0] <= bounded[0][0]):
+            _, i, c, tt, ep, idx = pending[k]
+            k += 1
+            lp = lp_bound(tt, ep, pareto_front(tt, ep), c.K, c.budget_s)
+            if lp is not None:
+                heapq.heappush(bounded, (c.qe + lp.value_j, i, c, tt, ep, idx))
+        if not bounded:
+            break
+        bound, _, c, tt, ep, idx = heapq.heappop(bounded)
         if best is not None and bound >= best[0] - ENERGY_RTOL * max(abs(best[0]), 1.0):
             break
         ub = math.inf if best is None else best[0] - c.qe
@@ -102,7 +124,6 @@ def _best_priced(cands: list[_Cand], lam: np.ndarray, n_edges: int, banned: np.n
                     counts = [(int(idx[o]), n) for o, n in counts]
                 best = (val, c, counts)
     return None if best is None else _make_plan(best[1], best[2], n_edges)
-
 
 
 def _result(fleet: FleetInstance, solver: str, status: str, plans: list[_Plan | None], epochs: str,
