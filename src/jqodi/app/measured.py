@@ -39,7 +39,6 @@ Outputs are plain JSON (documented in docs/evaluation-cifar.md): one file per ru
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
 import time

@@ -6,7 +6,6 @@ Solvers only decide: each takes a :class:`PlanningInstance` and returns a :class
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Iterable
 
 from jqodi.errors import PlanningError

@@ -1,0 +1,6 @@
+"""Learning traces: runs as data (:mod:`~jqodi.core.traces.runs`) and the SQLite store that keeps
+them (:mod:`~jqodi.core.traces.store`; its docstring says what is stored and how)."""
+from jqodi.core.traces.runs import EpochTrace, RunTrace
+from jqodi.core.traces.store import SCHEMA_VERSION, TraceStore
+
+__all__ = ["SCHEMA_VERSION", "EpochTrace", "RunTrace", "TraceStore"]
