@@ -190,15 +190,15 @@ def lenet_28():
     return profile_named_model("lenet", (1, 28, 28), 10, 0.25)
 
 
-def training_forward(sc_path_kw, prof, term):
+def training_forward(scenario_kw, prof, term):
     """Training's forward time and energy of one sample, per (bits, cut, edge), read off the epoch
     cost tables: validation 501 samples minus 500 (eval batch 500) is one more batch of one."""
     from jqodi.core.costs import cost_table
     from jqodi.core.train_config import TRAIN_DEFAULTS
 
     n = TRAIN_DEFAULTS.eval_batch_size
-    a = cost_table(device_scenario(val_size=n, **sc_path_kw), "lenet", prof)
-    b = cost_table(device_scenario(val_size=n + 1, **sc_path_kw), "lenet", prof)
+    a = cost_table(device_scenario(val_size=n, **scenario_kw), "lenet", prof)
+    b = cost_table(device_scenario(val_size=n + 1, **scenario_kw), "lenet", prof)
     return a, b.time[term] - a.time[term], b.energy[term] - a.energy[term]
 
 
@@ -270,7 +270,8 @@ def test_a_calibrated_device_file_changes_serving_costs_consistently(tmp_path, l
     # the paper mode reads only flops, busy power and s(q), which the calibration left alone
     p0 = request_costs(device_scenario(cost_model="paper"), lenet_28, 8)
     p1 = request_costs(device_scenario(cost_model="paper", end=str(cal)), lenet_28, 8)
-    assert [(c.request_time_s, c.request_energy_j) for c in p0] == [(c.request_time_s, c.request_energy_j) for c in p1]
+    figures = [[(c.request_time_s, c.request_energy_j) for c in p] for p in (p0, p1)]
+    assert figures[0] == figures[1]
 
 
 def test_paper_mode_keeps_eq_7_8_for_device_files(lenet_28):

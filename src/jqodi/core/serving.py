@@ -129,13 +129,10 @@ def request_costs(scenario: Scenario, profile: ModelProfile, bits: int, system: 
                 t_link = (bits_up + answer_bits) / rate
                 e_link = (bits_up + answer_bits) * jpb
                 t_edge, e_edge = edge_costs[x](j, n)
-                if not extended:  # paper: the SD's idle power when given (busy energy only when None)
-                    end_idle, edge_idle = (end.idle_power_w or 0.0) * (t_link + t_edge), 0.0
-                elif idle:        # extended, idle_energy: each node waits for the rest of the request
-                    end_idle = idle_power_w(end) * (t_link + t_edge)
-                    edge_idle = idle_power_w(edge) * (t_end + t_link)
-                else:
-                    end_idle = edge_idle = 0.0
+                # paper: the SD's idle power when given; extended: as training, only with idle_energy,
+                # each node waiting for the rest of the request
+                end_idle = idle_power_w(end) * (t_link + t_edge) if idle or not extended else 0.0
+                edge_idle = idle_power_w(edge) * (t_end + t_link) if idle else 0.0
                 reason = system.edge_down_reason[x]
                 if reason is None and need_end > end.memory_bytes:
                     reason = (f"end device memory: blocks 1..{j} at {bits} bits need {need_end / 2**30:.2f} GiB "
