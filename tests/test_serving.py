@@ -165,6 +165,140 @@ def test_instance_contract_checks_the_serving_fields():
         PlanningInstance.from_dict(d)
 
 
+# --------------------------------------------------------------------------- extended: the device files' rooflines
+def device_scenario(val_size=500, cost_model="extended", idle_energy=False, end="pi5", serving=None):
+    """LeNet ×0.25 on 1×28×28 with device files: SD ``end``, ES A a Pi 5 too (so A's share plus the
+    SD's is the whole model on a Pi), ES B an RTX 4090. Links of the tiny scenario."""
+    d = copy.deepcopy(SCENARIO)
+    d.update(cost_model=cost_model, idle_energy=idle_energy, models=[{"name": "lenet", "width": 0.25}],
+             bits=[4, 8])
+    d["data"].update(train_size=10, val_size=val_size, input_shape=[1, 28, 28], num_classes=10)
+    d["end_device"] = {"name": "sd", "device": end}
+    for e, dev in zip(d["edges"], ("pi5", "rtx4090")):
+        for k in ("flops", "busy_power_w", "energy_per_flop_j", "bit_speedup", "memory_gib"):
+            e.pop(k, None)
+        e["device"] = dev
+    if serving is not None:
+        d["serving"] = serving
+    return parse_scenario(d, "devices")
+
+
+@pytest.fixture(scope="module")
+def lenet_28():
+    from jqodi.core.profile import profile_named_model
+
+    return profile_named_model("lenet", (1, 28, 28), 10, 0.25)
+
+
+def training_forward(scenario_kw, prof, term):
+    """Training's forward time and energy of one sample, per (bits, cut, edge), read off the epoch
+    cost tables: validation 501 samples minus 500 (eval batch 500) is one more batch of one."""
+    from jqodi.core.costs import cost_table
+    from jqodi.core.train_config import TRAIN_DEFAULTS
+
+    n = TRAIN_DEFAULTS.eval_batch_size
+    a = cost_table(device_scenario(val_size=n, **scenario_kw), "lenet", prof)
+    b = cost_table(device_scenario(val_size=n + 1, **scenario_kw), "lenet", prof)
+    return a, b.time[term] - a.time[term], b.energy[term] - a.energy[term]
+
+
+@pytest.mark.parametrize("bits", [4, 8, 32])
+def test_extended_request_time_is_trainings_forward_time(lenet_28, bits):
+    ct, end_s, end_j = training_forward({}, lenet_28, "end_compute")
+    _, edge_s, edge_j = training_forward({}, lenet_28, "edge_compute")
+    b = ct.bits.index(bits)
+    costs = by_key(request_costs(device_scenario(), lenet_28, bits))
+    for jj, j in enumerate(ct.cuts):
+        for x, edge in enumerate(ct.edges):
+            c = costs[("split", edge, j)]
+            assert c.end_compute_s == pytest.approx(end_s[b, jj, x], rel=1e-9) and c.end_compute_s > 0
+            assert c.end_compute_j == pytest.approx(end_j[b, jj, x], rel=1e-9)
+            assert c.edge_compute_s == pytest.approx(edge_s[b, jj, x], rel=1e-9) and c.edge_compute_s > 0
+            assert c.edge_compute_j == pytest.approx(edge_j[b, jj, x], rel=1e-9)
+            assert c.end_idle_j == c.edge_idle_j == 0  # idle_energy off
+    # end-only: the whole model on the Pi = the SD's share + ES A's (a Pi 5 too) at any cut
+    whole = costs[("end-only", None, None)]
+    assert whole.request_time_s == pytest.approx(end_s[b, 0, 0] + edge_s[b, 0, 0], rel=1e-9)
+    assert whole.request_energy_j == pytest.approx(end_j[b, 0, 0] + edge_j[b, 0, 0], rel=1e-9)
+    # and it is not the paper's F_a / (v·s(q)): the rooflines count bytes, overheads, quantizers
+    paper = by_key(request_costs(device_scenario(cost_model="paper"), lenet_28, bits))[("end-only", None, None)]
+    assert not whole.request_time_s == pytest.approx(paper.request_time_s, rel=0.05)
+
+
+def test_extended_idle_power_is_charged_as_in_training(lenet_28):
+    from jqodi.core.device_model import library_devices, load_device_file
+
+    pi5, rtx = (load_device_file(library_devices()[n]) for n in ("pi5", "rtx4090"))
+    plain = by_key(request_costs(device_scenario(), lenet_28, 8))
+    idle = by_key(request_costs(device_scenario(idle_energy=True), lenet_28, 8))
+    c0, c = plain[("split", "B", 2)], idle[("split", "B", 2)]
+    assert c.request_time_s == c0.request_time_s  # time is unchanged
+    assert c.end_idle_j == pytest.approx(pi5.idle_power_w * (c.link_s + c.edge_compute_s))
+    assert c.edge_idle_j == pytest.approx(rtx.idle_power_w * (c.end_compute_s + c.link_s))
+    assert c.request_energy_j == pytest.approx(c0.request_energy_j + c.end_idle_j + c.edge_idle_j)
+    assert idle[("end-only", None, None)].request_energy_j == plain[("end-only", None, None)].request_energy_j
+
+
+def test_a_calibrated_device_file_changes_serving_costs_consistently(tmp_path, lenet_28):
+    """A device file with slower conv kernels (as ``jqodi calibrate`` might write it): every
+    extended request moves by exactly training's forward delta; the paper mode does not move."""
+    import yaml
+
+    from jqodi.core.device_model import library_devices
+
+    d = yaml.safe_load(library_devices()["pi5"].read_text())
+    d["name"] = "pi5-cal"
+    d["layers"]["conv"]["forward"]["flops_per_s"] /= 4
+    d["layers"]["conv"]["forward"]["overhead_s"] *= 10
+    cal = tmp_path / "pi5-cal.yaml"
+    cal.write_text(yaml.safe_dump(d))
+    ct, fwd_s, fwd_j = training_forward({}, lenet_28, "end_compute")
+    _, fwd_cal_s, fwd_cal_j = training_forward({"end": str(cal)}, lenet_28, "end_compute")
+    b = ct.bits.index(8)
+    base = by_key(request_costs(device_scenario(), lenet_28, 8))
+    new = by_key(request_costs(device_scenario(end=str(cal)), lenet_28, 8))
+    for jj, j in enumerate(ct.cuts):
+        for x, edge in enumerate(ct.edges):
+            a, c = base[("split", edge, j)], new[("split", edge, j)]
+            delta = fwd_cal_s[b, jj, x] - fwd_s[b, jj, x]
+            assert delta > 0
+            assert c.request_time_s - a.request_time_s == pytest.approx(delta, rel=1e-6)
+            assert c.request_energy_j - a.request_energy_j == pytest.approx(fwd_cal_j[b, jj, x] - fwd_j[b, jj, x],
+                                                                            rel=1e-6)
+            assert (c.link_s, c.edge_compute_s) == (a.link_s, a.edge_compute_s)  # only the SD's share moves
+    assert new[("end-only", None, None)].request_time_s > base[("end-only", None, None)].request_time_s
+    # the paper mode reads only flops, busy power and s(q), which the calibration left alone
+    p0 = request_costs(device_scenario(cost_model="paper"), lenet_28, 8)
+    p1 = request_costs(device_scenario(cost_model="paper", end=str(cal)), lenet_28, 8)
+    figures = [[(c.request_time_s, c.request_energy_j) for c in p] for p in (p0, p1)]
+    assert figures[0] == figures[1]
+
+
+def test_paper_mode_keeps_eq_7_8_for_device_files(lenet_28):
+    """``paper`` on device files is F/(v·s(q)) and F·ε/s(q) for one sample, by hand."""
+    from jqodi.core.device_model import library_devices, load_device_file
+
+    pi5, rtx = (load_device_file(library_devices()[n]) for n in ("pi5", "rtx4090"))
+    f = [float(b.flops) for b in lenet_28.blocks]
+    costs = by_key(request_costs(device_scenario(cost_model="paper"), lenet_28, 4))
+    s_pi, s_rtx = pi5.bit_time_factor.get(4, 1.0), rtx.bit_time_factor.get(4, 1.0)
+    whole = costs[("end-only", None, None)]
+    assert whole.request_time_s == pytest.approx(sum(f) * s_pi / pi5.flops, rel=1e-12)
+    assert whole.request_energy_j == pytest.approx(sum(f) * s_pi * pi5.busy_power_w / pi5.flops, rel=1e-12)
+    c = costs[("split", "B", 2)]
+    assert c.edge_compute_s == pytest.approx(sum(f[2:]) * s_rtx / rtx.flops, rel=1e-12)
+    assert c.edge_compute_j == pytest.approx(sum(f[2:]) * s_rtx * rtx.busy_power_w / rtx.flops, rel=1e-12)
+
+
+def test_compile_prices_serving_in_the_epochs_cost_model(lenet_28):
+    sc = device_scenario(serving={"requests": 10, "latency_slo_s": 1.0, "devices": ["end-only"]})
+    for mode in ("paper", "extended"):
+        inst = compile_instance(sc, profiles={"lenet": lenet_28}, cost_model=mode)
+        want = by_key(request_costs(sc, lenet_28, 8, cost_model=mode))[("end-only", None, None)]
+        got = next(c for c in inst.candidates if c.bits == 8).serving
+        assert got.request_energy_j == want.request_energy_j and got.request_time_s == want.request_time_s
+
+
 # --------------------------------------------------------------------------- planner, exhaustive
 SOLVERS = ("jqodi", "optimal", "static", "full-model", "minimal-model")
 

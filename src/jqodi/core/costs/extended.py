@@ -6,6 +6,10 @@ backward per training batch, forward per validation batch, s(q) on conv/linear, 
 below 32 bits) and busy power × that time (:func:`roofline_compute`). With ``idle_energy: true`` it
 also charges each node's idle power for the part of t(k) it waits (:func:`idle_energy_terms`;
 time is unchanged). Used by :func:`jqodi.core.costs.table.cost_table`.
+
+Serving prices one request with the same code path (:mod:`jqodi.core.serving`):
+:func:`forward_time_s` is training's validation forward for one sample, and
+:func:`idle_power_w` the idle power both charge.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from jqodi.core.profile import ModelProfile
 from jqodi.core.scenario import Scenario
 from jqodi.core.system import System
 
-__all__ = ["idle_energy_terms", "roofline_compute"]
+__all__ = ["forward_time_s", "idle_energy_terms", "idle_power_w", "roofline_compute"]
 
 
 def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
@@ -46,16 +50,26 @@ def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, 
             energy["edge_compute"][:, :, x] = t * e.busy_power_w
 
 
+def forward_time_s(dev, blocks, bits: int, samples: int = 1) -> float:
+    """One forward pass of ``samples`` samples (one batch) through ``blocks`` on device model
+    ``dev``, priced as the training epoch prices its validation forward: per-layer rooflines,
+    s(q) on conv/linear, fake quantizers below 32 bits (:meth:`DeviceModel.part_time_s` with no
+    training sample and ``samples`` validation samples in one batch)."""
+    return dev.part_time_s(blocks, 0, samples, samples, samples, bits)
+
+
+def idle_power_w(dev) -> float:
+    """A node's idle power P^idle (0 when its ``idle_power_w`` is not modelled)."""
+    return float(dev.idle_power_w or 0.0)
+
+
 def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
     """Idle power × the part of the epoch t(k) each node spends waiting for the others
     (extended model with ``idle_energy: true``; a node without ``idle_power_w`` draws 0)."""
-    def idle_w(dev) -> float:
-        return float(dev.idle_power_w or 0.0)
-
-    edge_w = np.array([idle_w(e) for e in system.edges])
+    edge_w = np.array([idle_power_w(e) for e in system.edges])
     return {
-        "end": idle_w(system.end) * np.maximum(total_t - time["end_compute"], 0.0),
+        "end": idle_power_w(system.end) * np.maximum(total_t - time["end_compute"], 0.0),
         "edge": edge_w[None, None, :] * np.maximum(total_t - time["edge_compute"], 0.0),
-        "cloud": idle_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
+        "cloud": idle_power_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
     }
 

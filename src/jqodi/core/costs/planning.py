@@ -71,7 +71,7 @@ def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] |
                 quantize_energy_j=float(ct.quantize_energy_j[b]),
                 epochs=EpochEstimates(est.epochs_expected, est.epochs_robust),
                 options=tuple(options), loss=loss, infeasible=tuple(infeasible),
-                serving=_serving_entry(scenario, ct.profile, q)))
+                serving=_serving_entry(scenario, ct.profile, q, ct.cost_model)))
     meta = {"scenario": scenario.name, "cost_model": cost_model or scenario.cost_model,
             "search_bits": list(scenario.bits), "baseline_bits": list(scenario.baseline_bits),
             "end_device": scenario.end_device.name, "edges": [e.name for e in scenario.edges],
@@ -90,10 +90,11 @@ def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] |
     return PlanningInstance(scenario.deadline_s, scenario.target_loss, tuple(candidates), meta, demand)
 
 
-def _serving_entry(scenario: Scenario, profile: ModelProfile, bits: int):
-    """The candidate's serving entry when the scenario has a ``serving`` block, else None."""
+def _serving_entry(scenario: Scenario, profile: ModelProfile, bits: int, cost_model: str):
+    """The candidate's serving entry (priced in the epochs' ``cost_model``) when the scenario has a
+    ``serving`` block, else None."""
     if scenario.serving is None:
         return None
     from jqodi.core.serving import candidate_serving
 
-    return candidate_serving(scenario, profile, bits)
+    return candidate_serving(scenario, profile, bits, cost_model=cost_model)
