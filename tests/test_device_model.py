@@ -334,3 +334,47 @@ def test_fit_composition_recovers_the_scale_and_s_q_from_whole_steps():
     assert all(r["max_abs_error"] < 1e-3 for r in rows)
     assert out["conv"].forward.overhead_s == pytest.approx(k * layers["conv"].forward.overhead_s)
     assert isinstance(out["conv"], LayerModel)
+
+
+def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tmp_path):
+    """Serving after fine-tuning pads each request's forward to the device file's rooflines, as
+    :func:`jqodi.core.serving.request_costs` prices a request in the extended model: the runtime's
+    prediction equals the planner's per-request time and energy, and the measured energy (model
+    meter) matches it. The file's single `flops` is 100× faster than its rooflines, so padding to
+    FLOPs / v would measure ~100× less."""
+    import torch
+
+    from jqodi.core.profile import profile_named_model
+    from jqodi.core.serving import request_costs
+    from jqodi.runtime.inference import run_inference
+    from jqodi.runtime.job import Job
+    from jqodi.runtime.plan import emulation_from_scenario
+    from test_runtime import _Data, _master
+
+    slow = copy.deepcopy(DEVICE)
+    slow.update(flops=1e11, idle_power_w=0.0, bit_time_factor={4: 1.3})
+    for lm in slow["layers"].values():  # ~2 ms per call: a request takes tens of ms on the device
+        lm["forward"] = {"flops_per_s": 2e8, "bytes_per_s": 1e9, "overhead_s": 2e-3}
+    dev = write(tmp_path, slow)
+    shape = (1, 28, 28)
+    sc = parse_scenario({**scenario_dict(end={"device": str(dev)}, edge={"device": str(dev)}),
+                         "data": {"train_size": 32, "val_size": 8, "input_shape": list(shape), "num_classes": 10},
+                         "models": [{"name": "lenet", "width": 0.125}], "bits": [4],
+                         "training": {"act_bits": 32}})
+    emu = emulation_from_scenario(sc, 4, ["es"], enabled=True, dilation=1.0)
+    job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125, "input_shape": list(shape),
+                         "schedule": [{"edge": "es", "cut": 2, "epochs": 1}],
+                         "training": {"batch_size": 32, "eval_batch_size": 8}, "timeout_s": 30,
+                         "meter": "null", "emulation": emu})
+    data = _Data(n_train=32, n_val=8)
+    torch.set_num_threads(1)
+    measured = {r.edge: r for r in run_inference(job, _master(data), data, requests=8, dilation=1.0)}
+    pred = {(c.mode, c.cut): c for c in request_costs(sc, profile_named_model("lenet", shape, 10, 0.125), 4,
+                                                      cost_model="extended")}
+    for edge, key in (("es", ("split", 2)), (None, ("end-only", None))):
+        m, p = measured[edge], pred[key]
+        assert p.request_time_s > 0.01  # the rooflines, not FLOPs / v (≈ 0.1 ms)
+        assert m.predicted_latency_s == pytest.approx(p.request_time_s, rel=1e-6), key
+        assert m.predicted_energy_j == pytest.approx(p.request_energy_j, rel=1e-6), key
+        assert m.energy_j == pytest.approx(p.request_energy_j, rel=0.02), key
+        assert m.latency_p50_s >= p.request_time_s * 0.98, key

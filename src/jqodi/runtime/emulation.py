@@ -64,6 +64,11 @@ class ComputeClock:
     device_s: dict[str, float] = field(default_factory=dict)   # what the device would take (dilated)
     overrun_s: float = 0.0
 
+    def at_dilation(self, dilation: float) -> "ComputeClock":
+        """A fresh clock of the same device (and rooflines) at another dilation: serving after
+        training runs at its own dilation, with no timeline slowdown."""
+        return ComputeClock(self.device, dilation, model=self.model, blocks=self.blocks, bits=self.bits)
+
     def device_time_s(self, flops: float = 0.0, step: Step | None = None) -> float | None:
         """The emulated device's (undilated) time for a step: its rooflines' time for ``step``
         when it has them, else ``flops / v``; None when neither applies (the host's time counts)."""

@@ -8,8 +8,10 @@ Serve ``requests`` single-sample requests from the SD's validation split with th
 
 The two roles run over a :class:`~jqodi.runtime.transport.Transport` (in-process by default;
 messages are encoded and rate-limited as on the wire), with the same emulation as training:
-each compute step is padded to FLOPs / device speed × dilation and each send to bytes / link
-rate × dilation. Reported per device combination: latency p50/p95 (emulated seconds), energy
+each compute step is padded to the device's time × dilation — its rooflines' forward time for the
+blocks it runs when the job carries them (the ``extended`` cost model, as
+:func:`jqodi.core.serving.request_costs` prices a request), else FLOPs / device speed — and each
+send to bytes / link rate × dilation. Reported per device combination: latency p50/p95 (emulated seconds), energy
 per request per node (busy power × emulated busy time: the model meter) and the accuracy.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from jqodi.core.devices import END_ROLE, edge_role, edges_of_roles
-from jqodi.runtime.emulation import ComputeClock
+from jqodi.runtime.emulation import ComputeClock, Step, clock_for
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import InProcessHub, InProcessTransport
 from jqodi.core.codec import encode_cut
@@ -75,24 +77,38 @@ def _pct(xs: list[float], q: float) -> float:
     return s[i]
 
 
-def predict_inference(job: Job, flops: list[float], act_elements: int | None, edge: str | None, cut: int | None) -> tuple[float, float]:
-    """The cost model's figures for one request: (latency s, energy J)."""
+def _forward_time_s(job: Job, role: str, flops: list[float], blocks, lo: int, hi: int | None) -> float:
+    """One request's forward of blocks ``lo:hi`` on ``role``'s emulated device: its rooflines'
+    time when the job carries them (and the blocks' layers are known), else FLOPs / v."""
+    spec = job.emulation.rooflines.get(role)
+    if spec is not None and blocks is not None:
+        from jqodi.core.device_model import device_from_dict
+
+        return device_from_dict(spec).step_time_s(list(blocks)[lo:hi], 1, int(job.bits), ("forward",))
+    return sum(flops[lo:hi]) / job.emulation.devices[role].flops
+
+
+def predict_inference(job: Job, flops: list[float], act_elements: int | None, edge: str | None, cut: int | None,
+                      blocks=None) -> tuple[float, float]:
+    """The cost model's figures for one request: (latency s, energy J). ``blocks``: the model's
+    block profiles, for devices the job describes by rooflines (as the emulation pads them)."""
     emu = job.emulation
     if emu is None or "end" not in emu.devices:
         return None, None  # type: ignore[return-value]
     end = emu.devices["end"]
     if edge is None:
-        f = sum(flops)
-        return f / end.flops, f / end.flops * end.busy_power_w
-    es = emu.devices[edge_role(edge)]
-    link = emu.link(edge_role(edge), END_ROLE)
-    f_s, f_d = sum(flops[:cut]), sum(flops[cut:])
+        t_s = _forward_time_s(job, END_ROLE, flops, blocks, 0, None)
+        return t_s, t_s * end.busy_power_w
+    peer = edge_role(edge)
+    es = emu.devices[peer]
+    link = emu.link(peer, END_ROLE)
+    t_s = _forward_time_s(job, END_ROLE, flops, blocks, 0, cut)
+    t_d = _forward_time_s(job, peer, flops, blocks, cut, None)
     bits = job.training.wire_act_bits
     nbytes = (4 * act_elements if bits >= 32 else (act_elements * bits + 7) // 8 + 4) + 4 * job.num_classes
     t_link = 8 * nbytes / link.rate_bps if link else 0.0
-    t = f_s / end.flops + f_d / es.flops + t_link
-    e = f_s / end.flops * end.busy_power_w + f_d / es.flops * es.busy_power_w + \
-        (8 * nbytes * link.energy_per_bit_j if link else 0.0)
+    t = t_s + t_d + t_link
+    e = t_s * end.busy_power_w + t_d * es.busy_power_w + (8 * nbytes * link.energy_per_bit_j if link else 0.0)
     return t, e
 
 
@@ -136,28 +152,34 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
 
 
 def _clock(job: Job, role: str, emulate: bool, dilation: float) -> ComputeClock:
-    dev = job.emulation.devices.get(role) if (emulate and job.emulation is not None) else None
-    return ComputeClock(dev, dilation)
+    return clock_for(role, job.emulation, emulate, job).at_dilation(dilation)
 
 
-def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep: float, dilation: float) -> float:
-    """The ES side of ``requests`` requests from the end device over ``t``; returns its energy (J)."""
+def forward_step(lo: int, hi: int | None) -> Step:
+    """One request's compute step: the forward pass of blocks ``lo:hi`` over one sample."""
+    return Step(lo, hi, 1, ("forward",))
+
+
+def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep: float, dilation: float,
+                  step: Step | None = None) -> float:
+    """The ES side of ``requests`` requests from the end device over ``t`` (``step``: the deep
+    part's forward, for a clock with rooflines); returns its energy (J)."""
     energy = 0.0
     with torch.no_grad():
         for _ in range(requests):
             m = t.recv("end", "infer")
             meter.begin_window("req")
-            with clock.compute("infer", flops_deep):
+            with clock.compute("infer", flops_deep, step):
                 out = deep(checked_cut(m, t.limits))
             energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
             t.send("end", "logits", {"y": out})
     return energy
 
 
-def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float, compute, answer, send=None
-           ) -> tuple[list[float], int, float]:
+def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float, compute, answer, send=None,
+              step: Step | None = None) -> tuple[list[float], int, float]:
     """One request per sample: ``compute(x)`` runs on the end device (timed by ``clock`` as
-    ``flops`` of work), ``send(a)`` ships its result (still inside the SD's energy window),
+    ``flops`` of work, or as ``step`` by its rooflines), ``send(a)`` ships its result (still inside the SD's energy window),
     ``answer(a)`` turns it into logits (the deep part on an edge, or nothing).
     Returns (latencies in emulated s, correct answers, SD energy in J)."""
     latencies, correct, energy = [], 0, 0.0
@@ -165,7 +187,7 @@ def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float,
         for i in range(len(ys)):
             t0 = time.perf_counter()
             meter.begin_window("req")
-            with clock.compute("infer", flops):
+            with clock.compute("infer", flops, step):
                 a = compute(xs[i:i + 1])
             if send is not None:
                 send(a)
@@ -177,17 +199,18 @@ def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float,
 
 
 def requests_from_end(t, peer: str, shallow, xs, ys, clock: ComputeClock, meter, flops_shallow: float,
-                      wire_bits: int, dilation: float) -> tuple[list[float], int, float]:
-    """The SD side: one request per sample (shallow part here, deep part on ``peer``)."""
+                      wire_bits: int, dilation: float, cut: int | None = None) -> tuple[list[float], int, float]:
+    """The SD side: one request per sample (shallow part, blocks before ``cut``, here; deep part on ``peer``)."""
     return _requests(xs, ys, clock, meter, flops_shallow, dilation, shallow,
-                  answer=lambda _: t.recv(peer, "logits").tensors["y"],
-                  send=lambda a: t.send(peer, "infer", encode_cut(a, wire_bits)))
+                     answer=lambda _: t.recv(peer, "logits").tensors["y"],
+                     send=lambda a: t.send(peer, "infer", encode_cut(a, wire_bits)),
+                     step=forward_step(0, cut) if cut is not None else None)
 
 
 def requests_local(model, xs, ys, clock: ComputeClock, meter, flops: float, dilation: float
                    ) -> tuple[list[float], int, float]:
     """SD only: the whole model on the end device."""
-    return _requests(xs, ys, clock, meter, flops, dilation, model, lambda out: out)
+    return _requests(xs, ys, clock, meter, flops, dilation, model, lambda out: out, step=forward_step(0, None))
 
 
 def inference_dilation(job: Job, model, flops: list[float], prof, xs, combos) -> float:
@@ -201,7 +224,7 @@ def inference_dilation(job: Job, model, flops: list[float], prof, xs, combos) ->
             model(xs[i % len(xs):i % len(xs) + 1])
             times.append(time.perf_counter() - t0)
     act = {c: prof.act_elements(c) for _, c in combos if c is not None}
-    preds = [predict_inference(job, flops, act.get(c), e, c)[0] for e, c in combos]
+    preds = [predict_inference(job, flops, act.get(c), e, c, prof.blocks)[0] for e, c in combos]
     preds = [p for p in preds if p]
     return max(1.0, 2.0 * sorted(times)[len(times) // 2] / min(preds)) if preds else 1.0
 
@@ -210,7 +233,7 @@ def make_result(job: Job, edge, cut, latencies, correct, energy: dict, nbytes: f
                 dilation: float, meters: dict) -> InferenceResult:
     end_name = job.emulation.devices["end"].name if job.emulation and "end" in job.emulation.devices else "end"
     combo = f"{end_name} only" if edge is None else f"{end_name}+{edge}"
-    pt, pe = predict_inference(job, flops, prof.act_elements(cut) if cut else None, edge, cut)
+    pt, pe = predict_inference(job, flops, prof.act_elements(cut) if cut else None, edge, cut, prof.blocks)
     n = len(latencies)
     return InferenceResult(combo=combo, edge=edge, cut=cut, requests=n, latency_p50_s=_pct(latencies, 0.5),
                            latency_p95_s=_pct(latencies, 0.95), latency_mean_s=sum(latencies) / n,
@@ -244,7 +267,7 @@ def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeou
     def edge_thread():
         try:
             out["edge"] = serve_as_edge(t_es, deep, len(ys), _clock(job, peer, emulate, dilation), es_meter,
-                                        sum(flops[cut:]), dilation)
+                                        sum(flops[cut:]), dilation, forward_step(cut, None))
         except BaseException as e:  # noqa: BLE001
             out["error"] = e
 
@@ -252,7 +275,7 @@ def _serve(job, model, flops, prof, xs, ys, edge, cut, emulate, dilation, timeou
     th.start()
     try:
         lat, correct, e_end = requests_from_end(t_end, peer, shallow, xs, ys, end_clock, end_meter,
-                                                sum(flops[:cut]), job.training.wire_act_bits, dilation)
+                                                sum(flops[:cut]), job.training.wire_act_bits, dilation, cut)
     finally:
         th.join(timeout=timeout_s)
         for t in (t_end, t_es):

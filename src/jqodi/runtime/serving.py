@@ -19,7 +19,6 @@ import copy
 
 from jqodi.core.codec import packed_from_tensor, packed_to_tensor
 from jqodi.core.devices import edge_role
-from jqodi.runtime.emulation import ComputeClock
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import Transport
 
@@ -65,10 +64,10 @@ def serve_end(role) -> None:
                 dilation = inference_dilation(job, model, role.f, prof, xs, combos)
         role.t.send(peer, "infer_start", dilation=dilation, requests=n)
         _set_link_dilation(role.t, job, peer, dilation)
-        clock = ComputeClock(role.ctx.clock.device, dilation)
+        clock = role.ctx.clock.at_dilation(dilation)
         b0 = role.t.sent[peer].bytes + role.t.received[peer].bytes
         lat, correct, e_end = requests_from_end(role.t, peer, model.shallow(cut), xs, ys, clock, role.ctx.meter,
-                                                sum(role.f[:cut]), job.training.wire_act_bits, dilation)
+                                                sum(role.f[:cut]), job.training.wire_act_bits, dilation, cut)
         nbytes = role.t.sent[peer].bytes + role.t.received[peer].bytes - b0
         edge = role.t.recv(peer, "infer_edge").meta
         energy = {"end": e_end, peer: edge["energy_j"]}
@@ -77,7 +76,7 @@ def serve_end(role) -> None:
             energy["link"] = 8.0 * nbytes * link.energy_per_bit_j
         results.append(make_result(job, e, cut, lat, correct, energy, nbytes / n, role.f, prof, dilation,
                                    {"end": role.ctx.meter.name, peer: edge["meter"]}).to_dict())
-    clock = ComputeClock(role.ctx.clock.device, dilation)
+    clock = role.ctx.clock.at_dilation(dilation)
     lat, correct, e_end = requests_local(model, xs, ys, clock, role.ctx.meter, sum(role.f), dilation)
     results.append(make_result(job, None, None, lat, correct, {"end": e_end}, 0.0, role.f, prof, dilation,
                                {"end": role.ctx.meter.name}).to_dict())
@@ -87,7 +86,7 @@ def serve_end(role) -> None:
 def serve_edge(role) -> None:
     """Relay the fine-tuned model to the SD, then run the deep part of its requests."""
     from jqodi.core.quant import unpack_model
-    from jqodi.runtime.inference import serve_as_edge
+    from jqodi.runtime.inference import forward_step, serve_as_edge
 
     m = role.t.recv("cloud", "infer_model")
     cut = int(m.meta["cut"])
@@ -98,8 +97,8 @@ def serve_edge(role) -> None:
     start = role.t.recv("end", "infer_start").meta
     dilation, n = float(start["dilation"]), int(start["requests"])
     _set_link_dilation(role.t, role.job, "end", dilation)
-    clock = ComputeClock(role.ctx.clock.device, dilation)
-    energy = serve_as_edge(role.t, deep, n, clock, role.ctx.meter, sum(role.f[cut:]), dilation)
+    clock = role.ctx.clock.at_dilation(dilation)
+    energy = serve_as_edge(role.t, deep, n, clock, role.ctx.meter, sum(role.f[cut:]), dilation, forward_step(cut, None))
     role.t.send("end", "infer_edge", energy_j=energy, meter=role.ctx.meter.name)
 
 
