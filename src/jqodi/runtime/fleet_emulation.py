@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from jqodi.runtime.emulation import ComputeClock
+from jqodi.runtime.emulation import ComputeClock, Step
 
 __all__ = ["ProcessorSharing", "SharedComputeClock"]
 
@@ -85,18 +85,26 @@ class ProcessorSharing:
 class SharedComputeClock(ComputeClock):
     """A :class:`ComputeClock` whose padded steps are served by a shared :class:`ProcessorSharing`."""
 
-    def __init__(self, server: ProcessorSharing, device, dilation: float = 1.0):
-        super().__init__(device, dilation)
+    def __init__(self, server: ProcessorSharing, device, dilation: float = 1.0, **rooflines):
+        """``rooflines``: the device's ``model``/``blocks``/``bits`` (as :class:`ComputeClock`), so a
+        step is the device model's time for it; without them, FLOPs / v."""
+        super().__init__(device, dilation, **rooflines)
         self.server = server
 
+    @classmethod
+    def sharing(cls, server: ProcessorSharing, clock: ComputeClock) -> "SharedComputeClock":
+        """``clock``'s device, dilation and rooflines, its steps served by ``server``."""
+        return cls(server, clock.device, clock.dilation, model=clock.model, blocks=clock.blocks, bits=clock.bits)
+
     @contextmanager
-    def compute(self, phase: str, flops: float = 0.0):
-        if self.device is None or flops <= 0:
-            with super().compute(phase, flops):
+    def compute(self, phase: str, flops: float = 0.0, step: Step | None = None):
+        own = self.device_time_s(flops, step) if self.device is not None else None
+        if own is None:
+            with super().compute(phase, flops, step):
                 yield
             return
         t0 = time.perf_counter()
-        work = flops / self.device.flops * self.dilation * (self.slowdown() if self.slowdown else 1.0)
+        work = own * self.dilation * (self.slowdown() if self.slowdown else 1.0)
         k = self.server.arrive(work)
         yield
         spent = time.perf_counter() - t0

@@ -182,7 +182,7 @@ class _Runner:
                     from jqodi.runtime.fleet_emulation import ProcessorSharing, SharedComputeClock
 
                     server = server or ProcessorSharing()
-                    ctx.clock = SharedComputeClock(server, ctx.clock.device, ctx.clock.dilation)
+                    ctx.clock = SharedComputeClock.sharing(server, ctx.clock)
                 self.roles[d] = EdgeRole(ctx, self.role.split(":", 1)[1])
             else:
                 self.roles[d] = EndRole(ctx)
