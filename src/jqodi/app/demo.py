@@ -153,8 +153,13 @@ def run_main_demo(config=None, *, describe: bool = True, out: TextIO | None = No
         from jqodi.app.fleet_run import DEMO_OPTIONS, fleet_demo
 
         ctx.title("Fleet: 4 end devices share 2 edge servers (joint plan, one process each)")
-        fleet_demo(say=lambda s: (ctx.print(s), out.flush()),
-                   opts=dataclasses.replace(DEMO_OPTIONS, pretrained=config.pretrain_options))
+        rec = fleet_demo(say=lambda s: (ctx.print(s), out.flush()),
+                         opts=dataclasses.replace(DEMO_OPTIONS, pretrained=config.pretrain_options))
+        if rec.failed():  # a demo that fails must not end as if it had worked
+            from jqodi.errors import RuntimeFailure
+
+            raise RuntimeFailure(f"the fleet section: {len(rec.failed())} of {len(rec.devices)} devices failed "
+                                 f"(first: {next(iter(rec.failed().values()))})")
     ctx.print(f"\njqodi demo: {time.perf_counter() - t0:.0f} s wall in all")
     return summary
 
