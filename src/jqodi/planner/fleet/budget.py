@@ -25,10 +25,11 @@ class WorkBudget:
     price_steps: int = 30          # subgradient steps on the edge prices (phase 1)
     cg_rounds: int = 25            # column-generation rounds (phase 2)
     price_vectors: int = 40        # diversification: per edge, a ban and a dearer price, in edge order
-    pricing_solves: int = 6000     # device subproblems over column generation and diversification
+    pricing_solves: int = 4000     # device subproblems over column generation and diversification
     master_nodes: int = 100        # HiGHS branch-and-bound nodes of the master MILP (phase 3)
-    exact_replans: int = 60        # one-device exact MILPs in the room the others leave (phase 4)
-    lns_tries: int = 16            # neighbourhood tries (groups re-planned jointly), phase 4
+    master_columns: int = 1000     # above this many columns, the master LP rounded instead of the MILP
+    exact_replans: int = 20        # one-device exact MILPs in the room the others leave (phase 4)
+    lns_tries: int = 8             # neighbourhood tries (groups re-planned jointly), phase 4
     lns_tries_per_device: int = 4  # ... and at most this many per device of the fleet
     lns_stall: int = 8             # ... and at most this many in a row that change nothing
     lns_nodes: int = 200           # HiGHS nodes per neighbourhood MILP

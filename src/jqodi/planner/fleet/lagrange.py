@@ -18,7 +18,7 @@ import numpy as np
 from jqodi.core.fleet import FleetInstance
 from jqodi.planner.fleet.budget import WorkBudget, _Cap
 from jqodi.planner.fleet.candidates import _alone_why, _best_priced, _Cand, _device_cands, _result
-from jqodi.planner.fleet.master import _master, _master_duals
+from jqodi.planner.fleet.master import _master, _master_duals, _master_rounded
 from jqodi.planner.fleet.repair import _improve, _improve_exact, _make_feasible, _neighbourhoods
 from jqodi.planner.fleet.solution import CAPACITY_RTOL, FleetSolution
 
@@ -237,13 +237,17 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: Work
     extra.update(iterations=it, column_generation_rounds=cg_rounds, lower_bound_j=best_lb,
                  prices_j_per_s={x: float(best_lam[k]) for k, x in enumerate(fleet.edges)})
     # 4. master: one column per device (or not served) under the capacity rows
-    plans = _master(fleet, columns, served, budget.master_nodes, cap_clock)
+    n_columns = int(sum(len(columns[i]) for i in served))
+    milp_master = n_columns <= budget.master_columns
+    plans = _master(fleet, columns, served, budget.master_nodes, cap_clock) if milp_master else None
     master_ok = plans is not None
     moved = dropped = 0
-    if plans is None:  # HiGHS found nothing in its time: cheap repair from the plans at the best prices
-        plans = [None] * len(fleet.members)
+    if plans is None:  # no master MILP (too many columns) or HiGHS found nothing: the rounded master
+        # LP, or the plans at the best prices, made feasible by the cheap repair
+        plans = _master_rounded(fleet, columns, served) if not milp_master else [None] * len(fleet.members)
         for i in served:
-            plans[i] = at_best[i]
+            if plans[i] is None and milp_master:
+                plans[i] = at_best[i]
         plans, moved, dropped = _make_feasible(fleet, columns, plans, why)
     for i in served:
         if plans[i] is None and i not in why:
@@ -256,7 +260,8 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: Work
     extra["exact_improvements"] = exact_moves
     extra["neighbourhood_improvements"] = lns_moves
     extra["columns"] = int(sum(len(c) for c in columns))
-    extra["repair"] = {"master_milp": master_ok, "moved": moved, "dropped": dropped}
+    extra["repair"] = {"master_milp": master_ok, "master": "milp" if milp_master else "rounded-lp",
+                       "moved": moved, "dropped": dropped}
     cap_clock.record(extra)
     sol = _result(fleet, "fleet-lagrange", "feasible", plans, epochs, extra, why)
     if sol.status != "infeasible" and sol.energy_j > 0:

@@ -64,6 +64,28 @@ def _master_columns(fleet: FleetInstance, columns: list[dict], served: list[int]
     return cols, cost, A, top
 
 
+def _master_rounded(fleet: FleetInstance, columns: list[dict], served: list[int]) -> list:
+    """The master's LP relaxation (HiGHS) rounded: each device takes its column of largest weight
+    (``None``: not served). It may overload an edge; the caller repairs it. Used in place of the
+    master MILP when the fleet has more columns than the MILP's root node can take in a bounded time
+    (its root work is not bounded by a node limit)."""
+    from scipy.optimize import linprog
+
+    X = len(fleet.edges)
+    cols, cost, A, _ = _master_columns(fleet, columns, served)
+    n = len(served)
+    res = linprog(cost, A_ub=A[n:], b_ub=np.ones(X), A_eq=A[:n], b_eq=np.ones(n), bounds=(0, 1), method="highs")
+    plans: list = [None] * len(fleet.members)
+    if res.status != 0:
+        return plans
+    best = np.full(n, -1.0)
+    for j, (r, p) in enumerate(cols):
+        if res.x[j] > best[r] + 1e-12:
+            best[r] = res.x[j]
+            plans[served[r]] = p
+    return plans
+
+
 def _master_duals(fleet: FleetInstance, columns: list[dict], served: list[int]) -> np.ndarray | None:
     """Edge prices (J per busy second) from the duals of the master's LP relaxation (HiGHS)."""
     from scipy.optimize import linprog
