@@ -22,8 +22,8 @@ from jqodi.planner.fleet.master import _master, _master_duals, _master_rounded
 from jqodi.planner.fleet.repair import _improve, _improve_exact, _make_feasible, _neighbourhoods
 from jqodi.planner.fleet.solution import CAPACITY_RTOL, FleetSolution
 
-#: fleet-lagrange's safety cap on wall-clock seconds (well above the ~7 s its default work takes on
-#: the 1,000-device example on a quiet 2-core host, so that a loaded host still gets the same plan).
+#: fleet-lagrange's safety cap on wall-clock seconds (well above the ≈ 8 s of CPU its default work takes
+#: on the 1,000-device example on a quiet 2-core host, so that a loaded host still gets the same plan).
 TIME_CAP_S = 120.0
 
 
@@ -216,8 +216,9 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: Work
         best_lb = max(best_lb, price_all(lam_cg))
         if sum(len(columns[i]) for i in served) == before:
             break
-    # diversification, ``price_vectors`` of them (within ``pricing_solves``) in edge order: per edge, each device's plan avoiding
-    # it and with it dearer (at the last prices), so the integer master can trade edges between devices
+    # diversification, ``price_vectors`` of them (within ``pricing_solves``) in edge order: per edge,
+    # each device's plan avoiding it and with it dearer (at the last prices), so the integer master
+    # can trade edges between devices
     lam_last = _master_duals(fleet, columns, served)
     lam_last = best_lam if lam_last is None else lam_last
     diversified = 0
@@ -242,12 +243,13 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: Work
     plans = _master(fleet, columns, served, budget.master_nodes, cap_clock) if milp_master else None
     master_ok = plans is not None
     moved = dropped = 0
-    if plans is None:  # no master MILP (too many columns) or HiGHS found nothing: the rounded master
-        # LP, or the plans at the best prices, made feasible by the cheap repair
-        plans = _master_rounded(fleet, columns, served) if not milp_master else [None] * len(fleet.members)
-        for i in served:
-            if plans[i] is None and milp_master:
+    if plans is None:  # then made feasible by the cheap repair:
+        if milp_master:  # HiGHS found nothing within its nodes: the plans at the best prices
+            plans = [None] * len(fleet.members)
+            for i in served:
                 plans[i] = at_best[i]
+        else:  # too many columns for the MILP's root node: the master LP, rounded
+            plans = _master_rounded(fleet, columns, served)
         plans, moved, dropped = _make_feasible(fleet, columns, plans, why)
     for i in served:
         if plans[i] is None and i not in why:

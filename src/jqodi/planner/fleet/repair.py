@@ -121,13 +121,12 @@ def _improve_exact(fleet, cands_all, plans, why, replans: int, cap_clock):
 def _neighbourhoods(fleet, cands_all, plans, why, tries_max: int, node_limit: int, cap_clock, group: int = 6,
                     group_max: int = 24, stall_max: int = 8, seed: int = 0, bound_j: float = -math.inf):
     """Large-neighbourhood search, at most ``tries_max`` tries and ``stall_max`` in a row that change
-    nothing: re-plan a group of ``group`` devices
-    jointly and exactly (the fleet MILP over the group in the room the others leave, at most
-    ``node_limit`` HiGHS nodes) and keep the result when it serves a device left out for capacity,
-    or saves energy. A group starts from such a device (first) or from a random one, with devices
-    sharing one of its edges. Each try that fails to serve a device left out doubles the group of
-    the next such try (up to ``group_max`` devices): serving it may need devices outside a small group
-    to move. ``cap_clock``: the safety cap."""
+    nothing: re-plan a group of ``group`` devices jointly and exactly (the fleet MILP over the group
+    in the room the others leave, at most ``node_limit`` HiGHS nodes) and keep the result when it
+    serves a device left out for capacity, or saves energy. A group starts from such a device
+    (first) or from a random one, with devices sharing one of its edges. Each try that fails to
+    serve a device left out doubles the group of the next such try (up to ``group_max`` devices):
+    serving it may need devices outside a small group to move. ``cap_clock``: the safety cap."""
     rng = np.random.default_rng(seed)
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
