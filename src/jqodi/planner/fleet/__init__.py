@@ -22,7 +22,9 @@ The problem (the sum over devices of Eq. 13, plus one capacity row per edge serv
   (3) a master MILP picks one column per device under the capacity rows (a device may stay
   unserved at a cost above any plan); (4) repair and improvement: greedy repair if the master
   fails, each device re-planned exactly in the room the others leave, then large-neighbourhood
-  search (groups of devices re-planned jointly by the exact MILP) within ``time_limit_s``.
+  search (groups of devices re-planned jointly by the exact MILP). Every phase stops on counted
+  work (:class:`~jqodi.planner.fleet.budget.WorkBudget`), so the plan does not depend on the
+  machine's load; ``time_limit_s`` is a safety cap whose hit the solution records.
   A device no plan can serve is reported as not served, with the reason.
 * ``fcfs``: devices planned alone in arrival order, each taking its own best plan among the edge
   servers that still have room for it (the contention problem: first comers take the cheap
@@ -33,8 +35,8 @@ The problem (the sum over devices of Eq. 13, plus one capacity row per edge serv
 Modules: :mod:`~jqodi.planner.fleet.solution` (the result type), :mod:`~jqodi.planner.fleet.candidates`
 (per-device arrays, the priced per-device plan), :mod:`~jqodi.planner.fleet.baselines` (``fcfs``,
 ``ignore-capacity``), :mod:`~jqodi.planner.fleet.milp` (``fleet-optimal``),
-:mod:`~jqodi.planner.fleet.lagrange`, :mod:`~jqodi.planner.fleet.master` and
-:mod:`~jqodi.planner.fleet.repair` (``fleet-lagrange``), :mod:`~jqodi.planner.fleet.solve` (the
+:mod:`~jqodi.planner.fleet.lagrange`, :mod:`~jqodi.planner.fleet.master`,
+:mod:`~jqodi.planner.fleet.repair` and :mod:`~jqodi.planner.fleet.budget` (``fleet-lagrange``), :mod:`~jqodi.planner.fleet.solve` (the
 registry and entry points), :mod:`~jqodi.planner.fleet.generate` (random fleets).
 """
 from __future__ import annotations

@@ -5,25 +5,26 @@ device with priced epoch energies e + λ_x·b. (1) subgradient steps (Polyak's r
 device's LP relaxation, vectorised over the fleet (:class:`_LPArrays`); (2) column generation with
 the master LP's capacity duals as prices (:mod:`jqodi.planner.fleet.master`), whose Lagrangian value
 is a proven lower bound (``lower_bound_j``); (3) the master MILP picks one column per device;
-(4) repair and improvement (:mod:`jqodi.planner.fleet.repair`) within ``time_limit_s``.
+(4) repair and improvement (:mod:`jqodi.planner.fleet.repair`). Every phase stops on counted work
+(:class:`~jqodi.planner.fleet.budget.WorkBudget`), so the plan does not depend on the machine's
+load; ``time_limit_s`` is only a safety cap (:mod:`jqodi.planner.fleet.budget`).
 """
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
 from jqodi.core.fleet import FleetInstance
+from jqodi.planner.fleet.budget import WorkBudget, _Cap
 from jqodi.planner.fleet.candidates import _alone_why, _best_priced, _Cand, _device_cands, _result
-from jqodi.planner.fleet.master import _master, _master_duals
+from jqodi.planner.fleet.master import _master, _master_duals, _master_rounded
 from jqodi.planner.fleet.repair import _improve, _improve_exact, _make_feasible, _neighbourhoods
 from jqodi.planner.fleet.solution import CAPACITY_RTOL, FleetSolution
 
-#: fleet-lagrange takes at least this many price steps and column-generation rounds, even past its
-#: soft time budget (without them a big, heavily contended fleet gets no useful columns).
-MIN_PRICE_STEPS = 8
-MIN_CG_ROUNDS = 1
+#: fleet-lagrange's safety cap on wall-clock seconds (well above the ≈ 8 s of CPU its default work takes
+#: on the 1,000-device example on a quiet 2-core host, so that a loaded host still gets the same plan).
+TIME_CAP_S = 120.0
 
 
 class _LPArrays:
@@ -118,15 +119,23 @@ def fleet_lower_bound(fleet: FleetInstance, lam, epochs: str = "robust") -> floa
     return float(v[np.isfinite(v)].sum() - lam @ np.asarray(fleet.capacity_s))
 
 
-def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: int = 30,
-                   time_limit_s: float = 8.0) -> FleetSolution:
+def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: WorkBudget | None = None,
+                   time_limit_s: float = TIME_CAP_S, **work) -> FleetSolution:
     """Lagrangian prices on edge time, exact per-device plans as columns, column generation, a
-    master MILP over the columns and a repair step (module docstring). ``time_limit_s`` is a soft
-    budget: the price search and column generation stop early to leave the master its share."""
-    clock = time.perf_counter()
+    master MILP over the columns and a repair step (module docstring).
 
-    def elapsed():
-        return time.perf_counter() - clock
+    ``budget`` (or its fields as keywords, e.g. ``price_steps=10``) bounds the work of every phase:
+    the same fleet gets the same plan on any machine. ``time_limit_s`` is a safety cap only: if it
+    is hit the result may differ from run to run, and ``extra["time_cap_hit"]`` says so."""
+    budget = budget or WorkBudget()
+    if work:
+        from dataclasses import replace
+
+        unknown = set(work) - set(budget.to_dict())
+        if unknown:
+            raise TypeError(f"solve_lagrange: unknown work budget {', '.join(sorted(unknown))}")
+        budget = replace(budget, **work)
+    cap_clock = _Cap(time_limit_s)
 
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
@@ -136,10 +145,11 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
     served = [i for i, p in enumerate(alone) if p is not None]
     why = {i: _alone_why(fleet.members[i], epochs) for i, p in enumerate(alone) if p is None}
     load0 = sum((alone[i].busy for i in served), np.zeros(X))
-    extra: dict = {"iterations": 0}
+    extra: dict = {"iterations": 0, "work_budget": budget.to_dict()}
     if not (load0 > cap * (1 + CAPACITY_RTOL) + 1e-12).any():
         # capacity never binds: each device's own exact optimum is the fleet optimum
         extra["lower_bound_j"] = float(sum(alone[i].energy_j for i in served))
+        cap_clock.record(extra)
         return _result(fleet, "fleet-lagrange", "optimal", alone, epochs, extra, why)
     columns: list[dict] = [{} for _ in fleet.members]
 
@@ -159,12 +169,12 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
     for i in served:
         add(i, alone[i])
     # 1. the dual: subgradient steps on the edge prices with every device's LP (Polyak's rule
-    #    towards a target above the best bound), within a quarter of the budget
+    #    towards a target above the best bound), at most ``price_steps`` of them
     lp = _LPArrays(cands_all, served)
     lam = np.zeros(X)
     best_lb, best_lam, theta, stall = -math.inf, lam.copy(), 1.0, 0
     it = 0
-    for it in range(1, iterations + 1):
+    for it in range(1, budget.price_steps + 1):
         v, load = lp.solve(lam)
         lb = float(v.sum() - lam @ cap)
         if lb > best_lb + 1e-9 * abs(lb):
@@ -176,14 +186,12 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
         g = load - cap
         g = np.where((lam <= 0) & (g < 0), 0.0, g)
         gg = float(g @ g)
-        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or \
-                (it >= MIN_PRICE_STEPS and elapsed() > 0.25 * time_limit_s):
+        if gg <= 1e-18 * max(1.0, float(cap @ cap)) or theta < 1e-3 or cap_clock.spent("price search"):
             break
         target = best_lb + theta * 0.05 * abs(best_lb)
         lam = np.maximum(0.0, lam + max(target - lb, 1e-9 * abs(lb)) / gg * g)
     # 2. columns at the best prices; 3. column generation: the master LP's capacity duals are
     #    prices, and each device's exact plan at them is its column of least reduced cost
-    t0 = time.perf_counter()
     at_best = [None] * len(fleet.members)
     total = 0.0
     for i in served:
@@ -191,7 +199,6 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
         add(i, p)
         total += p.energy_j + float(best_lam @ p.busy)
     best_lb = max(best_lb, total - float(best_lam @ cap))
-    per_round = time.perf_counter() - t0
     # each device's plan using the edges least (every edge priced far above energy): the column
     # that lets the master serve the most devices when capacity is short
     busy0 = float(load0.sum())
@@ -199,58 +206,65 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", iterations: 
     for i in served:
         add(i, _best_priced(cands_all[i], steep, X))
     cg_rounds = 0
-    while (cg_rounds < MIN_CG_ROUNDS or elapsed() + 1.5 * per_round < 0.7 * time_limit_s) and cg_rounds < 25:
+    rounds = budget.pricing_solves // max(len(served), 1)  # whole rounds of device subproblems
+    while cg_rounds < min(budget.cg_rounds, rounds) and not cap_clock.spent("column generation"):
         lam_cg = _master_duals(fleet, columns, served)
         if lam_cg is None:
             break
         cg_rounds += 1
         before = sum(len(columns[i]) for i in served)
-        t0 = time.perf_counter()
         best_lb = max(best_lb, price_all(lam_cg))
-        per_round = time.perf_counter() - t0
         if sum(len(columns[i]) for i in served) == before:
             break
-    # diversification while the budget allows: per edge, each device's plan avoiding it and with it
-    # dearer (at the last prices), so the integer master can trade edges between devices
+    # diversification, ``price_vectors`` of them (within ``pricing_solves``) in edge order: per edge,
+    # each device's plan avoiding it and with it dearer (at the last prices), so the integer master
+    # can trade edges between devices
     lam_last = _master_duals(fleet, columns, served)
     lam_last = best_lam if lam_last is None else lam_last
     diversified = 0
-    for x in range(X):
-        for mult in (None, 3.0):
-            if elapsed() + per_round > 0.7 * time_limit_s:
-                break
-            t0 = time.perf_counter()
-            lam2, ban = lam_last.copy(), np.zeros(X, bool)
-            if mult is None:
-                ban[x] = True
-            else:
-                lam2[x] = lam2[x] * mult + max(float(lam_last.max()), 1e-9)
-            for i in served:
-                add(i, _best_priced(cands_all[i], lam2, X, ban))
-            per_round = time.perf_counter() - t0
-            diversified += 1
+    vectors = min(budget.price_vectors, rounds - cg_rounds)
+    for x, mult in [(x, m) for x in range(X) for m in (None, 3.0)][:max(0, vectors)]:
+        if cap_clock.spent("diversification"):
+            break
+        lam2, ban = lam_last.copy(), np.zeros(X, bool)
+        if mult is None:
+            ban[x] = True
+        else:
+            lam2[x] = lam2[x] * mult + max(float(lam_last.max()), 1e-9)
+        for i in served:
+            add(i, _best_priced(cands_all[i], lam2, X, ban))
+        diversified += 1
     extra["diversified_price_vectors"] = diversified
     extra.update(iterations=it, column_generation_rounds=cg_rounds, lower_bound_j=best_lb,
                  prices_j_per_s={x: float(best_lam[k]) for k, x in enumerate(fleet.edges)})
     # 4. master: one column per device (or not served) under the capacity rows
-    plans = _master(fleet, columns, served, max(2.0, 0.9 * time_limit_s - elapsed()))
+    n_columns = int(sum(len(columns[i]) for i in served))
+    milp_master = n_columns <= budget.master_columns
+    plans = _master(fleet, columns, served, budget.master_nodes, cap_clock) if milp_master else None
     master_ok = plans is not None
     moved = dropped = 0
-    if plans is None:  # HiGHS found nothing in its time: cheap repair from the plans at the best prices
-        plans = [None] * len(fleet.members)
-        for i in served:
-            plans[i] = at_best[i]
+    if plans is None:  # then made feasible by the cheap repair:
+        if milp_master:  # HiGHS found nothing within its nodes: the plans at the best prices
+            plans = [None] * len(fleet.members)
+            for i in served:
+                plans[i] = at_best[i]
+        else:  # too many columns for the MILP's root node: the master LP, rounded
+            plans = _master_rounded(fleet, columns, served)
         plans, moved, dropped = _make_feasible(fleet, columns, plans, why)
     for i in served:
         if plans[i] is None and i not in why:
             why[i] = "edge capacity: no plan of this device fits beside the others'"
     plans = _improve(fleet, cands_all, columns, plans, why)
-    plans, exact_moves = _improve_exact(fleet, cands_all, plans, why, clock + 0.8 * time_limit_s)
-    plans, lns_moves = _neighbourhoods(fleet, cands_all, plans, why, clock + time_limit_s, bound_j=best_lb)
+    plans, exact_moves = _improve_exact(fleet, cands_all, plans, why, budget.exact_replans, cap_clock)
+    tries = min(budget.lns_tries, budget.lns_tries_per_device * len(served))
+    plans, lns_moves = _neighbourhoods(fleet, cands_all, plans, why, tries, budget.lns_nodes, cap_clock,
+                                       group_max=budget.lns_group_max, stall_max=budget.lns_stall, bound_j=best_lb)
     extra["exact_improvements"] = exact_moves
     extra["neighbourhood_improvements"] = lns_moves
     extra["columns"] = int(sum(len(c) for c in columns))
-    extra["repair"] = {"master_milp": master_ok, "moved": moved, "dropped": dropped}
+    extra["repair"] = {"master_milp": master_ok, "master": "milp" if milp_master else "rounded-lp",
+                       "moved": moved, "dropped": dropped}
+    cap_clock.record(extra)
     sol = _result(fleet, "fleet-lagrange", "feasible", plans, epochs, extra, why)
     if sol.status != "infeasible" and sol.energy_j > 0:
         sol.extra["gap_to_bound_pct"] = 100.0 * (sol.energy_j - best_lb) / sol.energy_j

@@ -6,13 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from jqodi.core.fleet import FleetInstance
+from jqodi.planner.fleet.budget import _time_limit_hit
 from jqodi.planner.fleet.candidates import _Plan
 from jqodi.planner.fleet.solution import CAPACITY_RTOL
 
 
-def _master(fleet: FleetInstance, columns: list[dict], served: list[int], time_limit_s: float):
+def _master(fleet: FleetInstance, columns: list[dict], served: list[int], node_limit: int, cap_clock):
     """Pick one column per device (HiGHS): least total energy under every edge's capacity; a device
-    may stay unserved at a cost above any plan (so the most devices are served first)."""
+    may stay unserved at a cost above any plan (so the most devices are served first). HiGHS stops
+    after ``node_limit`` branch-and-bound nodes (work, not time); ``cap_clock`` (a
+    :class:`~jqodi.planner.fleet.budget._Cap`) gives the safety time limit and records a hit."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     X = len(fleet.edges)
@@ -21,7 +24,10 @@ def _master(fleet: FleetInstance, columns: list[dict], served: list[int], time_l
     lo = np.r_[np.ones(len(served)), np.full(X, -np.inf)]
     hi = np.r_[np.ones(len(served)), np.full(X, 1.0 - 1e-9)]
     res = milp(cost, integrality=np.ones(len(cols)), bounds=Bounds(0, 1), constraints=LinearConstraint(A, lo, hi),
-               options={"time_limit": float(time_limit_s), "mip_rel_gap": 1e-4, "presolve": True})
+               options={"time_limit": cap_clock.highs_limit(), "node_limit": int(node_limit),
+                        "mip_rel_gap": 1e-4, "presolve": True})
+    if _time_limit_hit(res):
+        cap_clock.hit("master")
     if res.x is None:
         return None
     plans: list = [None] * len(fleet.members)
@@ -56,6 +62,28 @@ def _master_columns(fleet: FleetInstance, columns: list[dict], served: list[int]
                 rr.append(len(served) + x); cc.append(j); vv.append(p.busy[x] / cap[x])
     A = coo_matrix((vv, (rr, cc)), shape=(len(served) + X, len(cols))).tocsr()
     return cols, cost, A, top
+
+
+def _master_rounded(fleet: FleetInstance, columns: list[dict], served: list[int]) -> list:
+    """The master's LP relaxation (HiGHS) rounded: each device takes its column of largest weight
+    (``None``: not served). It may overload an edge; the caller repairs it. Used in place of the
+    master MILP when the fleet has more columns than the MILP's root node can take in a bounded time
+    (its root work is not bounded by a node limit)."""
+    from scipy.optimize import linprog
+
+    X = len(fleet.edges)
+    cols, cost, A, _ = _master_columns(fleet, columns, served)
+    n = len(served)
+    res = linprog(cost, A_ub=A[n:], b_ub=np.ones(X), A_eq=A[:n], b_eq=np.ones(n), bounds=(0, 1), method="highs")
+    plans: list = [None] * len(fleet.members)
+    if res.status != 0:
+        return plans
+    best = np.full(n, -1.0)
+    for j, (r, p) in enumerate(cols):
+        if res.x[j] > best[r] + 1e-12:
+            best[r] = res.x[j]
+            plans[served[r]] = p
+    return plans
 
 
 def _master_duals(fleet: FleetInstance, columns: list[dict], served: list[int]) -> np.ndarray | None:

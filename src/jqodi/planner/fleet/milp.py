@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from jqodi.core.fleet import FleetInstance
+from jqodi.planner.fleet.budget import _time_limit_hit
 from jqodi.planner.fleet.candidates import _alone_why, _best_priced, _Cand, _device_cands, _make_plan, _result
 from jqodi.planner.fleet.solution import CAPACITY_RTOL, FleetSolution
 
@@ -49,10 +50,11 @@ def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_li
     return sol
 
 
-def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap):
+def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap, node_limit: int | None = None):
     """The fleet MILP over the devices not in ``why`` with capacities ``cap`` (busy seconds).
     Returns (plans, status, extra); when HiGHS proves no plan serves them all, every plan is None
-    and ``why`` says so."""
+    and ``why`` says so. ``node_limit`` bounds HiGHS's branch-and-bound nodes (deterministic work);
+    ``extra["time_limit_hit"]`` says whether ``time_limit_s`` stopped it instead."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
 
@@ -102,16 +104,20 @@ def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap):
     hi += [1.0] * X
     nrows = base + X
     status = "optimal"
+    time_hit = False
     plans: list = [None] * len(fleet.members)
     if cols_cost:
         A = coo_matrix((vals, (rows, cols)), shape=(nrows, len(cols_cost))).tocsr()
         opts = {"mip_rel_gap": mip_rel_gap, "presolve": True}
         if time_limit_s is not None:
             opts["time_limit"] = float(time_limit_s)
+        if node_limit is not None:
+            opts["node_limit"] = int(node_limit)
         lo_a, hi_a = np.array(lo), np.array(hi)
         for _attempt in range(4):
             res = milp(np.array(cols_cost), integrality=np.array(cols_int), bounds=Bounds(0, np.array(cols_ub)),
                        constraints=LinearConstraint(A, lo_a, hi_a), options=opts)
+            time_hit = time_hit or _time_limit_hit(res)
             if res.x is None:
                 reason = ("edge capacity: the edge servers cannot serve every device together (proven by "
                           "HiGHS); fleet-lagrange reports which devices fit" if res.status == 2 else
@@ -145,7 +151,7 @@ def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap):
         bound = getattr(res, "mip_dual_bound", None)
     else:
         bound = None
-    extra = {"variables": len(cols_cost), "rows": nrows}
+    extra = {"variables": len(cols_cost), "rows": nrows, "time_limit_hit": time_hit}
     if bound is not None and np.isfinite(bound):
         extra["lower_bound_j"] = float(bound) * scale_e
     return plans, status, extra

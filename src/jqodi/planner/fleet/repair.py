@@ -1,11 +1,11 @@
 """Repair and improvement of a fleet plan (fleet-lagrange, step 4): greedy repair when the master
 MILP found nothing in its time, local improvement over the known columns, each device re-planned
 exactly in the room the others leave, and large-neighbourhood search (groups of devices re-planned
-jointly by the exact fleet MILP of :mod:`jqodi.planner.fleet.milp`)."""
+jointly by the exact fleet MILP of :mod:`jqodi.planner.fleet.milp`). Each step is bounded by counted
+work (:class:`~jqodi.planner.fleet.budget.WorkBudget`), the clock only by the safety cap."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -87,10 +87,10 @@ def _improve(fleet, cands_all, columns, plans, why, passes: int = 2):
     return plans
 
 
-def _improve_exact(fleet, cands_all, plans, why, deadline: float):
-    """Until ``deadline`` (perf_counter): each device, costliest first, takes its exact best plan
-    that fits in the room the others leave (a one-device MILP whose capacity rows are that room)
-    — plans no single price produces, such as a mix that exactly fills an edge."""
+def _improve_exact(fleet, cands_all, plans, why, replans: int, cap_clock):
+    """Up to ``replans`` devices, costliest first, each take their exact best plan that fits in the
+    room the others leave (a one-device MILP whose capacity rows are that room) — plans no single
+    price produces, such as a mix that exactly fills an edge. ``cap_clock``: the safety cap."""
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
     load = sum((p.busy for p in plans if p is not None), np.zeros(X))
@@ -98,16 +98,17 @@ def _improve_exact(fleet, cands_all, plans, why, deadline: float):
                     or why.get(i, "").startswith("edge capacity"))),
                    key=lambda i: -(plans[i].energy_j if plans[i] is not None else math.inf))
     moves = 0
-    for i in order:
-        if time.perf_counter() > deadline:
+    for i in order[:max(0, replans)]:
+        if cap_clock.spent("exact re-planning"):
             break
         old = plans[i]
         room = np.maximum(cap - load + (old.busy if old is not None else 0), 0.0)
         if (room <= 1e-12).all():
             continue
         sub = FleetInstance((fleet.members[i],), fleet.edges, tuple(room), fleet.window_s)
-        got, status, _ = _milp_plans(sub, [cands_all[i]], {}, room,
-                                     max(0.05, deadline - time.perf_counter()), 1e-7)
+        got, status, ex = _milp_plans(sub, [cands_all[i]], {}, room, cap_clock.highs_limit(), 1e-7)
+        if ex.get("time_limit_hit"):
+            cap_clock.hit("exact re-planning")
         q = got[0]
         if q is not None and (old is None or q.energy_j < old.energy_j * (1 - 1e-9)):
             load += q.busy - (old.busy if old is not None else 0)
@@ -117,12 +118,15 @@ def _improve_exact(fleet, cands_all, plans, why, deadline: float):
     return plans, moves
 
 
-def _neighbourhoods(fleet, cands_all, plans, why, deadline: float, group: int = 6, seed: int = 0,
-                    bound_j: float = -math.inf):
-    """Large-neighbourhood search until ``deadline``: re-plan a group of ``group`` devices jointly
-    and exactly (the fleet MILP over the group, in the room the others leave) and keep the result
-    when it serves a device left out for capacity, or saves energy. A group starts from such a
-    device (first) or from a random one, with devices sharing one of its edges."""
+def _neighbourhoods(fleet, cands_all, plans, why, tries_max: int, node_limit: int, cap_clock, group: int = 6,
+                    group_max: int = 24, stall_max: int = 8, seed: int = 0, bound_j: float = -math.inf):
+    """Large-neighbourhood search, at most ``tries_max`` tries and ``stall_max`` in a row that change
+    nothing: re-plan a group of ``group`` devices jointly and exactly (the fleet MILP over the group
+    in the room the others leave, at most ``node_limit`` HiGHS nodes) and keep the result when it
+    serves a device left out for capacity, or saves energy. A group starts from such a device
+    (first) or from a random one, with devices sharing one of its edges. Each try that fails to
+    serve a device left out doubles the group of the next such try (up to ``group_max`` devices):
+    serving it may need devices outside a small group to move. ``cap_clock``: the safety cap."""
     rng = np.random.default_rng(seed)
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
@@ -133,10 +137,13 @@ def _neighbourhoods(fleet, cands_all, plans, why, deadline: float, group: int = 
         return plans, 0
     load = sum((plans[i].busy for i in live), np.zeros(X))
     total = sum(plans[i].energy_j for i in live)
-    moves = tries = 0
-    while time.perf_counter() < deadline and tries < 4 * (len(live) + len(pending)) \
-            and (pending or total > bound_j * (1 + 1e-4)):
+    moves = tries = stall = 0
+    size = group  # of the next group around a device left out
+    while tries < tries_max and stall < stall_max and (pending or total > bound_j * (1 + 1e-4)):
+        if cap_clock.spent("neighbourhood search"):
+            break
         tries += 1
+        stall += 1
         if pending:
             i0 = pending[int(rng.integers(len(pending)))]
             x = int(rng.integers(X))
@@ -147,15 +154,19 @@ def _neighbourhoods(fleet, cands_all, plans, why, deadline: float, group: int = 
         rng.shuffle(mates)
         others = [i for i in live if i != i0 and i not in mates]
         rng.shuffle(others)
-        grp = [i0] + (mates + others)[:group - 1]
+        newly = i0 in pending
+        grp = [i0] + (mates + others)[:(size if newly else group) - 1]
         room = np.maximum(cap - load + sum((plans[i].busy for i in grp if plans[i] is not None), np.zeros(X)), 0.0)
         sub = FleetInstance(tuple(fleet.members[i] for i in grp), fleet.edges, tuple(room), fleet.window_s)
-        got, _, _ = _milp_plans(sub, [cands_all[i] for i in grp], {}, room,
-                                max(0.05, min(2.0, deadline - time.perf_counter())), 1e-6)
+        got, _, ex = _milp_plans(sub, [cands_all[i] for i in grp], {}, room, cap_clock.highs_limit(), 1e-6,
+                                 node_limit)
+        if ex.get("time_limit_hit"):
+            cap_clock.hit("neighbourhood search")
         if any(q is None for q in got):
+            if newly:
+                size = min(2 * size, group_max)
             continue
         old_e = sum(plans[i].energy_j for i in grp if plans[i] is not None)
-        newly = i0 in pending
         if newly or sum(q.energy_j for q in got) < old_e * (1 - 1e-9):
             for i, q in zip(grp, got):
                 old = plans[i]
@@ -166,5 +177,7 @@ def _neighbourhoods(fleet, cands_all, plans, why, deadline: float, group: int = 
                 pending.remove(i0)
                 live.append(i0)
                 why.pop(i0, None)
+                size = group
             moves += 1
+            stall = 0
     return plans, moves
