@@ -67,7 +67,11 @@ class ComputeClock:
     def at_dilation(self, dilation: float) -> "ComputeClock":
         """A fresh clock of the same device (and rooflines) at another dilation: serving after
         training runs at its own dilation, with no timeline slowdown."""
-        return ComputeClock(self.device, dilation, model=self.model, blocks=self.blocks, bits=self.bits)
+        return ComputeClock(self.device, dilation, **self.rooflines())
+
+    def rooflines(self) -> dict:
+        """The device model this clock times steps by (``model``, ``blocks``, ``bits``), to build another clock of it."""
+        return {"model": self.model, "blocks": self.blocks, "bits": self.bits}
 
     def device_time_s(self, flops: float = 0.0, step: Step | None = None) -> float | None:
         """The emulated device's (undilated) time for a step: its rooflines' time for ``step``

@@ -94,7 +94,7 @@ class SharedComputeClock(ComputeClock):
     @classmethod
     def sharing(cls, server: ProcessorSharing, clock: ComputeClock) -> "SharedComputeClock":
         """``clock``'s device, dilation and rooflines, its steps served by ``server``."""
-        return cls(server, clock.device, clock.dilation, model=clock.model, blocks=clock.blocks, bits=clock.bits)
+        return cls(server, clock.device, clock.dilation, **clock.rooflines())
 
     @contextmanager
     def compute(self, phase: str, flops: float = 0.0, step: Step | None = None):

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 from jqodi.core.devices import edge_role
 from jqodi.core.plugins import child_env
-from jqodi.errors import RuntimeFailure
 from jqodi.runtime.fleet_job import FleetJob, end_role
 from jqodi.runtime.fleet_node import DEVICES_DIR, FLEET_NAME
-from jqodi.runtime.launch import RoleProcess, _describe, _root_cause, end_processes, free_port, settle
+from jqodi.runtime.launch import RoleProcess, _describe, free_port, supervise
 
 __all__ = ["run_fleet", "FLEET_JOB_NAME"]
 
@@ -69,23 +67,8 @@ def run_fleet(fleet: FleetJob, workdir: str | Path, *, host: str = "127.0.0.1", 
         procs[end_role(d)] = RoleProcess(end_role(d), argv(end_role(d)), env, on_line)
     if on_start:
         on_start(procs)
-    deadline = time.monotonic() + wall_limit_s if wall_limit_s else None
-    failure: RuntimeFailure | None = None
-    try:
-        while True:
-            codes = {r: p.poll() for r, p in procs.items()}
-            if codes["cloud"] not in (None, 0):  # the cloud is the run: without it nothing can finish
-                settle(procs, 1.5)
-                failure = _root_cause({"cloud": procs["cloud"]})
-                break
-            if all(c is not None for c in codes.values()):
-                break
-            if deadline and time.monotonic() > deadline:
-                failure = RuntimeFailure(f"the fleet run exceeded its wall-clock limit of {wall_limit_s:g} s", peer=None)
-                break
-            time.sleep(0.05)
-    finally:
-        end_processes(procs)
+    # the cloud is the run: without it nothing can finish; an end device's exit ends only its own job
+    failure = supervise(procs, grace_s=1.5, wall_limit_s=wall_limit_s, fatal=("cloud",), what="fleet run")
     died = {}
     for r, p in procs.items():
         rc = p.proc.returncode

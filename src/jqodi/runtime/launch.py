@@ -149,27 +149,31 @@ def launch_processes(job: Job, workdir: Path, *, host: str = "127.0.0.1", port: 
     procs["end"] = RoleProcess("end", py + ["end"] + conn + log("end"), env, lines)
     if on_start:
         on_start(procs)
+    failure = supervise(procs, grace_s=min(1.5, job.timeout_s), wall_limit_s=wall_limit_s)
+    if failure is not None:
+        raise failure
+
+
+def supervise(procs: dict[str, RoleProcess], *, grace_s: float, wall_limit_s: float | None,
+              fatal: tuple[str, ...] | None = None, what: str = "run") -> RuntimeFailure | None:
+    """Poll the processes until all have ended, one of the ``fatal`` roles (default: any) has
+    failed, or ``wall_limit_s`` has passed; then end every process by its PID. Returns the failure
+    (the root cause among the fatal roles, after ``grace_s`` for the others to report what they
+    saw), or None."""
+    watched = {r: p for r, p in procs.items() if fatal is None or r in fatal}
     deadline = time.monotonic() + wall_limit_s if wall_limit_s else None
-    failure: RuntimeFailure | None = None
     try:
         while True:
-            codes = {r: p.poll() for r, p in procs.items()}
-            bad = {r: c for r, c in codes.items() if c not in (None, 0)}
-            if bad:
-                # give the others a moment to report what they saw, then pick the root cause
-                settle(procs, min(1.5, job.timeout_s))
-                failure = _root_cause(procs)
-                break
-            if all(c == 0 for c in codes.values()):
-                break
+            if any(p.poll() not in (None, 0) for p in watched.values()):
+                settle(procs, grace_s)
+                return _root_cause(watched)
+            if all(p.poll() is not None for p in procs.values()):
+                return None
             if deadline and time.monotonic() > deadline:
-                failure = RuntimeFailure(f"the run exceeded its wall-clock limit of {wall_limit_s:g} s", peer=None)
-                break
+                return RuntimeFailure(f"the {what} exceeded its wall-clock limit of {wall_limit_s:g} s", peer=None)
             time.sleep(0.05)
     finally:
         end_processes(procs)
-    if failure is not None:
-        raise failure
 
 
 def settle(procs: dict[str, RoleProcess], grace_s: float) -> None:
