@@ -206,7 +206,6 @@ def main(argv=None) -> int:
                 say(f"{model}×{width:g} {q}-bit cut {cut}: measured {row['measured']['epoch_s']:.2f} s, "
                     f"calibrated {row['calibrated']['epoch_s']:.2f} s ({100 * row['calibrated']['epoch_error']:+.0f}%), "
                     + (f"quick {100 * row['calibrated_quick']['epoch_error']:+.0f}%, " if quick_path else "") +
-                    f"
                     f"one number {100 * row['one_number']['epoch_error']:+.0f}%, "
                     f"spec sheet {100 * row['spec_sheet']['epoch_error']:+.0f}%")
     torch.set_num_threads(threads)
