@@ -25,6 +25,14 @@ device, prior 30 %), ``--s-max 1`` (s(q) ≤ 1), and ``--require DATA=MODEL`` (r
 residual, zero once DATA's *static* Optimum — per model, the cheapest run of K^rob epochs at one
 option within T_max — picks MODEL by ≥ 2 %; it asks "is there a sane parameter set where it does?"
 
+The constrained fit of docs/foundation.md ("All targets at once") adds ``--observations`` (a hinge
+residual per Observation 1-4 and Table VI's feasibility facts, as :func:`observations` reads them
+the way tests/test_observations.py and tests/test_costs.py check them), ``--no-idle-energy`` (the
+paper's accounting, §V-A), ``--within X`` (a hinge per figure beyond ±X), ``--idle-floor``,
+``--starts`` and ``--init JSON`` (continue from an earlier output). Every run prints
+:func:`obs4_idle_bound`, the proof that Observation 4 cannot hold with idle energy at the rated
+idle powers, and the observations' state of its result.
+
 ``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit. Each file's
 ``flops`` (the paper model's v) is the rooflines' effective rate on a reference epoch (LeNet-like,
 fp32, Data 1), so ``cost_model: paper`` describes the same devices with one number each.
