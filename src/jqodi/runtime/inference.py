@@ -22,15 +22,53 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from jqodi.core.devices import END_ROLE, edge_role, edges_of_roles
 from jqodi.runtime.emulation import ComputeClock, Step, clock_for
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import InProcessHub, InProcessTransport
 from jqodi.core.codec import encode_cut
+from jqodi.core.quant import QConv2d, QLinear, quant_layers
 from jqodi.runtime.messages import checked_cut
 
-__all__ = ["InferenceResult", "run_inference", "predict_inference"]
+__all__ = ["InferenceResult", "run_inference", "predict_inference", "freeze_for_serving"]
+
+
+class FrozenQConv2d(QConv2d):
+    """A served QConv2d: its fake-quantized weight computed once (``frozen_weight``); the input's
+    fake quantizer runs on every request."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.quantized_input(x), self.frozen_weight, self.bias)
+
+
+class FrozenQLinear(QLinear):
+    """A served QLinear: its weight quantized once, its input quantized per request."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantized_input(x), self.frozen_weight, self.bias)
+
+
+_FROZEN = {QConv2d: FrozenQConv2d, QLinear: FrozenQLinear}
+
+
+def freeze_for_serving(model: torch.nn.Module) -> torch.nn.Module:
+    """Freeze a fine-tuned QAT model for serving, in place: every fake-quantized layer's weight is
+    quantized and dequantized once, now (its ``quantized_weight()``, the values training's forward
+    uses), and the layer's forward uses that tensor from then on; the activation quantizers stay.
+    The outputs are the same, bit for bit; a request no longer re-runs the weights' fake
+    quantizers (docs/serving.md). Call it after the weights are loaded (a later load would not
+    reach the frozen copy); a model without fake-quantized layers (32 bits) is returned as is."""
+    with torch.no_grad():
+        for _, layer in list(quant_layers(model)):
+            w = layer.quantized_weight().detach().clone()
+            if type(layer) in _FROZEN:
+                layer.__class__ = _FROZEN[type(layer)]
+                layer.register_buffer("frozen_weight", w, persistent=False)  # checkpoints stay as they were
+            elif isinstance(layer, (FrozenQConv2d, FrozenQLinear)):
+                layer.frozen_weight = w  # frozen before: again, from the weights it holds now
+    return model
 
 
 @dataclass
@@ -131,7 +169,7 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
     emulate = bool(emu and emu.enabled) if emulate is None else emulate
     model = build_worker(job)
     unpack_model(model, pack_model(master, job.bits))
-    model.eval()
+    freeze_for_serving(model.eval())
     prof = profile_model(model)
     flops = [float(b.flops) for b in prof.blocks]
     if combos is None:
