@@ -4,7 +4,6 @@ run record keeps busy and idle energy apart, per node, beside the cost model's p
 import copy
 
 import pytest
-import torch
 
 from jqodi.core.costs import epoch_costs
 from jqodi.core.profile import profile_named_model

@@ -2,9 +2,14 @@
 epochs; inference summaries."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jqodi.core.costs import TERMS
 from jqodi.core.devices import edge_role
 from jqodi.runtime.record import RunRecord
+
+if TYPE_CHECKING:
+    from jqodi.runtime.inference import InferenceResult
 
 __all__ = ["control_lines", "format_inference", "run_outcome", "run_report", "run_table"]
 
