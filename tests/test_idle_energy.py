@@ -71,6 +71,7 @@ def test_emulated_run_measures_each_nodes_busy_and_idle_energy_as_predicted(tmp_
     ``idle_energy: true``: per node, the busy energy is the predicted compute energy and the idle
     energy P^idle × (t(k) − busy) is the predicted ``*_idle_j``, but for the seconds the measured
     epoch runs over the predicted one (on a loaded host the host's own work comes on top)."""
+    from jqodi.render.runs import run_report
     from jqodi.runtime.local import run_inprocess
     from jqodi.runtime.record import RunRecord, measure_epoch
 
@@ -128,4 +129,50 @@ def test_emulated_run_measures_each_nodes_busy_and_idle_energy_as_predicted(tmp_
         assert m["energy_j"] == pytest.approx(sum(m["compute_energy_j"].values()) + sum(m["idle_energy_j"].values())
                                               + sum(m["transfer_energy_j"].values()))
     assert record.totals["idle_energy_j"]["end"] == pytest.approx(sum(e["idle_energy_j"]["end"] for e in record.epochs))
+    text = run_report(record)
+    for node in ("end", "edge:es", "cloud"):  # busy and idle apart, each beside its prediction
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{node} idle"))
+        measured, predicted = (float(x.split()[0]) for x in line.split(" idle", 1)[1].split("predicted"))
+        assert measured == pytest.approx(record.totals["idle_energy_j"][node], rel=0.01), line
+        assert predicted == pytest.approx(2 * getattr(pred, f"{node.split(':')[0]}_idle_j"), rel=0.01), line
     assert pred.time_s > 1.0 and m["time_s"] == pytest.approx(pred.time_s, rel=0.25)
+
+
+def test_emulated_serving_charges_the_idle_power_the_plan_prices_a_request_with(tmp_path):
+    """With ``idle_energy: true`` a split request's price includes the SD's idle power while it
+    waits for the link and the ES, and the ES's while it waits for the SD and the link
+    (:func:`jqodi.core.serving.request_costs`); the emulation charges both (each node's request
+    window spans its wait), and the runtime's own prediction is the planner's."""
+    from jqodi.core.serving import request_costs
+    from jqodi.runtime.inference import run_inference
+
+    slow = copy.deepcopy(DEVICE)
+    slow.update(flops=1e11, idle_power_w=5.0, bit_time_factor={4: 1.3})
+    for lm in slow["layers"].values():  # ~2 ms per call: a request takes tens of ms on the device
+        lm["forward"] = {"flops_per_s": 2e8, "bytes_per_s": 1e9, "overhead_s": 2e-3}
+    shape = (1, 28, 28)
+    sc = parse_scenario({**scenario_dict(end={"device": str(write(tmp_path, slow))},
+                                         edge={"device": str(write(tmp_path, {**slow, "idle_power_w": 8.0}, "e.yaml"))},
+                                         idle_energy=True),
+                         "data": {"train_size": 32, "val_size": 8, "input_shape": list(shape), "num_classes": 10},
+                         "models": [{"name": "lenet", "width": 0.125}], "bits": [4], "training": {"act_bits": 32}})
+    emu = emulation_from_scenario(sc, 4, ["es"], enabled=True, dilation=1.0)
+    job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125, "input_shape": list(shape),
+                         "schedule": [{"edge": "es", "cut": 2, "epochs": 1}],
+                         "training": {"batch_size": 32, "eval_batch_size": 8}, "timeout_s": 30,
+                         "meter": "null", "emulation": emu})
+    data = _Data(n_train=32, n_val=8)
+    measured = {r.edge: r for r in run_inference(job, _master(data), data, requests=8, dilation=1.0)}
+    pred = {(c.mode, c.cut): c for c in request_costs(sc, profile_named_model("lenet", shape, 10, 0.125), 4,
+                                                      cost_model="extended")}
+    split, alone = pred[("split", 2)], pred[("end-only", None)]
+    assert split.end_idle_j > 0 and split.edge_idle_j > 0 and alone.end_idle_j == 0
+    for edge, p in (("es", split), (None, alone)):
+        m = measured[edge]
+        assert m.predicted_latency_s == pytest.approx(p.request_time_s, rel=1e-6), edge
+        assert m.predicted_energy_j == pytest.approx(p.request_energy_j, rel=1e-6), edge
+        # measured: the prediction, and idle power for the host's own time on top of the padded steps
+        over_s = max(0.0, m.latency_mean_s - p.request_time_s)
+        assert p.request_energy_j * 0.98 <= m.energy_j <= p.request_energy_j * 1.02 + (5.0 + 8.0) * 2 * over_s, \
+            (edge, m.energy_j, p.request_energy_j, over_s)
+    assert measured["es"].energy_j - split.request_energy_j < split.end_idle_j + split.edge_idle_j  # not twice

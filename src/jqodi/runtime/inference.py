@@ -147,6 +147,9 @@ def predict_inference(job: Job, flops: list[float], act_elements: int | None, ed
     t_link = 8 * nbytes / link.rate_bps if link else 0.0
     t = t_s + t_d + t_link
     e = t_s * end.busy_power_w + t_d * es.busy_power_w + (8 * nbytes * link.energy_per_bit_j if link else 0.0)
+    # idle power, when the plan charges it (extended + idle_energy), as jqodi.core.serving prices it:
+    # the SD waits for the link and the ES, the ES for the SD and the link
+    e += (end.idle_power_w or 0.0) * (t_link + t_d) + (es.idle_power_w or 0.0) * (t_s + t_link)
     return t, e
 
 
@@ -203,15 +206,31 @@ def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep
     """The ES side of ``requests`` requests from the end device over ``t`` (``step``: the deep
     part's forward, for a clock with rooflines); returns its energy (J)."""
     energy = 0.0
+    idle = _charges_idle(meter)  # then the ES is up from its last answer to this one: it waits for the SD
     with torch.no_grad():
         for _ in range(requests):
+            t0 = time.perf_counter()
+            if idle:
+                meter.begin_window("req")
             m = t.recv("end", "infer")
-            meter.begin_window("req")
+            if not idle:
+                meter.begin_window("req")
             with clock.compute("infer", flops_deep, step):
                 out = deep(checked_cut(m, t.limits))
-            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            busy = sum(clock.take()["device_s"].values()) / dilation
+            if not idle:
+                energy += meter.end_window("req", busy_s=busy).energy_j
             t.send("end", "logits", {"y": out})
+            if idle:
+                energy += meter.end_window("req", busy_s=busy, up_s=(time.perf_counter() - t0) / dilation).energy_j
     return energy
+
+
+def _charges_idle(meter) -> bool:
+    """Whether ``meter`` charges idle power (an emulated device whose plan charges it): then a
+    request's window spans the node's whole wait, else only its own work (a hardware meter on a
+    shared host would also measure the peer's work while this node waits)."""
+    return getattr(meter, "idle_power_w", None) is not None
 
 
 def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float, compute, answer, send=None,
@@ -221,6 +240,7 @@ def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float,
     ``answer(a)`` turns it into logits (the deep part on an edge, or nothing).
     Returns (latencies in emulated s, correct answers, SD energy in J)."""
     latencies, correct, energy = [], 0, 0.0
+    idle = _charges_idle(meter)  # then the SD's window spans the whole request: it waits for the answer
     with torch.no_grad():
         for i in range(len(ys)):
             t0 = time.perf_counter()
@@ -229,9 +249,13 @@ def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float,
                 a = compute(xs[i:i + 1])
             if send is not None:
                 send(a)
-            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            busy = sum(clock.take()["device_s"].values()) / dilation
+            if not idle:
+                energy += meter.end_window("req", busy_s=busy).energy_j
             out = answer(a)
             latencies.append((time.perf_counter() - t0) / dilation)
+            if idle:
+                energy += meter.end_window("req", busy_s=busy, up_s=latencies[-1]).energy_j
             correct += int(out.argmax(1).item() == ys[i].item())
     return latencies, correct, energy
 
