@@ -8,16 +8,9 @@ import torch
 from jqodi.core.quant import QConv2d, QLinear, prepare_qat, quant_layers
 from jqodi.core.zoo import build_model
 from jqodi.runtime.inference import freeze_for_serving
+from test_runtime import _one_thread  # noqa: F401 - one torch thread (autouse), as the roles serve
 
 SHAPE = (1, 28, 28)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _served(model_name: str, bits: int, width: float, act_bits=None):
