@@ -61,14 +61,10 @@ class ModelMeter(EnergyMeter):
 
     def __init__(self, busy_power_w: float, idle_power_w: float | None = None, *, time_scale: float = 1.0,
                  **kw) -> None:
-        for field_name, v in (("busy_power_w", busy_power_w), ("idle_power_w", idle_power_w),
-                              ("time_scale", time_scale)):
-            if v is None and field_name == "idle_power_w":
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
-                    or (field_name == "time_scale" and v == 0):
-                raise EnergyMeterError(f"model meter: {field_name} must be a finite number "
-                                       f"{'> 0' if field_name == 'time_scale' else '≥ 0 (W)'}, got {v!r}")
+        _check_number("busy_power_w", busy_power_w, "≥ 0 (W)")
+        if idle_power_w is not None:
+            _check_number("idle_power_w", idle_power_w, "≥ 0 (W)")
+        _check_number("time_scale", time_scale, "> 0", positive=True)
         super().__init__(**kw)
         self.busy_power_w = float(busy_power_w)
         self.idle_power_w = None if idle_power_w is None else float(idle_power_w)
@@ -91,6 +87,11 @@ class ModelMeter(EnergyMeter):
             return 0.0
         up = up_s if up_s is not None else max(0.0, end.time_s - begin.time_s) * self.time_scale
         return self.idle_power_w * max(0.0, up - self._busy_s(begin, end, busy_s))
+
+
+def _check_number(name: str, v, bound: str, positive: bool = False) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise EnergyMeterError(f"model meter: {name} must be a finite number {bound}, got {v!r}")
 
 
 class ReplayMeter(EnergyMeter):
