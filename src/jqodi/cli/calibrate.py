@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                         "scale"],
                        rows, indent="  "))
     d = res.device
-    print(f"s(q) (time factor of conv/linear at q bits vs fp32): "
+    print("s(q) (time factor of conv/linear at q bits vs fp32): "
           + ", ".join(f"{q}: {f:.2f}" for q, f in sorted(d.bit_time_factor.items())))
     print(f"v (paper model) {d.flops / 1e9:.2f} GFLOP/s; busy {d.busy_power_w:g} W, idle {d.idle_power_w:g} W "
           f"(power: {d.power}); {res.seconds:.0f} s")

@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 HELP = "estimate gamma, K^exp and K^rob per (model, bits) for a target loss (Table VI) and write them for 'jqodi instance --estimates'"
 

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -45,6 +45,9 @@ from jqodi.core.profile import LAYER_KINDS, BlockProfile, LayerWork
 from jqodi.core.validation import (Int, Name, NonNegFloat, PosFloat, Strict, error_line,
                                    one_line)
 from jqodi.errors import ScenarioError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Roofline", "LayerModel", "DeviceFile", "DeviceModel", "load_device_file", "resolve_device_ref",
            "is_library_name", "device_from_dict", "PASSES",

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -104,15 +104,30 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
-def save_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
+def save_json(path: str | os.PathLike, obj: Any, *, indent: int = 2, private: bool = False) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically: readers see the old file or the new one,
-    never half of one. Creates the parent directory. Returns the path."""
+    never half of one. Creates the parent directory. Returns the path.
+
+    Permissions: results are not secrets, so a new file follows the umask (0644 under the usual
+    022), as any file the user writes, and a file replaced keeps its mode, as a plain overwrite
+    would. ``private=True`` (keys, tokens, anything secret) writes it readable by its owner only
+    (0600), whatever the umask or the old file's mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    keep = None
+    if not private:
+        try:
+            keep = path.stat().st_mode & 0o7777
+        except OSError:
+            keep = None
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # created with 0666 the kernel narrows by the umask (0600 when private), so no window is wider
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if keep is not None:
+                os.fchmod(f.fileno(), keep)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

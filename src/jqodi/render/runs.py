@@ -2,9 +2,14 @@
 epochs; inference summaries."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jqodi.core.costs import TERMS
 from jqodi.core.devices import edge_role
 from jqodi.runtime.record import RunRecord
+
+if TYPE_CHECKING:
+    from jqodi.runtime.inference import InferenceResult
 
 __all__ = ["control_lines", "format_inference", "run_outcome", "run_report", "run_table"]
 
@@ -133,16 +138,34 @@ def run_table(rec: RunRecord) -> str:
     for e in rec.epochs:
         for node, s in (e.get("overrun_s") or {}).items():
             overrun[node] = overrun.get(node, 0.0) + s
+    idle, pred_idle = tot.get("idle_energy_j") or {}, _predicted_node_idle(rec)
     for node, j in sorted(tot["compute_energy_j"].items()):
         p = pred_nodes.get(node)
         note = f"  (host slower than the device by {overrun[node]:.3g} s)" if rec.emulated and overrun.get(node, 0) > 0 else ""
         lines.append(f"{node:>24} {_fmt(j, ' J'):>12}  predicted {_fmt(p, ' J') if p is not None else '-':>10}  "
                      f"[meter: {meters.get(node, '?')}]{note}")
+        if idle.get(node) or pred_idle.get(node):  # extended + idle_energy: the node's waiting, apart
+            lines.append(f"{node + ' idle':>24} {_fmt(idle.get(node, 0.0), ' J'):>12}  predicted "
+                         f"{_fmt(pred_idle.get(node), ' J') if node in pred_idle else '-':>10}  "
+                         f"[idle power × (epoch − busy)]")
     tj = sum(sum(e["transfer_energy_j"].values()) for e in rec.epochs)
     lines.append(f"{'transfers':>24} {_fmt(tj, ' J'):>12}  predicted {_fmt(pred_nodes.get('transfers'), ' J'):>10}  "
                  f"[bytes × link J/bit]")
     lines.append(f"{'total':>24} {_fmt(tot['energy_j'], ' J'):>12}  predicted {_fmt(tot.get('predicted_energy_j'), ' J'):>10}")
     return "\n".join(lines)
+
+
+def _predicted_node_idle(rec: RunRecord) -> dict[str, float]:
+    """Each node's predicted idle energy over the epochs (``extended`` + ``idle_energy``), {} when
+    the predictions carry none (older records, or no idle power charged)."""
+    out: dict[str, float] = {}
+    for e in rec.epochs:
+        pi = (e.get("predicted") or {}).get("idle_j")
+        if pi is None:
+            return {}
+        for node, key in (("end", "end"), ("edge", edge_role(e["edge"])), ("cloud", "cloud")):
+            out[key] = out.get(key, 0.0) + pi.get(node, 0.0)
+    return {k: v for k, v in out.items() if v}
 
 
 def _predicted_node_energy(rec: RunRecord) -> dict[str, float]:

@@ -30,7 +30,7 @@ from jqodi.core.devices import Device
 from jqodi.core.profile import BlockProfile
 from jqodi.runtime.job import EmulationConfig
 
-__all__ = ["ComputeClock", "Step", "clock_for", "host_flops", "auto_dilation"]
+__all__ = ["ComputeClock", "Step", "clock_for", "host_flops", "auto_dilation", "charge_idle_outside_windows"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,24 @@ def _sleep_until(t_end: float) -> None:
         if left <= 0:
             return
         time.sleep(left if left > 0.002 else 0)
+
+
+def charge_idle_outside_windows(nodes: list[dict], epoch_s: float, dilation: float) -> None:
+    """Charge each node's idle power for the part of the epoch outside its meter window.
+
+    A node's meter window covers its share of an epoch (the SD's from the shallow part's arrival
+    to its report, the ES's from the model's arrival to its report); the node is up the whole
+    epoch, waiting before and after. ``epoch_s`` is the epoch's wall time (the cloud's), each
+    report's ``window_s`` its window's; a report with ``idle_power_w`` (its meter charges idle)
+    gains idle power × (epoch − window) / dilation in ``idle_j`` and ``energy_j``. In all, a node's
+    idle energy is then P^idle × (t(k) − its busy time): the ``extended`` model's
+    ``end_idle_j``/``edge_idle_j``/``cloud_idle_j``, measured."""
+    for n in nodes:
+        if n.get("idle_power_w") is None:
+            continue
+        extra = float(n["idle_power_w"]) * max(0.0, epoch_s - float(n["window_s"])) / dilation
+        n["idle_j"] = n.get("idle_j", 0.0) + extra
+        n["energy_j"] += extra
 
 
 def clock_for(role: str, emulation: EmulationConfig | None, enabled: bool, job=None) -> ComputeClock:

@@ -22,15 +22,53 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from jqodi.core.devices import END_ROLE, edge_role, edges_of_roles
 from jqodi.runtime.emulation import ComputeClock, Step, clock_for
 from jqodi.runtime.job import Job
 from jqodi.runtime.transport import InProcessHub, InProcessTransport
 from jqodi.core.codec import encode_cut
+from jqodi.core.quant import QConv2d, QLinear, quant_layers
 from jqodi.runtime.messages import checked_cut
 
-__all__ = ["InferenceResult", "run_inference", "predict_inference"]
+__all__ = ["InferenceResult", "run_inference", "predict_inference", "freeze_for_serving"]
+
+
+class FrozenQConv2d(QConv2d):
+    """A served QConv2d: its fake-quantized weight computed once (``frozen_weight``); the input's
+    fake quantizer runs on every request."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.quantized_input(x), self.frozen_weight, self.bias)
+
+
+class FrozenQLinear(QLinear):
+    """A served QLinear: its weight quantized once, its input quantized per request."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantized_input(x), self.frozen_weight, self.bias)
+
+
+_FROZEN = {QConv2d: FrozenQConv2d, QLinear: FrozenQLinear}
+
+
+def freeze_for_serving(model: torch.nn.Module) -> torch.nn.Module:
+    """Freeze a fine-tuned QAT model for serving, in place: every fake-quantized layer's weight is
+    quantized and dequantized once, now (its ``quantized_weight()``, the values training's forward
+    uses), and the layer's forward uses that tensor from then on; the activation quantizers stay.
+    The outputs are the same, bit for bit; a request no longer re-runs the weights' fake
+    quantizers (docs/serving.md). Call it after the weights are loaded (a later load would not
+    reach the frozen copy); a model without fake-quantized layers (32 bits) is returned as is."""
+    with torch.no_grad():
+        for _, layer in list(quant_layers(model)):
+            w = layer.quantized_weight().detach().clone()
+            if type(layer) in _FROZEN:
+                layer.__class__ = _FROZEN[type(layer)]
+                layer.register_buffer("frozen_weight", w, persistent=False)  # checkpoints stay as they were
+            elif isinstance(layer, (FrozenQConv2d, FrozenQLinear)):
+                layer.frozen_weight = w  # frozen before: again, from the weights it holds now
+    return model
 
 
 @dataclass
@@ -109,6 +147,9 @@ def predict_inference(job: Job, flops: list[float], act_elements: int | None, ed
     t_link = 8 * nbytes / link.rate_bps if link else 0.0
     t = t_s + t_d + t_link
     e = t_s * end.busy_power_w + t_d * es.busy_power_w + (8 * nbytes * link.energy_per_bit_j if link else 0.0)
+    # idle power, when the plan charges it (extended + idle_energy), as jqodi.core.serving prices it:
+    # the SD waits for the link and the ES, the ES for the SD and the link
+    e += (end.idle_power_w or 0.0) * (t_link + t_d) + (es.idle_power_w or 0.0) * (t_s + t_link)
     return t, e
 
 
@@ -131,7 +172,7 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
     emulate = bool(emu and emu.enabled) if emulate is None else emulate
     model = build_worker(job)
     unpack_model(model, pack_model(master, job.bits))
-    model.eval()
+    freeze_for_serving(model.eval())
     prof = profile_model(model)
     flops = [float(b.flops) for b in prof.blocks]
     if combos is None:
@@ -165,15 +206,31 @@ def serve_as_edge(t, deep, requests: int, clock: ComputeClock, meter, flops_deep
     """The ES side of ``requests`` requests from the end device over ``t`` (``step``: the deep
     part's forward, for a clock with rooflines); returns its energy (J)."""
     energy = 0.0
+    idle = _charges_idle(meter)  # then the ES is up from its last answer to this one: it waits for the SD
     with torch.no_grad():
         for _ in range(requests):
+            t0 = time.perf_counter()
+            if idle:
+                meter.begin_window("req")
             m = t.recv("end", "infer")
-            meter.begin_window("req")
+            if not idle:
+                meter.begin_window("req")
             with clock.compute("infer", flops_deep, step):
                 out = deep(checked_cut(m, t.limits))
-            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            busy = sum(clock.take()["device_s"].values()) / dilation
+            if not idle:
+                energy += meter.end_window("req", busy_s=busy).energy_j
             t.send("end", "logits", {"y": out})
+            if idle:
+                energy += meter.end_window("req", busy_s=busy, up_s=(time.perf_counter() - t0) / dilation).energy_j
     return energy
+
+
+def _charges_idle(meter) -> bool:
+    """Whether ``meter`` charges idle power (an emulated device whose plan charges it): then a
+    request's window spans the node's whole wait, else only its own work (a hardware meter on a
+    shared host would also measure the peer's work while this node waits)."""
+    return getattr(meter, "idle_power_w", None) is not None
 
 
 def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float, compute, answer, send=None,
@@ -183,6 +240,7 @@ def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float,
     ``answer(a)`` turns it into logits (the deep part on an edge, or nothing).
     Returns (latencies in emulated s, correct answers, SD energy in J)."""
     latencies, correct, energy = [], 0, 0.0
+    idle = _charges_idle(meter)  # then the SD's window spans the whole request: it waits for the answer
     with torch.no_grad():
         for i in range(len(ys)):
             t0 = time.perf_counter()
@@ -191,9 +249,13 @@ def _requests(xs, ys, clock: ComputeClock, meter, flops: float, dilation: float,
                 a = compute(xs[i:i + 1])
             if send is not None:
                 send(a)
-            energy += meter.end_window("req", busy_s=sum(clock.take()["device_s"].values()) / dilation).energy_j
+            busy = sum(clock.take()["device_s"].values()) / dilation
+            if not idle:
+                energy += meter.end_window("req", busy_s=busy).energy_j
             out = answer(a)
             latencies.append((time.perf_counter() - t0) / dilation)
+            if idle:
+                energy += meter.end_window("req", busy_s=busy, up_s=latencies[-1]).energy_j
             correct += int(out.argmax(1).item() == ys[i].item())
     return latencies, correct, energy
 

@@ -41,16 +41,21 @@ def link_rates(job: Job, me: str) -> dict[str, float]:
 
 def make_meter_for(job: Job, role: str, emulate: bool | None = None):
     """The energy meter of ``role``: when emulating (``emulate``; ``None``: as the job says) a
-    device of the scenario, the model meter at that device's busy power; else the job's meter kind
-    (``auto``, ``rapl``, …; ``model`` at the device's busy power when the job names one)."""
-    from jqodi.runtime.energy import make_meter
+    device of the scenario, the model meter at that device's busy power — and at its idle power
+    for the time it is up and not busy, when the device declares one (the plan charges idle:
+    :func:`jqodi.runtime.plan.emulation_from_scenario`), a window's wall time scaled back by the
+    dilation; else the job's meter kind (``auto``, ``rapl``, …; ``model`` at the device's busy
+    power when the job names one)."""
+    from jqodi.runtime.energy import ModelMeter, make_meter
 
     emu = job.emulation
     dev = emu.devices.get(role) if emu is not None else None
     if emulate is None:
         emulate = bool(emu is not None and emu.enabled)
-    if emulate and dev is not None:
-        return make_meter("model", busy_power_w=dev.busy_power_w)  # emulated devices: profile power
+    if emulate and dev is not None:  # emulated devices: profile power
+        if dev.idle_power_w is not None:
+            return ModelMeter(dev.busy_power_w, dev.idle_power_w, time_scale=1.0 / emu.dilation)
+        return make_meter("model", busy_power_w=dev.busy_power_w)
     return make_meter(job.meter, busy_power_w=dev.busy_power_w if dev is not None else None)
 
 

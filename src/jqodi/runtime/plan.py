@@ -46,14 +46,20 @@ def cpu_scale(scenario, *, dataset: str = "fashion-mnist", train_size: int | Non
 def emulation_from_scenario(scenario, bits: int, edges: list[str], *, enabled: bool, dilation: float) -> EmulationConfig:
     """Device speeds (× the bit-width speed-up) and busy powers, link rates and energy per bit,
     for the cloud, the end device and every usable edge (the plan's ``edges`` run training; the
-    others are offered to collaborative inference)."""
+    others are offered to collaborative inference).
+
+    A device keeps its idle power only when the plan charges it (``extended`` cost model with
+    ``idle_energy: true``): the emulated meter then charges it while the node waits. Under the
+    ``paper`` model (Eq. (1)–(10)) idle time costs nothing, in the plan and in the emulation."""
     from jqodi.core.system import System
 
     system = System.from_scenario(scenario)
+    charges_idle = scenario.cost_model == "extended" and bool(scenario.idle_energy)
 
     def dev(node: Device) -> Device:
         # at this bit-width: v × speed-up, drawing the same busy power P = ε·v (ε scales down)
-        return Device.from_power(node.name, node.flops * node.speedup(bits), node.busy_power_w)
+        return Device.from_power(node.name, node.flops * node.speedup(bits), node.busy_power_w,
+                                 idle_power_w=node.idle_power_w if charges_idle else None)
 
     devices = {CLOUD_ROLE: dev(system.cloud), END_ROLE: dev(system.end)}
     links = {}
@@ -153,10 +159,12 @@ def _store_path(trace_store: str | Path | None) -> str | None:
 
 
 def predict_epoch(scenario, model: str, bits: int, cut: int, edge: str) -> dict:
-    """The cost model's epoch: total and per-phase time (s) and energy (J)."""
+    """The cost model's epoch: total and per-phase time (s) and energy (J), and each node's idle energy (J)."""
     from jqodi.core.costs import TERMS, epoch_costs
 
     c = epoch_costs(scenario, model, bits, cut, edge)
     return {"time_s": c.time_s, "energy_j": c.energy_j, "cost_model": c.cost_model,
             "phases_s": {p: getattr(c, f"{p}_s") for p in TERMS},
-            "phases_j": {p: getattr(c, f"{p}_j") for p in TERMS}}
+            "phases_j": {p: getattr(c, f"{p}_j") for p in TERMS},
+            # extended + idle_energy: each node's idle power × its wait (0 otherwise); in energy_j
+            "idle_j": {"end": c.end_idle_j, "edge": c.edge_idle_j, "cloud": c.cloud_idle_j}}

@@ -128,8 +128,6 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
 
     Failures raise :class:`RuntimeFailure` after telling the peers (``abort``).
     """
-    import torch
-
     from jqodi.runtime.auth import TOKEN_FILE_NAME, load_secret, new_secret, write_token_file
     from jqodi.runtime.rendezvous import connect
     from jqodi.runtime.transport import GlooTransport

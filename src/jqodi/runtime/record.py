@@ -1,8 +1,9 @@
 """What a run measured, next to what the cost model predicted: :class:`RunRecord`.
 
 Per epoch: time per phase (the terms of Eq. (7)–(10) and the ``extended`` cut-layer traffic),
-bytes per link, energy per node (compute, from each node's meter) and per link (transfer: bytes ×
-the link's energy per bit), losses. Under emulation the measured times are reported raw and
+bytes per link, energy per node (compute, from each node's meter; idle apart, when the emulated
+device declares an idle power: the ``extended`` model's ``idle_energy``) and per link (transfer:
+bytes × the link's energy per bit), losses. Under emulation the measured times are reported raw and
 divided by the dilation (``*_s`` are emulated seconds, ``raw_*`` wall-clock seconds).
 """
 from __future__ import annotations
@@ -52,14 +53,16 @@ def measure_epoch(rec: dict, dilation: float, link_energy_per_bit: dict[str, flo
             transfer_j[link] = 8.0 * b * eps
     cut_elements = sum(n.get("cut", {}).get("elements", 0) for n in rec["nodes"])
     cut_bytes = sum(n.get("cut", {}).get("bytes", 0) for n in rec["nodes"])
-    energy = {n["node"]: float(n["energy_j"]) for n in rec["nodes"]}
+    # per node: busy (compute) and idle energy apart; idle only where the node's meter charges it
+    idle = {n["node"]: float(n.get("idle_j", 0.0)) for n in rec["nodes"]}
+    energy = {n["node"]: float(n["energy_j"]) - idle[n["node"]] for n in rec["nodes"]}
     return {
         "epoch": rec["epoch"] + 1, "edge": rec["edge"], "cut": rec["cut"],
         "train_loss": rec["train_loss"], "val_loss": rec["val_loss"], "val_accuracy": rec["val_accuracy"],
         "time_s": rec["wall_s"] / dilation, "raw_time_s": rec["wall_s"],
         "phases_s": {k: v / dilation for k, v in raw.items()}, "raw_phases_s": raw,
-        "bytes": link_bytes, "compute_energy_j": energy, "transfer_energy_j": transfer_j,
-        "energy_j": sum(energy.values()) + sum(transfer_j.values()),
+        "bytes": link_bytes, "compute_energy_j": energy, "idle_energy_j": idle, "transfer_energy_j": transfer_j,
+        "energy_j": sum(energy.values()) + sum(idle.values()) + sum(transfer_j.values()),
         "meters": {n["node"]: n["meter"] for n in rec["nodes"]},
         "cut_traffic": {"bytes": cut_bytes, "fp32_bytes": 4 * cut_elements},
         "overrun_s": {n["node"]: n.get("overrun_s", 0.0) / dilation for n in rec["nodes"]},
@@ -142,6 +145,11 @@ class RunRecord(JsonRecord):
             for n, j in e["compute_energy_j"].items():
                 nodes[n] = nodes.get(n, 0.0) + j
         out["compute_energy_j"] = nodes
+        idle: dict[str, float] = {}
+        for e in self.epochs:
+            for n, j in (e.get("idle_energy_j") or {}).items():
+                idle[n] = idle.get(n, 0.0) + j
+        out["idle_energy_j"] = idle
         links: dict[str, int] = {}
         for e in self.epochs:
             for n, b in e["bytes"].items():

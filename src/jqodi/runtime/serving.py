@@ -40,7 +40,7 @@ def serve_end(role) -> None:
     and alone (whole model here); report the results to the cloud."""
     from jqodi.core.profile import profile_model
     from jqodi.core.quant import unpack_model
-    from jqodi.runtime.inference import (inference_dilation, make_result, requests_from_end,
+    from jqodi.runtime.inference import (freeze_for_serving, inference_dilation, make_result, requests_from_end,
                                          requests_local)
 
     job = role.job
@@ -58,7 +58,7 @@ def serve_end(role) -> None:
         if i == 0:
             unpack_model(model.shallow(cut), packed_from_tensor(m.tensors["shallow"], model.shallow(cut), job.bits))
             unpack_model(model.deep(cut), packed_from_tensor(m.tensors["deep"], model.deep(cut), job.bits))
-            model.eval()
+            freeze_for_serving(model.eval())  # the weights quantized once, not per request
             if emulated:
                 combos = [(x, cut) for x in job.edges] + [(None, None)]
                 dilation = inference_dilation(job, model, role.f, prof, xs, combos)
@@ -86,13 +86,13 @@ def serve_end(role) -> None:
 def serve_edge(role) -> None:
     """Relay the fine-tuned model to the SD, then run the deep part of its requests."""
     from jqodi.core.quant import unpack_model
-    from jqodi.runtime.inference import forward_step, serve_as_edge
+    from jqodi.runtime.inference import forward_step, freeze_for_serving, serve_as_edge
 
     m = role.t.recv("cloud", "infer_model")
     cut = int(m.meta["cut"])
-    deep = role.model.deep(cut)
+    deep = copy.deepcopy(role.model.deep(cut))  # the served copy; the worker model stays trainable
     unpack_model(deep, packed_from_tensor(m.tensors["deep"], deep, role.job.bits))
-    deep.eval()
+    freeze_for_serving(deep.eval())
     role.t.send("end", "infer_model", m.tensors, cut=cut)
     start = role.t.recv("end", "infer_start").meta
     dilation, n = float(start["dilation"]), int(start["requests"])

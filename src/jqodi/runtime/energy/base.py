@@ -32,11 +32,19 @@ class Measurement:
         time_s: wall-clock length of the window (in seconds).
         meter: name of the meter that measured it (``nvml``, ``rapl``, ``model``, ``replay``,
             ``null``), so every figure says where it came from.
+        idle_j: the part of ``energy_j`` charged for idle time (in joules): only a ``model``
+            meter given an idle power charges it (the node up and waiting); 0 otherwise.
     """
 
     energy_j: float
     time_s: float
     meter: str
+    idle_j: float = 0.0
+
+    @property
+    def busy_j(self) -> float:
+        """The part of ``energy_j`` spent busy (in joules): all of it unless idle is charged."""
+        return self.energy_j - self.idle_j
 
     @property
     def avg_power_w(self) -> float:
@@ -48,7 +56,8 @@ class Measurement:
         if not isinstance(other, Measurement):
             return NotImplemented
         meter = self.meter if self.meter == other.meter else f"{self.meter}+{other.meter}"
-        return Measurement(self.energy_j + other.energy_j, self.time_s + other.time_s, meter)
+        return Measurement(self.energy_j + other.energy_j, self.time_s + other.time_s, meter,
+                           self.idle_j + other.idle_j)
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ class EnergyMeter(ABC):
     def _window_energy_j(self, begin: _Mark, end: _Mark, busy_s: float | None) -> float:
         return max(0.0, end.energy_j - begin.energy_j)
 
+    def _window_idle_j(self, begin: _Mark, end: _Mark, busy_s: float | None, up_s: float | None) -> float:
+        """The idle share of a window (in joules): 0 unless the meter charges idle power."""
+        return 0.0
+
     # -- the public surface -----------------------------------------------------------------
     def _mark(self) -> _Mark:
         return _Mark(self._clock(), self._energy_counter_j(), self._cpu_clock())
@@ -97,23 +110,28 @@ class EnergyMeter(ABC):
                 raise ValueError(f"{self.name} meter: window {key!r} is already open")
             self._windows[key] = self._mark()
 
-    def end_window(self, key: str, busy_s: float | None = None) -> Measurement:
+    def end_window(self, key: str, busy_s: float | None = None, up_s: float | None = None) -> Measurement:
         """Close the window ``key`` and return its energy and time.
 
         Args:
             key: the key given to :meth:`begin_window`.
             busy_s: seconds the node was busy during the window (in seconds). Only the
                 ``model`` meter uses it (busy power × busy_s); hardware meters measure.
+            up_s: seconds the node was up during the window (in seconds; default: the window's
+                length, × the meter's time scale). Only a ``model`` meter with an idle power uses
+                it: idle power × (up_s − busy_s).
         """
-        if busy_s is not None and not (math.isfinite(busy_s) and busy_s >= 0):
-            raise ValueError(f"{self.name} meter: busy_s must be a finite number ≥ 0, got {busy_s!r}")
+        for name, v in (("busy_s", busy_s), ("up_s", up_s)):
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{self.name} meter: {name} must be a finite number ≥ 0, got {v!r}")
         with self._lock:
             if key not in self._windows:
                 raise ValueError(f"{self.name} meter: no open window {key!r}")
             begin = self._windows.pop(key)
             end = self._mark()
-        return Measurement(self._window_energy_j(begin, end, busy_s),
-                           max(0.0, end.time_s - begin.time_s), self.name)
+        idle_j = self._window_idle_j(begin, end, busy_s, up_s)
+        return Measurement(self._window_energy_j(begin, end, busy_s) + idle_j,
+                           max(0.0, end.time_s - begin.time_s), self.name, idle_j)
 
     @property
     def open_windows(self) -> tuple[str, ...]:

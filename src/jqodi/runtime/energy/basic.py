@@ -29,7 +29,7 @@ class NullMeter(EnergyMeter):
         with self._lock:
             self._windows[key] = _Mark(self._clock(), 0.0, 0.0)
 
-    def end_window(self, key: str, busy_s: float | None = None) -> Measurement:
+    def end_window(self, key: str, busy_s: float | None = None, up_s: float | None = None) -> Measurement:
         with self._lock:
             begin = self._windows.pop(key, None)
         elapsed = max(0.0, self._clock() - begin.time_s) if begin is not None else 0.0
@@ -41,31 +41,57 @@ class NullMeter(EnergyMeter):
 
 
 class ModelMeter(EnergyMeter):
-    """Busy power × busy time, the paper's accounting: idle time costs nothing.
+    """Busy power × busy time, the paper's accounting: idle time costs nothing — unless the node
+    declares an idle power.
 
     ``busy_power_w`` (in watts) is the device's power while computing (the scenario's
     ``busy_power_w``, or ε·v). A window's busy time is the ``busy_s`` passed to
     :meth:`end_window` (in emulation: the compute time the device profile predicts), else the
     CPU time this process used during the window (all its threads).
+
+    ``idle_power_w`` (in watts, optional): the power the node draws while it is up and not busy.
+    Given, a window also costs idle power × (up time − busy time), where the up time is the
+    ``up_s`` passed to :meth:`end_window`, else the window's wall-clock length × ``time_scale``
+    (in emulation 1 / dilation: the device's seconds per wall second). That is the ``extended``
+    cost model's ``idle_energy`` term (``end_idle_j``, ``edge_idle_j``, ``cloud_idle_j``) measured;
+    the measurement's ``idle_j`` holds it. Without it (the ``paper`` model, Eq. (1)–(10)) idle time is free.
     """
 
     name = "model"
 
-    def __init__(self, busy_power_w: float, **kw) -> None:
-        if isinstance(busy_power_w, bool) or not isinstance(busy_power_w, (int, float)) \
-                or not math.isfinite(busy_power_w) or busy_power_w < 0:
-            raise EnergyMeterError(f"model meter: busy_power_w must be a finite number ≥ 0 (W), "
-                                   f"got {busy_power_w!r}")
+    def __init__(self, busy_power_w: float, idle_power_w: float | None = None, *, time_scale: float = 1.0,
+                 **kw) -> None:
+        _check_number("busy_power_w", busy_power_w, "≥ 0 (W)")
+        if idle_power_w is not None:
+            _check_number("idle_power_w", idle_power_w, "≥ 0 (W)")
+        _check_number("time_scale", time_scale, "> 0", positive=True)
         super().__init__(**kw)
         self.busy_power_w = float(busy_power_w)
-        self.description = f"model ({self.busy_power_w:g} W × busy time)"
+        self.idle_power_w = None if idle_power_w is None else float(idle_power_w)
+        self.time_scale = float(time_scale)
+        self.description = f"model ({self.busy_power_w:g} W × busy time" + (
+            f" + {self.idle_power_w:g} W × idle time)" if self.idle_power_w is not None else ")")
 
     def _energy_counter_j(self) -> float:
         return 0.0  # energy is computed per window from busy time
 
+    @staticmethod
+    def _busy_s(begin: _Mark, end: _Mark, busy_s: float | None) -> float:
+        return busy_s if busy_s is not None else max(0.0, end.cpu_s - begin.cpu_s)
+
     def _window_energy_j(self, begin: _Mark, end: _Mark, busy_s: float | None) -> float:
-        busy = busy_s if busy_s is not None else max(0.0, end.cpu_s - begin.cpu_s)
-        return self.busy_power_w * busy
+        return self.busy_power_w * self._busy_s(begin, end, busy_s)
+
+    def _window_idle_j(self, begin: _Mark, end: _Mark, busy_s: float | None, up_s: float | None) -> float:
+        if self.idle_power_w is None:
+            return 0.0
+        up = up_s if up_s is not None else max(0.0, end.time_s - begin.time_s) * self.time_scale
+        return self.idle_power_w * max(0.0, up - self._busy_s(begin, end, busy_s))
+
+
+def _check_number(name: str, v, bound: str, positive: bool = False) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise EnergyMeterError(f"model meter: {name} must be a finite number {bound}, got {v!r}")
 
 
 class ReplayMeter(EnergyMeter):

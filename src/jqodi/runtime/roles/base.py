@@ -113,7 +113,11 @@ class _Role:
             else sum(clock["compute_s"].values())
         m = self.ctx.meter.end_window(f"epoch{k}", busy_s=busy)
         sent = self.sent_bytes()
-        return {"node": self.t.me, "busy_s": clock["busy_s"], "compute_s": clock["compute_s"],
-                "flops": clock["flops"], "overrun_s": clock["overrun_s"], "send_s": dict(self.phase_s),
-                "energy_j": m.energy_j, "meter": m.meter, "bytes": sent, "cut": dict(self.cut)}
+        report = {"node": self.t.me, "busy_s": clock["busy_s"], "compute_s": clock["compute_s"],
+                  "flops": clock["flops"], "overrun_s": clock["overrun_s"], "send_s": dict(self.phase_s),
+                  "energy_j": m.energy_j, "idle_j": m.idle_j, "meter": m.meter, "bytes": sent, "cut": dict(self.cut)}
+        idle_w = getattr(self.ctx.meter, "idle_power_w", None)
+        if idle_w is not None:  # the cloud charges the rest of the epoch, outside this window, at it
+            report.update(idle_power_w=idle_w, window_s=m.time_s)
+        return report
 

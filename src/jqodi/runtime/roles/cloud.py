@@ -15,6 +15,7 @@ import torch
 
 from jqodi.core.codec import packed_to_tensor, update_from_tensor
 from jqodi.core.devices import edge_role
+from jqodi.runtime.emulation import charge_idle_outside_windows
 from jqodi.runtime.messages import checked_update
 from jqodi.runtime.roles.base import RoleContext, _Role
 from jqodi.runtime.tracing import RunTraces
@@ -178,6 +179,7 @@ class CloudRole(_Role):
         rec = {key: m.meta[key] for key in ("epoch", "edge", "cut", "train_loss", "val_loss", "val_accuracy")}
         rec["wall_s"] = wall
         rec["nodes"] = [report] + nodes
+        charge_idle_outside_windows(rec["nodes"], wall, self.dilation)
         rec["bytes_sent"] = {"model": sent_s.nbytes + sent_d.nbytes}
         self.state.epoch = k + 1
         self.state.elapsed_s = self.now_s()
