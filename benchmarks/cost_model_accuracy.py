@@ -130,6 +130,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device-file", default=None, help="use this calibrated file (default: calibrate now)")
     ap.add_argument("--quick-calibration", action="store_true", help="calibrate with --quick")
+    ap.add_argument("--also-quick", action="store_true",
+                    help="also calibrate with --quick (after the default) and predict with that file too "
+                         "(`calibrated_quick`, beside `calibrated`, on the same measured epochs)")
     ap.add_argument("--clock", default="cpu", choices=("cpu", "wall"))
     ap.add_argument("--train-size", type=int, default=512)
     ap.add_argument("--val-size", type=int, default=500)
@@ -156,6 +159,16 @@ def main(argv=None) -> int:
         res = calibrate_host(dev_path, quick=args.quick_calibration, power="declared", clock=args.clock,
                              progress=lambda s: None, say=say)
         say(f"calibrated in {res.seconds:.0f} s → {dev_path}")
+    quick_path, quick_cal = None, None
+    if args.also_quick:
+        from jqodi.app.calibrate import calibrate_host
+
+        quick_path = os.path.join(tmp, "host-quick.yaml")
+        res = calibrate_host(quick_path, quick=True, power="declared", clock=args.clock,
+                             progress=lambda s: None, say=say)
+        quick_cal = {"seconds": round(res.seconds, 1), **{k: res.device.calibration.get(k) for k in
+                                                          ("cpu_seconds", "stage_cpu_seconds", "load_average")}}
+        say(f"quick calibration in {res.seconds:.0f} s → {quick_path}")
     dev = load_device_file(dev_path)
     peak, peak_how = _cpu_peak_flops()
     bits = [int(b) for b in args.bits.split(",")]
@@ -171,7 +184,8 @@ def main(argv=None) -> int:
         cuts = sorted({1, max(1, n // 2), n - 1})
         preds = {}
         for label, ref, v in (("spec_sheet", None, 0.10 * peak), ("one_number", None, dev.flops),
-                              ("calibrated", dev_path, None)):
+                              ("calibrated", dev_path, None)) + ((("calibrated_quick", quick_path, None),)
+                                                                   if quick_path else ()):
             sc = _scenario(ref, v, dev.busy_power_w, args.train_size, args.val_size, args.batch_size,
                            model, width, bits)
             preds[label] = cost_table(sc, model, prof)
@@ -191,6 +205,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 say(f"{model}×{width:g} {q}-bit cut {cut}: measured {row['measured']['epoch_s']:.2f} s, "
                     f"calibrated {row['calibrated']['epoch_s']:.2f} s ({100 * row['calibrated']['epoch_error']:+.0f}%), "
+                    + (f"quick {100 * row['calibrated_quick']['epoch_error']:+.0f}%, " if quick_path else "") +
                     f"one number {100 * row['one_number']['epoch_error']:+.0f}%, "
                     f"spec sheet {100 * row['spec_sheet']['epoch_error']:+.0f}%")
     torch.set_num_threads(threads)
@@ -211,7 +226,10 @@ def main(argv=None) -> int:
         "train_size": args.train_size, "val_size": args.val_size, "batch_size": args.batch_size,
         "repeats": args.repeats, "device_file": dev.model_dump(mode="json", exclude_none=True),
         "spec_sheet_peak": {"flops": peak, "how": peak_how, "utilization": 0.10},
-        "summary": {"spec_sheet": summary("spec_sheet"), "one_number": summary("one_number"), "calibrated": cal},
+        "summary": {"spec_sheet": summary("spec_sheet"), "one_number": summary("one_number"), "calibrated": cal,
+                    **({"calibrated_quick": summary("calibrated_quick")} if quick_path else {})},
+        "quick_calibration": quick_cal,
+        "quick_device_file": load_device_file(quick_path).model_dump(mode="json", exclude_none=True) if quick_path else None,
         "target": {"median_abs_error": 0.10, "max_abs_error": 0.25},
         "target_met": cal["epoch"]["median_abs_error"] <= 0.10 and cal["epoch"]["max_abs_error"] <= 0.25,
         "rows": rows,

@@ -307,13 +307,10 @@ def test_calibration_repeats_stop_once_the_median_is_stable(monkeypatch):
     assert len(calls) == 1 + 6
 
 
-def test_fit_composition_recovers_the_scale_and_s_q_from_whole_steps():
-    from jqodi.app.calibrate import fit_composition
-    from jqodi.core.device_model import LayerModel
-
-    layers = DeviceFile.model_validate(DEVICE).layers
+def _steps(k: float, s8: float, drift: dict | None = None) -> list[dict]:
+    """Whole steps of three models as a device k × slower than DEVICE's rooflines with s(8) = s8
+    would take; ``drift`` slows a model's steps (fp32 and QAT alike) further, as a load change would."""
     true = DeviceFile.model_validate({**DEVICE, "bit_time_factor": {}}).device()
-    k, s8 = 1.3, 1.2
     steps = []
     for name, width in (("lenet", 0.25), ("resnet20", 0.25), ("vgg", 0.125)):
         blocks = profile_named_model(name, (3, 32, 32), 10, width).blocks
@@ -327,13 +324,33 @@ def test_fit_composition_recovers_the_scale_and_s_q_from_whole_steps():
                         conv -= sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
                         other += sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
             steps.append({"model": name, "bits": q, "batch": 32, "blocks": blocks,
-                          "seconds": k * ((s8 if q < 32 else 1.0) * conv + other)})
-    out, factors, rows = fit_composition(dict(layers), steps)
+                          "seconds": (drift or {}).get(name, 1.0) * k * ((s8 if q < 32 else 1.0) * conv + other)})
+    return steps
+
+
+def test_fit_composition_recovers_the_scale_and_s_q_from_whole_steps():
+    from jqodi.app.calibrate import fit_composition
+    from jqodi.core.device_model import LayerModel
+
+    layers = DeviceFile.model_validate(DEVICE).layers
+    k, s8 = 1.3, 1.2
+    out, factors, rows = fit_composition(dict(layers), _steps(k, s8))
     assert factors == {8: pytest.approx(s8, rel=1e-3)}
     assert rows[0]["scale"] == pytest.approx(k, rel=1e-6)
     assert all(r["max_abs_error"] < 1e-3 for r in rows)
     assert out["conv"].forward.overhead_s == pytest.approx(k * layers["conv"].forward.overhead_s)
     assert isinstance(out["conv"], LayerModel)
+
+
+def test_fit_composition_s_q_is_paired_with_each_models_own_fp32_step():
+    """Two of three models measured 25 % and 40 % slow (the machine's load changed between
+    models, but not between a model's fp32 and QAT steps, which run back to back): s(q) still
+    comes out exact, because each model's QAT step is compared with its own fp32 step."""
+    from jqodi.app.calibrate import fit_composition
+
+    layers = DeviceFile.model_validate(DEVICE).layers
+    _, factors, _ = fit_composition(dict(layers), _steps(1.3, 1.2, {"resnet20": 1.25, "vgg": 1.4}))
+    assert factors == {8: pytest.approx(1.2, rel=1e-3)}
 
 
 def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tmp_path):

@@ -67,6 +67,42 @@ def test_observation_3_the_sd_is_slower_but_cheaper_than_the_es(data1):
                 assert e.end_compute_j + e.end_idle_j < e.edge_compute_j + e.edge_idle_j, (model, q, edge)
 
 
+def _fit_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fit_paper_testbed", ROOT / "benchmarks" / "fit_paper_testbed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_observation_4_cannot_hold_with_the_idle_power_the_paper_rates():
+    """The proof of docs/foundation.md ("Observation 4"), from the paper's own figures only: in
+    Fig. 3's setting an interior cut puts LeNet's block 2 on the Pi, which needs ≥ 4.45 s more
+    per epoch even at 1.25× the conv rate the paper's 18 s VGG inference implies and at the
+    fit's lowest s(q); the ES and CS idle meanwhile, and all that cut 1 can save is ≤ its own
+    epoch energy (≤ 1.25 × 7651.3 J / 36). So Observation 4 needs ES + CS idle < 60 W, where
+    Tables III-IV rate the RTX 3090 host and the A100 at 95 + 66 = 161 W idle."""
+    fit = _fit_script()
+    b = fit.obs4_idle_bound(fit.Predictor())
+    assert b["pi_extra_time_min_s"] == pytest.approx(6500 * 37_937_152 * 0.5 / (1.25 * 500 * 797_747_210 / 18.0))
+    assert b["idle_es_plus_cs_max_w"] == pytest.approx(59.7, abs=0.1)
+    assert b["idle_es_plus_cs_rated_w"] == 161.0 > 2.5 * b["idle_es_plus_cs_max_w"]
+
+
+def test_observations_checker_agrees_with_these_tests_on_the_packaged_fit():
+    """benchmarks/fit_paper_testbed.py's observations() (the constrained fit's hinges) reads the
+    packaged testbed as these tests and tests/test_costs.py do: Observations 1-3 and Table VI's
+    feasibility facts hold, Observation 4 does not."""
+    fit = _fit_script()
+    from jqodi.core.device_model import load_device_file, packaged_devices_dir
+
+    files = {n: load_device_file(packaged_devices_dir() / f"{n}.yaml") for n in ("pi5", "rtx3090", "rtx4090", "a100")}
+    obs = fit.observations(fit.Predictor(), files, margin=0.0)
+    assert obs["obs1"] == obs["obs2"] == obs["obs3"] == obs["table6"] == 0.0
+    assert obs["obs4"] > 0.5
+
+
 def test_observation_4_does_not_hold_here_and_why(data1):
     """Energy grows with the cut for every (model, bits, edge) on the fitted testbed: moving a
     block to the Pi costs its busy energy *and* the idle power of the ES and CS while it runs,

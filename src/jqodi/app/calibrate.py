@@ -101,23 +101,28 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     from jqodi.runtime import calibration as cal
     from jqodi.runtime.energy import EnergyMeterError
 
+    cpu_start = time.process_time()
     path = Path(out) if out is not None else user_devices_dir() / "host.yaml"
     old = _existing(path)
     progress = progress or say
-    batches = [16, 64] if quick else [8, 64, 256]
+    # --quick: one batch size per layer (the distinct layers of three models already span the
+    # roofline's range; the whole steps then fit the scale), warm-up + 2 timed calls
+    batches = [32] if quick else [8, 64, 256]
     extra_batches = [] if quick else [32]       # only for layer types whose fit is not yet tight
-    repeats = 3 if quick else 5                  # at most; fewer once the median is stable
+    repeats = 2 if quick else 5                  # at most; fewer once the median is stable
     bits = [8] if quick else [2, 4, 8]
     step_batch = 32
     models = models or ([("lenet", 1.0), ("resnet20", 0.25), ("vgg", 0.125)] if quick
                         else default_calibration_models())
     stages: dict[str, float] = {}
-    lap = [time.perf_counter()]
+    cpu_stages: dict[str, float] = {}  # process CPU seconds: what the work costs on a loaded machine
+    lap = [time.perf_counter(), time.process_time()]
 
     def stage(name: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         stages[name] = round(stages.get(name, 0.0) + now - lap[0], 1)
-        lap[0] = now
+        cpu_stages[name] = round(cpu_stages.get(name, 0.0) + cpu - lap[1], 2)
+        lap[0], lap[1] = now, cpu
 
     say(f"calibrate: {'quick, ' if quick else ''}models {', '.join(f'{n}×{w:g}' for n, w in models)}; "
         f"batches {batches}; bit-widths {bits}; load average {os.getloadavg()[0]:.1f}")
@@ -137,9 +142,17 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
                                      progress=progress)
         layer_models, residuals = _fit_rooflines(samples, mem_bw)
         stage("layers")
+    thin = sorted({lyr[3].kind for lyr in layers} - set(layer_models))
+    if thin:  # --quick: a layer type with fewer than 3 distinct layers needs a second batch size to fit
+        samples += cal.layer_samples([lyr for lyr in layers if lyr[3].kind in thin], [8], repeats, [8],
+                                     progress=progress)
+        layer_models, residuals = _fit_rooflines(samples, mem_bw)
+        stage("layers")
     # fp32 steps of every model fit the composition factor; QAT steps of the first three fit s(q)
-    steps = (cal.step_samples(models[:3] if quick else models, [32], step_batch, repeats, progress=progress)
-             + cal.step_samples(models[:3], bits, step_batch, repeats, progress=progress))
+    # (each model's fp32 and QAT steps back to back: s(q) is fitted against the same model's fp32
+    # step, so a drift of the machine's speed between models does not enter it)
+    steps = [st for i, m in enumerate(models[:3] if quick else models)
+             for st in cal.step_samples([m], [32] + (bits if i < 3 else []), step_batch, repeats, progress=progress)]
     layer_models, factors, composition = fit_composition(layer_models, steps)
     residuals += composition
     stage("training steps")
@@ -149,7 +162,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
         if measured else {}
 
     # v for the paper model: forward FLOPs × 3 (Eq. (3)-(4)'s d^i) per second of fwd + bwd, batch 64
-    ref = [s for s in samples if s.batch == 64 and s.kind != "quantizer"]
+    # (--quick: its one batch size)
+    ref_batch = 64 if 64 in batches else batches[-1]
+    ref = [s for s in samples if s.batch == ref_batch and s.kind != "quantizer"]
     fwd_flops = sum(s.flops for s in ref if s.phase == "forward")
     flops_v = 3 * fwd_flops / max(sum(s.seconds for s in ref), 1e-9)
 
@@ -188,7 +203,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     stage("power")
 
     elapsed = time.perf_counter() - t_start
+    cpu_s = time.process_time() - cpu_start
     say(f"calibrate: {elapsed:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+        + f"); CPU {cpu_s:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in cpu_stages.items())
         + f"); load average {os.getloadavg()[0]:.1f}")
     dev = DeviceFile(
         name=name or (old.name if old else "host"),
@@ -200,7 +217,8 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
         calibration={"host": platform.node(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "quick": quick, "batches": batches, "repeats": repeats, "bits_measured": measured,
                      "memory_bandwidth_bytes_per_s": mem_bw, "load_average": round(os.getloadavg()[0], 2),
-                     "seconds": round(elapsed, 1), "stage_seconds": stages, "loose_fits": loose,
+                     "seconds": round(elapsed, 1), "stage_seconds": stages,
+                     "cpu_seconds": round(cpu_s, 2), "stage_cpu_seconds": cpu_stages, "loose_fits": loose,
                      "step_batch": step_batch, "torch_threads": torch.get_num_threads(), "clock": clock,
                      "residuals": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                    for r in residuals]})
@@ -246,7 +264,9 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
        steps) match them (k = the geometric mean of measured / predicted: layers cost more
        together than alone — allocation, autograd bookkeeping, colder caches);
     2. s(q) per measured bit-width: the conv/linear time factor that makes each q-bit step match
-       after its quantizers' predicted time, the median over the models (0.25–4).
+       after its quantizers' predicted time, the median over the models (0.25–4). A model whose
+       fp32 step was measured too is compared against it: its q-bit step is first divided by that
+       step's own measured / predicted ratio (what the shared k leaves for that model).
 
     s(q) comes from whole steps, not from single fake-quantized layers against fp32 ones: those
     differences of two noisy micro-benchmarks varied by 20 % from run to run on a loaded host.
@@ -276,13 +296,15 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
     logs = [math.log(st["seconds"] / predict(layers, st, {})) for st in fp32]
     k = math.exp(sum(logs) / len(logs)) if logs else 1.0
     out = {name: LayerModel(forward=_scaled(v.forward, k), backward=_scaled(v.backward, k)) for name, v in layers.items()}
+    own = {(st["model"], st.get("width")): st["seconds"] / predict(out, st, {}) for st in fp32 if st["bits"] >= 32}
     factors: dict[int, float] = {}
     for q in sorted({st["bits"] for st in steps if st["bits"] < 32}):
         ratios = []
         for st in steps:
             if st["bits"] == q:
                 conv, rest = parts(out, st)
-                ratios.append((st["seconds"] - rest) / conv if conv > 0 else 1.0)
+                seconds = st["seconds"] / own.get((st["model"], st.get("width")), 1.0)
+                ratios.append((seconds - rest) / conv if conv > 0 else 1.0)
         factors[q] = round(min(max(statistics.median(ratios), 0.25), 4.0), 4)
     rows = []
     for label, group in (("fp32", fp32), ("QAT", [st for st in steps if st["bits"] < 32])):

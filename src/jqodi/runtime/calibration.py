@@ -240,12 +240,15 @@ def step_samples(models: Iterable[tuple[str, float]], bits: Iterable[int], batch
     from jqodi.core.quant import prepare_qat
     from jqodi.core.zoo import build_model
 
+    import copy
+
     out = []
     for name, width in models:
-        prof = profile_model(build_model(name, input_shape, num_classes, width, seed=0))
+        built = build_model(name, input_shape, num_classes, width, seed=0)  # once; a fresh copy per bit-width
+        prof = profile_model(built)
         for q in bits:
             torch.manual_seed(0)
-            model = build_model(name, input_shape, num_classes, width, seed=0)
+            model = copy.deepcopy(built)
             x = torch.randn(batch, *input_shape)
             y = torch.randint(0, num_classes, (batch,))
             if q < 32:
