@@ -38,16 +38,30 @@ def _prune_same_edge(c: _Cand) -> np.ndarray:
 
 
 
-def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", time_limit_s: float | None = 30.0,
-                        mip_rel_gap: float = 1e-7) -> FleetSolution:
-    """The exact MILP (HiGHS); ``optimal`` when HiGHS proves it within ``mip_rel_gap``."""
+#: fleet-optimal's work limit: HiGHS branch-and-bound nodes (deterministic, unlike seconds).
+NODE_LIMIT = 50_000
+#: fleet-optimal's wall-clock safety cap (seconds): HiGHS's root node (presolve, LP, cuts) is not
+#: bounded by the node limit, so a huge fleet could otherwise run for hours.
+TIME_CAP_S = 120.0
+
+
+def solve_fleet_optimal(fleet: FleetInstance, *, epochs: str = "robust", node_limit: int | None = NODE_LIMIT,
+                        time_limit_s: float | None = TIME_CAP_S, mip_rel_gap: float = 1e-7) -> FleetSolution:
+    """The exact MILP (HiGHS); ``optimal`` when HiGHS proves it within ``mip_rel_gap``.
+
+    HiGHS stops after ``node_limit`` branch-and-bound nodes: counted work, so the same fleet gets
+    the same plan (and the same status) on a quiet or a loaded machine. ``time_limit_s`` is only a
+    safety cap on wall-clock seconds; when it stops HiGHS first, the plan may differ from run to
+    run and ``extra["time_limit_hit"]`` says so. Either stop before the proof gives status
+    ``feasible`` (HiGHS's best plan, ``lower_bound_j`` its bound) instead of ``optimal``."""
     clock = time.perf_counter()
     X = len(fleet.edges)
     cands_all = _device_cands(fleet, epochs)
     why = {i: _alone_why(fleet.members[i], epochs) for i, cs in enumerate(cands_all)
            if _best_priced(cs, np.zeros(X), X) is None}
     plans, status, extra = _milp_plans(fleet, cands_all, why, np.asarray(fleet.capacity_s, dtype=float),
-                                       time_limit_s, mip_rel_gap)
+                                       time_limit_s, mip_rel_gap, node_limit)
+    extra.update(node_limit=node_limit, time_cap_s=time_limit_s)
     sol = _result(fleet, "fleet-optimal", status, plans, epochs, extra, why)
     sol.extra["plan_time_ms"] = (time.perf_counter() - clock) * 1e3
     return sol
@@ -102,7 +116,7 @@ def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap, node_limi
     hi += [1.0] * X
     nrows = base + X
     status = "optimal"
-    time_hit = False
+    time_hit = stopped = False
     plans: list = [None] * len(fleet.members)
     if ncol:
         A = coo_matrix((np.concatenate(vv), (np.concatenate(rr), np.concatenate(cc))), shape=(nrows, ncol)).tocsr()
@@ -118,6 +132,7 @@ def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap, node_limi
                 res = milp(cols_cost, integrality=np.ones(ncol), bounds=Bounds(0, cols_ub),
                            constraints=LinearConstraint(A, lo_a, hi_a), options=opts)
             time_hit = time_hit or _time_limit_hit(res)
+            stopped = stopped or (res.status not in (0, 2) and not _time_limit_hit(res))
             if res.x is None:
                 reason = ("edge capacity: the edge servers cannot serve every device together (proven by "
                           "HiGHS); fleet-lagrange reports which devices fit" if res.status == 2 else
@@ -151,7 +166,8 @@ def _milp_plans(fleet, cands_all, why, cap, time_limit_s, mip_rel_gap, node_limi
         bound = getattr(res, "mip_dual_bound", None)
     else:
         bound = None
-    extra = {"variables": ncol, "rows": nrows, "time_limit_hit": time_hit}
+    extra = {"variables": ncol, "rows": nrows, "time_limit_hit": time_hit,
+             "work_limit_hit": bool(stopped and not time_hit)}
     if bound is not None and np.isfinite(bound):
         extra["lower_bound_j"] = float(bound) * scale_e
     return plans, status, extra
