@@ -30,7 +30,7 @@ class WorkBudget:
     price_vectors: int = 40        # diversification: per edge, a ban and a dearer price, in edge order
     pricing_solves: int = 4000     # device subproblems over column generation and diversification
     master_nodes: int = 100        # HiGHS branch-and-bound nodes of the master MILP (phase 3)
-    master_columns: int = 1000     # above this many columns, the master LP rounded instead of the MILP
+    master_columns: int = 1000     # above this many columns, the master's LP, then the MILP over the devices it splits
     exact_replans: int = 20        # one-device exact MILPs in the room the others leave (phase 4)
     lns_tries: int = 8             # neighbourhood tries (groups re-planned jointly), phase 4
     lns_tries_per_device: int = 4  # ... and at most this many per device of the fleet

@@ -22,7 +22,7 @@ from jqodi.planner.fleet.master import _master, _master_duals, _master_fixed
 from jqodi.planner.fleet.repair import _improve, _improve_exact, _make_feasible, _neighbourhoods
 from jqodi.planner.fleet.solution import CAPACITY_RTOL, FleetSolution
 
-#: fleet-lagrange's safety cap on wall-clock seconds (well above the ≈ 8 s of CPU its default work takes
+#: fleet-lagrange's safety cap on wall-clock seconds (well above the ≈ 7 s of CPU its default work takes
 #: on the 1,000-device example on a quiet 2-core host, so that a loaded host still gets the same plan).
 TIME_CAP_S = 120.0
 
