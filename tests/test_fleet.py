@@ -221,10 +221,10 @@ def test_lagrange_plan_does_not_depend_on_the_machine_speed(monkeypatch):
     import jqodi.planner.fleet.budget as budget
 
     fleet = random_fleet(1012, devices=9, edges=3, epochs=(5, 20), capacity_share=0.7767355108523767)
-    quick = solve_fleet(fleet, "fleet-lagrange", time_limit_s=600)
+    quick = solve_fleet(fleet, "fleet-lagrange", time_limit_s=3600)
     t0 = time.perf_counter()
     monkeypatch.setattr(budget, "_now", lambda: t0 + 50 * (time.perf_counter() - t0))
-    slow = solve_fleet(fleet, "fleet-lagrange", time_limit_s=600)
+    slow = solve_fleet(fleet, "fleet-lagrange", time_limit_s=3600)
     assert not quick.extra["time_cap_hit"] and not slow.extra["time_cap_hit"]
     assert _plan_of(slow) == _plan_of(quick)
     # the small fleet where the first neighbourhoods (6 devices) could not make room for the 9th
@@ -291,3 +291,34 @@ def test_compile_fleet_per_device_costs_and_capacity():
     assert od[("B", 1)].epoch_time_s == pytest.approx(oa[("B", 1)][0].epoch_time_s)
     sol = solve_fleet(fleet, "fleet-optimal")
     _assert_sound(fleet, sol)
+
+
+def test_fleet_optimal_stops_on_counted_nodes_not_on_the_clock():
+    """fleet-optimal's limit is HiGHS's node count (the same plan on any machine); its wall-clock
+    limit is only a safety cap, and the solution says which stopped it (issue 12)."""
+    fleet = random_fleet(1003, devices=12, edges=3, epochs=(5, 20), capacity_share=0.75)
+    full = solve_fleet(fleet, "fleet-optimal")
+    assert full.extra["node_limit"] == 50_000 and not full.extra["time_limit_hit"]
+    assert full.status == "optimal" and not full.extra["work_limit_hit"]
+    cut = [solve_fleet(fleet, "fleet-optimal", node_limit=1) for _ in range(2)]
+    assert _plan_of(cut[0]) == _plan_of(cut[1])
+    assert not cut[0].extra["time_limit_hit"]
+    if cut[0].status != "optimal":  # stopped by the node limit before the proof
+        assert cut[0].extra["work_limit_hit"] and cut[0].energy_j >= full.energy_j * (1 - 1e-9)
+
+
+def test_plan_json_stays_clean_when_highs_prints_to_stdout(capfd):
+    """HiGHS's C code may print debug lines with printf (seen during big fleet plans); while the
+    planner calls HiGHS, file descriptor 1 goes to stderr, so ``jqodi plan --json`` stays JSON."""
+    import ctypes
+
+    from jqodi.planner.fleet.budget import highs_output_to_stderr
+
+    libc = ctypes.CDLL(None)
+    print("before", flush=True)
+    with highs_output_to_stderr():
+        libc.printf(b"transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+    print("after", flush=True)
+    out, err = capfd.readouterr()
+    assert out.split() == ["before", "after"]
+    assert "transformNewIntegerFeasibleSolution" in err

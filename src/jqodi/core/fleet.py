@@ -341,6 +341,7 @@ def compile_fleet(sc, estimates=None, profiles=None, progress=None) -> FleetInst
     unless ``profiles`` are given); devices with identical parameters share one compilation."""
     from jqodi.core.costs import compile_instance, cost_table, scenario_profiles
     from jqodi.core.instance import PlanningInstance
+    from jqodi.core.system import System
 
     profiles = dict(profiles) if profiles else scenario_profiles(sc)
     devices = fleet_devices(sc)
@@ -351,14 +352,16 @@ def compile_fleet(sc, estimates=None, profiles=None, progress=None) -> FleetInst
                tuple(sorted((e, l.model_dump_json()) for e, l in d.links.items())))
         if key not in cache:
             dsc = device_scenario(sc, d)
-            inst = compile_instance(dsc, estimates=estimates, profiles=profiles)
+            system = System.from_scenario(dsc)  # once per device, its cost tables once per model
+            tables = {m: cost_table(dsc, m, profiles[m], system=system) for m in d.models}
+            inst = compile_instance(dsc, estimates=estimates, profiles=profiles, tables=tables)
             busy = []
-            tables = {m: cost_table(dsc, m, profiles[m]) for m in d.models}
             for c in inst.candidates:
                 ct = tables[c.model]
-                b = ct.bits.index(c.bits)
-                busy.append(np.array([ct.time["edge_compute"][b, ct.cuts.index(o.cut), ct.edges.index(o.edge)]
-                                      for o in c.options], dtype=float))
+                cut_at = {j: k for k, j in enumerate(ct.cuts)}
+                edge_at = {x: k for k, x in enumerate(ct.edges)}
+                busy.append(np.asarray(ct.time["edge_compute"][ct.bits.index(c.bits)][
+                    [cut_at[o.cut] for o in c.options], [edge_at[o.edge] for o in c.options]], dtype=float))
             cache[key] = (inst, tuple(busy))
         inst, busy = cache[key]
         meta = dict(inst.meta, end_device=d.name)

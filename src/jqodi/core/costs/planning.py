@@ -32,13 +32,16 @@ def _merge_estimates(scenario: Scenario, estimates: Iterable[LearningEstimate] |
 
 
 def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] | None = None,
-                     profiles: dict[str, ModelProfile] | None = None, cost_model: str | None = None):
+                     profiles: dict[str, ModelProfile] | None = None, cost_model: str | None = None,
+                     tables: dict | None = None):
     """Compile a scenario into a :class:`jqodi.planner.PlanningInstance` (docs/interfaces.md contract).
 
     ``estimates`` (e.g. measured by ``jqodi estimate``) override the scenario's static
     ``learning:`` rows for the same (model, bits). A (model, bits) with no estimate at all is
     left out and listed in ``meta.missing_estimates``. ``meta.search_bits`` is Ω (the bits
     JQODI searches); ``meta.baseline_bits`` the extra bit-widths compiled for the baselines.
+    ``tables`` (model → :class:`~jqodi.core.costs.table.CostTable` of this scenario and cost
+    model, e.g. computed by the caller for more than the instance) are used instead of recomputing.
     """
     from jqodi.core.instance import Candidate, EpochEstimates, LossEstimates, Option, PlanningInstance
 
@@ -48,7 +51,7 @@ def compile_instance(scenario: Scenario, estimates: Iterable[LearningEstimate] |
     candidates = []
     for m in scenario.models:
         prof = profiles.get(m.name)
-        ct = cost_table(scenario, m.name, prof, cost_model=cost_model)
+        ct = (tables or {}).get(m.name) or cost_table(scenario, m.name, prof, cost_model=cost_model)
         for b, q in enumerate(ct.bits):
             est = table.get((m.name, q))
             if est is None:

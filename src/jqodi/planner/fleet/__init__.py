@@ -20,7 +20,8 @@ The problem (the sum over devices of Eq. 13, plus one capacity row per edge serv
   (:class:`~jqodi.planner.fleet.lagrange._LPArrays`); (2) column generation: each device's exact plan at the prices of the
   master LP's capacity duals, whose Lagrangian value is a proven lower bound (``lower_bound_j``);
   (3) a master MILP picks one column per device under the capacity rows (a device may stay
-  unserved at a cost above any plan); (4) repair and improvement: greedy repair if the master
+  unserved at a cost above any plan; with many columns, the master's LP fixes every device it does
+  not split and the MILP runs over the split ones only); (4) repair and improvement: greedy repair if the master
   fails, each device re-planned exactly in the room the others leave, then large-neighbourhood
   search (groups of devices re-planned jointly by the exact MILP). Every phase stops on counted
   work (:class:`~jqodi.planner.fleet.budget.WorkBudget`), so the plan does not depend on the

@@ -9,6 +9,9 @@ limit). If the cap is hit the result may differ from run to run; the solution sa
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -27,7 +30,7 @@ class WorkBudget:
     price_vectors: int = 40        # diversification: per edge, a ban and a dearer price, in edge order
     pricing_solves: int = 4000     # device subproblems over column generation and diversification
     master_nodes: int = 100        # HiGHS branch-and-bound nodes of the master MILP (phase 3)
-    master_columns: int = 1000     # above this many columns, the master LP rounded instead of the MILP
+    master_columns: int = 1000     # above this many columns, the master's LP, then the MILP over the devices it splits
     exact_replans: int = 20        # one-device exact MILPs in the room the others leave (phase 4)
     lns_tries: int = 8             # neighbourhood tries (groups re-planned jointly), phase 4
     lns_tries_per_device: int = 4  # ... and at most this many per device of the fleet
@@ -77,3 +80,39 @@ class _Cap:
 def _time_limit_hit(res) -> bool:
     """Whether a HiGHS run (``scipy.optimize.milp``) stopped on its time limit (not on its node limit)."""
     return res.status == 1 and "time limit" in str(res.message).lower()
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+@contextlib.contextmanager
+def highs_output_to_stderr():
+    """Send whatever HiGHS's C++ code prints to file descriptor 1 (stdout) to stderr instead, for the
+    duration of a HiGHS call. scipy asks HiGHS for no output, but some HiGHS builds print debug lines
+    from inside the MIP solver (e.g. ``…transformNewIntegerFeasibleSolution tmpSolver.run();``) with
+    plain printf, which Python cannot catch; on stdout they would corrupt ``jqodi plan --json``."""
+    try:
+        out = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
+        err = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+    except (AttributeError, ValueError, OSError):  # no real descriptors (e.g. an embedded interpreter)
+        yield
+        return
+    for f in (sys.stdout, sys.__stdout__):
+        try:
+            f.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+    saved = os.dup(out)
+    try:
+        os.dup2(err, out)
+        yield
+    finally:
+        _flush_c_stdio()  # printf's buffer (full when stdout is a pipe) goes out while fd 1 is stderr
+        os.dup2(saved, out)
+        os.close(saved)

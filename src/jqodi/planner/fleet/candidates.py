@@ -37,6 +37,7 @@ class _Cand:
     b: np.ndarray      # edge busy seconds per epoch
     x: np.ndarray      # fleet edge index per option
     qe: float
+    kept: np.ndarray | None = None  # options no same-edge twin beats (fleet.milp._prune_same_edge, cached)
 
 
 @dataclass

@@ -18,11 +18,11 @@ import numpy as np
 from jqodi.core.fleet import FleetInstance
 from jqodi.planner.fleet.budget import WorkBudget, _Cap
 from jqodi.planner.fleet.candidates import _alone_why, _best_priced, _Cand, _device_cands, _result
-from jqodi.planner.fleet.master import _master, _master_duals, _master_rounded
+from jqodi.planner.fleet.master import _master, _master_duals, _master_fixed
 from jqodi.planner.fleet.repair import _improve, _improve_exact, _make_feasible, _neighbourhoods
 from jqodi.planner.fleet.solution import CAPACITY_RTOL, FleetSolution
 
-#: fleet-lagrange's safety cap on wall-clock seconds (well above the ≈ 8 s of CPU its default work takes
+#: fleet-lagrange's safety cap on wall-clock seconds (well above the ≈ 7 s of CPU its default work takes
 #: on the 1,000-device example on a quiet 2-core host, so that a loaded host still gets the same plan).
 TIME_CAP_S = 120.0
 
@@ -240,17 +240,19 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: Work
     # 4. master: one column per device (or not served) under the capacity rows
     n_columns = int(sum(len(columns[i]) for i in served))
     milp_master = n_columns <= budget.master_columns
-    plans = _master(fleet, columns, served, budget.master_nodes, cap_clock) if milp_master else None
-    master_ok = plans is not None
+    split = None
+    if milp_master:
+        plans = _master(fleet, columns, served, budget.master_nodes, cap_clock)
+        master_ok = plans is not None
+    else:  # too many columns for the whole MILP's root node: the LP, and the MILP over its split devices
+        plans, split = _master_fixed(fleet, columns, served, budget.master_nodes, cap_clock)
+        master_ok = True
     moved = dropped = 0
-    if plans is None:  # then made feasible by the cheap repair:
-        if milp_master:  # HiGHS found nothing within its nodes: the plans at the best prices
-            plans = [None] * len(fleet.members)
-            for i in served:
-                plans[i] = at_best[i]
-        else:  # too many columns for the MILP's root node: the master LP, rounded
-            plans = _master_rounded(fleet, columns, served)
-        plans, moved, dropped = _make_feasible(fleet, columns, plans, why)
+    if plans is None:  # HiGHS found nothing within its nodes: the plans at the best prices
+        plans = [None] * len(fleet.members)
+        for i in served:
+            plans[i] = at_best[i]
+    plans, moved, dropped = _make_feasible(fleet, columns, plans, why)  # nothing to do when feasible
     for i in served:
         if plans[i] is None and i not in why:
             why[i] = "edge capacity: no plan of this device fits beside the others'"
@@ -262,8 +264,10 @@ def solve_lagrange(fleet: FleetInstance, *, epochs: str = "robust", budget: Work
     extra["exact_improvements"] = exact_moves
     extra["neighbourhood_improvements"] = lns_moves
     extra["columns"] = int(sum(len(c) for c in columns))
-    extra["repair"] = {"master_milp": master_ok, "master": "milp" if milp_master else "rounded-lp",
+    extra["repair"] = {"master_milp": master_ok, "master": "milp" if milp_master else "lp-then-milp",
                        "moved": moved, "dropped": dropped}
+    if split is not None:
+        extra["repair"]["lp_split_devices"] = split
     cap_clock.record(extra)
     sol = _result(fleet, "fleet-lagrange", "feasible", plans, epochs, extra, why)
     if sol.status != "infeasible" and sol.energy_j > 0:

@@ -55,6 +55,7 @@ def _improve(fleet, cands_all, columns, plans, why, passes: int = 2):
     X = len(fleet.edges)
     cap = np.asarray(fleet.capacity_s, dtype=float)
     load = sum((p.busy for p in plans if p is not None), np.zeros(X))
+    failed: dict[int, np.ndarray] = {}  # unserved device -> the room in which it found no plan
     for _pass in range(passes):
         changed = False
         for i, cands in enumerate(cands_all):
@@ -62,6 +63,8 @@ def _improve(fleet, cands_all, columns, plans, why, passes: int = 2):
             if not cands or (old is None and not why.get(i, "").startswith("edge capacity")):
                 continue
             room = cap * (1 + CAPACITY_RTOL) + 1e-12 - load + (old.busy if old is not None else 0)
+            if old is None and i in failed and (room <= failed[i]).all():
+                continue  # no more room than when it found nothing: nothing to find
             fit = [q for q in columns[i].values() if (q.busy <= room).all()]
             if old is None:  # as first come, first served: drop the edges it would overfill and re-plan
                 banned = room <= 1e-9
@@ -75,6 +78,8 @@ def _improve(fleet, cands_all, columns, plans, why, passes: int = 2):
                         break
                     banned = banned | over
             if not fit:
+                if old is None:
+                    failed[i] = room
                 continue
             q = min(fit, key=lambda q: q.energy_j)
             if old is None or q.energy_j < old.energy_j * (1 - 1e-12):
