@@ -53,12 +53,13 @@ importable from here (``from jqodi.learning.prior import CurvePrior``).
 """
 from __future__ import annotations
 
-from jqodi.learning.prior.curve_prior import (COLD_START_MARGIN, CONFORMAL_LEVEL, MIN_EFFECTIVE_SAMPLES,
-                                              PROBE_LENGTHS, CurvePrior)
+from jqodi.learning.prior.curve_prior import (COLD_START_MARGIN, CONFORMAL_LEVEL, CONFORMAL_SCHEMES,
+                                              MIN_EFFECTIVE_SAMPLES, PROBE_LENGTHS, SELECTABLE_SCHEMES,
+                                              ConformalScheme, CurvePrior)
 from jqodi.learning.prior.library import (CurveRun, from_random_weights, library_from_runs, library_from_store,
                                           pretrain_options, pretrained_key, similarity)
 from jqodi.learning.prior.variants import VARIANTS, fit_fast
 
-__all__ = ["COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
-           "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "pretrain_options",
-           "pretrained_key", "similarity"]
+__all__ = ["COLD_START_MARGIN", "CONFORMAL_LEVEL", "CONFORMAL_SCHEMES", "ConformalScheme", "CurvePrior", "CurveRun",
+           "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS", "SELECTABLE_SCHEMES", "VARIANTS", "fit_fast", "from_random_weights",
+           "library_from_runs", "library_from_store", "pretrain_options", "pretrained_key", "similarity"]
