@@ -4,8 +4,8 @@ the library's runs and corrects a new probe's extrapolation by the bias and spre
 Steps 2–5 of :mod:`jqodi.learning.prior`: simulated probes (:meth:`CurvePrior.samples`), the update
 with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), the variants'
 vote weighted by their held-out error), K^rob by weighted conformal prediction on the
-leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`) and
-the cold start (other models' runs and a doubled margin; with no stored run, the probe alone).
+leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`, its
+:class:`ConformalScheme` chosen by :meth:`CurvePrior.select_scheme`) and the cold start (other models' runs and a doubled margin; with no stored run, the probe alone).
 """
 from __future__ import annotations
 
