@@ -251,7 +251,8 @@ def _curve_prior(store, say: Say):
     skipped = f"; {prior.skipped_count} unusable rows skipped" if prior.skipped_count else ""
     if prior.runs:
         say(f"  K^exp/K^rob: learned prior over {len(prior.runs)} stored runs "
-            f"({len({r.group for r in prior.runs})} configurations{skipped}) + each probe; K^rob by conformal prediction")
+            f"({len({r.group for r in prior.runs})} configurations{skipped}) + each probe; "
+            f"K^rob by conformal prediction")
     else:
         say(f"  K^exp/K^rob: cold start — the trace store has no runs{skipped}: the probe alone, "
             f"K^rob widened to ≥ {1 + COLD_START_MARGIN:.1f}·K^exp")

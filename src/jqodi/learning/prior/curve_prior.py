@@ -5,7 +5,8 @@ Steps 2–5 of :mod:`jqodi.learning.prior`: simulated probes (:meth:`CurvePrior.
 with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), the variants'
 vote weighted by their held-out error), K^rob by weighted conformal prediction on the
 leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`, its
-:class:`ConformalScheme` chosen by :meth:`CurvePrior.select_scheme`) and the cold start (other models' runs and a doubled margin; with no stored run, the probe alone).
+:class:`ConformalScheme` chosen by :meth:`CurvePrior.select_scheme`) and the cold start (other
+models' runs and a doubled margin; with no stored run, the probe alone).
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from typing import Sequence
 import numpy as np
 
 from jqodi.learning.curves import PROBE_MIN_MARGIN, EpochEstimate, estimate_from_probe, first_epoch_below
+from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEMES, SPREAD_FLOOR, ConformalScheme,
+                                            group_n_eff, robust_k, spread_of, wquantile)
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
-__all__ = ["CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CONFORMAL_SCHEMES", "ConformalScheme",
-           "CurvePrior", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS", "SELECTABLE_SCHEMES", "calibration_targets",
-           "run_query"]
+__all__ = ["CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "MIN_EFFECTIVE_SAMPLES",
+           "PROBE_LENGTHS", "calibration_targets", "run_query"]
 
 #: probe lengths the prior is calibrated for (a probe of another length uses the next shorter one)
 PROBE_LENGTHS = (1, 2, 3, 5)
@@ -43,52 +45,6 @@ CONFORMAL_LEVEL = 0.9
 CONFORMAL_RUNS_PER_GROUP = 3
 #: epochs whose best loss is a calibration target (log-spaced, ×≈1.5)
 CALIBRATION_EPOCHS = (2, 3, 5, 8, 11, 17, 26, 38, 58, 86, 130, 195, 300)
-#: the smallest spread (in log K) a normalised conformal score divides by
-SPREAD_FLOOR = 0.05
-
-
-@dataclass(frozen=True)
-class ConformalScheme:
-    """How the conformal margin is formed from the residuals (:meth:`CurvePrior.conformal_margin`).
-
-    ``mondrian``: only residuals of the query's kind count — targets the probe already reached
-    (K^exp is then the probe's own epoch, and what is left is seed-to-seed noise) or targets it
-    extrapolates to (Mondrian conformal prediction; all residuals when too few of that kind).
-    ``normalised``: locally adaptive conformal prediction — scores r/σ, σ = max(:data:`SPREAD_FLOOR`,
-    log K^rob_vote − log K^exp), the calibrated variants' own spread (step 3); the margin is
-    σ_query · quantile(r/σ). ``round_up``: K^rob = ⌈K^exp·e^q̂⌉; else ⌊K^exp·e^q̂⌋, the exact
-    conformal set for an integer K (K ≤ K^exp·e^q̂ ⇔ K ≤ ⌊K^exp·e^q̂⌋).
-    """
-
-    mondrian: bool
-    normalised: bool
-    round_up: bool
-
-    @property
-    def name(self) -> str:
-        return (f"{'per kind' if self.mondrian else 'pooled'}, {'normalised' if self.normalised else 'raw'} scores, "
-                f"rounded {'up' if self.round_up else 'down'}")
-
-
-#: every scheme; the first is the one fixed in session 2 (pooled, raw, rounded up)
-CONFORMAL_SCHEMES = tuple(ConformalScheme(m, n, u) for m in (False, True) for n in (False, True) for u in (True, False))
-#: those :meth:`CurvePrior.select_scheme` chooses from by default: rounded up, as fixed in session 2. The
-#: inner split cannot judge the rounding: it finds ≥ 92 % coverage for every scheme, and rounding down
-#: wins there, while on held-out configurations it covered 86 % (docs/learning.md, "Held-out benchmark")
-SELECTABLE_SCHEMES = tuple(sc for sc in CONFORMAL_SCHEMES if sc.round_up)
-
-
-def _wquantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
-    order = np.argsort(v, kind="stable")
-    cw = np.cumsum(w[order]) / w.sum()
-    return float(v[order][min(int(np.searchsorted(cw, q - 1e-12)), v.size - 1)])
-
-
-def _group_n_eff(w: np.ndarray, run: np.ndarray, group_of_run: np.ndarray) -> float:
-    """Kish's effective sample size over *configurations*: the samples of one group are correlated.
-    ``group_of_run``: each library run's group number."""
-    t = np.bincount(group_of_run[run], weights=w)
-    return float(t.sum() ** 2 / np.sum(t ** 2)) if t.sum() > 0 else 0.0
 
 
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
@@ -106,7 +62,7 @@ def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, que
         return None
     d, e, wc = depth[keep], err[keep], w_cfg[keep]
     grid = np.linspace(d.min(), d.max(), 16) if d.max() > d.min() else d[:1]
-    # the depth-local weighted medians at every grid point at once (as _wquantile(e, w_g, 0.5) each)
+    # the depth-local weighted medians at every grid point at once (as wquantile(e, w_g, 0.5) each)
     order = np.argsort(e, kind="stable")
     wg = wc[order][None, :] * np.exp(-0.5 * ((d[order][None, :] - grid[:, None]) / DEPTH_BANDWIDTH) ** 2) + 1e-300
     cw = np.cumsum(wg, axis=1) / wg.sum(axis=1, keepdims=True)
@@ -115,18 +71,7 @@ def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, que
     w = wc * np.exp(-0.5 * ((d - query_depth) / (2 * DEPTH_BANDWIDTH)) ** 2)
     if w.sum() <= 0:
         return None
-    return _wquantile(np.abs(e - m), w, 0.5)
-
-
-def _spread(point: tuple) -> float:
-    """Step 3's own spread of a calibrated point (:meth:`CurvePrior._calibrated`): log K^rob_vote − log K^exp."""
-    return max(0.0, math.log(max(point[1], 1e-9)) - math.log(max(point[0], 1e-9)))
-
-
-def _robust_k(k_exp: int, margin: float, factor: float, scheme: ConformalScheme) -> int:
-    """K^rob from K^exp and a conformal margin (log K), ``factor`` × it at a cold start, rounded as ``scheme`` says."""
-    x = k_exp * math.exp(factor * max(margin, 0.0))
-    return max(k_exp, int(math.ceil(x - 1e-9)) if scheme.round_up else int(math.floor(x + 1e-9)))
+    return wquantile(np.abs(e - m), w, 0.5)
 
 
 @dataclass
@@ -265,20 +210,20 @@ class CurvePrior:
             w = w_run[run] * np.exp(-0.5 * ((depth - math.log(k_hat)) / DEPTH_BANDWIDTH) ** 2)
             if w.sum() <= 0:
                 continue
-            n_eff = _group_n_eff(w, run, self._group_no)
+            n_eff = group_n_eff(w, run, self._group_no)
             held_out_error = _calibrated_error(depth, err, w_run[run], math.log(k_hat), P)
             if held_out_error is None or n_eff < MIN_EFFECTIVE_SAMPLES:
                 continue
             q = min(1.0, ROBUST_QUANTILE * (1.0 + 1.0 / float(w.sum() ** 2 / np.sum(w ** 2))))
-            members.append((held_out_error, variant, k_hat * math.exp(_wquantile(err, w, 0.5)),
-                            k_hat * math.exp(_wquantile(err, w, q)), n_eff))
+            members.append((held_out_error, variant, k_hat * math.exp(wquantile(err, w, 0.5)),
+                            k_hat * math.exp(wquantile(err, w, q)), n_eff))
         if not members:
             return None
         # the calibrated variants vote, weighted by their held-out error (the best one most)
         members.sort(key=lambda m: m[0])
         vote = np.asarray([1.0 / (m[0] + 0.02) for m in members])
-        k_exp = _wquantile(np.asarray([m[2] for m in members]), vote, 0.5)
-        k_rob = _wquantile(np.asarray([m[3] for m in members]), vote, 0.5)
+        k_exp = wquantile(np.asarray([m[2] for m in members]), vote, 0.5)
+        k_rob = wquantile(np.asarray([m[3] for m in members]), vote, 0.5)
         return k_exp, k_rob, members[0], len(members), members[0][4]
 
     def residuals(self, P: int, exclude: frozenset = frozenset()) -> _Samples:
@@ -309,7 +254,7 @@ class CurvePrior:
                     ke = max(1, int(round(pt[0])))
                     if ke > self.horizon:
                         continue
-                    res.add(g, a, math.log(ke), math.log(k) - math.log(ke), _spread(pt),
+                    res.add(g, a, math.log(ke), math.log(k) - math.log(ke), spread_of(pt),
                             first_epoch_below(ra.losses[:P], level) is not None)
         self._residuals[key] = res
         return res
@@ -338,16 +283,16 @@ class CurvePrior:
         w = w_cfg * np.exp(-0.5 * ((depth - math.log(k_exp)) / (2 * DEPTH_BANDWIDTH)) ** 2)
         if scheme.mondrian:
             same = w * (np.asarray(res.observed, bool) == observed)
-            if same.sum() > 0 and _group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES:
+            if same.sum() > 0 and group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES:
                 w = same
-        if w.sum() <= 0 or _group_n_eff(w, run, self._group_no) < MIN_EFFECTIVE_SAMPLES:
+        if w.sum() <= 0 or group_n_eff(w, run, self._group_no) < MIN_EFFECTIVE_SAMPLES:
             return None
         n_eff = float(w.sum() ** 2 / np.sum(w ** 2))
         q = min(1.0, level * (1.0 + 1.0 / n_eff))
         if scheme.normalised:
             sigma = np.maximum(np.asarray(res.spread, float), SPREAD_FLOOR)
-            return max(spread, SPREAD_FLOOR) * _wquantile(r / sigma, w, q), n_eff
-        return _wquantile(r, w, q), n_eff
+            return max(spread, SPREAD_FLOOR) * wquantile(r / sigma, w, q), n_eff
+        return wquantile(r, w, q), n_eff
 
     def conformal_margin(self, P: int, query: dict, k_exp: int, exclude: frozenset = frozenset(),
                          level: float = CONFORMAL_LEVEL, *, scheme: ConformalScheme = CONFORMAL_SCHEMES[0],
@@ -408,7 +353,7 @@ class CurvePrior:
                 w_cfg = self._weights(inner, int(run[n]), None)
                 for sc in CONFORMAL_SCHEMES:
                     m = self._quantile(inner, w_cfg, ke, res.spread[n], res.observed[n], sc, level)
-                    kr = ke if m is None else _robust_k(ke, m[0], 2.0 if cold else 1.0, sc)
+                    kr = ke if m is None else robust_k(ke, m[0], 2.0 if cold else 1.0, sc)
                     st = stats[sc]
                     st[0] += 1
                     st[1] += kr >= k
@@ -465,14 +410,15 @@ class CurvePrior:
         margin = None
         if conformal and ke <= self.horizon:
             chosen = self.select_scheme(P, exclude, level, candidates)[0] if scheme is None else scheme
-            margin = self.conformal_margin(P, query, ke, exclude, level, scheme=chosen, spread=_spread(point),
+            margin = self.conformal_margin(P, query, ke, exclude, level, scheme=chosen, spread=spread_of(point),
                                            observed=first_epoch_below(y, target_loss) is not None)
         if margin is not None:
             factor = 2.0 if not relevant else 1.0
-            kr = _robust_k(ke, margin[0], factor, chosen)
+            kr = robust_k(ke, margin[0], factor, chosen)
             how = (f"K^rob: conformal {level:.0%} margin {math.exp(factor * max(margin[0], 0.0)) - 1:+.0%}"
                    f"{' (doubled: cold start)' if factor > 1 else ''} ({margin[1]:.1f} effective residuals; "
-                   f"{chosen.name}{', chosen by leave-one-configuration-out on the stored runs' if scheme is None else ''})")
+                   f"{chosen.name}"
+                   f"{', chosen by leave-one-configuration-out on the stored runs' if scheme is None else ''})")
         else:
             kr = max(ke, int(math.ceil(k_rob - 1e-9)))
             how = f"K^rob: the variants' {ROBUST_QUANTILE:.0%} quantile"
