@@ -157,6 +157,25 @@ def test_the_conformal_scheme_is_chosen_on_the_library_without_the_held_out_conf
         assert up.name in hi.note and lo.expected == hi.expected and lo.robust <= hi.robust
 
 
+def test_a_store_of_probes_alone_gives_no_zero_margin_and_unreachable_targets_stay_unreachable(tmp_path):
+    """Configurations with one stored run each (a store of probes, as after one `make demo`): a probe
+    predicting its own epochs is exact by construction, so it gives no conformal residual; with too
+    few residuals K^rob is widened as at a cold start, never K^rob = K^exp by a zero margin. A target
+    no curve reaches within the horizon is ∞, not the horizon."""
+    with TraceStore(tmp_path / "t.db") as s:
+        for size in (500, 1000, 2000):
+            for bits in (2, 4, 8):
+                record(s, size=size, bits=bits, seed=0, n=5, source="probe")
+        prior = CurvePrior.from_store(s)
+    assert not prior.residuals(5).err
+    probe = true_curve(5, 1000, 4, 99)
+    e = prior.estimate(probe, float(probe[2]), query(1000, 4), start_loss=7.5)
+    assert e.method == "prior+probe" and "too few conformal residuals" in e.note
+    assert e.robust >= math.ceil((1 + COLD_START_MARGIN) * e.expected - 1e-9)
+    never = prior.estimate(probe, 0.01, query(1000, 4), start_loss=7.5)
+    assert never.expected is None and never.robust is None
+
+
 def test_corrupt_and_foreign_rows_are_skipped_with_a_count(tmp_path):
     path = tmp_path / "t.db"
     with TraceStore(path) as s:

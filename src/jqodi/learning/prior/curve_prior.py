@@ -248,6 +248,8 @@ class CurvePrior:
                 q = run_query(ra)
                 for level in calibration_targets(truth):
                     k = first_epoch_below(truth, level)
+                    if a == b and first_epoch_below(ra.losses[:P], level) is not None:
+                        continue   # a run's probe "predicting" its own epochs is exact by construction
                     pt = self._calibrated(ra.losses[:P], P, level, q, ra.start_loss, exclude | {g}, library_run=a)
                     if pt is None or k is None:
                         continue
@@ -384,8 +386,9 @@ class CurvePrior:
         (identity key) and shift (log(L_0/L_a)). ``exclude_group``: leave that configuration's
         runs out of the library (the held-out benchmark). K^rob = K^exp · exp(conformal margin)
         (:meth:`conformal_margin`) with the scheme :meth:`select_scheme` chooses on the library
-        from ``candidates`` (``scheme``: this one instead) at ``level``; ``conformal=False`` (or too few residuals): the
-        variants' quantile vote of step 3. With no stored run of the query's model (cold start) the
+        from ``candidates`` (``scheme``: this one instead) at ``level``; ``conformal=False``: the
+        variants' quantile vote of step 3 (too few residuals: that vote widened to ≥ 1.8·K^exp, as at
+        a cold start). K^exp or K^rob at the horizon is ∞ (``None``). With no stored run of the query's model (cold start) the
         other models' runs calibrate it and the conformal margin is doubled (in log K);
         ``other_models=False``: the probe alone then (step 4).
         """
@@ -419,15 +422,20 @@ class CurvePrior:
                    f"{' (doubled: cold start)' if factor > 1 else ''} ({margin[1]:.1f} effective residuals; "
                    f"{chosen.name}"
                    f"{', chosen by leave-one-configuration-out on the stored runs' if scheme is None else ''})")
+        elif conformal:   # too few residuals to calibrate a margin: widened as at a cold start
+            kr = max(ke, int(math.ceil(k_rob - 1e-9)), int(math.ceil((1 + COLD_START_MARGIN) * ke - 1e-9)))
+            how = (f"K^rob: too few conformal residuals: the variants' {ROBUST_QUANTILE:.0%} quantile, "
+                   f"widened to ≥ {1 + COLD_START_MARGIN:.1f}·K^exp")
         else:
             kr = max(ke, int(math.ceil(k_rob - 1e-9)))
             how = f"K^rob: the variants' {ROBUST_QUANTILE:.0%} quantile"
         name = f"{variant[0]}{'+start' if variant[1] else ''}"
         source = (f"calibrated on {len(relevant)} stored {query['model']} runs" if relevant else
                   f"cold start: no stored runs of {query['model']}; calibrated on {len(library)} runs of other models")
-        return EpochEstimate(None if ke > self.horizon else ke, None if kr > self.horizon else kr,
-                             final_loss_expected=target_loss if ke <= self.horizon else None,
-                             final_loss_robust=target_loss if kr <= self.horizon else None,
+        # K̂ is capped at the horizon: an estimate at the cap means "not within it" (∞)
+        return EpochEstimate(None if ke >= self.horizon else ke, None if kr >= self.horizon else kr,
+                             final_loss_expected=target_loss if ke < self.horizon else None,
+                             final_loss_robust=target_loss if kr < self.horizon else None,
                              method="prior+probe", family=name, n_eff=round(n_eff, 1),
                              note=f"{name} (best of {n_members} calibrated variants) fitted to {P} probe epochs, "
                                   f"{source} ({n_eff:.1f} effective configurations, held-out error "
