@@ -388,8 +388,9 @@ class CurvePrior:
         (:meth:`conformal_margin`) with the scheme :meth:`select_scheme` chooses on the library
         from ``candidates`` (``scheme``: this one instead) at ``level``; ``conformal=False``: the
         variants' quantile vote of step 3 (too few residuals: that vote widened to ≥ 1.8·K^exp, as at
-        a cold start). K^exp or K^rob at the horizon is ∞ (``None``). With no stored run of the query's model (cold start) the
-        other models' runs calibrate it and the conformal margin is doubled (in log K);
+        a cold start). K^exp or K^rob at the horizon is ∞ (``None``). With no stored run of the
+        query's model (cold start) the other models' runs calibrate it and the conformal margin is
+        doubled (in log K);
         ``other_models=False``: the probe alone then (step 4).
         """
         y = np.asarray(probe, dtype=float)
