@@ -379,9 +379,14 @@ def loco_main(argv) -> int:
 
 
 #: the learned prior as first merged (K^rob: the curve variants' 90 % quantile vote; cold start: the
-#: probe alone) and as now (K^rob: the weighted conformal margin; cold start: other models' runs)
+#: probe alone), as session 2 left it (K^rob: the weighted conformal margin, pooled raw scores rounded
+#: up; cold start: other models' runs) and as now (the conformal scheme chosen per held-out
+#: configuration by an inner leave-one-configuration-out split of the *other* configurations)
 BEFORE_PRIOR = "before: prior+probe, quantile K^rob"
-AFTER = "after: prior+probe, conformal K^rob"
+SESSION2 = "session 2: prior+probe, conformal K^rob (pooled, raw, rounded up)"
+AFTER = "after: prior+probe, conformal K^rob (scheme by nested LOO)"
+#: the conformal levels of the trade-off curve (margin vs coverage, 5-epoch probe, every scheme)
+TRADEOFF_LEVELS = (0.8, 0.85, 0.9, 0.95)
 #: the issue's targets for the held-out benchmark
 LOCO_TARGETS = {"median_rel_error": 0.15, "coverage": 0.90, "mean_margin_rel": 0.30, "wrongly_excluded": 0.02}
 #: target losses of a held-out configuration: its full run's best loss by these epochs
@@ -441,13 +446,14 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     from jqodi.core.traces import TraceStore
     from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
     from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
-    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+    from jqodi.learning.prior import CONFORMAL_SCHEMES, PROBE_LENGTHS, CurvePrior
 
     t0 = time.perf_counter()
     with TraceStore(args.store) as store:
         prior = CurvePrior.from_store(store)
     by_id = {r.id: r for r in prior.runs}
     rows = {}          # estimator -> P -> list of per-target rows
+    tradeoff = {}      # (scheme, level) -> rows (5-epoch probe)
     per_config = []
     for c in grid:
         key = config_key(c)
@@ -476,14 +482,25 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
                         estimate_from_runs([r.losses for r in old_priors], target) if old_priors else ests["before: probe"])
                 ests[BEFORE_PRIOR] = prior.estimate(probe, target, query, start_loss=ca.start_loss,
                                                     exclude_group=group, conformal=False, other_models=False)
+                ests[SESSION2] = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group,
+                                                scheme=CONFORMAL_SCHEMES[0])
                 ests[AFTER] = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group)
+                if P == LOCO_PROBE_EPOCHS:   # every scheme at every level: the margin-vs-coverage curve
+                    for sc in CONFORMAL_SCHEMES:
+                        for lv in TRADEOFF_LEVELS:
+                            e = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group,
+                                               scheme=sc, level=lv)
+                            tradeoff.setdefault((sc.name, lv), []).append(
+                                {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
                 for name, e in ests.items():
                     rows.setdefault(name, {}).setdefault(P, []).append(
                         {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
                     row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust,
                                             **({"note": e.note} if e.note else {})}
             cfg_rows.append(row)
+        scheme, inner = prior.select_scheme(LOCO_PROBE_EPOCHS, frozenset([group]))
         per_config.append({"config": key, "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
+                           "scheme_by_nested_loo": scheme.name, "inner_split": inner,
                            "curve": [round(v, 4) for v in truth], "start_loss": round(ca.start_loss, 4),
                            "targets": cfg_rows})
     metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.items()}
@@ -498,8 +515,16 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
     chosen = passing[0] if passing else min(
         PROBE_LENGTHS, key=lambda P: (-sum(ok_by_p[P].values()), after[str(P)]["median_rel_error"], P))
+    curve = [{"scheme": name, "level": lv, **{k: v for k, v in loco_score(rs).items()
+                                               if k in ("coverage", "mean_margin_rel", "wrongly_excluded")}}
+             for (name, lv), rs in tradeoff.items()]
+    chosen_schemes = {}
+    for pc in per_config:
+        chosen_schemes[pc["scheme_by_nested_loo"]] = chosen_schemes.get(pc["scheme_by_nested_loo"], 0) + 1
     result = {"mode": "leave-one-configuration-out", "configs": [config_key(c) for c in grid], "cifar": cifar,
               "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS, "metrics": metrics,
+              "tradeoff_probe5": curve, "schemes_chosen_by_nested_loo_probe5": chosen_schemes,
+              "scheme_on_the_whole_library_probe5": prior.select_scheme(LOCO_PROBE_EPOCHS)[0].name,
               "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
               "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
               "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
@@ -544,6 +569,14 @@ def loco_markdown(res) -> str:
                  f"{'' if res['chosen_probe_epochs_meets_all'] else ' (no length meets every target)'}; "
                  f"jqodi's default: {res['default_probe_epochs']} epochs"
                  f"{'' if res['default_follows_measurement'] else ' (DIFFERS from the measurement)'}.")
+    if res.get("tradeoff_probe5"):
+        lines += ["", "Margin vs coverage, 5-epoch probe, every conformal scheme fixed for all configurations "
+                  "(the trade-off; the nested choice above picks per configuration: "
+                  + ", ".join(f"{n}× {k}" for k, n in res["schemes_chosen_by_nested_loo_probe5"].items()) + "):", "",
+                  "| scheme | level | K^rob ≥ K | mean (K^rob − K)/K | wrongly excluded |", "|---|---|---|---|---|"]
+        for r in res["tradeoff_probe5"]:
+            lines.append(f"| {r['scheme']} | {r['level']:.0%} | {r['coverage']:.1%} | {r['mean_margin_rel']:.1%} | "
+                         f"{r['wrongly_excluded']:.1%} |")
     if res.get("after_design_frozen"):
         late = res["after_design_frozen"]
         lines.append("")

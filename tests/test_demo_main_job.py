@@ -47,6 +47,8 @@ def test_main_job_tiny(tmp_path, monkeypatch):
     text = "\n".join(lines)
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in text
+    # a fresh $JQODI_HOME: no stored run, so the probe alone with a widened K^rob, said on screen
+    assert "cold start — the trace store has no runs: the probe alone, K^rob widened" in text
     saved = json.loads((tmp_path / "wd" / "summary.json").read_text())
     assert saved["status"] == "completed"
     assert saved["target_rule"]["target_loss"] == pytest.approx(
@@ -61,8 +63,46 @@ def test_main_job_tiny(tmp_path, monkeypatch):
 
     with TraceStore(tmp_path / "home" / "traces.db") as store:
         (run,) = store.runs(job_id=saved["job_id"])
+        probes = store.runs(source="probe")   # the probes too: the next job's prior learns from them
     assert run.source == "runtime" and run.val_losses == pytest.approx([e["val_loss"] for e in
                                                                        json.loads((tmp_path / "wd" / "record.json").read_text())["epochs"]])
+    assert len(probes) == len(saved["probes"]) and all(len(p.epochs) == 2 for p in probes)
+
+
+@pytest.mark.timeout(300)
+def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_path, monkeypatch):
+    """With stored runs, the main job's K^exp/K^rob come from the learned prior + the probe and a
+    conformal K^rob (what `jqodi estimate` and the held-out benchmark use), and it says so."""
+    import math
+
+    import numpy as np
+
+    from jqodi.app.main_job import MainJobConfig, load, measure, pretrain
+    from jqodi.core.traces import TraceStore
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with TraceStore(tmp_path / "home" / "traces.db") as store:   # earlier LeNet fine-tunes at other sizes and bits
+        for i, (size, bits) in enumerate((s, b) for s in (64, 128, 256) for b in (2, 4, 8)):
+            for seed, n in ((0, 2), (1, 12)):
+                k = np.arange(1, n + 1)
+                curve = (0.6 + 3.0 * np.exp(-0.5 * k) + 1.0 * k ** -0.3) * (1 + 0.02 * math.sin(i + seed))
+                store.record({"model": "lenet", "bits": bits, "dataset": "fashion-mnist", "data_name": "data2",
+                              "train_size": size, "val_size": 64, "seed": seed, "width": 0.25, "base_loss": 4.0,
+                              "start_loss": 4.2, "gamma": 0.0, "gamma_robust": 0.0,
+                              "source": "probe" if n == 2 else "finetune", "config": {"pretrain_epochs": 1}},
+                             [{"epoch": j + 1, "val_loss": float(v)} for j, v in enumerate(curve)])
+    cfg = MainJobConfig(pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=2, train_size=128, val_size=64)
+    lines: list[str] = []
+    scenario = load(cfg, say=lines.append)
+    m = measure(scenario, pretrain(scenario, cfg, say=lines.append), cfg, say=lines.append)
+    text = "\n".join(lines)
+    assert "learned prior over 18 stored runs (9 configurations) + each probe" in text and "cold start —" not in text
+    lenet = [e for e in m.estimates if e.model == "lenet"]
+    assert any(e.source.startswith("measured:prior+probe(2 epochs") and "conformal 90% margin" in e.source
+               for e in lenet)
+    # ResNet20 has no stored run: calibrated on the LeNet runs with a doubled margin (or the probe alone)
+    assert all("cold start: no stored runs of resnet20" in e.source for e in m.estimates if e.model == "resnet20")
 
 
 def test_main_demo_plan_only(tmp_path, monkeypatch):

@@ -129,6 +129,53 @@ def test_conformal_residuals_leave_out_the_predicted_configuration(library):
     assert all(math.isfinite(v) for v in res.err)
 
 
+def test_the_conformal_scheme_is_chosen_on_the_library_without_the_held_out_configuration(library):
+    """select_scheme: an inner leave-one-configuration-out split of the residuals (the excluded
+    configuration takes no part), every scheme scored, the winner the least mean margin among those
+    covering ≥ 90 % of the inner targets; the estimate's note names it."""
+    from jqodi.learning.prior import CONFORMAL_SCHEMES, SELECTABLE_SCHEMES
+
+    group = next(r.group for r in library.runs if (r.train_size, r.bits) == (1000, 4))
+    best, table = library.select_scheme(5, frozenset([group]))
+    rows = len(library.residuals(5, frozenset([group])).err)
+    assert best in SELECTABLE_SCHEMES and set(table) == {sc.name for sc in CONFORMAL_SCHEMES}
+    assert all(t["rows"] == rows for t in table.values())
+    ok = [sc for sc in SELECTABLE_SCHEMES if table[sc.name]["coverage"] >= 0.9]
+    if ok:
+        assert table[best.name]["mean_margin_rel"] == min(table[sc.name]["mean_margin_rel"] for sc in ok)
+    e, _, _ = held_out(library, 1000, 4, 5, true_curve(20, 1000, 4, 7 + 4 + 1000)[11])
+    assert best.name in e.note and "chosen by leave-one-configuration-out" in e.note
+    # a scheme given explicitly is used as given; rounding down never gives more than rounding up
+    ups = [sc for sc in CONFORMAL_SCHEMES if sc.round_up]
+    for up in ups:
+        down = next(sc for sc in CONFORMAL_SCHEMES if (sc.mondrian, sc.normalised, sc.round_up) ==
+                    (up.mondrian, up.normalised, False))
+        q = query(1000, 4)
+        probe = true_curve(5, 1000, 4, 4 + 1000)
+        hi = library.estimate(probe, 1.3, q, start_loss=7.5, exclude_group=group, scheme=up)
+        lo = library.estimate(probe, 1.3, q, start_loss=7.5, exclude_group=group, scheme=down)
+        assert up.name in hi.note and lo.expected == hi.expected and lo.robust <= hi.robust
+
+
+def test_a_store_of_probes_alone_gives_no_zero_margin_and_unreachable_targets_stay_unreachable(tmp_path):
+    """Configurations with one stored run each (a store of probes, as after one `make demo`): a probe
+    predicting its own epochs is exact by construction, so it gives no conformal residual; with too
+    few residuals K^rob is widened as at a cold start, never K^rob = K^exp by a zero margin. A target
+    no curve reaches within the horizon is ∞, not the horizon."""
+    with TraceStore(tmp_path / "t.db") as s:
+        for size in (500, 1000, 2000):
+            for bits in (2, 4, 8):
+                record(s, size=size, bits=bits, seed=0, n=5, source="probe")
+        prior = CurvePrior.from_store(s)
+    assert not prior.residuals(5).err
+    probe = true_curve(5, 1000, 4, 99)
+    e = prior.estimate(probe, float(probe[2]), query(1000, 4), start_loss=7.5)
+    assert e.method == "prior+probe" and "too few conformal residuals" in e.note
+    assert e.robust >= math.ceil((1 + COLD_START_MARGIN) * e.expected - 1e-9)
+    never = prior.estimate(probe, 0.01, query(1000, 4), start_loss=7.5)
+    assert never.expected is None and never.robust is None
+
+
 def test_corrupt_and_foreign_rows_are_skipped_with_a_count(tmp_path):
     path = tmp_path / "t.db"
     with TraceStore(path) as s:

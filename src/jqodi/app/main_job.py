@@ -15,7 +15,10 @@ estimates without planning or running anything).
 2. :func:`measure` the learning estimates on the end device's data: one probe fine-tuning run of
    ``probe_epochs`` (≤ 5) per candidate (model, bits) of the scenario — Ω and the baseline
    bit-widths. L_a and γ come from the probe (:func:`jqodi.learning.reference.finetune`), K^exp/K^rob from the
-   learning-curve ensemble (:func:`jqodi.learning.curves.estimate_from_probe`).
+   learned prior over the trace store's runs updated with the probe, K^rob by conformal prediction
+   (:func:`jqodi.learning.estimate.estimate_from_probe_run`, what ``jqodi estimate`` and the
+   held-out benchmark use); with no stored run (cold start) the probe alone with a widened K^rob,
+   and the section says so. The probes are recorded in the trace store for the next job.
    **Target rule**: ``L_max = (1 + target_margin) × the lowest validation loss any Ω candidate
    reached in its probe``: reachable (a candidate got there within the probe, up to the margin)
    but not free (it takes several epochs of fine-tuning). The deadline is the scenario's
@@ -185,9 +188,8 @@ def pretrain(scenario, cfg: MainJobConfig, say: Say = _print) -> Pretraining:
 def measure(scenario, pretraining: Pretraining, cfg: MainJobConfig, say: Say = _print) -> Measurement:
     """Step 2: one probe per candidate on the SD's data, the target rule, the learning estimates."""
     from jqodi.core.data import cloud_dataset_name, end_device_data
-    from jqodi.core.estimates import LearningEstimate
     from jqodi.core.training import TrainConfig
-    from jqodi.learning.curves import estimate_from_probe
+    from jqodi.learning.estimate import estimate_from_probe_run
     from jqodi.learning.reference import finetune
 
     sd, tr = scenario.data, scenario.training
@@ -205,6 +207,7 @@ def measure(scenario, pretraining: Pretraining, cfg: MainJobConfig, say: Say = _
         w0 = time.perf_counter()
         r = finetune(m, b, data, cfg.probe_epochs, tr.seed, cfg=train_cfg, pretrained=pretraining.models[m],
                      progress=False)
+        r.config["pretrain_cloud_size"] = cfg.pretrain_cloud_size   # the runtime's runs name it too (one group)
         probes[(m, b)] = r
         say(f"  {m}@{b:>2}: L_a {r.base_loss:.4f}, quantized start {r.start_loss:.4f} (γ {r.gamma:+.4f}), "
             f"probe val losses " + " ".join(f"{v:.3f}" for v in r.val_losses)
@@ -214,16 +217,46 @@ def measure(scenario, pretraining: Pretraining, cfg: MainJobConfig, say: Say = _
     best_key = min(search, key=lambda k: min(search[k]))
     say(f"  target rule: L_max = (1 + {cfg.target_margin:g}) × the lowest probe loss of an Ω candidate "
         f"({min(search[best_key]):.4f}, {best_key[0]}@{best_key[1]}) = {target:.4f}")
-    estimates = []
-    for (m, b), r in probes.items():
-        est = estimate_from_probe(r.val_losses, target, seed=tr.seed)
-        estimates.append(LearningEstimate(model=m, bits=b, base_loss=r.base_loss, gamma=r.gamma,
-                                          epochs_expected=est.expected, epochs_robust=est.robust,
-                                          target_loss=target, gamma_robust=r.gamma_robust,
-                                          final_loss_expected=est.final_loss_expected,
-                                          final_loss_robust=est.final_loss_robust,
-                                          source=f"measured:probe({cfg.probe_epochs} epochs)"))
+    with _trace_store(cfg) as store:
+        prior = _curve_prior(store, say)
+        estimates = [estimate_from_probe_run(r, target, prior) for r in probes.values()]
+        for e in estimates:
+            say(f"  {e.model}@{e.bits:>2}: K^exp {e.epochs_expected or '∞'}, K^rob {e.epochs_robust or '∞'} "
+                f"({e.source.removeprefix('measured:')})")
+        if store is not None:   # after estimating: a probe does not calibrate its own estimate
+            from jqodi.learning.estimate import record_probe
+
+            for r in probes.values():
+                record_probe(store, r)
     return Measurement(probes, target, best_key, min(search[best_key]), estimates)
+
+
+def _trace_store(cfg: MainJobConfig):
+    """The main job's trace store (``cfg.trace_store``), opened as a context manager (``None`` when not recorded)."""
+    from contextlib import nullcontext
+
+    from jqodi.core.paths import default_store_path
+    from jqodi.core.traces import TraceStore
+
+    if cfg.trace_store is None:
+        return nullcontext(None)
+    return TraceStore(default_store_path() if cfg.trace_store == "default" else Path(cfg.trace_store))
+
+
+def _curve_prior(store, say: Say):
+    """The learned prior over the store's runs (:class:`jqodi.learning.prior.CurvePrior`); says what it holds."""
+    from jqodi.learning.prior import COLD_START_MARGIN, CurvePrior
+
+    prior = CurvePrior.from_store(store) if store is not None else CurvePrior([])
+    skipped = f"; {prior.skipped_count} unusable rows skipped" if prior.skipped_count else ""
+    if prior.runs:
+        say(f"  K^exp/K^rob: learned prior over {len(prior.runs)} stored runs "
+            f"({len({r.group for r in prior.runs})} configurations{skipped}) + each probe; "
+            f"K^rob by conformal prediction")
+    else:
+        say(f"  K^exp/K^rob: cold start — the trace store has no runs{skipped}: the probe alone, "
+            f"K^rob widened to ≥ {1 + COLD_START_MARGIN:.1f}·K^exp")
+    return prior
 
 
 def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _print) -> Planning:

@@ -33,8 +33,8 @@ from jqodi.errors import JqodiError
 from jqodi.learning.curves import EpochEstimate, estimate_from_runs
 from jqodi.learning.prior import from_random_weights, pretrain_options
 
-__all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_traces",
-           "provenance_of", "reachable"]
+__all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_probe_run",
+           "estimate_from_traces", "provenance_of", "reachable", "record_probe"]
 
 MAX_PROBE_EPOCHS = 5
 #: the default probe length, chosen on the held-out benchmark (docs/learning.md, "Held-out benchmark")
@@ -144,23 +144,43 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
     r = finetune(model, bits, data, probe_epochs, seed, width=width, cfg=cfg or TrainConfig(),
                  pretrained=pretrained, progress=progress)
     if store is not None:
-        r.config["probe"] = True
         if prov is not None:
             r.config["pretrained_sha256"] = prov["pretrained_sha256"]
             r.config["cloud_train_size"] = prov["cloud_train_size"]
-        r.source = "probe"
-        store.record_run(r)
-    query = {"model": model, "dataset": data.dataset, "data_name": data.name, "bits": bits, "width": width,
-             "train_size": r.train_size, "pretrained": None if prov is None else prov["pretrained_sha256"],
+        record_probe(store, r)
+    return estimate_from_probe_run(r, target_loss, prior, provenance=prov)
+
+
+def record_probe(store, r) -> None:
+    """Record a probe run (a :class:`~jqodi.learning.reference.FinetuneResult`) in the trace store as
+    ``source="probe"``: the learned prior calibrates later estimates on it."""
+    r.config["probe"] = True
+    r.source = "probe"
+    store.record_run(r)
+
+
+def estimate_from_probe_run(r, target_loss: float, prior, *, provenance: dict | None = None) -> LearningEstimate:
+    """L_a, γ, K^exp and K^rob of a probe run ``r`` for ``target_loss``: K from the learned prior
+    ``prior`` (:meth:`jqodi.learning.prior.CurvePrior.estimate`: prior + probe, or the probe alone
+    with a widened K^rob at a cold start); ``source`` says which, with the estimate's note.
+
+    The query is ``r``'s configuration; its pretrained model is ``provenance``'s checkpoint hash
+    when given, else the key the store gives ``r``'s config (:func:`jqodi.learning.prior.pretrained_key`).
+    """
+    from jqodi.learning.prior import pretrained_key
+
+    query = {"model": r.model, "dataset": r.dataset, "data_name": r.data_name, "bits": r.bits, "width": r.width,
+             "train_size": r.train_size,
+             "pretrained": pretrained_key(r.config) if provenance is None else provenance["pretrained_sha256"],
              "shift": math.log(r.start_loss / r.base_loss) if r.base_loss and r.base_loss > 0 and r.start_loss > 0
              else None}
     est = prior.estimate(r.val_losses, target_loss, query, start_loss=r.start_loss)
     label = "prior+probe" if est.method == "prior+probe" else "probe"
-    return LearningEstimate(model=model, bits=bits, base_loss=r.base_loss, gamma=r.gamma,
+    return LearningEstimate(model=r.model, bits=r.bits, base_loss=r.base_loss, gamma=r.gamma,
                             epochs_expected=est.expected, epochs_robust=est.robust, target_loss=target_loss,
                             gamma_robust=r.gamma_robust, final_loss_expected=est.final_loss_expected,
                             final_loss_robust=est.final_loss_robust,
-                            source=f"measured:{label}({probe_epochs} epochs; {est.note})", provenance=prov)
+                            source=f"measured:{label}({len(r.val_losses)} epochs; {est.note})", provenance=provenance)
 
 
 def reachable(estimates: Sequence[LearningEstimate]) -> list[LearningEstimate]:

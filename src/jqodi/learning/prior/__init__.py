@@ -39,6 +39,9 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    weights being the similarity of each residual's configuration to the query and a depth
    kernel in log K^exp (weighted split-conformal prediction: :meth:`CurvePrior.conformal_margin`).
    It calibrates what the quantile vote of step 3 cannot: the error of the calibrated K^exp itself.
+   How the quantile is formed (:class:`ConformalScheme`: pooled or per kind of target — reached
+   by the probe or extrapolated —, raw or normalised scores) is chosen per probe length by an
+   inner leave-one-configuration-out split of the residuals (:meth:`CurvePrior.select_scheme`).
 5. **Cold start.** With no stored run of the model, the other models' runs calibrate it (they
    weigh ×0.2 each in the similarity) and the conformal margin is doubled in log K; with no
    stored run at all, or too little weight behind a query (fewer than
@@ -46,19 +49,22 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    alone (:func:`jqodi.learning.curves.estimate_from_probe`) with a doubled robust margin. The
    ``note`` says which.
 
-Three modules, one concept each: :mod:`jqodi.learning.prior.library` (step 1 and the similarity
-kernel), :mod:`jqodi.learning.prior.variants` (the curve variants and :func:`fit_fast`) and
+Four modules, one concept each: :mod:`jqodi.learning.prior.library` (step 1 and the similarity
+kernel), :mod:`jqodi.learning.prior.variants` (the curve variants and :func:`fit_fast`),
+:mod:`jqodi.learning.prior.conformal` (step 4's schemes and weighted statistics) and
 :mod:`jqodi.learning.prior.curve_prior` (steps 2–5: :class:`CurvePrior`). Everything public is
 importable from here (``from jqodi.learning.prior import CurvePrior``).
 """
 from __future__ import annotations
 
-from jqodi.learning.prior.curve_prior import (COLD_START_MARGIN, CONFORMAL_LEVEL, MIN_EFFECTIVE_SAMPLES,
-                                              PROBE_LENGTHS, CurvePrior)
+from jqodi.learning.prior.conformal import CONFORMAL_SCHEMES, SELECTABLE_SCHEMES, ConformalScheme
+from jqodi.learning.prior.curve_prior import (COLD_START_MARGIN, CONFORMAL_LEVEL, MIN_EFFECTIVE_SAMPLES, PROBE_LENGTHS,
+                                              CurvePrior)
 from jqodi.learning.prior.library import (CurveRun, from_random_weights, library_from_runs, library_from_store,
                                           pretrain_options, pretrained_key, similarity)
 from jqodi.learning.prior.variants import VARIANTS, fit_fast
 
-__all__ = ["COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "CurveRun", "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS",
-           "VARIANTS", "fit_fast", "from_random_weights", "library_from_runs", "library_from_store", "pretrain_options",
-           "pretrained_key", "similarity"]
+__all__ = ["COLD_START_MARGIN", "CONFORMAL_LEVEL", "CONFORMAL_SCHEMES", "ConformalScheme", "CurvePrior", "CurveRun",
+           "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS", "SELECTABLE_SCHEMES", "VARIANTS", "fit_fast",
+           "from_random_weights", "library_from_runs", "library_from_store", "pretrain_options", "pretrained_key",
+           "similarity"]

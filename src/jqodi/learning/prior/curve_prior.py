@@ -4,8 +4,9 @@ the library's runs and corrects a new probe's extrapolation by the bias and spre
 Steps 2–5 of :mod:`jqodi.learning.prior`: simulated probes (:meth:`CurvePrior.samples`), the update
 with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), the variants'
 vote weighted by their held-out error), K^rob by weighted conformal prediction on the
-leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`) and
-the cold start (other models' runs and a doubled margin; with no stored run, the probe alone).
+leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`, its
+:class:`ConformalScheme` chosen by :meth:`CurvePrior.select_scheme`) and the cold start (other
+models' runs and a doubled margin; with no stored run, the probe alone).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from jqodi.learning.curves import PROBE_MIN_MARGIN, EpochEstimate, estimate_from_probe, first_epoch_below
+from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEMES, SPREAD_FLOOR, ConformalScheme,
+                                            group_n_eff, robust_k, spread_of, wquantile)
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
@@ -44,19 +47,6 @@ CONFORMAL_RUNS_PER_GROUP = 3
 CALIBRATION_EPOCHS = (2, 3, 5, 8, 11, 17, 26, 38, 58, 86, 130, 195, 300)
 
 
-def _wquantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
-    order = np.argsort(v, kind="stable")
-    cw = np.cumsum(w[order]) / w.sum()
-    return float(v[order][min(int(np.searchsorted(cw, q - 1e-12)), v.size - 1)])
-
-
-def _group_n_eff(w: np.ndarray, run: np.ndarray, group_of_run: np.ndarray) -> float:
-    """Kish's effective sample size over *configurations*: the samples of one group are correlated.
-    ``group_of_run``: each library run's group number."""
-    t = np.bincount(group_of_run[run], weights=w)
-    return float(t.sum() ** 2 / np.sum(t ** 2)) if t.sum() > 0 else 0.0
-
-
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
                       P: int) -> float | None:
     """Held-out error of a variant's *calibrated* K on the library (weighted median |e − m(depth)|).
@@ -72,7 +62,7 @@ def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, que
         return None
     d, e, wc = depth[keep], err[keep], w_cfg[keep]
     grid = np.linspace(d.min(), d.max(), 16) if d.max() > d.min() else d[:1]
-    # the depth-local weighted medians at every grid point at once (as _wquantile(e, w_g, 0.5) each)
+    # the depth-local weighted medians at every grid point at once (as wquantile(e, w_g, 0.5) each)
     order = np.argsort(e, kind="stable")
     wg = wc[order][None, :] * np.exp(-0.5 * ((d[order][None, :] - grid[:, None]) / DEPTH_BANDWIDTH) ** 2) + 1e-300
     cw = np.cumsum(wg, axis=1) / wg.sum(axis=1, keepdims=True)
@@ -81,7 +71,7 @@ def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, que
     w = wc * np.exp(-0.5 * ((d - query_depth) / (2 * DEPTH_BANDWIDTH)) ** 2)
     if w.sum() <= 0:
         return None
-    return _wquantile(np.abs(e - m), w, 0.5)
+    return wquantile(np.abs(e - m), w, 0.5)
 
 
 @dataclass
@@ -93,13 +83,17 @@ class _Samples:
     run: list = field(default_factory=list)      # index into the library
     depth: list = field(default_factory=list)    # log K̂ (K̂ capped at the horizon)
     err: list = field(default_factory=list)      # log K − log K̂
+    spread: list = field(default_factory=list)   # residuals only: log K^rob_vote − log K^exp (step 3's own spread)
+    observed: list = field(default_factory=list)  # residuals only: the probe itself reached the target
     _arrays: tuple | None = field(default=None, repr=False)
 
-    def add(self, group, run: int, depth: float, err: float) -> None:
+    def add(self, group, run: int, depth: float, err: float, spread: float = 0.0, observed: bool = False) -> None:
         self.group.append(group)
         self.run.append(run)
         self.depth.append(depth)
         self.err.append(err)
+        self.spread.append(spread)
+        self.observed.append(observed)
 
     def arrays(self):
         if self._arrays is None:   # filled once (samples() builds the lists, then only reads)
@@ -117,6 +111,8 @@ class CurvePrior:
         self._samples: dict[tuple, _Samples] = {}
         self._fit_cache: dict[tuple, np.ndarray | None] = {}
         self._residuals: dict[tuple, _Samples] = {}
+        self._schemes: dict[tuple, tuple] = {}
+        self._sim_cache: dict[tuple, float] = {}
         numbers: dict[tuple, int] = {}
         self._group_no = np.asarray([numbers.setdefault(r.group, len(numbers)) for r in self.runs], dtype=int)
 
@@ -214,20 +210,20 @@ class CurvePrior:
             w = w_run[run] * np.exp(-0.5 * ((depth - math.log(k_hat)) / DEPTH_BANDWIDTH) ** 2)
             if w.sum() <= 0:
                 continue
-            n_eff = _group_n_eff(w, run, self._group_no)
+            n_eff = group_n_eff(w, run, self._group_no)
             held_out_error = _calibrated_error(depth, err, w_run[run], math.log(k_hat), P)
             if held_out_error is None or n_eff < MIN_EFFECTIVE_SAMPLES:
                 continue
             q = min(1.0, ROBUST_QUANTILE * (1.0 + 1.0 / float(w.sum() ** 2 / np.sum(w ** 2))))
-            members.append((held_out_error, variant, k_hat * math.exp(_wquantile(err, w, 0.5)),
-                            k_hat * math.exp(_wquantile(err, w, q)), n_eff))
+            members.append((held_out_error, variant, k_hat * math.exp(wquantile(err, w, 0.5)),
+                            k_hat * math.exp(wquantile(err, w, q)), n_eff))
         if not members:
             return None
         # the calibrated variants vote, weighted by their held-out error (the best one most)
         members.sort(key=lambda m: m[0])
         vote = np.asarray([1.0 / (m[0] + 0.02) for m in members])
-        k_exp = _wquantile(np.asarray([m[2] for m in members]), vote, 0.5)
-        k_rob = _wquantile(np.asarray([m[3] for m in members]), vote, 0.5)
+        k_exp = wquantile(np.asarray([m[2] for m in members]), vote, 0.5)
+        k_rob = wquantile(np.asarray([m[3] for m in members]), vote, 0.5)
         return k_exp, k_rob, members[0], len(members), members[0][4]
 
     def residuals(self, P: int, exclude: frozenset = frozenset()) -> _Samples:
@@ -252,18 +248,57 @@ class CurvePrior:
                 q = run_query(ra)
                 for level in calibration_targets(truth):
                     k = first_epoch_below(truth, level)
+                    if a == b and first_epoch_below(ra.losses[:P], level) is not None:
+                        continue   # a run's probe "predicting" its own epochs is exact by construction
                     pt = self._calibrated(ra.losses[:P], P, level, q, ra.start_loss, exclude | {g}, library_run=a)
                     if pt is None or k is None:
                         continue
                     ke = max(1, int(round(pt[0])))
                     if ke > self.horizon:
                         continue
-                    res.add(g, a, math.log(ke), math.log(k) - math.log(ke))
+                    res.add(g, a, math.log(ke), math.log(k) - math.log(ke), spread_of(pt),
+                            first_epoch_below(ra.losses[:P], level) is not None)
         self._residuals[key] = res
         return res
 
+    def _weights(self, res: _Samples, query_run: int | None, query: dict | None) -> np.ndarray:
+        """Each residual's configuration weight for a query: similarity / its configuration's number of residuals."""
+        per_group: dict = {}
+        for g in res.group:
+            per_group[g] = per_group.get(g, 0) + 1
+        out = np.empty(len(res.group))
+        for n, (i, g) in enumerate(zip(res.run, res.group)):
+            if query_run is None:
+                sim = similarity(query, self.runs[i])
+            else:   # a library run as the query (select_scheme): cached, it repeats for every scheme and row
+                key = (query_run, i)
+                if key not in self._sim_cache:
+                    self._sim_cache[key] = similarity(run_query(self.runs[query_run]), self.runs[i])
+                sim = self._sim_cache[key]
+            out[n] = sim / per_group[g]
+        return out
+
+    def _quantile(self, res: _Samples, w_cfg: np.ndarray, k_exp: int, spread: float, observed: bool,
+                  scheme: ConformalScheme, level: float) -> tuple[float, float] | None:
+        """(log K^rob − log K^exp before rounding, n_eff) of ``scheme`` from residuals weighted ``w_cfg``."""
+        depth, r, run = res.arrays()
+        w = w_cfg * np.exp(-0.5 * ((depth - math.log(k_exp)) / (2 * DEPTH_BANDWIDTH)) ** 2)
+        if scheme.mondrian:
+            same = w * (np.asarray(res.observed, bool) == observed)
+            if same.sum() > 0 and group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES:
+                w = same
+        if w.sum() <= 0 or group_n_eff(w, run, self._group_no) < MIN_EFFECTIVE_SAMPLES:
+            return None
+        n_eff = float(w.sum() ** 2 / np.sum(w ** 2))
+        q = min(1.0, level * (1.0 + 1.0 / n_eff))
+        if scheme.normalised:
+            sigma = np.maximum(np.asarray(res.spread, float), SPREAD_FLOOR)
+            return max(spread, SPREAD_FLOOR) * wquantile(r / sigma, w, q), n_eff
+        return wquantile(r, w, q), n_eff
+
     def conformal_margin(self, P: int, query: dict, k_exp: int, exclude: frozenset = frozenset(),
-                         level: float = CONFORMAL_LEVEL) -> tuple[float, float] | None:
+                         level: float = CONFORMAL_LEVEL, *, scheme: ConformalScheme = CONFORMAL_SCHEMES[0],
+                         spread: float = 0.0, observed: bool = False) -> tuple[float, float] | None:
         """(log K^rob − log K^exp, n_eff): the weighted split-conformal quantile of the residuals
         (:meth:`residuals`) at level q' = level·(1 + 1/n_eff), capped at 1; None with fewer than
         :data:`MIN_EFFECTIVE_SAMPLES` effective configurations behind it.
@@ -274,33 +309,88 @@ class CurvePrior:
         more), divided by g's number of residuals (each configuration counts once). The probe
         length conditions it too: residuals are per P. n_eff is Kish's effective sample size
         over the residuals (those of one configuration are correlated, so q' is a little optimistic).
+        ``scheme`` (:class:`ConformalScheme`): per kind of target and/or scores normalised by the
+        query's own ``spread`` (log K^rob_vote − log K^exp); ``observed``: the probe reached the target.
         """
         res = self.residuals(P, exclude)
         if not res.err:
             return None
-        depth, r, run = res.arrays()
-        per_group: dict = {}
-        for g in res.group:
-            per_group[g] = per_group.get(g, 0) + 1
-        w_cfg = np.asarray([similarity(query, self.runs[i]) / per_group[g] for i, g in zip(run, res.group)])
-        w = w_cfg * np.exp(-0.5 * ((depth - math.log(k_exp)) / (2 * DEPTH_BANDWIDTH)) ** 2)
-        if w.sum() <= 0 or _group_n_eff(w, run, self._group_no) < MIN_EFFECTIVE_SAMPLES:
-            return None
-        n_eff = float(w.sum() ** 2 / np.sum(w ** 2))
-        return _wquantile(r, w, min(1.0, level * (1.0 + 1.0 / n_eff))), n_eff
+        return self._quantile(res, self._weights(res, None, query), k_exp, spread, observed, scheme, level)
+
+    def select_scheme(self, P: int, exclude: frozenset = frozenset(), level: float = CONFORMAL_LEVEL,
+                      candidates: tuple = SELECTABLE_SCHEMES) -> tuple[ConformalScheme, dict]:
+        """The conformal scheme for probes of ``P`` epochs, chosen on the library alone (computed once).
+
+        An inner leave-one-configuration-out split of the residuals (:meth:`residuals`, ``exclude``
+        left out, so a held-out benchmark configuration never takes part): each configuration h in
+        turn is predicted by every scheme of ``candidates`` calibrated on the *other* configurations'
+        residuals (h's residuals were themselves made without h; the others' point estimates had h
+        in their library: the split leaves h out of the calibration set, not out of every fit).
+        The scheme with the least mean (K^rob − K)/K among those covering ≥ ``level`` of the rows
+        wins; if none does, the one with the highest coverage. Returns it and every scheme's inner
+        figures (:data:`CONFORMAL_SCHEMES`, all of them, for the record).
+        """
+        key = (P, exclude, level, candidates)
+        if key in self._schemes:
+            return self._schemes[key]
+        res = self.residuals(P, exclude)
+        groups = list(dict.fromkeys(res.group))
+        depth, err, run = res.arrays()
+        # per scheme: rows, covered, Σ (K^rob − K)/K, and rows, covered of extrapolated targets
+        stats = {sc: [0, 0, 0.0, 0, 0] for sc in CONFORMAL_SCHEMES}
+        for h in groups:
+            inner = _Samples()
+            rows = []
+            for n, g in enumerate(res.group):
+                if g == h:
+                    rows.append(n)
+                else:
+                    inner.add(g, res.run[n], res.depth[n], res.err[n], res.spread[n], res.observed[n])
+            if not inner.err:
+                continue
+            cold = not any(self.runs[i].model == self.runs[res.run[rows[0]]].model for i in inner.run)
+            for n in rows:
+                ke = max(1, int(round(math.exp(depth[n]))))
+                k = int(round(math.exp(depth[n] + err[n])))
+                w_cfg = self._weights(inner, int(run[n]), None)
+                for sc in CONFORMAL_SCHEMES:
+                    m = self._quantile(inner, w_cfg, ke, res.spread[n], res.observed[n], sc, level)
+                    kr = ke if m is None else robust_k(ke, m[0], 2.0 if cold else 1.0, sc)
+                    st = stats[sc]
+                    st[0] += 1
+                    st[1] += kr >= k
+                    st[2] += (kr - k) / k
+                    if not res.observed[n]:
+                        st[3] += 1
+                        st[4] += kr >= k
+        table = {sc.name: {"rows": n, "coverage": round(c / n, 4) if n else None,
+                           "mean_margin_rel": round(t / n, 4) if n else None,
+                           "extrapolated_rows": nx, "coverage_extrapolated": round(cx / nx, 4) if nx else None}
+                 for sc, (n, c, t, nx, cx) in stats.items()}
+        ok = [sc for sc in candidates if stats[sc][0] and stats[sc][1] / stats[sc][0] >= level]
+        if ok:
+            best = min(ok, key=lambda sc: stats[sc][2] / stats[sc][0])
+        else:
+            best = max(candidates, key=lambda sc: stats[sc][1] / max(stats[sc][0], 1))
+        self._schemes[key] = (best, table)
+        return self._schemes[key]
 
     # -- estimation --------------------------------------------------------------------------
     def estimate(self, probe: Sequence[float], target_loss: float, query: dict, *,
                  start_loss: float | None = None, exclude_group: tuple | None = None,
-                 conformal: bool = True, other_models: bool = True) -> EpochEstimate:
+                 conformal: bool = True, other_models: bool = True, scheme: ConformalScheme | None = None,
+                 level: float = CONFORMAL_LEVEL, candidates: tuple = SELECTABLE_SCHEMES) -> EpochEstimate:
         """K^exp / K^rob for a candidate described by ``query`` from its probe's validation losses.
 
         ``query``: model, dataset, data_name, bits, width, train_size and optionally pretrained
         (identity key) and shift (log(L_0/L_a)). ``exclude_group``: leave that configuration's
         runs out of the library (the held-out benchmark). K^rob = K^exp · exp(conformal margin)
-        (:meth:`conformal_margin`); ``conformal=False`` (or too few residuals): the variants'
-        quantile vote of step 3. With no stored run of the query's model (cold start) the other
-        models' runs calibrate it and the conformal margin is doubled (in log K);
+        (:meth:`conformal_margin`) with the scheme :meth:`select_scheme` chooses on the library
+        from ``candidates`` (``scheme``: this one instead) at ``level``; ``conformal=False``: the
+        variants' quantile vote of step 3 (too few residuals: that vote widened to ≥ 1.8·K^exp, as at
+        a cold start). K^exp or K^rob at the horizon is ∞ (``None``). With no stored run of the
+        query's model (cold start) the other models' runs calibrate it and the conformal margin is
+        doubled (in log K);
         ``other_models=False``: the probe alone then (step 4).
         """
         y = np.asarray(probe, dtype=float)
@@ -321,23 +411,32 @@ class CurvePrior:
             return self._probe_only(y, target_loss, f"{cold}too few similar stored runs: probe alone")
         k_exp, k_rob, (err_med, variant, _, _, _), n_members, n_eff = point
         ke = max(1, int(round(k_exp)))
-        margin = self.conformal_margin(P, query, ke, exclude) if conformal and ke <= self.horizon else None
+        margin = None
+        if conformal and ke <= self.horizon:
+            chosen = self.select_scheme(P, exclude, level, candidates)[0] if scheme is None else scheme
+            margin = self.conformal_margin(P, query, ke, exclude, level, scheme=chosen, spread=spread_of(point),
+                                           observed=first_epoch_below(y, target_loss) is not None)
         if margin is not None:
             factor = 2.0 if not relevant else 1.0
-            # rounded up: the conformal event K ≤ K^exp·exp(q̂) alone (⌊·⌋) covered 86 %, not 90 %, on the
-            # held-out benchmark (its q' is optimistic: residuals of one configuration are correlated)
-            kr = max(ke, int(math.ceil(ke * math.exp(factor * max(margin[0], 0.0)) - 1e-9)))
-            how = (f"K^rob: conformal {CONFORMAL_LEVEL:.0%} margin {math.exp(margin[0]) - 1:+.0%}"
-                   f"{' doubled' if factor > 1 else ''} ({margin[1]:.1f} effective residuals)")
+            kr = robust_k(ke, margin[0], factor, chosen)
+            how = (f"K^rob: conformal {level:.0%} margin {math.exp(factor * max(margin[0], 0.0)) - 1:+.0%}"
+                   f"{' (doubled: cold start)' if factor > 1 else ''} ({margin[1]:.1f} effective residuals; "
+                   f"{chosen.name}"
+                   f"{', chosen by leave-one-configuration-out on the stored runs' if scheme is None else ''})")
+        elif conformal:   # too few residuals to calibrate a margin: widened as at a cold start
+            kr = max(ke, int(math.ceil(k_rob - 1e-9)), int(math.ceil((1 + COLD_START_MARGIN) * ke - 1e-9)))
+            how = (f"K^rob: too few conformal residuals: the variants' {ROBUST_QUANTILE:.0%} quantile, "
+                   f"widened to ≥ {1 + COLD_START_MARGIN:.1f}·K^exp")
         else:
             kr = max(ke, int(math.ceil(k_rob - 1e-9)))
             how = f"K^rob: the variants' {ROBUST_QUANTILE:.0%} quantile"
         name = f"{variant[0]}{'+start' if variant[1] else ''}"
         source = (f"calibrated on {len(relevant)} stored {query['model']} runs" if relevant else
                   f"cold start: no stored runs of {query['model']}; calibrated on {len(library)} runs of other models")
-        return EpochEstimate(None if ke > self.horizon else ke, None if kr > self.horizon else kr,
-                             final_loss_expected=target_loss if ke <= self.horizon else None,
-                             final_loss_robust=target_loss if kr <= self.horizon else None,
+        # K̂ is capped at the horizon: an estimate at the cap means "not within it" (∞)
+        return EpochEstimate(None if ke >= self.horizon else ke, None if kr >= self.horizon else kr,
+                             final_loss_expected=target_loss if ke < self.horizon else None,
+                             final_loss_robust=target_loss if kr < self.horizon else None,
                              method="prior+probe", family=name, n_eff=round(n_eff, 1),
                              note=f"{name} (best of {n_members} calibrated variants) fitted to {P} probe epochs, "
                                   f"{source} ({n_eff:.1f} effective configurations, held-out error "
