@@ -69,7 +69,7 @@ def test_main_job_tiny(tmp_path, monkeypatch):
     assert len(probes) == len(saved["probes"]) and all(len(p.epochs) == 2 for p in probes)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)   # a safety bound (see above)
 def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_path, monkeypatch):
     """With stored runs, the main job's K^exp/K^rob come from the learned prior + the probe and a
     conformal K^rob (what `jqodi estimate` and the held-out benchmark use), and it says so."""
