@@ -345,3 +345,25 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
     if ok != "True":
         pytest.skip("no glibc mallopt here")
     assert float(after) < 0.2 * float(before), out.stdout
+
+
+@pytest.mark.parametrize("name,bits", [("lenet", 4), ("resnet20", 1), ("vgg", 8)])
+def test_first_layer_step_gradient_without_the_image_gradient_matches_the_general_path(name, bits):
+    """The first conv (input needs no gradient) takes the activation step's LSQ gradient through
+    the adjoint convolution; values and every gradient equal the general path's (where the image
+    requires grad, so ∂L/∂x_q is computed as before)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    m = prepare_qat(build_model(name, (3, 16, 16), 10, 0.25, seed=0), bits, calibration=x)
+    m.train()
+    ref = copy.deepcopy(m)
+    out = m(x)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    out_ref = ref(x.clone().requires_grad_(True))
+    torch.nn.functional.cross_entropy(out_ref, y).backward()
+    assert torch.equal(out, out_ref)
+    first = next(layer for _, layer in quant_layers(m))
+    if name != "resnet20":  # (ResNet20's steps get exactly 0 on both paths here: BN follows every conv)
+        assert first.act_step.grad.abs().item() > 0
+    for (n, p), (_, q) in zip(m.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), n
