@@ -7,7 +7,7 @@ of the heap larger than the trim threshold (twice the dynamic mmap threshold), s
 gets fresh pages: every 4 KiB page is a page fault, zeroed by the kernel. Measured on this
 project's 2-core VM (torch 2.13, one thread, batch 64 of 3×32×32, ``benchmarks/qat_overhead.py``):
 ResNet20 0.25 at 4 bits took **7,088 page faults and 15.9 ms of system time per QAT step**
-(plain training: 1,290 and 3.7 ms); with the thresholds below, 78 and 0.5 ms.
+(plain training: 1,290 and 3.7 ms); with the thresholds below, under 100 and ≈ 0.5 ms.
 
 :func:`keep_freed_memory` raises both thresholds once per process: chunks up to 32 MiB come from
 the heap, and the heap is not trimmed below 1 GiB of free space, so a training process keeps its
