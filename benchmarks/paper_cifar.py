@@ -208,7 +208,7 @@ def main(argv=None) -> int:
             return [r for r in done if (r["model"], r["bits"]) == (run["model"], run["bits"])]
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(_worker, t): None for t in tasks}
+            futs = [pool.submit(_worker, t) for t in tasks]
             groups: dict = {}
 
             def submit_group(run: dict) -> None:
