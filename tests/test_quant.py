@@ -344,7 +344,7 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
     ok, before, after = out.stdout.split()
     if ok != "True":
         pytest.skip("no glibc mallopt here")
-    assert float(after) < 0.2 * float(before), out.stdout
+    assert float(after) < 0.3 * float(before), out.stdout   # measured: 2,100–4,500 before, 0–260 after
 
 
 @pytest.mark.parametrize("name,bits", [("lenet", 4), ("resnet20", 1), ("vgg", 8)])
