@@ -47,6 +47,10 @@ def _fmt_s(s: float) -> str:
     return format_duration(s)
 
 
+#: per worker process: the pretrained models and the SD's data, loaded once (not once per run)
+_LOADED: dict = {}
+
+
 def _worker(task: dict) -> dict:
     """One run in a worker process (also called in-process with --jobs 1)."""
     import torch
@@ -59,17 +63,31 @@ def _worker(task: dict) -> dict:
     torch.set_num_threads(task["threads"])
     cfg = MeasureConfig(**task["cfg"])
     m, b, s = task["model"], task["bits"], task["seed"]
-    pre = load_pretrained(m, "cifar10", cfg.widths[m], epochs=cfg.pretrain_epochs, data_dir=cfg.data_dir,
-                          progress=task["progress"])
-    data = end_device_data(cfg.data, "cifar10", cfg.data_dir, cfg.train_size, cfg.val_size, seed=0)
+    key = ("pre", m, cfg.widths[m], cfg.pretrain_epochs, cfg.data_dir)
+    if key not in _LOADED:
+        _LOADED[key] = load_pretrained(m, "cifar10", cfg.widths[m], epochs=cfg.pretrain_epochs,
+                                       data_dir=cfg.data_dir, progress=task["progress"])
+    pre = _LOADED[key]
+    dkey = ("data", cfg.data, cfg.data_dir, cfg.train_size, cfg.val_size)
+    if dkey not in _LOADED:
+        _LOADED[dkey] = end_device_data(cfg.data, "cifar10", cfg.data_dir, cfg.train_size, cfg.val_size, seed=0)
+    data = _LOADED[dkey]
 
     def on_epoch(ep: int, loss: float) -> None:
         if task["progress"]:
             _say(f"  {m} {'fp32' if b == 32 else f'{b}-bit'} seed {s}: epoch {ep} training loss {loss:.4f}")
 
-    run = measure_run(m, b, s, cfg, pretrained=pre, data=data, on_epoch=on_epoch)
+    run = measure_run(m, b, s, cfg, pretrained=pre, data=data, on_epoch=on_epoch,
+                      fp_cache=_LOADED.setdefault("fp32 losses", {}))
     save_json(run_path(task["out"], m, cfg.widths[m], b, s), run)
     return run
+
+
+def _held_out_worker(runs: list, cfg: dict) -> list:
+    """The held-out estimator predictions of one (model, bits) group, in a worker process."""
+    from jqodi.app.measured import MeasureConfig, held_out_group
+
+    return held_out_group(runs, MeasureConfig(**cfg))
 
 
 def main(argv=None) -> int:
@@ -177,19 +195,38 @@ def main(argv=None) -> int:
              f"({run['epochs_run']} epochs, {run['wall_s']:.0f} s); elapsed {_fmt_s(time.perf_counter() - t0)}, "
              f"ETA {_fmt_s(eta)}")
 
+    held_out: dict = {}
     if args.jobs <= 1:
         for t in tasks:
             report(_worker(t))
     else:
+        # the held-out estimators of each (model, bits) group run in the pool too, as soon as the
+        # group's seeds are done (the tail's CPU is mostly these bootstrapped probe fits)
         import multiprocessing as mp
+
+        def group_of(run: dict) -> list[dict]:
+            return [r for r in done if (r["model"], r["bits"]) == (run["model"], run["bits"])]
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
             futs = [pool.submit(_worker, t) for t in tasks]
+            groups: dict = {}
+
+            def submit_group(run: dict) -> None:
+                key = (run["model"], run["bits"])
+                rs = group_of(run)
+                if key not in groups and len(rs) == len(cfg.seeds):
+                    groups[key] = pool.submit(_held_out_worker, rs, cfg.to_dict())
+
+            for run in list(done):
+                submit_group(run)
             for f in as_completed(futs):
-                report(f.result())
+                run = f.result()
+                report(run)
+                submit_group(run)
+            held_out = {k: f.result() for k, f in groups.items()}
     t_runs = time.perf_counter() - t_runs
 
-    rows = table_vi(done, cfg)
+    rows = table_vi(done, cfg, held_out=held_out)
     metrics = estimator_metrics(rows)
     obs2 = observation_2(rows)
     estimates = measured_estimates(rows, done, cfg)

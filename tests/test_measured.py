@@ -10,8 +10,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from jqodi.app.measured import (MeasureConfig, estimator_metrics, measure_run, measured_estimates, observation_2,
-                                plan_with_estimates, table_vi)
+from jqodi.app.measured import (MeasureConfig, estimator_metrics, held_out_group, measure_run, measured_estimates,
+                                observation_2, plan_with_estimates, table_vi)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +64,10 @@ def test_table_vi_observation_2_and_estimates_from_runs(runs):
 
     est = measured_estimates(rows, runs, cfg)
     assert {e.bits for e in est} == {1, 4, 8} and all(e.source.startswith("measured:probe") for e in est)
+    # the held-out predictions computed per group elsewhere (paper_cifar.py's worker processes) give the same table
+    pre = {(m, b): held_out_group([r for r in runs if (r["model"], r["bits"]) == (m, b)], cfg)
+           for m, b in {(r["model"], r["bits"]) for r in runs}}
+    assert table_vi(runs, cfg, held_out=pre) == rows
     assert next(e for e in est if e.bits == 1).epochs_expected is None
 
 
@@ -105,3 +109,10 @@ def test_one_real_run_stops_at_the_target_and_measures_gamma_on_the_training_spl
                          batch_size=16)
     r2 = measure_run("lenet", 32, 1, cfg2, pretrained=pre, data=data)
     assert r2["K"] is None and r2["epochs_run"] == 3 and r2["gamma"] == pytest.approx(0.0, abs=1e-6)
+    # the fp32 losses cached across runs (paper_cifar.py's workers): the same run, value for value
+    cache: dict = {}
+    measure_run("lenet", 32, 1, cfg2, pretrained=pre, data=data, fp_cache=cache)
+    r3 = measure_run("lenet", 32, 1, cfg2, pretrained=pre, data=data, fp_cache=cache)
+    assert len(cache) == 1
+    assert {k: v for k, v in r3.items() if k not in ("wall_s", "epoch_s")} == \
+        {k: v for k, v in r2.items() if k not in ("wall_s", "epoch_s")}

@@ -106,13 +106,16 @@ def _first_below(values: Sequence[float], target: float) -> int | None:
 
 
 def measure_run(model: str, bits: int, seed: int, cfg: MeasureConfig, *, pretrained, data,
-                on_epoch: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                on_epoch: Callable[[int, float], None] | None = None,
+                fp_cache: dict | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` at ``bits`` (seed ``seed``) on the SD's ``data`` from ``pretrained``
     until the training loss is ≤ L_max (but at least ``probe_epochs`` epochs) or ``max_epochs``.
 
     Each epoch is the protocol's (:func:`jqodi.learning.reference.protocol_epoch`: pack at q bits,
     train a fresh optimizer on the SD's training split, validate, fold the update into the
-    master). Returns the run as a plain dict (see docs/evaluation-cifar.md)."""
+    master). Returns the run as a plain dict (see docs/evaluation-cifar.md). ``fp_cache``: a dict
+    kept across runs of the same ``pretrained`` and ``data`` (one per process): the fp32 model's
+    per-sample losses are the same for every bit-width and seed, so they are computed once."""
     import torch
 
     from jqodi.core.quant import pack_model, prepare_qat, unpack_model
@@ -123,9 +126,15 @@ def measure_run(model: str, bits: int, seed: int, cfg: MeasureConfig, *, pretrai
     train_cfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size)
     target = cfg.target(model)
     t0 = time.perf_counter()
-    fp = copy.deepcopy(pretrained.model).eval()
-    fp_tr, _ = per_sample_losses(fp, data.train)
-    fp_va, fp_va_ok = per_sample_losses(fp, data.val)
+    key = (id(pretrained), id(data))
+    if fp_cache is not None and key in fp_cache:
+        fp_tr, fp_va, fp_va_ok = fp_cache[key]
+    else:
+        fp = copy.deepcopy(pretrained.model).eval()
+        fp_tr, _ = per_sample_losses(fp, data.train)
+        fp_va, fp_va_ok = per_sample_losses(fp, data.val)
+        if fp_cache is not None:
+            fp_cache[key] = (fp_tr, fp_va, fp_va_ok)
     master = prepare_qat(copy.deepcopy(pretrained.model), bits, train_cfg.act_bits,
                          calibration=pretrained.calibration)
     worker = copy.deepcopy(master)
@@ -197,10 +206,19 @@ def _avg_k(ks: Sequence[int | None]) -> float | None:
     return statistics.mean(fin) if len(fin) * 2 > len(ks) else None
 
 
-def table_vi(runs: Sequence[dict], cfg: MeasureConfig, paper: Mapping | None = None) -> list[dict[str, Any]]:
+def held_out_group(runs: Sequence[dict], cfg: MeasureConfig) -> list[dict]:
+    """The held-out predictions of one (model, bits) group's runs (what :func:`table_vi` computes
+    per group; a benchmark may compute them in worker processes and pass them in)."""
+    rs = sorted(runs, key=lambda r: r["seed"])
+    return _held_out(rs, rs[0]["target_loss"], cfg.probe_epochs, cfg.probe_boot)
+
+
+def table_vi(runs: Sequence[dict], cfg: MeasureConfig, paper: Mapping | None = None,
+             held_out: Mapping[tuple[str, int], list[dict]] | None = None) -> list[dict[str, Any]]:
     """Rows of Table VI from the runs: per (model, bits) K mean ± std over seeds (``None`` = not
     reached within ``max_epochs`` by any seed), how many reached, the held-out probe/store
-    K^exp and K^rob (means over the seeds' predictions), γ measured, and the paper's row beside."""
+    K^exp and K^rob (means over the seeds' predictions), γ measured, and the paper's row beside.
+    ``held_out``: (model, bits) → :func:`held_out_group` of that group, computed already."""
     from jqodi.app.paper import PAPER
 
     paper_epochs = (paper if paper is not None else PAPER["data1" if cfg.data == "data1" else "data2"])["epochs"]
@@ -213,7 +231,9 @@ def table_vi(runs: Sequence[dict], cfg: MeasureConfig, paper: Mapping | None = N
         target = rs[0]["target_loss"]
         ks = [r["K"] for r in rs]
         fin = [k for k in ks if k is not None]
-        held = _held_out(rs, target, cfg.probe_epochs, cfg.probe_boot)
+        held = (held_out or {}).get((model, bits))
+        if held is None:
+            held = _held_out(rs, target, cfg.probe_epochs, cfg.probe_boot)
         row: dict[str, Any] = {
             "model": model, "width": rs[0]["width"], "bits": bits, "target_loss": target,
             "L_a": _mean([r["L_a"] for r in rs]), "start_loss": _mean([r["start_loss"] for r in rs]),

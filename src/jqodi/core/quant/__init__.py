@@ -9,6 +9,8 @@ for why LSQ + STE rather than the paper's BQAT [31]). Three modules, one concept
 * :mod:`jqodi.core.quant.layers` — the fake-quantized ``QConv2d``/``QLinear`` (learnable weight
   and activation steps, an explicit ``act_calibrated`` buffer), :func:`prepare_qat`,
   :func:`calibrate_activations`;
+* :mod:`jqodi.core.quant.heap` — :func:`keep_freed_memory`: freed tensor memory stays in the
+  heap (glibc thresholds), so a training step does not page-fault its temporaries back in;
 * :mod:`jqodi.core.quant.packing` — bit packing: :class:`PackedModel` (the model on the wire,
   ``nbytes == model_size_bytes``), cut-layer activation codes, :data:`MODEL_FORMAT_VERSION`.
 
@@ -16,6 +18,7 @@ Everything is importable from here (``from jqodi.core.quant import prepare_qat``
 """
 from __future__ import annotations
 
+from jqodi.core.quant.heap import keep_freed_memory
 from jqodi.core.quant.layers import QConv2d, QLinear, calibrate_activations, model_bits, prepare_qat, quant_layers
 from jqodi.core.quant.lsq import (FULL_PRECISION, MIN_STEP, _levels, check_bits, effective_step, fake_quant,
                                   fake_quant_reference)
@@ -37,6 +40,7 @@ __all__ = [
     "effective_step",
     "fake_quant",
     "fake_quant_reference",
+    "keep_freed_memory",
     "model_bits",
     "model_size_bytes",
     "pack_bits",

@@ -27,8 +27,9 @@ from torch import nn
 
 from jqodi.errors import ModelError
 
-from jqodi.core.quant.lsq import (FULL_PRECISION, _init_act_step, _init_weight_step, _levels, check_bits,
-                                  fake_quant)
+from jqodi.core.quant.heap import keep_freed_memory
+from jqodi.core.quant.lsq import (FULL_PRECISION, MIN_STEP, _init_act_step, _init_weight_step, _levels, check_bits,
+                                  fake_quant, lsq_forward)
 
 __all__ = ["QConv2d", "QLinear", "calibrate_activations", "model_bits", "prepare_qat", "quant_layers"]
 
@@ -66,16 +67,22 @@ class _QuantMixin:
         g = 1.0 / math.sqrt(w[0].numel() * qp)
         return fake_quant(w, step, self.bits, True, g, learned_step=True)
 
-    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_bits >= FULL_PRECISION:
-            return x
+    def _calibrate_input(self, x: torch.Tensor) -> None:
         if not bool(self.act_calibrated):
             with torch.no_grad():
                 self.act_step.fill_(_init_act_step(x, self.act_bits, self.act_signed))
                 self.act_calibrated.fill_(True)
+
+    def _act_grad_scale(self, x: torch.Tensor) -> float:
         _, qp = _levels(self.act_bits, self.act_signed)
-        g = 1.0 / math.sqrt(max(1, x[0].numel()) * qp)
-        return fake_quant(x, self.act_step, self.act_bits, self.act_signed, g, learned_step=True)
+        return 1.0 / math.sqrt(max(1, x[0].numel()) * qp)
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_bits >= FULL_PRECISION:
+            return x
+        self._calibrate_input(x)
+        return fake_quant(x, self.act_step, self.act_bits, self.act_signed, self._act_grad_scale(x),
+                          learned_step=True)
 
     def extra_repr(self) -> str:  # type: ignore[override]
         return super().extra_repr() + f", bits={self.bits}, act_bits={self.act_bits}"  # type: ignore[misc]
@@ -85,7 +92,54 @@ class QConv2d(_QuantMixin, nn.Conv2d):
     """``nn.Conv2d`` with fake-quantized weights (per channel) and input (per tensor)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.act_bits < FULL_PRECISION and not x.requires_grad and self.act_step.requires_grad
+                and torch.is_grad_enabled() and self.padding_mode == "zeros" and not isinstance(self.padding, str)):
+            return self._stem_forward(x)
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+    def _stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer on an input that needs no gradient (the model's first layer on the image):
+        the same values and gradients as :meth:`forward`'s general path, but the activation
+        step's LSQ gradient is ``g · ⟨∂L/∂x_q, ds⟩ = g · ⟨∂L/∂y, conv(ds, W_q)⟩`` (the adjoint of
+        the convolution), one forward convolution instead of the backward-data convolution
+        ∂L/∂x_q that nothing else needs (≈ 3× the cost of a forward one on 3 input channels)."""
+        self._calibrate_input(x)
+        qn, qp = _levels(self.act_bits, self.act_signed)
+        with torch.no_grad():
+            step = self.act_step.detach().abs().clamp_min(MIN_STEP)
+            xq, _, ds = lsq_forward(x, step, float(qn), float(qp), self.act_bits == 1 and self.act_signed)
+        return _StemConv.apply(xq, ds, self.quantized_weight(), self.bias, self.act_step,
+                               self._act_grad_scale(x), self.stride, self.padding, self.dilation, self.groups)
+
+
+class _StemConv(torch.autograd.Function):
+    """``conv2d(x_q, W, b)`` of an already quantized input ``x_q`` that needs no gradient, with the
+    LSQ gradient of the input's raw step ``s``: ``g · sign(s) · ⟨∂L/∂y, conv(ds, W)⟩`` (no bias),
+    equal to ``g · sign(s) · ⟨∂L/∂x_q, ds⟩`` because the backward-data convolution is the adjoint
+    of the forward one (same zero padding, stride, dilation, groups)."""
+
+    @staticmethod
+    def forward(ctx, xq, ds, weight, bias, step, g, stride, padding, dilation, groups):
+        ctx.save_for_backward(xq, ds, weight, step)
+        ctx.conf = (g, stride, padding, dilation, groups, bias is not None)
+        return F.conv2d(xq, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xq, ds, weight, step = ctx.saved_tensors
+        g, stride, padding, dilation, groups, has_bias = ctx.conf
+        need_w, need_b, need_s = ctx.needs_input_grad[2], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        grad_w = grad_b = grad_s = None
+        if need_w or need_b:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, xq, weight, [weight.shape[0]] if has_bias else None, list(stride), list(padding),
+                list(dilation), False, [0] * len(stride), groups, [False, need_w, need_b and has_bias])
+        if need_s:
+            dy = F.conv2d(ds, weight, None, stride, padding, dilation, groups)
+            sign = 1.0 if bool(step >= 0) else -1.0   # ∂|s|/∂s, +1 at 0 (effective_step)
+            grad_s = torch.dot(grad.reshape(-1), dy.reshape(-1)).mul_(g * sign).reshape(step.shape)
+        return (None, None, grad_w if need_w else None, grad_b if need_b else None, grad_s,
+                None, None, None, None, None)
 
 
 class QLinear(_QuantMixin, nn.Linear):
@@ -131,9 +185,12 @@ def prepare_qat(model: nn.Module, bits: int, act_bits: int | None = None,
     built before still updates them (new ``weight_step``/``act_step`` parameters are added).
     Calling it again on a prepared model re-initialises the steps for the new ``bits``.
     ``calibration`` (a batch of inputs) sets the activation steps; deterministic.
+    Also keeps freed tensor memory in this process's heap (:func:`~jqodi.core.quant.heap.keep_freed_memory`:
+    no page faults per training step; at any ``bits``, so fp32 fine-tuning gets it too).
     """
     bits = check_bits(bits)
     act_bits = 8 if act_bits is None else check_bits(act_bits, "act_bits")
+    keep_freed_memory()
     if bits == FULL_PRECISION:
         return model
     existing = list(quant_layers(model))

@@ -61,6 +61,25 @@ def fake_quant_reference(x: torch.Tensor, step: torch.Tensor, bits: int, signed:
     return _round_ste(v) * s
 
 
+def lsq_forward(x: torch.Tensor, step: torch.Tensor, qn: float, qp: float, sign: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused quantizer's forward pass (see :class:`_LSQ`) for an effective ``step`` (> 0):
+    ``(out, mask, ds)`` with ``out = q(clamp(x/s, Qn, Qp)) · s``, the float STE mask ``m`` and the
+    step-gradient factor ``ds = q(v_c) − m · v_c`` (``∂out/∂s = ds``). Three full-size tensors,
+    six float kernels, nothing else allocated."""
+    v = x / step                      # full-size temporaries: v, vc and out only
+    vc = v.clamp(qn, qp)
+    mask = torch.eq(vc, v, out=v)     # v := 1.0 inside [Qn, Qp] else 0.0 (float, no bool)
+    out = torch.empty_like(vc)
+    if sign:  # q(v_c) = +1 for v_c >= 0, else -1
+        torch.ge(vc, 0, out=out).mul_(2).sub_(1)
+    else:
+        torch.round(vc, out=out)
+    ds = torch.addcmul(out, vc, mask, value=-1.0, out=vc)  # vc := q(v_c) - m * v_c
+    out.mul_(step)
+    return out, mask, ds
+
+
 class _LSQ(torch.autograd.Function):
     """Fused LSQ fake quantization: one pass forward, two kernels backward.
 
@@ -83,17 +102,8 @@ class _LSQ(torch.autograd.Function):
         if learned:  # ``step`` is the raw learnable step: use effective_step(step), fused (no graph nodes)
             ctx.step_sign = torch.ge(step, 0).to(step.dtype).mul_(2).sub_(1)   # ∂|s|/∂s, +1 at 0
             step = step.abs().clamp_min_(MIN_STEP)
-        v = x / step                      # full-size temporaries: v, vc and out only
-        vc = v.clamp(qn, qp)
-        mask = torch.eq(vc, v, out=v)     # v := 1.0 inside [Qn, Qp] else 0.0 (float, no bool)
-        out = torch.empty_like(vc)
-        if sign:  # q(v_c) = +1 for v_c >= 0, else -1
-            torch.ge(vc, 0, out=out).mul_(2).sub_(1)
-        else:
-            torch.round(vc, out=out)
-        ds = torch.addcmul(out, vc, mask, value=-1.0, out=vc)  # vc := q(v_c) - m * v_c
+        out, mask, ds = lsq_forward(x, step, qn, qp, sign)
         ctx.save_for_backward(mask, ds, step)
-        out.mul_(step)
         return out
 
     @staticmethod
