@@ -63,17 +63,21 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from jqodi.app.controller import ClosedLoopController, Observation, PhaseTable
+from jqodi.app.controller.choice import plan_by_expected_energy
 from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
 from jqodi.app.simulate import World, hindsight_optimum, simulate_run, true_epochs
-from jqodi.core.instance import EpochEstimates, PlanningInstance
+from jqodi.core.instance import EpochEstimates, PlanningInstance, Solution
+from jqodi.learning.online import PRIOR_EPOCHS
 from jqodi.core.linktrace import load_rate_trace
 from jqodi.core.timeline import Timeline, TimedTrace, parse_timeline_events, resolve_timeline
-from jqodi.learning.curves import estimate_from_probe
+from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
 from jqodi.planner import solve
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +89,13 @@ PROBE_EPOCHS = 5
 #: bootstrap refits of each prior probe estimate (the estimator's default is 50; 10 keeps a
 #: 200-run benchmark in minutes on a shared 2-core VM; K^rob's floors ⌈1.4·K^exp⌉ and K^exp + 1 still apply)
 PROBE_BOOT = 10
+#: pre-run K estimate sources (besides main's ``probe``): ``store`` = what ``jqodi estimate`` does when the
+#: trace store holds runs of the candidate's configuration (:func:`jqodi.learning.curves.estimate_from_runs`
+#: over the pool's *other* runs of that bit-width: the run's own true curve left out); ``prior`` = the
+#: learned prior updated with the probe (:func:`prior_estimate`, leave-one-out too)
+ESTIMATES = ("store", "prior")
+#: epochs of evidence the learned prior's K counts for in the new controller's online refit (tuned on seed 1)
+NEW_PRIOR_EPOCHS = 5.0
 TRACES = Path(os.environ.get("JQODI_TRACES_DIR", ROOT.parent / "shared" / "traces"))
 
 
@@ -129,21 +140,59 @@ def target_for(rng, by_bits: dict[int, list[list[float]]]) -> float:
     return float(rng.uniform(worst, 1.25 * worst))
 
 
+def pool_runs(curves: list[dict]) -> dict[int, list]:
+    """The curve pool as the learned prior's library runs (:class:`~jqodi.learning.prior.CurveRun`), per bit-width."""
+    from jqodi.learning.prior import CurveRun
+
+    out: dict[int, list] = {}
+    for k, r in enumerate(curves):
+        out.setdefault(int(r["bits"]), []).append(CurveRun(
+            k, "lenet", "fashion-mnist", "data2", int(r["bits"]), float(r.get("width") or 0.25),
+            int(r.get("train_size") or 1000), int(r.get("val_size") or 300), int(r.get("seed") or 0), "finetune",
+            None, None, "", np.asarray(r["val_losses"], dtype=float)))
+    return out
+
+
+_PRIORS: dict = {}
+
+
+def prior_estimate(pool: dict[int, list], truth: dict[int, int], bits: int, probe: int, target: float):
+    """K^exp / K^rob of the candidate at ``bits`` from the learned prior (:class:`~jqodi.learning.prior.CurvePrior`)
+    updated with the first :data:`PROBE_EPOCHS` epochs of pool run ``probe``. Leave-one-out: the library is
+    the pool less the run's true curve of *every* candidate (``truth``: bits → pool index), so no estimate
+    sees a curve the run will follow; the probe's run stays in it (a past run of that configuration)."""
+    from jqodi.learning.prior import CurvePrior
+
+    key = tuple(sorted(truth.items()))
+    if key not in _PRIORS:
+        if len(_PRIORS) > 64:
+            _PRIORS.clear()
+        _PRIORS[key] = CurvePrior([r for b, runs in pool.items() for i, r in enumerate(runs) if truth.get(b) != i])
+    r = pool[bits][probe]
+    query = {"model": r.model, "dataset": r.dataset, "data_name": r.data_name, "bits": r.bits, "width": r.width,
+             "train_size": r.train_size}
+    return _PRIORS[key].estimate(r.losses[:PROBE_EPOCHS], target, query)
+
+
 def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: list[Path],
-             worse_link: float = 1.0):
+             worse_link: float = 1.0, pool: dict[int, list] | None = None, sources: Sequence[str] = ()):
+    """One run's world (drawn from ``rng``: the same draws as before other estimates came in, so a seed
+    gives the same worlds), the planning table of each K estimate source (``probe`` always; ``store``,
+    ``prior`` when asked, see :data:`ESTIMATES`) and the run's description."""
     base = PhaseTable.from_dict(testbed["table"])
     target = target_for(rng, by_bits)
-    truth, cands = {}, []
+    truth, cands, picks = {}, [], {}
     for c in base.instance.candidates:
-        pool = by_bits.get(c.bits) if c.model == "lenet" else None
-        if not pool:
+        pool_c = by_bits.get(c.bits) if c.model == "lenet" else None
+        if not pool_c:
             continue
-        i = int(rng.integers(len(pool)))
-        j = int(rng.integers(len(pool) - 1)) if len(pool) > 1 else 0
-        j = j + (j >= i) if len(pool) > 1 else i  # the probe comes from another run
-        probe = estimate_from_probe(pool[j][:PROBE_EPOCHS], target, seed=int(rng.integers(1 << 30)),
+        i = int(rng.integers(len(pool_c)))
+        j = int(rng.integers(len(pool_c) - 1)) if len(pool_c) > 1 else 0
+        j = j + (j >= i) if len(pool_c) > 1 else i  # the probe comes from another run
+        probe = estimate_from_probe(pool_c[j][:PROBE_EPOCHS], target, seed=int(rng.integers(1 << 30)),
                                     n_boot=PROBE_BOOT)
-        truth[c.key] = pool[i]
+        truth[c.key] = pool_c[i]
+        picks[c.key] = (c.bits, i, j)
         cands.append(dataclasses.replace(c, epochs=EpochEstimates(probe.expected, probe.robust)))
     inst0 = PlanningInstance(base.instance.deadline_s, target, tuple(cands), dict(base.instance.meta))
     # deadline: U(1, 2) × the fastest robust plan of any candidate
@@ -155,6 +204,19 @@ def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: 
     inst = PlanningInstance(deadline, target, tuple(cands), {k: v for k, v in inst0.meta.items()
                                                              if k != "search_bits"})
     table = PhaseTable(inst, {c.key: base.terms_s[c.key] for c in cands}, {c.key: base.terms_j[c.key] for c in cands})
+    tables = {"probe": table}
+    held = {b: i for b, i, _ in picks.values()}
+    for src in sources:
+        if src == "store":  # what `jqodi estimate` does when the store holds runs of the configuration
+            est = {k: estimate_from_runs([c for n, c in enumerate(by_bits[b]) if n != i], target)
+                   for k, (b, i, j) in picks.items()}
+        elif src == "prior":
+            est = {k: prior_estimate(pool, held, b, j, target) for k, (b, i, j) in picks.items()}
+        else:
+            continue
+        pc = tuple(dataclasses.replace(c, epochs=EpochEstimates(est[c.key].expected, est[c.key].robust))
+                   for c in cands)
+        tables[src] = PhaseTable(dataclasses.replace(inst, candidates=pc), table.terms_s, table.terms_j)
     # what happens: the SD's link follows a real trace; an edge may leave; the SD may slow down
     events, info = [], {"deadline_s": deadline, "target_loss": target}
     if rng.random() < 0.6:
@@ -184,7 +246,9 @@ def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: 
             key = f"edge:{e}|end"
             tl.traces[key] = TimedTrace(0.0, shifted.with_mean(testbed["nominal_bps"][key] * worse))
         info["trace"] = [f"{f.parent.name}/{f.name}", offset, worse]
-    return World(table, tl, testbed["nominal_bps"], truth), info
+    info["estimates"] = {c.key: {src: [t.cand(c.key).epochs.expected, t.cand(c.key).epochs.robust]
+                                 for src, t in tables.items()} for c in cands}
+    return World(table, tl, testbed["nominal_bps"], truth), tables, info
 
 
 # --------------------------------------------------------------------------- figures
@@ -208,6 +272,20 @@ def table_text(summary: dict, policies, refs) -> str:
             lines.append(f"{p:14s} {ref:15s} {s['met_deadline_pct']:10.1f}% {over:>27s} "
                          f"{summary[p]['replans_per_run']['mean']:12.1f}")
     return "\n".join(lines)
+
+
+def new_plan(instance: PlanningInstance, fallback: Solution, rule: str = "expected") -> Solution:
+    """A pre-run plan from other K estimates: the candidate of least expected energy
+    (:func:`plan_by_expected_energy`, ``rule="expected"``) or the planner's (``"planner"``); when no
+    candidate's K^rob plan fits T_max under these estimates, the K^exp plan, and failing that ``fallback``
+    (main's plan, whose K^rob fits: the deadline is drawn so that one does)."""
+    sol = plan_by_expected_energy(instance) if rule == "expected" else solve(instance, "optimal")
+    if sol.status == "infeasible":
+        sol = solve(instance, "optimal", epochs="expected")
+        sol.extra["fallback"] = "K^exp"
+    if sol.status == "infeasible":
+        sol = dataclasses.replace(fallback, extra={**fallback.extra, "fallback": "main's plan"})
+    return sol
 
 
 def replan_timing(testbed: dict, n: int, seed: int) -> dict:
@@ -255,7 +333,18 @@ def main(argv=None) -> int:
     ap.add_argument("--worse-link", type=float, default=1.0, metavar="LO",
                     help="the SD's link mean = the planned rate × U(LO, 1) (default 1: the trace's mean is the "
                          "planned rate; the plan knows the average, not the fluctuations)")
-    ap.add_argument("--out", default=str(RESULTS / "closed_loop.json"))
+    ap.add_argument("--estimates", default="store,prior",
+                    help="comma-separated pre-run K sources of the new policies (%s; the first one's policies are "
+                         "named replan, replan-stay, static-new; default %%(default)s); empty: main's only"
+                         % ", ".join(ESTIMATES))
+    ap.add_argument("--prior-epochs", type=float, default=NEW_PRIOR_EPOCHS,
+                    help="epochs of evidence the pre-run K counts for in the new controller's online refit "
+                         "(main's: %s; default %%(default)s)" % PRIOR_EPOCHS)
+    ap.add_argument("--ablation", action="store_true",
+                    help="also replan-planner-choice: the first --estimates source, the planner's choice of candidate")
+    ap.add_argument("--policies", default=None, help="comma-separated subset of the policies to run")
+    ap.add_argument("--out", default=str(RESULTS / "closed_loop.json"), help="summary JSON")
+    ap.add_argument("--runs-out", default=None, help="also every run's outcome as JSON (large; not committed)")
     args = ap.parse_args(argv)
     if args.prepare:
         data = prepare(ROOT / "examples" / "paper-data1.yaml")
@@ -274,54 +363,90 @@ def main(argv=None) -> int:
     traces = trace_files(Path(args.traces)) if Path(args.traces).is_dir() else []
     if not traces:
         print(f"note: no traces in {args.traces}: links keep their planned rates", file=sys.stderr)
-    policies = ("open-loop", "static", "replan-before", "replan-stay", "replan")
-    options = {"replan-before": {"reserve_epochs": 0.0, "hedge": False, "allow_switch": True},
-               "replan-stay": {"reserve_epochs": args.reserve, "allow_switch": False},
-               "replan": {"reserve_epochs": args.reserve, "allow_switch": True}}
+    sources = [x for x in args.estimates.split(",") if x]
+    bad = set(sources) - set(ESTIMATES)
+    if bad:
+        ap.error(f"--estimates: unknown {', '.join(sorted(bad))} (known: {', '.join(ESTIMATES)})")
+    pool = pool_runs(curves) if "prior" in sources else None
+    # policy -> (the K estimates its plan starts from, policy, controller options, choice rule). "probe" +
+    # "planner" = main's pre-run plan (the probe estimator's K, the candidate of least K^rob-plan energy);
+    # "expected" = the candidate of least expected energy (jqodi.app.controller.choice)
+    main_ctl = {"reserve_epochs": args.reserve, "allow_switch": True}
+    new_ctl = {"reserve_epochs": args.reserve, "prior_epochs": args.prior_epochs}
+    policies = {"open-loop": ("probe", "open-loop", {}, "planner"), "static": ("probe", "static", {}, "planner"),
+                "replan-before": ("probe", "replan", {"reserve_epochs": 0.0, "hedge": False, "allow_switch": True},
+                                  "planner"),
+                "replan-main": ("probe", "replan", main_ctl, "planner")}
+    for n, src in enumerate(sources):
+        tag = "" if n == 0 else f"-{src}"
+        policies.update({f"static{tag}-new" if tag else "static-new": (src, "static", {}, "expected"),
+                         f"replan-stay{tag}": (src, "replan", {**new_ctl, "allow_switch": False}, "expected"),
+                         f"replan{tag}": (src, "replan", {**new_ctl, "allow_switch": True}, "expected")})
+    if args.ablation and sources:  # the new estimates with the planner's choice of candidate
+        policies["replan-planner-choice"] = (sources[0], "replan", {**new_ctl, "allow_switch": True}, "planner")
+    if args.policies:
+        policies = {k: v for k, v in policies.items() if k in args.policies.split(",")}
     rows = []
     rng = np.random.default_rng(args.seed)
     t_start = time.perf_counter()
     skipped = 0
     while len(rows) < args.runs:
-        made = make_run(rng, testbed, by_bits, traces, args.worse_link)
+        made = make_run(rng, testbed, by_bits, traces, args.worse_link, pool, sources)
         if made is None:
             skipped += 1
             continue
-        world, info = made
+        world, tables, info = made
         sol = solve(world.table.instance, "optimal")
         if sol.status == "infeasible":
             skipped += 1
             continue
-        row = {"run": len(rows), **info, "plan": {"model": sol.model, "bits": sol.bits, "epochs": sol.epochs,
-                                                  "energy_j": sol.energy_j, "time_s": sol.time_s},
-               "true_K": {k: true_epochs(v, world.table.instance.target_loss) for k, v in world.curves.items()}}
+        worlds = {src: dataclasses.replace(world, table=t) for src, t in tables.items()}
+        plans = {}
+        for src, _, _, rule in policies.values():
+            if (src, rule) not in plans:
+                plans[(src, rule)] = sol if (src, rule) == ("probe", "planner") else \
+                    new_plan(tables[src].instance, sol, rule)
+        tk = world.table.instance.target_loss
+        row = {"run": len(rows), **info,
+               "plans": {"+".join(k): {"model": v.model, "bits": v.bits, "epochs": v.epochs, "energy_j": v.energy_j,
+                                       "time_s": v.time_s, "fallback": v.extra.get("fallback")}
+                         for k, v in plans.items()},
+               "true_K": {k: true_epochs(v, tk) for k, v in world.curves.items()}}
         row["hindsight"] = hindsight_optimum(world)
-        row["hindsight-plan"] = hindsight_optimum(world, candidates=[f"{sol.model}@{sol.bits}"])
-        for p in policies:
-            out = simulate_run(world, sol, policy="replan" if p.startswith("replan") else p,
-                               threshold=args.threshold, **options.get(p, {}))
-            row[p] = out.to_dict()
+        hp = {}
+        for v in plans.values():
+            if f"{v.model}@{v.bits}" not in hp:
+                hp[f"{v.model}@{v.bits}"] = hindsight_optimum(world, candidates=[f"{v.model}@{v.bits}"])
+        row["hindsight-plan"] = hp
+        for p, (src, pol, opts, rule) in policies.items():
+            plan = plans[(src, rule)]
+            out = simulate_run(worlds[src], plan, policy=pol, threshold=args.threshold, **opts)
+            row[p] = {**out.to_dict(), "planned": f"{plan.model}@{plan.bits}"}
         rows.append(row)
         if len(rows) % 20 == 0:
             print(f"  {len(rows)}/{args.runs} runs ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr,
                   flush=True)
     summary = {}
     refs = ("hindsight", "hindsight-plan")
-    for p in policies:
-        summary[p] = {"replans_per_run": stats([r[p]["replans"] for r in rows]),
+    for p, (src, _, opts, rule) in policies.items():
+        summary[p] = {"estimates": src, "choice": rule, "controller": opts, "replans_per_run": stats([r[p]["replans"] for r in rows]),
                       "lost_epochs_per_run": stats([r[p]["lost_epochs"] for r in rows]),
                       "plan_ms_max": stats([r[p]["plan_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
-                      "plan_cpu_ms_max": stats([r[p]["plan_cpu_ms_max"] for r in rows if r[p]["plan_ms_max"]])}
+                      "plan_cpu_ms_max": stats([r[p]["plan_cpu_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
+                      "trained": {str(b): n for b, n in sorted(Counter(r[p]["bits"] for r in rows).items())}}
         for ref in refs:
-            feasible = [r for r in rows if r[ref] is not None]
+            href = (lambda r: r[ref]) if ref == "hindsight" else (lambda r: r[ref][r[p]["planned"]])
+            feasible = [r for r in rows if href(r) is not None]
             met = [r for r in feasible if r[p]["met_deadline"]]
-            over = [100.0 * (r[p]["energy_j"] / r[ref]["energy_j"] - 1) for r in met]
+            over = [100.0 * (r[p]["energy_j"] / href(r)["energy_j"] - 1) for r in met]
             summary[p][ref] = {"feasible": len(feasible),
                                "met_deadline_pct": 100.0 * len(met) / max(1, len(feasible)),
                                "reached_target_pct": 100.0 * sum(r[p]["reached"] for r in feasible)
                                / max(1, len(feasible)),
                                "energy_over_pct": stats(over)}
-    for p in ("replan-before", "replan"):
+    for p in ("replan-main", "replan"):
+        if p not in summary:
+            continue
         rp = summary[p]
         rp["targets"] = {"met_deadline_pct": ">= 95", "median_energy_over_hindsight_pct": "<= 5"}
         rp["met_targets"] = {ref: {"deadline": rp[ref]["met_deadline_pct"] >= 95.0,
@@ -332,10 +457,12 @@ def main(argv=None) -> int:
               "traces": len(traces), "testbed": testbed["scenario"], "wall_s": time.perf_counter() - t_start,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "load_avg": list(os.getloadavg())},
-              "summary": summary, "replan_timing": replan_timing(testbed, 60, args.seed), "per_run": rows}
+              "summary": summary, "replan_timing": replan_timing(testbed, 60, args.seed)}
     Path(args.out).write_text(json.dumps(result, indent=1, default=float))
+    if args.runs_out:  # every run's outcome (large: not committed)
+        Path(args.runs_out).write_text(json.dumps({**result, "per_run": rows}, default=float))
     print(table_text(summary, policies, refs), file=sys.stderr)
-    print(json.dumps({k: v for k, v in result.items() if k != "per_run"}, indent=1, default=float))
+    print(json.dumps(result, indent=1, default=float))
     return 0
 
 
