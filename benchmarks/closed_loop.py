@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/closed_loop.py [--runs 200] [--seed 0] [--store DB | --curves FILE]
                                                [--traces DIR] [--worse-link LO] [--out FILE]
+                                               [--estimates store[,prior]] [--prior-epochs N] [--ablation]
+                                               [--policies P,...] [--runs-out FILE]
     .venv/bin/python benchmarks/closed_loop.py --prepare      # (re)compile the testbed table (torch, once)
 
 No torch in the simulation. Inputs:
@@ -16,9 +18,22 @@ No torch in the simulation. Inputs:
   --epochs 16 --seed S --data data2 --train-size 1000 --val-size 300``); the curves used are
   written to ``benchmarks/results/closed_loop_curves.json`` and ``--curves`` reads them back.
   The simulated candidates are the testbed's LeNet at those bit-widths, each with the curve of
-  a random run of its bit-width; its K estimate before the run is the probe estimator
-  (:func:`jqodi.learning.curves.estimate_from_probe`, 10 bootstrap refits) on the first 5 epochs
-  of *another* run of the same bit-width (as ``make demo`` does with its probe runs).
+  a random run of its bit-width (its *true* curve).
+* **K estimates before the run**, per candidate, from three sources (``--estimates``), none of
+  which sees a true curve of the run:
+
+  - ``probe`` (main's policies): the probe estimator (:func:`jqodi.learning.curves.estimate_from_probe`,
+    10 bootstrap refits) on the first 5 epochs of *another* run of the same bit-width (as ``make
+    demo`` does with its probe runs, no trace store);
+  - ``store`` (the new policies, default): what ``jqodi estimate`` does when the trace store holds
+    complete runs of the candidate's configuration (:func:`jqodi.learning.curves.estimate_from_runs`),
+    the store being the pool *less the run's true curve of every candidate* (leave-one-out: the
+    other seeds of each bit-width);
+  - ``prior``: the learned prior (:class:`jqodi.learning.prior.CurvePrior`) on the same
+    leave-one-out library, updated with the probe's 5 epochs (slow: a prior per run).
+
+  The world (target, deadline, events, trace, true curves, probes) is drawn exactly as before
+  these sources existed, so a seed gives the runs main's benchmark gave.
 * **Real bandwidth traces** (``--traces``, default ``../shared/traces`` or ``$JQODI_TRACES_DIR``:
   Norwegian 3G commutes and FCC broadband): the SD's link to both edges follows one trace from a
   random offset, its shape kept (outages included) and its mean rescaled to the planned rate
@@ -31,27 +46,35 @@ K^rob-epoch plan of any candidate (the initial plan is always feasible), with pr
 one edge server leaving at U(0.1, 0.8)·T_max and, with probability 0.7, returning after
 U(0.1, 0.5)·T_max; with probability 0.4 the SD slowing by U(1.1, 1.6)× at U(0, 0.6)·T_max.
 
-Policies (:func:`jqodi.app.simulate.simulate_run`): ``open-loop`` (the plan followed blindly,
-all its K^rob epochs: the runtime before this work), ``static`` (the same plan, stopping at the
-target), ``replan`` (the closed loop: early stop, online estimates, re-planning after every
-epoch and on edge events, 3 % anti-churn threshold, a time reserve of ``--reserve`` epochs,
-hedging between K^exp and K^rob when K^rob no longer fits, switching model/bits when that pays
-including the new candidate's quantization and a fresh start), ``replan-before`` (the
-controller as first built: no reserve, K^exp at once when K^rob does not fit; switching
-allowed), ``replan-stay`` (``replan`` without switching: what the emulated runtime does, which
-trains one model per run).
+Policies (:func:`jqodi.app.simulate.simulate_run`), all in one run on the same worlds. Main's
+(the plan from the ``probe`` estimates, the planner's candidate: least K^rob-plan energy):
+``open-loop`` (the plan followed blindly, all its K^rob epochs: the runtime before the closed
+loop), ``static`` (the same plan, stopping at the target), ``replan-main`` (main's closed loop:
+early stop, online estimates, re-planning after every epoch and on edge events, 3 % anti-churn
+threshold, a time reserve of ``--reserve`` epochs, hedging between K^exp and K^rob when K^rob no
+longer fits, switching model/bits when that pays including the new candidate's quantization and
+a fresh start). The new ones (the plan from the first ``--estimates`` source, the candidate of
+least *expected* energy under the estimate's spread: :mod:`jqodi.app.controller.choice`):
+``static-new`` (that plan, stopping at the target), ``replan`` (the closed loop as
+``replan-main``, the pre-run K counting for ``--prior-epochs`` epochs of evidence in the online
+refit instead of 5) and ``replan-stay`` (``replan`` without switching: what the emulated
+runtime does, which trains one model per run). A second source (``--estimates store,prior``)
+adds ``static-prior-new``, ``replan-stay-prior``, ``replan-prior``. ``--ablation`` adds
+``replan-before`` (the controller as first built: no reserve, K^exp at once when K^rob does not
+fit) and ``replan-planner-choice`` (the new estimates, the planner's choice of candidate).
 
 Two references, both knowing the future: ``hindsight`` (the minimum-energy run knowing the
 link trace, the edge and slowdown events and the true K of *every* candidate:
 :func:`hindsight_optimum`) and ``hindsight-plan`` (the same, restricted to the candidate the
-plan chose: it knows the trace, the events and the true curve of the model being trained,
+policy's plan chose: it knows the trace, the events and the true curve of the model being trained,
 which is what a closed loop can learn; which candidate to train is decided before the run by
 the K estimates, not by the loop).
 Figures per reference: share of runs that reach L_max by T_max among those where the reference
 can; energy over the reference (median, p95) on runs where both reach it in time; re-plans per
 run; re-plan time.
 A separate section times re-plans on the full paper-size testbed (3 models × 4 bits × 2 ESs ×
-4–5 cuts, switching allowed). Prints JSON; writes it to ``--out``.
+4–5 cuts, switching allowed). Prints JSON; writes it (summaries) to ``--out``; ``--runs-out``
+also writes every run's outcome (megabytes: not committed).
 """
 from __future__ import annotations
 
@@ -95,7 +118,7 @@ PROBE_BOOT = 10
 #: learned prior updated with the probe (:func:`prior_estimate`, leave-one-out too)
 ESTIMATES = ("store", "prior")
 #: epochs of evidence the learned prior's K counts for in the new controller's online refit (tuned on seed 1)
-NEW_PRIOR_EPOCHS = 5.0
+NEW_PRIOR_EPOCHS = 40.0
 TRACES = Path(os.environ.get("JQODI_TRACES_DIR", ROOT.parent / "shared" / "traces"))
 
 
@@ -274,6 +297,40 @@ def table_text(summary: dict, policies, refs) -> str:
     return "\n".join(lines)
 
 
+REFS = ("hindsight", "hindsight-plan")
+
+
+def summarize(rows: list[dict], policies: dict) -> dict:
+    """Per policy: deadline met, target reached and energy over each reference, re-plans, plan times."""
+    summary = {}
+    refs = REFS
+    for p, (src, _, opts, rule) in policies.items():
+        summary[p] = {"estimates": src, "choice": rule, "controller": opts, "replans_per_run": stats([r[p]["replans"] for r in rows]),
+                      "lost_epochs_per_run": stats([r[p]["lost_epochs"] for r in rows]),
+                      "plan_ms_max": stats([r[p]["plan_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
+                      "plan_cpu_ms_max": stats([r[p]["plan_cpu_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
+                      "trained": {str(b): n for b, n in sorted(Counter(r[p]["bits"] for r in rows).items())}}
+        for ref in refs:
+            href = (lambda r: r[ref]) if ref == "hindsight" else (lambda r: r[ref][r[p]["planned"]])
+            feasible = [r for r in rows if href(r) is not None]
+            met = [r for r in feasible if r[p]["met_deadline"]]
+            over = [100.0 * (r[p]["energy_j"] / href(r)["energy_j"] - 1) for r in met]
+            summary[p][ref] = {"feasible": len(feasible),
+                               "met_deadline_pct": 100.0 * len(met) / max(1, len(feasible)),
+                               "reached_target_pct": 100.0 * sum(r[p]["reached"] for r in feasible)
+                               / max(1, len(feasible)),
+                               "energy_over_pct": stats(over)}
+    for p in ("replan-main", "replan"):
+        if p not in summary:
+            continue
+        rp = summary[p]
+        rp["targets"] = {"met_deadline_pct": ">= 95", "median_energy_over_hindsight_pct": "<= 5"}
+        rp["met_targets"] = {ref: {"deadline": rp[ref]["met_deadline_pct"] >= 95.0,
+                                   "energy": rp[ref]["energy_over_pct"] is not None
+                                   and rp[ref]["energy_over_pct"]["median"] <= 5.0} for ref in refs}
+    return summary
+
+
 def new_plan(instance: PlanningInstance, fallback: Solution, rule: str = "expected") -> Solution:
     """A pre-run plan from other K estimates: the candidate of least expected energy
     (:func:`plan_by_expected_energy`, ``rule="expected"``) or the planner's (``"planner"``); when no
@@ -333,7 +390,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worse-link", type=float, default=1.0, metavar="LO",
                     help="the SD's link mean = the planned rate × U(LO, 1) (default 1: the trace's mean is the "
                          "planned rate; the plan knows the average, not the fluctuations)")
-    ap.add_argument("--estimates", default="store,prior",
+    ap.add_argument("--estimates", default="store",
                     help="comma-separated pre-run K sources of the new policies (%s; the first one's policies are "
                          "named replan, replan-stay, static-new; default %%(default)s); empty: main's only"
                          % ", ".join(ESTIMATES))
@@ -341,7 +398,8 @@ def main(argv=None) -> int:
                     help="epochs of evidence the pre-run K counts for in the new controller's online refit "
                          "(main's: %s; default %%(default)s)" % PRIOR_EPOCHS)
     ap.add_argument("--ablation", action="store_true",
-                    help="also replan-planner-choice: the first --estimates source, the planner's choice of candidate")
+                    help="also replan-before (the first controller) and replan-planner-choice (the first --estimates "
+                         "source, the planner's choice of candidate)")
     ap.add_argument("--policies", default=None, help="comma-separated subset of the policies to run")
     ap.add_argument("--out", default=str(RESULTS / "closed_loop.json"), help="summary JSON")
     ap.add_argument("--runs-out", default=None, help="also every run's outcome as JSON (large; not committed)")
@@ -374,15 +432,16 @@ def main(argv=None) -> int:
     main_ctl = {"reserve_epochs": args.reserve, "allow_switch": True}
     new_ctl = {"reserve_epochs": args.reserve, "prior_epochs": args.prior_epochs}
     policies = {"open-loop": ("probe", "open-loop", {}, "planner"), "static": ("probe", "static", {}, "planner"),
-                "replan-before": ("probe", "replan", {"reserve_epochs": 0.0, "hedge": False, "allow_switch": True},
-                                  "planner"),
                 "replan-main": ("probe", "replan", main_ctl, "planner")}
     for n, src in enumerate(sources):
         tag = "" if n == 0 else f"-{src}"
         policies.update({f"static{tag}-new" if tag else "static-new": (src, "static", {}, "expected"),
                          f"replan-stay{tag}": (src, "replan", {**new_ctl, "allow_switch": False}, "expected"),
                          f"replan{tag}": (src, "replan", {**new_ctl, "allow_switch": True}, "expected")})
-    if args.ablation and sources:  # the new estimates with the planner's choice of candidate
+    if args.ablation:  # the first controller; the new estimates with the planner's choice of candidate
+        policies["replan-before"] = ("probe", "replan", {"reserve_epochs": 0.0, "hedge": False, "allow_switch": True},
+                                     "planner")
+    if args.ablation and sources:
         policies["replan-planner-choice"] = (sources[0], "replan", {**new_ctl, "allow_switch": True}, "planner")
     if args.policies:
         policies = {k: v for k, v in policies.items() if k in args.policies.split(",")}
@@ -390,6 +449,24 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     t_start = time.perf_counter()
     skipped = 0
+    timing = replan_timing(testbed, 60, args.seed)
+
+    def write(rows, complete):
+        result = {"runs": len(rows), "complete": complete,
+                  "hindsight_feasible": sum(r["hindsight"] is not None for r in rows),
+                  "skipped_worlds": skipped, "seed": args.seed, "threshold": args.threshold,
+                  "reserve_epochs": args.reserve, "prior_epochs_new": args.prior_epochs, "estimates": sources,
+                  "worse_link": args.worse_link, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
+                  "traces": len(traces), "testbed": testbed["scenario"], "wall_s": time.perf_counter() - t_start,
+                  "cpu_s": time.process_time(),
+                  "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "load_avg": list(os.getloadavg())},
+                  "summary": summarize(rows, policies), "replan_timing": timing}
+        Path(args.out).write_text(json.dumps(result, indent=1, default=float))
+        if args.runs_out:  # every run's outcome (large: not committed)
+            Path(args.runs_out).write_text(json.dumps({**result, "per_run": rows}, default=float))
+        return result
+
     while len(rows) < args.runs:
         made = make_run(rng, testbed, by_bits, traces, args.worse_link, pool, sources)
         if made is None:
@@ -426,42 +503,11 @@ def main(argv=None) -> int:
         if len(rows) % 20 == 0:
             print(f"  {len(rows)}/{args.runs} runs ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr,
                   flush=True)
-    summary = {}
-    refs = ("hindsight", "hindsight-plan")
-    for p, (src, _, opts, rule) in policies.items():
-        summary[p] = {"estimates": src, "choice": rule, "controller": opts, "replans_per_run": stats([r[p]["replans"] for r in rows]),
-                      "lost_epochs_per_run": stats([r[p]["lost_epochs"] for r in rows]),
-                      "plan_ms_max": stats([r[p]["plan_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
-                      "plan_cpu_ms_max": stats([r[p]["plan_cpu_ms_max"] for r in rows if r[p]["plan_ms_max"]]),
-                      "trained": {str(b): n for b, n in sorted(Counter(r[p]["bits"] for r in rows).items())}}
-        for ref in refs:
-            href = (lambda r: r[ref]) if ref == "hindsight" else (lambda r: r[ref][r[p]["planned"]])
-            feasible = [r for r in rows if href(r) is not None]
-            met = [r for r in feasible if r[p]["met_deadline"]]
-            over = [100.0 * (r[p]["energy_j"] / href(r)["energy_j"] - 1) for r in met]
-            summary[p][ref] = {"feasible": len(feasible),
-                               "met_deadline_pct": 100.0 * len(met) / max(1, len(feasible)),
-                               "reached_target_pct": 100.0 * sum(r[p]["reached"] for r in feasible)
-                               / max(1, len(feasible)),
-                               "energy_over_pct": stats(over)}
-    for p in ("replan-main", "replan"):
-        if p not in summary:
-            continue
-        rp = summary[p]
-        rp["targets"] = {"met_deadline_pct": ">= 95", "median_energy_over_hindsight_pct": "<= 5"}
-        rp["met_targets"] = {ref: {"deadline": rp[ref]["met_deadline_pct"] >= 95.0,
-                                   "energy": rp[ref]["energy_over_pct"] is not None
-                                   and rp[ref]["energy_over_pct"]["median"] <= 5.0} for ref in refs}
-    result = {"runs": len(rows), "hindsight_feasible": sum(r["hindsight"] is not None for r in rows),
-              "skipped_worlds": skipped, "seed": args.seed, "threshold": args.threshold, "reserve_epochs": args.reserve, "worse_link": args.worse_link, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
-              "traces": len(traces), "testbed": testbed["scenario"], "wall_s": time.perf_counter() - t_start,
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "load_avg": list(os.getloadavg())},
-              "summary": summary, "replan_timing": replan_timing(testbed, 60, args.seed)}
-    Path(args.out).write_text(json.dumps(result, indent=1, default=float))
-    if args.runs_out:  # every run's outcome (large: not committed)
-        Path(args.runs_out).write_text(json.dumps({**result, "per_run": rows}, default=float))
-    print(table_text(summary, policies, refs), file=sys.stderr)
+            if len(rows) < args.runs:  # the figures so far (a run cut short still leaves them)
+                write(rows, False)
+    result = write(rows, True)
+    summary = result["summary"]
+    print(table_text(summary, policies, REFS), file=sys.stderr)
     print(json.dumps(result, indent=1, default=float))
     return 0
 

@@ -79,3 +79,50 @@ def test_the_pre_run_estimate_weighs_as_many_epochs_as_asked_in_the_refit():
         ClosedLoopController(tab, sol, prior_epochs=-1)
     with pytest.raises(JqodiError, match="prior weight"):
         ClosedLoopController(tab, sol, prior_epochs=math.inf)
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "closed_loop.py"
+    spec = importlib.util.spec_from_file_location("closed_loop_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_store_estimates_never_see_the_runs_true_curve():
+    """Leave-one-out: each candidate's store estimate comes from the pool's other runs of its bit-width."""
+    import json
+
+    import numpy as np
+
+    from jqodi.app.simulate import true_epochs
+
+    bm = _benchmark()
+    testbed = json.loads(bm.TESTBED.read_text())
+    fast = [3.0, 1.5, 0.9, 0.8, 0.7, 0.6, 0.55, 0.5] + [0.45] * 8   # below 1.25 from epoch 3
+    slow = [3.0 - 0.125 * k for k in range(16)]                      # down to 1.125 at epoch 16
+    by_bits = {b: [fast, slow] for b in (2, 4, 6, 8)}
+    seen, worlds = set(), 0
+    for seed in range(40):
+        made = bm.make_run(np.random.default_rng(seed), testbed, by_bits, [], sources=("store",))
+        if made is None:  # no probe estimate fits: the benchmark draws another world
+            continue
+        world, tables, info = made
+        worlds += 1
+        target = world.table.instance.target_loss
+        for key, curve in world.curves.items():
+            other = slow if curve is fast else fast
+            k_store = tables["store"].cand(key).epochs.expected
+            assert abs(k_store - true_epochs(other, target)) <= 1  # (the store estimator smooths)
+            assert abs(k_store - true_epochs(curve, target)) >= 5
+            seen.add(curve is fast)
+        # the world is the one main's benchmark drew: same probe estimates, same deadline
+        again = bm.make_run(np.random.default_rng(seed), testbed, by_bits, [])
+        assert again[0].table.instance.deadline_s == world.table.instance.deadline_s
+        assert set(again[1]) == {"probe"}
+        if worlds == 4:
+            break
+    assert worlds == 4 and seen == {True, False}
