@@ -48,8 +48,8 @@ def epoch_distribution(expected: int, robust: int, *, level: float = ROBUST_LEVE
     return [(k, p / total) for k, p in ps if p > 0]
 
 
-def _expected_energy(cand: Candidate, sol: Solution) -> tuple[float, float]:
-    """(expected energy, energy of the epochs the plan has) of ``sol`` for ``cand`` with early stop."""
+def _expected_energy(cand: Candidate, sol: Solution) -> float:
+    """Expected energy of ``sol`` for ``cand`` when the run stops at L_max, cheapest epochs first."""
     cost = {(o.edge, o.cut): o.epoch_energy_j for o in cand.options}
     epochs = sorted(cost[(s.edge, s.cut)] for s in sol.schedule for _ in range(s.epochs))
     planned = sum(epochs)
@@ -62,7 +62,7 @@ def _expected_energy(cand: Candidate, sol: Solution) -> tuple[float, float]:
     for k, p in epoch_distribution(cand.epochs.expected, cand.epochs.robust):
         spent = prefix[k] if k < len(prefix) else prefix[-1] + (k - len(epochs)) * extra
         exp += p * spent
-    return fixed + exp, planned
+    return fixed + exp
 
 
 def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal") -> Solution:
@@ -86,7 +86,7 @@ def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal")
         if sol.status == "infeasible":
             rows.append({"candidate": c.key, "feasible": False})
             continue
-        exp_j, _ = _expected_energy(c, sol)
+        exp_j = _expected_energy(c, sol)
         rows.append({"candidate": c.key, "feasible": True, "expected_energy_j": exp_j, "plan_energy_j": sol.energy_j,
                      "epochs_expected": c.epochs.expected, "epochs_robust": c.epochs.robust})
         if best is None or (exp_j, sol.energy_j) < best[0]:
