@@ -331,6 +331,28 @@ def summarize(rows: list[dict], policies: dict) -> dict:
     return summary
 
 
+def merge(files: Sequence[str], out: str) -> int:
+    """One summary from the ``--runs-out`` files of the shards of one seed (worlds by index ``k``)."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    first = parts[0]
+    if any(p["seed"] != first["seed"] or p["policies"] != first["policies"] for p in parts):
+        raise SystemExit(f"--merge: the files come from different seeds or policies: {', '.join(files)}")
+    rows = sorted((r for p in parts for r in p["per_run"]), key=lambda r: r["run"])
+    policies = {p: tuple(v) for p, v in first["policies"].items()}
+    result = {k: v for k, v in first.items() if k != "per_run"}
+    result.update({"runs": len(rows), "complete": all(p["complete"] for p in parts), "shard": None,
+                   "merged": [{"file": Path(f).name, "shard": p["shard"], "runs": p["runs"], "wall_s": p["wall_s"],
+                               "cpu_s": p["cpu_s"], "load_avg": p["machine"]["load_avg"]} for f, p in zip(files, parts)],
+                   "hindsight_feasible": sum(r["hindsight"] is not None for r in rows),
+                   "skipped_worlds": sum(p["skipped_worlds"] for p in parts),
+                   "wall_s": max(p["wall_s"] for p in parts), "cpu_s": sum(p["cpu_s"] for p in parts),
+                   "summary": summarize(rows, policies)})
+    Path(out).write_text(json.dumps(result, indent=1, default=float))
+    print(table_text(result["summary"], policies, REFS), file=sys.stderr)
+    print(json.dumps(result, indent=1, default=float))
+    return 0
+
+
 def new_plan(instance: PlanningInstance, fallback: Solution, rule: str = "expected") -> Solution:
     """A pre-run plan from other K estimates: the candidate of least expected energy
     (:func:`plan_by_expected_energy`, ``rule="expected"``) or the planner's (``"planner"``); when no
@@ -401,9 +423,24 @@ def main(argv=None) -> int:
                     help="also replan-before (the first controller) and replan-planner-choice (the first --estimates "
                          "source, the planner's choice of candidate)")
     ap.add_argument("--policies", default=None, help="comma-separated subset of the policies to run")
+    ap.add_argument("--shard", default=None, metavar="I/N",
+                    help="run only worlds k ≡ I (mod N) of 0..runs-1, each from its own random stream "
+                         "(seed, k); --merge combines the shards' --runs-out files")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="RUNS_JSON",
+                    help="combine the --runs-out files of shards into one summary (--out)")
     ap.add_argument("--out", default=str(RESULTS / "closed_loop.json"), help="summary JSON")
     ap.add_argument("--runs-out", default=None, help="also every run's outcome as JSON (large; not committed)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
+    shard, n_shards = 0, 1
+    if args.shard:
+        try:
+            shard, n_shards = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            ap.error(f"--shard: expected I/N, got {args.shard!r}")
+        if not 0 <= shard < n_shards:
+            ap.error(f"--shard: I must be in 0..N-1, got {args.shard!r}")
     if args.prepare:
         data = prepare(ROOT / "examples" / "paper-data1.yaml")
         Path(args.testbed).write_text(json.dumps(data))
@@ -452,7 +489,8 @@ def main(argv=None) -> int:
     timing = replan_timing(testbed, 60, args.seed)
 
     def write(rows, complete):
-        result = {"runs": len(rows), "complete": complete,
+        result = {"runs": len(rows), "complete": complete, "shard": args.shard,
+                  "policies": {p: list(v) for p, v in policies.items()},
                   "hindsight_feasible": sum(r["hindsight"] is not None for r in rows),
                   "skipped_worlds": skipped, "seed": args.seed, "threshold": args.threshold,
                   "reserve_epochs": args.reserve, "prior_epochs_new": args.prior_epochs, "estimates": sources,
@@ -467,7 +505,13 @@ def main(argv=None) -> int:
             Path(args.runs_out).write_text(json.dumps({**result, "per_run": rows}, default=float))
         return result
 
-    while len(rows) < args.runs:
+    attempts = iter(range(shard, args.runs, n_shards)) if n_shards > 1 else None
+    while (attempts is None and len(rows) < args.runs) or attempts is not None:
+        if attempts is not None:  # world k of the seed, drawn from its own stream (any shard can draw it)
+            k = next(attempts, None)
+            if k is None:
+                break
+            rng = np.random.default_rng([args.seed, k])
         made = make_run(rng, testbed, by_bits, traces, args.worse_link, pool, sources)
         if made is None:
             skipped += 1
@@ -484,7 +528,7 @@ def main(argv=None) -> int:
                 plans[(src, rule)] = sol if (src, rule) == ("probe", "planner") else \
                     new_plan(tables[src].instance, sol, rule)
         tk = world.table.instance.target_loss
-        row = {"run": len(rows), **info,
+        row = {"run": len(rows) if attempts is None else k, **info,
                "plans": {"+".join(k): {"model": v.model, "bits": v.bits, "epochs": v.epochs, "energy_j": v.energy_j,
                                        "time_s": v.time_s, "fallback": v.extra.get("fallback")}
                          for k, v in plans.items()},
@@ -500,7 +544,7 @@ def main(argv=None) -> int:
             out = simulate_run(worlds[src], plan, policy=pol, threshold=args.threshold, **opts)
             row[p] = {**out.to_dict(), "planned": f"{plan.model}@{plan.bits}"}
         rows.append(row)
-        if len(rows) % 20 == 0:
+        if len(rows) % (20 if attempts is None else 5) == 0:
             print(f"  {len(rows)}/{args.runs} runs ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr,
                   flush=True)
             if len(rows) < args.runs:  # the figures so far (a run cut short still leaves them)
