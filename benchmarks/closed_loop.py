@@ -33,7 +33,9 @@ No torch in the simulation. Inputs:
     leave-one-out library, updated with the probe's 5 epochs (slow: a prior per run).
 
   The world (target, deadline, events, trace, true curves, probes) is drawn exactly as before
-  these sources existed, so a seed gives the runs main's benchmark gave.
+  these sources existed, so a seed gives the runs main's benchmark gave; with ``--shard I/N``
+  world k is drawn from its own stream (seed, k) instead (other worlds, any shard can draw
+  them), and ``--merge`` sums the shards up.
 * **Real bandwidth traces** (``--traces``, default ``../shared/traces`` or ``$JQODI_TRACES_DIR``:
   Norwegian 3G commutes and FCC broadband): the SD's link to both edges follows one trace from a
   random offset, its shape kept (outages included) and its mean rescaled to the planned rate
