@@ -430,9 +430,11 @@ def main(argv=None) -> int:
                          "(seed, k); --merge combines the shards' --runs-out files")
     ap.add_argument("--merge", nargs="+", default=None, metavar="RUNS_JSON",
                     help="combine the --runs-out files of shards into one summary (--out)")
-    ap.add_argument("--out", default=str(RESULTS / "closed_loop.json"), help="summary JSON")
+    ap.add_argument("--out", default=None, help="summary JSON (default: results/closed_loop_seed{SEED}.json)")
     ap.add_argument("--runs-out", default=None, help="also every run's outcome as JSON (large; not committed)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(RESULTS / f"closed_loop_seed{args.seed}.json")
     if args.merge:
         return merge(args.merge, args.out)
     shard, n_shards = 0, 1
