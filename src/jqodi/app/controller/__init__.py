@@ -39,7 +39,9 @@ Modules: :mod:`~jqodi.app.controller.phases` (:class:`PhaseTable`: the instance 
 Eq. (7)–(10)), :mod:`~jqodi.app.controller.estimates` (:class:`ResourceEstimates`),
 :mod:`~jqodi.app.controller.decisions` (:class:`Observation`, :class:`Decision`, :class:`Replan`),
 :mod:`~jqodi.app.controller.remaining` (the work left: :func:`remaining_instance`),
-:mod:`~jqodi.app.controller.loop` (:class:`ClosedLoopController`, :func:`controller_for`).
+:mod:`~jqodi.app.controller.loop` (:class:`ClosedLoopController`, :func:`controller_for`),
+:mod:`~jqodi.app.controller.choice` (before the run: the candidate of least expected energy under
+the K estimate's spread, :func:`~jqodi.app.controller.choice.plan_by_expected_energy`).
 How a run's epochs ended, as text, is :func:`jqodi.render.runs.control_lines`.
 """
 from __future__ import annotations

@@ -46,7 +46,7 @@ class ClosedLoopController:
                  threshold: float = DEFAULT_THRESHOLD, confirm: int = 0, allow_switch: bool = False,
                  early_stop: bool = True, solver: str = "optimal", refit_boot: int = 0,
                  reserve_epochs: float = DEFAULT_RESERVE_EPOCHS, hedge: bool = True,
-                 edges_down: Iterable[str] = ()):
+                 prior_epochs: float | None = None, edges_down: Iterable[str] = ()):
         if policy not in POLICIES:
             raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
         if not (0 <= threshold < 1):
@@ -55,6 +55,8 @@ class ClosedLoopController:
             raise JqodiError(f"confirmation epochs must be ≥ 0, got {confirm}")
         if not (reserve_epochs >= 0 and math.isfinite(reserve_epochs)):
             raise JqodiError(f"re-plan reserve must be a finite number of epochs ≥ 0, got {reserve_epochs!r}")
+        if prior_epochs is not None and not (prior_epochs >= 0 and math.isfinite(prior_epochs)):
+            raise JqodiError(f"prior weight must be a finite number of epochs ≥ 0, got {prior_epochs!r}")
         if solution.status == "infeasible" or not solution.schedule:
             raise JqodiError("the closed loop needs a feasible plan to start from")
         self.table = table
@@ -67,6 +69,7 @@ class ClosedLoopController:
         self.refit_boot = int(refit_boot)
         self.reserve_epochs = float(reserve_epochs)
         self.hedge = bool(hedge)
+        self.prior_epochs = None if prior_epochs is None else float(prior_epochs)
         self.deadline_s = table.instance.deadline_s
         self.target_loss = table.instance.target_loss
         self.model, self.bits = solution.model, int(solution.bits)
@@ -86,7 +89,8 @@ class ClosedLoopController:
         self.offset_s = cand.quantize_time_s  # τ_(a,q) is paid before fine-tuning starts
         self.options = {"policy": policy, "threshold": self.threshold, "confirm": self.confirm,
                         "allow_switch": self.allow_switch, "early_stop": self.early_stop, "solver": solver,
-                        "refit_boot": self.refit_boot, "reserve_epochs": self.reserve_epochs, "hedge": self.hedge}
+                        "refit_boot": self.refit_boot, "reserve_epochs": self.reserve_epochs, "hedge": self.hedge,
+                        "prior_epochs": self.prior_epochs}
         self.solution = solution
         self.priors = {c.key: (c.epochs.expected, c.epochs.robust) for c in table.instance.candidates}
         self.remaining_estimate: tuple[int | None, int | None] = (cand.epochs.expected, cand.epochs.robust)
@@ -154,7 +158,8 @@ class ClosedLoopController:
         prior = self.priors[key]
         t0 = time.perf_counter()
         est = refit_remaining(losses, self.target_loss, prior[0], prior[1], confirm=self.confirm,
-                              n_boot=self.refit_boot)
+                              n_boot=self.refit_boot,
+                              **({} if self.prior_epochs is None else {"prior_epochs": self.prior_epochs}))
         self.refits.append({"epoch": obs.epoch, "remaining_expected": est.remaining_expected,
                             "remaining_robust": est.remaining_robust, "weight_observed": est.weight_observed,
                             "source": est.source, "ms": (time.perf_counter() - t0) * 1e3})
