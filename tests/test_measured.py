@@ -70,6 +70,18 @@ def test_table_vi_observation_2_and_estimates_from_runs(runs):
     assert table_vi(runs, cfg, held_out=pre) == rows
     assert next(e for e in est if e.bits == 1).epochs_expected is None
 
+    # the store source: seed 0's probe aligned to the *other* seeds' curves (never seed 0's later epochs)
+    store = {e.bits: e for e in measured_estimates(rows, runs, cfg, source="store")}
+    assert all(e.source.startswith("measured:store(seeds [1, 2]") for e in store.values())
+    assert store[1].epochs_expected is None                       # seeds 1 and 2 never reach at 1 bit
+    assert 4 <= store[4].epochs_expected <= 8 and store[4].epochs_robust >= store[4].epochs_expected
+    poisoned = [dict(r, train_losses=r["train_losses"][:3] + [9.0] * (len(r["train_losses"]) - 3))
+                if r["seed"] == 0 else r for r in runs]
+    assert {e.bits: e.epochs_expected for e in measured_estimates(rows, poisoned, cfg, source="store")} == \
+        {b: e.epochs_expected for b, e in store.items()}
+    with pytest.raises(ValueError):
+        measured_estimates(rows, runs, cfg, source="oracle")
+
 
 def test_measured_estimates_plan_the_papers_testbed_with_planning_energy():
     from jqodi.core.estimates import LearningEstimate

@@ -305,13 +305,19 @@ def _fmt(k: float) -> str:
     return "∞" if not math.isfinite(k) else f"{k:.1f}"
 
 
-def measured_estimates(rows: Sequence[dict], runs: Sequence[dict], cfg: MeasureConfig):
+def measured_estimates(rows: Sequence[dict], runs: Sequence[dict], cfg: MeasureConfig, *, source: str = "probe"):
     """:class:`~jqodi.core.estimates.LearningEstimate` per (model, bits) as a deployment would have
-    them before fine-tuning: K^exp/K^rob from the probe estimator on seed 0's first P epochs (the
-    lowest seed), L_a and γ measured (means over seeds; γ^rob the largest). A row whose γ is not
-    finite (the quantized model's loss overflowed) gets no estimate: it is not planned."""
+    them before fine-tuning seed 0 (the lowest seed): K^exp/K^rob from seed 0's first P epochs —
+    ``source="probe"``: the probe estimator on those epochs alone; ``"store"``: the store estimator
+    on the *other* seeds' full curves of the same (model, bits), aligned to seed 0's probe (a trace
+    store that has seen this configuration fine-tuned before; never seed 0's own later epochs).
+    L_a and γ measured (means over seeds; γ^rob the largest). A row whose γ is not finite (the
+    quantized model's loss overflowed) gets no estimate: it is not planned."""
     from jqodi.core.estimates import LearningEstimate
-    from jqodi.learning.curves import estimate_from_probe
+    from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
+
+    if source not in ("probe", "store"):
+        raise ValueError(f"source must be 'probe' or 'store', not {source!r}")
 
     out = []
     for row in rows:
@@ -320,17 +326,24 @@ def measured_estimates(rows: Sequence[dict], runs: Sequence[dict], cfg: MeasureC
         rs = sorted((r for r in runs if (r["model"], r["bits"]) == (row["model"], row["bits"])),
                     key=lambda r: r["seed"])
         probe_epochs = cfg.probe_epochs
-        probe = estimate_from_probe(rs[0]["train_losses"][:probe_epochs], row["target_loss"], seed=0,
-                                    n_boot=cfg.probe_boot)
+        head = rs[0]["train_losses"][:probe_epochs]
+        if source == "store" and len(rs) > 1:
+            probe = estimate_from_runs([r["train_losses"] for r in rs[1:]], row["target_loss"], probe=head,
+                                       horizon=cfg.max_epochs)
+            how = f"store(seeds {[r['seed'] for r in rs[1:]]} aligned to {probe_epochs} epochs of seed {rs[0]['seed']}"
+        else:
+            probe = estimate_from_probe(head, row["target_loss"], seed=0, n_boot=cfg.probe_boot)
+            how = f"probe({probe_epochs} epochs of seed {rs[0]['seed']}"
         out.append(LearningEstimate(
             model=row["model"], bits=row["bits"], base_loss=max(0.0, row["L_a"]), gamma=row["gamma"],
             gamma_robust=row["gamma_robust"], epochs_expected=probe.expected, epochs_robust=probe.robust,
             target_loss=row["target_loss"], final_loss_expected=probe.final_loss_expected,
             final_loss_robust=probe.final_loss_robust,
-            source=f"measured:probe({probe_epochs} epochs of seed {rs[0]['seed']}; cifar10 {cfg.data}, "
+            source=f"measured:{how}; cifar10 {cfg.data}, "
                    f"{LOSS_KIND}, width {row['width']:g})",
             provenance={"model": row["model"], "width": row["width"], "dataset": "cifar10", "data_name": cfg.data,
-                        "loss_kind": "train-cross-entropy"}))
+                        "train_size": cfg.train_size, "val_size": cfg.val_size, "data_seed": 0,
+                        "pretrain_epochs": cfg.pretrain_epochs, "loss_kind": "train-cross-entropy"}))
     return out
 
 
@@ -433,13 +446,17 @@ def run_measured_plan(scenario_path: str | Path, estimates, cfg: MeasureConfig, 
                 "models": [{"name": m, "width": float(w)} for m, w in cfg.widths.items()]})
     raw["data"] = {**raw["data"], "dataset": "cifar10", "split": cfg.data, "data_dir": cfg.data_dir,
                    "train_size": cfg.train_size, "val_size": cfg.val_size}
-    raw.setdefault("training", {}).update({"lr": cfg.lr, "batch_size": cfg.batch_size})
+    # the measured runs split the SD's data with seed 0: the run uses the same images
+    raw.setdefault("training", {}).update({"lr": cfg.lr, "batch_size": cfg.batch_size, "seed": 0})
     scen = work / "scenario.yaml"
     scen.write_text(yaml.safe_dump(raw, sort_keys=False))
     est_path = work / "estimates.json"
     save_estimates(est_path, estimates)
+    # the estimates describe the *training* loss (Table VI's K, see LOSS_KIND) while a run's provenance
+    # check expects the validation loss the closed loop watches: this run has no controller and reads
+    # K from the training losses, so that one difference is allowed (and said in a note)
     opts = RunOptions(workdir=work / "run", estimates=est_path, policy=None, trace_store=None, progress=progress,
-                      max_epochs=max_epochs, data_dir=cfg.data_dir)
+                      max_epochs=max_epochs, data_dir=cfg.data_dir, allow_estimate_mismatch=True)
     record, _ = run_scenario(scen, opts, say=say or (lambda line: None))
     eps = record.epochs
     totals = record.totals

@@ -68,7 +68,9 @@ def measured_markdown(summary: Mapping[str, Any]) -> str:
               f"| paper | {v['paper']['total_energy_j']:g} | – | – | {v['paper']['jqodi_energy_j']:g} | "
               f"{1000 * v['paper_share']:.2f} ‰ |"]
     run = summary.get("run")
-    if run:
+    if run and run.get("status") == "not run":
+        lines += ["", f"**JQODI's plan was not run for real:** {run['why'][:300]}"]
+    elif run:
         plan = run["plan"]
         sched = ", ".join(f"{e['epochs']}×(cut {e['cut']} @ {e['edge']})" for e in plan["schedule"] or [])
         lines += ["", f"**JQODI's plan run for real** ({plan['model']} {_bits(plan['bits'])}, {sched}; predicted "
