@@ -228,3 +228,32 @@ def test_the_evaluation_saves_the_cut_sweep_and_the_phases_the_page_draws(tmp_pa
                 phases = sum(s["phases"].get(t, {}).get(unit, 0.0) for t in terms)
                 assert phases + (quant if node == "CS" else 0.0) == pytest.approx(s["breakdown"][node][unit])
         assert sum(p["energy_j"] for p in s["phases"].values()) == pytest.approx(s["energy_j"] - q.quantize_energy_j)
+
+
+def test_a_measured_evaluation_gets_table_vi_observation_2_and_its_curves(tmp_path):
+    """``summary.json`` of benchmarks/paper_cifar.py with its runs/: Table VI measured beside the
+    paper's, the estimators, Observation 2 and one training-loss chart per model."""
+    (tmp_path / "runs").mkdir()
+    runs = [{"model": "lenet", "bits": b, "seed": s, "target_loss": 0.1,
+             "train_losses": [1.0 / (e + 1) ** (b / 8) for e in range(12)]} for b in (2, 8) for s in (0, 1)]
+    for r in runs:
+        (tmp_path / "runs" / f"lenet_{r['bits']}_{r['seed']}.json").write_text(json.dumps(r))
+    row = {"model": "lenet", "width": 0.25, "target_loss": 0.1, "reached": "2/2", "gamma": 0.01}
+    summary = {"config": {"data": "data1", "train_size": 2000, "max_epochs": 12, "seeds": [0, 1], "probe_epochs": 3},
+               "table_vi": [dict(row, bits=2, K_mean=None, reached="0/2", paper_K="126±6", paper_K_exp=126,
+                                 paper_K_rob=132),
+                            dict(row, bits=8, K_mean=10.0, K_std=0.0, store_K_exp=9.5, store_K_rob=11)],
+               "estimators": {"probe": {"predictions": 4, "median_rel_error_K_exp": 0.25, "coverage_K_rob_ge_K": 0.5}},
+               "observation_2": [{"model": "lenet", "K_by_bits": {"2": None, "8": 10.0}, "fewer_bits_more_epochs": True,
+                                  "violations": [], "one_bit_reached": None}]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert find_sources(tmp_path).measured == [tmp_path / "summary.json"]
+    html = build_report(tmp_path).read_text()
+    for heading in ("Table VI measured on CIFAR-10", "Estimators, held out", "Observation 2 on real runs",
+                    "Fine-tuning curves"):
+        assert heading in html
+    assert "126±6" in html and "10 ± 0" in html and "25%" in html
+    assert html.count("<svg") == 1 and "L_max = 0.1" in html
+    (tmp_path / "runs" / "lenet_2_0.json").write_text(json.dumps({"model": "lenet"}))
+    with pytest.raises(JqodiError, match="lenet_2_0.json"):
+        build_report(tmp_path)

@@ -9,7 +9,9 @@ The directory (and its sub-directories, up to :data:`MAX_DEPTH` levels) is searc
   sections per evaluation, with the paper's Table V beside ours when the scenario is one of the
   paper's (:data:`jqodi.app.paper.PAPER`);
 - ``record.json`` (``jqodi run``, ``make demo``, a cloud started by hand), with the main job's
-  ``summary.json`` beside it when there is one: one group per run.
+  ``summary.json`` beside it when there is one: one group per run;
+- ``summary.json`` with a ``table_vi`` (``benchmarks/paper_cifar.py``), with its ``runs/*.json``:
+  Table VI measured, the estimators held out, Observation 2 and the fine-tuning curves.
 
 Nothing is recomputed from scenarios: the page shows what the JSON files hold
 (:mod:`jqodi.render.html_report` draws it). A directory with nothing to report, or a file that is
@@ -39,6 +41,7 @@ class ReportSources:
     root: Path
     evaluations: list[Path] = field(default_factory=list)
     runs: list[Path] = field(default_factory=list)
+    measured: list[Path] = field(default_factory=list)
 
 
 def find_sources(root: str | os.PathLike) -> ReportSources:
@@ -55,9 +58,12 @@ def find_sources(root: str | os.PathLike) -> ReportSources:
             found.evaluations.append(Path(dirpath) / "evaluation.json")
         if "record.json" in filenames:
             found.runs.append(Path(dirpath) / "record.json")
+        elif "summary.json" in filenames and (Path(dirpath) / "runs").is_dir():
+            found.measured.append(Path(dirpath) / "summary.json")
     found.evaluations.sort()
     found.runs.sort()
-    if not found.evaluations and not found.runs:
+    found.measured.sort()
+    if not found.evaluations and not found.runs and not found.measured:
         raise JqodiError(f"{root}: nothing to report (no evaluation.json or record.json in it or in its "
                          f"sub-directories; 'jqodi evaluate --out DIR' and 'jqodi run' write them)")
     return found
@@ -114,6 +120,22 @@ def _run_group(path: Path, root: Path) -> tuple[str, list]:
     return name, run_sections(rec, totals, summary=summary)
 
 
+def _measured_group(path: Path, root: Path) -> tuple[str, list]:
+    from jqodi.render.html_report import measured_sections
+
+    summary = _load(path)
+    _require(path, summary, "a measured evaluation (summary.json of benchmarks/paper_cifar.py)",
+             {"table_vi": list, "config": dict})
+    runs = [_load(p) for p in sorted((path.parent / "runs").glob("*.json"))]
+    for p, r in zip(sorted((path.parent / "runs").glob("*.json")), runs):
+        _require(p, r, "a measured run (runs/*.json of benchmarks/paper_cifar.py)",
+                 {"model": str, "bits": int, "train_losses": list})
+    cfg = summary["config"]
+    name = (f"Measured: CIFAR-10 {cfg.get('data')} ({path.parent.relative_to(root).as_posix() or '.'}; "
+            f"{len(runs)} runs)")
+    return name, measured_sections(summary, runs)
+
+
 def report_html(sources: ReportSources) -> str:
     """The page for ``sources`` (see :func:`find_sources`)."""
     from html import escape
@@ -121,7 +143,8 @@ def report_html(sources: ReportSources) -> str:
     from jqodi.render.html_report import page
 
     groups = []
-    for path, build in [(p, _evaluation_group) for p in sources.evaluations] + [(p, _run_group) for p in sources.runs]:
+    for path, build in ([(p, _measured_group) for p in sources.measured]
+                        + [(p, _evaluation_group) for p in sources.evaluations] + [(p, _run_group) for p in sources.runs]):
         try:
             groups.append(build(path, sources.root))
         except JqodiError:
@@ -129,10 +152,11 @@ def report_html(sources: ReportSources) -> str:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise JqodiError(f"{path}: unexpected content ({type(e).__name__}: {e})") from e
     files = ", ".join(f"<code>{escape(p.relative_to(sources.root).as_posix())}</code>"
-                      for p in sources.evaluations + sources.runs)
+                      for p in sources.measured + sources.evaluations + sources.runs)
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = (f"Built by <code>jqodi report</code> on {when} from {files} "
-             f"({len(sources.evaluations)} evaluation(s), {len(sources.runs)} run(s)). "
+             f"({len(sources.measured)} measured evaluation(s), {len(sources.evaluations)} evaluation(s), "
+             f"{len(sources.runs)} run(s)). "
              "Self-contained: every table and plot is in this file.")
     return page(f"jqodi report: {sources.root.resolve().name}", intro, groups)
 

@@ -9,13 +9,17 @@ scripts, nothing fetched from anywhere) built from what evaluations and runs sav
   ``make demo``; its ``summary.json`` when the main job wrote one): the outcome, predicted vs
   measured per epoch, phase and node, the loss curve with L_max and K^exp/K^rob, re-plans,
   inference, the probes' loss curves.
+- :func:`measured_sections` — one measured evaluation (``summary.json`` of
+  ``benchmarks/paper_cifar.py`` and its runs): Table VI measured beside the paper's, the
+  estimators held out, Observation 2, the fine-tuning curves.
 - :func:`page` — the sections as one HTML document.
 
 A section appears only when its data does. Inputs are plain JSON data (dicts); this module
 reads no files.
 """
 from jqodi.render.html_report.evaluation import evaluation_sections
+from jqodi.render.html_report.measured import measured_sections
 from jqodi.render.html_report.page import page, table
 from jqodi.render.html_report.run import run_sections
 
-__all__ = ["page", "evaluation_sections", "run_sections", "table"]
+__all__ = ["page", "evaluation_sections", "measured_sections", "run_sections", "table"]
