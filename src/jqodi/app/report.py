@@ -131,7 +131,7 @@ def _measured_group(path: Path, root: Path) -> tuple[str, list]:
         _require(p, r, "a measured run (runs/*.json of benchmarks/paper_cifar.py)",
                  {"model": str, "bits": int, "train_losses": list})
     cfg = summary["config"]
-    name = (f"Measured: CIFAR-10 {cfg.get('data')} ({path.parent.relative_to(root).as_posix() or '.'}; "
+    name = (f"Measured: CIFAR-10 {cfg.get('data')} ({path.parent.relative_to(root).as_posix() or path.parent.name}; "
             f"{len(runs)} runs)")
     return name, measured_sections(summary, runs)
 

@@ -27,7 +27,8 @@ def _table_vi(summary: Mapping) -> list[Section]:
              "reached": r.get("reached"), "K^exp probe": _k(r.get("probe_K_exp")), "K^rob probe": _k(r.get("probe_K_rob")),
              "K^exp store": _k(r.get("store_K_exp")), "K^rob store": _k(r.get("store_K_rob")),
              "γ": fmt(r.get("gamma")), "paper K": r.get("paper_K", "–"),
-             "paper K^exp / K^rob": (f"{r['paper_K_exp']} / {r['paper_K_rob']}" if "paper_K_exp" in r else "–")}
+             "paper K^exp / K^rob": (f"{r['paper_K_exp']} / {r['paper_K_rob']}" if r.get("paper_K_exp") is not None
+                                     else "–")}
             for r in summary.get("table_vi") or []]
     if not rows:
         return []
