@@ -82,14 +82,9 @@ def test_the_pre_run_estimate_weighs_as_many_epochs_as_asked_in_the_refit():
 
 
 def _benchmark():
-    import importlib.util
-    from pathlib import Path
+    from _scripts import load_script
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "closed_loop.py"
-    spec = importlib.util.spec_from_file_location("closed_loop_benchmark", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/closed_loop.py", "closed_loop_benchmark")
 
 
 def test_benchmark_store_estimates_never_see_the_runs_true_curve():

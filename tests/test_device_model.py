@@ -361,6 +361,21 @@ def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tm
     FLOPs / v would measure ~100× less."""
     import torch
 
+    torch.set_num_threads(1)
+    measured, pred = serve_on_slow_devices(tmp_path)
+    for edge, key in (("es", ("split", 2)), (None, ("end-only", None))):
+        m, p = measured[edge], pred[key]
+        assert p.request_time_s > 0.01  # the rooflines, not FLOPs / v (≈ 0.1 ms)
+        assert m.predicted_latency_s == pytest.approx(p.request_time_s, rel=1e-6), key
+        assert m.predicted_energy_j == pytest.approx(p.request_energy_j, rel=1e-6), key
+        assert m.energy_j == pytest.approx(p.request_energy_j, rel=0.02), key
+        assert m.latency_p50_s >= p.request_time_s * 0.98, key
+
+
+def serve_on_slow_devices(tmp_path, *, end_idle_w: float = 0.0, edge_idle_w: float = 0.0, idle_energy: bool = False):
+    """8 emulated requests of LeNet ×0.125 at 4 bits (split at cut 2 on edge ``es``, and end-only)
+    on device files whose every layer costs ~2 ms per call (a request takes tens of ms on the
+    device); returns (measured per edge, ``request_costs`` per (mode, cut))."""
     from jqodi.core.profile import profile_named_model
     from jqodi.core.serving import request_costs
     from jqodi.runtime.inference import run_inference
@@ -369,29 +384,23 @@ def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tm
     from test_runtime import _Data, _master
 
     slow = copy.deepcopy(DEVICE)
-    slow.update(flops=1e11, idle_power_w=0.0, bit_time_factor={4: 1.3})
-    for lm in slow["layers"].values():  # ~2 ms per call: a request takes tens of ms on the device
+    slow.update(flops=1e11, idle_power_w=end_idle_w, bit_time_factor={4: 1.3})
+    for lm in slow["layers"].values():
         lm["forward"] = {"flops_per_s": 2e8, "bytes_per_s": 1e9, "overhead_s": 2e-3}
-    dev = write(tmp_path, slow)
     shape = (1, 28, 28)
-    sc = parse_scenario({**scenario_dict(end={"device": str(dev)}, edge={"device": str(dev)}),
+    sc = parse_scenario({**scenario_dict(end={"device": str(write(tmp_path, slow))},
+                                         edge={"device": str(write(tmp_path, {**slow, "idle_power_w": edge_idle_w},
+                                                                   "e.yaml"))},
+                                         idle_energy=idle_energy),
                          "data": {"train_size": 32, "val_size": 8, "input_shape": list(shape), "num_classes": 10},
-                         "models": [{"name": "lenet", "width": 0.125}], "bits": [4],
-                         "training": {"act_bits": 32}})
+                         "models": [{"name": "lenet", "width": 0.125}], "bits": [4], "training": {"act_bits": 32}})
     emu = emulation_from_scenario(sc, 4, ["es"], enabled=True, dilation=1.0)
     job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125, "input_shape": list(shape),
                          "schedule": [{"edge": "es", "cut": 2, "epochs": 1}],
                          "training": {"batch_size": 32, "eval_batch_size": 8}, "timeout_s": 30,
                          "meter": "null", "emulation": emu})
     data = _Data(n_train=32, n_val=8)
-    torch.set_num_threads(1)
     measured = {r.edge: r for r in run_inference(job, _master(data), data, requests=8, dilation=1.0)}
     pred = {(c.mode, c.cut): c for c in request_costs(sc, profile_named_model("lenet", shape, 10, 0.125), 4,
                                                       cost_model="extended")}
-    for edge, key in (("es", ("split", 2)), (None, ("end-only", None))):
-        m, p = measured[edge], pred[key]
-        assert p.request_time_s > 0.01  # the rooflines, not FLOPs / v (≈ 0.1 ms)
-        assert m.predicted_latency_s == pytest.approx(p.request_time_s, rel=1e-6), key
-        assert m.predicted_energy_j == pytest.approx(p.request_energy_j, rel=1e-6), key
-        assert m.energy_j == pytest.approx(p.request_energy_j, rel=0.02), key
-        assert m.latency_p50_s >= p.request_time_s * 0.98, key
+    return measured, pred

@@ -12,7 +12,7 @@ from jqodi.runtime.emulation import charge_idle_outside_windows
 from jqodi.runtime.energy import EnergyMeterError, Measurement, ModelMeter
 from jqodi.runtime.job import Job
 from jqodi.runtime.plan import emulation_from_scenario, predict_epoch
-from test_device_model import DEVICE, scenario_dict, write
+from test_device_model import DEVICE, scenario_dict, serve_on_slow_devices, write
 from test_runtime import _Data, _master
 
 
@@ -143,28 +143,7 @@ def test_emulated_serving_charges_the_idle_power_the_plan_prices_a_request_with(
     waits for the link and the ES, and the ES's while it waits for the SD and the link
     (:func:`jqodi.core.serving.request_costs`); the emulation charges both (each node's request
     window spans its wait), and the runtime's own prediction is the planner's."""
-    from jqodi.core.serving import request_costs
-    from jqodi.runtime.inference import run_inference
-
-    slow = copy.deepcopy(DEVICE)
-    slow.update(flops=1e11, idle_power_w=5.0, bit_time_factor={4: 1.3})
-    for lm in slow["layers"].values():  # ~2 ms per call: a request takes tens of ms on the device
-        lm["forward"] = {"flops_per_s": 2e8, "bytes_per_s": 1e9, "overhead_s": 2e-3}
-    shape = (1, 28, 28)
-    sc = parse_scenario({**scenario_dict(end={"device": str(write(tmp_path, slow))},
-                                         edge={"device": str(write(tmp_path, {**slow, "idle_power_w": 8.0}, "e.yaml"))},
-                                         idle_energy=True),
-                         "data": {"train_size": 32, "val_size": 8, "input_shape": list(shape), "num_classes": 10},
-                         "models": [{"name": "lenet", "width": 0.125}], "bits": [4], "training": {"act_bits": 32}})
-    emu = emulation_from_scenario(sc, 4, ["es"], enabled=True, dilation=1.0)
-    job = Job.from_dict({"model": "lenet", "bits": 4, "width": 0.125, "input_shape": list(shape),
-                         "schedule": [{"edge": "es", "cut": 2, "epochs": 1}],
-                         "training": {"batch_size": 32, "eval_batch_size": 8}, "timeout_s": 30,
-                         "meter": "null", "emulation": emu})
-    data = _Data(n_train=32, n_val=8)
-    measured = {r.edge: r for r in run_inference(job, _master(data), data, requests=8, dilation=1.0)}
-    pred = {(c.mode, c.cut): c for c in request_costs(sc, profile_named_model("lenet", shape, 10, 0.125), 4,
-                                                      cost_model="extended")}
+    measured, pred = serve_on_slow_devices(tmp_path, end_idle_w=5.0, edge_idle_w=8.0, idle_energy=True)
     split, alone = pred[("split", 2)], pred[("end-only", None)]
     assert split.end_idle_j > 0 and split.edge_idle_j > 0 and alone.end_idle_j == 0
     for edge, p in (("es", split), (None, alone)):

@@ -9,6 +9,8 @@ import pytest
 from jqodi.core.costs import compile_instance, cost_table
 from jqodi.core.scenario import load_scenario
 
+from _scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = [1, 2, 4, 6, 8, 32]
 
@@ -68,12 +70,7 @@ def test_observation_3_the_sd_is_slower_but_cheaper_than_the_es(data1):
 
 
 def _fit_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fit_paper_testbed", ROOT / "benchmarks" / "fit_paper_testbed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/fit_paper_testbed.py", "fit_paper_testbed")
 
 
 def test_observation_4_cannot_hold_with_the_idle_power_the_paper_rates():

@@ -2,7 +2,6 @@
 recomputed, and the planning commands never import torch when profiles are stored."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ from jqodi.core import profile_cache
 from jqodi.core.profile import ModelProfile, profile_model, profile_named_model
 from jqodi.core.zoo import build_model
 
+from _scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "src" / "jqodi" / "scenarios" / "paper-data1.yaml"
 
@@ -30,10 +31,7 @@ def home(tmp_path, monkeypatch):
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("build_zoo_profiles", ROOT / "scripts" / "build_zoo_profiles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/build_zoo_profiles.py", "build_zoo_profiles")
 
 
 def test_shipped_profiles_are_what_the_generator_writes_now():
