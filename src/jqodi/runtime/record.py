@@ -140,21 +140,13 @@ class RunRecord(JsonRecord):
         if self.epochs and all(p is not None for p in pred):
             out["predicted_time_s"] = sum(p["time_s"] for p in pred)
             out["predicted_energy_j"] = sum(p["energy_j"] for p in pred)
-        nodes: dict[str, float] = {}
-        for e in self.epochs:
-            for n, j in e["compute_energy_j"].items():
-                nodes[n] = nodes.get(n, 0.0) + j
-        out["compute_energy_j"] = nodes
-        idle: dict[str, float] = {}
-        for e in self.epochs:
-            for n, j in (e.get("idle_energy_j") or {}).items():
-                idle[n] = idle.get(n, 0.0) + j
-        out["idle_energy_j"] = idle
-        links: dict[str, int] = {}
-        for e in self.epochs:
-            for n, b in e["bytes"].items():
-                links[n] = links.get(n, 0) + b
-        out["bytes"] = links
+        # per node (energy) and per link (bytes), summed over the epochs; idle only where charged
+        for key in ("compute_energy_j", "idle_energy_j", "bytes"):
+            summed: dict[str, float] = {}
+            for e in self.epochs:
+                for n, v in (e.get(key) or {}).items():
+                    summed[n] = summed.get(n, 0) + v
+            out[key] = summed
         cut_b = sum(e["cut_traffic"]["bytes"] for e in self.epochs)
         cut_fp = sum(e["cut_traffic"]["fp32_bytes"] for e in self.epochs)
         out["cut_traffic"] = {"bytes": cut_b, "fp32_bytes": cut_fp,
