@@ -260,12 +260,15 @@ def _prior_k(curve: np.ndarray, target: float, horizon: int) -> float:
     that epoch. Only a run that never reaches the target is extrapolated (its tail fitted by the
     power law, the exponential as fallback); ∞ if neither reaches it within ``horizon``."""
     hit = first_epoch_below(curve, target)
-    if hit is not None:
-        return float(hit)
-    # the prior run ended above the target: extrapolate its tail with the curve ensemble
+    return float(hit) if hit is not None else _extrapolated_k(curve, target, horizon)
+
+
+def _extrapolated_k(curve: np.ndarray, target: float, horizon: int) -> float:
+    """K of a prior run that ended above ``target``: its tail extrapolated by the power law
+    (Section III-E), the exponential as fallback; ∞ if it does not reach the target within ``horizon``."""
     k = np.arange(1, curve.size + 1, dtype=float)
     ks = np.arange(1, horizon + 1, dtype=float)
-    for name in ("pow3", "exp3"):  # the power law first (Section III-E); exponential as fallback
+    for name in ("pow3", "exp3"):
         p = fit_curve(name, k, curve)
         if p is not None:
             return _member_k(name, p, target, ks)
