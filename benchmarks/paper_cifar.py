@@ -277,13 +277,14 @@ def main(argv=None) -> int:
         measured_run["wall_s"] = time.perf_counter() - t_run
         save_json(out / "run.json", measured_run)
     timing = {"jobs": args.jobs, "threads_per_job": threads, "load_average_1min_at_start": load,
-              "wall_s": time.perf_counter() - t0, "pretrain_wall_s": t_pre, "runs_wall_s": t_runs}
+              "wall_s": time.perf_counter() - t0, "pretrain_wall_s": t_pre, "runs_wall_s": t_runs,
+              "runs_trained_now": len(tasks)}
     if args.rescore:   # the timings are the training run's; the re-score's own go beside them
-        timing = {**{k: previous.get(k) for k in timing}, "rescored": {
+        timing = {**{k: previous.get(k, v) for k, v in timing.items()}, "rescored": {
             **timing, "estimators_before": previous.get("estimators"),
             "estimators_reached_runs_before": previous.get("estimators_reached_runs"),
             "run_kept": measured_run is not None and not rerun_plan}}
-    summary = {"quick": args.quick, "config": cfg.to_dict(), **timing, "runs_trained_now": len(tasks),
+    summary = {"quick": args.quick, "config": cfg.to_dict(), **timing,
                "table_vi": rows, "estimators": metrics, "estimators_reached_runs": metrics_reached,
                "observation_2": obs2,
                "table_v": plan["table_v"], "fig7c": plan["comparison"], "run": measured_run,
