@@ -15,7 +15,8 @@ the widths and the JSON files: docs/evaluation-cifar.md; the code: jqodi.app.mea
 Every finished run is a JSON file under OUT/runs/; running the command again skips them (kill it
 any time and start it again). ``--rescore`` trains nothing: it scores the estimators again from
 the saved runs' curves (after a change to an estimator), re-derives the deployment's estimates and
-re-plans, and keeps JQODI's plan run (run.json) as it was unless ``--run-epochs`` is given. ``--jobs 2`` trains two runs at once (one thread each). Progress
+re-plans, and keeps JQODI's plan run (run.json) as it was unless ``--run-epochs`` is given.
+``--jobs 2`` trains two runs at once (one thread each). Progress
 (one line per epoch and per run, with the ETA of the whole job) goes to stderr; the summary JSON
 to stdout and OUT/summary.json. The dataset folder: --data-dir, else $JQODI_CIFAR_DIR, else
 ../shared/datasets/cifar-10-batches-py beside the repository.
@@ -170,8 +171,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(threads)
-    for m, w in widths.items() if not args.rescore else ():
-        load_pretrained(m, "cifar10", w, epochs=cfg.pretrain_epochs, data_dir=data_dir, progress=not args.quiet)
+    if not args.rescore:   # a re-score loads no model
+        for m, w in widths.items():
+            load_pretrained(m, "cifar10", w, epochs=cfg.pretrain_epochs, data_dir=data_dir, progress=not args.quiet)
     t_pre = time.perf_counter() - t0
 
     tasks, done = [], []

@@ -55,9 +55,10 @@ class ConformalScheme:
 CONFORMAL_SCHEMES = tuple(ConformalScheme(m, n, u, c) for c in (False, True) for m in (False, True)
                           for n in (False, True) for u in (True, False))
 #: those :meth:`jqodi.learning.prior.CurvePrior.select_scheme` chooses from by default: rounded up,
-#: as fixed in session 2. The inner split cannot judge the rounding: it finds ≥ 92 % coverage for
-#: every scheme, and rounding down wins there, while on held-out configurations it covered 86 %
-#: (docs/learning.md, "Held-out benchmark")
+#: as fixed in session 2 (with either count in the finite-sample correction: the inner split has
+#: never chosen ``per_configuration``, whose margin is several times the others'). The inner split
+#: cannot judge the rounding: it finds ≥ 92 % coverage for every scheme, and rounding down wins
+#: there, while on held-out configurations it covered 86 % (docs/learning.md, "Held-out benchmark")
 SELECTABLE_SCHEMES = tuple(sc for sc in CONFORMAL_SCHEMES if sc.round_up)
 
 
