@@ -24,11 +24,13 @@ estimates without planning or running anything).
    but not free (it takes several epochs of fine-tuning). The deadline is the scenario's
    ``deadline_s``, in the testbed's seconds.
 3. :func:`plan`: the instance compiled with the measured estimates, JQODI beside the exact optimum
-   and the paper's static Optimum (:func:`jqodi.planner.compare`).
-4. :func:`run` the whole plan (all its K^rob epochs; the plan commits to K^rob, so we do not stop at
-   the target: the record says at which epoch the target was first reached) with the cloud, edge
-   and end device as separate processes over gloo on loopback, the testbed emulated in dilated
-   time; then collaborative inference served by the same processes. The runtime records every
+   and the paper's static Optimum (:func:`jqodi.planner.compare`); then the plan the run starts
+   from (:func:`jqodi.app.pre_run.first_plan`): by default the candidate of least expected energy
+   under the K estimates' spread, its schedule planned for T_max less the closed loop's time reserve.
+4. :func:`run` the plan with the cloud, edge and end device as separate processes over gloo on
+   loopback, the testbed emulated in dilated time, under the closed loop (``policy``: it stops at
+   L_max, keeps the best model and re-plans; ``None``: all K^rob epochs run, and the record says at
+   which epoch the target was first reached); then collaborative inference served by the same processes. The runtime records every
    epoch in the trace store (``trace_store``), under the run's job id.
 5. :func:`compare` predicted and measured: epochs to target, final loss, time and energy per node and
    phase, bytes per link; everything is saved as ``summary.json`` (and the runtime's
@@ -61,6 +63,9 @@ class MainJobConfig:
     ``None`` = not recorded); ``workdir`` ``None`` = ``runs/demo-<scenario>``.
     ``policy``: the closed loop (:mod:`jqodi.app.controller`; ``replan``, ``static`` or ``None``
     for none: every planned epoch runs); ``replan_threshold``, ``confirm``: its knobs.
+    ``choice``: which candidate the run trains (:mod:`jqodi.app.pre_run`: ``expected``, the least
+    expected energy under the K estimate's spread, or ``planner``); with policy ``replan`` the first
+    schedule is planned for T_max less the controller's time reserve.
     """
 
     scenario_path: str | Path | None = None
@@ -81,6 +86,7 @@ class MainJobConfig:
     policy: str | None = "replan"
     replan_threshold: float = 0.03
     confirm: int = 0
+    choice: str = "expected"
 
     @property
     def pretrain_options(self) -> dict:
@@ -264,8 +270,9 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
 
     When the chosen solver finds no plan, ``estimate`` is ``None`` (the solution says why).
     """
+    from jqodi.app.pre_run import choice_lines, first_plan
     from jqodi.core.costs import compile_instance
-    from jqodi.planner import compare as compare_solvers, solve
+    from jqodi.planner import compare as compare_solvers
     from jqodi.render.instance import render_instance
     from jqodi.render.plans import comparison_notes, comparison_table
 
@@ -278,15 +285,17 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
     say("")
     say(comparison_table(rows))
     say(comparison_notes(rows, instance)[0])  # what "vs optimal" means here
-    shown = {r["solver"]: r["solution"] for r in rows}
-    sol = shown[cfg.solver] if cfg.solver in shown else solve(instance, cfg.solver)
+    sol = first_plan(instance, choice=cfg.choice, solver=cfg.solver, policy=cfg.policy,
+                     estimates=measurement.estimates)
     planning = Planning(scenario, instance, rows, sol, None)
     if sol.status == "infeasible":
         return planning
+    say("\n" + "\n".join(choice_lines(sol)))
     planning.estimate = next(e for e in measurement.estimates if (e.model, e.bits) == (sol.model, sol.bits))
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in sol.schedule)
-    say(f"plan ({cfg.solver}): {sol.model} at {sol.bits} bits, {sched}: {sol.epochs} epochs = K^rob "
-        f"(K^exp {planning.estimate.epochs_expected}); predicted {sol.time_s:.2f} s, {sol.energy_j:.1f} J on the testbed")
+    say(f"plan ({cfg.solver}, {sol.extra['choice']['rule']} choice): {sol.model} at {sol.bits} bits, {sched}: "
+        f"{sol.epochs} epochs = K^rob (K^exp {planning.estimate.epochs_expected}); predicted {sol.time_s:.2f} s "
+        f"of T_max {scenario.deadline_s:g} s, {sol.energy_j:.1f} J on the testbed")
     return planning
 
 
@@ -391,6 +400,7 @@ def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
     planning = plan(scenario, measurement, cfg, say)
     summary["plans"] = [{k: v for k, v in r.items() if k != "solution"} | {"solution": r["solution"].to_dict()}
                         for r in planning.rows]
+    summary["choice"] = planning.solution.extra.get("choice")
     if planning.estimate is None:
         _save(wd, summary)
         sol = planning.solution
