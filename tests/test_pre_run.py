@@ -114,3 +114,19 @@ def test_the_reserve_is_the_trained_candidates_own():
     # twice net's: planned for 58 − 12 = 46 s, where the 5 cheap epochs (50 s) no longer fit
     assert sol.model == "big" and c["reserve_kept"] and c["reserve_s"] == pytest.approx(12.0)
     assert sol.time_s <= 46.0 + 1e-9 and any(s.cut == 2 for s in sol.schedule)
+
+
+def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_plan(tmp_path, capsys):
+    """``jqodi run --write-job`` plans as a run would: the choice (default expected, or --choice
+    planner) and the first schedule within T_max less the reserve, printed; a bad value exits 2."""
+    from jqodi.cli import main
+
+    job = tmp_path / "job.json"
+    assert main(["run", "--write-job", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert "choice (expected energy)" in out and "planned for T_max − reserve = 180 − " in out
+    assert main(["run", "--write-job", str(job), "--choice", "planner", "--policy", "static"]) == 0
+    out = capsys.readouterr().out
+    assert "choice (planner)" in out and "time reserve" not in out and "of T_max 180 s" in out
+    assert main(["run", "--write-job", str(job), "--choice", "cheapest"]) == 2
+    assert "--choice" in capsys.readouterr().err
