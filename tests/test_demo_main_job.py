@@ -71,6 +71,10 @@ def test_main_job_tiny(tmp_path, monkeypatch):
     if choice["reserve_kept"]:
         assert record["solution"]["time_s"] <= choice["planned_deadline_s"] + 1e-9 < 3.0
     assert planned["time_s"] <= 3.0
+    deadline = saved["learning_vs_prediction"]["deadline"]   # the run's time against T_max, said and saved
+    assert deadline["deadline_s"] == 3.0 and deadline["met"] == (deadline["time_s"] <= 3.0)
+    assert deadline["time_s"] == pytest.approx(saved["totals"]["time_s"]) and deadline["host_overrun_s"] >= 0
+    assert "deadline: " in text and "of T_max 3 s (testbed time)" in text
     from jqodi.core.traces import TraceStore  # the runtime recorded its epochs under the job id
 
     with TraceStore(tmp_path / "home" / "traces.db") as store:

@@ -355,12 +355,20 @@ def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobCo
         say("\n" + "\n".join(lines))
     losses = [e["val_loss"] for e in record.epochs]
     reached = next((i + 1 for i, v in enumerate(losses) if v <= target), None)
+    deadline = _deadline(planning, record)
+    if record.epochs:
+        say(f"\ndeadline: {deadline['time_s']:.3g} s of T_max {deadline['deadline_s']:g} s (testbed time): "
+            + ("met" if deadline["met"] else f"MISSED by {deadline['time_s'] - deadline['deadline_s']:.3g} s")
+            + f"; first plan {sol.time_s:.3g} s, planned for {deadline['planned_deadline_s']:.3g} s"
+            + (f"; this host fell behind the emulated devices by {deadline['host_overrun_s']:.3g} s "
+               f"(summed over the nodes; inside the measured time)" if record.emulated else ""))
     cmp = {"target_loss": target, "epochs_expected": row.epochs_expected, "epochs_robust": row.epochs_robust,
            "epochs_run": len(losses), "epoch_target_reached": reached,
            "final_loss_predicted_robust": row.final_loss_robust, "final_loss_predicted_expected": row.final_loss_expected,
            "start_loss_measured": measurement.probes[(sol.model, sol.bits)].start_loss,
            "final_loss_measured": losses[-1] if losses else None,
-           "final_accuracy_measured": record.epochs[-1]["val_accuracy"] if record.epochs else None}
+           "final_accuracy_measured": record.epochs[-1]["val_accuracy"] if record.epochs else None,
+           "deadline": deadline}
     if losses:
         say(f"\nloss: start (quantized) {cmp['start_loss_measured']:.4f}; target L_max {target:.4f}; "
             f"predicted to reach it after K^exp = {row.epochs_expected} (K^rob = {row.epochs_robust}) epochs, "
@@ -422,6 +430,17 @@ def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
     out = _save(wd, summary)
     say(f"\nsaved: {out} and {wd / 'record.json'}  (main job {summary['wall_s']:.0f} s wall)")
     return summary
+
+
+def _deadline(planning: Planning, record) -> dict:
+    """The run's time against T_max: measured (testbed seconds), what the first plan was made for,
+    and how far this host fell behind the emulated devices (``overrun_s``, summed over nodes)."""
+    t = float(record.totals["time_s"]) if record.epochs else 0.0
+    t_max = float(planning.scenario.deadline_s)
+    choice = planning.solution.extra.get("choice") or {}
+    return {"deadline_s": t_max, "time_s": t, "met": t <= t_max + 1e-9,
+            "planned_deadline_s": choice.get("planned_deadline_s", t_max),
+            "host_overrun_s": sum(sum((e.get("overrun_s") or {}).values()) for e in record.epochs)}
 
 
 def _measurement_summary(m: Measurement, cfg: MainJobConfig) -> dict:

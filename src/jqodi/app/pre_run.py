@@ -68,7 +68,7 @@ def k_spread(estimate) -> tuple[float | None, str]:
             sigma = math.log1p(max(margin, 0.0)) / NormalDist().inv_cdf(level)
             return sigma, f"conformal {level:.0%} margin {margin:+.0%}"
     kind = source.removeprefix("measured:").split("(", 1)[0] or "static"
-    what = {"probe": "the probe alone (K^rob widened)", "prior+probe": "the learned prior",
+    what = {"probe": "the probe alone, K^rob widened", "prior+probe": "the learned prior",
             "static": "the scenario's table"}.get(kind, kind)
     return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile ({what})"
 
