@@ -35,7 +35,10 @@ def test_the_spread_of_k_is_the_stated_conformal_margin_not_the_rounded_k_rob():
     doubled = CONFORMAL.replace("+5%", "+44% (doubled: cold start)")
     assert k_spread(estimate(4, 3, 5, doubled))[0] == pytest.approx(math.log(1.44) / Z90)
     # the probe alone, a store or a static row state no level: K^rob is read as the 90 % quantile
-    for source, said in ((COLD, "the probe alone"), ("static", "the scenario's table"), ("paper-table-vi", "paper")):
+    few = CONFORMAL.replace("conformal 90% margin +5%", "too few conformal residuals: the variants' 90% quantile, "
+                                                         "widened to ≥ 1.8·K^exp")
+    for source, said in ((COLD, "the probe alone, K^rob widened"), (few, "the learned prior, K^rob widened"),
+                         ("static", "the scenario's table"), ("paper-table-vi", "paper")):
         sigma, how = k_spread(estimate(4, 4, 8, source))
         assert sigma is None and "K^rob as the 90% quantile" in how and said in how
     assert k_spread(None)[0] is None

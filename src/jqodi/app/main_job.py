@@ -30,8 +30,9 @@ estimates without planning or running anything).
 4. :func:`run` the plan with the cloud, edge and end device as separate processes over gloo on
    loopback, the testbed emulated in dilated time, under the closed loop (``policy``: it stops at
    L_max, keeps the best model and re-plans; ``None``: all K^rob epochs run, and the record says at
-   which epoch the target was first reached); then collaborative inference served by the same processes. The runtime records every
-   epoch in the trace store (``trace_store``), under the run's job id.
+   which epoch the target was first reached); then collaborative inference served by the same
+   processes. The runtime records every epoch in the trace store (``trace_store``), under the
+   run's job id.
 5. :func:`compare` predicted and measured: epochs to target, final loss, time and energy per node and
    phase, bytes per link; everything is saved as ``summary.json`` (and the runtime's
    ``record.json``) under ``workdir``.

@@ -13,10 +13,10 @@ and a spread σ of ln K that :func:`k_spread` derives from what each estimate st
 * the learned prior's estimate names its conformal margin m at level q (``K^rob: conformal 90 %
   margin +35 %``): σ = ln(1 + m) / z_q — the margin before K^rob was rounded up to whole epochs
   (which, for a small K^exp, makes K^rob / K^exp far wider than the margin);
-* every other estimate (the probe alone at a cold start, with K^rob widened to ≥ 1.8·K^exp; the
-  stored runs of a configuration; a scenario's static ``learning:`` row, which states no level):
-  K^rob read as the 90 % quantile, σ = ln(K^rob / K^exp) / z_0.9 — for the widened cold-start
-  K^rob an upper bound of the spread.
+* every other estimate (the probe alone at a cold start, or the learned prior with too few
+  conformal residuals, both with K^rob widened to ≥ 1.8·K^exp; the stored runs of a configuration;
+  a scenario's static ``learning:`` row, which states no level): K^rob read as the 90 % quantile,
+  σ = ln(K^rob / K^exp) / z_0.9 — for a widened K^rob an upper bound of the spread.
 
 Without a controller (``--policy`` none) every planned epoch runs, so the planner's answer is what
 the run spends and ``expected`` falls back to it; so does a plan for K^exp (``--epochs-estimate
@@ -68,8 +68,8 @@ def k_spread(estimate) -> tuple[float | None, str]:
             sigma = math.log1p(max(margin, 0.0)) / NormalDist().inv_cdf(level)
             return sigma, f"conformal {level:.0%} margin {margin:+.0%}"
     kind = source.removeprefix("measured:").split("(", 1)[0] or "static"
-    what = {"probe": "the probe alone, K^rob widened", "prior+probe": "the learned prior",
-            "static": "the scenario's table"}.get(kind, kind)
+    what = {"probe": "the probe alone", "prior+probe": "the learned prior",
+            "static": "the scenario's table"}.get(kind, kind) + (", K^rob widened" if "widened" in source else "")
     return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile ({what})"
 
 
