@@ -93,7 +93,7 @@ FREE_S = False
 
 
 def _bounds_and_prior():
-    lo, hi, prior, w = [], [], [], []
+    lo, hi, prior = [], [], []
     for d in COMPUTE:
         s = SPEC[d]
         gpu = d != "pi5"
