@@ -33,6 +33,18 @@ paper's accounting, §V-A), ``--within X`` (a hinge per figure beyond ±X), ``--
 :func:`obs4_idle_bound`, the proof that Observation 4 cannot hold with idle energy at the rated
 idle powers, and the observations' state of its result.
 
+Settling item 4 (docs/foundation.md, "Settling item 4"): ``--global GROUPS`` replaces least
+squares by differential evolution over the same bounds, minimising the summed violations of the
+requirement groups named (:func:`violations`: the 8 figures within ±25 %, both Optimum choices,
+Observations 1-4, Table VI's facts; ``--maxiter``, ``--popsize``, ``--seed``, ``--init`` a start
+point); ``--free-s`` makes s(1), s(2), s(4) parameters of their own. ``--prove`` prints three
+proofs that need no fitted parameter and stops (every run prints them too):
+:func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
+energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
+needs a faster Wi-Fi than the Pi 5's radio). The fit's evaluator prices blocks with a
+vectorised, memoised copy of :meth:`DeviceModel.block_epoch_time_s` (:func:`_memo_device`,
+same numbers: tested), ≈ 17 ms per evaluation of every requirement.
+
 ``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit. Each file's
 ``flops`` (the paper model's v) is the rooflines' effective rate on a reference epoch (LeNet-like,
 fp32, Data 1), so ``cost_model: paper`` describes the same devices with one number each.
@@ -83,8 +95,8 @@ FIGURES = (
     ("VGG fp32 inference on the Pi, 500 images (§V-C 3)", "data1", "vgg", 32, 0, "pi5", "time_s", 18.0),
 )
 
-# parameter vector: per compute device log u, log overhead, log busy W, idle share; a100 log busy W,
-# idle share; s6, s8 (log)
+# parameter vector: per compute device log u, log overhead, log busy W, idle share, log u_bw; a100 log
+# busy W, idle share; s6, s8, s1, s2, s4 (log; the last three only with --free-s)
 NAMES = ([f"{d}.{p}" for d in COMPUTE for p in ("u", "overhead_s", "busy_w", "idle_share", "u_bw")]
          + ["a100.busy_w", "a100.idle_share", "s6", "s8", "s1", "s2", "s4"])
 #: ``--free-s``: s(1), s(2), s(4) are parameters of their own (the paper reports no figure at those
