@@ -28,8 +28,8 @@ What the controller does with an observation (:meth:`ClosedLoopController.after_
    standard deviations of the remaining planned time, from how far the epochs so far were from
    their predicted times, what a slowdown or a link outage not yet measured costs:
    :meth:`ClosedLoopController.spread_reserve_s`), or the new plan saves more than
-   ``threshold`` (default 3 %) of the remaining energy. When no plan fits K^rob in time, the most epochs down to K^exp that fit
-   are planned (``hedge``).
+   ``threshold`` (default 3 %) of the remaining energy. When no plan fits K^rob in time, the
+   most epochs down to K^exp that fit are planned (``hedge``).
    Policy ``static`` never re-plans (the plan made once is followed; early stop still applies).
 
 Every change of schedule is a :class:`Replan` record (when, why, old → new, predicted time and

@@ -315,16 +315,16 @@ class ClosedLoopController:
         an epoch the robust factors (:class:`ResourceEstimates`) do not trust yet, a slowdown's
         first epoch or a link outage, widens the reserve at once. ρ₀ = ``spread_prior``, n₀ =
         ``spread_prior_epochs``: the spread assumed before the first epoch, which weighs less as
-        epochs are seen. Recomputed at every re-plan."""
+        epochs are seen. A schedule with an option the candidate lacks counts as the whole time
+        left. Recomputed at every re-plan."""
         n0 = self.spread_prior_epochs
         if self.reserve_spread <= 0 or (not self.time_errors and n0 <= 0):
             return 0.0
         rho = math.sqrt((n0 * self.spread_prior ** 2 + sum(e * e for e in self.time_errors))
                         / (n0 + len(self.time_errors)))
-        t, _ = self.table.scaled(self.key, self.resources.factors)
-        times = [float(t[i]) for s in schedule for i in [self.table.option_index(self.key, s.edge, s.cut)]
-                 if i is not None for _ in range(s.epochs)]
-        return self.reserve_spread * min(rho * sum(times), max(left_s, 0.0))
+        cost = schedule_cost(self.table, self.key, schedule, self.resources.factors)
+        planned_s = cost[0] if cost is not None else max(left_s, 0.0)
+        return self.reserve_spread * min(rho * planned_s, max(left_s, 0.0))
 
     def _solve(self, epochs: int, expected: int | None, left_s: float, *, robust: bool) -> Solution:
         from jqodi.planner import solve
