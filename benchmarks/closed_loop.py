@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/closed_loop.py [--runs 200] [--seed 0] [--store DB | --curves FILE]
                                                [--traces DIR] [--worse-link LO] [--out FILE]
                                                [--estimates store[,prior]] [--prior-epochs N] [--ablation]
-                                               [--policies P,...] [--runs-out FILE]
+                                               [--policies P,...] [--runs-out FILE] [--reserve-spread Z]
     .venv/bin/python benchmarks/closed_loop.py --prepare      # (re)compile the testbed table (torch, once)
 
 No torch in the simulation. Inputs:
@@ -59,8 +59,12 @@ a fresh start). The new ones (the plan from the first ``--estimates`` source, th
 least *expected* energy under the estimate's spread: :mod:`jqodi.app.controller.choice`):
 ``static-new`` (that plan, stopping at the target), ``replan`` (the closed loop as
 ``replan-main``, the pre-run K counting for ``--prior-epochs`` epochs of evidence in the online
-refit instead of 5) and ``replan-stay`` (``replan`` without switching: what the emulated
-runtime does, which trains one model per run). A second source (``--estimates store,prior``)
+refit instead of 5, and a time reserve that also grows with the spread of the remaining planned
+time, ``--reserve-spread`` standard deviations: :meth:`ClosedLoopController.spread_reserve_s`),
+``replan-prev`` (``replan`` without that spread part: the new controller as the last session
+left it, the "before" of the spread reserve) and ``replan-stay`` (``replan`` without switching:
+what the emulated runtime does, which trains one model per run). ``replan-main`` keeps main's
+controller as it was (no spread part). A second source (``--estimates store,prior``)
 adds ``static-prior-new``, ``replan-stay-prior``, ``replan-prior``. ``--ablation`` adds
 ``replan-before`` (the controller as first built: no reserve, K^exp at once when K^rob does not
 fit) and ``replan-planner-choice`` (the new estimates, the planner's choice of candidate).
@@ -96,7 +100,7 @@ import numpy as np
 
 from jqodi.app.controller import ClosedLoopController, Observation, PhaseTable
 from jqodi.app.controller.choice import plan_by_expected_energy
-from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
+from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS, DEFAULT_RESERVE_SPREAD
 from jqodi.app.simulate import World, hindsight_optimum, simulate_run, true_epochs
 from jqodi.core.instance import EpochEstimates, PlanningInstance, Solution
 from jqodi.learning.online import PRIOR_EPOCHS
@@ -411,6 +415,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=0.03)
     ap.add_argument("--reserve", type=float, default=DEFAULT_RESERVE_EPOCHS,
                     help="time reserve of policy replan, in epochs (default %(default)s)")
+    ap.add_argument("--reserve-spread", type=float, default=DEFAULT_RESERVE_SPREAD, metavar="Z",
+                    help="the new policies' time reserve grows by Z standard deviations of the remaining planned "
+                         "time (default %(default)s; replan-prev and replan-main: 0)")
     ap.add_argument("--worse-link", type=float, default=1.0, metavar="LO",
                     help="the SD's link mean = the planned rate × U(LO, 1) (default 1: the trace's mean is the "
                          "planned rate; the plan knows the average, not the fluctuations)")
@@ -470,13 +477,15 @@ def main(argv=None) -> int:
     # policy -> (the K estimates its plan starts from, policy, controller options, choice rule). "probe" +
     # "planner" = main's pre-run plan (the probe estimator's K, the candidate of least K^rob-plan energy);
     # "expected" = the candidate of least expected energy (jqodi.app.controller.choice)
-    main_ctl = {"reserve_epochs": args.reserve, "allow_switch": True}
-    new_ctl = {"reserve_epochs": args.reserve, "prior_epochs": args.prior_epochs}
+    main_ctl = {"reserve_epochs": args.reserve, "allow_switch": True, "reserve_spread": 0.0}
+    new_ctl = {"reserve_epochs": args.reserve, "prior_epochs": args.prior_epochs, "reserve_spread": args.reserve_spread}
     policies = {"open-loop": ("probe", "open-loop", {}, "planner"), "static": ("probe", "static", {}, "planner"),
                 "replan-main": ("probe", "replan", main_ctl, "planner")}
     for n, src in enumerate(sources):
         tag = "" if n == 0 else f"-{src}"
         policies.update({f"static{tag}-new" if tag else "static-new": (src, "static", {}, "expected"),
+                         f"replan-prev{tag}": (src, "replan", {**new_ctl, "allow_switch": True, "reserve_spread": 0.0},
+                                               "expected"),
                          f"replan-stay{tag}": (src, "replan", {**new_ctl, "allow_switch": False}, "expected"),
                          f"replan{tag}": (src, "replan", {**new_ctl, "allow_switch": True}, "expected")})
     if args.ablation:  # the first controller; the new estimates with the planner's choice of candidate
@@ -498,6 +507,7 @@ def main(argv=None) -> int:
                   "hindsight_feasible": sum(r["hindsight"] is not None for r in rows),
                   "skipped_worlds": skipped, "seed": args.seed, "threshold": args.threshold,
                   "reserve_epochs": args.reserve, "prior_epochs_new": args.prior_epochs, "estimates": sources,
+                  "reserve_spread_new": args.reserve_spread,
                   "worse_link": args.worse_link, "curves": {b: len(v) for b, v in sorted(by_bits.items())},
                   "traces": len(traces), "testbed": testbed["scenario"], "wall_s": time.perf_counter() - t_start,
                   "cpu_s": time.process_time(),

@@ -23,11 +23,13 @@ What the controller does with an observation (:meth:`ClosedLoopController.after_
    (when the runtime can switch) from scratch with their quantization cost. The exact solver
    (:func:`jqodi.planner.solve`, ``optimal``) answers in milliseconds. Anti-churn: the current
    schedule is kept unless it can no longer meet the deadline, lacks epochs, uses an absent
-   edge, eats into the time reserve (``reserve_epochs``, 1.5 epochs of the fastest option
-   available, kept when a plan can keep it: what an edge leaving mid-epoch or a slowdown not yet
-   measured costs), or the new plan saves more than ``threshold`` (default 3 %) of the
-   remaining energy. When no plan fits K^rob in time, the most epochs down to K^exp that fit
-   are planned (``hedge``).
+   edge, eats into the time reserve (kept when a plan can keep it: ``reserve_epochs``, 1.5 epochs
+   of the fastest option available, what an edge leaving mid-epoch costs; plus ``reserve_spread``
+   standard deviations of the remaining planned time, from how far the epochs so far were from
+   their predicted times, what a slowdown or a link outage not yet measured costs:
+   :meth:`ClosedLoopController.spread_reserve_s`), or the new plan saves more than
+   ``threshold`` (default 3 %) of the remaining energy. When no plan fits K^rob in time, the
+   most epochs down to K^exp that fit are planned (``hedge``).
    Policy ``static`` never re-plans (the plan made once is followed; early stop still applies).
 
 Every change of schedule is a :class:`Replan` record (when, why, old → new, predicted time and
