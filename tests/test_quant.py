@@ -11,6 +11,7 @@ from jqodi.core.quant import (
     PackedModel,
     QConv2d,
     QLinear,
+    calibrate_activations,
     dequantize_activations,
     model_size_bytes,
     pack_bits,
@@ -367,3 +368,49 @@ def test_first_layer_step_gradient_without_the_image_gradient_matches_the_genera
         assert first.act_step.grad.abs().item() > 0
     for (n, p), (_, q) in zip(m.named_parameters(), ref.named_parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), n
+
+
+def _three_node_layer_forward(layer, x):
+    """The layer as three autograd nodes: input quantizer, weight quantizer (``fake_quant``, each
+    checked against ``fake_quant_reference`` above) and the convolution/linear's own node."""
+    if isinstance(layer, torch.nn.Conv2d):
+        return layer._conv_forward(layer.quantized_input(x), layer.quantized_weight(), layer.bias)
+    return torch.nn.functional.linear(layer.quantized_input(x), layer.quantized_weight(), layer.bias)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_s2_groups_nobias", "linear", "linear_nobias"])
+@pytest.mark.parametrize("bits,act_bits,signed", [(1, 8, False), (2, 1, True), (4, 4, True), (8, 32, False)])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_fused_layer_matches_the_reference_layer(kind, bits, act_bits, signed, input_grad):
+    """One autograd node per QAT layer (weight quantizer + conv/linear + input quantizer, hand-written
+    backward) gives the values and every gradient of the same layer as three autograd nodes, also with negative
+    steps, at 1 bit, without activation quantization and on an input that needs no gradient."""
+    torch.manual_seed(bits * 10 + act_bits)
+    if kind.startswith("conv"):
+        s2 = kind != "conv"
+        plain = torch.nn.Conv2d(4, 6, 3, stride=2 if s2 else 1, padding=1, groups=2 if s2 else 1, bias=not s2)
+        x = torch.randn(5, 4, 9, 9)
+    else:
+        plain = torch.nn.Linear(12, 7, bias=kind == "linear")
+        x = torch.randn(5, 12)
+    x = x if signed else torch.relu(x)
+    layer = QConv2d if kind.startswith("conv") else QLinear
+    m = prepare_qat(torch.nn.Sequential(plain), bits, act_bits)[0]
+    m.act_signed = signed
+    calibrate_activations(torch.nn.Sequential(m), x)
+    with torch.no_grad():
+        m.weight_step[0] = -m.weight_step[0]          # a step driven negative keeps quantizing by |s|
+    ref = copy.deepcopy(m)
+    assert isinstance(m, layer)
+    outs = []
+    for lay in (m, ref):
+        xx = x.clone().requires_grad_(input_grad)
+        y = lay(xx) if lay is m else _three_node_layer_forward(lay, xx)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append((y.detach(), xx.grad, lay.weight.grad, lay.bias.grad if lay.bias is not None else None,
+                     lay.weight_step.grad, lay.act_step.grad))
+    for a, b in zip(*outs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert outs[0][4].abs().sum() > 0 and (act_bits == 32 or outs[0][5].abs().sum() > 0)
