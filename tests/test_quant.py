@@ -381,10 +381,18 @@ def _three_node_layer_forward(layer, x):
 @pytest.mark.parametrize("kind", ["conv", "conv_s2_groups_nobias", "linear", "linear_nobias"])
 @pytest.mark.parametrize("bits,act_bits,signed", [(1, 8, False), (2, 1, True), (4, 4, True), (8, 32, False)])
 @pytest.mark.parametrize("input_grad", [True, False])
-def test_fused_layer_matches_the_reference_layer(kind, bits, act_bits, signed, input_grad):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_fused_layer_matches_the_reference_layer(kind, bits, act_bits, signed, input_grad, compiled, monkeypatch):
     """One autograd node per QAT layer (weight quantizer + conv/linear + input quantizer, hand-written
     backward) gives the values and every gradient of the same layer as three autograd nodes, also with negative
-    steps, at 1 bit, without activation quantization and on an input that needs no gradient."""
+    steps, at 1 bit, without activation quantization and on an input that needs no gradient; with
+    the compiled quantizer (where a C compiler is) and with the PyTorch one."""
+    from jqodi.core.quant import kernel
+
+    if compiled and not kernel.available():
+        pytest.skip(f"no compiled quantizer here: {kernel.status()}")
+    if not compiled:
+        monkeypatch.setattr(kernel, "usable", lambda *a: False)
     torch.manual_seed(bits * 10 + act_bits)
     if kind.startswith("conv"):
         s2 = kind != "conv"
@@ -414,3 +422,50 @@ def test_fused_layer_matches_the_reference_layer(kind, bits, act_bits, signed, i
         if a is not None:
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert outs[0][4].abs().sum() > 0 and (act_bits == 32 or outs[0][5].abs().sum() > 0)
+
+
+def _fresh_kernel(monkeypatch, tmp_path, **env):
+    from jqodi.core.quant import kernel
+
+    monkeypatch.setenv("JQODI_KERNEL_DIR", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(kernel, "_lib", None)
+    monkeypatch.setattr(kernel, "_status", "not loaded yet")
+    return kernel
+
+
+def test_the_compiled_quantizer_builds_where_a_c_compiler_is_and_the_model_step_is_unchanged(monkeypatch, tmp_path):
+    """Built into $JQODI_KERNEL_DIR on first use; a QAT training step with it gives the PyTorch
+    path's loss, outputs and input gradients bit for bit, step gradients to float rounding."""
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler on PATH: the PyTorch quantizer is used")
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert kernel.available(), kernel.status()
+    assert kernel.status().startswith("compiled") and list(tmp_path.glob("jqodi_lsq_*.so"))
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    base = prepare_qat(build_model("resnet20", (3, 16, 16), 10, 0.25, seed=0), 4, calibration=x)
+    res = []
+    for compiled in (True, False):
+        m = copy.deepcopy(base)
+        if not compiled:
+            monkeypatch.setattr(kernel, "usable", lambda *a: False)
+        out = m(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        res.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}))
+    assert torch.equal(res[0][0], res[1][0])
+    for n, g in res[0][1].items():
+        assert torch.allclose(g, res[1][1][n], rtol=1e-4, atol=1e-6), n
+
+
+def test_the_compiled_quantizer_can_be_turned_off_and_a_failed_build_falls_back(monkeypatch, tmp_path):
+    kernel = _fresh_kernel(monkeypatch, tmp_path, JQODI_QUANT_KERNEL="0")
+    assert not kernel.available() and "JQODI_QUANT_KERNEL=0" in kernel.status()
+    kernel = _fresh_kernel(monkeypatch, tmp_path / "k2", JQODI_QUANT_KERNEL="1", CC="false")
+    assert not kernel.available() and kernel.status().startswith("PyTorch fallback: the C compiler failed")
+    m = prepare_qat(tiny(), 4, calibration=torch.randn(4, 1, 16, 16))   # QAT still trains, on the PyTorch path
+    torch.nn.functional.cross_entropy(m(torch.randn(4, 1, 16, 16)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None for p in m.parameters())

@@ -92,9 +92,10 @@ static inline __attribute__((always_inline)) double lsq_bwd_row(
                 float m = vc == v ? 1.0f : 0.0f;
                 float q = sign ? (vc >= 0.0f ? 1.0f : -1.0f) : nearbyintf(vc);
                 float ds = q + (-1.0f * vc) * m;
+                const float gv = has_g ? g[i + j] : 0.0f;
                 if (has_ds) dso[i + j] = ds;
-                if (has_gx) gx[i + j] = g[i + j] * m;
-                if (has_g) part[j] += g[i + j] * ds;
+                if (has_g) part[j] += gv * ds;
+                if (has_gx) gx[i + j] = gv * m;
             }
         }
         for (int j = 0; j < LANES; ++j) lane[j] += (double)part[j];
@@ -105,9 +106,10 @@ static inline __attribute__((always_inline)) double lsq_bwd_row(
         float m = vc == v ? 1.0f : 0.0f;
         float q = sign ? (vc >= 0.0f ? 1.0f : -1.0f) : nearbyintf(vc);
         float ds = q + (-1.0f * vc) * m;
+        const float gv = has_g ? g[i] : 0.0f;
         if (has_ds) dso[i] = ds;
-        if (has_gx) gx[i] = g[i] * m;
-        if (has_g) lane[i % LANES] += (double)(g[i] * ds);
+        if (has_g) lane[i % LANES] += (double)(gv * ds);
+        if (has_gx) gx[i] = gv * m;
     }
     double acc = 0.0;
     for (int j = 0; j < LANES; ++j) acc += lane[j];
