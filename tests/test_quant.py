@@ -310,7 +310,8 @@ def test_learned_step_fused_matches_effective_step_then_fake_quant(step_shape, b
 
 def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
     """The heap keeps what a step frees (glibc thresholds), so QAT steps stop re-faulting their
-    temporaries: run in a fresh process (the thresholds are process-wide)."""
+    temporaries; ``prepare_qat`` does not change them (entry points call it): run in a fresh
+    process (the thresholds are process-wide)."""
     import subprocess
     import sys
     import textwrap
@@ -322,9 +323,8 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
         torch.set_num_threads(1); torch.manual_seed(0)
         x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
         m = build_model("lenet", (3, 32, 32), 10, 0.25, seed=0)
-        heap.keep_freed_memory = lambda **k: False          # glibc's defaults first
-        import jqodi.core.quant.layers as L; L.keep_freed_memory = heap.keep_freed_memory
-        m = prepare_qat(m, 4, calibration=x)
+        m = prepare_qat(m, 4, calibration=x)                # the library leaves glibc's defaults alone
+        assert heap._applied is None
         opt = torch.optim.Adam(m.parameters(), 1e-3)
         def faults(n):
             for _ in range(4):
@@ -334,8 +334,7 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
                 opt.zero_grad(); F.cross_entropy(m(x), y).backward(); opt.step()
             return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / n
         before = faults(6)
-        import importlib; importlib.reload(heap)
-        ok = heap.keep_freed_memory()
+        ok = heap.keep_freed_memory()                       # what a training entry point calls
         after = faults(6)
         print(ok, before, after)
     """)

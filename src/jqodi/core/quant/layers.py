@@ -28,7 +28,6 @@ from torch import nn
 from jqodi.errors import ModelError
 
 from jqodi.core.quant import kernel
-from jqodi.core.quant.heap import keep_freed_memory
 from jqodi.core.quant.lsq import (FULL_PRECISION, MIN_STEP, _init_act_step, _init_weight_step, _levels, check_bits,
                                   fake_quant, lsq_forward)
 
@@ -293,12 +292,12 @@ def prepare_qat(model: nn.Module, bits: int, act_bits: int | None = None,
     built before still updates them (new ``weight_step``/``act_step`` parameters are added).
     Calling it again on a prepared model re-initialises the steps for the new ``bits``.
     ``calibration`` (a batch of inputs) sets the activation steps; deterministic.
-    Also keeps freed tensor memory in this process's heap (:func:`~jqodi.core.quant.heap.keep_freed_memory`:
-    no page faults per training step; at any ``bits``, so fp32 fine-tuning gets it too).
+    It changes nothing outside ``model``: a process that trains calls
+    :func:`~jqodi.core.quant.heap.keep_freed_memory` itself (the CLI's training verbs, the role
+    processes and the benchmarks do), which saves the QAT step its page faults.
     """
     bits = check_bits(bits)
     act_bits = 8 if act_bits is None else check_bits(act_bits, "act_bits")
-    keep_freed_memory()
     if bits == FULL_PRECISION:
         return model
     existing = list(quant_layers(model))
