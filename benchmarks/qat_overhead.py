@@ -200,7 +200,10 @@ def main(argv=None) -> int:
     finally:
         if ref:
             ref.close()
+    from jqodi.core.quant import kernel
+
     summary = {"input": args.input, "optimizer": optimizer, "threads": args.threads, "steps": args.steps,
+               "quantizer": kernel.status(),
                "clock": args.clock, "load_average_1min": {"min": min(load), "max": max(load)},
                "results": rows, "median_ratio": statistics.median(r["ratio"] for r in rows),
                "median_ratio_by_model": {m: statistics.median(r["ratio"] for r in rows if r["model"] == m)

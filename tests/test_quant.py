@@ -436,7 +436,8 @@ def _fresh_kernel(monkeypatch, tmp_path, **env):
 
 def test_the_compiled_quantizer_builds_where_a_c_compiler_is_and_the_model_step_is_unchanged(monkeypatch, tmp_path):
     """Built into $JQODI_KERNEL_DIR on first use; a QAT training step with it gives the PyTorch
-    path's loss, outputs and input gradients bit for bit, step gradients to float rounding."""
+    path's outputs bit for bit and its gradients to float rounding (the step gradients' sums);
+    so does evaluation (no autograd)."""
     import shutil
 
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
@@ -454,8 +455,10 @@ def test_the_compiled_quantizer_builds_where_a_c_compiler_is_and_the_model_step_
             monkeypatch.setattr(kernel, "usable", lambda *a: False)
         out = m(x)
         torch.nn.functional.cross_entropy(out, y).backward()
-        res.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}))
-    assert torch.equal(res[0][0], res[1][0])
+        with torch.no_grad():   # evaluation: the inputs quantized without autograd
+            evaluated = m.eval()(x)
+        res.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}, evaluated))
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][2], res[1][2])
     for n, g in res[0][1].items():
         assert torch.allclose(g, res[1][1][n], rtol=1e-4, atol=1e-6), n
 

@@ -81,8 +81,11 @@ class _QuantMixin:
         if self.act_bits >= FULL_PRECISION:
             return x
         self._calibrate_input(x)
-        return fake_quant(x, self.act_step, self.act_bits, self.act_signed, self._act_grad_scale(x),
-                          learned_step=True)
+        step = self.act_step
+        if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)) and kernel.usable(x, step):
+            qn, qp = _levels(self.act_bits, self.act_signed)   # evaluation, serving: one pass, same values
+            return kernel.quantize(x, step.detach(), float(qn), float(qp), self.act_bits == 1 and self.act_signed)
+        return fake_quant(x, step, self.act_bits, self.act_signed, self._act_grad_scale(x), learned_step=True)
 
     def _trains(self, x: torch.Tensor) -> bool:
         """Autograd will record this layer (the fused path of :class:`_QLayerFn` applies)."""
