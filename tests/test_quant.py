@@ -471,3 +471,13 @@ def test_the_compiled_quantizer_can_be_turned_off_and_a_failed_build_falls_back(
     m = prepare_qat(tiny(), 4, calibration=torch.randn(4, 1, 16, 16))   # QAT still trains, on the PyTorch path
     torch.nn.functional.cross_entropy(m(torch.randn(4, 1, 16, 16)), torch.tensor([0, 1, 2, 3])).backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_a_compiled_quantizer_others_may_write_is_not_loaded(monkeypatch, tmp_path):
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    if not kernel.available():
+        pytest.skip(f"no compiled quantizer here: {kernel.status()}")
+    for lib in tmp_path.glob("jqodi_lsq_*.so"):
+        lib.chmod(0o777)
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert not kernel.available() and "writable by others: not loaded" in kernel.status()

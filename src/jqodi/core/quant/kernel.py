@@ -173,6 +173,14 @@ def _cpu_signature() -> str:
     return "|".join([platform.machine(), platform.system(), *keep])
 
 
+def _trusted(path: Path) -> Path:
+    """``path`` if this user owns it and nobody else may write it (a library this process loads)."""
+    st = path.stat()
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        raise RuntimeError(f"{path} is not owned by this user or is writable by others: not loaded")
+    return path
+
+
 def _build(directory: Path) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
@@ -182,8 +190,8 @@ def _build(directory: Path) -> Path:
         key = hashlib.sha256("\n".join([SOURCE, " ".join(flags), cc, _cpu_signature()]).encode()).hexdigest()[:16]
         target = directory / f"jqodi_lsq_{key}.so"
         if target.exists():
-            return target
-        directory.mkdir(parents=True, exist_ok=True)
+            return _trusted(target)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             src = Path(tmp) / "lsq.c"
             src.write_text(SOURCE)
@@ -191,6 +199,7 @@ def _build(directory: Path) -> Path:
             proc = subprocess.run([cc, *flags, "-o", str(out), str(src), "-lm"], capture_output=True, text=True,
                                   timeout=300)
             if proc.returncode == 0:
+                out.chmod(0o755)
                 os.replace(out, target)   # atomic: a concurrent build of the same key writes the same file
                 return target
             last_error = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -254,9 +263,9 @@ def status() -> str:
 
 def usable(x: torch.Tensor, step: torch.Tensor) -> bool:
     """``x`` and its step can go to the kernel: float32, CPU, contiguous, one step or one per row."""
-    return (x.dtype == torch.float32 and step.dtype == torch.float32 and x.device.type == "cpu"
-            and step.device.type == "cpu" and x.is_contiguous() and step.is_contiguous() and x.dim() >= 1
-            and (step.numel() == 1 or step.numel() == x.shape[0]) and available())
+    return ((_lib is not None or available()) and x.dtype is torch.float32 and step.dtype is torch.float32
+            and x.is_cpu and step.is_cpu and x.is_contiguous() and step.is_contiguous()
+            and (step.numel() == 1 or (x.dim() > 0 and step.numel() == x.shape[0])))
 
 
 def quantize(x: torch.Tensor, step: torch.Tensor, qn: float, qp: float, sign: bool) -> torch.Tensor:
@@ -275,10 +284,10 @@ def backward(x: torch.Tensor, step: torch.Tensor, grad: torch.Tensor, qn: float,
     grad = grad.contiguous()
     gx = torch.empty_like(x) if need_x else None
     outer = step.numel()
-    gs = torch.empty(outer, dtype=torch.float32)
+    gs = torch.empty_like(step)
     _lib.jq_lsq_backward(x.data_ptr(), step.data_ptr(), grad.data_ptr(), outer, x.numel() // outer, qn, qp,
                          int(sign), MIN_STEP, grad_scale, gx.data_ptr() if need_x else None, gs.data_ptr(), None)
-    return gx, gs.view(step.shape)
+    return gx, gs
 
 
 def step_factor(x: torch.Tensor, step: torch.Tensor, qn: float, qp: float, sign: bool) -> torch.Tensor:
