@@ -12,6 +12,9 @@
   ``act_calibrated`` records that it was, so the step's value never doubles as a flag.
 * Every step enters the forward as :func:`jqodi.core.quant.lsq.effective_step` (``max(|s|, ε)``),
   fused into the quantizer (``fake_quant(..., learned_step=True)``).
+* Training: each layer is one autograd node (:class:`_QLayerFn`: weight quantizer + conv/linear
+  + input quantizer, hand-written backward), its quantizers the compiled loops of
+  :mod:`jqodi.core.quant.kernel` where they are available (PyTorch otherwise; same values).
 * ``bits = 32`` leaves the model unchanged. ``act_bits`` defaults to 8 (``W{q}A8``); 32 turns
   activation quantization off.
 """
@@ -131,8 +134,10 @@ class _Spec(NamedTuple):
     conv: tuple | None    # Conv2d: (stride, padding, dilation, groups); Linear: None
 
 
-def _signed_grad(grad_s: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """``grad_s · sign(step)`` with sign +1 at 0 (∂ effective_step/∂s, exactly ±grad_s)."""
+def _step_grad(dot: torch.Tensor, step: torch.Tensor, g: float) -> torch.Tensor:
+    """LSQ's gradient of the raw ``step`` from ``dot`` = ⟨∂L/∂out, ds⟩: ``g · dot · sign(step)``,
+    sign +1 at 0 (∂ effective_step/∂s; exactly ±, as the separate quantizer node computed it)."""
+    grad_s = dot.mul_(g).reshape(step.shape)
     return torch.where(step >= 0, grad_s, grad_s.neg())
 
 
@@ -210,7 +215,7 @@ class _QLayerFn(torch.autograd.Function):
                 grad_x = grad_xq if need_x else None
             elif adjoint:
                 ds = kernel.step_factor(x, a_step, spec.a_qn, spec.a_qp, spec.a_sign)
-                grad_sa = _adjoint_step_grad(grad, ds, wq, a_step, spec)
+                grad_sa = _step_grad(_adjoint_dot(grad, ds, wq, spec), a_step, spec.a_g)
             elif need_xq:
                 grad_x, grad_sa = kernel.backward(x, a_step, grad_xq, spec.a_qn, spec.a_qp, spec.a_sign, spec.a_g,
                                                   need_x=need_x)
@@ -220,13 +225,13 @@ class _QLayerFn(torch.autograd.Function):
                 grad_x = grad_xq * xm if spec.act else grad_xq
             if need_sa:
                 dot = _adjoint_dot(grad, xds, wq, spec) if adjoint else torch.dot(_flat(grad_xq), _flat(xds))
-                grad_sa = _signed_grad(dot.mul_(spec.a_g).reshape(a_step.shape), a_step)
+                grad_sa = _step_grad(dot, a_step, spec.a_g)
             if need_w:
                 grad_w = grad_wq * wm
             if need_sw:
                 c = wq.shape[0]
-                grad_sw = torch.bmm(grad_wq.contiguous().view(c, 1, -1), wds.view(c, -1, 1)).mul_(spec.w_g)
-                grad_sw = _signed_grad(grad_sw.reshape(w_step.shape), w_step)
+                grad_sw = _step_grad(torch.bmm(grad_wq.contiguous().view(c, 1, -1), wds.view(c, -1, 1)), w_step,
+                                     spec.w_g)
         return (grad_x, grad_w if need_w else None, grad_b if need_b else None, grad_sw if need_sw else None,
                 grad_sa if need_sa else None, None)
 
@@ -237,8 +242,6 @@ def _adjoint_dot(grad: torch.Tensor, ds: torch.Tensor, wq: torch.Tensor, spec: _
     return torch.dot(_flat(grad), _flat(F.conv2d(ds, wq, None, *spec.conv)))
 
 
-def _adjoint_step_grad(grad, ds, wq, a_step, spec: _Spec) -> torch.Tensor:
-    return _signed_grad(_adjoint_dot(grad, ds, wq, spec).mul_(spec.a_g).reshape(a_step.shape), a_step)
 
 
 class QConv2d(_QuantMixin, nn.Conv2d):
