@@ -347,6 +347,24 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
     assert float(after) < 0.3 * float(before), out.stdout   # measured: 2,100–4,500 before, 0–260 after
 
 
+def test_a_learning_verb_keeps_freed_memory_for_its_process():
+    """The entry points that own a training process set the heap thresholds (here the learning
+    verbs' set-up, in a fresh process); the MALLOC_* environment opts out."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import argparse; from jqodi.cli._learning_common import set_verb_threads; "
+            "set_verb_threads(argparse.Namespace(threads=1)); from jqodi.core.quant import heap; print(heap._applied)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e)
+            for e in (env, dict(env, MALLOC_TRIM_THRESHOLD_="131072"))]
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    if outs[0].stdout.strip() == "False":
+        pytest.skip("no glibc mallopt here")
+    assert outs[0].stdout.strip() == "True" and outs[1].stdout.strip() == "False"   # None: never called
+
+
 @pytest.mark.parametrize("name,bits", [("lenet", 4), ("resnet20", 1), ("vgg", 8)])
 def test_first_layer_step_gradient_without_the_image_gradient_matches_the_general_path(name, bits):
     """The first conv (input needs no gradient) takes the activation step's LSQ gradient through
