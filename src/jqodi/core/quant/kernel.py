@@ -11,17 +11,20 @@ QAT added to a ResNet20 step (docs/learning.md "QAT overhead"). Here:
   ``s = max(|s_raw|, ε)`` computed in the loop): bit for bit what
   :func:`jqodi.core.quant.lsq.lsq_forward` gives (the same IEEE division, clamp, round-half-to-even
   and product; checked when the library loads, see below);
-* :func:`backward` — from ``x`` again (already kept alive by the layer before, so nothing new is
-  saved): ``∂L/∂x = g · m`` (bit for bit) and per row ``Σ g · ds`` with ``ds = q(v_c) − m · v_c``,
-  accumulated in float64 in 16 fixed lanes (deterministic; it differs from ``torch.dot``'s float
-  sum only by rounding, ≈ 1e-7 relative);
+* :func:`backward` — from ``x`` again (the layer saves its input, which the ReLU before it keeps
+  alive anyway, instead of a mask and a factor): ``∂L/∂x = g · m`` (bit for bit) and per row
+  ``Σ g · ds`` with ``ds = q(v_c) − m · v_c``, in 16 float32 lanes per block of 1,024 elements,
+  the blocks summed in float64 (deterministic; it differs from ``torch.dot``'s sum only by
+  rounding, ≈ 1e-7 relative);
 * :func:`step_factor` — ``ds`` itself (the first layer's adjoint step gradient needs it).
 
-The C source below is compiled with the system's C compiler on first use (≈ 0.5 s, no network,
-no torch headers; ``-O3 -march=native``, no fast-math) into ``$JQODI_KERNEL_DIR`` or the user
-cache dir (``<cache>/jqodi/kernels``), keyed by a hash of the source, the flags, the compiler and
-this CPU, and loaded with ``ctypes``. Before it is used, it must reproduce the PyTorch quantizer
-exactly on a probe tensor (ties at .5, the clamp bounds, 1 bit, per channel). Without a compiler,
+The C source below is compiled with the system's C compiler on first use (0.4–1 s, no network,
+no torch headers; ``-O3 -march=native``, no fast-math, no FMA contraction) into
+``$JQODI_KERNEL_DIR`` or the user cache dir (``<cache>/jqodi/kernels``, mode 0700), keyed by a hash
+of the source, the flags, the compiler and this CPU, and loaded with ``ctypes`` (single-threaded
+loops). A library file this user does not own, or that others may write, is not loaded. Before
+it is used, it must reproduce the PyTorch quantizer exactly on a probe tensor (ties at .5, the
+clamp bounds, 1 bit, per channel, a negative step). Without a compiler,
 if the build or the check fails, or with ``JQODI_QUANT_KERNEL=0``, :func:`available` is False and
 the QAT layers use the PyTorch path (same values; :func:`status` says why).
 """
