@@ -391,6 +391,28 @@ TRADEOFF_LEVELS = (0.8, 0.85, 0.9, 0.95)
 LOCO_TARGETS = {"median_rel_error": 0.15, "coverage": 0.90, "mean_margin_rel": 0.30, "wrongly_excluded": 0.02}
 #: target losses of a held-out configuration: its full run's best loss by these epochs
 TARGET_EPOCHS = (3, 5, 8, 12, 16, 20)
+#: the store estimator as it was before the fix of its K reading (row beside the fixed one)
+STORE_BEFORE_FIX = "before: auto (store, else probe), K read on smoothed curves (bug)"
+
+
+def store_read_smoothed(curves, target):
+    """:func:`jqodi.learning.curves.estimate_from_runs` as it was before the fix: each prior run's K
+    read on its 3-epoch running mean, so a run that stops the epoch its loss first reaches the
+    target (its smoothed last value still above it) was extrapolated instead. Only for the
+    before/after row of the benchmark."""
+    from unittest import mock
+
+    import numpy as np
+
+    from jqodi.learning import curves as C
+
+    def smoothed_k(curve, target, horizon):
+        sm = curve if curve.size < 3 else np.asarray([curve[max(0, i - 1): i + 2].mean() for i in range(curve.size)])
+        hit = np.flatnonzero(sm <= target)
+        return float(hit[0] + 1) if hit.size else C._extrapolated_k(curve, target, horizon)
+
+    with mock.patch.object(C, "_prior_k", smoothed_k):
+        return C.estimate_from_runs(curves, target)
 
 
 #: a target must lie this much (relative) below the run's first epoch and every larger target:
@@ -480,6 +502,8 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
                     ests["before: probe"] = estimate_from_probe(probe, target)
                     ests["before: auto (store, else probe)"] = (
                         estimate_from_runs([r.losses for r in old_priors], target) if old_priors else ests["before: probe"])
+                    ests[STORE_BEFORE_FIX] = (store_read_smoothed([r.losses for r in old_priors], target)
+                                              if old_priors else ests["before: probe"])
                 ests[BEFORE_PRIOR] = prior.estimate(probe, target, query, start_loss=ca.start_loss,
                                                     exclude_group=group, conformal=False, other_models=False)
                 ests[SESSION2] = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group,

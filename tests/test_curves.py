@@ -101,6 +101,30 @@ def test_store_estimate_from_prior_runs():
     assert short.expected == pytest.approx(true_k(0.3), abs=2)
 
 
+# training losses of the full CIFAR-10 run's VGG 0.125 fp32 seeds (benchmarks/results/paper_cifar/runs/):
+# each run stops the epoch its loss first reaches L_max = 0.02 (K = 11, 11, 12)
+VGG_FP32_CIFAR = [
+    [0.9715, 0.6604, 0.4449, 0.2972, 0.1799, 0.113, 0.0754, 0.0433, 0.0268, 0.0248, 0.0179],
+    [0.9473, 0.6599, 0.4326, 0.2784, 0.1617, 0.1041, 0.0713, 0.0516, 0.0362, 0.0328, 0.0193],
+    [0.9856, 0.6593, 0.442, 0.2966, 0.1794, 0.1115, 0.067, 0.0517, 0.0375, 0.0251, 0.0225, 0.0185],
+]
+
+
+def test_store_estimate_counts_a_run_that_stops_at_the_target():
+    # a 3-epoch running mean of these curves ends at 0.0205-0.026 > 0.02: reading K on it
+    # extrapolated them and answered K^exp 44-47 for runs of 11-12 epochs
+    for held_out in range(3):
+        others = [c for i, c in enumerate(VGG_FP32_CIFAR) if i != held_out]
+        est = estimate_from_runs(others, 0.02)
+        ks = [first_epoch_below(c, 0.02) for c in others]
+        assert est.samples == ks
+        assert est.expected == int(np.ceil(np.median(ks))) and max(ks) < est.robust <= max(ks) + 2
+    # the first epoch at or below the target counts, even when a later epoch is above it again
+    assert estimate_from_runs([[1.0, 0.5, 0.29, 0.31, 0.28]], 0.3).samples == [3]
+    # only a run that never reaches the target is extrapolated, beyond its last epoch
+    assert estimate_from_runs([VGG_FP32_CIFAR[0][:8]], 0.02).expected > 8
+
+
 def test_gamma_bootstrap():
     d = np.random.default_rng(0).normal(0.2, 0.5, 500)
     g = gamma_estimate(d, seed=0)

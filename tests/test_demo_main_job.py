@@ -59,6 +59,22 @@ def test_main_job_tiny(tmp_path, monkeypatch):
     assert saved["totals"] and saved["inference"]
     assert (tmp_path / "wd" / "record.json").is_file()
     assert s["wall_s"] > 0
+    # the candidate by expected energy, its first schedule within T_max less the controller's reserve:
+    # printed, in the summary and in the run record
+    choice = saved["choice"]
+    assert choice["rule"] == "expected" and choice["candidates"]
+    assert choice["reserve_s"] > 0 and choice["deadline_s"] == 3.0
+    planned = next(p["solution"] for p in saved["plans"] if p["solver"] == "jqodi")
+    assert "choice (expected energy)" in text and "time reserve:" in text
+    record = json.loads((tmp_path / "wd" / "record.json").read_text())
+    assert record["solution"]["choice"]["rule"] == "expected"
+    if choice["reserve_kept"]:
+        assert record["solution"]["time_s"] <= choice["planned_deadline_s"] + 1e-9 < 3.0
+    assert planned["time_s"] <= 3.0
+    deadline = saved["learning_vs_prediction"]["deadline"]   # the run's time against T_max, said and saved
+    assert deadline["deadline_s"] == 3.0 and deadline["met"] == (deadline["time_s"] <= 3.0)
+    assert deadline["time_s"] == pytest.approx(saved["totals"]["time_s"]) and deadline["host_overrun_s"] >= 0
+    assert "deadline: " in text and "of T_max 3 s (testbed time)" in text
     from jqodi.core.traces import TraceStore  # the runtime recorded its epochs under the job id
 
     with TraceStore(tmp_path / "home" / "traces.db") as store:
@@ -103,6 +119,11 @@ def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_p
                for e in lenet)
     # ResNet20 has no stored run: calibrated on the LeNet runs with a doubled margin (or the probe alone)
     assert all("cold start: no stored runs of resnet20" in e.source for e in m.estimates if e.model == "resnet20")
+    # the choice reads the spread of K the learned prior states (its conformal margin, before rounding)
+    from jqodi.app.pre_run import k_spread
+
+    spreads = [k_spread(e) for e in lenet if "conformal 90% margin" in e.source]
+    assert spreads and all(s is not None and s >= 0 and "conformal 90% margin" in how for s, how in spreads)
 
 
 def test_main_demo_plan_only(tmp_path, monkeypatch):

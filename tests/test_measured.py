@@ -128,3 +128,44 @@ def test_one_real_run_stops_at_the_target_and_measures_gamma_on_the_training_spl
     assert len(cache) == 1
     assert {k: v for k, v in r3.items() if k not in ("wall_s", "epoch_s")} == \
         {k: v for k, v in r2.items() if k not in ("wall_s", "epoch_s")}
+
+
+def test_paper_cifar_rescore_scores_saved_runs_again_and_keeps_the_plan_run(runs, tmp_path, capsys):
+    """benchmarks/paper_cifar.py --rescore: nothing trained and no dataset needed; the estimators,
+    estimates and plan come from the saved runs, run.json and the training run's timings are kept;
+    a run missing from OUT/runs is one line, exit 2."""
+    import json
+
+    from _scripts import load_script
+    from jqodi.app.measured import run_path
+
+    bench = load_script("benchmarks/paper_cifar.py")
+    out = tmp_path / "out"
+    for r in runs:
+        p = run_path(out, r["model"], r["width"], r["bits"], r["seed"])
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({**r, "lr": 1e-3}))
+    old_store = {"predictions": 9, "median_rel_error_K_exp": 0.5, "coverage_K_rob_ge_K": 0.5}
+    (out / "summary.json").write_text(json.dumps({"wall_s": 123.0, "runs_trained_now": 9,
+                                                  "estimators": {"store": old_store}}))
+    (out / "run.json").write_text(json.dumps({"status": "not run", "why": "kept from the training run"}))
+    argv = ["--rescore", "--out", str(out), "--models", "lenet=0.25", "--bits", "1", "4", "8", "--target", "lenet=0.1",
+            "--max-epochs", "12", "--probe-epochs", "3", "--quiet", "--data-dir", str(tmp_path / "no-such-folder")]
+    assert bench.main(argv) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["wall_s"] == 123.0 and s["runs_trained_now"] == 9                     # the training run's
+    assert s["rescored"]["runs_trained_now"] == 0 and s["rescored"]["run_kept"] is True
+    assert s["rescored"]["estimators_before"] == {"store": old_store}
+    assert s["run"]["why"] == "kept from the training run" and "before the re-score" in s["run"]["note"]
+    # the store estimator reads the saved curves (which stop the epoch they reach L_max) at their
+    # last epoch: K^exp = the median of the other seeds' K, never an extrapolation past them
+    held = {row["bits"]: [h["store"]["K_exp"] for h in row["held_out"]] for row in s["table_vi"]}
+    assert held == {1: [None] * 3, 4: [7, 6, 7], 8: [5, 5, 5]}
+    assert s["estimators_reached_runs"]["store"]["predictions"] == 6
+    assert s["estimators_reached_runs"]["store"]["coverage_K_rob_ge_K"] == 1.0
+    assert (out / "estimates.json").is_file() and (out / "plan.json").is_file()
+    capsys.readouterr()
+    run_path(out, "lenet", 0.25, 4, 1).unlink()
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lenet_w0.25_4bit_s1.json" in err and "--rescore" in err, err

@@ -57,6 +57,9 @@ def test_the_guide_end_to_end(tmp_path, monkeypatch, capsys):
     assert target["target_loss"] == 1.2 and (len(rec["epochs"]) == 2 or
                                               (target["reached"] and target["epoch"] == len(rec["epochs"])))
     assert rec["job"]["data"]["name"].endswith("my-images")
+    # the candidate by expected energy under the estimates' spread, said before the run and recorded
+    assert "choice (expected energy)" in out and rec["solution"]["choice"]["rule"] == "expected"
+    assert {r["candidate"] for r in rec["solution"]["choice"]["candidates"]} <= {"lenet@4", "lenet@8"}
     assert main(["infer", "--workdir", "runs/mine", "--requests", "2", "--no-emulate"]) == 0
     assert "--no-emulate: energy per request" in capsys.readouterr().out
 

@@ -148,13 +148,19 @@ def test_the_conformal_scheme_is_chosen_on_the_library_without_the_held_out_conf
     # a scheme given explicitly is used as given; rounding down never gives more than rounding up
     ups = [sc for sc in CONFORMAL_SCHEMES if sc.round_up]
     for up in ups:
-        down = next(sc for sc in CONFORMAL_SCHEMES if (sc.mondrian, sc.normalised, sc.round_up) ==
-                    (up.mondrian, up.normalised, False))
+        down = next(sc for sc in CONFORMAL_SCHEMES if (sc.mondrian, sc.normalised, sc.round_up, sc.per_configuration) ==
+                    (up.mondrian, up.normalised, False, up.per_configuration))
         q = query(1000, 4)
         probe = true_curve(5, 1000, 4, 4 + 1000)
         hi = library.estimate(probe, 1.3, q, start_loss=7.5, exclude_group=group, scheme=up)
         lo = library.estimate(probe, 1.3, q, start_loss=7.5, exclude_group=group, scheme=down)
         assert up.name in hi.note and lo.expected == hi.expected and lo.robust <= hi.robust
+        # counting configurations, not residuals, in the finite-sample correction: a larger level, never less margin
+        if up.per_configuration:
+            by_residual = next(sc for sc in ups if (sc.mondrian, sc.normalised, sc.per_configuration) ==
+                               (up.mondrian, up.normalised, False))
+            base = library.estimate(probe, 1.3, q, start_loss=7.5, exclude_group=group, scheme=by_residual)
+            assert base.expected == hi.expected and base.robust <= hi.robust
 
 
 def test_a_store_of_probes_alone_gives_no_zero_margin_and_unreachable_targets_stay_unreachable(tmp_path):

@@ -24,12 +24,15 @@ estimates without planning or running anything).
    but not free (it takes several epochs of fine-tuning). The deadline is the scenario's
    ``deadline_s``, in the testbed's seconds.
 3. :func:`plan`: the instance compiled with the measured estimates, JQODI beside the exact optimum
-   and the paper's static Optimum (:func:`jqodi.planner.compare`).
-4. :func:`run` the whole plan (all its K^rob epochs; the plan commits to K^rob, so we do not stop at
-   the target: the record says at which epoch the target was first reached) with the cloud, edge
-   and end device as separate processes over gloo on loopback, the testbed emulated in dilated
-   time; then collaborative inference served by the same processes. The runtime records every
-   epoch in the trace store (``trace_store``), under the run's job id.
+   and the paper's static Optimum (:func:`jqodi.planner.compare`); then the plan the run starts
+   from (:func:`jqodi.app.pre_run.first_plan`): by default the candidate of least expected energy
+   under the K estimates' spread, its schedule planned for T_max less the closed loop's time reserve.
+4. :func:`run` the plan with the cloud, edge and end device as separate processes over gloo on
+   loopback, the testbed emulated in dilated time, under the closed loop (``policy``: it stops at
+   L_max, keeps the best model and re-plans; ``None``: all K^rob epochs run, and the record says at
+   which epoch the target was first reached); then collaborative inference served by the same
+   processes. The runtime records every epoch in the trace store (``trace_store``), under the
+   run's job id.
 5. :func:`compare` predicted and measured: epochs to target, final loss, time and energy per node and
    phase, bytes per link; everything is saved as ``summary.json`` (and the runtime's
    ``record.json``) under ``workdir``.
@@ -61,6 +64,9 @@ class MainJobConfig:
     ``None`` = not recorded); ``workdir`` ``None`` = ``runs/demo-<scenario>``.
     ``policy``: the closed loop (:mod:`jqodi.app.controller`; ``replan``, ``static`` or ``None``
     for none: every planned epoch runs); ``replan_threshold``, ``confirm``: its knobs.
+    ``choice``: which candidate the run trains (:mod:`jqodi.app.pre_run`: ``expected``, the least
+    expected energy under the K estimate's spread, or ``planner``); with policy ``replan`` the first
+    schedule is planned for T_max less the controller's time reserve.
     """
 
     scenario_path: str | Path | None = None
@@ -81,6 +87,7 @@ class MainJobConfig:
     policy: str | None = "replan"
     replan_threshold: float = 0.03
     confirm: int = 0
+    choice: str = "expected"
 
     @property
     def pretrain_options(self) -> dict:
@@ -264,8 +271,9 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
 
     When the chosen solver finds no plan, ``estimate`` is ``None`` (the solution says why).
     """
+    from jqodi.app.pre_run import choice_lines, first_plan
     from jqodi.core.costs import compile_instance
-    from jqodi.planner import compare as compare_solvers, solve
+    from jqodi.planner import compare as compare_solvers
     from jqodi.render.instance import render_instance
     from jqodi.render.plans import comparison_notes, comparison_table
 
@@ -278,15 +286,17 @@ def plan(scenario, measurement: Measurement, cfg: MainJobConfig, say: Say = _pri
     say("")
     say(comparison_table(rows))
     say(comparison_notes(rows, instance)[0])  # what "vs optimal" means here
-    shown = {r["solver"]: r["solution"] for r in rows}
-    sol = shown[cfg.solver] if cfg.solver in shown else solve(instance, cfg.solver)
+    sol = first_plan(instance, choice=cfg.choice, solver=cfg.solver, policy=cfg.policy,
+                     estimates=measurement.estimates)
     planning = Planning(scenario, instance, rows, sol, None)
     if sol.status == "infeasible":
         return planning
+    say("\n" + "\n".join(choice_lines(sol)))
     planning.estimate = next(e for e in measurement.estimates if (e.model, e.bits) == (sol.model, sol.bits))
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in sol.schedule)
-    say(f"plan ({cfg.solver}): {sol.model} at {sol.bits} bits, {sched}: {sol.epochs} epochs = K^rob "
-        f"(K^exp {planning.estimate.epochs_expected}); predicted {sol.time_s:.2f} s, {sol.energy_j:.1f} J on the testbed")
+    say(f"plan ({cfg.solver}, {sol.extra['choice']['rule']} choice): {sol.model} at {sol.bits} bits, {sched}: "
+        f"{sol.epochs} epochs = K^rob (K^exp {planning.estimate.epochs_expected}); predicted {sol.time_s:.2f} s "
+        f"of T_max {scenario.deadline_s:g} s, {sol.energy_j:.1f} J on the testbed")
     return planning
 
 
@@ -346,12 +356,20 @@ def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobCo
         say("\n" + "\n".join(lines))
     losses = [e["val_loss"] for e in record.epochs]
     reached = next((i + 1 for i, v in enumerate(losses) if v <= target), None)
+    deadline = _deadline(planning, record)
+    if record.epochs:
+        say(f"\ndeadline: {deadline['time_s']:.3g} s of T_max {deadline['deadline_s']:g} s (testbed time): "
+            + ("met" if deadline["met"] else f"MISSED by {deadline['time_s'] - deadline['deadline_s']:.3g} s")
+            + f"; first plan {sol.time_s:.3g} s, planned for {deadline['planned_deadline_s']:.3g} s"
+            + (f"; this host fell behind the emulated devices by {deadline['host_overrun_s']:.3g} s "
+               f"(summed over the nodes; inside the measured time)" if record.emulated else ""))
     cmp = {"target_loss": target, "epochs_expected": row.epochs_expected, "epochs_robust": row.epochs_robust,
            "epochs_run": len(losses), "epoch_target_reached": reached,
            "final_loss_predicted_robust": row.final_loss_robust, "final_loss_predicted_expected": row.final_loss_expected,
            "start_loss_measured": measurement.probes[(sol.model, sol.bits)].start_loss,
            "final_loss_measured": losses[-1] if losses else None,
-           "final_accuracy_measured": record.epochs[-1]["val_accuracy"] if record.epochs else None}
+           "final_accuracy_measured": record.epochs[-1]["val_accuracy"] if record.epochs else None,
+           "deadline": deadline}
     if losses:
         say(f"\nloss: start (quantized) {cmp['start_loss_measured']:.4f}; target L_max {target:.4f}; "
             f"predicted to reach it after K^exp = {row.epochs_expected} (K^rob = {row.epochs_robust}) epochs, "
@@ -391,6 +409,7 @@ def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
     planning = plan(scenario, measurement, cfg, say)
     summary["plans"] = [{k: v for k, v in r.items() if k != "solution"} | {"solution": r["solution"].to_dict()}
                         for r in planning.rows]
+    summary["choice"] = planning.solution.extra.get("choice")
     if planning.estimate is None:
         _save(wd, summary)
         sol = planning.solution
@@ -412,6 +431,17 @@ def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
     out = _save(wd, summary)
     say(f"\nsaved: {out} and {wd / 'record.json'}  (main job {summary['wall_s']:.0f} s wall)")
     return summary
+
+
+def _deadline(planning: Planning, record) -> dict:
+    """The run's time against T_max: measured (testbed seconds), what the first plan was made for,
+    and how far this host fell behind the emulated devices (``overrun_s``, summed over nodes)."""
+    t = float(record.totals["time_s"]) if record.epochs else 0.0
+    t_max = float(planning.scenario.deadline_s)
+    choice = planning.solution.extra.get("choice") or {}
+    return {"deadline_s": t_max, "time_s": t, "met": t <= t_max + 1e-9,
+            "planned_deadline_s": choice.get("planned_deadline_s", t_max),
+            "host_overrun_s": sum(sum((e.get("overrun_s") or {}).values()) for e in record.epochs)}
 
 
 def _measurement_summary(m: Measurement, cfg: MainJobConfig) -> dict:

@@ -40,7 +40,11 @@ class RunOptions:
     ``policy``: the closed loop (:mod:`jqodi.app.controller`): ``replan`` (early stop, online
     estimates, re-planning; the default), ``static`` (early stop, the plan followed), ``None``
     (no controller: every planned epoch runs, as before); ``replan_threshold`` the anti-churn
-    share; ``confirm`` further epochs at or below L_max before stopping.
+    share; ``confirm`` further epochs at or below L_max before stopping. ``choice``: which candidate
+    to train (:mod:`jqodi.app.pre_run`): ``expected`` (the least expected energy under the K
+    estimates' spread; the planner's choice when no controller runs or K^exp is planned) or
+    ``planner``; with policy ``replan`` the first schedule is planned for T_max less the
+    controller's time reserve.
     """
 
     solver: str = "jqodi"
@@ -68,6 +72,7 @@ class RunOptions:
     policy: str | None = "replan"
     replan_threshold: float = 0.03
     confirm: int = 0
+    choice: str = "expected"
 
 
 def job_for_plan(scenario, solution, *, requests: int = 0, **job_kw):
@@ -106,26 +111,34 @@ def run_estimates(scenario, opts: RunOptions):
                                   pretrained=not opts.random_init)
 
 
-def instance_for_run(scenario, opts: RunOptions):
-    """The planning instance of ``scenario`` with the estimates ``opts`` name."""
+def instance_for_run(scenario, opts: RunOptions, estimates=None):
+    """The planning instance of ``scenario`` with the estimates ``opts`` name (``estimates``: already loaded)."""
     from jqodi.core.costs import compile_instance
 
-    return compile_instance(scenario, estimates=run_estimates(scenario, opts))
+    return compile_instance(scenario, estimates=estimates if estimates is not None else run_estimates(scenario, opts))
 
 
-def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None):
-    """The plan to run (from ``instance`` when it is already compiled); one-line error when it is
-    infeasible."""
-    from jqodi.planner import solve
+def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None, estimates=None):
+    """The plan to run (from ``instance`` when it is already compiled, with the learning
+    ``estimates`` it was compiled from): :func:`jqodi.app.pre_run.first_plan`; one-line error when
+    it is infeasible."""
+    from jqodi.app.pre_run import choice_lines, first_plan
 
-    instance = instance if instance is not None else instance_for_run(scenario, opts)
+    if instance is None:
+        estimates = run_estimates(scenario, opts)
+        instance = instance_for_run(scenario, opts, estimates)
+    if estimates is None:
+        estimates = scenario.estimates()
     say(f"planning {scenario.name} with {opts.solver} ...")
-    solution = solve(instance, opts.solver, epochs=opts.epochs_estimate)
+    solution = first_plan(instance, choice=opts.choice, solver=opts.solver, epochs=opts.epochs_estimate,
+                          policy=opts.policy, estimates=estimates)
     if solution.status == "infeasible":
         raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
+    for line in choice_lines(solution):
+        say(line)
     sched = ", ".join(f"{e.epochs}×({e.edge}, cut {e.cut})" for e in solution.schedule)
     say(f"plan: {solution.model} at {solution.bits} bits, {sched}; predicted "
-        f"{solution.time_s:.1f} s, {solution.energy_j:.1f} J")
+        f"{solution.time_s:.1f} s of T_max {instance.deadline_s:g} s, {solution.energy_j:.1f} J")
     return solution
 
 
@@ -162,8 +175,9 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         from jqodi.core.data import check_scenario_data
 
         check_scenario_data(scenario.data)
-    instance = None if resuming else instance_for_run(scenario, opts)  # once: the plan and the controller
-    solution = None if resuming else plan_for_run(scenario, opts, say, instance)
+    estimates = None if resuming else run_estimates(scenario, opts)
+    instance = None if resuming else instance_for_run(scenario, opts, estimates)  # once: the plan and the controller
+    solution = None if resuming else plan_for_run(scenario, opts, say, instance, estimates)
     job = None if resuming else build_job(scenario, solution, opts)
     controller = None
     if resuming:

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, metavar="DB",
                    help="main job: trace store the run records its epochs in (default $JQODI_HOME/traces.db)")
     p.add_argument("--no-traces", action="store_true", help="main job: do not record the run in the trace store")
+    p.add_argument("--choice", choices=("expected", "planner"), default="expected",
+                   help="main job: which candidate to train: expected (default: the least expected energy "
+                        "under the K estimates' spread) or planner (the least energy of a K^rob-epoch plan)")
     p.add_argument("--json", default=None, metavar="FILE", help="main job: also write the summary here")
 
 
@@ -35,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
         from jqodi.app.demo import run_demo
 
-        if args.plan_only or args.no_describe or args.workdir or args.json or args.store or args.no_traces:
+        if (args.plan_only or args.no_describe or args.workdir or args.json or args.store or args.no_traces
+                or args.choice != "expected"):
             print("jqodi demo: note: with a SCENARIO only its descriptive sections are shown; the main-job "
                   "options apply to 'jqodi demo' without one", file=sys.stderr)
 
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
 
     config = MainJobConfig(plan_only=args.plan_only, workdir=args.workdir, transport=args.transport,
-                           requests=args.requests, trace_store=None if args.no_traces else (args.store or "default"))
+                           requests=args.requests, trace_store=None if args.no_traces else (args.store or "default"),
+                           choice=args.choice)
     summary = run_main_demo(config, describe=not args.no_describe)
     if args.json:
         with open(args.json, "w") as f:

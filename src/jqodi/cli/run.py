@@ -59,6 +59,11 @@ def add_arguments(p) -> None:
     p.add_argument("--policy", choices=("replan", "static"), default="replan",
                    help="closed loop: replan (default: stop at the target, refit estimates and re-plan after "
                         "every epoch and on resource events) or static (stop at the target, follow the plan)")
+    p.add_argument("--choice", choices=("expected", "planner"), default="expected",
+                   help="which candidate to train: expected (default: the least expected energy under the K "
+                        "estimates' spread, as a run that stops at the target spends it) or planner (the "
+                        "least energy of a K^rob-epoch plan); with --policy replan the first schedule keeps "
+                        "the controller's time reserve")
     p.add_argument("--replan-threshold", type=float, default=0.03, metavar="SHARE",
                    help="a new plan must save more than this share of the remaining energy to replace a sound "
                         "one (default 0.03)")
@@ -92,7 +97,8 @@ def run(args) -> int:
                       trace_store=None if args.no_traces else (args.store or "default"),
                       progress=False if args.quiet else None, data_dir=args.data_dir, estimates=args.estimates,
                       allow_estimate_mismatch=args.allow_estimate_mismatch,
-                      policy=args.policy, replan_threshold=args.replan_threshold, confirm=args.confirm)
+                      policy=args.policy, replan_threshold=args.replan_threshold, confirm=args.confirm,
+                      choice=args.choice)
     if args.write_job:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))

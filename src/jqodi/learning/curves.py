@@ -35,8 +35,10 @@ accurate (21 % vs 18 % median error, 75 % vs 83 % coverage on Data 2).
 
 **From prior runs** (:func:`estimate_from_runs`): full curves of earlier runs of the same
 candidate (other seeds, sizes, datasets) in the trace store. Each prior curve is aligned to the
-probe's level (additive shift over the overlapping probe epochs, if a probe is given), smoothed,
-and read off at L_max (extrapolated with the curve ensemble if it ends above L_max). K^exp is the
+probe's level (additive shift over the overlapping probe epochs, if a probe is given) and read
+off at L_max: its K is the first epoch whose loss is ≤ L_max, as for the run being predicted (a
+run that stops the epoch it reaches L_max counts that epoch); a curve that ends above L_max is
+extrapolated with the power law (the exponential as fallback). K^exp is the
 median of the priors' K, K^rob their maximum plus one standard deviation of the K's plus
 the probe-free seed spread (at least one epoch): the spread between seeds is what the robust
 estimate must cover.
@@ -252,26 +254,21 @@ def _weighted_quantile(values: Sequence[float], weights: Sequence[float], q: flo
     return float(v[order][min(np.searchsorted(cw, q - 1e-12), v.size - 1)])
 
 
-def _smooth(y: np.ndarray, window: int = 3) -> np.ndarray:
-    """Centered running mean (shrinking at the ends): damps epoch-to-epoch noise before reading K."""
-    if y.size < window:
-        return y
-    out = np.empty_like(y)
-    h = window // 2
-    for i in range(y.size):
-        out[i] = y[max(0, i - h): i + h + 1].mean()
-    return out
-
-
 def _prior_k(curve: np.ndarray, target: float, horizon: int) -> float:
-    sm = _smooth(curve)
-    hit = np.flatnonzero(sm <= target)
-    if hit.size:
-        return float(hit[0] + 1)
-    # the prior run ended above the target: extrapolate its tail with the curve ensemble
+    """K of one prior run: the first epoch its (raw) loss is ≤ ``target`` — the same definition as a
+    run's actual K (:func:`first_epoch_below`), so a run that stops the epoch it reaches L_max counts
+    that epoch. Only a run that never reaches the target is extrapolated (its tail fitted by the
+    power law, the exponential as fallback); ∞ if neither reaches it within ``horizon``."""
+    hit = first_epoch_below(curve, target)
+    return float(hit) if hit is not None else _extrapolated_k(curve, target, horizon)
+
+
+def _extrapolated_k(curve: np.ndarray, target: float, horizon: int) -> float:
+    """K of a prior run that ended above ``target``: its tail extrapolated by the power law
+    (Section III-E), the exponential as fallback; ∞ if it does not reach the target within ``horizon``."""
     k = np.arange(1, curve.size + 1, dtype=float)
     ks = np.arange(1, horizon + 1, dtype=float)
-    for name in ("pow3", "exp3"):  # the power law first (Section III-E); exponential as fallback
+    for name in ("pow3", "exp3"):
         p = fit_curve(name, k, curve)
         if p is not None:
             return _member_k(name, p, target, ks)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from statistics import NormalDist
+from typing import Mapping
 
 from jqodi.core.instance import Candidate, PlanningInstance, Solution
 
@@ -33,11 +34,13 @@ ROBUST_LEVEL = 0.9
 MIN_SIGMA = 0.05
 
 
-def epoch_distribution(expected: int, robust: int, *, level: float = ROBUST_LEVEL) -> list[tuple[int, float]]:
+def epoch_distribution(expected: int, robust: int, *, level: float = ROBUST_LEVEL,
+                       sigma: float | None = None) -> list[tuple[int, float]]:
     """P(K = k) for k = 1, 2, …: K log-normal, median ``expected``, ``level`` quantile ``robust``
-    (rounded to whole epochs, truncated at 3 σ above the median and renormalised)."""
+    (rounded to whole epochs, truncated at 3 σ above the median and renormalised). ``sigma``: σ of
+    ln K when the estimate states it (then ``robust`` only extends the support)."""
     z = NormalDist().inv_cdf(level)
-    sigma = max(math.log(max(robust, expected) / expected) / z, MIN_SIGMA)
+    sigma = max(math.log(max(robust, expected) / expected) / z if sigma is None else float(sigma), MIN_SIGMA)
     dist = NormalDist(math.log(expected), sigma)
     top = max(robust, int(math.ceil(expected * math.exp(3 * sigma))))
     ps = []
@@ -48,7 +51,7 @@ def epoch_distribution(expected: int, robust: int, *, level: float = ROBUST_LEVE
     return [(k, p / total) for k, p in ps if p > 0]
 
 
-def _expected_energy(cand: Candidate, sol: Solution) -> float:
+def _expected_energy(cand: Candidate, sol: Solution, sigma: float | None = None) -> float:
     """Expected energy of ``sol`` for ``cand`` when the run stops at L_max, cheapest epochs first."""
     cost = {(o.edge, o.cut): o.epoch_energy_j for o in cand.options}
     epochs = sorted(cost[(s.edge, s.cut)] for s in sol.schedule for _ in range(s.epochs))
@@ -59,18 +62,21 @@ def _expected_energy(cand: Candidate, sol: Solution) -> float:
     for e in epochs:
         prefix.append(prefix[-1] + e)
     exp = 0.0
-    for k, p in epoch_distribution(cand.epochs.expected, cand.epochs.robust):
+    for k, p in epoch_distribution(cand.epochs.expected, cand.epochs.robust, sigma=sigma):
         spent = prefix[k] if k < len(prefix) else prefix[-1] + (k - len(epochs)) * extra
         exp += p * spent
     return fixed + exp
 
 
-def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal") -> Solution:
+def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal", *,
+                            sigma: Mapping[str, float] | None = None) -> Solution:
     """The plan of the candidate with the least expected energy (see the module docstring).
 
     Every candidate of Ω with finite K^exp and K^rob is planned alone for K^rob epochs
     (``solver``); the answer is that candidate's plan, with ``extra["choice"]`` listing each
     candidate's expected and K^rob-plan energy. With no such plan, ``solve(instance, solver)``.
+    ``sigma``: σ of ln K per candidate key (``model@bits``) where the estimate states it; the
+    others take it from K^rob as the :data:`ROBUST_LEVEL` quantile.
     """
     from jqodi.planner import solve
 
@@ -86,9 +92,11 @@ def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal")
         if sol.status == "infeasible":
             rows.append({"candidate": c.key, "feasible": False})
             continue
-        exp_j = _expected_energy(c, sol)
+        sig = (sigma or {}).get(c.key)
+        exp_j = _expected_energy(c, sol, sig)
         rows.append({"candidate": c.key, "feasible": True, "expected_energy_j": exp_j, "plan_energy_j": sol.energy_j,
-                     "epochs_expected": c.epochs.expected, "epochs_robust": c.epochs.robust})
+                     "epochs_expected": c.epochs.expected, "epochs_robust": c.epochs.robust}
+                    | ({} if sig is None else {"sigma_ln_k": float(sig)}))
         if best is None or (exp_j, sol.energy_j) < best[0]:
             best = ((exp_j, sol.energy_j), sol)
     if best is None:

@@ -289,7 +289,7 @@ class CurvePrior:
                 w = same
         if w.sum() <= 0 or group_n_eff(w, run, self._group_no) < MIN_EFFECTIVE_SAMPLES:
             return None
-        n_eff = float(w.sum() ** 2 / np.sum(w ** 2))
+        n_eff = group_n_eff(w, run, self._group_no) if scheme.per_configuration else float(w.sum() ** 2 / np.sum(w ** 2))
         q = min(1.0, level * (1.0 + 1.0 / n_eff))
         if scheme.normalised:
             sigma = np.maximum(np.asarray(res.spread, float), SPREAD_FLOOR)

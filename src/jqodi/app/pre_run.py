@@ -1,0 +1,183 @@
+"""The run's first plan: which candidate to train, and the time the closed loop keeps in hand.
+
+``jqodi run`` and the main job (``make demo``) plan once before a run; both call :func:`first_plan`.
+
+**Which candidate** (``choice``). ``planner``: the planner's answer (the candidate whose K^rob-epoch
+plan costs least, Eq. (13) with K = K^rob). ``expected`` (the default when a closed-loop controller
+runs): :func:`jqodi.app.controller.choice.plan_by_expected_energy` — every Ω candidate is planned
+alone for its K^rob epochs (so T_max stays safe) and the one of least *expected* energy is trained:
+a closed-loop run stops at L_max after its true K epochs and runs its cheapest epochs first, so it
+spends the quantization cost and the first K epochs of its plan. K is log-normal with median K^exp
+and a spread σ of ln K that :func:`k_spread` derives from what each estimate states:
+
+* the learned prior's estimate names its conformal margin m at level q (``K^rob: conformal 90 %
+  margin +35 %``): σ = ln(1 + m) / z_q — the margin before K^rob was rounded up to whole epochs
+  (which, for a small K^exp, makes K^rob / K^exp far wider than the margin);
+* every other estimate (the probe alone at a cold start, or the learned prior with too few
+  conformal residuals, both with K^rob widened to ≥ 1.8·K^exp; the stored runs of a configuration;
+  a scenario's static ``learning:`` row, which states no level): K^rob read as the 90 % quantile,
+  σ = ln(K^rob / K^exp) / z_0.9 — for a widened K^rob an upper bound of the spread.
+
+Without a controller (``--policy`` none) every planned epoch runs, so the planner's answer is what
+the run spends and ``expected`` falls back to it; so does a plan for K^exp (``--epochs-estimate
+expected``). Either way the answer says so.
+
+**The time reserve.** Policy ``replan``'s controller keeps ``reserve_epochs`` (1.5) epochs of the
+fastest option in hand when it re-plans (:data:`jqodi.app.controller.loop.DEFAULT_RESERVE_EPOCHS`):
+what an edge leaving mid-epoch or a slowdown not yet measured costs. A first plan that fills T_max
+leaves it none, and a run that goes as planned but a little slow ends late. So the first schedule is
+planned for T_max − reserve, the reserve being that many epochs of the trained candidate's fastest
+option (what the controller keeps for it at the start). When no plan
+fits T_max − reserve, the plan for T_max is taken and the answer says that the reserve is not kept
+(the controller's own rule: the reserve is a preference). The controller itself still sees T_max.
+
+The decision is kept in the solution's ``extra["choice"]`` (and so in ``record.json``'s
+``solution`` and the main job's ``summary.json``); :func:`choice_lines` prints it.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from statistics import NormalDist
+from typing import Iterable
+
+from jqodi.errors import JqodiError
+
+__all__ = ["CHOICES", "DEFAULT_CHOICE", "k_spread", "reserve_s", "first_plan", "choice_lines"]
+
+#: how the candidate is chosen before the run (``--choice``)
+CHOICES = ("expected", "planner")
+DEFAULT_CHOICE = "expected"
+#: the level a K^rob that states none is read at (:data:`jqodi.app.controller.choice.ROBUST_LEVEL`)
+DEFAULT_LEVEL = 0.9
+#: how the learned prior's estimate states its margin (jqodi.learning.prior.CurvePrior.estimate's note)
+_CONFORMAL = re.compile(r"K\^rob: conformal (\d+(?:\.\d+)?)\s*% margin ([+-]\d+(?:\.\d+)?)\s*%")
+
+
+def k_spread(estimate) -> tuple[float | None, str]:
+    """σ of ln K for a learning estimate (a :class:`jqodi.core.estimates.LearningEstimate` or ``None``)
+    and how it was derived; σ ``None``: from K^rob as the 90 % quantile (see the module docstring)."""
+    if estimate is None:
+        return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile"
+    source = str(getattr(estimate, "source", "") or "")
+    m = _CONFORMAL.search(source)
+    if m:
+        level, margin = float(m.group(1)) / 100.0, float(m.group(2)) / 100.0
+        if 0.5 < level < 1.0:
+            sigma = math.log1p(max(margin, 0.0)) / NormalDist().inv_cdf(level)
+            return sigma, f"conformal {level:.0%} margin {margin:+.0%}"
+    kind = source.removeprefix("measured:").split("(", 1)[0] or "static"
+    what = {"probe": "the probe alone", "prior+probe": "the learned prior",
+            "static": "the scenario's table"}.get(kind, kind) + (", K^rob widened" if "widened" in source else "")
+    return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile ({what})"
+
+
+def reserve_s(candidate, reserve_epochs: float) -> float:
+    """Seconds the closed loop keeps in hand for ``candidate`` (a :class:`jqodi.core.instance.Candidate`)
+    at the start of its run: ``reserve_epochs`` × its fastest epoch."""
+    if reserve_epochs <= 0 or not candidate.options:
+        return 0.0
+    return float(reserve_epochs) * min(o.epoch_time_s for o in candidate.options)
+
+
+def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi", epochs: str = "robust",
+               policy: str | None = "replan", estimates: Iterable | None = None,
+               reserve_epochs: float | None = None):
+    """The plan a run starts from (see the module docstring): a :class:`jqodi.core.instance.Solution`
+    whose ``extra["choice"]`` says how it was chosen and for which deadline it was planned.
+
+    ``estimates``: the learning estimates the instance was compiled from (their spread, :func:`k_spread`);
+    ``reserve_epochs``: ``None`` = the controller's default when ``policy`` is ``replan``, else 0.
+    """
+    from jqodi.app.controller.choice import plan_by_expected_energy
+    from jqodi.planner import solve
+
+    if choice not in CHOICES:
+        raise JqodiError(f"--choice: must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if reserve_epochs is None:
+        from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
+
+        reserve_epochs = DEFAULT_RESERVE_EPOCHS if policy == "replan" else 0.0
+    note = ""
+    rule = choice
+    if choice == "expected" and policy is None:
+        rule, note = "planner", "no closed loop: every planned epoch runs, so the planner's choice"
+    elif choice == "expected" and epochs != "robust":
+        rule, note = "planner", "a plan for K^exp epochs: the planner's choice"
+    spread = {f"{e.model}@{e.bits}": k_spread(e) for e in (estimates or ())}
+    sigma = {k: s for k, (s, _) in spread.items() if s is not None}
+    t_max = float(instance.deadline_s)
+    reserves = {c.key: reserve_s(c, reserve_epochs) for c in instance.candidates if c.epochs.robust is not None}
+
+    def plan(deadline_s: float):
+        inst = instance if deadline_s == t_max else replace(instance, deadline_s=deadline_s)
+        if rule == "expected":
+            return plan_by_expected_energy(inst, solver, sigma=sigma)
+        return solve(inst, solver, epochs=epochs)
+
+    # plan for T_max less the least reserve; when the plan's candidate keeps a larger one, again for
+    # T_max less that (the reserve only grows, so this ends within as many rounds as candidates)
+    sol, res, kept = None, min(reserves.values(), default=0.0), False
+    while 0 < res < t_max:
+        sol = plan(t_max - res)
+        if sol.status == "infeasible":
+            break
+        need = reserves.get(f"{sol.model}@{sol.bits}", 0.0)
+        if need <= res * (1 + 1e-9):
+            kept = True
+            break
+        res = need
+    if not kept:
+        sol = plan(t_max)
+        res = reserves.get(f"{sol.model}@{sol.bits}", 0.0) if sol.status != "infeasible" else 0.0
+    planned_for = t_max - res if kept else t_max
+    rows = sol.extra.get("choice", {}).get("candidates", []) if rule == "expected" else []
+    if rule == "expected" and not any(r.get("feasible") for r in rows):
+        rule, note = "planner", "no Ω candidate has a K^rob plan in time: the planner's answer"
+    info = {"rule": rule, "asked": choice, "note": note, "deadline_s": t_max, "reserve_s": res,
+            "reserve_epochs": float(reserve_epochs), "reserve_kept": kept, "planned_deadline_s": planned_for,
+            "solver": solver, "epochs": epochs}
+    for r in rows:
+        r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
+    info["candidates"] = rows
+    sol.extra["choice"] = info
+    return sol
+
+
+def choice_lines(sol) -> list[str]:
+    """The choice and the reserve of :func:`first_plan`'s answer, as lines to print."""
+    from jqodi.render.tables import format_table
+
+    c = sol.extra.get("choice") if sol is not None else None
+    if not c:
+        return []
+    lines = []
+    if c["reserve_s"] > 0:
+        if c["reserve_kept"]:
+            lines.append(f"time reserve: the closed loop keeps {c['reserve_epochs']:g} epochs of the fastest option "
+                         f"in hand ({c['reserve_s']:.3g} s), so the first schedule is planned for T_max − reserve = "
+                         f"{c['deadline_s']:g} − {c['reserve_s']:.3g} = {c['planned_deadline_s']:.3g} s")
+        else:
+            lines.append(f"time reserve: no plan fits T_max − reserve ({c['deadline_s']:g} − {c['reserve_s']:.3g} s): "
+                         f"planned for the whole T_max = {c['deadline_s']:g} s, the controller starts without it")
+    if c["rule"] == "expected":
+        rows = [[r["candidate"], r.get("epochs_expected", "-"), r.get("epochs_robust", "-"),
+                 _fmt(r.get("plan_energy_j")), _fmt(r.get("expected_energy_j")), r.get("spread", "")]
+                for r in c["candidates"] if r.get("feasible")]
+        missing = [r["candidate"] for r in c["candidates"] if not r.get("feasible")]
+        lines.append("choice (expected energy): every Ω candidate planned alone for K^rob epochs; the run stops "
+                     "at L_max, so it trains the one of least expected energy (K log-normal, median K^exp):")
+        lines.append(format_table(["candidate", "K^exp", "K^rob", "K^rob plan J", "expected J", "spread of K from"],
+                                  rows, indent="  "))
+        if missing:
+            lines.append(f"  no K^rob plan in time: {', '.join(missing)}")
+    else:
+        k = "K^exp" if c.get("epochs") == "expected" else "K^rob"
+        lines.append(f"choice (planner): the candidate whose {k}-epoch plan costs least"
+                     + (f" ({c['note']})" if c["note"] else ""))
+    return lines
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.1f}"

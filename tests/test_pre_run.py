@@ -1,0 +1,135 @@
+"""The run's first plan (jqodi.app.pre_run): the candidate by expected energy or the planner's, the
+spread of K each estimate states, and the closed loop's time reserve kept by the first schedule
+(no torch, deterministic)."""
+import math
+from statistics import NormalDist
+
+import pytest
+
+from jqodi.app.pre_run import choice_lines, first_plan, k_spread, reserve_s
+from jqodi.core.estimates import LearningEstimate
+from jqodi.core.instance import Candidate, EpochEstimates, Option, PlanningInstance
+from jqodi.errors import JqodiError
+from jqodi.planner import solve
+from test_closed_loop_choice import OPTIONS, two_candidates
+
+Z90 = NormalDist().inv_cdf(0.9)
+
+
+def estimate(bits, k_exp, k_rob, source="static"):
+    return LearningEstimate(model="net", bits=bits, base_loss=1.0, gamma=0.0, epochs_expected=k_exp,
+                            epochs_robust=k_rob, source=source)
+
+
+CONFORMAL = ("measured:prior+probe(5 epochs; pow3 (best of 4 calibrated variants) fitted to 5 probe epochs, "
+             "calibrated on 12 stored net runs (3.1 effective configurations, held-out error 9%); K^rob: "
+             "conformal 90% margin +5% (6.2 effective residuals; pooled, raw scores, rounded up))")
+COLD = "measured:probe(5 epochs; cold start: no stored runs of net; K^rob widened to ≥ 1.8·K^exp)"
+
+
+def test_the_spread_of_k_is_the_stated_conformal_margin_not_the_rounded_k_rob():
+    # K^exp 3 with a +5 % margin is rounded up to K^rob 4: the ratio 4/3 would read as a wide estimate
+    sigma, how = k_spread(estimate(4, 3, 4, CONFORMAL))
+    assert sigma == pytest.approx(math.log(1.05) / Z90) and "conformal 90% margin +5%" in how
+    assert sigma < 0.2 * math.log(4 / 3) / Z90
+    doubled = CONFORMAL.replace("+5%", "+44% (doubled: cold start)")
+    assert k_spread(estimate(4, 3, 5, doubled))[0] == pytest.approx(math.log(1.44) / Z90)
+    # the probe alone, a store or a static row state no level: K^rob is read as the 90 % quantile
+    few = CONFORMAL.replace("conformal 90% margin +5%", "too few conformal residuals: the variants' 90% quantile, "
+                                                         "widened to ≥ 1.8·K^exp")
+    for source, said in ((COLD, "the probe alone, K^rob widened"), (few, "the learned prior, K^rob widened"),
+                         ("static", "the scenario's table"), ("paper-table-vi", "paper")):
+        sigma, how = k_spread(estimate(4, 4, 8, source))
+        assert sigma is None and "K^rob as the 90% quantile" in how and said in how
+    assert k_spread(None)[0] is None
+
+
+def test_expected_choice_trains_the_likely_early_stopper_and_planner_choice_the_least_k_rob_plan():
+    inst = two_candidates()
+    exp = first_plan(inst, choice="expected", solver="optimal", reserve_epochs=0)
+    plan = first_plan(inst, choice="planner", solver="optimal", reserve_epochs=0)
+    assert (exp.bits, exp.epochs) == (4, 12) and (plan.bits, plan.epochs) == (8, 9)
+    assert exp.extra["choice"]["rule"] == "expected" and plan.extra["choice"]["rule"] == "planner"
+    rows = {r["candidate"]: r for r in exp.extra["choice"]["candidates"]}
+    assert rows["net@4"]["expected_energy_j"] < rows["net@8"]["expected_energy_j"]
+    assert all("K^rob as the 90% quantile" in r["spread"] for r in rows.values())
+    text = "\n".join(choice_lines(exp))
+    assert "choice (expected energy)" in text and "net@4" in text and "net@8" in text
+    assert "choice (planner)" in "\n".join(choice_lines(plan))
+    # no controller: every planned epoch runs, so the planner's choice, and the answer says why
+    blind = first_plan(inst, choice="expected", solver="optimal", policy=None)
+    assert blind.bits == 8 and blind.extra["choice"]["rule"] == "planner" and "no closed loop" in blind.extra["choice"]["note"]
+    assert blind.extra["choice"]["reserve_s"] == 0
+    k_exp = first_plan(inst, choice="expected", solver="optimal", epochs="expected", reserve_epochs=0)
+    assert k_exp.extra["choice"]["rule"] == "planner" and "K^exp" in "\n".join(choice_lines(k_exp))
+    with pytest.raises(JqodiError, match="--choice"):
+        first_plan(inst, choice="cheapest")
+
+
+def test_a_stated_narrow_spread_lowers_the_expected_energy_of_a_wide_k_rob():
+    inst = two_candidates()
+    wide = first_plan(inst, solver="optimal", reserve_epochs=0, estimates=[estimate(4, 5, 12), estimate(8, 8, 9)])
+    narrow = first_plan(inst, solver="optimal", reserve_epochs=0,
+                        estimates=[estimate(4, 5, 12, CONFORMAL.replace("+5%", "+10%")), estimate(8, 8, 9)])
+    w = {r["candidate"]: r for r in wide.extra["choice"]["candidates"]}
+    n = {r["candidate"]: r for r in narrow.extra["choice"]["candidates"]}
+    assert n["net@4"]["expected_energy_j"] < w["net@4"]["expected_energy_j"]
+    assert n["net@4"]["sigma_ln_k"] == pytest.approx(math.log(1.1) / Z90) and "sigma_ln_k" not in w["net@4"]
+    assert n["net@8"]["expected_energy_j"] == pytest.approx(w["net@8"]["expected_energy_j"])
+    assert "conformal 90% margin +10%" in n["net@4"]["spread"]
+
+
+def tight_instance(deadline):
+    """One candidate, 6 epochs: the cheap option (10 s, 100 J) or the fast one (4 s, 200 J)."""
+    return PlanningInstance(deadline, 1.0, (Candidate("net", 4, 0.0, 0.0, EpochEstimates(4, 6), OPTIONS),))
+
+
+@pytest.mark.parametrize("choice", ["expected", "planner"])
+def test_the_first_schedule_keeps_the_controllers_time_reserve(choice):
+    inst = tight_instance(60.0)
+    full = solve(inst, "optimal")
+    assert full.time_s == pytest.approx(60.0)  # the plan for T_max fills it: no reserve left
+    reserve = reserve_s(inst.candidates[0], 1.5)
+    assert reserve == pytest.approx(6.0)  # 1.5 epochs of the fastest option (4 s)
+    sol = first_plan(inst, choice=choice, solver="optimal")  # policy replan: the controller's 1.5 epochs
+    c = sol.extra["choice"]
+    assert c["reserve_kept"] and c["reserve_s"] == pytest.approx(6.0) and c["planned_deadline_s"] == pytest.approx(54.0)
+    assert sol.time_s <= 54.0 + 1e-9 and sol.energy_j > full.energy_j
+    assert c["deadline_s"] == 60.0  # the run's deadline stays T_max
+    assert "planned for T_max − reserve = 60 − 6 = 54 s" in "\n".join(choice_lines(sol))
+    # the static policy keeps no reserve: the plan for T_max
+    static = first_plan(inst, choice=choice, solver="optimal", policy="static")
+    assert static.time_s == pytest.approx(60.0) and static.extra["choice"]["reserve_s"] == 0
+    # when nothing fits T_max − reserve the plan for T_max is taken, and it says so
+    tight = first_plan(tight_instance(25.0), choice=choice, solver="optimal")
+    assert tight.status != "infeasible" and tight.time_s <= 25.0 and not tight.extra["choice"]["reserve_kept"]
+    assert "no plan fits T_max − reserve" in "\n".join(choice_lines(tight))
+
+
+def test_the_reserve_is_the_trained_candidates_own():
+    """Two candidates with different fastest epochs: the plan keeps the reserve of the one it trains."""
+    slow_opts = (Option("es", 1, 10.0, 100.0), Option("es", 2, 8.0, 150.0))
+    inst = PlanningInstance(58.0, 1.0, (Candidate("net", 4, 0.0, 0.0, EpochEstimates(5, 6), OPTIONS),
+                                        Candidate("big", 4, 0.0, 0.0, EpochEstimates(4, 5), slow_opts)))
+    sol = first_plan(inst, choice="planner", solver="optimal")
+    c = sol.extra["choice"]
+    # big is trained (5 epochs for 500–750 J; net's 6 need ≥ 900 J in time); its reserve is 1.5 × 8 s,
+    # twice net's: planned for 58 − 12 = 46 s, where the 5 cheap epochs (50 s) no longer fit
+    assert sol.model == "big" and c["reserve_kept"] and c["reserve_s"] == pytest.approx(12.0)
+    assert sol.time_s <= 46.0 + 1e-9 and any(s.cut == 2 for s in sol.schedule)
+
+
+def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_plan(tmp_path, capsys):
+    """``jqodi run --write-job`` plans as a run would: the choice (default expected, or --choice
+    planner) and the first schedule within T_max less the reserve, printed; a bad value exits 2."""
+    from jqodi.cli import main
+
+    job = tmp_path / "job.json"
+    assert main(["run", "--write-job", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert "choice (expected energy)" in out and "planned for T_max − reserve = 180 − " in out
+    assert main(["run", "--write-job", str(job), "--choice", "planner", "--policy", "static"]) == 0
+    out = capsys.readouterr().out
+    assert "choice (planner)" in out and "time reserve" not in out and "of T_max 180 s" in out
+    assert main(["run", "--write-job", str(job), "--choice", "cheapest"]) == 2
+    assert "--choice" in capsys.readouterr().err
