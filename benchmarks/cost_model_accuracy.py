@@ -127,6 +127,7 @@ def measure_epoch(model_name: str, width: float, bits: int, cut: int, n_train: i
 
 
 def main(argv=None) -> int:
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device-file", default=None, help="use this calibrated file (default: calibrate now)")
     ap.add_argument("--quick-calibration", action="store_true", help="calibrate with --quick")

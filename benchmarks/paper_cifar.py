@@ -56,6 +56,7 @@ _LOADED: dict = {}
 
 def _worker(task: dict) -> dict:
     """One run in a worker process (also called in-process with --jobs 1)."""
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     import torch
 
     from jqodi.app.measured import MeasureConfig, measure_run, run_path

@@ -18,8 +18,8 @@ ResNet20 0.25, VGG 0.125; 3×32×32 images, batch 64, Adam, as its runs train); 
 process imports it and trains the same models (same seeds, same batch). The two processes take
 turns step by step (one process at a time), so "before" and "after" share the machine's load;
 each reports its own plain and QAT step times, and the ratios are QAT / plain of the same
-process. The reference process leaves glibc's heap as that commit did (it runs that commit's
-``prepare_qat``).
+process. Both processes keep freed memory in the heap (``keep_freed_memory``, as training entry
+points do) where their commit has it.
 """
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def _worker() -> int:
     """The reference process: one JSON command per stdin line, one JSON answer per stdout line."""
     import torch
 
+    try:  # commits before heap.py had none; later ones call it from their entry points, as this one does
+        from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # noqa: E702
+    except ImportError:
+        pass
     bench = None
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -159,6 +163,7 @@ def main(argv=None) -> int:
     optimizer = "adam" if cifar else "sgd"
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     ref = _Reference(args.ref_commit) if args.compare_ref else None
     load = [os.getloadavg()[0]]
     rows = []
@@ -195,7 +200,10 @@ def main(argv=None) -> int:
     finally:
         if ref:
             ref.close()
+    from jqodi.core.quant import kernel
+
     summary = {"input": args.input, "optimizer": optimizer, "threads": args.threads, "steps": args.steps,
+               "quantizer": kernel.status(),
                "clock": args.clock, "load_average_1min": {"min": min(load), "max": max(load)},
                "results": rows, "median_ratio": statistics.median(r["ratio"] for r in rows),
                "median_ratio_by_model": {m: statistics.median(r["ratio"] for r in rows if r["model"] == m)

@@ -11,6 +11,7 @@ from jqodi.core.quant import (
     PackedModel,
     QConv2d,
     QLinear,
+    calibrate_activations,
     dequantize_activations,
     model_size_bytes,
     pack_bits,
@@ -309,7 +310,8 @@ def test_learned_step_fused_matches_effective_step_then_fake_quant(step_shape, b
 
 def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
     """The heap keeps what a step frees (glibc thresholds), so QAT steps stop re-faulting their
-    temporaries: run in a fresh process (the thresholds are process-wide)."""
+    temporaries; ``prepare_qat`` does not change them (entry points call it): run in a fresh
+    process (the thresholds are process-wide)."""
     import subprocess
     import sys
     import textwrap
@@ -321,9 +323,8 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
         torch.set_num_threads(1); torch.manual_seed(0)
         x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
         m = build_model("lenet", (3, 32, 32), 10, 0.25, seed=0)
-        heap.keep_freed_memory = lambda **k: False          # glibc's defaults first
-        import jqodi.core.quant.layers as L; L.keep_freed_memory = heap.keep_freed_memory
-        m = prepare_qat(m, 4, calibration=x)
+        m = prepare_qat(m, 4, calibration=x)                # the library leaves glibc's defaults alone
+        assert heap._applied is None
         opt = torch.optim.Adam(m.parameters(), 1e-3)
         def faults(n):
             for _ in range(4):
@@ -333,8 +334,7 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
                 opt.zero_grad(); F.cross_entropy(m(x), y).backward(); opt.step()
             return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / n
         before = faults(6)
-        import importlib; importlib.reload(heap)
-        ok = heap.keep_freed_memory()
+        ok = heap.keep_freed_memory()                       # what a training entry point calls
         after = faults(6)
         print(ok, before, after)
     """)
@@ -345,6 +345,24 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
     if ok != "True":
         pytest.skip("no glibc mallopt here")
     assert float(after) < 0.3 * float(before), out.stdout   # measured: 2,100–4,500 before, 0–260 after
+
+
+def test_a_learning_verb_keeps_freed_memory_for_its_process():
+    """The entry points that own a training process set the heap thresholds (here the learning
+    verbs' set-up, in a fresh process); the MALLOC_* environment opts out."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import argparse; from jqodi.cli._learning_common import set_verb_threads; "
+            "set_verb_threads(argparse.Namespace(threads=1)); from jqodi.core.quant import heap; print(heap._applied)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e)
+            for e in (env, dict(env, MALLOC_TRIM_THRESHOLD_="131072"))]
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    if outs[0].stdout.strip() == "False":
+        pytest.skip("no glibc mallopt here")
+    assert outs[0].stdout.strip() == "True" and outs[1].stdout.strip() == "False"   # None: never called
 
 
 @pytest.mark.parametrize("name,bits", [("lenet", 4), ("resnet20", 1), ("vgg", 8)])
@@ -367,3 +385,117 @@ def test_first_layer_step_gradient_without_the_image_gradient_matches_the_genera
         assert first.act_step.grad.abs().item() > 0
     for (n, p), (_, q) in zip(m.named_parameters(), ref.named_parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), n
+
+
+def _three_node_layer_forward(layer, x):
+    """The layer as three autograd nodes: input quantizer, weight quantizer (``fake_quant``, each
+    checked against ``fake_quant_reference`` above) and the convolution/linear's own node."""
+    if isinstance(layer, torch.nn.Conv2d):
+        return layer._conv_forward(layer.quantized_input(x), layer.quantized_weight(), layer.bias)
+    return torch.nn.functional.linear(layer.quantized_input(x), layer.quantized_weight(), layer.bias)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_s2_groups_nobias", "linear", "linear_nobias"])
+@pytest.mark.parametrize("bits,act_bits,signed", [(1, 8, False), (2, 1, True), (4, 4, True), (8, 32, False)])
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_fused_layer_matches_the_reference_layer(kind, bits, act_bits, signed, input_grad, compiled, monkeypatch):
+    """One autograd node per QAT layer (weight quantizer + conv/linear + input quantizer, hand-written
+    backward) gives the values and every gradient of the same layer as three autograd nodes, also with negative
+    steps, at 1 bit, without activation quantization and on an input that needs no gradient; with
+    the compiled quantizer (where a C compiler is) and with the PyTorch one."""
+    from jqodi.core.quant import kernel
+
+    if compiled and not kernel.available():
+        pytest.skip(f"no compiled quantizer here: {kernel.status()}")
+    if not compiled:
+        monkeypatch.setattr(kernel, "usable", lambda *a: False)
+    torch.manual_seed(bits * 10 + act_bits)
+    if kind.startswith("conv"):
+        s2 = kind != "conv"
+        plain = torch.nn.Conv2d(4, 6, 3, stride=2 if s2 else 1, padding=1, groups=2 if s2 else 1, bias=not s2)
+        x = torch.randn(5, 4, 9, 9)
+    else:
+        plain = torch.nn.Linear(12, 7, bias=kind == "linear")
+        x = torch.randn(5, 12)
+    x = x if signed else torch.relu(x)
+    layer = QConv2d if kind.startswith("conv") else QLinear
+    m = prepare_qat(torch.nn.Sequential(plain), bits, act_bits)[0]
+    m.act_signed = signed
+    calibrate_activations(torch.nn.Sequential(m), x)
+    with torch.no_grad():
+        m.weight_step[0] = -m.weight_step[0]          # a step driven negative keeps quantizing by |s|
+    ref = copy.deepcopy(m)
+    assert isinstance(m, layer)
+    outs = []
+    for lay in (m, ref):
+        xx = x.clone().requires_grad_(input_grad)
+        y = lay(xx) if lay is m else _three_node_layer_forward(lay, xx)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append((y.detach(), xx.grad, lay.weight.grad, lay.bias.grad if lay.bias is not None else None,
+                     lay.weight_step.grad, lay.act_step.grad))
+    for a, b in zip(*outs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert outs[0][4].abs().sum() > 0 and (act_bits == 32 or outs[0][5].abs().sum() > 0)
+
+
+def _fresh_kernel(monkeypatch, tmp_path, **env):
+    from jqodi.core.quant import kernel
+
+    monkeypatch.setenv("JQODI_KERNEL_DIR", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(kernel, "_lib", None)
+    monkeypatch.setattr(kernel, "_status", "not loaded yet")
+    return kernel
+
+
+def test_the_compiled_quantizer_builds_where_a_c_compiler_is_and_the_model_step_is_unchanged(monkeypatch, tmp_path):
+    """Built into $JQODI_KERNEL_DIR on first use; a QAT training step with it gives the PyTorch
+    path's outputs bit for bit and its gradients to float rounding (the step gradients' sums);
+    so does evaluation (no autograd)."""
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler on PATH: the PyTorch quantizer is used")
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert kernel.available(), kernel.status()
+    assert kernel.status().startswith("compiled") and list(tmp_path.glob("jqodi_lsq_*.so"))
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    base = prepare_qat(build_model("resnet20", (3, 16, 16), 10, 0.25, seed=0), 4, calibration=x)
+    res = []
+    for compiled in (True, False):
+        m = copy.deepcopy(base)
+        if not compiled:
+            monkeypatch.setattr(kernel, "usable", lambda *a: False)
+        out = m(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        with torch.no_grad():   # evaluation: the inputs quantized without autograd
+            evaluated = m.eval()(x)
+        res.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}, evaluated))
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][2], res[1][2])
+    for n, g in res[0][1].items():
+        assert torch.allclose(g, res[1][1][n], rtol=1e-4, atol=1e-6), n
+
+
+def test_the_compiled_quantizer_can_be_turned_off_and_a_failed_build_falls_back(monkeypatch, tmp_path):
+    kernel = _fresh_kernel(monkeypatch, tmp_path, JQODI_QUANT_KERNEL="0")
+    assert not kernel.available() and "JQODI_QUANT_KERNEL=0" in kernel.status()
+    kernel = _fresh_kernel(monkeypatch, tmp_path / "k2", JQODI_QUANT_KERNEL="1", CC="false")
+    assert not kernel.available() and kernel.status().startswith("PyTorch fallback: the C compiler failed")
+    m = prepare_qat(tiny(), 4, calibration=torch.randn(4, 1, 16, 16))   # QAT still trains, on the PyTorch path
+    torch.nn.functional.cross_entropy(m(torch.randn(4, 1, 16, 16)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_a_compiled_quantizer_others_may_write_is_not_loaded(monkeypatch, tmp_path):
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    if not kernel.available():
+        pytest.skip(f"no compiled quantizer here: {kernel.status()}")
+    for lib in tmp_path.glob("jqodi_lsq_*.so"):
+        lib.chmod(0o777)
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert not kernel.available() and "writable by others: not loaded" in kernel.status()

@@ -57,4 +57,5 @@ def set_verb_threads(args) -> int:
     default ($JQODI_THREADS, else every usable core)."""
     from jqodi.core.threads import set_threads
 
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     return set_threads(args.threads)

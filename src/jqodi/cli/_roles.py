@@ -61,6 +61,7 @@ def role_main(role: str, args, *, after=None, serve=None, **kw) -> int:
     from jqodi.runtime.process import serve_role
 
     code = 0
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     if args.threads:
         os.environ["JQODI_THREADS"] = str(args.threads)
     try:

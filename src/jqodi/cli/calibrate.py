@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     import math
 
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     if args.tdp_w is not None and not (math.isfinite(args.tdp_w) and args.tdp_w > 0):
         raise JqodiError(f"--tdp-w: must be a positive, finite number of watts, got {args.tdp_w}")
     if args.idle_w is not None and not (math.isfinite(args.idle_w) and args.idle_w >= 0):

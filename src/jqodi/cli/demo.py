@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from jqodi.app.demo import run_main_demo
     from jqodi.app.main_job import MainJobConfig
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
 
     config = MainJobConfig(plan_only=args.plan_only, workdir=args.workdir, transport=args.transport,
                            requests=args.requests, trace_store=None if args.no_traces else (args.store or "default"),

@@ -85,6 +85,7 @@ def run(args) -> int:
     from jqodi.app.run import RunOptions, job_for_scenario, report_run, run_scenario
     from jqodi.cli._fleet_run import fleet_scenario, run_fleet_cli
 
+    from jqodi.core.quant.heap import keep_freed_memory; keep_freed_memory()  # trains here (core/quant/heap.py)
     if fleet_scenario(args.scenario):  # end_devices or fleet: planned jointly, one process per device
         return run_fleet_cli(args)
     opts = RunOptions(solver=args.solver, epochs_estimate=args.epochs_estimate, transport=args.transport,

@@ -1,7 +1,7 @@
 """Quantization-aware training (QAT) and bit-packed models: the paper's M_(a,q).
 
 Fake quantization, hand-written (no Brevitas; see docs/learning.md for the measured overhead and
-for why LSQ + STE rather than the paper's BQAT [31]). Three modules, one concept each:
+for why LSQ + STE rather than the paper's BQAT [31]). One module per concept:
 
 * :mod:`jqodi.core.quant.lsq` — the LSQ fake quantizer with a straight-through estimator
   (fused autograd Function and its readable reference), the effective step ``max(|s|, ε)``, the
@@ -9,8 +9,11 @@ for why LSQ + STE rather than the paper's BQAT [31]). Three modules, one concept
 * :mod:`jqodi.core.quant.layers` — the fake-quantized ``QConv2d``/``QLinear`` (learnable weight
   and activation steps, an explicit ``act_calibrated`` buffer), :func:`prepare_qat`,
   :func:`calibrate_activations`;
+* :mod:`jqodi.core.quant.kernel` — the quantizer as compiled one-pass loops (built with the
+  system's C compiler on first use; the layers fall back to PyTorch without one);
 * :mod:`jqodi.core.quant.heap` — :func:`keep_freed_memory`: freed tensor memory stays in the
-  heap (glibc thresholds), so a training step does not page-fault its temporaries back in;
+  heap (glibc thresholds), so a training step does not page-fault its temporaries back in
+  (called by the entry points that own a training process, not by the library);
 * :mod:`jqodi.core.quant.packing` — bit packing: :class:`PackedModel` (the model on the wire,
   ``nbytes == model_size_bytes``), cut-layer activation codes, :data:`MODEL_FORMAT_VERSION`.
 

@@ -13,8 +13,14 @@ ResNet20 0.25 at 4 bits took **7,088 page faults and 15.9 ms of system time per 
 the heap, and the heap is not trimmed below 1 GiB of free space, so a training process keeps its
 peak working set instead of returning and re-faulting it every step. It changes no value, only
 where memory comes from; it is a no-op off glibc, and it leaves alone a process whose environment
-sets ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` (the user's choice wins).
-:func:`jqodi.core.quant.prepare_qat` calls it.
+sets ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` (the user's choice wins: that is the
+opt-out, e.g. ``MALLOC_TRIM_THRESHOLD_=131072``, glibc's default).
+
+It changes the whole process, so the library never calls it (``prepare_qat`` does not): the entry
+points that own a training process do, once — the role processes (``jqodi cloud|edge|end|fleet-node``,
+``cli/_roles.py``), the learning verbs (``jqodi pretrain|finetune|estimate``,
+``cli/_learning_common.py``), ``jqodi run``, ``jqodi calibrate``, ``jqodi demo`` and the training
+benchmarks. A program that uses jqodi as a library calls it itself if it wants it.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@
   ``act_calibrated`` records that it was, so the step's value never doubles as a flag.
 * Every step enters the forward as :func:`jqodi.core.quant.lsq.effective_step` (``max(|s|, ε)``),
   fused into the quantizer (``fake_quant(..., learned_step=True)``).
+* Training: each layer is one autograd node (:class:`_QLayerFn`: weight quantizer + conv/linear
+  + input quantizer, hand-written backward), its quantizers the compiled loops of
+  :mod:`jqodi.core.quant.kernel` where they are available (PyTorch otherwise; same values).
 * ``bits = 32`` leaves the model unchanged. ``act_bits`` defaults to 8 (``W{q}A8``); 32 turns
   activation quantization off.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from torch import nn
 
 from jqodi.errors import ModelError
 
-from jqodi.core.quant.heap import keep_freed_memory
+from jqodi.core.quant import kernel
 from jqodi.core.quant.lsq import (FULL_PRECISION, MIN_STEP, _init_act_step, _init_weight_step, _levels, check_bits,
                                   fake_quant, lsq_forward)
 
@@ -81,71 +84,181 @@ class _QuantMixin:
         if self.act_bits >= FULL_PRECISION:
             return x
         self._calibrate_input(x)
-        return fake_quant(x, self.act_step, self.act_bits, self.act_signed, self._act_grad_scale(x),
-                          learned_step=True)
+        step = self.act_step
+        if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)) and kernel.usable(x, step):
+            qn, qp = _levels(self.act_bits, self.act_signed)   # evaluation, serving: one pass, same values
+            return kernel.quantize(x, step.detach(), float(qn), float(qp), self.act_bits == 1 and self.act_signed)
+        return fake_quant(x, step, self.act_bits, self.act_signed, self._act_grad_scale(x), learned_step=True)
+
+    def _trains(self, x: torch.Tensor) -> bool:
+        """Autograd will record this layer (the fused path of :class:`_QLayerFn` applies)."""
+        return torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
+                                            or self.weight_step.requires_grad or self.act_step.requires_grad)
+
+    def _spec(self, x: torch.Tensor, conv: tuple | None) -> _Spec:
+        """The layer's quantizer constants for inputs shaped like ``x`` (cached: same key, same spec)."""
+        key = (self.bits, self.act_bits, self.act_signed, x.shape[1:], self.weight.shape, conv)
+        cached = self.__dict__.get("_spec_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        w_qn, w_qp = _levels(self.bits, True)
+        a_qn, a_qp = _levels(self.act_bits, self.act_signed) if self.act_bits < FULL_PRECISION else (0, 1)
+        spec = _Spec(float(w_qn), float(w_qp), self.bits == 1, 1.0 / math.sqrt(self.weight[0].numel() * w_qp),
+                     self.act_bits < FULL_PRECISION, float(a_qn), float(a_qp),
+                     self.act_bits == 1 and self.act_signed, self._act_grad_scale(x), conv)
+        self.__dict__["_spec_cache"] = (key, spec)
+        return spec
+
+    def _fused(self, x: torch.Tensor, conv: tuple | None) -> torch.Tensor:
+        """The training forward: the whole layer as one autograd node (:class:`_QLayerFn`)."""
+        if self.act_bits < FULL_PRECISION:
+            self._calibrate_input(x)
+        return _QLayerFn.apply(x, self.weight, self.bias, self.weight_step, self.act_step, self._spec(x, conv))
 
     def extra_repr(self) -> str:  # type: ignore[override]
         return super().extra_repr() + f", bits={self.bits}, act_bits={self.act_bits}"  # type: ignore[misc]
+
+
+class _Spec(NamedTuple):
+    """The constants of one fake-quantized layer's fused forward (cached per layer and input shape)."""
+
+    w_qn: float
+    w_qp: float
+    w_sign: bool          # 1-bit weights: sign(w) · s
+    w_g: float            # LSQ gradient scale of the weight step
+    act: bool             # the input is quantized (act_bits < 32)
+    a_qn: float
+    a_qp: float
+    a_sign: bool
+    a_g: float            # LSQ gradient scale of the activation step
+    conv: tuple | None    # Conv2d: (stride, padding, dilation, groups); Linear: None
+
+
+def _step_grad(dot: torch.Tensor, step: torch.Tensor, g: float) -> torch.Tensor:
+    """LSQ's gradient of the raw ``step`` from ``dot`` = ⟨∂L/∂out, ds⟩: ``g · dot · sign(step)``,
+    sign +1 at 0 (∂ effective_step/∂s; exactly ±, as the separate quantizer node computed it)."""
+    grad_s = dot.mul_(g).reshape(step.shape)
+    return torch.where(step >= 0, grad_s, grad_s.neg())
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(-1)
+
+
+class _QLayerFn(torch.autograd.Function):
+    """One QAT layer as one autograd node: weight quantizer + activation quantizer + conv/linear.
+
+    Forward: ``y = layer(Q_a(x), Q_w(W)) + b`` with the LSQ quantizers at the effective steps
+    ``max(|s|, ε)``. Backward (hand-written; the values and gradients of the three separate nodes
+    it replaces, :class:`jqodi.core.quant.lsq._LSQ` twice and the convolution's): ``∂L/∂x_q``,
+    ``∂L/∂W_q``, ``∂L/∂b`` from ``aten.convolution_backward`` (or the two matrix products of
+    ``linear``), then the STE masks and LSQ's step gradients ``g · sign(s) · ⟨∂L/∂·_q, ds⟩``.
+    Where the input needs no gradient (the model's first layer on the image), the activation
+    step's gradient is ``g · sign(s) · ⟨∂L/∂y, conv(ds, W_q)⟩`` (the adjoint of the
+    convolution): one forward convolution instead of the backward-data one (≈ 3× its cost on 3
+    input channels).
+
+    The quantizers run as the compiled one-pass loops of :mod:`jqodi.core.quant.kernel` when it
+    is available (float32 CPU contiguous tensors): forward one pass per quantizer, nothing saved
+    but the input (the backward recomputes the mask and the step factor from it in one pass).
+    Otherwise as :func:`lsq_forward` (six PyTorch kernels, the mask and the factor saved).
+    Both give the same outputs and input gradients bit for bit; the step gradients differ only in
+    the summation order of their dot products.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, w_step, a_step, spec: _Spec):
+        ctx.spec = spec
+        ctx.has_bias = bias is not None
+        compiled = kernel.usable(weight, w_step) and (not spec.act or kernel.usable(x, a_step))
+        ctx.compiled = compiled
+        if compiled:
+            wq = kernel.quantize(weight, w_step, spec.w_qn, spec.w_qp, spec.w_sign)
+            xq = kernel.quantize(x, a_step, spec.a_qn, spec.a_qp, spec.a_sign) if spec.act else x
+            saved = (x, weight)
+        else:
+            sw = w_step.abs().clamp_min_(MIN_STEP).view(-1, *([1] * (weight.dim() - 1)))
+            wq, wm, wds = lsq_forward(weight, sw, spec.w_qn, spec.w_qp, spec.w_sign)
+            if spec.act:
+                xq, xm, xds = lsq_forward(x, a_step.abs().clamp_min_(MIN_STEP), spec.a_qn, spec.a_qp, spec.a_sign)
+            else:
+                xq, xm, xds = x, None, None
+            saved = (wm, wds, xm, xds)
+        y = F.linear(xq, wq, bias) if spec.conv is None else F.conv2d(xq, wq, bias, *spec.conv)
+        ctx.save_for_backward(xq, wq, w_step, a_step, *saved)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        xq, wq, w_step, a_step, *saved = ctx.saved_tensors
+        spec: _Spec = ctx.spec
+        need_x, need_w, need_b, need_sw, need_sa = ctx.needs_input_grad[:5]
+        need_sa = need_sa and spec.act
+        adjoint = need_sa and not need_x and spec.conv is not None
+        need_xq = need_x or (need_sa and not adjoint)
+        if spec.conv is None:
+            grad_xq = grad.mm(wq) if need_xq else None
+            grad_wq = xq.t().mm(grad).t() if (need_w or need_sw) else None
+            grad_b = grad.sum(0) if need_b and ctx.has_bias else None
+        else:
+            stride, padding, dilation, groups = spec.conv
+            grad_xq, grad_wq, grad_b = torch.ops.aten.convolution_backward(
+                grad, xq, wq, [wq.shape[0]] if ctx.has_bias else None, list(stride), list(padding), list(dilation),
+                False, [0] * len(stride), groups, [need_xq, need_w or need_sw, need_b and ctx.has_bias])
+        grad_x = grad_sa = grad_w = grad_sw = None
+        if ctx.compiled:
+            x, weight = saved
+            if need_w or need_sw:
+                grad_w, grad_sw = kernel.backward(weight, w_step, grad_wq, spec.w_qn, spec.w_qp, spec.w_sign, spec.w_g,
+                                                  need_x=need_w)
+            if not spec.act:
+                grad_x = grad_xq if need_x else None
+            elif adjoint:
+                ds = kernel.step_factor(x, a_step, spec.a_qn, spec.a_qp, spec.a_sign)
+                grad_sa = _step_grad(_adjoint_dot(grad, ds, wq, spec), a_step, spec.a_g)
+            elif need_xq:
+                grad_x, grad_sa = kernel.backward(x, a_step, grad_xq, spec.a_qn, spec.a_qp, spec.a_sign, spec.a_g,
+                                                  need_x=need_x)
+        else:
+            wm, wds, xm, xds = saved
+            if need_x:
+                grad_x = grad_xq * xm if spec.act else grad_xq
+            if need_sa:
+                dot = _adjoint_dot(grad, xds, wq, spec) if adjoint else torch.dot(_flat(grad_xq), _flat(xds))
+                grad_sa = _step_grad(dot, a_step, spec.a_g)
+            if need_w:
+                grad_w = grad_wq * wm
+            if need_sw:
+                c = wq.shape[0]
+                grad_sw = _step_grad(torch.bmm(grad_wq.contiguous().view(c, 1, -1), wds.view(c, -1, 1)), w_step,
+                                     spec.w_g)
+        return (grad_x, grad_w if need_w else None, grad_b if need_b else None, grad_sw if need_sw else None,
+                grad_sa if need_sa else None, None)
+
+
+def _adjoint_dot(grad: torch.Tensor, ds: torch.Tensor, wq: torch.Tensor, spec: _Spec) -> torch.Tensor:
+    """``⟨∂L/∂y, conv(ds, W_q)⟩`` = ``⟨∂L/∂x_q, ds⟩``: the backward-data convolution is the adjoint
+    of the forward one (same zero padding, stride, dilation, groups)."""
+    return torch.dot(_flat(grad), _flat(F.conv2d(ds, wq, None, *spec.conv)))
+
+
 
 
 class QConv2d(_QuantMixin, nn.Conv2d):
     """``nn.Conv2d`` with fake-quantized weights (per channel) and input (per tensor)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.act_bits < FULL_PRECISION and not x.requires_grad and self.act_step.requires_grad
-                and torch.is_grad_enabled() and self.padding_mode == "zeros" and not isinstance(self.padding, str)):
-            return self._stem_forward(x)
+        if self.padding_mode == "zeros" and not isinstance(self.padding, str) and self._trains(x):
+            return self._fused(x, (self.stride, self.padding, self.dilation, self.groups))
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
-
-    def _stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer on an input that needs no gradient (the model's first layer on the image):
-        the same values and gradients as :meth:`forward`'s general path, but the activation
-        step's LSQ gradient is ``g · ⟨∂L/∂x_q, ds⟩ = g · ⟨∂L/∂y, conv(ds, W_q)⟩`` (the adjoint of
-        the convolution), one forward convolution instead of the backward-data convolution
-        ∂L/∂x_q that nothing else needs (≈ 3× the cost of a forward one on 3 input channels)."""
-        self._calibrate_input(x)
-        qn, qp = _levels(self.act_bits, self.act_signed)
-        with torch.no_grad():
-            step = self.act_step.detach().abs().clamp_min(MIN_STEP)
-            xq, _, ds = lsq_forward(x, step, float(qn), float(qp), self.act_bits == 1 and self.act_signed)
-        return _StemConv.apply(xq, ds, self.quantized_weight(), self.bias, self.act_step,
-                               self._act_grad_scale(x), self.stride, self.padding, self.dilation, self.groups)
-
-
-class _StemConv(torch.autograd.Function):
-    """``conv2d(x_q, W, b)`` of an already quantized input ``x_q`` that needs no gradient, with the
-    LSQ gradient of the input's raw step ``s``: ``g · sign(s) · ⟨∂L/∂y, conv(ds, W)⟩`` (no bias),
-    equal to ``g · sign(s) · ⟨∂L/∂x_q, ds⟩`` because the backward-data convolution is the adjoint
-    of the forward one (same zero padding, stride, dilation, groups)."""
-
-    @staticmethod
-    def forward(ctx, xq, ds, weight, bias, step, g, stride, padding, dilation, groups):
-        ctx.save_for_backward(xq, ds, weight, step)
-        ctx.conf = (g, stride, padding, dilation, groups, bias is not None)
-        return F.conv2d(xq, weight, bias, stride, padding, dilation, groups)
-
-    @staticmethod
-    def backward(ctx, grad):
-        xq, ds, weight, step = ctx.saved_tensors
-        g, stride, padding, dilation, groups, has_bias = ctx.conf
-        need_w, need_b, need_s = ctx.needs_input_grad[2], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        grad_w = grad_b = grad_s = None
-        if need_w or need_b:
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, xq, weight, [weight.shape[0]] if has_bias else None, list(stride), list(padding),
-                list(dilation), False, [0] * len(stride), groups, [False, need_w, need_b and has_bias])
-        if need_s:
-            dy = F.conv2d(ds, weight, None, stride, padding, dilation, groups)
-            sign = 1.0 if bool(step >= 0) else -1.0   # ∂|s|/∂s, +1 at 0 (effective_step)
-            grad_s = torch.dot(grad.reshape(-1), dy.reshape(-1)).mul_(g * sign).reshape(step.shape)
-        return (None, None, grad_w if need_w else None, grad_b if need_b else None, grad_s,
-                None, None, None, None, None)
 
 
 class QLinear(_QuantMixin, nn.Linear):
     """``nn.Linear`` with fake-quantized weights (per output) and input (per tensor)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and self._trains(x):
+            return self._fused(x, None)
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
 
 
@@ -185,12 +298,12 @@ def prepare_qat(model: nn.Module, bits: int, act_bits: int | None = None,
     built before still updates them (new ``weight_step``/``act_step`` parameters are added).
     Calling it again on a prepared model re-initialises the steps for the new ``bits``.
     ``calibration`` (a batch of inputs) sets the activation steps; deterministic.
-    Also keeps freed tensor memory in this process's heap (:func:`~jqodi.core.quant.heap.keep_freed_memory`:
-    no page faults per training step; at any ``bits``, so fp32 fine-tuning gets it too).
+    It changes nothing outside ``model``: a process that trains calls
+    :func:`~jqodi.core.quant.heap.keep_freed_memory` itself (the CLI's training verbs, the role
+    processes and the benchmarks do), which saves the QAT step its page faults.
     """
     bits = check_bits(bits)
     act_bits = 8 if act_bits is None else check_bits(act_bits, "act_bits")
-    keep_freed_memory()
     if bits == FULL_PRECISION:
         return model
     existing = list(quant_layers(model))

@@ -135,8 +135,10 @@ def fake_quant(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool, gra
 
     ``learned_step=True``: ``step`` is a raw learnable step and the quantizer uses
     :func:`effective_step` of it, fused into the same autograd node (values and gradients equal
-    ``fake_quant(x, effective_step(step), ...)``; what the QAT layers call: it saves the five
-    small autograd nodes of ``effective_step`` per quantizer and step, docs/learning.md)."""
+    ``fake_quant(x, effective_step(step), ...)``; it saves the five small autograd nodes of
+    ``effective_step`` per quantizer and step, docs/learning.md). The QAT layers call it outside
+    their one-node training path (:class:`jqodi.core.quant.layers._QLayerFn`), e.g. for
+    ``quantized_weight()``; the tests tie that path to this one."""
     qn, qp = _levels(bits, signed)
     if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)):
         if learned_step:
