@@ -122,6 +122,8 @@ def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_p
     # the choice reads the spread of K the learned prior states (its conformal margin, before rounding)
     from jqodi.app.pre_run import k_spread
 
+    assert all(e.epochs_robust_level == 0.9 and e.epochs_robust_margin >= 0
+               for e in lenet if "conformal 90% margin" in e.source)
     spreads = [k_spread(e) for e in lenet if "conformal 90% margin" in e.source]
     assert spreads and all(s is not None and s >= 0 and "conformal 90% margin" in how for s, how in spreads)
 

@@ -16,9 +16,12 @@ from test_closed_loop_choice import OPTIONS, two_candidates
 Z90 = NormalDist().inv_cdf(0.9)
 
 
-def estimate(bits, k_exp, k_rob, source="static"):
+def estimate(bits, k_exp, k_rob, source="static", margin=None, level=None):
+    """A row; ``margin`` (relative, before rounding) states K^rob's spread at ``level`` (default 0.9)."""
+    if margin is not None and level is None:
+        level = 0.9
     return LearningEstimate(model="net", bits=bits, base_loss=1.0, gamma=0.0, epochs_expected=k_exp,
-                            epochs_robust=k_rob, source=source)
+                            epochs_robust=k_rob, source=source, epochs_robust_level=level, epochs_robust_margin=margin)
 
 
 CONFORMAL = ("measured:prior+probe(5 epochs; pow3 (best of 4 calibrated variants) fitted to 5 probe epochs, "
@@ -29,11 +32,18 @@ COLD = "measured:probe(5 epochs; cold start: no stored runs of net; K^rob widene
 
 def test_the_spread_of_k_is_the_stated_conformal_margin_not_the_rounded_k_rob():
     # K^exp 3 with a +5 % margin is rounded up to K^rob 4: the ratio 4/3 would read as a wide estimate
-    sigma, how = k_spread(estimate(4, 3, 4, CONFORMAL))
-    assert sigma == pytest.approx(math.log(1.05) / Z90) and "conformal 90% margin +5%" in how
+    # the spread is read from the estimate's fields (unrounded), not from its text
+    sigma, how = k_spread(estimate(4, 3, 4, CONFORMAL, margin=0.0512))
+    assert sigma == pytest.approx(math.log(1.0512) / Z90) and "conformal 90% margin +5%" in how
     assert sigma < 0.2 * math.log(4 / 3) / Z90
     doubled = CONFORMAL.replace("+5%", "+44% (doubled: cold start)")
-    assert k_spread(estimate(4, 3, 5, doubled))[0] == pytest.approx(math.log(1.44) / Z90)
+    assert k_spread(estimate(4, 3, 5, doubled, margin=0.44))[0] == pytest.approx(math.log(1.44) / Z90)
+    z80 = NormalDist().inv_cdf(0.8)
+    sigma, how = k_spread(estimate(4, 3, 5, "static", margin=0.3, level=0.8))
+    assert sigma == pytest.approx(math.log(1.3) / z80) and "stated 80% margin +30%" in how
+    # the same text without the fields (an estimates file written before them): K^rob as the 90 % quantile
+    sigma, how = k_spread(estimate(4, 3, 4, CONFORMAL))
+    assert sigma is None and "K^rob as the 90% quantile (the learned prior)" in how
     # the probe alone, a store or a static row state no level: K^rob is read as the 90 % quantile
     few = CONFORMAL.replace("conformal 90% margin +5%", "too few conformal residuals: the variants' 90% quantile, "
                                                          "widened to ≥ 1.8·K^exp")
@@ -70,7 +80,8 @@ def test_a_stated_narrow_spread_lowers_the_expected_energy_of_a_wide_k_rob():
     inst = two_candidates()
     wide = first_plan(inst, solver="optimal", reserve_epochs=0, estimates=[estimate(4, 5, 12), estimate(8, 8, 9)])
     narrow = first_plan(inst, solver="optimal", reserve_epochs=0,
-                        estimates=[estimate(4, 5, 12, CONFORMAL.replace("+5%", "+10%")), estimate(8, 8, 9)])
+                        estimates=[estimate(4, 5, 12, CONFORMAL.replace("+5%", "+10%"), margin=0.1),
+                                   estimate(8, 8, 9)])
     w = {r["candidate"]: r for r in wide.extra["choice"]["candidates"]}
     n = {r["candidate"]: r for r in narrow.extra["choice"]["candidates"]}
     assert n["net@4"]["expected_energy_j"] < w["net@4"]["expected_energy_j"]

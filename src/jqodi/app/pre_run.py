@@ -10,13 +10,14 @@ a closed-loop run stops at L_max after its true K epochs and runs its cheapest e
 spends the quantization cost and the first K epochs of its plan. K is log-normal with median K^exp
 and a spread σ of ln K that :func:`k_spread` derives from what each estimate states:
 
-* the learned prior's estimate names its conformal margin m at level q (``K^rob: conformal 90 %
-  margin +35 %``): σ = ln(1 + m) / z_q — the margin before K^rob was rounded up to whole epochs
-  (which, for a small K^exp, makes K^rob / K^exp far wider than the margin);
+* an estimate that states K^rob's level q and margin m (``epochs_robust_level``,
+  ``epochs_robust_margin`` of :class:`jqodi.core.estimates.LearningEstimate`: the learned prior's
+  conformal K^rob): σ = ln(1 + m) / z_q — m being the margin before K^rob was rounded to whole
+  epochs (which, for a small K^exp, makes K^rob / K^exp far wider than the margin);
 * every other estimate (the probe alone at a cold start, or the learned prior with too few
   conformal residuals, both with K^rob widened to ≥ 1.8·K^exp; the stored runs of a configuration;
-  a scenario's static ``learning:`` row, which states no level): K^rob read as the 90 % quantile,
-  σ = ln(K^rob / K^exp) / z_0.9 — for a widened K^rob an upper bound of the spread.
+  a scenario's static ``learning:`` row; an estimates file written before those fields): K^rob read
+  as the 90 % quantile, σ = ln(K^rob / K^exp) / z_0.9 — for a widened K^rob an upper bound of the spread.
 
 Without a controller (``--policy`` none) every planned epoch runs, so the planner's answer is what
 the run spends and ``expected`` falls back to it; so does a plan for K^exp (``--epochs-estimate
@@ -37,7 +38,6 @@ The decision is kept in the solution's ``extra["choice"]`` (and so in ``record.j
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from statistics import NormalDist
 from typing import Iterable
@@ -51,8 +51,6 @@ CHOICES = ("expected", "planner")
 DEFAULT_CHOICE = "expected"
 #: the level a K^rob that states none is read at (:data:`jqodi.app.controller.choice.ROBUST_LEVEL`)
 DEFAULT_LEVEL = 0.9
-#: how the learned prior's estimate states its margin (jqodi.learning.prior.CurvePrior.estimate's note)
-_CONFORMAL = re.compile(r"K\^rob: conformal (\d+(?:\.\d+)?)\s*% margin ([+-]\d+(?:\.\d+)?)\s*%")
 
 
 def k_spread(estimate) -> tuple[float | None, str]:
@@ -60,13 +58,11 @@ def k_spread(estimate) -> tuple[float | None, str]:
     and how it was derived; σ ``None``: from K^rob as the 90 % quantile (see the module docstring)."""
     if estimate is None:
         return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile"
+    level, margin = getattr(estimate, "epochs_robust_level", None), getattr(estimate, "epochs_robust_margin", None)
     source = str(getattr(estimate, "source", "") or "")
-    m = _CONFORMAL.search(source)
-    if m:
-        level, margin = float(m.group(1)) / 100.0, float(m.group(2)) / 100.0
-        if 0.5 < level < 1.0:
-            sigma = math.log1p(max(margin, 0.0)) / NormalDist().inv_cdf(level)
-            return sigma, f"conformal {level:.0%} margin {margin:+.0%}"
+    if level is not None and margin is not None and 0.5 < level < 1.0:
+        sigma = math.log1p(max(margin, 0.0)) / NormalDist().inv_cdf(level)
+        return sigma, f"{'conformal' if 'conformal' in source else 'stated'} {level:.0%} margin {margin:+.0%}"
     kind = source.removeprefix("measured:").split("(", 1)[0] or "static"
     what = {"probe": "the probe alone", "prior+probe": "the learned prior",
             "static": "the scenario's table"}.get(kind, kind) + (", K^rob widened" if "widened" in source else "")

@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Annotated, Any, Iterable, Sequence
 
-from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NonNegFloat, PosFloat, PosInt,
-                                   validate)
+from pydantic import Field
+
+from jqodi.core.validation import (FORBID_EXTRA, VALID_BITS, FiniteFloat, Int, Name, NoBool, NonNegFloat, PosFloat,
+                                   PosInt, validate)
 from jqodi.errors import JqodiError
 
 __all__ = ["PROVENANCE_FIELDS", "LearningEstimate", "check_estimate", "check_provenance", "load_estimates",
            "provenance_mismatch", "save_estimates"]
+
+#: a coverage level strictly between 0 and 1 (K^rob's q)
+Level = Annotated[float, NoBool, Field(gt=0, lt=1, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,11 @@ class LearningEstimate:
     ``provenance`` says what a measured estimate describes (:data:`PROVENANCE_FIELDS`: the
     pretrained model's checkpoint hash and options, the SD's data and sizes, the loss kind);
     ``None`` in static rows and in files written before it existed (:func:`check_provenance`).
+    ``epochs_robust_level`` q and ``epochs_robust_margin`` m state how wide K^rob is when the
+    estimator knows it (the learned prior's conformal K^rob): K^rob is the level-q bound
+    K^exp·(1 + m) in whole epochs, m the relative margin *before* that rounding (0.35 = +35 %);
+    both ``None`` (static rows, the probe alone, the stored runs, files written before them) or
+    both set.
 
     The same record is a row of a scenario's static ``learning:`` table and of an estimates
     file; both are validated by pydantic against these field types (:func:`load_estimates`).
@@ -51,6 +61,12 @@ class LearningEstimate:
     final_loss_robust: NonNegFloat | None = None
     source: str = "static"
     provenance: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    epochs_robust_level: Level | None = None
+    epochs_robust_margin: NonNegFloat | None = None
+
+    def __post_init__(self) -> None:
+        if (self.epochs_robust_level is None) != (self.epochs_robust_margin is None):
+            raise ValueError("epochs_robust_level and epochs_robust_margin must both be numbers or both null")
 
     @property
     def key(self) -> tuple[str, int]:

@@ -157,6 +157,8 @@ class EpochEstimate:
     family: str | None = None      # the curve variant chosen (learned prior)
     n_eff: float | None = None     # effective number of stored samples behind it
     note: str = ""                 # how it was made (cold start, fallback, ...)
+    robust_level: float | None = None   # K^rob's coverage level q, when the estimator calibrates one
+    robust_margin: float | None = None  # K^rob's relative margin over K^exp before rounding (with q)
 
 
 def _member_k(name: str, p: np.ndarray, target: float, ks: np.ndarray) -> float:

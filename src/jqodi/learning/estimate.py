@@ -180,7 +180,8 @@ def estimate_from_probe_run(r, target_loss: float, prior, *, provenance: dict | 
                             epochs_expected=est.expected, epochs_robust=est.robust, target_loss=target_loss,
                             gamma_robust=r.gamma_robust, final_loss_expected=est.final_loss_expected,
                             final_loss_robust=est.final_loss_robust,
-                            source=f"measured:{label}({len(r.val_losses)} epochs; {est.note})", provenance=provenance)
+                            source=f"measured:{label}({len(r.val_losses)} epochs; {est.note})", provenance=provenance,
+                            epochs_robust_level=est.robust_level, epochs_robust_margin=est.robust_margin)
 
 
 def reachable(estimates: Sequence[LearningEstimate]) -> list[LearningEstimate]:

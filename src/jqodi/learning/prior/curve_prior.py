@@ -416,10 +416,12 @@ class CurvePrior:
             chosen = self.select_scheme(P, exclude, level, candidates)[0] if scheme is None else scheme
             margin = self.conformal_margin(P, query, ke, exclude, level, scheme=chosen, spread=spread_of(point),
                                            observed=first_epoch_below(y, target_loss) is not None)
+        stated = None   # (level, relative margin before rounding) of a conformal K^rob
         if margin is not None:
             factor = 2.0 if not relevant else 1.0
             kr = robust_k(ke, margin[0], factor, chosen)
-            how = (f"K^rob: conformal {level:.0%} margin {math.exp(factor * max(margin[0], 0.0)) - 1:+.0%}"
+            stated = (float(level), math.exp(factor * max(margin[0], 0.0)) - 1.0)
+            how = (f"K^rob: conformal {level:.0%} margin {stated[1]:+.0%}"
                    f"{' (doubled: cold start)' if factor > 1 else ''} ({margin[1]:.1f} effective residuals; "
                    f"{chosen.name}"
                    f"{', chosen by leave-one-configuration-out on the stored runs' if scheme is None else ''})")
@@ -438,6 +440,8 @@ class CurvePrior:
                              final_loss_expected=target_loss if ke < self.horizon else None,
                              final_loss_robust=target_loss if kr < self.horizon else None,
                              method="prior+probe", family=name, n_eff=round(n_eff, 1),
+                             robust_level=None if stated is None else stated[0],
+                             robust_margin=None if stated is None else stated[1],
                              note=f"{name} (best of {n_members} calibrated variants) fitted to {P} probe epochs, "
                                   f"{source} ({n_eff:.1f} effective configurations, held-out error "
                                   f"{math.exp(err_med) - 1:.0%}); {how}")
