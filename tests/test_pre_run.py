@@ -102,7 +102,8 @@ def test_the_first_schedule_keeps_the_controllers_time_reserve(choice):
     assert full.time_s == pytest.approx(60.0)  # the plan for T_max fills it: no reserve left
     reserve = reserve_s(inst.candidates[0], 1.5)
     assert reserve == pytest.approx(6.0)  # 1.5 epochs of the fastest option (4 s)
-    sol = first_plan(inst, choice=choice, solver="optimal")  # policy replan: the controller's 1.5 epochs
+    # policy replan: the controller's 1.5 epochs (its spread part off here; see the next test)
+    sol = first_plan(inst, choice=choice, solver="optimal", spread_share=0)
     c = sol.extra["choice"]
     assert c["reserve_kept"] and c["reserve_s"] == pytest.approx(6.0) and c["planned_deadline_s"] == pytest.approx(54.0)
     assert sol.time_s <= 54.0 + 1e-9 and sol.energy_j > full.energy_j
@@ -117,12 +118,26 @@ def test_the_first_schedule_keeps_the_controllers_time_reserve(choice):
     assert "no plan fits T_max − reserve" in "\n".join(choice_lines(tight))
 
 
+def test_the_first_schedule_keeps_the_spread_part_of_the_reserve_too():
+    """The controller's default reserve also holds ρ₀ = 10 % of the planned time before any epoch is
+    seen: a plan of t seconds keeps both parts when t + 6 + 0.1·t ≤ 60, i.e. t ≤ 54 / 1.1."""
+    inst = tight_instance(60.0)
+    sol = first_plan(inst, choice="planner", solver="optimal")
+    c = sol.extra["choice"]
+    assert c["reserve_kept"] and c["reserve_spread_share"] == pytest.approx(0.1)
+    assert c["planned_deadline_s"] == pytest.approx(54.0 / 1.1) and c["reserve_s"] == pytest.approx(60.0 - 54.0 / 1.1)
+    assert sol.time_s + reserve_s(inst.candidates[0], 1.5) + 0.1 * sol.time_s <= 60.0 + 1e-9
+    assert "and 10% of the planned time" in "\n".join(choice_lines(sol))
+    # the static policy keeps neither part
+    assert first_plan(inst, choice="planner", solver="optimal", policy="static").extra["choice"]["reserve_s"] == 0
+
+
 def test_the_reserve_is_the_trained_candidates_own():
     """Two candidates with different fastest epochs: the plan keeps the reserve of the one it trains."""
     slow_opts = (Option("es", 1, 10.0, 100.0), Option("es", 2, 8.0, 150.0))
     inst = PlanningInstance(58.0, 1.0, (Candidate("net", 4, 0.0, 0.0, EpochEstimates(5, 6), OPTIONS),
                                         Candidate("big", 4, 0.0, 0.0, EpochEstimates(4, 5), slow_opts)))
-    sol = first_plan(inst, choice="planner", solver="optimal")
+    sol = first_plan(inst, choice="planner", solver="optimal", spread_share=0)
     c = sol.extra["choice"]
     # big is trained (5 epochs for 500–750 J; net's 6 need ≥ 900 J in time); its reserve is 1.5 × 8 s,
     # twice net's: planned for 58 − 12 = 46 s, where the 5 cheap epochs (50 s) no longer fit

@@ -28,7 +28,9 @@ fastest option in hand when it re-plans (:data:`jqodi.app.controller.loop.DEFAUL
 what an edge leaving mid-epoch or a slowdown not yet measured costs. A first plan that fills T_max
 leaves it none, and a run that goes as planned but a little slow ends late. So the first schedule is
 planned for T_max − reserve, the reserve being that many epochs of the trained candidate's fastest
-option (what the controller keeps for it at the start). When no plan
+option (what the controller keeps for it at the start) plus the controller's second part, for how
+uncertain the planned time is: ``reserve_spread`` × ρ₀ (1 × 0.1) of the planned time before any
+epoch is seen (:meth:`jqodi.app.controller.loop.ClosedLoopController.spread_reserve_s`). When no plan
 fits T_max − reserve, the plan for T_max is taken and the answer says that the reserve is not kept
 (the controller's own rule: the reserve is a preference). The controller itself still sees T_max.
 
@@ -69,22 +71,30 @@ def k_spread(estimate) -> tuple[float | None, str]:
     return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile ({what})"
 
 
-def reserve_s(candidate, reserve_epochs: float) -> float:
+def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None, spread_share: float = 0.0) -> float:
     """Seconds the closed loop keeps in hand for ``candidate`` (a :class:`jqodi.core.instance.Candidate`)
-    at the start of its run: ``reserve_epochs`` × its fastest epoch."""
-    if reserve_epochs <= 0 or not candidate.options:
+    at the start of its run: ``reserve_epochs`` × its fastest epoch r, plus the spread part ρ₀ × the
+    planned time when ``spread_share`` = ``reserve_spread`` × ρ₀ > 0 (needs ``deadline_s`` = T_max).
+    A plan of t seconds keeps both when t + r + ρ₀·t ≤ T_max, so the plan is made for
+    (T_max − r) / (1 + ρ₀) and the reserve is T_max minus that."""
+    if not candidate.options:
         return 0.0
-    return float(reserve_epochs) * min(o.epoch_time_s for o in candidate.options)
+    r = max(float(reserve_epochs), 0.0) * min(o.epoch_time_s for o in candidate.options)
+    if spread_share <= 0 or deadline_s is None:
+        return r
+    return float(deadline_s) - (float(deadline_s) - r) / (1.0 + float(spread_share))
 
 
 def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi", epochs: str = "robust",
                policy: str | None = "replan", estimates: Iterable | None = None,
-               reserve_epochs: float | None = None):
+               reserve_epochs: float | None = None, spread_share: float | None = None):
     """The plan a run starts from (see the module docstring): a :class:`jqodi.core.instance.Solution`
     whose ``extra["choice"]`` says how it was chosen and for which deadline it was planned.
 
     ``estimates``: the learning estimates the instance was compiled from (their spread, :func:`k_spread`);
-    ``reserve_epochs``: ``None`` = the controller's default when ``policy`` is ``replan``, else 0.
+    ``reserve_epochs``: ``None`` = the controller's default when ``policy`` is ``replan``, else 0;
+    ``spread_share``: the spread part's ``reserve_spread`` × ρ₀ before any epoch is seen (:func:`reserve_s`),
+    ``None`` = the controller's defaults when ``policy`` is ``replan``, else 0.
     """
     from jqodi.app.controller.choice import plan_by_expected_energy
     from jqodi.planner import solve
@@ -95,6 +105,10 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
         from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
 
         reserve_epochs = DEFAULT_RESERVE_EPOCHS if policy == "replan" else 0.0
+    if spread_share is None:
+        from jqodi.app.controller.loop import DEFAULT_RESERVE_SPREAD, DEFAULT_SPREAD_PRIOR
+
+        spread_share = DEFAULT_RESERVE_SPREAD * DEFAULT_SPREAD_PRIOR if policy == "replan" else 0.0
     note = ""
     rule = choice
     if choice == "expected" and policy is None:
@@ -104,7 +118,8 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     spread = {f"{e.model}@{e.bits}": k_spread(e) for e in (estimates or ())}
     sigma = {k: s for k, (s, _) in spread.items() if s is not None}
     t_max = float(instance.deadline_s)
-    reserves = {c.key: reserve_s(c, reserve_epochs) for c in instance.candidates if c.epochs.robust is not None}
+    reserves = {c.key: reserve_s(c, reserve_epochs, t_max, spread_share)
+                for c in instance.candidates if c.epochs.robust is not None}
 
     def plan(deadline_s: float):
         inst = instance if deadline_s == t_max else replace(instance, deadline_s=deadline_s)
@@ -132,7 +147,7 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     if rule == "expected" and not any(r.get("feasible") for r in rows):
         rule, note = "planner", "no Ω candidate has a K^rob plan in time: the planner's answer"
     info = {"rule": rule, "asked": choice, "note": note, "deadline_s": t_max, "reserve_s": res,
-            "reserve_epochs": float(reserve_epochs), "reserve_kept": kept, "planned_deadline_s": planned_for,
+            "reserve_epochs": float(reserve_epochs), "reserve_spread_share": float(spread_share), "reserve_kept": kept, "planned_deadline_s": planned_for,
             "solver": solver, "epochs": epochs}
     for r in rows:
         r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
@@ -151,7 +166,9 @@ def choice_lines(sol) -> list[str]:
     lines = []
     if c["reserve_s"] > 0:
         if c["reserve_kept"]:
-            lines.append(f"time reserve: the closed loop keeps {c['reserve_epochs']:g} epochs of the fastest option "
+            spread = c.get("reserve_spread_share", 0.0)
+            part = f" and {spread:.0%} of the planned time" if spread > 0 else ""
+            lines.append(f"time reserve: the closed loop keeps {c['reserve_epochs']:g} epochs of the fastest option{part} "
                          f"in hand ({c['reserve_s']:.3g} s), so the first schedule is planned for T_max − reserve = "
                          f"{c['deadline_s']:g} − {c['reserve_s']:.3g} = {c['planned_deadline_s']:.3g} s")
         else:
