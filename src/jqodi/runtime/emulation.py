@@ -64,10 +64,14 @@ class ComputeClock:
     device_s: dict[str, float] = field(default_factory=dict)   # what the device would take (dilated)
     overrun_s: float = 0.0
 
-    def at_dilation(self, dilation: float) -> "ComputeClock":
-        """A fresh clock of the same device (and rooflines) at another dilation: serving after
-        training runs at its own dilation, with no timeline slowdown."""
-        return ComputeClock(self.device, dilation, **self.rooflines())
+    def for_serving(self, dilation: float) -> "ComputeClock":
+        """A fresh clock of the same device for serving after training: its own dilation, no
+        timeline slowdown, and the frozen served model's work (no per-request weight quantizers:
+        :func:`jqodi.core.serving.served_blocks`, as the planner prices a request)."""
+        from jqodi.core.serving import served_blocks
+
+        return ComputeClock(self.device, dilation, model=self.model,
+                            blocks=served_blocks(self.blocks) if self.blocks is not None else None, bits=self.bits)
 
     def rooflines(self) -> dict:
         """The device model this clock times steps by (``model``, ``blocks``, ``bits``), to build another clock of it."""
