@@ -35,6 +35,15 @@ DEFAULT_IDLE_W = 10.0
 TIGHT_FIT = 0.15
 
 
+#: What a run measures. ``batches``: layer batch sizes; ``extra_batches``: for layer types whose
+#: fit is not yet tight; ``repeats``: timed calls at most (fewer once the median is stable);
+#: ``bits``: the QAT steps s(q) is fitted from; ``step_batch``: the whole steps' batch.
+#: --quick (≤ 30 s on a quiet host): one batch size per layer (the distinct layers of three models
+#: already span the roofline's range; the whole steps then fit the scale), warm-up + 2 timed calls.
+QUICK = {"batches": (32,), "extra_batches": (), "repeats": 2, "bits": (8,), "step_batch": 32}
+FULL = {"batches": (8, 64, 256), "extra_batches": (32,), "repeats": 5, "bits": (2, 4, 8), "step_batch": 32}
+
+
 @dataclass
 class CalibrationResult:
     device: DeviceFile
@@ -105,13 +114,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     path = Path(out) if out is not None else user_devices_dir() / "host.yaml"
     old = _existing(path)
     progress = progress or say
-    # --quick: one batch size per layer (the distinct layers of three models already span the
-    # roofline's range; the whole steps then fit the scale), warm-up + 2 timed calls
-    batches = [32] if quick else [8, 64, 256]
-    extra_batches = [] if quick else [32]       # only for layer types whose fit is not yet tight
-    repeats = 2 if quick else 5                  # at most; fewer once the median is stable
-    bits = [8] if quick else [2, 4, 8]
-    step_batch = 32
+    plan = QUICK if quick else FULL
+    batches, extra_batches, repeats = list(plan["batches"]), list(plan["extra_batches"]), plan["repeats"]
+    bits, step_batch = list(plan["bits"]), plan["step_batch"]
     models = models or ([("lenet", 1.0), ("resnet20", 0.25), ("vgg", 0.125)] if quick
                         else default_calibration_models())
     stages: dict[str, float] = {}
@@ -130,7 +135,7 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     mem_bw = cal.memory_bandwidth_bytes_per_s(32 if quick else 128, repeats)
     say(f"calibrate: memory bandwidth {mem_bw / 1e9:.2f} GB/s (fp32 copy); {len(layers)} distinct layers")
     stage("setup")
-    samples = cal.layer_samples(layers, batches, repeats, batches[-1:] if quick else [batches[0], batches[-1]],
+    samples = cal.layer_samples(layers, batches, repeats, sorted({batches[0], batches[-1]}),
                                 progress=progress)
     stage("layers")
     layer_models, residuals = _fit_rooflines(samples, mem_bw)
