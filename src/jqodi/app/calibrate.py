@@ -39,8 +39,10 @@ TIGHT_FIT = 0.15
 #: fit is not yet tight; ``repeats``: timed calls at most (fewer once the median is stable);
 #: ``bits``: the QAT steps s(q) is fitted from; ``step_batch``: the whole steps' batch.
 #: --quick (≤ 30 s on a quiet host): one batch size per layer (the distinct layers of three models
-#: already span the roofline's range; the whole steps then fit the scale), warm-up + 2 timed calls.
-QUICK = {"batches": (32,), "extra_batches": (), "repeats": 2, "bits": (8,), "step_batch": 32}
+#: already span the roofline's range; the whole steps then fit the scale), warm-up + up to 3 timed
+#: calls (a median that one slow call cannot move; 2 were their mean), s(q) at 4 and 8 bits (8
+#: alone charged every width ≤ 5 at s(8), 3–4 % below s(4) on this host).
+QUICK = {"batches": (32,), "extra_batches": (), "repeats": 3, "bits": (4, 8), "step_batch": 32}
 FULL = {"batches": (8, 64, 256), "extra_batches": (32,), "repeats": 5, "bits": (2, 4, 8), "step_batch": 32}
 
 
@@ -274,16 +276,10 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
     1. one factor k scales every roofline so that the fp32 steps' per-layer sums (+ optimizer
        steps) match them (k = the geometric mean of measured / predicted: layers cost more
        together than alone — allocation, autograd bookkeeping, colder caches);
-    2. the QAT steps: s(q) per measured bit-width (the conv/linear time factor) and one factor
-       k_quant on the fake quantizers' rooflines, fitted together by least squares on relative
-       error (the models differ in how much of a step is quantizers: ResNet20's 44 quantizer
-       calls cost more in a step than alone, LeNet's few large layers do not; one conv factor
-       alone put LeNet's QAT steps 20 % high and ResNet20's 10–15 % low). k_quant is kept
-       within 0.25–4, and 1 when the models cannot tell it from s(q); then s(q) is the factor that
-       makes each q-bit step match after its quantizers' time, the median over the models
-       (0.25–4). A model whose fp32 step was measured too is compared against it: its q-bit step
-       is first divided by that step's own measured / predicted ratio (what the shared k leaves
-       for that model).
+    2. s(q) per measured bit-width: the conv/linear time factor that makes each q-bit step match
+       after its quantizers' predicted time, the median over the models (0.25–4). A model whose
+       fp32 step was measured too is compared against it: its q-bit step is first divided by that
+       step's own measured / predicted ratio (what the shared k leaves for that model).
 
     s(q) comes from whole steps, not from single fake-quantized layers against fp32 ones: those
     differences of two noisy micro-benchmarks varied by 20 % from run to run on a loaded host.
@@ -295,27 +291,20 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
     Returns the scaled rooflines, s(q) and the residual rows of the steps after the fit."""
     from jqodi.core.device_model import DeviceFile
 
-    def parts3(models: dict[str, LayerModel], st: dict) -> tuple[float, float, float]:
-        """(conv/linear time at s = 1, the quantizers' time, everything else) of one step."""
+    def parts(models: dict[str, LayerModel], st: dict) -> tuple[float, float]:
+        """(conv/linear time at s = 1, everything else) of one step."""
         dev = DeviceFile(name="x", flops=1e9, busy_power_w=1.0, layers=models).device()
         n, q = st["batch"], st["bits"]
-        conv = quant = rest = 0.0
+        conv = rest = 0.0
         for blk in st["blocks"]:
             rest += dev.optimizer_step_s(blk)
             for w in blk.layers:
                 t = dev.layer_time_s(w, n, q, "forward") + dev.layer_time_s(w, n, q, "backward")
                 if w.kind in ("conv", "linear"):
                     conv += t
-                elif w.kind == "quantizer":
-                    quant += t
                 else:
                     rest += t
-        return conv, quant, rest
-
-    def parts(models: dict[str, LayerModel], st: dict) -> tuple[float, float]:
-        """(conv/linear time at s = 1, everything else) of one step."""
-        conv, quant, rest = parts3(models, st)
-        return conv, quant + rest
+        return conv, rest
 
     def predict(models, st, factors) -> float:
         conv, rest = parts(models, st)
@@ -332,10 +321,6 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
     k = math.exp(sum(logs) / len(logs)) if logs else 1.0
     out = {name: LayerModel(forward=_scaled(v.forward, k), backward=_scaled(v.backward, k)) for name, v in layers.items()}
     own = {(st["model"], st.get("width")): st["seconds"] / predict(out, st, {}) for st in steps if st["bits"] >= 32}
-    k_quant = _quantizer_factor(out, [st for st in steps if st["bits"] < 32], own, parts3)
-    if "quantizer" in out and k_quant != 1.0:
-        out["quantizer"] = LayerModel(forward=_scaled(out["quantizer"].forward, k_quant),
-                                      backward=_scaled(out["quantizer"].backward, k_quant))
     factors: dict[int, float] = {}
     for q in sorted({st["bits"] for st in steps if st["bits"] < 32}):
         ratios = []
@@ -352,32 +337,5 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
             rows.append({"kind": "training step", "phase": f"{label} fwd+bwd+step", "calls": len(group),
                          "median_abs_error": statistics.median(errs), "max_abs_error": errs[-1],
                          "flops_per_s": float("nan"), "bytes_per_s": float("nan"), "overhead_s": float("nan"),
-                         "scale": k, **({"drift": statistics.median(drift)} if drift else {}),
-                         **({"quantizer_scale": k_quant} if label == "QAT" else {})})
+                         "scale": k, **({"drift": statistics.median(drift)} if drift else {})})
     return out, factors, rows
-
-
-def _quantizer_factor(models: dict[str, LayerModel], qat: list[dict], own: dict, parts3) -> float:
-    """k_quant of :func:`fit_composition`'s stage 2: least squares on relative error of
-    ``seconds / own = s(q)·conv + k_quant·quantizers + rest`` over the QAT steps ``qat``, with one
-    s(q) per bit-width; 1 when the steps cannot tell the two apart (fewer steps than unknowns, a
-    rank-deficient system) or there are no quantizers; clipped to 0.25–4."""
-    import numpy as np
-
-    if "quantizer" not in models or not qat:
-        return 1.0
-    bits = sorted({st["bits"] for st in qat})
-    rows, rhs = [], []
-    for st in qat:
-        conv, quant, rest = parts3(models, st)
-        y = st["seconds"] / own.get((st["model"], st.get("width")), 1.0)
-        row = [0.0] * (len(bits) + 1)
-        row[bits.index(st["bits"])] = conv / y
-        row[-1] = quant / y
-        rows.append(row)
-        rhs.append(1.0 - rest / y)
-    a = np.array(rows)
-    if len(rows) <= a.shape[1] or np.linalg.matrix_rank(a) < a.shape[1] or not np.any(a[:, -1] > 0):
-        return 1.0
-    sol = np.linalg.lstsq(a, np.array(rhs), rcond=None)[0]
-    return round(float(min(max(sol[-1], 0.25), 4.0)), 4)
