@@ -353,23 +353,6 @@ def test_fit_composition_s_q_is_paired_with_each_models_own_fp32_step():
     assert factors == {8: pytest.approx(1.2, rel=1e-3)}
 
 
-def test_fit_composition_cancels_a_steady_drift_with_fp32_steps_on_both_sides_of_the_layers():
-    """The machine slowed down steadily: the fp32 steps timed before the layers ran at 0.8×, those
-    after at 1.25× the layers' speed. Their geometric mean recovers k exactly (after alone would
-    read k × 1.25); s(q) still pairs each QAT step with the fp32 step next to it."""
-    from jqodi.app.calibrate import fit_composition
-
-    layers = DeviceFile.model_validate(DEVICE).layers
-    k, s8 = 1.3, 1.2
-    after = _steps(k * 1.25, s8)
-    before = [st for st in _steps(k * 0.8, s8) if st["bits"] == 32]
-    _, factors, rows = fit_composition(dict(layers), after, fp32_before=before)
-    assert rows[0]["scale"] == pytest.approx(k, rel=1e-6) and rows[0]["drift"] == pytest.approx(1.25 / 0.8)
-    assert factors == {8: pytest.approx(s8, rel=1e-3)}
-    _, _, alone = fit_composition(dict(layers), after)
-    assert alone[0]["scale"] == pytest.approx(k * 1.25, rel=1e-6) and "drift" not in alone[0]
-
-
 def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tmp_path):
     """Serving after fine-tuning pads each request's forward to the device file's rooflines, as
     :func:`jqodi.core.serving.request_costs` prices a request in the extended model: the runtime's

@@ -137,12 +137,6 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     mem_bw = cal.memory_bandwidth_bytes_per_s(32 if quick else 128, repeats)
     say(f"calibrate: memory bandwidth {mem_bw / 1e9:.2f} GB/s (fp32 copy); {len(layers)} distinct layers")
     stage("setup")
-    step_models = models[:3] if quick else models
-    # the fp32 steps before the layers too: the composition factor compares the layers' sums with
-    # whole steps, and a shared host's speed drifts between the two stages; fp32 steps timed on both
-    # sides of the layers (their geometric mean, :func:`fit_composition`) cancel a steady drift
-    before = cal.step_samples(step_models, [32], step_batch, repeats, progress=progress)
-    stage("training steps")
     samples = cal.layer_samples(layers, batches, repeats, sorted({batches[0], batches[-1]}),
                                 progress=progress)
     stage("layers")
@@ -164,9 +158,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     # fp32 steps of every model fit the composition factor; QAT steps of the first three fit s(q)
     # (each model's fp32 and QAT steps back to back: s(q) is fitted against the same model's fp32
     # step, so a drift of the machine's speed between models does not enter it)
-    steps = [st for i, m in enumerate(step_models)
+    steps = [st for i, m in enumerate(models[:3] if quick else models)
              for st in cal.step_samples([m], [32] + (bits if i < 3 else []), step_batch, repeats, progress=progress)]
-    layer_models, factors, composition = fit_composition(layer_models, steps, fp32_before=before)
+    layer_models, factors, composition = fit_composition(layer_models, steps)
     residuals += composition
     stage("training steps")
     progress("s(q) " + ", ".join(f"{q} bits: {f:.3f}" for q, f in sorted(factors.items())))
@@ -268,7 +262,7 @@ def _scaled(r: Roofline, k: float) -> Roofline:
 
 
 
-def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_before: list[dict] | None = None
+def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
                     ) -> tuple[dict[str, LayerModel], dict[int, float], list[dict]]:
     """Fit the per-layer rooflines to whole training steps measured as the runtime trains
     (forward, loss, backward, Adam; QAT below 32 bits), in two stages on log error:
@@ -283,11 +277,6 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
 
     s(q) comes from whole steps, not from single fake-quantized layers against fp32 ones: those
     differences of two noisy micro-benchmarks varied by 20 % from run to run on a loaded host.
-    ``fp32_before``: the same models' fp32 steps timed before the layers (``steps`` after them):
-    stage 1 then compares the layers with each model's geometric mean of the two, so a steady
-    drift of the machine's speed from the layers' stage to the steps' cancels; s(q) still pairs
-    each QAT step with the fp32 step timed next to it. The fp32 residual row reports the mean,
-    and ``drift`` the median after / before ratio.
     Returns the scaled rooflines, s(q) and the residual rows of the steps after the fit."""
     from jqodi.core.device_model import DeviceFile
 
@@ -311,16 +300,10 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
         return conv * (factors.get(st["bits"], 1.0) if st["bits"] < 32 else 1.0) + rest
 
     fp32 = [st for st in steps if st["bits"] >= 32] or steps
-    first = {(st["model"], st.get("width")): st["seconds"] for st in fp32_before or () if st["bits"] >= 32}
-    drift = [st["seconds"] / first[(st["model"], st.get("width"))] for st in fp32
-             if (st["model"], st.get("width")) in first and st["bits"] >= 32]
-    if first:  # each fp32 step: the geometric mean of its timings before and after the layers
-        fp32 = [dict(st, seconds=math.sqrt(st["seconds"] * first[(st["model"], st.get("width"))]))
-                if (st["model"], st.get("width")) in first and st["bits"] >= 32 else st for st in fp32]
     logs = [math.log(st["seconds"] / predict(layers, st, {})) for st in fp32]
     k = math.exp(sum(logs) / len(logs)) if logs else 1.0
     out = {name: LayerModel(forward=_scaled(v.forward, k), backward=_scaled(v.backward, k)) for name, v in layers.items()}
-    own = {(st["model"], st.get("width")): st["seconds"] / predict(out, st, {}) for st in steps if st["bits"] >= 32}
+    own = {(st["model"], st.get("width")): st["seconds"] / predict(out, st, {}) for st in fp32 if st["bits"] >= 32}
     factors: dict[int, float] = {}
     for q in sorted({st["bits"] for st in steps if st["bits"] < 32}):
         ratios = []
@@ -337,5 +320,5 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict], fp32_befor
             rows.append({"kind": "training step", "phase": f"{label} fwd+bwd+step", "calls": len(group),
                          "median_abs_error": statistics.median(errs), "max_abs_error": errs[-1],
                          "flops_per_s": float("nan"), "bytes_per_s": float("nan"), "overhead_s": float("nan"),
-                         "scale": k, **({"drift": statistics.median(drift)} if drift else {})})
+                         "scale": k})
     return out, factors, rows
