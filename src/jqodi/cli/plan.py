@@ -202,10 +202,12 @@ class _ticking:
     show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
     took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast."""
 
-    def __init__(self, label: str, shown: bool, every_s: float = 10.0):
+    every_s = 10.0  # between lines when stderr is not a terminal
+
+    def __init__(self, label: str, shown: bool):
         import threading
 
-        self.label, self.shown, self.every_s = label, shown, every_s
+        self.label, self.shown = label, shown
         self.tty = sys.stderr.isatty()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._tick, daemon=True)
