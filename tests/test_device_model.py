@@ -371,6 +371,8 @@ def test_fit_composition_fits_the_quantizers_time_beside_s_q():
                                                                rel=1e-3)
     _, factors, _ = fit_composition(dict(layers), _steps(1.3, 0.6))
     assert factors[8] == 1.0
+    _, _, rows = fit_composition(dict(layers), _steps(1.3, 1.2, quant=0.5))  # quantizers cheaper in a step:
+    assert next(r for r in rows if r["phase"].startswith("QAT"))["quantizer_scale"] == 1.0  # held at 1
 
 
 def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tmp_path):

@@ -341,11 +341,12 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
     return out, factors, rows
 
 
-#: Bounds of the QAT fit. QAT on this host runs the same fp32 conv/linear kernels as fp32 training,
-#: with fake quantizers around them: s(q) below 1 would mean a conv ran faster for being
-#: fake-quantized, which only an unconstrained fit of noisy steps produces.
+#: Bounds of the QAT fit. QAT on this host does fp32 training's work (the same fp32 conv/linear
+#: kernels) plus the fake quantizers': s(q) below 1 would mean a conv ran faster for being
+#: fake-quantized, a quantizer factor below 1 that quantizers cost less in a step than alone
+#: (after k, which already scales every layer) — what only a fit of noisy steps produces.
 S_MIN = 1.0
-QUANT_SCALE = (0.25, 8.0)
+QUANT_SCALE = (1.0, 8.0)
 
 
 def _quantizer_factor(models: dict[str, LayerModel], qat: list[dict], own: dict, parts3) -> float:
