@@ -19,7 +19,7 @@ other users. ``--clock wall`` uses elapsed time and all threads. The wall time o
 reported too, with the load average. Transfers are not measured (one process, no network).
 Target (issue 10): calibrated median |error| ≤ 10 %, max ≤ 25 %.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/cost_model_accuracy.py > benchmarks/results/cost_model_accuracy.json
+    PYTHONPATH=src .venv/bin/python benchmarks/cost_model_accuracy.py [--also-quick [--quick-runs N]] > benchmarks/results/cost_model_accuracy.json
 """
 from __future__ import annotations
 
@@ -134,6 +134,9 @@ def main(argv=None) -> int:
     ap.add_argument("--also-quick", action="store_true",
                     help="also calibrate with --quick (after the default) and predict with that file too "
                          "(`calibrated_quick`, beside `calibrated`, on the same measured epochs)")
+    ap.add_argument("--quick-runs", type=int, default=1, metavar="N",
+                    help="with --also-quick: calibrate with --quick N times (`calibrated_quick`, then "
+                         "`calibrated_quick2`, …), to show how much one quick file varies from run to run")
     ap.add_argument("--clock", default="cpu", choices=("cpu", "wall"))
     ap.add_argument("--train-size", type=int, default=512)
     ap.add_argument("--val-size", type=int, default=500)
@@ -160,16 +163,25 @@ def main(argv=None) -> int:
         res = calibrate_host(dev_path, quick=args.quick_calibration, power="declared", clock=args.clock,
                              progress=lambda s: None, say=say)
         say(f"calibrated in {res.seconds:.0f} s → {dev_path}")
-    quick_path, quick_cal = None, None
+    quick_paths, quick_cals = {}, []
     if args.also_quick:
         from jqodi.app.calibrate import calibrate_host
 
-        quick_path = os.path.join(tmp, "host-quick.yaml")
-        res = calibrate_host(quick_path, quick=True, power="declared", clock=args.clock,
-                             progress=lambda s: None, say=say)
-        quick_cal = {"seconds": round(res.seconds, 1), **{k: res.device.calibration.get(k) for k in
-                                                          ("cpu_seconds", "stage_cpu_seconds", "load_average")}}
-        say(f"quick calibration in {res.seconds:.0f} s → {quick_path}")
+        for i in range(max(1, args.quick_runs)):
+            label = "calibrated_quick" + (str(i + 1) if i else "")
+            quick_paths[label] = os.path.join(tmp, f"host-quick{i + 1}.yaml")
+            res = calibrate_host(quick_paths[label], quick=True, power="declared", clock=args.clock,
+                                 progress=lambda s: None, say=say)
+            steps = [r for r in res.residuals if r["kind"] == "training step"]
+            quick_cals.append({"label": label, "seconds": round(res.seconds, 1),
+                               **{k: res.device.calibration.get(k) for k in
+                                  ("cpu_seconds", "stage_cpu_seconds", "load_average")},
+                               "scale": steps[0].get("scale") if steps else None,
+                               "drift": steps[0].get("drift") if steps else None,
+                               "bit_time_factor": dict(res.device.bit_time_factor)})
+            say(f"quick calibration {i + 1} in {res.seconds:.0f} s → {quick_paths[label]}")
+    quick_path = quick_paths.get("calibrated_quick")
+    quick_cal = quick_cals[0] if quick_cals else None
     dev = load_device_file(dev_path)
     peak, peak_how = _cpu_peak_flops()
     bits = [int(b) for b in args.bits.split(",")]
@@ -185,8 +197,7 @@ def main(argv=None) -> int:
         cuts = sorted({1, max(1, n // 2), n - 1})
         preds = {}
         for label, ref, v in (("spec_sheet", None, 0.10 * peak), ("one_number", None, dev.flops),
-                              ("calibrated", dev_path, None)) + ((("calibrated_quick", quick_path, None),)
-                                                                   if quick_path else ()):
+                              ("calibrated", dev_path, None)) + tuple((lb, pth, None) for lb, pth in quick_paths.items()):
             sc = _scenario(ref, v, dev.busy_power_w, args.train_size, args.val_size, args.batch_size,
                            model, width, bits)
             preds[label] = cost_table(sc, model, prof)
@@ -228,8 +239,8 @@ def main(argv=None) -> int:
         "repeats": args.repeats, "device_file": dev.model_dump(mode="json", exclude_none=True),
         "spec_sheet_peak": {"flops": peak, "how": peak_how, "utilization": 0.10},
         "summary": {"spec_sheet": summary("spec_sheet"), "one_number": summary("one_number"), "calibrated": cal,
-                    **({"calibrated_quick": summary("calibrated_quick")} if quick_path else {})},
-        "quick_calibration": quick_cal,
+                    **{label: summary(label) for label in quick_paths}},
+        "quick_calibration": quick_cal, "quick_calibrations": quick_cals,
         "quick_device_file": load_device_file(quick_path).model_dump(mode="json", exclude_none=True) if quick_path else None,
         "target": {"median_abs_error": 0.10, "max_abs_error": 0.25},
         "target_met": cal["epoch"]["median_abs_error"] <= 0.10 and cal["epoch"]["max_abs_error"] <= 0.25,

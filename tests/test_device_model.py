@@ -307,9 +307,10 @@ def test_calibration_repeats_stop_once_the_median_is_stable(monkeypatch):
     assert len(calls) == 1 + 6
 
 
-def _steps(k: float, s8: float, drift: dict | None = None) -> list[dict]:
+def _steps(k: float, s8: float, drift: dict | None = None, quant: float = 1.0) -> list[dict]:
     """Whole steps of three models as a device k × slower than DEVICE's rooflines with s(8) = s8
-    would take; ``drift`` slows a model's steps (fp32 and QAT alike) further, as a load change would."""
+    would take; ``drift`` slows a model's steps (fp32 and QAT alike) further, as a load change would;
+    ``quant`` makes its fake quantizers that many times slower still."""
     true = DeviceFile.model_validate({**DEVICE, "bit_time_factor": {}}).device()
     steps = []
     for name, width in (("lenet", 0.25), ("resnet20", 0.25), ("vgg", 0.125)):
@@ -321,8 +322,9 @@ def _steps(k: float, s8: float, drift: dict | None = None) -> list[dict]:
                 other += true.optimizer_step_s(b)
                 for w in b.layers:
                     if w.kind not in ("conv", "linear"):
-                        conv -= sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
-                        other += sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
+                        t = sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
+                        conv -= t
+                        other += t * (quant if w.kind == "quantizer" else 1.0)
             steps.append({"model": name, "bits": q, "batch": 32, "blocks": blocks,
                           "seconds": (drift or {}).get(name, 1.0) * k * ((s8 if q < 32 else 1.0) * conv + other)})
     return steps
@@ -351,6 +353,26 @@ def test_fit_composition_s_q_is_paired_with_each_models_own_fp32_step():
     layers = DeviceFile.model_validate(DEVICE).layers
     _, factors, _ = fit_composition(dict(layers), _steps(1.3, 1.2, {"resnet20": 1.25, "vgg": 1.4}))
     assert factors == {8: pytest.approx(1.2, rel=1e-3)}
+
+
+def test_fit_composition_fits_the_quantizers_time_beside_s_q():
+    """Fake quantizers 2.5× slower in whole steps than their rooflines say: one conv/linear factor
+    cannot fit three models with different quantizer shares; fitted together, s(8) and the
+    quantizers' factor come out exact and every QAT step matches. A fit that would need s(q) < 1
+    (a conv made faster by fake quantization) is held at 1."""
+    from jqodi.app.calibrate import fit_composition
+
+    layers = DeviceFile.model_validate(DEVICE).layers
+    out, factors, rows = fit_composition(dict(layers), _steps(1.3, 1.2, quant=2.5))
+    qat = next(r for r in rows if r["phase"].startswith("QAT"))
+    assert qat["quantizer_scale"] == pytest.approx(2.5, rel=1e-3) and factors == {8: pytest.approx(1.2, rel=1e-3)}
+    assert qat["max_abs_error"] < 1e-3
+    assert out["quantizer"].forward.overhead_s == pytest.approx(1.3 * 2.5 * layers["quantizer"].forward.overhead_s,
+                                                               rel=1e-3)
+    _, factors, _ = fit_composition(dict(layers), _steps(1.3, 0.6))
+    assert factors[8] == 1.0
+    _, _, rows = fit_composition(dict(layers), _steps(1.3, 1.2, quant=0.5))  # quantizers cheaper in a step:
+    assert next(r for r in rows if r["phase"].startswith("QAT"))["quantizer_scale"] == 1.0  # held at 1
 
 
 def test_emulated_inference_follows_the_rooflines_as_serving_prices_a_request(tmp_path):

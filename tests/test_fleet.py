@@ -87,6 +87,38 @@ def test_bad_fleets_are_one_line_errors_naming_the_field(edit, field):
     assert "\n" not in msg and msg.startswith("fleet.yaml: ") and field in msg, msg
 
 
+def test_cli_plan_of_a_large_fleet_shows_its_stages_on_stderr_and_keeps_json_clean(capsys, monkeypatch):
+    """Compiling and planning a large fleet report progress on stderr (here: the threshold lowered
+    to the small fleet, the solver slowed so the ticker ticks); stdout's JSON is the same."""
+    import time
+
+    import jqodi.cli.plan as cli_plan
+    import jqodi.planner.fleet as fleet_planner
+
+    assert main(["plan", str(SMALL), "--solver", "fcfs", "--json"]) == 0
+    quiet = capsys.readouterr()
+    assert "compiling" not in quiet.err and "planning" not in quiet.err  # a small fleet: nothing shown
+    real = fleet_planner.solve_fleet
+
+    def slow(*a, **kw):
+        time.sleep(0.3)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(cli_plan, "PROGRESS_MIN_DEVICES", 2)
+    monkeypatch.setattr(fleet_planner, "solve_fleet", slow)
+    monkeypatch.setattr(cli_plan._ticking, "every_s", 0.1)
+    assert main(["plan", str(SMALL), "--solver", "fcfs", "--json"]) == 0
+    shown = capsys.readouterr()
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("extra", "plan_time_ms")}  # noqa: E731 (timing)
+    assert strip(json.loads(shown.out)) == strip(json.loads(quiet.out))
+    n = len(json.loads(shown.out)["plans"])
+    lines = shown.err.splitlines()
+    assert lines[0] == f"compiling {n} devices …" and f"compiled {n} devices in" in shown.err
+    assert f"planning {n} devices with fcfs …" in lines
+    assert any(ln.startswith(f"planning {n} devices with fcfs … ") for ln in lines)  # the ticker
+    assert lines[-1].startswith(f"planning {n} devices with fcfs: done in ")
+
+
 def test_cli_bad_fleet_exits_2(tmp_path, capsys):
     import yaml
 

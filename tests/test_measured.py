@@ -99,6 +99,59 @@ def test_measured_estimates_plan_the_papers_testbed_with_planning_energy():
     assert all(c["ours_model"] in (None, "lenet") for c in plan["comparison"])   # only the measured model
 
 
+def test_table_v_prices_planning_by_cpu_time_not_by_the_waits_of_a_loaded_host(monkeypatch):
+    """A solver that waits (here: sleeps 50 ms, as a busy host makes it wait for a core) costs no
+    more planning energy: Table V multiplies the process's CPU time by the cloud's power."""
+    import time
+
+    import jqodi.planner
+    from jqodi.core.estimates import LearningEstimate
+
+    real = jqodi.planner.solve
+
+    def waiting_solve(*a, **kw):
+        time.sleep(0.05)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(jqodi.planner, "solve", waiting_solve)
+    est = [LearningEstimate(model="lenet", bits=b, base_loss=0.05, gamma=0.1 / b, epochs_expected=k,
+                            epochs_robust=k + 2, target_loss=0.1) for b, k in ((4, 12), (8, 9))]
+    plan = plan_with_estimates(REPO / "examples" / "paper-data1.yaml", est, 0.1)
+    v = plan["table_v"]
+    assert v["clock"] == "process CPU time"
+    assert v["solve_wall_s_median"] - v["solve_s_median"] >= 0.04   # the wait is not CPU
+    assert v["planning_wall_s"] - v["planning_time_s"] >= 0.04
+    assert v["jqodi_energy_j"] == pytest.approx(v["planning_time_s"] * v["cloud_busy_power_w"])
+    jq = next(s for s in plan["strategies"] if s["label"] == "JQODI")  # the evaluation's first solve
+    assert jq["plan_time_s"] - jq["plan_cpu_s"] >= 0.04 and v["solve_s_first"] == jq["plan_cpu_s"]
+
+
+def test_the_measured_runs_dilation_times_the_host_by_cpu_time():
+    """run_measured_plan's automatic dilation: the host's speed by one thread's CPU time (the
+    wall-clock figure ``jqodi run --dilation auto`` takes is returned beside it)."""
+    from jqodi.app.measured import _cpu_dilation
+    from jqodi.app.run import RunOptions, load_for_run, plan_for_run
+    from jqodi.runtime.emulation import auto_dilation
+    from jqodi.runtime.plan import plan_dilation, predict_epoch
+
+    opts = RunOptions(cpu_scale=True, policy=None, trace_store=None)
+    d = _cpu_dilation(REPO / "examples" / "paper-data1.yaml", opts)
+    assert d["clock"] == "thread CPU time" and d["dilation"] >= 1 and d["wall_clock_dilation"] >= 1
+    # the clock is the one given: a fake clock ticking 10 ms per reading times each step at 10 ms
+    scenario = load_for_run(REPO / "examples" / "paper-data1.yaml", opts)
+    sol = plan_for_run(scenario, opts, say=lambda line: None)
+    ticks = iter(range(10**6))
+    got = plan_dilation(scenario, sol, clock=lambda: 0.01 * next(ticks))
+    from jqodi.core.profile import profile_named_model
+
+    data, width = scenario.data, scenario.model_entry(sol.model).width
+    flops = profile_named_model(sol.model, data.input_shape, data.num_classes, width).flops
+    host = 3.0 * flops * scenario.training.batch_size / 0.01
+    want = auto_dilation((3.0 * data.train_size + data.val_size) * flops / host,
+                         min(predict_epoch(scenario, sol.model, sol.bits, s.cut, s.edge)["time_s"] for s in sol.schedule))
+    assert got == pytest.approx(want, rel=1e-12)
+
+
 def test_one_real_run_stops_at_the_target_and_measures_gamma_on_the_training_split():
     from types import SimpleNamespace
 

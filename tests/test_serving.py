@@ -203,23 +203,38 @@ def training_forward(scenario_kw, prof, term):
 
 
 @pytest.mark.parametrize("bits", [4, 8, 32])
-def test_extended_request_time_is_trainings_forward_time(lenet_28, bits):
+def test_extended_request_time_is_trainings_forward_time_less_the_weight_quantizers(lenet_28, bits):
+    """A request costs what training's validation forward of one sample costs, less the weights'
+    fake quantizers: the served model is frozen at load (weights quantized once, not per request)."""
+    from jqodi.core.device_model import library_devices, load_device_file
+
     ct, end_s, end_j = training_forward({}, lenet_28, "end_compute")
     _, edge_s, edge_j = training_forward({}, lenet_28, "edge_compute")
     b = ct.bits.index(bits)
+    devs = {n: load_device_file(library_devices()[n]).device() for n in ("pi5", "rtx4090")}
+
+    def weight_quantizers_s(dev, blocks) -> float:
+        return sum(dev.layer_time_s(w, 1, bits, "forward") for blk in blocks for w in blk.layers
+                   if w.kind == "quantizer" and not w.batched)
+
     costs = by_key(request_costs(device_scenario(), lenet_28, bits))
+    blocks = lenet_28.blocks
     for jj, j in enumerate(ct.cuts):
-        for x, edge in enumerate(ct.edges):
+        for x, (edge, es) in enumerate(zip(ct.edges, ("pi5", "rtx4090"))):
             c = costs[("split", edge, j)]
-            assert c.end_compute_s == pytest.approx(end_s[b, jj, x], rel=1e-9) and c.end_compute_s > 0
-            assert c.end_compute_j == pytest.approx(end_j[b, jj, x], rel=1e-9)
-            assert c.edge_compute_s == pytest.approx(edge_s[b, jj, x], rel=1e-9) and c.edge_compute_s > 0
-            assert c.edge_compute_j == pytest.approx(edge_j[b, jj, x], rel=1e-9)
+            wq_end, wq_edge = weight_quantizers_s(devs["pi5"], blocks[:j]), weight_quantizers_s(devs[es], blocks[j:])
+            assert (wq_end > 0) == (bits < 32) and (wq_edge > 0) == (bits < 32)
+            assert c.end_compute_s == pytest.approx(end_s[b, jj, x] - wq_end, rel=1e-9) and c.end_compute_s > 0
+            assert c.end_compute_j == pytest.approx(end_j[b, jj, x] - wq_end * devs["pi5"].busy_power_w, rel=1e-9)
+            assert c.edge_compute_s == pytest.approx(edge_s[b, jj, x] - wq_edge, rel=1e-9) and c.edge_compute_s > 0
+            assert c.edge_compute_j == pytest.approx(edge_j[b, jj, x] - wq_edge * devs[es].busy_power_w, rel=1e-9)
             assert c.end_idle_j == c.edge_idle_j == 0  # idle_energy off
     # end-only: the whole model on the Pi = the SD's share + ES A's (a Pi 5 too) at any cut
     whole = costs[("end-only", None, None)]
-    assert whole.request_time_s == pytest.approx(end_s[b, 0, 0] + edge_s[b, 0, 0], rel=1e-9)
-    assert whole.request_energy_j == pytest.approx(end_j[b, 0, 0] + edge_j[b, 0, 0], rel=1e-9)
+    wq = weight_quantizers_s(devs["pi5"], blocks)
+    assert whole.request_time_s == pytest.approx(end_s[b, 0, 0] + edge_s[b, 0, 0] - wq, rel=1e-9)
+    assert whole.request_energy_j == pytest.approx(end_j[b, 0, 0] + edge_j[b, 0, 0] - wq * devs["pi5"].busy_power_w,
+                                                   rel=1e-9)
     # and it is not the paper's F_a / (v·s(q)): the rooflines count bytes, overheads, quantizers
     paper = by_key(request_costs(device_scenario(cost_model="paper"), lenet_28, bits))[("end-only", None, None)]
     assert not whole.request_time_s == pytest.approx(paper.request_time_s, rel=0.05)

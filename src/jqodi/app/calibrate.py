@@ -35,6 +35,17 @@ DEFAULT_IDLE_W = 10.0
 TIGHT_FIT = 0.15
 
 
+#: What a run measures. ``batches``: layer batch sizes; ``extra_batches``: for layer types whose
+#: fit is not yet tight; ``repeats``: timed calls at most (fewer once the median is stable);
+#: ``bits``: the QAT steps s(q) is fitted from; ``step_batch``: the whole steps' batch.
+#: --quick (≤ 30 s on a quiet host): one batch size per layer (the distinct layers of three models
+#: already span the roofline's range; the whole steps then fit the scale), warm-up + up to 3 timed
+#: calls (a median that one slow call cannot move; 2 were their mean), s(q) at 4 and 8 bits (8
+#: alone charged every width ≤ 5 at s(8), 3–4 % below s(4) on this host).
+QUICK = {"batches": (32,), "extra_batches": (), "repeats": 3, "bits": (4, 8), "step_batch": 32}
+FULL = {"batches": (8, 64, 256), "extra_batches": (32,), "repeats": 5, "bits": (2, 4, 8), "step_batch": 32}
+
+
 @dataclass
 class CalibrationResult:
     device: DeviceFile
@@ -105,13 +116,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     path = Path(out) if out is not None else user_devices_dir() / "host.yaml"
     old = _existing(path)
     progress = progress or say
-    # --quick: one batch size per layer (the distinct layers of three models already span the
-    # roofline's range; the whole steps then fit the scale), warm-up + 2 timed calls
-    batches = [32] if quick else [8, 64, 256]
-    extra_batches = [] if quick else [32]       # only for layer types whose fit is not yet tight
-    repeats = 2 if quick else 5                  # at most; fewer once the median is stable
-    bits = [8] if quick else [2, 4, 8]
-    step_batch = 32
+    plan = QUICK if quick else FULL
+    batches, extra_batches, repeats = list(plan["batches"]), list(plan["extra_batches"]), plan["repeats"]
+    bits, step_batch = list(plan["bits"]), plan["step_batch"]
     models = models or ([("lenet", 1.0), ("resnet20", 0.25), ("vgg", 0.125)] if quick
                         else default_calibration_models())
     stages: dict[str, float] = {}
@@ -130,7 +137,7 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
     mem_bw = cal.memory_bandwidth_bytes_per_s(32 if quick else 128, repeats)
     say(f"calibrate: memory bandwidth {mem_bw / 1e9:.2f} GB/s (fp32 copy); {len(layers)} distinct layers")
     stage("setup")
-    samples = cal.layer_samples(layers, batches, repeats, batches[-1:] if quick else [batches[0], batches[-1]],
+    samples = cal.layer_samples(layers, batches, repeats, sorted({batches[0], batches[-1]}),
                                 progress=progress)
     stage("layers")
     layer_models, residuals = _fit_rooflines(samples, mem_bw)
@@ -263,8 +270,14 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
     1. one factor k scales every roofline so that the fp32 steps' per-layer sums (+ optimizer
        steps) match them (k = the geometric mean of measured / predicted: layers cost more
        together than alone — allocation, autograd bookkeeping, colder caches);
-    2. s(q) per measured bit-width: the conv/linear time factor that makes each q-bit step match
-       after its quantizers' predicted time, the median over the models (0.25–4). A model whose
+    2. the fake quantizers' factor k_quant and s(q) per measured bit-width, fitted together on the
+       QAT steps by bounded least squares (:func:`_quantizer_factor`: the models differ in how
+       much of a step is quantizers — ResNet20's 44 small quantizer calls cost more in a step
+       than alone, LeNet's few large layers barely notice QAT — so one conv/linear factor alone
+       put LeNet's QAT steps 20–30 % high and ResNet20's 5–15 % low); then, with the quantizers
+       scaled, s(q) is the conv/linear time factor that makes each q-bit step match after its
+       quantizers' time, the median over the models (1–4: fake quantization runs fp32 kernels,
+       so it cannot make them faster). A model whose
        fp32 step was measured too is compared against it: its q-bit step is first divided by that
        step's own measured / predicted ratio (what the shared k leaves for that model).
 
@@ -273,20 +286,27 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
     Returns the scaled rooflines, s(q) and the residual rows of the steps after the fit."""
     from jqodi.core.device_model import DeviceFile
 
-    def parts(models: dict[str, LayerModel], st: dict) -> tuple[float, float]:
-        """(conv/linear time at s = 1, everything else) of one step."""
+    def parts3(models: dict[str, LayerModel], st: dict) -> tuple[float, float, float]:
+        """(conv/linear time at s = 1, the fake quantizers' time, everything else) of one step."""
         dev = DeviceFile(name="x", flops=1e9, busy_power_w=1.0, layers=models).device()
         n, q = st["batch"], st["bits"]
-        conv = rest = 0.0
+        conv = quant = rest = 0.0
         for blk in st["blocks"]:
             rest += dev.optimizer_step_s(blk)
             for w in blk.layers:
                 t = dev.layer_time_s(w, n, q, "forward") + dev.layer_time_s(w, n, q, "backward")
                 if w.kind in ("conv", "linear"):
                     conv += t
+                elif w.kind == "quantizer":
+                    quant += t
                 else:
                     rest += t
-        return conv, rest
+        return conv, quant, rest
+
+    def parts(models: dict[str, LayerModel], st: dict) -> tuple[float, float]:
+        """(conv/linear time at s = 1, everything else) of one step."""
+        conv, quant, rest = parts3(models, st)
+        return conv, quant + rest
 
     def predict(models, st, factors) -> float:
         conv, rest = parts(models, st)
@@ -297,6 +317,10 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
     k = math.exp(sum(logs) / len(logs)) if logs else 1.0
     out = {name: LayerModel(forward=_scaled(v.forward, k), backward=_scaled(v.backward, k)) for name, v in layers.items()}
     own = {(st["model"], st.get("width")): st["seconds"] / predict(out, st, {}) for st in fp32 if st["bits"] >= 32}
+    k_quant = _quantizer_factor(out, [st for st in steps if st["bits"] < 32], own, parts3)
+    if "quantizer" in out and k_quant != 1.0:
+        out["quantizer"] = LayerModel(forward=_scaled(out["quantizer"].forward, k_quant),
+                                      backward=_scaled(out["quantizer"].backward, k_quant))
     factors: dict[int, float] = {}
     for q in sorted({st["bits"] for st in steps if st["bits"] < 32}):
         ratios = []
@@ -305,7 +329,7 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
                 conv, rest = parts(out, st)
                 seconds = st["seconds"] / own.get((st["model"], st.get("width")), 1.0)
                 ratios.append((seconds - rest) / conv if conv > 0 else 1.0)
-        factors[q] = round(min(max(statistics.median(ratios), 0.25), 4.0), 4)
+        factors[q] = round(min(max(statistics.median(ratios), S_MIN), 4.0), 4)
     rows = []
     for label, group in (("fp32", fp32), ("QAT", [st for st in steps if st["bits"] < 32])):
         errs = sorted(abs(predict(out, st, factors) / st["seconds"] - 1) for st in group)
@@ -313,5 +337,42 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
             rows.append({"kind": "training step", "phase": f"{label} fwd+bwd+step", "calls": len(group),
                          "median_abs_error": statistics.median(errs), "max_abs_error": errs[-1],
                          "flops_per_s": float("nan"), "bytes_per_s": float("nan"), "overhead_s": float("nan"),
-                         "scale": k})
+                         "scale": k, **({"quantizer_scale": k_quant} if label == "QAT" else {})})
     return out, factors, rows
+
+
+#: Bounds of the QAT fit. QAT on this host does fp32 training's work (the same fp32 conv/linear
+#: kernels) plus the fake quantizers': s(q) below 1 would mean a conv ran faster for being
+#: fake-quantized, a quantizer factor below 1 that quantizers cost less in a step than alone
+#: (after k, which already scales every layer) — what only a fit of noisy steps produces.
+S_MIN = 1.0
+QUANT_SCALE = (1.0, 8.0)
+
+
+def _quantizer_factor(models: dict[str, LayerModel], qat: list[dict], own: dict, parts3) -> float:
+    """The fake quantizers' factor k_quant of :func:`fit_composition`'s stage 2: bounded least
+    squares on relative error of ``seconds / own = s(q)·conv + k_quant·quantizers + rest`` over
+    the QAT steps, one s(q) ≥ :data:`S_MIN` per bit-width and k_quant within :data:`QUANT_SCALE`;
+    1 when the steps cannot tell the two apart (no more steps than unknowns, or a rank-deficient
+    system) or there are no quantizers."""
+    import numpy as np
+    from scipy.optimize import lsq_linear
+
+    if "quantizer" not in models or not qat:
+        return 1.0
+    bits = sorted({st["bits"] for st in qat})
+    rows, rhs = [], []
+    for st in qat:
+        conv, quant, rest = parts3(models, st)
+        y = st["seconds"] / own.get((st["model"], st.get("width")), 1.0)
+        row = [0.0] * (len(bits) + 1)
+        row[bits.index(st["bits"])] = conv / y
+        row[-1] = quant / y
+        rows.append(row)
+        rhs.append(1.0 - rest / y)
+    a = np.array(rows)
+    if len(rows) <= a.shape[1] or np.linalg.matrix_rank(a) < a.shape[1] or not np.any(a[:, -1] > 0):
+        return 1.0
+    lo = [S_MIN] * len(bits) + [QUANT_SCALE[0]]
+    hi = [4.0] * len(bits) + [QUANT_SCALE[1]]
+    return round(float(lsq_linear(a, np.array(rhs), bounds=(lo, hi)).x[-1]), 4)

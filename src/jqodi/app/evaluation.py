@@ -68,7 +68,9 @@ class StrategyResult:
     baseline that cannot meet them (``""``, ``"deadline"`` or ``"target"``). ``breakdown``
     maps node → {"time_s", "energy_j"} (Fig. 8/12), ``None`` when no cost terms were given;
     ``phases`` the same per cost term (:func:`jqodi.app.trajectories.phase_breakdown`).
-    ``plan_time_s`` is the solver's wall time on this host; ``plan_energy_j`` what planning cost
+    ``plan_time_s`` is the solver's wall time on this host, ``plan_cpu_s`` its CPU time (this
+    process's, all threads: what the solve costs, not how long it waited for a core on a busy
+    host; Table V's planning energy is priced by it); ``plan_energy_j`` what planning cost
     (Table V's "JQODI Energy") when a meter measured it, else ``None``.
     """
 
@@ -90,6 +92,7 @@ class StrategyResult:
     breakdown: dict[str, dict[str, float]] | None = field(default=None, repr=False)
     phases: dict[str, dict[str, float]] | None = field(default=None, repr=False)
     plan_energy_j: float | None = None
+    plan_cpu_s: float = 0.0
 
     @property
     def main_option(self) -> ScheduleEntry | None:
@@ -189,13 +192,13 @@ def _unreachable_plan(instance: PlanningInstance, bits: int, anchors: Mapping[tu
 def _run_one(instance: PlanningInstance, label: str, solver: str, solve: SolveFn,
              epoch_cost: Callable | None, epochs: str,
              anchors: Mapping[tuple[str, int], LossEstimates]) -> StrategyResult:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         sol = solve(instance, solver=solver, epochs=epochs)
     except InfeasibleError as e:
         sol = Solution("infeasible", solver, extra={"explanation": str(e)})
-    plan_time_s = time.perf_counter() - t0
-    res = StrategyResult(label, solver, sol.status, plan_time_s=plan_time_s)
+    plan_time_s, plan_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    res = StrategyResult(label, solver, sol.status, plan_time_s=plan_time_s, plan_cpu_s=plan_cpu_s)
     schedule: tuple[ScheduleEntry, ...] = ()
     cand = None
     reachable = True

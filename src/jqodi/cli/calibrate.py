@@ -57,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     rows = [(r["kind"], r["phase"], r["calls"], f"{100 * r['median_abs_error']:.1f}%",
              f"{100 * r['max_abs_error']:.1f}%", num(r["flops_per_s"], 1e-9), num(r["bytes_per_s"], 1e-9),
-             num(r["overhead_s"], 1e6), f"×{r['scale']:.2f}" if "scale" in r else "") for r in res.residuals]
+             num(r["overhead_s"], 1e6), (f"×{r['scale']:.2f}" if "scale" in r else "")
+             + (f", quantizers ×{r['quantizer_scale']:.2f}" if "quantizer_scale" in r else "")) for r in res.residuals]
     print("roofline fit (t = max(flops/F, bytes/B) + c), residuals of the timed calls; last rows:\n"
-          "whole training steps (fp32, and QAT with s(q)), after scaling every roofline by the factor shown")
+          "whole training steps (fp32, and QAT with s(q)), after scaling every roofline by the factor shown\n"
+          "(and the fake quantizers' by theirs, fitted with s(q) on the QAT steps)")
     print(format_table(["layer", "phase", "calls", "median |err|", "max |err|", "F GFLOP/s", "B GB/s", "c µs",
                         "scale"],
                        rows, indent="  "))

@@ -18,6 +18,8 @@ HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 FLEET_SOLVER_NAMES = ("fleet-lagrange", "fleet-optimal", "fcfs", "ignore-capacity")
 #: ``--solver all`` runs the exact fleet MILP only up to this many devices.
 MILP_MAX_DEVICES = 50
+#: Fleets of at least this many devices show the progress of compiling and planning on stderr.
+PROGRESS_MIN_DEVICES = 100
 
 
 def add_arguments(p):
@@ -126,7 +128,6 @@ def _fleet_scenario(args):
 
 
 def _run_fleet(args, sc) -> int:
-    from jqodi.core.fleet import compile_fleet
     from jqodi.planner.fleet import FLEET_SOLVERS, solve_fleet
     from jqodi.render.fleet import fleet_comparison_table, fleet_edge_table, fleet_unserved_lines
 
@@ -141,12 +142,16 @@ def _run_fleet(args, sc) -> int:
         names = [args.solver]
     else:
         raise PlanningError(f"--solver {args.solver}: a fleet scenario takes {', '.join(FLEET_SOLVERS)} or all")
-    fleet = compile_fleet(sc, estimates=estimates)
+    fleet = _compile_with_progress(sc, estimates)
     if args.solver == "all" and len(fleet.members) > MILP_MAX_DEVICES:
         names.remove("fleet-optimal")
         print(f"(fleet-optimal left out: the exact MILP is for fleets of up to {MILP_MAX_DEVICES} devices; "
               f"ask for it with --solver fleet-optimal)", file=sys.stderr)
-    sols = [solve_fleet(fleet, n, epochs=args.epochs) for n in names]
+    shown = len(fleet.members) >= PROGRESS_MIN_DEVICES
+    sols = []
+    for n in names:
+        with _ticking(f"planning {len(fleet.members)} devices with {n}", shown):
+            sols.append(solve_fleet(fleet, n, epochs=args.epochs))
     if args.json:
         out = [s.to_dict() for s in sols]
         print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
@@ -163,6 +168,82 @@ def _run_fleet(args, sc) -> int:
     for line in fleet_unserved_lines(best):
         print(line)
     return 0 if best.status != "infeasible" else 1
+
+
+def _compile_with_progress(sc, estimates):
+    """``compile_fleet`` with its progress on stderr for a fleet of ≥ :data:`PROGRESS_MIN_DEVICES`
+    devices (a bar on a terminal, else a line every 10 s; stdout, ``--json`` included, is untouched)."""
+    import time
+
+    from jqodi.cli._onetime import announce_profiling
+    from jqodi.core.fleet import compile_fleet
+    from jqodi.core.progress import Progress, format_duration
+
+    bar: list = []
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        if total < PROGRESS_MIN_DEVICES:
+            return
+        if not bar:
+            bar.append(Progress(True, f"compiling {total} devices", total_steps=total, unit="device"))
+            bar[0].line(f"compiling {total} devices …")
+        bar[0].batch(done, total)
+
+    with announce_profiling(sc):
+        fleet = compile_fleet(sc, estimates=estimates, progress=progress)
+    if bar:
+        bar[0].line(f"compiled {len(fleet.members)} devices in {format_duration(time.monotonic() - t0)}")
+    return fleet
+
+
+class _ticking:
+    """Around a long step that reports nothing itself (a fleet solve): when ``shown``, say it began,
+    show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
+    took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast."""
+
+    every_s = 10.0  # between lines when stderr is not a terminal
+
+    def __init__(self, label: str, shown: bool):
+        import threading
+
+        self.label, self.shown = label, shown
+        self.tty = sys.stderr.isatty()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _tick(self) -> None:
+        import time
+
+        from jqodi.core.progress import format_duration
+
+        while not self.done.wait(0.5 if self.tty else self.every_s):
+            text = f"{self.label} … {format_duration(time.monotonic() - self.t0)}"
+            sys.stderr.write(f"\r{text}\x1b[K" if self.tty else text + "\n")
+            sys.stderr.flush()
+
+    def __enter__(self):
+        import time
+
+        self.t0 = time.monotonic()
+        if self.shown:
+            sys.stderr.write(f"{self.label} …" + ("" if self.tty else "\n"))
+            sys.stderr.flush()
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        from jqodi.core.progress import format_duration
+
+        if self.shown:
+            self.done.set()
+            self.thread.join()
+            sys.stderr.write(("\r\x1b[K" if self.tty else "")
+                             + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
+                               f"{format_duration(time.monotonic() - self.t0)}\n")
+            sys.stderr.flush()
 
 
 def run(args) -> int:

@@ -20,7 +20,9 @@ This module prices one request with the *same* device and link models as the tra
   computes its share in the time training's validation forward of one sample takes on it —
   the same function, :func:`jqodi.core.costs.extended.forward_time_s` (per-layer rooflines
   ``max(flops/F, bytes/B) + overhead``, s(q) on conv/linear, fake quantizers below 32 bits) —
-  at busy power × that time; a node given by one throughput keeps f/(v·s), f·ε/s as training
+  at busy power × that time, *less the weights' fake quantizers*: the served model is frozen at
+  load (:func:`jqodi.runtime.inference.freeze_for_serving` quantizes each weight once), so a
+  request runs only the inputs' quantizers (:func:`served_blocks`); a node given by one throughput keeps f/(v·s), f·ε/s as training
   does. The link terms are the paper's. Idle power counts as in training: only with
   ``idle_energy: true``, each node of the request (the SD; the ES in split mode) draws
   P^idle × (request time − its own compute time).
@@ -36,15 +38,16 @@ per request among the allowed modes whose latency meets the bound (ties: the fas
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from jqodi.core.costs.extended import forward_time_s, idle_power_w
-from jqodi.core.profile import ModelProfile
+from jqodi.core.profile import BlockProfile, ModelProfile
 from jqodi.core.scenario import SERVING_MODES, Scenario
 from jqodi.core.system import System
 
-__all__ = ["RequestCost", "request_costs", "choose_serving", "inference_memory_bytes", "ANSWER_BITS"]
+__all__ = ["RequestCost", "request_costs", "choose_serving", "inference_memory_bytes", "served_blocks", "ANSWER_BITS"]
 
 #: Bits per element of the answer the edge returns in split mode (fp32 class scores).
 ANSWER_BITS = 32
@@ -82,6 +85,14 @@ class RequestCost:
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in self.__dict__.items()}
+
+
+def served_blocks(blocks) -> list[BlockProfile]:
+    """The blocks as the frozen served model runs them for each request: every layer's work but
+    the weights' fake quantizers (``quantizer`` work with ``batched = False``), which the server
+    runs once at load, not per request. The emulation pads a request to these blocks' time too."""
+    return [dataclasses.replace(b, layers=tuple(w for w in b.layers if w.kind != "quantizer" or w.batched))
+            for b in blocks]
 
 
 def inference_memory_bytes(profile: ModelProfile, first: int, last: int, bits: int) -> float:
@@ -148,12 +159,13 @@ def request_costs(scenario: Scenario, profile: ModelProfile, bits: int, system: 
 def _forward_cost(dev, profile: ModelProfile, bits: int, extended: bool):
     """``(lo, hi) ↦ (seconds, joules)`` of one sample's forward pass through blocks lo+1..hi on
     ``dev``: under ``extended`` for a device file, training's validation forward
-    (:func:`~jqodi.core.costs.extended.forward_time_s`) at busy power; otherwise Eq. (7)–(8)
-    for one sample, f/(v·s(q)) and f·ε/s(q)."""
+    (:func:`~jqodi.core.costs.extended.forward_time_s`) of the frozen model's work
+    (:func:`served_blocks`) at busy power; otherwise Eq. (7)–(8) for one sample, f/(v·s(q)) and
+    f·ε/s(q)."""
     from jqodi.core.device_model import DeviceModel
 
     if extended and isinstance(dev, DeviceModel):
-        block_s = [forward_time_s(dev, [b], bits) for b in profile.blocks]
+        block_s = [forward_time_s(dev, [b], bits) for b in served_blocks(profile.blocks)]
 
         def roofline(lo: int, hi: int) -> tuple[float, float]:
             t = math.fsum(block_s[lo:hi])

@@ -61,7 +61,8 @@ def measured_markdown(summary: Mapping[str, Any]) -> str:
                      f"{c['ours_reaches_target']} | {c['ours_meets_deadline']} | {c.get('paper_choice', '–')} | "
                      f"{_num(c.get('paper_energy_j'))} | {_num(c.get('paper_time_s'), '.3f')} |")
     v = summary["table_v"]
-    lines += ["", "**Table V** (planning energy = JQODI's planning time on this host × the cloud's busy power)", "",
+    clock = "CPU time" if v.get("clock") == "process CPU time" else "wall time"  # results before the CPU clock: wall
+    lines += ["", f"**Table V** (planning energy = JQODI's planning {clock} on this host × the cloud's busy power)", "",
               "| | total energy J | planning time s | cloud power W | JQODI energy J | share |", "|---|---|---|---|---|---|",
               f"| ours | {_num(v['total_energy_j'])} | {v['planning_time_s']:.4f} | {v['cloud_busy_power_w']:.1f} | "
               f"{v['jqodi_energy_j']:.2f} | {_num(v['jqodi_share'] and 1000 * v['jqodi_share'], '.2f')} ‰ |",

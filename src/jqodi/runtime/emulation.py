@@ -64,10 +64,14 @@ class ComputeClock:
     device_s: dict[str, float] = field(default_factory=dict)   # what the device would take (dilated)
     overrun_s: float = 0.0
 
-    def at_dilation(self, dilation: float) -> "ComputeClock":
-        """A fresh clock of the same device (and rooflines) at another dilation: serving after
-        training runs at its own dilation, with no timeline slowdown."""
-        return ComputeClock(self.device, dilation, **self.rooflines())
+    def for_serving(self, dilation: float) -> "ComputeClock":
+        """A fresh clock of the same device for serving after training: its own dilation, no
+        timeline slowdown, and the frozen served model's work (no per-request weight quantizers:
+        :func:`jqodi.core.serving.served_blocks`, as the planner prices a request)."""
+        from jqodi.core.serving import served_blocks
+
+        return ComputeClock(self.device, dilation, model=self.model,
+                            blocks=served_blocks(self.blocks) if self.blocks is not None else None, bits=self.bits)
 
     def rooflines(self) -> dict:
         """The device model this clock times steps by (``model``, ``blocks``, ``bits``), to build another clock of it."""
@@ -157,8 +161,10 @@ def clock_for(role: str, emulation: EmulationConfig | None, enabled: bool, job=N
                         bits=int(job.bits))
 
 
-def host_flops(model, batch_size: int = 32, repeats: int = 3) -> float:
-    """The host's training speed on ``model`` (FLOP/s of forward+backward, 3× forward FLOPs)."""
+def host_flops(model, batch_size: int = 32, repeats: int = 3, clock=time.perf_counter) -> float:
+    """The host's training speed on ``model`` (FLOP/s of forward+backward, 3× forward FLOPs),
+    timed by ``clock`` (default the wall clock; :func:`time.thread_time` gives the speed of one
+    core whatever the host's load, torch running on this one thread)."""
     import torch
     import torch.nn.functional as F
 
@@ -172,10 +178,10 @@ def host_flops(model, batch_size: int = 32, repeats: int = 3) -> float:
     model.train()
     best = float("inf")
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0 = clock()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     model.zero_grad(set_to_none=True)
     torch.set_num_threads(threads)
     return 3.0 * prof.flops * batch_size / best

@@ -117,12 +117,14 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _forward_time_s(job: Job, role: str, flops: list[float], blocks, lo: int, hi: int | None) -> float:
     """One request's forward of blocks ``lo:hi`` on ``role``'s emulated device: its rooflines'
-    time when the job carries them (and the blocks' layers are known), else FLOPs / v."""
+    time for the frozen model's work when the job carries them (and the blocks' layers are
+    known; :func:`jqodi.core.serving.served_blocks`), else FLOPs / v."""
     spec = job.emulation.rooflines.get(role)
     if spec is not None and blocks is not None:
         from jqodi.core.device_model import device_from_dict
+        from jqodi.core.serving import served_blocks
 
-        return device_from_dict(spec).step_time_s(list(blocks)[lo:hi], 1, int(job.bits), ("forward",))
+        return device_from_dict(spec).step_time_s(served_blocks(list(blocks)[lo:hi]), 1, int(job.bits), ("forward",))
     return sum(flops[lo:hi]) / job.emulation.devices[role].flops
 
 
@@ -193,7 +195,7 @@ def run_inference(job: Job, master, data, *, requests: int = 50, combos: list[tu
 
 
 def _clock(job: Job, role: str, emulate: bool, dilation: float) -> ComputeClock:
-    return clock_for(role, job.emulation, emulate, job).at_dilation(dilation)
+    return clock_for(role, job.emulation, emulate, job).for_serving(dilation)
 
 
 def forward_step(lo: int, hi: int | None) -> Step:

@@ -13,7 +13,7 @@ from jqodi.core.instance import ScheduleEntry
 from jqodi.errors import JqodiError
 from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
 
-__all__ = ["job_from_plan", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
+__all__ = ["job_from_plan", "plan_dilation", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
 
 #: ``trace_store="default"``: the cloud records the run in ``$JQODI_HOME/traces.db``
 DEFAULT_TRACE_STORE = "default"
@@ -86,6 +86,27 @@ def _rooflines(scenario, system, devices: dict[str, Device]) -> dict[str, dict]:
     return {role: nodes[role].to_dict() for role in devices if isinstance(nodes[role], DeviceModel)}
 
 
+def plan_dilation(scenario, solution, clock=None) -> float:
+    """The automatic dilation of ``solution`` on ``scenario``'s testbed
+    (:func:`jqodi.runtime.emulation.auto_dilation`): the host's own epoch time for the plan's
+    model (:func:`jqodi.runtime.emulation.host_flops`, timed by ``clock``: default the wall clock)
+    against the plan's shortest predicted epoch."""
+    import time
+
+    from jqodi.core.profile import profile_named_model
+    from jqodi.core.zoo import build_model
+    from jqodi.runtime.emulation import auto_dilation, host_flops
+
+    model, bits, data = solution.model, int(solution.bits), scenario.data
+    width = scenario.model_entry(model).width
+    host = host_flops(build_model(model, data.input_shape, data.num_classes, width, seed=0),
+                      batch_size=scenario.training.batch_size, clock=clock or time.perf_counter)
+    flops = profile_named_model(model, data.input_shape, data.num_classes, width).flops
+    host_epoch_s = (3.0 * data.train_size + data.val_size) * flops / host
+    predicted_s = [predict_epoch(scenario, model, bits, int(s.cut), s.edge)["time_s"] for s in solution.schedule]
+    return auto_dilation(host_epoch_s, min(predicted_s))
+
+
 def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,
                   timeout_s: float | None = None, startup_timeout_s: float | None = None,
                   max_epochs: int | None = None, pretrained: dict | None = None,
@@ -122,14 +143,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     profile = profile_named_model(model, data.input_shape, data.num_classes, entry.width)
     emu = emulation_from_scenario(scenario, bits, edges, enabled=bool(emulate), dilation=1.0)
     if emulate and dilation == "auto":
-        from jqodi.runtime.emulation import auto_dilation, host_flops
-        from jqodi.core.zoo import build_model
-
-        host = host_flops(build_model(model, data.input_shape, data.num_classes, entry.width, seed=0),
-                          batch_size=tr.batch_size)
-        host_epoch_s = (3.0 * data.train_size + data.val_size) * profile.flops / host
-        predicted_s = [predict_epoch(scenario, model, bits, s.cut, s.edge)["time_s"] for s in schedule]
-        dilation = auto_dilation(host_epoch_s, min(predicted_s))
+        dilation = plan_dilation(scenario, solution)
     timeline = scenario.resolved_timeline()  # what the emulation applies (link traces, edges, slowdowns)
     emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
                           devices=emu.devices, links=emu.links, rooflines=emu.rooflines,

@@ -64,7 +64,7 @@ def serve_end(role) -> None:
                 dilation = inference_dilation(job, model, role.f, prof, xs, combos)
         role.t.send(peer, "infer_start", dilation=dilation, requests=n)
         _set_link_dilation(role.t, job, peer, dilation)
-        clock = role.ctx.clock.at_dilation(dilation)
+        clock = role.ctx.clock.for_serving(dilation)
         b0 = role.t.sent[peer].bytes + role.t.received[peer].bytes
         lat, correct, e_end = requests_from_end(role.t, peer, model.shallow(cut), xs, ys, clock, role.ctx.meter,
                                                 sum(role.f[:cut]), job.training.wire_act_bits, dilation, cut)
@@ -76,7 +76,7 @@ def serve_end(role) -> None:
             energy["link"] = 8.0 * nbytes * link.energy_per_bit_j
         results.append(make_result(job, e, cut, lat, correct, energy, nbytes / n, role.f, prof, dilation,
                                    {"end": role.ctx.meter.name, peer: edge["meter"]}).to_dict())
-    clock = role.ctx.clock.at_dilation(dilation)
+    clock = role.ctx.clock.for_serving(dilation)
     lat, correct, e_end = requests_local(model, xs, ys, clock, role.ctx.meter, sum(role.f), dilation)
     results.append(make_result(job, None, None, lat, correct, {"end": e_end}, 0.0, role.f, prof, dilation,
                                {"end": role.ctx.meter.name}).to_dict())
@@ -97,7 +97,7 @@ def serve_edge(role) -> None:
     start = role.t.recv("end", "infer_start").meta
     dilation, n = float(start["dilation"]), int(start["requests"])
     _set_link_dilation(role.t, role.job, "end", dilation)
-    clock = role.ctx.clock.at_dilation(dilation)
+    clock = role.ctx.clock.for_serving(dilation)
     energy = serve_as_edge(role.t, deep, n, clock, role.ctx.meter, sum(role.f[cut:]), dilation, forward_step(cut, None))
     role.t.send("end", "infer_edge", energy_j=energy, meter=role.ctx.meter.name)
 
