@@ -138,10 +138,12 @@ def test_gloo_trace_driven_link_and_an_edge_leaving(tmp_path):
         pred = e["predicted"]["phases_s"]
         ratios.append((e["phases_s"]["activations"] + e["phases_s"]["edge_to_end"]) /
                       (pred["activations"] + pred["edge_to_end"]))
-    # at least half the trace's slowdown in every epoch (without the trace the ratio is ≈ 1); the
-    # upper bound is loose because a starved host stretches transfers further (16.4 seen at load 20)
-    assert all(4.0 < r < 32.0 for r in ratios), ratios
-    assert sorted(ratios)[len(ratios) // 2] < 16.0, ratios
+    # at least half the trace's slowdown in every epoch (without the trace the ratio is ≈ 1). A
+    # starved host only stretches transfers further (single epochs at 62.9 and 210 seen at load
+    # 12–14), so the check that the slowdown is the trace's and not more reads the least stretched
+    # epoch: a trace applied twice (64×) fails it on any host
+    assert all(r > 4.0 for r in ratios), ratios
+    assert min(ratios) < 16.0, ratios
 
 
 @pytest.mark.timeout(600)
