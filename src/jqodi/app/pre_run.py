@@ -71,7 +71,8 @@ def k_spread(estimate) -> tuple[float | None, str]:
     return None, f"K^rob as the {DEFAULT_LEVEL:.0%} quantile ({what})"
 
 
-def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None, spread_share: float = 0.0) -> float:
+def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None,
+              spread_share: float = 0.0) -> float:
     """Seconds the closed loop keeps in hand for ``candidate`` (a :class:`jqodi.core.instance.Candidate`)
     at the start of its run: ``reserve_epochs`` × its fastest epoch r, plus the spread part ρ₀ × the
     planned time when ``spread_share`` = ``reserve_spread`` × ρ₀ > 0 (needs ``deadline_s`` = T_max).
@@ -147,8 +148,8 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     if rule == "expected" and not any(r.get("feasible") for r in rows):
         rule, note = "planner", "no Ω candidate has a K^rob plan in time: the planner's answer"
     info = {"rule": rule, "asked": choice, "note": note, "deadline_s": t_max, "reserve_s": res,
-            "reserve_epochs": float(reserve_epochs), "reserve_spread_share": float(spread_share), "reserve_kept": kept, "planned_deadline_s": planned_for,
-            "solver": solver, "epochs": epochs}
+            "reserve_epochs": float(reserve_epochs), "reserve_spread_share": float(spread_share),
+            "reserve_kept": kept, "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
     for r in rows:
         r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
     info["candidates"] = rows
@@ -168,8 +169,8 @@ def choice_lines(sol) -> list[str]:
         if c["reserve_kept"]:
             spread = c.get("reserve_spread_share", 0.0)
             part = f" and {spread:.0%} of the planned time" if spread > 0 else ""
-            lines.append(f"time reserve: the closed loop keeps {c['reserve_epochs']:g} epochs of the fastest option{part} "
-                         f"in hand ({c['reserve_s']:.3g} s), so the first schedule is planned for T_max − reserve = "
+            lines.append(f"time reserve: the closed loop keeps {c['reserve_epochs']:g} epochs of the fastest "
+                         f"option{part} in hand ({c['reserve_s']:.3g} s), so the first schedule is planned for T_max − reserve = "
                          f"{c['deadline_s']:g} − {c['reserve_s']:.3g} = {c['planned_deadline_s']:.3g} s")
         else:
             lines.append(f"time reserve: no plan fits T_max − reserve ({c['deadline_s']:g} − {c['reserve_s']:.3g} s): "
