@@ -49,6 +49,10 @@ def test_main_job_tiny(tmp_path, monkeypatch):
         assert step in text
     # a fresh $JQODI_HOME: no stored run, so the probe alone with a widened K^rob, said on screen
     assert "cold start — the trace store has no runs: the probe alone, K^rob widened" in text
+    # so the online K refit weighs the pre-run K as a probe's 5 epochs, said once and kept in the spec
+    assert text.count("online K refit: the pre-run K counts as 5 epochs of evidence") == 1
+    spec = json.loads((tmp_path / "wd" / "controller.json").read_text())
+    assert spec["options"]["prior_epochs"] == 5.0
     saved = json.loads((tmp_path / "wd" / "summary.json").read_text())
     assert saved["status"] == "completed"
     assert saved["target_rule"]["target_loss"] == pytest.approx(

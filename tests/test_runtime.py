@@ -240,6 +240,10 @@ def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
     assert "plan: " in out and "epoch 1/1" in out and "time per phase" in out and "bytes per link" in out
     import json
 
+    # the scenario's learning table states no spread of K: the online refit weighs it as a probe (5 epochs)
+    assert out.count("online K refit: the pre-run K counts as 5 epochs of evidence") == 1 and "no stated spread" in out
+    assert json.loads((tmp_path / "controller.json").read_text())["options"]["prior_epochs"] == 5.0
+
     rec = json.loads((tmp_path / "r.json").read_text())
     assert rec["status"] == "completed" and len(rec["epochs"]) == 1
     assert rec["epochs"][0]["predicted"]["time_s"] > 0

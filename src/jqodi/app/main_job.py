@@ -315,9 +315,13 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
     controller = None
     if cfg.policy is not None:
         from jqodi.app.controller import controller_for
+        from jqodi.app.controller.loop import prior_weight
 
+        weight, why = prior_weight(planning.estimate)
+        if cfg.policy == "replan":
+            say(f"online K refit: the pre-run K counts as {weight:.3g} epochs of evidence ({why})")
         controller = controller_for(planning.scenario, sol, policy=cfg.policy, threshold=cfg.replan_threshold,
-                                    confirm=cfg.confirm, instance=planning.instance)
+                                    confirm=cfg.confirm, instance=planning.instance, prior_epochs=weight)
         job = with_standby_edges(job)
     n_run = len(job.epoch_plan())
     loop = (f"; closed loop ({cfg.policy}): stops at L_max, keeps the best model"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
+from statistics import NormalDist
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -402,10 +403,55 @@ def _multiset(schedule: Sequence[ScheduleEntry]) -> dict[tuple[str, int], int]:
     return m
 
 
+#: The bounds of the online K refit's prior weight (:func:`prior_weight`), in epochs of evidence: the
+#: probe's length (:data:`jqodi.learning.online.PRIOR_EPOCHS`, 5) and the weight the closed-loop
+#: benchmark tuned for estimates from complete stored runs (40, docs/closed-loop.md).
+PRIOR_WEIGHT_MIN = 5.0
+PRIOR_WEIGHT_MAX = 40.0
+
+
+def prior_weight(estimate) -> tuple[float, str]:
+    """How many epochs of evidence the pre-run K of ``estimate`` (a
+    :class:`jqodi.core.estimates.LearningEstimate` or ``None``) counts for in the online refit
+    (``prior_epochs`` of :func:`jqodi.learning.online.refit_remaining`), and why.
+
+    The refit averages with weights n / (n + P): inverse-variance weighting when n epochs of the
+    observed curve give ln K a variance c²/n and the prior σ², with P = c²/σ² — the number of
+    epochs whose curve σ equals the prior's. c is anchored at the cold start, the estimate the
+    current weight 5 (a probe's length) was set for: the probe alone, K^rob widened to
+    (1 + COLD_START_MARGIN)·K^exp, read as the 90 % quantile, σ₀ = ln 1.8 / z_0.9 = 0.46. So
+    P = 5 · (σ₀ / σ)², σ from the estimate's stated K^rob level q and margin m
+    (:func:`jqodi.app.pre_run.k_spread`: σ = ln(1 + m) / z_q), bounded to
+    [:data:`PRIOR_WEIGHT_MIN`, :data:`PRIOR_WEIGHT_MAX`] (no estimate is worth less than the probe
+    it contains; 40 is the most the benchmark tested). An estimate that states no spread (the probe
+    alone, the learned prior with too few conformal residuals, stored runs, a scenario's table)
+    keeps 5: its K^rob is widened or of unknown level, and a table row is no evidence at all.
+    """
+    from jqodi.app.pre_run import k_spread
+    from jqodi.learning.prior import COLD_START_MARGIN
+
+    sigma, how = k_spread(estimate)
+    if sigma is None:
+        return PRIOR_WEIGHT_MIN, f"{how}: no stated spread, a probe's worth"
+    sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(0.9)
+    raw = math.inf if sigma <= 0 else PRIOR_WEIGHT_MIN * (sigma0 / sigma) ** 2
+    weight = min(max(raw, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
+    return weight, f"{how}: σ of ln K {sigma:.3f}, 5·({sigma0:.3f}/σ)² bounded to [5, 40]"
+
+
+def prior_weight_for(estimates, model: str, bits: int) -> tuple[float, str]:
+    """:func:`prior_weight` of the estimate of the trained candidate ``model``@``bits`` among
+    ``estimates`` (5 when none matches)."""
+    match = next((e for e in (estimates or ()) if (e.model, int(e.bits)) == (model, int(bits))), None)
+    return prior_weight(match)
+
+
 def controller_for(scenario, solution: Solution, *, policy: str = "replan", threshold: float = DEFAULT_THRESHOLD,
                    confirm: int = 0, estimates=None, profiles=None,
-                   instance: PlanningInstance | None = None) -> ClosedLoopController:
+                   instance: PlanningInstance | None = None, prior_epochs: float | None = None) -> ClosedLoopController:
     """The controller of a run of ``solution`` on ``scenario`` (planned from the same ``estimates``,
-    or from ``instance``): the runtime trains one model per run, so model and bits stay fixed."""
+    or from ``instance``): the runtime trains one model per run, so model and bits stay fixed.
+    ``prior_epochs``: the online K refit's prior weight (:func:`prior_weight`; ``None`` = 5)."""
     table = phase_table(scenario, estimates, profiles, instance=instance)
-    return ClosedLoopController(table, solution, policy=policy, threshold=threshold, confirm=confirm)
+    return ClosedLoopController(table, solution, policy=policy, threshold=threshold, confirm=confirm,
+                                prior_epochs=prior_epochs)
