@@ -184,7 +184,7 @@ def test_observation_4_does_not_hold_here_and_why(data1):
 
 
 def test_minimax_search_result_keeps_its_hard_constraints():
-    """The minimax search of docs/foundation.md ("Settling item 4: the minimax search"): its
+    """The minimax search of docs/foundation.md ("Settling item 4", "The minimax search"): its
     committed result meets every hard constraint (both Optimum models, Observations 1-3 and
     Table VI's facts as the tests read them) with every per-call overhead within the bound it
     was searched under (0.6 ms: twice the most this host's `calibrate` measured), and its
