@@ -37,7 +37,10 @@ Settling item 4 (docs/foundation.md, "Settling item 4"): ``--global GROUPS`` rep
 squares by differential evolution over the same bounds, minimising the summed violations of the
 requirement groups named (:func:`violations`: the 8 figures within ±25 %, both Optimum choices,
 Observations 1-4, Table VI's facts; ``--maxiter``, ``--popsize``, ``--seed``, ``--init`` a start
-point); ``--free-s`` makes s(1), s(2), s(4) parameters of their own. ``--prove`` prints three
+point, ``--seeds`` further results joining the initial population); ``--free-s`` makes s(1), s(2),
+s(4) parameters of their own. ``--minimax`` makes the named groups hard constraints and minimises
+the worst |log error| of the 8 figures under them; ``--overhead-max`` bounds every compute device's
+per-call overhead (docs/foundation.md, "The minimax search": 0.6 ms). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
@@ -82,6 +85,8 @@ S_MAX = 2.0
 FREE_BW = False
 #: ``--idle-floor``: idle power ≥ this × the rated idle power of Tables II-IV.
 IDLE_FLOOR = 0.0
+#: ``--overhead-max``: upper bound of every compute device's per-call overhead (s; default 10 ms).
+OVERHEAD_MAX = 1e-2
 
 # the paper's figures: (label, scenario, model, bits, cut, edge, quantity, value)
 FIGURES = (
@@ -110,7 +115,7 @@ def _bounds_and_prior():
         s = SPEC[d]
         gpu = d != "pi5"
         lo += [math.log(1e-4), math.log(1e-7), math.log(0.02 * s["rated_w"]), 0.0, math.log(1e-4)]
-        hi += [0.0, math.log(1e-2), math.log(s["rated_w"]), 0.95, 0.0]
+        hi += [0.0, math.log(OVERHEAD_MAX), math.log(s["rated_w"]), 0.95, 0.0]
         prior += [math.log(0.05 if gpu else 0.10), math.log(30e-6 if gpu else 5e-6),
                   math.log(0.5 * s["rated_w"]), s["rated_idle_w"] / s["rated_w"], math.log(0.3)]
     s = SPEC["a100"]
@@ -522,17 +527,22 @@ def violations(pred: Predictor, files: dict, margin: float = MARGIN) -> dict[str
 
 
 def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int, seed: int = 0,
-                  x0: np.ndarray | None = None):
+                  x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None):
     """Differential evolution over the log-parameters within the sane bounds, minimising the sum
     of the ``groups``' violations (:func:`violations`): 0 means a parameter set meets them all.
-    ``x0`` (a full parameter vector) joins the seeded Latin-hypercube population.
+    ``minimax``: the ``groups`` are hard constraints (each violation weighted ×HARD_WEIGHT) and
+    the objective is the worst |log(fitted / paper)| of the 8 figures plus that penalty.
+    ``x0`` (a full parameter vector) joins the seeded Latin-hypercube population, and so does
+    each of ``seeds`` (further full vectors, clipped to the bounds).
     Returns (best parameter vector, its violations per group, evaluations)."""
     from scipy.optimize import differential_evolution
+    from scipy.stats import qmc
 
     lo, hi, _ = _bounds_and_prior()
     used = [i for i, n in enumerate(NAMES) if (FREE_BW or not n.endswith("u_bw"))
             and (FREE_S or n not in ("s1", "s2", "s4"))]
     base = np.clip(_bounds_and_prior()[2] if x0 is None else x0, lo, hi)
+    target = np.log([f[-1] for f in FIGURES])
 
     def full(z):
         p = base.copy()
@@ -540,23 +550,40 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
         return p
 
     def objective(z):
-        v = violations(pred, device_files(full(z)))
-        return sum(v[g] for g in groups)
+        files = device_files(full(z))
+        v = violations(pred, files)
+        hard = sum(v[g] for g in groups)
+        if not minimax:
+            return hard
+        worst = float(np.max(np.abs(np.log(np.maximum(pred.predict(files), 1e-300)) - target)))
+        return worst + HARD_WEIGHT * hard
 
     gen = [0]
 
     def progress(xk, convergence=None):
         gen[0] += 1
         if gen[0] % 10 == 0:
-            print(f"generation {gen[0]}/{maxiter}: best violation {objective(xk):.5f}", file=sys.stderr, flush=True)
-        return objective(xk) == 0.0
+            print(f"generation {gen[0]}/{maxiter}: best {'objective' if minimax else 'violation'} "
+                  f"{objective(xk):.5f}", file=sys.stderr, flush=True)
+        return not minimax and objective(xk) == 0.0
 
+    init, start = "latinhypercube", None if x0 is None else np.clip(x0[used], lo[used], hi[used])
+    if seeds:
+        n_pop = popsize * len(used)
+        init = qmc.scale(qmc.LatinHypercube(d=len(used), seed=seed).random(n_pop), lo[used], hi[used])
+        for k, x in enumerate(([] if start is None else [start]) + [np.asarray(x)[used] for x in seeds][:n_pop]):
+            init[k] = np.clip(x, lo[used], hi[used])
+        start = None
     res = differential_evolution(objective, list(zip(lo[used], hi[used])), seed=seed, maxiter=maxiter,
-                                 popsize=popsize, tol=0.0, atol=0.0, polish=False, init="latinhypercube",
-                                 mutation=(0.5, 1.0), recombination=0.7, callback=progress,
-                                 x0=None if x0 is None else np.clip(x0[used], lo[used], hi[used]))
+                                 popsize=popsize, tol=0.0, atol=0.0, polish=False, init=init,
+                                 mutation=(0.5, 1.0), recombination=0.7, callback=progress, x0=start)
     p = full(res.x)
     return p, violations(pred, device_files(p), margin=0.0), int(res.nfev)
+
+
+#: ``--minimax``: weight of a hard constraint's violation (log units) against the worst figure's
+#: |log error|; any violation of 0.01 outweighs a 10 % figure error.
+HARD_WEIGHT = 10.0
 
 
 def main(argv=None) -> int:
@@ -590,12 +617,20 @@ def main(argv=None) -> int:
     ap.add_argument("--prove", action="store_true", help="print the three proofs (idle energy at the rated idle "
                     "powers vs the paper's energies; Observation 4 with idle energy; the Full Model's time vs the "
                     "Wi-Fi rate) as JSON and stop: no fit")
+    ap.add_argument("--minimax", action="store_true", help="--global: the named groups are hard constraints; "
+                    "minimise the worst |log error| of the 8 figures under them")
+    ap.add_argument("--seeds", nargs="+", default=[], metavar="JSON",
+                    help="--global: earlier results (this script's JSON output) whose parameters join the "
+                         "initial population")
+    ap.add_argument("--overhead-max", type=float, default=1e-2, metavar="S",
+                    help="upper bound of every compute device's per-call overhead in seconds (default 10 ms)")
     ap.add_argument("--maxiter", type=int, default=60, help="--global: generations (default 60)")
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
     args = ap.parse_args(argv)
-    global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S
+    global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX
     S_MAX, FREE_BW, IDLE_FLOOR, FREE_S = args.s_max, args.free_bandwidth, args.idle_floor, args.free_s
+    OVERHEAD_MAX = args.overhead_max
     from scipy.optimize import least_squares
 
     from jqodi.core.device_model import dump_device_file, packaged_devices_dir
@@ -651,12 +686,17 @@ def main(argv=None) -> int:
     x0 = np.clip(prior, lo + 1e-6, hi - 1e-6)
     x0[NAMES.index("s6")], x0[NAMES.index("s8")] = (math.log(min(0.95, 0.9 * S_MAX)),
                                                     math.log(min(1.05, 0.95 * S_MAX)))  # off the prior's exact 1
-    if args.init:
-        given = json.loads(Path(args.init).read_text())["parameters"]
+    def from_json(path: str, x: np.ndarray) -> np.ndarray:
+        given = json.loads(Path(path).read_text())["parameters"]
+        x = x.copy()
         for i, n in enumerate(NAMES):
             if n in given:
-                x0[i] = given[n] if n.endswith("idle_share") else math.log(given[n])
-        x0 = np.clip(x0, lo + 1e-6, hi - 1e-6)
+                x[i] = given[n] if n.endswith("idle_share") else math.log(given[n])
+        return np.clip(x, lo + 1e-6, hi - 1e-6)
+
+    if args.init:
+        x0 = from_json(args.init, x0)
+    seeds = [from_json(path, x0) for path in args.seeds]
     rng = np.random.default_rng(0)
     starts = [x0] + [lo + (hi - lo) * rng.uniform(0.05, 0.95, size=lo.size) for _ in range(args.starts - 1)]
     fit = None
@@ -667,9 +707,11 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"--global: unknown group(s) {', '.join(unknown)} (known: {', '.join(GROUPS)})")
         p, v, nfev = global_search(pred, groups, args.maxiter, args.popsize, args.seed,
-                                   x0 if args.init else None)
+                                   x0 if args.init else None, minimax=args.minimax, seeds=seeds)
         searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups), "nfev": nfev,
-                    "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed}
+                    "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
+                    "minimax": args.minimax, "seeds": args.seeds, "init": args.init,
+                    "overhead_max_s": OVERHEAD_MAX}
         print("global search, violation per group (log units, 0 = holds): "
               + ", ".join(f"{g} {x:.4f}" for g, x in v.items()), file=sys.stderr)
         fit = argparse.Namespace(x=p, cost=searched["sum"], nfev=nfev)
