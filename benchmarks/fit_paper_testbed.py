@@ -40,7 +40,8 @@ Observations 1-4, Table VI's facts; ``--maxiter``, ``--popsize``, ``--seed``, ``
 point, ``--seeds`` further results joining the initial population); ``--free-s`` makes s(1), s(2),
 s(4) parameters of their own. ``--minimax`` makes the named groups hard constraints and minimises
 the worst |log error| of the 8 figures under them; ``--overhead-max`` bounds every compute device's
-per-call overhead (docs/foundation.md, "The minimax search": 0.6 ms). ``--prove`` prints three
+per-call overhead (docs/foundation.md, "The minimax search": 0.6 ms) and ``--pi-busy-min`` the Pi 5's
+busy power from below (3.75 W there: Table II's idle power). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
@@ -87,6 +88,9 @@ FREE_BW = False
 IDLE_FLOOR = 0.0
 #: ``--overhead-max``: upper bound of every compute device's per-call overhead (s; default 10 ms).
 OVERHEAD_MAX = 1e-2
+#: ``--pi-busy-min``: lower bound of the Pi 5's busy power (W; default 0: 2 % of its rating, 0.24 W).
+#: docs/foundation.md ("A Pi 5 busy power it can have"): 3.75 W, Table II's idle power.
+PI_BUSY_MIN = 0.0
 
 # the paper's figures: (label, scenario, model, bits, cut, edge, quantity, value)
 FIGURES = (
@@ -114,7 +118,8 @@ def _bounds_and_prior():
     for d in COMPUTE:
         s = SPEC[d]
         gpu = d != "pi5"
-        lo += [math.log(1e-4), math.log(1e-7), math.log(0.02 * s["rated_w"]), 0.0, math.log(1e-4)]
+        busy_min = max(0.02 * s["rated_w"], PI_BUSY_MIN if d == "pi5" else 0.0)
+        lo += [math.log(1e-4), math.log(1e-7), math.log(busy_min), 0.0, math.log(1e-4)]
         hi += [0.0, math.log(OVERHEAD_MAX), math.log(s["rated_w"]), 0.95, 0.0]
         prior += [math.log(0.05 if gpu else 0.10), math.log(30e-6 if gpu else 5e-6),
                   math.log(0.5 * s["rated_w"]), s["rated_idle_w"] / s["rated_w"], math.log(0.3)]
@@ -624,13 +629,17 @@ def main(argv=None) -> int:
                          "initial population")
     ap.add_argument("--overhead-max", type=float, default=1e-2, metavar="S",
                     help="upper bound of every compute device's per-call overhead in seconds (default 10 ms)")
+    ap.add_argument("--pi-busy-min", type=float, default=0.0, metavar="W",
+                    help="lower bound of the Pi 5's busy power in watts (default 0: 2 %% of its 12 W rating)")
     ap.add_argument("--maxiter", type=int, default=60, help="--global: generations (default 60)")
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
     args = ap.parse_args(argv)
-    global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX
+    global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX, PI_BUSY_MIN
     S_MAX, FREE_BW, IDLE_FLOOR, FREE_S = args.s_max, args.free_bandwidth, args.idle_floor, args.free_s
-    OVERHEAD_MAX = args.overhead_max
+    OVERHEAD_MAX, PI_BUSY_MIN = args.overhead_max, args.pi_busy_min
+    if PI_BUSY_MIN >= SPEC["pi5"]["rated_w"]:
+        ap.error(f"--pi-busy-min: {PI_BUSY_MIN} W is not below the Pi 5's rated {SPEC['pi5']['rated_w']} W")
     from scipy.optimize import least_squares
 
     from jqodi.core.device_model import dump_device_file, packaged_devices_dir
@@ -711,7 +720,7 @@ def main(argv=None) -> int:
         searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups), "nfev": nfev,
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
                     "minimax": args.minimax, "seeds": args.seeds, "init": args.init,
-                    "overhead_max_s": OVERHEAD_MAX}
+                    "overhead_max_s": OVERHEAD_MAX, "pi_busy_min_w": PI_BUSY_MIN}
         print("global search, violation per group (log units, 0 = holds): "
               + ", ".join(f"{g} {x:.4f}" for g, x in v.items()), file=sys.stderr)
         fit = argparse.Namespace(x=p, cost=searched["sum"], nfev=nfev)
