@@ -11,6 +11,7 @@ import pytest
 
 from jqodi.cli import main
 from jqodi.core.fleet import FleetInstance, fleet_devices
+from jqodi.core.progress import Ticker
 from jqodi.core.scenario import default_scenario_path, load_scenario, parse_scenario
 from jqodi.errors import ScenarioError
 from jqodi.planner import check_solution
@@ -106,7 +107,7 @@ def test_cli_plan_of_a_large_fleet_shows_its_stages_on_stderr_and_keeps_json_cle
 
     monkeypatch.setattr(cli_plan, "PROGRESS_MIN_DEVICES", 2)
     monkeypatch.setattr(fleet_planner, "solve_fleet", slow)
-    monkeypatch.setattr(cli_plan._ticking, "every_s", 0.1)
+    monkeypatch.setattr(Ticker, "every_s", 0.1)
     assert main(["plan", str(SMALL), "--solver", "fcfs", "--json"]) == 0
     shown = capsys.readouterr()
     strip = lambda d: {k: v for k, v in d.items() if k not in ("extra", "plan_time_ms")}  # noqa: E731 (timing)

@@ -128,6 +128,7 @@ def _fleet_scenario(args):
 
 
 def _run_fleet(args, sc) -> int:
+    from jqodi.core.progress import Ticker
     from jqodi.planner.fleet import FLEET_SOLVERS, solve_fleet
     from jqodi.render.fleet import fleet_comparison_table, fleet_edge_table, fleet_unserved_lines
 
@@ -150,7 +151,7 @@ def _run_fleet(args, sc) -> int:
     shown = len(fleet.members) >= PROGRESS_MIN_DEVICES
     sols = []
     for n in names:
-        with _ticking(f"planning {len(fleet.members)} devices with {n}", shown):
+        with Ticker(f"planning {len(fleet.members)} devices with {n}", shown):
             sols.append(solve_fleet(fleet, n, epochs=args.epochs))
     if args.json:
         out = [s.to_dict() for s in sols]
@@ -195,55 +196,6 @@ def _compile_with_progress(sc, estimates):
     if bar:
         bar[0].line(f"compiled {len(fleet.members)} devices in {format_duration(time.monotonic() - t0)}")
     return fleet
-
-
-class _ticking:
-    """Around a long step that reports nothing itself (a fleet solve): when ``shown``, say it began,
-    show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
-    took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast."""
-
-    every_s = 10.0  # between lines when stderr is not a terminal
-
-    def __init__(self, label: str, shown: bool):
-        import threading
-
-        self.label, self.shown = label, shown
-        self.tty = sys.stderr.isatty()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._tick, daemon=True)
-
-    def _tick(self) -> None:
-        import time
-
-        from jqodi.core.progress import format_duration
-
-        while not self.done.wait(0.5 if self.tty else self.every_s):
-            text = f"{self.label} … {format_duration(time.monotonic() - self.t0)}"
-            sys.stderr.write(f"\r{text}\x1b[K" if self.tty else text + "\n")
-            sys.stderr.flush()
-
-    def __enter__(self):
-        import time
-
-        self.t0 = time.monotonic()
-        if self.shown:
-            sys.stderr.write(f"{self.label} …" + ("" if self.tty else "\n"))
-            sys.stderr.flush()
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import time
-
-        from jqodi.core.progress import format_duration
-
-        if self.shown:
-            self.done.set()
-            self.thread.join()
-            sys.stderr.write(("\r\x1b[K" if self.tty else "")
-                             + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
-                               f"{format_duration(time.monotonic() - self.t0)}\n")
-            sys.stderr.flush()
 
 
 def run(args) -> int:

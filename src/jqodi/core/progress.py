@@ -15,10 +15,11 @@ with its expected duration before it starts.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
-__all__ = ["Progress", "format_duration", "one_time"]
+__all__ = ["Progress", "Ticker", "format_duration", "one_time"]
 
 
 def format_duration(seconds: float) -> str:
@@ -123,3 +124,40 @@ class Progress:
             self.stream.write(("\r\x1b[K" if self.tty and self._drawn else "") + text + "\n")
             self.stream.flush()
             self._drawn = False
+
+
+class Ticker:
+    """Around a long step that reports nothing itself (a fleet solve): when ``shown``, say it began,
+    show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
+    took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast."""
+
+    every_s = 10.0  # between lines when stderr is not a terminal
+
+    def __init__(self, label: str, shown: bool):
+        self.label, self.shown = label, shown
+        self.tty = sys.stderr.isatty()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _tick(self) -> None:
+        while not self.done.wait(0.5 if self.tty else self.every_s):
+            text = f"{self.label} … {format_duration(time.monotonic() - self.t0)}"
+            sys.stderr.write(f"\r{text}\x1b[K" if self.tty else text + "\n")
+            sys.stderr.flush()
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        if self.shown:
+            sys.stderr.write(f"{self.label} …" + ("" if self.tty else "\n"))
+            sys.stderr.flush()
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.shown:
+            self.done.set()
+            self.thread.join()
+            sys.stderr.write(("\r\x1b[K" if self.tty else "")
+                             + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
+                               f"{format_duration(time.monotonic() - self.t0)}\n")
+            sys.stderr.flush()
