@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict
 from statistics import NormalDist
@@ -449,6 +450,10 @@ def _multiset(schedule: Sequence[ScheduleEntry]) -> dict[tuple[str, int], int]:
 #: benchmark tuned for estimates from complete stored runs (40, docs/closed-loop.md).
 PRIOR_WEIGHT_MIN = 5.0
 PRIOR_WEIGHT_MAX = 40.0
+#: Epochs of evidence each complete stored run of the configuration behind a ``store`` estimate
+#: counts for: the benchmark tuned 40 for its store estimates, made from 4 stored runs each
+#: (``benchmarks/closed_loop.py``: 5 runs per bit-width, the run's own left out).
+STORE_WEIGHT_PER_RUN = PRIOR_WEIGHT_MAX / 4
 
 
 def prior_weight(estimate) -> tuple[float, str]:
@@ -464,20 +469,35 @@ def prior_weight(estimate) -> tuple[float, str]:
     P = 5 · (σ₀ / σ)², σ from the estimate's stated K^rob level q and margin m
     (:func:`jqodi.app.pre_run.k_spread`: σ = ln(1 + m) / z_q), bounded to
     [:data:`PRIOR_WEIGHT_MIN`, :data:`PRIOR_WEIGHT_MAX`] (no estimate is worth less than the probe
-    it contains; 40 is the most the benchmark tested). An estimate that states no spread (the probe
-    alone, the learned prior with too few conformal residuals, stored runs, a scenario's table)
-    keeps 5: its K^rob is widened or of unknown level, and a table row is no evidence at all.
+    it contains; 40 is the most the benchmark tested). An estimate from N complete stored runs of
+    the configuration (the store estimator, source ``measured:store(N runs)``), which states no
+    level, counts for :data:`STORE_WEIGHT_PER_RUN` (10) epochs per run, bounded the same way: the
+    40 the benchmark tuned and validated for its store estimates of 4 runs, proportional to N as
+    an inverse-variance weight is. Any other estimate that states no spread (the probe alone, the
+    learned prior with too few conformal residuals, a scenario's table) keeps 5: its K^rob is
+    widened or of unknown level, and a table row is no evidence at all.
     """
     from jqodi.app.pre_run import k_spread
     from jqodi.learning.prior import COLD_START_MARGIN
 
     sigma, how = k_spread(estimate)
     if sigma is None:
+        runs = _stored_runs(estimate)
+        if runs:
+            weight = min(max(STORE_WEIGHT_PER_RUN * runs, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
+            return weight, (f"{how}: K from {runs} stored run(s) of the configuration, "
+                             f"{STORE_WEIGHT_PER_RUN:g} epochs each, bounded to [5, 40]")
         return PRIOR_WEIGHT_MIN, f"{how}: no stated spread, a probe's worth"
     sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(0.9)
     raw = math.inf if sigma <= 0 else PRIOR_WEIGHT_MIN * (sigma0 / sigma) ** 2
     weight = min(max(raw, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
     return weight, f"{how}: σ of ln K {sigma:.3f}, 5·({sigma0:.3f}/σ)² bounded to [5, 40]"
+
+
+def _stored_runs(estimate) -> int:
+    """How many stored runs a store estimate (source ``measured:store(N runs)``) was made from; 0 for any other."""
+    m = re.fullmatch(r"measured:store\((\d+) runs?\)", str(getattr(estimate, "source", "") or ""))
+    return int(m.group(1)) if m else 0
 
 
 def prior_weight_for(estimates, model: str, bits: int) -> tuple[float, str]:
