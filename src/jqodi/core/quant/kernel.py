@@ -28,8 +28,9 @@ directory above it this user's or root's and not writable by others (unless stic
 else the kernel is neither built nor loaded and :func:`status` names the directory. The library
 is opened once, without following a link, checked on that open file (a regular file of this
 user's that nobody else may write) and loaded from it (``/proc/self/fd``, where there is one), so
-what was checked is what is loaded. Before it is used, it must reproduce the PyTorch quantizer exactly on a probe tensor (ties at .5, the
-clamp bounds, 1 bit, per channel, a negative step). Without a compiler,
+what was checked is what is loaded. Before it is used, it must reproduce the PyTorch quantizer
+exactly on a probe tensor (ties at .5, the clamp bounds, 1 bit, per channel, a negative step).
+Without a compiler,
 if the build or the check fails, or with ``JQODI_QUANT_KERNEL=0``, :func:`available` is False and
 the QAT layers use the PyTorch path (same values; :func:`status` says why).
 """
