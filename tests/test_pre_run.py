@@ -4,6 +4,7 @@ spread of K each estimate states, and the closed loop's time reserve kept by the
 import math
 from statistics import NormalDist
 
+import numpy as np
 import pytest
 
 from jqodi.app.pre_run import choice_lines, first_plan, k_spread, reserve_s
@@ -143,6 +144,48 @@ def test_the_reserve_is_the_trained_candidates_own():
     # twice net's: planned for 58 − 12 = 46 s, where the 5 cheap epochs (50 s) no longer fit
     assert sol.model == "big" and c["reserve_kept"] and c["reserve_s"] == pytest.approx(12.0)
     assert sol.time_s <= 46.0 + 1e-9 and any(s.cut == 2 for s in sol.schedule)
+
+
+def phase_table(inst):
+    """``inst`` as the controller's phase table: each option's whole time and energy on the end device."""
+    from jqodi.app.controller import PhaseTable
+    from jqodi.core.costs import TERMS
+
+    def terms(c, what):
+        rows = np.zeros((len(c.options), len(TERMS)))
+        rows[:, TERMS.index("end_compute")] = [getattr(o, what) for o in c.options]
+        return rows
+    return PhaseTable(inst, {c.key: terms(c, "epoch_time_s") for c in inst.candidates},
+                      {c.key: terms(c, "epoch_energy_j") for c in inst.candidates})
+
+
+@pytest.mark.parametrize("deadline", [60.0, 200.0, 25.0])
+@pytest.mark.parametrize("rule", [{}, {"reserve_epochs": 2.0, "reserve_spread": 3.0, "spread_prior": 0.05},
+                                  {"reserve_epochs": 1.0, "reserve_spread": 0.0}])
+def test_the_first_plans_reserve_is_the_controllers_rule(rule, deadline):
+    """One rule for both: the controller that starts the run (no epoch seen, all of T_max left) keeps
+    for a plan of the first plan's budget exactly the reserve the first plan kept, and the plan made
+    keeps it; controller defaults ({}) or other settings passed to both."""
+    from jqodi.app.controller import ClosedLoopController
+    from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS, DEFAULT_RESERVE_SPREAD, DEFAULT_SPREAD_PRIOR
+
+    inst = tight_instance(deadline)
+    share = rule.get("reserve_spread", DEFAULT_RESERVE_SPREAD) * rule.get("spread_prior", DEFAULT_SPREAD_PRIOR)
+    sol = first_plan(inst, choice="planner", solver="optimal", reserve_epochs=rule.get("reserve_epochs"),
+                     spread_share=share if rule else None)
+    c = sol.extra["choice"]
+    ctl = ClosedLoopController(phase_table(inst), sol, **rule)
+    n = rule.get("reserve_epochs", DEFAULT_RESERVE_EPOCHS)
+    if not c["reserve_kept"]:  # T_max 25 s: no plan fits T_max less the reserve; the figure still agrees
+        assert deadline == 25.0 and c["reserve_s"] == pytest.approx(reserve_s(inst.candidates[0], n, deadline, share))
+    assert c["reserve_s"] > n * 4.0 if share > 0 else c["reserve_s"] == n * 4.0
+    budget = c["deadline_s"] - c["reserve_s"]
+    assert ctl.reserve_s(budget, c["deadline_s"]) == pytest.approx(c["reserve_s"], rel=1e-12)
+    if c["reserve_kept"]:
+        assert budget == pytest.approx(c["planned_deadline_s"])
+        assert sol.time_s + ctl.reserve_s(sol.time_s, deadline) <= deadline + 1e-9
+    # the spread part alone, as the controller's re-plans see it, is share × the planned time
+    assert ctl.spread_reserve_s(ctl.schedule, deadline) == pytest.approx(share * sol.time_s)
 
 
 def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_plan(tmp_path, capsys):

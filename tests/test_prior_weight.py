@@ -76,3 +76,20 @@ def test_the_weight_moves_the_refit():
             ctl.after_epoch(Observation(k, "fast", 1, v, 1.0, float(k)))
         shares[p] = ctl.refits[-1]["weight_observed"]
     assert shares[None] == shares[5.0] > shares[40.0] > 0
+
+
+def test_a_store_estimate_counts_ten_epochs_per_stored_run_up_to_the_benchmarks_forty():
+    """The store estimator states no level; its K comes from N complete stored runs of the
+    configuration. The benchmark tuned 40 for its store estimates of 4 runs: 10 per run, bounded."""
+    from jqodi.app.controller.loop import STORE_WEIGHT_PER_RUN
+
+    assert STORE_WEIGHT_PER_RUN == 10.0
+    for runs, want in ((4, 40.0), (1, 10.0), (2, 20.0), (3, 30.0), (12, 40.0)):
+        w, why = prior_weight(estimate(4, 10, 14, f"measured:store({runs} runs)"))
+        assert w == want and f"K from {runs} stored run(s) of the configuration" in why
+    # what jqodi run gets for the trained candidate; a source that only looks like it keeps 5
+    ests = [estimate(4, 10, 14, "measured:store(4 runs)"), estimate(8, 10, 14, "static (store(4 runs))")]
+    assert prior_weight_for(ests, "net", 4)[0] == 40.0 and prior_weight_for(ests, "net", 8)[0] == 5.0
+    # a store estimate that states a spread is weighed by it, like any other
+    stated = estimate(4, 10, 13, "measured:store(4 runs)", margin=0.3)
+    assert prior_weight(stated)[0] == prior_weight(estimate(4, 10, 13, CONFORMAL, margin=0.3))[0]

@@ -499,3 +499,59 @@ def test_a_compiled_quantizer_others_may_write_is_not_loaded(monkeypatch, tmp_pa
         lib.chmod(0o777)
     kernel = _fresh_kernel(monkeypatch, tmp_path)
     assert not kernel.available() and "writable by others: not loaded" in kernel.status()
+
+
+def _compiler_or_skip():
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler on PATH: the PyTorch quantizer is used")
+
+
+def test_a_kernel_directory_others_may_write_is_neither_built_into_nor_loaded_from(monkeypatch, tmp_path):
+    """The directory must be this user's and writable by nobody else, the ones above it this user's
+    or root's and not writable by others unless sticky: else one line names it and the PyTorch path runs."""
+    import os
+    import stat
+
+    _compiler_or_skip()
+    for mode in (0o777, 0o770, 0o707):          # group- or other-writable: refused, nothing compiled into it
+        d = tmp_path / f"open{mode:o}"
+        d.mkdir()
+        d.chmod(mode)
+        kernel = _fresh_kernel(monkeypatch, d)
+        assert not kernel.available()
+        assert f"kernel directory {d} is writable by others (mode {mode:o})" in kernel.status()
+        assert "\n" not in kernel.status() and not list(d.iterdir())
+    # a parent others may write (not sticky) could swap the directory: refused, nothing created under it
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    parent.chmod(0o777)
+    kernel = _fresh_kernel(monkeypatch, parent / "a" / "k")
+    assert not kernel.available() and f"kernel directory {parent} is writable by others" in kernel.status()
+    assert not (parent / "a").exists()
+    # a sticky parent (like /tmp) is fine: the missing levels are created 0700 and the kernel built there
+    parent.chmod(0o1777)
+    kernel = _fresh_kernel(monkeypatch, parent / "a" / "k")
+    assert kernel.available(), kernel.status()
+    for level in (parent / "a", parent / "a" / "k"):
+        assert stat.S_IMODE(level.stat().st_mode) & 0o077 == 0
+    assert list((parent / "a" / "k").glob("jqodi_lsq_*.so"))
+    if os.path.isdir("/proc/self/fd"):        # loaded from the fd it was checked on
+        assert kernel._lib._name.startswith("/proc/self/fd/")
+    # a directory owned by someone else (seen as another uid): refused
+    kernel = _fresh_kernel(monkeypatch, parent / "a" / "k")
+    monkeypatch.setattr(os, "getuid", lambda: 4242)
+    assert not kernel.available()
+    assert f"kernel directory {parent / 'a' / 'k'} is owned by uid " in kernel.status() and "(4242)" in kernel.status()
+
+
+def test_a_link_in_place_of_the_compiled_quantizer_is_not_followed(monkeypatch, tmp_path):
+    _compiler_or_skip()
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert kernel.available(), kernel.status()
+    (lib,) = tmp_path.glob("jqodi_lsq_*.so")
+    lib.rename(tmp_path / "elsewhere.so")
+    lib.symlink_to(tmp_path / "elsewhere.so")
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert not kernel.available() and "a link is not followed" in kernel.status()

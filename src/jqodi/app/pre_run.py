@@ -74,16 +74,22 @@ def k_spread(estimate) -> tuple[float | None, str]:
 def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None,
               spread_share: float = 0.0) -> float:
     """Seconds the closed loop keeps in hand for ``candidate`` (a :class:`jqodi.core.instance.Candidate`)
-    at the start of its run: ``reserve_epochs`` × its fastest epoch r, plus the spread part ρ₀ × the
-    planned time when ``spread_share`` = ``reserve_spread`` × ρ₀ > 0 (needs ``deadline_s`` = T_max).
-    A plan of t seconds keeps both when t + r + ρ₀·t ≤ T_max, so the plan is made for
-    (T_max − r) / (1 + ρ₀) and the reserve is T_max minus that."""
+    at the start of its run: the controller's rule,
+    :func:`jqodi.app.controller.loop.time_reserve_s` — ``reserve_epochs`` × its fastest epoch r, plus
+    the spread part ρ₀ × the planned time when ``spread_share`` = ``reserve_spread`` × ρ₀ > 0 (needs
+    ``deadline_s`` = T_max) — for the longest plan that keeps it: a plan of t seconds keeps both when
+    t + r + ρ₀·t ≤ T_max, so the plan is made for (T_max − r) / (1 + ρ₀)
+    (:func:`jqodi.app.controller.loop.longest_plan_s`). Before any epoch the spread part's cap (the
+    time left, T_max) never binds for that plan, so only the product ``reserve_spread`` × ρ₀ matters."""
+    from jqodi.app.controller.loop import longest_plan_s, time_reserve_s
+
     if not candidate.options:
         return 0.0
-    r = max(float(reserve_epochs), 0.0) * min(o.epoch_time_s for o in candidate.options)
+    fastest_s = min(o.epoch_time_s for o in candidate.options)
     if spread_share <= 0 or deadline_s is None:
-        return r
-    return float(deadline_s) - (float(deadline_s) - r) / (1.0 + float(spread_share))
+        return time_reserve_s(fastest_s, 0.0, 0.0, reserve_epochs=reserve_epochs, reserve_spread=0.0)
+    rule = {"reserve_epochs": reserve_epochs, "reserve_spread": 1.0, "rho": float(spread_share)}
+    return time_reserve_s(fastest_s, longest_plan_s(deadline_s, fastest_s, **rule), deadline_s, **rule)
 
 
 def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi", epochs: str = "robust",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict
 from statistics import NormalDist
@@ -35,6 +36,36 @@ DEFAULT_RESERVE_SPREAD = 1.0
 #: predicted, root mean square) and how many epochs of evidence it counts for.
 DEFAULT_SPREAD_PRIOR = 0.1
 DEFAULT_SPREAD_PRIOR_EPOCHS = 3.0
+
+
+def time_reserve_s(fastest_epoch_s: float, planned_s: float, left_s: float, *,
+                   reserve_epochs: float = DEFAULT_RESERVE_EPOCHS, reserve_spread: float = DEFAULT_RESERVE_SPREAD,
+                   rho: float = DEFAULT_SPREAD_PRIOR) -> float:
+    """The closed loop's time reserve in seconds (docs/closed-loop.md, "Time reserve"): the one rule
+    behind the controller's re-plans (:meth:`ClosedLoopController.reserve_s`) and the run's first
+    plan (:func:`jqodi.app.pre_run.reserve_s`).
+
+    ``reserve_epochs`` epochs of the fastest option (``fastest_epoch_s`` each) plus ``reserve_spread``
+    × ρ × the time still planned (``planned_s``), that second part capped at the time left
+    (``left_s``); ρ is the relative spread of an epoch's time (ρ₀ = ``spread_prior`` before any
+    epoch is seen, :meth:`ClosedLoopController.spread_reserve_s`)."""
+    r = reserve_epochs * fastest_epoch_s if reserve_epochs > 0 else 0.0
+    if reserve_spread <= 0 or rho <= 0:
+        return r
+    return r + reserve_spread * min(rho * planned_s, max(left_s, 0.0))
+
+
+def longest_plan_s(deadline_s: float, fastest_epoch_s: float, *, reserve_epochs: float = DEFAULT_RESERVE_EPOCHS,
+                   reserve_spread: float = DEFAULT_RESERVE_SPREAD, rho: float = DEFAULT_SPREAD_PRIOR) -> float:
+    """The longest plan t (s) that still keeps its :func:`time_reserve_s` within ``deadline_s`` (all of
+    it left): t + reserve(t) = T_max, i.e. t = (T_max − n·r) / (1 + s·ρ) for n = ``reserve_epochs``,
+    r = ``fastest_epoch_s``, s = ``reserve_spread`` (or T_max − n·r − s·T_max where the spread part is
+    capped, whichever is longer). ≤ 0: no plan keeps it."""
+    t_max = float(deadline_s)
+    r = time_reserve_s(fastest_epoch_s, 0.0, t_max, reserve_epochs=reserve_epochs, reserve_spread=0.0)
+    if reserve_spread <= 0 or rho <= 0:
+        return t_max - r
+    return max((t_max - r) / (1.0 + reserve_spread * rho), t_max - r - reserve_spread * t_max)
 
 
 class ClosedLoopController:
@@ -244,7 +275,7 @@ class ClosedLoopController:
         kept = truncate(old, need)
         cur = schedule_cost(self.table, self.key, kept, f)
         reasons = [event] if event else []
-        reserve_s = self._reserve_s() + self.spread_reserve_s(kept, left)
+        reserve_s = self.reserve_s(self._planned_s(kept, left), left)
         forced = None
         if any(s.edge in self.edges_down for s in kept):
             forced = "the plan uses an edge that is away"
@@ -298,16 +329,19 @@ class ClosedLoopController:
             return Decision("pause", self.schedule, f"edge {self.schedule[0].edge} is away", self.model, self.bits, rp)
         return Decision("continue", self.schedule, rp.reason if rp else "", self.model, self.bits, rp)
 
-    def _reserve_s(self) -> float:
-        """Seconds kept in reserve: ``reserve_epochs`` × the fastest available epoch of the current candidate."""
-        if self.reserve_epochs <= 0:
-            return 0.0
+    def reserve_s(self, planned_s: float, left_s: float) -> float:
+        """Seconds kept in hand when re-planning a plan of ``planned_s`` seconds with ``left_s`` left:
+        :func:`time_reserve_s` with ``reserve_epochs`` × the fastest available epoch of the current
+        candidate (under the current factors) and ρ of :meth:`spread_reserve_s`."""
         fast = self._fastest(1)
-        return 0.0 if fast is None else self.reserve_epochs * fast[1][0]
+        return time_reserve_s(0.0 if fast is None else fast[1][0], planned_s, left_s,
+                              reserve_epochs=self.reserve_epochs, reserve_spread=self.reserve_spread,
+                              rho=self._spread_rho())
 
     def spread_reserve_s(self, schedule: Sequence[ScheduleEntry], left_s: float) -> float:
-        """Seconds kept in reserve, on top of :meth:`_reserve_s`, for how uncertain the time of the
-        remaining ``schedule`` is: ``reserve_spread`` × σ, capped at ``left_s``.
+        """Seconds kept in reserve, on top of the ``reserve_epochs`` fast epochs, for how uncertain the
+        time of the remaining ``schedule`` is: ``reserve_spread`` × σ, capped at ``left_s`` (the second
+        part of :func:`time_reserve_s`).
 
         σ = ρ × the schedule's time under the current factors: the errors of its epochs are taken
         as fully correlated (a slowdown or a bad stretch of link lasts), so σ grows with the time
@@ -318,14 +352,22 @@ class ClosedLoopController:
         ``spread_prior_epochs``: the spread assumed before the first epoch, which weighs less as
         epochs are seen. A schedule with an option the candidate lacks counts as the whole time
         left. Recomputed at every re-plan."""
+        return time_reserve_s(0.0, self._planned_s(schedule, left_s), left_s, reserve_epochs=0.0,
+                              reserve_spread=self.reserve_spread, rho=self._spread_rho())
+
+    def _spread_rho(self) -> float:
+        """ρ of :meth:`spread_reserve_s` (0 with neither a prior nor an observed epoch)."""
         n0 = self.spread_prior_epochs
-        if self.reserve_spread <= 0 or (not self.time_errors and n0 <= 0):
+        if not self.time_errors and n0 <= 0:
             return 0.0
-        rho = math.sqrt((n0 * self.spread_prior ** 2 + sum(e * e for e in self.time_errors))
-                        / (n0 + len(self.time_errors)))
+        return math.sqrt((n0 * self.spread_prior ** 2 + sum(e * e for e in self.time_errors))
+                         / (n0 + len(self.time_errors)))
+
+    def _planned_s(self, schedule: Sequence[ScheduleEntry], left_s: float) -> float:
+        """The time of ``schedule`` under the current factors (the time left if it has an option the
+        candidate lacks)."""
         cost = schedule_cost(self.table, self.key, schedule, self.resources.factors)
-        planned_s = cost[0] if cost is not None else max(left_s, 0.0)
-        return self.reserve_spread * min(rho * planned_s, max(left_s, 0.0))
+        return cost[0] if cost is not None else max(left_s, 0.0)
 
     def _solve(self, epochs: int, expected: int | None, left_s: float, *, robust: bool) -> Solution:
         from jqodi.planner import solve
@@ -408,6 +450,10 @@ def _multiset(schedule: Sequence[ScheduleEntry]) -> dict[tuple[str, int], int]:
 #: benchmark tuned for estimates from complete stored runs (40, docs/closed-loop.md).
 PRIOR_WEIGHT_MIN = 5.0
 PRIOR_WEIGHT_MAX = 40.0
+#: Epochs of evidence each complete stored run of the configuration behind a ``store`` estimate
+#: counts for: the benchmark tuned 40 for its store estimates, made from 4 stored runs each
+#: (``benchmarks/closed_loop.py``: 5 runs per bit-width, the run's own left out).
+STORE_WEIGHT_PER_RUN = PRIOR_WEIGHT_MAX / 4
 
 
 def prior_weight(estimate) -> tuple[float, str]:
@@ -423,20 +469,35 @@ def prior_weight(estimate) -> tuple[float, str]:
     P = 5 · (σ₀ / σ)², σ from the estimate's stated K^rob level q and margin m
     (:func:`jqodi.app.pre_run.k_spread`: σ = ln(1 + m) / z_q), bounded to
     [:data:`PRIOR_WEIGHT_MIN`, :data:`PRIOR_WEIGHT_MAX`] (no estimate is worth less than the probe
-    it contains; 40 is the most the benchmark tested). An estimate that states no spread (the probe
-    alone, the learned prior with too few conformal residuals, stored runs, a scenario's table)
-    keeps 5: its K^rob is widened or of unknown level, and a table row is no evidence at all.
+    it contains; 40 is the most the benchmark tested). An estimate from N complete stored runs of
+    the configuration (the store estimator, source ``measured:store(N runs)``), which states no
+    level, counts for :data:`STORE_WEIGHT_PER_RUN` (10) epochs per run, bounded the same way: the
+    40 the benchmark tuned and validated for its store estimates of 4 runs, proportional to N as
+    an inverse-variance weight is. Any other estimate that states no spread (the probe alone, the
+    learned prior with too few conformal residuals, a scenario's table) keeps 5: its K^rob is
+    widened or of unknown level, and a table row is no evidence at all.
     """
     from jqodi.app.pre_run import k_spread
     from jqodi.learning.prior import COLD_START_MARGIN
 
     sigma, how = k_spread(estimate)
     if sigma is None:
+        runs = _stored_runs(estimate)
+        if runs:
+            weight = min(max(STORE_WEIGHT_PER_RUN * runs, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
+            return weight, (f"{how}: K from {runs} stored run(s) of the configuration, "
+                             f"{STORE_WEIGHT_PER_RUN:g} epochs each, bounded to [5, 40]")
         return PRIOR_WEIGHT_MIN, f"{how}: no stated spread, a probe's worth"
     sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(0.9)
     raw = math.inf if sigma <= 0 else PRIOR_WEIGHT_MIN * (sigma0 / sigma) ** 2
     weight = min(max(raw, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
     return weight, f"{how}: σ of ln K {sigma:.3f}, 5·({sigma0:.3f}/σ)² bounded to [5, 40]"
+
+
+def _stored_runs(estimate) -> int:
+    """How many stored runs a store estimate (source ``measured:store(N runs)``) was made from; 0 for any other."""
+    m = re.fullmatch(r"measured:store\((\d+) runs?\)", str(getattr(estimate, "source", "") or ""))
+    return int(m.group(1)) if m else 0
 
 
 def prior_weight_for(estimates, model: str, bits: int) -> tuple[float, str]:

@@ -20,11 +20,17 @@ QAT added to a ResNet20 step (docs/learning.md "QAT overhead"). Here:
 
 The C source below is compiled with the system's C compiler on first use (0.4–1 s, no network,
 no torch headers; ``-O3 -march=native``, no fast-math, no FMA contraction) into
-``$JQODI_KERNEL_DIR`` or the user cache dir (``<cache>/jqodi/kernels``, mode 0700), keyed by a hash
-of the source, the flags, the compiler and this CPU, and loaded with ``ctypes`` (single-threaded
-loops). A library file this user does not own, or that others may write, is not loaded. Before
-it is used, it must reproduce the PyTorch quantizer exactly on a probe tensor (ties at .5, the
-clamp bounds, 1 bit, per channel, a negative step). Without a compiler,
+``$JQODI_KERNEL_DIR`` or the user cache dir (``<cache>/jqodi/kernels``, missing levels created
+mode 0700), keyed by a hash of the source, the flags, the compiler and this CPU, and loaded with
+``ctypes`` (single-threaded loops). Nobody else may be able to put a library there
+(:func:`_secure_dir`): the directory must be this user's and writable by nobody else, and every
+directory above it this user's or root's and not writable by others (unless sticky, like /tmp),
+else the kernel is neither built nor loaded and :func:`status` names the directory. The library
+is opened once, without following a link, checked on that open file (a regular file of this
+user's that nobody else may write) and loaded from it (``/proc/self/fd``, where there is one), so
+what was checked is what is loaded. Before it is used, it must reproduce the PyTorch quantizer
+exactly on a probe tensor (ties at .5, the clamp bounds, 1 bit, per channel, a negative step).
+Without a compiler,
 if the build or the check fails, or with ``JQODI_QUANT_KERNEL=0``, :func:`available` is False and
 the QAT layers use the PyTorch path (same values; :func:`status` says why).
 """
@@ -35,6 +41,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -176,12 +183,72 @@ def _cpu_signature() -> str:
     return "|".join([platform.machine(), platform.system(), *keep])
 
 
-def _trusted(path: Path) -> Path:
-    """``path`` if this user owns it and nobody else may write it (a library this process loads)."""
-    st = path.stat()
-    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+def _secure_dir(directory: Path) -> Path:
+    """``directory`` resolved (links followed once, the answer used from then on) and its missing
+    levels created mode 0700, once nobody but this user (and root) can put a file in it: it must be
+    owned by this user and not writable by group or others; every directory above it owned by this
+    user or root and not writable by group or others unless sticky (/tmp). The directories that
+    exist are checked before anything is created. A :class:`RuntimeError` naming the directory
+    otherwise."""
+    directory = Path(os.path.realpath(directory))
+    missing = []
+    d = directory
+    while not os.path.lexists(d):
+        missing.append(d)
+        d = d.parent
+    _check_dirs(d, leaf=not missing)
+    for m in reversed(missing):
+        try:
+            os.mkdir(m, 0o700)
+        except FileExistsError:
+            pass
+    if missing:
+        _check_dirs(directory, leaf=True)
+    return directory
+
+
+def _check_dirs(directory: Path, *, leaf: bool) -> None:
+    """:func:`_secure_dir`'s rule for ``directory`` (the kernel's own when ``leaf``) and those above it."""
+    if not hasattr(os, "getuid"):
+        return
+    uid = os.getuid()
+    for d in (directory, *directory.parents):
+        st = os.lstat(d)
+        own = leaf and d == directory
+        if not stat.S_ISDIR(st.st_mode):
+            raise RuntimeError(f"kernel directory {d} is not a directory: not used")
+        if st.st_uid != uid and (own or st.st_uid != 0):
+            raise RuntimeError(f"kernel directory {d} is owned by uid {st.st_uid}, not this user ({uid}): "
+                               f"not used (set JQODI_KERNEL_DIR to a directory of yours)")
+        if st.st_mode & 0o022 and (own or not st.st_mode & stat.S_ISVTX):
+            raise RuntimeError(f"kernel directory {d} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                               f"not used (chmod go-w it, or set JQODI_KERNEL_DIR)")
+
+
+def _open_trusted(path: Path) -> int:
+    """A read-only fd on ``path``, opened without following a link, if the file is a regular file of
+    this user's that nobody else may write (the library this process loads)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise RuntimeError(f"{path} cannot be opened ({e.strerror}; a link is not followed): not loaded") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022)):
+        os.close(fd)
         raise RuntimeError(f"{path} is not owned by this user or is writable by others: not loaded")
-    return path
+    return fd
+
+
+def _load_fd(fd: int, path: Path) -> ctypes.CDLL:
+    """Load the library open on ``fd`` (``path`` only names it, and is opened again where there is
+    no ``/proc/self/fd``). The fd stays open while the library is loaded (ctypes never unloads one),
+    so its ``/proc/self/fd`` name, which the dynamic loader remembers, is never reused by another."""
+    name = f"/proc/self/fd/{fd}"
+    try:
+        return ctypes.CDLL(name if os.path.exists(name) else str(path))
+    except OSError:
+        os.close(fd)
+        raise
 
 
 def _build(directory: Path) -> Path:
@@ -192,9 +259,8 @@ def _build(directory: Path) -> Path:
     for flags in (FLAGS, FALLBACK_FLAGS):
         key = hashlib.sha256("\n".join([SOURCE, " ".join(flags), cc, _cpu_signature()]).encode()).hexdigest()[:16]
         target = directory / f"jqodi_lsq_{key}.so"
-        if target.exists():
-            return _trusted(target)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.path.lexists(target):
+            return target
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             src = Path(tmp) / "lsq.c"
             src.write_text(SOURCE)
@@ -238,8 +304,8 @@ def _load() -> None:
         _status = "off (JQODI_QUANT_KERNEL=0)"
         return
     try:
-        path = _build(kernel_dir())
-        lib = ctypes.CDLL(str(path))
+        path = _build(_secure_dir(kernel_dir()))
+        lib = _load_fd(_open_trusted(path), path)
         lib.jq_lsq_quantize.argtypes = [_P, _P, _I, _I, _F, _F, ctypes.c_int, _F, _P]
         lib.jq_lsq_backward.argtypes = [_P, _P, _P, _I, _I, _F, _F, ctypes.c_int, _F, _F, _P, _P, _P]
         lib.jq_lsq_quantize.restype = lib.jq_lsq_backward.restype = None
