@@ -679,10 +679,22 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu-busy-min-idle", type=float, default=0.0, metavar="F",
                     help="busy power of the RTX 3090 host, RTX 4090 host and A100 ≥ F × their rated idle power "
                          "of Tables III-IV (default 0: 2 %% of the rating)")
+    ap.add_argument("--package", metavar="JSON", default=None,
+                    help="no fit: take the parameters of an earlier result (this script's JSON output, with its "
+                         "--free-bandwidth / --free-s / --s-max) as they are, print its figures; with --write "
+                         "package them")
     ap.add_argument("--maxiter", type=int, default=60, help="--global: generations (default 60)")
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
     args = ap.parse_args(argv)
+    packaged = json.loads(Path(args.package).read_text()) if args.package else None
+    if packaged is not None:
+        args.free_bandwidth, args.free_s = packaged["free_bandwidth"], packaged["free_s"]
+        args.s_max = packaged["s_max"]
+        g = packaged.get("global_search") or {}  # its bounds, for the JSON's at_bounds
+        args.overhead_max, args.pi_busy_min = g.get("overhead_max_s", 1e-2), g.get("pi_busy_min_w", 0.0)
+        args.gpu_u_max, args.gpu_u_ratio_max = g.get("gpu_u_max", 1.0), g.get("gpu_u_ratio_max")
+        args.gpu_busy_min_idle = g.get("gpu_busy_min_idle", 0.0)
     global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX, PI_BUSY_MIN, GPU_U_MAX, GPU_U_RATIO_MAX
     global GPU_BUSY_MIN_IDLE
     S_MAX, FREE_BW, IDLE_FLOOR, FREE_S = args.s_max, args.free_bandwidth, args.idle_floor, args.free_s
@@ -760,7 +772,12 @@ def main(argv=None) -> int:
     starts = [x0] + [lo + (hi - lo) * rng.uniform(0.05, 0.95, size=lo.size) for _ in range(args.starts - 1)]
     fit = None
     searched = None
-    if args.global_groups:
+    if packaged is not None:
+        given = packaged["parameters"]
+        p = np.array([given[n] if n.endswith("idle_share") else math.log(given[n]) for n in NAMES])
+        fit = argparse.Namespace(x=p, cost=float(packaged["cost"]), nfev=0)
+        searched, starts = packaged.get("global_search"), []
+    elif args.global_groups:
         groups = list(GROUPS) if args.global_groups == "all" else args.global_groups.split(",")
         unknown = sorted(set(groups) - set(GROUPS))
         if unknown:
@@ -827,7 +844,7 @@ def main(argv=None) -> int:
                "observation4_idle_bound": bound, "idle_power_bound": idle_rows, "full_model_link_bound": link,
                "observations_hold": {k: v == 0.0 for k, v in obs.items()},
                "static_optimum": choices, "required_choices": required,
-               "global_search": searched,
+               "global_search": searched, "packaged_from": args.package,
                "options": {"observations": args.observations, "within": args.within,
                            "idle_energy": not args.no_idle_energy, "idle_floor": IDLE_FLOOR, "starts": args.starts},
                "free_bandwidth": FREE_BW, "free_s": FREE_S, "s_max": S_MAX,
