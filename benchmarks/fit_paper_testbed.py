@@ -571,13 +571,15 @@ def project_start(x: np.ndarray) -> np.ndarray:
 
 
 def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int, seed: int = 0,
-                  x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None):
+                  x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None,
+                  checkpoint: str | None = None):
     """Differential evolution over the log-parameters within the sane bounds, minimising the sum
     of the ``groups``' violations (:func:`violations`): 0 means a parameter set meets them all.
     ``minimax``: the ``groups`` are hard constraints (each violation weighted ×HARD_WEIGHT) and
     the objective is the worst |log(fitted / paper)| of the 8 figures plus that penalty.
     ``x0`` (a full parameter vector) joins the seeded Latin-hypercube population, and so does
-    each of ``seeds`` (further full vectors, clipped to the bounds).
+    each of ``seeds`` (further full vectors, clipped to the bounds). ``checkpoint``: a path where
+    every 10th generation's best parameters are written (JSON ``parameters``, as ``--init`` reads).
     Returns (best parameter vector, its violations per group, evaluations)."""
     from scipy.optimize import differential_evolution
     from scipy.stats import qmc
@@ -607,6 +609,9 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
 
     def progress(xk, convergence=None):
         gen[0] += 1
+        if gen[0] % 10 == 0 and checkpoint:
+            Path(checkpoint).write_text(json.dumps({"generation": gen[0], "objective": objective(xk), "parameters": {
+                n: (math.exp(x) if not n.endswith("idle_share") else x) for n, x in zip(NAMES, full(xk))}}))
         if gen[0] % 10 == 0:
             print(f"generation {gen[0]}/{maxiter}: best {'objective' if minimax else 'violation'} "
                   f"{objective(xk):.5f}", file=sys.stderr, flush=True)
@@ -679,6 +684,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu-busy-min-idle", type=float, default=0.0, metavar="F",
                     help="busy power of the RTX 3090 host, RTX 4090 host and A100 ≥ F × their rated idle power "
                          "of Tables III-IV (default 0: 2 %% of the rating)")
+    ap.add_argument("--checkpoint", metavar="JSON", default=None,
+                    help="--global: write every 10th generation's best parameters here (an --init for a "
+                         "continuation, or the partial result of a search stopped early)")
     ap.add_argument("--package", metavar="JSON", default=None,
                     help="no fit: take the parameters of an earlier result (this script's JSON output, with its "
                          "--free-bandwidth / --free-s / --s-max) as they are, print its figures; with --write "
@@ -783,7 +791,8 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"--global: unknown group(s) {', '.join(unknown)} (known: {', '.join(GROUPS)})")
         p, v, nfev = global_search(pred, groups, args.maxiter, args.popsize, args.seed,
-                                   x0 if args.init else None, minimax=args.minimax, seeds=seeds)
+                                   x0 if args.init else None, minimax=args.minimax, seeds=seeds,
+                                   checkpoint=args.checkpoint)
         searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups) + v["gpu_u_ratio"],
                     "nfev": nfev,
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
