@@ -41,7 +41,13 @@ point, ``--seeds`` further results joining the initial population); ``--free-s``
 s(4) parameters of their own. ``--minimax`` makes the named groups hard constraints and minimises
 the worst |log error| of the 8 figures under them; ``--overhead-max`` bounds every compute device's
 per-call overhead (docs/foundation.md, "The minimax search": 0.6 ms) and ``--pi-busy-min`` the Pi 5's
-busy power from below (3.75 W there: Table II's idle power). ``--prove`` prints three
+busy power from below (3.75 W there: Table II's idle power). "Bounding the GPUs" adds ``--gpu-u-max``
+(each GPU host's u ≤ F of its peak), ``--gpu-u-ratio-max`` (the two GPU hosts' u within a factor R:
+a hard constraint, :func:`bound_violations`) and ``--gpu-busy-min-idle`` (the RTX hosts' and the
+A100's busy power ≥ F × their rated idle power); a start point outside them is moved onto them
+(:func:`project_start`). ``--checkpoint FILE`` saves every 10th generation's best parameters.
+``--package RESULT --write`` packages an earlier result's parameters as they are (how the
+packaged files were made: docs/devices.md). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
@@ -49,7 +55,8 @@ needs a faster Wi-Fi than the Pi 5's radio). The fit's evaluator prices blocks w
 vectorised, memoised copy of :meth:`DeviceModel.block_epoch_time_s` (:func:`_memo_device`,
 same numbers: tested), ≈ 17 ms per evaluation of every requirement.
 
-``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit. Each file's
+``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit (or, with
+``--package``, with the result named). Each file's
 ``flops`` (the paper model's v) is the rooflines' effective rate on a reference epoch (LeNet-like,
 fp32, Data 1), so ``cost_model: paper`` describes the same devices with one number each.
 """
