@@ -41,7 +41,13 @@ point, ``--seeds`` further results joining the initial population); ``--free-s``
 s(4) parameters of their own. ``--minimax`` makes the named groups hard constraints and minimises
 the worst |log error| of the 8 figures under them; ``--overhead-max`` bounds every compute device's
 per-call overhead (docs/foundation.md, "The minimax search": 0.6 ms) and ``--pi-busy-min`` the Pi 5's
-busy power from below (3.75 W there: Table II's idle power). ``--prove`` prints three
+busy power from below (3.75 W there: Table II's idle power). "Bounding the GPUs" adds ``--gpu-u-max``
+(each GPU host's u ≤ F of its peak), ``--gpu-u-ratio-max`` (the two GPU hosts' u within a factor R:
+a hard constraint, :func:`bound_violations`) and ``--gpu-busy-min-idle`` (the RTX hosts' and the
+A100's busy power ≥ F × their rated idle power); a start point outside them is moved onto them
+(:func:`project_start`). ``--checkpoint FILE`` saves every 10th generation's best parameters.
+``--package RESULT --write`` packages an earlier result's parameters as they are (how the
+packaged files were made: docs/devices.md). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
@@ -49,7 +55,8 @@ needs a faster Wi-Fi than the Pi 5's radio). The fit's evaluator prices blocks w
 vectorised, memoised copy of :meth:`DeviceModel.block_epoch_time_s` (:func:`_memo_device`,
 same numbers: tested), ≈ 17 ms per evaluation of every requirement.
 
-``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit. Each file's
+``--write`` rewrites src/jqodi/devices/{pi5,rtx3090,rtx4090,a100}.yaml with the fit (or, with
+``--package``, with the result named). Each file's
 ``flops`` (the paper model's v) is the rooflines' effective rate on a reference epoch (LeNet-like,
 fp32, Data 1), so ``cost_model: paper`` describes the same devices with one number each.
 """
@@ -91,6 +98,15 @@ OVERHEAD_MAX = 1e-2
 #: ``--pi-busy-min``: lower bound of the Pi 5's busy power (W; default 0: 2 % of its rating, 0.24 W).
 #: docs/foundation.md ("A Pi 5 busy power it can have"): 3.75 W, Table II's idle power.
 PI_BUSY_MIN = 0.0
+#: ``--gpu-u-max``: upper bound of each GPU host's FLOP/s fraction u (default 1: the spec-sheet peak).
+#: docs/foundation.md ("Bounding the GPUs"): 0.5.
+GPU_U_MAX = 1.0
+#: ``--gpu-u-ratio-max``: the two GPU hosts' fractions u of their peaks lie within this factor of each
+#: other (a hard constraint of ``--global``, group ``gpu_u_ratio``; default None: unbounded).
+GPU_U_RATIO_MAX = None
+#: ``--gpu-busy-min-idle``: busy power of the RTX 3090 host, RTX 4090 host and A100 ≥ this × their
+#: rated idle power of Tables III-IV (default 0: 2 % of the rating).
+GPU_BUSY_MIN_IDLE = 0.0
 
 # the paper's figures: (label, scenario, model, bits, cut, edge, quantity, value)
 FIGURES = (
@@ -118,13 +134,14 @@ def _bounds_and_prior():
     for d in COMPUTE:
         s = SPEC[d]
         gpu = d != "pi5"
-        busy_min = max(0.02 * s["rated_w"], PI_BUSY_MIN if d == "pi5" else 0.0)
+        busy_min = max(0.02 * s["rated_w"], PI_BUSY_MIN if d == "pi5" else GPU_BUSY_MIN_IDLE * s["rated_idle_w"])
         lo += [math.log(1e-4), math.log(1e-7), math.log(busy_min), 0.0, math.log(1e-4)]
-        hi += [0.0, math.log(OVERHEAD_MAX), math.log(s["rated_w"]), 0.95, 0.0]
+        hi += [math.log(GPU_U_MAX) if gpu else 0.0, math.log(OVERHEAD_MAX), math.log(s["rated_w"]), 0.95, 0.0]
         prior += [math.log(0.05 if gpu else 0.10), math.log(30e-6 if gpu else 5e-6),
                   math.log(0.5 * s["rated_w"]), s["rated_idle_w"] / s["rated_w"], math.log(0.3)]
     s = SPEC["a100"]
-    lo += [math.log(0.02 * s["rated_w"]), 0.0, math.log(0.5), math.log(0.5)]
+    lo += [math.log(max(0.02 * s["rated_w"], GPU_BUSY_MIN_IDLE * s["rated_idle_w"])), 0.0, math.log(0.5),
+           math.log(0.5)]
     hi += [math.log(s["rated_w"]), 0.95, math.log(S_MAX), math.log(S_MAX)]
     lo += [math.log(0.5)] * 3
     hi += [math.log(S_MAX)] * 3
@@ -531,14 +548,45 @@ def violations(pred: Predictor, files: dict, margin: float = MARGIN) -> dict[str
     return out
 
 
+def bound_violations(p: np.ndarray) -> dict[str, float]:
+    """Constraints on the parameter vector itself that are not boxes (log units, 0 = holds):
+    ``gpu_u_ratio`` = how far |log(u_RTX4090 / u_RTX3090)| exceeds log ``GPU_U_RATIO_MAX``
+    (docs/foundation.md, "Bounding the GPUs"); 0 when that bound is off."""
+    if GPU_U_RATIO_MAX is None:
+        return {"gpu_u_ratio": 0.0}
+    v = dict(zip(NAMES, p))
+    return {"gpu_u_ratio": max(0.0, abs(v["rtx4090.u"] - v["rtx3090.u"]) - math.log(GPU_U_RATIO_MAX))}
+
+
+def project_start(x: np.ndarray) -> np.ndarray:
+    """A start point (full parameter vector) moved onto the bounds of ``--gpu-u-max``,
+    ``--gpu-u-ratio-max`` and ``--gpu-busy-min-idle``: each GPU's u capped; the slower GPU's u raised
+    to within the ratio of the faster's; a busy power below its floor raised to it with the idle
+    power in watts kept (its idle share scaled down). Unchanged when those options are off."""
+    v = dict(zip(NAMES, x))
+    for d in ("rtx3090", "rtx4090", "a100"):
+        floor = math.log(max(0.02 * SPEC[d]["rated_w"], GPU_BUSY_MIN_IDLE * SPEC[d]["rated_idle_w"]))
+        if v[f"{d}.busy_w"] < floor:
+            v[f"{d}.idle_share"] *= math.exp(v[f"{d}.busy_w"] - floor)
+            v[f"{d}.busy_w"] = floor
+    for d in ("rtx3090", "rtx4090"):
+        v[f"{d}.u"] = min(v[f"{d}.u"], math.log(GPU_U_MAX))
+    if GPU_U_RATIO_MAX is not None:
+        slow, fast = sorted(("rtx3090", "rtx4090"), key=lambda d: v[f"{d}.u"])
+        v[f"{slow}.u"] = max(v[f"{slow}.u"], v[f"{fast}.u"] - math.log(GPU_U_RATIO_MAX))
+    return np.array([v[n] for n in NAMES])
+
+
 def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int, seed: int = 0,
-                  x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None):
+                  x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None,
+                  checkpoint: str | None = None):
     """Differential evolution over the log-parameters within the sane bounds, minimising the sum
     of the ``groups``' violations (:func:`violations`): 0 means a parameter set meets them all.
     ``minimax``: the ``groups`` are hard constraints (each violation weighted ×HARD_WEIGHT) and
     the objective is the worst |log(fitted / paper)| of the 8 figures plus that penalty.
     ``x0`` (a full parameter vector) joins the seeded Latin-hypercube population, and so does
-    each of ``seeds`` (further full vectors, clipped to the bounds).
+    each of ``seeds`` (further full vectors, clipped to the bounds). ``checkpoint``: a path where
+    every 10th generation's best parameters are written (JSON ``parameters``, as ``--init`` reads).
     Returns (best parameter vector, its violations per group, evaluations)."""
     from scipy.optimize import differential_evolution
     from scipy.stats import qmc
@@ -555,9 +603,10 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
         return p
 
     def objective(z):
-        files = device_files(full(z))
+        p = full(z)
+        files = device_files(p)
         v = violations(pred, files)
-        hard = sum(v[g] for g in groups)
+        hard = sum(v[g] for g in groups) + sum(bound_violations(p).values())
         if not minimax:
             return hard
         worst = float(np.max(np.abs(np.log(np.maximum(pred.predict(files), 1e-300)) - target)))
@@ -567,6 +616,9 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
 
     def progress(xk, convergence=None):
         gen[0] += 1
+        if gen[0] % 10 == 0 and checkpoint:
+            Path(checkpoint).write_text(json.dumps({"generation": gen[0], "objective": objective(xk), "parameters": {
+                n: (math.exp(x) if not n.endswith("idle_share") else x) for n, x in zip(NAMES, full(xk))}}))
         if gen[0] % 10 == 0:
             print(f"generation {gen[0]}/{maxiter}: best {'objective' if minimax else 'violation'} "
                   f"{objective(xk):.5f}", file=sys.stderr, flush=True)
@@ -583,7 +635,7 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
                                  popsize=popsize, tol=0.0, atol=0.0, polish=False, init=init,
                                  mutation=(0.5, 1.0), recombination=0.7, callback=progress, x0=start)
     p = full(res.x)
-    return p, violations(pred, device_files(p), margin=0.0), int(res.nfev)
+    return p, {**violations(pred, device_files(p), margin=0.0), **bound_violations(p)}, int(res.nfev)
 
 
 #: ``--minimax``: weight of a hard constraint's violation (log units) against the worst figure's
@@ -631,13 +683,38 @@ def main(argv=None) -> int:
                     help="upper bound of every compute device's per-call overhead in seconds (default 10 ms)")
     ap.add_argument("--pi-busy-min", type=float, default=0.0, metavar="W",
                     help="lower bound of the Pi 5's busy power in watts (default 0: 2 %% of its 12 W rating)")
+    ap.add_argument("--gpu-u-max", type=float, default=1.0, metavar="F",
+                    help="upper bound of each GPU host's FLOP/s fraction of its spec-sheet peak (default 1)")
+    ap.add_argument("--gpu-u-ratio-max", type=float, default=None, metavar="R",
+                    help="--global: hard constraint, the two GPU hosts' fractions of peak within a factor R of "
+                         "each other (default: none)")
+    ap.add_argument("--gpu-busy-min-idle", type=float, default=0.0, metavar="F",
+                    help="busy power of the RTX 3090 host, RTX 4090 host and A100 ≥ F × their rated idle power "
+                         "of Tables III-IV (default 0: 2 %% of the rating)")
+    ap.add_argument("--checkpoint", metavar="JSON", default=None,
+                    help="--global: write every 10th generation's best parameters here (an --init for a "
+                         "continuation, or the partial result of a search stopped early)")
+    ap.add_argument("--package", metavar="JSON", default=None,
+                    help="no fit: take the parameters of an earlier result (this script's JSON output, with its "
+                         "--free-bandwidth / --free-s / --s-max) as they are, print its figures; with --write "
+                         "package them")
     ap.add_argument("--maxiter", type=int, default=60, help="--global: generations (default 60)")
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
     args = ap.parse_args(argv)
-    global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX, PI_BUSY_MIN
+    packaged = json.loads(Path(args.package).read_text()) if args.package else None
+    if packaged is not None:
+        args.free_bandwidth, args.free_s = packaged["free_bandwidth"], packaged["free_s"]
+        args.s_max = packaged["s_max"]
+        g = packaged.get("global_search") or {}  # its bounds, for the JSON's at_bounds
+        args.overhead_max, args.pi_busy_min = g.get("overhead_max_s", 1e-2), g.get("pi_busy_min_w", 0.0)
+        args.gpu_u_max, args.gpu_u_ratio_max = g.get("gpu_u_max", 1.0), g.get("gpu_u_ratio_max")
+        args.gpu_busy_min_idle = g.get("gpu_busy_min_idle", 0.0)
+    global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX, PI_BUSY_MIN, GPU_U_MAX, GPU_U_RATIO_MAX
+    global GPU_BUSY_MIN_IDLE
     S_MAX, FREE_BW, IDLE_FLOOR, FREE_S = args.s_max, args.free_bandwidth, args.idle_floor, args.free_s
     OVERHEAD_MAX, PI_BUSY_MIN = args.overhead_max, args.pi_busy_min
+    GPU_U_MAX, GPU_U_RATIO_MAX, GPU_BUSY_MIN_IDLE = args.gpu_u_max, args.gpu_u_ratio_max, args.gpu_busy_min_idle
     if PI_BUSY_MIN >= SPEC["pi5"]["rated_w"]:
         ap.error(f"--pi-busy-min: {PI_BUSY_MIN} W is not below the Pi 5's rated {SPEC['pi5']['rated_w']} W")
     from scipy.optimize import least_squares
@@ -701,7 +778,7 @@ def main(argv=None) -> int:
         for i, n in enumerate(NAMES):
             if n in given:
                 x[i] = given[n] if n.endswith("idle_share") else math.log(given[n])
-        return np.clip(x, lo + 1e-6, hi - 1e-6)
+        return np.clip(project_start(x), lo + 1e-6, hi - 1e-6)
 
     if args.init:
         x0 = from_json(args.init, x0)
@@ -710,17 +787,25 @@ def main(argv=None) -> int:
     starts = [x0] + [lo + (hi - lo) * rng.uniform(0.05, 0.95, size=lo.size) for _ in range(args.starts - 1)]
     fit = None
     searched = None
-    if args.global_groups:
+    if packaged is not None:
+        given = packaged["parameters"]
+        p = np.array([given[n] if n.endswith("idle_share") else math.log(given[n]) for n in NAMES])
+        fit = argparse.Namespace(x=p, cost=float(packaged["cost"]), nfev=0)
+        searched, starts = packaged.get("global_search"), []
+    elif args.global_groups:
         groups = list(GROUPS) if args.global_groups == "all" else args.global_groups.split(",")
         unknown = sorted(set(groups) - set(GROUPS))
         if unknown:
             ap.error(f"--global: unknown group(s) {', '.join(unknown)} (known: {', '.join(GROUPS)})")
         p, v, nfev = global_search(pred, groups, args.maxiter, args.popsize, args.seed,
-                                   x0 if args.init else None, minimax=args.minimax, seeds=seeds)
-        searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups), "nfev": nfev,
+                                   x0 if args.init else None, minimax=args.minimax, seeds=seeds,
+                                   checkpoint=args.checkpoint)
+        searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups) + v["gpu_u_ratio"],
+                    "nfev": nfev,
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
                     "minimax": args.minimax, "seeds": args.seeds, "init": args.init,
-                    "overhead_max_s": OVERHEAD_MAX, "pi_busy_min_w": PI_BUSY_MIN}
+                    "overhead_max_s": OVERHEAD_MAX, "pi_busy_min_w": PI_BUSY_MIN, "gpu_u_max": GPU_U_MAX,
+                    "gpu_u_ratio_max": GPU_U_RATIO_MAX, "gpu_busy_min_idle": GPU_BUSY_MIN_IDLE}
         print("global search, violation per group (log units, 0 = holds): "
               + ", ".join(f"{g} {x:.4f}" for g, x in v.items()), file=sys.stderr)
         fit = argparse.Namespace(x=p, cost=searched["sum"], nfev=nfev)
@@ -775,7 +860,7 @@ def main(argv=None) -> int:
                "observation4_idle_bound": bound, "idle_power_bound": idle_rows, "full_model_link_bound": link,
                "observations_hold": {k: v == 0.0 for k, v in obs.items()},
                "static_optimum": choices, "required_choices": required,
-               "global_search": searched,
+               "global_search": searched, "packaged_from": args.package,
                "options": {"observations": args.observations, "within": args.within,
                            "idle_energy": not args.no_idle_energy, "idle_floor": IDLE_FLOOR, "starts": args.starts},
                "free_bandwidth": FREE_BW, "free_s": FREE_S, "s_max": S_MAX,
