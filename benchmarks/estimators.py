@@ -23,11 +23,14 @@ validation split), or ``--target model=loss``.
 
 **Leave-one-configuration-out** (``--loco``): see :func:`loco_main` — a grid of configurations
 (model, width, pretrained model, dataset, SD split, data size, bits), one 5-epoch probe run
-(seed 0) and one full run (seed 1) each, cached in a trace store; for every held-out
-configuration and target the estimators see only the *other* configurations' runs plus the
-held-out configuration's probe.
+(seed 0) and two full runs (seeds 1 and 2) each, cached in a trace store; for every held-out
+configuration and each of its full runs' targets the estimators see only the *other*
+configurations' runs plus the held-out configuration's probe. The learned prior is scored with
+the whole store and with session 4's library (seed-0 probes and seed-1 runs of the first 19
+configurations) side by side.
 
-    nice -n 10 python benchmarks/estimators.py --loco --store /tmp/loco.db   # ≈ 30-40 min on 2 loaded cores
+    nice -n 10 python benchmarks/estimators.py --loco --store /tmp/loco.db --runs-only   # the runs (cached)
+    python benchmarks/estimators.py --loco --store /tmp/loco.db --jobs 2                 # the scoring
 """
 from __future__ import annotations
 
@@ -229,7 +232,10 @@ def markdown(res) -> str:
 REPO = Path(__file__).resolve().parents[1]
 #: probe runs are this long; shorter probes are their prefixes
 LOCO_PROBE_EPOCHS = 5
-PROBE_SEED, TRUTH_SEED = 0, 1
+PROBE_SEED = 0
+#: full runs per configuration (session 5 added seed 2: the held-out targets count both, and every
+#: configuration of the library gets a second truth curve to calibrate on)
+TRUTH_SEEDS = (1, 2)
 
 
 def loco_grid(cifar: bool) -> list[dict]:
@@ -240,10 +246,12 @@ def loco_grid(cifar: bool) -> list[dict]:
     """
     grid = []
 
+    session = 2
+
     def add(model, width, pre_epochs, cloud, dataset, data, n, bits, horizon):
         grid.append({"model": model, "width": width, "pretrain_epochs": pre_epochs, "cloud_size": cloud,
                      "dataset": dataset, "data": data, "train_size": n, "val_size": 300, "bits": bits,
-                     "horizon": horizon})
+                     "horizon": horizon, "session": session})
     fm, le = "fashion-mnist", "lenet"
     add(le, 0.25, 4, None, fm, "data2", 1000, 4, 15)      # the issue's configuration
     add(le, 0.25, 4, None, fm, "data2", 500, 4, 20)
@@ -266,6 +274,15 @@ def loco_grid(cifar: bool) -> list[dict]:
     add(le, 0.25, 4, None, fm, "data2", 2000, 8, 8)
     add(le, 0.5, 2, 10000, fm, "data2", 500, 8, 20)
     add(le, 0.25, 2, 10000, fm, "data2", 500, 4, 20)
+    # session 5 (pre-registered in docs/learning.md before its scoring run): values the first 19 lack
+    session = 5
+    add(le, 0.25, 4, None, fm, "data2", 3000, 4, 8)       # a data size between 2000 and 5000
+    add(le, 0.25, 4, None, fm, "data2", 1000, 6, 15)      # 6 bits
+    add(le, 0.25, 4, None, fm, "data2", 500, 3, 20)       # 3 bits
+    add(le, 0.5, 2, 10000, fm, "data2", 1000, 2, 15)      # width 0.5 at another size and bits
+    add("vgg", 0.125, 2, 5000, fm, "data2", 1000, 8, 15)  # a second VGG configuration
+    if cifar:
+        add(le, 0.25, 2, 8000, "cifar10", "data1", 2000, 2, 10)
     return grid
 
 
@@ -315,8 +332,9 @@ def _stored_run(store, c, seed, source, width):
     return None
 
 
-def loco_runs(store, grid, data_dir_cifar, threads: int, log=print) -> dict:
-    """Fine-tune (or find in ``store``) the probe run and the full run of every configuration."""
+def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=TRUTH_SEEDS) -> dict:
+    """Fine-tune (or find in ``store``) the probe run and the full runs of every configuration:
+    ``{key: {"probe": run, "finetune": run of seed 1, "truths": [run per truth seed]}}``."""
     from jqodi.core.data import end_device_data
     from jqodi.core.pretrained import load_pretrained
     from jqodi.learning.provenance import pretrained_sha256
@@ -328,8 +346,9 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print) -> dict:
         key = config_key(c)
         data_dir = data_dir_cifar if c["dataset"] == "cifar10" else None
         pre = None
-        pair = {}
-        for source, seed, epochs in (("probe", PROBE_SEED, LOCO_PROBE_EPOCHS), ("finetune", TRUTH_SEED, c["horizon"])):
+        pair = {"truths": []}
+        jobs = [("probe", PROBE_SEED, LOCO_PROBE_EPOCHS)] + [("finetune", s, c["horizon"]) for s in truth_seeds]
+        for source, seed, epochs in jobs:
             r = _stored_run(store, c, seed, source, c["width"])
             if r is None:
                 if pre is None:
@@ -342,9 +361,13 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print) -> dict:
                 res.source = source
                 store.record_run(res)
                 r = _stored_run(store, c, seed, source, c["width"])
-                log(f"[{time.perf_counter() - t0:6.0f}s] {i + 1}/{len(grid)} {key} {source}: "
+                log(f"[{time.perf_counter() - t0:6.0f}s] {i + 1}/{len(grid)} {key} {source} seed {seed}: "
                     f"{[round(v, 3) for v in r.val_losses]}")
-            pair[source] = r
+            if source == "probe":
+                pair["probe"] = r
+            else:
+                pair["truths"].append(r)
+                pair.setdefault("finetune", r)
         out[key] = pair
     return out
 
@@ -358,10 +381,13 @@ def loco_main(argv) -> int:
     ap.add_argument("--runs-only", action="store_true", help="only fine-tune the missing runs")
     ap.add_argument("--no-cifar", action="store_true")
     ap.add_argument("--configs", type=int, default=None, help="only the first N configurations of the grid")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="with --runs-only: leave out the first N configurations (two processes fine-tune disjoint slices)")
     ap.add_argument("--frozen-after", type=int, default=None,
                     help="also score configurations N+1.. alone (never scored while the estimator was designed)")
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
+    ap.add_argument("--jobs", type=int, default=1, help="score this many held-out configurations at once (processes)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from jqodi.core.traces import TraceStore
@@ -370,7 +396,8 @@ def loco_main(argv) -> int:
     grid = loco_grid(cdir is not None)[: args.configs]
     t0 = time.perf_counter()
     with TraceStore(args.store) as store:
-        runs = loco_runs(store, grid, cdir, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+        runs = loco_runs(store, grid[args.skip:] if args.runs_only else grid, cdir, args.threads,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.runs_only:
         print(json.dumps({"configs": len(runs), "wall_s": round(time.perf_counter() - t0, 1)}))
         return 0
@@ -385,6 +412,8 @@ def loco_main(argv) -> int:
 BEFORE_PRIOR = "before: prior+probe, quantile K^rob"
 SESSION2 = "session 2: prior+probe, conformal K^rob (pooled, raw, rounded up)"
 AFTER = "after: prior+probe, conformal K^rob (scheme by nested LOO)"
+#: the same estimator with session 4's library (seed-0 probes and seed-1 full runs of the first 19 configurations)
+SESSION4_LIBRARY = "session 4's library: prior+probe, conformal K^rob (scheme by nested LOO)"
 #: the conformal levels of the trade-off curve (margin vs coverage, 5-epoch probe, every scheme)
 TRADEOFF_LEVELS = (0.8, 0.85, 0.9, 0.95)
 #: the issue's targets for the held-out benchmark
@@ -463,38 +492,45 @@ def meets(m: dict) -> dict:
     return ok
 
 
-def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
-    """Score the estimators on every held-out configuration (see the module docstring)."""
-    from jqodi.core.traces import TraceStore
-    from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
-    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
-    from jqodi.learning.prior import CONFORMAL_SCHEMES, PROBE_LENGTHS, CurvePrior
+#: what :func:`_loco_score_config` reads (set by :func:`loco_evaluate`; forked workers inherit it)
+_LOCO: dict = {}
 
-    t0 = time.perf_counter()
-    with TraceStore(args.store) as store:
-        prior = CurvePrior.from_store(store)
-    by_id = {r.id: r for r in prior.runs}
-    rows = {}          # estimator -> P -> list of per-target rows
-    tradeoff = {}      # (scheme, level) -> rows (5-epoch probe)
-    per_config = []
-    for c in grid:
-        key = config_key(c)
-        a, b = runs[key]["probe"], runs[key]["finetune"]
-        if a.id not in by_id or b.id not in by_id:
-            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
-            continue
-        ca, cb = by_id[a.id], by_id[b.id]
-        group = cb.group
-        truth = list(cb.losses)
-        query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
-                 "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
-        old_priors = [r for r in prior.runs if r.group != group and
-                      (r.model, r.bits, r.dataset, r.data_name, r.width) == (ca.model, ca.bits, ca.dataset,
-                                                                             ca.data_name, ca.width)]
-        cfg_rows = []
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the scoring's workers)."""
+    import resource
+
+    return sum(resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
+               for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _loco_score_config(i: int):
+    """Score one held-out configuration: (key, rows by estimator and P, trade-off rows, per-config record)."""
+    from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
+    from jqodi.learning.prior import CONFORMAL_SCHEMES, PROBE_LENGTHS
+
+    prior, old_prior, by_id, runs = _LOCO["prior"], _LOCO["old_prior"], _LOCO["by_id"], _LOCO["runs"]
+    c = _LOCO["grid"][i]
+    key = config_key(c)
+    rows, tradeoff = {}, {}
+    a, truths = runs[key]["probe"], runs[key]["truths"]
+    if a.id not in by_id or any(b.id not in by_id for b in truths):
+        return key, rows, tradeoff, None
+    ca = by_id[a.id]
+    group = ca.group
+    query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
+             "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+    old_priors = [r for r in prior.runs if r.group != group and
+                  (r.model, r.bits, r.dataset, r.data_name, r.width) == (ca.model, ca.bits, ca.dataset,
+                                                                         ca.data_name, ca.width)]
+    cfg_rows = []
+    for b in truths:
+        truth = list(by_id[b.id].losses)
+        tag = {"config": key, "truth_seed": b.seed,
+               "session4_question": key in _LOCO["old_keys"] and b.seed == TRUTH_SEEDS[0]}
         for target in loco_targets(truth, c["horizon"]):
-            k = next(i + 1 for i, v in enumerate(truth) if v <= target)
-            row = {"config": key, "target_loss": round(target, 5), "K": k}
+            k = next(j + 1 for j, v in enumerate(truth) if v <= target)
+            row = {**tag, "target_loss": round(target, 5), "K": k}
             for P in PROBE_LENGTHS:
                 probe = list(ca.losses[:P])
                 ests = {}
@@ -508,6 +544,8 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
                                                     exclude_group=group, conformal=False, other_models=False)
                 ests[SESSION2] = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group,
                                                 scheme=CONFORMAL_SCHEMES[0])
+                ests[SESSION4_LIBRARY] = old_prior.estimate(probe, target, query, start_loss=ca.start_loss,
+                                                            exclude_group=group)
                 ests[AFTER] = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group)
                 if P == LOCO_PROBE_EPOCHS:   # every scheme at every level: the margin-vs-coverage curve
                     for sc in CONFORMAL_SCHEMES:
@@ -515,25 +553,83 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
                             e = prior.estimate(probe, target, query, start_loss=ca.start_loss, exclude_group=group,
                                                scheme=sc, level=lv)
                             tradeoff.setdefault((sc.name, lv), []).append(
-                                {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
+                                {**tag, "K": k, "K_exp": e.expected, "K_rob": e.robust})
                 for name, e in ests.items():
                     rows.setdefault(name, {}).setdefault(P, []).append(
-                        {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
+                        {**tag, "K": k, "K_exp": e.expected, "K_rob": e.robust})
                     row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust,
                                             **({"note": e.note} if e.note else {})}
             cfg_rows.append(row)
-        scheme, inner = prior.select_scheme(LOCO_PROBE_EPOCHS, frozenset([group]))
-        per_config.append({"config": key, "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
-                           "scheme_by_nested_loo": scheme.name, "inner_split": inner,
-                           "curve": [round(v, 4) for v in truth], "start_loss": round(ca.start_loss, 4),
-                           "targets": cfg_rows})
-    metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.items()}
+    scheme, inner = prior.select_scheme(LOCO_PROBE_EPOCHS, frozenset([group]))
+    old_scheme, old_inner = old_prior.select_scheme(LOCO_PROBE_EPOCHS, frozenset([group]))
+    pc = {"config": key, "session": c["session"], "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
+          "scheme_by_nested_loo": scheme.name, "inner_split": inner,
+          "session4_library_scheme_by_nested_loo": old_scheme.name, "session4_library_inner_split": old_inner,
+          "curves": {str(b.seed): [round(v, 4) for v in by_id[b.id].losses] for b in truths},
+          "start_loss": round(ca.start_loss, 4), "targets": cfg_rows}
+    return key, rows, tradeoff, pc
+
+
+def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
+    """Score the estimators on every held-out configuration (see the module docstring).
+
+    Every configuration's seed-0 probe predicts each of its full runs (:data:`TRUTH_SEEDS`). The
+    learned prior is scored with two libraries side by side: the whole store (``prior``) and
+    session 4's (:data:`SESSION4_LIBRARY`: the seed-0 probes and seed-1 full runs of the
+    configurations before session 5); the held-out configuration is left out of both. Metrics
+    are over every question, and again over session 4's questions alone (seed-1 targets of
+    those configurations).
+    """
+    import os
+
+    from jqodi.core.traces import TraceStore
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
+    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+
+    t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
+    with TraceStore(args.store) as store:
+        prior = CurvePrior.from_store(store)
+    old_keys = {config_key(c) for c in grid if c["session"] < 5}
+    old_ids = {r.id for k in old_keys for r in (runs[k]["probe"], runs[k]["finetune"])}
+    old_prior = CurvePrior([r for r in prior.runs if r.id in old_ids], skipped=prior.skipped)
+    _LOCO.update(prior=prior, old_prior=old_prior, by_id={r.id: r for r in prior.runs}, old_keys=old_keys,
+                 runs=runs, grid=grid)
+    rows = {}          # estimator -> P -> list of per-target rows
+    tradeoff = {}      # (scheme, level) -> rows (5-epoch probe)
+    per_config = []
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    if jobs > 1:   # configurations are independent: forked workers share the libraries read above
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+        results = pool.map(_loco_score_config, range(len(grid)))
+    else:
+        pool, results = None, map(_loco_score_config, range(len(grid)))
+    for key, part, trade, pc in results:
+        if pc is None:
+            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
+            continue
+        for name, by_p in part.items():
+            for P, rs in by_p.items():
+                rows.setdefault(name, {}).setdefault(P, []).extend(rs)
+        for k, rs in trade.items():
+            tradeoff.setdefault(k, []).extend(rs)
+        per_config.append(pc)
+        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
+    if pool is not None:
+        pool.shutdown()
+
+    def score(pick):
+        return {name: {str(P): loco_score([r for r in rs if pick(r)]) for P, rs in by_p.items()}
+                for name, by_p in rows.items()}
+    metrics = score(lambda r: True)
+    session4_questions = score(lambda r: r["session4_question"])
     late = None
     if args.frozen_after is not None:
         fresh = {config_key(c) for c in grid[args.frozen_after:]}
-        late = {"configs": sorted(fresh),
-                "metrics": {name: {str(P): loco_score([r for r in rs if r["config"] in fresh]) for P, rs in by_p.items()}
-                            for name, by_p in rows.items()}}
+        late = {"configs": sorted(fresh), "metrics": score(lambda r: r["config"] in fresh)}
+    new_cfgs = {config_key(c) for c in grid if c["session"] >= 5}
     after = metrics[AFTER]
     ok_by_p = {P: meets(after[str(P)]) for P in PROBE_LENGTHS}
     passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
@@ -542,18 +638,28 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     curve = [{"scheme": name, "level": lv, **{k: v for k, v in loco_score(rs).items()
                                                if k in ("coverage", "mean_margin_rel", "wrongly_excluded")}}
              for (name, lv), rs in tradeoff.items()]
-    chosen_schemes = {}
+    chosen_schemes, old_chosen = {}, {}
     for pc in per_config:
         chosen_schemes[pc["scheme_by_nested_loo"]] = chosen_schemes.get(pc["scheme_by_nested_loo"], 0) + 1
+        n = pc["session4_library_scheme_by_nested_loo"]
+        old_chosen[n] = old_chosen.get(n, 0) + 1
     result = {"mode": "leave-one-configuration-out", "configs": [config_key(c) for c in grid], "cifar": cifar,
+              "truth_seeds": TRUTH_SEEDS, "session5_configs": sorted(new_cfgs),
+              "library_runs": len(prior.runs), "session4_library_runs": len(old_prior.runs),
               "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS, "metrics": metrics,
+              "metrics_session4_questions": session4_questions,
+              "metrics_session5_configs": score(lambda r: r["config"] in new_cfgs),
               "tradeoff_probe5": curve, "schemes_chosen_by_nested_loo_probe5": chosen_schemes,
+              "session4_library_schemes_chosen_by_nested_loo_probe5": old_chosen,
               "scheme_on_the_whole_library_probe5": prior.select_scheme(LOCO_PROBE_EPOCHS)[0].name,
               "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
               "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
               "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
               "after_design_frozen": late, "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
-              "eval_wall_s": round(time.perf_counter() - t0, 1), "per_config": per_config}
+              "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1),
+              "eval_jobs": jobs,
+              "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
+              "per_config": per_config}
     md = loco_markdown(result)
     result["markdown"] = md
     if args.markdown:
@@ -593,6 +699,13 @@ def loco_markdown(res) -> str:
                  f"{'' if res['chosen_probe_epochs_meets_all'] else ' (no length meets every target)'}; "
                  f"jqodi's default: {res['default_probe_epochs']} epochs"
                  f"{'' if res['default_follows_measurement'] else ' (DIFFERS from the measurement)'}.")
+    if res.get("metrics_session4_questions"):
+        lines += ["", "Session 4's questions only (the seed-1 targets of the configurations before session 5):", ""]
+        lines += loco_rows(res["metrics_session4_questions"])
+    if res.get("session5_configs"):
+        lines += ["", f"The {len(res['session5_configs'])} configurations added in session 5 only "
+                  f"({', '.join(res['session5_configs'])}):", ""]
+        lines += loco_rows(res["metrics_session5_configs"])
     if res.get("tradeoff_probe5"):
         lines += ["", "Margin vs coverage, 5-epoch probe, every conformal scheme fixed for all configurations "
                   "(the trade-off; the nested choice above picks per configuration: "

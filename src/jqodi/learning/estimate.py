@@ -37,8 +37,9 @@ __all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_ca
            "estimate_from_traces", "provenance_of", "reachable", "record_probe"]
 
 MAX_PROBE_EPOCHS = 5
-#: the default probe length, chosen on the held-out benchmark (docs/learning.md, "Held-out benchmark")
-DEFAULT_PROBE_EPOCHS = 5
+#: the default probe length, chosen on the held-out benchmark by its stated rule (docs/learning.md, "Held-out
+#: benchmark"; 5 until session 5, whose 25-configuration run picks 3)
+DEFAULT_PROBE_EPOCHS = 3
 #: the loss every estimate is about (the validation loss fine-tuning minimises)
 LOSS_KIND = "cross-entropy"
 

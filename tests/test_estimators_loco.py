@@ -1,0 +1,67 @@
+"""benchmarks/estimators.py --loco scoring on a tiny synthetic store: both truth seeds are questions,
+session 4's library and questions are scored beside the whole store's (nothing is trained)."""
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from jqodi.core.traces import TraceStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(monkeypatch):
+    spec = importlib.util.spec_from_file_location("estimators_bench", REPO / "benchmarks" / "estimators.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)   # its workers' function is pickled by module name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def curve(n, size, bits, seed):
+    k = np.arange(1, n + 1, dtype=float)
+    tail = np.random.default_rng([size, bits]).uniform(0.2, 0.5)
+    noise = np.random.default_rng([size, bits, seed]).normal(0, 0.01, n)
+    return (0.5 + 3.0 * np.exp(-0.8 * (size / 1000) ** 0.3 * (k - 1)) + 1.2 * k ** -tail) * np.exp(noise)
+
+
+def test_loco_scores_both_truth_seeds_and_session_4_library_side_by_side(tmp_path, capsys, monkeypatch):
+    from jqodi.learning import curves
+
+    b = bench(monkeypatch)
+    probe_alone = curves.estimate_from_probe   # the bare probe's bootstrap is the slow part: one resample
+    monkeypatch.setattr(curves, "estimate_from_probe", lambda *a, **kw: probe_alone(*a, **{**kw, "n_boot": 1}))
+    assert b.TRUTH_SEEDS == (1, 2)
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": session}
+            for size, bits, session in ((500, 2, 2), (1000, 4, 2), (2000, 2, 2), (1000, 8, 5))]
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        for c in grid:
+            for source, seed, n in (("probe", 0, 5), ("finetune", 1, 8), ("finetune", 2, 8)):
+                s.record({"model": "lenet", "bits": c["bits"], "dataset": "fashion-mnist", "data_name": "data2",
+                          "train_size": c["train_size"], "val_size": 300, "seed": seed, "width": 0.25,
+                          "base_loss": 7.9, "start_loss": 7.5, "gamma": 0.1, "gamma_robust": 0.2, "source": source,
+                          "config": {"pretrain_epochs": 4, "pretrain_cloud_size": None}},
+                         [{"epoch": i + 1, "val_loss": float(v)}
+                          for i, v in enumerate(curve(n, c["train_size"], c["bits"], seed))])
+        runs = b.loco_runs(s, grid, None, 1, log=lambda m: None)   # all cached: nothing is trained
+    assert all(len(runs[b.config_key(c)]["truths"]) == 2 for c in grid)
+    args = argparse.Namespace(store=str(db), frozen_after=None, out=str(tmp_path / "r.json"), markdown=None,
+                              jobs=2)   # the benchmark scores in forked workers
+    assert b.loco_evaluate(args, grid, runs, False, 0.0) == 0
+    capsys.readouterr()
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["library_runs"] == 12 and res["session4_library_runs"] == 6   # probes + seed-1 runs of the first 3
+    n_all = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], seed)), 8))
+                for c in grid for seed in (1, 2))
+    n_old = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], 1)), 8)) for c in grid[:3])
+    assert res["metrics"][b.AFTER]["5"]["n"] == res["metrics"][b.SESSION4_LIBRARY]["5"]["n"] == n_all
+    assert res["metrics_session4_questions"][b.AFTER]["5"]["n"] == n_old < n_all
+    assert res["session5_configs"] == [b.config_key(grid[3])]
+    seeds = {t["truth_seed"] for pc in res["per_config"] for t in pc["targets"]}
+    assert seeds == {1, 2}
+    assert "Session 4's questions only" in res["markdown"]
