@@ -150,9 +150,13 @@ def main(argv=None) -> int:
     from jqodi.core.costs import cost_table
     from jqodi.core.device_model import load_device_file
     from jqodi.core.profile import profile_named_model
+    from jqodi.core.quant import kernel
+    from jqodi.runtime.calibration import quantizer_path
 
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"QAT quantizers here: {kernel.status()} (JQODI_QUANT_KERNEL=0: the PyTorch path)")
     load0 = os.getloadavg()
+    wall0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="jqodi-accuracy-")
     if args.device_file:
         dev_path = args.device_file
@@ -235,8 +239,11 @@ def main(argv=None) -> int:
         "clock": args.clock, "torch_threads": 1 if args.clock == "cpu" else threads,
         "load_average_start": [round(v, 2) for v in load0],
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "process_cpu_seconds": round(time.process_time(), 1), "wall_seconds": round(time.perf_counter() - wall0, 1),
         "train_size": args.train_size, "val_size": args.val_size, "batch_size": args.batch_size,
-        "repeats": args.repeats, "device_file": dev.model_dump(mode="json", exclude_none=True),
+        "repeats": args.repeats,
+        "quant_kernel": quantizer_path(), "quant_kernel_status": kernel.status(),  # how QAT quantized here
+        "device_file": dev.model_dump(mode="json", exclude_none=True),
         "spec_sheet_peak": {"flops": peak, "how": peak_how, "utilization": 0.10},
         "summary": {"spec_sheet": summary("spec_sheet"), "one_number": summary("one_number"), "calibrated": cal,
                     **{label: summary(label) for label in quick_paths}},
