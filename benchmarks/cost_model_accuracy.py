@@ -17,6 +17,8 @@ Times are per-thread CPU seconds with torch on one thread by default (``--clock 
 same clock ``jqodi calibrate`` fits with): on a shared machine the wall clock measures the
 other users. ``--clock wall`` uses elapsed time and all threads. The wall time of every epoch is
 reported too, with the load average. Transfers are not measured (one process, no network).
+QAT runs its fake quantizers as the runtime does: the compiled kernel of jqodi.core.quant.kernel
+where it is available (``quant_kernel`` in the JSON; ``JQODI_QUANT_KERNEL=0`` for the PyTorch path).
 Target (issue 10): calibrated median |error| ≤ 10 %, max ≤ 25 %.
 
     PYTHONPATH=src .venv/bin/python benchmarks/cost_model_accuracy.py [--also-quick [--quick-runs N]] > benchmarks/results/cost_model_accuracy.json
@@ -182,6 +184,9 @@ def main(argv=None) -> int:
                                   ("cpu_seconds", "stage_cpu_seconds", "load_average")},
                                "scale": steps[0].get("scale") if steps else None,
                                "drift": steps[0].get("drift") if steps else None,
+                               "quantizer_scale": next((r["quantizer_scale"] for r in steps if "quantizer_scale" in r),
+                                                       None),
+                               "quant_kernel": res.device.calibration.get("quant_kernel"),
                                "bit_time_factor": dict(res.device.bit_time_factor)})
             say(f"quick calibration {i + 1} in {res.seconds:.0f} s → {quick_paths[label]}")
     quick_path = quick_paths.get("calibrated_quick")

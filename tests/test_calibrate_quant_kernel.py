@@ -102,6 +102,13 @@ def _device_file(path, *, quant_kernel=None, host=None, source="measured"):
     return path
 
 
+def _here(monkeypatch, path: str) -> None:
+    """QAT in this process quantizes with ``path`` (compiled or torch), as kernel.status() says."""
+    monkeypatch.setattr(kernel, "available", lambda: path == "compiled")
+    monkeypatch.setattr(kernel, "status", lambda: "compiled (/x/jqodi_lsq.so)" if path == "compiled"
+                        else "off (JQODI_QUANT_KERNEL=0)")
+
+
 def _scenario(tmp_path, ref):
     d = {"name": "t", "deadline_s": 1e5, "target_loss": 1.0, "cost_model": "extended",
          "data": {"train_size": 256, "val_size": 64, "input_shape": [3, 32, 32], "num_classes": 10},
@@ -124,7 +131,7 @@ def _scenario(tmp_path, ref):
 def test_a_file_timed_another_way_is_said_in_one_line(recorded, here, noted, tmp_path, monkeypatch):
     from jqodi.app.calibrate import quant_kernel_notes
 
-    monkeypatch.setattr(cal, "quantizer_path", lambda: here)
+    _here(monkeypatch, here)
     ref = _device_file(tmp_path / "host.yaml", quant_kernel=recorded)
     _, sc = _scenario(tmp_path, ref)
     notes = quant_kernel_notes(sc)
@@ -137,7 +144,7 @@ def test_a_file_timed_another_way_is_said_in_one_line(recorded, here, noted, tmp
 def test_files_of_other_hosts_and_unmeasured_files_are_not_checked(tmp_path, monkeypatch):
     from jqodi.app.calibrate import quant_kernel_notes
 
-    monkeypatch.setattr(cal, "quantizer_path", lambda: "torch")
+    _here(monkeypatch, "torch")
     for i, kw in enumerate(({"host": platform.node() + "-elsewhere"}, {"source": "fitted"})):
         ref = _device_file(tmp_path / f"f{i}.yaml", quant_kernel="compiled", **kw)
         assert quant_kernel_notes(_scenario(tmp_path, ref)[1]) == []
@@ -145,20 +152,20 @@ def test_files_of_other_hosts_and_unmeasured_files_are_not_checked(tmp_path, mon
 
 @pytest.mark.timeout(300)
 def test_plan_says_the_mismatch_and_still_plans(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cal, "quantizer_path", lambda: "torch")
+    _here(monkeypatch, "torch")
     ref = _device_file(tmp_path / "host.yaml", quant_kernel="compiled")
     path, _ = _scenario(tmp_path, ref)
     assert main(["plan", str(path)]) == 0
     out, err = capsys.readouterr()
     notes = [ln for ln in err.splitlines() if ln.startswith("note: device file")]
-    assert len(notes) == 1 and "timed the compiled fake quantizers, QAT here runs the torch ones" in notes[0]
+    assert len(notes) == 1 and "timed the compiled fake quantizers, QAT here runs torch [off (JQODI_QUANT_KERNEL=0)]" in notes[0]
     assert "model" in out and "note:" not in out   # the plan itself is printed as before, on stdout
 
 
 def test_run_says_the_mismatch_before_planning(tmp_path, monkeypatch):
     from jqodi.app.run import RunOptions, plan_for_run
 
-    monkeypatch.setattr(cal, "quantizer_path", lambda: "torch")
+    _here(monkeypatch, "torch")
     ref = _device_file(tmp_path / "host.yaml", quant_kernel="compiled")
     _, sc = _scenario(tmp_path, ref)
     said: list[str] = []

@@ -240,11 +240,11 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
 
 
 def _quantizer_how() -> str:
-    """``compiled (<library>)`` or ``torch (<why>)``: how QAT quantizes in this process."""
+    """``compiled (<library>)`` or ``torch [<why>]``: how QAT quantizes in this process."""
     from jqodi.core.quant import kernel
 
     why = kernel.status()
-    return why if why.startswith("compiled") else f"torch ({why})"
+    return why if why.startswith("compiled") else f"torch [{why}]"
 
 
 def quant_kernel_notes(scenario) -> list[str]:
@@ -280,7 +280,7 @@ def quant_kernel_notes(scenario) -> list[str]:
                          f"the compiled quantizer, so its QAT epochs may be priced high: re-run `jqodi calibrate`")
         elif recorded is not None and recorded != now:
             lines.append(f"note: device file {ref} (used by {', '.join(names)}) timed the {recorded} fake quantizers, "
-                         f"QAT here runs the {now} ones ({_quantizer_how()}): its QAT epochs are priced for the "
+                         f"QAT here runs {_quantizer_how()}: its QAT epochs are priced for the "
                          f"other; re-run `jqodi calibrate` this way")
     return lines
 
