@@ -25,7 +25,8 @@ def _spy(monkeypatch) -> list[str]:
     calls: list[str] = []
     for name in ("quantize", "backward", "step_factor"):
         fn = getattr(kernel, name)
-        monkeypatch.setattr(kernel, name, lambda *a, _fn=fn, _n=name, **k: (calls.append(f"kernel.{_n}"), _fn(*a, **k))[1])
+        monkeypatch.setattr(kernel, name,
+                            lambda *a, _fn=fn, _n=name, **k: (calls.append(f"kernel.{_n}"), _fn(*a, **k))[1])
     fwd = lsq.lsq_forward
     monkeypatch.setattr(lsq, "lsq_forward", lambda *a, **k: (calls.append("lsq_forward"), fwd(*a, **k))[1])
     import jqodi.core.quant.layers as layers
@@ -70,7 +71,7 @@ def test_calibration_times_the_quantizers_training_runs(compiled, monkeypatch):
     assert cal.quantizer_path() == ("compiled" if compiled else "torch")
 
 
-def test_quantizer_times_are_positive_and_shaped(monkeypatch):
+def test_quantizer_times_are_positive_and_shaped():
     rows = cal._quantizer_times((4, 3, 3, 3), torch.randn(2, 3, 8, 8), repeats=1)
     (act, af, ab), (wt, wf, wb) = rows
     assert act.kind == wt.kind == "quantizer" and act.batched and not wt.batched
@@ -158,7 +159,8 @@ def test_plan_says_the_mismatch_and_still_plans(tmp_path, monkeypatch, capsys):
     assert main(["plan", str(path)]) == 0
     out, err = capsys.readouterr()
     notes = [ln for ln in err.splitlines() if ln.startswith("note: device file")]
-    assert len(notes) == 1 and "timed the compiled fake quantizers, QAT here runs torch [off (JQODI_QUANT_KERNEL=0)]" in notes[0]
+    assert len(notes) == 1
+    assert "timed the compiled fake quantizers, QAT here runs torch [off (JQODI_QUANT_KERNEL=0)]" in notes[0]
     assert "model" in out and "note:" not in out   # the plan itself is printed as before, on stdout
 
 

@@ -275,9 +275,10 @@ def quant_kernel_notes(scenario) -> list[str]:
         now = now or quantizer_path()
         recorded = cal.get("quant_kernel")
         if recorded is None and now == "compiled":
-            lines.append(f"note: device file {ref} (used by {', '.join(names)}) does not record how its fake quantizers "
-                         f"were timed (calibrated before `jqodi calibrate` recorded quant_kernel); QAT here runs "
-                         f"the compiled quantizer, so its QAT epochs may be priced high: re-run `jqodi calibrate`")
+            lines.append(f"note: device file {ref} (used by {', '.join(names)}) does not record how its fake "
+                         f"quantizers were timed (calibrated before `jqodi calibrate` recorded quant_kernel); QAT "
+                         f"here runs the compiled quantizer, so its QAT epochs may be priced high: re-run "
+                         f"`jqodi calibrate`")
         elif recorded is not None and recorded != now:
             lines.append(f"note: device file {ref} (used by {', '.join(names)}) timed the {recorded} fake quantizers, "
                          f"QAT here runs {_quantizer_how()}: its QAT epochs are priced for the "
