@@ -256,7 +256,6 @@ def quant_kernel_notes(scenario) -> list[str]:
     QAT epochs may be off. Files measured on other machines are not checked (their quantizers ran
     there)."""
     from jqodi.core.device_model import load_device_file
-    from jqodi.runtime.calibration import quantizer_path
 
     users: dict[str, list[str]] = {}
     for spec in (scenario.cloud, *scenario.edges, scenario.end_device):
@@ -272,7 +271,10 @@ def quant_kernel_notes(scenario) -> list[str]:
         cal = dev.calibration or {}
         if dev.source != "measured" or cal.get("host") != platform.node():
             continue
-        now = now or quantizer_path()
+        if now is None:  # torch and the kernel load only here: planning a scenario without such files stays torch-free
+            from jqodi.runtime.calibration import quantizer_path
+
+            now = quantizer_path()
         recorded = cal.get("quant_kernel")
         if recorded is None and now == "compiled":
             lines.append(f"note: device file {ref} (used by {', '.join(names)}) does not record how its fake "
