@@ -17,6 +17,8 @@ Times are per-thread CPU seconds with torch on one thread by default (``--clock 
 same clock ``jqodi calibrate`` fits with): on a shared machine the wall clock measures the
 other users. ``--clock wall`` uses elapsed time and all threads. The wall time of every epoch is
 reported too, with the load average. Transfers are not measured (one process, no network).
+QAT runs its fake quantizers as the runtime does: the compiled kernel of jqodi.core.quant.kernel
+where it is available (``quant_kernel`` in the JSON; ``JQODI_QUANT_KERNEL=0`` for the PyTorch path).
 Target (issue 10): calibrated median |error| ≤ 10 %, max ≤ 25 %.
 
     PYTHONPATH=src .venv/bin/python benchmarks/cost_model_accuracy.py [--also-quick [--quick-runs N]] > benchmarks/results/cost_model_accuracy.json
@@ -150,9 +152,13 @@ def main(argv=None) -> int:
     from jqodi.core.costs import cost_table
     from jqodi.core.device_model import load_device_file
     from jqodi.core.profile import profile_named_model
+    from jqodi.core.quant import kernel
+    from jqodi.runtime.calibration import quantizer_path
 
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"QAT quantizers here: {kernel.status()} (JQODI_QUANT_KERNEL=0: the PyTorch path)")
     load0 = os.getloadavg()
+    wall0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="jqodi-accuracy-")
     if args.device_file:
         dev_path = args.device_file
@@ -178,6 +184,9 @@ def main(argv=None) -> int:
                                   ("cpu_seconds", "stage_cpu_seconds", "load_average")},
                                "scale": steps[0].get("scale") if steps else None,
                                "drift": steps[0].get("drift") if steps else None,
+                               "quantizer_scale": next((r["quantizer_scale"] for r in steps if "quantizer_scale" in r),
+                                                       None),
+                               "quant_kernel": res.device.calibration.get("quant_kernel"),
                                "bit_time_factor": dict(res.device.bit_time_factor)})
             say(f"quick calibration {i + 1} in {res.seconds:.0f} s → {quick_paths[label]}")
     quick_path = quick_paths.get("calibrated_quick")
@@ -235,8 +244,11 @@ def main(argv=None) -> int:
         "clock": args.clock, "torch_threads": 1 if args.clock == "cpu" else threads,
         "load_average_start": [round(v, 2) for v in load0],
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "process_cpu_seconds": round(time.process_time(), 1), "wall_seconds": round(time.perf_counter() - wall0, 1),
         "train_size": args.train_size, "val_size": args.val_size, "batch_size": args.batch_size,
-        "repeats": args.repeats, "device_file": dev.model_dump(mode="json", exclude_none=True),
+        "repeats": args.repeats,
+        "quant_kernel": quantizer_path(), "quant_kernel_status": kernel.status(),  # how QAT quantized here
+        "device_file": dev.model_dump(mode="json", exclude_none=True),
         "spec_sheet_peak": {"flops": peak, "how": peak_how, "utilization": 0.10},
         "summary": {"spec_sheet": summary("spec_sheet"), "one_number": summary("one_number"), "calibrated": cal,
                     **{label: summary(label) for label in quick_paths}},

@@ -25,7 +25,8 @@ from jqodi.core.device_model import (DeviceFile, LayerModel, Roofline, dump_devi
 from jqodi.core.profile import LAYER_KINDS
 from jqodi.errors import JqodiError
 
-__all__ = ["CalibrationResult", "fit_composition", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W", "DEFAULT_IDLE_W"]
+__all__ = ["CalibrationResult", "fit_composition", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W",
+           "DEFAULT_IDLE_W", "quant_kernel_notes"]
 
 #: Declared power when no meter can read it and none is given: a desktop CPU package.
 DEFAULT_TDP_W = 65.0
@@ -133,6 +134,8 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
 
     say(f"calibrate: {'quick, ' if quick else ''}models {', '.join(f'{n}×{w:g}' for n, w in models)}; "
         f"batches {batches}; bit-widths {bits}; load average {os.getloadavg()[0]:.1f}")
+    quant_kernel = cal.quantizer_path()
+    say(f"calibrate: QAT's fake quantizers timed as training runs them here: {_quantizer_how()}")
     layers = cal.collect_layers(models)
     mem_bw = cal.memory_bandwidth_bytes_per_s(32 if quick else 128, repeats)
     say(f"calibrate: memory bandwidth {mem_bw / 1e9:.2f} GB/s (fp32 copy); {len(layers)} distinct layers")
@@ -227,12 +230,62 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
                      "seconds": round(elapsed, 1), "stage_seconds": stages,
                      "cpu_seconds": round(cpu_s, 2), "stage_cpu_seconds": cpu_stages, "loose_fits": loose,
                      "step_batch": step_batch, "torch_threads": torch.get_num_threads(), "clock": clock,
+                     "quant_kernel": quant_kernel,
                      "residuals": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                    for r in residuals]})
     header = ("# Device file written by `jqodi calibrate` (docs/devices.md). Re-running updates it in place.\n"
               "# layers: t = max(flops / flops_per_s, bytes / bytes_per_s) + overhead_s per call.\n")
     dump_device_file(dev, path, header)
     return CalibrationResult(dev, path, residuals, note, elapsed)
+
+
+def _quantizer_how() -> str:
+    """``compiled (<library>)`` or ``torch [<why>]``: how QAT quantizes in this process."""
+    from jqodi.core.quant import kernel
+
+    why = kernel.status()
+    return why if why.startswith("compiled") else f"torch [{why}]"
+
+
+def quant_kernel_notes(scenario) -> list[str]:
+    """One line per device file of ``scenario`` measured on this host whose fake quantizers were
+    timed another way than QAT runs them in this process (``calibration.quant_kernel``: the
+    compiled kernel of :mod:`jqodi.core.quant.kernel`, or the PyTorch path), or that does not
+    say which while the kernel runs here (calibrated before calibrate recorded it, when it timed
+    PyTorch's quantizers: ≈ 4× the kernel's). Not an error: the file still prices everything; its
+    QAT epochs may be off. Files measured on other machines are not checked (their quantizers ran
+    there)."""
+    from jqodi.core.device_model import load_device_file
+
+    users: dict[str, list[str]] = {}
+    for spec in (scenario.cloud, *scenario.edges, scenario.end_device):
+        if spec.device_ref is not None:
+            users.setdefault(spec.device_ref, []).append(spec.name)
+    lines: list[str] = []
+    now = None
+    for ref, names in users.items():
+        try:
+            dev = load_device_file(ref)
+        except JqodiError:
+            continue
+        cal = dev.calibration or {}
+        if dev.source != "measured" or cal.get("host") != platform.node():
+            continue
+        if now is None:  # torch and the kernel load only here: planning a scenario without such files stays torch-free
+            from jqodi.runtime.calibration import quantizer_path
+
+            now = quantizer_path()
+        recorded = cal.get("quant_kernel")
+        if recorded is None and now == "compiled":
+            lines.append(f"note: device file {ref} (used by {', '.join(names)}) does not record how its fake "
+                         f"quantizers were timed (calibrated before `jqodi calibrate` recorded quant_kernel); QAT "
+                         f"here runs the compiled quantizer, so its QAT epochs may be priced high: re-run "
+                         f"`jqodi calibrate`")
+        elif recorded is not None and recorded != now:
+            lines.append(f"note: device file {ref} (used by {', '.join(names)}) timed the {recorded} fake quantizers, "
+                         f"QAT here runs {_quantizer_how()}: its QAT epochs are priced for the "
+                         f"other; re-run `jqodi calibrate` this way")
+    return lines
 
 
 def _fit_rooflines(samples, mem_bw: float) -> tuple[dict[str, LayerModel], list[dict]]:

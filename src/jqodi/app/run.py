@@ -129,6 +129,10 @@ def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None, e
         instance = instance_for_run(scenario, opts, estimates)
     if estimates is None:
         estimates = scenario.estimates()
+    from jqodi.app.calibrate import quant_kernel_notes
+
+    for line in quant_kernel_notes(scenario):  # a device file timed another quantizer than QAT runs here
+        say(line)
     say(f"planning {scenario.name} with {opts.solver} ...")
     solution = first_plan(instance, choice=opts.choice, solver=opts.solver, epochs=opts.epochs_estimate,
                           policy=opts.policy, estimates=estimates)

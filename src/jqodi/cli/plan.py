@@ -74,6 +74,10 @@ def _load_instance(args):
     from jqodi.cli._onetime import announce_profiling
 
     scenario = load_scenario(args.scenario)
+    from jqodi.app.calibrate import quant_kernel_notes
+
+    for line in quant_kernel_notes(scenario):  # a device file timed another quantizer than QAT runs here
+        print(line, file=sys.stderr)
     estimates = _estimates(args, scenario)
     with announce_profiling(scenario):
         return compile_instance(scenario, estimates=estimates)

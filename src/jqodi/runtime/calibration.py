@@ -3,7 +3,8 @@
 * :func:`layer_samples` times every distinct leaf layer of the given zoo models (conv, linear,
   the element-wise rest) forward and backward at several batch sizes, each call the median of
   a few repeats (adaptive: until the median is stable), and the fake quantizers QAT adds
-  (input and weight of each conv/linear).
+  (input and weight of each conv/linear) the way training runs them (:func:`quantizer_path`:
+  the compiled kernel when available, else PyTorch).
 * :func:`step_samples` times whole training steps of the models as the runtime runs them (fp32
   and QAT at each bit-width): what the rooflines' composition factor and s(q) are fitted to.
 * :func:`memory_bandwidth_bytes_per_s` times a large tensor copy (read + write).
@@ -26,7 +27,7 @@ from torch import nn
 from jqodi.core.profile import LayerWork
 
 __all__ = ["CLOCKS", "set_clock", "Sample", "layer_samples", "memory_bandwidth_bytes_per_s", "measure_power",
-           "collect_layers", "step_samples"]
+           "collect_layers", "step_samples", "quantizer_path"]
 
 
 @dataclass(frozen=True)
@@ -138,26 +139,49 @@ def _fwd_bwd_times(m: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, 
 
 
 def _quantizer_times(n_w_shape, x: torch.Tensor, repeats: int) -> list[tuple[LayerWork, float, float]]:
-    """Fake quantizers of one layer: its input (batched) and its weight (per call)."""
-    from jqodi.core.quant import fake_quant
+    """Fake quantizers of one layer as QAT training runs them (:class:`jqodi.core.quant.layers._QLayerFn`):
+    its input (batched, one step) and its weight (per call, one step per output channel), forward
+    and backward — the compiled one-pass loops of :mod:`jqodi.core.quant.kernel` when they are
+    available (:func:`quantizer_path`), else the PyTorch path (``lsq_forward``; backward the STE
+    product and the step's dot product)."""
+    from jqodi.core.quant import kernel
+    from jqodi.core.quant.lsq import MIN_STEP, lsq_forward
 
     out = []
     for tensor, batched in ((x, True), (torch.randn(*n_w_shape), False)):
-        t = tensor.detach().clone().requires_grad_(True)
-        step = torch.full((1,), 0.05, requires_grad=True)
-        fwd = _median_s(lambda: fake_quant(t, step, 8, True, 1.0), repeats)
-        y = fake_quant(t, step, 8, True, 1.0)
-        g = torch.ones_like(y)
+        t = tensor.detach().contiguous()
+        rows = 1 if batched else int(t.shape[0])
+        qn, qp = (0.0, 255.0) if batched else (-128.0, 127.0)   # 8-bit input after ReLU; signed weights
+        step = torch.full((rows,), 0.05)
+        g = torch.ones_like(t)
+        if kernel.usable(t, step):
+            fwd = _median_s(lambda: kernel.quantize(t, step, qn, qp, False), repeats)
+            bw = _median_s(lambda: kernel.backward(t, step, g, qn, qp, False, 1.0, need_x=True), repeats)
+        else:
+            shape = (1,) if batched else (-1, *([1] * (t.dim() - 1)))
+            fwd = _median_s(lambda: lsq_forward(t, step.abs().clamp_min(MIN_STEP).view(shape), qn, qp, False),
+                            repeats)
+            _, mask, ds = lsq_forward(t, step.abs().clamp_min(MIN_STEP).view(shape), qn, qp, False)
 
-        def bwd():
-            t.grad = None
-            step.grad = None
-            y.backward(g, retain_graph=True)
+            def bwd():
+                gx = g * mask
+                if batched:
+                    return gx, torch.dot(g.view(-1), ds.view(-1))
+                return gx, torch.bmm(g.view(rows, 1, -1), ds.view(rows, -1, 1))
 
-        bw = _median_s(bwd, repeats)
+            bw = _median_s(bwd, repeats)
         n = int(t.numel() // (x.shape[0] if batched else 1))
         out.append((LayerWork("quantizer", 4 * n, n, n, 0, batched=batched), fwd, bw))
     return out
+
+
+def quantizer_path() -> str:
+    """How this process runs QAT's fake quantizers, the way :func:`layer_samples` and
+    :func:`step_samples` time them: ``compiled`` (:mod:`jqodi.core.quant.kernel`) or ``torch``
+    (no compiler, a failed build or check, or ``JQODI_QUANT_KERNEL=0``)."""
+    from jqodi.core.quant import kernel
+
+    return "compiled" if kernel.available() else "torch"
 
 
 def layer_samples(layers, batches: Iterable[int], repeats: int, quantizer_batches: Iterable[int] | None = None,
