@@ -25,7 +25,7 @@ from jqodi.core.device_model import (DeviceFile, LayerModel, Roofline, dump_devi
 from jqodi.core.profile import LAYER_KINDS
 from jqodi.errors import JqodiError
 
-__all__ = ["CalibrationResult", "fit_composition", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W",
+__all__ = ["CalibrationResult", "fit_composition", "model_scales", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W",
            "DEFAULT_IDLE_W", "quant_kernel_notes"]
 
 #: Declared power when no meter can read it and none is given: a desktop CPU package.
@@ -165,6 +165,9 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
              for st in cal.step_samples([m], [32] + (bits if i < 3 else []), step_batch, repeats, progress=progress)]
     layer_models, factors, composition = fit_composition(layer_models, steps)
     residuals += composition
+    model_scale = model_scales(layer_models, steps)
+    progress("per-model composition (measured fp32 step ÷ its layers' sum) "
+             + ", ".join(f"{k}: {f:.3f}" for k, f in model_scale.items()))
     stage("training steps")
     progress("s(q) " + ", ".join(f"{q} bits: {f:.3f}" for q, f in sorted(factors.items())))
     measured = sorted(factors)
@@ -230,7 +233,7 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
                      "seconds": round(elapsed, 1), "stage_seconds": stages,
                      "cpu_seconds": round(cpu_s, 2), "stage_cpu_seconds": cpu_stages, "loose_fits": loose,
                      "step_batch": step_batch, "torch_threads": torch.get_num_threads(), "clock": clock,
-                     "quant_kernel": quant_kernel,
+                     "quant_kernel": quant_kernel, "model_scale": model_scale,
                      "residuals": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                    for r in residuals]})
     header = ("# Device file written by `jqodi calibrate` (docs/devices.md). Re-running updates it in place.\n"
@@ -392,6 +395,26 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
                          "flops_per_s": float("nan"), "bytes_per_s": float("nan"), "overhead_s": float("nan"),
                          "scale": k, **({"quantizer_scale": k_quant} if label == "QAT" else {})})
     return out, factors, rows
+
+
+def model_scales(layers: dict[str, LayerModel], steps: list[dict]) -> dict[str, float]:
+    """``calibration.model_scale``: per model (``<model>@<width>``) whose fp32 training step was
+    timed, that step's measured seconds ÷ the seconds ``layers`` (after :func:`fit_composition`'s
+    shared k) sum it to — forward, backward and the Adam step, the passes the step ran; the
+    median when a model was timed more than once. What the one shared k leaves per model (the
+    layers of ResNet20 ×0.25 add up to more than LeNet ×1's, relative to alone). The QAT steps do
+    not enter: s(q) and the quantizers' factor are fitted on them after each model's own fp32
+    ratio (the same ratio), so the scale prices a model's QAT steps consistently."""
+    from jqodi.core.device_model import DeviceFile, model_scale_key
+
+    dev = DeviceFile(name="x", flops=1e9, busy_power_w=1.0, layers=layers).device()
+    ratios: dict[str, list[float]] = {}
+    for st in steps:
+        if st["bits"] >= 32:
+            pred = dev.step_time_s(st["blocks"], st["batch"], 32)
+            if pred > 0:
+                ratios.setdefault(model_scale_key(st["model"], st["width"]), []).append(st["seconds"] / pred)
+    return {k: round(statistics.median(v), 4) for k, v in ratios.items()}
 
 
 #: Bounds of the QAT fit. QAT on this host does fp32 training's work (the same fp32 conv/linear

@@ -17,6 +17,8 @@ A device file describes one machine::
       norm:     {...}         # batch norms
       eltwise:  {...}         # activations, pools, residual adds
       quantizer: {...}        # QAT's fake quantizers (weights and inputs of every conv/linear)
+    calibration:              # what `jqodi calibrate` measured (free-form, but for:)
+      model_scale: {lenet@1: 1.08, resnet20@0.25: 0.87}   # optional, see below
 
 For one call of a layer over a batch of b samples (:class:`jqodi.core.profile.LayerWork`) the
 roofline reads ``flops = b · f`` and ``bytes = 4 · (b · (in + out) + params)``. Backward
@@ -25,6 +27,14 @@ costly as the forward shows as half the forward's ``flops_per_s``). A layer type
 not list runs at ``flops`` with no memory bound (backward at ``flops / 2``), which is exactly the
 paper's d^i / v for that layer (an unlisted ``quantizer`` costs nothing, as in d^i). A file with no ``layers`` at all is the simplest device.
 
+``calibration.model_scale`` (optional; ``jqodi calibrate`` writes it) is the per-model
+composition: for each model it timed (key ``<model>@<width>``), its measured whole fp32 training
+step ÷ the step its rooflines sum to (layers do not add up to a model the same way for every
+model: framework overhead between layers, memory reuse, autograd graph size). The extended cost
+model multiplies that model's layer-roofline times on that device by it
+(:meth:`DeviceModel.for_model`); a model without an entry, and every file without the field
+(spec-sheet and fitted devices), is priced unscaled.
+
 Files live in a small library: the packaged ``jqodi/devices/*.yaml`` (pi5, rtx3090, rtx4090,
 a100) and ``<JQODI_HOME>/devices/*.yaml`` (what ``jqodi calibrate`` writes). A scenario names
 one by ``device: NAME`` or ``device: path/to/file.yaml`` (relative to the scenario's folder).
@@ -32,7 +42,7 @@ one by ``device: NAME`` or ``device: path/to/file.yaml`` (relative to the scenar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
@@ -50,7 +60,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["Roofline", "LayerModel", "DeviceFile", "DeviceModel", "load_device_file", "resolve_device_ref",
-           "is_library_name", "device_from_dict", "PASSES",
+           "is_library_name", "device_from_dict", "PASSES", "model_scale_key",
            "library_devices", "packaged_devices_dir", "user_devices_dir", "dump_device_file"]
 
 MAX_DEVICE_FILE_BYTES = 4 * 2**20
@@ -92,6 +102,24 @@ class DeviceFile(Strict):
     layers: dict[str, LayerModel] = Field(default_factory=dict)
     calibration: dict[str, Any] | None = None
 
+    @field_validator("calibration")
+    @classmethod
+    def _model_scale(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from jqodi.core.validation import FieldProblem
+
+        scales = (v or {}).get("model_scale")
+        if scales is None:
+            return v
+        if not isinstance(scales, dict):
+            raise FieldProblem("calibration.model_scale", "expected a mapping of <model>@<width> to a factor")
+        for key, f in scales.items():
+            where = f"calibration.model_scale.{key}"
+            if not isinstance(key, str) or "@" not in key:
+                raise FieldProblem(where, "expected a key <model>@<width> (e.g. resnet20@0.25)")
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
+                raise FieldProblem(where, f"expected a positive finite factor, got {f!r}")
+        return v
+
     @field_validator("layers", mode="before")
     @classmethod
     def _known_kinds(cls, v: Any) -> Any:
@@ -122,7 +150,14 @@ class DeviceFile(Strict):
                            {q: 1.0 / f for q, f in self.bit_time_factor.items()},
                            self.idle_power_w if idle_power_w is None else idle_power_w,
                            layers=dict(self.layers), bit_time_factor=dict(self.bit_time_factor),
-                           source=self.source)
+                           source=self.source,
+                           model_scale={k: float(f) for k, f in
+                                        ((self.calibration or {}).get("model_scale") or {}).items()})
+
+
+def model_scale_key(model: str, width: float) -> str:
+    """The key of ``calibration.model_scale`` for ``model`` at ``width``: ``resnet20@0.25``."""
+    return f"{model}@{float(width):g}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +170,15 @@ class DeviceModel(Device):
     layers: dict[str, LayerModel] = field(default_factory=dict)
     bit_time_factor: dict[int, float] = field(default_factory=dict)
     source: str = "spec-sheet"
+    model_scale: dict[str, float] = field(default_factory=dict)  # calibration.model_scale of the file
+    composition_scale: float = 1.0  # this model's entry, bound by :meth:`for_model` (1: none)
+
+    def for_model(self, model: str, width: float) -> "DeviceModel":
+        """This device pricing ``model`` at ``width``: its layer-roofline times × the file's
+        ``calibration.model_scale`` entry for that model (this device's measured whole-step ÷
+        layer-sum ratio), or unscaled when the file has none."""
+        k = self.model_scale.get(model_scale_key(model, width), 1.0)
+        return self if k == self.composition_scale else replace(self, composition_scale=k)
 
     def to_dict(self) -> dict:
         """This model as a device file's fields (JSON-able; :func:`device_from_dict` reads it back):
@@ -142,7 +186,8 @@ class DeviceModel(Device):
         return {"name": self.name, "source": self.source, "flops": self.flops, "busy_power_w": self.busy_power_w,
                 **({"idle_power_w": self.idle_power_w} if self.idle_power_w is not None else {}),
                 "bit_time_factor": dict(self.bit_time_factor),
-                "layers": {k: v.model_dump() for k, v in self.layers.items()}}
+                "layers": {k: v.model_dump() for k, v in self.layers.items()},
+                **({"calibration": {"model_scale": dict(self.model_scale)}} if self.model_scale else {})}
 
     def time_factor(self, bits: int) -> float:
         """s(q): a conv/linear layer's time at ``bits`` ÷ its fp32 time (1 for 32 bits)."""
@@ -169,20 +214,21 @@ class DeviceModel(Device):
         blocks' parameters). What the runtime's emulation pads each compute step to, and what
         :meth:`block_epoch_time_s` sums over an epoch — one model for the planner and the
         emulator. A block profiled without its layers falls back to Eq. (7): forward f·b / v,
-        backward 2·f·b / v (the paper's d^i counts 3 forward FLOPs per training sample)."""
+        backward 2·f·b / v (the paper's d^i counts 3 forward FLOPs per training sample). The
+        layers' time is × :attr:`composition_scale` (the model bound by :meth:`for_model`)."""
         passes = tuple(passes)
-        total = 0.0
+        total = layered = 0.0
         for blk in blocks:
             if not blk.layers:
                 passes_f = ("forward" in passes) + 2.0 * ("backward" in passes)
                 total += passes_f * batch * blk.flops / (self.flops * self.speedup(bits))
                 continue
             if "step" in passes:
-                total += self.optimizer_step_s(blk)
+                layered += self.optimizer_step_s(blk)
             for phase in ("forward", "backward"):
                 if phase in passes:
-                    total += sum(self.layer_time_s(w, batch, bits, phase) for w in blk.layers)
-        return total
+                    layered += sum(self.layer_time_s(w, batch, bits, phase) for w in blk.layers)
+        return total + self.composition_scale * layered
 
     def block_epoch_time_s(self, block: BlockProfile, n_train: int, n_val: int, batch: int,
                            eval_batch: int, bits: int) -> float:

@@ -157,7 +157,8 @@ def clock_for(role: str, emulation: EmulationConfig | None, enabled: bool, job=N
     from jqodi.core.profile import profile_named_model
 
     prof = profile_named_model(job.model, tuple(job.input_shape), job.num_classes, job.width)
-    return ComputeClock(device, emulation.dilation, model=device_from_dict(spec), blocks=list(prof.blocks),
+    return ComputeClock(device, emulation.dilation, model=device_from_dict(spec).for_model(job.model, job.width),
+                        blocks=list(prof.blocks),
                         bits=int(job.bits))
 
 
