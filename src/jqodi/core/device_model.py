@@ -18,7 +18,7 @@ A device file describes one machine::
       eltwise:  {...}         # activations, pools, residual adds
       quantizer: {...}        # QAT's fake quantizers (weights and inputs of every conv/linear)
     calibration:              # what `jqodi calibrate` measured (free-form, but for:)
-      model_scale: {lenet@1: 1.08, resnet20@0.25: 0.87}   # optional, see below
+      model_scale: {lenet@1: {train: 0.9, eval: 1.6}, resnet20@0.25: 1.13}   # optional, see below
 
 For one call of a layer over a batch of b samples (:class:`jqodi.core.profile.LayerWork`) the
 roofline reads ``flops = b · f`` and ``bytes = 4 · (b · (in + out) + params)``. Backward
@@ -29,7 +29,8 @@ paper's d^i / v for that layer (an unlisted ``quantizer`` costs nothing, as in d
 
 ``calibration.model_scale`` (optional; ``jqodi calibrate`` writes it) is the per-model
 composition: for each model it timed (key ``<model>@<width>``), its measured whole fp32 training
-step ÷ the step its rooflines sum to (layers do not add up to a model the same way for every
+step ÷ the step its rooflines sum to (``train``) and its measured validation forward ÷ its sum
+(``eval``; a bare number is both phases, a phase not given is 1) (layers do not add up to a model the same way for every
 model: framework overhead between layers, memory reuse, autograd graph size). The extended cost
 model multiplies that model's layer-roofline times on that device by it
 (:meth:`DeviceModel.for_model`); a model without an entry, and every file without the field
@@ -64,6 +65,10 @@ __all__ = ["Roofline", "LayerModel", "DeviceFile", "DeviceModel", "load_device_f
            "library_devices", "packaged_devices_dir", "user_devices_dir", "dump_device_file"]
 
 MAX_DEVICE_FILE_BYTES = 4 * 2**20
+
+#: The phases ``calibration.model_scale`` may give a model a factor for: its training steps
+#: (forward, backward, Adam) and its validation forwards (eval mode, no autograd graph).
+SCALE_PHASES = ("train", "eval")
 
 #: The passes of one training step (:meth:`DeviceModel.step_time_s`).
 PASSES = ("forward", "backward", "step")
@@ -112,12 +117,21 @@ class DeviceFile(Strict):
             return v
         if not isinstance(scales, dict):
             raise FieldProblem("calibration.model_scale", "expected a mapping of <model>@<width> to a factor")
-        for key, f in scales.items():
+        for key, entry in scales.items():
             where = f"calibration.model_scale.{key}"
             if not isinstance(key, str) or "@" not in key:
                 raise FieldProblem(where, "expected a key <model>@<width> (e.g. resnet20@0.25)")
-            if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
-                raise FieldProblem(where, f"expected a positive finite factor, got {f!r}")
+            if isinstance(entry, dict):
+                extra = set(entry) - set(SCALE_PHASES)
+                if extra or not entry:
+                    raise FieldProblem(where, f"expected phases {' and/or '.join(SCALE_PHASES)}"
+                                              + (f", got {sorted(map(str, extra))}" if extra else ""))
+                items = [(f"{where}.{ph}", f) for ph, f in entry.items()]
+            else:
+                items = [(where, entry)]
+            for w, f in items:
+                if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
+                    raise FieldProblem(w, f"expected a positive finite factor, got {f!r}")
         return v
 
     @field_validator("layers", mode="before")
@@ -151,8 +165,16 @@ class DeviceFile(Strict):
                            self.idle_power_w if idle_power_w is None else idle_power_w,
                            layers=dict(self.layers), bit_time_factor=dict(self.bit_time_factor),
                            source=self.source,
-                           model_scale={k: float(f) for k, f in
+                           model_scale={k: _phases(f) for k, f in
                                         ((self.calibration or {}).get("model_scale") or {}).items()})
+
+
+def _phases(entry) -> dict[str, float]:
+    """A ``model_scale`` entry as ``{train: k, eval: k}`` (a bare number is both; a phase not
+    given is 1)."""
+    if isinstance(entry, dict):
+        return {ph: float(entry.get(ph, 1.0)) for ph in SCALE_PHASES}
+    return {ph: float(entry) for ph in SCALE_PHASES}
 
 
 def model_scale_key(model: str, width: float) -> str:
@@ -170,15 +192,15 @@ class DeviceModel(Device):
     layers: dict[str, LayerModel] = field(default_factory=dict)
     bit_time_factor: dict[int, float] = field(default_factory=dict)
     source: str = "spec-sheet"
-    model_scale: dict[str, float] = field(default_factory=dict)  # calibration.model_scale of the file
-    composition_scale: float = 1.0  # this model's entry, bound by :meth:`for_model` (1: none)
+    model_scale: dict[str, dict[str, float]] = field(default_factory=dict)  # calibration.model_scale, per phase
+    composition_scale: dict[str, float] = field(default_factory=dict)  # this model's, bound by :meth:`for_model`
 
     def for_model(self, model: str, width: float) -> "DeviceModel":
         """This device pricing ``model`` at ``width``: its layer-roofline times × the file's
-        ``calibration.model_scale`` entry for that model (this device's measured whole-step ÷
-        layer-sum ratio), or unscaled when the file has none."""
-        k = self.model_scale.get(model_scale_key(model, width), 1.0)
-        return self if k == self.composition_scale else replace(self, composition_scale=k)
+        ``calibration.model_scale`` entry for that model (this device's measured whole training
+        step, and validation forward, ÷ its layers' sum), or unscaled when the file has none."""
+        k = self.model_scale.get(model_scale_key(model, width), {})
+        return self if k == self.composition_scale else replace(self, composition_scale=dict(k))
 
     def to_dict(self) -> dict:
         """This model as a device file's fields (JSON-able; :func:`device_from_dict` reads it back):
@@ -208,14 +230,15 @@ class DeviceModel(Device):
         return t * self.time_factor(bits) if w.kind in ("conv", "linear") else t
 
     def step_time_s(self, blocks: Iterable[BlockProfile], batch: int, bits: int,
-                    passes: Iterable[str] = PASSES) -> float:
+                    passes: Iterable[str] = PASSES, validation: bool = False) -> float:
         """One training step of ``blocks`` over ``batch`` samples: the ``passes`` it runs among
         ``forward``, ``backward`` (each layer's roofline) and ``step`` (one Adam step over the
         blocks' parameters). What the runtime's emulation pads each compute step to, and what
         :meth:`block_epoch_time_s` sums over an epoch — one model for the planner and the
         emulator. A block profiled without its layers falls back to Eq. (7): forward f·b / v,
         backward 2·f·b / v (the paper's d^i counts 3 forward FLOPs per training sample). The
-        layers' time is × :attr:`composition_scale` (the model bound by :meth:`for_model`)."""
+        layers' time is × the model's ``composition_scale`` (bound by :meth:`for_model`): its
+        ``eval`` factor for a ``validation`` forward, else its ``train`` factor."""
         passes = tuple(passes)
         total = layered = 0.0
         for blk in blocks:
@@ -228,14 +251,14 @@ class DeviceModel(Device):
             for phase in ("forward", "backward"):
                 if phase in passes:
                     layered += sum(self.layer_time_s(w, batch, bits, phase) for w in blk.layers)
-        return total + self.composition_scale * layered
+        return total + self.composition_scale.get("eval" if validation else "train", 1.0) * layered
 
     def block_epoch_time_s(self, block: BlockProfile, n_train: int, n_val: int, batch: int,
                            eval_batch: int, bits: int) -> float:
         """One epoch of ``block``: forward + backward + an optimizer step per training batch of
         ``batch``, then forward over the validation set in batches of ``eval_batch``."""
         return (sum(count * self.step_time_s([block], b, bits) for b, count in _batches(n_train, batch))
-                + sum(count * self.step_time_s([block], b, bits, ("forward",))
+                + sum(count * self.step_time_s([block], b, bits, ("forward",), validation=True)
                       for b, count in _batches(n_val, eval_batch)))
 
     def optimizer_step_s(self, block: BlockProfile) -> float:
