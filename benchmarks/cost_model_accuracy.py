@@ -12,8 +12,9 @@ by side in the same run:
   scenarios use): this CPU's peak (cores × clock × FLOP/cycle) × 10 %, Eq. (7) D/v;
 * ``one_number``: Eq. (7) D/v with v = the calibrated file's ``flops`` (one fitted number);
 * ``calibrated``: the device file's per-layer rooflines, s(q) and quantizers (extended model),
-  with its per-model composition ``calibration.model_scale`` (each model's fp32 step as
-  calibrate timed it ÷ its layers' sum: calibrate's own timings, never these epochs);
+  with its per-model composition ``calibration.model_scale`` (each model's fp32 training step
+  and validation forward as calibrate timed them ÷ their layers' sums: ``train`` and ``eval``,
+  calibrate's own timings, never these epochs);
 * ``calibrated_no_scale``: the same file without ``model_scale`` (one calibration, two
   predictions; likewise ``calibrated_quick…_no_scale`` for each ``--also-quick`` file).
 
