@@ -80,6 +80,14 @@ def test_scenario_names_a_device_by_library_name_or_relative_path(tmp_path):
     (lambda d: d.update(idle_power_w=30), "idle_power_w: must be below busy_power_w"),
     (lambda d: d["layers"].update(attention=d["layers"]["conv"]), "unknown layer type 'attention'"),
     (lambda d: d.update(bit_time_factor={12: 1.0}), "bit_time_factor"),
+    (lambda d: d.update(calibration={"model_scale": {"lenet@1": -0.5}}), "calibration.model_scale.lenet@1"),
+    (lambda d: d.update(calibration={"model_scale": {"lenet@1": "fast"}}), "calibration.model_scale.lenet@1"),
+    (lambda d: d.update(calibration={"model_scale": {"lenet": 1.1}}), "calibration.model_scale.lenet: expected a key"),
+    (lambda d: d.update(calibration={"model_scale": [1.1]}), "calibration.model_scale: expected a mapping"),
+    (lambda d: d.update(calibration={"model_scale": {"lenet@1": {"train": 0.9, "eval": 0}}}),
+     "calibration.model_scale.lenet@1.eval"),
+    (lambda d: d.update(calibration={"model_scale": {"lenet@1": {"backward": 0.9}}}),
+     "calibration.model_scale.lenet@1: expected phases train and/or eval"),
 ])
 def test_bad_device_file_is_one_line_naming_file_and_field(tmp_path, change, field, capsys):
     data = copy.deepcopy(DEVICE)
@@ -325,7 +333,7 @@ def _steps(k: float, s8: float, drift: dict | None = None, quant: float = 1.0) -
                         t = sum(true.layer_time_s(w, 32, q, p) for p in ("forward", "backward"))
                         conv -= t
                         other += t * (quant if w.kind == "quantizer" else 1.0)
-            steps.append({"model": name, "bits": q, "batch": 32, "blocks": blocks,
+            steps.append({"model": name, "width": width, "bits": q, "batch": 32, "blocks": blocks,
                           "seconds": (drift or {}).get(name, 1.0) * k * ((s8 if q < 32 else 1.0) * conv + other)})
     return steps
 

@@ -2,8 +2,9 @@
 
 Times the zoo's layer types (and any registered user model's) forward and backward at several
 batch sizes (:mod:`jqodi.runtime.calibration`), fits one roofline per (layer type, phase) by
-least squares (:func:`jqodi.core.device_model.fit_roofline`), measures s(q) per bit-width and
-the memory bandwidth, reads busy and idle power from the best meter (NVML, RAPL) or declares
+least squares (:func:`jqodi.core.device_model.fit_roofline`), scales them to whole training
+steps (:func:`fit_composition`; per model, :func:`model_scales` → ``calibration.model_scale``),
+measures s(q) per bit-width and the memory bandwidth, reads busy and idle power from the best meter (NVML, RAPL) or declares
 them (``power: declared``, said on screen), and writes the device file atomically — re-running
 updates the same file in place (its name, description and memory are kept).
 """
@@ -25,7 +26,7 @@ from jqodi.core.device_model import (DeviceFile, LayerModel, Roofline, dump_devi
 from jqodi.core.profile import LAYER_KINDS
 from jqodi.errors import JqodiError
 
-__all__ = ["CalibrationResult", "fit_composition", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W",
+__all__ = ["CalibrationResult", "fit_composition", "model_scales", "calibrate_host", "default_calibration_models", "DEFAULT_TDP_W",
            "DEFAULT_IDLE_W", "quant_kernel_notes"]
 
 #: Declared power when no meter can read it and none is given: a desktop CPU package.
@@ -165,6 +166,13 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
              for st in cal.step_samples([m], [32] + (bits if i < 3 else []), step_batch, repeats, progress=progress)]
     layer_models, factors, composition = fit_composition(layer_models, steps)
     residuals += composition
+    from jqodi.core.train_config import TRAIN_DEFAULTS
+
+    evals = cal.eval_samples(models[:3] if quick else models, TRAIN_DEFAULTS.eval_batch_size, repeats,
+                             progress=progress)
+    model_scale = model_scales(layer_models, steps, evals)
+    progress("per-model composition (measured ÷ its layers' sum: fp32 training step / validation forward) "
+             + ", ".join(f"{k}: {f['train']:.3f} / {f.get('eval', 1.0):.3f}" for k, f in model_scale.items()))
     stage("training steps")
     progress("s(q) " + ", ".join(f"{q} bits: {f:.3f}" for q, f in sorted(factors.items())))
     measured = sorted(factors)
@@ -230,7 +238,7 @@ def _calibrate(out, quick, name, power, tdp_w, idle_w, models, clock, say, progr
                      "seconds": round(elapsed, 1), "stage_seconds": stages,
                      "cpu_seconds": round(cpu_s, 2), "stage_cpu_seconds": cpu_stages, "loose_fits": loose,
                      "step_batch": step_batch, "torch_threads": torch.get_num_threads(), "clock": clock,
-                     "quant_kernel": quant_kernel,
+                     "quant_kernel": quant_kernel, "model_scale": model_scale,
                      "residuals": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                    for r in residuals]})
     header = ("# Device file written by `jqodi calibrate` (docs/devices.md). Re-running updates it in place.\n"
@@ -392,6 +400,32 @@ def fit_composition(layers: dict[str, LayerModel], steps: list[dict]
                          "flops_per_s": float("nan"), "bytes_per_s": float("nan"), "overhead_s": float("nan"),
                          "scale": k, **({"quantizer_scale": k_quant} if label == "QAT" else {})})
     return out, factors, rows
+
+
+def model_scales(layers: dict[str, LayerModel], steps: list[dict], evals: list[dict] = ()
+                 ) -> dict[str, dict[str, float]]:
+    """``calibration.model_scale``: per model (``<model>@<width>``) whose fp32 training step was
+    timed, ``train`` = that step's measured seconds ÷ the seconds ``layers`` (after
+    :func:`fit_composition`'s shared k) sum it to — forward, backward and the Adam step — and,
+    when its validation forward was timed too (:func:`jqodi.runtime.calibration.eval_samples`),
+    ``eval`` = that forward's seconds ÷ its layers' forward sum; the median when timed more than
+    once. What the one shared k leaves per model: the layers of ResNet20 ×0.25 add up to less of
+    its step than LeNet ×1's do of its own, and a validation forward (no autograd graph, batch
+    500) composes differently again. The QAT steps do not enter: s(q) and the quantizers' factor
+    are fitted on each QAT step after its model's own fp32 ratio (this ``train``), so the scale
+    prices a model's QAT steps consistently."""
+    from jqodi.core.device_model import DeviceFile, model_scale_key
+
+    dev = DeviceFile(name="x", flops=1e9, busy_power_w=1.0, layers=layers).device()
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for phase, group, passes in (("train", steps, ("forward", "backward", "step")), ("eval", evals, ("forward",))):
+        for st in group:
+            if st["bits"] >= 32:
+                pred = dev.step_time_s(st["blocks"], st["batch"], 32, passes)
+                if pred > 0:
+                    key = model_scale_key(st["model"], st["width"])
+                    ratios.setdefault(key, {}).setdefault(phase, []).append(st["seconds"] / pred)
+    return {k: {ph: round(statistics.median(v), 4) for ph, v in r.items()} for k, r in ratios.items() if "train" in r}
 
 
 #: Bounds of the QAT fit. QAT on this host does fp32 training's work (the same fp32 conv/linear

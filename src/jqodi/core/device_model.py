@@ -17,6 +17,8 @@ A device file describes one machine::
       norm:     {...}         # batch norms
       eltwise:  {...}         # activations, pools, residual adds
       quantizer: {...}        # QAT's fake quantizers (weights and inputs of every conv/linear)
+    calibration:              # what `jqodi calibrate` measured (free-form, but for:)
+      model_scale: {lenet@1: {train: 0.9, eval: 1.6}, resnet20@0.25: 1.13}   # optional, see below
 
 For one call of a layer over a batch of b samples (:class:`jqodi.core.profile.LayerWork`) the
 roofline reads ``flops = b · f`` and ``bytes = 4 · (b · (in + out) + params)``. Backward
@@ -25,6 +27,15 @@ costly as the forward shows as half the forward's ``flops_per_s``). A layer type
 not list runs at ``flops`` with no memory bound (backward at ``flops / 2``), which is exactly the
 paper's d^i / v for that layer (an unlisted ``quantizer`` costs nothing, as in d^i). A file with no ``layers`` at all is the simplest device.
 
+``calibration.model_scale`` (optional; ``jqodi calibrate`` writes it) is the per-model
+composition: for each model it timed (key ``<model>@<width>``), its measured whole fp32 training
+step ÷ the step its rooflines sum to (``train``) and its measured validation forward ÷ its sum
+(``eval``; a bare number is both phases, a phase not given is 1) (layers do not add up to a model the same way for every
+model: framework overhead between layers, memory reuse, autograd graph size). The extended cost
+model multiplies that model's layer-roofline times on that device by it
+(:meth:`DeviceModel.for_model`); a model without an entry, and every file without the field
+(spec-sheet and fitted devices), is priced unscaled.
+
 Files live in a small library: the packaged ``jqodi/devices/*.yaml`` (pi5, rtx3090, rtx4090,
 a100) and ``<JQODI_HOME>/devices/*.yaml`` (what ``jqodi calibrate`` writes). A scenario names
 one by ``device: NAME`` or ``device: path/to/file.yaml`` (relative to the scenario's folder).
@@ -32,7 +43,7 @@ one by ``device: NAME`` or ``device: path/to/file.yaml`` (relative to the scenar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
@@ -50,10 +61,14 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["Roofline", "LayerModel", "DeviceFile", "DeviceModel", "load_device_file", "resolve_device_ref",
-           "is_library_name", "device_from_dict", "PASSES",
+           "is_library_name", "device_from_dict", "PASSES", "model_scale_key",
            "library_devices", "packaged_devices_dir", "user_devices_dir", "dump_device_file"]
 
 MAX_DEVICE_FILE_BYTES = 4 * 2**20
+
+#: The phases ``calibration.model_scale`` may give a model a factor for: its training steps
+#: (forward, backward, Adam) and its validation forwards (eval mode, no autograd graph).
+SCALE_PHASES = ("train", "eval")
 
 #: The passes of one training step (:meth:`DeviceModel.step_time_s`).
 PASSES = ("forward", "backward", "step")
@@ -92,6 +107,33 @@ class DeviceFile(Strict):
     layers: dict[str, LayerModel] = Field(default_factory=dict)
     calibration: dict[str, Any] | None = None
 
+    @field_validator("calibration")
+    @classmethod
+    def _model_scale(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from jqodi.core.validation import FieldProblem
+
+        scales = (v or {}).get("model_scale")
+        if scales is None:
+            return v
+        if not isinstance(scales, dict):
+            raise FieldProblem("calibration.model_scale", "expected a mapping of <model>@<width> to a factor")
+        for key, entry in scales.items():
+            where = f"calibration.model_scale.{key}"
+            if not isinstance(key, str) or "@" not in key:
+                raise FieldProblem(where, "expected a key <model>@<width> (e.g. resnet20@0.25)")
+            if isinstance(entry, dict):
+                extra = set(entry) - set(SCALE_PHASES)
+                if extra or not entry:
+                    raise FieldProblem(where, f"expected phases {' and/or '.join(SCALE_PHASES)}"
+                                              + (f", got {sorted(map(str, extra))}" if extra else ""))
+                items = [(f"{where}.{ph}", f) for ph, f in entry.items()]
+            else:
+                items = [(where, entry)]
+            for w, f in items:
+                if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
+                    raise FieldProblem(w, f"expected a positive finite factor, got {f!r}")
+        return v
+
     @field_validator("layers", mode="before")
     @classmethod
     def _known_kinds(cls, v: Any) -> Any:
@@ -122,7 +164,22 @@ class DeviceFile(Strict):
                            {q: 1.0 / f for q, f in self.bit_time_factor.items()},
                            self.idle_power_w if idle_power_w is None else idle_power_w,
                            layers=dict(self.layers), bit_time_factor=dict(self.bit_time_factor),
-                           source=self.source)
+                           source=self.source,
+                           model_scale={k: _phases(f) for k, f in
+                                        ((self.calibration or {}).get("model_scale") or {}).items()})
+
+
+def _phases(entry) -> dict[str, float]:
+    """A ``model_scale`` entry as ``{train: k, eval: k}`` (a bare number is both; a phase not
+    given is 1)."""
+    if isinstance(entry, dict):
+        return {ph: float(entry.get(ph, 1.0)) for ph in SCALE_PHASES}
+    return {ph: float(entry) for ph in SCALE_PHASES}
+
+
+def model_scale_key(model: str, width: float) -> str:
+    """The key of ``calibration.model_scale`` for ``model`` at ``width``: ``resnet20@0.25``."""
+    return f"{model}@{float(width):g}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +192,15 @@ class DeviceModel(Device):
     layers: dict[str, LayerModel] = field(default_factory=dict)
     bit_time_factor: dict[int, float] = field(default_factory=dict)
     source: str = "spec-sheet"
+    model_scale: dict[str, dict[str, float]] = field(default_factory=dict)  # calibration.model_scale, per phase
+    composition_scale: dict[str, float] = field(default_factory=dict)  # this model's, bound by :meth:`for_model`
+
+    def for_model(self, model: str, width: float) -> "DeviceModel":
+        """This device pricing ``model`` at ``width``: its layer-roofline times × the file's
+        ``calibration.model_scale`` entry for that model (this device's measured whole training
+        step, and validation forward, ÷ its layers' sum), or unscaled when the file has none."""
+        k = self.model_scale.get(model_scale_key(model, width), {})
+        return self if k == self.composition_scale else replace(self, composition_scale=dict(k))
 
     def to_dict(self) -> dict:
         """This model as a device file's fields (JSON-able; :func:`device_from_dict` reads it back):
@@ -142,7 +208,8 @@ class DeviceModel(Device):
         return {"name": self.name, "source": self.source, "flops": self.flops, "busy_power_w": self.busy_power_w,
                 **({"idle_power_w": self.idle_power_w} if self.idle_power_w is not None else {}),
                 "bit_time_factor": dict(self.bit_time_factor),
-                "layers": {k: v.model_dump() for k, v in self.layers.items()}}
+                "layers": {k: v.model_dump() for k, v in self.layers.items()},
+                **({"calibration": {"model_scale": dict(self.model_scale)}} if self.model_scale else {})}
 
     def time_factor(self, bits: int) -> float:
         """s(q): a conv/linear layer's time at ``bits`` ÷ its fp32 time (1 for 32 bits)."""
@@ -163,33 +230,35 @@ class DeviceModel(Device):
         return t * self.time_factor(bits) if w.kind in ("conv", "linear") else t
 
     def step_time_s(self, blocks: Iterable[BlockProfile], batch: int, bits: int,
-                    passes: Iterable[str] = PASSES) -> float:
+                    passes: Iterable[str] = PASSES, validation: bool = False) -> float:
         """One training step of ``blocks`` over ``batch`` samples: the ``passes`` it runs among
         ``forward``, ``backward`` (each layer's roofline) and ``step`` (one Adam step over the
         blocks' parameters). What the runtime's emulation pads each compute step to, and what
         :meth:`block_epoch_time_s` sums over an epoch — one model for the planner and the
         emulator. A block profiled without its layers falls back to Eq. (7): forward f·b / v,
-        backward 2·f·b / v (the paper's d^i counts 3 forward FLOPs per training sample)."""
+        backward 2·f·b / v (the paper's d^i counts 3 forward FLOPs per training sample). The
+        layers' time is × the model's ``composition_scale`` (bound by :meth:`for_model`): its
+        ``eval`` factor for a ``validation`` forward, else its ``train`` factor."""
         passes = tuple(passes)
-        total = 0.0
+        total = layered = 0.0
         for blk in blocks:
             if not blk.layers:
                 passes_f = ("forward" in passes) + 2.0 * ("backward" in passes)
                 total += passes_f * batch * blk.flops / (self.flops * self.speedup(bits))
                 continue
             if "step" in passes:
-                total += self.optimizer_step_s(blk)
+                layered += self.optimizer_step_s(blk)
             for phase in ("forward", "backward"):
                 if phase in passes:
-                    total += sum(self.layer_time_s(w, batch, bits, phase) for w in blk.layers)
-        return total
+                    layered += sum(self.layer_time_s(w, batch, bits, phase) for w in blk.layers)
+        return total + self.composition_scale.get("eval" if validation else "train", 1.0) * layered
 
     def block_epoch_time_s(self, block: BlockProfile, n_train: int, n_val: int, batch: int,
                            eval_batch: int, bits: int) -> float:
         """One epoch of ``block``: forward + backward + an optimizer step per training batch of
         ``batch``, then forward over the validation set in batches of ``eval_batch``."""
         return (sum(count * self.step_time_s([block], b, bits) for b, count in _batches(n_train, batch))
-                + sum(count * self.step_time_s([block], b, bits, ("forward",))
+                + sum(count * self.step_time_s([block], b, bits, ("forward",), validation=True)
                       for b, count in _batches(n_val, eval_batch)))
 
     def optimizer_step_s(self, block: BlockProfile) -> float:

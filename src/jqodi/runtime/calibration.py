@@ -7,6 +7,9 @@
   the compiled kernel when available, else PyTorch).
 * :func:`step_samples` times whole training steps of the models as the runtime runs them (fp32
   and QAT at each bit-width): what the rooflines' composition factor and s(q) are fitted to.
+* :func:`eval_samples` times whole validation forwards of the models (fp32, eval mode, no
+  autograd graph, the runtime's validation batch): what each model's ``eval`` composition
+  factor is fitted to.
 * :func:`memory_bandwidth_bytes_per_s` times a large tensor copy (read + write).
 * :func:`measure_power` reads busy and idle power with the best meter available (NVML, RAPL),
   or says why it cannot (the caller then declares the TDP).
@@ -27,7 +30,7 @@ from torch import nn
 from jqodi.core.profile import LayerWork
 
 __all__ = ["CLOCKS", "set_clock", "Sample", "layer_samples", "memory_bandwidth_bytes_per_s", "measure_power",
-           "collect_layers", "step_samples", "quantizer_path"]
+           "collect_layers", "step_samples", "eval_samples", "quantizer_path"]
 
 
 @dataclass(frozen=True)
@@ -288,4 +291,29 @@ def step_samples(models: Iterable[tuple[str, float]], bits: Iterable[int], batch
             out.append({"model": name, "width": width, "bits": int(q), "blocks": prof.blocks, "batch": batch,
                         "seconds": _median_s(step, repeats)})
             progress(f"training steps: {name}×{width:g} at {q} bits")
+    return out
+
+
+def eval_samples(models: Iterable[tuple[str, float]], batch: int, repeats: int, input_shape=(3, 32, 32),
+                 num_classes: int = 10, progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Whole validation forwards of the zoo models as the runtime runs them (fp32, eval mode,
+    ``torch.no_grad``) over ``batch`` samples: the median seconds per forward, per model. Their
+    layers' sum misses what a training step's does not (no autograd graph, one large batch), so
+    ``jqodi calibrate`` fits each model's validation factor on these, apart from its steps'."""
+    from jqodi.core.profile import profile_model
+    from jqodi.core.zoo import build_model
+
+    out = []
+    for name, width in models:
+        model = build_model(name, input_shape, num_classes, width, seed=0).eval()
+        torch.manual_seed(0)
+        x = torch.randn(batch, *input_shape)
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+
+        out.append({"model": name, "width": width, "bits": 32, "blocks": profile_model(model).blocks,
+                    "batch": batch, "seconds": _median_s(forward, repeats)})
+        progress(f"validation forwards: {name}×{width:g}")
     return out

@@ -77,11 +77,12 @@ class ComputeClock:
         """The device model this clock times steps by (``model``, ``blocks``, ``bits``), to build another clock of it."""
         return {"model": self.model, "blocks": self.blocks, "bits": self.bits}
 
-    def device_time_s(self, flops: float = 0.0, step: Step | None = None) -> float | None:
+    def device_time_s(self, flops: float = 0.0, step: Step | None = None, phase: str = "train") -> float | None:
         """The emulated device's (undilated) time for a step: its rooflines' time for ``step``
         when it has them, else ``flops / v``; None when neither applies (the host's time counts)."""
         if self.model is not None and self.blocks is not None and step is not None:
-            return self.model.step_time_s(self.blocks[step.lo:step.hi], step.batch, self.bits, step.passes)
+            return self.model.step_time_s(self.blocks[step.lo:step.hi], step.batch, self.bits, step.passes,
+                                          validation=phase == "validation")
         if self.device is not None and flops > 0:
             return flops / self.device.flops
         return None
@@ -93,7 +94,7 @@ class ComputeClock:
         yield
         spent = time.perf_counter() - t0
         device = spent
-        own = self.device_time_s(flops, step) if self.device is not None else None
+        own = self.device_time_s(flops, step, phase) if self.device is not None else None
         if own is not None:
             target = device = own * self.dilation * (self.slowdown() if self.slowdown else 1.0)
             if spent < target:
@@ -157,7 +158,8 @@ def clock_for(role: str, emulation: EmulationConfig | None, enabled: bool, job=N
     from jqodi.core.profile import profile_named_model
 
     prof = profile_named_model(job.model, tuple(job.input_shape), job.num_classes, job.width)
-    return ComputeClock(device, emulation.dilation, model=device_from_dict(spec), blocks=list(prof.blocks),
+    return ComputeClock(device, emulation.dilation, model=device_from_dict(spec).for_model(job.model, job.width),
+                        blocks=list(prof.blocks),
                         bits=int(job.bits))
 
 

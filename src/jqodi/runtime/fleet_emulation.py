@@ -98,7 +98,7 @@ class SharedComputeClock(ComputeClock):
 
     @contextmanager
     def compute(self, phase: str, flops: float = 0.0, step: Step | None = None):
-        own = self.device_time_s(flops, step) if self.device is not None else None
+        own = self.device_time_s(flops, step, phase) if self.device is not None else None
         if own is None:
             with super().compute(phase, flops, step):
                 yield

@@ -25,7 +25,8 @@ __all__ = ["forward_time_s", "idle_energy_terms", "idle_power_w", "roofline_comp
 def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
                      time: dict, energy: dict, shape: tuple[int, int, int]) -> None:
     """Extended Eq. (7)–(8) for nodes given by a device file: per-layer roofline time of each
-    part (:meth:`DeviceModel.part_time_s`), energy = busy power × that time."""
+    part (:meth:`DeviceModel.part_time_s`; × the file's ``calibration.model_scale`` entry for
+    this model, :meth:`DeviceModel.for_model`), energy = busy power × that time."""
     from jqodi.core.device_model import DeviceModel
     from jqodi.core.train_config import TRAIN_DEFAULTS
 
@@ -33,6 +34,7 @@ def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, 
     batch, eval_batch = scenario.training.batch_size, TRAIN_DEFAULTS.eval_batch_size
 
     def block_times(dev: DeviceModel) -> np.ndarray:  # (B, n): one epoch of each block
+        dev = dev.for_model(profile.model, profile.width)
         return np.array([[dev.block_epoch_time_s(blk, n_train, n_val, batch, eval_batch, q)
                           for blk in profile.blocks] for q in bits])
 
