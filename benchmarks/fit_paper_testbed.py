@@ -47,7 +47,9 @@ a hard constraint, :func:`bound_violations`) and ``--gpu-busy-min-idle`` (the RT
 A100's busy power ≥ F × their rated idle power); a start point outside them is moved onto them
 (:func:`project_start`). ``--checkpoint FILE`` saves every 10th generation's best parameters.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
-packaged files were made: docs/devices.md). ``--prove`` prints three
+packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
+ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
+results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
