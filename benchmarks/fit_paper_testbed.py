@@ -47,7 +47,9 @@ a hard constraint, :func:`bound_violations`) and ``--gpu-busy-min-idle`` (the RT
 A100's busy power ≥ F × their rated idle power); a start point outside them is moved onto them
 (:func:`project_start`). ``--checkpoint FILE`` saves every 10th generation's best parameters.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
-packaged files were made: docs/devices.md). ``--prove`` prints three
+packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
+ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
+results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
@@ -244,7 +246,12 @@ def _memo_device(dev):
 
 
 class Predictor:
-    def __init__(self, idle_energy: bool = True):
+    """The paper's figures as the packaged scenarios price them. ``wifi_bps``: every SD ↔ ES link
+    at this rate (same bandwidth and radio power, the SNR that gives it) instead of the scenario's
+    433.3 Mbit/s — e.g. a result searched on the 665 Mbit/s link the scenarios had until
+    2026-12-01 (its JSON's ``full_model_link_bound.scenario_wifi_bps``)."""
+
+    def __init__(self, idle_energy: bool = True, wifi_bps: float | None = None):
         from jqodi.core.costs import scenario_profiles
         from jqodi.core.scenario import load_scenario
         from jqodi.core.system import System
@@ -253,6 +260,9 @@ class Predictor:
         for key in ("data1", "data2"):
             sc = load_scenario(ROOT / "src" / "jqodi" / "scenarios" / f"paper-{key}.yaml")
             sc = sc.model_copy(update={"cost_model": "extended", "idle_energy": idle_energy})
+            if wifi_bps is not None:
+                sc = sc.model_copy(update={"edges": [e.model_copy(update={"end_link": e.end_link.model_copy(update={
+                    "snr_db": None, "snr": 2.0 ** (wifi_bps / e.end_link.bandwidth_hz) - 1.0})}) for e in sc.edges]})
             self.sc[key] = (sc, System.from_scenario(sc), scenario_profiles(sc))
         self._devs = (None, None)
 
@@ -698,6 +708,9 @@ def main(argv=None) -> int:
                     help="no fit: take the parameters of an earlier result (this script's JSON output, with its "
                          "--free-bandwidth / --free-s / --s-max) as they are, print its figures; with --write "
                          "package them")
+    ap.add_argument("--wifi-bps", type=float, default=None, metavar="R",
+                    help="price every SD-ES link at R bit/s (default: the scenarios' 433.3e6, the Pi 5 radio's "
+                         "peak PHY rate; 664.75e6, 80 MHz at 25 dB, reproduces results searched before 2026-12-01)")
     ap.add_argument("--maxiter", type=int, default=60, help="--global: generations (default 60)")
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
@@ -722,7 +735,7 @@ def main(argv=None) -> int:
     from jqodi.core.device_model import dump_device_file, packaged_devices_dir
 
     lo, hi, prior = _bounds_and_prior()
-    pred = Predictor(idle_energy=not args.no_idle_energy)
+    pred = Predictor(idle_energy=not args.no_idle_energy, wifi_bps=args.wifi_bps)
     idle_rows = idle_power_bound(pred)
     for r in idle_rows:
         print(f"Idle energy vs {r['run']} ({r['paper_energy_j']:.1f} J in {r['paper_time_s']:.1f} s, mean "

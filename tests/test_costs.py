@@ -235,13 +235,15 @@ def test_paper_examples_compile_and_validate(example, deadline):
             # Fig. 11: on Data 2 every strategy, Full and Minimal Model included, meets 2000 s
             assert min(t[f"{m}@1"] for m in ("lenet", "vgg", "resnet20")) <= 2000
             assert min(t[f"{m}@32"] for m in ("lenet", "vgg", "resnet20")) <= 2000
-        # Observations 3-4's trade-off (the cheapest epoch is never the fastest) does not hold on
-        # the fitted testbed: moving work to the Pi costs the ES's and CS's idle power too
-        # (tests/test_observations.py, docs/foundation.md "Observation 4")
+        # Observations 3-4's trade-off over the cut (the cheapest epoch at a deeper cut than the
+        # fastest) does not hold on the fitted testbed: moving work to the Pi costs the ES's and
+        # CS's idle power too (tests/test_observations.py, docs/foundation.md "Observation 4").
+        # Both are at cut 1; over the edge there is a trade-off since the 433.3 Mbit/s refit: the
+        # RTX 4090 host is faster, the RTX 3090 host (the paper's Optimum edge) cheaper.
         c = next(c for c in inst.candidates if c.key == "lenet@8")
         fastest = min(c.options, key=lambda o: o.epoch_time_s)
         cheapest = min(c.options, key=lambda o: o.epoch_energy_j)
-        assert (cheapest.edge, cheapest.cut) == (fastest.edge, fastest.cut) == ("rtx4090", 1)
+        assert (cheapest.edge, cheapest.cut) == ("rtx3090", 1) and (fastest.edge, fastest.cut) == ("rtx4090", 1)
 
 
 from hypothesis import given, settings  # noqa: E402

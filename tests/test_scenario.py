@@ -55,8 +55,9 @@ def test_default_scenario_is_the_packaged_data1_copy():
 def test_derived_quantities():
     s = load_scenario(DATA1)
     e = s.edges[0]
-    sigma = 10 ** (25 / 10)
+    sigma = 10 ** (16.2016 / 10)  # the Pi 5 radio's peak PHY rate, 433.3 Mbit/s (665 at 25 dB until 2026-12-01)
     assert e.end_link.rate_bps == pytest.approx(80e6 * math.log2(1 + sigma))
+    assert e.end_link.rate_bps == pytest.approx(433.3e6, rel=1e-5)
     assert e.end_link.joules_per_bit == pytest.approx(1.0 / e.end_link.rate_bps)
     assert e.cloud_link.joules_per_bit == pytest.approx(2.0 / 1e9)
     from jqodi.core.device_model import load_device_file
