@@ -31,6 +31,10 @@ configurations) side by side.
 
     nice -n 10 python benchmarks/estimators.py --loco --store /tmp/loco.db --runs-only   # the runs (cached)
     python benchmarks/estimators.py --loco --store /tmp/loco.db --jobs 2                 # the scoring
+
+``--test-seed 3`` (session 6, :func:`loco_test_evaluate`): a third full run of every configuration is
+fine-tuned (with ``--runs-only``) and scored as held-out questions only — never in the library — with
+session 5's method and the new one side by side, the development seeds' targets beside.
 """
 from __future__ import annotations
 
