@@ -31,6 +31,10 @@ configurations) side by side.
 
     nice -n 10 python benchmarks/estimators.py --loco --store /tmp/loco.db --runs-only   # the runs (cached)
     python benchmarks/estimators.py --loco --store /tmp/loco.db --jobs 2                 # the scoring
+
+``--test-seed 3`` (session 6, :func:`loco_test_evaluate`): a third full run of every configuration is
+fine-tuned (with ``--runs-only``) and scored as held-out questions only — never in the library — with
+session 5's method and the new one side by side, the development seeds' targets beside.
 """
 from __future__ import annotations
 
@@ -388,6 +392,9 @@ def loco_main(argv) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
     ap.add_argument("--jobs", type=int, default=1, help="score this many held-out configurations at once (processes)")
+    ap.add_argument("--test-seed", type=int, default=None,
+                    help="session 6: a held-out truth seed — its full runs are fine-tuned (--runs-only) and scored as "
+                         "test questions only (never in the library), session 5's method beside session 6's")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from jqodi.core.traces import TraceStore
@@ -396,11 +403,14 @@ def loco_main(argv) -> int:
     grid = loco_grid(cdir is not None)[: args.configs]
     t0 = time.perf_counter()
     with TraceStore(args.store) as store:
+        seeds = TRUTH_SEEDS if args.test_seed is None else TRUTH_SEEDS + (args.test_seed,)
         runs = loco_runs(store, grid[args.skip:] if args.runs_only else grid, cdir, args.threads,
-                         log=lambda m: print(m, file=sys.stderr, flush=True))
+                         log=lambda m: print(m, file=sys.stderr, flush=True), truth_seeds=seeds)
     if args.runs_only:
         print(json.dumps({"configs": len(runs), "wall_s": round(time.perf_counter() - t0, 1)}))
         return 0
+    if args.test_seed is not None:
+        return loco_test_evaluate(args, grid, runs, cdir is not None, time.perf_counter() - t0)
     return loco_evaluate(args, grid, runs, cdir is not None, time.perf_counter() - t0)
 
 
@@ -664,6 +674,136 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     result["markdown"] = md
     if args.markdown:
         Path(args.markdown).write_text(md)
+    text = json.dumps(result, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+#: session 6's held-out test (pre-registered in docs/learning.md): session 5's method (conformal residuals on
+#: the log-spaced calibration epochs only) and session 6's (also each run's best loss by its last epoch)
+TEST_OLD = "session 5 (old): prior+probe, conformal K^rob (scheme by nested LOO)"
+TEST_NEW = "session 6 (new): the same, conformal residuals also at each run's last epoch"
+
+
+def _test_score_config(i: int):
+    """One held-out configuration of the seed-3 test: (key, rows by part ("dev"/"test"), estimator and P, record)."""
+    from jqodi.learning.prior import PROBE_LENGTHS
+
+    by_id, runs, test_seed = _LOCO["by_id"], _LOCO["runs"], _LOCO["test_seed"]
+    methods = {TEST_OLD: _LOCO["old_prior"], TEST_NEW: _LOCO["prior"]}
+    c = _LOCO["grid"][i]
+    key = config_key(c)
+    a, truths = runs[key]["probe"], runs[key]["truths"]
+    if a.id not in by_id or any(b.id not in by_id for b in truths):
+        return key, {}, None
+    ca = by_id[a.id]
+    query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
+             "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+    rows, cfg_rows = {}, []
+    for b in truths:
+        truth = list(by_id[b.id].losses)
+        part = "test" if b.seed == test_seed else "dev"
+        for target in loco_targets(truth, c["horizon"]):
+            k = next(j + 1 for j, v in enumerate(truth) if v <= target)
+            row = {"config": key, "truth_seed": b.seed, "part": part, "target_loss": round(target, 5), "K": k}
+            for P in PROBE_LENGTHS:
+                for name, pr in methods.items():
+                    e = pr.estimate(list(ca.losses[:P]), target, query, start_loss=ca.start_loss, exclude_group=ca.group)
+                    rows.setdefault(part, {}).setdefault(name, {}).setdefault(P, []).append(
+                        {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
+                    row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust}
+            cfg_rows.append(row)
+    pc = {"config": key, "session": c["session"], "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
+          "schemes_by_nested_loo_probe5": {name: pr.select_scheme(LOCO_PROBE_EPOCHS, frozenset([ca.group]))[0].name
+                                           for name, pr in methods.items()},
+          "curves": {str(b.seed): [round(v, 4) for v in by_id[b.id].losses] for b in truths}, "targets": cfg_rows}
+    return key, rows, pc
+
+
+def probe_rule(metrics_by_p: dict) -> int:
+    """The benchmark's probe-length rule: the shortest length meeting every target, else the one meeting
+    the most targets, then the lowest median error, then the shortest."""
+    from jqodi.learning.prior import PROBE_LENGTHS
+
+    ok = {P: meets(metrics_by_p[str(P)]) for P in PROBE_LENGTHS}
+    passing = [P for P in PROBE_LENGTHS if all(ok[P].values())]
+    return passing[0] if passing else min(
+        PROBE_LENGTHS, key=lambda P: (-sum(ok[P].values()), metrics_by_p[str(P)]["median_rel_error"], P))
+
+
+def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
+    """Session 6's held-out test: every configuration's seed-0 probe predicts its ``--test-seed`` full run
+    (the *test* questions) and, beside them, its development runs (:data:`TRUTH_SEEDS`), with session 5's
+    method (:data:`TEST_OLD`) and session 6's (:data:`TEST_NEW`) in one run. The library is the store
+    without the test-seed runs (they are questions only), the held-out configuration left out as always.
+    The probe length of record is :func:`probe_rule` on the *development* questions of the new method.
+    """
+    import os
+
+    from jqodi.core.traces import TraceStore
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
+    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+
+    t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
+    with TraceStore(args.store) as store:
+        everything = CurvePrior.from_store(store)
+    test_ids = {b.id for k in runs for b in runs[k]["truths"] if b.seed == args.test_seed}
+    library = [r for r in everything.runs if r.id not in test_ids]
+    prior = CurvePrior(library, skipped=everything.skipped)
+    old_prior = CurvePrior(library, skipped=everything.skipped, calibrate_to_end=False)
+    _LOCO.update(prior=prior, old_prior=old_prior, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid,
+                 test_seed=args.test_seed)
+    rows, per_config = {}, []
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+        results = pool.map(_test_score_config, range(len(grid)))
+    else:
+        pool, results = None, map(_test_score_config, range(len(grid)))
+    for key, part, pc in results:
+        if pc is None:
+            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
+            continue
+        for which, by_name in part.items():
+            for name, by_p in by_name.items():
+                for P, rs in by_p.items():
+                    rows.setdefault(which, {}).setdefault(name, {}).setdefault(P, []).extend(rs)
+        per_config.append(pc)
+        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
+    if pool is not None:
+        pool.shutdown()
+    metrics = {which: {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in by_name.items()}
+               for which, by_name in rows.items()}
+    chosen = probe_rule(metrics["dev"][TEST_NEW])
+    result = {"mode": "leave-one-configuration-out, held-out truth seed", "test_seed": args.test_seed,
+              "dev_truth_seeds": TRUTH_SEEDS, "configs": [config_key(c) for c in grid], "cifar": cifar,
+              "library_runs": len(library), "test_runs": len(test_ids), "targets": LOCO_TARGETS,
+              "target_epochs": TARGET_EPOCHS, "metrics_test": metrics.get("test", {}), "metrics_dev": metrics.get("dev", {}),
+              "meets_targets_test": {name: {P: meets(m) for P, m in by_p.items()}
+                                     for name, by_p in metrics.get("test", {}).items()},
+              "chosen_probe_epochs": chosen, "chosen_probe_epochs_rule_on": f"development questions, {TEST_NEW}",
+              "chosen_probe_epochs_on_test_questions": probe_rule(metrics["test"][TEST_NEW]) if "test" in metrics else None,
+              "figure_of_record": {"row": TEST_NEW, "questions": f"truth seed {args.test_seed}", "probe_epochs": chosen,
+                                   **(metrics.get("test", {}).get(TEST_NEW, {}).get(str(chosen), {}))},
+              "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
+              "library_skipped_rows": everything.skipped, "runs_wall_s": round(runs_wall_s, 1),
+              "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1), "eval_jobs": jobs,
+              "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "per_config": per_config}
+    lines = [f"Held-out test (truth seed {args.test_seed}, never scored before this run):", ""]
+    lines += loco_rows(result["metrics_test"])
+    lines += ["", f"Development questions (truth seeds {', '.join(map(str, TRUTH_SEEDS))}; seen while developing):", ""]
+    lines += loco_rows(result["metrics_dev"])
+    lines += ["", f"Probe length of record (the rule on the new method's development questions): {chosen} epochs; "
+              f"the rule on the test questions: {result['chosen_probe_epochs_on_test_questions']}; "
+              f"jqodi's default: {DEFAULT_PROBE_EPOCHS}."]
+    result["markdown"] = "\n".join(lines) + "\n"
+    if args.markdown:
+        Path(args.markdown).write_text(result["markdown"])
     text = json.dumps(result, indent=1, default=str)
     if args.out:
         Path(args.out).write_text(text)

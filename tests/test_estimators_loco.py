@@ -28,6 +28,18 @@ def curve(n, size, bits, seed):
     return (0.5 + 3.0 * np.exp(-0.8 * (size / 1000) ** 0.3 * (k - 1)) + 1.2 * k ** -tail) * np.exp(noise)
 
 
+def record_grid(store, grid, truth_seeds):
+    """A seed-0 probe (5 epochs) and a full run (8 epochs) per truth seed of every configuration."""
+    for c in grid:
+        for source, seed, n in [("probe", 0, 5)] + [("finetune", t, 8) for t in truth_seeds]:
+            store.record({"model": "lenet", "bits": c["bits"], "dataset": "fashion-mnist", "data_name": "data2",
+                          "train_size": c["train_size"], "val_size": 300, "seed": seed, "width": 0.25,
+                          "base_loss": 7.9, "start_loss": 7.5, "gamma": 0.1, "gamma_robust": 0.2, "source": source,
+                          "config": {"pretrain_epochs": 4, "pretrain_cloud_size": None}},
+                         [{"epoch": i + 1, "val_loss": float(v)}
+                          for i, v in enumerate(curve(n, c["train_size"], c["bits"], seed))])
+
+
 def test_loco_scores_both_truth_seeds_and_session_4_library_side_by_side(tmp_path, capsys, monkeypatch):
     from jqodi.learning import curves
 
@@ -40,14 +52,7 @@ def test_loco_scores_both_truth_seeds_and_session_4_library_side_by_side(tmp_pat
             for size, bits, session in ((500, 2, 2), (1000, 4, 2), (2000, 2, 2), (1000, 8, 5))]
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
-        for c in grid:
-            for source, seed, n in (("probe", 0, 5), ("finetune", 1, 8), ("finetune", 2, 8)):
-                s.record({"model": "lenet", "bits": c["bits"], "dataset": "fashion-mnist", "data_name": "data2",
-                          "train_size": c["train_size"], "val_size": 300, "seed": seed, "width": 0.25,
-                          "base_loss": 7.9, "start_loss": 7.5, "gamma": 0.1, "gamma_robust": 0.2, "source": source,
-                          "config": {"pretrain_epochs": 4, "pretrain_cloud_size": None}},
-                         [{"epoch": i + 1, "val_loss": float(v)}
-                          for i, v in enumerate(curve(n, c["train_size"], c["bits"], seed))])
+        record_grid(s, grid, (1, 2))
         runs = b.loco_runs(s, grid, None, 1, log=lambda m: None)   # all cached: nothing is trained
     assert all(len(runs[b.config_key(c)]["truths"]) == 2 for c in grid)
     args = argparse.Namespace(store=str(db), frozen_after=None, out=str(tmp_path / "r.json"), markdown=None,
@@ -65,3 +70,30 @@ def test_loco_scores_both_truth_seeds_and_session_4_library_side_by_side(tmp_pat
     seeds = {t["truth_seed"] for pc in res["per_config"] for t in pc["targets"]}
     assert seeds == {1, 2}
     assert "Session 4's questions only" in res["markdown"]
+
+
+def test_the_held_out_seed_is_a_question_only_and_both_methods_are_scored_side_by_side(tmp_path, capsys, monkeypatch):
+    """Session 6 (--test-seed 3): seed-3 runs are never in the library; their targets are the test questions,
+    seeds 1-2 the development ones; session 5's and session 6's methods in one run; the probe length of record
+    is the rule applied to the development questions."""
+    b = bench(monkeypatch)
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        record_grid(s, grid, (1, 2, 3))
+        runs = b.loco_runs(s, grid, None, 1, log=lambda m: None, truth_seeds=b.TRUTH_SEEDS + (3,))
+    args = argparse.Namespace(store=str(db), out=str(tmp_path / "t.json"), markdown=None, jobs=1, test_seed=3)
+    assert b.loco_test_evaluate(args, grid, runs, False, 0.0) == 0
+    capsys.readouterr()
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["library_runs"] == 9 and res["test_runs"] == 3   # probes + seeds 1, 2; seed 3 only asks
+    n_test = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], 3)), 8)) for c in grid)
+    n_dev = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], s)), 8)) for c in grid for s in (1, 2))
+    for name in (b.TEST_OLD, b.TEST_NEW):
+        assert res["metrics_test"][name]["5"]["n"] == n_test and res["metrics_dev"][name]["5"]["n"] == n_dev
+    assert res["chosen_probe_epochs"] == b.probe_rule(res["metrics_dev"][b.TEST_NEW])
+    assert res["figure_of_record"]["n"] == n_test and res["figure_of_record"]["probe_epochs"] == res["chosen_probe_epochs"]
+    assert {t["part"] for pc in res["per_config"] for t in pc["targets"] if t["truth_seed"] == 3} == {"test"}
+    assert "never scored before this run" in res["markdown"]

@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
                         "combined with the prior learned from every stored run")
     # default None: the parser must not import the learning layer (numpy) just to list choices
     p.add_argument("--probe-epochs", type=t.positive_int, default=None,
-                   help="epochs of a probe run (1..5; default learning.estimate.DEFAULT_PROBE_EPOCHS = 3, "
+                   help="epochs of a probe run (1..5; default learning.estimate.DEFAULT_PROBE_EPOCHS = 5, "
                         "chosen on the held-out benchmark, docs/learning.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of probe runs")
     p.add_argument("--width", type=t.width, default=None, help="width multiplier (default: CPU scale)")

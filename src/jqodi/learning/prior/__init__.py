@@ -34,7 +34,8 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    shows it.
 4. **K^rob by conformal prediction.** The whole of step 3 is run leave-one-configuration-out on
    the library itself (:meth:`CurvePrior.residuals`: every configuration's probe predicts its
-   own other runs with that configuration left out), giving residuals r = log K − log K^exp.
+   own other runs with that configuration left out), giving residuals r = log K − log K^exp at its
+   best loss by log-spaced epochs and by its last epoch.
    K^rob = ⌊K^exp · exp(q̂)⌋ with q̂ their weighted quantile at level 0.9·(1 + 1/n_eff), the
    weights being the similarity of each residual's configuration to the query and a depth
    kernel in log K^exp (weighted split-conformal prediction: :meth:`CurvePrior.conformal_margin`).

@@ -22,8 +22,8 @@ from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEME
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
-__all__ = ["CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "MIN_EFFECTIVE_SAMPLES",
-           "PROBE_LENGTHS", "calibration_targets", "run_query"]
+__all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
+           "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS", "calibration_targets", "run_query"]
 
 #: probe lengths the prior is calibrated for (a probe of another length uses the next shorter one)
 PROBE_LENGTHS = (1, 2, 3, 5)
@@ -45,6 +45,10 @@ CONFORMAL_LEVEL = 0.9
 CONFORMAL_RUNS_PER_GROUP = 3
 #: epochs whose best loss is a calibration target (log-spaced, ×≈1.5)
 CALIBRATION_EPOCHS = (2, 3, 5, 8, 11, 17, 26, 38, 58, 86, 130, 195, 300)
+#: also calibrate on a run's best loss by its *last* epoch (session 6): the log-spaced epochs skip
+#: it (a 20-epoch run's deepest target was its best by epoch 17), and it is the deepest and
+#: noisiest question a run can answer — the slow tail where the held-out misses were
+CALIBRATE_TO_END = True
 
 
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
@@ -104,8 +108,10 @@ class _Samples:
 class CurvePrior:
     """The learned prior: a library of stored curves and their simulated-probe errors."""
 
-    def __init__(self, runs: Sequence[CurveRun], *, horizon: int = 300, skipped: dict[str, int] | None = None):
+    def __init__(self, runs: Sequence[CurveRun], *, horizon: int = 300, skipped: dict[str, int] | None = None,
+                 calibrate_to_end: bool = CALIBRATE_TO_END):
         self.runs = list(runs)
+        self.calibrate_to_end = bool(calibrate_to_end)   # False: session 5's conformal targets
         self.horizon = int(horizon)
         self.skipped = dict(skipped or {})
         self._samples: dict[tuple, _Samples] = {}
@@ -246,7 +252,7 @@ class CurvePrior:
                 if ra.losses.size < P:
                     continue
                 q = run_query(ra)
-                for level in calibration_targets(truth):
+                for level in calibration_targets(truth, self.calibrate_to_end):
                     k = first_epoch_below(truth, level)
                     if a == b and first_epoch_below(ra.losses[:P], level) is not None:
                         continue   # a run's probe "predicting" its own epochs is exact by construction
@@ -459,14 +465,16 @@ def run_query(r: CurveRun) -> dict:
             "train_size": r.train_size, "pretrained": r.pretrained, "shift": r.shift}
 
 
-def calibration_targets(curve: np.ndarray) -> list[float]:
+def calibration_targets(curve: np.ndarray, to_end: bool = CALIBRATE_TO_END) -> list[float]:
     """The target losses a run calibrates the conformal margin with: its best loss by epochs
-    :data:`CALIBRATION_EPOCHS` (within its length), each at least 1 % below its first epoch and
-    below the previous target (closer ones are epoch-to-epoch noise on a flat curve)."""
+    :data:`CALIBRATION_EPOCHS` (within its length) and, ``to_end``, by its last epoch, each at
+    least 1 % below its first epoch and below the previous target (closer ones are
+    epoch-to-epoch noise on a flat curve)."""
+    epochs = [k for k in CALIBRATION_EPOCHS if k <= curve.size]
+    if to_end and curve.size not in epochs:
+        epochs.append(int(curve.size))
     out: list[float] = []
-    for k in CALIBRATION_EPOCHS:
-        if k > curve.size:
-            break
+    for k in epochs:
         t = float(np.min(curve[:k]))
         if all(t < o * 0.99 for o in [float(curve[0])] + out):
             out.append(t)
