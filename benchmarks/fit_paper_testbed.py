@@ -48,7 +48,8 @@ A100's busy power ≥ F × their rated idle power); a start point outside them i
 (:func:`project_start`). ``--second-stage WORST`` (docs/foundation.md, "A second stage") keeps those
 hard constraints and every figure's |log error| ≤ WORST, and minimises the sum of squared log
 errors of the 8 figures: the second step of a lexicographic minimax; ``--init-spread F`` starts the
-population around ``--init`` (a local search). ``--checkpoint FILE`` saves every 10th generation's best parameters.
+population around ``--init`` (a local search). ``--checkpoint FILE`` saves every 10th generation's
+best parameters.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
 packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
 ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces

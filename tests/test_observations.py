@@ -240,9 +240,9 @@ def test_packaged_testbed_is_the_bounded_minimax_result():
     """The packaged device files are the second stage of the bounded minimax search on the Wi-Fi
     the Pi 5 can have (docs/foundation.md, "A second stage": the smallest sum of squared log errors
     among the eligible results within 0.5 point of the smallest worst error), written by
-    ``--package RESULT --write``, and that set keeps the bounds it was searched under: each GPU host at ≤ 50 % of its
-    FP32 peak, the two within a factor 2 of each other, every busy power ≥ the rated idle power of
-    Tables II-IV; it was searched on the scenarios' 433.3 Mbit/s link."""
+    ``--package RESULT --write``, and that set keeps the bounds it was searched under: each GPU
+    host at ≤ 50 % of its FP32 peak, the two within a factor 2 of each other, every busy power ≥
+    the rated idle power of Tables II-IV; it was searched on the scenarios' 433.3 Mbit/s link."""
     import json
 
     from jqodi.core.device_model import load_device_file, packaged_devices_dir
