@@ -61,7 +61,7 @@ def test_emulated_devices_carry_idle_power_only_when_the_plan_charges_it(top, ca
     emu = emulation_from_scenario(parse_scenario(scenario_dict(**top)), 8, ["es"], enabled=True, dilation=1.0)
     idle = {r: d.idle_power_w for r, d in emu.devices.items()}
     if carried:
-        assert idle == {"cloud": 20.0, "end": pytest.approx(2.62, abs=0.05), "edge:es": pytest.approx(4.14, abs=0.5)}
+        assert idle == {"cloud": 20.0, "end": pytest.approx(2.99, abs=0.05), "edge:es": pytest.approx(23.2, abs=0.5)}
     else:
         assert set(idle.values()) == {None}
 
