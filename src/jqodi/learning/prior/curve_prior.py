@@ -2,11 +2,13 @@
 the library's runs and corrects a new probe's extrapolation by the bias and spread it learned.
 
 Steps 2–5 of :mod:`jqodi.learning.prior`: simulated probes (:meth:`CurvePrior.samples`), the update
-with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), the variants'
-vote weighted by their held-out error), K^rob by weighted conformal prediction on the
-leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`, its
-:class:`ConformalScheme` chosen by :meth:`CurvePrior.select_scheme`) and the cold start (other
-models' runs and a doubled margin; with no stored run, the probe alone).
+with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), w: the
+samples' configuration similarity × a kernel in log K̂ × (session 7) a kernel in the target's depth
+below the probe's best loss, log(min y / L_target); the variants' vote weighted by their held-out
+error), K^rob by weighted conformal prediction on the leave-one-configuration-out residuals of that
+update (:meth:`CurvePrior.conformal_margin`, its :class:`ConformalScheme` chosen by
+:meth:`CurvePrior.select_scheme`) and the cold start (other models' runs and a doubled margin; with no
+stored run, the probe alone).
 """
 from __future__ import annotations
 
