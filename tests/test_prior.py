@@ -338,13 +338,12 @@ def test_the_point_estimate_is_calibrated_per_target_depth_below_the_probe(libra
     depth-only calibration (drop_bandwidth=0, session 6) maps them all to one K; weighting the calibration
     samples also by log(best probe loss / target) tells shallow targets from deep ones and lowers the
     held-out error on this library's slow tails."""
-    flat = CurvePrior(library.runs, drop_bandwidth=0.0)
-    assert library.drop_bandwidth > 0
+    flat, deep = CurvePrior(library.runs, drop_bandwidth=0.0), CurvePrior(library.runs, drop_bandwidth=0.1)
     err_new, err_old, distinct_new, distinct_old = [], [], set(), set()
     for size, bits in ((1000, 4), (500, 2), (2000, 4), (1000, 2), (500, 4), (2000, 2)):
         truth = true_curve(20, size, bits, 7 + bits + size)
         for j in (3, 5, 7, 9, 11, 13, 15, 17, 19):
-            new, _, k = held_out(library, size, bits, 5, truth[j])
+            new, _, k = held_out(deep, size, bits, 5, truth[j])
             old, _, _ = held_out(flat, size, bits, 5, truth[j])
             assert new.expected is not None and old.expected is not None
             err_new.append(abs(new.expected - k) / k)
