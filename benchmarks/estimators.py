@@ -801,7 +801,8 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
                for which, by_name in rows.items()}
     chosen = probe_rule(metrics["dev"][new_name])
     result = {"mode": "leave-one-configuration-out, held-out truth seed", "test_seed": args.test_seed,
-              "dev_truth_seeds": dev_seeds(args.test_seed), "methods": {old_name: old_opts, new_name: new_opts}, "configs": [config_key(c) for c in grid], "cifar": cifar,
+              "dev_truth_seeds": dev_seeds(args.test_seed), "methods": {old_name: old_opts, new_name: new_opts},
+              "configs": [config_key(c) for c in grid], "cifar": cifar,
               "library_runs": len(library), "test_runs": len(test_ids), "targets": LOCO_TARGETS,
               "target_epochs": TARGET_EPOCHS, "metrics_test": metrics.get("test", {}), "metrics_dev": metrics.get("dev", {}),
               "meets_targets_test": {name: {P: meets(m) for P, m in by_p.items()}
