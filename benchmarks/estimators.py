@@ -35,6 +35,8 @@ configurations) side by side.
 ``--test-seed 3`` (session 6, :func:`loco_test_evaluate`): a third full run of every configuration is
 fine-tuned (with ``--runs-only``) and scored as held-out questions only — never in the library — with
 session 5's method and the new one side by side, the development seeds' targets beside.
+``--test-seed 4`` (session 7): the same with a fourth seed, session 6's method beside session 7's, seeds
+1–3 the development questions (:func:`test_methods`, :func:`dev_seeds`).
 """
 from __future__ import annotations
 
@@ -403,7 +405,7 @@ def loco_main(argv) -> int:
     grid = loco_grid(cdir is not None)[: args.configs]
     t0 = time.perf_counter()
     with TraceStore(args.store) as store:
-        seeds = TRUTH_SEEDS if args.test_seed is None else TRUTH_SEEDS + (args.test_seed,)
+        seeds = dev_seeds(args.test_seed) + (() if args.test_seed is None else (args.test_seed,))
         runs = loco_runs(store, grid[args.skip:] if args.runs_only else grid, cdir, args.threads,
                          log=lambda m: print(m, file=sys.stderr, flush=True), truth_seeds=seeds)
     if args.runs_only:
@@ -685,6 +687,23 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
 #: the log-spaced calibration epochs only) and session 6's (also each run's best loss by its last epoch)
 TEST_OLD = "session 5 (old): prior+probe, conformal K^rob (scheme by nested LOO)"
 TEST_NEW = "session 6 (new): the same, conformal residuals also at each run's last epoch"
+#: session 7's (truth seed 4, pre-registered the same way): session 6's method and session 7's (the point
+#: estimate's calibration also weighted by how deep the target lies below the probe's best loss)
+TEST7_OLD = "session 6 (old): prior+probe, conformal K^rob, residuals to each run's last epoch"
+TEST7_NEW = "session 7 (new): the same, point estimate calibrated per target depth below the probe"
+
+
+def test_methods(test_seed: int) -> tuple[tuple[str, dict], tuple[str, dict]]:
+    """(old, new) method of a held-out seed's test: (row name, :class:`CurvePrior` options) each;
+    seed 3 is session 6's test, later seeds session 7's."""
+    if test_seed <= 3:
+        return (TEST_OLD, {"calibrate_to_end": False, "drop_bandwidth": 0.0}), (TEST_NEW, {"drop_bandwidth": 0.0})
+    return (TEST7_OLD, {"drop_bandwidth": 0.0}), (TEST7_NEW, {})
+
+
+def dev_seeds(test_seed: int | None) -> tuple[int, ...]:
+    """The development truth seeds beside a held-out seed: seeds 1–2 and every earlier held-out seed (from 3)."""
+    return TRUTH_SEEDS + tuple(range(3, test_seed)) if test_seed is not None else TRUTH_SEEDS
 
 
 def _test_score_config(i: int):
@@ -692,7 +711,7 @@ def _test_score_config(i: int):
     from jqodi.learning.prior import PROBE_LENGTHS
 
     by_id, runs, test_seed = _LOCO["by_id"], _LOCO["runs"], _LOCO["test_seed"]
-    methods = {TEST_OLD: _LOCO["old_prior"], TEST_NEW: _LOCO["prior"]}
+    methods = _LOCO["methods"]
     c = _LOCO["grid"][i]
     key = config_key(c)
     a, truths = runs[key]["probe"], runs[key]["truths"]
@@ -751,9 +770,10 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
         everything = CurvePrior.from_store(store)
     test_ids = {b.id for k in runs for b in runs[k]["truths"] if b.seed == args.test_seed}
     library = [r for r in everything.runs if r.id not in test_ids]
-    prior = CurvePrior(library, skipped=everything.skipped)
-    old_prior = CurvePrior(library, skipped=everything.skipped, calibrate_to_end=False)
-    _LOCO.update(prior=prior, old_prior=old_prior, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid,
+    (old_name, old_opts), (new_name, new_opts) = test_methods(args.test_seed)
+    methods = {old_name: CurvePrior(library, skipped=everything.skipped, **old_opts),
+               new_name: CurvePrior(library, skipped=everything.skipped, **new_opts)}
+    _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid,
                  test_seed=args.test_seed)
     rows, per_config = {}, []
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
@@ -779,24 +799,26 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
         pool.shutdown()
     metrics = {which: {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in by_name.items()}
                for which, by_name in rows.items()}
-    chosen = probe_rule(metrics["dev"][TEST_NEW])
+    chosen = probe_rule(metrics["dev"][new_name])
     result = {"mode": "leave-one-configuration-out, held-out truth seed", "test_seed": args.test_seed,
-              "dev_truth_seeds": TRUTH_SEEDS, "configs": [config_key(c) for c in grid], "cifar": cifar,
+              "dev_truth_seeds": dev_seeds(args.test_seed), "methods": {old_name: old_opts, new_name: new_opts},
+              "configs": [config_key(c) for c in grid], "cifar": cifar,
               "library_runs": len(library), "test_runs": len(test_ids), "targets": LOCO_TARGETS,
               "target_epochs": TARGET_EPOCHS, "metrics_test": metrics.get("test", {}), "metrics_dev": metrics.get("dev", {}),
               "meets_targets_test": {name: {P: meets(m) for P, m in by_p.items()}
                                      for name, by_p in metrics.get("test", {}).items()},
-              "chosen_probe_epochs": chosen, "chosen_probe_epochs_rule_on": f"development questions, {TEST_NEW}",
-              "chosen_probe_epochs_on_test_questions": probe_rule(metrics["test"][TEST_NEW]) if "test" in metrics else None,
-              "figure_of_record": {"row": TEST_NEW, "questions": f"truth seed {args.test_seed}", "probe_epochs": chosen,
-                                   **(metrics.get("test", {}).get(TEST_NEW, {}).get(str(chosen), {}))},
+              "chosen_probe_epochs": chosen, "chosen_probe_epochs_rule_on": f"development questions, {new_name}",
+              "chosen_probe_epochs_on_test_questions": probe_rule(metrics["test"][new_name]) if "test" in metrics else None,
+              "figure_of_record": {"row": new_name, "questions": f"truth seed {args.test_seed}", "probe_epochs": chosen,
+                                   **(metrics.get("test", {}).get(new_name, {}).get(str(chosen), {}))},
               "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
               "library_skipped_rows": everything.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1), "eval_jobs": jobs,
               "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "per_config": per_config}
     lines = [f"Held-out test (truth seed {args.test_seed}, never scored before this run):", ""]
     lines += loco_rows(result["metrics_test"])
-    lines += ["", f"Development questions (truth seeds {', '.join(map(str, TRUTH_SEEDS))}; seen while developing):", ""]
+    lines += ["", f"Development questions (truth seeds {', '.join(map(str, dev_seeds(args.test_seed)))}; seen while developing):",
+              ""]
     lines += loco_rows(result["metrics_dev"])
     lines += ["", f"Probe length of record (the rule on the new method's development questions): {chosen} epochs; "
               f"the rule on the test questions: {result['chosen_probe_epochs_on_test_questions']}; "

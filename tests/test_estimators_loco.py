@@ -97,3 +97,32 @@ def test_the_held_out_seed_is_a_question_only_and_both_methods_are_scored_side_b
     assert res["figure_of_record"]["n"] == n_test and res["figure_of_record"]["probe_epochs"] == res["chosen_probe_epochs"]
     assert {t["part"] for pc in res["per_config"] for t in pc["targets"] if t["truth_seed"] == 3} == {"test"}
     assert "never scored before this run" in res["markdown"]
+
+
+def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_6_beside_session_7(
+        tmp_path, capsys, monkeypatch):
+    """Session 7 (--test-seed 4): the seed-3 runs join the library and the development questions; the
+    seed-4 runs only ask; session 6's method (drop_bandwidth 0) beside session 7's in one run."""
+    b = bench(monkeypatch)
+    assert b.dev_seeds(3) == (1, 2) and b.dev_seeds(4) == (1, 2, 3) and b.dev_seeds(None) == (1, 2)
+    (old, old_opts), (new, new_opts) = b.test_methods(4)
+    assert (old, new) == (b.TEST7_OLD, b.TEST7_NEW) and old_opts == {"drop_bandwidth": 0.0} and new_opts == {}
+    assert b.test_methods(3)[1][0] == b.TEST_NEW
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        record_grid(s, grid, (1, 2, 3, 4))
+        runs = b.loco_runs(s, grid, None, 1, log=lambda m: None, truth_seeds=b.dev_seeds(4) + (4,))
+    args = argparse.Namespace(store=str(db), out=str(tmp_path / "t.json"), markdown=None, jobs=1, test_seed=4)
+    assert b.loco_test_evaluate(args, grid, runs, False, 0.0) == 0
+    capsys.readouterr()
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["library_runs"] == 12 and res["test_runs"] == 3   # probes + seeds 1-3; seed 4 only asks
+    n_test = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], 4)), 8)) for c in grid)
+    n_dev = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], s)), 8)) for c in grid for s in (1, 2, 3))
+    for name in (old, new):
+        assert res["metrics_test"][name]["5"]["n"] == n_test and res["metrics_dev"][name]["5"]["n"] == n_dev
+    assert res["figure_of_record"]["row"] == new and res["dev_truth_seeds"] == [1, 2, 3]
+    assert "truth seeds 1, 2, 3" in res["markdown"]

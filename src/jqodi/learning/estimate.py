@@ -39,7 +39,8 @@ __all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_ca
 MAX_PROBE_EPOCHS = 5
 #: the default probe length, chosen on the held-out benchmark by its stated rule (docs/learning.md, "Held-out
 #: benchmark"; 5 until session 5, whose 25-configuration run picked 3; session 6's rule, applied to the new
-#: method's development questions as pre-registered, picks 5: benchmarks/results/estimators_loco_seed3.json)
+#: method's development questions as pre-registered, picks 5: benchmarks/results/estimators_loco_seed3.json;
+#: session 7's on seed 4 picks 5 again: estimators_loco_seed4.json)
 DEFAULT_PROBE_EPOCHS = 5
 #: the loss every estimate is about (the validation loss fine-tuning minimises)
 LOSS_KIND = "cross-entropy"

@@ -2,11 +2,13 @@
 the library's runs and corrects a new probe's extrapolation by the bias and spread it learned.
 
 Steps 2–5 of :mod:`jqodi.learning.prior`: simulated probes (:meth:`CurvePrior.samples`), the update
-with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), the variants'
-vote weighted by their held-out error), K^rob by weighted conformal prediction on the
-leave-one-configuration-out residuals of that update (:meth:`CurvePrior.conformal_margin`, its
-:class:`ConformalScheme` chosen by :meth:`CurvePrior.select_scheme`) and the cold start (other
-models' runs and a doubled margin; with no stored run, the probe alone).
+with a probe (K^exp_v = K̂_v · exp(median_w e), K^rob_v = K̂_v · exp(quantile_w(e, q')), w: the
+samples' configuration similarity × a kernel in log K̂ × (session 7) a kernel in the target's depth
+below the probe's best loss, log(min y / L_target); the variants' vote weighted by their held-out
+error), K^rob by weighted conformal prediction on the leave-one-configuration-out residuals of that
+update (:meth:`CurvePrior.conformal_margin`, its :class:`ConformalScheme` chosen by
+:meth:`CurvePrior.select_scheme`) and the cold start (other models' runs and a doubled margin; with no
+stored run, the probe alone).
 """
 from __future__ import annotations
 
@@ -49,6 +51,12 @@ CALIBRATION_EPOCHS = (2, 3, 5, 8, 11, 17, 26, 38, 58, 86, 130, 195, 300)
 #: it (a 20-epoch run's deepest target was its best by epoch 17), and it is the deepest and
 #: noisiest question a run can answer — the slow tail where the held-out misses were
 CALIBRATE_TO_END = True
+#: bandwidth of the target kernel (in log(best probe loss / target loss)) of the point estimate's
+#: calibration (session 7): K̂ alone forgets how deep a target lies once the fitted curve is flat —
+#: every target beyond its plateau gets K̂ ≈ the horizon, and the depth-only calibration mapped all
+#: of them to one K (slow tails of noisy runs too early, shallow targets of flat curves too late);
+#: 0: session 6's calibration (depth kernel only)
+DROP_BANDWIDTH = 0.1
 
 
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
@@ -89,15 +97,24 @@ class _Samples:
     err: list = field(default_factory=list)      # log K − log K̂
     spread: list = field(default_factory=list)   # residuals only: log K^rob_vote − log K^exp (step 3's own spread)
     observed: list = field(default_factory=list)  # residuals only: the probe itself reached the target
+    drop: list = field(default_factory=list)     # samples only: log(best probe loss / target)
     _arrays: tuple | None = field(default=None, repr=False)
+    _drops: np.ndarray | None = field(default=None, repr=False)
 
-    def add(self, group, run: int, depth: float, err: float, spread: float = 0.0, observed: bool = False) -> None:
+    def add(self, group, run: int, depth: float, err: float, spread: float = 0.0, observed: bool = False,
+            drop: float = 0.0) -> None:
         self.group.append(group)
         self.run.append(run)
         self.depth.append(depth)
         self.err.append(err)
         self.spread.append(spread)
         self.observed.append(observed)
+        self.drop.append(drop)
+
+    def drops(self) -> np.ndarray:
+        if self._drops is None:
+            self._drops = np.asarray(self.drop, float)
+        return self._drops
 
     def arrays(self):
         if self._arrays is None:   # filled once (samples() builds the lists, then only reads)
@@ -109,9 +126,10 @@ class CurvePrior:
     """The learned prior: a library of stored curves and their simulated-probe errors."""
 
     def __init__(self, runs: Sequence[CurveRun], *, horizon: int = 300, skipped: dict[str, int] | None = None,
-                 calibrate_to_end: bool = CALIBRATE_TO_END):
+                 calibrate_to_end: bool = CALIBRATE_TO_END, drop_bandwidth: float = DROP_BANDWIDTH):
         self.runs = list(runs)
         self.calibrate_to_end = bool(calibrate_to_end)   # False: session 5's conformal targets
+        self.drop_bandwidth = float(drop_bandwidth)       # 0: session 6's point estimate (depth kernel only)
         self.horizon = int(horizon)
         self.skipped = dict(skipped or {})
         self._samples: dict[tuple, _Samples] = {}
@@ -182,7 +200,8 @@ class CurvePrior:
                     if obs is not None:
                         k_hat = min(k_hat, float(obs))
                     k_true = first_epoch_below(truth, level) or truth.size + 1
-                    s.add(g, b, math.log(k_hat), math.log(k_true) - math.log(k_hat))
+                    s.add(g, b, math.log(k_hat), math.log(k_true) - math.log(k_hat),
+                          drop=math.log(float(np.min(probe)) / level))
         self._samples[key] = s
         return s
 
@@ -214,6 +233,9 @@ class CurvePrior:
             if err.size == 0:
                 continue
             w = w_run[run] * np.exp(-0.5 * ((depth - math.log(k_hat)) / DEPTH_BANDWIDTH) ** 2)
+            if self.drop_bandwidth:
+                drop = self.samples(variant, P).drops()
+                w = w * np.exp(-0.5 * ((drop - math.log(float(np.min(y)) / target_loss)) / self.drop_bandwidth) ** 2)
             if w.sum() <= 0:
                 continue
             n_eff = group_n_eff(w, run, self._group_no)
