@@ -477,7 +477,7 @@ def prior_weight(estimate) -> tuple[float, str]:
     learned prior with too few conformal residuals, a scenario's table) keeps 5: its K^rob is
     widened or of unknown level, and a table row is no evidence at all.
     """
-    from jqodi.app.pre_run import k_spread
+    from jqodi.app.pre_run import DEFAULT_LEVEL, k_spread
     from jqodi.learning.prior import COLD_START_MARGIN
 
     sigma, how = k_spread(estimate)
@@ -488,7 +488,7 @@ def prior_weight(estimate) -> tuple[float, str]:
             return weight, (f"{how}: K from {runs} stored run(s) of the configuration, "
                              f"{STORE_WEIGHT_PER_RUN:g} epochs each, bounded to [5, 40]")
         return PRIOR_WEIGHT_MIN, f"{how}: no stated spread, a probe's worth"
-    sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(0.9)
+    sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(DEFAULT_LEVEL)
     raw = math.inf if sigma <= 0 else PRIOR_WEIGHT_MIN * (sigma0 / sigma) ** 2
     weight = min(max(raw, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
     return weight, f"{how}: σ of ln K {sigma:.3f}, 5·({sigma0:.3f}/σ)² bounded to [5, 40]"
