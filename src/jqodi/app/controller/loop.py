@@ -507,6 +507,15 @@ def prior_weight_for(estimates, model: str, bits: int) -> tuple[float, str]:
     return prior_weight(match)
 
 
+def said_prior_weight(weighed: tuple[float, str], policy: str | None, say) -> float:
+    """The weight of ``weighed`` (:func:`prior_weight`'s or :func:`prior_weight_for`'s answer), said in
+    one line when policy ``replan`` refits K online (``static`` never refits)."""
+    weight, why = weighed
+    if policy == "replan":
+        say(f"online K refit: the pre-run K counts as {weight:.3g} epochs of evidence ({why})")
+    return weight
+
+
 def controller_for(scenario, solution: Solution, *, policy: str = "replan", threshold: float = DEFAULT_THRESHOLD,
                    confirm: int = 0, estimates=None, profiles=None,
                    instance: PlanningInstance | None = None, prior_epochs: float | None = None) -> ClosedLoopController:
