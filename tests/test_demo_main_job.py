@@ -74,6 +74,9 @@ def test_main_job_tiny(tmp_path, monkeypatch):
     assert record["solution"]["choice"]["rule"] == "expected"
     if choice["reserve_kept"]:
         assert record["solution"]["time_s"] <= choice["planned_deadline_s"] + 1e-9 < 3.0
+    else:  # no plan fits T_max − reserve: planned for the whole T_max, and said so
+        assert choice["planned_deadline_s"] == 3.0 and record["solution"]["time_s"] <= 3.0 + 1e-9
+        assert "no plan fits T_max − reserve" in text
     assert planned["time_s"] <= 3.0
     deadline = saved["learning_vs_prediction"]["deadline"]   # the run's time against T_max, said and saved
     assert deadline["deadline_s"] == 3.0 and deadline["met"] == (deadline["time_s"] <= 3.0)

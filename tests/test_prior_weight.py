@@ -93,3 +93,13 @@ def test_a_store_estimate_counts_ten_epochs_per_stored_run_up_to_the_benchmarks_
     # a store estimate that states a spread is weighed by it, like any other
     stated = estimate(4, 10, 13, "measured:store(4 runs)", margin=0.3)
     assert prior_weight(stated)[0] == prior_weight(estimate(4, 10, 13, CONFORMAL, margin=0.3))[0]
+
+
+def test_the_weight_is_said_once_when_the_controller_refits_k():
+    from jqodi.app.controller.loop import said_prior_weight
+
+    said = []
+    weighed = prior_weight(estimate(4, 10, 13, CONFORMAL, margin=0.3))
+    assert said_prior_weight(weighed, "replan", said.append) == weighed[0]
+    assert said == [f"online K refit: the pre-run K counts as {weighed[0]:.3g} epochs of evidence ({weighed[1]})"]
+    assert said_prior_weight(weighed, "static", said.append) == weighed[0] and len(said) == 1  # static never refits

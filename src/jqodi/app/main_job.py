@@ -315,11 +315,9 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
     controller = None
     if cfg.policy is not None:
         from jqodi.app.controller import controller_for
-        from jqodi.app.controller.loop import prior_weight
+        from jqodi.app.controller.loop import prior_weight, said_prior_weight
 
-        weight, why = prior_weight(planning.estimate)
-        if cfg.policy == "replan":
-            say(f"online K refit: the pre-run K counts as {weight:.3g} epochs of evidence ({why})")
+        weight = said_prior_weight(prior_weight(planning.estimate), cfg.policy, say)
         controller = controller_for(planning.scenario, sol, policy=cfg.policy, threshold=cfg.replan_threshold,
                                     confirm=cfg.confirm, instance=planning.instance, prior_epochs=weight)
         job = with_standby_edges(job)

@@ -44,6 +44,7 @@ from dataclasses import replace
 from statistics import NormalDist
 from typing import Iterable
 
+from jqodi.app.controller.choice import ROBUST_LEVEL
 from jqodi.errors import JqodiError
 
 __all__ = ["CHOICES", "DEFAULT_CHOICE", "k_spread", "reserve_s", "first_plan", "choice_lines"]
@@ -51,8 +52,8 @@ __all__ = ["CHOICES", "DEFAULT_CHOICE", "k_spread", "reserve_s", "first_plan", "
 #: how the candidate is chosen before the run (``--choice``)
 CHOICES = ("expected", "planner")
 DEFAULT_CHOICE = "expected"
-#: the level a K^rob that states none is read at (:data:`jqodi.app.controller.choice.ROBUST_LEVEL`)
-DEFAULT_LEVEL = 0.9
+#: the level a K^rob that states none is read at: the expected-energy choice's own
+DEFAULT_LEVEL = ROBUST_LEVEL
 
 
 def k_spread(estimate) -> tuple[float | None, str]:

@@ -188,12 +188,10 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         controller = resumed_controller(workdir)
     elif opts.policy is not None:
         from jqodi.app.controller import controller_for
-        from jqodi.app.controller.loop import prior_weight_for
+        from jqodi.app.controller.loop import prior_weight_for, said_prior_weight
 
-        weight, why = prior_weight_for(estimates if estimates is not None else scenario.estimates(),
-                                       solution.model, solution.bits)
-        if opts.policy == "replan":
-            say(f"online K refit: the pre-run K counts as {weight:.3g} epochs of evidence ({why})")
+        weight = said_prior_weight(prior_weight_for(estimates if estimates is not None else scenario.estimates(),
+                                                    solution.model, solution.bits), opts.policy, say)
         controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
                                     confirm=opts.confirm, instance=instance, prior_epochs=weight)
         job = with_standby_edges(job)

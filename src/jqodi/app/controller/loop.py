@@ -477,7 +477,7 @@ def prior_weight(estimate) -> tuple[float, str]:
     learned prior with too few conformal residuals, a scenario's table) keeps 5: its K^rob is
     widened or of unknown level, and a table row is no evidence at all.
     """
-    from jqodi.app.pre_run import k_spread
+    from jqodi.app.pre_run import DEFAULT_LEVEL, k_spread
     from jqodi.learning.prior import COLD_START_MARGIN
 
     sigma, how = k_spread(estimate)
@@ -488,7 +488,7 @@ def prior_weight(estimate) -> tuple[float, str]:
             return weight, (f"{how}: K from {runs} stored run(s) of the configuration, "
                              f"{STORE_WEIGHT_PER_RUN:g} epochs each, bounded to [5, 40]")
         return PRIOR_WEIGHT_MIN, f"{how}: no stated spread, a probe's worth"
-    sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(0.9)
+    sigma0 = math.log1p(COLD_START_MARGIN) / NormalDist().inv_cdf(DEFAULT_LEVEL)
     raw = math.inf if sigma <= 0 else PRIOR_WEIGHT_MIN * (sigma0 / sigma) ** 2
     weight = min(max(raw, PRIOR_WEIGHT_MIN), PRIOR_WEIGHT_MAX)
     return weight, f"{how}: σ of ln K {sigma:.3f}, 5·({sigma0:.3f}/σ)² bounded to [5, 40]"
@@ -505,6 +505,15 @@ def prior_weight_for(estimates, model: str, bits: int) -> tuple[float, str]:
     ``estimates`` (5 when none matches)."""
     match = next((e for e in (estimates or ()) if (e.model, int(e.bits)) == (model, int(bits))), None)
     return prior_weight(match)
+
+
+def said_prior_weight(weighed: tuple[float, str], policy: str | None, say) -> float:
+    """The weight of ``weighed`` (:func:`prior_weight`'s or :func:`prior_weight_for`'s answer), said in
+    one line when policy ``replan`` refits K online (``static`` never refits)."""
+    weight, why = weighed
+    if policy == "replan":
+        say(f"online K refit: the pre-run K counts as {weight:.3g} epochs of evidence ({why})")
+    return weight
 
 
 def controller_for(scenario, solution: Solution, *, policy: str = "replan", threshold: float = DEFAULT_THRESHOLD,
