@@ -122,3 +122,26 @@ def test_scale_survives_a_yaml_round_trip(tmp_path):
     p = dump_device_file(DeviceFile.model_validate(scaled({"resnet20@0.25": 1.1276})), tmp_path / "h.yaml")
     assert yaml.safe_load(p.read_text())["calibration"]["model_scale"] == {"resnet20@0.25": 1.1276}
     assert load_device_file(p).device().model_scale == {"resnet20@0.25": {"train": 1.1276, "eval": 1.1276}}
+
+
+def test_the_emulator_prices_validation_by_eval_and_serving_as_the_planner_does():
+    """A training clock bound to the model (``clock_for``) pads validation forwards by the eval
+    factor and training steps by the train factor; its serving clock prices a request unscaled,
+    as the planner's :func:`jqodi.core.costs.extended.forward_time_s` does."""
+    from jqodi.core.costs.extended import forward_time_s
+    from jqodi.core.devices import Device
+    from jqodi.core.serving import served_blocks
+    from jqodi.runtime.emulation import ComputeClock, Step
+
+    blocks = list(profile_named_model("lenet", (3, 32, 32), 10, 0.25).blocks)
+    plain = DeviceFile.model_validate(DEVICE).device()
+    dev = DeviceFile.model_validate(scaled({"lenet@0.25": {"train": 0.9, "eval": 1.6}})).device()
+    clock = ComputeClock(Device("d", 1e9, 1.0), 1.0, model=dev.for_model("lenet", 0.25), blocks=blocks, bits=8)
+    fwd = Step(0, None, 32, ("forward",))
+    assert clock.device_time_s(step=fwd, phase="train") == pytest.approx(0.9 * plain.step_time_s(blocks, 32, 8, fwd.passes))
+    assert clock.device_time_s(step=fwd, phase="validation") == pytest.approx(
+        1.6 * plain.step_time_s(blocks, 32, 8, fwd.passes))
+    one = Step(0, None, 1, ("forward",))
+    served = clock.for_serving(1.0).device_time_s(step=one, phase="infer")
+    assert served == pytest.approx(forward_time_s(dev, served_blocks(blocks), 8))
+    assert served == pytest.approx(plain.step_time_s(served_blocks(blocks), 1, 8, one.passes))

@@ -456,10 +456,7 @@ def test_the_compiled_quantizer_builds_where_a_c_compiler_is_and_the_model_step_
     """Built into $JQODI_KERNEL_DIR on first use; a QAT training step with it gives the PyTorch
     path's outputs bit for bit and its gradients to float rounding (the step gradients' sums);
     so does evaluation (no autograd)."""
-    import shutil
-
-    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
-        pytest.skip("no C compiler on PATH: the PyTorch quantizer is used")
+    _compiler_or_skip()
     kernel = _fresh_kernel(monkeypatch, tmp_path)
     assert kernel.available(), kernel.status()
     assert kernel.status().startswith("compiled") and list(tmp_path.glob("jqodi_lsq_*.so"))

@@ -67,10 +67,14 @@ class ComputeClock:
     def for_serving(self, dilation: float) -> "ComputeClock":
         """A fresh clock of the same device for serving after training: its own dilation, no
         timeline slowdown, and the frozen served model's work (no per-request weight quantizers:
-        :func:`jqodi.core.serving.served_blocks`, as the planner prices a request)."""
+        :func:`jqodi.core.serving.served_blocks`, as the planner prices a request: unscaled by the
+        training steps' ``calibration.model_scale`` factor the training clock is bound to)."""
+        from dataclasses import replace
+
         from jqodi.core.serving import served_blocks
 
-        return ComputeClock(self.device, dilation, model=self.model,
+        model = replace(self.model, composition_scale={}) if self.model is not None else None
+        return ComputeClock(self.device, dilation, model=model,
                             blocks=served_blocks(self.blocks) if self.blocks is not None else None, bits=self.bits)
 
     def rooflines(self) -> dict:

@@ -66,9 +66,11 @@ class _QuantMixin:
     def quantized_weight(self) -> torch.Tensor:
         w = self.weight
         step = self.weight_step.view(-1, *([1] * (w.dim() - 1)))
+        return fake_quant(w, step, self.bits, True, self._weight_grad_scale(), learned_step=True)
+
+    def _weight_grad_scale(self) -> float:
         _, qp = _levels(self.bits, True)
-        g = 1.0 / math.sqrt(w[0].numel() * qp)
-        return fake_quant(w, step, self.bits, True, g, learned_step=True)
+        return 1.0 / math.sqrt(self.weight[0].numel() * qp)
 
     def _calibrate_input(self, x: torch.Tensor) -> None:
         if not bool(self.act_calibrated):
@@ -103,7 +105,7 @@ class _QuantMixin:
             return cached[1]
         w_qn, w_qp = _levels(self.bits, True)
         a_qn, a_qp = _levels(self.act_bits, self.act_signed) if self.act_bits < FULL_PRECISION else (0, 1)
-        spec = _Spec(float(w_qn), float(w_qp), self.bits == 1, 1.0 / math.sqrt(self.weight[0].numel() * w_qp),
+        spec = _Spec(float(w_qn), float(w_qp), self.bits == 1, self._weight_grad_scale(),
                      self.act_bits < FULL_PRECISION, float(a_qn), float(a_qp),
                      self.act_bits == 1 and self.act_signed, self._act_grad_scale(x), conv)
         self.__dict__["_spec_cache"] = (key, spec)
@@ -240,8 +242,6 @@ def _adjoint_dot(grad: torch.Tensor, ds: torch.Tensor, wq: torch.Tensor, spec: _
     """``⟨∂L/∂y, conv(ds, W_q)⟩`` = ``⟨∂L/∂x_q, ds⟩``: the backward-data convolution is the adjoint
     of the forward one (same zero padding, stride, dilation, groups)."""
     return torch.dot(_flat(grad), _flat(F.conv2d(ds, wq, None, *spec.conv)))
-
-
 
 
 class QConv2d(_QuantMixin, nn.Conv2d):
