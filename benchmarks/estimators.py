@@ -516,10 +516,24 @@ def _cpu_s() -> float:
                for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
+def _map_configs(score, n: int, jobs: int):
+    """(pool or None, results of ``score`` over configurations 0..n-1 in order): configurations are
+    independent, so ``jobs`` > 1 forks workers that share what :data:`_LOCO` holds; shut the pool down
+    after reading the results."""
+    if jobs <= 1:
+        return None, map(score, range(n))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+    return pool, pool.map(score, range(n))
+
+
 def _loco_score_config(i: int):
     """Score one held-out configuration: (key, rows by estimator and P, trade-off rows, per-config record)."""
     from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
     from jqodi.learning.prior import CONFORMAL_SCHEMES, PROBE_LENGTHS
+    from jqodi.learning.prior.curve_prior import run_query
 
     prior, old_prior, by_id, runs = _LOCO["prior"], _LOCO["old_prior"], _LOCO["by_id"], _LOCO["runs"]
     c = _LOCO["grid"][i]
@@ -530,8 +544,7 @@ def _loco_score_config(i: int):
         return key, rows, tradeoff, None
     ca = by_id[a.id]
     group = ca.group
-    query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
-             "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+    query = run_query(ca)
     old_priors = [r for r in prior.runs if r.group != group and
                   (r.model, r.bits, r.dataset, r.data_name, r.width) == (ca.model, ca.bits, ca.dataset,
                                                                          ca.data_name, ca.width)]
@@ -610,14 +623,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     tradeoff = {}      # (scheme, level) -> rows (5-epoch probe)
     per_config = []
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    if jobs > 1:   # configurations are independent: forked workers share the libraries read above
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
-        results = pool.map(_loco_score_config, range(len(grid)))
-    else:
-        pool, results = None, map(_loco_score_config, range(len(grid)))
+    pool, results = _map_configs(_loco_score_config, len(grid), jobs)
     for key, part, trade, pc in results:
         if pc is None:
             print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
@@ -707,8 +713,10 @@ def dev_seeds(test_seed: int | None) -> tuple[int, ...]:
 
 
 def _test_score_config(i: int):
-    """One held-out configuration of the seed-3 test: (key, rows by part ("dev"/"test"), estimator and P, record)."""
+    """One held-out configuration of a held-out seed's test: (key, rows by part ("dev"/"test"), estimator and P,
+    record)."""
     from jqodi.learning.prior import PROBE_LENGTHS
+    from jqodi.learning.prior.curve_prior import run_query
 
     by_id, runs, test_seed = _LOCO["by_id"], _LOCO["runs"], _LOCO["test_seed"]
     methods = _LOCO["methods"]
@@ -718,8 +726,7 @@ def _test_score_config(i: int):
     if a.id not in by_id or any(b.id not in by_id for b in truths):
         return key, {}, None
     ca = by_id[a.id]
-    query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
-             "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+    query = run_query(ca)
     rows, cfg_rows = {}, []
     for b in truths:
         truth = list(by_id[b.id].losses)
@@ -777,14 +784,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
                  test_seed=args.test_seed)
     rows, per_config = {}, []
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
-        results = pool.map(_test_score_config, range(len(grid)))
-    else:
-        pool, results = None, map(_test_score_config, range(len(grid)))
+    pool, results = _map_configs(_test_score_config, len(grid), jobs)
     for key, part, pc in results:
         if pc is None:
             print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
