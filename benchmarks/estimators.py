@@ -340,7 +340,7 @@ def _stored_run(store, c, seed, source, width):
 
 def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=TRUTH_SEEDS) -> dict:
     """Fine-tune (or find in ``store``) the probe run and the full runs of every configuration:
-    ``{key: {"probe": run, "finetune": run of seed 1, "truths": [run per truth seed]}}``."""
+    ``{key: {"probe": run, "truths": [run per truth seed]}}``."""
     from jqodi.core.data import end_device_data
     from jqodi.core.pretrained import load_pretrained
     from jqodi.learning.provenance import pretrained_sha256
@@ -373,7 +373,6 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=
                 pair["probe"] = r
             else:
                 pair["truths"].append(r)
-                pair.setdefault("finetune", r)
         out[key] = pair
     return out
 
@@ -615,7 +614,8 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     with TraceStore(args.store) as store:
         prior = CurvePrior.from_store(store)
     old_keys = {config_key(c) for c in grid if c["session"] < 5}
-    old_ids = {r.id for k in old_keys for r in (runs[k]["probe"], runs[k]["finetune"])}
+    old_ids = {r.id for k in old_keys for r in [runs[k]["probe"]] + [b for b in runs[k]["truths"]
+                                                                       if b.seed == TRUTH_SEEDS[0]]}
     old_prior = CurvePrior([r for r in prior.runs if r.id in old_ids], skipped=prior.skipped)
     _LOCO.update(prior=prior, old_prior=old_prior, by_id={r.id: r for r in prior.runs}, old_keys=old_keys,
                  runs=runs, grid=grid)
