@@ -594,6 +594,17 @@ def _loco_score_config(i: int):
     return key, rows, tradeoff, pc
 
 
+def _emit(args, result: dict) -> int:
+    """Write a scoring's Markdown (``--markdown``) and JSON (``--out``), print the JSON."""
+    if args.markdown:
+        Path(args.markdown).write_text(result["markdown"])
+    text = json.dumps(result, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     """Score the estimators on every held-out configuration (see the module docstring).
 
@@ -678,15 +689,8 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "eval_jobs": jobs,
               "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
               "per_config": per_config}
-    md = loco_markdown(result)
-    result["markdown"] = md
-    if args.markdown:
-        Path(args.markdown).write_text(md)
-    text = json.dumps(result, indent=1, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
+    result["markdown"] = loco_markdown(result)
+    return _emit(args, result)
 
 
 #: session 6's held-out test (pre-registered in docs/learning.md): session 5's method (conformal residuals on
@@ -824,13 +828,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
               f"the rule on the test questions: {result['chosen_probe_epochs_on_test_questions']}; "
               f"jqodi's default: {DEFAULT_PROBE_EPOCHS}."]
     result["markdown"] = "\n".join(lines) + "\n"
-    if args.markdown:
-        Path(args.markdown).write_text(result["markdown"])
-    text = json.dumps(result, indent=1, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
+    return _emit(args, result)
 
 
 def loco_rows(metrics) -> list[str]:
