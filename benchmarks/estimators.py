@@ -340,7 +340,7 @@ def _stored_run(store, c, seed, source, width):
 
 def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=TRUTH_SEEDS) -> dict:
     """Fine-tune (or find in ``store``) the probe run and the full runs of every configuration:
-    ``{key: {"probe": run, "finetune": run of seed 1, "truths": [run per truth seed]}}``."""
+    ``{key: {"probe": run, "truths": [run per truth seed]}}``."""
     from jqodi.core.data import end_device_data
     from jqodi.core.pretrained import load_pretrained
     from jqodi.learning.provenance import pretrained_sha256
@@ -373,7 +373,6 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=
                 pair["probe"] = r
             else:
                 pair["truths"].append(r)
-                pair.setdefault("finetune", r)
         out[key] = pair
     return out
 
@@ -516,10 +515,24 @@ def _cpu_s() -> float:
                for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
+def _map_configs(score, n: int, jobs: int):
+    """(pool or None, results of ``score`` over configurations 0..n-1 in order): configurations are
+    independent, so ``jobs`` > 1 forks workers that share what :data:`_LOCO` holds; shut the pool down
+    after reading the results."""
+    if jobs <= 1:
+        return None, map(score, range(n))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+    return pool, pool.map(score, range(n))
+
+
 def _loco_score_config(i: int):
     """Score one held-out configuration: (key, rows by estimator and P, trade-off rows, per-config record)."""
     from jqodi.learning.curves import estimate_from_probe, estimate_from_runs
     from jqodi.learning.prior import CONFORMAL_SCHEMES, PROBE_LENGTHS
+    from jqodi.learning.prior.curve_prior import run_query
 
     prior, old_prior, by_id, runs = _LOCO["prior"], _LOCO["old_prior"], _LOCO["by_id"], _LOCO["runs"]
     c = _LOCO["grid"][i]
@@ -530,8 +543,7 @@ def _loco_score_config(i: int):
         return key, rows, tradeoff, None
     ca = by_id[a.id]
     group = ca.group
-    query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
-             "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+    query = run_query(ca)
     old_priors = [r for r in prior.runs if r.group != group and
                   (r.model, r.bits, r.dataset, r.data_name, r.width) == (ca.model, ca.bits, ca.dataset,
                                                                          ca.data_name, ca.width)]
@@ -582,6 +594,17 @@ def _loco_score_config(i: int):
     return key, rows, tradeoff, pc
 
 
+def _emit(args, result: dict) -> int:
+    """Write a scoring's Markdown (``--markdown``) and JSON (``--out``), print the JSON."""
+    if args.markdown:
+        Path(args.markdown).write_text(result["markdown"])
+    text = json.dumps(result, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     """Score the estimators on every held-out configuration (see the module docstring).
 
@@ -602,7 +625,8 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     with TraceStore(args.store) as store:
         prior = CurvePrior.from_store(store)
     old_keys = {config_key(c) for c in grid if c["session"] < 5}
-    old_ids = {r.id for k in old_keys for r in (runs[k]["probe"], runs[k]["finetune"])}
+    old_ids = {r.id for k in old_keys for r in [runs[k]["probe"]] + [b for b in runs[k]["truths"]
+                                                                       if b.seed == TRUTH_SEEDS[0]]}
     old_prior = CurvePrior([r for r in prior.runs if r.id in old_ids], skipped=prior.skipped)
     _LOCO.update(prior=prior, old_prior=old_prior, by_id={r.id: r for r in prior.runs}, old_keys=old_keys,
                  runs=runs, grid=grid)
@@ -610,14 +634,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     tradeoff = {}      # (scheme, level) -> rows (5-epoch probe)
     per_config = []
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    if jobs > 1:   # configurations are independent: forked workers share the libraries read above
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
-        results = pool.map(_loco_score_config, range(len(grid)))
-    else:
-        pool, results = None, map(_loco_score_config, range(len(grid)))
+    pool, results = _map_configs(_loco_score_config, len(grid), jobs)
     for key, part, trade, pc in results:
         if pc is None:
             print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
@@ -672,15 +689,8 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "eval_jobs": jobs,
               "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
               "per_config": per_config}
-    md = loco_markdown(result)
-    result["markdown"] = md
-    if args.markdown:
-        Path(args.markdown).write_text(md)
-    text = json.dumps(result, indent=1, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
+    result["markdown"] = loco_markdown(result)
+    return _emit(args, result)
 
 
 #: session 6's held-out test (pre-registered in docs/learning.md): session 5's method (conformal residuals on
@@ -707,8 +717,10 @@ def dev_seeds(test_seed: int | None) -> tuple[int, ...]:
 
 
 def _test_score_config(i: int):
-    """One held-out configuration of the seed-3 test: (key, rows by part ("dev"/"test"), estimator and P, record)."""
+    """One held-out configuration of a held-out seed's test: (key, rows by part ("dev"/"test"), estimator and P,
+    record)."""
     from jqodi.learning.prior import PROBE_LENGTHS
+    from jqodi.learning.prior.curve_prior import run_query
 
     by_id, runs, test_seed = _LOCO["by_id"], _LOCO["runs"], _LOCO["test_seed"]
     methods = _LOCO["methods"]
@@ -718,8 +730,7 @@ def _test_score_config(i: int):
     if a.id not in by_id or any(b.id not in by_id for b in truths):
         return key, {}, None
     ca = by_id[a.id]
-    query = {"model": ca.model, "dataset": ca.dataset, "data_name": ca.data_name, "bits": ca.bits,
-             "width": ca.width, "train_size": ca.train_size, "pretrained": ca.pretrained, "shift": ca.shift}
+    query = run_query(ca)
     rows, cfg_rows = {}, []
     for b in truths:
         truth = list(by_id[b.id].losses)
@@ -777,14 +788,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
                  test_seed=args.test_seed)
     rows, per_config = {}, []
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
-        results = pool.map(_test_score_config, range(len(grid)))
-    else:
-        pool, results = None, map(_test_score_config, range(len(grid)))
+    pool, results = _map_configs(_test_score_config, len(grid), jobs)
     for key, part, pc in results:
         if pc is None:
             print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
@@ -824,13 +828,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
               f"the rule on the test questions: {result['chosen_probe_epochs_on_test_questions']}; "
               f"jqodi's default: {DEFAULT_PROBE_EPOCHS}."]
     result["markdown"] = "\n".join(lines) + "\n"
-    if args.markdown:
-        Path(args.markdown).write_text(result["markdown"])
-    text = json.dumps(result, indent=1, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
+    return _emit(args, result)
 
 
 def loco_rows(metrics) -> list[str]:

@@ -543,14 +543,15 @@ GROUPS = ("figures", "data1_choice", "data2_choice", "obs1", "obs2", "obs3", "ob
 WITHIN = 0.25
 
 
-def violations(pred: Predictor, files: dict, margin: float = MARGIN) -> dict[str, float]:
+def violations(pred: Predictor, files: dict, margin: float = MARGIN, predicted=None) -> dict[str, float]:
     """Every requirement of issue 10 items 4-5 on ``files``, as a violation in log units (0 =
     holds with ``margin`` to spare): ``figures`` = Σ over the 8 figures of how far log(fitted /
     paper) lies outside [log 0.75, log 1.25]; ``data1_choice`` / ``data2_choice`` = log(E of the
     paper's model) − log(E of the best other model) + margin, if > 0, on the static Optimum of
     :meth:`Predictor.best_per_model` (Data 1 LeNet, Data 2 ResNet20); ``obs1``…``table6`` as
-    :func:`observations`."""
-    r = np.log(np.maximum(pred.predict(files), 1e-300)) - np.log([f[-1] for f in FIGURES])
+    :func:`observations`. ``predicted``: ``pred.predict(files)`` if the caller has it already."""
+    got = pred.predict(files) if predicted is None else predicted
+    r = np.log(np.maximum(got, 1e-300)) - np.log([f[-1] for f in FIGURES])
     out = {"figures": float(np.sum(np.maximum(0.0, np.maximum(r - math.log1p(WITHIN) + margin,
                                                                  math.log1p(-WITHIN) - r + margin))))}
     for key, model in (("data1", "lenet"), ("data2", "resnet20")):
@@ -627,11 +628,12 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
     def objective(z):
         p = full(z)
         files = device_files(p)
-        v = violations(pred, files)
+        got = pred.predict(files) if minimax or second_stage is not None else None   # once per evaluation
+        v = violations(pred, files, predicted=got)
         hard = sum(v[g] for g in groups) + sum(bound_violations(p).values())
-        if not minimax and second_stage is None:
+        if got is None:
             return hard
-        r = np.log(np.maximum(pred.predict(files), 1e-300)) - target
+        r = np.log(np.maximum(got, 1e-300)) - target
         worst = float(np.max(np.abs(r)))
         if second_stage is not None:
             return float(np.sum(r * r)) + SECOND_STAGE_WEIGHT * (hard + max(0.0, worst - second_stage))

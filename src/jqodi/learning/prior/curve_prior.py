@@ -315,9 +315,10 @@ class CurvePrior:
             same = w * (np.asarray(res.observed, bool) == observed)
             if same.sum() > 0 and group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES:
                 w = same
-        if w.sum() <= 0 or group_n_eff(w, run, self._group_no) < MIN_EFFECTIVE_SAMPLES:
+        n_configs = group_n_eff(w, run, self._group_no) if w.sum() > 0 else 0.0
+        if n_configs < MIN_EFFECTIVE_SAMPLES:
             return None
-        n_eff = group_n_eff(w, run, self._group_no) if scheme.per_configuration else float(w.sum() ** 2 / np.sum(w ** 2))
+        n_eff = n_configs if scheme.per_configuration else float(w.sum() ** 2 / np.sum(w ** 2))
         q = min(1.0, level * (1.0 + 1.0 / n_eff))
         if scheme.normalised:
             sigma = np.maximum(np.asarray(res.spread, float), SPREAD_FLOOR)
