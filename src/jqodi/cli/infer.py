@@ -69,6 +69,9 @@ def run(args) -> int:
         combos = [(served["edge"], served["cut"]) if served["mode"] == "split" else (None, None)]
     res = run_inference(job, master, data, requests=args.requests, combos=combos,
                         emulate=False if args.no_emulate else None)
+    if res and res[0].requests < args.requests:
+        print(f"note: {res[0].requests} requests per combination, not the {args.requests} asked: each request is one "
+              f"image of the end device's validation split, which holds {res[0].requests}")
     if res and res[0].dilation > 1:
         print(f"emulated: dilation ×{res[0].dilation:.3g} (latencies are wall-clock / dilation)")
     print(format_inference(res))
