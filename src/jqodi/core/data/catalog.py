@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from jqodi.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DATASETS", "canonical_dataset", "cloud_dataset_name", "dataset_classes", "dataset_shape", "to_tensor"]
 
@@ -67,6 +71,8 @@ def dataset_shape(dataset: str) -> tuple[int, int, int]:
 
 def to_tensor(images: np.ndarray, dataset: str) -> torch.Tensor:
     """uint8 images as float tensors normalised with ``dataset``'s per-channel mean/std."""
+    import torch   # here, not above: naming and checking datasets (planning) imports no torch
+
     if dataset in _NORM:
         mean, std = _NORM[dataset]
     else:  # your own dataset: its train split's statistics
