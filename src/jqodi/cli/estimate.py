@@ -175,6 +175,8 @@ class _DataKey:
 
     def __init__(self, args):
         from jqodi.core.data import canonical_dataset
+        from jqodi.core.userdata import is_user_dataset
 
         self.dataset = canonical_dataset(args.dataset)
-        self.name = args.data
+        # your own data is stored under its absolute path (as the probes record it), however written
+        self.name = canonical_dataset(args.data) if is_user_dataset(args.data) else args.data
