@@ -33,10 +33,10 @@ def run(args) -> int:
     path = Path(args.store) if args.store else default_store_path()
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
-    def stored_name(name):  # your own data is stored under its absolute path, however it was written
-        from jqodi.core.userdata import is_user_dataset
+    from jqodi.core.data import canonical_data_name
 
-        return str(Path(name).expanduser().resolve()) if name is not None and is_user_dataset(name) else name
+    def stored_name(name):  # your own data is stored under its absolute path, however it was written
+        return None if name is None else canonical_data_name(name)
 
     with TraceStore(path) as store:
         runs = store.runs(model=args.model, bits=args.bits, dataset=stored_name(args.dataset),

@@ -39,7 +39,8 @@ Everything public is importable from here (``from jqodi.core.data import end_dev
 """
 from __future__ import annotations
 
-from jqodi.core.data.catalog import DATASETS, canonical_dataset, cloud_dataset_name, dataset_classes
+from jqodi.core.data.catalog import (DATASETS, canonical_data_name, canonical_dataset, cloud_dataset_name,
+                                     dataset_classes)
 from jqodi.core.data.readers import FASHION_MNIST_DIR, load_cifar, load_fashion_mnist, load_raw, read_idx
 
 #: what :mod:`jqodi.core.data.end_device` (torch) gives, imported on first use (PEP 562): naming and
@@ -60,6 +61,7 @@ __all__ = [
     "EndDeviceData",
     "FASHION_MNIST_DIR",
     "SD_SPLITS",
+    "canonical_data_name",
     "canonical_dataset",
     "check_scenario_data",
     "cloud_dataset",
