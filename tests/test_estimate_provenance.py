@@ -113,3 +113,15 @@ def test_a_run_from_random_weights_compares_no_pretrained_model(tmp_path):
     assert cli(*args, "--estimates", est)[0] == 2
     rc, out, err = cli(*args, "--estimates", est, "--random-init")
     assert rc == 0, err
+
+
+def test_estimates_apply_to_a_data2_shifted_scenario(tmp_path):
+    """``split: data2-shifted`` (the Data 2 analog of any dataset) is a split name, not a dataset:
+    planning with estimates made for it must not call it an unknown dataset."""
+    shifted = tmp_path / "shifted.yaml"
+    shifted.write_text(SCENARIO.read_text().replace("split: data2 ", "split: data2-shifted "))
+    assert "split: data2-shifted" in shifted.read_text()
+    rc, out, err = cli("plan", shifted, "--estimates", estimates_file(tmp_path, data_name="data2-shifted"))
+    assert rc == 0 and "estimates file" not in err, err
+    rc, out, err = cli("plan", shifted, "--estimates", estimates_file(tmp_path))   # made for data2
+    assert rc == 2 and "data_name = data2, not data2-shifted" in err, err

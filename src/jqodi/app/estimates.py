@@ -33,14 +33,14 @@ def scenario_provenance(scenario, model: str, *, pretrained: bool = True) -> dic
 
     ``pretrained=False``: the run starts from random weights, so no pretrained model is compared.
     """
-    from jqodi.core.data import canonical_dataset, cloud_dataset_name
+    from jqodi.core.data import canonical_data_name, canonical_dataset, cloud_dataset_name
     from jqodi.core.train_config import DEFAULT_PRETRAIN_EPOCHS
     from jqodi.learning.estimate import LOSS_KIND
 
     data = scenario.data
     return {"model": model, "width": float(scenario.model_entry(model).width),
             "dataset": canonical_dataset(cloud_dataset_name(data.dataset, data.split)),
-            "data_name": canonical_dataset(data.split) if data.split not in ("data1", "data2") else data.split,
+            "data_name": canonical_data_name(data.split),
             "train_size": data.train_size, "val_size": data.val_size, "data_seed": scenario.training.seed,
             "loss_kind": LOSS_KIND, "pretrain_epochs": DEFAULT_PRETRAIN_EPOCHS if pretrained else None,
             "target_loss": float(scenario.target_loss)}
