@@ -41,6 +41,11 @@ def run(args) -> int:
 
         wd = Path(f"runs/{load_scenario(default_scenario_path()).name}")
     if not (wd / "job.json").is_file():
+        from jqodi.runtime.fleet_launch import FLEET_JOB_NAME
+
+        if (wd / FLEET_JOB_NAME).is_file():
+            raise JqodiError(f"--workdir: {wd} is a fleet run: a fleet's devices are not served after fine-tuning "
+                             f"(docs/fleet.md, 'Not done'); infer serves the run of a one-device scenario")
         raise JqodiError(f"--workdir: {wd} holds no job.json (run 'jqodi run' first)")
     try:
         job = Job.from_dict(json.loads((wd / "job.json").read_text()))
