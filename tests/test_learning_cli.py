@@ -93,4 +93,3 @@ def test_estimate_from_the_store_finds_runs_on_your_own_data_by_a_relative_path(
                "--data", "./my-images", "--store", str(tmp_path / "t.db"), "--out", "est.json", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert "measured:store(2 runs)" in capsys.readouterr().out
-

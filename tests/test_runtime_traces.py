@@ -155,4 +155,3 @@ def test_jqodi_traces_finds_your_own_data_however_its_path_is_written(tmp_path, 
         for written in ("./my-images", "my-images/", mine):
             assert main(["traces", "--store", str(tmp_path / "t.db"), flag, written, "--format", "json"]) == 0
             assert len(json.loads(capsys.readouterr().out)["runs"]) == 1, (flag, written)
-
