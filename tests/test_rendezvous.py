@@ -37,3 +37,29 @@ def test_a_port_that_accepts_but_never_answers_is_one_line_within_the_startup_ti
     assert f"127.0.0.1:{port}" in err and "does not answer as a jqodi cloud" in err, err
     # start-up timeout 2 s + 5 s of grace; the rest is importing torch on a loaded host
     assert took < 120, took
+
+
+def test_a_cloud_whose_port_is_taken_says_so_in_one_line_and_keeps_the_record(tmp_path):
+    """``jqodi cloud`` on a port in use: the error line alone (no empty run report before it), exit 2,
+    and the failed run's record.json still written."""
+    from jqodi.cli import main
+
+    job = tmp_path / "job.json"
+    assert main(["run", str(REPO / "examples/cpu-demo.yaml"), "--random-init", "--no-emulate", "--quiet",
+                 "--write-job", str(job)]) == 0
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    env = dict(os.environ, JQODI_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    try:
+        p = subprocess.run([sys.executable, "-m", "jqodi", "cloud", "--job", str(job), "--workdir", str(tmp_path / "wd"),
+                            "--port", str(taken.getsockname()[1]), "--startup-timeout", "5"],
+                           capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
+    finally:
+        taken.close()
+    assert p.returncode == 2, p.stderr
+    lines = [s for s in p.stderr.strip().splitlines() if "EMULATION" not in s]
+    assert len(lines) == 1 and "Address already in use" in lines[0] and "Traceback" not in p.stderr, p.stderr
+    assert "per epoch" not in p.stdout and "(no epoch completed)" not in p.stdout, p.stdout
+    assert (tmp_path / "wd" / "record.json").is_file()
