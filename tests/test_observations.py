@@ -186,9 +186,10 @@ def test_observation_4_does_not_hold_here_and_why(data1):
     assert pi_j_per_flop > 10 * es_j_per_flop
 
 
-@pytest.mark.parametrize("name, pi_busy_min_w", [("overhead600us", 0.0), ("overhead600us_pi375", 3.75),
-                                                   ("bounded", 3.75), ("link433", 3.75),
-                                                   ("link433_stage2", 3.75), ("link433_stage2_seed23", 3.75)])
+@pytest.mark.parametrize("name, pi_busy_min_w", [
+    ("minimax_overhead600us", 0.0), ("minimax_overhead600us_pi375", 3.75), ("minimax_bounded", 3.75),
+    ("minimax_link433", 3.75), ("minimax_link433_stage2", 3.75), ("minimax_link433_stage2_seed23", 3.75),
+    ("noidle_rated", 3.7875), ("noidle_rated_seed35", 3.7875)])
 def test_minimax_search_result_keeps_its_hard_constraints(name, pi_busy_min_w):
     """The minimax search of docs/foundation.md ("Settling item 4", "The minimax search"): its
     committed results meet every hard constraint (both Optimum models, Observations 1-3 and
@@ -202,7 +203,7 @@ def test_minimax_search_result_keeps_its_hard_constraints(name, pi_busy_min_w):
     import json
 
     fit = _fit_script()
-    result = json.loads((ROOT / f"benchmarks/results/fit_paper_testbed_minimax_{name}.json").read_text())
+    result = json.loads((ROOT / f"benchmarks/results/fit_paper_testbed_{name}.json").read_text())
     assert result["global_search"]["minimax"] and result["global_search"]["overhead_max_s"] == 6e-4
     assert result["global_search"].get("pi_busy_min_w", 0.0) == pi_busy_min_w
     params = result["parameters"]
@@ -275,3 +276,18 @@ def test_packaged_testbed_is_the_bounded_minimax_result():
     assert result["worst_abs_error"] == pytest.approx(0.6589, abs=1e-4)
     assert result["sum_sq_log_error"] == pytest.approx(0.2745, abs=1e-4)  # the first stage's: 0.7791
     assert result["global_search"]["second_stage_worst_log"] == 0.5092  # log 1.664: within 0.5 point of +66.0 %
+
+
+def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, capsys):
+    """Result JSONs name their --init / --seeds / --package files relative to the repository (a
+    /tmp checkpoint is recorded as it is, with a warning: nobody could reproduce the run), and
+    ``--rated-idle`` refuses busy floors that would not keep the rated idle power below busy."""
+    fit = _fit_script()
+    inside = ROOT / "benchmarks" / "results" / "fit_paper_testbed_packaged.json"
+    assert fit._repo_path(str(inside)) == "benchmarks/results/fit_paper_testbed_packaged.json"
+    outside = tmp_path / "ckpt.json"
+    assert fit._repo_path(str(outside)) == str(outside.resolve())
+    assert "outside the repository" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        fit.main(["--rated-idle", "--pi-busy-min", "3.75", "--gpu-busy-min-idle", "1.01", "--prove"])
+    assert e.value.code == 2 and "--rated-idle" in capsys.readouterr().err
