@@ -920,7 +920,8 @@ def main(argv=None) -> int:
     rows = [{"figure": f[0], "paper": f[-1], "fitted": g, "error": g / f[-1] - 1}
             for f, g in zip(FIGURES, got)]
     params = {n: (math.exp(x) if not n.endswith("idle_share") else x) for n, x in zip(NAMES, fit.x)}
-    at_bound = [n for n, x, a, b in zip(NAMES, fit.x, lo, hi) if min(x - a, b - x) < 1e-3 * max(1.0, b - a)]
+    at_bound = [n for n, x, a, b in zip(NAMES, fit.x, lo, hi) if min(x - a, b - x) < 1e-3 * max(1.0, b - a)
+                and not (RATED_IDLE and n.endswith("idle_share"))]  # not searched with --rated-idle
     print(f"{'figure':52s} {'paper':>10s} {'fitted':>10s} {'error':>7s}", file=sys.stderr)
     for r in rows:
         print(f"{r['figure']:52s} {r['paper']:10.1f} {r['fitted']:10.1f} {100 * r['error']:+6.1f}%", file=sys.stderr)
