@@ -189,7 +189,8 @@ def test_observation_4_does_not_hold_here_and_why(data1):
 @pytest.mark.parametrize("name, pi_busy_min_w", [
     ("minimax_overhead600us", 0.0), ("minimax_overhead600us_pi375", 3.75), ("minimax_bounded", 3.75),
     ("minimax_link433", 3.75), ("minimax_link433_stage2", 3.75), ("minimax_link433_stage2_seed23", 3.75),
-    ("noidle_rated", 3.7875), ("noidle_rated_seed35", 3.7875)])
+    ("noidle_rated", 3.7875), ("noidle_rated_seed35", 3.7875), ("noidle_rated_seed37", 3.7875),
+    ("noidle_rated_seed39", 3.7875), ("noidle_rated_stage2", 3.7875)])
 def test_minimax_search_result_keeps_its_hard_constraints(name, pi_busy_min_w):
     """The minimax search of docs/foundation.md ("Settling item 4", "The minimax search"): its
     committed results meet every hard constraint (both Optimum models, Observations 1-3 and
