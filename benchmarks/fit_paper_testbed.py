@@ -49,7 +49,9 @@ A100's busy power ≥ F × their rated idle power); a start point outside them i
 hard constraints and every figure's |log error| ≤ WORST, and minimises the sum of squared log
 errors of the 8 figures: the second step of a lexicographic minimax; ``--init-spread F`` starts the
 population around ``--init`` (a local search). ``--checkpoint FILE`` saves every 10th generation's
-best parameters.
+best parameters. ``--rated-idle`` (docs/foundation.md, "The paper's accounting"; with
+``--no-idle-energy``) writes Tables II-IV's idle powers into the files and leaves the idle shares
+out of the search; --init / --seeds / --package paths are recorded relative to the repository.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
 packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
 ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
