@@ -413,3 +413,27 @@ def test_the_conformal_level_is_the_smallest_whose_inner_split_coverage_keeps_th
     chosen = library.estimate(probe, 1.3, query(1000, 4), start_loss=7.5, exclude_group=group)
     at_90 = fixed.estimate(probe, 1.3, query(1000, 4), start_loss=7.5, exclude_group=group)
     assert chosen.expected == at_90.expected and chosen.robust_level == 0.9
+
+
+def test_the_store_estimator_does_not_extrapolate_a_stored_probe(tmp_path, capsys):
+    """Session 8 (issue 15 debt): a stored 5-epoch probe is censored — it says nothing about the epochs after
+    its last. Beside a complete run it gives no K^rob (it bounds nothing) and is not extrapolated."""
+    db = tmp_path / "t.db"
+    with TraceStore(db) as s:
+        record(s, size=1000, bits=4, seed=0, n=5, source="probe")
+        record(s, size=1000, bits=4, seed=1, n=20)
+        probe, full = (r.val_losses for r in s.runs())
+    target = float(full[11])    # the full run reaches it at epoch ≤ 12; the probe ends far above it
+    assert probe[-1] > target
+    args = ["estimate", "--target-loss", str(target), "--models", "lenet", "--bits", "4", "--method", "store",
+            "--data", "data2", "--train-size", "1000", "--val-size", "300", "--store", str(db),
+            "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert main(args) == 2    # the median of {K, +∞} is undecided: one clear line, not "cannot reach"
+    err = capsys.readouterr().err
+    assert "cannot answer" in err and "probes that end above the target" in err and "--method probe" in err
+    with TraceStore(db) as s:
+        record(s, size=1000, bits=4, seed=2, n=20)
+    assert main(args) == 0    # two complete runs and the probe: K^exp the median, K^rob none (censored)
+    assert "censored: K^rob none" in capsys.readouterr().out
+    est = load_estimates(tmp_path / "e.json")[0]
+    assert est.epochs_expected is not None and est.epochs_expected <= 12 and est.epochs_robust is None

@@ -287,9 +287,10 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
     epoch like any other; one that ends above it is *not* extrapolated (a complete run's tail is; a
     probe's few steep epochs are not a tail): it only says K > its length (a right-censored sample).
     K^exp is then the median with those samples at +∞ where that median is still one of the known
-    K's, and K^rob = ∞ (a censored sample bounds nothing); when the censored samples decide the median
-    the store cannot answer: both are ``None`` with ``note`` starting ``censored`` (not "cannot reach":
-    :func:`jqodi.learning.estimate.estimate_candidate` then estimates from a probe).
+    K's, and K^rob is ``None`` (a censored sample bounds nothing); when the censored samples decide the
+    median, K^exp is ``None`` too. Either way ``note`` starts with ``censored`` — "the store cannot say",
+    not "cannot reach": :func:`jqodi.learning.estimate.estimate_candidate` (``auto``) then estimates
+    from a probe, and ``--method store`` says so in one line when K^exp is undecided.
     """
     curves = [np.asarray(c, dtype=float) for c in prior_curves if len(c)]
     cut = [bool(x) for c, x in zip(prior_curves, censored or [False] * len(prior_curves)) if len(c)]
