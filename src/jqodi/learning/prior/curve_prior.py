@@ -24,8 +24,9 @@ from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEME
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
-__all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
-           "MIN_EFFECTIVE_SAMPLES", "MONDRIAN_FINITE", "PROBE_LENGTHS", "calibration_targets", "run_query"]
+__all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "LEVEL_GRID",
+           "LEVEL_SAFETY", "MIN_EFFECTIVE_SAMPLES", "MONDRIAN_FINITE", "PROBE_LENGTHS", "calibration_targets",
+           "run_query"]
 
 #: probe lengths the prior is calibrated for (a probe of another length uses the next shorter one)
 PROBE_LENGTHS = (1, 2, 3, 5)
