@@ -393,6 +393,8 @@ def loco_main(argv) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
     ap.add_argument("--jobs", type=int, default=1, help="score this many held-out configurations at once (processes)")
+    ap.add_argument("--probe-lengths", type=int, nargs="+", default=None,
+                    help="with --test-seed: score only these probe lengths (of 1 2 3 5; session 8 pre-registered 5)")
     ap.add_argument("--test-seed", type=int, default=None,
                     help="session 6: a held-out truth seed — its full runs are fine-tuned (--runs-only) and scored as "
                          "test questions only (never in the library), session 5's method beside session 6's")
@@ -488,6 +490,9 @@ def loco_score(rows) -> dict:
             "coverage": round(cover / n, 4) if n else None,
             "mean_margin_rel": round(statistics.mean(margin), 4) if margin else None,
             "mean_margin_epochs": round(statistics.mean(margin_ep), 2) if margin_ep else None,
+            # Σ(K^rob − K) / ΣK over the targets with a finite K^rob: the margin as a ratio of means
+            "margin_ratio_of_means": (round(sum(margin_ep) / sum(r["K"] for r in rows if r["K_rob"] is not None), 4)
+                                      if margin_ep else None),
             "median_margin_rel": round(statistics.median(margin), 4) if margin else None,
             "wrongly_excluded": round(excluded / n, 4) if n else None,
             # (K^rob − K^exp)/K^exp: the estimate's own spread, which should shrink with the probe
@@ -701,14 +706,23 @@ TEST_NEW = "session 6 (new): the same, conformal residuals also at each run's la
 #: estimate's calibration also weighted by how deep the target lies below the probe's best loss)
 TEST7_OLD = "session 6 (old): prior+probe, conformal K^rob, residuals to each run's last epoch"
 TEST7_NEW = "session 7 (new): the same, point estimate calibrated per target depth below the probe"
+#: session 8's (truth seed 5, pre-registered the same way): session 7's method and session 8's (a per-kind conformal
+#: quantile falls back to all residuals when the query's kind has too few for a finite quantile at the level, and
+#: the quantile's level is chosen by the nested inner split: the smallest whose inner coverage is ≥ 93 %)
+TEST8_OLD = "session 7 (old): prior+probe, conformal K^rob, point estimate per target depth below the probe"
+TEST8_NEW = "session 8 (new): the same, per-kind quantile only where finite, its level chosen by the inner split"
 
 
 def test_methods(test_seed: int) -> tuple[tuple[str, dict], tuple[str, dict]]:
     """(old, new) method of a held-out seed's test: (row name, :class:`CurvePrior` options) each;
-    seed 3 is session 6's test, later seeds session 7's."""
+    seed 3 is session 6's test, seed 4 session 7's, later seeds session 8's."""
+    session7 = {"mondrian_finite": False, "level_safety": None}   # session 7's per-kind rule and fixed level 0.9
     if test_seed <= 3:
-        return (TEST_OLD, {"calibrate_to_end": False, "drop_bandwidth": 0.0}), (TEST_NEW, {"drop_bandwidth": 0.0})
-    return (TEST7_OLD, {"drop_bandwidth": 0.0}), (TEST7_NEW, {})
+        return ((TEST_OLD, {"calibrate_to_end": False, "drop_bandwidth": 0.0, **session7}),
+                (TEST_NEW, {"drop_bandwidth": 0.0, **session7}))
+    if test_seed == 4:
+        return (TEST7_OLD, {"drop_bandwidth": 0.0, **session7}), (TEST7_NEW, dict(session7))
+    return (TEST8_OLD, dict(session7)), (TEST8_NEW, {})
 
 
 def dev_seeds(test_seed: int | None) -> tuple[int, ...]:
@@ -738,7 +752,7 @@ def _test_score_config(i: int):
         for target in loco_targets(truth, c["horizon"]):
             k = next(j + 1 for j, v in enumerate(truth) if v <= target)
             row = {"config": key, "truth_seed": b.seed, "part": part, "target_loss": round(target, 5), "K": k}
-            for P in PROBE_LENGTHS:
+            for P in _LOCO.get("probe_lengths", PROBE_LENGTHS):
                 for name, pr in methods.items():
                     e = pr.estimate(list(ca.losses[:P]), target, query, start_loss=ca.start_loss, exclude_group=ca.group)
                     rows.setdefault(part, {}).setdefault(name, {}).setdefault(P, []).append(
@@ -757,10 +771,11 @@ def probe_rule(metrics_by_p: dict) -> int:
     the most targets, then the lowest median error, then the shortest."""
     from jqodi.learning.prior import PROBE_LENGTHS
 
-    ok = {P: meets(metrics_by_p[str(P)]) for P in PROBE_LENGTHS}
-    passing = [P for P in PROBE_LENGTHS if all(ok[P].values())]
+    lengths = [P for P in PROBE_LENGTHS if str(P) in metrics_by_p]   # (--probe-lengths scores a subset)
+    ok = {P: meets(metrics_by_p[str(P)]) for P in lengths}
+    passing = [P for P in lengths if all(ok[P].values())]
     return passing[0] if passing else min(
-        PROBE_LENGTHS, key=lambda P: (-sum(ok[P].values()), metrics_by_p[str(P)]["median_rel_error"], P))
+        lengths, key=lambda P: (-sum(ok[P].values()), metrics_by_p[str(P)]["median_rel_error"], P))
 
 
 def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
@@ -785,7 +800,8 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
     methods = {old_name: CurvePrior(library, skipped=everything.skipped, **old_opts),
                new_name: CurvePrior(library, skipped=everything.skipped, **new_opts)}
     _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid,
-                 test_seed=args.test_seed)
+                 test_seed=args.test_seed,
+                 probe_lengths=tuple(getattr(args, "probe_lengths", None) or PROBE_LENGTHS))
     rows, per_config = {}, []
     jobs = max(1, int(getattr(args, "jobs", 1) or 1))
     pool, results = _map_configs(_test_score_config, len(grid), jobs)
@@ -806,6 +822,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
     chosen = probe_rule(metrics["dev"][new_name])
     result = {"mode": "leave-one-configuration-out, held-out truth seed", "test_seed": args.test_seed,
               "dev_truth_seeds": dev_seeds(args.test_seed), "methods": {old_name: old_opts, new_name: new_opts},
+              "probe_lengths": list(_LOCO["probe_lengths"]),
               "configs": [config_key(c) for c in grid], "cifar": cifar,
               "library_runs": len(library), "test_runs": len(test_ids), "targets": LOCO_TARGETS,
               "target_epochs": TARGET_EPOCHS, "metrics_test": metrics.get("test", {}), "metrics_dev": metrics.get("dev", {}),
@@ -833,8 +850,8 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
 
 def loco_rows(metrics) -> list[str]:
     lines = ["| estimator | probe epochs | median \\|K^exp − K\\|/K | K^rob ≥ K | mean (K^rob − K)/K | wrongly excluded "
-             "| median (K^rob − K^exp)/K^exp | targets |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| median (K^rob − K^exp)/K^exp | Σ(K^rob − K)/ΣK | mean K^rob − K (epochs) | targets |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, by_p in metrics.items():
         for P, m in by_p.items():
             ok = meets(m)
@@ -843,7 +860,9 @@ def loco_rows(metrics) -> list[str]:
                          f"{'-' if m['mean_margin_rel'] is None else format(m['mean_margin_rel'], '.0%')}"
                          f"{'' if ok['mean_margin_rel'] else ' ✘'} | "
                          f"{m['wrongly_excluded']:.0%}{'' if ok['wrongly_excluded'] else ' ✘'} | "
-                         f"{'-' if m['median_spread_rel'] is None else format(m['median_spread_rel'], '.0%')} | {m['n']} |")
+                         f"{'-' if m['median_spread_rel'] is None else format(m['median_spread_rel'], '.0%')} | "
+                         f"{'-' if m.get('margin_ratio_of_means') is None else format(m['margin_ratio_of_means'], '.0%')} | "
+                         f"{'-' if m.get('mean_margin_epochs') is None else format(m['mean_margin_epochs'], '.1f')} | {m['n']} |")
     return lines
 
 

@@ -125,6 +125,25 @@ def test_store_estimate_counts_a_run_that_stops_at_the_target():
     assert estimate_from_runs([VGG_FP32_CIFAR[0][:8]], 0.02).expected > 8
 
 
+def test_store_estimate_treats_a_probe_as_censored():
+    full = [power_curve(40, c=0.2 + 0.005 * s, noise=0.002, seed=s) for s in range(3)]
+    target = 0.3
+    ks = sorted(first_epoch_below(c, target) for c in full)
+    probe = power_curve(5)                        # ends above the target: K > 5 is all it says
+    assert probe[-1] > target
+    # as a complete run it was extrapolated from 5 steep epochs; as a probe it is not
+    alone = estimate_from_runs([probe], target, censored=[True])
+    assert alone.expected is None and alone.robust is None and alone.note.startswith("censored")
+    assert estimate_from_runs([probe], target).expected is not None          # (the complete-run reading)
+    # beside complete runs: K^exp is the median with the probe's K at +∞, K^rob bounds nothing
+    mixed = estimate_from_runs(full + [probe], target, censored=[False] * 3 + [True])
+    assert mixed.expected == int(np.ceil(np.median(ks + [np.inf]))) and mixed.robust is None
+    assert mixed.note.startswith("censored")
+    # a probe that reaches the target counts its epoch like any run
+    reached = estimate_from_runs(full + [[0.5, 0.4, 0.29, 0.28, 0.27]], target, censored=[False] * 3 + [True])
+    assert 3 in reached.samples and reached.robust is not None and not reached.note
+
+
 def test_gamma_bootstrap():
     d = np.random.default_rng(0).normal(0.2, 0.5, 500)
     g = gamma_estimate(d, seed=0)

@@ -106,7 +106,10 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
     b = bench(monkeypatch)
     assert b.dev_seeds(3) == (1, 2) and b.dev_seeds(4) == (1, 2, 3) and b.dev_seeds(None) == (1, 2)
     (old, old_opts), (new, new_opts) = b.test_methods(4)
-    assert (old, new) == (b.TEST7_OLD, b.TEST7_NEW) and old_opts == {"drop_bandwidth": 0.0} and new_opts == {}
+    # (since session 8 both spell out session 7's per-kind rule and fixed level: the defaults moved)
+    assert (old, new) == (b.TEST7_OLD, b.TEST7_NEW)
+    session7 = {"mondrian_finite": False, "level_safety": None}
+    assert old_opts == {"drop_bandwidth": 0.0, **session7} and new_opts == session7
     assert b.test_methods(3)[1][0] == b.TEST_NEW
     grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
              "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
@@ -126,3 +129,19 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
         assert res["metrics_test"][name]["5"]["n"] == n_test and res["metrics_dev"][name]["5"]["n"] == n_dev
     assert res["figure_of_record"]["row"] == new and res["dev_truth_seeds"] == [1, 2, 3]
     assert "truth seeds 1, 2, 3" in res["markdown"]
+
+
+def test_the_fifth_seed_scores_session_7_beside_session_8_with_seeds_1_to_4_as_development(monkeypatch):
+    """Session 8 (--test-seed 5, pre-registered): session 7's method is the same code with session 7's per-kind
+    rule and fixed level 0.9 (mondrian_finite=False, level_safety=None); the earlier tests keep their methods;
+    a subset of probe lengths (--probe-lengths 5) is ruled on alone."""
+    b = bench(monkeypatch)
+    assert b.dev_seeds(5) == (1, 2, 3, 4)
+    (old, old_opts), (new, new_opts) = b.test_methods(5)
+    assert (old, new) == (b.TEST8_OLD, b.TEST8_NEW) and new_opts == {}
+    assert old_opts == {"mondrian_finite": False, "level_safety": None}
+    assert b.test_methods(4)[1] == (b.TEST7_NEW, {"mondrian_finite": False, "level_safety": None})
+    assert all(opts.get("mondrian_finite") is False and opts["level_safety"] is None for _, opts in b.test_methods(3))
+    m = {"median_rel_error": 0.1, "coverage": 0.95, "mean_margin_rel": 0.4, "wrongly_excluded": 0.0}
+    assert b.probe_rule({"5": m}) == 5
+    assert b.probe_rule({"3": {**m, "mean_margin_rel": 0.2}, "5": m}) == 3

@@ -143,8 +143,11 @@ def test_the_conformal_scheme_is_chosen_on_the_library_without_the_held_out_conf
     ok = [sc for sc in SELECTABLE_SCHEMES if table[sc.name]["coverage"] >= 0.9]
     if ok:
         assert table[best.name]["mean_margin_rel"] == min(table[sc.name]["mean_margin_rel"] for sc in ok)
+    # (since session 8 the estimate takes the scheme the split picks at the level it chooses: select_level)
+    level, picked = library.select_level(5, frozenset([group]))
+    assert picked == library.select_scheme(5, frozenset([group]), level)[0]
     e, _, _ = held_out(library, 1000, 4, 5, true_curve(20, 1000, 4, 7 + 4 + 1000)[11])
-    assert best.name in e.note and "chosen by leave-one-configuration-out" in e.note
+    assert picked.name in e.note and "chosen by leave-one-configuration-out" in e.note
     # a scheme given explicitly is used as given; rounding down never gives more than rounding up
     ups = [sc for sc in CONFORMAL_SCHEMES if sc.round_up]
     for up in ups:
@@ -355,3 +358,82 @@ def test_the_point_estimate_is_calibrated_per_target_depth_below_the_probe(libra
                 distinct_old.add(old.expected)
     assert np.mean(err_new) < np.mean(err_old) - 0.03
     assert len(distinct_new) > len(distinct_old)   # deep targets are told apart
+
+
+def test_a_per_kind_quantile_falls_back_to_all_residuals_when_its_kind_is_too_few_for_the_level():
+    """Session 8: with Kish's n over the query's kind ≤ level/(1 − level) (9 at 0.9), q' = 0.9·(1 + 1/n) ≥ 1
+    and the per-kind quantile was the largest residual of any weight; now all residuals count then. A kind
+    with enough residuals is used alone, as before."""
+    from types import SimpleNamespace
+
+    from jqodi.learning.prior import ConformalScheme
+    from jqodi.learning.prior.curve_prior import _Samples
+
+    groups = [("g", i) for i in range(40)]
+    runs = [SimpleNamespace(group=g) for g in groups]
+    per_kind = ConformalScheme(mondrian=True, normalised=False, round_up=True)
+
+    def residuals(n_extrapolated):
+        res = _Samples()
+        for i in range(25):                       # targets the probe reached: seed noise only
+            res.add(groups[i], i, math.log(5), 0.02 * (i % 3), observed=True)
+        for j in range(n_extrapolated):           # extrapolated ones: one far out
+            i = 25 + j
+            res.add(groups[i], i, math.log(5), 2.0 if j == 0 else 0.05 * (j % 4), observed=False)
+        return res
+
+    for n_x, thin in ((3, True), (15, False)):
+        res = residuals(n_x)
+        w = np.ones(len(res.err))
+        new = CurvePrior(runs)._quantile(res, w, 5, 0.0, False, per_kind, 0.9)[0]
+        old = CurvePrior(runs, mondrian_finite=False)._quantile(res, w, 5, 0.0, False, per_kind, 0.9)[0]
+        if thin:   # 3 extrapolated residuals: q' ≥ 1, the old rule took the 2.0; all 28 residuals give 0.05
+            assert old == pytest.approx(2.0) and new < 0.2
+        else:      # 15 of that kind (n > 9): the kind alone, both rules alike
+            assert new == old
+
+
+def test_the_conformal_level_is_the_smallest_whose_inner_split_coverage_keeps_the_safety(library):
+    """Session 8: select_level takes the smallest level of LEVEL_GRID whose inner-split coverage is ≥ 0.9 +
+    level_safety (the held-out configuration takes no part); None: the fixed 0.9 of session 7."""
+    from jqodi.learning.prior import CurvePrior
+    from jqodi.learning.prior.curve_prior import CONFORMAL_LEVEL, LEVEL_GRID, LEVEL_SAFETY
+
+    group = next(r.group for r in library.runs if (r.train_size, r.bits) == (1000, 4))
+    ex = frozenset([group])
+    level, scheme = library.select_level(5, ex)
+    cov = {lv: library.select_scheme(5, ex, lv)[1][library.select_scheme(5, ex, lv)[0].name]["coverage"]
+           for lv in LEVEL_GRID}
+    ok = [lv for lv in sorted(LEVEL_GRID) if cov[lv] >= CONFORMAL_LEVEL + LEVEL_SAFETY]
+    assert level == (ok[0] if ok else CONFORMAL_LEVEL) and scheme == library.select_scheme(5, ex, level)[0]
+    fixed = CurvePrior(library.runs, level_safety=None)
+    assert fixed.select_level(5, ex) == (CONFORMAL_LEVEL, fixed.select_scheme(5, ex)[0])
+    # the point estimate does not depend on the level; the estimate states the coverage it is calibrated to, 0.9
+    probe = true_curve(5, 1000, 4, 4 + 1000)
+    chosen = library.estimate(probe, 1.3, query(1000, 4), start_loss=7.5, exclude_group=group)
+    at_90 = fixed.estimate(probe, 1.3, query(1000, 4), start_loss=7.5, exclude_group=group)
+    assert chosen.expected == at_90.expected and chosen.robust_level == 0.9
+
+
+def test_the_store_estimator_does_not_extrapolate_a_stored_probe(tmp_path, capsys):
+    """Session 8 (issue 15 debt): a stored 5-epoch probe is censored — it says nothing about the epochs after
+    its last. Beside a complete run it gives no K^rob (it bounds nothing) and is not extrapolated."""
+    db = tmp_path / "t.db"
+    with TraceStore(db) as s:
+        record(s, size=1000, bits=4, seed=0, n=5, source="probe")
+        record(s, size=1000, bits=4, seed=1, n=20)
+        probe, full = (r.val_losses for r in s.runs())
+    target = float(full[11])    # the full run reaches it at epoch ≤ 12; the probe ends far above it
+    assert probe[-1] > target
+    args = ["estimate", "--target-loss", str(target), "--models", "lenet", "--bits", "4", "--method", "store",
+            "--data", "data2", "--train-size", "1000", "--val-size", "300", "--store", str(db),
+            "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert main(args) == 2    # the median of {K, +∞} is undecided: one clear line, not "cannot reach"
+    err = capsys.readouterr().err
+    assert "cannot answer" in err and "probes that end above the target" in err and "--method probe" in err
+    with TraceStore(db) as s:
+        record(s, size=1000, bits=4, seed=2, n=20)
+    assert main(args) == 0    # two complete runs and the probe: K^exp the median, K^rob none (censored)
+    assert "censored: K^rob none" in capsys.readouterr().out
+    est = load_estimates(tmp_path / "e.json")[0]
+    assert est.epochs_expected is not None and est.epochs_expected <= 12 and est.epochs_robust is None

@@ -278,21 +278,45 @@ def _extrapolated_k(curve: np.ndarray, target: float, horizon: int) -> float:
 
 
 def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: float, *,
-                       probe: Sequence[float] | None = None, horizon: int = 300) -> EpochEstimate:
-    """K^exp / K^rob from prior runs' validation curves (optionally aligned to a probe)."""
+                       probe: Sequence[float] | None = None, horizon: int = 300,
+                       censored: Sequence[bool] | None = None) -> EpochEstimate:
+    """K^exp / K^rob from prior runs' validation curves (optionally aligned to a probe).
+
+    ``censored[i]``: curve i was cut short, not run to its end — a probe (``source="probe"``) says
+    nothing about the epochs after its last. A censored curve that reaches the target counts its
+    epoch like any other; one that ends above it is *not* extrapolated (a complete run's tail is; a
+    probe's few steep epochs are not a tail): it only says K > its length (a right-censored sample).
+    K^exp is then the median with those samples at +∞ where that median is still one of the known
+    K's, and K^rob is ``None`` (a censored sample bounds nothing); when the censored samples decide the
+    median, K^exp is ``None`` too. Either way ``note`` starts with ``censored`` — "the store cannot say",
+    not "cannot reach": :func:`jqodi.learning.estimate.estimate_candidate` (``auto``) then estimates
+    from a probe, and ``--method store`` says so in one line when K^exp is undecided.
+    """
     curves = [np.asarray(c, dtype=float) for c in prior_curves if len(c)]
+    cut = [bool(x) for c, x in zip(prior_curves, censored or [False] * len(prior_curves)) if len(c)]
     if not curves:
         return EpochEstimate(None, None, method="store")
     ks = []
-    for c in curves:
+    for c, is_cut in zip(curves, cut):
         if probe is not None and len(probe):
             p = np.asarray(probe, dtype=float)
             n = min(p.size, c.size)
             c = c + float(np.mean(p[:n] - c[:n]))
-        ks.append(_prior_k(c, target_loss, horizon))
+        hit = first_epoch_below(c, target_loss) if is_cut else None
+        ks.append(float(hit) if hit is not None else (math.nan if is_cut else _prior_k(c, target_loss, horizon)))
     arr = np.asarray(ks)
-    finite = arr[np.isfinite(arr)]
     method = "store+probe" if probe is not None and len(probe) else "store"
+    open_ = np.isnan(arr)
+    if open_.any():
+        k_exp = float(np.median(np.where(open_, math.inf, arr)))
+        if not math.isfinite(k_exp):
+            return EpochEstimate(None, None, method=method, samples=list(arr),
+                                 note=f"censored: {int(open_.sum())} of {arr.size} stored curves are probes that end "
+                                      f"above the target; they say nothing about later epochs")
+        return EpochEstimate(_finite_or_none(k_exp), None, final_loss_expected=target_loss, method=method,
+                             samples=list(arr), note=f"censored: K^rob none — {int(open_.sum())} stored probe(s) end "
+                                                     f"above the target")
+    finite = arr[np.isfinite(arr)]
     if finite.size * 2 <= arr.size:  # most priors never reach the target
         return EpochEstimate(None, None, method=method, samples=list(arr))
     k_exp = float(np.median(arr))

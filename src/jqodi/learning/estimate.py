@@ -53,7 +53,8 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 
 def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tuple[EpochEstimate, dict]:
     """Epoch estimate and γ/L_a summary from stored :class:`~jqodi.core.traces.RunTrace` s."""
-    est = estimate_from_runs([r.val_losses for r in runs], target_loss, horizon=horizon)
+    est = estimate_from_runs([r.val_losses for r in runs], target_loss, horizon=horizon,
+                             censored=[r.source == "probe" for r in runs])
     summary = {"base_loss": _mean([r.base_loss for r in runs]), "gamma": _mean([r.gamma for r in runs]),
                "gamma_robust": max((r.gamma_robust for r in runs if r.gamma_robust is not None), default=None),
                "runs": [r.id for r in runs]}
@@ -132,12 +133,19 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
         priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
+    if priors and method == "store" and est.expected is None and est.note.startswith("censored"):
+        raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} cannot "
+                         f"answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}; run "
+                         f"'jqodi finetune' or use --method probe")
+    if priors and (method == "store" or not est.note.startswith("censored")):
+        # (auto: stored probes that end above the target say nothing about later epochs: a probe instead)
         return LearningEstimate(model=model, bits=bits, base_loss=s["base_loss"], gamma=s["gamma"],
                                 epochs_expected=est.expected, epochs_robust=est.robust,
                                 target_loss=target_loss, gamma_robust=s["gamma_robust"],
                                 final_loss_expected=est.final_loss_expected,
                                 final_loss_robust=est.final_loss_robust,
-                                source=f"measured:store({len(priors)} runs)", provenance=prov)
+                                source=f"measured:store({len(priors)} runs{'; ' + est.note if est.note else ''})",
+                                provenance=prov)
     from jqodi.core.training import TrainConfig
     from jqodi.learning.prior import CurvePrior
     from jqodi.learning.reference import finetune

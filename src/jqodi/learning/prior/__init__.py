@@ -42,7 +42,8 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    It calibrates what the quantile vote of step 3 cannot: the error of the calibrated K^exp itself.
    How the quantile is formed (:class:`ConformalScheme`: pooled or per kind of target — reached
    by the probe or extrapolated —, raw or normalised scores) is chosen per probe length by an
-   inner leave-one-configuration-out split of the residuals (:meth:`CurvePrior.select_scheme`).
+   inner leave-one-configuration-out split of the residuals (:meth:`CurvePrior.select_scheme`), and so
+   is the quantile's level (:meth:`CurvePrior.select_level`, session 8: the smallest covering ≥ 93 % there).
 5. **Cold start.** With no stored run of the model, the other models' runs calibrate it (they
    weigh ×0.2 each in the similarity) and the conformal margin is doubled in log K; with no
    stored run at all, or too little weight behind a query (fewer than

@@ -28,7 +28,8 @@ class ConformalScheme:
 
     ``mondrian``: only residuals of the query's kind count — targets the probe already reached
     (K^exp is then the probe's own epoch, and what is left is seed-to-seed noise) or targets it
-    extrapolates to (Mondrian conformal prediction; all residuals when too few of that kind).
+    extrapolates to (Mondrian conformal prediction; all residuals when too few of that kind — since
+    session 8, too few for a finite quantile at the level: :data:`jqodi.learning.prior.curve_prior.MONDRIAN_FINITE`).
     ``normalised``: locally adaptive conformal prediction — scores r/σ, σ = max(:data:`SPREAD_FLOOR`,
     log K^rob_vote − log K^exp), the calibrated variants' own spread (step 3); the margin is
     σ_query · quantile(r/σ). ``round_up``: K^rob = ⌈K^exp·e^q̂⌉; else ⌊K^exp·e^q̂⌋, the exact
@@ -56,7 +57,9 @@ CONFORMAL_SCHEMES = tuple(ConformalScheme(m, n, u, c) for c in (False, True) for
                           for n in (False, True) for u in (True, False))
 #: those :meth:`jqodi.learning.prior.CurvePrior.select_scheme` chooses from by default: rounded up,
 #: as fixed in session 2 (with either count in the finite-sample correction: the inner split has
-#: never chosen ``per_configuration``, whose margin is several times the others'). The inner split
+#: never chosen ``per_configuration``, whose margin is several times the others' — 0 of 25 held-out
+#: configurations in sessions 4–8. They are kept as the rule's fallback: when no scheme covers the level
+#: on the inner split, the highest coverage wins, and these are the most conservative). The inner split
 #: cannot judge the rounding: it finds ≥ 92 % coverage for every scheme, and rounding down wins
 #: there, while on held-out configurations it covered 86 % (docs/learning.md, "Held-out benchmark")
 SELECTABLE_SCHEMES = tuple(sc for sc in CONFORMAL_SCHEMES if sc.round_up)

@@ -24,8 +24,9 @@ from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEME
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
-__all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
-           "MIN_EFFECTIVE_SAMPLES", "PROBE_LENGTHS", "calibration_targets", "run_query"]
+__all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior", "LEVEL_GRID",
+           "LEVEL_SAFETY", "MIN_EFFECTIVE_SAMPLES", "MONDRIAN_FINITE", "PROBE_LENGTHS", "calibration_targets",
+           "run_query"]
 
 #: probe lengths the prior is calibrated for (a probe of another length uses the next shorter one)
 PROBE_LENGTHS = (1, 2, 3, 5)
@@ -57,6 +58,23 @@ CALIBRATE_TO_END = True
 #: of them to one K (slow tails of noisy runs too early, shallow targets of flat curves too late);
 #: 0: session 6's calibration (depth kernel only)
 DROP_BANDWIDTH = 0.1
+#: a per-kind (Mondrian) conformal quantile uses only the residuals of the query's kind (reached by the
+#: probe / extrapolated) when they are enough for a finite conformal quantile at the level: Kish's n over
+#: them > level/(1 − level) (9 at 0.9). With fewer, q' = level·(1 + 1/n) ≥ 1 and the quantile is the
+#: largest residual of *any* weight — a CIFAR-10 query's extrapolated targets (n ≈ 5) took the largest
+#: residual of a barely similar Fashion-MNIST configuration (K^rob 8× K^exp). Then all residuals count,
+#: as Mondrian prediction does with a category too small to calibrate (session 8). False: session 7's
+#: rule (that kind's residuals whenever they span 1.5 effective configurations)
+MONDRIAN_FINITE = True
+#: the conformal quantile's level is chosen by the nested inner split (session 8): the smallest of
+#: :data:`LEVEL_GRID` at which the inner split's coverage (of the scheme it picks there) is ≥
+#: :data:`CONFORMAL_LEVEL` + this safety — the finite-sample correction and the rounding up made level 0.9
+#: cover ~95 % on development data, 5 points above the 90 % asked; the safety (3 points) covers the inner
+#: split's optimism measured there (its coverage 91.9 % at level 0.85 vs 87.8 % held out). None: level
+#: :data:`CONFORMAL_LEVEL` (session 7). The estimate still states 0.9: the coverage K^rob is calibrated to
+LEVEL_SAFETY: float | None = 0.03
+#: the levels the nested choice considers (the largest is :data:`CONFORMAL_LEVEL`, taken when none qualifies)
+LEVEL_GRID = (0.85, 0.8625, 0.875, 0.8875, 0.9)
 
 
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
@@ -126,10 +144,13 @@ class CurvePrior:
     """The learned prior: a library of stored curves and their simulated-probe errors."""
 
     def __init__(self, runs: Sequence[CurveRun], *, horizon: int = 300, skipped: dict[str, int] | None = None,
-                 calibrate_to_end: bool = CALIBRATE_TO_END, drop_bandwidth: float = DROP_BANDWIDTH):
+                 calibrate_to_end: bool = CALIBRATE_TO_END, drop_bandwidth: float = DROP_BANDWIDTH,
+                 mondrian_finite: bool = MONDRIAN_FINITE, level_safety: float | None = LEVEL_SAFETY):
         self.runs = list(runs)
         self.calibrate_to_end = bool(calibrate_to_end)   # False: session 5's conformal targets
         self.drop_bandwidth = float(drop_bandwidth)       # 0: session 6's point estimate (depth kernel only)
+        self.mondrian_finite = bool(mondrian_finite)      # False: session 7's per-kind rule
+        self.level_safety = level_safety                  # None: the fixed level 0.9 (session 7)
         self.horizon = int(horizon)
         self.skipped = dict(skipped or {})
         self._samples: dict[tuple, _Samples] = {}
@@ -313,7 +334,8 @@ class CurvePrior:
         w = w_cfg * np.exp(-0.5 * ((depth - math.log(k_exp)) / (2 * DEPTH_BANDWIDTH)) ** 2)
         if scheme.mondrian:
             same = w * (np.asarray(res.observed, bool) == observed)
-            if same.sum() > 0 and group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES:
+            if same.sum() > 0 and group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES and (
+                    not self.mondrian_finite or same.sum() ** 2 / np.sum(same ** 2) > level / (1.0 - level)):
                 w = same
         n_configs = group_n_eff(w, run, self._group_no) if w.sum() > 0 else 0.0
         if n_configs < MIN_EFFECTIVE_SAMPLES:
@@ -404,18 +426,32 @@ class CurvePrior:
         self._schemes[key] = (best, table)
         return self._schemes[key]
 
+    def select_level(self, P: int, exclude: frozenset = frozenset(),
+                     candidates: tuple = SELECTABLE_SCHEMES) -> tuple[float, ConformalScheme]:
+        """(level, scheme) of the conformal quantile for probes of ``P`` epochs, chosen on the library alone:
+        the smallest level of :data:`LEVEL_GRID` whose inner-split coverage (:meth:`select_scheme` at that
+        level, the held-out ``exclude`` taking no part) is ≥ :data:`CONFORMAL_LEVEL` + ``level_safety``;
+        :data:`CONFORMAL_LEVEL` when none is (or ``level_safety`` is None)."""
+        if self.level_safety is not None:
+            for lv in sorted(LEVEL_GRID):
+                sc, table = self.select_scheme(P, exclude, lv, candidates)
+                if (table[sc.name]["coverage"] or 0.0) >= CONFORMAL_LEVEL + self.level_safety:
+                    return lv, sc
+        return CONFORMAL_LEVEL, self.select_scheme(P, exclude, CONFORMAL_LEVEL, candidates)[0]
+
     # -- estimation --------------------------------------------------------------------------
     def estimate(self, probe: Sequence[float], target_loss: float, query: dict, *,
                  start_loss: float | None = None, exclude_group: tuple | None = None,
                  conformal: bool = True, other_models: bool = True, scheme: ConformalScheme | None = None,
-                 level: float = CONFORMAL_LEVEL, candidates: tuple = SELECTABLE_SCHEMES) -> EpochEstimate:
+                 level: float | None = None, candidates: tuple = SELECTABLE_SCHEMES) -> EpochEstimate:
         """K^exp / K^rob for a candidate described by ``query`` from its probe's validation losses.
 
         ``query``: model, dataset, data_name, bits, width, train_size and optionally pretrained
         (identity key) and shift (log(L_0/L_a)). ``exclude_group``: leave that configuration's
         runs out of the library (the held-out benchmark). K^rob = K^exp · exp(conformal margin)
         (:meth:`conformal_margin`) with the scheme :meth:`select_scheme` chooses on the library
-        from ``candidates`` (``scheme``: this one instead) at ``level``; ``conformal=False``: the
+        from ``candidates`` (``scheme``: this one instead) at ``level`` (None: the level and scheme
+        :meth:`select_level` chooses; with ``scheme`` given, 0.9); ``conformal=False``: the
         variants' quantile vote of step 3 (too few residuals: that vote widened to ≥ 1.8·K^exp, as at
         a cold start). K^exp or K^rob at the horizon is ∞ (``None``). With no stored run of the
         query's model (cold start) the other models' runs calibrate it and the conformal margin is
@@ -442,17 +478,22 @@ class CurvePrior:
         ke = max(1, int(round(k_exp)))
         margin = None
         if conformal and ke <= self.horizon:
-            chosen = self.select_scheme(P, exclude, level, candidates)[0] if scheme is None else scheme
-            margin = self.conformal_margin(P, query, ke, exclude, level, scheme=chosen, spread=spread_of(point),
+            if level is None and scheme is None:   # the level and the scheme chosen by the nested inner split
+                q_level, chosen = self.select_level(P, exclude, candidates)
+            else:
+                q_level = CONFORMAL_LEVEL if level is None else level
+                chosen = self.select_scheme(P, exclude, q_level, candidates)[0] if scheme is None else scheme
+            margin = self.conformal_margin(P, query, ke, exclude, q_level, scheme=chosen, spread=spread_of(point),
                                            observed=first_epoch_below(y, target_loss) is not None)
         stated = None   # (level, relative margin before rounding) of a conformal K^rob
         if margin is not None:
             factor = 2.0 if not relevant else 1.0
             kr = robust_k(ke, margin[0], factor, chosen)
-            stated = (float(level), math.exp(factor * max(margin[0], 0.0)) - 1.0)
-            how = (f"K^rob: conformal {level:.0%} margin {stated[1]:+.0%}"
+            target = CONFORMAL_LEVEL if level is None else level   # the coverage K^rob is calibrated to
+            stated = (float(target), math.exp(factor * max(margin[0], 0.0)) - 1.0)
+            how = (f"K^rob: conformal {target:.0%} margin {stated[1]:+.0%}"
                    f"{' (doubled: cold start)' if factor > 1 else ''} ({margin[1]:.1f} effective residuals; "
-                   f"{chosen.name}"
+                   f"{chosen.name}{f', quantile level {q_level:.3g}' if q_level != target else ''}"
                    f"{', chosen by leave-one-configuration-out on the stored runs' if scheme is None else ''})")
         elif conformal:   # too few residuals to calibrate a margin: widened as at a cold start
             kr = max(ke, int(math.ceil(k_rob - 1e-9)), int(math.ceil((1 + COLD_START_MARGIN) * ke - 1e-9)))
