@@ -15,7 +15,8 @@ The comment may go on over more lines with options, one ``key: value`` a line::
 
     <!-- sample: jqodi plan my-scenario.yaml     # examples/paper-data1.yaml + a serving block
     setup: cp examples/paper-data1.yaml my-scenario.yaml && printf 'serving: ...' >> my-scenario.yaml
-    volatile: (\\d+\\.\\d+)s wall
+    volatile: t = ([\\d.]+) s
+    drop: ETA
     columns: meas s | raw s
     cut: ^per link
     exit: 1
@@ -24,9 +25,10 @@ The comment may go on over more lines with options, one ``key: value`` a line::
 
 * ``setup`` runs first, in the same folder, and is not shown (it makes input files the doc
   describes in words);
-* ``volatile`` (repeatable) is a regular expression whose match — its first group, if it has
-  one — is a measured, load-dependent figure; ``columns`` names fixed-width table columns (by
-  their header, ``|`` between names) whose values are such figures (see *The volatile rule*);
+* ``volatile`` (repeatable) is a regular expression whose match — its groups, if it has any —
+  is a measured, load-dependent figure; ``columns`` names fixed-width table columns (by their
+  header, ``|`` between names) whose values are such figures; ``drop`` (repeatable) matches
+  whole lines that may or may not appear (a progress line) (see *The volatile rule*);
 * ``cut``: the output is shown up to the first line matching the expression, then ``...``;
 * ``exit``: the command's expected exit status (default 0; another status is an error);
 * ``timeout``: seconds before the command is stopped (default ``--timeout``, 600).
@@ -40,10 +42,10 @@ script with this repository's ``src`` first on ``PYTHONPATH``, ``TZ=UTC`` and
 lines stripped; the fresh folders' paths are written as ``$WORKDIR`` and ``$JQODI_HOME``.
 
 The volatile rule: a block is *changed* when its text differs from the new output once the
-volatile parts of both are replaced by ``…``. Volatile by default: the solvers' ``plan time …
+volatile parts of both are replaced by ``…`` and runs of spaces by one (alignment). Volatile by default: the solvers' ``plan time …
 ms`` line and ``plan (ms)`` column, ``N s wall``/``Ns wall`` durations, ``elapsed``/``ETA``
-figures, ``load average`` figures and dates/times of day; a sample's own ``volatile`` and
-``columns`` add to them. A changed block is rewritten with the new output; an unchanged one is
+figures, ``load average`` figures and dates/times of day; a sample's own ``volatile``,
+``columns`` and ``drop`` add to them. A changed block is rewritten with the new output; an unchanged one is
 left as it is, real figures included, so a re-run touches nothing when only timings moved.
 
     python scripts/doc_samples.py              # re-run every sample, rewrite the changed ones
@@ -92,7 +94,7 @@ MASK = "…"
 OPEN = re.compile(r"<!--\s*sample:")
 CLOSE = re.compile(r"^\s*<!--\s*/sample\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(```+|~~~+)(.*)$")
-OPTION_KEYS = ("setup", "volatile", "columns", "cut", "exit", "timeout")
+OPTION_KEYS = ("setup", "volatile", "drop", "columns", "cut", "exit", "timeout")
 
 
 class SampleError(Exception):
@@ -112,6 +114,7 @@ class Sample:
     indent: str = ""
     setup: str | None = None
     volatile: list[str] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     cut: str | None = None
     exit: int = 0
@@ -150,16 +153,17 @@ def _parse_comment(text: str, path: Path, line: int) -> tuple[str, dict[str, lis
 def _apply_options(sample: Sample, options: dict[str, list[str]]) -> None:
     where = sample.where
     for key, values in options.items():
-        if key not in ("volatile",) and len(values) > 1:
+        if key not in ("volatile", "drop") and len(values) > 1:
             raise SampleError(f"{where}: sample option {key}: given {len(values)} times")
     if "setup" in options:
         sample.setup = options["setup"][0]
-    for rx in options.get("volatile", []) + options.get("cut", []):
+    for rx in options.get("volatile", []) + options.get("drop", []) + options.get("cut", []):
         try:
             re.compile(rx)
         except re.error as e:
             raise SampleError(f"{where}: sample option: bad regular expression {rx!r}: {e}") from None
     sample.volatile = list(options.get("volatile", []))
+    sample.drop = list(options.get("drop", []))
     if "columns" in options:
         sample.columns = [c.strip() for c in options["columns"][0].split("|") if c.strip()]
     if "cut" in options:
@@ -239,47 +243,57 @@ def parse_samples(path: Path, text: str | None = None) -> list[Sample]:
 # ── the volatile rule ────────────────────────────────────────────────────────────────────────
 
 def _mask_columns(lines: list[str], headers: list[str]) -> list[str]:
-    """Mask the values of fixed-width columns: each non-blank run of characters that overlaps
-    a header's span, on the lines below the header up to the next blank line."""
+    """Mask the values of fixed-width columns: on the lines below a header line (one where a
+    header stands between spaces or the line's ends) up to the next blank line, each non-blank
+    run of characters that overlaps the header's span (left- or right-aligned values)."""
+    rxs = [re.compile(rf"(?<!\S){re.escape(h)}(?!\S)") for h in headers]
+    spans_of: dict[int, list[tuple[int, int]]] = {}
+    i = 0
+    while i < len(lines):
+        spans = [m.span() for rx in rxs for m in rx.finditer(lines[i])]
+        if not spans:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].strip():
+            spans_of.setdefault(j, []).extend(spans)
+            j += 1
+        i = j
     out = list(lines)
-    for header in headers:
-        i = 0
-        while i < len(out):
-            pos = out[i].find(header)
-            if pos < 0:
-                i += 1
-                continue
-            lo, hi = pos, pos + len(header)
-            j = i + 1
-            while j < len(out) and out[j].strip():
-                line = out[j]
-                for run in re.finditer(r"\S+", line):
-                    if run.start() < hi and run.end() > lo and not set(run.group()) <= set("─-"):
-                        line = line[:run.start()] + MASK + line[run.end():]
-                        break
-                out[j] = line
-                j += 1
-            i = j
+    for j, spans in spans_of.items():
+        line = lines[j]
+        runs = [r for r in re.finditer(r"\S+", line) if not set(r.group()) <= set("─-")
+                and any(r.start() < hi and r.end() > lo for lo, hi in spans)]
+        for r in reversed(runs):
+            line = line[:r.start()] + MASK + line[r.end():]
+        out[j] = line
     return out
 
 
-def normalize(text: str, volatile=(), columns=()) -> str:
+def normalize(text: str, volatile=(), columns=(), drop=()) -> str:
     """``text`` with its volatile parts (the defaults plus ``volatile``/``columns``) replaced by
-    :data:`MASK`, trailing spaces dropped: two outputs that differ only there compare equal."""
+    :data:`MASK`, the lines matching a ``drop`` expression left out and every run of spaces
+    made one: two outputs that differ only there compare equal."""
     lines = [ln.rstrip() for ln in text.split("\n")]
+    drops = [re.compile(rx) for rx in drop]
+    lines = [ln for ln in lines if not any(d.search(ln) for d in drops)]
     lines = _mask_columns(lines, list(DEFAULT_COLUMNS) + list(columns))
     text = "\n".join(lines)
     for rx in tuple(DEFAULT_VOLATILE) + tuple(volatile):
         pattern = re.compile(rx, re.MULTILINE)
 
         def repl(m: re.Match) -> str:
-            if m.re.groups and m.group(1) is not None:
-                s, e = m.span(1)
-                return m.group(0)[:s - m.start()] + MASK + m.group(0)[e - m.start():]
-            return MASK
+            spans = [m.span(g) for g in range(1, (m.re.groups or 0) + 1) if m.group(g) is not None]
+            if not spans:
+                return MASK
+            s, pos = m.group(0), m.start()
+            for lo, hi in sorted(spans, reverse=True):
+                s = s[:lo - pos] + MASK + s[hi - pos:]
+            return s
 
         text = pattern.sub(repl, text)
-    return text.strip("\n")
+    # alignment is not content: a masked column may be narrower or wider in the other output
+    return re.sub(r"[ \t]+", " ", text).strip("\n")
 
 
 # ── running and replacing ────────────────────────────────────────────────────────────────────
@@ -316,8 +330,8 @@ def current_body(text: str, sample: Sample) -> str:
 
 def is_changed(sample: Sample, old_body: str, new_lines: list[str]) -> bool:
     """Whether the doc's block and the new output differ outside their volatile parts."""
-    return (normalize(old_body, sample.volatile, sample.columns)
-            != normalize("\n".join(new_lines), sample.volatile, sample.columns))
+    rules = (sample.volatile, sample.columns, sample.drop)
+    return normalize(old_body, *rules) != normalize("\n".join(new_lines), *rules)
 
 
 def _shims(bindir: Path) -> None:

@@ -25,6 +25,8 @@ Between.
 setup: touch x
 volatile: took (\\d+) s
 columns: meas s | raw s
+drop: ETA
+drop: ^cloud: admitted
 cut: ^stop
 exit: 1
 timeout: 30
@@ -47,11 +49,12 @@ def test_markers_parse_with_their_options(tmp_path):
     lines = DOC.split("\n")
     assert lines[a.body_start] == "$ jqodi plan examples/paper-data1.yaml"
     assert lines[a.body_end] == "```"
-    assert (a.setup, a.volatile, a.columns, a.cut, a.exit, a.timeout_s) == (None, [], [], None, 0, None)
+    assert (a.setup, a.volatile, a.columns, a.drop, a.cut, a.exit, a.timeout_s) == (None, [], [], [], None, 0, None)
     assert b.command == "printf 'a\\nb\\n'     # two lines"
     assert b.setup == "touch x"
     assert b.volatile == [r"took (\d+) s"]
     assert b.columns == ["meas s", "raw s"]
+    assert b.drop == ["ETA", "^cloud: admitted"]
     assert (b.cut, b.exit, b.timeout_s, b.ordinal) == ("^stop", 1, 30.0, 1)
     assert lines[b.body_start] == "$ old" and lines[b.body_end] == "~~~"
 
@@ -84,6 +87,10 @@ def test_the_volatile_rule_masks_timings_not_results():
     assert "…" in ds.normalize("epoch 1/3: train 2.30  3.97s wall") and "3.97" not in ds.normalize("x 3.97s wall")
     assert ds.normalize("at 2026-11-30T12:01:02Z, 12:01:02") == "at …, …"
     assert ds.normalize("took 12 s", volatile=[r"took (\d+) s"]) == "took … s"
+    assert ds.normalize("predicted 4.85 s left, 41.2 J", volatile=[r"predicted ([\d.]+) s left, ([\d.]+) J"]) \
+        == "predicted … s left, … J"
+    with_progress = "epoch 1: train 2.3\n  epoch 2: 5/8 ETA 2s\nepoch 2: train 2.2"
+    assert ds.normalize(with_progress, drop=["ETA"]) == ds.normalize("epoch 1: train 2.3\nepoch 2: train 2.2")
 
 
 def test_columns_are_masked_by_their_header_span_left_or_right_aligned():
@@ -94,13 +101,18 @@ def test_columns_are_masked_by_their_header_span_left_or_right_aligned():
              "\n"
              "after    the table 123")
     out = ds.normalize(table).split("\n")
-    assert out[1].startswith("───────  ────────  ─────────")       # rules are kept
-    assert out[2] == "jqodi    feasible  …       49×(a, cut 1)"
-    assert out[3] == "optimal  optimal   …        49×(a, cut 1)"
-    assert out[5] == "after    the table 123"                    # the table ended at the blank line
-    right = " ep   pred s   meas s\n  1    0.354    0.364\n  2    0.354    0.363"
-    masked = ds.normalize(right, columns=["meas s"]).split("\n")
-    assert masked[1:] == ["  1    0.354    …", "  2    0.354    …"]
+    assert out[1] == "─────── ──────── ───────── ────────"       # rules are kept
+    assert out[2] == "jqodi feasible … 49×(a, cut 1)"
+    assert out[3] == "optimal optimal … 49×(a, cut 1)"
+    assert out[5] == "after the table 123"                       # the table ended at the blank line
+    right = (" ep   pred s   meas s   err    pred J    meas J   err   train\n"
+             "  1    0.354    0.364   +3%      4.18      4.39   +5%  2.3036\n"
+             "  2    0.354    0.363  +13%      4.18     14.86  +16%  2.2410")
+    masked = ds.normalize(right, columns=["meas s", "err", "meas J"]).split("\n")
+    assert masked[1:] == [" 1 0.354 … … 4.18 … … 2.3036", " 2 0.354 … … 4.18 … … 2.2410"]
+    # the same table measured again, its columns wider: equal once masked
+    wider = right.replace("  0.364   +3%", " 10.364 +103%")
+    assert ds.normalize(wider, columns=["meas s", "err", "meas J"]) == ds.normalize(right, columns=["meas s", "err", "meas J"])
 
 
 def test_render_strips_and_cuts():
