@@ -306,7 +306,10 @@ def render(command: str, output: str, cut: str | None = None) -> list[str]:
         rx = re.compile(cut)
         for n, ln in enumerate(lines):
             if rx.search(ln):
-                lines = lines[:n] + ["..."]
+                lines = lines[:n]
+                while lines and not lines[-1]:
+                    lines.pop()
+                lines.append("...")
                 break
     while lines and not lines[-1]:
         lines.pop()
