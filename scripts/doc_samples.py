@@ -91,7 +91,7 @@ DEFAULT_COLUMNS = ("plan (ms)",)
 #: What a volatile part reads as when blocks are compared.
 MASK = "…"
 
-OPEN = re.compile(r"<!--\s*sample:")
+OPEN = re.compile(r"^\s*<!--\s*sample:")
 CLOSE = re.compile(r"^\s*<!--\s*/sample\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(```+|~~~+)(.*)$")
 OPTION_KEYS = ("setup", "volatile", "drop", "columns", "cut", "exit", "timeout")
@@ -182,11 +182,21 @@ def _apply_options(sample: Sample, options: dict[str, list[str]]) -> None:
                 sample.timeout_s = value
 
 
+def _fence_end(lines: list[str], start: int, fence: str) -> int:
+    """Index of the line closing a fence opened with ``fence`` (``len(lines)`` if none)."""
+    closing = re.compile(rf"^\s*{re.escape(fence[0])}{{{len(fence)},}}\s*$")
+    j = start
+    while j < len(lines) and not closing.match(lines[j]):
+        j += 1
+    return j
+
+
 def parse_samples(path: Path, text: str | None = None) -> list[Sample]:
     """Every marked sample of one Markdown file, in order.
 
-    A marker is ``<!-- sample: COMMAND [options] -->``, then (blank lines allowed) one fenced
-    block, then ``<!-- /sample -->``. Anything else raises :class:`SampleError` naming the line.
+    A marker is a line starting ``<!-- sample: COMMAND [options] -->``, then (blank lines
+    allowed) one fenced block, then ``<!-- /sample -->``; markers inside other fenced blocks are
+    examples, not samples. Anything else raises :class:`SampleError` naming the line.
     """
     if text is None:
         text = path.read_text(encoding="utf-8")
@@ -194,8 +204,15 @@ def parse_samples(path: Path, text: str | None = None) -> list[Sample]:
     out: list[Sample] = []
     i = 0
     while i < len(lines):
-        m = OPEN.search(lines[i])
+        m = OPEN.match(lines[i])
         if not m:
+            f = FENCE.match(lines[i])
+            if f:   # a fenced block outside a sample: markers shown inside it are examples
+                end = _fence_end(lines, i + 1, f.group(2))
+                if end >= len(lines):
+                    raise SampleError(f"{path}:{i + 1}: a fenced block is not closed")
+                i = end + 1
+                continue
             if CLOSE.match(lines[i]):
                 raise SampleError(f"{path}:{i + 1}: <!-- /sample --> without a <!-- sample: ... --> before it")
             i += 1
@@ -222,9 +239,7 @@ def parse_samples(path: Path, text: str | None = None) -> list[Sample]:
             raise SampleError(f"{path}:{start + 1}: sample marker is not followed by a fenced block (```)")
         indent, fence = f.group(1), f.group(2)
         body_start = i + 1
-        j = body_start
-        while j < len(lines) and not re.match(rf"^\s*{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[j]):
-            j += 1
+        j = _fence_end(lines, body_start, fence)
         if j >= len(lines):
             raise SampleError(f"{path}:{i + 1}: the sample's fenced block is not closed")
         k = j + 1

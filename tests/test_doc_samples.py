@@ -78,6 +78,17 @@ def test_a_malformed_marker_is_one_error_naming_its_line(tmp_path, text, says):
         ds.parse_samples(p)
 
 
+def test_markers_shown_as_examples_are_not_samples(tmp_path):
+    p = tmp_path / "doc.md"
+    p.write_text("Mark a block with `<!-- sample: jqodi plan ... -->` and `<!-- /sample -->`:\n"
+                 "````\n<!-- sample: jqodi plan x.yaml -->\n```\n$ jqodi plan x.yaml\n```\n<!-- /sample -->\n````\n"
+                 "<!-- sample: echo real -->\n```\n```\n<!-- /sample -->\n")
+    assert [s.command for s in ds.parse_samples(p)] == ["echo real"]
+    p.write_text("```\nnever closed\n")
+    with pytest.raises(ds.SampleError, match="doc.md:1: a fenced block is not closed"):
+        ds.parse_samples(p)
+
+
 def test_the_volatile_rule_masks_timings_not_results():
     old = "energy        4301.24 J\ntime          85.12 s of 180 s allowed\nplan time     7.9 ms"
     same = "energy        4301.24 J\ntime          85.12 s of 180 s allowed\nplan time     12.3 ms"
