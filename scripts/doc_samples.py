@@ -49,7 +49,7 @@ figures, ``load average`` figures and dates/times of day; a sample's own ``volat
 left as it is, real figures included, so a re-run touches nothing when only timings moved.
 
     python scripts/doc_samples.py              # re-run every sample, rewrite the changed ones
-    python scripts/doc_samples.py --check      # list the changed ones, write nothing (exit 1 if any)
+    python scripts/doc_samples.py --check      # list the changed ones and how, write nothing (exit 1 if any)
     python scripts/doc_samples.py --list       # list the samples and their commands
     python scripts/doc_samples.py --only planner.md --only 'paper-data2'   # file or command substring
 
@@ -59,6 +59,7 @@ codes: 0 done, 1 ``--check`` found changed samples, 2 a malformed marker or a fa
 """
 
 import argparse
+import difflib
 import os
 import re
 import resource
@@ -352,6 +353,18 @@ def is_changed(sample: Sample, old_body: str, new_lines: list[str]) -> bool:
     return normalize(old_body, *rules) != normalize("\n".join(new_lines), *rules)
 
 
+def changed_lines(sample: Sample, old_body: str, new_lines: list[str], limit: int = 20) -> str:
+    """The first ``limit`` lines of a unified diff of the doc's block and the new output, both
+    with their volatile parts masked (what made the block count as changed)."""
+    rules = (sample.volatile, sample.columns, sample.drop)
+    diff = difflib.unified_diff(normalize(old_body, *rules).split("\n"),
+                                normalize("\n".join(new_lines), *rules).split("\n"),
+                                "in the doc", "new output", n=0, lineterm="")
+    lines = list(diff)
+    more = f"\n      … {len(lines) - limit} more" if len(lines) > limit else ""
+    return "\n".join("      " + ln for ln in lines[:limit]) + more
+
+
 def _shims(bindir: Path) -> None:
     """``jqodi`` and ``python`` in ``bindir``: this interpreter, this repository's code."""
     for name, tail in (("jqodi", '-m jqodi "$@"'), ("python", '"$@"'), ("python3", '"$@"')):
@@ -447,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             if is_changed(s, old, new_lines):
                 changed.append(f"{s.where}: $ {s.command}")
                 verdict = "changed"
+                if args.check:
+                    print(changed_lines(s, old, new_lines), file=sys.stderr)
                 if not args.check:
                     s.path.write_text(replace_body(text, s, new_lines), encoding="utf-8")
                     verdict = "rewritten"
