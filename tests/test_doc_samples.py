@@ -153,6 +153,8 @@ def test_is_changed_compares_outside_the_volatile_parts(tmp_path):
     timing_only = old.replace("7.9 ms", "8.4 ms").split("\n")
     assert not ds.is_changed(a, old, timing_only)
     assert ds.is_changed(a, old, old.replace("4301.24", "4212.63").split("\n"))
+    said = ds.changed_lines(a, old, old.replace("4301.24", "4212.63").replace("7.9 ms", "9 ms").split("\n"))
+    assert "-energy 4301.24 J" in said and "+energy 4212.63 J" in said and "plan time" not in said
 
 
 def test_a_sample_runs_in_a_fresh_folder_and_home_and_rewrites_only_when_changed(tmp_path, monkeypatch):
