@@ -1,6 +1,6 @@
 """`jqodi calibrate` times QAT's fake quantizers the way training runs them (the compiled kernel of
 jqodi.core.quant.kernel when it is available, the PyTorch path otherwise), records which in the
-device file (``calibration.quant_kernel``), and `jqodi plan`/`jqodi run` say in one line when a
+device file (``calibration.quant_kernel``), and `jqodi plan`/`jqodi run`/`jqodi demo` say in one line when a
 file measured on this host timed the other path (issue 10 item 2)."""
 import platform
 
@@ -173,3 +173,26 @@ def test_run_says_the_mismatch_before_planning(tmp_path, monkeypatch):
     said: list[str] = []
     plan_for_run(sc, RunOptions(policy=None), say=said.append)
     assert said[0].startswith(f"note: device file {ref}") and said[1].startswith("planning t")
+
+
+def test_demo_says_the_mismatch_once_before_the_main_job_and_its_description(tmp_path, monkeypatch):
+    """``jqodi demo``: the main job (here stubbed: it would pretrain and train) is preceded by the
+    note once; ``jqodi demo SCENARIO``'s description of such a scenario says it once too."""
+    import io
+
+    import jqodi.app.main_job as main_job
+    from jqodi.app.demo import run_demo, run_main_demo, section_scenario
+
+    _here(monkeypatch, "torch")
+    ref = _device_file(tmp_path / "host.yaml", quant_kernel="compiled")
+    path, _ = _scenario(tmp_path, ref)
+    monkeypatch.setattr(main_job, "main_job", lambda cfg, say: (say(f"main job on {cfg.scenario_path}"), {})[1])
+    buf = io.StringIO()
+    run_main_demo(main_job.MainJobConfig(scenario_path=path, plan_only=True), describe=False, out=buf)
+    lines = buf.getvalue().splitlines()
+    notes = [i for i, ln in enumerate(lines) if ln.startswith(f"note: device file {ref} (used by es, sd)")]
+    assert len(notes) == 1 and "timed the compiled fake quantizers, QAT here runs torch" in lines[notes[0]]
+    assert notes[0] < lines.index(f"main job on {path}")
+    buf = io.StringIO()
+    run_demo(path, sections=[section_scenario], out=buf)
+    assert sum(ln.startswith(f"note: device file {ref}") for ln in buf.getvalue().splitlines()) == 1

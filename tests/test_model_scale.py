@@ -124,24 +124,45 @@ def test_scale_survives_a_yaml_round_trip(tmp_path):
     assert load_device_file(p).device().model_scale == {"resnet20@0.25": {"train": 1.1276, "eval": 1.1276}}
 
 
-def test_the_emulator_prices_validation_by_eval_and_serving_as_the_planner_does():
+def test_the_emulator_prices_validation_by_eval_and_serving_as_the_planner_does(tmp_path):
     """A training clock bound to the model (``clock_for``) pads validation forwards by the eval
-    factor and training steps by the train factor; its serving clock prices a request unscaled,
-    as the planner's :func:`jqodi.core.costs.extended.forward_time_s` does."""
+    factor and training steps by the train factor; its serving clock pads a request (an eval-mode
+    forward of the frozen model) by the eval factor too, and so do the planner's price of a request
+    (:func:`jqodi.core.serving.request_costs`) and the runtime's prediction of it (``predict_inference``)."""
     from jqodi.core.costs.extended import forward_time_s
     from jqodi.core.devices import Device
-    from jqodi.core.serving import served_blocks
+    from jqodi.core.serving import request_costs, served_blocks
     from jqodi.runtime.emulation import ComputeClock, Step
+    from jqodi.runtime.inference import predict_inference
+    from jqodi.runtime.job import EmulationConfig, Job
 
-    blocks = list(profile_named_model("lenet", (3, 32, 32), 10, 0.25).blocks)
+    prof = profile_named_model("lenet", (3, 32, 32), 10, 0.25)
+    blocks = list(prof.blocks)
     plain = DeviceFile.model_validate(DEVICE).device()
-    dev = DeviceFile.model_validate(scaled({"lenet@0.25": {"train": 0.9, "eval": 1.6}})).device()
+    spec = scaled({"lenet@0.25": {"train": 0.9, "eval": 1.6}})
+    dev = DeviceFile.model_validate(spec).device()
     clock = ComputeClock(Device("d", 1e9, 1.0), 1.0, model=dev.for_model("lenet", 0.25), blocks=blocks, bits=8)
     fwd = Step(0, None, 32, ("forward",))
-    assert clock.device_time_s(step=fwd, phase="train") == pytest.approx(0.9 * plain.step_time_s(blocks, 32, 8, fwd.passes))
+    assert clock.device_time_s(step=fwd, phase="train") == pytest.approx(
+        0.9 * plain.step_time_s(blocks, 32, 8, fwd.passes))
     assert clock.device_time_s(step=fwd, phase="validation") == pytest.approx(
         1.6 * plain.step_time_s(blocks, 32, 8, fwd.passes))
     one = Step(0, None, 1, ("forward",))
     served = clock.for_serving(1.0).device_time_s(step=one, phase="infer")
-    assert served == pytest.approx(forward_time_s(dev, served_blocks(blocks), 8))
-    assert served == pytest.approx(plain.step_time_s(served_blocks(blocks), 1, 8, one.passes))
+    unscaled = plain.step_time_s(served_blocks(blocks), 1, 8, one.passes)
+    assert served == pytest.approx(1.6 * unscaled)
+    assert served == pytest.approx(forward_time_s(dev.for_model("lenet", 0.25), served_blocks(blocks), 8))
+    # the planner: one request served on the end device alone, in the extended model
+    serving = {"requests": 100, "latency_slo_s": 1e3, "devices": ["end-only"]}
+    for file, factor in ((spec, 1.6), (DEVICE, 1.0)):  # a file without model_scale: unscaled, as before
+        sc = parse_scenario(scenario_dict(end={"device": str(write(tmp_path, file, "sd.yaml"))}, serving=serving))
+        (priced,) = request_costs(sc, prof, 8)
+        assert priced.request_time_s == pytest.approx(factor * unscaled), factor
+    assert priced.request_time_s == pytest.approx(forward_time_s(plain, served_blocks(blocks), 8))
+    # the runtime's prediction of the same request (what jqodi infer reports beside the measured one)
+    job = Job.from_dict({"model": "lenet", "bits": 8, "width": 0.25, "input_shape": [3, 32, 32],
+                         "schedule": [{"edge": "es", "cut": 1, "epochs": 1}]})
+    job = job.replace(emulation=EmulationConfig(enabled=True, dilation=1.0, devices={"end": dev},
+                                                rooflines={"end": dev.to_dict()}))
+    t_s, _ = predict_inference(job, [float(b.flops) for b in blocks], None, None, None, blocks)
+    assert t_s == pytest.approx(served)

@@ -202,3 +202,22 @@ def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_
     assert "choice (planner)" in out and "time reserve" not in out and "of T_max 180 s" in out
     assert main(["run", "--write-job", str(job), "--choice", "cheapest"]) == 2
     assert "--choice" in capsys.readouterr().err
+
+
+def test_run_and_demo_share_one_choice_option_with_the_values_pre_run_knows():
+    """``--choice`` is declared once (:func:`jqodi.cli._choices.add_choice_argument`) for ``jqodi run``
+    and ``jqodi demo``: the same values (:data:`jqodi.app.pre_run.CHOICES`) and default."""
+    import argparse
+
+    from jqodi.app.pre_run import CHOICES, DEFAULT_CHOICE
+    from jqodi.cli import demo, run
+
+    for verb in (run, demo):
+        p = argparse.ArgumentParser()
+        verb.add_arguments(p)
+        (opt,) = [a for a in p._actions if "--choice" in a.option_strings]
+        assert tuple(opt.choices) == CHOICES and opt.default == DEFAULT_CHOICE, verb.__name__
+        assert "least expected energy" in opt.help
+        assert p.parse_args(["--choice", "planner"]).choice == "planner"
+        with pytest.raises(SystemExit):
+            p.parse_args(["--choice", "cheapest"])

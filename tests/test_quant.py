@@ -552,3 +552,28 @@ def test_a_link_in_place_of_the_compiled_quantizer_is_not_followed(monkeypatch, 
     lib.symlink_to(tmp_path / "elsewhere.so")
     kernel = _fresh_kernel(monkeypatch, tmp_path)
     assert not kernel.available() and "a link is not followed" in kernel.status()
+
+
+def test_the_compiled_quantizers_file_is_keyed_by_its_source(monkeypatch, tmp_path):
+    """The library's name hashes the C source (and flags, compiler, CPU): a library built from an
+    older source is never loaded for a newer one. Its quantizer body is written once (one inline
+    function for the forward and the backward's main and tail loops), which the checks against
+    the PyTorch path above hold bit for bit."""
+    from jqodi.core.quant import kernel
+
+    assert kernel.SOURCE.count("nearbyintf(") == 1 and kernel.SOURCE.count("v < qn ? qn") == 1
+    name = kernel._library_name(kernel.FLAGS, "cc")
+    assert name.startswith("jqodi_lsq_") and kernel._library_name(kernel.FALLBACK_FLAGS, "cc") != name
+    assert "#define BLOCK 1024" in kernel.SOURCE
+    edited = kernel.SOURCE.replace("#define BLOCK 1024", "#define BLOCK 512")
+    monkeypatch.setattr(kernel, "SOURCE", edited)
+    assert kernel._library_name(kernel.FLAGS, "cc") != name
+    _compiler_or_skip()
+    monkeypatch.undo()
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert kernel.available(), kernel.status()
+    (old,) = tmp_path.glob("jqodi_lsq_*.so")
+    monkeypatch.setattr(kernel, "SOURCE", edited)   # the next version's source: built anew, the old file not loaded
+    kernel = _fresh_kernel(monkeypatch, tmp_path)
+    assert kernel.available(), kernel.status()
+    assert len(list(tmp_path.glob("jqodi_lsq_*.so"))) == 2 and old.name not in kernel.status()

@@ -37,6 +37,15 @@ class DemoContext:
     def title(self, text: str) -> None:
         self.print(f"\n== {text} " + "=" * max(3, 76 - len(text)))
 
+    def note_quant_kernel(self) -> None:
+        """Print a line for each device file of the scenario measured on this host that timed another
+        quantizer than QAT runs here (:func:`jqodi.app.calibrate.quant_kernel_notes`, as ``jqodi plan``
+        and ``jqodi run`` print them before planning): its QAT epochs may be priced off."""
+        from jqodi.app.calibrate import quant_kernel_notes
+
+        for line in quant_kernel_notes(self.scenario):
+            self.print(line)
+
     @property
     def profiles(self):
         if "profiles" not in self.cache:
@@ -122,6 +131,7 @@ def run_demo(path: str | Path | None = None, sections: list[Callable[[DemoContex
     """Load the scenario (default: the paper's Data 1) and print each section in turn."""
     p = Path(path) if path else default_scenario_path()
     ctx = DemoContext(load_scenario(p), p, out or sys.stdout)
+    ctx.note_quant_kernel()
     try:
         for sec in sections if sections is not None else SECTIONS:
             sec(ctx)
@@ -144,8 +154,10 @@ def run_main_demo(config=None, *, describe: bool = True, out: TextIO | None = No
     t0 = time.perf_counter()
     if describe:
         run_demo(None, out=out)
-    ctx = DemoContext(load_scenario(cpu_demo_path()), cpu_demo_path(), out)
+    path = Path(config.scenario_path) if config.scenario_path else cpu_demo_path()
+    ctx = DemoContext(load_scenario(path), path, out)
     ctx.title("Main job: measure, plan and run the CPU-scale scenario" + (" (plan only)" if config.plan_only else ""))
+    ctx.note_quant_kernel()  # the main job plans and trains this scenario
     summary = main_job(config, say=lambda s: (ctx.print(s), out.flush()))
     if not config.plan_only:  # issue 12: four end devices sharing two edge servers, planned jointly
         import dataclasses

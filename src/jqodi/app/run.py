@@ -111,6 +111,13 @@ def run_estimates(scenario, opts: RunOptions):
                                   pretrained=not opts.random_init)
 
 
+def learning_rows(scenario, estimates=None):
+    """The learning estimates a run chooses its candidate and weighs its prior by: ``estimates``
+    (``--estimates``, as :func:`run_estimates` loads them), or the scenario's own ``learning:`` rows
+    when none were given."""
+    return estimates if estimates is not None else scenario.estimates()
+
+
 def instance_for_run(scenario, opts: RunOptions, estimates=None):
     """The planning instance of ``scenario`` with the estimates ``opts`` name (``estimates``: already loaded)."""
     from jqodi.core.costs import compile_instance
@@ -127,15 +134,13 @@ def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None, e
     if instance is None:
         estimates = run_estimates(scenario, opts)
         instance = instance_for_run(scenario, opts, estimates)
-    if estimates is None:
-        estimates = scenario.estimates()
     from jqodi.app.calibrate import quant_kernel_notes
 
     for line in quant_kernel_notes(scenario):  # a device file timed another quantizer than QAT runs here
         say(line)
     say(f"planning {scenario.name} with {opts.solver} ...")
     solution = first_plan(instance, choice=opts.choice, solver=opts.solver, epochs=opts.epochs_estimate,
-                          policy=opts.policy, estimates=estimates)
+                          policy=opts.policy, estimates=learning_rows(scenario, estimates))
     if solution.status == "infeasible":
         raise JqodiError(f"no feasible plan: {solution.extra.get('explanation', 'see jqodi plan')}")
     for line in choice_lines(solution):
@@ -190,8 +195,8 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
         from jqodi.app.controller import controller_for
         from jqodi.app.controller.loop import prior_weight_for, said_prior_weight
 
-        weight = said_prior_weight(prior_weight_for(estimates if estimates is not None else scenario.estimates(),
-                                                    solution.model, solution.bits), opts.policy, say)
+        weight = said_prior_weight(prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits),
+                                   opts.policy, say)
         controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
                                     confirm=opts.confirm, instance=instance, prior_epochs=weight)
         job = with_standby_edges(job)

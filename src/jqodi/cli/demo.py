@@ -9,7 +9,7 @@ HELP = ("the main job: describe the paper's Data 1 scenario, then measure, plan 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from jqodi.cli import _types as t
-    from jqodi.cli._choices import RegistryChoices
+    from jqodi.cli._choices import RegistryChoices, add_choice_argument
 
     p.add_argument("scenario", nargs="?", default=None,
                    help="scenario YAML to describe (devices, models, candidates, plans); without it: the "
@@ -26,9 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, metavar="DB",
                    help="main job: trace store the run records its epochs in (default $JQODI_HOME/traces.db)")
     p.add_argument("--no-traces", action="store_true", help="main job: do not record the run in the trace store")
-    p.add_argument("--choice", choices=("expected", "planner"), default="expected",
-                   help="main job: which candidate to train: expected (default: the least expected energy "
-                        "under the K estimates' spread) or planner (the least energy of a K^rob-epoch plan)")
+    add_choice_argument(p, prefix="main job: ")
     p.add_argument("--json", default=None, metavar="FILE", help="main job: also write the summary here")
 
 

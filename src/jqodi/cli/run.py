@@ -11,7 +11,7 @@ HELP = "plan a scenario and run the plan: cloud, edge and end processes on this 
 
 def add_arguments(p) -> None:
     from jqodi.cli import _types as t
-    from jqodi.cli._choices import RegistryChoices
+    from jqodi.cli._choices import RegistryChoices, add_choice_argument
 
     p.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: the packaged Data 1)")
     from jqodi.cli.plan import FLEET_SOLVER_NAMES
@@ -59,11 +59,7 @@ def add_arguments(p) -> None:
     p.add_argument("--policy", choices=("replan", "static"), default="replan",
                    help="closed loop: replan (default: stop at the target, refit estimates and re-plan after "
                         "every epoch and on resource events) or static (stop at the target, follow the plan)")
-    p.add_argument("--choice", choices=("expected", "planner"), default="expected",
-                   help="which candidate to train: expected (default: the least expected energy under the K "
-                        "estimates' spread, as a run that stops at the target spends it) or planner (the "
-                        "least energy of a K^rob-epoch plan); with --policy replan the first schedule keeps "
-                        "the controller's time reserve")
+    add_choice_argument(p, suffix="; with --policy replan the first schedule keeps the controller's time reserve")
     p.add_argument("--replan-threshold", type=float, default=0.03, metavar="SHARE",
                    help="a new plan must save more than this share of the remaining energy to replace a sound "
                         "one (default 0.03)")

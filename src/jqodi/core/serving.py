@@ -160,11 +160,13 @@ def _forward_cost(dev, profile: ModelProfile, bits: int, extended: bool):
     """``(lo, hi) ↦ (seconds, joules)`` of one sample's forward pass through blocks lo+1..hi on
     ``dev``: under ``extended`` for a device file, training's validation forward
     (:func:`~jqodi.core.costs.extended.forward_time_s`) of the frozen model's work
-    (:func:`served_blocks`) at busy power; otherwise Eq. (7)–(8) for one sample, f/(v·s(q)) and
-    f·ε/s(q)."""
+    (:func:`served_blocks`), × the file's ``calibration.model_scale`` ``eval`` factor for this
+    model (:meth:`~jqodi.core.device_model.DeviceModel.for_model`), at busy power; otherwise
+    Eq. (7)–(8) for one sample, f/(v·s(q)) and f·ε/s(q)."""
     from jqodi.core.device_model import DeviceModel
 
     if extended and isinstance(dev, DeviceModel):
+        dev = dev.for_model(profile.model, profile.width)
         block_s = [forward_time_s(dev, [b], bits) for b in served_blocks(profile.blocks)]
 
         def roofline(lo: int, hi: int) -> tuple[float, float]:

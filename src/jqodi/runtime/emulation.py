@@ -30,7 +30,13 @@ from jqodi.core.devices import Device
 from jqodi.core.profile import BlockProfile
 from jqodi.runtime.job import EmulationConfig
 
-__all__ = ["ComputeClock", "Step", "clock_for", "host_flops", "auto_dilation", "charge_idle_outside_windows"]
+__all__ = ["ComputeClock", "Step", "clock_for", "host_flops", "auto_dilation", "charge_idle_outside_windows",
+           "EVAL_PHASES"]
+
+#: The phases whose steps are eval-mode forwards without an autograd graph — training's
+#: validation and a served request — timed at the model's ``calibration.model_scale`` ``eval``
+#: factor (:meth:`DeviceModel.step_time_s` ``validation``); every other phase at its ``train`` factor.
+EVAL_PHASES = ("validation", "infer")
 
 
 @dataclass(frozen=True)
@@ -67,14 +73,12 @@ class ComputeClock:
     def for_serving(self, dilation: float) -> "ComputeClock":
         """A fresh clock of the same device for serving after training: its own dilation, no
         timeline slowdown, and the frozen served model's work (no per-request weight quantizers:
-        :func:`jqodi.core.serving.served_blocks`, as the planner prices a request: unscaled by the
-        training steps' ``calibration.model_scale`` factor the training clock is bound to)."""
-        from dataclasses import replace
-
+        :func:`jqodi.core.serving.served_blocks`), each request's forward at the served model's
+        ``calibration.model_scale`` ``eval`` factor (an ``infer`` step is an eval-mode forward,
+        :data:`EVAL_PHASES`), as the planner prices a request."""
         from jqodi.core.serving import served_blocks
 
-        model = replace(self.model, composition_scale={}) if self.model is not None else None
-        return ComputeClock(self.device, dilation, model=model,
+        return ComputeClock(self.device, dilation, model=self.model,
                             blocks=served_blocks(self.blocks) if self.blocks is not None else None, bits=self.bits)
 
     def rooflines(self) -> dict:
@@ -86,7 +90,7 @@ class ComputeClock:
         when it has them, else ``flops / v``; None when neither applies (the host's time counts)."""
         if self.model is not None and self.blocks is not None and step is not None:
             return self.model.step_time_s(self.blocks[step.lo:step.hi], step.batch, self.bits, step.passes,
-                                          validation=phase == "validation")
+                                          validation=phase in EVAL_PHASES)
         if self.device is not None and flops > 0:
             return flops / self.device.flops
         return None

@@ -118,13 +118,17 @@ def _pct(xs: list[float], q: float) -> float:
 def _forward_time_s(job: Job, role: str, flops: list[float], blocks, lo: int, hi: int | None) -> float:
     """One request's forward of blocks ``lo:hi`` on ``role``'s emulated device: its rooflines'
     time for the frozen model's work when the job carries them (and the blocks' layers are
-    known; :func:`jqodi.core.serving.served_blocks`), else FLOPs / v."""
+    known; :func:`jqodi.core.serving.served_blocks`), at the job model's ``calibration.model_scale``
+    ``eval`` factor, as the planner prices it (:func:`jqodi.core.costs.extended.forward_time_s`);
+    else FLOPs / v."""
     spec = job.emulation.rooflines.get(role)
     if spec is not None and blocks is not None:
+        from jqodi.core.costs.extended import forward_time_s
         from jqodi.core.device_model import device_from_dict
         from jqodi.core.serving import served_blocks
 
-        return device_from_dict(spec).step_time_s(served_blocks(list(blocks)[lo:hi]), 1, int(job.bits), ("forward",))
+        dev = device_from_dict(spec).for_model(job.model, job.width)
+        return forward_time_s(dev, served_blocks(list(blocks)[lo:hi]), int(job.bits))
     return sum(flops[lo:hi]) / job.emulation.devices[role].flops
 
 

@@ -61,6 +61,22 @@ static inline float eff_step(float raw, float min_step) {   /* max(|s|, eps), Na
     return s < min_step ? min_step : s;
 }
 
+/* The quantizer of one element x at step s: v = x/s clamped to [qn, qp] (vc), its level q(vc)
+   (sign: +-1, else round half to even), the STE mask m (1 where the clamp left v as it was) and
+   the step factor ds = q(vc) - m * vc. Every loop below quantizes through it; sign is a
+   compile-time constant at each call (specialised loops). */
+typedef struct { float q, m, ds; } lsq_elem;
+static inline __attribute__((always_inline)) lsq_elem lsq_quantize1(float x, float s, float qn, float qp,
+                                                                     const int sign) {
+    lsq_elem e;
+    const float v = x / s;
+    const float vc = v < qn ? qn : (v > qp ? qp : v);
+    e.m = vc == v ? 1.0f : 0.0f;
+    e.q = sign ? (vc >= 0.0f ? 1.0f : -1.0f) : nearbyintf(vc);
+    e.ds = e.q + (-1.0f * vc) * e.m;
+    return e;
+}
+
 /* out = q(clamp(x/s, qn, qp)) * s; row c (inner elements) uses raw_step[c]. */
 void jq_lsq_quantize(const float *restrict x, const float *restrict raw_step, int64_t outer, int64_t inner,
                      float qn, float qp, int sign, float min_step, float *restrict out) {
@@ -69,23 +85,27 @@ void jq_lsq_quantize(const float *restrict x, const float *restrict raw_step, in
         const float *xc = x + c * inner;
         float *oc = out + c * inner;
         if (sign) {
-            for (int64_t i = 0; i < inner; ++i) {
-                float v = xc[i] / s;
-                float vc = v < qn ? qn : (v > qp ? qp : v);
-                oc[i] = (vc >= 0.0f ? 1.0f : -1.0f) * s;
-            }
+            for (int64_t i = 0; i < inner; ++i) oc[i] = lsq_quantize1(xc[i], s, qn, qp, 1).q * s;
         } else {
-            for (int64_t i = 0; i < inner; ++i) {
-                float v = xc[i] / s;
-                float vc = v < qn ? qn : (v > qp ? qp : v);
-                oc[i] = nearbyintf(vc) * s;
-            }
+            for (int64_t i = 0; i < inner; ++i) oc[i] = lsq_quantize1(xc[i], s, qn, qp, 0).q * s;
         }
     }
 }
 
 #define LANES 16
 #define BLOCK 1024
+/* Element k of a backward row: ds_out[k] = ds (if has_ds), gx[k] = g[k] * m (if has_gx); returns g[k] * ds
+   (0 * ds without g: unused). */
+static inline __attribute__((always_inline)) float lsq_bwd_elem(
+        const float *restrict x, const float *restrict g, float *restrict gx, float *restrict dso, int64_t k,
+        float s, float qn, float qp, const int sign, const int has_g, const int has_gx, const int has_ds) {
+    const lsq_elem e = lsq_quantize1(x[k], s, qn, qp, sign);
+    const float gv = has_g ? g[k] : 0.0f;
+    if (has_ds) dso[k] = e.ds;
+    if (has_gx) gx[k] = gv * e.m;
+    return gv * e.ds;
+}
+
 /* One row of the backward; the flags are compile-time constants at every call (specialised loops). */
 static inline __attribute__((always_inline)) double lsq_bwd_row(
         const float *restrict x, const float *restrict g, float *restrict gx, float *restrict dso, int64_t n,
@@ -97,29 +117,15 @@ static inline __attribute__((always_inline)) double lsq_bwd_row(
         const int64_t stop = i + BLOCK <= n ? i + BLOCK : n - (n - i) % LANES;
         for (; i < stop; i += LANES) {
             for (int j = 0; j < LANES; ++j) {
-                float v = x[i + j] / s;
-                float vc = v < qn ? qn : (v > qp ? qp : v);
-                float m = vc == v ? 1.0f : 0.0f;
-                float q = sign ? (vc >= 0.0f ? 1.0f : -1.0f) : nearbyintf(vc);
-                float ds = q + (-1.0f * vc) * m;
-                const float gv = has_g ? g[i + j] : 0.0f;
-                if (has_ds) dso[i + j] = ds;
-                if (has_g) part[j] += gv * ds;
-                if (has_gx) gx[i + j] = gv * m;
+                const float p = lsq_bwd_elem(x, g, gx, dso, i + j, s, qn, qp, sign, has_g, has_gx, has_ds);
+                if (has_g) part[j] += p;
             }
         }
         for (int j = 0; j < LANES; ++j) lane[j] += (double)part[j];
     }
     for (; i < n; ++i) {
-        float v = x[i] / s;
-        float vc = v < qn ? qn : (v > qp ? qp : v);
-        float m = vc == v ? 1.0f : 0.0f;
-        float q = sign ? (vc >= 0.0f ? 1.0f : -1.0f) : nearbyintf(vc);
-        float ds = q + (-1.0f * vc) * m;
-        const float gv = has_g ? g[i] : 0.0f;
-        if (has_ds) dso[i] = ds;
-        if (has_g) lane[i % LANES] += (double)(gv * ds);
-        if (has_gx) gx[i] = gv * m;
+        const float p = lsq_bwd_elem(x, g, gx, dso, i, s, qn, qp, sign, has_g, has_gx, has_ds);
+        if (has_g) lane[i % LANES] += (double)p;
     }
     double acc = 0.0;
     for (int j = 0; j < LANES; ++j) acc += lane[j];
@@ -251,14 +257,20 @@ def _load_fd(fd: int, path: Path) -> ctypes.CDLL:
         raise
 
 
+def _library_name(flags: list[str], cc: str) -> str:
+    """The compiled library's file name: keyed by a hash of :data:`SOURCE`, the flags, the compiler
+    and this CPU, so a library built from another source (or for another CPU) is never reused."""
+    key = hashlib.sha256("\n".join([SOURCE, " ".join(flags), cc, _cpu_signature()]).encode()).hexdigest()[:16]
+    return f"jqodi_lsq_{key}.so"
+
+
 def _build(directory: Path) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
     last_error = ""
     for flags in (FLAGS, FALLBACK_FLAGS):
-        key = hashlib.sha256("\n".join([SOURCE, " ".join(flags), cc, _cpu_signature()]).encode()).hexdigest()[:16]
-        target = directory / f"jqodi_lsq_{key}.so"
+        target = directory / _library_name(flags, cc)
         if os.path.lexists(target):
             return target
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
