@@ -42,20 +42,22 @@ script with this repository's ``src`` first on ``PYTHONPATH``, ``TZ=UTC`` and
 lines stripped; the fresh folders' paths are written as ``$WORKDIR`` and ``$JQODI_HOME``.
 
 The volatile rule: a block is *changed* when its text differs from the new output once the
-volatile parts of both are replaced by ``…`` and runs of spaces by one (alignment). Volatile by default: the solvers' ``plan time …
-ms`` line and ``plan (ms)`` column, ``N s wall``/``Ns wall`` durations, ``elapsed``/``ETA``
-figures, ``load average`` figures and dates/times of day; a sample's own ``volatile``,
-``columns`` and ``drop`` add to them. A changed block is rewritten with the new output; an unchanged one is
-left as it is, real figures included, so a re-run touches nothing when only timings moved.
+volatile parts of both are replaced by ``…`` and runs of spaces by one (alignment). Volatile by
+default: the solvers' ``plan time … ms`` line and ``plan (ms)`` column, ``N s wall``/``Ns wall``
+durations, ``elapsed``/``ETA`` figures, ``load average`` figures and dates/times of day; a
+sample's own ``volatile``, ``columns`` and ``drop`` add to them. A changed block is rewritten
+with the new output; an unchanged one is left as it is, real figures included, so a re-run
+touches nothing when only timings moved.
 
     python scripts/doc_samples.py              # re-run every sample, rewrite the changed ones
-    python scripts/doc_samples.py --check      # list the changed ones and how, write nothing (exit 1 if any)
+    python scripts/doc_samples.py --check      # list the changed ones and how; write nothing
     python scripts/doc_samples.py --list       # list the samples and their commands
     python scripts/doc_samples.py --only planner.md --only 'paper-data2'   # file or command substring
 
 ``make docs-samples`` runs the first (``make docs-samples ARGS=--check`` the second). Exit
 codes: 0 done, 1 ``--check`` found changed samples, 2 a malformed marker or a failing command
-(one line naming the file and line).
+(one line naming the file and line). The docs' side of it: docs/interfaces.md, "Command samples
+in the docs".
 """
 
 import argparse
