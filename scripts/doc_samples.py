@@ -65,7 +65,6 @@ import difflib
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
