@@ -77,8 +77,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Where samples are looked for, relative to the repository root.
 DEFAULT_FILES = ("README.md", "docs/*.md")
 
-#: The volatile rule's defaults (see the module docstring): expressions whose match, or first
-#: group, is a measured figure, and fixed-width columns whose values are.
+#: The volatile rule's defaults (see the module docstring): expressions whose match, or its groups,
+#: is a measured figure, and fixed-width columns whose values are.
 DEFAULT_VOLATILE = (
     r"plan time\s+(\S+ ms)",
     r"(\d+(?:\.\d+)?) ?s wall",
