@@ -49,7 +49,9 @@ A100's busy power ≥ F × their rated idle power); a start point outside them i
 hard constraints and every figure's |log error| ≤ WORST, and minimises the sum of squared log
 errors of the 8 figures: the second step of a lexicographic minimax; ``--init-spread F`` starts the
 population around ``--init`` (a local search). ``--checkpoint FILE`` saves every 10th generation's
-best parameters.
+best parameters. ``--rated-idle`` (docs/foundation.md, "The paper's accounting"; with
+``--no-idle-energy``) writes Tables II-IV's idle powers into the files and leaves the idle shares
+out of the search; --init / --seeds / --package paths are recorded relative to the repository.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
 packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
 ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
@@ -113,6 +115,12 @@ GPU_U_RATIO_MAX = None
 #: ``--gpu-busy-min-idle``: busy power of the RTX 3090 host, RTX 4090 host and A100 ≥ this × their
 #: rated idle power of Tables III-IV (default 0: 2 % of the rating).
 GPU_BUSY_MIN_IDLE = 0.0
+#: ``--rated-idle``: every device file carries the rated idle power of Tables II-IV (not a fitted
+#: share); the idle shares are not searched. With ``--no-idle-energy`` (the paper's accounting,
+#: §V-A) the figures never see idle power, so only the runtime and users' scenarios that count idle
+#: energy use it. Needs busy floors above the rated idle (idle < busy): docs/foundation.md, "The
+#: paper's accounting".
+RATED_IDLE = False
 
 # the paper's figures: (label, scenario, model, bits, cut, edge, quantity, value)
 FIGURES = (
@@ -189,7 +197,10 @@ def device_files(p: np.ndarray) -> dict:
 
 
 def _idle(share: float, busy: float, spec: dict) -> float:
-    """Idle power: ``share`` × busy, raised to ``IDLE_FLOOR`` × the rated idle, below busy."""
+    """Idle power: ``share`` × busy, raised to ``IDLE_FLOOR`` × the rated idle, below busy; with
+    ``RATED_IDLE`` the rated idle power of Tables II-IV (the busy floor keeps it below busy)."""
+    if RATED_IDLE:
+        return spec["rated_idle_w"]
     return min(0.95 * busy, max(share * busy, IDLE_FLOOR * spec["rated_idle_w"]))
 
 
@@ -616,7 +627,7 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
 
     lo, hi, _ = _bounds_and_prior()
     used = [i for i, n in enumerate(NAMES) if (FREE_BW or not n.endswith("u_bw"))
-            and (FREE_S or n not in ("s1", "s2", "s4"))]
+            and (FREE_S or n not in ("s1", "s2", "s4")) and not (RATED_IDLE and n.endswith("idle_share"))]
     base = np.clip(_bounds_and_prior()[2] if x0 is None else x0, lo, hi)
     target = np.log([f[-1] for f in FIGURES])
 
@@ -683,6 +694,19 @@ HARD_WEIGHT = 10.0
 SECOND_STAGE_WEIGHT = 1000.0
 
 
+def _repo_path(path: str) -> str:
+    """``path`` as the result JSONs record it: relative to the repository root (a seed outside the
+    repository, e.g. a /tmp checkpoint, cannot be reproduced from the JSON: copy it into
+    benchmarks/results first; said on stderr)."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        print(f"warning: {path} lies outside the repository; the result's JSON records it, but nobody "
+              "can reproduce the run from it (copy it into benchmarks/results)", file=sys.stderr)
+        return str(p)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the packaged device files")
@@ -702,6 +726,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-idle-energy", action="store_true",
                     help="predict the paper's figures without idle energy (§V-A: 'the energy consumption of "
                          "idle nodes is not taken into account')")
+    ap.add_argument("--rated-idle", action="store_true",
+                    help="the device files carry the rated idle power of Tables II-IV (idle shares not searched); "
+                         "needs --pi-busy-min above 3.75 W and --gpu-busy-min-idle above 1 (idle < busy)")
     ap.add_argument("--idle-floor", type=float, default=0.0, metavar="F",
                     help="idle power ≥ F × the rated idle power of Tables II-IV (default 0)")
     ap.add_argument("--starts", type=int, default=1, help="random starts within the bounds (seeded); best kept")
@@ -760,11 +787,18 @@ def main(argv=None) -> int:
         args.overhead_max, args.pi_busy_min = g.get("overhead_max_s", 1e-2), g.get("pi_busy_min_w", 0.0)
         args.gpu_u_max, args.gpu_u_ratio_max = g.get("gpu_u_max", 1.0), g.get("gpu_u_ratio_max")
         args.gpu_busy_min_idle = g.get("gpu_busy_min_idle", 0.0)
+        o = packaged.get("options") or {}  # its accounting: idle energy counted or not, rated idle powers
+        args.no_idle_energy = not o.get("idle_energy", True)
+        args.rated_idle, args.idle_floor = o.get("rated_idle", False), o.get("idle_floor", 0.0)
     global S_MAX, FREE_BW, IDLE_FLOOR, FREE_S, OVERHEAD_MAX, PI_BUSY_MIN, GPU_U_MAX, GPU_U_RATIO_MAX
-    global GPU_BUSY_MIN_IDLE
+    global GPU_BUSY_MIN_IDLE, RATED_IDLE
     S_MAX, FREE_BW, IDLE_FLOOR, FREE_S = args.s_max, args.free_bandwidth, args.idle_floor, args.free_s
     OVERHEAD_MAX, PI_BUSY_MIN = args.overhead_max, args.pi_busy_min
     GPU_U_MAX, GPU_U_RATIO_MAX, GPU_BUSY_MIN_IDLE = args.gpu_u_max, args.gpu_u_ratio_max, args.gpu_busy_min_idle
+    RATED_IDLE = args.rated_idle
+    if RATED_IDLE and not (PI_BUSY_MIN > SPEC["pi5"]["rated_idle_w"] and GPU_BUSY_MIN_IDLE > 1.0):
+        ap.error("--rated-idle: needs --pi-busy-min above the Pi 5's rated idle "
+                 f"{SPEC['pi5']['rated_idle_w']} W and --gpu-busy-min-idle above 1 (idle power below busy power)")
     if PI_BUSY_MIN >= SPEC["pi5"]["rated_w"]:
         ap.error(f"--pi-busy-min: {PI_BUSY_MIN} W is not below the Pi 5's rated {SPEC['pi5']['rated_w']} W")
     from scipy.optimize import least_squares
@@ -860,7 +894,8 @@ def main(argv=None) -> int:
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
                     "minimax": args.minimax, "second_stage_worst_log": args.second_stage,
                     "init_spread": args.init_spread,
-                    "seeds": args.seeds, "init": args.init,
+                    "seeds": [_repo_path(s) for s in args.seeds],
+                    "init": None if args.init is None else _repo_path(args.init),
                     "overhead_max_s": OVERHEAD_MAX, "pi_busy_min_w": PI_BUSY_MIN, "gpu_u_max": GPU_U_MAX,
                     "gpu_u_ratio_max": GPU_U_RATIO_MAX, "gpu_busy_min_idle": GPU_BUSY_MIN_IDLE}
         print("global search, violation per group (log units, 0 = holds): "
@@ -887,7 +922,8 @@ def main(argv=None) -> int:
     rows = [{"figure": f[0], "paper": f[-1], "fitted": g, "error": g / f[-1] - 1}
             for f, g in zip(FIGURES, got)]
     params = {n: (math.exp(x) if not n.endswith("idle_share") else x) for n, x in zip(NAMES, fit.x)}
-    at_bound = [n for n, x, a, b in zip(NAMES, fit.x, lo, hi) if min(x - a, b - x) < 1e-3 * max(1.0, b - a)]
+    at_bound = [n for n, x, a, b in zip(NAMES, fit.x, lo, hi) if min(x - a, b - x) < 1e-3 * max(1.0, b - a)
+                and not (RATED_IDLE and n.endswith("idle_share"))]  # not searched with --rated-idle
     print(f"{'figure':52s} {'paper':>10s} {'fitted':>10s} {'error':>7s}", file=sys.stderr)
     for r in rows:
         print(f"{r['figure']:52s} {r['paper']:10.1f} {r['fitted']:10.1f} {100 * r['error']:+6.1f}%", file=sys.stderr)
@@ -920,9 +956,11 @@ def main(argv=None) -> int:
                "observation4_idle_bound": bound, "idle_power_bound": idle_rows, "full_model_link_bound": link,
                "observations_hold": {k: v == 0.0 for k, v in obs.items()},
                "static_optimum": choices, "required_choices": required,
-               "global_search": searched, "packaged_from": args.package,
+               "global_search": searched,
+               "packaged_from": None if args.package is None else _repo_path(args.package),
                "options": {"observations": args.observations, "within": args.within,
-                           "idle_energy": not args.no_idle_energy, "idle_floor": IDLE_FLOOR, "starts": args.starts},
+                           "idle_energy": not args.no_idle_energy, "rated_idle": RATED_IDLE,
+                           "idle_floor": IDLE_FLOOR, "starts": args.starts},
                "free_bandwidth": FREE_BW, "free_s": FREE_S, "s_max": S_MAX,
                "parameters": params, "at_bounds": at_bound, "cost": float(fit.cost),
                "nfev": int(fit.nfev), "devices": {n: f.model_dump(mode="json", exclude_none=True) for n, f in files.items()}},

@@ -29,6 +29,8 @@ def files(tmp_path_factory):
     (root / "corrupt-run" / "job.json").write_text("{\"model\": ")
     (root / "wrong-job").mkdir()
     (root / "wrong-job" / "job.json").write_text(json.dumps({"model": "lenet", "colour": "red"}))
+    (root / "fleet-run").mkdir()
+    (root / "fleet-run" / "fleet_job.json").write_text("{}")   # what 'jqodi run FLEET.yaml' leaves
     (root / "list.json").write_text("[1, 2]")
     (root / "bad-yaml.yaml").write_text("name: x\n  devices: [\n")
     text = (REPO / "src/jqodi/scenarios/cpu-demo.yaml").read_text()
@@ -97,6 +99,7 @@ CASES = [
     (["end", "--startup-timeout", "0"], "--startup-timeout"),
     # infer
     (["infer", "--workdir", "{tmp}/empty"], "holds no job.json"),
+    (["infer", "--workdir", "{tmp}/fleet-run"], "fleet-run is a fleet run: a fleet's devices are not served"),
     (["infer", "--workdir", "{tmp}/corrupt-run"], "cannot read"),
     (["infer", "--workdir", "{tmp}/wrong-job"], "missing fields"),
     (["infer", "--requests", "0"], "--requests"),

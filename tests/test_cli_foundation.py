@@ -46,6 +46,18 @@ def test_instance_table_and_estimates_override(tmp_path):
     assert json.loads(text)["meta"]["cost_model"] == "paper"
 
 
+def test_the_time_of_k_rob_epochs_at_the_fastest_option_keeps_its_digits_below_10_s():
+    """The CPU demo's LeNet: 8 epochs × 0.19 s. Rounded to whole seconds it read '2 s ≤ deadline'
+    (and '0 s' on a smaller scenario); long times stay whole seconds."""
+    rc, text = run_cli("instance", str(ROOT / "examples" / "cpu-demo.yaml"))
+    row = next(line for line in text.splitlines() if line.startswith("lenet        4"))
+    assert rc == 0 and row.endswith(" s ≤ deadline") and not row.endswith(" 2 s ≤ deadline"), row
+    t = float(row.split()[-4])
+    assert 1.0 < t < 2.0 and len(row.split()[-4]) == 4, row   # e.g. 1.52
+    rc, text = run_cli("instance", str(DATA1))
+    assert " 487 s > deadline" in text
+
+
 def test_instance_lists_options():
     rc, text = run_cli("instance", "--options")
     assert rc == 0 and "lenet @ 8 bits" in text and "rtx3090" in text

@@ -230,6 +230,30 @@ def test_calibrate_writes_updates_in_place_and_falls_back_when_the_meter_fails(t
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["host.yaml"]
 
 
+def test_calibrate_says_how_a_scenario_names_the_file_it_wrote(tmp_path, monkeypatch, capsys):
+    """The default file is in the library: ``device: host``, as ``--help`` says; any other path by its path."""
+    import types
+
+    import jqodi.app.calibrate as app_cal
+    from jqodi.core.device_model import user_devices_dir
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+
+    def fake(out, **kw):   # what calibrate_host returns, without measuring anything
+        path = Path(out) if out else user_devices_dir() / "host.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("name: host\n")
+        dev = types.SimpleNamespace(bit_time_factor={8: 1.0}, flops=1e9, busy_power_w=10.0, idle_power_w=1.0,
+                                    power="declared")
+        return types.SimpleNamespace(residuals=[], device=dev, path=path, seconds=1.0)
+
+    monkeypatch.setattr(app_cal, "calibrate_host", fake)
+    assert main(["calibrate", "--quick"]) == 0
+    assert "(use it in a scenario as 'device: host')" in capsys.readouterr().out
+    assert main(["calibrate", "--quick", "--out", str(tmp_path / "box.yaml")]) == 0
+    assert f"(use it in a scenario as 'device: {tmp_path / 'box.yaml'}')" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["--tdp-w", "-3"], "--tdp-w: must be a finite number > 0"),   # the CLI's shared argument types
     (["--idle-w", "nan"], "--idle-w: expected a finite number"),

@@ -113,3 +113,25 @@ def test_a_run_from_random_weights_compares_no_pretrained_model(tmp_path):
     assert cli(*args, "--estimates", est)[0] == 2
     rc, out, err = cli(*args, "--estimates", est, "--random-init")
     assert rc == 0, err
+
+
+def test_estimates_apply_to_a_data2_shifted_scenario(tmp_path):
+    """``split: data2-shifted`` (the Data 2 analog of any dataset) is a split name, not a dataset:
+    planning with estimates made for it must not call it an unknown dataset."""
+    shifted = tmp_path / "shifted.yaml"
+    shifted.write_text(SCENARIO.read_text().replace("split: data2 ", "split: data2-shifted "))
+    assert "split: data2-shifted" in shifted.read_text()
+    rc, out, err = cli("plan", shifted, "--estimates", estimates_file(tmp_path, data_name="data2-shifted"))
+    assert rc == 0 and "estimates file" not in err, err
+    rc, out, err = cli("plan", shifted, "--estimates", estimates_file(tmp_path))   # made for data2
+    assert rc == 2 and "data_name = data2, not data2-shifted" in err, err
+
+
+@pytest.mark.parametrize("changed, flag", [({"width": 1.0}, "(--width 0.25)"), ({"train_size": 2000}, "(--train-size 1000)"),
+                                           ({"data_name": "data1"}, "(--data data2)")])
+def test_a_refusal_names_the_estimate_option_to_re_run_with(changed, flag, tmp_path):
+    rc, out, err = cli("plan", SCENARIO, "--estimates", estimates_file(tmp_path, **changed))
+    assert rc == 2 and flag in err, err
+    rc, out, err = cli("plan", SCENARIO, "--estimates", estimates_file(tmp_path, target=0.5))
+    assert rc == 2 and f"(--target-loss {TARGET})" in err, err
+

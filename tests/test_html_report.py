@@ -200,6 +200,25 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
     assert str(summ / "summary.json") in err
 
 
+def test_a_fleet_run_is_reported_device_by_device_beside_single_runs(tmp_path):
+    """``make demo`` leaves runs/demo-cpu-demo (a run) and runs/demo-fleet (a fleet record holding
+    each device's run record): ``jqodi report runs`` shows both, the fleet one device by device."""
+    one = json.loads((make_run_dir(tmp_path / "runs" / "single") / "record.json").read_text())
+    fleet = tmp_path / "runs" / "fleet"
+    fleet.mkdir()
+    (fleet / "record.json").write_text(json.dumps({"run_id": "f1", "edges": ["rtx3090"], "devices": ["cam-1", "cam-2"],
+                                                   "records": {"cam-2": one, "cam-1": one}, "status": "completed"}))
+    html = build_report(tmp_path / "runs").read_text()
+    heads = re.findall(r"<h2[^>]*>(.*?)</h2>", html)
+    assert [h for h in heads if h.startswith("Run: ")] == ["Run: fleet, device cam-1", "Run: fleet, device cam-2",
+                                                          "Run: single (synthetic)"], heads
+    assert "2 run(s)" in html   # record.json files counted, not groups
+    bad = dict(json.loads((fleet / "record.json").read_text()), records={"cam-1": [1]})
+    (fleet / "record.json").write_text(json.dumps(bad))
+    with pytest.raises(JqodiError, match="not a run record of device 'cam-1'"):
+        build_report(tmp_path / "runs")
+
+
 def test_sources_are_found_below_the_directory_and_sorted(both, tmp_path):
     src = find_sources(both)
     assert [p.relative_to(both).as_posix() for p in src.evaluations] == ["eval/evaluation.json"]

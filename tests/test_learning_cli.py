@@ -77,3 +77,19 @@ def test_estimate_without_out_writes_under_jqodi_home_and_says_where(tmp_path, c
     assert main(args + ["--json"]) == 0   # the JSON on stdout stays JSON; where it went goes to stderr
     cap = capsys.readouterr()
     assert json.loads(cap.out)["estimates"] and str(want) in cap.err
+
+
+def test_estimate_from_the_store_finds_runs_on_your_own_data_by_a_relative_path(tmp_path, capsys, monkeypatch):
+    """Probes record your own data under its absolute path; ``--method store --data ./my-images`` finds them."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-images").mkdir()
+    mine = str(tmp_path / "my-images")
+    with TraceStore(tmp_path / "t.db") as s:
+        for seed in (0, 1):
+            s.record({"model": "lenet", "bits": 4, "dataset": "fashion-mnist", "data_name": mine,
+                      "train_size": 2000, "val_size": 500, "seed": seed, "width": 0.25, "base_loss": 0.9,
+                      "start_loss": 1.0, "gamma": 0.1}, [{"epoch": k, "val_loss": 1.0 / k} for k in range(1, 9)])
+    rc = main(["estimate", "--target-loss", "0.3", "--models", "lenet", "--bits", "4", "--method", "store",
+               "--data", "./my-images", "--store", str(tmp_path / "t.db"), "--out", "est.json", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert "measured:store(2 runs)" in capsys.readouterr().out

@@ -173,6 +173,26 @@ def test_planning_commands_do_not_import_torch(tmp_path):
         assert res["rc"] == 0 and res["torch"] is False, args
 
 
+def test_planning_with_an_estimates_file_does_not_import_torch(tmp_path):
+    """docs/your-own-setup.md step 5: ``jqodi plan SCENARIO --estimates FILE``. Checking that the file
+    describes the scenario's data names datasets, and that needs no torch (it cost ≈ 1 s of CPU)."""
+    from jqodi.app.estimates import scenario_provenance
+    from jqodi.core.estimates import LearningEstimate, save_estimates
+    from jqodi.core.scenario import load_scenario
+
+    sc = load_scenario(SCENARIO)
+    rows = [LearningEstimate(model=r.model, bits=r.bits, base_loss=r.base_loss, gamma=r.gamma,
+                             epochs_expected=r.epochs_expected, epochs_robust=r.epochs_robust,
+                             target_loss=sc.target_loss,
+                             provenance={k: v for k, v in scenario_provenance(sc, r.model).items()
+                                         if k != "target_loss"})
+            for r in sc.learning if r.model == "lenet"]
+    save_estimates(tmp_path / "est.json", rows)
+    for verb in ("plan", "instance"):
+        res = _run_cli([verb, str(SCENARIO), "--estimates", str(tmp_path / "est.json")], tmp_path / "home", tmp_path)
+        assert res == {"rc": 0, "torch": False}, verb
+
+
 def test_plan_scenario_imports_torch_once_then_never(tmp_path):
     home = tmp_path / "home"
     other = tmp_path / "narrow.yaml"  # widths nobody has profiled: the first plan profiles them (torch)

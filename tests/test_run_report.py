@@ -52,6 +52,20 @@ def test_the_record_says_whether_and_when_the_target_was_reached(tmp_path):
     assert back.target == rec.target
 
 
+def test_an_unemulated_run_says_what_the_model_meter_charges(tmp_path):
+    """``--no-emulate`` with the model meter: the energy is the scenario's device power × this host's
+    busy time (a Pi's or an A100's watts on this CPU), not a measurement; the report says so."""
+    def model_epoch(k, val_loss):
+        ep = _epoch(k, val_loss)
+        return {**ep, "nodes": [{**n, "meter": "model"} for n in ep["nodes"]]}
+
+    (tmp_path / "epochs.json").write_text(json.dumps({"completed": 1, "epochs": [model_epoch(0, 0.9)]}))
+    text = run_outcome(record_from_epochs(_job(target_loss=0.6), tmp_path / "epochs.json"))
+    assert "meters: cloud=model" in text and "not a measurement of this host" in text
+    (tmp_path / "epochs.json").write_text(json.dumps({"completed": 1, "epochs": [_epoch(0, 0.9)]}))
+    assert "not a measurement" not in run_outcome(record_from_epochs(_job(), tmp_path / "epochs.json"))
+
+
 def test_a_run_that_misses_the_target_says_so():
     rec = RunRecord(job={}, target_loss=0.5, epochs=[])
     assert "NOT reached" in run_outcome(rec)

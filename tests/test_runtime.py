@@ -254,6 +254,10 @@ def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
     assert "model after 1 fine-tuning epoch(s)" in out and "p50 ms" in out and "only" in out
     res = json.loads((tmp_path / "i.json").read_text())
     assert len(res) >= 3 and all(r["requests"] == 5 for r in res)  # SD + each edge, and SD only
+    # more requests than validation images: served as many as there are, and said so
+    assert main(["infer", "--workdir", str(tmp_path), "--requests", "100", "--no-emulate"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 32 requests per combination, not the 100 asked" in out and "validation split" in out
 
 
 def test_inprocess_resume_continues_after_the_checkpoint(tmp_path):

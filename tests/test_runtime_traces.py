@@ -124,3 +124,34 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
         store.record_epoch(rid, {"epoch": 1, "val_loss": 0.4})
         assert store.begin_run({}, "j") == rid  # the job's run is found again (no columns needed)
         assert store.runs(job_id="j")[0].val_losses == [0.4]
+
+
+def test_a_run_on_your_own_data_is_recorded_under_the_name_probes_use(tmp_path, monkeypatch):
+    """A scenario names its image folder relatively (``./my-images``); probes and ``jqodi finetune``
+    record the absolute path. The runtime's run must too, or the estimators never see it."""
+    from jqodi.core.data import canonical_dataset
+    from jqodi.runtime.tracing import run_row
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-images").mkdir()
+    job = _job(None, data={"name": "./my-images", "dataset": "./my-images"})
+    row = run_row(job, 30, 6)
+    assert row["data_name"] == canonical_dataset("./my-images") == str(tmp_path / "my-images")
+    assert row["dataset"] == str(tmp_path / "my-images")
+    assert run_row(_job(None), 30, 6)["data_name"] == "data1"   # the paper's splits keep their names
+
+
+def test_jqodi_traces_finds_your_own_data_however_its_path_is_written(tmp_path, monkeypatch, capsys):
+    from jqodi.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-images").mkdir()
+    mine = str(tmp_path / "my-images")
+    with TraceStore(tmp_path / "t.db") as store:
+        store.record({"model": "lenet", "bits": 4, "dataset": mine, "data_name": mine, "train_size": 30,
+                      "val_size": 6, "seed": 0, "width": 0.25, "base_loss": 1.0, "gamma": 0.0, "source": "probe"},
+                     [{"epoch": 1, "val_loss": 0.9}])
+    for flag in ("--data", "--dataset"):
+        for written in ("./my-images", "my-images/", mine):
+            assert main(["traces", "--store", str(tmp_path / "t.db"), flag, written, "--format", "json"]) == 0
+            assert len(json.loads(capsys.readouterr().out)["runs"]) == 1, (flag, written)

@@ -6,7 +6,7 @@ What a scenario fixes about the fine-tuning its estimates must describe (:func:`
 per candidate model its width; the end device's data (cloud dataset, split, train/validation sizes,
 the seed that picks the images — the runtime draws them with ``training.seed``); the loss kind
 (cross-entropy); L_max; and the pretrained model a run starts from (the default pretraining,
-:data:`jqodi.core.pretrained.DEFAULT_PRETRAIN_EPOCHS` epochs, unless a run starts from random
+:data:`jqodi.core.train_config.DEFAULT_PRETRAIN_EPOCHS` epochs, unless a run starts from random
 weights). The pretrained checkpoint's hash is not compared here: planning loads no checkpoint
 (``jqodi estimate --check`` compares it). A mismatch is one line, exit 2, naming the field, the
 file's value and the scenario's; ``--allow-estimate-mismatch`` turns it into a note.
@@ -32,16 +32,15 @@ def scenario_provenance(scenario, model: str, *, pretrained: bool = True) -> dic
     (keys of :data:`jqodi.core.estimates.PROVENANCE_FIELDS` and ``target_loss``; ``None`` = not compared).
 
     ``pretrained=False``: the run starts from random weights, so no pretrained model is compared.
-    Imports the data catalog (torch): call it only for files that carry provenance.
     """
-    from jqodi.core.data import canonical_dataset, cloud_dataset_name
-    from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS
+    from jqodi.core.data import canonical_data_name, canonical_dataset, cloud_dataset_name
+    from jqodi.core.train_config import DEFAULT_PRETRAIN_EPOCHS
     from jqodi.learning.estimate import LOSS_KIND
 
     data = scenario.data
     return {"model": model, "width": float(scenario.model_entry(model).width),
             "dataset": canonical_dataset(cloud_dataset_name(data.dataset, data.split)),
-            "data_name": canonical_dataset(data.split) if data.split not in ("data1", "data2") else data.split,
+            "data_name": canonical_data_name(data.split),
             "train_size": data.train_size, "val_size": data.val_size, "data_seed": scenario.training.seed,
             "loss_kind": LOSS_KIND, "pretrain_epochs": DEFAULT_PRETRAIN_EPOCHS if pretrained else None,
             "target_loss": float(scenario.target_loss)}

@@ -9,7 +9,7 @@ The directory (and its sub-directories, up to :data:`MAX_DEPTH` levels) is searc
   sections per evaluation, with the paper's Table V beside ours when the scenario is one of the
   paper's (:data:`jqodi.app.paper.PAPER`);
 - ``record.json`` (``jqodi run``, ``make demo``, a cloud started by hand), with the main job's
-  ``summary.json`` beside it when there is one: one group per run;
+  ``summary.json`` beside it when there is one: one group per run (per device for a fleet run);
 - ``summary.json`` with a ``table_vi`` (``benchmarks/paper_cifar.py``), with its ``runs/*.json``:
   Table VI measured, the estimators held out, Observation 2 and the fine-tuning curves.
 
@@ -99,24 +99,35 @@ def _evaluation_group(path: Path, root: Path) -> tuple[str, list]:
     return name, evaluation_sections(ev, paper_table_v=paper_v)
 
 
-def _run_group(path: Path, root: Path) -> tuple[str, list]:
+def _run_groups(path: Path, root: Path) -> list[tuple[str, list]]:
+    """One group per run: a ``jqodi run`` record, or each device's run of a fleet run's record
+    (``jqodi run FLEET.yaml``: a ``FleetRecord`` keeps every device's full run record)."""
+    rec = _load(path)
+    if isinstance(rec, dict) and isinstance(rec.get("records"), dict) and "epochs" not in rec:
+        return [_run_group(path, root, r, device=str(name)) for name, r in sorted(rec["records"].items())]
+    return [_run_group(path, root, rec)]
+
+
+def _run_group(path: Path, root: Path, rec: Any, *, device: str | None = None) -> tuple[str, list]:
     from jqodi.render.html_report import run_sections
     from jqodi.runtime.record import RunRecord
 
-    rec = _load(path)
-    _require(path, rec, "a run record (record.json of jqodi run)", {"epochs": list, "job": dict})
+    what = f"a run record of device {device!r} (record.json of a fleet run)" if device else \
+        "a run record (record.json of jqodi run)"
+    _require(path, rec, what, {"epochs": list, "job": dict})
     totals = rec.get("totals")
     if not isinstance(totals, dict):
         fields = {k: rec[k] for k in RunRecord.__dataclass_fields__ if k in rec}
         totals = RunRecord(**fields).totals
     summary = None
     spath = path.parent / "summary.json"
-    if spath.is_file():
+    if spath.is_file() and device is None:
         summary = _load(spath)
         _require(spath, summary, "a main-job summary (summary.json of make demo)", {})
     job = rec.get("job") or {}
     label = (summary or {}).get("scenario_name") or (f"{job['model']} {job.get('bits')}-bit" if job.get("model") else "")
-    name = f"Run: {path.parent.relative_to(root).as_posix() or path.parent.name}" + (f" ({label})" if label else "")
+    name = (f"Run: {path.parent.relative_to(root).as_posix() or path.parent.name}" + (f", device {device}" if device else "")
+            + (f" ({label})" if label else ""))
     return name, run_sections(rec, totals, summary=summary)
 
 
@@ -136,6 +147,11 @@ def _measured_group(path: Path, root: Path) -> tuple[str, list]:
     return name, measured_sections(summary, runs)
 
 
+def _one(build):
+    """A builder of one group as a builder of a list of groups (a fleet record holds several runs)."""
+    return lambda path, root: [build(path, root)]
+
+
 def report_html(sources: ReportSources) -> str:
     """The page for ``sources`` (see :func:`find_sources`)."""
     from html import escape
@@ -143,10 +159,11 @@ def report_html(sources: ReportSources) -> str:
     from jqodi.render.html_report import page
 
     groups = []
-    for path, build in ([(p, _measured_group) for p in sources.measured]
-                        + [(p, _evaluation_group) for p in sources.evaluations] + [(p, _run_group) for p in sources.runs]):
+    for path, build in ([(p, _one(_measured_group)) for p in sources.measured]
+                        + [(p, _one(_evaluation_group)) for p in sources.evaluations]
+                        + [(p, _run_groups) for p in sources.runs]):
         try:
-            groups.append(build(path, sources.root))
+            groups.extend(build(path, sources.root))
         except JqodiError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:

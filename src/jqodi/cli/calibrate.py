@@ -70,8 +70,20 @@ def run(args: argparse.Namespace) -> int:
           + ", ".join(f"{q}: {f:.2f}" for q, f in sorted(d.bit_time_factor.items())))
     print(f"v (paper model) {d.flops / 1e9:.2f} GFLOP/s; busy {d.busy_power_w:g} W, idle {d.idle_power_w:g} W "
           f"(power: {d.power}); {res.seconds:.0f} s")
-    print(f"wrote {res.path} (use it in a scenario as 'device: {res.path}')")
+    print(f"wrote {res.path} (use it in a scenario as 'device: {_scenario_ref(res.path)}')")
     if args.json:
         save_json(args.json, {"device": d.model_dump(mode="json"), "path": str(res.path),
                               "residuals": res.residuals, "power": res.power_note, "seconds": res.seconds})
     return 0
+
+
+def _scenario_ref(path) -> str:
+    """How a scenario names the file at ``path``: its library name when the library resolves that
+    name to it (``<JQODI_HOME>/devices/host.yaml`` is ``host``), else its path."""
+    from pathlib import Path
+
+    from jqodi.core.device_model import library_devices
+
+    p = Path(path).resolve()
+    found = library_devices().get(p.stem)
+    return p.stem if found is not None and found.resolve() == p else str(path)

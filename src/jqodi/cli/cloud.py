@@ -55,6 +55,8 @@ def run(args) -> int:
 
         rec = record_from_epochs(job, wd / EPOCHS_NAME, status="failed" if error else "completed", error=error)
         rec.save(wd / "record.json")
+        if error and not rec.epochs:   # failed before its first epoch (a port in use, no peer): the error line says it
+            return
         print(run_report(rec, wd), flush=True)
 
     controller = None

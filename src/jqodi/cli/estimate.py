@@ -174,7 +174,7 @@ class _DataKey:
     """Stands in for EndDeviceData when only the store is consulted (no images are loaded)."""
 
     def __init__(self, args):
-        from jqodi.core.data import canonical_dataset
+        from jqodi.core.data import canonical_data_name, canonical_dataset
 
         self.dataset = canonical_dataset(args.dataset)
-        self.name = args.data
+        self.name = canonical_data_name(args.data)   # your own data: as the probes record it

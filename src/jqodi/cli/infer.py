@@ -41,6 +41,11 @@ def run(args) -> int:
 
         wd = Path(f"runs/{load_scenario(default_scenario_path()).name}")
     if not (wd / "job.json").is_file():
+        from jqodi.runtime.fleet_launch import FLEET_JOB_NAME
+
+        if (wd / FLEET_JOB_NAME).is_file():
+            raise JqodiError(f"--workdir: {wd} is a fleet run: a fleet's devices are not served after fine-tuning "
+                             f"(docs/fleet.md, 'Not done'); infer serves the run of a one-device scenario")
         raise JqodiError(f"--workdir: {wd} holds no job.json (run 'jqodi run' first)")
     try:
         job = Job.from_dict(json.loads((wd / "job.json").read_text()))
@@ -69,6 +74,9 @@ def run(args) -> int:
         combos = [(served["edge"], served["cut"]) if served["mode"] == "split" else (None, None)]
     res = run_inference(job, master, data, requests=args.requests, combos=combos,
                         emulate=False if args.no_emulate else None)
+    if res and res[0].requests < args.requests:
+        print(f"note: {res[0].requests} requests per combination, not the {args.requests} asked: each request is one "
+              f"image of the end device's validation split, which holds {res[0].requests}")
     if res and res[0].dilation > 1:
         print(f"emulated: dilation ×{res[0].dilation:.3g} (latencies are wall-clock / dilation)")
     print(format_inference(res))

@@ -14,8 +14,8 @@ def add_arguments(p) -> None:
     add_store_argument(p)
     p.add_argument("--model", default=None)
     p.add_argument("--bits", type=t.bits, default=None)
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--data", default=None, help="data1 or data2")
+    p.add_argument("--dataset", default=None, help="the cloud's dataset: fashion-mnist, cifar10, cifar100 or a path")
+    p.add_argument("--data", default=None, help="the end device's data: data1, data2 or the path of your own")
     p.add_argument("--source", default=None, help="finetune, probe or runtime (a run of a plan)")
     p.add_argument("--job", default=None, metavar="ID", help="the runtime run of this job id")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
@@ -33,8 +33,14 @@ def run(args) -> int:
     path = Path(args.store) if args.store else default_store_path()
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
+    from jqodi.core.data import canonical_data_name
+
+    def stored_name(name):  # your own data is stored under its absolute path, however it was written
+        return None if name is None else canonical_data_name(name)
+
     with TraceStore(path) as store:
-        runs = store.runs(model=args.model, bits=args.bits, dataset=args.dataset, data_name=args.data,
+        runs = store.runs(model=args.model, bits=args.bits, dataset=stored_name(args.dataset),
+                          data_name=stored_name(args.data),
                           source=args.source, job_id=args.job)
     fmt_ = "json" if args.json else args.format
     if fmt_ == "csv":

@@ -94,6 +94,17 @@ PROVENANCE_FIELDS = ("model", "pretrained_sha256", "pretrain_epochs", "cloud_tra
                      "dataset", "data_name", "train_size", "val_size", "data_seed", "loss_kind")
 
 
+#: the ``jqodi estimate`` option that sets a provenance field (what to re-run it with)
+ESTIMATE_OPTION = {"width": "--width", "dataset": "--dataset", "data_name": "--data", "train_size": "--train-size",
+                   "val_size": "--val-size", "data_seed": "--data-seed", "pretrain_epochs": "--pretrain-epochs",
+                   "target_loss": "--target-loss"}
+
+
+def _rerun(field: str, value: Any) -> str:
+    """`` (--width 0.25)``: the estimate option that makes an estimate for ``value``, or nothing."""
+    return f" ({ESTIMATE_OPTION[field]} {value})" if field in ESTIMATE_OPTION else ""
+
+
 def provenance_mismatch(estimates: Sequence[LearningEstimate], expected: dict[str, Any]) -> str | None:
     """The first way ``estimates`` describe something other than ``expected`` (one line), or None.
 
@@ -105,7 +116,8 @@ def provenance_mismatch(estimates: Sequence[LearningEstimate], expected: dict[st
             continue
         t = expected.get("target_loss")
         if t is not None and e.target_loss is not None and abs(e.target_loss - t) > 1e-9 * max(1.0, abs(t)):
-            return f"the estimate for {e.model} {e.bits}-bit is for target loss {e.target_loss}, not {t}"
+            return (f"the estimate for {e.model} {e.bits}-bit is for target loss {e.target_loss}, not {t}"
+                    + _rerun("target_loss", t))
         if e.provenance is None:
             continue
         for k in PROVENANCE_FIELDS:
@@ -114,7 +126,7 @@ def provenance_mismatch(estimates: Sequence[LearningEstimate], expected: dict[st
             have = e.provenance.get(k)
             if have != expected[k]:
                 return (f"the estimate for {e.model} {e.bits}-bit was made with {k} = {have}, "
-                        f"not {expected[k]}")
+                        f"not {expected[k]}" + _rerun(k, expected[k]))
     return None
 
 

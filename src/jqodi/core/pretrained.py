@@ -15,12 +15,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from jqodi.core.progress import Progress, one_time
+from jqodi.core.train_config import DEFAULT_PRETRAIN_EPOCHS
 from jqodi.errors import JqodiError
 from jqodi.core.training import default_width, epoch_batch_order, evaluate, train_step
 
 __all__ = ["DEFAULT_PRETRAIN_EPOCHS", "Pretrained", "load_pretrained", "pretrain"]
-
-DEFAULT_PRETRAIN_EPOCHS = 4
 
 
 @dataclass

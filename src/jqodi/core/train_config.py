@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from jqodi.core.validation import FORBID_EXTRA
 from jqodi.errors import JqodiError
 
-__all__ = ["TrainConfig", "TrainConfigError", "TRAIN_DEFAULTS", "RETURN_MODES"]
+__all__ = ["DEFAULT_PRETRAIN_EPOCHS", "TrainConfig", "TrainConfigError", "TRAIN_DEFAULTS", "RETURN_MODES"]
+
+#: Epochs the cloud pretrains a model for (the pretrained model every fine-tuning starts from;
+#: :mod:`jqodi.core.pretrained` trains it, estimates record it).
+DEFAULT_PRETRAIN_EPOCHS = 4
 
 #: How the ES returns its trained part to the CS (:mod:`jqodi.core.codec`).
 RETURN_MODES = ("codes", "stochastic", "delta-fp16", "latent")

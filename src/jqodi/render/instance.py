@@ -25,8 +25,8 @@ def render_instance(inst, show_options: bool = False) -> str:
                 verdict = "target out of reach"
             else:
                 t_rob = c.quantize_time_s + k_rob * fast.epoch_time_s
-                verdict = (f"{t_rob:.0f} s ≤ deadline" if t_rob <= inst.deadline_s
-                           else f"{t_rob:.0f} s > deadline")
+                t_text = f"{t_rob:.0f}" if t_rob >= 10 else fmt_s(t_rob)   # 0.24 s, not "0 s"
+                verdict = f"{t_text} s ≤ deadline" if t_rob <= inst.deadline_s else f"{t_text} s > deadline"
         else:
             fast_s = cheap_s = "-"
             verdict = "no feasible option"

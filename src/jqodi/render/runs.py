@@ -51,7 +51,9 @@ def run_outcome(rec: RunRecord) -> str:
     lines.append(f"emulation ON (dilation ×{rec.dilation:.3g}): devices, links and their power are the "
                  f"scenario's, not this host's" if rec.emulated else "emulation off: this host's own speed")
     if rec.meters:
-        lines.append("meters: " + ", ".join(f"{n}={m}" for n, m in sorted(rec.meters.items())))
+        lines.append("meters: " + ", ".join(f"{n}={m}" for n, m in sorted(rec.meters.items()))
+                     + ("  (model: the scenario's device busy power × this host's busy time, not a measurement "
+                        "of this host: docs/energy.md)" if not rec.emulated and "model" in rec.meters.values() else ""))
     return "\n".join(lines)
 
 

@@ -67,6 +67,38 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _client_store(host: str, port: int, timeout: timedelta):
+    """A ``TCPStore`` client of ``host:port``, or ``TimeoutError`` once ``timeout`` has passed.
+
+    torch's client bounds connecting by ``timeout`` but not its handshake: a port where something
+    else listens and accepts without answering (a web server waiting for its request line, a
+    tarpit, a hung process) holds the constructor forever. So it runs in a daemon thread, and a
+    client that has not connected in time is given up (its thread stays blocked in that socket
+    until the process ends).
+    """
+    import threading
+
+    import torch.distributed as dist
+
+    box: dict = {}
+
+    def make() -> None:
+        try:
+            box["store"] = dist.TCPStore(host, port, None, False, timeout)
+        except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=make, name="jqodi-store-client", daemon=True)
+    t.start()
+    t.join(timeout.total_seconds() + 5.0)   # torch's own connect timeout first, then ours
+    if "error" in box:
+        raise box["error"]
+    if "store" not in box:
+        raise TimeoutError(f"something listens on {host}:{port} but does not answer as a jqodi cloud "
+                           f"(another program on that port?)")
+    return box["store"]
+
+
 def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: dict | None = None,
             bind_host: str | None = None, secret=None, say=lambda s: None, ranks_of=None):
     """Join the run at ``host:port`` as ``role`` ("cloud", "end" or "edge:NAME").
@@ -106,7 +138,7 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
             gatekeeper.admit_all(startup_timeout_s)
             gatekeeper.keep_refusing()
         else:
-            store = dist.TCPStore(host, port, None, False, timeout)
+            store = _client_store(host, port, timeout)
             deadline = time.monotonic() + startup_timeout_s
             while not store.check([FORMAT_KEY]) and not store.check(["job"]):  # "job": a version-1 cloud
                 if time.monotonic() > deadline:

@@ -25,10 +25,12 @@ __all__ = ["RunTraces", "epoch_trace", "run_row"]
 
 def run_row(job: Job, train_size: int, val_size: int) -> dict:
     """The ``runs`` row of ``job`` (L_a, the start loss and γ are the probes', not measured here)."""
-    from jqodi.core.data import canonical_dataset
+    from jqodi.core.data import canonical_data_name, canonical_dataset
 
+    # your own data under its absolute path, as probes and 'jqodi finetune' record it (a job names
+    # it as the scenario wrote it, e.g. ./my-images), so the estimators find these runs
     return {"model": job.model, "bits": job.bits, "dataset": canonical_dataset(job.data.dataset),
-            "data_name": job.data.name, "train_size": int(train_size), "val_size": int(val_size),
+            "data_name": canonical_data_name(job.data.name), "train_size": int(train_size), "val_size": int(val_size),
             "seed": job.training.seed, "width": job.width, "source": "runtime",
             "config": {"job_id": job.run_id, "schedule": [[s.edge, s.cut, s.epochs] for s in job.schedule],
                        "training": {k: v for k, v in vars(job.training).items() if v is not None},

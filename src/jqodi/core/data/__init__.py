@@ -39,16 +39,29 @@ Everything public is importable from here (``from jqodi.core.data import end_dev
 """
 from __future__ import annotations
 
-from jqodi.core.data.catalog import DATASETS, canonical_dataset, cloud_dataset_name, dataset_classes
-from jqodi.core.data.end_device import (SD_SPLITS, EndDeviceData, check_scenario_data, cloud_dataset,
-                                        end_device_data)
+from jqodi.core.data.catalog import (DATASETS, canonical_data_name, canonical_dataset, cloud_dataset_name,
+                                     dataset_classes)
 from jqodi.core.data.readers import FASHION_MNIST_DIR, load_cifar, load_fashion_mnist, load_raw, read_idx
+
+#: what :mod:`jqodi.core.data.end_device` (torch) gives, imported on first use (PEP 562): naming and
+#: checking datasets — e.g. ``jqodi plan --estimates`` — imports no torch
+_END_DEVICE = ("SD_SPLITS", "EndDeviceData", "check_scenario_data", "cloud_dataset", "end_device_data")
+
+
+def __getattr__(name: str):
+    if name in _END_DEVICE:
+        from jqodi.core.data import end_device
+
+        return getattr(end_device, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATASETS",
     "EndDeviceData",
     "FASHION_MNIST_DIR",
     "SD_SPLITS",
+    "canonical_data_name",
     "canonical_dataset",
     "check_scenario_data",
     "cloud_dataset",

@@ -5,13 +5,16 @@ a ``.npz`` file named by its path).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from jqodi.errors import DataError
 
-__all__ = ["DATASETS", "canonical_dataset", "cloud_dataset_name", "dataset_classes", "dataset_shape", "to_tensor"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DATASETS", "canonical_data_name", "canonical_dataset", "cloud_dataset_name", "dataset_classes", "dataset_shape", "to_tensor"]
 
 #: Per-channel mean/std of the cloud training sets (images in [0, 1]).
 _NORM = {
@@ -38,6 +41,15 @@ def canonical_dataset(name: str) -> str:
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image "
                         f"folder (one sub-folder per class) or a .npz file") from None
+
+
+def canonical_data_name(name: str) -> str:
+    """The end device's data as the trace store and estimates name it: the paper's splits
+    (``data1``, ``data2``, …) as they are, your own data by its absolute path however it is written
+    (``./my-images``, ``my-images/``)."""
+    from jqodi.core.userdata import is_user_dataset
+
+    return canonical_dataset(name) if is_user_dataset(name) else name
 
 
 def cloud_dataset_name(dataset: str, split: str) -> str:
@@ -67,6 +79,8 @@ def dataset_shape(dataset: str) -> tuple[int, int, int]:
 
 def to_tensor(images: np.ndarray, dataset: str) -> torch.Tensor:
     """uint8 images as float tensors normalised with ``dataset``'s per-channel mean/std."""
+    import torch   # here, not above: naming and checking datasets (planning) imports no torch
+
     if dataset in _NORM:
         mean, std = _NORM[dataset]
     else:  # your own dataset: its train split's statistics
