@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup data bench clean
+.PHONY: demo test setup data bench clean docs-samples
 
 setup: $(STAMP) data
 
@@ -34,6 +34,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Re-run the command samples marked in README.md and docs/*.md (docs/interfaces.md); ARGS=--check
+# lists the stale ones without writing.
+docs-samples: setup
+	$(PY) scripts/doc_samples.py $(ARGS)
 
 bench: setup
 	@echo "benchmarks: see README (each prints JSON)"; ls benchmarks/*.py
