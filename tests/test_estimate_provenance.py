@@ -95,6 +95,10 @@ def test_rows_without_provenance_are_used_with_a_note(tmp_path):
     save_estimates(est, [LearningEstimate("lenet", 8, 4.739, 0.001, 4, 6, TARGET, source="measured")])
     rc, out, err = cli("plan", SCENARIO, "--estimates", est)
     assert rc == 0 and "rows without provenance" in err
+    # their target loss is still compared
+    save_estimates(est, [LearningEstimate("lenet", 8, 4.739, 0.001, 4, 6, 0.9, source="measured")])
+    rc, out, err = cli("plan", SCENARIO, "--estimates", est)
+    assert rc == 2 and f"is for target loss 0.9, not {TARGET}" in err, err
 
 
 def test_rows_of_models_the_scenario_does_not_plan_are_not_compared(tmp_path):

@@ -155,3 +155,20 @@ def test_jqodi_traces_finds_your_own_data_however_its_path_is_written(tmp_path, 
         for written in ("./my-images", "my-images/", mine):
             assert main(["traces", "--store", str(tmp_path / "t.db"), flag, written, "--format", "json"]) == 0
             assert len(json.loads(capsys.readouterr().out)["runs"]) == 1, (flag, written)
+
+
+def test_jqodi_traces_finds_a_dataset_by_any_of_its_names(tmp_path, capsys):
+    """The store names the cloud's dataset canonically (``cifar10``); ``--dataset cifar-10`` finds it,
+    and a name that is no dataset is one line, exit 2, not an empty list."""
+    from jqodi.cli import main
+
+    with TraceStore(tmp_path / "t.db") as store:
+        store.record({"model": "lenet", "bits": 4, "dataset": "cifar10", "data_name": "data1", "train_size": 30,
+                      "val_size": 6, "seed": 0, "width": 0.25, "base_loss": 1.0, "gamma": 0.0, "source": "probe"},
+                     [{"epoch": 1, "val_loss": 0.9}])
+    for written in ("cifar-10", "CIFAR10", "cifar10"):
+        assert main(["traces", "--store", str(tmp_path / "t.db"), "--dataset", written, "--format", "json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)["runs"]) == 1, written
+    assert main(["traces", "--store", str(tmp_path / "t.db"), "--dataset", "cifar-11"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown dataset 'cifar-11'" in err, err

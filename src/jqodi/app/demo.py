@@ -147,15 +147,14 @@ def run_main_demo(config=None, *, describe: bool = True, out: TextIO | None = No
     (``config``: a :class:`jqodi.app.main_job.MainJobConfig`, default ``make demo``'s)."""
     import time
 
-    from jqodi.app.main_job import MainJobConfig, cpu_demo_path, main_job
+    from jqodi.app.main_job import MainJobConfig, main_job
 
     config = config or MainJobConfig()
     out = out or sys.stdout
     t0 = time.perf_counter()
     if describe:
         run_demo(None, out=out)
-    path = Path(config.scenario_path) if config.scenario_path else cpu_demo_path()
-    ctx = DemoContext(load_scenario(path), path, out)
+    ctx = DemoContext(load_scenario(config.scenario_file), config.scenario_file, out)
     ctx.title("Main job: measure, plan and run the CPU-scale scenario" + (" (plan only)" if config.plan_only else ""))
     ctx.note_quant_kernel()  # the main job plans and trains this scenario
     summary = main_job(config, say=lambda s: (ctx.print(s), out.flush()))

@@ -61,14 +61,11 @@ def estimates_for_scenario(path: str | Path, scenario, *, allow_mismatch: bool =
     rows = [e for e in estimates if e.model in names]   # rows of other models are not planned with
     notes: list[str] = []
     where = f"estimates file {path}"
-    with_provenance = {e.model for e in rows if e.provenance is not None}
     for m in names:
         mine = [e for e in rows if e.model == m]
-        if not mine:
-            continue
-        expected = (scenario_provenance(scenario, m, pretrained=pretrained) if m in with_provenance
-                    else {"model": m, "target_loss": float(scenario.target_loss)})
-        notes += check_provenance(mine, expected, where=where, allow_mismatch=allow_mismatch)
+        if mine:   # rows without provenance are compared by their target loss alone (provenance_mismatch)
+            notes += check_provenance(mine, scenario_provenance(scenario, m, pretrained=pretrained), where=where,
+                                      allow_mismatch=allow_mismatch)
     for n in dict.fromkeys(notes):
         note(f"note: {n}")
     return estimates

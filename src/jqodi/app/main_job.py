@@ -90,6 +90,11 @@ class MainJobConfig:
     choice: str = "expected"
 
     @property
+    def scenario_file(self) -> Path:
+        """The scenario YAML the job loads: ``scenario_path``, or the packaged cpu-demo scenario."""
+        return Path(self.scenario_path) if self.scenario_path else cpu_demo_path()
+
+    @property
     def pretrain_options(self) -> dict:
         """The keyword arguments of :func:`jqodi.core.pretrained.load_pretrained` (also the job's)."""
         return {"epochs": int(self.pretrain_epochs), "cloud_size": self.pretrain_cloud_size}
@@ -158,7 +163,7 @@ def load(cfg: MainJobConfig, say: Say = _print):
     """The scenario of ``cfg`` (its SD data sizes overridden when asked); prints its one-line header."""
     from jqodi.core.scenario import load_scenario
 
-    path = Path(cfg.scenario_path) if cfg.scenario_path else cpu_demo_path()
+    path = cfg.scenario_file
     scenario = load_scenario(path)
     if cfg.train_size is not None or cfg.val_size is not None:
         d = scenario.model_dump()

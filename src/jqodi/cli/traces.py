@@ -33,14 +33,14 @@ def run(args) -> int:
     path = Path(args.store) if args.store else default_store_path()
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
-    from jqodi.core.data import canonical_data_name
+    from jqodi.core.data import canonical_data_name, canonical_dataset
 
-    def stored_name(name):  # your own data is stored under its absolute path, however it was written
-        return None if name is None else canonical_data_name(name)
-
+    # as the store names them: a dataset by its canonical name (cifar-10 is cifar10), your own data
+    # by its absolute path however it was written
     with TraceStore(path) as store:
-        runs = store.runs(model=args.model, bits=args.bits, dataset=stored_name(args.dataset),
-                          data_name=stored_name(args.data),
+        runs = store.runs(model=args.model, bits=args.bits,
+                          dataset=None if args.dataset is None else canonical_dataset(args.dataset),
+                          data_name=None if args.data is None else canonical_data_name(args.data),
                           source=args.source, job_id=args.job)
     fmt_ = "json" if args.json else args.format
     if fmt_ == "csv":

@@ -94,8 +94,8 @@ def _client_store(host: str, port: int, timeout: timedelta):
     if "error" in box:
         raise box["error"]
     if "store" not in box:
-        raise TimeoutError(f"something listens on {host}:{port} but does not answer as a jqodi cloud "
-                           f"(another program on that port?)")
+        raise TimeoutError("something listens there but does not answer as a jqodi cloud "
+                           "(another program on that port?)")   # connect()'s line names host:port
     return box["store"]
 
 
