@@ -666,9 +666,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     new_cfgs = {config_key(c) for c in grid if c["session"] >= 5}
     after = metrics[AFTER]
     ok_by_p = {P: meets(after[str(P)]) for P in PROBE_LENGTHS}
-    passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
-    chosen = passing[0] if passing else min(
-        PROBE_LENGTHS, key=lambda P: (-sum(ok_by_p[P].values()), after[str(P)]["median_rel_error"], P))
+    chosen = probe_rule(after)
     curve = [{"scheme": name, "level": lv, **{k: v for k, v in loco_score(rs).items()
                                                if k in ("coverage", "mean_margin_rel", "wrongly_excluded")}}
              for (name, lv), rs in tradeoff.items()]
@@ -687,7 +685,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "session4_library_schemes_chosen_by_nested_loo_probe5": old_chosen,
               "scheme_on_the_whole_library_probe5": prior.select_scheme(LOCO_PROBE_EPOCHS)[0].name,
               "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
-              "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
+              "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": all(ok_by_p[chosen].values()),
               "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
               "after_design_frozen": late, "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1),
