@@ -380,6 +380,8 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=
 def loco_main(argv) -> int:
     import torch
 
+    from jqodi.learning.prior import PROBE_LENGTHS
+
     ap = argparse.ArgumentParser(description="leave-one-configuration-out benchmark of the epoch estimators")
     ap.add_argument("--store", required=True, help="trace store caching the runs (reruns are cheap)")
     ap.add_argument("--threads", type=int, default=2)
@@ -393,12 +395,14 @@ def loco_main(argv) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
     ap.add_argument("--jobs", type=int, default=1, help="score this many held-out configurations at once (processes)")
-    ap.add_argument("--probe-lengths", type=int, nargs="+", default=None,
+    ap.add_argument("--probe-lengths", type=int, nargs="+", default=None, choices=PROBE_LENGTHS, metavar="P",
                     help="with --test-seed: score only these probe lengths (of 1 2 3 5; session 8 pre-registered 5)")
     ap.add_argument("--test-seed", type=int, default=None,
                     help="session 6: a held-out truth seed — its full runs are fine-tuned (--runs-only) and scored as "
                          "test questions only (never in the library), session 5's method beside session 6's")
     args = ap.parse_args(argv)
+    if args.probe_lengths and args.test_seed is None:
+        ap.error("--probe-lengths: only with --test-seed (the development benchmark scores every length)")
     torch.set_num_threads(args.threads)
     from jqodi.core.traces import TraceStore
 
