@@ -761,9 +761,11 @@ def _test_score_config(i: int):
                         {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
                     row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust}
             cfg_rows.append(row)
+    # the level and scheme each method's estimate uses (select_level: session 8 chooses the level too)
+    picked = {name: pr.select_level(LOCO_PROBE_EPOCHS, frozenset([ca.group])) for name, pr in methods.items()}
     pc = {"config": key, "session": c["session"], "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
-          "schemes_by_nested_loo_probe5": {name: pr.select_scheme(LOCO_PROBE_EPOCHS, frozenset([ca.group]))[0].name
-                                           for name, pr in methods.items()},
+          "schemes_by_nested_loo_probe5": {name: sc.name for name, (_, sc) in picked.items()},
+          "levels_by_nested_loo_probe5": {name: lv for name, (lv, _) in picked.items()},
           "curves": {str(b.seed): [round(v, 4) for v in by_id[b.id].losses] for b in truths}, "targets": cfg_rows}
     return key, rows, pc
 

@@ -130,6 +130,10 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
         assert res["metrics_test"][name]["5"]["n"] == n_test and res["metrics_dev"][name]["5"]["n"] == n_dev
     assert res["figure_of_record"]["row"] == new and res["dev_truth_seeds"] == [1, 2, 3]
     assert "truth seeds 1, 2, 3" in res["markdown"]
+    # each configuration records the level and scheme its estimates used: session 7's fixed level 0.9
+    for pc in res["per_config"]:
+        assert pc["levels_by_nested_loo_probe5"] == {old: 0.9, new: 0.9}
+        assert set(pc["schemes_by_nested_loo_probe5"]) == {old, new}
 
 
 def test_the_fifth_seed_scores_session_7_beside_session_8_with_seeds_1_to_4_as_development(monkeypatch):
