@@ -380,6 +380,8 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=
 def loco_main(argv) -> int:
     import torch
 
+    from jqodi.learning.prior import PROBE_LENGTHS
+
     ap = argparse.ArgumentParser(description="leave-one-configuration-out benchmark of the epoch estimators")
     ap.add_argument("--store", required=True, help="trace store caching the runs (reruns are cheap)")
     ap.add_argument("--threads", type=int, default=2)
@@ -393,12 +395,14 @@ def loco_main(argv) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--markdown", default=None, help="write the Markdown table here")
     ap.add_argument("--jobs", type=int, default=1, help="score this many held-out configurations at once (processes)")
-    ap.add_argument("--probe-lengths", type=int, nargs="+", default=None,
+    ap.add_argument("--probe-lengths", type=int, nargs="+", default=None, choices=PROBE_LENGTHS, metavar="P",
                     help="with --test-seed: score only these probe lengths (of 1 2 3 5; session 8 pre-registered 5)")
     ap.add_argument("--test-seed", type=int, default=None,
                     help="session 6: a held-out truth seed — its full runs are fine-tuned (--runs-only) and scored as "
                          "test questions only (never in the library), session 5's method beside session 6's")
     args = ap.parse_args(argv)
+    if args.probe_lengths and args.test_seed is None:
+        ap.error("--probe-lengths: only with --test-seed (the development benchmark scores every length)")
     torch.set_num_threads(args.threads)
     from jqodi.core.traces import TraceStore
 
@@ -666,9 +670,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     new_cfgs = {config_key(c) for c in grid if c["session"] >= 5}
     after = metrics[AFTER]
     ok_by_p = {P: meets(after[str(P)]) for P in PROBE_LENGTHS}
-    passing = [P for P in PROBE_LENGTHS if all(ok_by_p[P].values())]
-    chosen = passing[0] if passing else min(
-        PROBE_LENGTHS, key=lambda P: (-sum(ok_by_p[P].values()), after[str(P)]["median_rel_error"], P))
+    chosen = probe_rule(after)
     curve = [{"scheme": name, "level": lv, **{k: v for k, v in loco_score(rs).items()
                                                if k in ("coverage", "mean_margin_rel", "wrongly_excluded")}}
              for (name, lv), rs in tradeoff.items()]
@@ -687,7 +689,7 @@ def loco_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "session4_library_schemes_chosen_by_nested_loo_probe5": old_chosen,
               "scheme_on_the_whole_library_probe5": prior.select_scheme(LOCO_PROBE_EPOCHS)[0].name,
               "meets_targets_after": {str(P): v for P, v in ok_by_p.items()},
-              "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": bool(passing),
+              "chosen_probe_epochs": chosen, "chosen_probe_epochs_meets_all": all(ok_by_p[chosen].values()),
               "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
               "after_design_frozen": late, "library_skipped_rows": prior.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1),
@@ -759,9 +761,11 @@ def _test_score_config(i: int):
                         {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
                     row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust}
             cfg_rows.append(row)
+    # the level and scheme each method's estimate uses (select_level: session 8 chooses the level too)
+    picked = {name: pr.select_level(LOCO_PROBE_EPOCHS, frozenset([ca.group])) for name, pr in methods.items()}
     pc = {"config": key, "session": c["session"], "horizon": c["horizon"], "probe": [round(v, 4) for v in ca.losses],
-          "schemes_by_nested_loo_probe5": {name: pr.select_scheme(LOCO_PROBE_EPOCHS, frozenset([ca.group]))[0].name
-                                           for name, pr in methods.items()},
+          "schemes_by_nested_loo_probe5": {name: sc.name for name, (_, sc) in picked.items()},
+          "levels_by_nested_loo_probe5": {name: lv for name, (lv, _) in picked.items()},
           "curves": {str(b.seed): [round(v, 4) for v in by_id[b.id].losses] for b in truths}, "targets": cfg_rows}
     return key, rows, pc
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jqodi.core.traces import TraceStore
 
@@ -129,6 +130,10 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
         assert res["metrics_test"][name]["5"]["n"] == n_test and res["metrics_dev"][name]["5"]["n"] == n_dev
     assert res["figure_of_record"]["row"] == new and res["dev_truth_seeds"] == [1, 2, 3]
     assert "truth seeds 1, 2, 3" in res["markdown"]
+    # each configuration records the level and scheme its estimates used: session 7's fixed level 0.9
+    for pc in res["per_config"]:
+        assert pc["levels_by_nested_loo_probe5"] == {old: 0.9, new: 0.9}
+        assert set(pc["schemes_by_nested_loo_probe5"]) == {old, new}
 
 
 def test_the_fifth_seed_scores_session_7_beside_session_8_with_seeds_1_to_4_as_development(monkeypatch):
@@ -145,3 +150,15 @@ def test_the_fifth_seed_scores_session_7_beside_session_8_with_seeds_1_to_4_as_d
     m = {"median_rel_error": 0.1, "coverage": 0.95, "mean_margin_rel": 0.4, "wrongly_excluded": 0.0}
     assert b.probe_rule({"5": m}) == 5
     assert b.probe_rule({"3": {**m, "mean_margin_rel": 0.2}, "5": m}) == 3
+
+
+def test_probe_lengths_are_refused_before_any_run_when_they_cannot_be_ruled_on(monkeypatch, tmp_path, capsys):
+    """--probe-lengths outside 1 2 3 5 (probe_rule would find no length to rule on, after the whole scoring run)
+    or without --test-seed (the development benchmark scores every length): one argparse line, exit 2."""
+    b = bench(monkeypatch)
+    for argv, says in ((["--probe-lengths", "4", "--test-seed", "5"], "invalid choice: 4"),
+                       (["--probe-lengths", "5"], "--probe-lengths: only with --test-seed")):
+        with pytest.raises(SystemExit) as e:
+            b.loco_main(["--store", str(tmp_path / "t.db"), *argv])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "t.db").exists()

@@ -291,4 +291,5 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
     assert "outside the repository" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         fit.main(["--rated-idle", "--pi-busy-min", "3.75", "--gpu-busy-min-idle", "1.01", "--prove"])
-    assert e.value.code == 2 and "--rated-idle" in capsys.readouterr().err
+    # (argparse's usage line names --rated-idle too: the guard's own words)
+    assert e.value.code == 2 and "--rated-idle: needs --pi-busy-min above" in capsys.readouterr().err

@@ -302,8 +302,11 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
             p = np.asarray(probe, dtype=float)
             n = min(p.size, c.size)
             c = c + float(np.mean(p[:n] - c[:n]))
-        hit = first_epoch_below(c, target_loss) if is_cut else None
-        ks.append(float(hit) if hit is not None else (math.nan if is_cut else _prior_k(c, target_loss, horizon)))
+        if is_cut:   # a probe: its epoch if it reached the target, else only K > its length (NaN: censored)
+            hit = first_epoch_below(c, target_loss)
+            ks.append(math.nan if hit is None else float(hit))
+        else:
+            ks.append(_prior_k(c, target_loss, horizon))
     arr = np.asarray(ks)
     method = "store+probe" if probe is not None and len(probe) else "store"
     open_ = np.isnan(arr)

@@ -133,11 +133,12 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
         priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
-    if priors and method == "store" and est.expected is None and est.note.startswith("censored"):
-        raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} cannot "
-                         f"answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}; run "
-                         f"'jqodi finetune' or use --method probe")
-    if priors and (method == "store" or not est.note.startswith("censored")):
+        censored = est.note.startswith("censored")   # stored probes end above the target (estimate_from_runs)
+        if method == "store" and censored and est.expected is None:
+            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} "
+                             f"cannot answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}; "
+                             f"run 'jqodi finetune' or use --method probe")
+    if priors and (method == "store" or not censored):
         # (auto: stored probes that end above the target say nothing about later epochs: a probe instead)
         return LearningEstimate(model=model, bits=bits, base_loss=s["base_loss"], gamma=s["gamma"],
                                 epochs_expected=est.expected, epochs_robust=est.robust,

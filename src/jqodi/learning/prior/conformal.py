@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CONFORMAL_SCHEMES", "SELECTABLE_SCHEMES", "SPREAD_FLOOR", "ConformalScheme", "group_n_eff", "robust_k",
-           "spread_of", "wquantile"]
+__all__ = ["CONFORMAL_SCHEMES", "SELECTABLE_SCHEMES", "SPREAD_FLOOR", "ConformalScheme", "group_n_eff", "kish_n",
+           "robust_k", "spread_of", "wquantile"]
 
 #: the smallest spread (in log K) a normalised conformal score divides by
 SPREAD_FLOOR = 0.05
@@ -72,11 +72,15 @@ def wquantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
     return float(v[order][min(int(np.searchsorted(cw, q - 1e-12)), v.size - 1)])
 
 
+def kish_n(w: np.ndarray) -> float:
+    """Kish's effective sample size (Σw)² / Σw² of weights ``w`` (0 when they sum to 0)."""
+    return float(w.sum() ** 2 / np.sum(w ** 2)) if w.sum() > 0 else 0.0
+
+
 def group_n_eff(w: np.ndarray, run: np.ndarray, group_of_run: np.ndarray) -> float:
     """Kish's effective sample size over *configurations*: the samples of one group are correlated.
     ``group_of_run``: each library run's group number."""
-    t = np.bincount(group_of_run[run], weights=w)
-    return float(t.sum() ** 2 / np.sum(t ** 2)) if t.sum() > 0 else 0.0
+    return kish_n(np.bincount(group_of_run[run], weights=w))
 
 
 def spread_of(point: tuple) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 
 from jqodi.learning.curves import PROBE_MIN_MARGIN, EpochEstimate, estimate_from_probe, first_epoch_below
 from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEMES, SPREAD_FLOOR, ConformalScheme,
-                                            group_n_eff, robust_k, spread_of, wquantile)
+                                            group_n_eff, kish_n, robust_k, spread_of, wquantile)
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
@@ -263,7 +263,7 @@ class CurvePrior:
             held_out_error = _calibrated_error(depth, err, w_run[run], math.log(k_hat), P)
             if held_out_error is None or n_eff < MIN_EFFECTIVE_SAMPLES:
                 continue
-            q = min(1.0, ROBUST_QUANTILE * (1.0 + 1.0 / float(w.sum() ** 2 / np.sum(w ** 2))))
+            q = min(1.0, ROBUST_QUANTILE * (1.0 + 1.0 / kish_n(w)))
             members.append((held_out_error, variant, k_hat * math.exp(wquantile(err, w, 0.5)),
                             k_hat * math.exp(wquantile(err, w, q)), n_eff))
         if not members:
@@ -334,13 +334,13 @@ class CurvePrior:
         w = w_cfg * np.exp(-0.5 * ((depth - math.log(k_exp)) / (2 * DEPTH_BANDWIDTH)) ** 2)
         if scheme.mondrian:
             same = w * (np.asarray(res.observed, bool) == observed)
-            if same.sum() > 0 and group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES and (
-                    not self.mondrian_finite or same.sum() ** 2 / np.sum(same ** 2) > level / (1.0 - level)):
+            if group_n_eff(same, run, self._group_no) >= MIN_EFFECTIVE_SAMPLES and (
+                    not self.mondrian_finite or kish_n(same) > level / (1.0 - level)):
                 w = same
-        n_configs = group_n_eff(w, run, self._group_no) if w.sum() > 0 else 0.0
+        n_configs = group_n_eff(w, run, self._group_no)   # 0 when no weight is left
         if n_configs < MIN_EFFECTIVE_SAMPLES:
             return None
-        n_eff = n_configs if scheme.per_configuration else float(w.sum() ** 2 / np.sum(w ** 2))
+        n_eff = n_configs if scheme.per_configuration else kish_n(w)
         q = min(1.0, level * (1.0 + 1.0 / n_eff))
         if scheme.normalised:
             sigma = np.maximum(np.asarray(res.spread, float), SPREAD_FLOOR)
