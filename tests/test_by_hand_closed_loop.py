@@ -112,3 +112,13 @@ def test_the_cloud_takes_the_jobs_policy_or_its_own(tmp_path):
     broken = job.replace(closed_loop={**job.closed_loop, "version": 99})
     with pytest.raises(JqodiError, match=r"^job.json: closed_loop: version 99"):
         controller_from_job(broken, "job.json")
+
+
+def test_startup_timeout_help_shows_the_value_not_a_constant_name(capsys):
+    from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S
+
+    for verb in ("run", "cloud", "edge", "end"):
+        assert main([verb, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        help_line = text[text.rindex("--startup-timeout"):][:300]  # the option, not the usage
+        assert f"(default {DEFAULT_STARTUP_TIMEOUT_S:g})" in help_line and "DEFAULT_" not in text, (verb, help_line)

@@ -42,9 +42,10 @@ def add_arguments(p) -> None:
     p.add_argument("--dilation", type=t.dilation, default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
     p.add_argument("--timeout", type=t.positive_float, default=None, metavar="S",
                    help="failure detection: seconds of silence before a peer counts as failed (default: scenario's)")
+    from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S
+
     p.add_argument("--startup-timeout", type=t.positive_float, default=None, metavar="S",
-                   help="seconds the roles wait for each other to start and join "
-                        "(default: jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S, 300)")
+                   help=f"seconds the roles wait for each other to start and join (default {DEFAULT_STARTUP_TIMEOUT_S:g})")
     p.add_argument("--port", type=t.port, default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--requests", type=t.nonneg_int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
