@@ -122,3 +122,33 @@ def test_startup_timeout_help_shows_the_value_not_a_constant_name(capsys):
         text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
         help_line = text[text.rindex("--startup-timeout"):][:300]  # the option, not the usage
         assert f"(default {DEFAULT_STARTUP_TIMEOUT_S:g})" in help_line and "DEFAULT_" not in text, (verb, help_line)
+
+
+def test_a_second_run_or_cloud_into_the_same_workdir_refuses_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    from jqodi.app.run import LOCK_NAME, WorkdirLock
+
+    wd = tmp_path / "wd"
+    job_path = write_job(tmp_path)
+    capsys.readouterr()
+    # the holder: another process that took the workdir's lock and is still running
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from jqodi.app.run import WorkdirLock; "
+                               f"WorkdirLock({str(wd)!r}, 'run').acquire(); print('held', flush=True); time.sleep(120)"],
+                              env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = subprocess.run([sys.executable, "-m", "jqodi", "cloud", "--job", str(job_path), "--workdir", str(wd),
+                            "--port", "1", "--startup-timeout", "1"], env=_env(tmp_path), capture_output=True,
+                           text=True, timeout=300)
+        err = [ln for ln in p.stderr.splitlines() if "error" in ln]
+        assert p.returncode == 2 and len(err) == 1 and f"another 'jqodi run' (PID {holder.pid})" in err[0], p.stderr
+        assert main(["run", str(tmp_path / "s.yaml"), "--workdir", str(wd), "--random-init", "--no-traces"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"(PID {holder.pid}) is running in this workdir" in err, err
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    # the holder died without releasing its lock: stale, taken over
+    assert json.loads((wd / LOCK_NAME).read_text())["pid"] == holder.pid
+    with WorkdirLock(wd, "cloud"):
+        assert json.loads((wd / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (wd / LOCK_NAME).exists()

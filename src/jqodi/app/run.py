@@ -245,12 +245,17 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     """Plan the scenario at ``path`` and run the plan; returns ``(record, workdir)``: the
     :class:`jqodi.runtime.RunRecord`, saved as ``workdir/record.json``. With ``opts.resume`` and a
     job in the workdir, that job continues after its last completed epoch (no new plan)."""
+    scenario = load_for_run(path, opts)
+    workdir = Path(opts.workdir or f"runs/{scenario.name}")
+    with WorkdirLock(workdir, "run"):  # a second run or cloud into this workdir refuses in one line
+        return _run_scenario(scenario, workdir, opts, say)
+
+
+def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):
     from jqodi.runtime.launch import run_plan
 
     from jqodi.runtime.process import CHECKPOINT_NAME
 
-    scenario = load_for_run(path, opts)
-    workdir = Path(opts.workdir or f"runs/{scenario.name}")
     if opts.resume and not ((workdir / "job.json").is_file() and (workdir / CHECKPOINT_NAME).is_file()):
         raise JqodiError(f"--resume: {workdir} holds no job.json and {CHECKPOINT_NAME} to continue from "
                          f"(run without --resume to start over)")
@@ -273,6 +278,109 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
                       progress=opts.progress, controller=controller)
     return record, workdir
+
+
+#: The lock file a run or a cloud holds in its workdir (:class:`WorkdirLock`).
+LOCK_NAME = "jqodi.lock"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat), or ``None`` where unknown:
+    with the PID it names one process, so a PID reused by another process is not taken for the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    now = _started(pid)
+    return started is None or now is None or now == started
+
+
+class WorkdirLock:
+    """One ``jqodi run`` or ``jqodi cloud`` per workdir at a time: ``WORKDIR/jqodi.lock`` holds the
+    holder's PID (and start time); a second one refuses in one line naming it. A lock whose process
+    has ended (killed, crashed, or a role that left through ``os._exit``) is stale and taken over.
+    The cloud ``jqodi run`` starts for its own run (its parent holds the lock) does not take it.
+
+        with WorkdirLock(workdir, "run"):
+            ...
+    """
+
+    def __init__(self, workdir: str | Path, verb: str):
+        self.path = Path(workdir) / LOCK_NAME
+        self.verb = verb
+        self.held = False
+
+    def acquire(self) -> "WorkdirLock":
+        import json
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "started": _started(os.getpid()), "verb": self.verb}
+        for _ in range(3):  # a stale lock is replaced, then read back: of two takers one wins
+            try:
+                holder = json.loads(self.path.read_text())
+                pid = int(holder["pid"])
+            except FileNotFoundError:
+                holder = None
+            except (OSError, ValueError, KeyError, TypeError):
+                holder, pid = {}, -1  # unreadable: a torn write of a dead holder; taken over
+            if holder is not None and pid > 0 and _alive(pid, holder.get("started")):
+                if pid == os.getpid():
+                    return self
+                if pid == os.getppid():  # 'jqodi run' started this cloud in its own workdir
+                    return self
+                raise JqodiError(f"{self.path.parent}: another 'jqodi {holder.get('verb', '?')}' (PID {pid}) is "
+                                 f"running in this workdir ({self.path}); wait for it, stop it, or use another "
+                                 f"--workdir")
+            tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
+            tmp.write_text(json.dumps(me))
+            if holder is None:
+                try:
+                    os.link(tmp, self.path)  # atomic: fails if another process created it meanwhile
+                except FileExistsError:
+                    tmp.unlink(missing_ok=True)
+                    continue
+                tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, self.path)
+            try:
+                if int(json.loads(self.path.read_text())["pid"]) == os.getpid():
+                    self.held = True
+                    return self
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        raise JqodiError(f"{self.path}: cannot take the workdir's lock (another process keeps changing it)")
+
+    def release(self) -> None:
+        import json
+        import os
+
+        if not self.held:
+            return
+        self.held = False
+        try:
+            if int(json.loads(self.path.read_text())["pid"]) == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def __enter__(self) -> "WorkdirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def with_standby_edges(job):
