@@ -55,7 +55,7 @@ def run(args) -> int:
 
         controller, line = controller_from_job(job, args.job, policy=args.policy)
         if not args.no_report:
-            print(f"jqodi cloud: {line}", file=sys.stderr, flush=True)
+            print(f"jqodi cloud: {line}", flush=True)
     from jqodi.app.run import WorkdirLock
 
     wd = Path(args.workdir)
