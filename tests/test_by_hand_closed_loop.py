@@ -94,9 +94,10 @@ def test_an_old_job_file_runs_without_the_closed_loop_and_says_why(tmp_path):
     p = subprocess.run([sys.executable, "-m", "jqodi", "cloud", "--job", str(old), "--workdir", str(tmp_path / "wd"),
                         "--host", "127.0.0.1", "--port", str(free_port("127.0.0.1")), "--startup-timeout", "1"],
                        env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in p.stderr.splitlines() if "closed loop" in ln]
-    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if "closed loop" in ln]
+    assert p.returncode == 2 and len(lines) == 1, p.stdout + p.stderr
     assert "closed loop off: the job has no closed_loop block" in lines[0] and "--write-job" in lines[0]
+    assert "job token written" in p.stdout + p.stderr  # it listened (then no peer came)
 
 
 def test_the_cloud_takes_the_jobs_policy_or_its_own(tmp_path):
@@ -152,3 +153,18 @@ def test_a_second_run_or_cloud_into_the_same_workdir_refuses_and_a_stale_lock_is
     with WorkdirLock(wd, "cloud"):
         assert json.loads((wd / LOCK_NAME).read_text())["pid"] == os.getpid()
     assert not (wd / LOCK_NAME).exists()
+
+
+def test_the_cloud_asks_for_peers_only_once_it_listens(tmp_path):
+    """A port in use: the error line alone, no 'job token written … give it to the edge and end'."""
+    import socket
+
+    job_path = write_job(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        p = subprocess.run([sys.executable, "-m", "jqodi", "cloud", "--job", str(job_path), "--workdir",
+                            str(tmp_path / "wd"), "--host", "127.0.0.1", "--port", str(busy.getsockname()[1]),
+                            "--startup-timeout", "5"], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "error" in p.stderr, p.stderr
+    assert "job token written" not in p.stdout + p.stderr and "give it to the edge" not in p.stdout + p.stderr
