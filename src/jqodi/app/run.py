@@ -14,7 +14,8 @@ from typing import Callable
 
 from jqodi.errors import JqodiError
 
-__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run"]
+__all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run",
+           "controller_from_job"]
 
 Say = Callable[[str], None]
 
@@ -161,21 +162,100 @@ def build_job(scenario, solution, opts: RunOptions):
 
 
 def job_for_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: Say = _print):
-    """Plan the scenario at ``path`` and return the job that would run it (``jqodi run --write-job``)."""
+    """Plan the scenario at ``path`` and return the job that would run it (``jqodi run --write-job``).
+
+    With a policy (``opts.policy``) the job is the one ``jqodi run`` would run with its controller: a
+    process on every usable edge (:func:`with_standby_edges`) and the controller itself in the job's
+    ``closed_loop`` block (:func:`closed_loop_block`), which ``jqodi cloud --job`` attaches
+    (:func:`controller_from_job`): a cloud started by hand stops at L_max and re-plans too."""
     scenario = load_for_run(path, opts)
-    return build_job(scenario, plan_for_run(scenario, opts, say), opts)
+    estimates = run_estimates(scenario, opts)
+    instance = instance_for_run(scenario, opts, estimates)
+    solution = plan_for_run(scenario, opts, say, instance, estimates)
+    job = build_job(scenario, solution, opts)
+    controller = run_controller(scenario, solution, opts, instance, estimates, say)
+    if controller is None:
+        return job
+    return with_standby_edges(job).replace(closed_loop=closed_loop_block(controller, scenario, opts))
+
+
+#: The layout of a job's ``closed_loop`` block (:func:`closed_loop_block`); a cloud refuses another.
+CLOSED_LOOP_VERSION = 1
+
+
+def run_controller(scenario, solution, opts: RunOptions, instance, estimates=None, say: Say = _print):
+    """The closed-loop controller (:mod:`jqodi.app.controller`) of a run of ``solution``, planned from
+    ``instance`` and the learning ``estimates``: policy, threshold and confirmation from ``opts``, the
+    online K refit's prior weight from the trained candidate's estimate (said in one line). ``None``
+    when ``opts.policy`` is ``None``."""
+    if opts.policy is None:
+        return None
+    from jqodi.app.controller import controller_for
+    from jqodi.app.controller.loop import prior_weight_for, said_prior_weight
+
+    weight = said_prior_weight(prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits),
+                               opts.policy, say)
+    return controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
+                          confirm=opts.confirm, instance=instance, prior_epochs=weight)
+
+
+def closed_loop_block(controller, scenario, opts: RunOptions) -> dict:
+    """The job's ``closed_loop`` block: ``controller`` by content (its spec: the phase table of the
+    scenario and estimates it re-plans with, the plan, its options), so the cloud needs neither file
+    and a file changed since cannot change what it does. ``scenario``/``estimates``: what it was
+    made from, for the reader."""
+    return {"version": CLOSED_LOOP_VERSION, "policy": controller.policy, "scenario": scenario.name,
+            "estimates": str(opts.estimates) if opts.estimates else None, "controller": controller.to_spec()}
+
+
+def controller_from_job(job, source: str, policy: str | None = None):
+    """The controller a cloud started by hand attaches (``jqodi cloud --job``), and the one line it
+    says at start: ``(controller or None, line)``. From the job's ``closed_loop`` block
+    (:func:`closed_loop_block`), with ``policy`` (``--policy``) instead of the block's when given;
+    a job without the block (written before it existed, or by hand) runs every planned epoch, and
+    the line says why. ``source`` names the job file in errors (one line, :class:`JqodiError`)."""
+    from jqodi.app.controller import POLICIES, ClosedLoopController
+
+    block = job.closed_loop
+    if block is None:
+        return None, ("closed loop off: the job has no closed_loop block (written by an older 'jqodi run "
+                      "--write-job' or by hand), so every planned epoch runs: no stop at L_max, no re-plan. "
+                      "Write it again with 'jqodi run SCENARIO --write-job FILE' to get them")
+    if block.get("version") != CLOSED_LOOP_VERSION or not isinstance(block.get("controller"), dict):
+        raise JqodiError(f"{source}: closed_loop: version {block.get('version')!r} with no controller this jqodi "
+                         f"reads (it reads version {CLOSED_LOOP_VERSION}); write the job again with this jqodi")
+    spec = dict(block["controller"])
+    if policy is not None:
+        if policy not in POLICIES:
+            raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
+        spec["options"] = {**dict(spec.get("options") or {}), "policy": policy}
+    try:
+        controller = ClosedLoopController.from_spec(spec)
+    except JqodiError as e:
+        raise JqodiError(f"{source}: closed_loop: {str(e).splitlines()[0]}") from e
+    how = (f"re-plans after every epoch and on resource events within T_max {controller.deadline_s:g} s, "
+           f"keeping a time reserve" if controller.policy == "replan" else "follows the plan")
+    origin = "--policy" if policy is not None else "the job"
+    return controller, (f"closed loop on: policy {controller.policy} (from {origin}): stops at L_max "
+                        f"{controller.target_loss:g} and {how}"
+                        + ("; '--policy static' follows the plan" if controller.policy == "replan" else ""))
 
 
 def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: Say = _print):
     """Plan the scenario at ``path`` and run the plan; returns ``(record, workdir)``: the
     :class:`jqodi.runtime.RunRecord`, saved as ``workdir/record.json``. With ``opts.resume`` and a
     job in the workdir, that job continues after its last completed epoch (no new plan)."""
+    scenario = load_for_run(path, opts)
+    workdir = Path(opts.workdir or f"runs/{scenario.name}")
+    with WorkdirLock(workdir, "run"):  # a second run or cloud into this workdir refuses in one line
+        return _run_scenario(scenario, workdir, opts, say)
+
+
+def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):
     from jqodi.runtime.launch import run_plan
 
     from jqodi.runtime.process import CHECKPOINT_NAME
 
-    scenario = load_for_run(path, opts)
-    workdir = Path(opts.workdir or f"runs/{scenario.name}")
     if opts.resume and not ((workdir / "job.json").is_file() and (workdir / CHECKPOINT_NAME).is_file()):
         raise JqodiError(f"--resume: {workdir} holds no job.json and {CHECKPOINT_NAME} to continue from "
                          f"(run without --resume to start over)")
@@ -192,18 +272,115 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     if resuming:
         controller = resumed_controller(workdir)
     elif opts.policy is not None:
-        from jqodi.app.controller import controller_for
-        from jqodi.app.controller.loop import prior_weight_for, said_prior_weight
-
-        weight = said_prior_weight(prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits),
-                                   opts.policy, say)
-        controller = controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
-                                    confirm=opts.confirm, instance=instance, prior_epochs=weight)
+        controller = run_controller(scenario, solution, opts, instance, estimates, say)
         job = with_standby_edges(job)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
                       progress=opts.progress, controller=controller)
     return record, workdir
+
+
+#: The lock file a run or a cloud holds in its workdir (:class:`WorkdirLock`).
+LOCK_NAME = "jqodi.lock"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat), or ``None`` where unknown:
+    with the PID it names one process, so a PID reused by another process is not taken for the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    now = _started(pid)
+    return started is None or now is None or now == started
+
+
+class WorkdirLock:
+    """One ``jqodi run`` or ``jqodi cloud`` per workdir at a time: ``WORKDIR/jqodi.lock`` holds the
+    holder's PID (and start time); a second one refuses in one line naming it. A lock whose process
+    has ended (killed, crashed, or a role that left through ``os._exit``) is stale and taken over.
+    The cloud ``jqodi run`` starts for its own run (its parent holds the lock) does not take it.
+
+        with WorkdirLock(workdir, "run"):
+            ...
+    """
+
+    def __init__(self, workdir: str | Path, verb: str):
+        self.path = Path(workdir) / LOCK_NAME
+        self.verb = verb
+        self.held = False
+
+    def acquire(self) -> "WorkdirLock":
+        import json
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "started": _started(os.getpid()), "verb": self.verb}
+        for _ in range(3):  # a stale lock is replaced, then read back: of two takers one wins
+            try:
+                holder = json.loads(self.path.read_text())
+                pid = int(holder["pid"])
+            except FileNotFoundError:
+                holder = None
+            except (OSError, ValueError, KeyError, TypeError):
+                holder, pid = {}, -1  # unreadable: a torn write of a dead holder; taken over
+            if holder is not None and pid > 0 and _alive(pid, holder.get("started")):
+                if pid == os.getpid():
+                    return self
+                if pid == os.getppid():  # 'jqodi run' started this cloud in its own workdir
+                    return self
+                raise JqodiError(f"{self.path.parent}: another 'jqodi {holder.get('verb', '?')}' (PID {pid}) is "
+                                 f"running in this workdir ({self.path}); wait for it, stop it, or use another "
+                                 f"--workdir")
+            tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
+            tmp.write_text(json.dumps(me))
+            if holder is None:
+                try:
+                    os.link(tmp, self.path)  # atomic: fails if another process created it meanwhile
+                except FileExistsError:
+                    tmp.unlink(missing_ok=True)
+                    continue
+                tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, self.path)
+            try:
+                if int(json.loads(self.path.read_text())["pid"]) == os.getpid():
+                    self.held = True
+                    return self
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        raise JqodiError(f"{self.path}: cannot take the workdir's lock (another process keeps changing it)")
+
+    def release(self) -> None:
+        import json
+        import os
+
+        if not self.held:
+            return
+        self.held = False
+        try:
+            if int(json.loads(self.path.read_text())["pid"]) == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def __enter__(self) -> "WorkdirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def with_standby_edges(job):

@@ -15,6 +15,9 @@ def add_arguments(p) -> None:
                         "launcher of 'jqodi run' does both)")
     p.add_argument("--controller", default=None, metavar="FILE",
                    help="closed-loop controller JSON (written by 'jqodi run'): asked after every epoch")
+    p.add_argument("--policy", choices=("replan", "static"), default=None,
+                   help="closed loop of a job written with it (default: the job's, 'jqodi run --write-job'): "
+                        "replan (stop at the target, re-plan) or static (stop at the target, follow the plan)")
     add_connection_arguments(p)
 
 
@@ -38,29 +41,8 @@ def run(args) -> int:
                              f"(run without --resume to start over)")
     import sys
 
-    wd = Path(args.workdir)
-    if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
-        wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
-        (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
-    notice = job.emulation.notice() if job.emulation is not None else None
-    if not args.no_report and notice:
-        print(f"jqodi cloud: {notice}", file=sys.stderr, flush=True)
-
-    def report(error: str | None) -> None:
-        if args.no_report:
-            return
-        from jqodi.render.runs import run_report
-        from jqodi.runtime.process import EPOCHS_NAME
-        from jqodi.runtime.record import record_from_epochs
-
-        rec = record_from_epochs(job, wd / EPOCHS_NAME, status="failed" if error else "completed", error=error)
-        rec.save(wd / "record.json")
-        if error and not rec.epochs:   # failed before its first epoch (a port in use, no peer): the error line says it
-            return
-        print(run_report(rec, wd), flush=True)
-
     controller = None
-    if args.controller:
+    if args.controller:  # the launcher of 'jqodi run' hands its controller over as a file
         from jqodi.app.controller import ClosedLoopController
 
         try:
@@ -68,5 +50,42 @@ def run(args) -> int:
         except (OSError, ValueError) as e:
             raise JqodiError(f"--controller: cannot read {args.controller}: {e}") from e
         controller = ClosedLoopController.from_spec(spec)
+    else:  # started by hand: the controller the job carries ('jqodi run --write-job'), as 'jqodi run' attaches it
+        from jqodi.app.run import controller_from_job
+
+        controller, line = controller_from_job(job, args.job, policy=args.policy)
+        if not args.no_report:
+            print(f"jqodi cloud: {line}", flush=True)
+    from jqodi.app.run import WorkdirLock
+
+    wd = Path(args.workdir)
+    lock = WorkdirLock(wd, "cloud").acquire()  # a second run or cloud into this workdir refuses in one line
+    if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
+        wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
+        (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
+    job = job.replace(closed_loop=None)  # the controller stays here: neither the peers nor the record need it
+    notice = job.emulation.notice() if job.emulation is not None else None
+    if not args.no_report and notice:
+        print(f"jqodi cloud: {notice}", file=sys.stderr, flush=True)
+
+    def report(error: str | None) -> None:
+        try:
+            write_report(error)
+        finally:  # before the role leaves through os._exit (a lock left behind is stale: taken over)
+            lock.release()
+
+    def write_report(error: str | None) -> None:
+        if args.no_report:
+            return
+        from jqodi.app.run import report_run
+        from jqodi.runtime.process import EPOCHS_NAME
+        from jqodi.runtime.record import record_from_epochs
+
+        rec = record_from_epochs(job, wd / EPOCHS_NAME, status="failed" if error else "completed", error=error)
+        rec.save(wd / "record.json")
+        if error and not rec.epochs:   # failed before its first epoch (a port in use, no peer): the error line says it
+            return
+        print(report_run(rec, wd), flush=True)  # with how the closed loop ended the run
+
     return role_main("cloud", args, after=report, job=job, workdir=args.workdir, resume=args.resume,
                      controller=controller)

@@ -42,9 +42,10 @@ def add_arguments(p) -> None:
     p.add_argument("--dilation", type=t.dilation, default=None, help="time dilation for emulation: a number ≥ 1 or 'auto'")
     p.add_argument("--timeout", type=t.positive_float, default=None, metavar="S",
                    help="failure detection: seconds of silence before a peer counts as failed (default: scenario's)")
+    from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S
+
     p.add_argument("--startup-timeout", type=t.positive_float, default=None, metavar="S",
-                   help="seconds the roles wait for each other to start and join "
-                        "(default: jqodi.runtime.job.DEFAULT_STARTUP_TIMEOUT_S, 300)")
+                   help=f"seconds the roles wait for each other to start and join (default {DEFAULT_STARTUP_TIMEOUT_S:g})")
     p.add_argument("--port", type=t.port, default=None, help="rendezvous port (default: a free one)")
     p.add_argument("--requests", type=t.nonneg_int, default=0, metavar="N",
                    help="after fine-tuning, serve N inference requests per device combination (SD+ES, SD only)")
@@ -68,7 +69,9 @@ def add_arguments(p) -> None:
     p.add_argument("--edge-sharing", choices=("processor-sharing", "dedicated"), default="processor-sharing",
                    help="a fleet scenario: how an emulated edge server shares its compute among the devices it "
                         "serves at once (default processor-sharing, the capacity model's; dedicated: as if alone)")
-    p.add_argument("--write-job", metavar="FILE", help="only write the job JSON (for 'jqodi cloud --job') and exit")
+    p.add_argument("--write-job", metavar="FILE",
+                   help="only write the job JSON (for 'jqodi cloud --job') and exit; it carries the closed loop "
+                        "(--policy), which the cloud attaches")
     p.add_argument("--json", metavar="FILE", help="also save the RunRecord here")
     p.add_argument("--quiet", action="store_true",
                    help="no progress: no epoch lines, batch progress or pretraining progress (the results still print)")
@@ -99,6 +102,10 @@ def run(args) -> int:
         job = job_for_scenario(args.scenario, opts)
         Path(args.write_job).write_text(json.dumps(job.to_dict(), indent=2))
         print(f"job written to {args.write_job}")
+        if job.closed_loop is not None:
+            print(f"closed loop: policy {job.closed_loop['policy']}, attached by 'jqodi cloud --job' "
+                  f"('--policy static' there: follow the plan); start 'jqodi edge --name NAME' for each of "
+                  f"{', '.join(job.edges)} (a re-plan may move epochs to any of them)")
         notice = job.emulation.notice() if job.emulation is not None else None
         if notice:
             print(f"note: this job EMULATES the scenario's devices and links. {notice}")

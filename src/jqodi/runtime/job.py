@@ -171,6 +171,10 @@ class Job:
     # by hand reports predicted vs measured from the job alone
     predicted_epochs: list[dict] = field(default_factory=list)
     standby_edges: list[str] = field(default_factory=list)  # edges a re-plan may use (they get a process)
+    # the closed-loop controller a cloud started by hand attaches ('jqodi run --write-job' writes it:
+    # policy, the phase table and plan it re-plans with, by content; docs/closed-loop.md). The runtime
+    # only carries it: the app rebuilds the controller from it and injects that (jqodi.app.run)
+    closed_loop: dict | None = None
 
     def __post_init__(self):
         if not self.schedule:

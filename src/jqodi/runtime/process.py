@@ -138,7 +138,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     # core: a role started by hand runs alone on its machine
     set_threads()
     secret = load_secret(token_file)
-    state = None
+    state = token_line = None
     if role == "cloud":
         if job is None:
             raise JqodiError("cloud: needs a job (--job FILE)")
@@ -157,11 +157,13 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
         if secret is None:
             secret = new_secret()
             path = write_token_file(wd / TOKEN_FILE_NAME, secret)
-            say(f"cloud: job token written to {path} (mode 0600): give it to the edge and end "
-                f"processes with --token-file")
+            # said once the rendezvous listens: a cloud that cannot (a port in use) asks for no peers
+            token_line = (f"cloud: job token written to {path} (mode 0600): give it to the edge and end "
+                          f"processes with --token-file")
     else:
         published = None
     pg, ranks, job_dict, keep = connect(role, host, port, startup_timeout_s, job=published, bind_host=bind_host,
+                                        on_listening=None if token_line is None else (lambda: say(token_line)),
                                         secret=secret, say=say)
     job = Job.from_dict(job_dict)
     if on_job is not None:

@@ -100,7 +100,7 @@ def _client_store(host: str, port: int, timeout: timedelta):
 
 
 def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: dict | None = None,
-            bind_host: str | None = None, secret=None, say=lambda s: None, ranks_of=None):
+            bind_host: str | None = None, secret=None, say=lambda s: None, ranks_of=None, on_listening=None):
     """Join the run at ``host:port`` as ``role`` ("cloud", "end" or "edge:NAME").
 
     ``startup_timeout_s`` bounds reaching the store, admission and forming the process group. The
@@ -110,6 +110,8 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
     as the process group (the store, the cloud's listener and gatekeeper).
     ``ranks_of(job) -> {role: rank}``: the roles of the job (default :func:`role_ranks` of its
     edges; a fleet's are :func:`jqodi.runtime.fleet_job.fleet_ranks`).
+    ``on_listening()`` (cloud): called once the rendezvous listens and holds the job, before the
+    others are admitted (what the cloud says a person may now start them on).
     """
     import torch.distributed as dist
 
@@ -135,6 +137,8 @@ def connect(role: str, host: str, port: int, startup_timeout_s: float, *, job: d
                                     log=say)
             prefix = gatekeeper.session_prefix
             store.set(f"{prefix}/job", json.dumps(job))
+            if on_listening is not None:
+                on_listening()
             gatekeeper.admit_all(startup_timeout_s)
             gatekeeper.keep_refusing()
         else:
