@@ -60,7 +60,7 @@ def small_fleets(n: int) -> dict:
     for seed in range(n):
         devices, edges = int(rng.integers(8, 13)), int(rng.integers(2, 4))
         share = float(rng.uniform(0.7, 0.9))
-        fleet = random_fleet(1000 + seed, devices=devices, edges=edges, epochs=(5, 20), capacity_share=share)
+        fleet = _instance({"kind": "small", "seed": 1000 + seed, "devices": devices, "edges": edges, "share": share})
         opt, t_opt = timed(fleet, "fleet-optimal", time_limit_s=20)
         rec = {"seed": 1000 + seed, "devices": devices, "edges": edges, "capacity_share": share,
                "fleet-optimal": row(opt, t_opt)}
@@ -101,8 +101,7 @@ def scaling(sizes, cap_s: float) -> list[dict]:
     out = []
     for n in sizes:
         t = time.perf_counter()
-        fleet = random_fleet(7, devices=n, edges=20, models=3, bits=(2, 4, 6, 8), cuts=4, epochs=(20, 130),
-                             capacity_share=0.8)
+        fleet = _instance({"kind": "scaling", "devices": n})
         gen_s = time.perf_counter() - t
         rec = {"devices": n, "edges": 20, "options_per_candidate": 80, "generate_s": gen_s}
         for name in ("fleet-lagrange", "fcfs", "ignore-capacity"):
