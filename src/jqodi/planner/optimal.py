@@ -25,8 +25,8 @@ cardinality row, one time row). How it is solved exactly and fast:
       completed by the best mix of the two LP options (closed form) — microseconds when the gap
       is small (5 000 nodes at most);
    b. otherwise a layered DP over epochs: per epoch count, the Pareto-minimal (time, energy) pairs
-      whose energy plus the LP bound of the remaining epochs beats the incumbent (50 000 pairs per
-      layer at most);
+      whose energy plus a bound of the remaining epochs (the LP's; in large layers also an exact
+      grid bound that counts whole epochs) beats the incumbent (50 000 pairs per layer at most);
    c. otherwise HiGHS (``scipy.optimize.milp``, ``mip_rel_gap`` = 1e-9, ``time_limit_s``).
    The status is ``optimal`` only when one of them proves it; a HiGHS time-out gives ``feasible``.
    (HiGHS alone, ``method="milp"``, took 8.8 s on one 10-cut instance and did not prove a 40-cut
@@ -184,14 +184,42 @@ def _hull(t: np.ndarray, e: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, 
     return ft[hull], fe[hull]
 
 
+def _grid_bound(tk: np.ndarray, ek: np.ndarray, rows: int, span_s: float, cells: int):
+    """Lower bounds on the least energy of r epochs (r < ``rows``) of the options (tk, ek) in a
+    given time: ``G[r, g]`` is the least energy of r epochs whose times *above the fastest option's*,
+    each rounded down to whole cells of δ = ``span_s``/``cells`` seconds, sum to at most g cells.
+    Rounding down only relaxes the time row, so for a real room R, G[r, ⌊(R − r·t_fast)/δ⌋] is a
+    valid bound — and unlike the LP bound it sees that epochs come whole (where the LP's gap is)."""
+    d = span_s / cells
+    u = np.maximum(np.floor((tk - float(tk.min())) / d - 1e-9), 0).astype(np.int64)
+    G = np.full((rows, cells + 1), np.inf)
+    G[0] = 0.0
+    for r in range(1, rows):
+        for o in np.flatnonzero(u <= cells):
+            np.minimum(G[r, u[o]:], G[r - 1, :cells + 1 - u[o]] + ek[o], out=G[r, u[o]:])
+    return G, d
+
+
+#: the layered DP builds :func:`_grid_bound` once a layer holds this many pairs ...
+GRID_AFTER_STATES = 2_000
+#: ... with at most this many cells in all (memory: 8 bytes each), 100,000 per epoch count at most;
+#: it is dropped after a layer where it removed fewer than this share of the LP's survivors
+GRID_CELLS = 3_000_000
+GRID_MIN_PRUNED = 0.05
+
+
 def _layered_dp(t: np.ndarray, e: np.ndarray, keep: np.ndarray, front: np.ndarray, K: int,
                 budget_s: float, ub: float, tol: float, max_states: int):
     """Exact DP over epochs (step 5, when the gap holds too many plans to list).
 
     Layer k holds the (time, energy) pairs reachable with k epochs of the kept options that are
     Pareto-minimal — a plan's future depends only on (k, time), so a pair beaten in both is never
-    needed — and whose energy plus the LP bound of the remaining epochs in the remaining time
-    stays below the incumbent. Back-pointers rebuild the plan. Returns (``"optimal"`` |
+    needed — and whose energy plus a lower bound of the remaining epochs in the remaining time
+    stays below the incumbent. The bound is the LP's and, once a layer holds more than
+    ``GRID_AFTER_STATES`` pairs, also :func:`_grid_bound`'s (integer epochs, times rounded down to a
+    grid): exact pruning, the same plan, far fewer pairs when near-equal options make the LP's gap
+    hold many of them (a priced fleet subproblem: 205,000 pairs a layer before the Pareto filter →
+    41,000, 6× less CPU; docs/fleet.md). Back-pointers rebuild the plan. Returns (``"optimal"`` |
     ``"unknown"`` when a layer exceeds ``max_states``, counts or ``None`` when nothing beats ``ub``).
     """
     hx, hy = _hull(t, e, front)
@@ -199,6 +227,7 @@ def _layered_dp(t: np.ndarray, e: np.ndarray, keep: np.ndarray, front: np.ndarra
     tfast = float(tk.min())
     T = np.zeros(1)
     E = np.zeros(1)
+    grid = None
     parents: list[tuple[np.ndarray, np.ndarray]] = []
     for k in range(1, K + 1):
         T2 = (T[:, None] + tk[None, :]).ravel()
@@ -213,6 +242,15 @@ def _layered_dp(t: np.ndarray, e: np.ndarray, keep: np.ndarray, front: np.ndarra
             lb = E2 + rem * np.interp(avg, hx, hy)  # hull is flat beyond its ends
             lb = np.where(avg < hx[0] * (1 - 1e-12), np.inf, lb)
             ok &= lb < ub - tol
+            if grid:
+                G, d = grid
+                w = np.flatnonzero(ok)
+                g = np.floor(np.maximum(room[w] - rem * tfast, 0.0) / d + 1e-6).astype(np.int64)
+                gb = G[rem, np.minimum(g, G.shape[1] - 1)]
+                cut = E2[w] + gb - 1e-9 * np.abs(gb) >= ub - tol
+                ok[w[cut]] = False
+                if cut.sum() < GRID_MIN_PRUNED * len(w):  # it hardly prunes here: not worth its look-ups
+                    grid = False
         else:
             ok &= E2 < ub - tol
         T2, E2, par, opt = T2[ok], E2[ok], par[ok], opt[ok]
@@ -226,6 +264,9 @@ def _layered_dp(t: np.ndarray, e: np.ndarray, keep: np.ndarray, front: np.ndarra
         if len(T) > max_states:
             return "unknown", None
         parents.append((par, opt))
+        span = budget_s - K * tfast  # the most time any plan spends above K epochs of the fastest option
+        if grid is None and len(T) > GRID_AFTER_STATES and K - k > 1 and span > 0:  # (False: dropped)
+            grid = _grid_bound(tk, ek, K - k, span, min(100_000, GRID_CELLS // (K - k)))
     i = int(np.argmin(E))
     counts: dict[int, int] = {}
     for k in range(K - 1, -1, -1):
