@@ -142,6 +142,9 @@ def test_store_estimate_treats_a_probe_as_censored():
     # a probe that reaches the target counts its epoch like any run
     reached = estimate_from_runs(full + [[0.5, 0.4, 0.29, 0.28, 0.27]], target, censored=[False] * 3 + [True])
     assert 3 in reached.samples and reached.robust is not None and not reached.note
+    # one flag per curve: a short list would silently drop curves
+    with pytest.raises(ValueError, match="1 flags for 4 prior curves"):
+        estimate_from_runs(full + [probe], target, censored=[False])
 
 
 def test_gamma_bootstrap():

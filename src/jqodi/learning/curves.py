@@ -282,7 +282,7 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
                        censored: Sequence[bool] | None = None) -> EpochEstimate:
     """K^exp / K^rob from prior runs' validation curves (optionally aligned to a probe).
 
-    ``censored[i]``: curve i was cut short, not run to its end — a probe (``source="probe"``) says
+    ``censored[i]``: curve i was cut short (one flag per curve; ``ValueError`` otherwise), not run to its end — a probe (``source="probe"``) says
     nothing about the epochs after its last. A censored curve that reaches the target counts its
     epoch like any other; one that ends above it is *not* extrapolated (a complete run's tail is; a
     probe's few steep epochs are not a tail): it only says K > its length (a right-censored sample).
@@ -292,6 +292,8 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
     not "cannot reach": :func:`jqodi.learning.estimate.estimate_candidate` (``auto``) then estimates
     from a probe, and ``--method store`` says so in one line when K^exp is undecided.
     """
+    if censored is not None and len(censored) != len(prior_curves):
+        raise ValueError(f"censored has {len(censored)} flags for {len(prior_curves)} prior curves")
     curves = [np.asarray(c, dtype=float) for c in prior_curves if len(c)]
     cut = [bool(x) for c, x in zip(prior_curves, censored or [False] * len(prior_curves)) if len(c)]
     if not curves:
