@@ -142,6 +142,13 @@ def test_store_estimate_treats_a_probe_as_censored():
     # a probe that reaches the target counts its epoch like any run
     reached = estimate_from_runs(full + [[0.5, 0.4, 0.29, 0.28, 0.27]], target, censored=[False] * 3 + [True])
     assert 3 in reached.samples and reached.robust is not None and not reached.note
+    # complete runs that never reach the target decide the median: the note says so, not only "probes"
+    flat = [power_curve(40, c=0.5, seed=s) for s in range(2)]
+    assert all(np.isinf(estimate_from_runs([c], target).samples) for c in flat)
+    stuck = estimate_from_runs(flat + [probe], target, censored=[False, False, True])
+    assert stuck.expected is None and stuck.note.startswith("censored")
+    assert "2 complete run(s) never reach the target" in stuck.note and "1 probe(s) were cut short" in stuck.note
+    assert "complete run" not in alone.note and "1 of 1 stored curves are probes" in alone.note
     # one flag per curve: a short list would silently drop curves
     with pytest.raises(ValueError, match="1 flags for 4 prior curves"):
         estimate_from_runs(full + [probe], target, censored=[False])

@@ -315,9 +315,15 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
     if open_.any():
         k_exp = float(np.median(np.where(open_, math.inf, arr)))
         if not math.isfinite(k_exp):
-            return EpochEstimate(None, None, method=method, samples=list(arr),
-                                 note=f"censored: {int(open_.sum())} of {arr.size} stored curves are probes that end "
-                                      f"above the target; they say nothing about later epochs")
+            never = int(np.isinf(arr).sum())   # complete runs whose (extrapolated) curve never reaches the target
+            if never:
+                why = (f"of {arr.size} stored curves, {never} complete run(s) never reach the target within "
+                       f"{horizon} epochs and {int(open_.sum())} probe(s) were cut short above it; the probes say "
+                       f"nothing about later epochs")
+            else:
+                why = (f"{int(open_.sum())} of {arr.size} stored curves are probes that end above the target; they "
+                       f"say nothing about later epochs")
+            return EpochEstimate(None, None, method=method, samples=list(arr), note=f"censored: {why}")
         return EpochEstimate(_finite_or_none(k_exp), None, final_loss_expected=target_loss, method=method,
                              samples=list(arr), note=f"censored: K^rob none — {int(open_.sum())} stored probe(s) end "
                                                      f"above the target")
