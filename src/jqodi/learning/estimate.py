@@ -133,7 +133,7 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
         priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
-        censored = est.note.startswith("censored")   # stored probes end above the target (estimate_from_runs)
+        censored = est.censored   # stored probes end above the target (estimate_from_runs)
         if method == "store" and censored and est.expected is None:
             raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} "
                              f"cannot answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}; "
