@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -479,6 +478,7 @@ def loco_targets(curve, horizon):
 def loco_score(rows) -> dict:
     """Median |K^exp − K|/K, K^rob ≥ K share, mean (K^rob − K)/K, wrongly excluded share."""
     rel, cover, margin, margin_ep, excluded, spread = [], 0, [], [], 0, []
+    k_bounded = 0   # ΣK over the targets with a finite K^rob (the ratio of means' denominator)
     for r in rows:
         k, ke, kr = r["K"], r["K_exp"], r["K_rob"]
         rel.append(1.0 if ke is None else abs(ke - k) / k)
@@ -487,6 +487,7 @@ def loco_score(rows) -> dict:
         if kr is not None:
             margin.append((kr - k) / k)
             margin_ep.append(kr - k)
+            k_bounded += k
         if ke is not None and kr is not None:
             spread.append((kr - ke) / ke)
     n = len(rows)
@@ -495,8 +496,7 @@ def loco_score(rows) -> dict:
             "mean_margin_rel": round(statistics.mean(margin), 4) if margin else None,
             "mean_margin_epochs": round(statistics.mean(margin_ep), 2) if margin_ep else None,
             # Σ(K^rob − K) / ΣK over the targets with a finite K^rob: the margin as a ratio of means
-            "margin_ratio_of_means": (round(sum(margin_ep) / sum(r["K"] for r in rows if r["K_rob"] is not None), 4)
-                                      if margin_ep else None),
+            "margin_ratio_of_means": round(sum(margin_ep) / k_bounded, 4) if margin_ep else None,
             "median_margin_rel": round(statistics.median(margin), 4) if margin else None,
             "wrongly_excluded": round(excluded / n, 4) if n else None,
             # (K^rob − K^exp)/K^exp: the estimate's own spread, which should shrink with the probe

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -133,15 +135,29 @@ def test_store_estimate_treats_a_probe_as_censored():
     assert probe[-1] > target
     # as a complete run it was extrapolated from 5 steep epochs; as a probe it is not
     alone = estimate_from_runs([probe], target, censored=[True])
-    assert alone.expected is None and alone.robust is None and alone.note.startswith("censored")
+    assert alone.expected is None and alone.robust is None and alone.censored and alone.note.startswith("censored")
     assert estimate_from_runs([probe], target).expected is not None          # (the complete-run reading)
     # beside complete runs: K^exp is the median with the probe's K at +∞, K^rob bounds nothing
     mixed = estimate_from_runs(full + [probe], target, censored=[False] * 3 + [True])
     assert mixed.expected == int(np.ceil(np.median(ks + [np.inf]))) and mixed.robust is None
-    assert mixed.note.startswith("censored")
+    assert mixed.censored and mixed.note.startswith("censored")
     # a probe that reaches the target counts its epoch like any run
     reached = estimate_from_runs(full + [[0.5, 0.4, 0.29, 0.28, 0.27]], target, censored=[False] * 3 + [True])
-    assert 3 in reached.samples and reached.robust is not None and not reached.note
+    assert 3 in reached.samples and reached.robust is not None and not reached.note and not reached.censored
+    # complete runs that never reach the target decide the median: the note says so, not only "probes"
+    flat = [power_curve(40, c=0.5, seed=s) for s in range(2)]
+    assert all(np.isinf(estimate_from_runs([c], target).samples) for c in flat)
+    stuck = estimate_from_runs(flat + [probe], target, censored=[False, False, True])
+    assert stuck.expected is None and stuck.censored
+    assert "2 complete run(s) never reach the target" in stuck.note and "1 probe(s) were cut short" in stuck.note
+    assert "complete run" not in alone.note and "1 of 1 stored curves are probes" in alone.note
+    # the flag is a field with a default: an estimate pickled before it existed loads as not censored
+    old = pickle.loads(pickle.dumps(mixed))
+    del old.__dict__["censored"]
+    assert pickle.loads(pickle.dumps(old)).censored is False
+    # one flag per curve: a short list would silently drop curves
+    with pytest.raises(ValueError, match="1 flags for 4 prior curves"):
+        estimate_from_runs(full + [probe], target, censored=[False])
 
 
 def test_gamma_bootstrap():

@@ -93,3 +93,25 @@ def test_estimate_from_the_store_finds_runs_on_your_own_data_by_a_relative_path(
                "--data", "./my-images", "--store", str(tmp_path / "t.db"), "--out", "est.json", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert "measured:store(2 runs)" in capsys.readouterr().out
+
+
+def test_your_own_data_is_named_once_in_the_traces_table_and_estimate_errors(tmp_path, capsys, monkeypatch):
+    """Your own data's name and dataset are the same path: printed once, not ``/x/my-images//x/my-images``."""
+    from jqodi.core.data.catalog import data_label
+
+    assert data_label("data1", "cifar10") == "data1/cifar10" and data_label("/x/imgs", "/x/imgs") == "/x/imgs"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-images").mkdir()
+    mine = str(tmp_path / "my-images")
+    with TraceStore(tmp_path / "t.db") as s:
+        s.record({"model": "lenet", "bits": 4, "dataset": mine, "data_name": mine, "train_size": 30,
+                  "val_size": 6, "seed": 0, "width": 0.25, "base_loss": 1.0, "gamma": 0.0},
+                 [{"epoch": 1, "val_loss": 0.9}])
+    assert main(["traces", "--store", str(tmp_path / "t.db")]) == 0
+    out = capsys.readouterr().out
+    assert mine in out and f"{mine}/{mine}" not in out
+    rc = main(["estimate", "--target-loss", "0.3", "--models", "lenet", "--bits", "8", "--method", "store",
+               "--dataset", "./my-images", "--data", "./my-images", "--store", str(tmp_path / "t.db"),
+               "--out", "est.json", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"on {mine} from this pretrained model" in err and f"{mine}/{mine}" not in err

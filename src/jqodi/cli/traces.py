@@ -34,6 +34,7 @@ def run(args) -> int:
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
     from jqodi.core.data import canonical_data_name, canonical_dataset
+    from jqodi.core.data.catalog import data_label
 
     # as the store names them: a dataset by its canonical name (cifar-10 is cifar10), your own data
     # by its absolute path however it was written
@@ -48,7 +49,7 @@ def run(args) -> int:
     elif fmt_ == "json":
         text = TraceStore.to_json(runs) + "\n"
     else:
-        rows = [[r.id, r.created_utc, r.model, r.bits, f"{r.data_name}/{r.dataset}", r.train_size, r.seed,
+        rows = [[r.id, r.created_utc, r.model, r.bits, data_label(r.data_name, r.dataset), r.train_size, r.seed,
                  fmt(r.base_loss), fmt(r.start_loss), fmt(r.gamma), r.epochs_run,
                  fmt(min(r.val_losses)) if r.epochs else "-", r.source, r.job_id or "-"] for r in runs]
         text = table(rows, ["id", "created", "model", "bits", "data", "train", "seed", "L_a", "start",

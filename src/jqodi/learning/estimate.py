@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from jqodi.core.data.catalog import data_label
 from jqodi.core.estimates import LearningEstimate
 from jqodi.errors import JqodiError
 from jqodi.learning.curves import EpochEstimate, estimate_from_runs
@@ -121,21 +122,22 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
                                                                          len(getattr(data, "val", ()) or ()))]
         # runs on the same SD sizes first (when they include a reference run); other sizes only if none
         priors = same_size if any(r.base_loss is not None for r in same_size) else priors
+    where = data_label(data.name, data.dataset)   # your own data's path once, not path/path
     if method == "store" and not priors:
-        raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {data.name}/{data.dataset} "
+        raise JqodiError(f"the trace store has no run of {model} at {bits} bits on {where} "
                          f"from this pretrained model; run 'jqodi finetune' or use --method probe")
     if priors and all(r.base_loss is None for r in priors):
         # only runs of the runtime: their curves count, but L_a and γ come from a reference run
         if method == "store":
-            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} are "
+            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {where} are "
                              f"runtime runs only, which do not measure L_a and γ; run 'jqodi finetune' or use "
                              f"--method probe")
         priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
-        censored = est.note.startswith("censored")   # stored probes end above the target (estimate_from_runs)
+        censored = est.censored   # stored probes end above the target (estimate_from_runs)
         if method == "store" and censored and est.expected is None:
-            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {data.name}/{data.dataset} "
+            raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {where} "
                              f"cannot answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}; "
                              f"run 'jqodi finetune' or use --method probe")
     if priors and (method == "store" or not censored):

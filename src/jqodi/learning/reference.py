@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from jqodi.core.codec import apply_update, pack_update
+from jqodi.core.data.catalog import data_label
 from jqodi.core.pretrained import DEFAULT_PRETRAIN_EPOCHS, Pretrained, load_pretrained
 from jqodi.core.progress import Progress
 from jqodi.core.quant import check_bits, pack_model, prepare_qat, unpack_model
@@ -113,7 +114,7 @@ def finetune(model_name: str, bits: int, data, epochs: int, seed: int = 0, *,
 
     steps_per_epoch = len(epoch_batch_order(len(data.train), cfg.batch_size, seed, 1)) if epochs > 0 else 0
     bar = Progress(progress, f"{model_name} {bits}-bit", total_steps=epochs * steps_per_epoch)
-    bar.line(f"{model_name} {bits}-bit on {data.name}/{data.dataset}: L_a {base_loss:.4f} "
+    bar.line(f"{model_name} {bits}-bit on {data_label(data.name, data.dataset)}: L_a {base_loss:.4f} "
              f"(acc {base_acc:.1%}), quantized {start_loss:.4f} (acc {start_acc:.1%}), γ {gam.expected:+.4f}")
     records: list[EpochTrace] = []
     reached_at: int | None = None

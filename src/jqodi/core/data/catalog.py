@@ -14,7 +14,8 @@ from jqodi.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DATASETS", "canonical_data_name", "canonical_dataset", "cloud_dataset_name", "dataset_classes", "dataset_shape", "to_tensor"]
+__all__ = ["DATASETS", "canonical_data_name", "canonical_dataset", "cloud_dataset_name", "data_label",
+           "dataset_classes", "dataset_shape", "to_tensor"]
 
 #: Per-channel mean/std of the cloud training sets (images in [0, 1]).
 _NORM = {
@@ -50,6 +51,12 @@ def canonical_data_name(name: str) -> str:
     from jqodi.core.userdata import is_user_dataset
 
     return canonical_dataset(name) if is_user_dataset(name) else name
+
+
+def data_label(data_name: str, dataset: str) -> str:
+    """The end device's data as printed: ``data1/cifar10`` for a paper split, your own data's path once
+    (its name and dataset are the same path)."""
+    return data_name if data_name == dataset else f"{data_name}/{dataset}"
 
 
 def cloud_dataset_name(dataset: str, split: str) -> str:
