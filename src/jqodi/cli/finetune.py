@@ -66,7 +66,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(r.to_dict(), indent=1))
         return 0
-    print(f"{r.model} {r.bits}-bit (width {r.width:g}) on {r.data_name}/{r.dataset} "
+    from jqodi.core.data.catalog import data_label
+
+    print(f"{r.model} {r.bits}-bit (width {r.width:g}) on {data_label(r.data_name, r.dataset)} "
           f"({r.train_size} train, {r.val_size} val), seed {r.seed}")
     print(f"L_a {r.base_loss:.4f} (acc {r.base_accuracy:.1%}); quantized {r.start_loss:.4f} "
           f"(acc {r.start_accuracy:.1%}); gamma {r.gamma:+.4f} (robust {r.gamma_robust:+.4f})")
