@@ -2,7 +2,8 @@
 
 Exit codes: 0 when a plan was printed, or always with ``--json`` (the JSON carries
 ``status: infeasible`` and the explanation); 1 when no solver found a feasible plan (human output:
-a "no plan" result line, the nearest miss and the explanation); 2 for errors the user can fix (bad file, unknown solver, …).
+a "no plan" result line, the nearest miss and the explanation); 2 for errors the user can fix (bad
+file, unknown solver, …).
 """
 from __future__ import annotations
 

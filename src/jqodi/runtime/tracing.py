@@ -4,9 +4,9 @@ When the job names a store (``Job.trace_store``, set by :func:`jqodi.runtime.pla
 to ``$JQODI_HOME/traces.db`` unless told otherwise) the cloud role opens one run for the job
 (``source = "runtime"``, ``job_id = Job.run_id``) with its first epoch — a run stopped before
 any epoch (Ctrl-C while the roles start) leaves no row, which every later ``jqodi estimate`` would
-count as unusable — adds each epoch as it completes (epoch numbered from 1, train and validation loss, accuracy, wall seconds, bytes the
-model went down and the updates came up) and, after collaborative inference, one summary row
-per device combination. The rows have the shape of a fine-tuning run's
+count as unusable — adds each epoch as it completes (epoch numbered from 1, train and validation
+loss, accuracy, wall seconds, bytes the model went down and the updates came up) and, after
+collaborative inference, one summary row per device combination. The rows have the shape of a fine-tuning run's
 (:func:`jqodi.learning.reference.finetune`), so the epoch estimators read real runs as they read
 reference runs (``TraceStore.runs(model=..., bits=...)``).
 
