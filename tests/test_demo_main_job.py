@@ -167,3 +167,23 @@ def test_demo_cli_with_a_scenario_notes_ignored_main_job_options(capsys):
     assert main(["demo", "--plan-only", str(default_scenario_path())]) == 0
     captured = capsys.readouterr()
     assert "main-job options apply" in captured.err and "== Plans" in captured.out
+
+
+def test_the_node_table_shows_a_device_files_busy_power():
+    """Nodes described by a device file (``device: a100``) show the file's busy power, not '-'."""
+    import io
+
+    from jqodi.app.demo import DemoContext, section_scenario
+    from jqodi.core.device_model import load_device_file
+    from jqodi.core.scenario import default_scenario_path, load_scenario
+
+    path = default_scenario_path()
+    scenario = load_scenario(path)
+    buf = io.StringIO()
+    section_scenario(DemoContext(scenario, path, out=buf))
+    rows = {line.split()[1]: line.split() for line in buf.getvalue().splitlines()
+            if line.split()[:1] in (["cloud"], ["edge"], ["end"])}
+    nodes = [scenario.cloud, *scenario.edges, scenario.end_device]
+    assert all(n.device_ref for n in nodes)
+    for n in nodes:
+        assert float(rows[n.name][-2]) == pytest.approx(load_device_file(n.device_ref).busy_power_w, rel=1e-3)

@@ -56,10 +56,21 @@ def test_plan_all_prints_a_table(instance_file, capsys):
 def test_plan_infeasible_explains(infeasible_file, capsys):
     assert main(["plan", "--instance", str(infeasible_file), "--solver", "optimal"]) == 1
     out = capsys.readouterr().out
-    assert "infeasible" in out and "smallest deadline" in out
+    assert "no plan" in out and "smallest deadline" in out
     assert main(["plan", "--instance", str(infeasible_file), "--solver", "optimal", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "infeasible" and out["explanation"]["min_deadline_s"] > 0.5
+
+
+def test_plan_infeasible_is_a_result_with_the_nearest_miss(infeasible_file, capsys):
+    """No plan reads as a result (T_max, L_max, the nearest miss), not as '<solver>: infeasible'."""
+    inst = PlanningInstance.from_json(infeasible_file.read_text())
+    assert main(["plan", "--instance", str(infeasible_file)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.endswith(": infeasible") for line in lines)
+    assert lines[0].startswith("result        no plan: no option meets T_max 0.5 s and L_max "
+                               f"{inst.target_loss:g}")
+    assert lines[1].startswith("nearest miss  ") and "s over T_max" in lines[1]
 
 
 def test_plan_errors_are_one_line(tmp_path, instance_file, capsys):

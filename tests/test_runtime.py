@@ -234,9 +234,11 @@ def test_jqodi_run_cli_plans_and_runs_in_process(tmp_path, capsys):
         pytest.skip("Fashion-MNIST not installed")
     rc = main(["run", "--cpu-scale", "--train-size", "96", "--val-size", "32", "--max-epochs", "1",
                "--random-init", "--transport", "inprocess", "--no-emulate", "--workdir", str(tmp_path),
-               "--json", str(tmp_path / "r.json")])
+               "--requests", "100", "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert rc == 0
+    # more requests than validation images: served as many as there are, and said so (as 'jqodi infer')
+    assert "note: 32 requests per combination, not the 100 asked" in out and "validation split" in out
     assert "plan: " in out and "epoch 1/1" in out and "time per phase" in out and "bytes per link" in out
     import json
 

@@ -47,6 +47,22 @@ def test_a_run_records_each_epoch_with_its_job_id_and_resume_continues_it(tmp_pa
         assert [r["combo"] for r in inf] == [r["combo"] for r in rec.inference] and inf[0]["requests"] == 4
 
 
+def test_a_run_stopped_before_its_first_epoch_leaves_no_row(tmp_path):
+    """Stopped before any epoch (as by Ctrl-C while the roles start), a run leaves no row that every
+    later 'jqodi estimate' would count as unusable; its first epoch writes the row."""
+    from jqodi.runtime.launch import run_job
+
+    db, data = tmp_path / "traces.db", _Data(64, 20)
+    job = _job(db, inference_requests=0)
+    run_job(job.replace(max_epochs=0), transport="inprocess", workdir=tmp_path / "wd0", data=data, say=lambda s: None)
+    with TraceStore(db) as store:
+        assert store.runs() == []
+    run_job(job.replace(max_epochs=1), transport="inprocess", workdir=tmp_path / "wd1", data=data, say=lambda s: None)
+    with TraceStore(db) as store:
+        (run,) = store.runs(job_id="job-42")
+        assert run.epochs_run == 1
+
+
 def test_no_store_named_no_record(tmp_path, monkeypatch):
     from jqodi.runtime.local import run_inprocess
     from jqodi.runtime.process import initial_master

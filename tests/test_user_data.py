@@ -137,6 +137,22 @@ def test_a_scenario_whose_data_cannot_be_loaded_is_refused_before_planning(tmp_p
     assert "nowhere" in captured.err and "planning" not in captured.out
 
 
+def test_a_run_refused_for_its_data_leaves_no_empty_workdir(tmp_path, capsys, monkeypatch):
+    """The lock creates the workdir before the data check: a refused run removes the folders it
+    created (``new/wd``), and keeps a workdir that was there before."""
+    from jqodi.cli import main
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(_scenario(tmp_path, dataset=str(tmp_path / "nowhere"), split="data1")))
+    assert main(["run", str(path), "--workdir", str(tmp_path / "new" / "wd")]) == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    assert main(["run", str(path), "--workdir", str(tmp_path / "old")]) == 2
+    assert (tmp_path / "old").is_dir() and not any((tmp_path / "old").iterdir())
+    capsys.readouterr()
+
+
 @pytest.mark.skipif(not (CIFAR10 / "data_batch_1").is_file(), reason="CIFAR-10 (../shared/datasets) not present")
 def test_cifar10_in_its_pickle_layout():
     d = end_device_data("data1", "cifar10", str(CIFAR10.parent), train_size=50, val_size=20)

@@ -77,8 +77,9 @@ def section_scenario(ctx: DemoContext) -> None:
               f"{s.data.train_size} train + {s.data.val_size} validation samples")
     rows = []
     for role, d in [("cloud", s.cloud), *[("edge", e) for e in s.edges], ("end", s.end_device)]:
+        busy_w = d.device().busy_power_w if d.device_ref is not None else d.busy_power_w  # a device file's P
         rows.append([role, d.name, si(d.speed_flops, "FLOP/s"), f"{d.joules_per_flop * 1e12:.1f}",
-                     f"{d.busy_power_w:g}" if d.busy_power_w else "-", f"{d.memory_bytes / 2**30:g}"])
+                     f"{busy_w:.4g}" if busy_w else "-", f"{d.memory_bytes / 2**30:g}"])
     ctx.print(format_table(["role", "node", "speed v", "ε pJ/FLOP", "busy W", "mem GiB"], rows))
     rows = [[e.name, si(e.cloud_link.rate_bps, "bit/s"), f"{e.cloud_link.joules_per_bit * 1e9:.2f}",
              si(e.end_link.rate_bps, "bit/s"), f"{e.end_link.joules_per_bit * 1e9:.2f}"] for e in s.edges]

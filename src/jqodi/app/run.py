@@ -247,8 +247,17 @@ def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: 
     job in the workdir, that job continues after its last completed epoch (no new plan)."""
     scenario = load_for_run(path, opts)
     workdir = Path(opts.workdir or f"runs/{scenario.name}")
-    with WorkdirLock(workdir, "run"):  # a second run or cloud into this workdir refuses in one line
-        return _run_scenario(scenario, workdir, opts, say)
+    created = [d for d in (workdir, *workdir.parents) if not d.exists()]  # what the lock will create
+    try:
+        with WorkdirLock(workdir, "run"):  # a second run or cloud into this workdir refuses in one line
+            return _run_scenario(scenario, workdir, opts, say)
+    except BaseException:  # failed (data, plan, Ctrl-C): no empty workdir of ours stays behind
+        for d in created:  # innermost first; a folder holding anything is kept
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):

@@ -1,8 +1,9 @@
 """``jqodi plan``: decide model, bit-width and per-epoch (edge, cut) for a scenario or an instance.
 
 Exit codes: 0 when a plan was printed, or always with ``--json`` (the JSON carries
-``status: infeasible`` and the explanation); 1 when no solver found a feasible plan (human output,
-the explanation is printed); 2 for errors the user can fix (bad file, unknown solver, …).
+``status: infeasible`` and the explanation); 1 when no solver found a feasible plan (human output:
+a "no plan" result line, the nearest miss and the explanation); 2 for errors the user can fix (bad
+file, unknown solver, …).
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def _print_solution(sol, instance) -> None:
     from jqodi.render.plans import energy_split_lines
 
     if sol.status == "infeasible":
-        print(f"{sol.solver}: infeasible")
+        for line in _no_plan_lines(sol, instance):
+            print(line)
         print(sol.extra["explanation"]["message"])
         best = sol.extra.get("best_ignoring_deadline")
         if best:
@@ -119,6 +121,22 @@ def _print_solution(sol, instance) -> None:
     print(f"final loss    {loss:.4g} (target {instance.target_loss:g})" if loss is not None else
           f"final loss    ≤ target {instance.target_loss:g} (no loss estimates in the instance)")
     print(f"plan time     {sol.extra.get('plan_time_ms', float('nan')):.1f} ms")
+
+
+def _no_plan_lines(sol, instance) -> list[str]:
+    """A plain result when no plan meets the scenario: what is missed (T_max = ``deadline_s``,
+    L_max = ``target_loss``) and the nearest miss from the planner's explanation
+    (:func:`jqodi.planner.explain.explain`) — a result, not a program error."""
+    ex = sol.extra["explanation"]
+    lines = [f"result        no plan: no option meets T_max {instance.deadline_s:g} s and L_max "
+             f"{instance.target_loss:g} (solver {sol.solver}, {sol.extra['epochs_estimate']} epoch estimate)"]
+    if ex.get("too_slow"):
+        r = ex["too_slow"][0]
+        lines.append(f"nearest miss  {r['candidate']} needs {r['fastest_time_s']:.4g} s for {r['epochs']} "
+                     f"epochs on its fastest option, {r['fastest_time_s'] - instance.deadline_s:.4g} s over T_max")
+    else:
+        lines.append("nearest miss  none: no deadline would help (why below)")
+    return lines
 
 
 def _fleet_scenario(args):

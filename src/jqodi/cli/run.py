@@ -114,6 +114,10 @@ def run(args) -> int:
         return 0
     rec, workdir = run_scenario(args.scenario, opts)
     print(report_run(rec, workdir))
+    served = rec.inference[0]["requests"] if rec.inference else args.requests
+    if served < args.requests:  # as 'jqodi infer' says it
+        print(f"note: {served} requests per combination, not the {args.requests} asked: each request is one "
+              f"image of the end device's validation split, which holds {served}")
     if args.json:
         rec.save(args.json)
     return 0

@@ -2,10 +2,11 @@
 
 When the job names a store (``Job.trace_store``, set by :func:`jqodi.runtime.plan.job_from_plan`
 to ``$JQODI_HOME/traces.db`` unless told otherwise) the cloud role opens one run for the job
-(``source = "runtime"``, ``job_id = Job.run_id``) before its first epoch, adds each epoch as it
-completes (epoch numbered from 1, train and validation loss, accuracy, wall seconds, bytes the
-model went down and the updates came up) and, after collaborative inference, one summary row
-per device combination. The rows have the shape of a fine-tuning run's
+(``source = "runtime"``, ``job_id = Job.run_id``) with its first epoch — a run stopped before
+any epoch (Ctrl-C while the roles start) leaves no row, which every later ``jqodi estimate`` would
+count as unusable — adds each epoch as it completes (epoch numbered from 1, train and validation
+loss, accuracy, wall seconds, bytes the model went down and the updates came up) and, after
+collaborative inference, one summary row per device combination. The rows have the shape of a fine-tuning run's
 (:func:`jqodi.learning.reference.finetune`), so the epoch estimators read real runs as they read
 reference runs (``TraceStore.runs(model=..., bits=...)``).
 
@@ -49,10 +50,12 @@ def epoch_trace(rec: dict) -> dict:
 
 
 class RunTraces:
-    """The cloud's writer: :meth:`open` returns ``None`` when the job names no store."""
+    """The cloud's writer: :meth:`open` returns ``None`` when the job names no store. The run's row
+    is written with its first epoch (``run_id`` is ``None`` until then)."""
 
-    def __init__(self, store, run_id: int, log: Callable[[str], None]):
-        self.store, self.run_id, self.log = store, run_id, log
+    def __init__(self, store, row: dict, job_id: str, log: Callable[[str], None]):
+        self.store, self.row, self.job_id, self.log = store, row, job_id, log
+        self.run_id: int | None = None
 
     @classmethod
     def open(cls, job: Job, train_size: int | None, val_size: int | None,
@@ -68,8 +71,7 @@ class RunTraces:
             log(f"cloud: warning: the SD's data sizes are unknown: the run is not recorded in {job.trace_store}")
             return None
         try:
-            store = TraceStore(job.trace_store)
-            return cls(store, store.begin_run(run_row(job, train_size, val_size), job.run_id), log)
+            return cls(TraceStore(job.trace_store), run_row(job, train_size, val_size), job.run_id, log)
         except JqodiError as e:
             log(f"cloud: warning: not recording the run in the trace store: {e}")
             return None
@@ -80,6 +82,8 @@ class RunTraces:
         from jqodi.errors import JqodiError
 
         try:
+            if self.run_id is None:  # the first epoch: the job's run (the one already stored when resumed)
+                self.run_id = self.store.begin_run(self.row, self.job_id)
             getattr(self.store, method)(self.run_id, *args)
         except JqodiError as e:  # a locked or broken store must not stop the fine-tuning
             self.log(f"cloud: warning: the trace store stops recording this run: {e}")
