@@ -95,8 +95,9 @@ def _estimates(args, scenario):
 
 def _print_solution(sol, instance) -> None:
     from jqodi.planner.solve import schedule_text
-    from jqodi.render.plans import energy_split_lines
+    from jqodi.render.plans import bits_used_line, energy_split_lines, excluded_lines
 
+    note = bits_used_line(sol)  # Minimal Model without 1-bit candidates: never silent
     if sol.status == "infeasible":
         for line in _no_plan_lines(sol, instance):
             print(line)
@@ -105,6 +106,8 @@ def _print_solution(sol, instance) -> None:
         if best:
             print(f"(without the deadline it would pick {best['model']}@{best['bits']} on "
                   f"({best['edge']}, cut {best['cut']}): {best['energy_j']:.1f} J, {best['time_s']:.2f} s)")
+        if note:
+            print(note)
         return
     print(f"solver        {sol.solver} ({sol.status}, planned for the {sol.extra['epochs_estimate']} "
           f"epoch estimate)")
@@ -121,6 +124,10 @@ def _print_solution(sol, instance) -> None:
     print(f"final loss    {loss:.4g} (target {instance.target_loss:g})" if loss is not None else
           f"final loss    ≤ target {instance.target_loss:g} (no loss estimates in the instance)")
     print(f"plan time     {sol.extra.get('plan_time_ms', float('nan')):.1f} ms")
+    for line in excluded_lines(sol):
+        print(line)
+    if note:
+        print(note)
 
 
 def _no_plan_lines(sol, instance) -> list[str]:
@@ -222,7 +229,7 @@ def _compile_with_progress(sc, estimates):
 
 def run(args) -> int:
     from jqodi.planner import compare, solve
-    from jqodi.render.plans import comparison_notes, comparison_table
+    from jqodi.render.plans import bits_used_line, comparison_notes, comparison_table
 
     sc = _fleet_scenario(args)
     if sc is not None:
@@ -243,6 +250,8 @@ def run(args) -> int:
         for r in rows:
             if r["status"] == "infeasible":
                 print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")
+        for line in filter(None, (bits_used_line(r["solution"]) for r in rows)):
+            print(line)
         return 0 if any(r["status"] != "infeasible" for r in rows) else 1
     opts = {}
     if args.solver == "partition-only":
