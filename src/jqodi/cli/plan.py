@@ -19,8 +19,9 @@ HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 FLEET_SOLVER_NAMES = ("fleet-lagrange", "fleet-optimal", "fcfs", "ignore-capacity")
 #: ``--solver all`` runs the exact fleet MILP only up to this many devices.
 MILP_MAX_DEVICES = 50
-#: Fleets of at least this many devices show the progress of compiling and planning on stderr.
-PROGRESS_MIN_DEVICES = 100
+#: Compiling or planning a fleet that is still running after this many seconds shows its progress on
+#: stderr (whatever the fleet's size: a 6-device fleet's exact MILP takes tens of seconds).
+PROGRESS_AFTER_S = 2.0
 
 
 def add_arguments(p):
@@ -177,10 +178,9 @@ def _run_fleet(args, sc) -> int:
         names.remove("fleet-optimal")
         print(f"(fleet-optimal left out: the exact MILP is for fleets of up to {MILP_MAX_DEVICES} devices; "
               f"ask for it with --solver fleet-optimal)", file=sys.stderr)
-    shown = len(fleet.members) >= PROGRESS_MIN_DEVICES
     sols = []
     for n in names:
-        with Ticker(f"planning {len(fleet.members)} devices with {n}", shown):
+        with Ticker(f"planning {len(fleet.members)} devices with {n}", True, after_s=PROGRESS_AFTER_S):
             sols.append(solve_fleet(fleet, n, epochs=args.epochs))
     if args.json:
         out = [s.to_dict() for s in sols]
@@ -201,8 +201,8 @@ def _run_fleet(args, sc) -> int:
 
 
 def _compile_with_progress(sc, estimates):
-    """``compile_fleet`` with its progress on stderr for a fleet of ≥ :data:`PROGRESS_MIN_DEVICES`
-    devices (a bar on a terminal, else a line every 10 s; stdout, ``--json`` included, is untouched)."""
+    """``compile_fleet`` with its progress on stderr once it has run :data:`PROGRESS_AFTER_S` seconds
+    (a bar on a terminal, else a line every 10 s; stdout, ``--json`` included, is untouched)."""
     import time
 
     from jqodi.cli._onetime import announce_profiling
@@ -213,10 +213,10 @@ def _compile_with_progress(sc, estimates):
     t0 = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        if total < PROGRESS_MIN_DEVICES:
+        if not bar and time.monotonic() - t0 < PROGRESS_AFTER_S:
             return
         if not bar:
-            bar.append(Progress(True, f"compiling {total} devices", total_steps=total, unit="device"))
+            bar.append(Progress(True, f"compiling {total} devices", total_steps=total, unit="device", started=t0))
             bar[0].line(f"compiling {total} devices …")
         bar[0].batch(done, total)
 
