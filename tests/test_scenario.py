@@ -299,3 +299,18 @@ def test_relative_data_paths_are_read_from_the_scenario_files_folder(tmp_path, m
     s = load_scenario(tmp_path / "proj" / "abs.yaml")
     assert (s.data.dataset, s.data.split, s.data.data_dir) == ("cifar10", str(tmp_path / "cwd" / "old-images"), None)
     assert parse_scenario({**d, "data": {**d["data"], "split": "./x"}}).data.split == "./x"
+
+
+def test_packaged_scenarios_by_name(capsys):
+    """``jqodi:NAME`` is the scenario shipped with the package (as ``jqodi:traces/X`` is a packaged trace)."""
+    from jqodi.cli import main
+    from jqodi.core.scenario import packaged_scenarios
+
+    assert {"cpu-demo", "paper-data1", "paper-data2"} <= set(packaged_scenarios())
+    s = load_scenario("jqodi:paper-data1")
+    assert s.model_dump() == load_scenario(default_scenario_path()).model_dump()
+    assert load_scenario("jqodi:cpu-demo.yaml").name == "cpu-demo"
+    with pytest.raises(ScenarioError, match=r"^jqodi:nope: no packaged scenario 'nope' \(packaged: .*jqodi:cpu-demo"):
+        load_scenario("jqodi:nope")
+    assert main(["plan", "jqodi:cpu-demo"]) == 0
+    assert "model         lenet" in capsys.readouterr().out

@@ -29,7 +29,8 @@ def add_arguments(p):
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("scenario", nargs="?", metavar="SCENARIO",
-                   help="scenario YAML file (compiled to a planning instance)")
+                   help="scenario YAML file, or jqodi:NAME for a packaged one (jqodi:paper-data1, "
+                        "jqodi:cpu-demo; compiled to a planning instance)")
     p.add_argument("--instance", metavar="FILE",
                    help="a planning instance JSON file instead of a scenario ('-' reads stdin)")
     p.add_argument("--solver", default="jqodi", metavar="NAME",

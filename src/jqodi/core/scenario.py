@@ -46,7 +46,8 @@ from jqodi.errors import ScenarioError
 __all__ = [
     "Scenario", "DeviceSpec", "Device", "CloudServer", "EdgeServer", "EndDevice", "CloudLink", "WirelessLink",
     "DataSpec", "ModelEntry", "TrainingSpec", "RuntimeSpec", "ServingSpec", "SERVING_MODES",
-    "load_scenario", "parse_scenario", "default_scenario_path", "PAPER_MODELS", "VALID_BITS",
+    "load_scenario", "parse_scenario", "default_scenario_path", "packaged_scenarios", "scenario_path", "PAPER_MODELS",
+    "VALID_BITS",
 ]
 
 #: The paper's models (always known, even before the zoo — and torch — is imported).
@@ -405,6 +406,30 @@ def default_scenario_path() -> Path:
     return Path(str(resources.files("jqodi") / "scenarios" / "paper-data1.yaml"))
 
 
+#: A scenario path starting with this names a scenario shipped with the package (``jqodi:cpu-demo``).
+PACKAGED_PREFIX = "jqodi:"
+
+
+def packaged_scenarios() -> list[str]:
+    """The names of the scenarios shipped with the package (``jqodi:NAME``)."""
+    folder = resources.files("jqodi") / "scenarios"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def scenario_path(path: str | Path) -> Path:
+    """``path`` as a file: ``jqodi:NAME`` (or ``jqodi:NAME.yaml``) is the packaged scenario NAME
+    (``jqodi:paper-data1``, ``jqodi:cpu-demo``); anything else is a path, as written."""
+    text = str(path)
+    if not text.startswith(PACKAGED_PREFIX):
+        return Path(path)
+    name = text[len(PACKAGED_PREFIX):].removesuffix(".yaml")
+    known = packaged_scenarios()
+    if name not in known:
+        raise ScenarioError(f"{text}: no packaged scenario {name!r} (packaged: "
+                            f"{', '.join(PACKAGED_PREFIX + k for k in known)})")
+    return Path(str(resources.files("jqodi") / "scenarios" / f"{name}.yaml"))
+
+
 def parse_scenario(data: Any, source: str = "scenario", base_dir: str | Path | None = None) -> Scenario:
     """Validate an already-parsed mapping. Errors name ``source`` and the field path.
     ``base_dir``: the file's folder, where relative ``device:`` and ``data`` paths are read
@@ -443,9 +468,10 @@ def _warn_once(line: str) -> None:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file.
 
+    ``path`` may be ``jqodi:NAME``, a scenario shipped with the package (:func:`scenario_path`).
     Raises :class:`ScenarioError` with one line ``<file>: <field.path>: <problem>``.
     """
-    path = Path(path)
+    path = scenario_path(path)
     try:
         if path.is_dir():
             raise IsADirectoryError(path)
