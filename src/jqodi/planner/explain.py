@@ -97,7 +97,7 @@ def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Ite
     ``meta.missing_estimates`` (left out of the instance: no learning estimate) get ``no-estimate``.
     A candidate not listed can meet the deadline and the target: a plan chose another for its energy.
     """
-    from jqodi.planner.common import deadline_limit_s
+    from jqodi.planner.common import deadline_limit_s, option_arrays
 
     k_name = "K^rob" if epochs == "robust" else "K^exp"
     out = []
@@ -131,7 +131,7 @@ def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Ite
             reasons = "; ".join(str(x.get("reason", x)) for x in c.infeasible) or "no option given"
             row.update(reason="options", why=f"no feasible (edge, cut): {reasons}")
         else:
-            fastest = c.quantize_time_s + K * min(o.epoch_time_s for o in c.options)
+            fastest = c.quantize_time_s + K * float(option_arrays(c).time_s.min())
             if fastest <= limit:
                 continue
             row.update(reason="deadline", epochs=K, fastest_time_s=fastest,
