@@ -88,9 +88,9 @@ def test_bad_fleets_are_one_line_errors_naming_the_field(edit, field):
     assert "\n" not in msg and msg.startswith("fleet.yaml: ") and field in msg, msg
 
 
-def test_cli_plan_of_a_large_fleet_shows_its_stages_on_stderr_and_keeps_json_clean(capsys, monkeypatch):
-    """Compiling and planning a large fleet report progress on stderr (here: the threshold lowered
-    to the small fleet, the solver slowed so the ticker ticks); stdout's JSON is the same."""
+def test_cli_plan_of_a_long_fleet_job_shows_its_stages_on_stderr_and_keeps_json_clean(capsys, monkeypatch):
+    """Compiling and planning a fleet that takes a while report progress on stderr, whatever the fleet's
+    size (here: the 2 s threshold lowered, the solver slowed so the ticker ticks); stdout's JSON is the same."""
     import time
 
     import jqodi.cli.plan as cli_plan
@@ -98,14 +98,14 @@ def test_cli_plan_of_a_large_fleet_shows_its_stages_on_stderr_and_keeps_json_cle
 
     assert main(["plan", str(SMALL), "--solver", "fcfs", "--json"]) == 0
     quiet = capsys.readouterr()
-    assert "compiling" not in quiet.err and "planning" not in quiet.err  # a small fleet: nothing shown
+    assert "compiling" not in quiet.err and "planning" not in quiet.err  # done within 2 s: nothing shown
     real = fleet_planner.solve_fleet
 
     def slow(*a, **kw):
         time.sleep(0.3)
         return real(*a, **kw)
 
-    monkeypatch.setattr(cli_plan, "PROGRESS_MIN_DEVICES", 2)
+    monkeypatch.setattr(cli_plan, "PROGRESS_AFTER_S", 0.0)
     monkeypatch.setattr(fleet_planner, "solve_fleet", slow)
     monkeypatch.setattr(Ticker, "every_s", 0.1)
     assert main(["plan", str(SMALL), "--solver", "fcfs", "--json"]) == 0
@@ -118,6 +118,22 @@ def test_cli_plan_of_a_large_fleet_shows_its_stages_on_stderr_and_keeps_json_cle
     assert f"planning {n} devices with fcfs …" in lines
     assert any(ln.startswith(f"planning {n} devices with fcfs … ") for ln in lines)  # the ticker
     assert lines[-1].startswith(f"planning {n} devices with fcfs: done in ")
+
+
+def test_ticker_speaks_only_once_a_step_has_run_its_after_s(capsys):
+    """A step done before ``after_s`` says nothing; a longer one begins its lines after ``after_s``."""
+    import time
+
+    with Ticker("quick", True, after_s=5.0):
+        time.sleep(0.05)
+    assert capsys.readouterr().err == ""
+    t0 = time.monotonic()
+    with Ticker("slow", True, after_s=0.2) as t:
+        while not t.announced and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        assert time.monotonic() - t0 >= 0.2
+    err = capsys.readouterr().err
+    assert err.startswith("slow …") and "slow: done in " in err
 
 
 def test_cli_bad_fleet_exits_2(tmp_path, capsys):

@@ -115,3 +115,27 @@ def test_your_own_data_is_named_once_in_the_traces_table_and_estimate_errors(tmp
                "--out", "est.json", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and f"on {mine} from this pretrained model" in err and f"{mine}/{mine}" not in err
+
+
+def test_old_runs_with_no_epoch_are_counted_as_such_not_as_unusable(tmp_path, capsys):
+    """A runtime run stopped before its first epoch (older versions stored its row) is reported as a run
+    that recorded no epoch, apart from corrupt or foreign rows, by 'jqodi traces' and the estimators."""
+    from jqodi.core.traces import NO_EPOCH_REASON, skipped_text
+    from jqodi.learning.prior.library import library_from_store
+
+    db = tmp_path / "t.db"
+    fill(db, 4, 0.2, seeds=(0,))
+    row = {"model": "lenet", "bits": 4, "dataset": "fashion-mnist", "data_name": "data1", "train_size": 2000,
+           "val_size": 500, "seed": 1, "width": 0.25}
+    with TraceStore(db) as s:
+        s.begin_run(row, "job-stopped")                                    # the old row: no epoch
+        s.record({**row, "model": "alexnet", "seed": 2}, [{"epoch": 1, "val_loss": 0.5}])   # foreign model
+        _, skipped = library_from_store(s)
+    assert skipped == {NO_EPOCH_REASON: 1, "unknown model 'alexnet'": 1}   # the key skipped_text reads
+    assert skipped_text(skipped) == "1 run that recorded no epoch and 1 unusable run (1 unknown model 'alexnet')"
+    assert skipped_text({NO_EPOCH_REASON: 2}) == "2 runs that recorded no epoch"
+    assert main(["traces", "--store", str(db)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"3 run(s) in {db} (1 recorded no epoch: stopped before its first; the estimators leave them out)")
+    assert main(["traces", "--store", str(db), "--model", "alexnet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"1 run(s) in {db}"

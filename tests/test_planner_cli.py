@@ -207,3 +207,61 @@ def test_packaged_scenarios_show_no_unexplained_negative_gap(name, capsys):
             if gap is not None and gap.startswith("-"):
                 assert "outside Ω" in line, line
     assert "vs optimal:" in out and "optimal saves -" not in out
+
+
+def _excluded_instance():
+    """Ω = {4, 8}: lenet@8 plans; vgg@8 never reaches the target; vgg@4 misses the 10 s deadline on its
+    only option (3 epochs × 5 s); lenet@32 is a baseline bit-width; lenet@1 has no learning estimate."""
+    from jqodi.planner import Candidate, EpochEstimates, Option
+
+    def c(model, bits, t, K=(2, 3)):
+        return Candidate(model, bits, 0.0, 0.0, EpochEstimates(*K), (Option("es", 1, t, 10.0),))
+
+    return PlanningInstance(10.0, 0.5, (c("lenet", 8, 1.0), c("vgg", 8, 1.0, K=(4, None)), c("vgg", 4, 5.0),
+                                        c("lenet", 32, 1.0)),
+                            meta={"search_bits": [4, 8], "baseline_bits": [1, 32], "missing_estimates": ["lenet@1"]})
+
+
+def test_plan_lists_the_excluded_candidates_and_why(tmp_path, capsys):
+    path = tmp_path / "i.json"
+    path.write_text(_excluded_instance().to_json())
+    assert main(["plan", "--instance", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["model"], out["bits"]) == ("lenet", 8)       # the contract's fields are all still there
+    why = {r["candidate"]: r["reason"] for r in out["excluded"]}
+    assert why == {"vgg@8": "target", "vgg@4": "deadline", "lenet@32": "outside-omega"}
+    slow = next(r for r in out["excluded"] if r["candidate"] == "vgg@4")
+    assert (slow["epochs"], slow["fastest_time_s"]) == (3, pytest.approx(15.0))
+    assert Solution.from_dict(out).extra["excluded"] == out["excluded"]
+
+    assert main(["plan", "--instance", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith("excluded      vgg@8") and "never reaches target loss 0.5 (K^rob: none)" in ln
+               for ln in lines)
+    assert any(ln.split()[:1] == ["vgg@4"] and "misses T_max 10 s on every (edge, cut): ≥ 15 s for 3 epochs" in ln
+               for ln in lines)
+    assert any(ln.startswith("not searched  lenet@32 (bits 32: baseline_bits") for ln in lines)
+    # K^exp: vgg@8 reaches the target in 4 epochs, vgg@4 takes 2 × 5 s = T_max: both can plan
+    assert main(["plan", "--instance", str(path), "--json", "--epochs", "expected"]) == 0
+    assert {r["candidate"] for r in json.loads(capsys.readouterr().out)["excluded"]} == {"lenet@32"}
+
+
+def test_minimal_model_without_a_one_bit_candidate_says_which_bits_it_used(tmp_path, capsys):
+    """The fewest bits present stand in for the paper's 1 bit: said on screen, with the 1-bit pairs left out."""
+    path = tmp_path / "i.json"
+    path.write_text(_excluded_instance().to_json())
+    assert main(["plan", "--instance", str(path), "--solver", "minimal-model", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bits_used"] == 4 and out["status"] == "infeasible"   # vgg@4, the only 4-bit one, is too slow
+    assert {r["candidate"]: r["reason"] for r in out["excluded"]} == {"lenet@1": "no-estimate", "vgg@4": "deadline"}
+    note = ("note: minimal-model used the fewest bits present, 4, not the paper's 1 bit "
+            "(1-bit lenet@1 left out for want of a learning estimate)")
+    assert main(["plan", "--instance", str(path), "--solver", "minimal-model"]) == 1
+    assert note in capsys.readouterr().out.splitlines()
+    assert main(["plan", "--instance", str(path), "--solver", "all"]) == 0
+    assert note in capsys.readouterr().out.splitlines()
+    # with a 1-bit candidate that never reaches the target it stays at 1 bit (no plan), and says nothing more
+    rows = {r["solver"]: r for r in __import__("jqodi.planner", fromlist=["compare"]).compare(_baselines_instance(10.0, 1.0))}
+    minimal = rows["minimal-model"]["solution"]
+    assert minimal.extra["bits_used"] == 1 and minimal.status == "infeasible"
+    assert [r["reason"] for r in minimal.extra["excluded"]] == ["target"]

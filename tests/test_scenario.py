@@ -264,3 +264,53 @@ def test_the_scenarios_runtime_port_is_the_one_jqodi_run_uses(monkeypatch, tmp_p
         with pytest.raises(RuntimeError, match="stop here"):
             launch.run_plan(s, sol, port=flag, pretrained={"source": "random"}, workdir=tmp_path)
         assert seen[-1] == expected
+
+
+def test_relative_data_paths_are_read_from_the_scenario_files_folder(tmp_path, monkeypatch, capsys):
+    """Like device and trace files: ``split``, ``dataset`` (paths) and ``data_dir`` relative to the file;
+    a path found only from the current directory still works, with a one-line warning saying how to write it."""
+    import jqodi.core.scenario as scenario_mod
+
+    monkeypatch.setattr(scenario_mod, "_WARNED", set())
+    (tmp_path / "proj" / "my-images").mkdir(parents=True)
+    (tmp_path / "cwd" / "old-images").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    d = copy.deepcopy(BASE)
+    d["data"] = {**d["data"], "dataset": "./my-images", "split": "my-images/", "data_dir": "files"}
+    (tmp_path / "proj" / "s.yaml").write_text(yaml.safe_dump(d))
+    s = load_scenario("../proj/s.yaml")
+    proj = (tmp_path / "proj").resolve()
+    assert (s.data.dataset, s.data.split, s.data.data_dir) == (
+        str(proj / "my-images"), str(proj / "my-images"), str(proj / "files"))  # 'files' exists nowhere yet
+    assert capsys.readouterr().err == ""
+    assert s.with_changes(deadline_s=5.0).data.split == str(proj / "my-images")  # kept absolute
+    # only the current directory has it: taken from there, one warning line naming the fix
+    d["data"] = {**d["data"], "split": "./old-images"}
+    (tmp_path / "proj" / "old.yaml").write_text(yaml.safe_dump(d))
+    for _ in range(2):
+        s = load_scenario("../proj/old.yaml")
+        assert s.data.split == str((tmp_path / "cwd" / "old-images").resolve())
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ../proj/old.yaml: data.split: './old-images'")
+    assert "'../cwd/old-images'" in err[0]
+    # absolute paths and the named datasets are left as written; a mapping without a file keeps its paths
+    d["data"] = {**d["data"], "dataset": "cifar10", "split": str(tmp_path / "cwd" / "old-images"), "data_dir": None}
+    (tmp_path / "proj" / "abs.yaml").write_text(yaml.safe_dump(d))
+    s = load_scenario(tmp_path / "proj" / "abs.yaml")
+    assert (s.data.dataset, s.data.split, s.data.data_dir) == ("cifar10", str(tmp_path / "cwd" / "old-images"), None)
+    assert parse_scenario({**d, "data": {**d["data"], "split": "./x"}}).data.split == "./x"
+
+
+def test_packaged_scenarios_by_name(capsys):
+    """``jqodi:NAME`` is the scenario shipped with the package (as ``jqodi:traces/X`` is a packaged trace)."""
+    from jqodi.cli import main
+    from jqodi.core.scenario import packaged_scenarios
+
+    assert {"cpu-demo", "paper-data1", "paper-data2"} <= set(packaged_scenarios())
+    s = load_scenario("jqodi:paper-data1")
+    assert s.model_dump() == load_scenario(default_scenario_path()).model_dump()
+    assert load_scenario("jqodi:cpu-demo.yaml").name == "cpu-demo"
+    with pytest.raises(ScenarioError, match=r"^jqodi:nope: no packaged scenario 'nope' \(packaged: .*jqodi:cpu-demo"):
+        load_scenario("jqodi:nope")
+    assert main(["plan", "jqodi:cpu-demo"]) == 0
+    assert "model         lenet" in capsys.readouterr().out

@@ -157,3 +157,31 @@ def test_a_run_refused_for_its_data_leaves_no_empty_workdir(tmp_path, capsys, mo
 def test_cifar10_in_its_pickle_layout():
     d = end_device_data("data1", "cifar10", str(CIFAR10.parent), train_size=50, val_size=20)
     assert d.input_shape == (3, 32, 32) and d.num_classes == 10 and d.train_size == 50
+
+
+def test_one_canonical_name_per_folder_and_one_folder_per_name(tmp_path, monkeypatch):
+    """Traces and estimates are tied to data by canonical_data_name: a folder gets one name however it
+    is written (trailing slash, a symbolic link, relative or absolute), two folders never share one,
+    and a known name (data1, cifar10; any case) never turns into a folder of the current directory."""
+    from jqodi.core.data import canonical_data_name, canonical_dataset
+    from jqodi.core.data.catalog import SD_SPLIT_NAMES
+    from jqodi.core.data.end_device import SD_SPLITS
+    from jqodi.core.userdata import is_user_dataset
+
+    assert tuple(SD_SPLITS) == SD_SPLIT_NAMES
+    (tmp_path / "a" / "imgs").mkdir(parents=True)
+    (tmp_path / "b" / "imgs").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "imgs", target_is_directory=True)
+    for known in ("data1", "data2", "cifar10", "fashion-mnist"):
+        (tmp_path / known).mkdir()
+    monkeypatch.chdir(tmp_path)
+    real = str((tmp_path / "a" / "imgs").resolve())
+    for written in ("a/imgs", "./a/imgs", "a/imgs/", "a//imgs", str(tmp_path / "a" / "imgs"), "link", "./link/",
+                    "b/../a/imgs"):
+        assert canonical_data_name(written) == real, written
+    assert canonical_data_name("b/imgs") != real
+    # the paper's splits and the named datasets keep their meaning beside a folder of that name
+    assert [canonical_data_name(n) for n in ("data1", "Data1", "DATA2")] == ["data1", "data1", "data2"]
+    assert canonical_dataset("cifar10") == "cifar10" and not is_user_dataset("data1")
+    assert canonical_data_name("./data1") == str((tmp_path / "data1").resolve())   # the folder, written as a path
+    assert is_user_dataset("a") and canonical_data_name("a") == str((tmp_path / "a").resolve())  # a bare folder

@@ -257,10 +257,11 @@ def _trace_store(cfg: MainJobConfig):
 
 def _curve_prior(store, say: Say):
     """The learned prior over the store's runs (:class:`jqodi.learning.prior.CurvePrior`); says what it holds."""
+    from jqodi.core.traces import skipped_text
     from jqodi.learning.prior import COLD_START_MARGIN, CurvePrior
 
     prior = CurvePrior.from_store(store) if store is not None else CurvePrior([])
-    skipped = f"; {prior.skipped_count} unusable rows skipped" if prior.skipped_count else ""
+    skipped = f"; {skipped_text(prior.skipped)} left out" if prior.skipped_count else ""
     if prior.runs:
         say(f"  K^exp/K^rob: learned prior over {len(prior.runs)} stored runs "
             f"({len({r.group for r in prior.runs})} configurations{skipped}) + each probe; "

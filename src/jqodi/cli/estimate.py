@@ -53,7 +53,7 @@ def run(args) -> int:
     from jqodi.cli._learning_common import fmt, table
     from jqodi.core.estimates import save_estimates
     from jqodi.core.quant import check_bits
-    from jqodi.core.traces import TraceStore
+    from jqodi.core.traces import TraceStore, skipped_text
     from jqodi.core.zoo import get_spec
     from jqodi.errors import JqodiError
     from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS, MAX_PROBE_EPOCHS
@@ -96,9 +96,7 @@ def run(args) -> int:
         if args.method != "store":
             prior = CurvePrior.from_store(store)
             if prior.skipped and not args.quiet:
-                why = ", ".join(f"{n} {k}" for k, n in sorted(prior.skipped.items()))
-                print(f"trace store {store.path}: skipped {prior.skipped_count} unusable run(s) ({why})",
-                      file=sys.stderr)
+                print(f"trace store {store.path}: left out {skipped_text(prior.skipped)}", file=sys.stderr)
         for i, (m, b) in enumerate(todo):
             if data is None and args.method != "store":
                 data = end_device_data(args.data, args.dataset, args.data_dir, args.train_size,

@@ -19,8 +19,9 @@ HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 FLEET_SOLVER_NAMES = ("fleet-lagrange", "fleet-optimal", "fcfs", "ignore-capacity")
 #: ``--solver all`` runs the exact fleet MILP only up to this many devices.
 MILP_MAX_DEVICES = 50
-#: Fleets of at least this many devices show the progress of compiling and planning on stderr.
-PROGRESS_MIN_DEVICES = 100
+#: Compiling or planning a fleet that is still running after this many seconds shows its progress on
+#: stderr (whatever the fleet's size: a 6-device fleet's exact MILP takes tens of seconds).
+PROGRESS_AFTER_S = 2.0
 
 
 def add_arguments(p):
@@ -28,7 +29,8 @@ def add_arguments(p):
     from jqodi.cli._choices import RegistryChoices
 
     p.add_argument("scenario", nargs="?", metavar="SCENARIO",
-                   help="scenario YAML file (compiled to a planning instance)")
+                   help="scenario YAML file, or jqodi:NAME for a packaged one (jqodi:paper-data1, "
+                        "jqodi:cpu-demo; compiled to a planning instance)")
     p.add_argument("--instance", metavar="FILE",
                    help="a planning instance JSON file instead of a scenario ('-' reads stdin)")
     p.add_argument("--solver", default="jqodi", metavar="NAME",
@@ -95,8 +97,9 @@ def _estimates(args, scenario):
 
 def _print_solution(sol, instance) -> None:
     from jqodi.planner.solve import schedule_text
-    from jqodi.render.plans import energy_split_lines
+    from jqodi.render.plans import bits_used_line, energy_split_lines, excluded_lines
 
+    note = bits_used_line(sol)  # Minimal Model without 1-bit candidates: never silent
     if sol.status == "infeasible":
         for line in _no_plan_lines(sol, instance):
             print(line)
@@ -105,6 +108,8 @@ def _print_solution(sol, instance) -> None:
         if best:
             print(f"(without the deadline it would pick {best['model']}@{best['bits']} on "
                   f"({best['edge']}, cut {best['cut']}): {best['energy_j']:.1f} J, {best['time_s']:.2f} s)")
+        if note:
+            print(note)
         return
     print(f"solver        {sol.solver} ({sol.status}, planned for the {sol.extra['epochs_estimate']} "
           f"epoch estimate)")
@@ -121,6 +126,10 @@ def _print_solution(sol, instance) -> None:
     print(f"final loss    {loss:.4g} (target {instance.target_loss:g})" if loss is not None else
           f"final loss    ≤ target {instance.target_loss:g} (no loss estimates in the instance)")
     print(f"plan time     {sol.extra.get('plan_time_ms', float('nan')):.1f} ms")
+    for line in excluded_lines(sol):
+        print(line)
+    if note:
+        print(note)
 
 
 def _no_plan_lines(sol, instance) -> list[str]:
@@ -170,10 +179,9 @@ def _run_fleet(args, sc) -> int:
         names.remove("fleet-optimal")
         print(f"(fleet-optimal left out: the exact MILP is for fleets of up to {MILP_MAX_DEVICES} devices; "
               f"ask for it with --solver fleet-optimal)", file=sys.stderr)
-    shown = len(fleet.members) >= PROGRESS_MIN_DEVICES
     sols = []
     for n in names:
-        with Ticker(f"planning {len(fleet.members)} devices with {n}", shown):
+        with Ticker(f"planning {len(fleet.members)} devices with {n}", True, after_s=PROGRESS_AFTER_S):
             sols.append(solve_fleet(fleet, n, epochs=args.epochs))
     if args.json:
         out = [s.to_dict() for s in sols]
@@ -194,8 +202,8 @@ def _run_fleet(args, sc) -> int:
 
 
 def _compile_with_progress(sc, estimates):
-    """``compile_fleet`` with its progress on stderr for a fleet of ≥ :data:`PROGRESS_MIN_DEVICES`
-    devices (a bar on a terminal, else a line every 10 s; stdout, ``--json`` included, is untouched)."""
+    """``compile_fleet`` with its progress on stderr once it has run :data:`PROGRESS_AFTER_S` seconds
+    (a bar on a terminal, else a line every 10 s; stdout, ``--json`` included, is untouched)."""
     import time
 
     from jqodi.cli._onetime import announce_profiling
@@ -206,10 +214,10 @@ def _compile_with_progress(sc, estimates):
     t0 = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        if total < PROGRESS_MIN_DEVICES:
+        if not bar and time.monotonic() - t0 < PROGRESS_AFTER_S:
             return
         if not bar:
-            bar.append(Progress(True, f"compiling {total} devices", total_steps=total, unit="device"))
+            bar.append(Progress(True, f"compiling {total} devices", total_steps=total, unit="device", started=t0))
             bar[0].line(f"compiling {total} devices …")
         bar[0].batch(done, total)
 
@@ -222,7 +230,7 @@ def _compile_with_progress(sc, estimates):
 
 def run(args) -> int:
     from jqodi.planner import compare, solve
-    from jqodi.render.plans import comparison_notes, comparison_table
+    from jqodi.render.plans import bits_used_line, comparison_notes, comparison_table
 
     sc = _fleet_scenario(args)
     if sc is not None:
@@ -243,6 +251,8 @@ def run(args) -> int:
         for r in rows:
             if r["status"] == "infeasible":
                 print(f"{r['solver']}: {r['solution'].extra['explanation']['message']}")
+        for line in filter(None, (bits_used_line(r["solution"]) for r in rows)):
+            print(line)
         return 0 if any(r["status"] != "infeasible" for r in rows) else 1
     opts = {}
     if args.solver == "partition-only":

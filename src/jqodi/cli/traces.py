@@ -53,7 +53,11 @@ def run(args) -> int:
                  fmt(r.base_loss), fmt(r.start_loss), fmt(r.gamma), r.epochs_run,
                  fmt(min(r.val_losses)) if r.epochs else "-", r.source, r.job_id or "-"] for r in runs]
         text = table(rows, ["id", "created", "model", "bits", "data", "train", "seed", "L_a", "start",
-                            "gamma", "epochs", "best val", "source", "job"]) + f"\n{len(runs)} run(s) in {path}\n"
+                            "gamma", "epochs", "best val", "source", "job"]) + f"\n{len(runs)} run(s) in {path}"
+        no_epoch = sum(1 for r in runs if not r.epochs)
+        if no_epoch:  # a run stopped before its first epoch (older versions stored one): not corrupt, not used
+            text += f" ({no_epoch} recorded no epoch: stopped before its first; the estimators leave them out)"
+        text += "\n"
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)

@@ -51,11 +51,13 @@ class Progress:
 
     ``batch(done, total, loss)`` reports ``done`` of ``total`` steps of the current unit; a
     ``done`` lower than the previous one starts a new unit. ``line(text)`` prints a line
-    (clearing the bar). ``unit`` names a step in the rate (``batch/s``).
+    (clearing the bar). ``unit`` names a step in the rate (``batch/s``). ``started``: the
+    :func:`time.monotonic` time the work began, for a bar shown only once the work has run a while.
     """
 
     def __init__(self, enabled: bool | None, label: str, *, total_steps: int | None = None,
-                 every_s: float = 10.0, unit: str = "batch", stream: TextIO | None = None):
+                 every_s: float = 10.0, unit: str = "batch", stream: TextIO | None = None,
+                 started: float | None = None):
         self.enabled = True if enabled is None else bool(enabled)
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -63,7 +65,7 @@ class Progress:
         self.total_steps = total_steps
         self.every_s = float(every_s)
         self.unit = unit
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if started is None else float(started)  # rate and ETA count from here
         self._steps_before = 0     # steps of finished units
         self._last_done = 0
         self._last_write = float("-inf")
@@ -129,17 +131,30 @@ class Progress:
 class Ticker:
     """Around a long step that reports nothing itself (a fleet solve): when ``shown``, say it began,
     show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
-    took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast."""
+    took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast.
+
+    ``after_s``: say nothing unless the step is still running after this many seconds (then begin
+    as above): a quick step stays quiet, a long one is never silent for longer than ``after_s``."""
 
     every_s = 10.0  # between lines when stderr is not a terminal
 
-    def __init__(self, label: str, shown: bool):
-        self.label, self.shown = label, shown
+    def __init__(self, label: str, shown: bool, after_s: float = 0.0):
+        self.label, self.shown, self.after_s = label, shown, float(after_s)
         self.tty = sys.stderr.isatty()
         self.done = threading.Event()
+        self.announced = False
         self.thread = threading.Thread(target=self._tick, daemon=True)
 
+    def _announce(self) -> None:
+        self.announced = True
+        sys.stderr.write(f"{self.label} …" + ("" if self.tty else "\n"))
+        sys.stderr.flush()
+
     def _tick(self) -> None:
+        if not self.announced:
+            if self.done.wait(self.after_s):
+                return
+            self._announce()
         while not self.done.wait(0.5 if self.tty else self.every_s):
             text = f"{self.label} … {format_duration(time.monotonic() - self.t0)}"
             sys.stderr.write(f"\r{text}\x1b[K" if self.tty else text + "\n")
@@ -148,8 +163,8 @@ class Ticker:
     def __enter__(self):
         self.t0 = time.monotonic()
         if self.shown:
-            sys.stderr.write(f"{self.label} …" + ("" if self.tty else "\n"))
-            sys.stderr.flush()
+            if self.after_s <= 0:
+                self._announce()
             self.thread.start()
         return self
 
@@ -157,7 +172,8 @@ class Ticker:
         if self.shown:
             self.done.set()
             self.thread.join()
-            sys.stderr.write(("\r\x1b[K" if self.tty else "")
-                             + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
-                               f"{format_duration(time.monotonic() - self.t0)}\n")
-            sys.stderr.flush()
+            if self.announced:
+                sys.stderr.write(("\r\x1b[K" if self.tty else "")
+                                 + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
+                                   f"{format_duration(time.monotonic() - self.t0)}\n")
+                sys.stderr.flush()

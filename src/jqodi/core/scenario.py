@@ -24,12 +24,15 @@ as ``1.0e9`` or ``1e9`` (a string such as ``"1e9"`` is read as a number).
 """
 from __future__ import annotations
 
+import os
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BeforeValidator, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from jqodi.core.devices import CloudLink, CloudServer, Device, DeviceSpec, EdgeServer, EndDevice, WirelessLink
 from jqodi.core.estimates import LearningEstimate, check_estimate
@@ -43,7 +46,8 @@ from jqodi.errors import ScenarioError
 __all__ = [
     "Scenario", "DeviceSpec", "Device", "CloudServer", "EdgeServer", "EndDevice", "CloudLink", "WirelessLink",
     "DataSpec", "ModelEntry", "TrainingSpec", "RuntimeSpec", "ServingSpec", "SERVING_MODES",
-    "load_scenario", "parse_scenario", "default_scenario_path", "PAPER_MODELS", "VALID_BITS",
+    "load_scenario", "parse_scenario", "default_scenario_path", "packaged_scenarios", "scenario_path", "PAPER_MODELS",
+    "VALID_BITS",
 ]
 
 #: The paper's models (always known, even before the zoo — and torch — is imported).
@@ -61,30 +65,61 @@ def _three_sizes(v: Any) -> Any:
     return v
 
 
+def _is_data_path(v: str) -> bool:
+    """A ``dataset``/``split`` value that names a path (your own data) rather than a known name."""
+    return v.endswith(".npz") or "/" in v or v.startswith(".")
+
+
 def _dataset_name(v: Any) -> Any:
     """A known dataset, or the path of your own (an image folder, a ``.npz`` file): checked for
     existence by :func:`jqodi.core.data.check_scenario_data` (``jqodi run``), not here — planning
     needs no data."""
-    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not (
-            v.endswith(".npz") or "/" in v or v.startswith(".")):
+    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not _is_data_path(v):
         raise ValueError(f"must be fashion-mnist, cifar10, cifar100 or the path of an image folder or a .npz "
                          f"file (with a '/'), got {v!r}")
     return v
 
 
 def _split_name(v: Any) -> Any:
-    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and \
-            not (v.endswith(".npz") or "/" in v or v.startswith(".")):
+    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and not _is_data_path(v):
         raise ValueError(f"must be data1, data2, data2-shifted or the path of your own image folder or .npz "
                          f"file (with a '/'), got {v!r}")
     return v
+
+
+def _data_path(v: str, field: str, info: ValidationInfo) -> str:
+    """A relative data path of a scenario file, made absolute from the file's folder (as device and
+    trace files are). A path found only from the current directory is still taken from there, for
+    now, with a warning saying how to write it (the loader prints it; see :func:`load_scenario`)."""
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    p = Path(v).expanduser()
+    if base is None or p.is_absolute():
+        return str(p) if p.is_absolute() else v
+    here = Path(os.path.abspath(Path(base) / p))
+    if here.exists() or not p.exists():
+        return str(here)
+    cwd = Path(os.path.abspath(p))
+    notes = ctx.get("notes")
+    if notes is not None:
+        try:
+            rel = os.path.relpath(cwd, base)
+        except ValueError:  # pragma: no cover - another drive (Windows)
+            rel = str(cwd)
+        notes.append(f"data.{field}: {v!r} is not in the scenario file's folder ({base}); read from the current "
+                     f"directory as {cwd} for now: write it relative to the scenario file ({rel!r}) or as an "
+                     f"absolute path")
+    return str(cwd)
 
 
 class DataSpec(Strict):
     """The data: the cloud's ``dataset`` (its train split pretrains the models) and the end
     device's private ``split`` — the paper's data1/data2 drawn from it, or the path of your own
     image folder or ``.npz`` (then ``train_size``/``val_size`` are taken from its splits) —
-    how many samples, and ``data_dir``, the folder holding the named datasets' files."""
+    how many samples, and ``data_dir``, the folder holding the named datasets' files.
+
+    In a scenario file, a relative path (``split: ./my-images``, ``data_dir: data``) is read from
+    the file's folder, as its device and trace files are, and stored absolute."""
 
     dataset: Annotated[str, BeforeValidator(_dataset_name)] = "cifar10"
     split: Annotated[str, BeforeValidator(_split_name)] = "data1"
@@ -93,6 +128,13 @@ class DataSpec(Strict):
     val_size: SampleCount
     input_shape: Annotated[tuple[PosInt, PosInt, PosInt], BeforeValidator(_three_sizes)] = (3, 32, 32)
     num_classes: Annotated[int, NoBool, Field(ge=2, le=1_000_000)] = 10
+
+    @field_validator("dataset", "split", "data_dir")
+    @classmethod
+    def _relative_to_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or (info.field_name != "data_dir" and not _is_data_path(v)):
+            return v
+        return _data_path(v, str(info.field_name), info)
 
 
 class ModelEntry(Strict):
@@ -364,17 +406,46 @@ def default_scenario_path() -> Path:
     return Path(str(resources.files("jqodi") / "scenarios" / "paper-data1.yaml"))
 
 
+#: A scenario path starting with this names a scenario shipped with the package (``jqodi:cpu-demo``).
+PACKAGED_PREFIX = "jqodi:"
+
+
+def packaged_scenarios() -> list[str]:
+    """The names of the scenarios shipped with the package (``jqodi:NAME``)."""
+    folder = resources.files("jqodi") / "scenarios"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def scenario_path(path: str | Path) -> Path:
+    """``path`` as a file: ``jqodi:NAME`` (or ``jqodi:NAME.yaml``) is the packaged scenario NAME
+    (``jqodi:paper-data1``, ``jqodi:cpu-demo``); anything else is a path, as written."""
+    text = str(path)
+    if not text.startswith(PACKAGED_PREFIX):
+        return Path(path)
+    name = text[len(PACKAGED_PREFIX):].removesuffix(".yaml")
+    known = packaged_scenarios()
+    if name not in known:
+        raise ScenarioError(f"{text}: no packaged scenario {name!r} (packaged: "
+                            f"{', '.join(PACKAGED_PREFIX + k for k in known)})")
+    return Path(str(resources.files("jqodi") / "scenarios" / f"{name}.yaml"))
+
+
 def parse_scenario(data: Any, source: str = "scenario", base_dir: str | Path | None = None) -> Scenario:
     """Validate an already-parsed mapping. Errors name ``source`` and the field path.
-    ``base_dir``: where a relative ``device:`` path is looked for first (the file's folder)."""
+    ``base_dir``: the file's folder, where relative ``device:`` and ``data`` paths are read
+    (without it, relative data paths stay as written: the current directory's)."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: (top level): expected a mapping of fields, got "
                             f"{type(data).__name__ if data is not None else 'an empty document'}")
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise ScenarioError(f"{source}: {bad_keys[0]!r}: field names must be strings")
+    notes: list[str] = []
     try:
-        return Scenario.model_validate(data, context={"base_dir": base_dir})
+        out = Scenario.model_validate(data, context={"base_dir": base_dir, "notes": notes})
+        for note in notes:
+            _warn_once(f"warning: {source}: {note}")
+        return out
     except ValidationError as e:
         # the first problem pydantic reports; the alternatives of a union share its path
         raise ScenarioError(f"{source}: {error_line(e)}") from None
@@ -384,12 +455,23 @@ def parse_scenario(data: Any, source: str = "scenario", base_dir: str | Path | N
         raise ScenarioError(one_line(f"{source}: (top level): {e}")) from None
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    """A warning about a scenario file on stderr, once per process (a file is often loaded twice)."""
+    if line not in _WARNED:
+        _WARNED.add(line)
+        print(one_line(line), file=sys.stderr)
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file.
 
+    ``path`` may be ``jqodi:NAME``, a scenario shipped with the package (:func:`scenario_path`).
     Raises :class:`ScenarioError` with one line ``<file>: <field.path>: <problem>``.
     """
-    path = Path(path)
+    path = scenario_path(path)
     try:
         if path.is_dir():
             raise IsADirectoryError(path)
@@ -417,7 +499,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(one_line(f"{path}: (yaml): {where}{problem}")) from None
     except (RecursionError, ValueError, TypeError) as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {e}")) from None
-    scenario = parse_scenario(data, str(path), path.parent)
+    scenario = parse_scenario(data, str(path), path.resolve().parent)
     scenario._source_dir = path.resolve().parent
     scenario.resolved_timeline(str(path))
     return scenario

@@ -60,9 +60,16 @@ class UserDataset:
 
 
 def is_user_dataset(name: str) -> bool:
-    """Does ``name`` name a dataset by path (a folder, or a ``.npz`` file) rather than by name?"""
+    """Does ``name`` name a dataset by path (a folder, or a ``.npz`` file) rather than by name?
+    A path has a ``/``, starts with ``.`` or ends with ``.npz``; a bare word names a folder of the
+    current directory only when it is not a known dataset or split name (``data1``, ``cifar10``: a
+    folder called so is ``./data1``), so a name never changes meaning with the directory."""
+    from jqodi.core.data.catalog import is_known_name
+
     s = str(name)
-    return s.endswith(".npz") or "/" in s or s.startswith(".") or Path(s).is_dir()
+    if s.endswith(".npz") or "/" in s or s.startswith("."):
+        return True
+    return not is_known_name(s) and Path(s).is_dir()
 
 
 def load_user_dataset(path: str | Path, *, shape: tuple[int, int, int] | None = None,

@@ -4,7 +4,10 @@
   over every candidate.
 * ``full-model`` — *Full Model*: full precision only (32-bit candidates), same search.
 * ``minimal-model`` — *Minimal Model*: 1-bit candidates only (the smallest bit-width present when
-  the instance has no 1-bit candidate; ``extra["bits_used"]`` says which), same search.
+  the instance has no 1-bit candidate, e.g. no learning estimate for the 1-bit pairs;
+  ``extra["bits_used"]`` says which, and ``jqodi plan`` prints it), same search. When 1-bit
+  candidates exist but none reaches the target (K null) or meets the deadline, the answer is
+  ``infeasible`` at 1 bit: it never moves up to the next bit-width.
 * ``partition-only`` — Neurosurgeon-style: model and bit-width fixed by the user
   (``model=``, ``bits=``), best cut and edge.
 

@@ -78,6 +78,69 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
     return out
 
 
+#: Why a candidate can be in no plan (``excluded[].reason``; see :func:`excluded_candidates`).
+EXCLUSION_REASONS = ("no-estimate", "outside-omega", "latency", "target", "options", "deadline")
+
+
+def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Iterable[Candidate],
+                        *, omega: Iterable[int] | None = None, missing_bits: Iterable[int] = ()) -> list[dict]:
+    """The candidates a solver searched (``candidates``) that can be in no plan, and why — what
+    ``jqodi plan`` lists under "excluded", so a user sees why a favourite model was not chosen.
+
+    One row per candidate: ``candidate`` (``model@bits``), ``model``, ``bits``, ``reason`` (one of
+    :data:`EXCLUSION_REASONS`) and ``why`` (the same in words). Reasons, in the order checked:
+    ``latency`` (cannot serve a request within ``serving.latency_slo_s``), ``target`` (the epoch
+    estimate is null: it never reaches L_max), ``options`` (no feasible (edge, cut)), ``deadline``
+    (even its fastest option misses T_max: τ_(a,q) + K·min epoch time; the row adds ``epochs`` and
+    ``fastest_time_s``). ``omega``: the solver searches only these bit-widths (Ω); the instance's
+    other candidates get ``outside-omega``. ``missing_bits``: the bit-widths whose pairs listed in
+    ``meta.missing_estimates`` (left out of the instance: no learning estimate) get ``no-estimate``.
+    A candidate not listed can meet the deadline and the target: a plan chose another for its energy.
+    """
+    from jqodi.planner.common import deadline_limit_s, option_arrays
+
+    k_name = "K^rob" if epochs == "robust" else "K^exp"
+    out = []
+    wanted = set(missing_bits)
+    for key in (instance.meta or {}).get("missing_estimates") or []:
+        model, _, bits = str(key).rpartition("@")
+        if bits.isdigit() and int(bits) in wanted:
+            out.append({"candidate": key, "model": model, "bits": int(bits), "reason": "no-estimate",
+                        "why": "no learning estimate (L_a, γ, K^exp, K^rob): left out of the instance"})
+    searched = list(candidates)
+    if omega is not None:
+        omega = set(omega)
+        ids = {id(c) for c in searched}
+        for c in instance.candidates:
+            if id(c) not in ids and c.bits not in omega:
+                out.append({"candidate": c.key, "model": c.model, "bits": c.bits, "reason": "outside-omega",
+                            "why": f"not searched: {c.bits} bits is a baseline bit-width, outside Ω "
+                                   f"(bits {', '.join(map(str, sorted(omega)))})"})
+    limit = deadline_limit_s(instance.deadline_s)
+    for c in searched:
+        row = {"candidate": c.key, "model": c.model, "bits": c.bits}
+        K = c.epochs.get(epochs)
+        if instance.serving is not None and (c.serving is None or not c.serving.feasible):
+            why = c.serving.reason if c.serving is not None else "no serving entry"
+            row.update(reason="latency", why=f"cannot serve within latency_slo_s "
+                                             f"{instance.serving.latency_slo_s:g} s ({why})")
+        elif K is None:
+            row.update(reason="target", why=f"never reaches target loss {instance.target_loss:g} "
+                                            f"({k_name}: none)")
+        elif not c.options:
+            reasons = "; ".join(str(x.get("reason", x)) for x in c.infeasible) or "no option given"
+            row.update(reason="options", why=f"no feasible (edge, cut): {reasons}")
+        else:
+            fastest = c.quantize_time_s + K * float(option_arrays(c).time_s.min())
+            if fastest <= limit:
+                continue
+            row.update(reason="deadline", epochs=K, fastest_time_s=fastest,
+                       why=f"misses T_max {instance.deadline_s:g} s on every (edge, cut): "
+                           f"≥ {fastest:.4g} s for {K} epochs ({k_name})")
+        out.append(row)
+    return out
+
+
 def infeasible_solution(instance: PlanningInstance, solver: str, epochs: str, *,
                         candidates: Iterable[Candidate] | None = None, scope: str | None = None,
                         **extra) -> Solution:

@@ -9,7 +9,7 @@ import inspect
 from typing import Iterable
 
 from jqodi.errors import PlanningError
-from jqodi.planner.common import Stopwatch, check_epochs, search_bits
+from jqodi.planner.common import Stopwatch, check_epochs, search_bits, search_candidates
 from jqodi.planner.registry import SOLVERS
 from jqodi.core.instance import PlanningInstance, Solution
 
@@ -34,7 +34,38 @@ def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: s
     clock = Stopwatch()
     sol = fn(instance, epochs=epochs, **opts)
     sol.extra["plan_time_ms"] = clock.ms
+    sol.extra.setdefault("excluded", _excluded(instance, solver, sol, epochs, opts))
     return sol
+
+
+#: The built-in solvers that search only Ω (``meta.search_bits``; jqodi.planner.common.search_candidates).
+OMEGA_SOLVERS = ("jqodi", "optimal", "static")
+
+
+def _excluded(instance: PlanningInstance, solver: str, sol: Solution, epochs: str, opts: dict) -> list[dict]:
+    """``extra["excluded"]``: the candidates ``solver`` searched that can be in no plan, and why
+    (:func:`jqodi.planner.explain.excluded_candidates`), each built-in solver over its own space."""
+    from jqodi.planner.explain import excluded_candidates
+
+    all_bits = {c.bits for c in instance.candidates} | {
+        int(k.rpartition("@")[2]) for k in (instance.meta or {}).get("missing_estimates") or []
+        if k.rpartition("@")[2].isdigit()}
+    omega = search_bits(instance) if solver in OMEGA_SOLVERS else None
+    if omega is not None:
+        cands, missing = search_candidates(instance), set(omega)
+    elif solver == "full-model":
+        cands = [c for c in instance.candidates if c.bits >= 32]
+        missing = {b for b in all_bits if b >= 32}
+    elif solver == "minimal-model":  # the fewest bits present; a pair left out below them explains why
+        q = sol.extra.get("bits_used")
+        cands = [c for c in instance.candidates if c.bits == q]
+        missing = {b for b in all_bits if q is None or b <= q}
+    elif solver == "partition-only":
+        cands = [c for c in instance.candidates if (c.model, c.bits) == (opts.get("model"), opts.get("bits"))]
+        missing = set()
+    else:  # a registered solver: its space is the instance's
+        cands, missing = list(instance.candidates), all_bits
+    return excluded_candidates(instance, epochs, cands, omega=omega, missing_bits=missing)
 
 
 def schedule_text(sol: Solution) -> str:

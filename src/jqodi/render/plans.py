@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["comparison_table", "comparison_notes", "savings_summary", "energy_split_lines"]
+__all__ = ["comparison_table", "comparison_notes", "savings_summary", "energy_split_lines", "excluded_lines",
+           "bits_used_line"]
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -104,3 +105,42 @@ def savings_summary(rows: list[dict]) -> str | None:
              and math.isfinite(r["optimal_saves_pct"])
              and (r.get("in_search_space", True) or r["optimal_saves_pct"] >= 0)]  # else: comparison_notes
     return ("optimal saves " + ", ".join(parts)) if parts else None
+
+
+#: ``jqodi plan`` shows at most this many excluded candidates one per line (``--json`` has them all).
+EXCLUDED_SHOWN = 8
+
+
+def excluded_lines(sol) -> list[str]:
+    """The "excluded" section of a plan: each candidate the solver searched that can be in no plan,
+    and why (``extra["excluded"]``, :func:`jqodi.planner.explain.excluded_candidates`); then the
+    candidates outside Ω ("not searched") on one line. Empty when nothing was excluded."""
+    rows = list(sol.extra.get("excluded") or [])
+    if not rows:
+        return []
+    outside = [r for r in rows if r["reason"] == "outside-omega"]
+    listed = [r for r in rows if r["reason"] != "outside-omega"]
+    width = max((len(r["candidate"]) for r in listed[:EXCLUDED_SHOWN]), default=0)
+    lines = [f"{r['candidate']:<{width}}  {r['why']}" for r in listed[:EXCLUDED_SHOWN]]
+    if len(listed) > EXCLUDED_SHOWN:
+        lines.append(f"(+{len(listed) - EXCLUDED_SHOWN} more: --json lists them under 'excluded')")
+    out = [("excluded      " if i == 0 else " " * 14) + ln for i, ln in enumerate(lines)]
+    if outside:
+        bits = sorted({r["bits"] for r in outside})
+        out.append(f"not searched  {', '.join(r['candidate'] for r in outside)} (bits {', '.join(map(str, bits))}: "
+                   f"baseline_bits, for the Full/Minimal-Model baselines; move one to 'bits' to let "
+                   f"{sol.solver} choose it)")
+    return out
+
+
+def bits_used_line(sol) -> str | None:
+    """For *Minimal Model*: the bit-width it used when the instance has no 1-bit candidate
+    (``extra["bits_used"]`` > 1), and why; ``None`` otherwise."""
+    q = sol.extra.get("bits_used")
+    if q is None or q <= 1:
+        return None
+    left_out = [r["candidate"] for r in sol.extra.get("excluded") or [] if r["reason"] == "no-estimate"
+                and r["bits"] < q]
+    why = f"1-bit {', '.join(left_out)} left out for want of a learning estimate" if left_out else \
+        "the instance has no 1-bit candidate"
+    return f"note: {sol.solver} used the fewest bits present, {q}, not the paper's 1 bit ({why})"

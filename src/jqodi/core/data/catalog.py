@@ -14,8 +14,8 @@ from jqodi.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DATASETS", "canonical_data_name", "canonical_dataset", "cloud_dataset_name", "data_label",
-           "dataset_classes", "dataset_shape", "to_tensor"]
+__all__ = ["DATASETS", "SD_SPLIT_NAMES", "canonical_data_name", "canonical_dataset", "cloud_dataset_name",
+           "data_label", "dataset_classes", "dataset_shape", "is_known_name", "to_tensor"]
 
 #: Per-channel mean/std of the cloud training sets (images in [0, 1]).
 _NORM = {
@@ -27,8 +27,17 @@ DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 _ALIASES = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist",
             "cifar10": "cifar10", "cifar-10": "cifar10", "cifar": "cifar10",
             "cifar100": "cifar100", "cifar-100": "cifar100"}
+#: The paper's end-device splits by name (``jqodi.core.data.end_device.SD_SPLITS`` holds their sizes).
+SD_SPLIT_NAMES = ("data1", "data2", "data2-shifted")
 _CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
 _SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+
+
+def is_known_name(name: str) -> bool:
+    """Does ``name`` (any case) name a known dataset or one of the paper's splits? Such a name is never
+    read as a folder, even where one of that name exists (write ``./data1`` for a folder)."""
+    n = str(name).lower()
+    return n in _ALIASES or n in SD_SPLIT_NAMES
 
 
 def canonical_dataset(name: str) -> str:
@@ -46,11 +55,14 @@ def canonical_dataset(name: str) -> str:
 
 def canonical_data_name(name: str) -> str:
     """The end device's data as the trace store and estimates name it: the paper's splits
-    (``data1``, ``data2``, …) as they are, your own data by its absolute path however it is written
-    (``./my-images``, ``my-images/``)."""
+    (``data1``, ``data2``, …) in lower case (``Data1`` is ``data1``, as :func:`end_device_data` reads it),
+    your own data by its absolute path with symbolic links resolved, however it is written
+    (``./my-images``, ``my-images/``, a link to it): one name per folder, one folder per name."""
     from jqodi.core.userdata import is_user_dataset
 
-    return canonical_dataset(name) if is_user_dataset(name) else name
+    if is_user_dataset(name):
+        return canonical_dataset(name)
+    return name.lower() if name.lower() in SD_SPLIT_NAMES else name
 
 
 def data_label(data_name: str, dataset: str) -> str:

@@ -1,6 +1,6 @@
 """Learning traces: runs as data (:mod:`~jqodi.core.traces.runs`) and the SQLite store that keeps
 them (:mod:`~jqodi.core.traces.store`; its docstring says what is stored and how)."""
 from jqodi.core.traces.runs import EpochTrace, RunTrace
-from jqodi.core.traces.store import SCHEMA_VERSION, TraceStore
+from jqodi.core.traces.store import NO_EPOCH_REASON, SCHEMA_VERSION, TraceStore, skipped_text
 
-__all__ = ["SCHEMA_VERSION", "EpochTrace", "RunTrace", "TraceStore"]
+__all__ = ["NO_EPOCH_REASON", "SCHEMA_VERSION", "EpochTrace", "RunTrace", "TraceStore", "skipped_text"]

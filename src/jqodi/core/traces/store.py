@@ -387,3 +387,24 @@ class TraceStore:
     @staticmethod
     def to_json(runs: Sequence[RunTrace]) -> str:
         return json.dumps({"schema_version": SCHEMA_VERSION, "runs": [r.to_dict() for r in runs]}, indent=1)
+
+
+#: The reason the learned prior gives a stored run with no epoch (``jqodi.learning.prior``'s skip counts).
+NO_EPOCH_REASON = "no epochs"
+
+
+def skipped_text(skipped: dict[str, int]) -> str:
+    """Skip counts by reason (e.g. :attr:`jqodi.learning.prior.CurvePrior.skipped`) in words, with the
+    runs that recorded no epoch — a run stopped before its first epoch, which older versions stored
+    — apart from the unusable ones (a foreign model, a corrupt row): ``"1 run that recorded no epoch
+    and 2 unusable runs (1 unknown model 'alexnet', 1 unreadable row (JSONDecodeError))"``."""
+    no_epoch = int(skipped.get(NO_EPOCH_REASON, 0))
+    bad = {k: int(n) for k, n in skipped.items() if k != NO_EPOCH_REASON and n}
+    parts = []
+    if no_epoch:
+        parts.append(f"{no_epoch} run{'s' if no_epoch != 1 else ''} that recorded no epoch")
+    if bad:
+        n = sum(bad.values())
+        why = ", ".join(f"{c} {k}" for k, c in sorted(bad.items()))
+        parts.append(f"{n} unusable run{'s' if n != 1 else ''} ({why})")
+    return " and ".join(parts)
