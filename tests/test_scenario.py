@@ -301,6 +301,25 @@ def test_relative_data_paths_are_read_from_the_scenario_files_folder(tmp_path, m
     assert parse_scenario({**d, "data": {**d["data"], "split": "./x"}}).data.split == "./x"
 
 
+def test_odd_data_paths_of_a_scenario_file_plan_or_fail_in_one_line(tmp_path, capsys):
+    """A data path the file system cannot look up (too long) does not stop a plan (the data is checked
+    when a run loads it); '~user' of no such user is one line naming the field, exit 2, not a traceback."""
+    from jqodi.cli import main
+
+    d = copy.deepcopy(BASE)
+    long_name = "./" + "x" * 300 + "/imgs"
+    d["data"] = {**d["data"], "split": long_name}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(d))
+    assert load_scenario(tmp_path / "long.yaml").data.split == str(tmp_path.resolve() / ("x" * 300) / "imgs")
+    d["data"] = {**d["data"], "split": "~no-such-user-jqodi/imgs"}
+    (tmp_path / "nouser.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(ScenarioError, match=r"nouser\.yaml: data\.split: no home folder for '~no-such-user-jqodi'"):
+        load_scenario(tmp_path / "nouser.yaml")
+    assert main(["plan", str(tmp_path / "nouser.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.split: no home folder" in err
+
+
 def test_packaged_scenarios_by_name(capsys):
     """``jqodi:NAME`` is the scenario shipped with the package (as ``jqodi:traces/X`` is a packaged trace)."""
     from jqodi.cli import main
