@@ -320,27 +320,6 @@ def test_odd_data_paths_of_a_scenario_file_plan_or_fail_in_one_line(tmp_path, ca
     assert err.count("\n") == 1 and "data.split: no home folder" in err
 
 
-def test_a_linked_scenario_file_reads_its_device_and_data_paths_beside_the_link(tmp_path, monkeypatch):
-    """'device:' and data paths are read from the folder the scenario file is named in: a link to a shared
-    scenario finds the device file and data beside the link (as 'device:' did before data paths were relative)."""
-    from jqodi.core.device_model import load_device_file
-
-    (tmp_path / "shared").mkdir()
-    (tmp_path / "mine" / "my-images").mkdir(parents=True)
-    (tmp_path / "cwd").mkdir()
-    box = load_device_file("pi5").model_dump(mode="json", exclude_none=True)
-    (tmp_path / "mine" / "box.yaml").write_text(yaml.safe_dump(box))
-    d = copy.deepcopy(BASE)
-    d["end_device"] = {"name": d["end_device"]["name"], "device": "box.yaml"}
-    d["data"] = {**d["data"], "split": "./my-images"}
-    (tmp_path / "shared" / "s.yaml").write_text(yaml.safe_dump(d))
-    (tmp_path / "mine" / "s.yaml").symlink_to(tmp_path / "shared" / "s.yaml")
-    monkeypatch.chdir(tmp_path / "cwd")
-    s = load_scenario("../mine/s.yaml")
-    assert s.end_device.device_ref == str((tmp_path / "mine" / "box.yaml").resolve())
-    assert s.data.split == str((tmp_path / "mine" / "my-images").resolve())
-
-
 def test_packaged_scenarios_by_name(capsys):
     """``jqodi:NAME`` is the scenario shipped with the package (as ``jqodi:traces/X`` is a packaged trace)."""
     from jqodi.cli import main

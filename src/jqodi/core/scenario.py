@@ -511,8 +511,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(one_line(f"{path}: (yaml): {where}{problem}")) from None
     except (RecursionError, ValueError, TypeError) as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {e}")) from None
-    # device: and data paths from the folder the file is named in (a link's, not its target's), absolute
-    scenario = parse_scenario(data, str(path), Path(os.path.abspath(path)).parent)
+    scenario = parse_scenario(data, str(path), path.resolve().parent)
     scenario._source_dir = path.resolve().parent
     scenario.resolved_timeline(str(path))
     return scenario
