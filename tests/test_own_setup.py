@@ -66,7 +66,12 @@ def test_the_guide_end_to_end(tmp_path, monkeypatch, capsys):
     # across machines: the job file, with emulation off as the guide says
     assert main(["run", "my-scenario.yaml", "--estimates", "estimates.json", "--no-emulate",
                  "--write-job", "job.json"]) == 0
-    assert json.loads(Path("job.json").read_text())["emulation"]["enabled"] is False
+    job = json.loads(Path("job.json").read_text())
+    assert job["emulation"]["enabled"] is False
+    # the data paths as the end device reads them: absolute, from the scenario file's folder (the guide says so)
+    mine = str((tmp_path / "my-images").resolve())
+    assert (job["data"]["name"], job["data"]["dataset"]) == (mine, mine)
+    assert "its copies at those same paths" in guide
 
 
 @pytest.fixture(autouse=True)

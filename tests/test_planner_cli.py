@@ -265,3 +265,22 @@ def test_minimal_model_without_a_one_bit_candidate_says_which_bits_it_used(tmp_p
     minimal = rows["minimal-model"]["solution"]
     assert minimal.extra["bits_used"] == 1 and minimal.status == "infeasible"
     assert [r["reason"] for r in minimal.extra["excluded"]] == ["target"]
+
+
+def test_the_not_searched_line_names_at_most_eight_candidates(tmp_path, capsys):
+    """Like the excluded lines above it: a scenario of many models lists the first eight outside Ω, then a count."""
+    from jqodi.planner import Candidate, EpochEstimates, Option
+
+    def c(model, bits):
+        return Candidate(model, bits, 0.0, 0.0, EpochEstimates(2, 3), (Option("es", 1, 1.0, 10.0),))
+
+    models = [f"m{i}" for i in range(6)]
+    inst = PlanningInstance(10.0, 0.5, tuple(c(m, b) for m in models for b in (8, 1, 32)),
+                            meta={"search_bits": [8], "baseline_bits": [1, 32]})
+    path = tmp_path / "i.json"
+    path.write_text(inst.to_json())
+    assert main(["plan", "--instance", str(path)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("not searched"))
+    assert line.startswith("not searched  m0@1, m0@32, m1@1, m1@32, m2@1, m2@32, m3@1, m3@32 (+4 more) (bits 1, 32:")
+    assert main(["plan", "--instance", str(path), "--json"]) == 0
+    assert sum(r["reason"] == "outside-omega" for r in json.loads(capsys.readouterr().out)["excluded"]) == 12

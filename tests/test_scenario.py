@@ -301,6 +301,49 @@ def test_relative_data_paths_are_read_from_the_scenario_files_folder(tmp_path, m
     assert parse_scenario({**d, "data": {**d["data"], "split": "./x"}}).data.split == "./x"
 
 
+def test_odd_data_paths_of_a_scenario_file_plan_or_fail_in_one_line(tmp_path, capsys):
+    """A data path the file system cannot look up (too long) does not stop a plan (the data is checked
+    when a run loads it); '~user' of no such user is one line naming the field, exit 2, not a traceback."""
+    from jqodi.cli import main
+
+    d = copy.deepcopy(BASE)
+    long_name = "./" + "x" * 300 + "/imgs"
+    d["data"] = {**d["data"], "split": long_name}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(d))
+    assert load_scenario(tmp_path / "long.yaml").data.split == str(tmp_path.resolve() / ("x" * 300) / "imgs")
+    d["data"] = {**d["data"], "split": "~no-such-user-jqodi/imgs"}
+    (tmp_path / "nouser.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(ScenarioError, match=r"nouser\.yaml: data\.split: no home folder for '~no-such-user-jqodi'"):
+        load_scenario(tmp_path / "nouser.yaml")
+    assert main(["plan", str(tmp_path / "nouser.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.split: no home folder" in err
+
+
+def test_a_linked_scenario_file_reads_its_device_data_and_traces_beside_the_file_it_links_to(tmp_path, monkeypatch):
+    """'device:', data and trace paths are all read from the folder of the file a link points to (one rule
+    for the three; it also lets 'jqodi plan /dev/stdin < s.yaml' find them beside s.yaml); the guide says so."""
+    from jqodi.core.device_model import load_device_file
+
+    (tmp_path / "shared" / "my-images").mkdir(parents=True)
+    (tmp_path / "mine" / "my-images").mkdir(parents=True)
+    (tmp_path / "cwd").mkdir()
+    box = load_device_file("pi5").model_dump(mode="json", exclude_none=True)
+    (tmp_path / "shared" / "box.yaml").write_text(yaml.safe_dump(box))
+    d = copy.deepcopy(BASE)
+    d["end_device"] = {"name": d["end_device"]["name"], "device": "box.yaml"}
+    d["data"] = {**d["data"], "split": "./my-images"}
+    (tmp_path / "shared" / "s.yaml").write_text(yaml.safe_dump(d))
+    (tmp_path / "mine" / "s.yaml").symlink_to(tmp_path / "shared" / "s.yaml")
+    monkeypatch.chdir(tmp_path / "cwd")
+    s = load_scenario("../mine/s.yaml")
+    shared = (tmp_path / "shared").resolve()
+    assert s.end_device.device_ref == str(shared / "box.yaml") and s.data.split == str(shared / "my-images")
+    assert s._source_dir == shared
+    assert "for a link to a scenario file, beside the file it links to" in " ".join(
+        (Path(__file__).resolve().parents[1] / "docs" / "your-own-setup.md").read_text().split())
+
+
 def test_packaged_scenarios_by_name(capsys):
     """``jqodi:NAME`` is the scenario shipped with the package (as ``jqodi:traces/X`` is a packaged trace)."""
     from jqodi.cli import main

@@ -185,3 +185,18 @@ def test_one_canonical_name_per_folder_and_one_folder_per_name(tmp_path, monkeyp
     assert canonical_dataset("cifar10") == "cifar10" and not is_user_dataset("data1")
     assert canonical_data_name("./data1") == str((tmp_path / "data1").resolve())   # the folder, written as a path
     assert is_user_dataset("a") and canonical_data_name("a") == str((tmp_path / "a").resolve())  # a bare folder
+
+
+def test_a_home_folder_of_no_such_user_is_one_line(tmp_path, capsys):
+    """'~user/...' written where the shell does not expand it (quoted, a file): a one-line error, exit 2."""
+    from jqodi.cli import main
+    from jqodi.core.data import canonical_data_name
+
+    with pytest.raises(DataError, match=r"^dataset '~no-such-user-jqodi/imgs': no home folder for '~no-such-user-jqodi'$"):
+        canonical_data_name("~no-such-user-jqodi/imgs")
+    from jqodi.core.traces import TraceStore
+
+    TraceStore(tmp_path / "t.db").close()
+    assert main(["traces", "--store", str(tmp_path / "t.db"), "--data", "~no-such-user-jqodi/imgs"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no home folder for '~no-such-user-jqodi'" in err

@@ -87,17 +87,29 @@ def _split_name(v: Any) -> Any:
     return v
 
 
+def _exists(p: Path) -> bool:
+    """Does ``p`` exist? A path that cannot even be looked up (too long, a NUL byte) does not:
+    the data is checked when a run loads it, not when a plan is made."""
+    try:
+        return p.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _data_path(v: str, field: str, info: ValidationInfo) -> str:
     """A relative data path of a scenario file, made absolute from the file's folder (as device and
     trace files are). A path found only from the current directory is still taken from there, for
     now, with a warning saying how to write it (the loader prints it; see :func:`load_scenario`)."""
     ctx = info.context or {}
     base = ctx.get("base_dir")
-    p = Path(v).expanduser()
+    try:
+        p = Path(v).expanduser()
+    except RuntimeError:  # ~user of no such user
+        raise ValueError(f"no home folder for {v.split('/')[0]!r}") from None
     if base is None or p.is_absolute():
         return str(p) if p.is_absolute() else v
     here = Path(os.path.abspath(Path(base) / p))
-    if here.exists() or not p.exists():
+    if _exists(here) or not _exists(p):
         return str(here)
     cwd = Path(os.path.abspath(p))
     notes = ctx.get("notes")

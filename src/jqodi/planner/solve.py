@@ -20,7 +20,9 @@ def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: s
 
     ``opts`` go to the solver: ``jqodi`` takes ``mode``, ``buckets``, ``prune_dominated``;
     ``optimal`` takes ``time_limit_s``; ``partition-only`` needs ``model`` and ``bits``.
-    ``extra["plan_time_ms"]`` of the answer is the wall time of the whole call.
+    ``extra["plan_time_ms"]`` of the answer is the solver's wall time; ``extra["excluded"]``
+    (:func:`_excluded`), computed after it and not counted there, lists the candidates it searched
+    that can be in no plan.
     """
     if isinstance(instance, dict):
         instance = PlanningInstance.from_dict(instance)

@@ -114,7 +114,8 @@ EXCLUDED_SHOWN = 8
 def excluded_lines(sol) -> list[str]:
     """The "excluded" section of a plan: each candidate the solver searched that can be in no plan,
     and why (``extra["excluded"]``, :func:`jqodi.planner.explain.excluded_candidates`); then the
-    candidates outside Ω ("not searched") on one line. Empty when nothing was excluded."""
+    candidates outside Ω ("not searched") on one line, the first :data:`EXCLUDED_SHOWN` by name.
+    Empty when nothing was excluded."""
     rows = list(sol.extra.get("excluded") or [])
     if not rows:
         return []
@@ -127,7 +128,9 @@ def excluded_lines(sol) -> list[str]:
     out = [("excluded      " if i == 0 else " " * 14) + ln for i, ln in enumerate(lines)]
     if outside:
         bits = sorted({r["bits"] for r in outside})
-        out.append(f"not searched  {', '.join(r['candidate'] for r in outside)} (bits {', '.join(map(str, bits))}: "
+        names = ", ".join(r["candidate"] for r in outside[:EXCLUDED_SHOWN]) + (
+            f" (+{len(outside) - EXCLUDED_SHOWN} more)" if len(outside) > EXCLUDED_SHOWN else "")
+        out.append(f"not searched  {names} (bits {', '.join(map(str, bits))}: "
                    f"baseline_bits, for the Full/Minimal-Model baselines; move one to 'bits' to let "
                    f"{sol.solver} choose it)")
     return out

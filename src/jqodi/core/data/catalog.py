@@ -45,7 +45,10 @@ def canonical_dataset(name: str) -> str:
     from jqodi.core.userdata import is_user_dataset
 
     if is_user_dataset(name):
-        return str(Path(name).expanduser().resolve())
+        try:
+            return str(Path(name).expanduser().resolve())
+        except RuntimeError:  # ~user of no such user
+            raise DataError(f"dataset {name!r}: no home folder for {str(name).split('/')[0]!r}") from None
     try:
         return _ALIASES[name.lower()]
     except KeyError:
