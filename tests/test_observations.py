@@ -88,6 +88,58 @@ def test_observation_4_cannot_hold_with_the_idle_power_the_paper_rates():
     assert b["idle_es_plus_cs_rated_w"] == 161.0 > 2.5 * b["idle_es_plus_cs_max_w"]
 
 
+def test_observation_4_with_an_idle_floor_needs_f_below_a_third():
+    """The floor form of that proof (docs/foundation.md, "Observation 4 on the fitted testbed"):
+    at any cut c ≥ 2 the Pi runs LeNet's blocks 1-2, ≥ 34.7 % of its VGG inference under any
+    roofline at s(4) ≥ 0.5, so ≥ 4.68 s with the inference ≥ 13.5 s; the ES and CS idle and the Pi
+    draws ≥ 3.75 W meanwhile, so E(c) ≥ (ES + CS idle + 3.75 W) × 4.68 s, and E(c) < E(1) ≤
+    265.7 J needs ES + CS idle < 53.0 W: F < 0.329 of Tables III-IV's 161 W with the RTX 3090 as
+    ES (F < 0.524 of 101 W with the RTX 4090, whose LeNet epoch the paper does not price)."""
+    fit = _fit_script()
+    b = fit.obs4_idle_floor_bound(fit.Predictor())
+    assert b["epochs_6bit"] == 36 and b["epoch_energy_cut1_max_j"] == pytest.approx(1.25 * 7651.3 / 36)
+    assert b["blocks12_share_of_inference_least"] == pytest.approx(b["blocks12_share_compute_bound"])
+    assert b["blocks12_share_of_inference_least"] == pytest.approx(0.3470, abs=1e-4)
+    assert b["pi_time_cut2_min_s"] == pytest.approx(0.3470 * 13.5, abs=2e-3)
+    assert b["pi_time_cut2_min_s"] > fit.obs4_idle_bound(fit.Predictor())["pi_extra_time_min_s"]  # tighter
+    es3090, es4090 = b["per_edge"]["rtx3090"], b["per_edge"]["rtx4090"]
+    assert es3090["idle_floor_max"] == pytest.approx((265.67 / 4.6848 - 3.75) / 161, abs=1e-3)
+    assert es3090["idle_floor_max"] == pytest.approx(0.329, abs=1e-3)
+    assert es4090["idle_floor_max"] == pytest.approx(0.524, abs=1e-3)
+    assert es3090["idle_es_plus_cs_max_w"] == pytest.approx(53.0, abs=0.05)
+
+
+def test_the_idle_floor_proof_steps_hold_in_the_cost_model():
+    """Each step of obs4_idle_floor_bound checked on the cost model itself, on a set where
+    Observation 4 holds (the Observation-4 search's seed-17 result, idle energy counted): the
+    Pi's compute at every cut c ≥ 2 is ≥ κ₁₂ × that set's own VGG inference time (any roofline),
+    and E(c) ≥ (ES idle + CS idle + Pi busy) × the Pi's compute time (the epoch's phases add up;
+    the ES and CS idle while the Pi computes). A cost model that overlapped the phases, or
+    stopped charging idle power while a peer computes, would fail here."""
+    import json
+
+    fit = _fit_script()
+    result = json.loads((ROOT / "benchmarks/results/fit_paper_testbed_minimax_link433_obs4_seed17.json").read_text())
+    fit.FREE_BW = fit.FREE_S = True
+    try:
+        params = result["parameters"]
+        p = np.array([params[n] if n.endswith("idle_share") else np.log(params[n]) for n in fit.NAMES])
+        pred = fit.Predictor()
+        files = fit.device_files(p)
+        assert fit.observations(pred, files, margin=0.0)["obs4"] == 0.0
+        b = fit.obs4_idle_floor_bound(pred)
+        inference_s = pred.predict(files)[-1]
+        ct = pred.tables(files, "data1", "lenet", [4])
+        pi, es, cs = files["pi5"], files["rtx3090"], files["a100"]
+        for cut in ct.cuts[1:]:
+            e = ct.epoch(4, cut, "rtx3090")
+            assert e.end_compute_s >= b["blocks12_share_of_inference_least"] * inference_s * (1 - 1e-9)
+            assert e.time_s >= e.end_compute_s
+            assert e.energy_j >= (es.idle_power_w + cs.idle_power_w + pi.busy_power_w) * e.end_compute_s
+    finally:
+        fit.FREE_BW = fit.FREE_S = False
+
+
 def test_idle_energy_at_the_rated_idle_powers_contradicts_the_papers_energies():
     """The proof of docs/foundation.md ("Idle energy and the paper's figures"): with idle energy
     counted, the ES and CS draw at least their idle power all through every epoch, so a run
