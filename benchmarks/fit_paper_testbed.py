@@ -53,7 +53,8 @@ best parameters. ``--rated-idle`` (docs/foundation.md, "The paper's accounting";
 ``--no-idle-energy``) writes Tables II-IV's idle powers into the files and leaves the idle shares
 out of the search; --init / --seeds / --package paths are recorded relative to the repository.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
-packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
+packaged files were made: docs/devices.md); ``--devices-dir DIR`` writes them into DIR instead
+(an alternative testbed: src/jqodi/devices/obs4, docs/foundation.md "Observation 4"). The figures are priced on the packaged scenarios' SD ↔
 ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
 results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints three
 proofs that need no fitted parameter and stops (every run prints them too):
@@ -813,6 +814,9 @@ def main(argv=None) -> int:
                     help="no fit: take the parameters of an earlier result (this script's JSON output, with its "
                          "--free-bandwidth / --free-s / --s-max) as they are, print its figures; with --write "
                          "package them")
+    ap.add_argument("--devices-dir", metavar="DIR", default=None,
+                    help="with --write: write the four device files into DIR instead of the packaged "
+                         "src/jqodi/devices/ (an alternative testbed, e.g. src/jqodi/devices/obs4)")
     ap.add_argument("--wifi-bps", type=float, default=None, metavar="R",
                     help="price every SD-ES link at R bit/s (default: the scenarios' 433.3e6, the Pi 5 radio's "
                          "peak PHY rate; 664.75e6, 80 MHz at 25 dB, reproduces results searched before 2026-12-01)")
@@ -982,11 +986,17 @@ def main(argv=None) -> int:
                                                     for m, (e, t, o) in best.items()}}
         print(f"{key} static Optimum per model: " + "; ".join(f"{m} {e:.0f} J {t:.0f} s ({o})" for m, (e, t, o)
                                                              in best.items()) + f" → {pick}", file=sys.stderr)
+    if args.devices_dir is not None and not args.write:
+        ap.error("--devices-dir: needs --write")
     if args.write:
+        out_dir = Path(args.devices_dir) if args.devices_dir is not None else packaged_devices_dir()
+        out_dir.mkdir(parents=True, exist_ok=True)
         for name, f in files.items():
             header = (f"# {SPEC[name]['desc']}.\n# Fitted by benchmarks/fit_paper_testbed.py to the paper's reported "
                       f"figures (docs/devices.md); spec-sheet peak {SPEC[name]['peak']:.4g} FLOP/s.\n")
-            dump_device_file(f, packaged_devices_dir() / f"{name}.yaml", header)
+            if args.devices_dir is not None and args.package:
+                header += f"# Written by --package {_repo_path(args.package)} --write --devices-dir.\n"
+            dump_device_file(f, out_dir / f"{name}.yaml", header)
     obs = observations(pred, files, margin=0.0)
     bound = obs4_idle_bound(pred)
     print(f"Observation 4 with idle energy: needs ES + CS idle < {bound['idle_es_plus_cs_max_w']:.1f} W "
@@ -1005,6 +1015,7 @@ def main(argv=None) -> int:
                "static_optimum": choices, "required_choices": required,
                "global_search": searched,
                "packaged_from": None if args.package is None else _repo_path(args.package),
+               "devices_dir": None if args.devices_dir is None else _repo_path(args.devices_dir),
                "options": {"observations": args.observations, "within": args.within,
                            "idle_energy": not args.no_idle_energy, "rated_idle": RATED_IDLE,
                            "idle_floor": IDLE_FLOOR, "starts": args.starts},
