@@ -54,9 +54,9 @@ best parameters. ``--rated-idle`` (docs/foundation.md, "The paper's accounting";
 out of the search; --init / --seeds / --package paths are recorded relative to the repository.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
 packaged files were made: docs/devices.md); ``--devices-dir DIR`` writes them into DIR instead
-(an alternative testbed: src/jqodi/devices/obs4, docs/foundation.md "Observation 4"). The figures are priced on the packaged scenarios' SD ↔
-ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
-results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints three
+(an alternative testbed: src/jqodi/devices/obs4, docs/foundation.md "Observation 4"). The
+figures are priced on the packaged scenarios' SD ↔ ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
+results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints the
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
 energies), :func:`obs4_idle_bound`, its form with an idle floor :func:`obs4_idle_floor_bound`
