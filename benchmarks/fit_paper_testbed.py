@@ -824,6 +824,8 @@ def main(argv=None) -> int:
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
     args = ap.parse_args(argv)
+    if args.devices_dir is not None and not args.write:
+        ap.error("--devices-dir: needs --write")
     packaged = json.loads(Path(args.package).read_text()) if args.package else None
     if packaged is not None:
         args.free_bandwidth, args.free_s = packaged["free_bandwidth"], packaged["free_s"]
@@ -986,8 +988,6 @@ def main(argv=None) -> int:
                                                     for m, (e, t, o) in best.items()}}
         print(f"{key} static Optimum per model: " + "; ".join(f"{m} {e:.0f} J {t:.0f} s ({o})" for m, (e, t, o)
                                                              in best.items()) + f" → {pick}", file=sys.stderr)
-    if args.devices_dir is not None and not args.write:
-        ap.error("--devices-dir: needs --write")
     if args.write:
         out_dir = Path(args.devices_dir) if args.devices_dir is not None else packaged_devices_dir()
         out_dir.mkdir(parents=True, exist_ok=True)

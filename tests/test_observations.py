@@ -365,6 +365,9 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
         fit.main(["--rated-idle", "--pi-busy-min", "3.75", "--gpu-busy-min-idle", "1.01", "--prove"])
     # (argparse's usage line names --rated-idle too: the guard's own words)
     assert e.value.code == 2 and "--rated-idle: needs --pi-busy-min above" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # an alternative testbed's folder is only for writing one
+        fit.main(["--devices-dir", str(tmp_path), "--prove"])
+    assert e.value.code == 2 and "--devices-dir: needs --write" in capsys.readouterr().err
 
 
 def test_observation_4_holds_on_the_alternative_testbed():
