@@ -64,7 +64,7 @@ def test_packaged_scenarios_by_name(capsys):
     assert alt.name == "paper-data1-obs4" and alt.deadline_s == base.deadline_s and alt.learning == base.learning
     assert alt.edges[0].end_link.rate_bps == base.edges[0].end_link.rate_bps
     assert alt.end_device.device().busy_power_w != base.end_device.device().busy_power_w
-    assert load_scenario("jqodi:paper-data2-obs4").deadline_s == 2000
+    assert load_scenario(Path("jqodi:paper-data2-obs4")).deadline_s == 2000  # a CLI's Path(args.scenario)
     for bad in ("jqodi:nope", "jqodi:../devices/pi5", "jqodi:"):
         with pytest.raises(ScenarioError, match="no such packaged scenario .*jqodi:paper-data1-obs4"):
             load_scenario(bad)
