@@ -53,13 +53,15 @@ best parameters. ``--rated-idle`` (docs/foundation.md, "The paper's accounting";
 ``--no-idle-energy``) writes Tables II-IV's idle powers into the files and leaves the idle shares
 out of the search; --init / --seeds / --package paths are recorded relative to the repository.
 ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
-packaged files were made: docs/devices.md). The figures are priced on the packaged scenarios' SD ↔
-ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
-results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints three
+packaged files were made: docs/devices.md); ``--devices-dir DIR`` writes them into DIR instead
+(an alternative testbed: src/jqodi/devices/obs4, docs/foundation.md "Observation 4"). The
+figures are priced on the packaged scenarios' SD ↔ ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
+results searched then; docs/foundation.md, "A link the Pi 5 can have"). ``--prove`` prints the
 proofs that need no fitted parameter and stops (every run prints them too):
 :func:`idle_power_bound` (idle energy at the rated idle powers contradicts Fig. 7(c)'s
-energies), :func:`obs4_idle_bound` and :func:`full_model_link_bound` (the Full Model's time
-needs a faster Wi-Fi than the Pi 5's radio). The fit's evaluator prices blocks with a
+energies), :func:`obs4_idle_bound`, its form with an idle floor :func:`obs4_idle_floor_bound`
+(the largest ``--idle-floor`` at which Observation 4 can hold) and :func:`full_model_link_bound`
+(the Full Model's time needs a faster Wi-Fi than the Pi 5's radio). The fit's evaluator prices blocks with a
 vectorised, memoised copy of :meth:`DeviceModel.block_epoch_time_s` (:func:`_memo_device`,
 same numbers: tested), ≈ 17 ms per evaluation of every requirement.
 
@@ -460,6 +462,45 @@ def obs4_idle_bound(pred: Predictor, tolerance: float = 0.25, s_min: float = 0.5
             "pi_extra_time_min_s": dt, "idle_es_plus_cs_max_w": e1 / dt, "idle_es_plus_cs_rated_w": rated}
 
 
+def obs4_idle_floor_bound(pred: Predictor, tolerance: float = 0.25, s_min: float = 0.5) -> dict:
+    """Observation 4 with idle energy counted and every idle power ≥ F × its rated idle power of
+    Tables II-IV (``--idle-floor F``): the largest F per edge server at which it can still hold.
+
+    A tighter form of :func:`obs4_idle_bound`, from the cost model's own accounting
+    (:mod:`jqodi.core.costs.table`): the epoch time t(c) is the sum of its phases, so t(c) ≥ the
+    Pi's compute time t_Pi(c); the ES and the CS are charged idle power for all of t(c) but their
+    own compute, so each draws ≥ its idle power while the Pi computes; the Pi draws its busy
+    power then. Hence E(c) ≥ (P_idle,ES + P_idle,CS + P_busy,Pi) · t_Pi(c), with nothing
+    subtracted for what the cut saves. At any cut c ≥ 2 the Pi runs LeNet's blocks 1 and 2:
+    t_Pi(c) ≥ κ₁₂ · (1 − tol) · 18 s, κ₁₂ the least share of the VGG inference time those two
+    blocks take at 4 bits with s(4) ≥ ``s_min`` under any Pi roofline (:func:`_least_time_share`).
+    Observation 4 needs E(c) < E(1) ≤ (1 + tol) × the paper's 6-bit JQODI epoch (7651.3 J over
+    Table VI's K^rob; 4 bits cost no more by Observation 1). With P_idle ≥ F × rated and
+    P_busy,Pi ≥ the Pi's rated idle (a computing board draws at least what it draws idle; the
+    searches' ``--pi-busy-min 3.75``), it needs F < (E(1)_max / t_Pi,min − P_idle,Pi,rated) /
+    (P_idle,ES,rated + P_idle,CS,rated). The paper prices LeNet only on the RTX 3090; for the RTX
+    4090 the same E(1) bound is an assumption (its row says so). Arithmetic on the paper's
+    figures and the profiles; no fitted parameter enters."""
+    sc, _, profs = pred.sc["data1"]
+    k6 = next(r for r in sc.learning if r.model == "lenet" and r.bits == 6).epochs_robust
+    e1 = (1 + tolerance) * 7651.3 / k6
+    corner, least = _least_time_share(profs["lenet"].blocks[:2], profs["vgg"], 4, s_min)
+    t_pi = least * (1 - tolerance) * 18.0
+    pi_busy_min = SPEC["pi5"]["rated_idle_w"]
+    rows = {}
+    for edge in ("rtx3090", "rtx4090"):
+        rated = SPEC[edge]["rated_idle_w"] + SPEC["a100"]["rated_idle_w"]
+        rows[edge] = {"idle_es_plus_cs_rated_w": rated, "idle_es_plus_cs_max_w": e1 / t_pi - pi_busy_min,
+                      "idle_floor_max": (e1 / t_pi - pi_busy_min) / rated,
+                      "epoch_energy_cut1_from": ("the paper's Data 1 JQODI run on this ES (Fig. 7(c))"
+                                                 if edge == "rtx3090" else
+                                                 "assumed: no paper figure prices LeNet on this ES; the "
+                                                 "RTX 3090's bound")}
+    return {"tolerance": tolerance, "s_min": s_min, "epochs_6bit": k6, "epoch_energy_cut1_max_j": e1,
+            "blocks12_share_of_inference_least": least, "blocks12_share_compute_bound": corner,
+            "pi_time_cut2_min_s": t_pi, "pi_busy_min_w": pi_busy_min, "per_edge": rows}
+
+
 #: The paper's (energy, time) pairs of Fig. 7(c): (run, model, bits, ES, energy J, time s).
 PAPER_RUNS = (("Data 1 JQODI", "lenet", 6, "rtx3090", 7651.3, 142.335),
               ("Data 1 Optimum", "lenet", 8, "rtx3090", 6988.1, 135.564),
@@ -728,7 +769,8 @@ def main(argv=None) -> int:
                          "idle nodes is not taken into account')")
     ap.add_argument("--rated-idle", action="store_true",
                     help="the device files carry the rated idle power of Tables II-IV (idle shares not searched); "
-                         "needs --pi-busy-min above 3.75 W and --gpu-busy-min-idle above 1 (idle < busy)")
+                         f"needs --pi-busy-min above {SPEC['pi5']['rated_idle_w']:g} W (the Pi 5's rated idle) and "
+                         "--gpu-busy-min-idle above 1 (idle < busy)")
     ap.add_argument("--idle-floor", type=float, default=0.0, metavar="F",
                     help="idle power ≥ F × the rated idle power of Tables II-IV (default 0)")
     ap.add_argument("--starts", type=int, default=1, help="random starts within the bounds (seeded); best kept")
@@ -738,9 +780,9 @@ def main(argv=None) -> int:
                     help="instead of least squares, a global search (differential evolution) for a parameter set "
                          "meeting every requirement group named (comma-separated, or 'all'): "
                          + ", ".join(GROUPS))
-    ap.add_argument("--prove", action="store_true", help="print the three proofs (idle energy at the rated idle "
-                    "powers vs the paper's energies; Observation 4 with idle energy; the Full Model's time vs the "
-                    "Wi-Fi rate) as JSON and stop: no fit")
+    ap.add_argument("--prove", action="store_true", help="print the proofs (idle energy at the rated idle "
+                    "powers vs the paper's energies; Observation 4 with idle energy, and the largest idle floor at "
+                    "which it can hold; the Full Model's time vs the Wi-Fi rate) as JSON and stop: no fit")
     ap.add_argument("--minimax", action="store_true", help="--global: the named groups are hard constraints; "
                     "minimise the worst |log error| of the 8 figures under them")
     ap.add_argument("--second-stage", type=float, default=None, metavar="WORST",
@@ -772,6 +814,9 @@ def main(argv=None) -> int:
                     help="no fit: take the parameters of an earlier result (this script's JSON output, with its "
                          "--free-bandwidth / --free-s / --s-max) as they are, print its figures; with --write "
                          "package them")
+    ap.add_argument("--devices-dir", metavar="DIR", default=None,
+                    help="with --write: write the four device files into DIR instead of the packaged "
+                         "src/jqodi/devices/ (an alternative testbed, e.g. src/jqodi/devices/obs4)")
     ap.add_argument("--wifi-bps", type=float, default=None, metavar="R",
                     help="price every SD-ES link at R bit/s (default: the scenarios' 433.3e6, the Pi 5 radio's "
                          "peak PHY rate; 664.75e6, 80 MHz at 25 dB, reproduces results searched before 2026-12-01)")
@@ -779,6 +824,8 @@ def main(argv=None) -> int:
     ap.add_argument("--popsize", type=int, default=8, help="--global: population per parameter (default 8)")
     ap.add_argument("--seed", type=int, default=0, help="--global: seed (default 0)")
     args = ap.parse_args(argv)
+    if args.devices_dir is not None and not args.write:
+        ap.error("--devices-dir: needs --write")
     packaged = json.loads(Path(args.package).read_text()) if args.package else None
     if packaged is not None:
         args.free_bandwidth, args.free_s = packaged["free_bandwidth"], packaged["free_s"]
@@ -819,9 +866,15 @@ def main(argv=None) -> int:
           f"({link['k_expected']['wifi_bps_needed'] / 1e6:.0f} at K = {link['k_expected']['epochs']}); the scenario "
           f"assumes {link['scenario_wifi_bps'] / 1e6:.0f}, the Pi 5's radio peaks at {link['pi5_wifi_max_bps'] / 1e6:.1f} "
           f"(PHY): there the run takes ≥ {link['k_robust']['time_at_pi5_radio_s']:.0f} s", file=sys.stderr)
+    floor = obs4_idle_floor_bound(pred)
+    print("Observation 4 with idle energy at F × the rated idle powers: E(c ≥ 2) ≥ (ES + CS idle + Pi busy) × "
+          f"{floor['pi_time_cut2_min_s']:.2f} s of Pi time, E(1) ≤ {floor['epoch_energy_cut1_max_j']:.1f} J: it needs "
+          + "; ".join(f"F < {r['idle_floor_max']:.3f} with {e} as ES (ES + CS idle < {r['idle_es_plus_cs_max_w']:.1f} W "
+                      f"of the rated {r['idle_es_plus_cs_rated_w']:.0f} W{'' if e == 'rtx3090' else ', E(1) assumed'})"
+                      for e, r in floor["per_edge"].items()), file=sys.stderr)
     if args.prove:
         json.dump({"idle_power_bound": idle_rows, "observation4_idle_bound": obs4_idle_bound(pred),
-                   "full_model_link_bound": link}, sys.stdout, indent=2)
+                   "observation4_idle_floor_bound": floor, "full_model_link_bound": link}, sys.stdout, indent=2)
         print()
         return 0
     target = np.log([f[-1] for f in FIGURES])
@@ -936,10 +989,14 @@ def main(argv=None) -> int:
         print(f"{key} static Optimum per model: " + "; ".join(f"{m} {e:.0f} J {t:.0f} s ({o})" for m, (e, t, o)
                                                              in best.items()) + f" → {pick}", file=sys.stderr)
     if args.write:
+        out_dir = Path(args.devices_dir) if args.devices_dir is not None else packaged_devices_dir()
+        out_dir.mkdir(parents=True, exist_ok=True)
         for name, f in files.items():
             header = (f"# {SPEC[name]['desc']}.\n# Fitted by benchmarks/fit_paper_testbed.py to the paper's reported "
                       f"figures (docs/devices.md); spec-sheet peak {SPEC[name]['peak']:.4g} FLOP/s.\n")
-            dump_device_file(f, packaged_devices_dir() / f"{name}.yaml", header)
+            if args.devices_dir is not None and args.package:
+                header += f"# Written by --package {_repo_path(args.package)} --write --devices-dir.\n"
+            dump_device_file(f, out_dir / f"{name}.yaml", header)
     obs = observations(pred, files, margin=0.0)
     bound = obs4_idle_bound(pred)
     print(f"Observation 4 with idle energy: needs ES + CS idle < {bound['idle_es_plus_cs_max_w']:.1f} W "
@@ -953,11 +1010,12 @@ def main(argv=None) -> int:
     json.dump({"residuals": rows, "worst_abs_error": worst,
                "worst_abs_log_error": float(np.max(np.abs(log_err))),
                "sum_sq_log_error": float(np.sum(log_err ** 2)), "observations_violation": obs,
-               "observation4_idle_bound": bound, "idle_power_bound": idle_rows, "full_model_link_bound": link,
+               "observation4_idle_bound": bound, "observation4_idle_floor_bound": floor, "idle_power_bound": idle_rows, "full_model_link_bound": link,
                "observations_hold": {k: v == 0.0 for k, v in obs.items()},
                "static_optimum": choices, "required_choices": required,
                "global_search": searched,
                "packaged_from": None if args.package is None else _repo_path(args.package),
+               "devices_dir": None if args.devices_dir is None else _repo_path(args.devices_dir),
                "options": {"observations": args.observations, "within": args.within,
                            "idle_energy": not args.no_idle_energy, "rated_idle": RATED_IDLE,
                            "idle_floor": IDLE_FLOOR, "starts": args.starts},

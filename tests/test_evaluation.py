@@ -204,6 +204,20 @@ def test_paper_scenarios_end_to_end(name, tmp_path):
     assert math.isfinite(jq["energy_j"]) and (tmp_path / "time_energy.png").exists()
 
 
+def test_alternative_obs4_testbed_evaluates_by_name(tmp_path, capsys):
+    """``jqodi evaluate jqodi:paper-data1-obs4``: the packaged scenario by name, on the alternative
+    testbed where Observation 4 holds (src/jqodi/devices/obs4/; docs/foundation.md "Observation 4
+    on the fitted testbed"): the Optimum keeps the paper's model, LeNet 8-bit at cut 1, and the
+    rows are compared with the paper's Data 1 figures."""
+    from jqodi.cli import main
+
+    assert main(["evaluate", "jqodi:paper-data1-obs4", "--out", str(tmp_path), "--quiet"]) == 0
+    data = json.loads((tmp_path / "evaluation.json").read_text())
+    opt = next(s for s in data["strategies"] if s["label"] == "Optimum")
+    assert (opt["model"], opt["bits"]) == ("lenet", 8) and opt["meets_deadline"]
+    assert "paper-data1-obs4" in capsys.readouterr().out and "6988.1" in (tmp_path / "summary.txt").read_text()
+
+
 def test_choice_text():
     from jqodi.app.evaluation import StrategyResult
 

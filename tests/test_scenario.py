@@ -52,6 +52,20 @@ def test_default_scenario_is_the_packaged_data1_copy():
     assert (p.parent / "paper-data2.yaml").read_text() == DATA2.read_text()
 
 
+def test_alternative_obs4_scenarios_by_name():
+    """The alternative Observation-4 testbed's packaged scenarios (``jqodi:paper-data{1,2}-obs4``)
+    differ from the paper ones only in their device files (src/jqodi/devices/obs4/, read relative
+    to the scenario's folder); a CLI's ``Path(args.scenario)`` names them too."""
+    alt = load_scenario("jqodi:paper-data1-obs4")
+    base = load_scenario(DATA1)
+    assert alt.name == "paper-data1-obs4" and alt.deadline_s == base.deadline_s and alt.learning == base.learning
+    assert alt.edges[0].end_link.rate_bps == base.edges[0].end_link.rate_bps
+    assert alt.end_device.device().busy_power_w != base.end_device.device().busy_power_w
+    assert load_scenario(Path("jqodi:paper-data2-obs4")).deadline_s == 2000
+    with pytest.raises(ScenarioError, match="no packaged scenario .*jqodi:paper-data1-obs4"):
+        load_scenario("jqodi:../devices/obs4/pi5")
+
+
 def test_derived_quantities():
     s = load_scenario(DATA1)
     e = s.edges[0]
