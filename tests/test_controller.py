@@ -371,6 +371,11 @@ def test_time_energy_tradeoff_is_read_from_the_nominal_options():
     assert ClosedLoopController(tab, sol, spread_condition="always").spread_reserve_s(ctl.schedule, 100.0) > 0
     with pytest.raises(JqodiError, match="spread condition"):
         ClosedLoopController(tab, sol, spread_condition="sometimes")
+    # the condition travels with the controller (controller.json, a job's closed_loop block)
+    spec = json.loads(json.dumps(ClosedLoopController(tab, sol, spread_condition="always").to_spec()))
+    assert ClosedLoopController.from_spec(spec).spread_condition == "always"
+    del spec["options"]["spread_condition"]  # a spec written before the option: today's default
+    assert ClosedLoopController.from_spec(spec).spread_condition == "trade-off"
 
 
 def test_no_spread_reserve_where_no_option_trades_time_for_energy(tmp_path):
