@@ -62,8 +62,11 @@ least *expected* energy under the estimate's spread: :mod:`jqodi.app.controller.
 refit instead of 5, and a time reserve that also grows with the spread of the remaining planned
 time, ``--reserve-spread`` standard deviations: :meth:`ClosedLoopController.spread_reserve_s`),
 ``replan-prev`` (``replan`` without that spread part: the new controller as the last session
-left it, the "before" of the spread reserve) and ``replan-stay`` (``replan`` without switching:
-what the emulated runtime does, which trains one model per run). ``replan-main`` keeps main's
+left it, the "before" of the spread reserve), ``replan-spread`` (``replan`` with the spread part
+always on, ``spread_condition="always"``: the default of 2026-11-30; ``replan`` keeps it only while
+the candidate's options trade time for energy, :meth:`ClosedLoopController.spread_applies`) and
+``replan-stay`` (``replan`` without switching: what the emulated runtime does, which trains one
+model per run). ``replan-main`` keeps main's
 controller as it was (no spread part). A second source (``--estimates store,prior``)
 adds ``static-prior-new``, ``replan-stay-prior``, ``replan-prior``. ``--ablation`` adds
 ``replan-before`` (the controller as first built: no reserve, K^exp at once when K^rob does not
@@ -486,6 +489,8 @@ def main(argv=None) -> int:
         policies.update({f"static{tag}-new" if tag else "static-new": (src, "static", {}, "expected"),
                          f"replan-prev{tag}": (src, "replan", {**new_ctl, "allow_switch": True, "reserve_spread": 0.0},
                                                "expected"),
+                         f"replan-spread{tag}": (src, "replan", {**new_ctl, "allow_switch": True,
+                                                                 "spread_condition": "always"}, "expected"),
                          f"replan-stay{tag}": (src, "replan", {**new_ctl, "allow_switch": False}, "expected"),
                          f"replan{tag}": (src, "replan", {**new_ctl, "allow_switch": True}, "expected")})
     if args.ablation:  # the first controller; the new estimates with the planner's choice of candidate

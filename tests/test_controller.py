@@ -10,6 +10,7 @@ import pytest
 from jqodi.core.costs import TERMS
 from jqodi.app.controller import (ClosedLoopController, Observation, PhaseTable, ResourceEstimates,
                                   remaining_instance, schedule_cost)
+from jqodi.app.controller.loop import time_energy_tradeoff
 from jqodi.app.simulate import World, hindsight_optimum, simulate_epoch, simulate_run
 from jqodi.core.instance import Candidate, EpochEstimates, Option, PlanningInstance, ScheduleEntry
 from jqodi.core.timeline import Timeline, parse_timeline_events, resolve_timeline
@@ -337,3 +338,66 @@ def test_epoch_driver_applies_edge_events_and_asks_the_controller():
     # without a controller the run pauses when the plan's edge is away
     plain = EpochDriver(expand_schedule(sol.schedule), timeline=EmulatedTimeline(tl.to_dict()))
     assert plain.next(6.0) is None and plain.status == "paused" and "fast" in plain.reason
+
+
+def make_dominated_table(deadline=60.0, K=(8, 11)):
+    """Like the packaged paper testbed: on each edge cut 1 is both the fastest and the cheapest option,
+    and edge ``fast`` beats edge ``slow`` on both (no option trades time for energy)."""
+    specs = {("fast", 1): (2.0, 0.1, 0.6), ("fast", 3): (3.0, 0.5, 0.2),
+             ("slow", 1): (2.0, 0.2, 0.6), ("slow", 3): (3.0, 1.0, 0.2)}
+    rows = {k: option_terms(*v) for k, v in specs.items()}
+    opts = tuple(Option(e, c, float(s.sum()), float(j.sum())) for (e, c), (s, j) in rows.items())
+    cand = Candidate("net", 8, 0.1, 1.0, EpochEstimates(*K), opts)
+    return PhaseTable(PlanningInstance(deadline, 1.0, (cand,)),
+                      {cand.key: np.array([rows[(o.edge, o.cut)][0] for o in opts])},
+                      {cand.key: np.array([rows[(o.edge, o.cut)][1] for o in opts])})
+
+
+def test_time_energy_tradeoff_is_read_from_the_nominal_options():
+    traded = make_table().instance.candidates[0].options
+    assert time_energy_tradeoff(traded)  # cut 3 is faster, cut 1 cheaper
+    assert time_energy_tradeoff(traded, edges_down={"slow"})
+    assert not time_energy_tradeoff(traded, edges_down={"fast", "slow"})  # nothing left
+    dominated = make_dominated_table().instance.candidates[0].options
+    assert not time_energy_tradeoff(dominated) and not time_energy_tradeoff(dominated, edges_down={"fast"})
+    tab = make_dominated_table()
+    sol = solve(tab.instance, "optimal")
+    assert not ClosedLoopController(tab, sol).spread_applies()
+    assert ClosedLoopController(tab, sol, spread_condition="always").spread_applies()
+    assert ClosedLoopController(make_table(), solve(make_table().instance, "optimal")).spread_applies()
+    # where it does not apply, the reserve is the fast epochs alone (before any epoch: ρ₀ would add 10 %)
+    ctl = ClosedLoopController(tab, sol)
+    assert ctl.spread_reserve_s(ctl.schedule, 100.0) == 0.0
+    assert ClosedLoopController(tab, sol, spread_condition="always").spread_reserve_s(ctl.schedule, 100.0) > 0
+    with pytest.raises(JqodiError, match="spread condition"):
+        ClosedLoopController(tab, sol, spread_condition="sometimes")
+    # the condition travels with the controller (controller.json, a job's closed_loop block)
+    spec = json.loads(json.dumps(ClosedLoopController(tab, sol, spread_condition="always").to_spec()))
+    assert ClosedLoopController.from_spec(spec).spread_condition == "always"
+    del spec["options"]["spread_condition"]  # a spec written before the option: today's default
+    assert ClosedLoopController.from_spec(spec).spread_condition == "trade-off"
+
+
+def test_no_spread_reserve_where_no_option_trades_time_for_energy(tmp_path):
+    # the SD's link to both edges runs at 1/4 of its planned rate (one radio): the first epochs on
+    # edge fast measure it; edge slow's link is not measured yet and looks 1.6 s faster per epoch
+    tab = make_dominated_table(deadline=50.0)
+    sol = solve(tab.instance, "optimal")
+    assert sol.schedule == (ScheduleEntry("fast", 1, 11),)
+    (tmp_path / "t.txt").write_text("0 25\n1 25\n")  # Mbit/s: a quarter of NOMINAL's 100
+    tl = resolve_timeline(parse_timeline_events([{"at_s": 0, "event": "link_trace", "edge": e, "trace": "t.txt"}
+                                                 for e in ("fast", "slow")]),
+                          cloud="cloud", end="end", edges=["fast", "slow"], base_dir=tmp_path)
+    world = World(tab, tl, NOMINAL, {"net@8": curve(9)})
+    runs = {name: simulate_run(world, sol, policy="replan", **kw) for name, kw in
+            (("none", {"reserve_spread": 0}), ("always", {"spread_condition": "always"}), ("default", {}))}
+    assert all(r.reached and r.met_deadline and r.epochs == 9 for r in runs.values())
+    # with the spread part always on, the reserve moves epochs to edge slow: dearer, and no faster
+    assert any(e["edge"] == "slow" for r in runs["always"].replan_log for e in r["new"])
+    assert runs["always"].energy_j > runs["none"].energy_j * 1.05
+    # the default keeps it off here: the run of the controller without it, epoch for epoch
+    assert runs["default"].energy_j == pytest.approx(runs["none"].energy_j)
+    def decisions(run):
+        return [(r["epoch"], r["reason"], r["old"], r["new"]) for r in run.replan_log]
+
+    assert decisions(runs["default"]) == decisions(runs["none"])

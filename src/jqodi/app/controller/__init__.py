@@ -27,7 +27,8 @@ What the controller does with an observation (:meth:`ClosedLoopController.after_
    of the fastest option available, what an edge leaving mid-epoch costs; plus ``reserve_spread``
    standard deviations of the remaining planned time, from how far the epochs so far were from
    their predicted times, what a slowdown or a link outage not yet measured costs:
-   :meth:`ClosedLoopController.spread_reserve_s`), or the new plan saves more than
+   :meth:`ClosedLoopController.spread_reserve_s`, only while the candidate's options trade time
+   for energy, :meth:`ClosedLoopController.spread_applies`), or the new plan saves more than
    ``threshold`` (default 3 %) of the remaining energy. When no plan fits K^rob in time, the
    most epochs down to K^exp that fit are planned (``hedge``).
    Policy ``static`` never re-plans (the plan made once is followed; early stop still applies).

@@ -36,6 +36,15 @@ DEFAULT_RESERVE_SPREAD = 1.0
 #: predicted, root mean square) and how many epochs of evidence it counts for.
 DEFAULT_SPREAD_PRIOR = 0.1
 DEFAULT_SPREAD_PRIOR_EPOCHS = 3.0
+#: When the spread part of the time reserve applies (:meth:`ClosedLoopController.spread_applies`):
+#: ``trade-off`` — only while the current candidate's options on the edges present trade time for
+#: energy (:func:`time_energy_tradeoff`: the fastest is faster than the cheapest), so that keeping
+#: the reserve can buy time with energy; ``always`` — the controller of 2026-11-30. On a table where
+#: one option is both the fastest and the cheapest no plan is faster than the cheapest one, and the
+#: only options a re-plan sees as faster are those whose resources the factors have not measured yet
+#: (docs/closed-loop.md, "The spread reserve on the packaged device files").
+SPREAD_CONDITIONS = ("trade-off", "always")
+DEFAULT_SPREAD_CONDITION = "trade-off"
 
 
 def time_reserve_s(fastest_epoch_s: float, planned_s: float, left_s: float, *,
@@ -68,6 +77,21 @@ def longest_plan_s(deadline_s: float, fastest_epoch_s: float, *, reserve_epochs:
     return max((t_max - r) / (1.0 + reserve_spread * rho), t_max - r - reserve_spread * t_max)
 
 
+def time_energy_tradeoff(options: Sequence, edges_down: Iterable[str] = ()) -> bool:
+    """Whether ``options`` (a candidate's :class:`~jqodi.core.instance.Option` s), less those on
+    ``edges_down``, trade time for energy at their nominal figures: the fastest option is faster than
+    the cheapest one (ties in energy go to the faster). False when one option is both, or none is left.
+    Nominal, not scaled by the resource factors: a resource no epoch has used keeps factor 1, so the
+    scaled figures make exactly the unmeasured options look faster."""
+    down = set(edges_down)
+    ok = [o for o in options if o.edge not in down]
+    if not ok:
+        return False
+    fastest = min(o.epoch_time_s for o in ok)
+    cheapest = min(ok, key=lambda o: (o.epoch_energy_j, o.epoch_time_s))
+    return fastest < cheapest.epoch_time_s * (1 - 1e-9)
+
+
 class ClosedLoopController:
     """Early stop, online estimates and re-planning for one run (see :mod:`jqodi.app.controller`).
 
@@ -84,6 +108,9 @@ class ClosedLoopController:
     ``reserve_spread``, ``spread_prior``, ``spread_prior_epochs``: the part of the time reserve
     that grows with how uncertain the remaining planned time is (:meth:`spread_reserve_s`);
     ``reserve_spread=0`` is the controller before it (``replan-prev`` in the benchmark).
+    ``spread_condition``: when that part applies (:data:`SPREAD_CONDITIONS`; ``trade-off``, the
+    default: only while the options trade time for energy, :meth:`spread_applies`; ``always``: the
+    controller of 2026-11-30, ``replan-spread`` in the benchmark).
     """
 
     def __init__(self, table: PhaseTable, solution: Solution, *, policy: str = "replan",
@@ -92,7 +119,8 @@ class ClosedLoopController:
                  reserve_epochs: float = DEFAULT_RESERVE_EPOCHS, hedge: bool = True,
                  prior_epochs: float | None = None, edges_down: Iterable[str] = (),
                  reserve_spread: float = DEFAULT_RESERVE_SPREAD, spread_prior: float = DEFAULT_SPREAD_PRIOR,
-                 spread_prior_epochs: float = DEFAULT_SPREAD_PRIOR_EPOCHS):
+                 spread_prior_epochs: float = DEFAULT_SPREAD_PRIOR_EPOCHS,
+                 spread_condition: str = DEFAULT_SPREAD_CONDITION):
         if policy not in POLICIES:
             raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
         if not (0 <= threshold < 1):
@@ -105,6 +133,9 @@ class ClosedLoopController:
                         ("spread prior epochs", spread_prior_epochs)):
             if not (v >= 0 and math.isfinite(v)):
                 raise JqodiError(f"re-plan {name} must be a finite number ≥ 0, got {v!r}")
+        if spread_condition not in SPREAD_CONDITIONS:
+            raise JqodiError(f"re-plan spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, "
+                             f"got {spread_condition!r}")
         if prior_epochs is not None and not (prior_epochs >= 0 and math.isfinite(prior_epochs)):
             raise JqodiError(f"prior weight must be a finite number of epochs ≥ 0, got {prior_epochs!r}")
         if solution.status == "infeasible" or not solution.schedule:
@@ -122,6 +153,7 @@ class ClosedLoopController:
         self.reserve_spread = float(reserve_spread)
         self.spread_prior = float(spread_prior)
         self.spread_prior_epochs = float(spread_prior_epochs)
+        self.spread_condition = spread_condition
         self.time_errors: list[float] = []  # ln(measured / predicted) epoch time, one per observed epoch
         self.prior_epochs = None if prior_epochs is None else float(prior_epochs)
         self.deadline_s = table.instance.deadline_s
@@ -145,7 +177,8 @@ class ClosedLoopController:
                         "allow_switch": self.allow_switch, "early_stop": self.early_stop, "solver": solver,
                         "refit_boot": self.refit_boot, "reserve_epochs": self.reserve_epochs, "hedge": self.hedge,
                         "prior_epochs": self.prior_epochs, "reserve_spread": self.reserve_spread,
-                        "spread_prior": self.spread_prior, "spread_prior_epochs": self.spread_prior_epochs}
+                        "spread_prior": self.spread_prior, "spread_prior_epochs": self.spread_prior_epochs,
+                        "spread_condition": self.spread_condition}
         self.solution = solution
         self.priors = {c.key: (c.epochs.expected, c.epochs.robust) for c in table.instance.candidates}
         self.remaining_estimate: tuple[int | None, int | None] = (cand.epochs.expected, cand.epochs.robust)
@@ -351,14 +384,25 @@ class ClosedLoopController:
         first epoch or a link outage, widens the reserve at once. ρ₀ = ``spread_prior``, n₀ =
         ``spread_prior_epochs``: the spread assumed before the first epoch, which weighs less as
         epochs are seen. A schedule with an option the candidate lacks counts as the whole time
-        left. Recomputed at every re-plan."""
+        left. Recomputed at every re-plan. 0 while the part does not apply (:meth:`spread_applies`)."""
         return time_reserve_s(0.0, self._planned_s(schedule, left_s), left_s, reserve_epochs=0.0,
                               reserve_spread=self.reserve_spread, rho=self._spread_rho())
 
+    def spread_applies(self) -> bool:
+        """Whether the spread part of the time reserve applies now: always with ``spread_condition``
+        ``always``; with ``trade-off`` only while the current candidate's options on the edges present
+        trade time for energy (:func:`time_energy_tradeoff`). Where one option is both the fastest and
+        the cheapest, the reserve cannot buy time: a re-plan that keeps it moves epochs to options that
+        only look faster because no epoch has measured their resources yet, and pays their energy."""
+        if self.spread_condition == "always":
+            return True
+        return time_energy_tradeoff(self.table.cand(self.key).options, self.edges_down)
+
     def _spread_rho(self) -> float:
-        """ρ of :meth:`spread_reserve_s` (0 with neither a prior nor an observed epoch)."""
+        """ρ of :meth:`spread_reserve_s` (0 with neither a prior nor an observed epoch, or while the
+        spread part does not apply: :meth:`spread_applies`)."""
         n0 = self.spread_prior_epochs
-        if not self.time_errors and n0 <= 0:
+        if (not self.time_errors and n0 <= 0) or not self.spread_applies():
             return 0.0
         return math.sqrt((n0 * self.spread_prior ** 2 + sum(e * e for e in self.time_errors))
                          / (n0 + len(self.time_errors)))
