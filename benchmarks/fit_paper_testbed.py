@@ -37,7 +37,10 @@ Settling item 4 (docs/foundation.md, "Settling item 4"): ``--global GROUPS`` rep
 squares by differential evolution over the same bounds, minimising the summed violations of the
 requirement groups named (:func:`violations`: the 8 figures within ±25 %, both Optimum choices,
 Observations 1-4, Table VI's facts; ``--maxiter``, ``--popsize``, ``--seed``, ``--init`` a start
-point, ``--seeds`` further results joining the initial population); ``--free-s`` makes s(1), s(2),
+point, ``--seeds`` further results joining the initial population). Observation 4 (``obs4``) is the
+paper's "first decreasing and then increasing" since 2026-12-01 (:func:`obs4_violation`); the
+interior-minimum form the earlier searches used is the group ``obs4_weak`` (docs/foundation.md,
+"Observation 4 on the fitted testbed"); ``--free-s`` makes s(1), s(2),
 s(4) parameters of their own. ``--minimax`` makes the named groups hard constraints and minimises
 the worst |log error| of the 8 figures under them; ``--overhead-max`` bounds every compute device's
 per-call overhead (docs/foundation.md, "The minimax search": 0.6 ms) and ``--pi-busy-min`` the Pi 5's
