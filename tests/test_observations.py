@@ -1,7 +1,8 @@
 """Observations 1-4 of the paper's Section II on the fitted paper testbed (the packaged device
 files, examples/paper-data1.yaml, extended cost model with idle power) and on the alternative
-testbed where Observation 4 holds (src/jqodi/devices/obs4/, jqodi:paper-data1-obs4). Observation 4
-does not hold on the default testbed: the tests pin down why (docs/foundation.md, "Observation 4")."""
+testbed (src/jqodi/devices/obs4/, jqodi:paper-data1-obs4). Observation 4 is the paper's "first
+decreasing and then increasing"; it holds on neither testbed — the alternative shows only its weak
+form, an interior minimum — and the tests pin down why (docs/foundation.md, "Observation 4")."""
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,10 @@ def test_the_idle_floor_proof_steps_hold_in_the_cost_model():
         p = np.array([params[n] if n.endswith("idle_share") else np.log(params[n]) for n in fit.NAMES])
         pred = fit.Predictor()
         files = fit.device_files(p)
-        assert fit.observations(pred, files, margin=0.0)["obs4"] == 0.0
+        # an interior cut below cut 1 and the last (the weak form, what the proof bounds: E(c) < E(1)
+        # for some c ≥ 2); not the paper's "first decreasing": cut 2 costs 0.55 % more than cut 1
+        obs = fit.observations(pred, files, margin=0.0)
+        assert obs["obs4_weak"] == 0.0 < obs["obs4"]
         b = fit.obs4_idle_floor_bound(pred)
         inference_s = pred.predict(files)[-1]
         ct = pred.tables(files, "data1", "lenet", [4])
@@ -236,7 +240,7 @@ def test_observations_checker_agrees_with_these_tests_on_the_packaged_fit():
     files = {n: load_device_file(packaged_devices_dir() / f"{n}.yaml") for n in ("pi5", "rtx3090", "rtx4090", "a100")}
     obs = fit.observations(fit.Predictor(), files, margin=0.0)
     assert obs["obs1"] == obs["obs2"] == obs["obs3"] == obs["table6"] == 0.0
-    assert obs["obs4"] > 0.5
+    assert obs["obs4"] > 0.5 and obs["obs4_weak"] > 0.5
 
 
 def test_observation_4_does_not_hold_here_and_why(packaged1):
@@ -290,6 +294,10 @@ def test_minimax_search_result_keeps_its_hard_constraints(name, pi_busy_min_w):
         files = fit.device_files(p)
         v = fit.violations(pred, files, margin=0.0)
         groups = result["global_search"]["groups"]  # + obs4 for the Observation-4 searches
+        if result["global_search"].get("obs4_form") != "strict":
+            # searched before 2026-12-01, when the group obs4 was the weak form (an interior minimum);
+            # the strict form (first falling, then rising) fails on them: tested below
+            groups = ["obs4_weak" if g == "obs4" else g for g in groups]
         assert {"data1_choice", "data2_choice", "obs1", "obs2", "obs3", "table6"} <= set(groups)
         assert {g: v[g] for g in groups} == {g: 0.0 for g in groups}
         got = pred.predict(files)
@@ -370,18 +378,23 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
     assert e.value.code == 2 and "--devices-dir: needs --write" in capsys.readouterr().err
 
 
-def test_observation_4_holds_on_the_alternative_testbed():
-    """jqodi:paper-data1-obs4 (src/jqodi/devices/obs4/: the Observation-4 search with every idle
-    power ≥ 0.25 × Tables II-IV's, below the 0.329 that obs4_idle_floor_bound allows): in Fig. 3's
-    setting (LeNet 4-bit, the deep part on the RTX 3090) the epoch energy first falls, then rises
-    as the cut moves deeper, with the ES and CS idle energy counted."""
+def test_observation_4_on_the_alternative_testbed_only_in_the_weak_sense():
+    """jqodi:paper-data1-obs4 (src/jqodi/devices/obs4/: the Observation-4 search, weak form, with
+    every idle power ≥ 0.25 × Tables II-IV's, below the 0.329 that obs4_idle_floor_bound allows):
+    in Fig. 3's setting (LeNet 4-bit, the deep part on the RTX 3090, ES and CS idle energy
+    counted) an interior cut (3) costs less than both ends — but by 0.4 %, and the energy *rises*
+    6.5 % from cut 1 to cut 2: not the paper's "first decreasing and then increasing", which the
+    searches at this floor did not reach (docs/foundation.md, "Observation 4 on the fitted testbed")."""
     fit = _fit_script()
     sc, tables = _tables("jqodi:paper-data1-obs4")
     assert sc.idle_energy and sc.cost_model == "extended"
     ct = tables["lenet"]
     e = np.array([ct.epoch(4, c, "rtx3090").energy_j for c in ct.cuts])
+    assert e == pytest.approx([462.0, 491.9, 460.1, 461.9], abs=0.05)
     inner = e[1:-1].min()
-    assert inner < e[0] and inner < e[-1], e
+    assert inner < e[0] and inner < e[-1], e  # the weak form
+    assert e[1] > 1.06 * e[0]  # but it rises first
+    assert fit.obs4_weak_violation(e, margin=0.0) == 0.0 < fit.obs4_violation(e, margin=0.0)
     nodes = {"pi5": sc.end_device.device(), "a100": sc.cloud.device(),
              **{x.name: x.device() for x in sc.edges}}
     for name, dev in nodes.items():
@@ -423,3 +436,77 @@ def test_alternative_testbed_is_the_floor_search_result():
         assert _flat(on_disk.model_dump(mode="json", exclude_none=True)) == pytest.approx(_flat(packaged["devices"][name]))
         default = load_device_file(packaged_devices_dir() / f"{name}.yaml")
         assert default.busy_power_w != on_disk.busy_power_w
+
+
+@pytest.mark.parametrize("energy_j, strict, weak", [
+    ([3.0, 2.0, 1.0, 2.0], True, True),            # falls, falls, rises: the paper's Fig. 3 shape
+    ([3.0, 1.0, 2.0, 3.0], True, True),            # falls, then rises twice
+    ([462.0, 491.9, 460.1, 461.9], False, True),   # the alternative testbed: rises first
+    ([3.0, 2.0, 2.5, 2.2], False, True),           # falls, rises, falls again: not unimodal
+    ([1.0, 2.0, 3.0, 4.0], False, False),          # always rising (the default testbed's shape)
+    ([4.0, 3.0, 2.0, 1.0], False, False),          # always falling: the minimum at the last cut
+])
+def test_observation_4_check_reads_first_decreasing_then_increasing(energy_j, strict, weak):
+    """obs4_violation is the paper's Observation 4 ("first decreasing and then increasing"): every
+    step falls up to an interior minimum and rises after it; obs4_weak_violation (the form searched
+    before 2026-12-01) asks only for an interior cut below both ends. With the fit's 0.5 % margin,
+    a step of 0.4 % counts against either form."""
+    fit = _fit_script()
+    assert (fit.obs4_violation(energy_j, margin=0.0) == 0.0) is strict
+    assert (fit.obs4_weak_violation(energy_j, margin=0.0) == 0.0) is weak
+    assert fit.obs4_violation([3.0, 2.0, 1.0, 1.004]) > 0.0 and fit.obs4_violation([3.0, 2.0, 1.0, 1.006]) == 0.0
+
+
+def _result_violations(name):
+    """A committed search result's JSON and violations() of its parameters, in the accounting and on
+    the link it was searched in (margin 0)."""
+    import json
+
+    fit = _fit_script()
+    result = json.loads((ROOT / f"benchmarks/results/fit_paper_testbed_{name}.json").read_text())
+    fit.FREE_BW, fit.FREE_S = result["free_bandwidth"], result["free_s"]
+    fit.IDLE_FLOOR = result["options"].get("idle_floor", 0.0)
+    try:
+        params = result["parameters"]
+        p = np.array([params[n] if n.endswith("idle_share") else np.log(params[n]) for n in fit.NAMES])
+        pred = fit.Predictor(idle_energy=result["options"]["idle_energy"],
+                             wifi_bps=result["full_model_link_bound"]["scenario_wifi_bps"])
+        files = fit.device_files(p)
+        ct = pred.tables(files, "data1", "lenet", [4])
+        energy_j = [ct.epoch(4, c, "rtx3090").energy_j for c in ct.cuts]
+        return result, fit.violations(pred, files, margin=0.0), energy_j
+    finally:
+        fit.FREE_BW = fit.FREE_S = False
+        fit.IDLE_FLOOR = 0.0
+
+
+@pytest.mark.parametrize("name, holds", [
+    ("minimax_link433_obs4_seed14", True), ("minimax_link433_obs4_seed15", True),
+    ("minimax_link433_obs4_seed16", True), ("minimax_link433_obs4_seed17", False),
+    ("minimax_link433_obs4_stage2", False), ("minimax_link433_obs4_floor025", False),
+    ("minimax_link433_obs4_floor025_seed42", False)])
+def test_earlier_observation_4_searches_under_the_strict_form(name, holds):
+    """The committed Observation-4 searches were run with the weak form; re-read with the paper's
+    (docs/foundation.md, "Observation 4 on the fitted testbed"), the three idle-free ones of seeds
+    14-16 fall then rise, the seed-17 set and its second stage rise 0.55 % / 0.07 % from cut 1 to
+    cut 2, and both searches at idle ≥ 0.25 × rated (the alternative testbed's) rise 6.4-6.5 %."""
+    result, v, _ = _result_violations(name)
+    assert "obs4_form" not in result["global_search"]  # searched under the weak form
+    assert v["obs4_weak"] == 0.0 and (v["obs4"] == 0.0) is holds
+
+
+@pytest.mark.parametrize("name, worst, energy_j", [
+    ("minimax_link433_obs4strict_floor025_seed43", 1.308, [488.8, 496.5, 449.3, 442.2]),
+    ("minimax_link433_obs4strict_floor025_seed44", 1.299, [487.5, 495.7, 449.2, 441.7])])
+def test_strict_observation_4_searches_at_the_floor_found_no_eligible_set(name, worst, energy_j):
+    """The two searches for the paper's Observation 4 at idle ≥ 0.25 × rated (docs/foundation.md,
+    "Observation 4 on the fitted testbed": the seed-42 neighbourhood, --init-spread 0.01) meet every
+    other hard constraint but not it: cut 2 still costs more than cut 1 and the minimum sits at the
+    last cut, so the alternative testbed stays the weak-form set."""
+    result, v, e = _result_violations(name)
+    g = result["global_search"]
+    assert g["obs4_form"] == "strict" and "obs4" in g["groups"] and result["options"]["idle_floor"] == OBS4_IDLE_FLOOR
+    assert {k: v[k] for k in g["groups"] if k != "obs4"} == {k: 0.0 for k in g["groups"] if k != "obs4"}
+    assert v["obs4"] == pytest.approx(g["violations"]["obs4"], rel=1e-9) and v["obs4"] > 0.015
+    assert e == pytest.approx(energy_j, abs=0.05) and e[1] > e[0] and min(e) == e[-1]
+    assert result["worst_abs_error"] == pytest.approx(worst, abs=5e-4)
