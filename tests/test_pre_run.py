@@ -219,6 +219,37 @@ def test_the_first_plans_reserve_is_the_controllers_rule(rule, deadline):
     assert ctl.spread_reserve_s(ctl.schedule, deadline) == pytest.approx(share * sol.time_s)
 
 
+@pytest.mark.parametrize("choice", ["expected", "planner"])
+def test_the_first_plan_lists_the_excluded_candidates_of_the_runs_instance(choice):
+    """Whichever the rule, and although the schedule is planned for T_max less the reserve, the
+    answer's ``excluded`` is the planner's on the run's instance (T_max): what ``jqodi plan`` lists."""
+    from test_closed_loop_choice import with_excluded
+
+    inst = with_excluded()
+    sol = first_plan(inst, choice=choice, solver="optimal")
+    c = sol.extra["choice"]
+    assert c["rule"] == choice and c["reserve_kept"] and c["planned_deadline_s"] < inst.deadline_s
+    assert sol.extra["excluded"] == solve(inst, "optimal").extra["excluded"]
+    assert {r["candidate"] for r in sol.extra["excluded"]} == {"net@2", "big@4", "net@32"}
+    assert "misses T_max 110 s" in next(r["why"] for r in sol.extra["excluded"] if r["candidate"] == "big@4")
+
+
+def test_jqodi_run_writes_the_excluded_candidates_jqodi_plan_lists(tmp_path, capsys):
+    """The run's recorded solution (here the job's controller block, ``--write-job``; ``record.json``
+    holds the same solution) lists the candidates ``jqodi plan`` excludes on the packaged Data 1."""
+    import json
+
+    from jqodi.cli import main
+
+    assert main(["plan", "jqodi:paper-data1", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)["excluded"]
+    job = tmp_path / "job.json"
+    assert main(["run", "jqodi:paper-data1", "--write-job", str(job)]) == 0
+    assert "choice (expected energy)" in capsys.readouterr().out
+    recorded = json.loads(job.read_text())["closed_loop"]["controller"]["solution"]["excluded"]
+    assert recorded == planned and len(planned) == 13
+
+
 def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_plan(tmp_path, capsys):
     """``jqodi run --write-job`` plans as a run would: the choice (default expected, or --choice
     planner) and the first schedule within T_max less the reserve, printed; a bad value exits 2."""

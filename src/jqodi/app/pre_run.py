@@ -35,7 +35,9 @@ fits T_max − reserve, the plan for T_max is taken and the answer says that the
 (the controller's own rule: the reserve is a preference). The controller itself still sees T_max.
 
 The decision is kept in the solution's ``extra["choice"]`` (and so in ``record.json``'s
-``solution`` and the main job's ``summary.json``); :func:`choice_lines` prints it.
+``solution`` and the main job's ``summary.json``); :func:`choice_lines` prints it. Its
+``extra["excluded"]`` lists, whichever the rule and the deadline planned for, the candidates of the
+run's instance (T_max) that can be in no plan: what ``jqodi plan`` with the same solver lists.
 """
 from __future__ import annotations
 
@@ -112,6 +114,7 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     from jqodi.app.controller.choice import plan_by_expected_energy
     from jqodi.app.controller.loop import SPREAD_CONDITIONS, spread_applies
     from jqodi.planner import solve
+    from jqodi.planner.solve import _excluded
 
     if choice not in CHOICES:
         raise JqodiError(f"--choice: must be one of {', '.join(CHOICES)}, got {choice!r}")
@@ -171,6 +174,8 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
         r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
     info["candidates"] = rows
     sol.extra["choice"] = info
+    if planned_for != t_max:  # the candidates of the run's instance (T_max) that can be in no plan
+        sol.extra["excluded"] = _excluded(instance, solver, sol, epochs, {})
     return sol
 
 
