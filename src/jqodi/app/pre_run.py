@@ -82,8 +82,9 @@ def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None,
     :func:`jqodi.app.controller.loop.time_reserve_s` — ``reserve_epochs`` × its fastest epoch r, plus
     the spread part ρ₀ × the planned time when ``spread_share`` = ``reserve_spread`` × ρ₀ > 0 (needs
     ``deadline_s`` = T_max) and the part applies to the candidate's options under ``spread_condition``
-    (:func:`jqodi.app.controller.loop.spread_applies`, the controller's rule, no edge away yet) — for the longest plan that keeps it: a plan of t seconds
-    keeps both when t + r + ρ₀·t ≤ T_max, so the plan is made for (T_max − r) / (1 + ρ₀)
+    (:func:`jqodi.app.controller.loop.spread_applies`, the controller's rule, no edge away yet) — for
+    the longest plan that keeps it: a plan of t seconds keeps both when t + r + ρ₀·t ≤ T_max, so the
+    plan is made for (T_max − r) / (1 + ρ₀)
     (:func:`jqodi.app.controller.loop.longest_plan_s`). Before any epoch the spread part's cap (the
     time left, T_max) never binds for that plan, so only the product ``reserve_spread`` × ρ₀ matters."""
     from jqodi.app.controller.loop import longest_plan_s, spread_applies, time_reserve_s
