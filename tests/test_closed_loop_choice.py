@@ -1,6 +1,7 @@
 """The closed loop's pre-run choice of candidate (least expected energy under the K estimate's
 spread) and the weight of the pre-run estimate in the online refit (no torch, deterministic)."""
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -59,6 +60,28 @@ def test_a_candidate_whose_k_rob_plan_misses_the_deadline_or_is_unbounded_is_not
     # nothing fits with K^rob: the planner's answer (infeasible) stands
     none = plan_by_expected_energy(two_candidates(deadline=20.0))
     assert none.status == "infeasible"
+
+
+def with_excluded(deadline=110.0):
+    """:func:`two_candidates` (Ω = {4, 8}) and three candidates that can be in no plan: one that never
+    reaches the target, one whose 30 fastest epochs (120 s) miss T_max, one outside Ω (32 bits)."""
+    base = two_candidates(deadline)
+    extra = (Candidate("net", 2, 0.0, 0.0, EpochEstimates(None, None), OPTIONS),
+             Candidate("big", 4, 0.0, 0.0, EpochEstimates(20, 30), OPTIONS),
+             Candidate("net", 32, 0.0, 0.0, EpochEstimates(4, 5), OPTIONS))
+    return replace(base, candidates=base.candidates + extra, meta={"search_bits": [2, 4, 8]})
+
+
+@pytest.mark.parametrize("solver", ["optimal", "jqodi"])
+def test_the_expected_energy_choice_lists_the_whole_instances_excluded_candidates(solver):
+    """Each candidate is planned alone, but the answer lists the excluded candidates of the whole
+    instance, as the planner's answer on it does (``jqodi plan``), not the lone candidate's none."""
+    inst = with_excluded()
+    sol = plan_by_expected_energy(inst, solver)
+    assert sol.status != "infeasible" and (sol.model, sol.bits) in (("net", 4), ("net", 8))  # one of Ω's two
+    reasons = {r["candidate"]: r["reason"] for r in sol.extra["excluded"]}
+    assert reasons == {"net@2": "target", "big@4": "deadline", "net@32": "outside-omega"}
+    assert sol.extra["excluded"] == solve(inst, solver).extra["excluded"]
 
 
 def test_the_pre_run_estimate_weighs_as_many_epochs_as_asked_in_the_refit():

@@ -133,6 +133,37 @@ def test_the_first_schedule_keeps_the_spread_part_of_the_reserve_too():
     assert first_plan(inst, choice="planner", solver="optimal", policy="static").extra["choice"]["reserve_s"] == 0
 
 
+#: one option both the fastest and the cheapest (4 s, 100 J): no trade of time for energy
+DOMINANT = (Option("es", 1, 4.0, 100.0), Option("es", 2, 10.0, 200.0))
+
+
+@pytest.mark.parametrize("condition", ["trade-off", "always"])
+def test_the_first_plan_keeps_the_spread_part_only_where_the_controller_does(condition):
+    """The controller applies the spread part only where the options trade time for energy
+    (``spread_condition`` trade-off, its default); the first plan follows the same rule: on a table
+    whose fastest option is also the cheapest it keeps only the 1.5 fast epochs, and the controller
+    that starts the run keeps exactly that reserve for the plan's budget."""
+    from jqodi.app.controller import ClosedLoopController
+
+    for options, trades in ((DOMINANT, False), (OPTIONS, True)):
+        inst = PlanningInstance(60.0, 1.0, (Candidate("net", 4, 0.0, 0.0, EpochEstimates(4, 6), options),))
+        sol = first_plan(inst, choice="planner", solver="optimal", spread_condition=condition)
+        c = sol.extra["choice"]
+        applies = trades or condition == "always"
+        assert c["reserve_kept"] and c["spread_condition"] == condition and c["reserve_spread_applies"] is applies
+        assert c["reserve_spread_share"] == pytest.approx(0.1)  # the controller's default, applied or not
+        assert c["reserve_s"] == pytest.approx(60.0 - 54.0 / 1.1 if applies else 6.0)
+        assert c["reserve_s"] == pytest.approx(reserve_s(inst.candidates[0], 1.5, 60.0, 0.1, condition))
+        ctl = ClosedLoopController(phase_table(inst), sol, spread_condition=condition)
+        assert ctl.spread_applies() is applies
+        assert ctl.reserve_s(60.0 - c["reserve_s"], 60.0) == pytest.approx(c["reserve_s"], rel=1e-12)
+        text = "\n".join(choice_lines(sol))
+        assert ("and 10% of the planned time" in text) is applies
+        assert ("no spread part: its options do not trade time for energy" in text) is not applies
+    with pytest.raises(JqodiError, match="spread condition"):
+        first_plan(inst, choice="planner", solver="optimal", spread_condition="sometimes")
+
+
 def test_the_reserve_is_the_trained_candidates_own():
     """Two candidates with different fastest epochs: the plan keeps the reserve of the one it trains."""
     slow_opts = (Option("es", 1, 10.0, 100.0), Option("es", 2, 8.0, 150.0))
@@ -186,6 +217,37 @@ def test_the_first_plans_reserve_is_the_controllers_rule(rule, deadline):
         assert sol.time_s + ctl.reserve_s(sol.time_s, deadline) <= deadline + 1e-9
     # the spread part alone, as the controller's re-plans see it, is share × the planned time
     assert ctl.spread_reserve_s(ctl.schedule, deadline) == pytest.approx(share * sol.time_s)
+
+
+@pytest.mark.parametrize("choice", ["expected", "planner"])
+def test_the_first_plan_lists_the_excluded_candidates_of_the_runs_instance(choice):
+    """Whichever the rule, and although the schedule is planned for T_max less the reserve, the
+    answer's ``excluded`` is the planner's on the run's instance (T_max): what ``jqodi plan`` lists."""
+    from test_closed_loop_choice import with_excluded
+
+    inst = with_excluded()
+    sol = first_plan(inst, choice=choice, solver="optimal")
+    c = sol.extra["choice"]
+    assert c["rule"] == choice and c["reserve_kept"] and c["planned_deadline_s"] < inst.deadline_s
+    assert sol.extra["excluded"] == solve(inst, "optimal").extra["excluded"]
+    assert {r["candidate"] for r in sol.extra["excluded"]} == {"net@2", "big@4", "net@32"}
+    assert "misses T_max 110 s" in next(r["why"] for r in sol.extra["excluded"] if r["candidate"] == "big@4")
+
+
+def test_jqodi_run_writes_the_excluded_candidates_jqodi_plan_lists(tmp_path, capsys):
+    """The run's recorded solution (here the job's controller block, ``--write-job``; ``record.json``
+    holds the same solution) lists the candidates ``jqodi plan`` excludes on the packaged Data 1."""
+    import json
+
+    from jqodi.cli import main
+
+    assert main(["plan", "jqodi:paper-data1", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)["excluded"]
+    job = tmp_path / "job.json"
+    assert main(["run", "jqodi:paper-data1", "--write-job", str(job)]) == 0
+    assert "choice (expected energy)" in capsys.readouterr().out
+    recorded = json.loads(job.read_text())["closed_loop"]["controller"]["solution"]["excluded"]
+    assert recorded == planned and len(planned) == 13
 
 
 def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_plan(tmp_path, capsys):

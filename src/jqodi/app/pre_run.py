@@ -35,7 +35,9 @@ fits T_max − reserve, the plan for T_max is taken and the answer says that the
 (the controller's own rule: the reserve is a preference). The controller itself still sees T_max.
 
 The decision is kept in the solution's ``extra["choice"]`` (and so in ``record.json``'s
-``solution`` and the main job's ``summary.json``); :func:`choice_lines` prints it.
+``solution`` and the main job's ``summary.json``); :func:`choice_lines` prints it. Its
+``extra["excluded"]`` lists, whichever the rule and the deadline planned for, the candidates of the
+run's instance (T_max) that can be in no plan: what ``jqodi plan`` with the same solver lists.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from statistics import NormalDist
 from typing import Iterable
 
 from jqodi.app.controller.choice import ROBUST_LEVEL
+from jqodi.app.controller.loop import DEFAULT_SPREAD_CONDITION
 from jqodi.errors import JqodiError
 
 __all__ = ["CHOICES", "DEFAULT_CHOICE", "k_spread", "reserve_s", "first_plan", "choice_lines"]
@@ -73,21 +76,23 @@ def k_spread(estimate) -> tuple[float | None, str]:
 
 
 def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None,
-              spread_share: float = 0.0) -> float:
+              spread_share: float = 0.0, spread_condition: str = DEFAULT_SPREAD_CONDITION) -> float:
     """Seconds the closed loop keeps in hand for ``candidate`` (a :class:`jqodi.core.instance.Candidate`)
     at the start of its run: the controller's rule,
     :func:`jqodi.app.controller.loop.time_reserve_s` — ``reserve_epochs`` × its fastest epoch r, plus
     the spread part ρ₀ × the planned time when ``spread_share`` = ``reserve_spread`` × ρ₀ > 0 (needs
-    ``deadline_s`` = T_max) — for the longest plan that keeps it: a plan of t seconds keeps both when
-    t + r + ρ₀·t ≤ T_max, so the plan is made for (T_max − r) / (1 + ρ₀)
+    ``deadline_s`` = T_max) and the part applies to the candidate's options under ``spread_condition``
+    (:func:`jqodi.app.controller.loop.spread_applies`, the controller's rule, no edge away yet) — for
+    the longest plan that keeps it: a plan of t seconds keeps both when t + r + ρ₀·t ≤ T_max, so the
+    plan is made for (T_max − r) / (1 + ρ₀)
     (:func:`jqodi.app.controller.loop.longest_plan_s`). Before any epoch the spread part's cap (the
     time left, T_max) never binds for that plan, so only the product ``reserve_spread`` × ρ₀ matters."""
-    from jqodi.app.controller.loop import longest_plan_s, time_reserve_s
+    from jqodi.app.controller.loop import longest_plan_s, spread_applies, time_reserve_s
 
     if not candidate.options:
         return 0.0
     fastest_s = min(o.epoch_time_s for o in candidate.options)
-    if spread_share <= 0 or deadline_s is None:
+    if spread_share <= 0 or deadline_s is None or not spread_applies(candidate.options, spread_condition):
         return time_reserve_s(fastest_s, 0.0, 0.0, reserve_epochs=reserve_epochs, reserve_spread=0.0)
     rule = {"reserve_epochs": reserve_epochs, "reserve_spread": 1.0, "rho": float(spread_share)}
     return time_reserve_s(fastest_s, longest_plan_s(deadline_s, fastest_s, **rule), deadline_s, **rule)
@@ -95,20 +100,27 @@ def reserve_s(candidate, reserve_epochs: float, deadline_s: float | None = None,
 
 def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi", epochs: str = "robust",
                policy: str | None = "replan", estimates: Iterable | None = None,
-               reserve_epochs: float | None = None, spread_share: float | None = None):
+               reserve_epochs: float | None = None, spread_share: float | None = None,
+               spread_condition: str = DEFAULT_SPREAD_CONDITION):
     """The plan a run starts from (see the module docstring): a :class:`jqodi.core.instance.Solution`
     whose ``extra["choice"]`` says how it was chosen and for which deadline it was planned.
 
     ``estimates``: the learning estimates the instance was compiled from (their spread, :func:`k_spread`);
     ``reserve_epochs``: ``None`` = the controller's default when ``policy`` is ``replan``, else 0;
     ``spread_share``: the spread part's ``reserve_spread`` × ρ₀ before any epoch is seen (:func:`reserve_s`),
-    ``None`` = the controller's defaults when ``policy`` is ``replan``, else 0.
+    ``None`` = the controller's defaults when ``policy`` is ``replan``, else 0; ``spread_condition``:
+    where that part applies (the controller's ``spread_condition``; default ``trade-off``: only for a
+    candidate whose options trade time for energy, :func:`jqodi.app.controller.loop.spread_applies`).
     """
     from jqodi.app.controller.choice import plan_by_expected_energy
+    from jqodi.app.controller.loop import SPREAD_CONDITIONS, spread_applies
     from jqodi.planner import solve
+    from jqodi.planner.solve import _excluded
 
     if choice not in CHOICES:
         raise JqodiError(f"--choice: must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if spread_condition not in SPREAD_CONDITIONS:
+        raise JqodiError(f"spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, got {spread_condition!r}")
     if reserve_epochs is None:
         from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
 
@@ -126,7 +138,7 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     spread = {f"{e.model}@{e.bits}": k_spread(e) for e in (estimates or ())}
     sigma = {k: s for k, (s, _) in spread.items() if s is not None}
     t_max = float(instance.deadline_s)
-    reserves = {c.key: reserve_s(c, reserve_epochs, t_max, spread_share)
+    reserves = {c.key: reserve_s(c, reserve_epochs, t_max, spread_share, spread_condition)
                 for c in instance.candidates if c.epochs.robust is not None}
 
     def plan(deadline_s: float):
@@ -151,16 +163,20 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
         sol = plan(t_max)
         res = reserves.get(f"{sol.model}@{sol.bits}", 0.0) if sol.status != "infeasible" else 0.0
     planned_for = t_max - res if kept else t_max
+    trained = next((c for c in instance.candidates if c.key == f"{sol.model}@{sol.bits}"), None)
+    applies = bool(trained is not None and spread_share > 0 and spread_applies(trained.options, spread_condition))
     rows = sol.extra.get("choice", {}).get("candidates", []) if rule == "expected" else []
     if rule == "expected" and not any(r.get("feasible") for r in rows):
         rule, note = "planner", "no Ω candidate has a K^rob plan in time: the planner's answer"
     info = {"rule": rule, "asked": choice, "note": note, "deadline_s": t_max, "reserve_s": res,
             "reserve_epochs": float(reserve_epochs), "reserve_spread_share": float(spread_share),
-            "reserve_kept": kept, "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
+            "spread_condition": spread_condition, "reserve_spread_applies": applies, "reserve_kept": kept, "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
     for r in rows:
         r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
     info["candidates"] = rows
     sol.extra["choice"] = info
+    if planned_for != t_max:  # the candidates of the run's instance (T_max) that can be in no plan
+        sol.extra["excluded"] = _excluded(instance, solver, sol, epochs, {})
     return sol
 
 
@@ -176,6 +192,8 @@ def choice_lines(sol) -> list[str]:
         if c["reserve_kept"]:
             spread = c.get("reserve_spread_share", 0.0)
             part = f" and {spread:.0%} of the planned time" if spread > 0 else ""
+            if spread > 0 and not c.get("reserve_spread_applies", True):  # a record before the field kept it
+                part = " (no spread part: its options do not trade time for energy)"
             lines.append(f"time reserve: the closed loop keeps {c['reserve_epochs']:g} epochs of the fastest "
                          f"option{part} in hand ({c['reserve_s']:.3g} s), so the first schedule is planned for T_max − reserve = "
                          f"{c['deadline_s']:g} − {c['reserve_s']:.3g} = {c['planned_deadline_s']:.3g} s")

@@ -74,11 +74,15 @@ def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal",
 
     Every candidate of Ω with finite K^exp and K^rob is planned alone for K^rob epochs
     (``solver``); the answer is that candidate's plan, with ``extra["choice"]`` listing each
-    candidate's expected and K^rob-plan energy. With no such plan, ``solve(instance, solver)``.
+    candidate's expected and K^rob-plan energy, and ``extra["excluded"]`` the candidates of the whole
+    ``instance`` that can be in no plan (what ``solve(instance, solver)`` lists, by the planner's own
+    function: a candidate planned alone has none of the others). With no such plan,
+    ``solve(instance, solver)``.
     ``sigma``: σ of ln K per candidate key (``model@bits``) where the estimate states it; the
     others take it from K^rob as the :data:`ROBUST_LEVEL` quantile.
     """
     from jqodi.planner import solve
+    from jqodi.planner.solve import _excluded
 
     omega = instance.meta.get("search_bits") if isinstance(instance.meta, dict) else None
     rows, best = [], None
@@ -102,5 +106,6 @@ def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal",
     if best is None:
         return solve(instance, solver)
     sol = best[1]
+    sol.extra["excluded"] = _excluded(instance, solver, sol, "robust", {})
     sol.extra["choice"] = {"rule": "least expected energy under the K estimate's spread", "candidates": rows}
     return sol

@@ -92,6 +92,19 @@ def time_energy_tradeoff(options: Sequence, edges_down: Iterable[str] = ()) -> b
     return fastest < cheapest.epoch_time_s * (1 - 1e-9)
 
 
+def spread_applies(options: Sequence, spread_condition: str = DEFAULT_SPREAD_CONDITION,
+                   edges_down: Iterable[str] = ()) -> bool:
+    """Whether the spread part of the time reserve applies to a candidate with ``options``, less those
+    on ``edges_down``: always with ``spread_condition`` ``always``; with ``trade-off`` only where they
+    trade time for energy (:func:`time_energy_tradeoff`). The one rule behind the controller's
+    re-plans (:meth:`ClosedLoopController.spread_applies`) and the run's first plan
+    (:func:`jqodi.app.pre_run.reserve_s`)."""
+    if spread_condition not in SPREAD_CONDITIONS:
+        raise JqodiError(f"re-plan spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, "
+                         f"got {spread_condition!r}")
+    return spread_condition == "always" or time_energy_tradeoff(options, edges_down)
+
+
 class ClosedLoopController:
     """Early stop, online estimates and re-planning for one run (see :mod:`jqodi.app.controller`).
 
@@ -394,9 +407,7 @@ class ClosedLoopController:
         trade time for energy (:func:`time_energy_tradeoff`). Where one option is both the fastest and
         the cheapest, the reserve cannot buy time: a re-plan that keeps it moves epochs to options that
         only look faster because no epoch has measured their resources yet, and pays their energy."""
-        if self.spread_condition == "always":
-            return True
-        return time_energy_tradeoff(self.table.cand(self.key).options, self.edges_down)
+        return spread_applies(self.table.cand(self.key).options, self.spread_condition, self.edges_down)
 
     def _spread_rho(self) -> float:
         """ρ of :meth:`spread_reserve_s` (0 with neither a prior nor an observed epoch, or while the
