@@ -115,7 +115,7 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     from jqodi.app.controller.choice import plan_by_expected_energy
     from jqodi.app.controller.loop import SPREAD_CONDITIONS, spread_applies
     from jqodi.planner import solve
-    from jqodi.planner.solve import _excluded
+    from jqodi.planner.solve import solver_excluded
 
     if choice not in CHOICES:
         raise JqodiError(f"--choice: must be one of {', '.join(CHOICES)}, got {choice!r}")
@@ -176,7 +176,7 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     info["candidates"] = rows
     sol.extra["choice"] = info
     if planned_for != t_max:  # the candidates of the run's instance (T_max) that can be in no plan
-        sol.extra["excluded"] = _excluded(instance, solver, sol, epochs, {})
+        sol.extra["excluded"] = solver_excluded(instance, solver, sol, epochs, {})
     return sol
 
 

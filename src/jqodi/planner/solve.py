@@ -21,7 +21,7 @@ def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: s
     ``opts`` go to the solver: ``jqodi`` takes ``mode``, ``buckets``, ``prune_dominated``;
     ``optimal`` takes ``time_limit_s``; ``partition-only`` needs ``model`` and ``bits``.
     ``extra["plan_time_ms"]`` of the answer is the solver's wall time; ``extra["excluded"]``
-    (:func:`_excluded`), computed after it and not counted there, lists the candidates it searched
+    (:func:`solver_excluded`), computed after it and not counted there, lists the candidates it searched
     that can be in no plan.
     """
     if isinstance(instance, dict):
@@ -36,7 +36,7 @@ def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: s
     clock = Stopwatch()
     sol = fn(instance, epochs=epochs, **opts)
     sol.extra["plan_time_ms"] = clock.ms
-    sol.extra.setdefault("excluded", _excluded(instance, solver, sol, epochs, opts))
+    sol.extra.setdefault("excluded", solver_excluded(instance, solver, sol, epochs, opts))
     return sol
 
 
@@ -44,7 +44,7 @@ def solve(instance: PlanningInstance | dict, solver: str = "jqodi", *, epochs: s
 OMEGA_SOLVERS = ("jqodi", "optimal", "static")
 
 
-def _excluded(instance: PlanningInstance, solver: str, sol: Solution, epochs: str, opts: dict) -> list[dict]:
+def solver_excluded(instance: PlanningInstance, solver: str, sol: Solution, epochs: str, opts: dict) -> list[dict]:
     """``extra["excluded"]``: the candidates ``solver`` searched that can be in no plan, and why
     (:func:`jqodi.planner.explain.excluded_candidates`), each built-in solver over its own space."""
     from jqodi.planner.explain import excluded_candidates

@@ -82,7 +82,7 @@ def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal",
     others take it from K^rob as the :data:`ROBUST_LEVEL` quantile.
     """
     from jqodi.planner import solve
-    from jqodi.planner.solve import _excluded
+    from jqodi.planner.solve import solver_excluded
 
     omega = instance.meta.get("search_bits") if isinstance(instance.meta, dict) else None
     rows, best = [], None
@@ -106,6 +106,6 @@ def plan_by_expected_energy(instance: PlanningInstance, solver: str = "optimal",
     if best is None:
         return solve(instance, solver)
     sol = best[1]
-    sol.extra["excluded"] = _excluded(instance, solver, sol, "robust", {})
+    sol.extra["excluded"] = solver_excluded(instance, solver, sol, "robust", {})
     sol.extra["choice"] = {"rule": "least expected energy under the K estimate's spread", "candidates": rows}
     return sol
