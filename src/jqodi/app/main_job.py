@@ -406,6 +406,16 @@ def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
     t0, c0 = time.perf_counter(), _cpu()
     scenario = load(cfg, say)
     wd = Path(cfg.workdir or f"runs/demo-{scenario.name}")
+    from jqodi.app.run import WorkdirLock
+
+    # one run per workdir: a second main job there would delete this one's checkpoint and epochs (step 4)
+    with WorkdirLock(wd, "demo"):
+        return _main_job(cfg, say, scenario, wd, t0, c0)
+
+
+def _main_job(cfg: MainJobConfig, say: Say, scenario, wd: Path, t0: float, c0: float) -> dict:
+    from jqodi.errors import InfeasibleError
+
     wd.mkdir(parents=True, exist_ok=True)
     summary: dict = {"scenario": str(cfg.scenario_path or cpu_demo_path()), "scenario_name": scenario.name}
 
