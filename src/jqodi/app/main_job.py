@@ -398,9 +398,8 @@ def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobCo
 
 
 def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
-    """Run the main job; returns the summary (plain JSON-able dict, also saved as ``workdir/summary.json``)."""
-    from jqodi.errors import InfeasibleError
-
+    """Run the main job; returns the summary (plain JSON-able dict, also saved as ``workdir/summary.json``).
+    One job per workdir at a time (:class:`jqodi.app.run.WorkdirLock`, as ``jqodi run`` and ``jqodi cloud``)."""
     cfg = cfg or MainJobConfig()
     say = say or _print
     t0, c0 = time.perf_counter(), _cpu()
