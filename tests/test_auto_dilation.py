@@ -32,6 +32,20 @@ def test_overrun_dilation_is_the_smallest_that_keeps_the_overrun_within_its_shar
     assert overrun_dilation([], 0.6) == 1.0 and overrun_dilation([(0.1, 0.0)], 0.0) == 1.0
 
 
+def test_host_split_times_each_part_and_leaves_the_model_as_it_was():
+    import torch
+
+    from jqodi.core.zoo import build_model
+    from jqodi.runtime.emulation import host_split_s
+
+    torch.manual_seed(0)
+    net = build_model("lenet", (1, 28, 28), 10, 0.25, seed=0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    end_s, edge_s = host_split_s(net, 1, batch_size=8, repeats=3)
+    assert end_s > 0 and edge_s > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the optimizer steps undone
+
+
 def test_the_automatic_dilation_bounds_the_cut1_overrun_the_epoch_rule_left():
     from jqodi.core.scenario import default_scenario_path, load_scenario
     from jqodi.planner import ScheduleEntry, Solution
@@ -51,8 +65,8 @@ def test_the_automatic_dilation_bounds_the_cut1_overrun_the_epoch_rule_left():
     # the epoch rule as before: the whole model's epoch on the host against the shortest predicted epoch
     assert got["epoch_rule"] == pytest.approx(auto_dilation(got["host_epoch_s"], min(p["time_s"] for p in pred.values())))
     batches = (512 + 128 / 3) / sc.training.batch_size
-    for k, o in got["options"].items():  # the shallow part is timed as two steps (forward, backward), the deep as one
-        assert o["host_s"] == pytest.approx({"end": 0.02 * batches, "edge": 0.01 * batches})
+    for k, o in got["options"].items():  # the shallow part is timed as 3 steps (forward, backward, optimizer), the deep as 2
+        assert o["host_s"] == pytest.approx({"end": 0.03 * batches, "edge": 0.02 * batches})
         assert o["device_s"] == {"end": pred[k]["phases_s"]["end_compute"], "edge": pred[k]["phases_s"]["edge_compute"]}
 
     def overrun_share(k: str, dil: float) -> float:

@@ -197,21 +197,33 @@ def host_flops(model, batch_size: int = 32, repeats: int = 3, clock=time.perf_co
     return 3.0 * prof.flops * batch_size / best
 
 
-def host_split_s(model, cut: int, batch_size: int = 32, repeats: int = 3, clock=time.perf_counter) -> tuple[float, float]:
-    """The host's own time for one training batch (forward + backward) of ``model``'s shallow part
-    (blocks 1..``cut``, the end device's) and of its deep part (the edge's, from the cut's
-    activations, with the gradient at the cut as the edge returns it), best of ``repeats`` on one
-    thread, timed by ``clock``. Measured per part rather than as the parts' share of the model's
-    FLOPs: the first blocks work on the largest feature maps and take more host time per FLOP."""
+def host_split_s(model, cut: int, batch_size: int = 32, repeats: int = 5, clock=time.perf_counter,
+                 train_config=None) -> tuple[float, float]:
+    """The host's own time for one training batch of ``model``'s shallow part (blocks 1..``cut``, the
+    end device's) and of its deep part (the edge's, from the cut's activations, with the gradient at
+    the cut as the edge returns it): forward, backward and the optimizer step (``train_config``'s,
+    default :class:`jqodi.core.train_config.TrainConfig`: what the roles build every epoch), on one
+    thread, timed by ``clock``; the median of ``repeats`` batches after one warm-up.
+
+    Measured per part rather than as the parts' share of the model's FLOPs: the first blocks work
+    on the largest feature maps and take more host time per FLOP. The median, not the best: the
+    overrun this feeds (:func:`overrun_dilation`) is a sum over every batch of an epoch, which a
+    shared host does not all run at its best."""
+    import statistics
+
     import torch
+
+    from jqodi.core.training import make_optimizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the role processes run one thread each (JQODI_THREADS)
     shallow, deep = model.split(cut)
+    opt_s, opt_d = make_optimizer(shallow, train_config), make_optimizer(deep, train_config)
     x = torch.randn(batch_size, *model.input_shape)
     y = torch.randint(0, model.num_classes, (batch_size,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
-    best = [float("inf"), float("inf")]
+    times: list[tuple[float, float]] = []
     for _ in range(repeats + 1):
         t0 = clock()
         act = shallow(x)
@@ -222,10 +234,16 @@ def host_split_s(model, cut: int, batch_size: int = 32, repeats: int = 3, clock=
         t2 = clock()
         act.backward(a.grad)
         t3 = clock()
-        best = [min(best[0], (t1 - t0) + (t3 - t2)), min(best[1], t2 - t1)]
-    model.zero_grad(set_to_none=True)
+        opt_d.step()
+        t4 = clock()
+        opt_s.step()
+        t5 = clock()
+        times.append(((t1 - t0) + (t3 - t2) + (t5 - t4), (t2 - t1) + (t4 - t3)))
+        opt_s.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+    model.load_state_dict(state)  # the steps changed the weights; the caller's model is left as it was
     torch.set_num_threads(threads)
-    return best[0], best[1]
+    return statistics.median(t[0] for t in times[1:]), statistics.median(t[1] for t in times[1:])
 
 
 def auto_dilation(host_epoch_s: float, predicted_epoch_s: float, margin: float = 4.0) -> float:

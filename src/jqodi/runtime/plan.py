@@ -100,9 +100,10 @@ def dilation_choice(scenario, solution, clock=None) -> dict:
       for the whole model against the plan's shortest predicted epoch;
     * ``overrun_rule``: the largest over the schedule's (edge, cut) options of
       :func:`jqodi.runtime.emulation.overrun_dilation`: each role's host time for an epoch (a
-      training batch of its part timed by :func:`jqodi.runtime.emulation.host_split_s`, × the
-      training batches, + a third of it per validation batch: forward only) against that role's
-      predicted compute phase (``end_compute``, ``edge_compute``);
+      training batch of its part — forward, backward, optimizer step — timed by
+      :func:`jqodi.runtime.emulation.host_split_s`, × the training batches, + a third of it per
+      validation batch: forward only) against that role's predicted compute phase
+      (``end_compute``, ``edge_compute``);
     * ``dilation``: the larger of the two; ``options``: per option its rule's dilation and the
       host's and the device's seconds per role.
 
@@ -122,7 +123,9 @@ def dilation_choice(scenario, solution, clock=None) -> dict:
     net = build_model(model, data.input_shape, data.num_classes, width, seed=0)
     batch, clock = scenario.training.batch_size, clock or time.perf_counter
     host = host_flops(net, batch_size=batch, clock=clock)
-    worker = prepare_qat(copy.deepcopy(net), bits, TrainConfig().act_bits)  # what the roles train (roles.base.build_worker)
+    tr = scenario.training  # the roles' optimizer (job_from_plan's TrainingConfig)
+    train_config = TrainConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay, optimizer=tr.optimizer)
+    worker = prepare_qat(copy.deepcopy(net), bits, train_config.act_bits)  # what the roles train (roles.base.build_worker)
     prof = profile_named_model(model, data.input_shape, data.num_classes, width)
     samples = 3.0 * data.train_size + data.val_size  # forward + backward (3×) of training, forward of validation
     host_epoch_s = samples * prof.flops / host
@@ -135,7 +138,8 @@ def dilation_choice(scenario, solution, clock=None) -> dict:
         pred = predict_epoch(scenario, model, bits, int(s.cut), s.edge)
         batches = (data.train_size + data.val_size / 3.0) / batch  # validation: forward only (≈ ⅓ of a batch)
         if int(s.cut) not in split_s:
-            split_s[int(s.cut)] = host_split_s(worker, int(s.cut), batch_size=batch, repeats=5, clock=clock)
+            split_s[int(s.cut)] = host_split_s(worker, int(s.cut), batch_size=batch, repeats=5, clock=clock,
+                                               train_config=train_config)
         end_b, edge_b = split_s[int(s.cut)]
         host_s = {"end": batches * end_b, "edge": batches * edge_b}
         device_s = {"end": pred["phases_s"]["end_compute"], "edge": pred["phases_s"]["edge_compute"]}
