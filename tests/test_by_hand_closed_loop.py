@@ -208,6 +208,7 @@ def test_epochs_the_closed_loop_adds_beyond_the_plan_carry_the_prediction_of_the
     rows = [r for r in log[log.index("per epoch"):log.index("time per phase")].splitlines()[2:] if r.strip()]
     assert len(rows) == len(rec["epochs"]) and not any(r.split()[3] == "-" for r in rows), log[-1500:]
     assert "predicted '-'" not in log
+    assert "epoch 2 (plan: 1) [" in log and "epoch 2/1" not in log, log[-1500:]  # not 'epoch 2/1'
 
 
 def test_predictions_per_option_and_the_line_when_a_job_lacks_them(tmp_path, capsys):
