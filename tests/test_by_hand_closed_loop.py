@@ -37,19 +37,12 @@ def _env(tmp_path: Path) -> dict:
     return env
 
 
-def test_a_job_started_by_hand_stops_at_the_target_before_its_last_planned_epoch(tmp_path, capsys):
+def run_by_hand(tmp_path: Path, job_path: Path, job: dict, wd: Path) -> None:
+    """The cloud, every edge of the job and the end as separate processes, each by its PID."""
     from jqodi.runtime.auth import new_secret, write_token_file
     from jqodi.runtime.launch import free_port
 
-    job_path = write_job(tmp_path)
-    out = capsys.readouterr().out
-    job = json.loads(job_path.read_text())
-    planned = sum(s["epochs"] for s in job["schedule"])
-    assert planned > 1 and job["closed_loop"]["policy"] == "replan"
-    assert "closed loop: policy replan" in out and all(e in out for e in job["edges"])
-
     token = write_token_file(tmp_path / "job.token", new_secret())
-    wd = tmp_path / "wd"
     conn = ["--host", "127.0.0.1", "--port", str(free_port("127.0.0.1")), "--timeout", "60",
             "--startup-timeout", "120", "--token-file", str(token)]
     py = [sys.executable, "-m", "jqodi"]
@@ -73,6 +66,17 @@ def test_a_job_started_by_hand_stops_at_the_target_before_its_last_planned_epoch
             if p.poll() is None:
                 os.kill(p.pid, 9)
                 p.wait(timeout=10)
+
+
+def test_a_job_started_by_hand_stops_at_the_target_before_its_last_planned_epoch(tmp_path, capsys):
+    job_path = write_job(tmp_path)
+    out = capsys.readouterr().out
+    job = json.loads(job_path.read_text())
+    planned = sum(s["epochs"] for s in job["schedule"])
+    assert planned > 1 and job["closed_loop"]["policy"] == "replan"
+    assert "closed loop: policy replan" in out and all(e in out for e in job["edges"])
+    wd = tmp_path / "wd"
+    run_by_hand(tmp_path, job_path, job, wd)
     log = (tmp_path / "cloud.log").read_text()
     on = [ln for ln in log.splitlines() if "closed loop on" in ln]
     assert len(on) == 1 and "policy replan (from the job)" in on[0] and "L_max 5" in on[0], log[-1500:]
@@ -168,3 +172,111 @@ def test_the_cloud_asks_for_peers_only_once_it_listens(tmp_path):
                             "--startup-timeout", "5"], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "error" in p.stderr, p.stderr
     assert "job token written" not in p.stdout + p.stderr and "give it to the edge" not in p.stdout + p.stderr
+
+
+def test_epochs_the_closed_loop_adds_beyond_the_plan_carry_the_prediction_of_their_option(tmp_path, capsys):
+    """A one-epoch plan whose target the first epochs miss: the closed loop adds epochs (and may move
+    them to another cut); each shows the cost model's prediction of the option it ran on, as in
+    'jqodi run' (it used to show '-' beyond the plan's epochs)."""
+    import yaml
+
+    from jqodi.core.scenario import load_scenario
+    from jqodi.runtime.plan import predict_epoch
+
+    path = scenario_file(tmp_path, [], target=2.2)  # random init starts near 2.30: needs a few epochs
+    d = yaml.safe_load(path.read_text())
+    for r in d["learning"]:
+        r["epochs_expected"], r["epochs_robust"] = 1, 1  # plan one epoch
+    path.write_text(yaml.safe_dump(d))
+    job_path = tmp_path / "job.json"
+    assert main(["run", str(path), "--write-job", str(job_path), "--no-emulate", "--random-init", "--no-traces",
+                 "--meter", "null", "--timeout", "60"]) == 0
+    capsys.readouterr()
+    job = json.loads(job_path.read_text())
+    assert sum(s["epochs"] for s in job["schedule"]) == 1
+    wd = tmp_path / "wd"
+    run_by_hand(tmp_path, job_path, job, wd)
+    log = (tmp_path / "cloud.log").read_text()
+    rec = json.loads((wd / "record.json").read_text())
+    assert len(rec["epochs"]) > 1, log[-1500:]  # the closed loop added epochs beyond the plan's one
+    sc = load_scenario(path)
+    for e in rec["epochs"]:
+        want = predict_epoch(sc, job["model"], job["bits"], e["cut"], e["edge"])
+        assert e.get("predicted") is not None, (e["epoch"], log[-1500:])
+        assert e["predicted"]["time_s"] == pytest.approx(want["time_s"]) and \
+            e["predicted"]["energy_j"] == pytest.approx(want["energy_j"])
+    rows = [r for r in log[log.index("per epoch"):log.index("time per phase")].splitlines()[2:] if r.strip()]
+    assert len(rows) == len(rec["epochs"]) and not any(r.split()[3] == "-" for r in rows), log[-1500:]
+    assert "predicted '-'" not in log
+    assert "epoch 2 (plan: 1) [" in log and "epoch 2/1" not in log, log[-1500:]  # not 'epoch 2/1'
+
+
+def test_predictions_per_option_and_the_line_when_a_job_lacks_them(tmp_path, capsys):
+    from jqodi.app.run import controller_from_job, job_predictions, unpredicted_note
+    from jqodi.core.scenario import load_scenario
+    from jqodi.runtime.job import Job
+    from jqodi.runtime.plan import predict_epoch
+    from jqodi.runtime.record import RunRecord
+
+    job = Job.from_dict(json.loads(write_job(tmp_path).read_text()))
+    sc = load_scenario(tmp_path / "s.yaml")
+    ctl, _ = controller_from_job(job, "job.json")
+    options = [(o.edge, o.cut) for o in ctl.table.cand(ctl.key).options]
+    planned = {(s.edge, s.cut) for s in job.schedule}
+    assert set(options) - planned, "the test needs an option outside the plan"
+    predicted = job_predictions(job, job.closed_loop)
+    for edge, cut in options:  # every option the controller may move an epoch to
+        assert predicted(edge, cut)["time_s"] == pytest.approx(predict_epoch(sc, job.model, job.bits, cut, edge)["time_s"])
+    old = {k: v for k, v in job.closed_loop.items() if k != "predictions"}  # a block written before them
+    edge, cut = next(o for o in options if o not in planned)
+    assert job_predictions(job, old)(edge, cut) is None and job_predictions(job, old)(*next(iter(planned))) is not None
+    rec = RunRecord(job={}, epochs=[{"epoch": 1, "predicted": {}}, {"epoch": 2}, {"epoch": 3}])
+    note = unpredicted_note(rec)
+    assert note.startswith("predicted '-' for epoch(s) 2, 3:") and "--write-job" in note
+    assert unpredicted_note(RunRecord(job={}, epochs=[{"epoch": 1, "predicted": {}}])) is None
+
+
+def test_the_cloud_refuses_a_closed_loop_made_for_another_plan_and_keeps_off_edges_without_a_process(tmp_path):
+    from jqodi.app.run import controller_from_job
+    from jqodi.core.instance import ScheduleEntry
+    from jqodi.errors import JqodiError
+    from jqodi.runtime.job import Job
+
+    job = Job.from_dict(json.loads(write_job(tmp_path).read_text()))
+    ctl, line = controller_from_job(job, "job.json")
+    assert not ctl.edges_down and "never onto" not in line
+    # edited after --write-job: other bits, or another schedule, under the same block
+    for edited in (job.replace(bits=8 if job.bits != 8 else 4),
+                   job.replace(schedule=[ScheduleEntry(s.edge, s.cut, s.epochs + 1) for s in job.schedule])):
+        with pytest.raises(JqodiError, match=r"^job.json: closed_loop: its controller was made for lenet@"):
+            controller_from_job(edited, "job.json")
+    # an edge taken out of the job by hand has no process: the controller never moves an epoch onto it
+    spare = [e for e in job.edges if e not in {s.edge for s in job.schedule}]
+    assert spare, "the test needs a standby edge"
+    fewer = job.replace(standby_edges=[e for e in job.standby_edges if e != spare[0]],
+                        inference_edges=[e for e in job.inference_edges if e != spare[0]])
+    ctl, line = controller_from_job(fewer, "job.json")
+    assert ctl.edges_down == {spare[0]} and f"never onto {spare[0]} (no process in the job)" in line
+
+
+def test_the_cloud_started_alone_waits_for_every_edge_of_the_job_and_names_the_missing(tmp_path, capsys):
+    """A job by hand cannot run over an edge nobody started: the cloud admits exactly the job's roles
+    (the plan's edges and the standby ones a re-plan may use) and fails at its start-up timeout naming
+    those that did not join. And --policy beside --controller is refused (one line)."""
+    from jqodi.runtime.launch import free_port
+
+    job_path = write_job(tmp_path)
+    capsys.readouterr()
+    job = json.loads(job_path.read_text())
+    p = subprocess.run([sys.executable, "-m", "jqodi", "cloud", "--job", str(job_path), "--workdir", str(tmp_path / "wd"),
+                        "--host", "127.0.0.1", "--port", str(free_port("127.0.0.1")), "--startup-timeout", "2"],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    err = [ln for ln in p.stderr.splitlines() if "error" in ln]
+    assert p.returncode == 2 and len(err) == 1, p.stdout + p.stderr
+    assert all(f"edge:{e}" in err[0] for e in job["edges"]) and "did not join" in err[0], err[0]
+    ctl = tmp_path / "controller.json"
+    ctl.write_text(json.dumps(job["closed_loop"]["controller"]))
+    p = subprocess.run([sys.executable, "-m", "jqodi", "cloud", "--job", str(job_path), "--workdir", str(tmp_path / "wd"),
+                        "--controller", str(ctl), "--policy", "static"], env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "give one of them" in p.stderr, p.stderr

@@ -132,7 +132,7 @@ def test_the_measured_runs_dilation_times_the_host_by_cpu_time():
     from jqodi.app.measured import _cpu_dilation
     from jqodi.app.run import RunOptions, load_for_run, plan_for_run
     from jqodi.runtime.emulation import auto_dilation
-    from jqodi.runtime.plan import plan_dilation, predict_epoch
+    from jqodi.runtime.plan import dilation_choice, plan_dilation, predict_epoch
 
     opts = RunOptions(cpu_scale=True, policy=None, trace_store=None)
     d = _cpu_dilation(REPO / "examples" / "paper-data1.yaml", opts)
@@ -149,7 +149,10 @@ def test_the_measured_runs_dilation_times_the_host_by_cpu_time():
     host = 3.0 * flops * scenario.training.batch_size / 0.01
     want = auto_dilation((3.0 * data.train_size + data.val_size) * flops / host,
                          min(predict_epoch(scenario, sol.model, sol.bits, s.cut, s.edge)["time_s"] for s in sol.schedule))
-    assert got == pytest.approx(want, rel=1e-12)
+    ticks = iter(range(10**6))
+    choice = dilation_choice(scenario, sol, clock=lambda: 0.01 * next(ticks))
+    assert choice["epoch_rule"] == pytest.approx(want, rel=1e-12)  # the epoch rule, timed by the clock given
+    assert got == pytest.approx(max(want, choice["overrun_rule"]), rel=1e-12)  # and the overrun rule (test_auto_dilation.py)
 
 
 def test_one_real_run_stops_at_the_target_and_measures_gamma_on_the_training_split():

@@ -173,9 +173,8 @@ def run_fleet_scenario(path: str | Path, opts: FleetRunOptions = FleetRunOptions
                        on_start=None):
     """Plan the fleet scenario at ``path`` and run it; returns ``(FleetRecord, workdir)``. The record
     is saved as ``workdir/record.json``, the edge utilisation plot as ``workdir/utilisation.png``,
-    and a summary row per device in the trace store's fleet table."""
-    from jqodi.runtime.fleet_launch import run_fleet
-
+    and a summary row per device in the trace store's fleet table. One run per workdir at a time
+    (:class:`jqodi.app.run.WorkdirLock`, as ``jqodi run`` and ``jqodi cloud``)."""
     sc = load_fleet_for_run(path, opts)
     from jqodi.core.data import check_scenario_data
 
@@ -183,6 +182,17 @@ def run_fleet_scenario(path: str | Path, opts: FleetRunOptions = FleetRunOptions
     _, sol = plan_fleet(sc, opts, say)
     fleet, predicted = fleet_job_from_plan(sc, sol, opts)
     workdir = Path(opts.workdir or f"runs/{sc.name}")
+    from jqodi.app.run import WorkdirLock
+
+    # one run per workdir: a second fleet run there would remove this one's per-device records at its start
+    with WorkdirLock(workdir, "run"):
+        rec = _run_fleet(fleet, predicted, workdir, opts, say, on_start)
+    return rec, workdir
+
+
+def _run_fleet(fleet, predicted, workdir: Path, opts: FleetRunOptions, say: Say, on_start):
+    from jqodi.runtime.fleet_launch import run_fleet
+
     say(f"running {len(fleet.devices)} devices on {len(fleet.edges)} edge servers "
         f"(1 cloud + {len(fleet.edges)} edge + {len(fleet.devices)} end-device processes, dilation "
         f"{next(iter(fleet.devices.values())).emulation.dilation:.3g}, {fleet.edge_sharing}) in {workdir}")
@@ -194,7 +204,7 @@ def run_fleet_scenario(path: str | Path, opts: FleetRunOptions = FleetRunOptions
     rec = run_fleet(fleet, workdir, say=say, port=opts.port, wall_limit_s=opts.wall_limit_s, on_start=on_start,
                     predicted=predicted)
     save_fleet_results(rec, workdir, fleet)
-    return rec, workdir
+    return rec
 
 
 def save_fleet_results(rec, workdir: Path, fleet) -> None:

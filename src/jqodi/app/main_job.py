@@ -399,14 +399,23 @@ def compare(planning: Planning, measurement: Measurement, record, cfg: MainJobCo
 
 
 def main_job(cfg: MainJobConfig | None = None, say: Say | None = None) -> dict:
-    """Run the main job; returns the summary (plain JSON-able dict, also saved as ``workdir/summary.json``)."""
-    from jqodi.errors import InfeasibleError
-
+    """Run the main job; returns the summary (plain JSON-able dict, also saved as ``workdir/summary.json``).
+    One job per workdir at a time (:class:`jqodi.app.run.WorkdirLock`, as ``jqodi run`` and ``jqodi cloud``)."""
     cfg = cfg or MainJobConfig()
     say = say or _print
     t0, c0 = time.perf_counter(), _cpu()
     scenario = load(cfg, say)
     wd = Path(cfg.workdir or f"runs/demo-{scenario.name}")
+    from jqodi.app.run import WorkdirLock
+
+    # one run per workdir: a second main job there would delete this one's checkpoint and epochs (step 4)
+    with WorkdirLock(wd, "demo"):
+        return _main_job(cfg, say, scenario, wd, t0, c0)
+
+
+def _main_job(cfg: MainJobConfig, say: Say, scenario, wd: Path, t0: float, c0: float) -> dict:
+    from jqodi.errors import InfeasibleError
+
     wd.mkdir(parents=True, exist_ok=True)
     summary: dict = {"scenario": str(cfg.scenario_path or cpu_demo_path()), "scenario_name": scenario.name}
 

@@ -205,7 +205,62 @@ def closed_loop_block(controller, scenario, opts: RunOptions) -> dict:
     and a file changed since cannot change what it does. ``scenario``/``estimates``: what it was
     made from, for the reader."""
     return {"version": CLOSED_LOOP_VERSION, "policy": controller.policy, "scenario": scenario.name,
-            "estimates": str(opts.estimates) if opts.estimates else None, "controller": controller.to_spec()}
+            "estimates": str(opts.estimates) if opts.estimates else None, "controller": controller.to_spec(),
+            "predictions": option_predictions(controller, scenario)}
+
+
+def _check_block_matches_job(solution, job, source: str) -> None:
+    """The block's controller is the job's by content (written together by ``--write-job``), not by
+    a name: a job whose model, bits or schedule were edited afterwards would be driven by a
+    controller planning another run. Refused in one line."""
+    def plan(model, bits, schedule) -> tuple[str, list[tuple[str, int, int]]]:
+        return f"{model}@{int(bits)}", sorted((s.edge, int(s.cut), int(s.epochs)) for s in schedule)
+
+    def text(key, entries) -> str:
+        return f"{key} " + ", ".join(f"{n}×({e}, cut {c})" for e, c, n in entries)
+
+    theirs, ours = plan(solution.model, solution.bits, solution.schedule), plan(job.model, job.bits, job.schedule)
+    if theirs != ours:
+        raise JqodiError(f"{source}: closed_loop: its controller was made for {text(*theirs)}, the job runs "
+                         f"{text(*ours)} (edited after 'jqodi run --write-job'?); write the job again, or remove "
+                         f"the closed_loop block to run the job's schedule as it is")
+
+
+def option_predictions(controller, scenario) -> list[dict]:
+    """The cost model's epoch (:func:`jqodi.runtime.plan.predict_epoch`) on every (edge, cut) option the
+    controller may re-plan the run's model and bits onto: what the report of a cloud started by
+    hand shows beside the epochs the closed loop moved or added (the cloud has no scenario to ask)."""
+    from jqodi.runtime.plan import predict_epoch
+
+    out = []
+    for o in controller.table.cand(controller.key).options:
+        out.append({"edge": o.edge, "cut": int(o.cut),
+                    "predicted": predict_epoch(scenario, controller.model, controller.bits, int(o.cut), o.edge)})
+    return out
+
+
+def job_predictions(job, block: dict | None = None):
+    """``predicted(edge, cut)`` for the record of ``job`` run by a cloud started by hand: the job's own
+    prediction of each planned (edge, cut), else the ``predictions`` of its ``closed_loop`` block
+    (:func:`option_predictions`), else ``None`` (a block written before it carried them). Per
+    option, not per epoch index: an epoch the closed loop moved or added beyond the plan gets the
+    prediction of the option it ran on, as in ``jqodi run``'s record."""
+    table: dict[tuple[str, int], dict] = {}
+    for row in (block or {}).get("predictions") or []:
+        table[(str(row["edge"]), int(row["cut"]))] = row["predicted"]
+    if len(job.predicted_epochs) == len(job.schedule):
+        table.update({(s.edge, int(s.cut)): p for s, p in zip(job.schedule, job.predicted_epochs)})
+    return lambda edge, cut: table.get((edge, int(cut)))
+
+
+def unpredicted_note(record) -> str | None:
+    """One line naming the epochs of ``record`` shown without a prediction, and why; ``None`` if none."""
+    missing = [e["epoch"] for e in record.epochs if e.get("predicted") is None]
+    if not missing:
+        return None
+    return (f"predicted '-' for epoch(s) {', '.join(str(k) for k in missing)}: they ran on an option the job "
+            f"carries no prediction for (a closed_loop block written before it carried predictions); write the "
+            f"job again with 'jqodi run SCENARIO --write-job FILE' to get them")
 
 
 def controller_from_job(job, source: str, policy: str | None = None):
@@ -233,12 +288,18 @@ def controller_from_job(job, source: str, policy: str | None = None):
         controller = ClosedLoopController.from_spec(spec)
     except JqodiError as e:
         raise JqodiError(f"{source}: closed_loop: {str(e).splitlines()[0]}") from e
+    _check_block_matches_job(controller.solution, job, source)
+    # the cloud admits exactly the job's edges: one without a process there (its name taken out of the
+    # job by hand) is away for the controller, which then never moves an epoch onto it
+    no_process = sorted({o.edge for o in controller.table.cand(controller.key).options} - set(job.edges))
+    controller.edges_down.update(no_process)
     how = (f"re-plans after every epoch and on resource events within T_max {controller.deadline_s:g} s, "
            f"keeping a time reserve" if controller.policy == "replan" else "follows the plan")
     origin = "--policy" if policy is not None else "the job"
     return controller, (f"closed loop on: policy {controller.policy} (from {origin}): stops at L_max "
                         f"{controller.target_loss:g} and {how}"
-                        + ("; '--policy static' follows the plan" if controller.policy == "replan" else ""))
+                        + ("; '--policy static' follows the plan" if controller.policy == "replan" else "")
+                        + (f"; never onto {', '.join(no_process)} (no process in the job)" if no_process else ""))
 
 
 def run_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: Say = _print):

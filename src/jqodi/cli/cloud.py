@@ -42,6 +42,9 @@ def run(args) -> int:
     import sys
 
     controller = None
+    if args.controller and args.policy:
+        raise JqodiError("--policy applies to the job's closed_loop block; a --controller file carries its own "
+                         "policy: give one of them")
     if args.controller:  # the launcher of 'jqodi run' hands its controller over as a file
         from jqodi.app.controller import ClosedLoopController
 
@@ -63,6 +66,9 @@ def run(args) -> int:
     if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
         wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
         (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
+    from jqodi.app.run import job_predictions
+
+    predicted = job_predictions(job, job.closed_loop)  # per (edge, cut): epochs the closed loop moves or adds too
     job = job.replace(closed_loop=None)  # the controller stays here: neither the peers nor the record need it
     notice = job.emulation.notice() if job.emulation is not None else None
     if not args.no_report and notice:
@@ -81,11 +87,15 @@ def run(args) -> int:
         from jqodi.runtime.process import EPOCHS_NAME
         from jqodi.runtime.record import record_from_epochs
 
-        rec = record_from_epochs(job, wd / EPOCHS_NAME, status="failed" if error else "completed", error=error)
+        from jqodi.app.run import unpredicted_note
+
+        rec = record_from_epochs(job, wd / EPOCHS_NAME, predicted=predicted, status="failed" if error else "completed",
+                                 error=error)
         rec.save(wd / "record.json")
         if error and not rec.epochs:   # failed before its first epoch (a port in use, no peer): the error line says it
             return
-        print(report_run(rec, wd), flush=True)  # with how the closed loop ended the run
+        note = unpredicted_note(rec)
+        print(report_run(rec, wd) + (f"\n{note}" if note else ""), flush=True)  # with how the closed loop ended the run
 
     return role_main("cloud", args, after=report, job=job, workdir=args.workdir, resume=args.resume,
                      controller=controller)

@@ -13,7 +13,7 @@ from jqodi.core.instance import ScheduleEntry
 from jqodi.errors import JqodiError
 from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
 
-__all__ = ["job_from_plan", "plan_dilation", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
+__all__ = ["job_from_plan", "plan_dilation", "dilation_choice", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
 
 #: ``trace_store="default"``: the cloud records the run in ``$JQODI_HOME/traces.db``
 DEFAULT_TRACE_STORE = "default"
@@ -87,24 +87,69 @@ def _rooflines(scenario, system, devices: dict[str, Device]) -> dict[str, dict]:
 
 
 def plan_dilation(scenario, solution, clock=None) -> float:
-    """The automatic dilation of ``solution`` on ``scenario``'s testbed
-    (:func:`jqodi.runtime.emulation.auto_dilation`): the host's own epoch time for the plan's
-    model (:func:`jqodi.runtime.emulation.host_flops`, timed by ``clock``: default the wall clock)
-    against the plan's shortest predicted epoch."""
+    """The automatic dilation of ``solution`` on ``scenario``'s testbed: the larger of the epoch
+    rule and the overrun rule (:func:`dilation_choice`, which says how each came out)."""
+    return dilation_choice(scenario, solution, clock)["dilation"]
+
+
+def dilation_choice(scenario, solution, clock=None) -> dict:
+    """How the automatic dilation of ``solution`` comes out, from the host's own speed on the plan's
+    model (:func:`jqodi.runtime.emulation.host_flops`, timed by ``clock``: default the wall clock):
+
+    * ``epoch_rule``: :func:`jqodi.runtime.emulation.auto_dilation` — 4 × the host's epoch time
+      for the whole model against the plan's shortest predicted epoch;
+    * ``overrun_rule``: the largest over the schedule's (edge, cut) options of
+      :func:`jqodi.runtime.emulation.overrun_dilation`: each role's host time for an epoch (a
+      training batch of its part — forward, backward, optimizer step — timed by
+      :func:`jqodi.runtime.emulation.host_split_s`, × the training batches, + a third of it per
+      validation batch: forward only) against that role's predicted compute phase
+      (``end_compute``, ``edge_compute``);
+    * ``dilation``: the larger of the two; ``options``: per option its rule's dilation and the
+      host's and the device's seconds per role.
+
+    The schedule's options only: an epoch the closed loop moves to another cut can overrun more."""
     import time
 
+    import copy
+
     from jqodi.core.profile import profile_named_model
+    from jqodi.core.quant import prepare_qat
+    from jqodi.core.train_config import TrainConfig
     from jqodi.core.zoo import build_model
-    from jqodi.runtime.emulation import auto_dilation, host_flops
+    from jqodi.runtime.emulation import OVERRUN_SHARE, auto_dilation, host_flops, host_split_s, overrun_dilation
 
     model, bits, data = solution.model, int(solution.bits), scenario.data
     width = scenario.model_entry(model).width
-    host = host_flops(build_model(model, data.input_shape, data.num_classes, width, seed=0),
-                      batch_size=scenario.training.batch_size, clock=clock or time.perf_counter)
-    flops = profile_named_model(model, data.input_shape, data.num_classes, width).flops
-    host_epoch_s = (3.0 * data.train_size + data.val_size) * flops / host
-    predicted_s = [predict_epoch(scenario, model, bits, int(s.cut), s.edge)["time_s"] for s in solution.schedule]
-    return auto_dilation(host_epoch_s, min(predicted_s))
+    net = build_model(model, data.input_shape, data.num_classes, width, seed=0)
+    batch, clock = scenario.training.batch_size, clock or time.perf_counter
+    host = host_flops(net, batch_size=batch, clock=clock)
+    tr = scenario.training  # the roles' optimizer (job_from_plan's TrainingConfig)
+    train_config = TrainConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay, optimizer=tr.optimizer)
+    worker = prepare_qat(copy.deepcopy(net), bits, train_config.act_bits)  # what the roles train (roles.base.build_worker)
+    prof = profile_named_model(model, data.input_shape, data.num_classes, width)
+    samples = 3.0 * data.train_size + data.val_size  # forward + backward (3×) of training, forward of validation
+    host_epoch_s = samples * prof.flops / host
+    options: dict[str, dict] = {}
+    split_s: dict[int, tuple[float, float]] = {}  # per cut: the host's batch of each part (both edges alike)
+    for s in solution.schedule:
+        key = f"{s.edge}|{int(s.cut)}"
+        if key in options:
+            continue
+        pred = predict_epoch(scenario, model, bits, int(s.cut), s.edge)
+        batches = (data.train_size + data.val_size / 3.0) / batch  # validation: forward only (≈ ⅓ of a batch)
+        if int(s.cut) not in split_s:
+            split_s[int(s.cut)] = host_split_s(worker, int(s.cut), batch_size=batch, repeats=5, clock=clock,
+                                               train_config=train_config)
+        end_b, edge_b = split_s[int(s.cut)]
+        host_s = {"end": batches * end_b, "edge": batches * edge_b}
+        device_s = {"end": pred["phases_s"]["end_compute"], "edge": pred["phases_s"]["edge_compute"]}
+        options[key] = {"edge": s.edge, "cut": int(s.cut), "predicted_s": pred["time_s"], "host_s": host_s,
+                        "device_s": device_s,
+                        "dilation": overrun_dilation([(host_s[r], device_s[r]) for r in host_s], pred["time_s"])}
+    epoch_rule = auto_dilation(host_epoch_s, min(o["predicted_s"] for o in options.values()))
+    overrun_rule = max(o["dilation"] for o in options.values())
+    return {"dilation": max(epoch_rule, overrun_rule), "epoch_rule": epoch_rule, "overrun_rule": overrun_rule,
+            "overrun_share": OVERRUN_SHARE, "host_flops": host, "host_epoch_s": host_epoch_s, "options": options}
 
 
 def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: float | str | None = None,

@@ -221,7 +221,7 @@ def run_progress(job: Job, say: Callable[[str], None], stream=None, enabled: boo
     def on_progress(p: dict) -> None:
         if bar.total_steps is None:  # every epoch has the same batches; a resumed run starts later
             bar.total_steps = (total - job.start_epoch) * int(p["batches"])
-        bar.label = f"  epoch {p['epoch'] + 1}/{total} [{p['edge']}, cut {p['cut']}]"
+        bar.label = f"  {epoch_of(p['epoch'], total)} [{p['edge']}, cut {p['cut']}]"
         bar.batch(int(p["batch"]), int(p["batches"]), float(p["loss"]))
 
     def on_epoch(rec) -> None:
@@ -251,6 +251,13 @@ def write_epochs(directory: Path, state: CloudState) -> None:
     tmp.replace(path)
 
 
+def epoch_of(epoch: int, total: int) -> str:
+    """``epoch 3/8`` for the 0-based ``epoch`` of a plan of ``total``; past the plan (epochs the closed
+    loop added) ``epoch 9 (plan: 8)``, not ``epoch 9/8``."""
+    n = int(epoch) + 1
+    return f"epoch {n}/{total}" if n <= total else f"epoch {n} (plan: {total})"
+
+
 def epoch_line(rec: dict, total: int) -> str:
-    return (f"epoch {rec['epoch'] + 1}/{total} [{rec['edge']}, cut {rec['cut']}]: train {rec['train_loss']:.4f}"
+    return (f"{epoch_of(rec['epoch'], total)} [{rec['edge']}, cut {rec['cut']}]: train {rec['train_loss']:.4f}"
             f"  val {rec['val_loss']:.4f}  acc {rec['val_accuracy']:.1%}  {rec['wall_s']:.2f}s wall")

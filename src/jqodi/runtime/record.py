@@ -179,7 +179,9 @@ def record_from_epochs(job, epochs_path: str | Path, *, predicted=None,
     for r in stored["epochs"]:
         m = measure_epoch(r, rec.dilation, eps)
         if callable(predicted):  # re-planned runs: the prediction of the option each epoch ran on
-            m["predicted"] = predicted(r["edge"], r["cut"])
+            p = predicted(r["edge"], r["cut"])
+            if p is not None:
+                m["predicted"] = p
         elif predicted is not None and r["epoch"] < len(predicted):
             m["predicted"] = predicted[r["epoch"]]
         rec.epochs.append(m)

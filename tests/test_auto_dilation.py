@@ -1,0 +1,83 @@
+"""The automatic dilation bounds the host's expected overrun (docs/runtime.md, "Emulating the testbed").
+
+The epoch rule alone (4 × the host's epoch / the shortest predicted epoch) let the cut-1 epochs of the
+packaged Data 1 scenario overrun by +20 … +50 %: at cut 1 a GPU edge runs nearly the whole model,
+which the host cannot do at ×5–7. The overrun rule picks the dilation at which each option's
+expected overrun is at most OVERRUN_SHARE of its epoch. Deterministic: a fake clock times the host.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_overrun_dilation_is_the_smallest_that_keeps_the_overrun_within_its_share():
+    from jqodi.runtime.emulation import overrun_dilation
+
+    # one role faster than the host (0.2 s of host time, 5 ms on the device), a 0.18 s epoch, 5 %:
+    # 0.2 − 0.005·D = 0.05·0.18·D  →  D = 0.2 / 0.014
+    d = overrun_dilation([(0.2, 0.005)], 0.18, share=0.05)
+    assert d == pytest.approx(0.2 / 0.014, rel=2e-3)
+
+    def over(dil, parts, t, share=0.05):
+        return sum(max(0.0, h - dev * dil) for h, dev in parts) - share * t * dil
+
+    parts = [(0.1, 0.103), (0.23, 0.0042)]  # a slow end device (padded, never overruns) and a GPU edge
+    d = overrun_dilation(parts, 0.176)
+    assert over(d, parts, 0.176) <= 1e-12 and over(d / 1.002, parts, 0.176) > 0  # the bound, and the least
+    assert overrun_dilation([(0.1, 0.5)], 0.6) == 1.0       # every device slower than the host: no dilation needed
+    assert overrun_dilation([], 0.6) == 1.0 and overrun_dilation([(0.1, 0.0)], 0.0) == 1.0
+
+
+def test_host_split_times_each_part_and_leaves_the_model_as_it_was():
+    import torch
+
+    from jqodi.core.zoo import build_model
+    from jqodi.runtime.emulation import host_split_s
+
+    torch.manual_seed(0)
+    net = build_model("lenet", (1, 28, 28), 10, 0.25, seed=0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    end_s, edge_s = host_split_s(net, 1, batch_size=8, repeats=3)
+    assert end_s > 0 and edge_s > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the optimizer steps undone
+
+
+def test_the_automatic_dilation_bounds_the_cut1_overrun_the_epoch_rule_left():
+    from jqodi.core.scenario import default_scenario_path, load_scenario
+    from jqodi.planner import ScheduleEntry, Solution
+    from jqodi.runtime.emulation import OVERRUN_SHARE, auto_dilation
+    from jqodi.runtime.plan import cpu_scale, dilation_choice, plan_dilation, predict_epoch
+
+    sc = cpu_scale(load_scenario(default_scenario_path()), train_size=512, val_size=128)
+    sol = Solution("feasible", "test", "lenet", 8,
+                   tuple(ScheduleEntry(e.name, c, 1) for e in sc.edges for c in (1, 2, 3, 4)))
+
+    def clock():  # every reading 10 ms after the last: each timed step takes 10 ms
+        clock.t += 0.01
+        return clock.t
+    clock.t = 0.0
+    got = dilation_choice(sc, sol, clock=clock)
+    pred = {k: predict_epoch(sc, "lenet", 8, o["cut"], o["edge"]) for k, o in got["options"].items()}
+    # the epoch rule as before: the whole model's epoch on the host against the shortest predicted epoch
+    assert got["epoch_rule"] == pytest.approx(auto_dilation(got["host_epoch_s"], min(p["time_s"] for p in pred.values())))
+    batches = (512 + 128 / 3) / sc.training.batch_size
+    for k, o in got["options"].items():  # the shallow part is timed as 3 steps (forward, backward, optimizer), the deep as 2
+        assert o["host_s"] == pytest.approx({"end": 0.03 * batches, "edge": 0.02 * batches})
+        assert o["device_s"] == {"end": pred[k]["phases_s"]["end_compute"], "edge": pred[k]["phases_s"]["edge_compute"]}
+
+    def overrun_share(k: str, dil: float) -> float:
+        o = got["options"][k]
+        return sum(max(0.0, o["host_s"][r] - o["device_s"][r] * dil) for r in o["host_s"]) / (pred[k]["time_s"] * dil)
+
+    # the cause: at the epoch rule the GPU edges' cut-1 epochs overrun by far more than the ≤ 15 % target
+    assert overrun_share("rtx4090|1", got["epoch_rule"]) > 0.15 and overrun_share("rtx3090|1", got["epoch_rule"]) > 0.15
+    # the fix: the run's dilation keeps every option's expected overrun within OVERRUN_SHARE
+    clock.t = 0.0
+    d = plan_dilation(sc, sol, clock=clock)
+    assert d == pytest.approx(got["dilation"]) and d > got["epoch_rule"]
+    assert max(overrun_share(k, d) for k in got["options"]) <= OVERRUN_SHARE * 1.001
+    assert got["overrun_rule"] == max(o["dilation"] for o in got["options"].values())
