@@ -325,6 +325,10 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_qat_step():
         m = build_model("lenet", (3, 32, 32), 10, 0.25, seed=0)
         m = prepare_qat(m, 4, calibration=x)                # the library leaves glibc's defaults alone
         assert heap._applied is None
+        # glibc's default thresholds (128 KiB) pinned: its dynamic mmap threshold otherwise rises by itself
+        # after the first frees, so "before" would depend on the allocation history (2,100-4,500 faults a
+        # step, once 342 under load); mallopt fixes them where a process that never called it starts
+        assert heap._set_thresholds(128 * 1024, 128 * 1024)
         opt = torch.optim.Adam(m.parameters(), 1e-3)
         def faults(n):
             for _ in range(4):
