@@ -9,18 +9,15 @@ loopback (LeNet ×0.25 at 4 bits, 30 + 6 images, random initial weights), each e
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from jqodi.cli import main
-from test_closed_loop_runtime import scenario_file  # tests/ is on sys.path (no __init__.py)
+from test_by_hand_closed_loop import run_by_hand  # tests/ is on sys.path (no __init__.py)
+from test_closed_loop_runtime import scenario_file
 from test_user_data import image_folder
 
 pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
@@ -86,45 +83,11 @@ def test_the_end_device_reads_its_own_copy_and_is_told_what_to_pass(tmp_path, mo
     assert capsys.readouterr().err.strip() == "jqodi end: error: --data ../nowhere: no such file or folder"
 
 
-def _env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "JQODI_JOB_TOKEN"}
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env.update(JQODI_HOME=str(tmp_path / "home"), JQODI_THREADS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    return env
-
-
 def test_a_job_written_in_one_folder_runs_with_the_end_devices_data_in_another(tmp_path, monkeypatch):
-    from jqodi.runtime.auth import new_secret, write_token_file
-    from jqodi.runtime.launch import free_port
-
     job, job_path = _moved_job(tmp_path, monkeypatch)
-    token = write_token_file(tmp_path / "job.token", new_secret())
-    conn = ["--host", "127.0.0.1", "--port", str(free_port("127.0.0.1")), "--timeout", "60",
-            "--startup-timeout", "90", "--token-file", str(token)]
-    py = [sys.executable, "-m", "jqodi"]
-    procs: dict[str, subprocess.Popen] = {}
-
-    def start(name: str, args: list[str]) -> None:
-        with open(tmp_path / f"{name}.log", "w") as log:
-            procs[name] = subprocess.Popen(py + args + conn, env=_env(tmp_path), stdout=log,
-                                           stderr=subprocess.STDOUT, cwd=tmp_path / "elsewhere")
-
     wd = tmp_path / "wd"
-    try:
-        start("cloud", ["cloud", "--job", str(job_path), "--workdir", str(wd)])
-        for e in job.edges:  # a closed-loop job lists every edge it may move epochs to
-            start(f"edge-{e}", ["edge", "--name", e])
-        start("end", ["end", "--data", "../device/imgs"])
-        deadline = time.monotonic() + 300
-        for name, p in procs.items():
-            rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
-            assert rc == 0, f"{name}: {(tmp_path / f'{name}.log').read_text()[-1500:]}"
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.kill(p.pid, 9)
-                p.wait(timeout=10)
+    run_by_hand(tmp_path, job_path, {"edges": list(job.edges)}, wd, end_args=("--data", "../device/imgs"),
+                cwd=tmp_path / "elsewhere")
     rec = json.loads((wd / "record.json").read_text())
     assert rec["epochs"] and "target L_max 5" in (tmp_path / "cloud.log").read_text()
     assert "error" not in (tmp_path / "end.log").read_text()
