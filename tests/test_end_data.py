@@ -90,4 +90,5 @@ def test_a_job_written_in_one_folder_runs_with_the_end_devices_data_in_another(t
                 cwd=tmp_path / "elsewhere")
     rec = json.loads((wd / "record.json").read_text())
     assert rec["epochs"] and "target L_max 5" in (tmp_path / "cloud.log").read_text()
-    assert "error" not in (tmp_path / "end.log").read_text()
+    end_log = (tmp_path / "end.log").read_text()
+    assert "error" not in end_log and f"this device's copy of the job's {job.data.name}" in end_log, end_log

@@ -26,6 +26,8 @@ class EndRole(_Role):
             from jqodi.runtime.end_data import end_device_data_for_job
 
             data = end_device_data_for_job(self.job, **(data_paths or {}))
+            if data_paths:
+                ctx.log(f"end: data: {data.description}: this device's copy of the job's {self.job.data.name}")
         self.data = data
         self.prepare_worker()
 
