@@ -33,12 +33,16 @@ def write_job(tmp_path: Path, *extra: str, target: float = 5.0) -> Path:
 
 def _env(tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "JQODI_JOB_TOKEN"}
-    env.update(JQODI_HOME=str(tmp_path / "home"), JQODI_THREADS="1", PYTHONUNBUFFERED="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's code, from any folder
+    env.update(JQODI_HOME=str(tmp_path / "home"), JQODI_THREADS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p))
     return env
 
 
-def run_by_hand(tmp_path: Path, job_path: Path, job: dict, wd: Path) -> None:
-    """The cloud, every edge of the job and the end as separate processes, each by its PID."""
+def run_by_hand(tmp_path: Path, job_path: Path, job: dict, wd: Path, *, end_args: tuple[str, ...] = (),
+                cwd: Path | None = None) -> None:
+    """The cloud, every edge of the job and the end (with ``end_args``) as separate processes, each
+    by its PID, started in ``cwd``."""
     from jqodi.runtime.auth import new_secret, write_token_file
     from jqodi.runtime.launch import free_port
 
@@ -50,13 +54,14 @@ def run_by_hand(tmp_path: Path, job_path: Path, job: dict, wd: Path) -> None:
 
     def start(name: str, args: list[str]) -> None:
         with open(tmp_path / f"{name}.log", "w") as log:
-            procs[name] = subprocess.Popen(py + args + conn, env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+            procs[name] = subprocess.Popen(py + args + conn, env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+                                           cwd=cwd)
 
     try:
         start("cloud", ["cloud", "--job", str(job_path), "--workdir", str(wd)])
         for e in job["edges"]:
             start(f"edge-{e}", ["edge", "--name", e])
-        start("end", ["end"])
+        start("end", ["end", *end_args])
         deadline = time.monotonic() + 400
         for name, p in procs.items():
             rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))

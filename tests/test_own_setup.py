@@ -71,7 +71,8 @@ def test_the_guide_end_to_end(tmp_path, monkeypatch, capsys):
     # the data paths as the end device reads them: absolute, from the scenario file's folder (the guide says so)
     mine = str((tmp_path / "my-images").resolve())
     assert (job["data"]["name"], job["data"]["dataset"]) == (mine, mine)
-    assert "its copies at those same paths" in guide
+    assert (job["data"]["name_written"], job["data"]["dataset_written"]) == ("./my-images", "./my-images")
+    assert "jqodi end --host CLOUD_ADDRESS --token-file job.token --data" in guide  # the copy elsewhere
 
 
 @pytest.fixture(autouse=True)

@@ -439,13 +439,17 @@ def run_measured_plan(scenario_path: str | Path, estimates, cfg: MeasureConfig, 
     the validation loss, our L_max is on the training loss); the epoch where the training loss
     first reaches L_max is read from the record. Returns predicted vs measured.
 
-    The dilation is the automatic one (4 × the host's own epoch time / the plan's shortest
-    predicted epoch, :func:`jqodi.runtime.plan.plan_dilation`) with the host's speed timed by
-    one thread's CPU time instead of the wall clock: what the host's core needs, a quiet host's
-    wall time, not how long a loaded host made it wait (the wall-clock figure was ×31 at load 28
-    where the CPU clock gives ≈ ×4.7, and the run's wall time grows with it). On a loaded host
-    the roles may then fall behind their padded steps; each epoch's ``overrun_s`` in the record
-    says by how much. Both figures and the load average are returned (``dilation_how``)."""
+    The dilation is the automatic one (:func:`jqodi.runtime.plan.plan_dilation`): the larger of
+    the epoch rule (4 × the host's own epoch time / the plan's shortest predicted epoch) and the
+    overrun rule (per (edge, cut) of the schedule, the smallest dilation at which the roles'
+    expected overrun of their padded compute is at most 5 % of the dilated predicted epoch;
+    :func:`jqodi.runtime.plan.dilation_choice`), with the host's speed and its parts' batches
+    timed by one thread's CPU time instead of the wall clock: what the host's core needs, a quiet
+    host's wall time, not how long a loaded host made it wait (under the epoch rule alone the
+    wall-clock figure was ×31 at load 28 where the CPU clock gave ≈ ×4.7, and the run's wall time
+    grows with it). On a loaded host the roles may then fall behind their padded steps; each epoch's
+    ``overrun_s`` in the record says by how much. Both figures and the load average are returned
+    (``dilation_how``)."""
     import dataclasses
 
     import yaml

@@ -131,7 +131,9 @@ class DataSpec(Strict):
     how many samples, and ``data_dir``, the folder holding the named datasets' files.
 
     In a scenario file, a relative path (``split: ./my-images``, ``data_dir: data``) is read from
-    the file's folder, as its device and trace files are, and stored absolute."""
+    the file's folder, as its device and trace files are, and stored absolute; :meth:`written`
+    gives a path as the file wrote it (the by-hand job records it, for an end device whose copy
+    lies elsewhere)."""
 
     dataset: Annotated[str, BeforeValidator(_dataset_name)] = "cifar10"
     split: Annotated[str, BeforeValidator(_split_name)] = "data1"
@@ -141,12 +143,25 @@ class DataSpec(Strict):
     input_shape: Annotated[tuple[PosInt, PosInt, PosInt], BeforeValidator(_three_sizes)] = (3, 32, 32)
     num_classes: Annotated[int, NoBool, Field(ge=2, le=1_000_000)] = 10
 
+    _written: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @field_validator("dataset", "split", "data_dir")
     @classmethod
     def _relative_to_file(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None or (info.field_name != "data_dir" and not _is_data_path(v)):
             return v
+        if isinstance(info.context, dict):
+            info.context.setdefault("data_written", {})[str(info.field_name)] = v
         return _data_path(v, str(info.field_name), info)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if isinstance(context, dict):
+            self._written = dict(context.get("data_written") or {})
+
+    def written(self, field: str) -> str | None:
+        """The data path ``field`` (``dataset``, ``split``, ``data_dir``) as the scenario file wrote it
+        (``./my-images``), or ``None`` where it names no path."""
+        return self._written.get(field)
 
 
 class ModelEntry(Strict):

@@ -57,7 +57,12 @@ def _to_dict(obj) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The end device's private data (only the end process loads it)."""
+    """The end device's private data (only the end process loads it).
+
+    ``name`` and ``dataset`` are paper names or absolute paths on the machine that wrote the job;
+    ``name_written`` and ``dataset_written``, the same paths as the scenario file wrote them
+    (``./my-images``), so that an end device whose copy lies elsewhere is told what it is looking
+    for (``jqodi end --data PATH`` / ``--dataset PATH`` name its own copies: :mod:`jqodi.runtime.end_data`)."""
 
     __pydantic_config__ = FORBID_EXTRA
 
@@ -67,6 +72,8 @@ class DataConfig:
     val_size: int | None = None
     seed: int = 0
     data_dir: str | None = None
+    name_written: str | None = None
+    dataset_written: str | None = None
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
                workdir: str | Path | None = None, resume: bool = False, bind_host: str | None = None,
                message_log: str | Path | None = None, say: Callable[[str], None] = _say,
                token_file: str | Path | None = None, controller=None,
-               on_job: Callable[[Job], None] | None = None) -> int:
+               on_job: Callable[[Job], None] | None = None, data_paths: dict | None = None) -> int:
     """Run ``role`` ("cloud", "end" or "edge:NAME") until the plan is done; returns an exit code.
 
     ``startup_timeout_s`` bounds the rendezvous and the forming of the process group;
@@ -121,6 +121,8 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
     bytes) there as JSON when the role ends, also on failure (the privacy test reads it).
     ``controller`` (cloud only): what the cloud asks after each epoch (:mod:`jqodi.runtime.control`).
     ``on_job``: called with the job once this role has it (an edge or end learns it from the cloud).
+    ``data_paths`` (end only): this device's copies of the job's data, ``{"data": PATH, "dataset":
+    PATH}`` (``jqodi end --data/--dataset``; :mod:`jqodi.runtime.end_data`).
 
     ``token_file``: the job secret (:mod:`jqodi.runtime.auth`; else ``$JQODI_JOB_TOKEN``). A cloud
     without one creates a fresh secret and writes it to ``workdir/job.token`` (mode 0600) for the
@@ -187,7 +189,7 @@ def serve_role(role: str, *, host: str, port: int, timeout_s: float, job: Job | 
 
             role_obj = CloudRole(ctx, state, on_epoch, on_progress, checkpoint, controller=controller)
         elif role == "end":
-            role_obj = EndRole(ctx)
+            role_obj = EndRole(ctx, data_paths=data_paths)
         else:
             role_obj = EdgeRole(ctx, role.split(":", 1)[1])
         role_obj.run()

@@ -3,10 +3,11 @@
 When the job names a store (``Job.trace_store``, set by :func:`jqodi.runtime.plan.job_from_plan`
 to ``$JQODI_HOME/traces.db`` unless told otherwise) the cloud role opens one run for the job
 (``source = "runtime"``, ``job_id = Job.run_id``) with its first epoch — a run stopped before
-any epoch (Ctrl-C while the roles start) leaves no row, which every later ``jqodi estimate`` would
-count as unusable — adds each epoch as it completes (epoch numbered from 1, train and validation
-loss, accuracy, wall seconds, bytes the model went down and the updates came up) and, after
-collaborative inference, one summary row per device combination. The rows have the shape of a fine-tuning run's
+any epoch (Ctrl-C while the roles start) leaves no row; the rows older versions left so are
+counted apart, as runs that recorded no epoch (:func:`jqodi.core.traces.store.skipped_text`) —
+adds each epoch as it completes (epoch numbered from 1, train and validation loss, accuracy,
+wall seconds, bytes the model went down and the updates came up) and, after collaborative
+inference, one summary row per device combination. The rows have the shape of a fine-tuning run's
 (:func:`jqodi.learning.reference.finetune`), so the epoch estimators read real runs as they read
 reference runs (``TraceStore.runs(model=..., bits=...)``).
 
@@ -28,8 +29,9 @@ def run_row(job: Job, train_size: int, val_size: int) -> dict:
     """The ``runs`` row of ``job`` (L_a, the start loss and γ are the probes', not measured here)."""
     from jqodi.core.data import canonical_data_name, canonical_dataset
 
-    # your own data under its absolute path, as probes and 'jqodi finetune' record it (a job names
-    # it as the scenario wrote it, e.g. ./my-images), so the estimators find these runs
+    # your own data under its absolute path, as probes and 'jqodi finetune' record it (a job written
+    # before scenario paths were stored absolute, or by hand, may name it ./my-images), so the
+    # estimators find these runs
     return {"model": job.model, "bits": job.bits, "dataset": canonical_dataset(job.data.dataset),
             "data_name": canonical_data_name(job.data.name), "train_size": int(train_size), "val_size": int(val_size),
             "seed": job.training.seed, "width": job.width, "source": "runtime",

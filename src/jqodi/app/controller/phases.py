@@ -38,8 +38,12 @@ class PhaseTable:
     """The planning instance with every option's time and energy per term (see the module docstring).
 
     ``terms_s[key][i, j]`` / ``terms_j[key][i, j]``: term ``TERMS[j]`` of option ``i`` of the
-    candidate ``key`` (``model@bits``) at nominal speeds; each row sums to the option's
-    ``epoch_time_s`` / ``epoch_energy_j``.
+    candidate ``key`` (``model@bits``) at nominal speeds. Each row of ``terms_s`` sums to the
+    option's ``epoch_time_s``. Each row of ``terms_j`` sums to its ``epoch_energy_j`` less the idle
+    energy, where the scenario counts it (``idle_energy: true``: each node's idle power while it
+    waits, ``EpochCost.*_idle_j``): that is no term of Eq. (7)–(10), and the table leaves it out,
+    so the energies of :meth:`scaled` (what re-plans compare) leave it out too. Without idle
+    energy the rows sum to ``epoch_energy_j``.
     """
 
     instance: PlanningInstance

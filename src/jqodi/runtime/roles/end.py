@@ -17,13 +17,17 @@ __all__ = ["EndRole"]
 class EndRole(_Role):
     """The SD: owns the private data, trains the shallow part, sends only activations + labels."""
 
-    def __init__(self, ctx: RoleContext, data=None):
+    def __init__(self, ctx: RoleContext, data=None, data_paths: dict | None = None):
+        """``data``: the loaded data (tests); else the job's, or this device's copies ``data_paths``
+        (``{"data": PATH, "dataset": PATH}``, ``jqodi end --data/--dataset``), checked against the job
+        (:func:`jqodi.runtime.end_data.end_device_data_for_job`)."""
         super().__init__(ctx)
         if data is None:
-            from jqodi.core.data import end_device_data
+            from jqodi.runtime.end_data import end_device_data_for_job
 
-            d = self.job.data
-            data = end_device_data(d.name, d.dataset, d.data_dir, d.train_size, d.val_size, d.seed)
+            data = end_device_data_for_job(self.job, **(data_paths or {}))
+            if data_paths:
+                ctx.log(f"end: data: {data.description}: this device's copy of the job's {self.job.data.name}")
         self.data = data
         self.prepare_worker()
 
