@@ -107,9 +107,10 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
     b = bench(monkeypatch)
     assert b.dev_seeds(3) == (1, 2) and b.dev_seeds(4) == (1, 2, 3) and b.dev_seeds(None) == (1, 2)
     (old, old_opts), (new, new_opts) = b.test_methods(4)
-    # (since session 8 both spell out session 7's per-kind rule and fixed level: the defaults moved)
+    # (since session 8 both spell out session 7's per-kind rule and fixed level, since session 9 session 8's level
+    # rule: the defaults moved)
     assert (old, new) == (b.TEST7_OLD, b.TEST7_NEW)
-    session7 = {"mondrian_finite": False, "level_safety": None}
+    session7 = {"mondrian_finite": False, "level_safety": None, "least_margin_level": False}
     assert old_opts == {"drop_bandwidth": 0.0, **session7} and new_opts == session7
     assert b.test_methods(3)[1][0] == b.TEST_NEW
     grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
@@ -143,13 +144,30 @@ def test_the_fifth_seed_scores_session_7_beside_session_8_with_seeds_1_to_4_as_d
     b = bench(monkeypatch)
     assert b.dev_seeds(5) == (1, 2, 3, 4)
     (old, old_opts), (new, new_opts) = b.test_methods(5)
-    assert (old, new) == (b.TEST8_OLD, b.TEST8_NEW) and new_opts == {}
-    assert old_opts == {"mondrian_finite": False, "level_safety": None}
-    assert b.test_methods(4)[1] == (b.TEST7_NEW, {"mondrian_finite": False, "level_safety": None})
+    # (since session 9 session 8's method spells out its level rule: the default moved)
+    session8 = {"least_margin_level": False}
+    assert (old, new) == (b.TEST8_OLD, b.TEST8_NEW) and new_opts == session8
+    assert old_opts == {"mondrian_finite": False, "level_safety": None, **session8}
+    assert b.test_methods(4)[1] == (b.TEST7_NEW, {"mondrian_finite": False, "level_safety": None, **session8})
     assert all(opts.get("mondrian_finite") is False and opts["level_safety"] is None for _, opts in b.test_methods(3))
+    assert all(opts["least_margin_level"] is False for s in (3, 4, 5) for _, opts in b.test_methods(s))
     m = {"median_rel_error": 0.1, "coverage": 0.95, "mean_margin_rel": 0.4, "wrongly_excluded": 0.0}
     assert b.probe_rule({"5": m}) == 5
     assert b.probe_rule({"3": {**m, "mean_margin_rel": 0.2}, "5": m}) == 3
+
+
+def test_the_sixth_seed_scores_session_9s_candidate_beside_session_8s_default_with_seeds_1_to_5_as_development(
+        monkeypatch):
+    """Session 9 (--test-seed 6, pre-registered): no change was adopted on development data, so the second method
+    (the figure of record) is the default — session 8's rule — and the candidate (least_margin_level) is scored
+    beside it; seeds 1-5 develop."""
+    from jqodi.learning.prior.curve_prior import LEAST_MARGIN_LEVEL
+
+    b = bench(monkeypatch)
+    assert b.dev_seeds(6) == (1, 2, 3, 4, 5)
+    (first, first_opts), (record, record_opts) = b.test_methods(6)
+    assert (first, record) == (b.TEST9_CANDIDATE, b.TEST9_RECORD)
+    assert first_opts == {"least_margin_level": True} and record_opts == {} and LEAST_MARGIN_LEVEL is False
 
 
 def test_probe_lengths_are_refused_before_any_run_when_they_cannot_be_ruled_on(monkeypatch, tmp_path, capsys):
@@ -162,3 +180,38 @@ def test_probe_lengths_are_refused_before_any_run_when_they_cannot_be_ruled_on(m
             b.loco_main(["--store", str(tmp_path / "t.db"), *argv])
         assert e.value.code == 2 and says in capsys.readouterr().err
     assert not (tmp_path / "t.db").exists()
+
+
+def test_methods_that_differ_only_in_the_level_rule_share_their_calibration_and_estimate_as_separate_ones(
+        tmp_path, monkeypatch):
+    """share_calibration (the held-out test scores two methods in one pass over the residuals): the second method
+    reads the first's caches, and every estimate, level and scheme equals that of a separately built method;
+    a method whose residuals differ (another drop_bandwidth) shares nothing."""
+    from jqodi.learning.prior import CurvePrior
+    from jqodi.learning.prior.curve_prior import run_query
+
+    b = bench(monkeypatch)
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    with TraceStore(tmp_path / "loco.db") as s:
+        record_grid(s, grid, (1, 2))
+        library = CurvePrior.from_store(s).runs
+    (_, old_opts), (_, new_opts) = b.test_methods(6)
+    shared_old, shared_new = CurvePrior(library, **old_opts), CurvePrior(library, **new_opts)
+    assert b.share_calibration(shared_old, shared_new) and shared_new._residuals is shared_old._residuals
+    assert shared_new._schemes is shared_old._schemes   # same quantile rule: the scheme tables too
+    assert not b.share_calibration(shared_old, CurvePrior(library, drop_bandwidth=0.0))
+    assert not b.share_calibration(shared_old, CurvePrior(library[1:], **new_opts))
+    probes = [r for r in library if r.source == "probe"]
+    for opts, shared in ((old_opts, shared_old), (new_opts, shared_new)):
+        alone = CurvePrior(library, **opts)
+        for r in probes:
+            ex = frozenset([r.group])
+            assert shared.select_level(5, ex) == alone.select_level(5, ex)
+            for target in (float(r.losses[2]), float(r.losses[-1]) * 0.8):
+                got = shared.estimate(list(r.losses[:5]), target, run_query(r), start_loss=r.start_loss,
+                                      exclude_group=r.group)
+                want = alone.estimate(list(r.losses[:5]), target, run_query(r), start_loss=r.start_loss,
+                                      exclude_group=r.group)
+                assert (got.expected, got.robust, got.note) == (want.expected, want.robust, want.note)

@@ -395,19 +395,39 @@ def test_a_per_kind_quantile_falls_back_to_all_residuals_when_its_kind_is_too_fe
 
 def test_the_conformal_level_is_the_smallest_whose_inner_split_coverage_keeps_the_safety(library):
     """Session 8: select_level takes the smallest level of LEVEL_GRID whose inner-split coverage is ≥ 0.9 +
-    level_safety (the held-out configuration takes no part); None: the fixed 0.9 of session 7."""
+    level_safety (the held-out configuration takes no part); None: the fixed 0.9 of session 7. Session 9's
+    candidate (least_margin_level=True, not adopted: the default stays False) takes the (level, scheme) of least
+    inner margin among those keeping the safety; level_grid restricts the levels considered."""
     from jqodi.learning.prior import CurvePrior
-    from jqodi.learning.prior.curve_prior import CONFORMAL_LEVEL, LEVEL_GRID, LEVEL_SAFETY
+    from jqodi.learning.prior.curve_prior import CONFORMAL_LEVEL, LEAST_MARGIN_LEVEL, LEVEL_GRID, LEVEL_SAFETY
+
+    assert LEAST_MARGIN_LEVEL is False and library.least_margin_level is False
 
     group = next(r.group for r in library.runs if (r.train_size, r.bits) == (1000, 4))
     ex = frozenset([group])
-    level, scheme = library.select_level(5, ex)
+    smallest = CurvePrior(library.runs, least_margin_level=False)
+    level, scheme = smallest.select_level(5, ex)
     cov = {lv: library.select_scheme(5, ex, lv)[1][library.select_scheme(5, ex, lv)[0].name]["coverage"]
            for lv in LEVEL_GRID}
     ok = [lv for lv in sorted(LEVEL_GRID) if cov[lv] >= CONFORMAL_LEVEL + LEVEL_SAFETY]
     assert level == (ok[0] if ok else CONFORMAL_LEVEL) and scheme == library.select_scheme(5, ex, level)[0]
     fixed = CurvePrior(library.runs, level_safety=None)
     assert fixed.select_level(5, ex) == (CONFORMAL_LEVEL, fixed.select_scheme(5, ex)[0])
+    # session 9: of every (level, scheme) keeping the safety on the inner split, the least inner mean margin
+    from jqodi.learning.prior import SELECTABLE_SCHEMES
+
+    kept = {(lv, sc): library.select_scheme(5, ex, lv)[1][sc.name] for lv in LEVEL_GRID for sc in SELECTABLE_SCHEMES}
+    kept = {k: t["mean_margin_rel"] for k, t in kept.items() if t["coverage"] >= CONFORMAL_LEVEL + LEVEL_SAFETY}
+    assert library.select_level(5, ex) == (level, scheme)   # the default is session 8's rule
+    lv9, sc9 = CurvePrior(library.runs, least_margin_level=True).select_level(5, ex)
+    if kept:
+        assert kept[(lv9, sc9)] == min(kept.values())
+        assert (level, scheme) not in kept or kept[(lv9, sc9)] <= kept[(level, scheme)]
+    else:
+        assert (lv9, sc9) == (level, scheme)
+    # a grid of one level: that level when its inner coverage keeps the safety, else the fixed 0.9
+    only = CurvePrior(library.runs, level_grid=(0.85,))
+    assert only.select_level(5, ex)[0] == (0.85 if cov[0.85] >= CONFORMAL_LEVEL + LEVEL_SAFETY else CONFORMAL_LEVEL)
     # the point estimate does not depend on the level; the estimate states the coverage it is calibrated to, 0.9
     probe = true_curve(5, 1000, 4, 4 + 1000)
     chosen = library.estimate(probe, 1.3, query(1000, 4), start_loss=7.5, exclude_group=group)
