@@ -374,8 +374,18 @@ def test_time_energy_tradeoff_is_read_from_the_nominal_options():
     # the condition travels with the controller (controller.json, a job's closed_loop block)
     spec = json.loads(json.dumps(ClosedLoopController(tab, sol, spread_condition="always").to_spec()))
     assert ClosedLoopController.from_spec(spec).spread_condition == "always"
-    del spec["options"]["spread_condition"]  # a spec written before the option: today's default
-    assert ClosedLoopController.from_spec(spec).spread_condition == "trade-off"
+    # a spec written before an option is the controller that wrote it (a job's closed_loop block, a
+    # resumed run's controller.json), not today's default: before spread_condition the spread part
+    # applied always; before the spread reserve there was none
+    spec = json.loads(json.dumps(ClosedLoopController(tab, sol).to_spec()))
+    del spec["options"]["spread_condition"]
+    old = ClosedLoopController.from_spec(spec)
+    assert old.spread_condition == "always" and old.spread_reserve_s(old.schedule, 100.0) > 0
+    del spec["options"]["reserve_spread"]
+    assert ClosedLoopController.from_spec(spec).spread_reserve_s(old.schedule, 100.0) == 0.0
+    spec["options"]["a_later_option"] = 1  # a spec from a newer jqodi: one line, not a TypeError
+    with pytest.raises(JqodiError, match="options this version does not know: a_later_option"):
+        ClosedLoopController.from_spec(spec)
 
 
 def test_no_spread_reserve_where_no_option_trades_time_for_energy(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,49 @@ def test_a_fleet_run_refuses_a_workdir_another_job_holds(holder, monkeypatch):
     with pytest.raises(Reached):
         run_fleet_scenario(fleet_demo_path(), FleetRunOptions(**{**opts.__dict__, "workdir": free}), say=lambda line: None)
     assert not (free / "jqodi.lock").exists()
+
+
+def test_the_lock_stays_held_while_the_cloud_of_a_killed_run_still_writes_the_workdir(tmp_path):
+    """'jqodi run' starts its roles in their own sessions: killed (SIGKILL), it leaves them running
+    the job to its end, writing the workdir's checkpoint and epochs. The cloud joins its parent's lock,
+    so a second run refuses until the cloud has ended too (it took the lock over before)."""
+    from jqodi.app.run import WorkdirLock
+
+    wd = tmp_path / "wd"
+    env = {**os.environ, "JQODI_HOME": str(tmp_path / "home")}
+    # the parent takes the lock and starts a 'cloud' that acquires it as 'jqodi cloud' does
+    cloud = ("import time; from jqodi.app.run import WorkdirLock; "
+             f"WorkdirLock({str(wd)!r}, 'cloud').acquire(); print('joined', flush=True); time.sleep(120)")
+    run = ("import subprocess, sys, time; from jqodi.app.run import WorkdirLock; "
+           f"WorkdirLock({str(wd)!r}, 'run').acquire(); "
+           f"c = subprocess.Popen([sys.executable, '-c', {cloud!r}], stdout=subprocess.PIPE, text=True, "
+           "start_new_session=True); assert c.stdout.readline().strip() == 'joined'; "
+           "print(c.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", run], env=env, stdout=subprocess.PIPE, text=True)
+    cloud_pid = None
+    try:
+        cloud_pid = int(parent.stdout.readline())
+        parent.kill()  # the run is killed; its cloud goes on
+        parent.wait(timeout=10)
+        with pytest.raises(JqodiError, match=rf"another 'jqodi run' \(PID {cloud_pid}\) is running in this workdir"):
+            WorkdirLock(wd, "run").acquire()
+        os.kill(cloud_pid, 9)
+        for _ in range(100):  # ended: gone from /proc, or a zombie its new parent has not reaped
+            try:
+                if open(f"/proc/{cloud_pid}/stat").read().rsplit(") ", 1)[1][0] in "ZX":
+                    break
+            except OSError:
+                break
+            time.sleep(0.05)
+        lock = WorkdirLock(wd, "run").acquire()  # both ended: stale, taken over
+        assert lock.held
+        lock.release()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+        if cloud_pid is not None:
+            try:
+                os.kill(cloud_pid, 9)
+            except ProcessLookupError:
+                pass

@@ -110,22 +110,28 @@ def fleet_job_from_plan(sc, sol, opts: FleetRunOptions, *, run_id: str | None = 
     """The :class:`FleetJob` that runs ``sol`` on ``sc`` and, per device, the plan's figures.
 
     Each device's job is :func:`jqodi.runtime.plan.job_from_plan` of its own scenario and plan;
-    its data is its own (a different seed for each device's slice); one dilation for all.
+    its data is its own (a different seed for each device's slice); one dilation for all (``auto``:
+    the largest any device's plan needs, the host timed once per model, not once per device).
     """
     import uuid
 
     from jqodi.core.fleet import device_scenario, fleet_devices
     from jqodi.runtime.fleet_job import FleetJob
-    from jqodi.runtime.plan import job_from_plan
+    from jqodi.runtime.plan import job_from_plan, plan_dilation
 
     run_id = run_id or uuid.uuid4().hex[:12]
     specs = {d.name: d for d in fleet_devices(sc)}
-    jobs, predicted = {}, {}
+    jobs, predicted, auto = {}, {}, []
+    timings: dict = {}  # the host's timings, shared by the devices' automatic dilations
     for i, (name, plan) in enumerate(sol.plans.items()):
         if plan.status == "infeasible":
             continue
         dsc = device_scenario(sc, specs[name])
-        job = job_from_plan(dsc, plan, emulate=True, dilation=opts.dilation, timeout_s=opts.timeout_s,
+        dilation = dsc.runtime.time_dilation if opts.dilation is None else opts.dilation
+        if dilation == "auto":
+            auto.append(plan_dilation(dsc, plan, host_timings=timings))
+        job = job_from_plan(dsc, plan, emulate=True, dilation=1.0 if dilation == "auto" else dilation,
+                            timeout_s=opts.timeout_s,
                             startup_timeout_s=opts.startup_timeout_s, max_epochs=opts.max_epochs,
                             pretrained={"source": "random", "seed": i} if opts.random_init else
                             {"source": "pretrained", **(opts.pretrained or {})},
@@ -136,7 +142,7 @@ def fleet_job_from_plan(sc, sol, opts: FleetRunOptions, *, run_id: str | None = 
                            "epochs": plan.epochs, "schedule": [[e.edge, e.cut, e.epochs] for e in plan.schedule]}
     if not jobs:
         raise JqodiError("the fleet plan serves no device: nothing to run (see jqodi plan)")
-    dilation = max(j.emulation.dilation for j in jobs.values())
+    dilation = max([j.emulation.dilation for j in jobs.values()] + auto)
     jobs = {n: j.replace(emulation=dataclasses.replace(j.emulation, dilation=dilation)) for n, j in jobs.items()}
     first = next(iter(jobs.values()))
     fleet = FleetJob(jobs, run_id=run_id, timeout_s=first.timeout_s, startup_timeout_s=first.startup_timeout_s,

@@ -373,15 +373,35 @@ def _alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: alive
+    try:  # a zombie has ended: its parent has not reaped it yet (an orphan's init may never)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
+            return False
+    except (OSError, ValueError, IndexError):
+        pass
     now = _started(pid)
     return started is None or now is None or now == started
+
+
+def _live_holder(holder: dict, pid: int) -> int | None:
+    """The PID of a live process holding the lock ``holder`` (its taker, else the cloud that joined
+    it: :meth:`WorkdirLock._join`), ``None`` if none is alive (a stale lock)."""
+    if pid > 0 and _alive(pid, holder.get("started")):
+        return pid
+    joined = holder.get("with")
+    try:
+        other = int(joined["pid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return other if other > 0 and _alive(other, joined.get("started")) else None
 
 
 class WorkdirLock:
     """One ``jqodi run`` or ``jqodi cloud`` per workdir at a time: ``WORKDIR/jqodi.lock`` holds the
     holder's PID (and start time); a second one refuses in one line naming it. A lock whose process
     has ended (killed, crashed, or a role that left through ``os._exit``) is stale and taken over.
-    The cloud ``jqodi run`` starts for its own run (its parent holds the lock) does not take it.
+    The cloud ``jqodi run`` starts for its own run (its parent holds the lock) joins it instead: the
+    lock stays held while either lives (a killed ``jqodi run`` leaves its roles running to the end).
 
         with WorkdirLock(workdir, "run"):
             ...
@@ -406,12 +426,14 @@ class WorkdirLock:
                 holder = None
             except (OSError, ValueError, KeyError, TypeError):
                 holder, pid = {}, -1  # unreadable: a torn write of a dead holder; taken over
-            if holder is not None and pid > 0 and _alive(pid, holder.get("started")):
-                if pid == os.getpid():
+            live = _live_holder(holder, pid) if holder is not None else None
+            if live is not None:
+                if live == os.getpid():
                     return self
-                if pid == os.getppid():  # 'jqodi run' started this cloud in its own workdir
+                if pid == os.getppid() and live == pid:  # 'jqodi run' started this cloud in its own workdir
+                    self._join(holder, me)
                     return self
-                raise JqodiError(f"{self.path.parent}: another 'jqodi {holder.get('verb', '?')}' (PID {pid}) is "
+                raise JqodiError(f"{self.path.parent}: another 'jqodi {holder.get('verb', '?')}' (PID {live}) is "
                                  f"running in this workdir ({self.path}); wait for it, stop it, or use another "
                                  f"--workdir")
             tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
@@ -432,6 +454,18 @@ class WorkdirLock:
             except (OSError, ValueError, KeyError, TypeError):
                 pass
         raise JqodiError(f"{self.path}: cannot take the workdir's lock (another process keeps changing it)")
+
+    def _join(self, holder: dict, me: dict) -> None:
+        """The cloud of the holder's run writes itself into the lock beside it: the roles run in their
+        own sessions, so a killed ``jqodi run`` leaves its cloud writing the workdir until the run ends,
+        and the lock stays held while it does. Only the holder's child writes here, after the holder
+        took the lock and before it releases it."""
+        import json
+        import os
+
+        tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
+        tmp.write_text(json.dumps({**holder, "with": me}))
+        os.replace(tmp, self.path)
 
     def release(self) -> None:
         import json

@@ -267,7 +267,7 @@ def auto_dilation(host_epoch_s: float, predicted_epoch_s: float, margin: float =
 #: The share of a predicted epoch the host's expected overrun may take at the automatic dilation
 #: (:func:`overrun_dilation`): a third of the ≤ 15 % time-prediction target docs/runtime.md holds
 #: the runtime to, leaving the rest to what the overrun estimate does not see (per-message
-#: overhead, the optimizer step, a host slower than when it was timed).
+#: overhead, a host slower than when it was timed).
 OVERRUN_SHARE = 0.05
 
 

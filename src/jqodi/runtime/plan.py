@@ -86,13 +86,13 @@ def _rooflines(scenario, system, devices: dict[str, Device]) -> dict[str, dict]:
     return {role: nodes[role].to_dict() for role in devices if isinstance(nodes[role], DeviceModel)}
 
 
-def plan_dilation(scenario, solution, clock=None) -> float:
+def plan_dilation(scenario, solution, clock=None, host_timings: dict | None = None) -> float:
     """The automatic dilation of ``solution`` on ``scenario``'s testbed: the larger of the epoch
     rule and the overrun rule (:func:`dilation_choice`, which says how each came out)."""
-    return dilation_choice(scenario, solution, clock)["dilation"]
+    return dilation_choice(scenario, solution, clock, host_timings)["dilation"]
 
 
-def dilation_choice(scenario, solution, clock=None) -> dict:
+def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = None) -> dict:
     """How the automatic dilation of ``solution`` comes out, from the host's own speed on the plan's
     model (:func:`jqodi.runtime.emulation.host_flops`, timed by ``clock``: default the wall clock):
 
@@ -107,7 +107,10 @@ def dilation_choice(scenario, solution, clock=None) -> dict:
     * ``dilation``: the larger of the two; ``options``: per option its rule's dilation and the
       host's and the device's seconds per role.
 
-    The schedule's options only: an epoch the closed loop moves to another cut can overrun more."""
+    The schedule's options only: an epoch the closed loop moves to another cut can overrun more.
+    ``host_timings``: a dict the host's timings are kept in and taken from, per model, bits, batch
+    and optimizer (the devices of a fleet plan the same model: the host is timed once, not once
+    per device)."""
     import time
 
     import copy
@@ -120,17 +123,21 @@ def dilation_choice(scenario, solution, clock=None) -> dict:
 
     model, bits, data = solution.model, int(solution.bits), scenario.data
     width = scenario.model_entry(model).width
-    net = build_model(model, data.input_shape, data.num_classes, width, seed=0)
     batch, clock = scenario.training.batch_size, clock or time.perf_counter
-    host = host_flops(net, batch_size=batch, clock=clock)
     tr = scenario.training  # the roles' optimizer (job_from_plan's TrainingConfig)
     train_config = TrainConfig(lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay, optimizer=tr.optimizer)
-    worker = prepare_qat(copy.deepcopy(net), bits, train_config.act_bits)  # what the roles train (roles.base.build_worker)
+    timed = (host_timings if host_timings is not None else {}).setdefault(
+        (model, bits, float(width), tuple(data.input_shape), int(data.num_classes), batch, repr(train_config)), {})
+    if "host_flops" not in timed:
+        net = build_model(model, data.input_shape, data.num_classes, width, seed=0)
+        timed["host_flops"] = host_flops(net, batch_size=batch, clock=clock)
+        timed["worker"] = prepare_qat(copy.deepcopy(net), bits, train_config.act_bits)  # the roles' (build_worker)
+        timed["split_s"] = {}  # per cut: the host's batch of each part (every edge alike)
+    host, worker, split_s = timed["host_flops"], timed["worker"], timed["split_s"]
     prof = profile_named_model(model, data.input_shape, data.num_classes, width)
     samples = 3.0 * data.train_size + data.val_size  # forward + backward (3×) of training, forward of validation
     host_epoch_s = samples * prof.flops / host
     options: dict[str, dict] = {}
-    split_s: dict[int, tuple[float, float]] = {}  # per cut: the host's batch of each part (both edges alike)
     for s in solution.schedule:
         key = f"{s.edge}|{int(s.cut)}"
         if key in options:

@@ -3,6 +3,7 @@
 :func:`controller_for`, which builds one for a scenario and its plan."""
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
@@ -218,6 +219,16 @@ class ClosedLoopController:
             opts = dict(spec.get("options") or {})
         except (KeyError, TypeError, ValueError, JqodiError) as e:
             raise JqodiError(f"controller spec is malformed: {e}") from e
+        # an option missing from a spec is the controller that wrote it, not today's default: one
+        # written before the spread reserve (2026-11-30) kept none; one written before
+        # spread_condition applied the spread part always
+        if opts:
+            opts.setdefault("reserve_spread", 0.0)
+            opts.setdefault("spread_condition", "always")
+        unknown = sorted(set(opts) - set(inspect.signature(cls).parameters))
+        if unknown:
+            raise JqodiError(f"controller spec has options this version does not know: {', '.join(unknown)} "
+                             f"(written by a newer jqodi?)")
         return cls(table, solution, edges_down=spec.get("edges_down") or (), **opts)
 
     def restore(self, observations: Iterable[Mapping[str, Any]]) -> None:
