@@ -117,3 +117,30 @@ def test_the_prior_never_reads_a_stopped_run_past_its_end(tmp_path):
         mine = np.isin(run, list(cut))
         if mine.any():
             assert k_true[mine].max() <= 8 + 1e-6       # its epochs, or at most len + 1 = 8: a lower bound
+
+
+def test_auto_makes_a_probe_estimate_and_says_why_the_stopped_runs_were_not_used(tmp_path):
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from jqodi.core.data import EndDeviceData
+    from jqodi.core.pretrained import Pretrained
+    from jqodi.core.zoo import build_model
+    from jqodi.learning.estimate import estimate_candidate
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(72, 1, 28, 28, generator=g), torch.randint(0, 10, (72,), generator=g)
+    data = EndDeviceData("data2", "fashion-mnist", TensorDataset(x[:48], y[:48]), TensorDataset(x[48:], y[48:]),
+                         (1, 28, 28), 10, 0)
+    torch.manual_seed(0)
+    pre = Pretrained(build_model("lenet", (1, 28, 28), 10, 0.25, seed=0).eval(), torch.randn(16, 1, 28, 28),
+                     {"width": 0.25, "epochs": 4, "cloud_train_size": 100})
+    with TraceStore(tmp_path / "t.db") as s:
+        for seed in range(3):
+            record(s, seed, 1.2)
+        e = estimate_candidate("lenet", 4, 0.9, data, store=s, method="auto", probe_epochs=2, pretrained=pre,
+                               width=0.25, progress=False)
+        assert [r.source for r in s.runs()].count("probe") == 1     # the probe it made instead
+    assert e.source.startswith("measured:prior+probe(") or e.source.startswith("measured:probe(")
+    assert "not the store's 3 runs: 3 of 3 stored curves are cut short" in e.source
+    assert "3 run(s) stopped at a target loss above 0.9: censored" in e.source

@@ -10,7 +10,8 @@ candidate itself, a short probe run:
   (``source="runtime"``, every epoch of a real run) count as curves like fine-tuning runs, but
   measure no L_a or γ: the runs of a candidate must include at least one reference run
   (``finetune`` or ``probe``); runs started from random weights (``jqodi run --random-init``)
-  are left out.
+  are left out. Stored probes and runs that stopped at a target loss above the one asked
+  (:func:`stopped_above`) are censored (K > their last epoch); the source says how many stopped runs.
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
   store with ``source="probe"``, combined with the prior over curves learned from *every*
   stored run (:class:`jqodi.learning.prior.CurvePrior`; K^rob by conformal prediction on its
