@@ -149,8 +149,9 @@ def test_store_estimate_treats_a_probe_as_censored():
     assert all(np.isinf(estimate_from_runs([c], target).samples) for c in flat)
     stuck = estimate_from_runs(flat + [probe], target, censored=[False, False, True])
     assert stuck.expected is None and stuck.censored
-    assert "2 complete run(s) never reach the target" in stuck.note and "1 probe(s) were cut short" in stuck.note
-    assert "complete run" not in alone.note and "1 of 1 stored curves are probes" in alone.note
+    assert "2 complete run(s) never reach the target" in stuck.note
+    assert "1 cut short (probes, runs stopped at a higher target) end above it" in stuck.note
+    assert "complete run" not in alone.note and "1 of 1 stored curves are cut short" in alone.note
     # the flag is a field with a default: an estimate pickled before it existed loads as not censored
     old = pickle.loads(pickle.dumps(mixed))
     del old.__dict__["censored"]

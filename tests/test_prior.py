@@ -450,7 +450,7 @@ def test_the_store_estimator_does_not_extrapolate_a_stored_probe(tmp_path, capsy
             "--out", str(tmp_path / "e.json"), "--quiet"]
     assert main(args) == 2    # the median of {K, +∞} is undecided: one clear line, not "cannot reach"
     err = capsys.readouterr().err
-    assert "cannot answer" in err and "probes that end above the target" in err and "--method probe" in err
+    assert "cannot answer" in err and "cut short (probes, runs stopped at a higher target)" in err and "--method probe" in err
     with TraceStore(db) as s:
         record(s, size=1000, bits=4, seed=2, n=20)
     assert main(args) == 0    # two complete runs and the probe: K^exp the median, K^rob none (censored)

@@ -159,7 +159,7 @@ class EpochEstimate:
     note: str = ""                 # how it was made (cold start, fallback, ...)
     robust_level: float | None = None   # K^rob's coverage level q, when the estimator calibrates one
     robust_margin: float | None = None  # K^rob's relative margin over K^exp before rounding (with q)
-    censored: bool = False         # stored probes cut short above the target left it open (estimate_from_runs)
+    censored: bool = False         # stored curves cut short above the target left it open (estimate_from_runs)
 
 
 def _member_k(name: str, p: np.ndarray, target: float, ks: np.ndarray) -> float:
@@ -284,10 +284,11 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
     """K^exp / K^rob from prior runs' validation curves (optionally aligned to a probe).
 
     ``censored[i]`` (one flag per curve, else ``ValueError``): curve i was cut short, not run to its end — a
-    probe (``source="probe"``) says nothing about the epochs after its last. A censored curve that reaches
-    the target counts its epoch like any other; one that ends above it is *not* extrapolated (a complete
-    run's tail is; a probe's few steep epochs are not a tail): it only says K > its length (a right-censored
-    sample). K^exp is then the median with those samples at +∞ where that median is still one of the known
+    probe (``source="probe"``), or a run stopped at a target loss above ``target_loss``
+    (:func:`jqodi.learning.estimate.stopped_above`), says nothing about the epochs after its last. A
+    censored curve that reaches the target counts its epoch like any other; one that ends above it is
+    *not* extrapolated (a complete run's tail is; a cut curve's last epochs are not its tail): it only
+    says K > its length (a right-censored sample). K^exp is then the median with those samples at +∞ where that median is still one of the known
     K's, and K^rob is ``None`` (a censored sample bounds nothing); when the censored samples decide the
     median, K^exp is ``None`` too. Either way ``censored`` is set (and ``note`` says why) — "the store
     cannot say", not "cannot reach": :func:`jqodi.learning.estimate.estimate_candidate` (``auto``) then
@@ -319,16 +320,16 @@ def estimate_from_runs(prior_curves: Sequence[Sequence[float]], target_loss: flo
             never = int(np.isinf(arr).sum())   # complete runs whose (extrapolated) curve never reaches the target
             if never:
                 why = (f"of {arr.size} stored curves, {never} complete run(s) never reach the target within "
-                       f"{horizon} epochs and {int(open_.sum())} probe(s) were cut short above it; the probes say "
-                       f"nothing about later epochs")
+                       f"{horizon} epochs and {int(open_.sum())} cut short (probes, runs stopped at a higher target) "
+                       f"end above it; those say nothing about later epochs")
             else:
-                why = (f"{int(open_.sum())} of {arr.size} stored curves are probes that end above the target; they "
-                       f"say nothing about later epochs")
+                why = (f"{int(open_.sum())} of {arr.size} stored curves are cut short (probes, runs stopped at a "
+                       f"higher target) and end above the target; they say nothing about later epochs")
             return EpochEstimate(None, None, method=method, samples=list(arr), note=f"censored: {why}",
                                  censored=True)
         return EpochEstimate(_finite_or_none(k_exp), None, final_loss_expected=target_loss, method=method,
-                             samples=list(arr), note=f"censored: K^rob none — {int(open_.sum())} stored probe(s) end "
-                                                     f"above the target", censored=True)
+                             samples=list(arr), note=f"censored: K^rob none — {int(open_.sum())} stored curve(s) cut "
+                                                     f"short end above the target", censored=True)
     finite = arr[np.isfinite(arr)]
     if finite.size * 2 <= arr.size:  # most priors never reach the target
         return EpochEstimate(None, None, method=method, samples=list(arr))

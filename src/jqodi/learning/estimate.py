@@ -10,7 +10,8 @@ candidate itself, a short probe run:
   (``source="runtime"``, every epoch of a real run) count as curves like fine-tuning runs, but
   measure no L_a or γ: the runs of a candidate must include at least one reference run
   (``finetune`` or ``probe``); runs started from random weights (``jqodi run --random-init``)
-  are left out.
+  are left out. Stored probes and runs that stopped at a target loss above the one asked
+  (:func:`stopped_above`) are censored (K > their last epoch); the source says how many stopped runs.
 * ``method="probe"``: a fresh fine-tuning run of ``probe_epochs`` (≤ 5) epochs, recorded in the
   store with ``source="probe"``, combined with the prior over curves learned from *every*
   stored run (:class:`jqodi.learning.prior.CurvePrior`; K^rob by conformal prediction on its
@@ -26,6 +27,7 @@ model's checkpoint hash and options, the SD's data and sizes and the loss kind.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 from jqodi.core.data.catalog import data_label
@@ -35,7 +37,7 @@ from jqodi.learning.curves import EpochEstimate, estimate_from_runs
 from jqodi.learning.prior import from_random_weights, pretrain_options
 
 __all__ = ["DEFAULT_PROBE_EPOCHS", "LOSS_KIND", "MAX_PROBE_EPOCHS", "estimate_candidate", "estimate_from_probe_run",
-           "estimate_from_traces", "provenance_of", "reachable", "record_probe"]
+           "estimate_from_traces", "provenance_of", "reachable", "record_probe", "stopped_above"]
 
 MAX_PROBE_EPOCHS = 5
 #: the default probe length, chosen on the held-out benchmark by its stated rule (docs/learning.md, "Held-out
@@ -52,14 +54,47 @@ def _mean(xs: Sequence[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
+def stopped_above(run, target_loss: float) -> bool:
+    """Whether a stored run stopped early because it reached its own target loss (``jqodi finetune
+    --target-loss``: ``stop_at_loss`` in its config) and that target lies above ``target_loss``: for
+    ``target_loss`` its curve is cut short like a probe's — it says only that K > its last epoch
+    (unless it reached ``target_loss`` too, e.g. in its extra epochs). A run stopped at a target at or
+    below ``target_loss`` reached ``target_loss`` first, and a run that ran every epoch it was asked
+    (``epochs_requested``) ended where it was meant to: both are complete runs."""
+    cfg = run.config if isinstance(run.config, dict) else {}
+    try:
+        stop = float(cfg["stop_at_loss"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not (math.isfinite(stop) and stop > target_loss):
+        return False
+    losses = run.val_losses
+    if not any(v <= stop for v in losses):
+        return False        # it never reached its own target: it ran to its end, not stopped by it
+    requested = cfg.get("epochs_requested")
+    return not isinstance(requested, int) or len(losses) < requested
+
+
 def estimate_from_traces(runs, target_loss: float, *, horizon: int = 300) -> tuple[EpochEstimate, dict]:
-    """Epoch estimate and γ/L_a summary from stored :class:`~jqodi.core.traces.RunTrace` s."""
+    """Epoch estimate and γ/L_a summary from stored :class:`~jqodi.core.traces.RunTrace` s.
+
+    Stored probes (``source="probe"``) and runs that stopped at a target loss above ``target_loss``
+    (:func:`stopped_above`) are censored (:func:`jqodi.learning.curves.estimate_from_runs`): their
+    epoch counts if they reached ``target_loss``, else they say only K > their last epoch. The summary's
+    ``stopped_above`` counts the latter."""
+    stopped = [r.source != "probe" and stopped_above(r, target_loss) for r in runs]
     est = estimate_from_runs([r.val_losses for r in runs], target_loss, horizon=horizon,
-                             censored=[r.source == "probe" for r in runs])
+                             censored=[r.source == "probe" or s for r, s in zip(runs, stopped)])
     summary = {"base_loss": _mean([r.base_loss for r in runs]), "gamma": _mean([r.gamma for r in runs]),
                "gamma_robust": max((r.gamma_robust for r in runs if r.gamma_robust is not None), default=None),
-               "runs": [r.id for r in runs]}
+               "runs": [r.id for r in runs], "stopped_above": sum(stopped)}
     return est, summary
+
+
+def _stopped_note(n: int, target_loss: float) -> str:
+    """The screen's word on runs censored because they stopped at a higher target (empty when none)."""
+    return (f"{n} run(s) stopped at a target loss above {target_loss:g}: censored, K > their last epoch"
+            if n else "")
 
 
 def provenance_of(pre, data, model: str) -> dict:
@@ -135,20 +170,22 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
         priors = []
     if priors:
         est, s = estimate_from_traces(priors, target_loss, horizon=horizon)
-        censored = est.censored   # stored probes end above the target (estimate_from_runs)
+        # stored probes and runs stopped at a higher target that end above this one (estimate_from_runs)
+        censored = est.censored
+        stopped = _stopped_note(s["stopped_above"], target_loss)
         if method == "store" and censored and est.expected is None:
             raise JqodiError(f"the trace store's runs of {model} at {bits} bits on {where} "
-                             f"cannot answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}; "
-                             f"run 'jqodi finetune' or use --method probe")
+                             f"cannot answer for target loss {target_loss:g}: {est.note.removeprefix('censored: ')}"
+                             f"{'; ' + stopped if stopped else ''}; run 'jqodi finetune' or use --method probe")
     if priors and (method == "store" or not censored):
-        # (auto: stored probes that end above the target say nothing about later epochs: a probe instead)
+        # (auto: stored curves cut short above the target say nothing about later epochs: a probe instead)
+        notes = "".join(f"; {n}" for n in (stopped, est.note) if n)
         return LearningEstimate(model=model, bits=bits, base_loss=s["base_loss"], gamma=s["gamma"],
                                 epochs_expected=est.expected, epochs_robust=est.robust,
                                 target_loss=target_loss, gamma_robust=s["gamma_robust"],
                                 final_loss_expected=est.final_loss_expected,
                                 final_loss_robust=est.final_loss_robust,
-                                source=f"measured:store({len(priors)} runs{'; ' + est.note if est.note else ''})",
-                                provenance=prov)
+                                source=f"measured:store({len(priors)} runs{notes})", provenance=prov)
     from jqodi.core.training import TrainConfig
     from jqodi.learning.prior import CurvePrior
     from jqodi.learning.reference import finetune
@@ -162,7 +199,11 @@ def estimate_candidate(model: str, bits: int, target_loss: float, data, *, store
             r.config["pretrained_sha256"] = prov["pretrained_sha256"]
             r.config["cloud_train_size"] = prov["cloud_train_size"]
         record_probe(store, r)
-    return estimate_from_probe_run(r, target_loss, prior, provenance=prov)
+    e = estimate_from_probe_run(r, target_loss, prior, provenance=prov)
+    if priors:   # auto, the store's runs left the target open: say why they were not used
+        e = replace(e, source=f"{e.source}; not the store's {len(priors)} runs: "
+                              f"{est.note.removeprefix('censored: ')}{'; ' + stopped if stopped else ''}")
+    return e
 
 
 def record_probe(store, r) -> None:
