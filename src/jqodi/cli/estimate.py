@@ -21,8 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--bits", nargs="+", type=t.bits, default=[2, 4, 6, 8])
     add_data_arguments(p)
     p.add_argument("--method", choices=["auto", "probe", "store"], default="auto",
-                   help="auto: prior runs of the candidate in the store when there are any (a stored probe is "
-                        "censored: one that ends above the target says nothing later, and decides nothing), else a "
+                   help="auto: prior runs of the candidate in the store when there are any (a stored probe, or a run "
+                        "that stopped at a target above the asked one, is censored: a curve cut short above the "
+                        "target says only that K is later), else a "
                         "probe combined with the prior learned from every stored run")
     # default None: the parser must not import the learning layer (numpy) just to list choices
     p.add_argument("--probe-epochs", type=t.positive_int, default=None,
