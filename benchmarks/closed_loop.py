@@ -235,7 +235,7 @@ def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: 
     deadline = float(rng.uniform(1.0, 2.0) * min(fastest))
     inst = PlanningInstance(deadline, target, tuple(cands), {k: v for k, v in inst0.meta.items()
                                                              if k != "search_bits"})
-    table = PhaseTable(inst, {c.key: base.terms_s[c.key] for c in cands}, {c.key: base.terms_j[c.key] for c in cands})
+    table = base.with_instance(inst)
     tables = {"probe": table}
     held = {b: i for b, i, _ in picks.values()}
     for src in sources:
@@ -248,7 +248,7 @@ def make_run(rng, testbed: dict, by_bits: dict[int, list[list[float]]], traces: 
             continue
         pc = tuple(dataclasses.replace(c, epochs=EpochEstimates(est[c.key].expected, est[c.key].robust))
                    for c in cands)
-        tables[src] = PhaseTable(dataclasses.replace(inst, candidates=pc), table.terms_s, table.terms_j)
+        tables[src] = table.with_instance(dataclasses.replace(inst, candidates=pc))
     # what happens: the SD's link follows a real trace; an edge may leave; the SD may slow down
     events, info = [], {"deadline_s": deadline, "target_loss": target}
     if rng.random() < 0.6:

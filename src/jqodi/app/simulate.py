@@ -12,9 +12,11 @@ An epoch of option (edge, cut) starting at ``t`` runs its terms one after anothe
 (:data:`PHASE_ORDER`): a compute term takes its nominal time × the device's slowdown at the
 term's start; a transfer term carries its nominal bits (nominal time × nominal rate) over the
 link, whose rate follows its trace (:meth:`Timeline.transfer_s`). Energy of a term = nominal
-energy × actual / nominal time (same power for longer). If the epoch's edge leaves before the
-epoch ends, the epoch is lost at that moment (its time and energy spent, no progress) and the
-controller hears of it at once. Edges coming back are announced at the next epoch boundary.
+energy × actual / nominal time (same power for longer); the nominal energy is the term's active
+energy plus, where the scenario counts idle energy, that of the nodes waiting during it
+(:meth:`PhaseTable.terms`), so the waiting grows with a slow link too. If the epoch's edge
+leaves before the epoch ends, the epoch is lost at that moment (its time and energy spent, no
+progress) and the controller hears of it at once. Edges coming back are announced at the next epoch boundary.
 The controller sees only what happened: measured phases and losses of past epochs, events
 that occurred.
 

@@ -19,7 +19,9 @@ What the controller does with an observation (:meth:`ClosedLoopController.after_
 3. **Re-planning** (policy ``replan``): the remaining work is a planning instance of its own
    (:func:`remaining_instance`): deadline = T_max − elapsed time, the current candidate with
    the refitted remaining epochs and no quantization cost (it is paid), every option's time and
-   energy scaled by the updated factors, options on absent edges left out; other candidates
+   energy scaled by the updated factors (idle energy included where the scenario counts it: the
+   nodes waiting during each term, for its scaled time, :class:`PhaseTable`), options on absent
+   edges left out; other candidates
    (when the runtime can switch) from scratch with their quantization cost. The exact solver
    (:func:`jqodi.planner.solve`, ``optimal``) answers in milliseconds. Anti-churn: the current
    schedule is kept unless it can no longer meet the deadline, lacks epochs, uses an absent

@@ -5,7 +5,8 @@ extended model replaces Eq. (7)–(8)'s D/v and D·ε by the device's per-layer 
 backward per training batch, forward per validation batch, s(q) on conv/linear, fake quantizers
 below 32 bits) and busy power × that time (:func:`roofline_compute`). With ``idle_energy: true`` it
 also charges each node's idle power for the part of t(k) it waits (:func:`idle_energy_terms`;
-time is unchanged). Used by :func:`jqodi.core.costs.table.cost_table`.
+time is unchanged). Used by :func:`jqodi.core.costs.table.cost_table`; :func:`waiting_power_w` states
+the same rule per term (which nodes wait during which term), for the closed loop's phase table.
 
 Serving prices one request with the same code path (:mod:`jqodi.core.serving`):
 :func:`forward_time_s` is training's validation forward for one sample, and
@@ -19,7 +20,7 @@ from jqodi.core.profile import ModelProfile
 from jqodi.core.scenario import Scenario
 from jqodi.core.system import System
 
-__all__ = ["forward_time_s", "idle_energy_terms", "idle_power_w", "roofline_compute"]
+__all__ = ["forward_time_s", "idle_energy_terms", "idle_power_w", "roofline_compute", "waiting_power_w"]
 
 
 def roofline_compute(scenario: Scenario, profile: ModelProfile, system: System, bits: list[int],
@@ -75,3 +76,21 @@ def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) ->
         "cloud": idle_power_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
     }
 
+
+
+#: The node busy during each term that is a node's own compute; during every other term (the
+#: transfers, the cut-layer traffic) all three nodes wait.
+_BUSY_NODE = {"end_compute": "end", "edge_compute": "edge", "cloud_update": "cloud"}
+
+
+def waiting_power_w(system: System, terms) -> dict[str, np.ndarray]:
+    """The idle power (W) drawn during each term of ``terms``, per edge server (shape (X,)): the
+    idle power of every node not busy in it — the end device, the epoch's edge server and the
+    cloud, less the one computing (end during ``end_compute``, the edge during ``edge_compute``,
+    the cloud during ``cloud_update``). Σ over terms of term time × this power is
+    :func:`idle_energy_terms` summed over the nodes (the part of t(k) each node waits is the
+    sum of the terms it does not compute)."""
+    edge_w = np.array([idle_power_w(e) for e in system.edges], dtype=float)
+    node_w = {"end": np.full_like(edge_w, idle_power_w(system.end)), "edge": edge_w,
+              "cloud": np.full_like(edge_w, idle_power_w(system.cloud))}
+    return {t: sum(w for n, w in node_w.items() if n != _BUSY_NODE.get(t)) for t in terms}
