@@ -134,6 +134,9 @@ def test_cli_import_gzip_and_files_that_are_not_exports(tmp_path, capsys):
         assert not (tmp_path / "c.db").exists()  # the store is not even created
     assert main(["traces", "--import", str(tmp_path / "none.json"), "--store", str(out)]) == 2
     assert "no file" in capsys.readouterr().err
+    assert main(["traces", "--import", str(gz), "--store", str(out), "--bits", "4", "--json"]) == 2
+    assert capsys.readouterr().err.strip() == ("jqodi traces: error: --import adds every run of the file; "
+                                               "--bits, --format only apply to listing")
 
 
 def test_the_committed_library_rebuilds_the_same_curve_runs(tmp_path):

@@ -79,7 +79,12 @@ def run(args) -> int:
 
 def _import(args, path: Path) -> int:
     from jqodi.core.traces import TraceStore, import_runs, read_export
+    from jqodi.errors import JqodiError
 
+    listing = [f"--{k}" for k in ("model", "bits", "dataset", "data", "source", "job", "output")
+               if getattr(args, k, None) is not None] + (["--format"] if args.json or args.format != "table" else [])
+    if listing:
+        raise JqodiError(f"--import adds every run of the file; {', '.join(listing)} only apply to listing")
     export = read_export(args.import_file)  # a file that is not an export: one line, exit 2, store untouched
     with TraceStore(path) as store:
         counts = import_runs(store, export)
