@@ -1,10 +1,11 @@
-"""``jqodi traces``: list and export the runs in the trace store (fine-tuning, probes and the runtime's)."""
+"""``jqodi traces``: list and export the runs in the trace store (fine-tuning, probes and the runtime's),
+and import an export back (``--import FILE``: merge another machine's traces, rebuild a library)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-HELP = "list and export fine-tuning traces, the runtime's runs included (table, CSV or JSON)"
+HELP = "list, export (table, CSV or JSON) and import fine-tuning traces, the runtime's runs included"
 
 
 def add_arguments(p) -> None:
@@ -21,7 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table (runs), csv (one row per epoch) or json (runs with epochs)")
     p.add_argument("--json", action="store_true", help="same as --format json")
-    p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout (gzip'd if it ends in .gz)")
+    p.add_argument("--import", dest="import_file", default=None, metavar="FILE",
+                   help="add the runs of FILE (what --format json wrote, or .json.gz) to the store; "
+                        "runs already there are not added again")
 
 
 def run(args) -> int:
@@ -31,6 +35,8 @@ def run(args) -> int:
     from jqodi.core.traces import TraceStore
 
     path = Path(args.store) if args.store else default_store_path()
+    if getattr(args, "import_file", None):
+        return _import(args, path)
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")
     from jqodi.core.data import canonical_data_name, canonical_dataset
@@ -58,9 +64,30 @@ def run(args) -> int:
         if no_epoch:  # a run stopped before its first epoch (older versions stored one): not corrupt, not used
             text += f" ({no_epoch} recorded no epoch: stopped before its first; the estimators leave them out)"
         text += "\n"
-    if args.output:
+    if args.output and args.output.endswith(".gz"):  # gzip'd, reproducible (no name or time in the header)
+        import gzip
+
+        Path(args.output).write_bytes(gzip.compress(text.encode(), mtime=0))
+        print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)
+    elif args.output:
         Path(args.output).write_text(text)
         print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _import(args, path: Path) -> int:
+    from jqodi.core.traces import TraceStore, import_runs, read_export
+    from jqodi.errors import JqodiError
+
+    listing = [f"--{k}" for k in ("model", "bits", "dataset", "data", "source", "job", "output")
+               if getattr(args, k, None) is not None] + (["--format"] if args.json or args.format != "table" else [])
+    if listing:
+        raise JqodiError(f"--import adds every run of the file; {', '.join(listing)} only apply to listing")
+    export = read_export(args.import_file)  # a file that is not an export: one line, exit 2, store untouched
+    with TraceStore(path) as store:
+        counts = import_runs(store, export)
+        total = store.count()
+    print(f"imported {args.import_file}: {counts.text()}; {total} run(s) in {path}")
     return 0
