@@ -159,3 +159,31 @@ def test_the_overrun_rule_covers_the_options_the_closed_loop_can_move_to(monkeyp
     timed.clear()
     again = dilation_choice(sc, sol, host_timings=cache, replan_options=replan)
     assert timed == [] and again["dilation"] == pytest.approx(d)  # the cache: the host is not timed again
+
+
+def test_a_closed_loop_job_is_dilated_for_the_options_its_controller_can_move_to(monkeypatch, tmp_path):
+    """``jqodi run --write-job`` on ``jqodi:cpu-demo``: the job's controller may move epochs to
+    (rtx4090, cut 1), which the first schedule (RTX 3090 only) lacks; the job's automatic dilation is
+    the one that covers the controller's options (it was the schedule's alone before)."""
+    import jqodi.runtime.emulation as emu
+    from jqodi.app.run import (RunOptions, instance_for_run, job_for_scenario, load_for_run, plan_for_run,
+                               replan_options, run_controller)
+    from jqodi.runtime.plan import dilation_choice
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path))
+    monkeypatch.setattr(emu, "host_flops", lambda model, batch_size=32, repeats=3, clock=None: 5.0e10)
+    monkeypatch.setattr(emu, "host_split_s", lambda model, cut, batch_size=32, repeats=5, clock=None,
+                        train_config=None: (0.002 * cut, 0.04 / cut))
+    quiet = lambda line: None  # noqa: E731
+    opts = RunOptions()
+    job = job_for_scenario("jqodi:cpu-demo", opts, quiet)
+    sc = load_for_run("jqodi:cpu-demo", opts)
+    inst = instance_for_run(sc, opts)
+    sol = plan_for_run(sc, opts, quiet, inst)
+    options = replan_options(run_controller(sc, sol, opts, inst, None, quiet))
+    assert ("rtx4090", 1) in options and ("rtx4090", 1) not in {(s.edge, int(s.cut)) for s in sol.schedule}
+    assert {(p["edge"], p["cut"]) for p in job.closed_loop["predictions"]} == set(options)  # what the block lists
+    covered, alone = dilation_choice(sc, sol, replan_options=options), dilation_choice(sc, sol)
+    assert covered["dilation"] > alone["dilation"]
+    assert job.emulation.dilation == pytest.approx(covered["dilation"])
+    assert replan_options(None) is None
