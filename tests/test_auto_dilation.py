@@ -187,3 +187,5 @@ def test_a_closed_loop_job_is_dilated_for_the_options_its_controller_can_move_to
     assert covered["dilation"] > alone["dilation"]
     assert job.emulation.dilation == pytest.approx(covered["dilation"])
     assert replan_options(None) is None
+    static = job_for_scenario("jqodi:cpu-demo", RunOptions(policy="static"), quiet)  # never moves an epoch
+    assert static.closed_loop is not None and static.emulation.dilation == pytest.approx(alone["dilation"])

@@ -164,8 +164,9 @@ def build_job(scenario, solution, opts: RunOptions, controller=None):
 
 def replan_options(controller) -> list[tuple[str, int]] | None:
     """The (edge, cut) options ``controller`` may re-plan the run's model and bits onto (those
-    :func:`option_predictions` prices); ``None`` without a closed loop."""
-    if controller is None:
+    :func:`option_predictions` prices); ``None`` without a closed loop, and under policy ``static``
+    (it follows the schedule: it stops early or skips an edge that is away, never moves an epoch)."""
+    if controller is None or controller.policy == "static":
         return None
     return [(o.edge, int(o.cut)) for o in controller.table.cand(controller.key).options]
 
