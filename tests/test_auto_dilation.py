@@ -115,3 +115,77 @@ def test_a_fleet_times_the_host_once_per_model_not_once_per_device(monkeypatch):
     specs = {d.name: d for d in fleet_devices(sc)}
     want = max(plan_dilation(device_scenario(sc, specs[n]), p) for n, p in served.items())
     assert want > 1 and all(j.emulation.dilation == pytest.approx(want) for j in fleet.devices.values())
+
+
+def test_the_overrun_rule_covers_the_options_the_closed_loop_can_move_to(monkeypatch):
+    """The closed loop re-plans onto options the first schedule lacks (``jqodi:cpu-demo`` moved epochs
+    to (rtx4090, cut 1), +112 … +153 % over their prediction): with ``replan_options`` the overrun rule
+    covers them, each cut of the host timed once however many edges share it."""
+    import jqodi.runtime.emulation as emu
+    from jqodi.core.scenario import default_scenario_path, load_scenario
+    from jqodi.planner import ScheduleEntry, Solution
+    from jqodi.runtime.emulation import OVERRUN_SHARE
+    from jqodi.runtime.plan import cpu_scale, dilation_choice
+
+    sc = cpu_scale(load_scenario(default_scenario_path()), train_size=512, val_size=128)
+    sol = Solution("feasible", "test", "lenet", 8, (ScheduleEntry("rtx3090", 4, 2),))
+    timed = []
+
+    def flops(model, batch_size=32, repeats=3, clock=None):
+        return 5.0e10  # a fast host: the epoch rule is low, the overrun rule decides
+
+    def split(model, cut, batch_size=32, repeats=5, clock=None, train_config=None):
+        timed.append(cut)
+        return 0.002 * cut, 0.04 / cut  # the deep part is the host's larger share at cut 1
+
+    monkeypatch.setattr(emu, "host_flops", flops)
+    monkeypatch.setattr(emu, "host_split_s", split)
+    alone = dilation_choice(sc, sol)
+    assert list(alone["options"]) == ["rtx3090|4"] and alone["options"]["rtx3090|4"]["scheduled"]
+    replan = [(e.name, c) for e in sc.edges for c in (1, 2, 3, 4)]
+    timed.clear()
+    cache: dict = {}
+    got = dilation_choice(sc, sol, host_timings=cache, replan_options=replan)
+    assert sorted(timed) == [1, 2, 3, 4]  # once per cut, not once per (edge, cut)
+    assert set(got["options"]) == {f"{e}|{c}" for e, c in replan}
+    assert [k for k, o in got["options"].items() if o["scheduled"]] == ["rtx3090|4"]
+    assert got["epoch_rule"] == pytest.approx(alone["epoch_rule"])  # the schedule's shortest epoch, as before
+    assert got["overrun_rule"] == max(o["dilation"] for o in got["options"].values()) > alone["overrun_rule"]
+    assert got["dilation"] == got["overrun_rule"] > alone["dilation"] >= alone["epoch_rule"]
+    d = got["dilation"]
+    for o in got["options"].values():  # every option the loop can move to: expected overrun within its share
+        over = sum(max(0.0, o["host_s"][r] - o["device_s"][r] * d) for r in o["host_s"])
+        assert over <= OVERRUN_SHARE * o["predicted_s"] * d * 1.001
+    timed.clear()
+    again = dilation_choice(sc, sol, host_timings=cache, replan_options=replan)
+    assert timed == [] and again["dilation"] == pytest.approx(d)  # the cache: the host is not timed again
+
+
+def test_a_closed_loop_job_is_dilated_for_the_options_its_controller_can_move_to(monkeypatch, tmp_path):
+    """``jqodi run --write-job`` on ``jqodi:cpu-demo``: the job's controller may move epochs to
+    (rtx4090, cut 1), which the first schedule (RTX 3090 only) lacks; the job's automatic dilation is
+    the one that covers the controller's options (it was the schedule's alone before)."""
+    import jqodi.runtime.emulation as emu
+    from jqodi.app.run import (RunOptions, instance_for_run, job_for_scenario, load_for_run, plan_for_run,
+                               replan_options, run_controller)
+    from jqodi.runtime.plan import dilation_choice
+
+    monkeypatch.setenv("JQODI_HOME", str(tmp_path))
+    monkeypatch.setattr(emu, "host_flops", lambda model, batch_size=32, repeats=3, clock=None: 5.0e10)
+    monkeypatch.setattr(emu, "host_split_s", lambda model, cut, batch_size=32, repeats=5, clock=None,
+                        train_config=None: (0.002 * cut, 0.04 / cut))
+    quiet = lambda line: None  # noqa: E731
+    opts = RunOptions()
+    job = job_for_scenario("jqodi:cpu-demo", opts, quiet)
+    sc = load_for_run("jqodi:cpu-demo", opts)
+    inst = instance_for_run(sc, opts)
+    sol = plan_for_run(sc, opts, quiet, inst)
+    options = replan_options(run_controller(sc, sol, opts, inst, None, quiet))
+    assert ("rtx4090", 1) in options and ("rtx4090", 1) not in {(s.edge, int(s.cut)) for s in sol.schedule}
+    assert {(p["edge"], p["cut"]) for p in job.closed_loop["predictions"]} == set(options)  # what the block lists
+    covered, alone = dilation_choice(sc, sol, replan_options=options), dilation_choice(sc, sol)
+    assert covered["dilation"] > alone["dilation"]
+    assert job.emulation.dilation == pytest.approx(covered["dilation"])
+    assert replan_options(None) is None
+    static = job_for_scenario("jqodi:cpu-demo", RunOptions(policy="static"), quiet)  # never moves an epoch
+    assert static.closed_loop is not None and static.emulation.dilation == pytest.approx(alone["dilation"])

@@ -311,21 +311,22 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
 
     Returns the runtime's :class:`jqodi.runtime.RunRecord` (also ``workdir/record.json``).
     """
-    from jqodi.app.run import job_for_plan, with_standby_edges
+    from jqodi.app.run import job_for_plan, replan_options, with_standby_edges
     from jqodi.runtime.launch import run_plan
 
     sol = planning.solution
-    job = job_for_plan(planning.scenario, sol, emulate=cfg.emulate, max_epochs=cfg.max_epochs,
-                       pretrained={"source": "pretrained", **cfg.pretrain_options}, requests=cfg.requests,
-                       trace_store=cfg.trace_store)
     controller = None
-    if cfg.policy is not None:
+    if cfg.policy is not None:  # before the job: its automatic dilation covers the controller's options
         from jqodi.app.controller import controller_for
         from jqodi.app.controller.loop import prior_weight, said_prior_weight
 
         weight = said_prior_weight(prior_weight(planning.estimate), cfg.policy, say)
         controller = controller_for(planning.scenario, sol, policy=cfg.policy, threshold=cfg.replan_threshold,
                                     confirm=cfg.confirm, instance=planning.instance, prior_epochs=weight)
+    job = job_for_plan(planning.scenario, sol, emulate=cfg.emulate, max_epochs=cfg.max_epochs,
+                       pretrained={"source": "pretrained", **cfg.pretrain_options}, requests=cfg.requests,
+                       trace_store=cfg.trace_store, replan_options=replan_options(controller))
+    if controller is not None:
         job = with_standby_edges(job)
     n_run = len(job.epoch_plan())
     loop = (f"; closed loop ({cfg.policy}): stops at L_max, keeps the best model"

@@ -15,7 +15,7 @@ from typing import Callable
 from jqodi.errors import JqodiError
 
 __all__ = ["RunOptions", "job_for_plan", "job_for_scenario", "plan_for_run", "run_scenario", "report_run",
-           "controller_from_job"]
+           "controller_from_job", "replan_options"]
 
 Say = Callable[[str], None]
 
@@ -152,13 +152,23 @@ def plan_for_run(scenario, opts: RunOptions, say: Say = _print, instance=None, e
     return solution
 
 
-def build_job(scenario, solution, opts: RunOptions):
-    """The job ``opts`` describe for ``solution`` (``jqodi run --write-job``)."""
+def build_job(scenario, solution, opts: RunOptions, controller=None):
+    """The job ``opts`` describe for ``solution`` (``jqodi run --write-job``); with the closed loop's
+    ``controller``, its automatic dilation covers the options the controller may re-plan onto."""
     return job_for_plan(scenario, solution, emulate=opts.emulate, dilation=opts.dilation, timeout_s=opts.timeout_s,
                         startup_timeout_s=opts.startup_timeout_s, max_epochs=opts.max_epochs, meter=opts.meter,
                         requests=opts.requests,
                         pretrained={"source": "random"} if opts.random_init else None,
-                        trace_store=opts.trace_store)
+                        trace_store=opts.trace_store, replan_options=replan_options(controller))
+
+
+def replan_options(controller) -> list[tuple[str, int]] | None:
+    """The (edge, cut) options ``controller`` may re-plan the run's model and bits onto (those
+    :func:`option_predictions` prices); ``None`` without a closed loop, and under policy ``static``
+    (it follows the schedule: it stops early or skips an edge that is away, never moves an epoch)."""
+    if controller is None or controller.policy == "static":
+        return None
+    return [(o.edge, int(o.cut)) for o in controller.table.cand(controller.key).options]
 
 
 def job_for_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), say: Say = _print):
@@ -172,8 +182,8 @@ def job_for_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), s
     estimates = run_estimates(scenario, opts)
     instance = instance_for_run(scenario, opts, estimates)
     solution = plan_for_run(scenario, opts, say, instance, estimates)
-    job = build_job(scenario, solution, opts)
     controller = run_controller(scenario, solution, opts, instance, estimates, say)
+    job = build_job(scenario, solution, opts, controller)
     if controller is None:
         return job
     return with_standby_edges(job).replace(closed_loop=closed_loop_block(controller, scenario, opts))
@@ -337,12 +347,13 @@ def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):
     estimates = None if resuming else run_estimates(scenario, opts)
     instance = None if resuming else instance_for_run(scenario, opts, estimates)  # once: the plan and the controller
     solution = None if resuming else plan_for_run(scenario, opts, say, instance, estimates)
-    job = None if resuming else build_job(scenario, solution, opts)
     controller = None
     if resuming:
         controller = resumed_controller(workdir)
-    elif opts.policy is not None:
+    elif opts.policy is not None:  # before the job: its automatic dilation covers the controller's options
         controller = run_controller(scenario, solution, opts, instance, estimates, say)
+    job = None if resuming else build_job(scenario, solution, opts, controller)
+    if controller is not None and not resuming:
         job = with_standby_edges(job)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),

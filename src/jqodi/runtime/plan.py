@@ -5,6 +5,7 @@ schedule, and the scenario's devices, links, data and training settings.
 """
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path
 
@@ -86,13 +87,15 @@ def _rooflines(scenario, system, devices: dict[str, Device]) -> dict[str, dict]:
     return {role: nodes[role].to_dict() for role in devices if isinstance(nodes[role], DeviceModel)}
 
 
-def plan_dilation(scenario, solution, clock=None, host_timings: dict | None = None) -> float:
+def plan_dilation(scenario, solution, clock=None, host_timings: dict | None = None,
+                  replan_options=None) -> float:
     """The automatic dilation of ``solution`` on ``scenario``'s testbed: the larger of the epoch
     rule and the overrun rule (:func:`dilation_choice`, which says how each came out)."""
-    return dilation_choice(scenario, solution, clock, host_timings)["dilation"]
+    return dilation_choice(scenario, solution, clock, host_timings, replan_options)["dilation"]
 
 
-def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = None) -> dict:
+def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = None,
+                    replan_options=None) -> dict:
     """How the automatic dilation of ``solution`` comes out, from the host's own speed on the plan's
     model (:func:`jqodi.runtime.emulation.host_flops`, timed by ``clock``: default the wall clock):
 
@@ -104,10 +107,13 @@ def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = 
       :func:`jqodi.runtime.emulation.host_split_s`, × the training batches, + a third of it per
       validation batch: forward only) against that role's predicted compute phase
       (``end_compute``, ``edge_compute``);
-    * ``dilation``: the larger of the two; ``options``: per option its rule's dilation and the
-      host's and the device's seconds per role.
+    * ``dilation``: the larger of the two; ``options``: per option its rule's dilation, the
+      host's and the device's seconds per role, and whether the schedule has it (``scheduled``).
 
-    The schedule's options only: an epoch the closed loop moves to another cut can overrun more.
+    ``replan_options``: the (edge, cut) options a closed loop may re-plan the run onto (the job's
+    ``closed_loop`` block lists them); the overrun rule covers them too, so an epoch moved to one
+    of them is bounded as the schedule's are (the epoch rule stays the schedule's: it is the
+    plan's shortest epoch). An option the cost model cannot run (infinite time) is left out.
     ``host_timings``: a dict the host's timings are kept in and taken from, per model, bits, batch
     and optimizer (the devices of a fleet plan the same model: the host is timed once, not once
     per device)."""
@@ -137,23 +143,26 @@ def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = 
     prof = profile_named_model(model, data.input_shape, data.num_classes, width)
     samples = 3.0 * data.train_size + data.val_size  # forward + backward (3×) of training, forward of validation
     host_epoch_s = samples * prof.flops / host
+    scheduled = {(s.edge, int(s.cut)) for s in solution.schedule}
     options: dict[str, dict] = {}
-    for s in solution.schedule:
-        key = f"{s.edge}|{int(s.cut)}"
+    for edge, cut in [(s.edge, int(s.cut)) for s in solution.schedule] + [(e, int(c)) for e, c in replan_options or ()]:
+        key = f"{edge}|{cut}"
         if key in options:
             continue
-        pred = predict_epoch(scenario, model, bits, int(s.cut), s.edge)
+        pred = predict_epoch(scenario, model, bits, cut, edge)
+        if not math.isfinite(pred["time_s"]):
+            continue  # an option the cost model cannot run: no epoch moves there
         batches = (data.train_size + data.val_size / 3.0) / batch  # validation: forward only (≈ ⅓ of a batch)
-        if int(s.cut) not in split_s:
-            split_s[int(s.cut)] = host_split_s(worker, int(s.cut), batch_size=batch, repeats=5, clock=clock,
-                                               train_config=train_config)
-        end_b, edge_b = split_s[int(s.cut)]
+        if cut not in split_s:
+            split_s[cut] = host_split_s(worker, cut, batch_size=batch, repeats=5, clock=clock,
+                                        train_config=train_config)
+        end_b, edge_b = split_s[cut]
         host_s = {"end": batches * end_b, "edge": batches * edge_b}
         device_s = {"end": pred["phases_s"]["end_compute"], "edge": pred["phases_s"]["edge_compute"]}
-        options[key] = {"edge": s.edge, "cut": int(s.cut), "predicted_s": pred["time_s"], "host_s": host_s,
-                        "device_s": device_s,
+        options[key] = {"edge": edge, "cut": cut, "scheduled": (edge, cut) in scheduled,
+                        "predicted_s": pred["time_s"], "host_s": host_s, "device_s": device_s,
                         "dilation": overrun_dilation([(host_s[r], device_s[r]) for r in host_s], pred["time_s"])}
-    epoch_rule = auto_dilation(host_epoch_s, min(o["predicted_s"] for o in options.values()))
+    epoch_rule = auto_dilation(host_epoch_s, min(o["predicted_s"] for o in options.values() if o["scheduled"]))
     overrun_rule = max(o["dilation"] for o in options.values())
     return {"dilation": max(epoch_rule, overrun_rule), "epoch_rule": epoch_rule, "overrun_rule": overrun_rule,
             "overrun_share": OVERRUN_SHARE, "host_flops": host, "host_epoch_s": host_epoch_s, "options": options}
@@ -163,7 +172,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
                   timeout_s: float | None = None, startup_timeout_s: float | None = None,
                   max_epochs: int | None = None, pretrained: dict | None = None,
                   meter: str = "auto", run_id: str | None = None, data_dir: str | None = None,
-                  trace_store: str | Path | None = DEFAULT_TRACE_STORE) -> Job:
+                  trace_store: str | Path | None = DEFAULT_TRACE_STORE, replan_options=None) -> Job:
     """The job that runs ``solution`` on ``scenario``'s testbed (emulated when ``emulate``).
 
     ``timeout_s``: failure detection (default: the scenario's ``runtime.timeout_s``);
@@ -172,6 +181,8 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     ``trace_store``: where the cloud records the run's epochs (:mod:`jqodi.core.traces`);
     ``"default"`` = ``$JQODI_HOME/traces.db`` (resolved now, so every role process agrees),
     ``None`` = not recorded.
+    ``replan_options``: the (edge, cut) options a closed loop may move the run's epochs to; the
+    automatic dilation's overrun rule covers them (:func:`dilation_choice`).
     """
     from jqodi.core.profile import profile_named_model
 
@@ -195,7 +206,7 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     profile = profile_named_model(model, data.input_shape, data.num_classes, entry.width)
     emu = emulation_from_scenario(scenario, bits, edges, enabled=bool(emulate), dilation=1.0)
     if emulate and dilation == "auto":
-        dilation = plan_dilation(scenario, solution)
+        dilation = plan_dilation(scenario, solution, replan_options=replan_options)
     timeline = scenario.resolved_timeline()  # what the emulation applies (link traces, edges, slowdowns)
     emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
                           devices=emu.devices, links=emu.links, rooflines=emu.rooflines,
