@@ -12,6 +12,7 @@ from jqodi.app.simulate import World, hindsight_optimum, simulate_run, wait_powe
 from jqodi.core.costs import TERMS
 from jqodi.core.instance import Candidate, EpochEstimates, Option, PlanningInstance
 from jqodi.core.timeline import parse_timeline_events, resolve_timeline
+from jqodi.errors import JqodiError
 from jqodi.planner import solve
 
 J = {t: i for i, t in enumerate(TERMS)}
@@ -46,6 +47,12 @@ AWAY = [{"at_s": 7, "event": "edge_leaves", "edge": "e"}, {"at_s": 20, "event": 
 def test_wait_power_is_the_end_and_the_cloud():
     assert wait_power_w(table(True)) == END_W + CLOUD_W
     assert wait_power_w(table(False)) == 0.0
+    odd = table(True)  # a second option whose end + cloud idle power differs: refused, not averaged
+    other = odd.idle_w["net@8"].copy()
+    other[0, J["edge_compute"]] = 7.0
+    odd.idle_w["net@8"] = np.vstack([odd.idle_w["net@8"], other])
+    with pytest.raises(JqodiError, match="differs between options"):
+        wait_power_w(odd)
 
 
 def test_hindsight_pays_for_waiting_between_epochs():

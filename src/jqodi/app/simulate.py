@@ -46,6 +46,7 @@ from jqodi.app.controller import ClosedLoopController, Decision, Observation, Ph
 from jqodi.core.costs import TERMS
 from jqodi.core.instance import Solution
 from jqodi.core.timeline import Timeline
+from jqodi.errors import JqodiError
 
 __all__ = ["World", "EpochOutcome", "RunOutcome", "simulate_epoch", "epoch_grid", "simulate_run",
            "hindsight_optimum", "true_epochs", "wait_power_w", "PHASE_ORDER"]
@@ -81,7 +82,7 @@ def wait_power_w(table: PhaseTable) -> float:
     j = TERMS.index("edge_compute")
     powers = {float(w[i, j]) for w in map(np.asarray, table.idle_w.values()) for i in range(len(w))}
     if len(powers) > 1:  # the end's and the cloud's idle power do not depend on the option
-        raise ValueError(f"phase table: the end + cloud idle power differs between options: {sorted(powers)}")
+        raise JqodiError(f"phase table: the end + cloud idle power differs between options: {sorted(powers)}")
     return powers.pop() if powers else 0.0
 
 
