@@ -24,6 +24,13 @@ that occurred.
 candidate's true epochs K in advance: per candidate, a dynamic program over K epochs on a grid
 of start times (an option's duration and energy depend on when it starts; idling is allowed;
 an epoch overlapping an absence of its edge is not), minimum energy that ends by the deadline.
+
+Waiting *between* epochs (``hindsight`` idling to skip a slow stretch or an absent edge, a
+policy paused until an edge returns) costs :func:`wait_power_w` × the wait where the scenario
+counts idle energy: the end device and the cloud stay in the run and draw idle power. No edge
+is charged: an epoch starts by sending the model down from the cloud and ends by sending it
+back (:data:`PHASE_ORDER`), so between epochs no edge holds the job. Every policy and
+``hindsight`` are charged alike.
 Times are rounded *up* to the grid (``grid`` steps per deadline), so its plans are truly
 feasible and it is optimal up to that rounding.
 """
@@ -39,9 +46,10 @@ from jqodi.app.controller import ClosedLoopController, Decision, Observation, Ph
 from jqodi.core.costs import TERMS
 from jqodi.core.instance import Solution
 from jqodi.core.timeline import Timeline
+from jqodi.errors import JqodiError
 
 __all__ = ["World", "EpochOutcome", "RunOutcome", "simulate_epoch", "epoch_grid", "simulate_run",
-           "hindsight_optimum", "true_epochs", "PHASE_ORDER"]
+           "hindsight_optimum", "true_epochs", "wait_power_w", "PHASE_ORDER"]
 
 #: The order of an epoch's terms in time (Section III-B: model down, training, model back, update).
 PHASE_ORDER = ("cloud_to_edge", "edge_to_end", "end_compute", "activations", "edge_compute", "end_to_edge",
@@ -65,6 +73,17 @@ class EpochOutcome:
     energy_j: float
     phases_s: dict
     lost_at_s: float | None = None   # the edge left during the epoch at this time
+
+
+def wait_power_w(table: PhaseTable) -> float:
+    """The idle power (W) drawn while a run waits between epochs: the end device's and the
+    cloud's, i.e. what waits during an edge's compute term (:meth:`PhaseTable.terms`); 0 where
+    the scenario does not count idle energy (the table has no idle powers)."""
+    j = TERMS.index("edge_compute")
+    powers = {float(w[i, j]) for w in map(np.asarray, table.idle_w.values()) for i in range(len(w))}
+    if len(powers) > 1:  # the end's and the cloud's idle power do not depend on the option
+        raise JqodiError(f"phase table: the end + cloud idle power differs between options: {sorted(powers)}")
+    return powers.pop() if powers else 0.0
 
 
 def _resource_kind(res: str) -> str:
@@ -185,6 +204,7 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
     seen_events = t
     limit = max_epochs or 10 * max((len(c) for c in world.curves.values()), default=50)
     stop_reason = ""
+    wait_w = wait_power_w(table)
     while True:
         for at, edge, up in tl.availability_events(seen_events, t):  # what happened since the last look
             decision = ctl.on_event("edge_returns" if up else "edge_leaves", edge, at - t_start)
@@ -197,6 +217,7 @@ def simulate_run(world: World, solution: Solution, *, policy: str = "replan", th
             if not nxt:
                 stop_reason = f"paused for good: {decision.reason}"
                 break
+            energy += wait_w * (nxt[0] - t)  # the end and the cloud wait (module docstring)
             t = nxt[0]
             continue
         if epochs + lost >= limit:
@@ -251,6 +272,7 @@ def hindsight_optimum(world: World, *, confirm: int = 0, grid: int = 4000, candi
     table = world.table
     deadline = table.instance.deadline_s
     h = deadline / grid
+    wait_step_j = wait_power_w(table) * h * np.arange(grid + 1)  # idling from grid step 0 to b
     best = None
     for c in table.instance.candidates:
         if candidates is not None and c.key not in candidates:
@@ -274,7 +296,8 @@ def hindsight_optimum(world: World, *, confirm: int = 0, grid: int = 4000, candi
         V = np.full(grid + 1, np.inf)
         V[b0] = 0.0
         for _ in range(K):
-            V = np.minimum.accumulate(V)  # idling is allowed
+            # idling is allowed, at the end's and the cloud's idle power: V[b] = min_a≤b V[a] + P (b − a) h
+            V = np.minimum.accumulate(V - wait_step_j) + wait_step_j
             W = np.full(grid + 1, np.inf)
             reach = np.isfinite(V)
             for d, e, bad in zip(dur, eng, broken):
