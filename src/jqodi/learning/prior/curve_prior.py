@@ -25,7 +25,7 @@ from jqodi.learning.prior.library import CurveRun, library_from_store, similarit
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
 __all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
-           "LEAST_MARGIN_LEVEL", "LEVEL_GRID", "LOCAL_SCALES",
+           "LEAST_MARGIN_LEVEL", "LEVEL_GRID", "LOCAL_SCALES", "local_scales",
            "LEVEL_SAFETY", "MIN_EFFECTIVE_SAMPLES", "MONDRIAN_FINITE", "PROBE_LENGTHS", "calibration_targets",
            "run_query"]
 
