@@ -457,3 +457,53 @@ def test_the_store_estimator_does_not_extrapolate_a_stored_probe(tmp_path, capsy
     assert "censored: K^rob none" in capsys.readouterr().out
     est = load_estimates(tmp_path / "e.json")[0]
     assert est.epochs_expected is not None and est.epochs_expected <= 12 and est.epochs_robust is None
+
+
+def test_normalised_conformal_scores_scale_the_margin_by_the_querys_own_difficulty(library):
+    """Session 10 (development option, default off): with ``local_scale`` the conformal scores are r / σ̂(x),
+    σ̂(x) = s(x) + β (s: the query's difficulty by that scale, β: the mean s over the residuals), and the
+    margin is σ̂(query)·q̂ — a harder query gets a wider K^rob; the point estimate is untouched."""
+    from jqodi.learning.prior import SELECTABLE_SCHEMES, ConformalScheme
+    from jqodi.learning.prior.conformal import wquantile
+    from jqodi.learning.prior.curve_prior import LOCAL_SCALES, local_scales
+
+    assert library.local_scale is None and library.candidates == SELECTABLE_SCHEMES   # the default: off
+    with pytest.raises(ValueError, match="local_scale"):
+        CurvePrior(library.runs, local_scale="bogus")
+    # the scales a query knows before its truth
+    probe = np.array([2.0, 1.5, 1.3, 1.2, 1.15])
+    point = (8.0, 12.0, None, 3, 4.0, 0.2)
+    vote, members, noise, depth = local_scales(point, probe, 1.0)
+    assert vote == pytest.approx(math.log(12 / 8)) and members == 0.2
+    assert noise == pytest.approx(float(np.sqrt(np.mean(np.diff(np.log(probe), 2) ** 2))))
+    assert depth == pytest.approx(math.log(1.15)) and local_scales(point, probe, 1.3)[3] == 0.0   # reached: 0
+    assert local_scales(point, probe[:2], 1.0)[2] == 0.0   # fewer than 3 epochs: no second difference
+
+    group = next(r.group for r in library.runs if (r.train_size, r.bits) == (1000, 4))
+    ex = frozenset([group])
+    target = true_curve(20, 1000, 4, 7 + 4 + 1000)[11]
+    base, _, k = held_out(library, 1000, 4, 5, target)
+    pooled = ConformalScheme(mondrian=False, normalised=True, round_up=True)
+    for name in LOCAL_SCALES:
+        prior = CurvePrior(library.runs, local_scale=name)
+        assert prior.candidates and all(sc.normalised for sc in prior.candidates)
+        res = prior.residuals(5, ex)
+        assert len(res.scales) == len(res.err) and all(len(s) == 4 and min(s) >= 0 for s in res.scales)
+        assert res.err == library.residuals(5, ex).err   # the same residuals: only the scores change
+        i = LOCAL_SCALES.index(name)
+        s_res = np.asarray([s[i] for s in res.scales])
+        beta = max(float(np.mean(s_res)), 1e-6)
+        w = prior._weights(res, None, query(1000, 4)) * np.exp(
+            -0.5 * ((np.asarray(res.depth) - math.log(6)) / 0.7) ** 2)
+        for s_q in (0.0, 0.5):
+            scales = tuple(s_q if j == i else 9.0 for j in range(4))
+            m, n_eff = prior.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled, scales=scales)
+            q = min(1.0, 0.9 * (1 + 1 / n_eff))
+            assert m == pytest.approx((s_q + beta) * wquantile(np.asarray(res.err) / (s_res + beta), w, q))
+        wide = prior.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled,
+                                      scales=tuple(0.5 if j == i else 0.0 for j in range(4)))[0]
+        narrow = prior.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled, scales=(0.0,) * 4)[0]
+        assert (wide > narrow) == (narrow > 0) and abs(wide) >= abs(narrow)
+        e, _, _ = held_out(prior, 1000, 4, 5, target)
+        assert e.expected == base.expected and e.robust >= e.expected
+        assert "normalised scores" in e.note

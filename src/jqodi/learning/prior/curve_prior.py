@@ -25,7 +25,7 @@ from jqodi.learning.prior.library import CurveRun, library_from_store, similarit
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
 __all__ = ["CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
-           "LEAST_MARGIN_LEVEL", "LEVEL_GRID",
+           "LEAST_MARGIN_LEVEL", "LEVEL_GRID", "LOCAL_SCALES", "local_scales",
            "LEVEL_SAFETY", "MIN_EFFECTIVE_SAMPLES", "MONDRIAN_FINITE", "PROBE_LENGTHS", "calibration_targets",
            "run_query"]
 
@@ -82,6 +82,14 @@ LEVEL_GRID = (0.85, 0.8625, 0.875, 0.8875, 0.9)
 #: development seeds 1–5 it lowered the mean margin 36.7 % → 35.5 % but took coverage to 89.98 % (docs/learning.md,
 #: *Session 9*); scored beside the default on truth seed 6
 LEAST_MARGIN_LEVEL = False
+#: session 10 (development only, not adopted: default None): normalised (locally adaptive) conformal scores
+#: r / σ̂(x), K^rob = K^exp·exp(q̂·σ̂(x)), with σ̂(x) = s(x) + β a per-query difficulty known before the truth —
+#: ``"vote"``: step 3's own spread (log K^rob_vote − log K^exp); ``"members"``: the spread (vote-weighted standard
+#: deviation) of the calibrated variants' log K^exp_v; ``"noise"``: the probe's RMS second difference of log loss;
+#: ``"depth"``: how far the target lies below the probe's last loss, log(y_P / L_target) (0 when reached) — and β
+#: the mean s over the calibration residuals (so σ̂ never nears 0 and the scores stay finite). With one set,
+#: the inner split chooses among the normalised schemes only (:func:`local_scales`, docs/learning.md, *Session 10*)
+LOCAL_SCALES = ("vote", "members", "noise", "depth")
 
 
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
@@ -122,12 +130,13 @@ class _Samples:
     err: list = field(default_factory=list)      # log K − log K̂
     spread: list = field(default_factory=list)   # residuals only: log K^rob_vote − log K^exp (step 3's own spread)
     observed: list = field(default_factory=list)  # residuals only: the probe itself reached the target
+    scales: list = field(default_factory=list)   # residuals only: local_scales() of the query (one per LOCAL_SCALES)
     drop: list = field(default_factory=list)     # samples only: log(best probe loss / target)
     _arrays: tuple | None = field(default=None, repr=False)
     _drops: np.ndarray | None = field(default=None, repr=False)
 
     def add(self, group, run: int, depth: float, err: float, spread: float = 0.0, observed: bool = False,
-            drop: float = 0.0) -> None:
+            drop: float = 0.0, scales: tuple = (0.0,) * len(LOCAL_SCALES)) -> None:
         self.group.append(group)
         self.run.append(run)
         self.depth.append(depth)
@@ -135,6 +144,7 @@ class _Samples:
         self.spread.append(spread)
         self.observed.append(observed)
         self.drop.append(drop)
+        self.scales.append(tuple(scales))
 
     def drops(self) -> np.ndarray:
         if self._drops is None:
@@ -153,7 +163,10 @@ class CurvePrior:
     def __init__(self, runs: Sequence[CurveRun], *, horizon: int = 300, skipped: dict[str, int] | None = None,
                  calibrate_to_end: bool = CALIBRATE_TO_END, drop_bandwidth: float = DROP_BANDWIDTH,
                  mondrian_finite: bool = MONDRIAN_FINITE, level_safety: float | None = LEVEL_SAFETY,
-                 least_margin_level: bool = LEAST_MARGIN_LEVEL, level_grid: Sequence[float] = LEVEL_GRID):
+                 least_margin_level: bool = LEAST_MARGIN_LEVEL, level_grid: Sequence[float] = LEVEL_GRID,
+                 local_scale: str | None = None):
+        if local_scale is not None and local_scale not in LOCAL_SCALES:
+            raise ValueError(f"local_scale must be one of {', '.join(LOCAL_SCALES)} or None, not {local_scale!r}")
         self.runs = list(runs)
         self.calibrate_to_end = bool(calibrate_to_end)   # False: session 5's conformal targets
         self.drop_bandwidth = float(drop_bandwidth)       # 0: session 6's point estimate (depth kernel only)
@@ -161,6 +174,10 @@ class CurvePrior:
         self.level_safety = level_safety                  # None: the fixed level 0.9 (session 7)
         self.least_margin_level = bool(least_margin_level)  # True: the least inner margin keeping the safety
         self.level_grid = tuple(sorted(float(lv) for lv in level_grid))   # the levels select_level considers
+        self.local_scale = local_scale   # None: session 8's scores; else normalised by that σ̂(x) (LOCAL_SCALES)
+        #: the schemes the nested choice picks from (normalised ones only with a local scale)
+        self.candidates = (SELECTABLE_SCHEMES if local_scale is None
+                           else tuple(sc for sc in SELECTABLE_SCHEMES if sc.normalised))
         self.horizon = int(horizon)
         self.skipped = dict(skipped or {})
         self._samples: dict[tuple, _Samples] = {}
@@ -240,7 +257,7 @@ class CurvePrior:
     def _calibrated(self, y: np.ndarray, P: int, target_loss: float, query: dict, start_loss: float | None,
                     exclude: frozenset, library_run: int | None = None) -> tuple | None:
         """Step 3 without the robust answer's rounding: ``(K^exp, K^rob by the quantile vote, best
-        member, number of members, n_eff)`` (floats, K may exceed the horizon) or None when no
+        member, number of members, n_eff, the spread of the members' log K^exp_v)`` (floats, K may exceed the horizon) or None when no
         variant is calibrated (no curve fits, or too few similar stored configurations).
         ``library_run``: the probe is that library run's first P epochs (its fits are cached)."""
         w_run = np.asarray([0.0 if r.group in exclude else similarity(query, r) for r in self.runs])
@@ -283,7 +300,10 @@ class CurvePrior:
         vote = np.asarray([1.0 / (m[0] + 0.02) for m in members])
         k_exp = wquantile(np.asarray([m[2] for m in members]), vote, 0.5)
         k_rob = wquantile(np.asarray([m[3] for m in members]), vote, 0.5)
-        return k_exp, k_rob, members[0], len(members), members[0][4]
+        log_k = np.log(np.maximum([m[2] for m in members], 1e-9))
+        mean = float(np.sum(vote * log_k) / vote.sum())
+        members_spread = float(math.sqrt(np.sum(vote * (log_k - mean) ** 2) / vote.sum()))
+        return k_exp, k_rob, members[0], len(members), members[0][4], members_spread
 
     def residuals(self, P: int, exclude: frozenset = frozenset()) -> _Samples:
         """Leave-one-configuration-out residuals of the calibrated K^exp (computed once per ``P``, ``exclude``).
@@ -316,7 +336,8 @@ class CurvePrior:
                     if ke > self.horizon:
                         continue
                     res.add(g, a, math.log(ke), math.log(k) - math.log(ke), spread_of(pt),
-                            first_epoch_below(ra.losses[:P], level) is not None)
+                            first_epoch_below(ra.losses[:P], level) is not None,
+                            scales=local_scales(pt, ra.losses[:P], level))
         self._residuals[key] = res
         return res
 
@@ -338,7 +359,7 @@ class CurvePrior:
         return out
 
     def _quantile(self, res: _Samples, w_cfg: np.ndarray, k_exp: int, spread: float, observed: bool,
-                  scheme: ConformalScheme, level: float) -> tuple[float, float] | None:
+                  scheme: ConformalScheme, level: float, scales: tuple | None = None) -> tuple[float, float] | None:
         """(log K^rob − log K^exp before rounding, n_eff) of ``scheme`` from residuals weighted ``w_cfg``."""
         depth, r, run = res.arrays()
         w = w_cfg * np.exp(-0.5 * ((depth - math.log(k_exp)) / (2 * DEPTH_BANDWIDTH)) ** 2)
@@ -352,6 +373,13 @@ class CurvePrior:
             return None
         n_eff = n_configs if scheme.per_configuration else kish_n(w)
         q = min(1.0, level * (1.0 + 1.0 / n_eff))
+        if scheme.normalised and self.local_scale is not None:   # σ̂(x) = s(x) + β (LOCAL_SCALES)
+            i = LOCAL_SCALES.index(self.local_scale)
+            s_res = np.asarray([sc[i] for sc in res.scales], float)
+            beta = max(float(np.mean(s_res)), 1e-6)
+            s_query = 0.0 if scales is None else float(scales[i])
+            # capped: a margin of e^50 is "never" (K^rob beyond any horizon) and keeps exp() finite
+            return min(50.0, (s_query + beta) * wquantile(r / (s_res + beta), w, q)), n_eff
         if scheme.normalised:
             sigma = np.maximum(np.asarray(res.spread, float), SPREAD_FLOOR)
             return max(spread, SPREAD_FLOOR) * wquantile(r / sigma, w, q), n_eff
@@ -359,7 +387,8 @@ class CurvePrior:
 
     def conformal_margin(self, P: int, query: dict, k_exp: int, exclude: frozenset = frozenset(),
                          level: float = CONFORMAL_LEVEL, *, scheme: ConformalScheme = CONFORMAL_SCHEMES[0],
-                         spread: float = 0.0, observed: bool = False) -> tuple[float, float] | None:
+                         spread: float = 0.0, observed: bool = False,
+                         scales: tuple | None = None) -> tuple[float, float] | None:
         """(log K^rob − log K^exp, n_eff): the weighted split-conformal quantile of the residuals
         (:meth:`residuals`) at level q' = level·(1 + 1/n_eff), capped at 1; None with fewer than
         :data:`MIN_EFFECTIVE_SAMPLES` effective configurations behind it.
@@ -371,15 +400,16 @@ class CurvePrior:
         length conditions it too: residuals are per P. n_eff is Kish's effective sample size
         over the residuals (those of one configuration are correlated, so q' is a little optimistic).
         ``scheme`` (:class:`ConformalScheme`): per kind of target and/or scores normalised by the
-        query's own ``spread`` (log K^rob_vote − log K^exp); ``observed``: the probe reached the target.
+        query's own ``spread`` (log K^rob_vote − log K^exp) or, with ``local_scale``, by its ``scales``
+        (:func:`local_scales`); ``observed``: the probe reached the target.
         """
         res = self.residuals(P, exclude)
         if not res.err:
             return None
-        return self._quantile(res, self._weights(res, None, query), k_exp, spread, observed, scheme, level)
+        return self._quantile(res, self._weights(res, None, query), k_exp, spread, observed, scheme, level, scales)
 
     def select_scheme(self, P: int, exclude: frozenset = frozenset(), level: float = CONFORMAL_LEVEL,
-                      candidates: tuple = SELECTABLE_SCHEMES) -> tuple[ConformalScheme, dict]:
+                      candidates: tuple | None = None) -> tuple[ConformalScheme, dict]:
         """The conformal scheme for probes of ``P`` epochs, chosen on the library alone (computed once).
 
         An inner leave-one-configuration-out split of the residuals (:meth:`residuals`, ``exclude``
@@ -391,7 +421,8 @@ class CurvePrior:
         wins; if none does, the one with the highest coverage. Returns it and every scheme's inner
         figures (:data:`CONFORMAL_SCHEMES`, all of them, for the record).
         """
-        key = (P, exclude, level, candidates)
+        candidates = self.candidates if candidates is None else candidates
+        key = (P, exclude, level, candidates, self.local_scale)
         if key in self._schemes:
             return self._schemes[key]
         res = self.residuals(P, exclude)
@@ -406,7 +437,8 @@ class CurvePrior:
                 if g == h:
                     rows.append(n)
                 else:
-                    inner.add(g, res.run[n], res.depth[n], res.err[n], res.spread[n], res.observed[n])
+                    inner.add(g, res.run[n], res.depth[n], res.err[n], res.spread[n], res.observed[n],
+                              scales=res.scales[n])
             if not inner.err:
                 continue
             cold = not any(self.runs[i].model == self.runs[res.run[rows[0]]].model for i in inner.run)
@@ -415,7 +447,7 @@ class CurvePrior:
                 k = int(round(math.exp(depth[n] + err[n])))
                 w_cfg = self._weights(inner, int(run[n]), None)
                 for sc in CONFORMAL_SCHEMES:
-                    m = self._quantile(inner, w_cfg, ke, res.spread[n], res.observed[n], sc, level)
+                    m = self._quantile(inner, w_cfg, ke, res.spread[n], res.observed[n], sc, level, res.scales[n])
                     kr = ke if m is None else robust_k(ke, m[0], 2.0 if cold else 1.0, sc)
                     st = stats[sc]
                     st[0] += 1
@@ -437,13 +469,14 @@ class CurvePrior:
         return self._schemes[key]
 
     def select_level(self, P: int, exclude: frozenset = frozenset(),
-                     candidates: tuple = SELECTABLE_SCHEMES) -> tuple[float, ConformalScheme]:
+                     candidates: tuple | None = None) -> tuple[float, ConformalScheme]:
         """(level, scheme) of the conformal quantile for probes of ``P`` epochs, chosen on the library alone:
         the smallest level of ``level_grid`` (:data:`LEVEL_GRID`) whose inner-split coverage (:meth:`select_scheme`
         at that level, the held-out ``exclude`` taking no part) is ≥ :data:`CONFORMAL_LEVEL` + ``level_safety``;
         with ``least_margin_level`` (:data:`LEAST_MARGIN_LEVEL`), of every (level, scheme) whose inner coverage is
         that high, the one with the least inner mean margin; :data:`CONFORMAL_LEVEL` when none is (or
-        ``level_safety`` is None)."""
+        ``level_safety`` is None). ``candidates``: None, the prior's (normalised schemes only with ``local_scale``)."""
+        candidates = self.candidates if candidates is None else candidates
         if self.level_safety is not None and self.least_margin_level:
             kept = [(table[sc.name]["mean_margin_rel"], lv, sc) for lv in self.level_grid
                     for table in (self.select_scheme(P, exclude, lv, candidates)[1],) for sc in candidates
@@ -462,7 +495,7 @@ class CurvePrior:
     def estimate(self, probe: Sequence[float], target_loss: float, query: dict, *,
                  start_loss: float | None = None, exclude_group: tuple | None = None,
                  conformal: bool = True, other_models: bool = True, scheme: ConformalScheme | None = None,
-                 level: float | None = None, candidates: tuple = SELECTABLE_SCHEMES) -> EpochEstimate:
+                 level: float | None = None, candidates: tuple | None = None) -> EpochEstimate:
         """K^exp / K^rob for a candidate described by ``query`` from its probe's validation losses.
 
         ``query``: model, dataset, data_name, bits, width, train_size and optionally pretrained
@@ -493,7 +526,7 @@ class CurvePrior:
         if point is None:
             cold = f"cold start: no stored runs of {query['model']}; " if not relevant else ""
             return self._probe_only(y, target_loss, f"{cold}too few similar stored runs: probe alone")
-        k_exp, k_rob, (err_med, variant, _, _, _), n_members, n_eff = point
+        k_exp, k_rob, (err_med, variant, _, _, _), n_members, n_eff, _ = point
         ke = max(1, int(round(k_exp)))
         margin = None
         if conformal and ke <= self.horizon:
@@ -503,7 +536,8 @@ class CurvePrior:
                 q_level = CONFORMAL_LEVEL if level is None else level
                 chosen = self.select_scheme(P, exclude, q_level, candidates)[0] if scheme is None else scheme
             margin = self.conformal_margin(P, query, ke, exclude, q_level, scheme=chosen, spread=spread_of(point),
-                                           observed=first_epoch_below(y, target_loss) is not None)
+                                           observed=first_epoch_below(y, target_loss) is not None,
+                                           scales=local_scales(point, y, target_loss))
         stated = None   # (level, relative margin before rounding) of a conformal K^rob
         if margin is not None:
             factor = 2.0 if not relevant else 1.0
@@ -540,6 +574,16 @@ class CurvePrior:
         e.method = "probe"
         e.note = f"{why}; K^rob widened to ≥ {1 + COLD_START_MARGIN:.1f}·K^exp"
         return e
+
+
+def local_scales(point: tuple, probe: np.ndarray, target_loss: float) -> tuple[float, float, float, float]:
+    """A query's difficulty s(x) by each of :data:`LOCAL_SCALES`, known before the truth: (step 3's spread
+    log K^rob_vote − log K^exp, the spread of the calibrated variants' log K^exp_v, the probe's RMS second
+    difference of log loss (0 with fewer than 3 epochs), log(last probe loss / target) ≥ 0)."""
+    y = np.log(np.maximum(np.asarray(probe, float), 1e-12))
+    noise = float(np.sqrt(np.mean(np.diff(y, 2) ** 2))) if y.size >= 3 else 0.0
+    depth = max(0.0, float(y[-1]) - math.log(max(target_loss, 1e-12)))
+    return spread_of(point), float(point[5]), noise, depth
 
 
 def run_query(r: CurveRun) -> dict:
