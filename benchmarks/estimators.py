@@ -39,6 +39,9 @@ session 5's method and the new one side by side, the development seeds' targets 
 1–3 the development questions (:func:`test_methods`, :func:`dev_seeds`); ``--test-seed 5``: session 7's
 beside session 8's; ``--test-seed 6``: session 9's candidate beside session 8's method (the default and the figure of
 record: session 9 adopted no change), seeds 1–5 the development questions.
+``--dev-seeds 1 2 3 4 5 6 --methods session8,vote`` (session 10, :func:`loco_dev_evaluate`): development only —
+those seeds' targets scored with the named methods (:data:`DEV_METHODS`) from the store alone; nothing is
+fine-tuned (a missing run is refused) and no fresh seed is scored.
 """
 from __future__ import annotations
 
@@ -875,7 +878,7 @@ def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     import os
 
     from jqodi.core.traces import TraceStore
-    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+    from jqodi.learning.prior import CurvePrior
 
     t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
     with TraceStore(args.store) as store:
@@ -887,23 +890,8 @@ def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     first = next(iter(methods.values()))
     for m in list(methods.values())[1:]:
         share_calibration(first, m)
-    _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid, test_seed=None,
-                 probe_lengths=tuple(getattr(args, "probe_lengths", None) or PROBE_LENGTHS))
-    rows, per_config = {}, []
-    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    pool, results = _map_configs(_test_score_config, len(grid), jobs)
-    for key, part, pc in results:
-        if pc is None:
-            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
-            continue
-        for name, by_p in part.get("dev", {}).items():
-            for P, rs in by_p.items():
-                rows.setdefault(name, {}).setdefault(P, []).extend(rs)
-        per_config.append(pc)
-        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
-    if pool is not None:
-        pool.shutdown()
-    metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.items()}
+    rows, per_config, jobs = _score_methods(args, methods, everything, runs, grid, None, t0, cpu0)
+    metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.get("dev", {}).items()}
     seeds = ", ".join(map(str, args.dev_seeds))
     result = {"mode": "leave-one-configuration-out, development only (nothing fine-tuned, no test seed)",
               "dev_truth_seeds": list(args.dev_seeds),
@@ -919,6 +907,31 @@ def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     lines += loco_rows(metrics)
     result["markdown"] = "\n".join(lines) + "\n"
     return _emit(args, result)
+
+
+def _score_methods(args, methods, everything, runs, grid, test_seed, t0: float, cpu0: float):
+    """Score every configuration with ``methods`` (:func:`_test_score_config`, ``args.jobs`` workers): (rows by part
+    ("dev"/"test"), method and P; per-configuration records; jobs). ``test_seed`` None: every truth is development."""
+    from jqodi.learning.prior import PROBE_LENGTHS
+
+    _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid, test_seed=test_seed,
+                 probe_lengths=tuple(getattr(args, "probe_lengths", None) or PROBE_LENGTHS))
+    rows, per_config = {}, []
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    pool, results = _map_configs(_test_score_config, len(grid), jobs)
+    for key, part, pc in results:
+        if pc is None:
+            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
+            continue
+        for which, by_name in part.items():
+            for name, by_p in by_name.items():
+                for P, rs in by_p.items():
+                    rows.setdefault(which, {}).setdefault(name, {}).setdefault(P, []).extend(rs)
+        per_config.append(pc)
+        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
+    if pool is not None:
+        pool.shutdown()
+    return rows, per_config, jobs
 
 
 def probe_rule(metrics_by_p: dict) -> int:
@@ -944,7 +957,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
 
     from jqodi.core.traces import TraceStore
     from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
-    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+    from jqodi.learning.prior import CurvePrior
 
     t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
     with TraceStore(args.store) as store:
@@ -955,24 +968,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
     methods = {old_name: CurvePrior(library, skipped=everything.skipped, **old_opts),
                new_name: CurvePrior(library, skipped=everything.skipped, **new_opts)}
     share_calibration(methods[old_name], methods[new_name])
-    _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid,
-                 test_seed=args.test_seed,
-                 probe_lengths=tuple(getattr(args, "probe_lengths", None) or PROBE_LENGTHS))
-    rows, per_config = {}, []
-    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    pool, results = _map_configs(_test_score_config, len(grid), jobs)
-    for key, part, pc in results:
-        if pc is None:
-            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
-            continue
-        for which, by_name in part.items():
-            for name, by_p in by_name.items():
-                for P, rs in by_p.items():
-                    rows.setdefault(which, {}).setdefault(name, {}).setdefault(P, []).extend(rs)
-        per_config.append(pc)
-        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
-    if pool is not None:
-        pool.shutdown()
+    rows, per_config, jobs = _score_methods(args, methods, everything, runs, grid, args.test_seed, t0, cpu0)
     metrics = {which: {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in by_name.items()}
                for which, by_name in rows.items()}
     chosen = probe_rule(metrics["dev"][new_name])
