@@ -39,6 +39,9 @@ session 5's method and the new one side by side, the development seeds' targets 
 1–3 the development questions (:func:`test_methods`, :func:`dev_seeds`); ``--test-seed 5``: session 7's
 beside session 8's; ``--test-seed 6``: session 9's candidate beside session 8's method (the default and the figure of
 record: session 9 adopted no change), seeds 1–5 the development questions.
+``--dev-seeds 1 2 3 4 5 6 --methods session8,vote`` (session 10, :func:`loco_dev_evaluate`): development only —
+those seeds' targets scored with the named methods (:data:`DEV_METHODS`) from the store alone; nothing is
+fine-tuned (a missing run is refused) and no fresh seed is scored.
 """
 from __future__ import annotations
 
@@ -378,6 +381,27 @@ def loco_runs(store, grid, data_dir_cifar, threads: int, log=print, truth_seeds=
     return out
 
 
+def stored_loco_runs(store, grid, truth_seeds) -> tuple[dict, list[str]]:
+    """:func:`loco_runs` from the store alone (nothing is fine-tuned): (``{key: {"probe": run, "truths": [...]}}``
+    of the configurations whose runs are all stored, the runs missing as "config source seed N")."""
+    out, missing = {}, []
+    for c in grid:
+        key = config_key(c)
+        pair, lost = {"truths": []}, []
+        for source, seed in [("probe", PROBE_SEED)] + [("finetune", s) for s in truth_seeds]:
+            r = _stored_run(store, c, seed, source, c["width"])
+            if r is None:
+                lost.append(f"{key} {source} seed {seed}")
+            elif source == "probe":
+                pair["probe"] = r
+            else:
+                pair["truths"].append(r)
+        missing += lost
+        if not lost:
+            out[key] = pair
+    return out, missing
+
+
 def loco_main(argv) -> int:
     import torch
 
@@ -401,15 +425,37 @@ def loco_main(argv) -> int:
     ap.add_argument("--test-seed", type=int, default=None,
                     help="session 6: a held-out truth seed — its full runs are fine-tuned (--runs-only) and scored as "
                          "test questions only (never in the library), session 5's method beside session 6's")
+    ap.add_argument("--dev-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                    help="development only: score these truth seeds' targets as development questions with the "
+                         "--methods named, from the store alone (nothing is fine-tuned; a missing run is refused)")
+    ap.add_argument("--methods", default=None, type=_dev_methods,
+                    help="with --dev-seeds: the methods compared, comma-separated, of "
+                         "session8 (the defaults), vote, members, noise, depth (CurvePrior(local_scale=…)); default: all")
     args = ap.parse_args(argv)
-    if args.probe_lengths and args.test_seed is None:
-        ap.error("--probe-lengths: only with --test-seed (the development benchmark scores every length)")
+    if args.dev_seeds is not None and (args.test_seed is not None or args.runs_only):
+        ap.error("--dev-seeds: not with --test-seed or --runs-only (development scoring never fine-tunes)")
+    if args.probe_lengths and args.test_seed is None and args.dev_seeds is None:
+        ap.error("--probe-lengths: only with --test-seed or --dev-seeds (the development benchmark scores every length)")
+    if args.methods is not None and args.dev_seeds is None:
+        ap.error("--methods: only with --dev-seeds")
+    args.methods = args.methods or tuple(DEV_METHODS)
     torch.set_num_threads(args.threads)
     from jqodi.core.traces import TraceStore
 
     cdir = None if args.no_cifar else cifar_dir()
     grid = loco_grid(cdir is not None)[: args.configs]
     t0 = time.perf_counter()
+    if args.dev_seeds is not None:
+        if not Path(args.store).is_file():
+            print(f"--dev-seeds: no trace store at {args.store} (development scoring never fine-tunes)", file=sys.stderr)
+            return 2
+        with TraceStore(args.store) as store:
+            runs, missing = stored_loco_runs(store, grid, tuple(args.dev_seeds))
+        if missing:
+            print(f"--dev-seeds: {len(missing)} run(s) missing from {args.store}, e.g. {missing[0]} "
+                  "(development scoring never fine-tunes: import or fine-tune them first)", file=sys.stderr)
+            return 2
+        return loco_dev_evaluate(args, grid, runs, cdir is not None, time.perf_counter() - t0)
     with TraceStore(args.store) as store:
         seeds = dev_seeds(args.test_seed) + (() if args.test_seed is None else (args.test_seed,))
         runs = loco_runs(store, grid[args.skip:] if args.runs_only else grid, cdir, args.threads,
@@ -803,6 +849,91 @@ def _test_score_config(i: int):
     return key, rows, pc
 
 
+#: ``--methods`` of the development-only mode (``--dev-seeds``): name → (row, :class:`CurvePrior` options);
+#: session 8's method is the defaults, the others session 10's normalised scores (docs/learning.md, *Session 10*)
+DEV_METHODS = {
+    "session8": ("session 8 (default)", {}),
+    "vote": ("normalised, σ̂ = vote spread + β", {"local_scale": "vote"}),
+    "members": ("normalised, σ̂ = variants' spread + β", {"local_scale": "members"}),
+    "noise": ("normalised, σ̂ = probe noise + β", {"local_scale": "noise"}),
+    "depth": ("normalised, σ̂ = depth below the probe + β", {"local_scale": "depth"}),
+}
+
+
+def _dev_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated names of :data:`DEV_METHODS` (argparse turns the ValueError into one line)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in DEV_METHODS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: name distinct methods of {', '.join(DEV_METHODS)}")
+    return names
+
+
+def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
+    """Development-only scoring (``--dev-seeds``): every configuration's seed-0 probe predicts the full runs of
+    the development truth seeds ``args.dev_seeds`` with each of the ``--methods`` (:data:`DEV_METHODS`) in one
+    run, sharing the point estimate and the residuals. The library is the probes and those seeds' runs of the grid
+    (a later, fresh seed's runs in the store are neither in it nor asked about), the held-out configuration left
+    out as always. Nothing is fine-tuned (:func:`stored_loco_runs`); no test seed, no figure of record."""
+    import os
+
+    from jqodi.core.traces import TraceStore
+    from jqodi.learning.prior import CurvePrior
+
+    t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
+    with TraceStore(args.store) as store:
+        everything = CurvePrior.from_store(store)
+    ids = {r.id for pair in runs.values() for r in [pair["probe"], *pair["truths"]]}
+    library = [r for r in everything.runs if r.id in ids]
+    methods = {DEV_METHODS[n][0]: CurvePrior(library, skipped=everything.skipped, **DEV_METHODS[n][1])
+               for n in args.methods}
+    first = next(iter(methods.values()))
+    for m in list(methods.values())[1:]:
+        share_calibration(first, m)
+    rows, per_config, jobs = _score_methods(args, methods, everything, runs, grid, None, t0, cpu0)
+    metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.get("dev", {}).items()}
+    seeds = ", ".join(map(str, args.dev_seeds))
+    result = {"mode": "leave-one-configuration-out, development only (nothing fine-tuned, no test seed)",
+              "dev_truth_seeds": list(args.dev_seeds),
+              "methods": {DEV_METHODS[n][0]: {"name": n, **DEV_METHODS[n][1]} for n in args.methods},
+              "probe_lengths": list(_LOCO["probe_lengths"]), "configs": [config_key(c) for c in grid], "cifar": cifar,
+              "library_runs": len(library), "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS,
+              "metrics_dev": metrics,
+              "meets_targets_dev": {name: {P: meets(m) for P, m in by_p.items()} for name, by_p in metrics.items()},
+              "library_skipped_rows": everything.skipped, "runs_wall_s": round(runs_wall_s, 1),
+              "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1), "eval_jobs": jobs,
+              "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "per_config": per_config}
+    lines = [f"Development questions only (truth seeds {seeds}; nothing fine-tuned, no fresh seed scored):", ""]
+    lines += loco_rows(metrics)
+    result["markdown"] = "\n".join(lines) + "\n"
+    return _emit(args, result)
+
+
+def _score_methods(args, methods, everything, runs, grid, test_seed, t0: float, cpu0: float):
+    """Score every configuration with ``methods`` (:func:`_test_score_config`, ``args.jobs`` workers): (rows by part
+    ("dev"/"test"), method and P; per-configuration records; jobs). ``test_seed`` None: every truth is development."""
+    from jqodi.learning.prior import PROBE_LENGTHS
+
+    _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid, test_seed=test_seed,
+                 probe_lengths=tuple(getattr(args, "probe_lengths", None) or PROBE_LENGTHS))
+    rows, per_config = {}, []
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    pool, results = _map_configs(_test_score_config, len(grid), jobs)
+    for key, part, pc in results:
+        if pc is None:
+            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
+            continue
+        for which, by_name in part.items():
+            for name, by_p in by_name.items():
+                for P, rs in by_p.items():
+                    rows.setdefault(which, {}).setdefault(name, {}).setdefault(P, []).extend(rs)
+        per_config.append(pc)
+        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
+    if pool is not None:
+        pool.shutdown()
+    return rows, per_config, jobs
+
+
 def probe_rule(metrics_by_p: dict) -> int:
     """The benchmark's probe-length rule: the shortest length meeting every target, else the one meeting
     the most targets, then the lowest median error, then the shortest."""
@@ -826,7 +957,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
 
     from jqodi.core.traces import TraceStore
     from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
-    from jqodi.learning.prior import PROBE_LENGTHS, CurvePrior
+    from jqodi.learning.prior import CurvePrior
 
     t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
     with TraceStore(args.store) as store:
@@ -837,24 +968,7 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
     methods = {old_name: CurvePrior(library, skipped=everything.skipped, **old_opts),
                new_name: CurvePrior(library, skipped=everything.skipped, **new_opts)}
     share_calibration(methods[old_name], methods[new_name])
-    _LOCO.update(methods=methods, by_id={r.id: r for r in everything.runs}, runs=runs, grid=grid,
-                 test_seed=args.test_seed,
-                 probe_lengths=tuple(getattr(args, "probe_lengths", None) or PROBE_LENGTHS))
-    rows, per_config = {}, []
-    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
-    pool, results = _map_configs(_test_score_config, len(grid), jobs)
-    for key, part, pc in results:
-        if pc is None:
-            print(f"skipping {key}: its runs are not valid curves", file=sys.stderr)
-            continue
-        for which, by_name in part.items():
-            for name, by_p in by_name.items():
-                for P, rs in by_p.items():
-                    rows.setdefault(which, {}).setdefault(name, {}).setdefault(P, []).extend(rs)
-        per_config.append(pc)
-        print(f"[{time.perf_counter() - t0:6.0f}s, cpu {_cpu_s() - cpu0:6.0f}s] scored {key}", file=sys.stderr, flush=True)
-    if pool is not None:
-        pool.shutdown()
+    rows, per_config, jobs = _score_methods(args, methods, everything, runs, grid, args.test_seed, t0, cpu0)
     metrics = {which: {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in by_name.items()}
                for which, by_name in rows.items()}
     chosen = probe_rule(metrics["dev"][new_name])

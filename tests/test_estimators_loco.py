@@ -215,3 +215,48 @@ def test_methods_that_differ_only_in_the_level_rule_share_their_calibration_and_
                 want = alone.estimate(list(r.losses[:5]), target, run_query(r), start_loss=r.start_loss,
                                       exclude_group=r.group)
                 assert (got.expected, got.robust, got.note) == (want.expected, want.robust, want.note)
+
+
+def test_development_seeds_are_scored_from_the_store_alone_with_the_named_methods(tmp_path, capsys, monkeypatch):
+    """Session 10 (--dev-seeds, development only): the named methods (session 8's defaults beside a local scale)
+    score every development seed's targets in one run; nothing is fine-tuned (a missing run — here the fresh
+    seed 3's — is refused with one line, exit 2, before any scoring); unknown method names are refused too."""
+    import jqodi.learning.reference as reference
+
+    b = bench(monkeypatch)
+
+    def no_finetune(*a, **kw):
+        raise AssertionError("the development-only mode fine-tuned a run")
+
+    monkeypatch.setattr(reference, "finetune", no_finetune)
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    monkeypatch.setattr(b, "loco_grid", lambda cifar: grid)
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        record_grid(s, grid, (1, 2))
+    base = ["--store", str(db), "--no-cifar", "--dev-seeds", "1", "2", "--probe-lengths", "5"]
+    assert b.loco_main([*base[:-4], "3", "--methods", "session8,vote", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 run(s) missing" in err and "finetune seed 3" in err
+    assert not (tmp_path / "x.json").exists()
+    for argv, says in ((["--methods", "session8,bogus"], "name distinct methods"),
+                       (["--methods", "vote,vote"], "name distinct methods"),
+                       (["--test-seed", "3"], "--dev-seeds: not with --test-seed")):
+        with pytest.raises(SystemExit) as e:
+            b.loco_main([*base, *argv])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    with TraceStore(db) as s:
+        record_grid(s, grid, (3,))   # the fresh seed's runs arrive: neither in the library nor asked about
+    assert b.loco_main([*base, "--methods", "session8,vote", "--jobs", "1", "--out", str(tmp_path / "d.json")]) == 0
+    capsys.readouterr()
+    res = json.loads((tmp_path / "d.json").read_text())
+    rows = [b.DEV_METHODS[n][0] for n in ("session8", "vote")]
+    assert list(res["methods"]) == rows and res["methods"][rows[1]] == {"name": "vote", "local_scale": "vote"}
+    assert res["dev_truth_seeds"] == [1, 2] and res["library_runs"] == 9 and "test_seed" not in res
+    n_dev = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], s)), 8)) for c in grid for s in (1, 2))
+    assert set(res["metrics_dev"]) == set(rows)
+    assert all(list(res["metrics_dev"][r]) == ["5"] and res["metrics_dev"][r]["5"]["n"] == n_dev for r in rows)
+    assert {(t["part"], t["truth_seed"]) for pc in res["per_config"] for t in pc["targets"]} == {("dev", 1), ("dev", 2)}
+    assert "truth seeds 1, 2; nothing fine-tuned" in res["markdown"]
