@@ -45,6 +45,8 @@ def run(args) -> int:
     if args.controller and args.policy:
         raise JqodiError("--policy applies to the job's closed_loop block; a --controller file carries its own "
                          "policy: give one of them")
+    from jqodi.app.run import WorkdirLock, controller_from_job, job_predictions, report_run, unpredicted_note
+
     if args.controller:  # the launcher of 'jqodi run' hands its controller over as a file
         from jqodi.app.controller import ClosedLoopController
 
@@ -54,20 +56,14 @@ def run(args) -> int:
             raise JqodiError(f"--controller: cannot read {args.controller}: {e}") from e
         controller = ClosedLoopController.from_spec(spec)
     else:  # started by hand: the controller the job carries ('jqodi run --write-job'), as 'jqodi run' attaches it
-        from jqodi.app.run import controller_from_job
-
         controller, line = controller_from_job(job, args.job, policy=args.policy)
         if not args.no_report:
             print(f"jqodi cloud: {line}", flush=True)
-    from jqodi.app.run import WorkdirLock
-
     wd = Path(args.workdir)
     lock = WorkdirLock(wd, "cloud").acquire()  # a second run or cloud into this workdir refuses in one line
     if not (wd / "job.json").exists() or not (wd / "job.json").samefile(args.job):
         wd.mkdir(parents=True, exist_ok=True)  # beside its record: 'jqodi infer --workdir' serves from it
         (wd / "job.json").write_text(json.dumps(job.to_dict(), indent=2))
-    from jqodi.app.run import job_predictions
-
     predicted = job_predictions(job, job.closed_loop)  # per (edge, cut): epochs the closed loop moves or adds too
     job = job.replace(closed_loop=None)  # the controller stays here: neither the peers nor the record need it
     notice = job.emulation.notice() if job.emulation is not None else None
@@ -83,11 +79,8 @@ def run(args) -> int:
     def write_report(error: str | None) -> None:
         if args.no_report:
             return
-        from jqodi.app.run import report_run
         from jqodi.runtime.process import EPOCHS_NAME
         from jqodi.runtime.record import record_from_epochs
-
-        from jqodi.app.run import unpredicted_note
 
         rec = record_from_epochs(job, wd / EPOCHS_NAME, predicted=predicted, status="failed" if error else "completed",
                                  error=error)

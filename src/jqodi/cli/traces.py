@@ -64,13 +64,13 @@ def run(args) -> int:
         if no_epoch:  # a run stopped before its first epoch (older versions stored one): not corrupt, not used
             text += f" ({no_epoch} recorded no epoch: stopped before its first; the estimators leave them out)"
         text += "\n"
-    if args.output and args.output.endswith(".gz"):  # gzip'd, reproducible (no name or time in the header)
-        import gzip
+    if args.output:
+        if args.output.endswith(".gz"):  # gzip'd, reproducible (no name or time in the header)
+            import gzip
 
-        Path(args.output).write_bytes(gzip.compress(text.encode(), mtime=0))
-        print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)
-    elif args.output:
-        Path(args.output).write_text(text)
+            Path(args.output).write_bytes(gzip.compress(text.encode(), mtime=0))
+        else:
+            Path(args.output).write_text(text)
         print(f"wrote {len(runs)} run(s) to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -80,4 +80,3 @@ def end_device_data_for_job(job, data: str | None = None, dataset: str | None = 
         raise DataError(f"{passed}: {sd.num_classes} classes, the job's model has {job.num_classes} outputs: "
                         f"not the job's data")
     return sd
-

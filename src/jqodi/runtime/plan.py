@@ -117,9 +117,8 @@ def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = 
     ``host_timings``: a dict the host's timings are kept in and taken from, per model, bits, batch
     and optimizer (the devices of a fleet plan the same model: the host is timed once, not once
     per device)."""
-    import time
-
     import copy
+    import time
 
     from jqodi.core.profile import profile_named_model
     from jqodi.core.quant import prepare_qat
@@ -143,6 +142,7 @@ def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = 
     prof = profile_named_model(model, data.input_shape, data.num_classes, width)
     samples = 3.0 * data.train_size + data.val_size  # forward + backward (3×) of training, forward of validation
     host_epoch_s = samples * prof.flops / host
+    batches = (data.train_size + data.val_size / 3.0) / batch  # validation: forward only (≈ ⅓ of a batch)
     scheduled = {(s.edge, int(s.cut)) for s in solution.schedule}
     options: dict[str, dict] = {}
     for edge, cut in [(s.edge, int(s.cut)) for s in solution.schedule] + [(e, int(c)) for e, c in replan_options or ()]:
@@ -152,7 +152,6 @@ def dilation_choice(scenario, solution, clock=None, host_timings: dict | None = 
         pred = predict_epoch(scenario, model, bits, cut, edge)
         if not math.isfinite(pred["time_s"]):
             continue  # an option the cost model cannot run: no epoch moves there
-        batches = (data.train_size + data.val_size / 3.0) / batch  # validation: forward only (≈ ⅓ of a batch)
         if cut not in split_s:
             split_s[cut] = host_split_s(worker, cut, batch_size=batch, repeats=5, clock=clock,
                                         train_config=train_config)
