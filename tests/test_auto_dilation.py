@@ -189,3 +189,27 @@ def test_a_closed_loop_job_is_dilated_for_the_options_its_controller_can_move_to
     assert replan_options(None) is None
     static = job_for_scenario("jqodi:cpu-demo", RunOptions(policy="static"), quiet)  # never moves an epoch
     assert static.closed_loop is not None and static.emulation.dilation == pytest.approx(alone["dilation"])
+
+
+def test_host_split_s_leaves_threads_and_weights_as_they_were_when_the_timing_fails():
+    """A clock that raises mid-measurement: the caller's thread count and weights are restored all the same."""
+    import torch
+
+    from jqodi.core.zoo import build_model
+    from jqodi.runtime.emulation import host_split_s
+
+    model = build_model("lenet", (1, 28, 28), 10, 0.25, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    threads = torch.get_num_threads()
+    calls = []
+
+    def clock():
+        calls.append(1)
+        if len(calls) > 8:   # after the first optimizer steps have changed the weights
+            raise RuntimeError("clock failed")
+        return float(len(calls))
+
+    with pytest.raises(RuntimeError, match="clock failed"):
+        host_split_s(model, 1, batch_size=4, repeats=2, clock=clock)
+    assert torch.get_num_threads() == threads
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

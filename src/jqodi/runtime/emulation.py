@@ -216,33 +216,35 @@ def host_split_s(model, cut: int, batch_size: int = 32, repeats: int = 5, clock=
     from jqodi.core.training import make_optimizer
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the role processes run one thread each (JQODI_THREADS)
-    shallow, deep = model.split(cut)
-    opt_s, opt_d = make_optimizer(shallow, train_config), make_optimizer(deep, train_config)
-    x = torch.randn(batch_size, *model.input_shape)
-    y = torch.randint(0, model.num_classes, (batch_size,))
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.train()
-    times: list[tuple[float, float]] = []
-    for _ in range(repeats + 1):
-        t0 = clock()
-        act = shallow(x)
-        t1 = clock()
-        a = act.detach().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(deep(a), y)
-        loss.backward()
-        t2 = clock()
-        act.backward(a.grad)
-        t3 = clock()
-        opt_d.step()
-        t4 = clock()
-        opt_s.step()
-        t5 = clock()
-        times.append(((t1 - t0) + (t3 - t2) + (t5 - t4), (t2 - t1) + (t4 - t3)))
-        opt_s.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
-    model.load_state_dict(state)  # the steps changed the weights; the caller's model is left as it was
-    torch.set_num_threads(threads)
+    try:
+        torch.set_num_threads(1)  # the role processes run one thread each (JQODI_THREADS)
+        shallow, deep = model.split(cut)
+        opt_s, opt_d = make_optimizer(shallow, train_config), make_optimizer(deep, train_config)
+        x = torch.randn(batch_size, *model.input_shape)
+        y = torch.randint(0, model.num_classes, (batch_size,))
+        model.train()
+        times: list[tuple[float, float]] = []
+        for _ in range(repeats + 1):
+            t0 = clock()
+            act = shallow(x)
+            t1 = clock()
+            a = act.detach().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(deep(a), y)
+            loss.backward()
+            t2 = clock()
+            act.backward(a.grad)
+            t3 = clock()
+            opt_d.step()
+            t4 = clock()
+            opt_s.step()
+            t5 = clock()
+            times.append(((t1 - t0) + (t3 - t2) + (t5 - t4), (t2 - t1) + (t4 - t3)))
+            opt_s.zero_grad(set_to_none=True)
+            opt_d.zero_grad(set_to_none=True)
+    finally:  # the steps changed the weights: the caller's model and thread count are left as they were
+        model.load_state_dict(state)
+        torch.set_num_threads(threads)
     return statistics.median(t[0] for t in times[1:]), statistics.median(t[1] for t in times[1:])
 
 
