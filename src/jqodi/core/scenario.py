@@ -39,6 +39,7 @@ from jqodi.core.estimates import LearningEstimate, check_estimate
 from jqodi.core.timeline import Timeline, TimelineEvent, device_key, resolve_timeline
 from jqodi.core.fleet import EndDeviceEntry, FleetSpec, check_fleet
 from jqodi.core.train_config import TRAIN_DEFAULTS
+from jqodi.core.userdata import names_a_path
 from jqodi.core.validation import (VALID_BITS, FieldProblem, Int, Name, NoBool, NonNegFloat, PosFloat, PosInt,
                                    Strict, error_line, one_line)
 from jqodi.errors import ScenarioError
@@ -65,23 +66,18 @@ def _three_sizes(v: Any) -> Any:
     return v
 
 
-def _is_data_path(v: str) -> bool:
-    """A ``dataset``/``split`` value that names a path (your own data) rather than a known name."""
-    return v.endswith(".npz") or "/" in v or v.startswith(".")
-
-
 def _dataset_name(v: Any) -> Any:
     """A known dataset, or the path of your own (an image folder, a ``.npz`` file): checked for
     existence by :func:`jqodi.core.data.check_scenario_data` (``jqodi run``), not here — planning
     needs no data."""
-    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not _is_data_path(v):
+    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not names_a_path(v):
         raise ValueError(f"must be fashion-mnist, cifar10, cifar100 or the path of an image folder or a .npz "
                          f"file (with a '/'), got {v!r}")
     return v
 
 
 def _split_name(v: Any) -> Any:
-    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and not _is_data_path(v):
+    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and not names_a_path(v):
         raise ValueError(f"must be data1, data2, data2-shifted or the path of your own image folder or .npz "
                          f"file (with a '/'), got {v!r}")
     return v
@@ -148,7 +144,7 @@ class DataSpec(Strict):
     @field_validator("dataset", "split", "data_dir")
     @classmethod
     def _relative_to_file(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None or (info.field_name != "data_dir" and not _is_data_path(v)):
+        if v is None or (info.field_name != "data_dir" and not names_a_path(v)):
             return v
         if isinstance(info.context, dict):
             info.context.setdefault("data_written", {})[str(info.field_name)] = v

@@ -25,7 +25,7 @@ import numpy as np
 
 from jqodi.errors import DataError
 
-__all__ = ["UserDataset", "is_user_dataset", "load_user_dataset", "IMAGE_SUFFIXES"]
+__all__ = ["UserDataset", "is_user_dataset", "load_user_dataset", "names_a_path", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _VAL_NAMES = ("val", "validation", "test")
@@ -59,6 +59,12 @@ class UserDataset:
         return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def names_a_path(name: str) -> bool:
+    """Is ``name`` written as a path (a ``/``, a leading ``.`` or a ``.npz`` ending), whatever exists there?"""
+    s = str(name)
+    return s.endswith(".npz") or "/" in s or s.startswith(".")
+
+
 def is_user_dataset(name: str) -> bool:
     """Does ``name`` name a dataset by path (a folder, or a ``.npz`` file) rather than by name?
     A path has a ``/``, starts with ``.`` or ends with ``.npz``; a bare word names a folder of the
@@ -66,10 +72,9 @@ def is_user_dataset(name: str) -> bool:
     folder called so is ``./data1``), so a name never changes meaning with the directory."""
     from jqodi.core.data.catalog import is_known_name
 
-    s = str(name)
-    if s.endswith(".npz") or "/" in s or s.startswith("."):
+    if names_a_path(name):
         return True
-    return not is_known_name(s) and Path(s).is_dir()
+    return not is_known_name(str(name)) and Path(str(name)).is_dir()
 
 
 def load_user_dataset(path: str | Path, *, shape: tuple[int, int, int] | None = None,

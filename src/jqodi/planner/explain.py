@@ -82,6 +82,17 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
 EXCLUSION_REASONS = ("no-estimate", "outside-omega", "latency", "target", "options", "deadline")
 
 
+def missing_estimate_pairs(instance: PlanningInstance) -> list[tuple[str, str, int]]:
+    """``(key, model, bits)`` of each pair listed in ``meta.missing_estimates`` (``model@bits``: left out
+    of the instance for want of a learning estimate); a key without whole bits is skipped."""
+    out = []
+    for key in (instance.meta or {}).get("missing_estimates") or []:
+        model, _, bits = str(key).rpartition("@")
+        if bits.isdigit():
+            out.append((str(key), model, int(bits)))
+    return out
+
+
 def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Iterable[Candidate],
                         *, omega: Iterable[int] | None = None, missing_bits: Iterable[int] = ()) -> list[dict]:
     """The candidates a solver searched (``candidates``) that can be in no plan, and why — what
@@ -102,10 +113,9 @@ def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Ite
     k_name = "K^rob" if epochs == "robust" else "K^exp"
     out = []
     wanted = set(missing_bits)
-    for key in (instance.meta or {}).get("missing_estimates") or []:
-        model, _, bits = str(key).rpartition("@")
-        if bits.isdigit() and int(bits) in wanted:
-            out.append({"candidate": key, "model": model, "bits": int(bits), "reason": "no-estimate",
+    for key, model, bits in missing_estimate_pairs(instance):
+        if bits in wanted:
+            out.append({"candidate": key, "model": model, "bits": bits, "reason": "no-estimate",
                         "why": "no learning estimate (L_a, γ, K^exp, K^rob): left out of the instance"})
     searched = list(candidates)
     if omega is not None:

@@ -47,11 +47,9 @@ OMEGA_SOLVERS = ("jqodi", "optimal", "static")
 def solver_excluded(instance: PlanningInstance, solver: str, sol: Solution, epochs: str, opts: dict) -> list[dict]:
     """``extra["excluded"]``: the candidates ``solver`` searched that can be in no plan, and why
     (:func:`jqodi.planner.explain.excluded_candidates`), each built-in solver over its own space."""
-    from jqodi.planner.explain import excluded_candidates
+    from jqodi.planner.explain import excluded_candidates, missing_estimate_pairs
 
-    all_bits = {c.bits for c in instance.candidates} | {
-        int(k.rpartition("@")[2]) for k in (instance.meta or {}).get("missing_estimates") or []
-        if k.rpartition("@")[2].isdigit()}
+    all_bits = {c.bits for c in instance.candidates} | {bits for _, _, bits in missing_estimate_pairs(instance)}
     omega = search_bits(instance) if solver in OMEGA_SOLVERS else None
     if omega is not None:
         cands, missing = search_candidates(instance), set(omega)
