@@ -85,6 +85,7 @@ def from_random_weights(run) -> bool:
 
 
 def _valid(r) -> tuple[CurveRun | None, str]:
+    from jqodi.core.traces.store import NO_EPOCH_REASON
     from jqodi.core.zoo import available_models
 
     try:
@@ -92,7 +93,7 @@ def _valid(r) -> tuple[CurveRun | None, str]:
             return None, f"unknown model {r.model!r}"
         losses = np.asarray([e.val_loss for e in r.epochs], dtype=float)
         if losses.size == 0:
-            return None, "no epochs"
+            return None, NO_EPOCH_REASON   # skipped_text counts these apart from the unusable
         if [e.epoch for e in r.epochs] != list(range(1, losses.size + 1)):
             return None, "epochs not numbered 1..n"
         cfg = r.config if isinstance(r.config, dict) else {}
