@@ -365,14 +365,20 @@ def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):
 LOCK_NAME = "jqodi.lock"
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or ``None`` where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()
+    except (OSError, ValueError):
+        return None
+
+
 def _started(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, /proc/PID/stat), or ``None`` where unknown:
     with the PID it names one process, so a PID reused by another process is not taken for the holder."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2:].split()[19]
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def _alive(pid: int, started: str | None) -> bool:
@@ -384,12 +390,9 @@ def _alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: alive
-    try:  # a zombie has ended: its parent has not reaped it yet (an orphan's init may never)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
-            return False
-    except (OSError, ValueError, IndexError):
-        pass
+    fields = _stat_fields(pid)  # a zombie has ended: its parent has not reaped it yet (an orphan's init may never)
+    if fields and fields[0] in ("Z", "X"):
+        return False
     now = _started(pid)
     return started is None or now is None or now == started
 
