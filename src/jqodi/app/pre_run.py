@@ -169,7 +169,8 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
         rule, note = "planner", "no Ω candidate has a K^rob plan in time: the planner's answer"
     info = {"rule": rule, "asked": choice, "note": note, "deadline_s": t_max, "reserve_s": res,
             "reserve_epochs": float(reserve_epochs), "reserve_spread_share": float(spread_share),
-            "spread_condition": spread_condition, "reserve_spread_applies": applies, "reserve_kept": kept, "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
+            "spread_condition": spread_condition, "reserve_spread_applies": applies, "reserve_kept": kept,
+            "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
     for r in rows:
         r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
     info["candidates"] = rows
