@@ -113,14 +113,13 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
     candidate whose options trade time for energy, :func:`jqodi.app.controller.loop.spread_applies`).
     """
     from jqodi.app.controller.choice import plan_by_expected_energy
-    from jqodi.app.controller.loop import SPREAD_CONDITIONS, spread_applies
+    from jqodi.app.controller.loop import check_spread_condition, spread_applies
     from jqodi.planner import solve
     from jqodi.planner.solve import solver_excluded
 
     if choice not in CHOICES:
         raise JqodiError(f"--choice: must be one of {', '.join(CHOICES)}, got {choice!r}")
-    if spread_condition not in SPREAD_CONDITIONS:
-        raise JqodiError(f"spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, got {spread_condition!r}")
+    check_spread_condition(spread_condition)
     if reserve_epochs is None:
         from jqodi.app.controller.loop import DEFAULT_RESERVE_EPOCHS
 
@@ -170,7 +169,8 @@ def first_plan(instance, *, choice: str = DEFAULT_CHOICE, solver: str = "jqodi",
         rule, note = "planner", "no Ω candidate has a K^rob plan in time: the planner's answer"
     info = {"rule": rule, "asked": choice, "note": note, "deadline_s": t_max, "reserve_s": res,
             "reserve_epochs": float(reserve_epochs), "reserve_spread_share": float(spread_share),
-            "spread_condition": spread_condition, "reserve_spread_applies": applies, "reserve_kept": kept, "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
+            "spread_condition": spread_condition, "reserve_spread_applies": applies, "reserve_kept": kept,
+            "planned_deadline_s": planned_for, "solver": solver, "epochs": epochs}
     for r in rows:
         r["spread"] = spread.get(r["candidate"], (None, k_spread(None)[1]))[1]
     info["candidates"] = rows

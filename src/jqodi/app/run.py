@@ -179,14 +179,21 @@ def job_for_scenario(path: str | Path | None, opts: RunOptions = RunOptions(), s
     ``closed_loop`` block (:func:`closed_loop_block`), which ``jqodi cloud --job`` attaches
     (:func:`controller_from_job`): a cloud started by hand stops at L_max and re-plans too."""
     scenario = load_for_run(path, opts)
+    _, controller, job = _planned_run(scenario, opts, say)
+    return job if controller is None else job.replace(closed_loop=closed_loop_block(controller, scenario, opts))
+
+
+def _planned_run(scenario, opts: RunOptions, say: Say = _print):
+    """``(solution, controller, job)`` of a fresh run of ``scenario``: the first plan, the closed
+    loop's controller (``None`` without a policy) and the job that runs it, with a process on every
+    usable edge when a controller may re-plan onto them (:func:`with_standby_edges`)."""
     estimates = run_estimates(scenario, opts)
-    instance = instance_for_run(scenario, opts, estimates)
+    instance = instance_for_run(scenario, opts, estimates)  # once: the plan and the controller
     solution = plan_for_run(scenario, opts, say, instance, estimates)
+    # the controller before the job: the job's automatic dilation covers the options it may re-plan onto
     controller = run_controller(scenario, solution, opts, instance, estimates, say)
     job = build_job(scenario, solution, opts, controller)
-    if controller is None:
-        return job
-    return with_standby_edges(job).replace(closed_loop=closed_loop_block(controller, scenario, opts))
+    return solution, controller, job if controller is None else with_standby_edges(job)
 
 
 #: The layout of a job's ``closed_loop`` block (:func:`closed_loop_block`); a cloud refuses another.
@@ -339,22 +346,13 @@ def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):
     if opts.resume and not ((workdir / "job.json").is_file() and (workdir / CHECKPOINT_NAME).is_file()):
         raise JqodiError(f"--resume: {workdir} holds no job.json and {CHECKPOINT_NAME} to continue from "
                          f"(run without --resume to start over)")
-    resuming = opts.resume
-    if not resuming:  # data that cannot be loaded: said now, not after planning and starting the roles
+    if opts.resume:  # the workdir's job continues: no new plan
+        solution, controller, job = None, resumed_controller(workdir), None
+    else:  # data that cannot be loaded: said now, not after planning and starting the roles
         from jqodi.core.data import check_scenario_data
 
         check_scenario_data(scenario.data)
-    estimates = None if resuming else run_estimates(scenario, opts)
-    instance = None if resuming else instance_for_run(scenario, opts, estimates)  # once: the plan and the controller
-    solution = None if resuming else plan_for_run(scenario, opts, say, instance, estimates)
-    controller = None
-    if resuming:
-        controller = resumed_controller(workdir)
-    elif opts.policy is not None:  # before the job: its automatic dilation covers the controller's options
-        controller = run_controller(scenario, solution, opts, instance, estimates, say)
-    job = None if resuming else build_job(scenario, solution, opts, controller)
-    if controller is not None and not resuming:
-        job = with_standby_edges(job)
+        solution, controller, job = _planned_run(scenario, opts, say)
     record = run_plan(scenario, solution, transport=opts.transport, workdir=workdir, resume=opts.resume,
                       port=opts.port, job=job, say=say if opts.progress is not False else (lambda line: None),
                       progress=opts.progress, controller=controller)
@@ -365,14 +363,20 @@ def _run_scenario(scenario, workdir: Path, opts: RunOptions, say: Say):
 LOCK_NAME = "jqodi.lock"
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or ``None`` where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()
+    except (OSError, ValueError):
+        return None
+
+
 def _started(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, /proc/PID/stat), or ``None`` where unknown:
     with the PID it names one process, so a PID reused by another process is not taken for the holder."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2:].split()[19]
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def _alive(pid: int, started: str | None) -> bool:
@@ -384,12 +388,9 @@ def _alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: alive
-    try:  # a zombie has ended: its parent has not reaped it yet (an orphan's init may never)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
-            return False
-    except (OSError, ValueError, IndexError):
-        pass
+    fields = _stat_fields(pid)  # a zombie has ended: its parent has not reaped it yet (an orphan's init may never)
+    if fields and fields[0] in ("Z", "X"):
+        return False
     now = _started(pid)
     return started is None or now is None or now == started
 

@@ -93,6 +93,13 @@ def time_energy_tradeoff(options: Sequence, edges_down: Iterable[str] = ()) -> b
     return fastest < cheapest.epoch_time_s * (1 - 1e-9)
 
 
+def check_spread_condition(spread_condition: str) -> None:
+    """Refuse, in one line, a ``spread_condition`` not in :data:`SPREAD_CONDITIONS`."""
+    if spread_condition not in SPREAD_CONDITIONS:
+        raise JqodiError(f"re-plan spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, "
+                         f"got {spread_condition!r}")
+
+
 def spread_applies(options: Sequence, spread_condition: str = DEFAULT_SPREAD_CONDITION,
                    edges_down: Iterable[str] = ()) -> bool:
     """Whether the spread part of the time reserve applies to a candidate with ``options``, less those
@@ -100,9 +107,7 @@ def spread_applies(options: Sequence, spread_condition: str = DEFAULT_SPREAD_CON
     trade time for energy (:func:`time_energy_tradeoff`). The one rule behind the controller's
     re-plans (:meth:`ClosedLoopController.spread_applies`) and the run's first plan
     (:func:`jqodi.app.pre_run.reserve_s`)."""
-    if spread_condition not in SPREAD_CONDITIONS:
-        raise JqodiError(f"re-plan spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, "
-                         f"got {spread_condition!r}")
+    check_spread_condition(spread_condition)
     return spread_condition == "always" or time_energy_tradeoff(options, edges_down)
 
 
@@ -147,9 +152,7 @@ class ClosedLoopController:
                         ("spread prior epochs", spread_prior_epochs)):
             if not (v >= 0 and math.isfinite(v)):
                 raise JqodiError(f"re-plan {name} must be a finite number ≥ 0, got {v!r}")
-        if spread_condition not in SPREAD_CONDITIONS:
-            raise JqodiError(f"re-plan spread condition must be one of {', '.join(SPREAD_CONDITIONS)}, "
-                             f"got {spread_condition!r}")
+        check_spread_condition(spread_condition)
         if prior_epochs is not None and not (prior_epochs >= 0 and math.isfinite(prior_epochs)):
             raise JqodiError(f"prior weight must be a finite number of epochs ≥ 0, got {prior_epochs!r}")
         if solution.status == "infeasible" or not solution.schedule:

@@ -162,7 +162,7 @@ def phase_table(scenario, estimates=None, profiles=None, cost_model: str | None 
             j, x = ct.cuts.index(o.cut), ct.edges.index(o.edge)
             rows_s.append([float(ct.time[t][b, j, x]) for t in TERMS])
             rows_j.append([float(ct.energy[t][b, j, x]) for t in TERMS])
-            if ct.idle_j and waiting is not None:
+            if ct.idle_j:
                 rows_w.append([float(waiting[t][x]) for t in TERMS])
         ts[c.key] = np.asarray(rows_s, dtype=float).reshape(-1, len(TERMS))
         tj[c.key] = np.asarray(rows_j, dtype=float).reshape(-1, len(TERMS))

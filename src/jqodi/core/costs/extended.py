@@ -77,7 +77,6 @@ def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) ->
     }
 
 
-
 #: The node busy during each term that is a node's own compute; during every other term (the
 #: transfers, the cut-layer traffic) all three nodes wait.
 _BUSY_NODE = {"end_compute": "end", "edge_compute": "edge", "cloud_update": "cloud"}
