@@ -57,3 +57,113 @@ def test_jqodi_cloud_with_a_bad_controller_file_exits_2_in_one_line(tmp_path, ca
 def _a_job_dict() -> dict:
     """The smallest job the cloud reads: LeNet at 8 bits, one epoch on the edge ``fast``."""
     return {"model": "lenet", "bits": 8, "schedule": [{"edge": "fast", "cut": 1, "epochs": 1}]}
+
+
+# -- 2. a scenario, trace or device file from a pipe ---------------------------------------------------
+def _cpu_demo_text(timeline: list | None = None) -> str:
+    import yaml
+    from importlib import resources
+
+    d = yaml.safe_load((resources.files("jqodi") / "scenarios" / "cpu-demo.yaml").read_text())
+    if timeline is not None:
+        d["timeline"] = timeline
+    return yaml.safe_dump(d)
+
+
+def _pipe_with(data: bytes) -> tuple[str, int]:
+    """An anonymous pipe holding ``data`` (its writer closed): the path that reads it and its fd."""
+    import os
+
+    r, w = os.pipe()
+    os.write(w, data)  # well under the pipe's 64 KiB buffer
+    os.close(w)
+    return f"/dev/fd/{r}", r
+
+
+def test_a_scenario_from_a_pipe_reads_relative_paths_from_the_working_dir_and_says_so_once(tmp_path, monkeypatch,
+                                                                                           capsys):
+    import os
+
+    from jqodi.core import scenario as scenario_mod
+    from jqodi.core.scenario import load_scenario
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(scenario_mod, "_WARNED", set())
+    (tmp_path / "slow.tsv").write_text("0\t83.1\n1\t83.1\n")  # relative: the working directory's
+    text = _cpu_demo_text([{"at_s": 0, "event": "link_trace", "edge": "rtx3090", "link": "end",
+                            "trace": "slow.tsv"}])
+    path, fd = _pipe_with(text.encode())
+    try:
+        a = load_scenario(path)
+        b = load_scenario(path)  # a command that loads its scenario twice reads the same text again
+    finally:
+        os.close(fd)
+    assert a.model_dump() == b.model_dump() and a._source_dir == tmp_path
+    assert a.resolved_timeline("s").traces  # slow.tsv was found in the working directory
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "read from a pipe" in err[0] and str(tmp_path) in err[0], err
+
+
+def test_a_trace_and_a_device_file_from_a_pipe_are_read(tmp_path):
+    import os
+
+    from jqodi.core.device_model import load_device_file
+    from jqodi.core.linktrace import load_rate_trace
+
+    path, fd = _pipe_with(b"0 100\n1 50\n")
+    try:
+        assert load_rate_trace(path).bits_per_loop > 0
+    finally:
+        os.close(fd)
+    from importlib import resources
+
+    device = (resources.files("jqodi") / "devices" / "pi5.yaml").read_bytes()
+    path, fd = _pipe_with(device)
+    try:
+        assert load_device_file(path).model_dump() == load_device_file(
+            str(resources.files("jqodi") / "devices" / "pi5.yaml")).model_dump()
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("what,expected", [("dir", "is a directory, not a trace file"),
+                                           ("missing", "trace file not found"),
+                                           ("/dev/zero", "not a regular file")])
+def test_a_trace_that_is_no_file_stays_one_line(tmp_path, what, expected):
+    from jqodi.core.linktrace import load_rate_trace
+
+    path = {"dir": str(tmp_path), "missing": str(tmp_path / "no.tsv"), "/dev/zero": "/dev/zero"}[what]
+    with pytest.raises(JqodiError, match=expected):
+        load_rate_trace(path)
+
+
+def test_jqodi_plan_reads_its_scenario_from_stdin(tmp_path):
+    import os
+    import subprocess
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "JQODI_HOME": str(tmp_path / "home"), "JQODI_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    p = subprocess.run([sys.executable, "-m", "jqodi", "plan", "/dev/stdin", "--json"], input=_cpu_demo_text(),
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["status"] != "infeasible"
+    assert p.stderr.count("read from a pipe") == 1, p.stderr
+    for bad, expected in ((str(tmp_path), "is a directory, not a scenario file"),
+                          (str(tmp_path / "no.yaml"), "file not found")):
+        p = subprocess.run([sys.executable, "-m", "jqodi", "plan", bad], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=120)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and expected in p.stderr, p.stderr
+
+
+def test_jqodi_plan_reads_an_instance_from_a_pipe(capsys):
+    import os
+
+    from jqodi.cli import main
+
+    path, fd = _pipe_with(make_table().instance.to_json().encode())
+    try:
+        assert main(["plan", "--instance", path, "--solver", "optimal"]) == 0
+    finally:
+        os.close(fd)
+    assert "net, 8-bit" in capsys.readouterr().out

@@ -62,7 +62,9 @@ def _load_instance(args):
             text = sys.stdin.read()
         else:
             path = Path(args.instance)
-            if not path.is_file():
+            from jqodi.core.userfile import is_pipe
+
+            if not (path.is_file() or is_pipe(path)):  # <(jqodi instance s.yaml) is a pipe
                 raise PlanningError(f"--instance: no such file: {path}")
             text = path.read_text()
         return PlanningInstance.from_json(text)

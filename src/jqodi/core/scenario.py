@@ -40,6 +40,7 @@ from jqodi.core.timeline import Timeline, TimelineEvent, device_key, resolve_tim
 from jqodi.core.fleet import EndDeviceEntry, FleetSpec, check_fleet
 from jqodi.core.train_config import TRAIN_DEFAULTS
 from jqodi.core.userdata import names_a_path
+from jqodi.core.userfile import is_pipe, read_user_file
 from jqodi.core.validation import (VALID_BITS, FieldProblem, Int, Name, NoBool, NonNegFloat, PosFloat, PosInt,
                                    Strict, error_line, one_line)
 from jqodi.errors import ScenarioError
@@ -495,24 +496,11 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises :class:`ScenarioError` with one line ``<file>: <field.path>: <problem>``.
     """
     path = scenario_path(path)
+    raw = read_user_file(path, MAX_SCENARIO_BYTES, "scenario file")
     try:
-        if path.is_dir():
-            raise IsADirectoryError(path)
-        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: reading would never end
-            raise ScenarioError(f"{path}: not a regular file")
-        with path.open("rb") as f:
-            raw = f.read(MAX_SCENARIO_BYTES + 1)
-        if len(raw) > MAX_SCENARIO_BYTES:
-            raise ScenarioError(f"{path}: larger than {MAX_SCENARIO_BYTES // 2**20} MiB, not a scenario file")
         text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"{path}: is a directory, not a scenario file") from None
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{path}: unreadable: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise ScenarioError(one_line(f"{path}: unreadable: {e.strerror or e}")) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -522,7 +510,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(one_line(f"{path}: (yaml): {where}{problem}")) from None
     except (RecursionError, ValueError, TypeError) as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {e}")) from None
-    scenario = parse_scenario(data, str(path), path.resolve().parent)
-    scenario._source_dir = path.resolve().parent
+    if is_pipe(path):  # /dev/stdin, <(cat s.yaml): no folder of its own to read relative paths from
+        base_dir = Path.cwd()
+        _warn_once(f"note: {path}: read from a pipe: relative paths in it (device files, data, traces) "
+                   f"are read from the working directory {base_dir}")
+    else:
+        base_dir = path.resolve().parent
+    scenario = parse_scenario(data, str(path), base_dir)
+    scenario._source_dir = base_dir
     scenario.resolved_timeline(str(path))
     return scenario
