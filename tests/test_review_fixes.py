@@ -167,3 +167,16 @@ def test_jqodi_plan_reads_an_instance_from_a_pipe(capsys):
     finally:
         os.close(fd)
     assert "net, 8-bit" in capsys.readouterr().out
+
+
+# -- 3. jqodi plan --solver all lists the excluded candidates once ---------------------------------------
+def test_plan_solver_all_shows_the_excluded_candidates_once(capsys):
+    from jqodi.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "paper-data1.yaml"
+    assert main(["plan", str(example), "--solver", "all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("excluded      lenet@2     misses T_max 180 s") == 1, out
+    assert out.count("not searched  lenet@1, lenet@32") == 1
+    assert "candidates jqodi, optimal, static can put in no plan" in out
+    assert out.index("optimal saves") < out.index("excluded") < out.index("full-model: No plan")

@@ -232,7 +232,7 @@ def _compile_with_progress(sc, estimates):
 
 def run(args) -> int:
     from jqodi.planner import compare, solve
-    from jqodi.render.plans import bits_used_line, comparison_notes, comparison_table
+    from jqodi.render.plans import bits_used_line, comparison_notes, comparison_table, shared_excluded_lines
 
     sc = _fleet_scenario(args)
     if sc is not None:
@@ -249,6 +249,8 @@ def run(args) -> int:
               f"{len(instance.candidates)} candidates, {args.epochs} epoch estimate")
         print(comparison_table(rows))
         for line in comparison_notes(rows, instance):
+            print(line)
+        for line in shared_excluded_lines(rows):
             print(line)
         for r in rows:
             if r["status"] == "infeasible":

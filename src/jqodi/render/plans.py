@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["comparison_table", "comparison_notes", "savings_summary", "energy_split_lines", "excluded_lines",
-           "bits_used_line"]
+           "shared_excluded_lines", "bits_used_line"]
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -109,6 +109,21 @@ def savings_summary(rows: list[dict]) -> str | None:
 
 #: ``jqodi plan`` shows at most this many excluded candidates one per line (``--json`` has them all).
 EXCLUDED_SHOWN = 8
+
+
+def shared_excluded_lines(rows) -> list[str]:
+    """The "excluded" section of ``jqodi plan --solver all``, once: :func:`excluded_lines` of the
+    first row's solution (``jqodi``: the candidates over Ω), after a line naming every solver whose
+    solution excluded the same candidates for the same reasons (the others, the baselines, search
+    other bit-widths: a row of theirs without a plan says why below). Empty when nothing was excluded."""
+    if not rows:
+        return []
+    first = rows[0]["solution"]
+    lines = excluded_lines(first)
+    if not lines:
+        return []
+    same = [r["solver"] for r in rows if (r["solution"].extra.get("excluded") or []) == first.extra["excluded"]]
+    return [f"candidates {', '.join(same)} can put in no plan (--json: 'excluded' of each solution):", *lines]
 
 
 def excluded_lines(sol) -> list[str]:
