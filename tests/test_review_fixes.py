@@ -180,3 +180,30 @@ def test_plan_solver_all_shows_the_excluded_candidates_once(capsys):
     assert out.count("not searched  lenet@1, lenet@32") == 1
     assert "candidates jqodi, optimal, static can put in no plan" in out
     assert out.index("optimal saves") < out.index("excluded") < out.index("full-model: No plan")
+
+
+# -- 4. which rule set the automatic dilation ------------------------------------------------------------
+def test_the_automatic_dilation_line_says_which_rule_set_it(monkeypatch):
+    from jqodi.core.scenario import default_scenario_path, load_scenario
+    from jqodi.planner import ScheduleEntry, Solution
+    from jqodi.render.runs import run_outcome
+    from jqodi.runtime import plan as plan_mod
+    from jqodi.runtime.job import Job, dilation_words
+    from jqodi.runtime.record import RunRecord
+
+    sc = plan_mod.cpu_scale(load_scenario(default_scenario_path()), train_size=64, val_size=32)
+    sol = Solution("feasible", "test", "lenet", 8, (ScheduleEntry(sc.edges[0].name, 1, 2),))
+    for epoch_rule, overrun_rule, words in ((5.1, 7.29, "×7.29, set by the overrun rule over the epoch rule's ×5.1"),
+                                            (31.0, 2.0, "×31, set by the epoch rule over the overrun rule's ×2")):
+        monkeypatch.setattr(plan_mod, "dilation_choice", lambda *a, e=epoch_rule, o=overrun_rule, **k: {
+            "dilation": max(e, o), "epoch_rule": e, "overrun_rule": o})
+        job = plan_mod.job_from_plan(sc, sol, emulate=True, dilation="auto")
+        job = Job.from_dict(json.loads(json.dumps(job.to_dict())))  # as a job file / record holds it
+        assert f"dilation {words})" in job.emulation.notice()
+        rec = RunRecord(job=job.to_dict(), dilation=job.emulation.dilation, emulated=True, status="completed")
+        line = next(ln for ln in run_outcome(rec).splitlines() if ln.startswith("emulation ON"))
+        assert line.startswith(f"emulation ON (dilation {words}): devices, links"), line
+    given = plan_mod.job_from_plan(sc, sol, emulate=True, dilation=2.0)
+    assert given.emulation.dilation_auto is None and dilation_words(2.0, None) == "×2"
+    assert "(dilation ×2):" in run_outcome(RunRecord(job=given.to_dict(), dilation=2.0, emulated=True,
+                                                     status="completed"))

@@ -312,6 +312,7 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
     Returns the runtime's :class:`jqodi.runtime.RunRecord` (also ``workdir/record.json``).
     """
     from jqodi.app.run import job_for_plan, replan_options, with_standby_edges
+    from jqodi.runtime.job import dilation_words
     from jqodi.runtime.launch import run_plan
 
     sol = planning.solution
@@ -341,7 +342,8 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
                else f"{key} slows ×{v:g} at {at:g} s" for at, kind, key, v in timeline.changes]))
     say(f"\n[4/5] running {'up to ' if controller is not None else ''}{n_run} of the plan's {sol.epochs} epochs "
         f"for real: cloud, edge and end device as separate processes over {cfg.transport}"
-        + (f", the testbed emulated at dilation ×{job.emulation.dilation:.3g}" if cfg.emulate else "")
+        + (f", the testbed emulated at dilation {dilation_words(job.emulation.dilation, job.emulation.dilation_auto)}"
+           if cfg.emulate else "")
         + loop + events + f"; then {cfg.requests} inference requests per device combination")
     for name in ("checkpoint.pt", "epochs.json", "record.json", "controller.json"):
         (workdir / name).unlink(missing_ok=True)
