@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,8 +73,6 @@ def _cpu_demo_text(timeline: list | None = None) -> str:
 
 def _pipe_with(data: bytes) -> tuple[str, int]:
     """An anonymous pipe holding ``data`` (its writer closed): the path that reads it and its fd."""
-    import os
-
     r, w = os.pipe()
     os.write(w, data)  # well under the pipe's 64 KiB buffer
     os.close(w)
@@ -82,8 +81,6 @@ def _pipe_with(data: bytes) -> tuple[str, int]:
 
 def test_a_scenario_from_a_pipe_reads_relative_paths_from_the_working_dir_and_says_so_once(tmp_path, monkeypatch,
                                                                                            capsys):
-    import os
-
     from jqodi.core import scenario as scenario_mod
     from jqodi.core.scenario import load_scenario
 
@@ -105,8 +102,6 @@ def test_a_scenario_from_a_pipe_reads_relative_paths_from_the_working_dir_and_sa
 
 
 def test_a_trace_and_a_device_file_from_a_pipe_are_read(tmp_path):
-    import os
-
     from jqodi.core.device_model import load_device_file
     from jqodi.core.linktrace import load_rate_trace
 
@@ -138,7 +133,6 @@ def test_a_trace_that_is_no_file_stays_one_line(tmp_path, what, expected):
 
 
 def test_jqodi_plan_reads_its_scenario_from_stdin(tmp_path):
-    import os
     import subprocess
 
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -157,8 +151,6 @@ def test_jqodi_plan_reads_its_scenario_from_stdin(tmp_path):
 
 
 def test_jqodi_plan_reads_an_instance_from_a_pipe(capsys):
-    import os
-
     from jqodi.cli import main
 
     path, fd = _pipe_with(make_table().instance.to_json().encode())
@@ -207,3 +199,38 @@ def test_the_automatic_dilation_line_says_which_rule_set_it(monkeypatch):
     assert given.emulation.dilation_auto is None and dilation_words(2.0, None) == "×2"
     assert "(dilation ×2):" in run_outcome(RunRecord(job=given.to_dict(), dilation=2.0, emulated=True,
                                                      status="completed"))
+
+
+# -- 5. the workdir lock on a folder that cannot be written ----------------------------------------------
+def test_a_workdir_that_cannot_be_written_is_named_not_the_locks_temporary_file(tmp_path, monkeypatch):
+    from jqodi.app.run import LOCK_NAME, WorkdirLock
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    real_write = Path.write_text
+
+    def read_only(self, *a, **k):  # what a read-only folder does (root writes anyway: chmod cannot show it)
+        if self.parent == wd:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    with pytest.raises(JqodiError) as e:
+        WorkdirLock(wd, "run").acquire()
+    msg = str(e.value)
+    assert msg.startswith(f"{wd}: cannot write in this workdir (Permission denied)") and "--workdir" in msg, msg
+    assert f"{LOCK_NAME}.{os.getpid()}" not in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_workdir_is_named(tmp_path):
+    from jqodi.app.run import WorkdirLock
+
+    wd = tmp_path / "ro"
+    wd.mkdir()
+    wd.chmod(0o500)
+    try:
+        with pytest.raises(JqodiError, match=f"^{wd}: cannot write in this workdir"):
+            WorkdirLock(wd, "cloud").acquire()
+    finally:
+        wd.chmod(0o700)

@@ -8,6 +8,7 @@ shares :func:`job_for_plan` (the job with inference on every usable edge and the
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -428,7 +429,8 @@ class WorkdirLock:
         import json
         import os
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "started": _started(os.getpid()), "verb": self.verb}
         for _ in range(3):  # a stale lock is replaced, then read back: of two takers one wins
             try:
@@ -449,16 +451,17 @@ class WorkdirLock:
                                  f"running in this workdir ({self.path}); wait for it, stop it, or use another "
                                  f"--workdir")
             tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
-            tmp.write_text(json.dumps(me))
-            if holder is None:
-                try:
-                    os.link(tmp, self.path)  # atomic: fails if another process created it meanwhile
-                except FileExistsError:
+            with self._writing():
+                tmp.write_text(json.dumps(me))
+                if holder is None:
+                    try:
+                        os.link(tmp, self.path)  # atomic: fails if another process created it meanwhile
+                    except FileExistsError:
+                        tmp.unlink(missing_ok=True)
+                        continue
                     tmp.unlink(missing_ok=True)
-                    continue
-                tmp.unlink(missing_ok=True)
-            else:
-                os.replace(tmp, self.path)
+                else:
+                    os.replace(tmp, self.path)
             try:
                 if int(json.loads(self.path.read_text())["pid"]) == os.getpid():
                     self.held = True
@@ -476,8 +479,22 @@ class WorkdirLock:
         import os
 
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
-        tmp.write_text(json.dumps({**holder, "with": me}))
-        os.replace(tmp, self.path)
+        with self._writing():
+            tmp.write_text(json.dumps({**holder, "with": me}))
+            os.replace(tmp, self.path)
+
+    @contextmanager
+    def _writing(self):
+        """Writing the lock (through a temporary file beside it): a workdir that cannot be written
+        (read-only, another user's) is one line naming the workdir, not the temporary file."""
+        try:
+            yield
+        except FileExistsError:
+            raise
+        except OSError as e:
+            raise JqodiError(f"{self.path.parent}: cannot write in this workdir ({e.strerror or e}): 'jqodi "
+                             f"{self.verb}' keeps its lock ({LOCK_NAME}) and its record there; give a --workdir "
+                             f"you can write") from e
 
     def release(self) -> None:
         import json
