@@ -183,7 +183,7 @@ def _run_fleet(args, sc) -> int:
               f"ask for it with --solver fleet-optimal)", file=sys.stderr)
     sols = []
     for n in names:
-        with Ticker(f"planning {len(fleet.members)} devices with {n}", True, after_s=PROGRESS_AFTER_S):
+        with Ticker(f"planning {len(fleet.members)} devices with {n}", after_s=PROGRESS_AFTER_S):
             sols.append(solve_fleet(fleet, n, epochs=args.epochs))
     if args.json:
         out = [s.to_dict() for s in sols]
