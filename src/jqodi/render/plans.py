@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from jqodi.planner.explain import NO_ESTIMATE, OUTSIDE_OMEGA
+
 __all__ = ["comparison_table", "comparison_notes", "savings_summary", "energy_split_lines", "excluded_lines",
            "shared_excluded_lines", "bits_used_line"]
 
@@ -134,8 +136,8 @@ def excluded_lines(sol) -> list[str]:
     rows = list(sol.extra.get("excluded") or [])
     if not rows:
         return []
-    outside = [r for r in rows if r["reason"] == "outside-omega"]
-    listed = [r for r in rows if r["reason"] != "outside-omega"]
+    outside = [r for r in rows if r["reason"] == OUTSIDE_OMEGA]
+    listed = [r for r in rows if r["reason"] != OUTSIDE_OMEGA]
     width = max((len(r["candidate"]) for r in listed[:EXCLUDED_SHOWN]), default=0)
     lines = [f"{r['candidate']:<{width}}  {r['why']}" for r in listed[:EXCLUDED_SHOWN]]
     if len(listed) > EXCLUDED_SHOWN:
@@ -157,7 +159,7 @@ def bits_used_line(sol) -> str | None:
     q = sol.extra.get("bits_used")
     if q is None or q <= 1:
         return None
-    left_out = [r["candidate"] for r in sol.extra.get("excluded") or [] if r["reason"] == "no-estimate"
+    left_out = [r["candidate"] for r in sol.extra.get("excluded") or [] if r["reason"] == NO_ESTIMATE
                 and r["bits"] < q]
     why = f"1-bit {', '.join(left_out)} left out for want of a learning estimate" if left_out else \
         "the instance has no 1-bit candidate"
