@@ -34,6 +34,7 @@ import yaml
 from pydantic import (BeforeValidator, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from jqodi.core.data.catalog import DATASETS, SD_SPLIT_NAMES
 from jqodi.core.devices import CloudLink, CloudServer, Device, DeviceSpec, EdgeServer, EndDevice, WirelessLink
 from jqodi.core.estimates import LearningEstimate, check_estimate
 from jqodi.core.timeline import Timeline, TimelineEvent, device_key, resolve_timeline
@@ -71,15 +72,15 @@ def _dataset_name(v: Any) -> Any:
     """A known dataset, or the path of your own (an image folder, a ``.npz`` file): checked for
     existence by :func:`jqodi.core.data.check_scenario_data` (``jqodi run``), not here — planning
     needs no data."""
-    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not names_a_path(v):
-        raise ValueError(f"must be fashion-mnist, cifar10, cifar100 or the path of an image folder or a .npz "
+    if isinstance(v, str) and v not in DATASETS and not names_a_path(v):
+        raise ValueError(f"must be {', '.join(DATASETS)} or the path of an image folder or a .npz "
                          f"file (with a '/'), got {v!r}")
     return v
 
 
 def _split_name(v: Any) -> Any:
-    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and not names_a_path(v):
-        raise ValueError(f"must be data1, data2, data2-shifted or the path of your own image folder or .npz "
+    if isinstance(v, str) and v not in SD_SPLIT_NAMES and not names_a_path(v):
+        raise ValueError(f"must be {', '.join(SD_SPLIT_NAMES)} or the path of your own image folder or .npz "
                          f"file (with a '/'), got {v!r}")
     return v
 
