@@ -208,13 +208,26 @@ def run_controller(scenario, solution, opts: RunOptions, instance, estimates=Non
     when ``opts.policy`` is ``None``."""
     if opts.policy is None:
         return None
-    from jqodi.app.controller import controller_for
-    from jqodi.app.controller.loop import prior_weight_for, said_prior_weight
+    from jqodi.app.controller.loop import prior_weight_for
 
-    weight = said_prior_weight(prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits),
-                               opts.policy, say)
-    return controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
-                          confirm=opts.confirm, instance=instance, prior_epochs=weight)
+    weighed = prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits)
+    return closed_loop_controller(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
+                                  confirm=opts.confirm, instance=instance, weighed=weighed, say=say)
+
+
+def closed_loop_controller(scenario, solution, *, policy: str, threshold: float, confirm: int, instance,
+                           weighed: tuple[float, str], say: Say = _print):
+    """The controller of a run of ``solution`` (:func:`jqodi.app.controller.controller_for`, planned
+    from ``instance``) with the online K refit's prior weight ``weighed`` (:func:`~jqodi.app.controller.loop.prior_weight`'s
+    answer: weight and why, said in one line): what ``jqodi run`` (:func:`run_controller`, the
+    weight of the trained candidate's learning estimate) and the main job of ``jqodi demo`` (that of
+    the estimate it measured) both build."""
+    from jqodi.app.controller import controller_for
+    from jqodi.app.controller.loop import said_prior_weight
+
+    weight = said_prior_weight(weighed, policy, say)
+    return controller_for(scenario, solution, policy=policy, threshold=threshold, confirm=confirm,
+                          instance=instance, prior_epochs=weight)
 
 
 def closed_loop_block(controller, scenario, opts: RunOptions) -> dict:
