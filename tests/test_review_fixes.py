@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (no __init__.py)
-
-from jqodi.app.controller import ClosedLoopController  # noqa: E402
-from jqodi.errors import JqodiError  # noqa: E402
-from jqodi.planner import solve  # noqa: E402
-from test_controller import make_table  # noqa: E402
+from jqodi.app.controller import ClosedLoopController
+from jqodi.errors import JqodiError
+from jqodi.planner import solve
+from test_controller import make_table  # tests/ is on sys.path (no __init__.py)
 
 
 # -- 1. a controller spec's options name only options --------------------------------------------------
