@@ -126,11 +126,11 @@ def test_ticker_speaks_only_once_a_step_has_run_its_after_s(capsys):
     """A step done before ``after_s`` says nothing; a longer one begins its lines after ``after_s``."""
     import time
 
-    with Ticker("quick", True, after_s=5.0):
+    with Ticker("quick", after_s=5.0):
         time.sleep(0.05)
     assert capsys.readouterr().err == ""
     t0 = time.monotonic()
-    with Ticker("slow", True, after_s=0.2) as t:
+    with Ticker("slow", after_s=0.2) as t:
         while not t.announced and time.monotonic() - t0 < 10:
             time.sleep(0.01)
         assert time.monotonic() - t0 >= 0.2

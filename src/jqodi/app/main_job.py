@@ -311,18 +311,18 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
 
     Returns the runtime's :class:`jqodi.runtime.RunRecord` (also ``workdir/record.json``).
     """
-    from jqodi.app.run import job_for_plan, replan_options, with_standby_edges
+    from jqodi.app.run import closed_loop_controller, job_for_plan, replan_options, with_standby_edges
+    from jqodi.runtime.job import dilation_words
     from jqodi.runtime.launch import run_plan
 
     sol = planning.solution
     controller = None
     if cfg.policy is not None:  # before the job: its automatic dilation covers the controller's options
-        from jqodi.app.controller import controller_for
-        from jqodi.app.controller.loop import prior_weight, said_prior_weight
+        from jqodi.app.controller.loop import prior_weight
 
-        weight = said_prior_weight(prior_weight(planning.estimate), cfg.policy, say)
-        controller = controller_for(planning.scenario, sol, policy=cfg.policy, threshold=cfg.replan_threshold,
-                                    confirm=cfg.confirm, instance=planning.instance, prior_epochs=weight)
+        controller = closed_loop_controller(planning.scenario, sol, policy=cfg.policy, threshold=cfg.replan_threshold,
+                                            confirm=cfg.confirm, instance=planning.instance,
+                                            weighed=prior_weight(planning.estimate), say=say)
     job = job_for_plan(planning.scenario, sol, emulate=cfg.emulate, max_epochs=cfg.max_epochs,
                        pretrained={"source": "pretrained", **cfg.pretrain_options}, requests=cfg.requests,
                        trace_store=cfg.trace_store, replan_options=replan_options(controller))
@@ -341,7 +341,8 @@ def run(planning: Planning, cfg: MainJobConfig, workdir: Path, say: Say = _print
                else f"{key} slows ×{v:g} at {at:g} s" for at, kind, key, v in timeline.changes]))
     say(f"\n[4/5] running {'up to ' if controller is not None else ''}{n_run} of the plan's {sol.epochs} epochs "
         f"for real: cloud, edge and end device as separate processes over {cfg.transport}"
-        + (f", the testbed emulated at dilation ×{job.emulation.dilation:.3g}" if cfg.emulate else "")
+        + (f", the testbed emulated at dilation {dilation_words(job.emulation.dilation, job.emulation.dilation_auto)}"
+           if cfg.emulate else "")
         + loop + events + f"; then {cfg.requests} inference requests per device combination")
     for name in ("checkpoint.pt", "epochs.json", "record.json", "controller.json"):
         (workdir / name).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ shares :func:`job_for_plan` (the job with inference on every usable edge and the
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -207,13 +208,26 @@ def run_controller(scenario, solution, opts: RunOptions, instance, estimates=Non
     when ``opts.policy`` is ``None``."""
     if opts.policy is None:
         return None
-    from jqodi.app.controller import controller_for
-    from jqodi.app.controller.loop import prior_weight_for, said_prior_weight
+    from jqodi.app.controller.loop import prior_weight_for
 
-    weight = said_prior_weight(prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits),
-                               opts.policy, say)
-    return controller_for(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
-                          confirm=opts.confirm, instance=instance, prior_epochs=weight)
+    weighed = prior_weight_for(learning_rows(scenario, estimates), solution.model, solution.bits)
+    return closed_loop_controller(scenario, solution, policy=opts.policy, threshold=opts.replan_threshold,
+                                  confirm=opts.confirm, instance=instance, weighed=weighed, say=say)
+
+
+def closed_loop_controller(scenario, solution, *, policy: str, threshold: float, confirm: int, instance,
+                           weighed: tuple[float, str], say: Say = _print):
+    """The controller of a run of ``solution`` (:func:`jqodi.app.controller.controller_for`, planned
+    from ``instance``) with the online K refit's prior weight ``weighed`` (:func:`~jqodi.app.controller.loop.prior_weight`'s
+    answer: weight and why, said in one line): what ``jqodi run`` (:func:`run_controller`, the
+    weight of the trained candidate's learning estimate) and the main job of ``jqodi demo`` (that of
+    the estimate it measured) both build."""
+    from jqodi.app.controller import controller_for
+    from jqodi.app.controller.loop import said_prior_weight
+
+    weight = said_prior_weight(weighed, policy, say)
+    return controller_for(scenario, solution, policy=policy, threshold=threshold, confirm=confirm,
+                          instance=instance, prior_epochs=weight)
 
 
 def closed_loop_block(controller, scenario, opts: RunOptions) -> dict:
@@ -428,7 +442,8 @@ class WorkdirLock:
         import json
         import os
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "started": _started(os.getpid()), "verb": self.verb}
         for _ in range(3):  # a stale lock is replaced, then read back: of two takers one wins
             try:
@@ -449,16 +464,17 @@ class WorkdirLock:
                                  f"running in this workdir ({self.path}); wait for it, stop it, or use another "
                                  f"--workdir")
             tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
-            tmp.write_text(json.dumps(me))
-            if holder is None:
-                try:
-                    os.link(tmp, self.path)  # atomic: fails if another process created it meanwhile
-                except FileExistsError:
+            with self._writing():
+                tmp.write_text(json.dumps(me))
+                if holder is None:
+                    try:
+                        os.link(tmp, self.path)  # atomic: fails if another process created it meanwhile
+                    except FileExistsError:
+                        tmp.unlink(missing_ok=True)
+                        continue
                     tmp.unlink(missing_ok=True)
-                    continue
-                tmp.unlink(missing_ok=True)
-            else:
-                os.replace(tmp, self.path)
+                else:
+                    os.replace(tmp, self.path)
             try:
                 if int(json.loads(self.path.read_text())["pid"]) == os.getpid():
                     self.held = True
@@ -476,8 +492,22 @@ class WorkdirLock:
         import os
 
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}")
-        tmp.write_text(json.dumps({**holder, "with": me}))
-        os.replace(tmp, self.path)
+        with self._writing():
+            tmp.write_text(json.dumps({**holder, "with": me}))
+            os.replace(tmp, self.path)
+
+    @contextmanager
+    def _writing(self):
+        """Writing the lock (through a temporary file beside it): a workdir that cannot be written
+        (read-only, another user's) is one line naming the workdir, not the temporary file."""
+        try:
+            yield
+        except FileExistsError:
+            raise
+        except OSError as e:
+            raise JqodiError(f"{self.path.parent}: cannot write in this workdir ({e.strerror or e}): 'jqodi "
+                             f"{self.verb}' keeps its lock ({LOCK_NAME}) and its record there; give a --workdir "
+                             f"you can write") from e
 
     def release(self) -> None:
         import json

@@ -62,7 +62,9 @@ def _load_instance(args):
             text = sys.stdin.read()
         else:
             path = Path(args.instance)
-            if not path.is_file():
+            from jqodi.core.userfile import is_pipe
+
+            if not (path.is_file() or is_pipe(path)):  # <(jqodi instance s.yaml) is a pipe
                 raise PlanningError(f"--instance: no such file: {path}")
             text = path.read_text()
         return PlanningInstance.from_json(text)
@@ -181,7 +183,7 @@ def _run_fleet(args, sc) -> int:
               f"ask for it with --solver fleet-optimal)", file=sys.stderr)
     sols = []
     for n in names:
-        with Ticker(f"planning {len(fleet.members)} devices with {n}", True, after_s=PROGRESS_AFTER_S):
+        with Ticker(f"planning {len(fleet.members)} devices with {n}", after_s=PROGRESS_AFTER_S):
             sols.append(solve_fleet(fleet, n, epochs=args.epochs))
     if args.json:
         out = [s.to_dict() for s in sols]
@@ -230,7 +232,7 @@ def _compile_with_progress(sc, estimates):
 
 def run(args) -> int:
     from jqodi.planner import compare, solve
-    from jqodi.render.plans import bits_used_line, comparison_notes, comparison_table
+    from jqodi.render.plans import bits_used_line, comparison_notes, comparison_table, shared_excluded_lines
 
     sc = _fleet_scenario(args)
     if sc is not None:
@@ -247,6 +249,8 @@ def run(args) -> int:
               f"{len(instance.candidates)} candidates, {args.epochs} epoch estimate")
         print(comparison_table(rows))
         for line in comparison_notes(rows, instance):
+            print(line)
+        for line in shared_excluded_lines(rows):
             print(line)
         for r in rows:
             if r["status"] == "infeasible":

@@ -35,7 +35,7 @@ def run(args) -> int:
     from jqodi.core.traces import TraceStore
 
     path = Path(args.store) if args.store else default_store_path()
-    if getattr(args, "import_file", None):
+    if args.import_file:
         return _import(args, path)
     if not path.exists():
         raise TraceStoreError(f"no trace store at {path} (run 'jqodi finetune' first, or pass --store)")

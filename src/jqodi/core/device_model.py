@@ -55,6 +55,7 @@ from jqodi.core.devices import Device, check_bit_keys
 from jqodi.core.profile import LAYER_KINDS, BlockProfile, LayerWork
 from jqodi.core.validation import (Int, Name, NonNegFloat, PosFloat, Strict, error_line,
                                    one_line)
+from jqodi.core.userfile import read_user_file
 from jqodi.errors import ScenarioError
 
 if TYPE_CHECKING:
@@ -334,12 +335,8 @@ def resolve_device_ref(ref: str, base_dir: str | Path | None = None) -> Path:
 def load_device_file(ref: str | Path, base_dir: str | Path | None = None) -> DeviceFile:
     """Read and validate a device file; any problem is one line ``<file>: <field>: <problem>``."""
     path = resolve_device_ref(str(ref), base_dir)
+    raw = read_user_file(path, MAX_DEVICE_FILE_BYTES, "device file")
     try:
-        if not path.is_file():
-            raise ScenarioError(f"{path}: {'file not found' if not path.exists() else 'not a regular file'}")
-        raw = path.read_bytes()[:MAX_DEVICE_FILE_BYTES + 1]
-        if len(raw) > MAX_DEVICE_FILE_BYTES:
-            raise ScenarioError(f"{path}: larger than {MAX_DEVICE_FILE_BYTES // 2**20} MiB, not a device file")
         data = yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{path}: unreadable: not UTF-8 text (byte {e.start})") from None

@@ -29,6 +29,7 @@ from typing import Iterable
 
 import numpy as np
 
+from jqodi.core.userfile import read_user_file
 from jqodi.errors import ScenarioError
 
 __all__ = ["RateTrace", "load_rate_trace", "parse_rate_trace", "MBIT"]
@@ -166,19 +167,7 @@ def parse_rate_trace(text: str, source: str = "trace") -> RateTrace:
 def load_rate_trace(path: str | Path) -> RateTrace:
     """Read and validate a trace file (see the module docstring)."""
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise ScenarioError(f"{p}: is a directory, not a trace file")
-        if p.exists() and not p.is_file():
-            raise ScenarioError(f"{p}: not a regular file")
-        with p.open("rb") as f:
-            raw = f.read(MAX_TRACE_BYTES + 1)
-    except FileNotFoundError:
-        raise ScenarioError(f"{p}: trace file not found") from None
-    except OSError as e:
-        raise ScenarioError(f"{p}: unreadable: {e.strerror or e}") from None
-    if len(raw) > MAX_TRACE_BYTES:
-        raise ScenarioError(f"{p}: larger than {MAX_TRACE_BYTES // 2**20} MiB, not a trace file")
+    raw = read_user_file(p, MAX_TRACE_BYTES, "trace file", missing="trace file not found")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

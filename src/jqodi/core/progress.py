@@ -129,8 +129,7 @@ class Progress:
 
 
 class Ticker:
-    """Around a long step that reports nothing itself (a fleet solve): when ``shown``, say it began,
-    show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
+    """Around a long step that reports nothing itself (a fleet solve): say it began, show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
     took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast.
 
     ``after_s``: say nothing unless the step is still running after this many seconds (then begin
@@ -138,8 +137,8 @@ class Ticker:
 
     every_s = 10.0  # between lines when stderr is not a terminal
 
-    def __init__(self, label: str, shown: bool, after_s: float = 0.0):
-        self.label, self.shown, self.after_s = label, shown, float(after_s)
+    def __init__(self, label: str, after_s: float = 0.0):
+        self.label, self.after_s = label, float(after_s)
         self.tty = sys.stderr.isatty()
         self.done = threading.Event()
         self.announced = False
@@ -162,18 +161,16 @@ class Ticker:
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        if self.shown:
-            if self.after_s <= 0:
-                self._announce()
-            self.thread.start()
+        if self.after_s <= 0:
+            self._announce()
+        self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.shown:
-            self.done.set()
-            self.thread.join()
-            if self.announced:
-                sys.stderr.write(("\r\x1b[K" if self.tty else "")
-                                 + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
-                                   f"{format_duration(time.monotonic() - self.t0)}\n")
-                sys.stderr.flush()
+        self.done.set()
+        self.thread.join()
+        if self.announced:
+            sys.stderr.write(("\r\x1b[K" if self.tty else "")
+                             + f"{self.label}: {'done' if exc[0] is None else 'stopped'} in "
+                               f"{format_duration(time.monotonic() - self.t0)}\n")
+            sys.stderr.flush()

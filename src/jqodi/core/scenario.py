@@ -34,12 +34,14 @@ import yaml
 from pydantic import (BeforeValidator, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from jqodi.core.data.catalog import DATASETS, SD_SPLIT_NAMES
 from jqodi.core.devices import CloudLink, CloudServer, Device, DeviceSpec, EdgeServer, EndDevice, WirelessLink
 from jqodi.core.estimates import LearningEstimate, check_estimate
 from jqodi.core.timeline import Timeline, TimelineEvent, device_key, resolve_timeline
 from jqodi.core.fleet import EndDeviceEntry, FleetSpec, check_fleet
 from jqodi.core.train_config import TRAIN_DEFAULTS
 from jqodi.core.userdata import names_a_path
+from jqodi.core.userfile import is_pipe, read_user_file
 from jqodi.core.validation import (VALID_BITS, FieldProblem, Int, Name, NoBool, NonNegFloat, PosFloat, PosInt,
                                    Strict, error_line, one_line)
 from jqodi.errors import ScenarioError
@@ -70,15 +72,15 @@ def _dataset_name(v: Any) -> Any:
     """A known dataset, or the path of your own (an image folder, a ``.npz`` file): checked for
     existence by :func:`jqodi.core.data.check_scenario_data` (``jqodi run``), not here — planning
     needs no data."""
-    if isinstance(v, str) and v not in ("fashion-mnist", "cifar10", "cifar100") and not names_a_path(v):
-        raise ValueError(f"must be fashion-mnist, cifar10, cifar100 or the path of an image folder or a .npz "
+    if isinstance(v, str) and v not in DATASETS and not names_a_path(v):
+        raise ValueError(f"must be {', '.join(DATASETS)} or the path of an image folder or a .npz "
                          f"file (with a '/'), got {v!r}")
     return v
 
 
 def _split_name(v: Any) -> Any:
-    if isinstance(v, str) and v not in ("data1", "data2", "data2-shifted") and not names_a_path(v):
-        raise ValueError(f"must be data1, data2, data2-shifted or the path of your own image folder or .npz "
+    if isinstance(v, str) and v not in SD_SPLIT_NAMES and not names_a_path(v):
+        raise ValueError(f"must be {', '.join(SD_SPLIT_NAMES)} or the path of your own image folder or .npz "
                          f"file (with a '/'), got {v!r}")
     return v
 
@@ -495,24 +497,11 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises :class:`ScenarioError` with one line ``<file>: <field.path>: <problem>``.
     """
     path = scenario_path(path)
+    raw = read_user_file(path, MAX_SCENARIO_BYTES, "scenario file")
     try:
-        if path.is_dir():
-            raise IsADirectoryError(path)
-        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: reading would never end
-            raise ScenarioError(f"{path}: not a regular file")
-        with path.open("rb") as f:
-            raw = f.read(MAX_SCENARIO_BYTES + 1)
-        if len(raw) > MAX_SCENARIO_BYTES:
-            raise ScenarioError(f"{path}: larger than {MAX_SCENARIO_BYTES // 2**20} MiB, not a scenario file")
         text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"{path}: is a directory, not a scenario file") from None
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{path}: unreadable: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise ScenarioError(one_line(f"{path}: unreadable: {e.strerror or e}")) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -522,7 +511,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(one_line(f"{path}: (yaml): {where}{problem}")) from None
     except (RecursionError, ValueError, TypeError) as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {e}")) from None
-    scenario = parse_scenario(data, str(path), path.resolve().parent)
-    scenario._source_dir = path.resolve().parent
+    if is_pipe(path):  # /dev/stdin, <(cat s.yaml): no folder of its own to read relative paths from
+        base_dir = Path.cwd()
+        _warn_once(f"note: {path}: read from a pipe: relative paths in it (device files, data, traces) "
+                   f"are read from the working directory {base_dir}")
+    else:
+        base_dir = path.resolve().parent
+    scenario = parse_scenario(data, str(path), base_dir)
+    scenario._source_dir = base_dir
     scenario.resolved_timeline(str(path))
     return scenario

@@ -19,26 +19,50 @@ from typing import Iterable
 from jqodi.core.instance import Candidate, PlanningInstance, Solution
 
 
+#: Why a candidate can be in no plan (``excluded[].reason``; see :func:`excluded_candidates`), in the
+#: order they are checked; the names below are the codes the planner and its renderers use.
+EXCLUSION_REASONS = ("no-estimate", "outside-omega", "latency", "target", "options", "deadline")
+NO_ESTIMATE, OUTSIDE_OMEGA, LATENCY, TARGET, OPTIONS, DEADLINE = EXCLUSION_REASONS
+
+
+def _ruled_out(instance: PlanningInstance, c: Candidate, epochs: str) -> str | None:
+    """Which of :data:`LATENCY`, :data:`TARGET`, :data:`OPTIONS` (checked in that order) puts ``c`` in
+    no plan whatever the deadline, or ``None``: then only :data:`DEADLINE` can. The one check behind
+    :func:`explain` and :func:`excluded_candidates`."""
+    if instance.serving is not None and (c.serving is None or not c.serving.feasible):
+        return LATENCY
+    if c.epochs.get(epochs) is None:
+        return TARGET
+    if not c.options:
+        return OPTIONS
+    return None
+
+
+def _no_options_why(c: Candidate) -> str:
+    reasons = "; ".join(str(x.get("reason", x)) for x in c.infeasible) or "no option given"
+    return f"no feasible (edge, cut): {reasons}"
+
+
 def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candidate] | None = None,
             scope: str | None = None) -> dict:
     cands = list(instance.candidates if candidates is None else candidates)
     unreachable, too_slow, cannot_serve = [], [], []
     for c in cands:
-        if instance.serving is not None and (c.serving is None or not c.serving.feasible):
+        reason = _ruled_out(instance, c, epochs)
+        if reason == LATENCY:
             cannot_serve.append({"candidate": c.key, "why": c.serving.reason if c.serving is not None
                                  else "no serving entry",
                                  "fastest_request_time_s": c.serving.fastest_request_time_s
                                  if c.serving is not None else None})
             continue
-        K = c.epochs.get(epochs)
-        if K is None:
+        if reason == TARGET:
             unreachable.append({"candidate": c.key, "why": f"never reaches target loss "
                                 f"{instance.target_loss:g} ({epochs} estimate)"})
             continue
-        if not c.options:
-            reasons = "; ".join(str(x.get("reason", x)) for x in c.infeasible) or "no option given"
-            unreachable.append({"candidate": c.key, "why": f"no feasible (edge, cut): {reasons}"})
+        if reason == OPTIONS:
+            unreachable.append({"candidate": c.key, "why": _no_options_why(c)})
             continue
+        K = c.epochs.get(epochs)
         fastest = min(o.epoch_time_s for o in c.options)
         too_slow.append({"candidate": c.key, "epochs": K,
                          "fastest_time_s": c.quantize_time_s + K * fastest,
@@ -78,10 +102,6 @@ def explain(instance: PlanningInstance, epochs: str, candidates: Iterable[Candid
     return out
 
 
-#: Why a candidate can be in no plan (``excluded[].reason``; see :func:`excluded_candidates`).
-EXCLUSION_REASONS = ("no-estimate", "outside-omega", "latency", "target", "options", "deadline")
-
-
 def missing_estimate_pairs(instance: PlanningInstance) -> list[tuple[str, str, int]]:
     """``(key, model, bits)`` of each pair listed in ``meta.missing_estimates`` (``model@bits``: left out
     of the instance for want of a learning estimate); a key without whole bits is skipped."""
@@ -115,7 +135,7 @@ def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Ite
     wanted = set(missing_bits)
     for key, model, bits in missing_estimate_pairs(instance):
         if bits in wanted:
-            out.append({"candidate": key, "model": model, "bits": bits, "reason": "no-estimate",
+            out.append({"candidate": key, "model": model, "bits": bits, "reason": NO_ESTIMATE,
                         "why": "no learning estimate (L_a, γ, K^exp, K^rob): left out of the instance"})
     searched = list(candidates)
     if omega is not None:
@@ -123,28 +143,27 @@ def excluded_candidates(instance: PlanningInstance, epochs: str, candidates: Ite
         ids = {id(c) for c in searched}
         for c in instance.candidates:
             if id(c) not in ids and c.bits not in omega:
-                out.append({"candidate": c.key, "model": c.model, "bits": c.bits, "reason": "outside-omega",
+                out.append({"candidate": c.key, "model": c.model, "bits": c.bits, "reason": OUTSIDE_OMEGA,
                             "why": f"not searched: {c.bits} bits is a baseline bit-width, outside Ω "
                                    f"(bits {', '.join(map(str, sorted(omega)))})"})
     limit = deadline_limit_s(instance.deadline_s)
     for c in searched:
         row = {"candidate": c.key, "model": c.model, "bits": c.bits}
-        K = c.epochs.get(epochs)
-        if instance.serving is not None and (c.serving is None or not c.serving.feasible):
+        reason = _ruled_out(instance, c, epochs)
+        if reason == LATENCY:
             why = c.serving.reason if c.serving is not None else "no serving entry"
-            row.update(reason="latency", why=f"cannot serve within latency_slo_s "
-                                             f"{instance.serving.latency_slo_s:g} s ({why})")
-        elif K is None:
-            row.update(reason="target", why=f"never reaches target loss {instance.target_loss:g} "
-                                            f"({k_name}: none)")
-        elif not c.options:
-            reasons = "; ".join(str(x.get("reason", x)) for x in c.infeasible) or "no option given"
-            row.update(reason="options", why=f"no feasible (edge, cut): {reasons}")
+            row.update(reason=LATENCY, why=f"cannot serve within latency_slo_s "
+                                           f"{instance.serving.latency_slo_s:g} s ({why})")
+        elif reason == TARGET:
+            row.update(reason=TARGET, why=f"never reaches target loss {instance.target_loss:g} ({k_name}: none)")
+        elif reason == OPTIONS:
+            row.update(reason=OPTIONS, why=_no_options_why(c))
         else:
+            K = c.epochs.get(epochs)
             fastest = c.quantize_time_s + K * float(option_arrays(c).time_s.min())
             if fastest <= limit:
                 continue
-            row.update(reason="deadline", epochs=K, fastest_time_s=fastest,
+            row.update(reason=DEADLINE, epochs=K, fastest_time_s=fastest,
                        why=f"misses T_max {instance.deadline_s:g} s on every (edge, cut): "
                            f"≥ {fastest:.4g} s for {K} epochs ({k_name})")
         out.append(row)

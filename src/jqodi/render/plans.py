@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+from jqodi.planner.explain import NO_ESTIMATE, OUTSIDE_OMEGA
+
 __all__ = ["comparison_table", "comparison_notes", "savings_summary", "energy_split_lines", "excluded_lines",
-           "bits_used_line"]
+           "shared_excluded_lines", "bits_used_line"]
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -111,6 +113,21 @@ def savings_summary(rows: list[dict]) -> str | None:
 EXCLUDED_SHOWN = 8
 
 
+def shared_excluded_lines(rows) -> list[str]:
+    """The "excluded" section of ``jqodi plan --solver all``, once: :func:`excluded_lines` of the
+    first row's solution (``jqodi``: the candidates over Ω), after a line naming every solver whose
+    solution excluded the same candidates for the same reasons (the others, the baselines, search
+    other bit-widths: a row of theirs without a plan says why below). Empty when nothing was excluded."""
+    if not rows:
+        return []
+    first = rows[0]["solution"]
+    lines = excluded_lines(first)
+    if not lines:
+        return []
+    same = [r["solver"] for r in rows if (r["solution"].extra.get("excluded") or []) == first.extra["excluded"]]
+    return [f"candidates {', '.join(same)} can put in no plan (--json: 'excluded' of each solution):", *lines]
+
+
 def excluded_lines(sol) -> list[str]:
     """The "excluded" section of a plan: each candidate the solver searched that can be in no plan,
     and why (``extra["excluded"]``, :func:`jqodi.planner.explain.excluded_candidates`); then the
@@ -119,8 +136,8 @@ def excluded_lines(sol) -> list[str]:
     rows = list(sol.extra.get("excluded") or [])
     if not rows:
         return []
-    outside = [r for r in rows if r["reason"] == "outside-omega"]
-    listed = [r for r in rows if r["reason"] != "outside-omega"]
+    outside = [r for r in rows if r["reason"] == OUTSIDE_OMEGA]
+    listed = [r for r in rows if r["reason"] != OUTSIDE_OMEGA]
     width = max((len(r["candidate"]) for r in listed[:EXCLUDED_SHOWN]), default=0)
     lines = [f"{r['candidate']:<{width}}  {r['why']}" for r in listed[:EXCLUDED_SHOWN]]
     if len(listed) > EXCLUDED_SHOWN:
@@ -142,7 +159,7 @@ def bits_used_line(sol) -> str | None:
     q = sol.extra.get("bits_used")
     if q is None or q <= 1:
         return None
-    left_out = [r["candidate"] for r in sol.extra.get("excluded") or [] if r["reason"] == "no-estimate"
+    left_out = [r["candidate"] for r in sol.extra.get("excluded") or [] if r["reason"] == NO_ESTIMATE
                 and r["bits"] < q]
     why = f"1-bit {', '.join(left_out)} left out for want of a learning estimate" if left_out else \
         "the instance has no 1-bit candidate"

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from jqodi.core.costs import TERMS
 from jqodi.core.devices import edge_role
+from jqodi.runtime.job import dilation_words
 from jqodi.runtime.record import RunRecord
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def run_outcome(rec: RunRecord) -> str:
         lines.append(f"time {_fmt(tot['time_s'], ' s')} measured vs {_fmt(tot.get('predicted_time_s'), ' s')} "
                      f"predicted; energy {_fmt(tot['energy_j'], ' J')} measured vs "
                      f"{_fmt(tot.get('predicted_energy_j'), ' J')} predicted")
-    lines.append(f"emulation ON (dilation ×{rec.dilation:.3g}): devices, links and their power are the "
+    auto = (rec.job.get("emulation") or {}).get("dilation_auto")
+    lines.append(f"emulation ON (dilation {dilation_words(rec.dilation, auto)}): devices, links and their power are the "
                  f"scenario's, not this host's" if rec.emulated else "emulation off: this host's own speed")
     if rec.meters:
         lines.append("meters: " + ", ".join(f"{n}={m}" for n, m in sorted(rec.meters.items()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
@@ -24,7 +24,7 @@ from jqodi.core.train_config import TrainConfig
 from jqodi.core.validation import FORBID_EXTRA, validate
 from jqodi.errors import JqodiError
 
-__all__ = ["Job", "DataConfig", "TrainingConfig", "EmulationConfig", "LinkProfile",
+__all__ = ["Job", "DataConfig", "TrainingConfig", "EmulationConfig", "LinkProfile", "AutoDilation", "dilation_words",
            "DEFAULT_TIMEOUT_S", "DEFAULT_STARTUP_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_PORT", "JobError"]
 
 #: Every store, process group and wait gets an explicit timeout; torch's default is 30 minutes,
@@ -107,6 +107,35 @@ class LinkProfile:
 
 
 @dataclass(frozen=True)
+class AutoDilation:
+    """How an automatic dilation came out (:func:`jqodi.runtime.plan.dilation_choice`): the
+    dilation of each of its two rules, and ``rule``, the one that set it (the larger; ``epoch`` on a tie)."""
+
+    __pydantic_config__ = FORBID_EXTRA
+
+    rule: Literal["epoch", "overrun"]
+    epoch_rule: float
+    overrun_rule: float
+
+    @classmethod
+    def of(cls, epoch_rule: float, overrun_rule: float) -> "AutoDilation":
+        return cls("overrun" if overrun_rule > epoch_rule else "epoch", float(epoch_rule), float(overrun_rule))
+
+
+def dilation_words(dilation: float, auto: "AutoDilation | dict | None" = None) -> str:
+    """A dilation as one line states it: ``×7.29``, and for an automatic one which rule set it,
+    ``×7.29, set by the overrun rule over the epoch rule's ×5.1`` (``auto``: an :class:`AutoDilation`
+    or its dict, as a job's or a record's JSON holds it)."""
+    if auto is None:
+        return f"×{dilation:.3g}"
+    if not isinstance(auto, AutoDilation):
+        auto = AutoDilation(**auto)
+    other = "overrun" if auto.rule == "epoch" else "epoch"
+    return (f"×{dilation:.3g}, set by the {auto.rule} rule over the {other} rule's "
+            f"×{getattr(auto, other + '_rule'):.3g}")
+
+
+@dataclass(frozen=True)
 class EmulationConfig:
     """Dilated-time emulation of a testbed on one machine (docs/interfaces.md).
 
@@ -122,6 +151,7 @@ class EmulationConfig:
 
     enabled: bool = True
     dilation: float = 1.0
+    dilation_auto: AutoDilation | None = None  # how an automatic dilation came out (None: a given one)
     devices: dict[str, Device] = field(default_factory=dict)
     links: dict[str, LinkProfile] = field(default_factory=dict)
     timeline: dict | None = None  # jqodi.core.timeline.Timeline.to_dict(): what the emulation applies
@@ -141,7 +171,7 @@ class EmulationConfig:
             return None
         devices = ", ".join(f"{r}={d.name}" for r, d in sorted(self.devices.items()))
         return (f"EMULATION ON: every role pads its compute and links to the scenario's devices ({devices}; "
-                f"dilation ×{self.dilation:.3g}) and charges their power, not this machine's. On real hardware "
+                f"dilation {dilation_words(self.dilation, self.dilation_auto)}) and charges their power, not this machine's. On real hardware "
                 f"write the job with 'jqodi run SCENARIO --write-job FILE --no-emulate'")
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from jqodi.core.devices import CLOUD_ROLE, END_ROLE, Device, edge_role, link_key
 from jqodi.core.instance import ScheduleEntry
 from jqodi.errors import JqodiError
-from jqodi.runtime.job import DEFAULT_STARTUP_TIMEOUT_S, DataConfig, EmulationConfig, Job, LinkProfile, TrainingConfig
+from jqodi.runtime.job import (DEFAULT_STARTUP_TIMEOUT_S, AutoDilation, DataConfig, EmulationConfig, Job, LinkProfile,
+                              TrainingConfig)
 
 __all__ = ["job_from_plan", "plan_dilation", "dilation_choice", "predict_epoch", "cpu_scale", "emulation_from_scenario", "DEFAULT_TRACE_STORE"]
 
@@ -204,10 +205,12 @@ def job_from_plan(scenario, solution, *, emulate: bool | None = None, dilation: 
     dilation = rt.time_dilation if dilation is None else dilation
     profile = profile_named_model(model, data.input_shape, data.num_classes, entry.width)
     emu = emulation_from_scenario(scenario, bits, edges, enabled=bool(emulate), dilation=1.0)
+    auto = None
     if emulate and dilation == "auto":
-        dilation = plan_dilation(scenario, solution, replan_options=replan_options)
+        choice = dilation_choice(scenario, solution, replan_options=replan_options)
+        dilation, auto = choice["dilation"], AutoDilation.of(choice["epoch_rule"], choice["overrun_rule"])
     timeline = scenario.resolved_timeline()  # what the emulation applies (link traces, edges, slowdowns)
-    emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0,
+    emu = EmulationConfig(enabled=bool(emulate), dilation=float(dilation) if emulate else 1.0, dilation_auto=auto,
                           devices=emu.devices, links=emu.links, rooflines=emu.rooflines,
                           timeline=None if timeline.empty else timeline.to_dict())
     return Job(model=model, bits=bits, schedule=schedule, width=float(entry.width),

@@ -111,6 +111,25 @@ def spread_applies(options: Sequence, spread_condition: str = DEFAULT_SPREAD_CON
     return spread_condition == "always" or time_energy_tradeoff(options, edges_down)
 
 
+#: The keys of a controller spec (:meth:`ClosedLoopController.to_spec`) beside its ``options``: the
+#: constructor takes them too, but an ``options`` entry must not set them.
+SPEC_NOT_OPTIONS = frozenset({"table", "solution", "edges_down"})
+
+
+def _check_option_type(name: str, value: Any, default: Any) -> None:
+    """One option of a controller spec has the kind of its constructor default (a user can write a
+    spec: a job file's closed_loop block); one line naming it, not a TypeError, where it does not."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)) or default is None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (default is None and value is None)
+        kind = "a number" + (" or null" if default is None else "")
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise JqodiError(f"controller spec: options.{name} must be {kind}, got {value!r}")
+
+
 class ClosedLoopController:
     """Early stop, online estimates and re-planning for one run (see :mod:`jqodi.app.controller`).
 
@@ -228,11 +247,21 @@ class ClosedLoopController:
         if opts:
             opts.setdefault("reserve_spread", 0.0)
             opts.setdefault("spread_condition", "always")
-        unknown = sorted(set(opts) - set(inspect.signature(cls).parameters))
+        params = inspect.signature(cls).parameters
+        not_options = sorted(set(opts) & SPEC_NOT_OPTIONS)
+        if not_options:
+            raise JqodiError(f"controller spec: options.{not_options[0]} is not an option (the spec's "
+                             f"{', '.join(sorted(SPEC_NOT_OPTIONS))} are its own keys): remove it")
+        unknown = sorted(set(opts) - set(params))
         if unknown:
             raise JqodiError(f"controller spec has options this version does not know: {', '.join(unknown)} "
                              f"(written by a newer jqodi?)")
-        return cls(table, solution, edges_down=spec.get("edges_down") or (), **opts)
+        for name, value in opts.items():
+            _check_option_type(name, value, params[name].default)
+        edges_down = spec.get("edges_down") or ()
+        if not isinstance(edges_down, (list, tuple)) or not all(isinstance(e, str) for e in edges_down):
+            raise JqodiError(f"controller spec: edges_down must be a list of edge names, got {edges_down!r}")
+        return cls(table, solution, edges_down=edges_down, **opts)
 
     def restore(self, observations: Iterable[Mapping[str, Any]]) -> None:
         """Replay the observations of a resumed run (the decisions are recomputed, not printed)."""

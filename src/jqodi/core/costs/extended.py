@@ -66,30 +66,35 @@ def idle_power_w(dev) -> float:
     return float(dev.idle_power_w or 0.0)
 
 
-def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
-    """Idle power × the part of the epoch t(k) each node spends waiting for the others
-    (extended model with ``idle_energy: true``; a node without ``idle_power_w`` draws 0)."""
-    edge_w = np.array([idle_power_w(e) for e in system.edges])
-    return {
-        "end": idle_power_w(system.end) * np.maximum(total_t - time["end_compute"], 0.0),
-        "edge": edge_w[None, None, :] * np.maximum(total_t - time["edge_compute"], 0.0),
-        "cloud": idle_power_w(system.cloud) * np.maximum(total_t - time["cloud_update"], 0.0),
-    }
-
-
-#: The node busy during each term that is a node's own compute; during every other term (the
-#: transfers, the cut-layer traffic) all three nodes wait.
+#: The idle rule, stated once: a node is busy only during its own compute term (the end device in
+#: ``end_compute``, the epoch's edge server in ``edge_compute``, the cloud in ``cloud_update``) and
+#: draws its idle power for the rest of t(k): during every other term (the transfers, the cut-layer
+#: traffic, the others' compute) it waits. :func:`idle_energy_terms` and :func:`waiting_power_w`
+#: both read it.
 _BUSY_NODE = {"end_compute": "end", "edge_compute": "edge", "cloud_update": "cloud"}
+_OWN_TERM = {node: term for term, node in _BUSY_NODE.items()}
+
+
+def _idle_node_w(system: System) -> dict[str, np.ndarray]:
+    """Each node's idle power (W) per edge server of the epoch (shape (X,)): the end device, that edge
+    server, the cloud (0 for a node without ``idle_power_w``)."""
+    edge_w = np.array([idle_power_w(e) for e in system.edges], dtype=float)
+    return {"end": np.full_like(edge_w, idle_power_w(system.end)), "edge": edge_w,
+            "cloud": np.full_like(edge_w, idle_power_w(system.cloud))}
+
+
+def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
+    """Idle power × the part of the epoch t(k) each node spends waiting for the others: t(k) less its
+    own compute term (:data:`_BUSY_NODE`; extended model with ``idle_energy: true``). The edge
+    servers are the last axis of ``time`` and ``total_t``."""
+    return {node: w * np.maximum(total_t - time[_OWN_TERM[node]], 0.0) for node, w in _idle_node_w(system).items()}
 
 
 def waiting_power_w(system: System, terms) -> dict[str, np.ndarray]:
     """The idle power (W) drawn during each term of ``terms``, per edge server (shape (X,)): the
-    idle power of every node not busy in it — the end device, the epoch's edge server and the
-    cloud, less the one computing (end during ``end_compute``, the edge during ``edge_compute``,
-    the cloud during ``cloud_update``). Σ over terms of term time × this power is
+    idle power of every node not busy in it (:data:`_BUSY_NODE`) — the end device, the epoch's edge
+    server and the cloud, less the one computing. Σ over terms of term time × this power is
     :func:`idle_energy_terms` summed over the nodes (the part of t(k) each node waits is the
     sum of the terms it does not compute)."""
-    edge_w = np.array([idle_power_w(e) for e in system.edges], dtype=float)
-    node_w = {"end": np.full_like(edge_w, idle_power_w(system.end)), "edge": edge_w,
-              "cloud": np.full_like(edge_w, idle_power_w(system.cloud))}
+    node_w = _idle_node_w(system)
     return {t: sum(w for n, w in node_w.items() if n != _BUSY_NODE.get(t)) for t in terms}
