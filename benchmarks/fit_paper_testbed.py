@@ -55,7 +55,11 @@ population around ``--init`` (a local search). ``--checkpoint FILE`` saves every
 best parameters. ``--rated-idle`` (docs/foundation.md, "The paper's accounting"; with
 ``--no-idle-energy``) writes Tables II-IV's idle powers into the files and leaves the idle shares
 out of the search; --init / --seeds / --package paths are recorded relative to the repository.
-``--package RESULT --write`` packages an earlier result's parameters as they are (how the
+``--feasibility`` (docs/foundation.md, "Observation 4 on the fitted testbed") minimises the named
+groups' violations alone, the worst figure only as a tie-break: does any set in the bounds meet
+them? ``--set NAME=VALUE`` moves parameters of the ``--init`` start by hand (recorded in the
+JSON), and ``--hard-weight W`` replaces ``--minimax``'s weight 10 of the hard violations (1000
+keeps a feasible start feasible). ``--package RESULT --write`` packages an earlier result's parameters as they are (how the
 packaged files were made: docs/devices.md); ``--devices-dir DIR`` writes them into DIR instead
 (an alternative testbed: src/jqodi/devices/obs4, docs/foundation.md "Observation 4"). The
 figures are priced on the packaged scenarios' SD ↔ ES link, 433.3 Mbit/s since 2026-12-01 (665 Mbit/s before: ``--wifi-bps 664.75e6`` reproduces
@@ -687,7 +691,7 @@ def project_start(x: np.ndarray) -> np.ndarray:
 def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int, seed: int = 0,
                   x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None,
                   checkpoint: str | None = None, second_stage: float | None = None,
-                  init_spread: float | None = None):
+                  init_spread: float | None = None, feasibility: bool = False):
     """Differential evolution over the log-parameters within the sane bounds, minimising the sum
     of the ``groups``' violations (:func:`violations`): 0 means a parameter set meets them all.
     ``minimax``: the ``groups`` are hard constraints (each violation weighted ×HARD_WEIGHT) and
@@ -702,6 +706,10 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
     (``--init-spread F``, needs ``x0``): the initial population is ``x0`` and normal draws around
     it with a standard deviation of F × each parameter's range (clipped to the bounds), instead
     of a Latin hypercube over the whole box: a local search around a start that is already good.
+    ``feasibility`` (``--feasibility``): the objective is the ``groups``' violations (and the
+    bound constraints) alone, the worst |log(fitted / paper)| of the 8 figures entering only at
+    weight FEASIBILITY_FIGURE_WEIGHT as a tie-break: is there any set in the bounds meeting the
+    hard constraints, however far its figures lie (a minimax search trades them against each other)?
     Returns (best parameter vector, its violations per group, evaluations)."""
     from scipy.optimize import differential_evolution
     from scipy.stats import qmc
@@ -720,13 +728,16 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
     def objective(z):
         p = full(z)
         files = device_files(p)
-        got = pred.predict(files) if minimax or second_stage is not None else None   # once per evaluation
+        scored = minimax or second_stage is not None or feasibility
+        got = pred.predict(files) if scored else None   # once per evaluation
         v = violations(pred, files, predicted=got)
         hard = sum(v[g] for g in groups) + sum(bound_violations(p).values())
         if got is None:
             return hard
         r = np.log(np.maximum(got, 1e-300)) - target
         worst = float(np.max(np.abs(r)))
+        if feasibility:
+            return hard + FEASIBILITY_FIGURE_WEIGHT * worst
         if second_stage is not None:
             return float(np.sum(r * r)) + SECOND_STAGE_WEIGHT * (hard + max(0.0, worst - second_stage))
         return worst + HARD_WEIGHT * hard
@@ -739,10 +750,10 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
             Path(checkpoint).write_text(json.dumps({"generation": gen[0], "objective": objective(xk), "parameters": {
                 n: (math.exp(x) if not n.endswith("idle_share") else x) for n, x in zip(NAMES, full(xk))}}))
         if gen[0] % 10 == 0:
-            print(f"generation {gen[0]}/{maxiter}: best "
-                  f"{'objective' if minimax or second_stage is not None else 'violation'} "
-                  f"{objective(xk):.5f}", file=sys.stderr, flush=True)
-        return not minimax and second_stage is None and objective(xk) == 0.0
+            scored = minimax or second_stage is not None or feasibility
+            print(f"generation {gen[0]}/{maxiter}: best {'objective' if scored else 'violation'} "
+                  f"{objective(xk):.6f}", file=sys.stderr, flush=True)
+        return not (minimax or second_stage is not None or feasibility) and objective(xk) == 0.0
 
     init, start = "latinhypercube", None if x0 is None else np.clip(x0[used], lo[used], hi[used])
     if init_spread is not None and start is not None:
@@ -773,6 +784,9 @@ HARD_WEIGHT = 10.0
 #: over WORST against the sum of squared log errors. 10 was too weak there: a search traded a
 #: 0.1-point excess of the worst figure for a smaller sum (the constraint's multiplier exceeds 10).
 SECOND_STAGE_WEIGHT = 1000.0
+#: ``--feasibility``: weight of the worst figure's |log error| against the hard violations (log
+#: units with MARGIN): a tie-break only — a violation of 1e-4 outweighs a worst figure of 1.0.
+FEASIBILITY_FIGURE_WEIGHT = 1e-4
 
 
 def _repo_path(path: str) -> str:
@@ -789,6 +803,7 @@ def _repo_path(path: str) -> str:
 
 
 def main(argv=None) -> int:
+    global HARD_WEIGHT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the packaged device files")
     ap.add_argument("--require", action="append", default=[], metavar="DATA=MODEL",
@@ -829,9 +844,19 @@ def main(argv=None) -> int:
                     help="--global: a lexicographic minimax's second step — minimise the sum of squared log "
                          "errors of the 8 figures with the named groups hard and every figure's |log(fitted / "
                          "paper)| ≤ WORST as a hard constraint too (start it from the first step's result: --init)")
+    ap.add_argument("--hard-weight", type=float, default=HARD_WEIGHT, metavar="W",
+                    help="--minimax: weight of the hard constraints' violations against the worst |log error| "
+                         f"(default {HARD_WEIGHT:g}; 1000 keeps a feasible start feasible)")
+    ap.add_argument("--feasibility", action="store_true",
+                    help="--global: minimise the named groups' violations alone (hard constraints), the worst "
+                         "figure error only as a tie-break (weight %g): does any set in the bounds meet them?"
+                         % FEASIBILITY_FIGURE_WEIGHT)
     ap.add_argument("--init-spread", type=float, default=None, metavar="F",
                     help="--global with --init: start the population around the --init point (normal, standard "
                          "deviation F × each parameter's range) instead of across the whole box: a local search")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="with --init: move parameter NAME of the start to VALUE (the JSON's units: u, seconds, "
+                         "watts, idle share, s(q)); repeatable — a start found by scanning a few parameters by hand")
     ap.add_argument("--seeds", nargs="+", default=[], metavar="JSON",
                     help="--global: earlier results (this script's JSON output) whose parameters join the "
                          "initial population")
@@ -883,6 +908,24 @@ def main(argv=None) -> int:
     OVERHEAD_MAX, PI_BUSY_MIN = args.overhead_max, args.pi_busy_min
     GPU_U_MAX, GPU_U_RATIO_MAX, GPU_BUSY_MIN_IDLE = args.gpu_u_max, args.gpu_u_ratio_max, args.gpu_busy_min_idle
     RATED_IDLE = args.rated_idle
+    if not args.hard_weight > 0:
+        ap.error(f"--hard-weight: must be positive, got {args.hard_weight}")
+    HARD_WEIGHT = args.hard_weight
+    if args.feasibility and (args.minimax or args.second_stage is not None):
+        ap.error("--feasibility: one objective at a time (not with --minimax or --second-stage)")
+    moved = {}  # --set NAME=VALUE: parameters of the --init start moved by hand
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in NAMES:
+            ap.error(f"--set: unknown parameter {name!r} in {item!r} (known: {', '.join(NAMES)})")
+        try:
+            moved[name] = float(value)
+        except ValueError:
+            ap.error(f"--set: {item!r} is not NAME=NUMBER")
+        if not (math.isfinite(moved[name]) and (name.endswith("idle_share") or moved[name] > 0)):
+            ap.error(f"--set: {name} must be a positive finite number, got {value}")
+    if moved and not args.init:
+        ap.error("--set: needs --init (it moves parameters of that start)")
     if RATED_IDLE and not (PI_BUSY_MIN > SPEC["pi5"]["rated_idle_w"] and GPU_BUSY_MIN_IDLE > 1.0):
         ap.error("--rated-idle: needs --pi-busy-min above the Pi 5's rated idle "
                  f"{SPEC['pi5']['rated_idle_w']} W and --gpu-busy-min-idle above 1 (idle power below busy power)")
@@ -960,6 +1003,10 @@ def main(argv=None) -> int:
     if args.init:
         x0 = from_json(args.init, x0)
     seeds = [from_json(path, x0) for path in args.seeds]
+    if moved:
+        for name, value in moved.items():
+            x0[NAMES.index(name)] = value if name.endswith("idle_share") else math.log(value)
+        x0 = np.clip(project_start(x0), lo + 1e-6, hi - 1e-6)
     rng = np.random.default_rng(0)
     starts = [x0] + [lo + (hi - lo) * rng.uniform(0.05, 0.95, size=lo.size) for _ in range(args.starts - 1)]
     fit = None
@@ -982,14 +1029,16 @@ def main(argv=None) -> int:
         p, v, nfev = global_search(pred, groups, args.maxiter, args.popsize, args.seed,
                                    x0 if args.init else None, minimax=args.minimax, seeds=seeds,
                                    checkpoint=args.checkpoint, second_stage=args.second_stage,
-                                   init_spread=args.init_spread)
+                                   init_spread=args.init_spread, feasibility=args.feasibility)
         searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups) + v["gpu_u_ratio"],
                     "nfev": nfev,
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
                     "minimax": args.minimax, "second_stage_worst_log": args.second_stage,
+                    "feasibility": args.feasibility, "hard_weight": HARD_WEIGHT if args.minimax else None,
                     "init_spread": args.init_spread,
                     "seeds": [_repo_path(s) for s in args.seeds],
-                    "init": None if args.init is None else _repo_path(args.init), "obs4_form": OBS4_FORM,
+                    "init": None if args.init is None else _repo_path(args.init), "set": moved,
+                    "obs4_form": OBS4_FORM,
                     "overhead_max_s": OVERHEAD_MAX, "pi_busy_min_w": PI_BUSY_MIN, "gpu_u_max": GPU_U_MAX,
                     "gpu_u_ratio_max": GPU_U_RATIO_MAX, "gpu_busy_min_idle": GPU_BUSY_MIN_IDLE}
         print("global search, violation per group (log units, 0 = holds): "

@@ -206,9 +206,10 @@ def test_paper_scenarios_end_to_end(name, tmp_path):
 
 def test_alternative_obs4_testbed_evaluates_by_name(tmp_path, capsys):
     """``jqodi evaluate jqodi:paper-data1-obs4``: the packaged scenario by name, on the alternative
-    testbed where Observation 4 holds only in a weak sense, an interior minimum (src/jqodi/devices/obs4/;
-    docs/foundation.md "Observation 4 on the fitted testbed"): the Optimum keeps the paper's model, LeNet 8-bit at cut 1, and the
-    rows are compared with the paper's Data 1 figures."""
+    testbed where the paper's Observation 4 holds, first decreasing and then increasing
+    (src/jqodi/devices/obs4/; docs/foundation.md "Observation 4 on the fitted testbed"): the Optimum
+    keeps the paper's model, LeNet 8-bit at cut 1, and the rows are compared with the paper's Data 1
+    figures."""
     from jqodi.cli import main
 
     assert main(["evaluate", "jqodi:paper-data1-obs4", "--out", str(tmp_path), "--quiet"]) == 0

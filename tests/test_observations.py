@@ -1,8 +1,9 @@
 """Observations 1-4 of the paper's Section II on the fitted paper testbed (the packaged device
 files, examples/paper-data1.yaml, extended cost model with idle power) and on the alternative
 testbed (src/jqodi/devices/obs4/, jqodi:paper-data1-obs4). Observation 4 is the paper's "first
-decreasing and then increasing"; it holds on neither testbed — the alternative shows only its weak
-form, an interior minimum — and the tests pin down why (docs/foundation.md, "Observation 4")."""
+decreasing and then increasing": it fails on the default testbed, and the tests pin down why; it
+holds on the alternative, at idle ≥ 0.25 × the rated idle powers and a large cost in figure error
+(docs/foundation.md, "Observation 4")."""
 from pathlib import Path
 
 import numpy as np
@@ -263,7 +264,8 @@ def test_observation_4_does_not_hold_here_and_why(packaged1):
     ("minimax_link433", 3.75), ("minimax_link433_stage2", 3.75), ("minimax_link433_stage2_seed23", 3.75),
     ("noidle_rated", 3.7875), ("noidle_rated_seed35", 3.7875), ("noidle_rated_seed37", 3.7875),
     ("noidle_rated_seed39", 3.7875), ("noidle_rated_stage2", 3.7875),
-    ("minimax_link433_obs4_floor025_seed42", 3.75)])
+    ("minimax_link433_obs4_floor025_seed42", 3.75), ("minimax_link433_obs4strict_floor025_seed49", 3.75),
+    ("minimax_link433_obs4strict_floor025_seed50", 3.75)])
 def test_minimax_search_result_keeps_its_hard_constraints(name, pi_busy_min_w):
     """The minimax search of docs/foundation.md ("Settling item 4", "The minimax search"): its
     committed results meet every hard constraint (both Optimum models, Observations 1-3 and
@@ -378,31 +380,71 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
     assert e.value.code == 2 and "--devices-dir: needs --write" in capsys.readouterr().err
 
 
-def test_observation_4_on_the_alternative_testbed_only_in_the_weak_sense():
-    """jqodi:paper-data1-obs4 (src/jqodi/devices/obs4/: the Observation-4 search, weak form, with
-    every idle power ≥ 0.25 × Tables II-IV's, below the 0.329 that obs4_idle_floor_bound allows):
-    in Fig. 3's setting (LeNet 4-bit, the deep part on the RTX 3090, ES and CS idle energy
-    counted) an interior cut (3) costs less than both ends — but by 0.4 %, and the energy *rises*
-    6.5 % from cut 1 to cut 2: not the paper's "first decreasing and then increasing", which the
-    searches at this floor did not reach (docs/foundation.md, "Observation 4 on the fitted testbed")."""
+@pytest.mark.parametrize("argv, says", [
+    (["--global", "obs4", "--feasibility", "--minimax"], "--feasibility: one objective at a time"),
+    (["--feasibility", "--second-stage", "0.5"], "--feasibility: one objective at a time"),
+    (["--set", "pi5.u=0.9"], "--set: needs --init"),
+    (["--init", "x.json", "--set", "pi5.speed=0.9"], "--set: unknown parameter 'pi5.speed'"),
+    (["--init", "x.json", "--set", "pi5.u"], "--set: 'pi5.u' is not NAME=NUMBER"),
+    (["--init", "x.json", "--set", "pi5.u=-1"], "--set: pi5.u must be a positive finite number"),
+    (["--init", "x.json", "--set", "pi5.u=nan"], "--set: pi5.u must be a positive finite number"),
+    (["--hard-weight", "0"], "--hard-weight: must be positive"),
+])
+def test_fit_script_refuses_bad_search_options(argv, says, capsys):
+    """--feasibility, --set and --hard-weight (docs/foundation.md, "Observation 4 on the fitted
+    testbed"): a bad combination or value is one line and exit 2, before anything is priced."""
+    fit = _fit_script()
+    with pytest.raises(SystemExit) as e:
+        fit.main(argv + ["--prove"])
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_feasibility_search_finds_the_papers_observation_4_at_the_floor():
+    """``--feasibility`` (the hard groups' violations alone, the figures as a tie-break) from the
+    seed-47 set with four parameters moved by hand (--set: the Pi 5's u 0.49 → 0.9, the RTX 3090
+    host's per-call overhead 0.36 → 0.22 ms, s(2…8) spread apart for Observation 1's 0.5 % margin)
+    finds a set at idle ≥ 0.25 × rated where every hard constraint holds, the paper's Observation 4
+    included: LeNet 4-bit on the RTX 3090 falls 0.7 %, falls 9.6 %, rises 1.4 % (docs/foundation.md,
+    "Observation 4 on the fitted testbed"). Its figures are far off (the objective ignored them)."""
+    result, v, e = _result_violations("minimax_link433_obs4strict_floor025_seed48")
+    g = result["global_search"]
+    assert g["feasibility"] and not g["minimax"] and g["obs4_form"] == "strict"
+    assert result["options"]["idle_floor"] == OBS4_IDLE_FLOOR and g["sum"] == 0.0
+    assert g["init"] == "benchmarks/results/fit_paper_testbed_minimax_link433_obs4strict_floor025_seed47.json"
+    assert set(g["set"]) == {"pi5.u", "rtx3090.overhead_s", "s2", "s4", "s6", "s8"}
+    assert {k: v[k] for k in g["groups"]} == {k: 0.0 for k in g["groups"]}
+    assert e == pytest.approx([419.7, 416.9, 376.8, 381.9], abs=0.05)
+    assert e[1] < e[0] and e[2] < e[1] and e[3] > e[2]  # first decreasing, then increasing
+
+
+def test_observation_4_holds_on_the_alternative_testbed():
+    """jqodi:paper-data1-obs4 (src/jqodi/devices/obs4/: the second stage of the feasibility search
+    for the paper's Observation 4 with every idle power ≥ 0.25 × Tables II-IV's, below the 0.329
+    that obs4_idle_floor_bound allows with the figures within ±25 %, which these are not): in Fig.
+    3's setting (LeNet 4-bit, the deep part on the RTX 3090, ES and CS idle energy counted) the
+    epoch energy falls from cut 1 to cut 2 (0.5 %) and on to cut 3 (10.3 %), then rises to cut 4
+    (0.65 %): "first decreasing and then increasing" (docs/foundation.md, "Observation 4 on the
+    fitted testbed")."""
     fit = _fit_script()
     sc, tables = _tables("jqodi:paper-data1-obs4")
     assert sc.idle_energy and sc.cost_model == "extended"
     ct = tables["lenet"]
     e = np.array([ct.epoch(4, c, "rtx3090").energy_j for c in ct.cuts])
-    assert e == pytest.approx([462.0, 491.9, 460.1, 461.9], abs=0.05)
-    inner = e[1:-1].min()
-    assert inner < e[0] and inner < e[-1], e  # the weak form
-    assert e[1] > 1.06 * e[0]  # but it rises first
-    assert fit.obs4_weak_violation(e, margin=0.0) == 0.0 < fit.obs4_violation(e, margin=0.0)
+    assert e == pytest.approx([429.1, 427.0, 385.1, 387.6], abs=0.05)
+    assert e[1] < e[0] and e[2] < e[1] and e[3] > e[2]
+    assert fit.obs4_violation(e) == 0.0  # with the searches' 0.5 % margin at every step
     nodes = {"pi5": sc.end_device.device(), "a100": sc.cloud.device(),
              **{x.name: x.device() for x in sc.edges}}
     for name, dev in nodes.items():
         rated = fit.SPEC[name]["rated_idle_w"]
         assert OBS4_IDLE_FLOOR * rated * (1 - 1e-9) <= dev.idle_power_w < dev.busy_power_w
         assert dev.busy_power_w >= rated * (1 - 1e-9)
-    floor = fit.obs4_idle_floor_bound(fit.Predictor())["per_edge"]["rtx3090"]["idle_floor_max"]
-    assert OBS4_IDLE_FLOOR < floor
+    for name in ("rtx3090", "rtx4090", "a100"):  # the servers idle at the floor itself
+        assert nodes[name].idle_power_w == pytest.approx(OBS4_IDLE_FLOOR * fit.SPEC[name]["rated_idle_w"])
+    bound = fit.obs4_idle_floor_bound(fit.Predictor())
+    assert OBS4_IDLE_FLOOR < bound["per_edge"]["rtx3090"]["idle_floor_max"]
+    # the floor proof's premise fails here: E(1) lies above the +25 % bound it takes from Fig. 7(c)
+    assert e[0] > bound["epoch_energy_cut1_max_j"]
 
 
 @pytest.mark.parametrize("ref, model", [("jqodi:paper-data1-obs4", "lenet"), ("jqodi:paper-data2-obs4", "resnet20")])
@@ -416,21 +458,24 @@ def test_alternative_testbed_keeps_both_optimum_models(ref, model):
 
 
 def test_alternative_testbed_is_the_floor_search_result():
-    """src/jqodi/devices/obs4/ is the Observation-4 search at idle ≥ 0.25 × rated idle
-    (fit_paper_testbed_minimax_link433_obs4_floor025_seed42.json), written by ``--package RESULT
-    --write --devices-dir src/jqodi/devices/obs4``; the default packaged files are another set."""
+    """src/jqodi/devices/obs4/ is the second stage of the Observation-4 feasibility search at idle
+    ≥ 0.25 × rated idle (fit_paper_testbed_minimax_link433_obs4strict_floor025_seed50.json),
+    written by ``--package RESULT --write --devices-dir src/jqodi/devices/obs4``; the default
+    packaged files are another set."""
     import json
 
     from jqodi.core.device_model import load_device_file, packaged_devices_dir
 
-    result = json.loads((ROOT / "benchmarks/results/fit_paper_testbed_minimax_link433_obs4_floor025_seed42.json")
-                        .read_text())
+    name = "benchmarks/results/fit_paper_testbed_minimax_link433_obs4strict_floor025_seed50.json"
+    result = json.loads((ROOT / name).read_text())
     packaged = json.loads((ROOT / "benchmarks/results/fit_paper_testbed_packaged_obs4.json").read_text())
-    assert packaged["packaged_from"] == "benchmarks/results/fit_paper_testbed_minimax_link433_obs4_floor025_seed42.json"
+    assert packaged["packaged_from"] == name
     assert packaged["devices_dir"] == "src/jqodi/devices/obs4"
     assert packaged["parameters"] == result["parameters"] and packaged["residuals"] == result["residuals"]
     assert result["options"]["idle_floor"] == OBS4_IDLE_FLOOR and "obs4" in result["global_search"]["groups"]
-    assert result["global_search"]["sum"] == 0.0
+    assert result["global_search"]["sum"] == 0.0 and result["global_search"]["obs4_form"] == "strict"
+    assert result["global_search"]["init"] == name.replace("seed50", "seed49")  # its first stage
+    assert packaged["observations_hold"]["obs4"] and result["worst_abs_error"] == pytest.approx(1.037, abs=5e-4)
     for name in ("pi5", "rtx3090", "rtx4090", "a100"):
         on_disk = load_device_file(packaged_devices_dir() / "obs4" / f"{name}.yaml")
         assert _flat(on_disk.model_dump(mode="json", exclude_none=True)) == pytest.approx(_flat(packaged["devices"][name]))
@@ -441,7 +486,7 @@ def test_alternative_testbed_is_the_floor_search_result():
 @pytest.mark.parametrize("energy_j, strict, weak", [
     ([3.0, 2.0, 1.0, 2.0], True, True),            # falls, falls, rises: the paper's Fig. 3 shape
     ([3.0, 1.0, 2.0, 3.0], True, True),            # falls, then rises twice
-    ([462.0, 491.9, 460.1, 461.9], False, True),   # the alternative testbed: rises first
+    ([462.0, 491.9, 460.1, 461.9], False, True),   # the seed-42 set (the alternative until seed 50): rises first
     ([3.0, 2.0, 2.5, 2.2], False, True),           # falls, rises, falls again: not unimodal
     ([1.0, 2.0, 3.0, 4.0], False, False),          # always rising (the default testbed's shape)
     ([4.0, 3.0, 2.0, 1.0], False, False),          # always falling: the minimum at the last cut
@@ -489,7 +534,8 @@ def test_earlier_observation_4_searches_under_the_strict_form(name, holds):
     """The committed Observation-4 searches were run with the weak form; re-read with the paper's
     (docs/foundation.md, "Observation 4 on the fitted testbed"), the three idle-free ones of seeds
     14-16 fall then rise, the seed-17 set and its second stage rise 0.55 % / 0.07 % from cut 1 to
-    cut 2, and both searches at idle ≥ 0.25 × rated (the alternative testbed's) rise 6.4-6.5 %."""
+    cut 2, and both searches at idle ≥ 0.25 × rated (seeds 41 and 42, the weak-form alternative testbed
+    packaged until the seed-50 set replaced it) rise 6.4-6.5 %."""
     result, v, _ = _result_violations(name)
     assert "obs4_form" not in result["global_search"]  # searched under the weak form
     assert v["obs4_weak"] == 0.0 and (v["obs4"] == 0.0) is holds
@@ -499,10 +545,11 @@ def test_earlier_observation_4_searches_under_the_strict_form(name, holds):
     ("minimax_link433_obs4strict_floor025_seed43", 1.308, [488.8, 496.5, 449.3, 442.2]),
     ("minimax_link433_obs4strict_floor025_seed44", 1.299, [487.5, 495.7, 449.2, 441.7])])
 def test_strict_observation_4_searches_at_the_floor_found_no_eligible_set(name, worst, energy_j):
-    """The two searches for the paper's Observation 4 at idle ≥ 0.25 × rated (docs/foundation.md,
-    "Observation 4 on the fitted testbed": the seed-42 neighbourhood, --init-spread 0.01) meet every
-    other hard constraint but not it: cut 2 still costs more than cut 1 and the minimum sits at the
-    last cut, so the alternative testbed stays the weak-form set."""
+    """The first two minimax searches for the paper's Observation 4 at idle ≥ 0.25 × rated
+    (docs/foundation.md, "Observation 4 on the fitted testbed": the seed-42 neighbourhood,
+    --init-spread 0.01) meet every other hard constraint but not it: cut 2 still costs more than
+    cut 1 and the minimum sits at the last cut. (The feasibility search, seed 48, found a set that
+    meets it: test_feasibility_search_finds_the_papers_observation_4_at_the_floor.)"""
     result, v, e = _result_violations(name)
     g = result["global_search"]
     assert g["obs4_form"] == "strict" and "obs4" in g["groups"] and result["options"]["idle_floor"] == OBS4_IDLE_FLOOR
