@@ -260,3 +260,37 @@ def test_development_seeds_are_scored_from_the_store_alone_with_the_named_method
     assert all(list(res["metrics_dev"][r]) == ["5"] and res["metrics_dev"][r]["5"]["n"] == n_dev for r in rows)
     assert {(t["part"], t["truth_seed"]) for pc in res["per_config"] for t in pc["targets"]} == {("dev", 1), ("dev", 2)}
     assert "truth seeds 1, 2; nothing fine-tuned" in res["markdown"]
+
+
+def test_two_fresh_seeds_are_scored_pooled_and_each_apart_with_session_11s_candidate_beside_session_8(
+        tmp_path, capsys, monkeypatch):
+    """Session 11 (--test-seed 7 8, pre-registered): several fresh seeds are questions only, scored pooled (the figure
+    of record) and each apart; the development seeds are those before the first; seeds from 7 score session 8's
+    default beside the learned bias correction of K^exp."""
+    b = bench(monkeypatch)
+    assert b.test_seeds(None) is None and b.test_seeds(6) == (6,) and b.test_seeds([7, 8]) == (7, 8)
+    assert b.dev_seeds((7, 8)) == (1, 2, 3, 4, 5, 6) and b.dev_seeds(6) == (1, 2, 3, 4, 5)
+    (old, old_opts), (new, new_opts) = b.test_methods((7, 8))
+    assert (old, new) == (b.TEST11_DEFAULT, b.TEST11_CANDIDATE)
+    assert old_opts == {"bias_quantile": None} and new_opts == {"bias_quantile": 0.5}
+    assert b.test_methods(6)[1] == (b.TEST9_RECORD, {})   # session 9's test keeps its methods
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        record_grid(s, grid, (1, 2, 3, 4))
+        runs = b.loco_runs(s, grid, None, 1, log=lambda m: None, truth_seeds=b.TRUTH_SEEDS + (3, 4))
+    args = argparse.Namespace(store=str(db), out=str(tmp_path / "t.json"), markdown=None, jobs=1, test_seed=[3, 4],
+                              probe_lengths=[5])
+    assert b.loco_test_evaluate(args, grid, runs, False, 0.0) == 0
+    capsys.readouterr()
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["library_runs"] == 9 and res["test_runs"] == 6 and res["test_seeds"] == [3, 4]
+    n = {s: sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], s)), 8)) for c in grid) for s in (3, 4)}
+    for name in (b.TEST_OLD, b.TEST_NEW):
+        assert res["metrics_test"][name]["5"]["n"] == n[3] + n[4]
+        assert all(res["metrics_test_by_seed"][str(s)][name]["5"]["n"] == n[s] for s in (3, 4))
+    assert res["figure_of_record"]["questions"] == "truth seeds 3, 4 pooled"
+    assert {t["part"] for pc in res["per_config"] for t in pc["targets"] if t["truth_seed"] in (3, 4)} == {"test"}
+    assert "Truth seed 4 alone" in res["markdown"] and "truth seeds 3, 4 pooled, never scored" in res["markdown"]
