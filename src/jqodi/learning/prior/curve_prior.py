@@ -25,7 +25,7 @@ from jqodi.learning.prior.conformal import (CONFORMAL_SCHEMES, SELECTABLE_SCHEME
 from jqodi.learning.prior.library import CurveRun, library_from_store, similarity
 from jqodi.learning.prior.variants import VARIANTS, fit_residual, predicted_first_epoch, variant_curve
 
-__all__ = ["BIAS_RIDGE", "CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
+__all__ = ["BIAS_QUANTILE", "BIAS_RIDGE", "CALIBRATE_TO_END", "CALIBRATION_EPOCHS", "COLD_START_MARGIN", "CONFORMAL_LEVEL", "CurvePrior",
            "LEAST_MARGIN_LEVEL", "LEVEL_GRID", "LOCAL_SCALES", "local_scales",
            "LEVEL_SAFETY", "MIN_EFFECTIVE_SAMPLES", "MONDRIAN_FINITE", "PROBE_LENGTHS", "calibration_targets",
            "run_query"]
@@ -96,6 +96,8 @@ LOCAL_SCALES = ("vote", "members", "noise", "depth")
 #: :data:`jqodi.learning.prior.bias.BIAS_FEATURES`; ``upper_quantile=τ`` makes the conformal score r − f_τ(x)
 #: (conformalized quantile regression). Penalty on standardised features, loss per unit of weight
 BIAS_RIDGE = 0.01
+#: the default ``bias_quantile`` (None: off, session 8's K^exp; session 11 pre-registered 0.5 for truth seeds 7 and 8)
+BIAS_QUANTILE: float | None = None
 
 
 def _calibrated_error(depth: np.ndarray, err: np.ndarray, w_cfg: np.ndarray, query_depth: float,
@@ -175,7 +177,7 @@ class CurvePrior:
                  calibrate_to_end: bool = CALIBRATE_TO_END, drop_bandwidth: float = DROP_BANDWIDTH,
                  mondrian_finite: bool = MONDRIAN_FINITE, level_safety: float | None = LEVEL_SAFETY,
                  least_margin_level: bool = LEAST_MARGIN_LEVEL, level_grid: Sequence[float] = LEVEL_GRID,
-                 local_scale: str | None = None, bias_quantile: float | None = None,
+                 local_scale: str | None = None, bias_quantile: float | None = BIAS_QUANTILE,
                  upper_quantile: float | None = None, bias_ridge: float = BIAS_RIDGE):
         if local_scale is not None and local_scale not in LOCAL_SCALES:
             raise ValueError(f"local_scale must be one of {', '.join(LOCAL_SCALES)} or None, not {local_scale!r}")
