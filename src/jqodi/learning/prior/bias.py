@@ -1,4 +1,4 @@
-"""A learned correction of the prior's point estimate and of its conformal scores (session 11, default off).
+"""A learned correction of the prior's point estimate and of its conformal scores (session 11; the point correction is the default, CQR is off).
 
 The conformal step (:meth:`jqodi.learning.prior.CurvePrior.conformal_margin`) can only *widen* K^exp:
 K^rob ≥ K^exp. Where the calibrated K^exp is itself biased in a way the library shows — too late on
