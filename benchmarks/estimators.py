@@ -39,6 +39,8 @@ session 5's method and the new one side by side, the development seeds' targets 
 1–3 the development questions (:func:`test_methods`, :func:`dev_seeds`); ``--test-seed 5``: session 7's
 beside session 8's; ``--test-seed 6``: session 9's candidate beside session 8's method (the default and the figure of
 record: session 9 adopted no change), seeds 1–5 the development questions.
+``--test-seed 7 8`` (session 11): two fresh seeds scored pooled (the figure of record) and each apart, session 8's
+method beside the learned bias correction of K^exp, seeds 1–6 the development questions.
 ``--dev-seeds 1 2 3 4 5 6 --methods session8,vote`` (session 10, :func:`loco_dev_evaluate`): development only —
 those seeds' targets scored with the named methods (:data:`DEV_METHODS`) from the store alone; nothing is
 fine-tuned (a missing run is refused) and no fresh seed is scored.
