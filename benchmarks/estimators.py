@@ -39,6 +39,8 @@ session 5's method and the new one side by side, the development seeds' targets 
 1–3 the development questions (:func:`test_methods`, :func:`dev_seeds`); ``--test-seed 5``: session 7's
 beside session 8's; ``--test-seed 6``: session 9's candidate beside session 8's method (the default and the figure of
 record: session 9 adopted no change), seeds 1–5 the development questions.
+``--test-seed 7 8`` (session 11): two fresh seeds scored pooled (the figure of record) and each apart, session 8's
+method beside the learned bias correction of K^exp, seeds 1–6 the development questions.
 ``--dev-seeds 1 2 3 4 5 6 --methods session8,vote`` (session 10, :func:`loco_dev_evaluate`): development only —
 those seeds' targets scored with the named methods (:data:`DEV_METHODS`) from the store alone; nothing is
 fine-tuned (a missing run is refused) and no fresh seed is scored.
@@ -422,15 +424,17 @@ def loco_main(argv) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="score this many held-out configurations at once (processes)")
     ap.add_argument("--probe-lengths", type=int, nargs="+", default=None, choices=PROBE_LENGTHS, metavar="P",
                     help="with --test-seed: score only these probe lengths (of 1 2 3 5; session 8 pre-registered 5)")
-    ap.add_argument("--test-seed", type=int, default=None,
+    ap.add_argument("--test-seed", type=int, nargs="+", default=None, metavar="SEED",
                     help="session 6: a held-out truth seed — its full runs are fine-tuned (--runs-only) and scored as "
-                         "test questions only (never in the library), session 5's method beside session 6's")
+                         "test questions only (never in the library), session 5's method beside session 6's; "
+                         "session 11: several seeds (7 8) are scored pooled, and each apart for the record")
     ap.add_argument("--dev-seeds", type=int, nargs="+", default=None, metavar="SEED",
                     help="development only: score these truth seeds' targets as development questions with the "
                          "--methods named, from the store alone (nothing is fine-tuned; a missing run is refused)")
     ap.add_argument("--methods", default=None, type=_dev_methods,
                     help="with --dev-seeds: the methods compared, comma-separated, of "
-                         "session8 (the defaults), vote, members, noise, depth (CurvePrior(local_scale=…)); default: all")
+                         "session8 (the defaults), vote, members, noise, depth (CurvePrior(local_scale=…)), bias "
+                         "(bias_quantile=0.5), cqr (upper_quantile=0.9); default: all")
     args = ap.parse_args(argv)
     if args.dev_seeds is not None and (args.test_seed is not None or args.runs_only):
         ap.error("--dev-seeds: not with --test-seed or --runs-only (development scoring never fine-tunes)")
@@ -457,7 +461,7 @@ def loco_main(argv) -> int:
             return 2
         return loco_dev_evaluate(args, grid, runs, cdir is not None, time.perf_counter() - t0)
     with TraceStore(args.store) as store:
-        seeds = dev_seeds(args.test_seed) + (() if args.test_seed is None else (args.test_seed,))
+        seeds = dev_seeds(args.test_seed) + (test_seeds(args.test_seed) or ())
         runs = loco_runs(store, grid[args.skip:] if args.runs_only else grid, cdir, args.threads,
                          log=lambda m: print(m, file=sys.stderr, flush=True), truth_seeds=seeds)
     if args.runs_only:
@@ -766,13 +770,28 @@ TEST8_NEW = "session 8 (new): the same, per-kind quantile only where finite, its
 #: scheme) pairs whose inner-split coverage keeps the safety, the one with the least inner margin), for the record
 TEST9_CANDIDATE = "session 9 candidate (not adopted): the (level, scheme) of least inner margin keeping the safety"
 TEST9_RECORD = "session 8 (default): prior+probe, conformal K^rob, the smallest level keeping the inner safety"
+#: session 11's (truth seeds 7 and 8 pooled, pre-registered the same way): session 8's method (the default) beside the
+#: candidate, K^exp of extrapolated targets corrected by a median regression of the conformal residuals on features
+#: known before the truth (CurvePrior(bias_quantile=0.5)), the conformal step on the corrected residuals
+TEST11_DEFAULT = "session 8 (default): prior+probe, conformal K^rob, the smallest level keeping the inner safety"
+TEST11_CANDIDATE = "session 11 candidate: the same, K^exp corrected by the residuals' learned bias (bias_quantile=0.5)"
 
 
-def test_methods(test_seed: int) -> tuple[tuple[str, dict], tuple[str, dict]]:
+def test_seeds(test_seed) -> tuple[int, ...] | None:
+    """``--test-seed`` as a tuple: one seed (an int, as sessions 6–9 passed it) or several (session 11: 7 8)."""
+    if test_seed is None:
+        return None
+    return (int(test_seed),) if isinstance(test_seed, int) else tuple(int(s) for s in test_seed)
+
+
+def test_methods(test_seed) -> tuple[tuple[str, dict], tuple[str, dict]]:
     """(old, new) method of a held-out seed's test: (row name, :class:`CurvePrior` options) each;
-    seed 3 is session 6's test, seed 4 session 7's, seed 5 session 8's, later seeds session 9's (whose second
-    method, the figure of record, is the default: session 9 adopted no change on development data)."""
-    session8 = {"least_margin_level": False}                                  # session 8's smallest level
+    seed 3 is session 6's test, seed 4 session 7's, seed 5 session 8's, seed 6 session 9's (whose second
+    method, the figure of record, is the default: session 9 adopted no change on development data), seeds from 7
+    on session 11's (session 8's default beside the learned bias correction of K^exp, the figure of record).
+    ``test_seed``: one seed or several (the first of them decides)."""
+    test_seed = min(test_seeds(test_seed))
+    session8 = {"least_margin_level": False, "bias_quantile": None}   # session 8's smallest level, K^exp uncorrected
     session7 = {"mondrian_finite": False, "level_safety": None, **session8}   # session 7's per-kind rule, level 0.9
     if test_seed <= 3:
         return ((TEST_OLD, {"calibrate_to_end": False, "drop_bandwidth": 0.0, **session7}),
@@ -781,8 +800,9 @@ def test_methods(test_seed: int) -> tuple[tuple[str, dict], tuple[str, dict]]:
         return (TEST7_OLD, {"drop_bandwidth": 0.0, **session7}), (TEST7_NEW, dict(session7))
     if test_seed == 5:
         return (TEST8_OLD, dict(session7)), (TEST8_NEW, dict(session8))
-    # seed 6: the candidate first, session 8's method (the defaults) second: the figure of record is the second row
-    return (TEST9_CANDIDATE, {"least_margin_level": True}), (TEST9_RECORD, {})
+    if test_seed == 6:   # the candidate first, session 8's method (the defaults then) second: the figure of record
+        return (TEST9_CANDIDATE, {"least_margin_level": True, "bias_quantile": None}), (TEST9_RECORD, {"bias_quantile": None})
+    return (TEST11_DEFAULT, {"bias_quantile": None}), (TEST11_CANDIDATE, {"bias_quantile": 0.5})
 
 
 #: the :class:`CurvePrior` options that change its calibration samples and conformal residuals (two methods that
@@ -806,9 +826,9 @@ def share_calibration(a, b) -> bool:
     return True
 
 
-def dev_seeds(test_seed: int | None) -> tuple[int, ...]:
-    """The development truth seeds beside a held-out seed: seeds 1–2 and every earlier held-out seed (from 3)."""
-    return TRUTH_SEEDS + tuple(range(3, test_seed)) if test_seed is not None else TRUTH_SEEDS
+def dev_seeds(test_seed) -> tuple[int, ...]:
+    """The development truth seeds beside held-out seed(s): seeds 1–2 and every earlier held-out seed (from 3)."""
+    return TRUTH_SEEDS + tuple(range(3, min(test_seeds(test_seed)))) if test_seed is not None else TRUTH_SEEDS
 
 
 def _test_score_config(i: int):
@@ -817,7 +837,7 @@ def _test_score_config(i: int):
     from jqodi.learning.prior import PROBE_LENGTHS
     from jqodi.learning.prior.curve_prior import run_query
 
-    by_id, runs, test_seed = _LOCO["by_id"], _LOCO["runs"], _LOCO["test_seed"]
+    by_id, runs, tests = _LOCO["by_id"], _LOCO["runs"], test_seeds(_LOCO["test_seed"]) or ()
     methods = _LOCO["methods"]
     c = _LOCO["grid"][i]
     key = config_key(c)
@@ -829,15 +849,19 @@ def _test_score_config(i: int):
     rows, cfg_rows = {}, []
     for b in truths:
         truth = list(by_id[b.id].losses)
-        part = "test" if b.seed == test_seed else "dev"
+        part = "test" if b.seed in tests else "dev"
+        # several fresh seeds (session 11): scored pooled ("test") and each apart, for the record
+        apart = f"test seed {b.seed}" if part == "test" and len(tests) > 1 else None
         for target in loco_targets(truth, c["horizon"]):
             k = next(j + 1 for j, v in enumerate(truth) if v <= target)
             row = {"config": key, "truth_seed": b.seed, "part": part, "target_loss": round(target, 5), "K": k}
             for P in _LOCO.get("probe_lengths", PROBE_LENGTHS):
                 for name, pr in methods.items():
                     e = pr.estimate(list(ca.losses[:P]), target, query, start_loss=ca.start_loss, exclude_group=ca.group)
-                    rows.setdefault(part, {}).setdefault(name, {}).setdefault(P, []).append(
-                        {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust})
+                    row_kr = {"config": key, "K": k, "K_exp": e.expected, "K_rob": e.robust}
+                    rows.setdefault(part, {}).setdefault(name, {}).setdefault(P, []).append(row_kr)
+                    if apart:
+                        rows.setdefault(apart, {}).setdefault(name, {}).setdefault(P, []).append(row_kr)
                     row[f"{name} P={P}"] = {"K_exp": e.expected, "K_rob": e.robust}
             cfg_rows.append(row)
     # the level and scheme each method's estimate uses (select_level: session 8 chooses the level too)
@@ -850,13 +874,17 @@ def _test_score_config(i: int):
 
 
 #: ``--methods`` of the development-only mode (``--dev-seeds``): name → (row, :class:`CurvePrior` options);
-#: session 8's method is the defaults, the others session 10's normalised scores (docs/learning.md, *Session 10*)
+#: session 8's method (the default until session 11 adopted ``bias`` — its row keeps the name the development JSONs of
+#: sessions 10 and 11 give it), session 10's normalised scores (docs/learning.md, *Session 10*) and session 11's learned
+#: bias correction and CQR; every row but ``bias`` names ``bias_quantile=None``, so each stays what it was when scored
 DEV_METHODS = {
-    "session8": ("session 8 (default)", {}),
-    "vote": ("normalised, σ̂ = vote spread + β", {"local_scale": "vote"}),
-    "members": ("normalised, σ̂ = variants' spread + β", {"local_scale": "members"}),
-    "noise": ("normalised, σ̂ = probe noise + β", {"local_scale": "noise"}),
-    "depth": ("normalised, σ̂ = depth below the probe + β", {"local_scale": "depth"}),
+    "session8": ("session 8 (default)", {"bias_quantile": None}),
+    "vote": ("normalised, σ̂ = vote spread + β", {"local_scale": "vote", "bias_quantile": None}),
+    "members": ("normalised, σ̂ = variants' spread + β", {"local_scale": "members", "bias_quantile": None}),
+    "noise": ("normalised, σ̂ = probe noise + β", {"local_scale": "noise", "bias_quantile": None}),
+    "depth": ("normalised, σ̂ = depth below the probe + β", {"local_scale": "depth", "bias_quantile": None}),
+    "bias": ("K^exp corrected by the residuals' learned bias (median regression)", {"bias_quantile": 0.5}),
+    "cqr": ("conformalized quantile regression, τ = 0.9", {"upper_quantile": 0.9, "bias_quantile": None}),
 }
 
 
@@ -962,7 +990,9 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
     t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
     with TraceStore(args.store) as store:
         everything = CurvePrior.from_store(store)
-    test_ids = {b.id for k in runs for b in runs[k]["truths"] if b.seed == args.test_seed}
+    tests = test_seeds(args.test_seed)
+    test_ids = {b.id for k in runs for b in runs[k]["truths"] if b.seed in tests}
+    asked = f"truth seed {tests[0]}" if len(tests) == 1 else f"truth seeds {', '.join(map(str, tests))} pooled"
     library = [r for r in everything.runs if r.id not in test_ids]
     (old_name, old_opts), (new_name, new_opts) = test_methods(args.test_seed)
     methods = {old_name: CurvePrior(library, skipped=everything.skipped, **old_opts),
@@ -972,7 +1002,8 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
     metrics = {which: {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in by_name.items()}
                for which, by_name in rows.items()}
     chosen = probe_rule(metrics["dev"][new_name])
-    result = {"mode": "leave-one-configuration-out, held-out truth seed", "test_seed": args.test_seed,
+    result = {"mode": "leave-one-configuration-out, held-out truth seed" + ("s" if len(tests) > 1 else ""),
+              "test_seed": tests[0] if len(tests) == 1 else list(tests), "test_seeds": list(tests),
               "dev_truth_seeds": dev_seeds(args.test_seed), "methods": {old_name: old_opts, new_name: new_opts},
               "probe_lengths": list(_LOCO["probe_lengths"]),
               "configs": [config_key(c) for c in grid], "cifar": cifar,
@@ -980,16 +1011,20 @@ def loco_test_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int
               "target_epochs": TARGET_EPOCHS, "metrics_test": metrics.get("test", {}), "metrics_dev": metrics.get("dev", {}),
               "meets_targets_test": {name: {P: meets(m) for P, m in by_p.items()}
                                      for name, by_p in metrics.get("test", {}).items()},
+              "metrics_test_by_seed": {str(s): metrics.get(f"test seed {s}", {}) for s in tests} if len(tests) > 1 else {},
               "chosen_probe_epochs": chosen, "chosen_probe_epochs_rule_on": f"development questions, {new_name}",
               "chosen_probe_epochs_on_test_questions": probe_rule(metrics["test"][new_name]) if "test" in metrics else None,
-              "figure_of_record": {"row": new_name, "questions": f"truth seed {args.test_seed}", "probe_epochs": chosen,
+              "figure_of_record": {"row": new_name, "questions": asked, "probe_epochs": chosen,
                                    **(metrics.get("test", {}).get(new_name, {}).get(str(chosen), {}))},
               "default_probe_epochs": DEFAULT_PROBE_EPOCHS, "default_follows_measurement": chosen == DEFAULT_PROBE_EPOCHS,
               "library_skipped_rows": everything.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1), "eval_jobs": jobs,
               "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "per_config": per_config}
-    lines = [f"Held-out test (truth seed {args.test_seed}, never scored before this run):", ""]
+    lines = [f"Held-out test ({asked}, never scored before this run):", ""]
     lines += loco_rows(result["metrics_test"])
+    for s in (tests if len(tests) > 1 else ()):
+        lines += ["", f"Truth seed {s} alone (for the record):", ""]
+        lines += loco_rows(result["metrics_test_by_seed"][str(s)])
     lines += ["", f"Development questions (truth seeds {', '.join(map(str, dev_seeds(args.test_seed)))}; seen while developing):",
               ""]
     lines += loco_rows(result["metrics_dev"])

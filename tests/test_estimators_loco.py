@@ -110,7 +110,7 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
     # (since session 8 both spell out session 7's per-kind rule and fixed level, since session 9 session 8's level
     # rule: the defaults moved)
     assert (old, new) == (b.TEST7_OLD, b.TEST7_NEW)
-    session7 = {"mondrian_finite": False, "level_safety": None, "least_margin_level": False}
+    session7 = {"mondrian_finite": False, "level_safety": None, "least_margin_level": False, "bias_quantile": None}
     assert old_opts == {"drop_bandwidth": 0.0, **session7} and new_opts == session7
     assert b.test_methods(3)[1][0] == b.TEST_NEW
     grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
@@ -145,7 +145,7 @@ def test_the_fifth_seed_scores_session_7_beside_session_8_with_seeds_1_to_4_as_d
     assert b.dev_seeds(5) == (1, 2, 3, 4)
     (old, old_opts), (new, new_opts) = b.test_methods(5)
     # (since session 9 session 8's method spells out its level rule: the default moved)
-    session8 = {"least_margin_level": False}
+    session8 = {"least_margin_level": False, "bias_quantile": None}   # (session 11 adopted bias_quantile=0.5)
     assert (old, new) == (b.TEST8_OLD, b.TEST8_NEW) and new_opts == session8
     assert old_opts == {"mondrian_finite": False, "level_safety": None, **session8}
     assert b.test_methods(4)[1] == (b.TEST7_NEW, {"mondrian_finite": False, "level_safety": None, **session8})
@@ -167,7 +167,8 @@ def test_the_sixth_seed_scores_session_9s_candidate_beside_session_8s_default_wi
     assert b.dev_seeds(6) == (1, 2, 3, 4, 5)
     (first, first_opts), (record, record_opts) = b.test_methods(6)
     assert (first, record) == (b.TEST9_CANDIDATE, b.TEST9_RECORD)
-    assert first_opts == {"least_margin_level": True} and record_opts == {} and LEAST_MARGIN_LEVEL is False
+    assert first_opts == {"least_margin_level": True, "bias_quantile": None} and record_opts == {"bias_quantile": None}
+    assert LEAST_MARGIN_LEVEL is False
 
 
 def test_probe_lengths_are_refused_before_any_run_when_they_cannot_be_ruled_on(monkeypatch, tmp_path, capsys):
@@ -253,10 +254,45 @@ def test_development_seeds_are_scored_from_the_store_alone_with_the_named_method
     capsys.readouterr()
     res = json.loads((tmp_path / "d.json").read_text())
     rows = [b.DEV_METHODS[n][0] for n in ("session8", "vote")]
-    assert list(res["methods"]) == rows and res["methods"][rows[1]] == {"name": "vote", "local_scale": "vote"}
+    assert list(res["methods"]) == rows
+    assert res["methods"][rows[1]] == {"name": "vote", "local_scale": "vote", "bias_quantile": None}
     assert res["dev_truth_seeds"] == [1, 2] and res["library_runs"] == 9 and "test_seed" not in res
     n_dev = sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], s)), 8)) for c in grid for s in (1, 2))
     assert set(res["metrics_dev"]) == set(rows)
     assert all(list(res["metrics_dev"][r]) == ["5"] and res["metrics_dev"][r]["5"]["n"] == n_dev for r in rows)
     assert {(t["part"], t["truth_seed"]) for pc in res["per_config"] for t in pc["targets"]} == {("dev", 1), ("dev", 2)}
     assert "truth seeds 1, 2; nothing fine-tuned" in res["markdown"]
+
+
+def test_two_fresh_seeds_are_scored_pooled_and_each_apart_with_session_11s_candidate_beside_session_8(
+        tmp_path, capsys, monkeypatch):
+    """Session 11 (--test-seed 7 8, pre-registered): several fresh seeds are questions only, scored pooled (the figure
+    of record) and each apart; the development seeds are those before the first; seeds from 7 score session 8's
+    default beside the learned bias correction of K^exp."""
+    b = bench(monkeypatch)
+    assert b.test_seeds(None) is None and b.test_seeds(6) == (6,) and b.test_seeds([7, 8]) == (7, 8)
+    assert b.dev_seeds((7, 8)) == (1, 2, 3, 4, 5, 6) and b.dev_seeds(6) == (1, 2, 3, 4, 5)
+    (old, old_opts), (new, new_opts) = b.test_methods((7, 8))
+    assert (old, new) == (b.TEST11_DEFAULT, b.TEST11_CANDIDATE)
+    assert old_opts == {"bias_quantile": None} and new_opts == {"bias_quantile": 0.5}
+    assert b.test_methods(6)[1] == (b.TEST9_RECORD, {"bias_quantile": None})   # session 9's test keeps its methods
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        record_grid(s, grid, (1, 2, 3, 4))
+        runs = b.loco_runs(s, grid, None, 1, log=lambda m: None, truth_seeds=b.TRUTH_SEEDS + (3, 4))
+    args = argparse.Namespace(store=str(db), out=str(tmp_path / "t.json"), markdown=None, jobs=1, test_seed=[3, 4],
+                              probe_lengths=[5])
+    assert b.loco_test_evaluate(args, grid, runs, False, 0.0) == 0
+    capsys.readouterr()
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["library_runs"] == 9 and res["test_runs"] == 6 and res["test_seeds"] == [3, 4]
+    n = {s: sum(len(b.loco_targets(list(curve(8, c["train_size"], c["bits"], s)), 8)) for c in grid) for s in (3, 4)}
+    for name in (b.TEST_OLD, b.TEST_NEW):
+        assert res["metrics_test"][name]["5"]["n"] == n[3] + n[4]
+        assert all(res["metrics_test_by_seed"][str(s)][name]["5"]["n"] == n[s] for s in (3, 4))
+    assert res["figure_of_record"]["questions"] == "truth seeds 3, 4 pooled"
+    assert {t["part"] for pc in res["per_config"] for t in pc["targets"] if t["truth_seed"] in (3, 4)} == {"test"}
+    assert "Truth seed 4 alone" in res["markdown"] and "truth seeds 3, 4 pooled, never scored" in res["markdown"]

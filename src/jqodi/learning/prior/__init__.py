@@ -51,9 +51,11 @@ curves; :class:`CurvePrior` learns that bias and its spread from them:
    alone (:func:`jqodi.learning.curves.estimate_from_probe`) with a doubled robust margin. The
    ``note`` says which.
 
-Four modules, one concept each: :mod:`jqodi.learning.prior.library` (step 1 and the similarity
+Five modules, one concept each: :mod:`jqodi.learning.prior.library` (step 1 and the similarity
 kernel), :mod:`jqodi.learning.prior.variants` (the curve variants and :func:`fit_fast`),
-:mod:`jqodi.learning.prior.conformal` (step 4's schemes and weighted statistics) and
+:mod:`jqodi.learning.prior.conformal` (step 4's schemes and weighted statistics),
+:mod:`jqodi.learning.prior.bias` (session 11: K^exp of extrapolated targets corrected by a median regression of
+the conformal residuals on features known before the truth, the conformal step then on the corrected residuals) and
 :mod:`jqodi.learning.prior.curve_prior` (steps 2–5: :class:`CurvePrior`). Everything public is
 importable from here (``from jqodi.learning.prior import CurvePrior``).
 """
