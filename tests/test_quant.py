@@ -361,20 +361,12 @@ def test_a_learning_verb_keeps_freed_memory_for_its_process():
     code = ("import argparse; from jqodi.cli._learning_common import set_verb_threads; "
             "set_verb_threads(argparse.Namespace(threads=1)); from jqodi.core.quant import heap; print(heap._applied)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    # the two processes side by side (each imports torch first), each ended by its PID if it overruns
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=e) for e in (env, dict(env, MALLOC_TRIM_THRESHOLD_="131072"))]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]   # (stdout, stderr) each
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
-    if outs[0][0].strip() == "False":
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e)
+            for e in (env, dict(env, MALLOC_TRIM_THRESHOLD_="131072"))]
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    if outs[0].stdout.strip() == "False":
         pytest.skip("no glibc mallopt here")
-    assert outs[0][0].strip() == "True" and outs[1][0].strip() == "False"   # None: never called
+    assert outs[0].stdout.strip() == "True" and outs[1].stdout.strip() == "False"   # None: never called
 
 
 @pytest.mark.parametrize("name,bits", [("lenet", 4), ("resnet20", 1), ("vgg", 8)])
