@@ -3,6 +3,7 @@ on a small cloud subset, probes, planning, the whole plan run, comparison saved 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -31,15 +32,47 @@ def test_packaged_scenario_matches_example():
     assert cpu_demo_path().read_text() == example.read_text()
 
 
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory):
+    """The cloud models the main-job tests below pretrain (600 images × 1 epoch, step 1), pretrained
+    once for the module instead of once per test: each test copies them into its own fresh
+    $JQODI_HOME (no stored run there), where step 1 finds them in the cache."""
+    import torch
+
+    from jqodi.app.main_job import MainJobConfig, load, pretrain
+
+    home = tmp_path_factory.mktemp("main-job-home")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JQODI_HOME", str(home))
+        torch.set_num_threads(1)
+        try:
+            cfg = MainJobConfig(pretrain_cloud_size=600, pretrain_epochs=1)
+            pretrain(load(cfg, say=lambda s: None), cfg, say=lambda s: None)
+        finally:
+            torch.set_num_threads(threads)
+    assert sorted(p.name for p in (home / "pretrained").iterdir()) == [
+        "fashion-mnist_lenet_w0.25_e1n600_s0.pt", "fashion-mnist_resnet20_w0.25_e1n600_s0.pt"]
+    return home / "pretrained"
+
+
+def _fresh_home(tmp_path, monkeypatch, pretrained_dir):
+    """``tmp_path/home`` as $JQODI_HOME: the module's pretrained cloud models, nothing else."""
+    home = tmp_path / "home"
+    shutil.copytree(pretrained_dir, home / "pretrained")
+    monkeypatch.setenv("JQODI_HOME", str(home))
+    return home
+
+
 # a safety bound, not a speed check: ~90 s alone, 200+ s at load 20 on 2 cores
 @pytest.mark.timeout(600)
-def test_main_job_tiny(tmp_path, monkeypatch):
+def test_main_job_tiny(tmp_path, monkeypatch, pretrained_dir):
     import torch
 
     from jqodi.app.main_job import MainJobConfig, main_job
 
     torch.set_num_threads(1)
-    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    _fresh_home(tmp_path, monkeypatch, pretrained_dir)
     lines: list[str] = []
     s = main_job(MainJobConfig(pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=2, train_size=128,
                                val_size=64, max_epochs=2, requests=3, transport="inprocess",
@@ -93,7 +126,7 @@ def test_main_job_tiny(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(600)   # a safety bound (see above)
-def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_path, monkeypatch):
+def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_path, monkeypatch, pretrained_dir):
     """With stored runs, the main job's K^exp/K^rob come from the learned prior + the probe and a
     conformal K^rob (what `jqodi estimate` and the held-out benchmark use), and it says so."""
     import math
@@ -103,8 +136,7 @@ def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_p
     from jqodi.app.main_job import MainJobConfig, load, measure, pretrain
     from jqodi.core.traces import TraceStore
 
-    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
+    _fresh_home(tmp_path, monkeypatch, pretrained_dir)
     with TraceStore(tmp_path / "home" / "traces.db") as store:   # earlier LeNet fine-tunes at other sizes and bits
         for i, (size, bits) in enumerate((s, b) for s in (64, 128, 256) for b in (2, 4, 8)):
             for seed, n in ((0, 2), (1, 12)):
@@ -135,13 +167,13 @@ def test_main_job_estimates_with_the_learned_prior_when_the_store_has_runs(tmp_p
     assert spreads and all(s is not None and s >= 0 and "conformal 90% margin" in how for s, how in spreads)
 
 
-def test_main_demo_plan_only(tmp_path, monkeypatch):
+def test_main_demo_plan_only(tmp_path, monkeypatch, pretrained_dir):
     import io
 
     from jqodi.app.demo import run_main_demo
     from jqodi.app.main_job import MainJobConfig
 
-    monkeypatch.setenv("JQODI_HOME", str(tmp_path / "home"))
+    _fresh_home(tmp_path, monkeypatch, pretrained_dir)
     buf = io.StringIO()
     s = run_main_demo(MainJobConfig(plan_only=True, pretrain_cloud_size=600, pretrain_epochs=1, probe_epochs=1,
                                     train_size=64, val_size=32, workdir=tmp_path / "wd"), describe=False, out=buf)

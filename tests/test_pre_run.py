@@ -244,7 +244,9 @@ def test_jqodi_run_writes_the_excluded_candidates_jqodi_plan_lists(tmp_path, cap
     assert main(["plan", "jqodi:paper-data1", "--json"]) == 0
     planned = json.loads(capsys.readouterr().out)["excluded"]
     job = tmp_path / "job.json"
-    assert main(["run", "jqodi:paper-data1", "--write-job", str(job)]) == 0
+    # --dilation: a fixed one (the automatic one times the host on the plan's model, ≈ 9 s, and is
+    # no part of the plan; tests/test_auto_dilation.py tests it)
+    assert main(["run", "jqodi:paper-data1", "--write-job", str(job), "--dilation", "10"]) == 0
     assert "choice (expected energy)" in capsys.readouterr().out
     recorded = json.loads(job.read_text())["closed_loop"]["controller"]["solution"]["excluded"]
     assert recorded == planned and len(planned) == 13
@@ -256,10 +258,10 @@ def test_jqodi_run_prints_the_choice_and_the_reserve_and_writes_them_in_the_job_
     from jqodi.cli import main
 
     job = tmp_path / "job.json"
-    assert main(["run", "--write-job", str(job)]) == 0
+    assert main(["run", "--write-job", str(job), "--dilation", "10"]) == 0  # as above: no host timing
     out = capsys.readouterr().out
     assert "choice (expected energy)" in out and "planned for T_max − reserve = 180 − " in out
-    assert main(["run", "--write-job", str(job), "--choice", "planner", "--policy", "static"]) == 0
+    assert main(["run", "--write-job", str(job), "--choice", "planner", "--policy", "static", "--dilation", "10"]) == 0
     out = capsys.readouterr().out
     assert "choice (planner)" in out and "time reserve" not in out and "of T_max 180 s" in out
     assert main(["run", "--write-job", str(job), "--choice", "cheapest"]) == 2

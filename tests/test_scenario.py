@@ -276,7 +276,9 @@ def test_the_scenarios_runtime_port_is_the_one_jqodi_run_uses(monkeypatch, tmp_p
     for scenario_port, flag, expected in [(None, None, None), (29611, None, 29611), (29611, 29612, 29612)]:
         s = sc.model_copy(update={"runtime": sc.runtime.model_copy(update={"port": scenario_port})})
         with pytest.raises(RuntimeError, match="stop here"):
-            launch.run_plan(s, sol, port=flag, pretrained={"source": "random"}, workdir=tmp_path)
+            # a fixed dilation: the automatic one times the host on the plan's model first (≈ 15 s), which
+            # has nothing to do with the port (tests/test_auto_dilation.py tests it)
+            launch.run_plan(s, sol, port=flag, pretrained={"source": "random"}, workdir=tmp_path, dilation=10.0)
         assert seen[-1] == expected
 
 
