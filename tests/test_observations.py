@@ -388,7 +388,11 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
     (["--init", "x.json", "--set", "pi5.u"], "--set: 'pi5.u' is not NAME=NUMBER"),
     (["--init", "x.json", "--set", "pi5.u=-1"], "--set: pi5.u must be a positive finite number"),
     (["--init", "x.json", "--set", "pi5.u=nan"], "--set: pi5.u must be a positive finite number"),
-    (["--hard-weight", "0"], "--hard-weight: must be positive"),
+    (["--hard-weight", "0"], "--hard-weight: must be a positive finite number"),
+    (["--minimax", "--hard-weight", "inf"], "--hard-weight: must be a positive finite number"),
+    (["--hard-weight", "1000"], "--hard-weight: only with --minimax"),
+    (["--minimax", "--second-stage", "1.2", "--hard-weight", "1000"], "--hard-weight: only with --minimax, not"),
+    (["--feasibility"], "--feasibility: only with --global"),
 ])
 def test_fit_script_refuses_bad_search_options(argv, says, capsys):
     """--feasibility, --set and --hard-weight (docs/foundation.md, "Observation 4 on the fitted
