@@ -892,6 +892,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.devices_dir is not None and not args.write:
         ap.error("--devices-dir: needs --write")
+    for option, paths in (("--package", [args.package]), ("--init", [args.init]), ("--seeds", args.seeds)):
+        for path in paths:
+            if path is not None and not Path(path).is_file():
+                ap.error(f"{option}: no such file: {path}")
     packaged = json.loads(Path(args.package).read_text()) if args.package else None
     if packaged is not None:
         args.free_bandwidth, args.free_s = packaged["free_bandwidth"], packaged["free_s"]

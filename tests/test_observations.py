@@ -380,14 +380,20 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
     assert e.value.code == 2 and "--devices-dir: needs --write" in capsys.readouterr().err
 
 
+_A_RESULT = str(ROOT / "benchmarks/results/fit_paper_testbed_packaged_obs4.json")   # an existing --init
+
+
 @pytest.mark.parametrize("argv, says", [
+    (["--init", "no-such.json"], "--init: no such file: no-such.json"),
+    (["--seeds", _A_RESULT, "missing.json"], "--seeds: no such file: missing.json"),
+    (["--package", "missing.json"], "--package: no such file: missing.json"),
     (["--global", "obs4", "--feasibility", "--minimax"], "--feasibility: one objective at a time"),
     (["--feasibility", "--second-stage", "0.5"], "--feasibility: one objective at a time"),
     (["--set", "pi5.u=0.9"], "--set: needs --init"),
-    (["--init", "x.json", "--set", "pi5.speed=0.9"], "--set: unknown parameter 'pi5.speed'"),
-    (["--init", "x.json", "--set", "pi5.u"], "--set: 'pi5.u' is not NAME=NUMBER"),
-    (["--init", "x.json", "--set", "pi5.u=-1"], "--set: pi5.u must be a positive finite number"),
-    (["--init", "x.json", "--set", "pi5.u=nan"], "--set: pi5.u must be a positive finite number"),
+    (["--init", _A_RESULT, "--set", "pi5.speed=0.9"], "--set: unknown parameter 'pi5.speed'"),
+    (["--init", _A_RESULT, "--set", "pi5.u"], "--set: 'pi5.u' is not NAME=NUMBER"),
+    (["--init", _A_RESULT, "--set", "pi5.u=-1"], "--set: pi5.u must be a positive finite number"),
+    (["--init", _A_RESULT, "--set", "pi5.u=nan"], "--set: pi5.u must be a positive finite number"),
     (["--hard-weight", "0"], "--hard-weight: must be a positive finite number"),
     (["--minimax", "--hard-weight", "inf"], "--hard-weight: must be a positive finite number"),
     (["--hard-weight", "1000"], "--hard-weight: only with --minimax"),
@@ -396,7 +402,8 @@ def test_fit_script_records_repo_relative_paths_and_guards_rated_idle(tmp_path, 
 ])
 def test_fit_script_refuses_bad_search_options(argv, says, capsys):
     """--feasibility, --set and --hard-weight (docs/foundation.md, "Observation 4 on the fitted
-    testbed"): a bad combination or value is one line and exit 2, before anything is priced."""
+    testbed"): a bad combination or value is one line and exit 2, before anything is priced; so is a
+    missing --init, --seeds or --package file (a traceback before)."""
     fit = _fit_script()
     with pytest.raises(SystemExit) as e:
         fit.main(argv + ["--prove"])
