@@ -173,10 +173,13 @@ def test_the_sixth_seed_scores_session_9s_candidate_beside_session_8s_default_wi
 
 def test_probe_lengths_are_refused_before_any_run_when_they_cannot_be_ruled_on(monkeypatch, tmp_path, capsys):
     """--probe-lengths outside 1 2 3 5 (probe_rule would find no length to rule on, after the whole scoring run)
-    or without --test-seed (the development benchmark scores every length): one argparse line, exit 2."""
+    or without --test-seed (the development benchmark scores every length), and a --test-seed seed given twice
+    or a development seed (1, 2) as a held-out one: one argparse line, exit 2."""
     b = bench(monkeypatch)
     for argv, says in ((["--probe-lengths", "4", "--test-seed", "5"], "invalid choice: 4"),
-                       (["--probe-lengths", "5"], "--probe-lengths: only with --test-seed")):
+                       (["--probe-lengths", "5"], "--probe-lengths: only with --test-seed"),
+                       (["--test-seed", "7", "7"], "--test-seed: each held-out seed once"),
+                       (["--test-seed", "2", "7"], "each 3 or more")):
         with pytest.raises(SystemExit) as e:
             b.loco_main(["--store", str(tmp_path / "t.db"), *argv])
         assert e.value.code == 2 and says in capsys.readouterr().err
