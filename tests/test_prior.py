@@ -606,3 +606,5 @@ def test_a_learned_bias_correction_moves_k_exp_and_the_conformal_scores_with_it(
     plain = cqr._quantile(res_u, cqr._weights(res_u, None, query(1000, 4)), 6, 0.0, False, pooled, 0.9)[0]
     m = cqr.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled, features=f)[0]
     assert m == pytest.approx(plain + f_up_u(f))
+    with pytest.raises(ValueError, match="features"):   # a margin of r − f_up(x) scores needs f_up(x) back
+        cqr.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled)

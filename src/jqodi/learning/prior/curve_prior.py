@@ -99,6 +99,7 @@ BIAS_RIDGE = 0.01
 #: the default ``bias_quantile``: 0.5, K^exp of extrapolated targets corrected by the median regression of the
 #: residuals (session 11: pre-registered, then adopted on fresh truth seeds 7 and 8 pooled — 191 targets, error
 #: 12.5 → 6.3 %, coverage 91.6 → 96.3 %, mean margin 35.6 → 25.3 %, docs/learning.md, *Session 11*). None: session 8's
+#: method (K^exp uncorrected)
 BIAS_QUANTILE: float | None = 0.5
 
 
@@ -470,13 +471,15 @@ class CurvePrior:
         ``scheme`` (:class:`ConformalScheme`): per kind of target and/or scores normalised by the
         query's own ``spread`` (log K^rob_vote − log K^exp) or, with ``local_scale``, by its ``scales``
         (:func:`local_scales`); ``observed``: the probe reached the target. With ``upper_quantile`` (session 11) the
-        scores are the corrected residuals' (:meth:`corrected_residuals`) and the margin adds f_τ(``features``).
+        scores are the corrected residuals' (:meth:`corrected_residuals`) and the margin adds f_τ(``features``), which must be given.
         """
         res, _, f_up = self.corrected_residuals(P, exclude)
+        if f_up is not None and features is None:   # the scores are r − f_up(x): a margin without f_up(x) is wrong
+            raise ValueError("conformal_margin: with upper_quantile the query's features (bias_features) are needed")
         if not res.err:
             return None
         m = self._quantile(res, self._weights(res, None, query), k_exp, spread, observed, scheme, level, scales)
-        if m is None or f_up is None or features is None:
+        if m is None or f_up is None:
             return m
         return m[0] + float(f_up(features)), m[1]
 
