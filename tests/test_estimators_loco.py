@@ -41,6 +41,13 @@ def record_grid(store, grid, truth_seeds):
                           for i, v in enumerate(curve(n, c["train_size"], c["bits"], seed))])
 
 
+def three_configs() -> list[dict]:
+    """Three LeNet Data 2 configurations (500 images 2-bit, 1000 4-bit, 2000 2-bit; horizon 8): the tests' grid."""
+    return [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+
+
 def test_loco_scores_both_truth_seeds_and_session_4_library_side_by_side(tmp_path, capsys, monkeypatch):
     from jqodi.learning import curves
 
@@ -78,9 +85,7 @@ def test_the_held_out_seed_is_a_question_only_and_both_methods_are_scored_side_b
     seeds 1-2 the development ones; session 5's and session 6's methods in one run; the probe length of record
     is the rule applied to the development questions."""
     b = bench(monkeypatch)
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
         record_grid(s, grid, (1, 2, 3))
@@ -113,9 +118,7 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
     session7 = {"mondrian_finite": False, "level_safety": None, "least_margin_level": False, "bias_quantile": None}
     assert old_opts == {"drop_bandwidth": 0.0, **session7} and new_opts == session7
     assert b.test_methods(3)[1][0] == b.TEST_NEW
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
         record_grid(s, grid, (1, 2, 3, 4))
@@ -195,9 +198,7 @@ def test_methods_that_differ_only_in_the_level_rule_share_their_calibration_and_
     from jqodi.learning.prior.curve_prior import run_query
 
     b = bench(monkeypatch)
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     with TraceStore(tmp_path / "loco.db") as s:
         record_grid(s, grid, (1, 2))
         library = CurvePrior.from_store(s).runs
@@ -233,9 +234,7 @@ def test_development_seeds_are_scored_from_the_store_alone_with_the_named_method
         raise AssertionError("the development-only mode fine-tuned a run")
 
     monkeypatch.setattr(reference, "finetune", no_finetune)
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     monkeypatch.setattr(b, "loco_grid", lambda cifar: grid)
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
@@ -279,9 +278,7 @@ def test_two_fresh_seeds_are_scored_pooled_and_each_apart_with_session_11s_candi
     assert (old, new) == (b.TEST11_DEFAULT, b.TEST11_CANDIDATE)
     assert old_opts == {"bias_quantile": None} and new_opts == {"bias_quantile": 0.5}
     assert b.test_methods(6)[1] == (b.TEST9_RECORD, {"bias_quantile": None})   # session 9's test keeps its methods
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
         record_grid(s, grid, (1, 2, 3, 4))
