@@ -594,8 +594,7 @@ def test_a_learned_bias_correction_moves_k_exp_and_the_conformal_scores_with_it(
             assert new.expected == max(1, math.floor(base.expected * math.exp(f_mid(x)) + 0.5))
         assert new.robust >= new.expected
         changed += new.expected != base.expected
-        if new.expected != base.expected:
-            assert "corrected to" in new.note
+        assert ("corrected to" in new.note) == (new.expected != base.expected)   # said only where it moved K^exp
     assert changed   # the synthetic library's slow tails are a bias the regression sees
     # CQR: the margin is f_up(x) + the conformal quantile of r − f_up(x)
     cqr = CurvePrior(library.runs, upper_quantile=0.8, bias_quantile=None)

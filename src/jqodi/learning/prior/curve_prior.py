@@ -609,7 +609,8 @@ class CurvePrior:
             f_mid = self.corrected_residuals(P, exclude)[1]
             if f_mid is not None and not features[1]:   # session 11: K^exp of an extrapolated target corrected
                 ke_raw, ke = ke, int(min(self.horizon, max(1, math.floor(ke * math.exp(f_mid(features)) + 0.5))))
-                corrected = f"; K^exp {ke_raw} corrected to {ke} by the residuals' learned bias"
+                if ke != ke_raw:   # the note says so only where it moved K^exp (docs/learning.md)
+                    corrected = f"; K^exp {ke_raw} corrected to {ke} by the residuals' learned bias"
         margin = None
         if conformal and ke <= self.horizon:
             if level is None and scheme is None:   # the level and the scheme chosen by the nested inner split
