@@ -557,6 +557,8 @@ def test_a_learned_bias_correction_moves_k_exp_and_the_conformal_scores_with_it(
     session8 = CurvePrior(library.runs, bias_quantile=None)
     with pytest.raises(ValueError, match="bias_quantile"):
         CurvePrior(library.runs, bias_quantile=1.5)
+    with pytest.raises(ValueError, match="bias_ridge"):   # (0 was a LinAlgError: the extrapolated rows' constant
+        CurvePrior(library.runs, bias_ridge=0.0)        # "reached" feature leaves the unpenalised fit singular)
     probe = np.array([2.0, 1.5, 1.3, 1.2, 1.15])
     f = bias_features(6, probe, 1.0, 0.3, {"train_size": 1024, "bits": 4})
     assert len(f) == len(BIAS_FEATURES)

@@ -197,6 +197,8 @@ class CurvePrior:
                 raise ValueError(f"{name} must lie in (0, 1) or be None, not {tau!r}")
         self.bias_quantile = bias_quantile    # None: K^exp uncorrected (session 8); τ: K^exp·exp(f_τ(x))
         self.upper_quantile = upper_quantile  # None: scores r (session 8); τ: scores r − f_τ(x), CQR
+        if not (math.isfinite(bias_ridge) and bias_ridge > 0):   # 0: the fit's constant "reached" column is singular
+            raise ValueError(f"bias_ridge must be a positive finite number, not {bias_ridge!r}")
         self.bias_ridge = float(bias_ridge)
         self._corrected: dict[tuple, tuple] = {}
         #: the schemes the nested choice picks from (normalised ones only with a local scale)
