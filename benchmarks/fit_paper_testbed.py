@@ -1041,11 +1041,13 @@ def main(argv=None) -> int:
                                    checkpoint=args.checkpoint, second_stage=args.second_stage,
                                    init_spread=args.init_spread, feasibility=args.feasibility,
                                    hard_weight=args.hard_weight)
+        # the hard violations' weight the objective read (None: the second stage and --feasibility weigh otherwise)
+        read_weight = (args.hard_weight or HARD_WEIGHT) if args.minimax and args.second_stage is None else None
         searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups) + v["gpu_u_ratio"],
                     "nfev": nfev,
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
                     "minimax": args.minimax, "second_stage_worst_log": args.second_stage,
-                    "feasibility": args.feasibility, "hard_weight": (args.hard_weight or HARD_WEIGHT) if args.minimax else None,
+                    "feasibility": args.feasibility, "hard_weight": read_weight,
                     "init_spread": args.init_spread,
                     "seeds": [_repo_path(s) for s in args.seeds],
                     "init": None if args.init is None else _repo_path(args.init), "set": moved,

@@ -410,6 +410,22 @@ def test_fit_script_refuses_bad_search_options(argv, says, capsys):
     assert e.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("objective, weight", [
+    (["--minimax", "--hard-weight", "1000"], 1000.0), (["--minimax"], 10.0),
+    (["--minimax", "--second-stage", "1.2"], None), (["--feasibility"], None)])
+def test_a_search_records_the_hard_weight_its_objective_read(objective, weight, capsys):
+    """The JSON's global_search.hard_weight is the minimax's weight of the hard violations where the objective read
+    one (--hard-weight, else HARD_WEIGHT) and None where it weighs otherwise (the second stage, --feasibility): a
+    one-generation search of one member per parameter (≈ 2 s)."""
+    import json
+
+    fit = _fit_script()
+    assert fit.main(["--free-bandwidth", "--free-s", "--global", "obs4", "--idle-floor", "0.25", "--maxiter", "1",
+                     "--popsize", "1", "--seed", "3", *objective]) == 0
+    g = json.loads(capsys.readouterr().out)["global_search"]
+    assert g["hard_weight"] == weight and g["minimax"] == ("--minimax" in objective)
+
+
 def test_feasibility_search_finds_the_papers_observation_4_at_the_floor():
     """``--feasibility`` (the hard groups' violations alone, the figures as a tie-break) from the
     seed-47 set with four parameters moved by hand (--set: the Pi 5's u 0.49 → 0.9, the RTX 3090
