@@ -442,6 +442,8 @@ def loco_main(argv) -> int:
         ap.error("--probe-lengths: only with --test-seed or --dev-seeds (the development benchmark scores every length)")
     if args.methods is not None and args.dev_seeds is None:
         ap.error("--methods: only with --dev-seeds")
+    if args.test_seed is not None and (len(set(args.test_seed)) < len(args.test_seed) or min(args.test_seed) < 3):
+        ap.error("--test-seed: each held-out seed once, each 3 or more (1 and 2 are development seeds)")
     args.methods = args.methods or tuple(DEV_METHODS)
     torch.set_num_threads(args.threads)
     from jqodi.core.traces import TraceStore
@@ -789,7 +791,7 @@ def test_methods(test_seed) -> tuple[tuple[str, dict], tuple[str, dict]]:
     seed 3 is session 6's test, seed 4 session 7's, seed 5 session 8's, seed 6 session 9's (whose second
     method, the figure of record, is the default: session 9 adopted no change on development data), seeds from 7
     on session 11's (session 8's default beside the learned bias correction of K^exp, the figure of record).
-    ``test_seed``: one seed or several (the first of them decides)."""
+    ``test_seed``: one seed or several (the smallest of them decides)."""
     test_seed = min(test_seeds(test_seed))
     session8 = {"least_margin_level": False, "bias_quantile": None}   # session 8's smallest level, K^exp uncorrected
     session7 = {"mondrian_finite": False, "level_safety": None, **session8}   # session 7's per-kind rule, level 0.9

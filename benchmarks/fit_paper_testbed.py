@@ -691,10 +691,10 @@ def project_start(x: np.ndarray) -> np.ndarray:
 def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int, seed: int = 0,
                   x0: np.ndarray | None = None, minimax: bool = False, seeds: list | None = None,
                   checkpoint: str | None = None, second_stage: float | None = None,
-                  init_spread: float | None = None, feasibility: bool = False):
+                  init_spread: float | None = None, feasibility: bool = False, hard_weight: float | None = None):
     """Differential evolution over the log-parameters within the sane bounds, minimising the sum
     of the ``groups``' violations (:func:`violations`): 0 means a parameter set meets them all.
-    ``minimax``: the ``groups`` are hard constraints (each violation weighted ×HARD_WEIGHT) and
+    ``minimax``: the ``groups`` are hard constraints (each violation weighted ×``hard_weight``, None: HARD_WEIGHT) and
     the objective is the worst |log(fitted / paper)| of the 8 figures plus that penalty.
     ``x0`` (a full parameter vector) joins the seeded Latin-hypercube population, and so does
     each of ``seeds`` (further full vectors, clipped to the bounds). ``checkpoint``: a path where
@@ -725,6 +725,8 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
         p[used] = z
         return p
 
+    weight = HARD_WEIGHT if hard_weight is None else hard_weight
+
     def objective(z):
         p = full(z)
         files = device_files(p)
@@ -740,7 +742,7 @@ def global_search(pred: Predictor, groups: list[str], maxiter: int, popsize: int
             return hard + FEASIBILITY_FIGURE_WEIGHT * worst
         if second_stage is not None:
             return float(np.sum(r * r)) + SECOND_STAGE_WEIGHT * (hard + max(0.0, worst - second_stage))
-        return worst + HARD_WEIGHT * hard
+        return worst + weight * hard
 
     gen = [0]
 
@@ -803,7 +805,6 @@ def _repo_path(path: str) -> str:
 
 
 def main(argv=None) -> int:
-    global HARD_WEIGHT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the packaged device files")
     ap.add_argument("--require", action="append", default=[], metavar="DATA=MODEL",
@@ -844,7 +845,7 @@ def main(argv=None) -> int:
                     help="--global: a lexicographic minimax's second step — minimise the sum of squared log "
                          "errors of the 8 figures with the named groups hard and every figure's |log(fitted / "
                          "paper)| ≤ WORST as a hard constraint too (start it from the first step's result: --init)")
-    ap.add_argument("--hard-weight", type=float, default=HARD_WEIGHT, metavar="W",
+    ap.add_argument("--hard-weight", type=float, default=None, metavar="W",
                     help="--minimax: weight of the hard constraints' violations against the worst |log error| "
                          f"(default {HARD_WEIGHT:g}; 1000 keeps a feasible start feasible)")
     ap.add_argument("--feasibility", action="store_true",
@@ -891,6 +892,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.devices_dir is not None and not args.write:
         ap.error("--devices-dir: needs --write")
+    for option, paths in (("--package", [args.package]), ("--init", [args.init]), ("--seeds", args.seeds)):
+        for path in paths:
+            if path is not None and not Path(path).is_file():
+                ap.error(f"{option}: no such file: {path}")
     packaged = json.loads(Path(args.package).read_text()) if args.package else None
     if packaged is not None:
         args.free_bandwidth, args.free_s = packaged["free_bandwidth"], packaged["free_s"]
@@ -908,11 +913,16 @@ def main(argv=None) -> int:
     OVERHEAD_MAX, PI_BUSY_MIN = args.overhead_max, args.pi_busy_min
     GPU_U_MAX, GPU_U_RATIO_MAX, GPU_BUSY_MIN_IDLE = args.gpu_u_max, args.gpu_u_ratio_max, args.gpu_busy_min_idle
     RATED_IDLE = args.rated_idle
-    if not args.hard_weight > 0:
-        ap.error(f"--hard-weight: must be positive, got {args.hard_weight}")
-    HARD_WEIGHT = args.hard_weight
+    if args.hard_weight is not None:
+        if not (math.isfinite(args.hard_weight) and args.hard_weight > 0):
+            ap.error(f"--hard-weight: must be a positive finite number, got {args.hard_weight}")
+        if not args.minimax or args.second_stage is not None:
+            ap.error("--hard-weight: only with --minimax, not --second-stage (the weight of the minimax's hard "
+                     "violations)")
     if args.feasibility and (args.minimax or args.second_stage is not None):
         ap.error("--feasibility: one objective at a time (not with --minimax or --second-stage)")
+    if args.feasibility and not args.global_groups:
+        ap.error("--feasibility: only with --global (it names the hard groups searched)")
     moved = {}  # --set NAME=VALUE: parameters of the --init start moved by hand
     for item in args.set:
         name, _, value = item.partition("=")
@@ -1029,12 +1039,15 @@ def main(argv=None) -> int:
         p, v, nfev = global_search(pred, groups, args.maxiter, args.popsize, args.seed,
                                    x0 if args.init else None, minimax=args.minimax, seeds=seeds,
                                    checkpoint=args.checkpoint, second_stage=args.second_stage,
-                                   init_spread=args.init_spread, feasibility=args.feasibility)
+                                   init_spread=args.init_spread, feasibility=args.feasibility,
+                                   hard_weight=args.hard_weight)
+        # the hard violations' weight the objective read (None: the second stage and --feasibility weigh otherwise)
+        read_weight = (args.hard_weight or HARD_WEIGHT) if args.minimax and args.second_stage is None else None
         searched = {"groups": groups, "violations": v, "sum": sum(v[g] for g in groups) + v["gpu_u_ratio"],
                     "nfev": nfev,
                     "maxiter": args.maxiter, "popsize": args.popsize, "seed": args.seed,
                     "minimax": args.minimax, "second_stage_worst_log": args.second_stage,
-                    "feasibility": args.feasibility, "hard_weight": HARD_WEIGHT if args.minimax else None,
+                    "feasibility": args.feasibility, "hard_weight": read_weight,
                     "init_spread": args.init_spread,
                     "seeds": [_repo_path(s) for s in args.seeds],
                     "init": None if args.init is None else _repo_path(args.init), "set": moved,

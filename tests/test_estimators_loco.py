@@ -41,6 +41,13 @@ def record_grid(store, grid, truth_seeds):
                           for i, v in enumerate(curve(n, c["train_size"], c["bits"], seed))])
 
 
+def three_configs() -> list[dict]:
+    """Three LeNet Data 2 configurations (500 images 2-bit, 1000 4-bit, 2000 2-bit; horizon 8): the tests' grid."""
+    return [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+
+
 def test_loco_scores_both_truth_seeds_and_session_4_library_side_by_side(tmp_path, capsys, monkeypatch):
     from jqodi.learning import curves
 
@@ -78,9 +85,7 @@ def test_the_held_out_seed_is_a_question_only_and_both_methods_are_scored_side_b
     seeds 1-2 the development ones; session 5's and session 6's methods in one run; the probe length of record
     is the rule applied to the development questions."""
     b = bench(monkeypatch)
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
         record_grid(s, grid, (1, 2, 3))
@@ -113,9 +118,7 @@ def test_the_fourth_seed_is_scored_with_seeds_1_to_3_as_development_and_session_
     session7 = {"mondrian_finite": False, "level_safety": None, "least_margin_level": False, "bias_quantile": None}
     assert old_opts == {"drop_bandwidth": 0.0, **session7} and new_opts == session7
     assert b.test_methods(3)[1][0] == b.TEST_NEW
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
         record_grid(s, grid, (1, 2, 3, 4))
@@ -173,10 +176,13 @@ def test_the_sixth_seed_scores_session_9s_candidate_beside_session_8s_default_wi
 
 def test_probe_lengths_are_refused_before_any_run_when_they_cannot_be_ruled_on(monkeypatch, tmp_path, capsys):
     """--probe-lengths outside 1 2 3 5 (probe_rule would find no length to rule on, after the whole scoring run)
-    or without --test-seed (the development benchmark scores every length): one argparse line, exit 2."""
+    or without --test-seed (the development benchmark scores every length), and a --test-seed seed given twice
+    or a development seed (1, 2) as a held-out one: one argparse line, exit 2."""
     b = bench(monkeypatch)
     for argv, says in ((["--probe-lengths", "4", "--test-seed", "5"], "invalid choice: 4"),
-                       (["--probe-lengths", "5"], "--probe-lengths: only with --test-seed")):
+                       (["--probe-lengths", "5"], "--probe-lengths: only with --test-seed"),
+                       (["--test-seed", "7", "7"], "--test-seed: each held-out seed once"),
+                       (["--test-seed", "2", "7"], "each 3 or more")):
         with pytest.raises(SystemExit) as e:
             b.loco_main(["--store", str(tmp_path / "t.db"), *argv])
         assert e.value.code == 2 and says in capsys.readouterr().err
@@ -192,9 +198,7 @@ def test_methods_that_differ_only_in_the_level_rule_share_their_calibration_and_
     from jqodi.learning.prior.curve_prior import run_query
 
     b = bench(monkeypatch)
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     with TraceStore(tmp_path / "loco.db") as s:
         record_grid(s, grid, (1, 2))
         library = CurvePrior.from_store(s).runs
@@ -230,9 +234,7 @@ def test_development_seeds_are_scored_from_the_store_alone_with_the_named_method
         raise AssertionError("the development-only mode fine-tuned a run")
 
     monkeypatch.setattr(reference, "finetune", no_finetune)
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     monkeypatch.setattr(b, "loco_grid", lambda cifar: grid)
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
@@ -276,9 +278,7 @@ def test_two_fresh_seeds_are_scored_pooled_and_each_apart_with_session_11s_candi
     assert (old, new) == (b.TEST11_DEFAULT, b.TEST11_CANDIDATE)
     assert old_opts == {"bias_quantile": None} and new_opts == {"bias_quantile": 0.5}
     assert b.test_methods(6)[1] == (b.TEST9_RECORD, {"bias_quantile": None})   # session 9's test keeps its methods
-    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
-             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
-            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    grid = three_configs()
     db = tmp_path / "loco.db"
     with TraceStore(db) as s:
         record_grid(s, grid, (1, 2, 3, 4))

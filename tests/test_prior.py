@@ -557,6 +557,8 @@ def test_a_learned_bias_correction_moves_k_exp_and_the_conformal_scores_with_it(
     session8 = CurvePrior(library.runs, bias_quantile=None)
     with pytest.raises(ValueError, match="bias_quantile"):
         CurvePrior(library.runs, bias_quantile=1.5)
+    with pytest.raises(ValueError, match="bias_ridge"):   # (0 was a LinAlgError: the extrapolated rows' constant
+        CurvePrior(library.runs, bias_ridge=0.0)        # "reached" feature leaves the unpenalised fit singular)
     probe = np.array([2.0, 1.5, 1.3, 1.2, 1.15])
     f = bias_features(6, probe, 1.0, 0.3, {"train_size": 1024, "bits": 4})
     assert len(f) == len(BIAS_FEATURES)
@@ -594,8 +596,7 @@ def test_a_learned_bias_correction_moves_k_exp_and_the_conformal_scores_with_it(
             assert new.expected == max(1, math.floor(base.expected * math.exp(f_mid(x)) + 0.5))
         assert new.robust >= new.expected
         changed += new.expected != base.expected
-        if new.expected != base.expected:
-            assert "corrected to" in new.note
+        assert ("corrected to" in new.note) == (new.expected != base.expected)   # said only where it moved K^exp
     assert changed   # the synthetic library's slow tails are a bias the regression sees
     # CQR: the margin is f_up(x) + the conformal quantile of r − f_up(x)
     cqr = CurvePrior(library.runs, upper_quantile=0.8, bias_quantile=None)
@@ -606,3 +607,5 @@ def test_a_learned_bias_correction_moves_k_exp_and_the_conformal_scores_with_it(
     plain = cqr._quantile(res_u, cqr._weights(res_u, None, query(1000, 4)), 6, 0.0, False, pooled, 0.9)[0]
     m = cqr.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled, features=f)[0]
     assert m == pytest.approx(plain + f_up_u(f))
+    with pytest.raises(ValueError, match="features"):   # a margin of r − f_up(x) scores needs f_up(x) back
+        cqr.conformal_margin(5, query(1000, 4), 6, ex, 0.9, scheme=pooled)

@@ -36,7 +36,7 @@ _IRLS_EPS = 1e-3
 
 def bias_features(k_exp: int, probe: np.ndarray, target_loss: float, spread: float, query: dict) -> tuple:
     """The features of one question (:data:`BIAS_FEATURES`): K^exp (log), whether the probe already reached the
-    target, how far the target lies below the probe's last loss (log, 0 when reached), the probe's last-epoch
+    target, how far the target lies below the probe's last loss (log, 0 when that loss is at or below it), the probe's last-epoch
     improvement log(y_{P−1}/y_P) and its change (a curvature; 0 for probes too short), step 3's vote spread
     log K^rob_vote − log K^exp, and the configuration's data size and bits (log2)."""
     y = np.log(np.maximum(np.asarray(probe, float), 1e-12))

@@ -99,6 +99,7 @@ BIAS_RIDGE = 0.01
 #: the default ``bias_quantile``: 0.5, K^exp of extrapolated targets corrected by the median regression of the
 #: residuals (session 11: pre-registered, then adopted on fresh truth seeds 7 and 8 pooled — 191 targets, error
 #: 12.5 → 6.3 %, coverage 91.6 → 96.3 %, mean margin 35.6 → 25.3 %, docs/learning.md, *Session 11*). None: session 8's
+#: method (K^exp uncorrected)
 BIAS_QUANTILE: float | None = 0.5
 
 
@@ -196,6 +197,8 @@ class CurvePrior:
                 raise ValueError(f"{name} must lie in (0, 1) or be None, not {tau!r}")
         self.bias_quantile = bias_quantile    # None: K^exp uncorrected (session 8); τ: K^exp·exp(f_τ(x))
         self.upper_quantile = upper_quantile  # None: scores r (session 8); τ: scores r − f_τ(x), CQR
+        if not (math.isfinite(bias_ridge) and bias_ridge > 0):   # 0: the fit's constant "reached" column is singular
+            raise ValueError(f"bias_ridge must be a positive finite number, not {bias_ridge!r}")
         self.bias_ridge = float(bias_ridge)
         self._corrected: dict[tuple, tuple] = {}
         #: the schemes the nested choice picks from (normalised ones only with a local scale)
@@ -470,13 +473,15 @@ class CurvePrior:
         ``scheme`` (:class:`ConformalScheme`): per kind of target and/or scores normalised by the
         query's own ``spread`` (log K^rob_vote − log K^exp) or, with ``local_scale``, by its ``scales``
         (:func:`local_scales`); ``observed``: the probe reached the target. With ``upper_quantile`` (session 11) the
-        scores are the corrected residuals' (:meth:`corrected_residuals`) and the margin adds f_τ(``features``).
+        scores are the corrected residuals' (:meth:`corrected_residuals`) and the margin adds f_τ(``features``), which must be given.
         """
         res, _, f_up = self.corrected_residuals(P, exclude)
+        if f_up is not None and features is None:   # the scores are r − f_up(x): a margin without f_up(x) is wrong
+            raise ValueError("conformal_margin: with upper_quantile the query's features (bias_features) are needed")
         if not res.err:
             return None
         m = self._quantile(res, self._weights(res, None, query), k_exp, spread, observed, scheme, level, scales)
-        if m is None or f_up is None or features is None:
+        if m is None or f_up is None:
             return m
         return m[0] + float(f_up(features)), m[1]
 
@@ -606,7 +611,8 @@ class CurvePrior:
             f_mid = self.corrected_residuals(P, exclude)[1]
             if f_mid is not None and not features[1]:   # session 11: K^exp of an extrapolated target corrected
                 ke_raw, ke = ke, int(min(self.horizon, max(1, math.floor(ke * math.exp(f_mid(features)) + 0.5))))
-                corrected = f"; K^exp {ke_raw} corrected to {ke} by the residuals' learned bias"
+                if ke != ke_raw:   # the note says so only where it moved K^exp (docs/learning.md)
+                    corrected = f"; K^exp {ke_raw} corrected to {ke} by the residuals' learned bias"
         margin = None
         if conformal and ke <= self.horizon:
             if level is None and scheme is None:   # the level and the scheme chosen by the nested inner split
