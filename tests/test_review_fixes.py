@@ -38,6 +38,32 @@ def test_a_controller_spec_with_a_bad_option_is_one_line_naming_it(key, value, m
         ClosedLoopController.from_spec(spec)
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda s: s.update(table=None), r"^controller spec is malformed: "),
+    (lambda s: s.update(solution=None), r"^controller spec is malformed: "),
+    (lambda s: s.update(options=[["policy", "static"]]), r"^controller spec: options must be a mapping"),
+    (lambda s: s["options"].update(solver="bogus"), r"^unknown solver 'bogus'; known: .*optimal"),
+])
+def test_a_controller_spec_with_a_null_part_or_an_unknown_solver_is_one_line(change, message):
+    tab = make_table()
+    spec = json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+    change(spec)
+    with pytest.raises(JqodiError, match=message):
+        ClosedLoopController.from_spec(spec)
+
+
+def test_jqodi_cloud_policy_over_a_job_whose_options_are_no_mapping_is_one_line():
+    from jqodi.app.run import controller_from_job
+    from jqodi.runtime.job import Job
+
+    tab = make_table()
+    spec = ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()
+    spec["options"] = [["policy", "replan"]]
+    job = Job.from_dict({**_a_job_dict(), "closed_loop": {"version": 1, "controller": spec}})
+    with pytest.raises(JqodiError, match=r"^job\.json: closed_loop: controller spec: options must be a mapping"):
+        controller_from_job(job, "job.json", policy="static")
+
+
 def test_jqodi_cloud_with_a_bad_controller_file_exits_2_in_one_line(tmp_path, capsys):
     from jqodi.cli import main
 

@@ -314,7 +314,9 @@ def controller_from_job(job, source: str, policy: str | None = None):
     if policy is not None:
         if policy not in POLICIES:
             raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
-        spec["options"] = {**dict(spec.get("options") or {}), "policy": policy}
+        opts = spec.get("options") or {}
+        if isinstance(opts, dict):  # options that are no mapping: from_spec says so below, naming the job
+            spec["options"] = {**opts, "policy": policy}
     try:
         controller = ClosedLoopController.from_spec(spec)
     except JqodiError as e:
