@@ -219,6 +219,9 @@ def test_the_automatic_dilation_line_says_which_rule_set_it(monkeypatch):
         rec = RunRecord(job=job.to_dict(), dilation=job.emulation.dilation, emulated=True, status="completed")
         line = next(ln for ln in run_outcome(rec).splitlines() if ln.startswith("emulation ON"))
         assert line.startswith(f"emulation ON (dilation {words}): devices, links"), line
+        edited = job.to_dict()
+        edited["emulation"]["dilation"] = 3.0  # a job file edited by hand: no rule set ×3
+        assert "; dilation ×3) and charges" in Job.from_dict(edited).emulation.notice()
     given = plan_mod.job_from_plan(sc, sol, emulate=True, dilation=2.0)
     assert given.emulation.dilation_auto is None and dilation_words(2.0, None) == "×2"
     assert "(dilation ×2):" in run_outcome(RunRecord(job=given.to_dict(), dilation=2.0, emulated=True,
