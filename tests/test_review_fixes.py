@@ -261,3 +261,14 @@ def test_a_read_only_workdir_is_named(tmp_path):
             WorkdirLock(wd, "cloud").acquire()
     finally:
         wd.chmod(0o700)
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    from jqodi.app.run import WorkdirLock
+
+    wd = tmp_path / "afile"
+    wd.write_text("x")
+    with pytest.raises(JqodiError, match=f"^{wd}: not a folder: .*give a --workdir that is a folder$"):
+        WorkdirLock(wd, "run").acquire()
+    with pytest.raises(JqodiError, match=f"^{wd / 'sub'}: cannot write in this workdir"):
+        WorkdirLock(wd / "sub", "run").acquire()

@@ -444,6 +444,9 @@ class WorkdirLock:
         import json
         import os
 
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise JqodiError(f"{self.path.parent}: not a folder: 'jqodi {self.verb}' keeps its lock ({LOCK_NAME}) "
+                             f"and its record in its workdir; give a --workdir that is a folder")
         with self._writing():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "started": _started(os.getpid()), "verb": self.verb}
@@ -504,8 +507,6 @@ class WorkdirLock:
         (read-only, another user's) is one line naming the workdir, not the temporary file."""
         try:
             yield
-        except FileExistsError:
-            raise
         except OSError as e:
             raise JqodiError(f"{self.path.parent}: cannot write in this workdir ({e.strerror or e}): 'jqodi "
                              f"{self.verb}' keeps its lock ({LOCK_NAME}) and its record there; give a --workdir "
