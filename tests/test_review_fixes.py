@@ -21,6 +21,8 @@ from test_controller import make_table  # tests/ is on sys.path (no __init__.py)
     ("edges_down", ["fast"], r"^controller spec: options\.edges_down is not an option"),
     ("threshold", "high", r"^controller spec: options\.threshold must be a number, got 'high'$"),
     ("hedge", 1, r"^controller spec: options\.hedge must be true or false, got 1$"),
+    ("confirm", 1.5, r"^controller spec: options\.confirm must be a whole number, got 1\.5$"),
+    ("refit_boot", "2", r"^controller spec: options\.refit_boot must be a whole number, got '2'$"),
     ("prior_epochs", "9", r"^controller spec: options\.prior_epochs must be a number or null"),
     ("spread_condition", 3, r"^controller spec: options\.spread_condition must be a string, got 3$"),
 ])
@@ -36,6 +38,14 @@ def test_a_controller_spec_with_a_bad_option_is_one_line_naming_it(key, value, m
     spec["edges_down"] = "fast"
     with pytest.raises(JqodiError, match=r"^controller spec: edges_down must be a list of edge names"):
         ClosedLoopController.from_spec(spec)
+
+
+def test_a_whole_count_written_as_a_float_is_read():
+    tab = make_table()
+    spec = json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+    spec["options"].update(confirm=2.0, refit_boot=3.0)
+    ctl = ClosedLoopController.from_spec(spec)
+    assert (ctl.confirm, ctl.refit_boot) == (2, 3)
 
 
 @pytest.mark.parametrize("change,message", [

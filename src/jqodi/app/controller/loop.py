@@ -121,6 +121,9 @@ def _check_option_type(name: str, value: Any, default: Any) -> None:
     spec: a job file's closed_loop block); one line naming it, not a TypeError, where it does not."""
     if isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):  # a count (confirm, refit_boot): 1.5 is no count, 2.0 is 2
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        kind = "a whole number"
     elif isinstance(default, (int, float)) or default is None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (default is None and value is None)
         kind = "a number" + (" or null" if default is None else "")
