@@ -195,6 +195,16 @@ def test_jqodi_plan_reads_an_instance_from_a_pipe(capsys):
     assert "net, 8-bit" in capsys.readouterr().out
 
 
+def test_jqodi_plan_with_an_instance_that_is_not_text_is_one_line(tmp_path, capsys):
+    from jqodi.cli import main
+
+    bad = tmp_path / "bin.json"
+    bad.write_bytes(b"{\"a\": \"\xd0\x00\xff\"}")
+    assert main(["plan", "--instance", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--instance: {bad}: not UTF-8 text (byte 7)" in err, err
+
+
 # -- 3. jqodi plan --solver all lists the excluded candidates once ---------------------------------------
 def test_plan_solver_all_shows_the_excluded_candidates_once(capsys):
     from jqodi.cli import main
