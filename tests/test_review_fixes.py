@@ -14,6 +14,12 @@ from jqodi.planner import solve
 from test_controller import make_table  # tests/ is on sys.path (no __init__.py)
 
 
+def _a_spec() -> dict:
+    """A controller spec as its JSON holds it (the replan controller of make_table's optimal plan)."""
+    tab = make_table()
+    return json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+
+
 # -- 1. a controller spec's options name only options --------------------------------------------------
 @pytest.mark.parametrize("key,value,message", [
     ("table", {}, r"^controller spec: options\.table is not an option"),
@@ -27,8 +33,7 @@ from test_controller import make_table  # tests/ is on sys.path (no __init__.py)
     ("spread_condition", 3, r"^controller spec: options\.spread_condition must be a string, got 3$"),
 ])
 def test_a_controller_spec_with_a_bad_option_is_one_line_naming_it(key, value, message):
-    tab = make_table()
-    spec = json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+    spec = _a_spec()
     spec["options"][key] = value
     with pytest.raises(JqodiError, match=message):
         ClosedLoopController.from_spec(spec)
@@ -41,8 +46,7 @@ def test_a_controller_spec_with_a_bad_option_is_one_line_naming_it(key, value, m
 
 
 def test_a_whole_count_written_as_a_float_is_read():
-    tab = make_table()
-    spec = json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+    spec = _a_spec()
     spec["options"].update(confirm=2.0, refit_boot=3.0)
     ctl = ClosedLoopController.from_spec(spec)
     assert (ctl.confirm, ctl.refit_boot) == (2, 3)
@@ -55,8 +59,7 @@ def test_a_whole_count_written_as_a_float_is_read():
     (lambda s: s["options"].update(solver="bogus"), r"^unknown solver 'bogus'; known: .*optimal"),
 ])
 def test_a_controller_spec_with_a_null_part_or_an_unknown_solver_is_one_line(change, message):
-    tab = make_table()
-    spec = json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+    spec = _a_spec()
     change(spec)
     with pytest.raises(JqodiError, match=message):
         ClosedLoopController.from_spec(spec)
@@ -66,8 +69,7 @@ def test_jqodi_cloud_policy_over_a_job_whose_options_are_no_mapping_is_one_line(
     from jqodi.app.run import controller_from_job
     from jqodi.runtime.job import Job
 
-    tab = make_table()
-    spec = ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()
+    spec = _a_spec()
     spec["options"] = [["policy", "replan"]]
     job = Job.from_dict({**_a_job_dict(), "closed_loop": {"version": 1, "controller": spec}})
     with pytest.raises(JqodiError, match=r"^job\.json: closed_loop: controller spec: options must be a mapping"):
@@ -77,8 +79,7 @@ def test_jqodi_cloud_policy_over_a_job_whose_options_are_no_mapping_is_one_line(
 def test_jqodi_cloud_with_a_bad_controller_file_exits_2_in_one_line(tmp_path, capsys):
     from jqodi.cli import main
 
-    tab = make_table()
-    spec = ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()
+    spec = _a_spec()
     spec["options"]["table"] = spec["table"]
     (tmp_path / "ctl.json").write_text(json.dumps(spec))
     job = tmp_path / "job.json"
