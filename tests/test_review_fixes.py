@@ -14,6 +14,12 @@ from jqodi.planner import solve
 from test_controller import make_table  # tests/ is on sys.path (no __init__.py)
 
 
+def _a_spec() -> dict:
+    """A controller spec as its JSON holds it (the replan controller of make_table's optimal plan)."""
+    tab = make_table()
+    return json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+
+
 # -- 1. a controller spec's options name only options --------------------------------------------------
 @pytest.mark.parametrize("key,value,message", [
     ("table", {}, r"^controller spec: options\.table is not an option"),
@@ -21,12 +27,13 @@ from test_controller import make_table  # tests/ is on sys.path (no __init__.py)
     ("edges_down", ["fast"], r"^controller spec: options\.edges_down is not an option"),
     ("threshold", "high", r"^controller spec: options\.threshold must be a number, got 'high'$"),
     ("hedge", 1, r"^controller spec: options\.hedge must be true or false, got 1$"),
+    ("confirm", 1.5, r"^controller spec: options\.confirm must be a whole number, got 1\.5$"),
+    ("refit_boot", "2", r"^controller spec: options\.refit_boot must be a whole number, got '2'$"),
     ("prior_epochs", "9", r"^controller spec: options\.prior_epochs must be a number or null"),
     ("spread_condition", 3, r"^controller spec: options\.spread_condition must be a string, got 3$"),
 ])
 def test_a_controller_spec_with_a_bad_option_is_one_line_naming_it(key, value, message):
-    tab = make_table()
-    spec = json.loads(json.dumps(ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()))
+    spec = _a_spec()
     spec["options"][key] = value
     with pytest.raises(JqodiError, match=message):
         ClosedLoopController.from_spec(spec)
@@ -38,11 +45,41 @@ def test_a_controller_spec_with_a_bad_option_is_one_line_naming_it(key, value, m
         ClosedLoopController.from_spec(spec)
 
 
+def test_a_whole_count_written_as_a_float_is_read():
+    spec = _a_spec()
+    spec["options"].update(confirm=2.0, refit_boot=3.0)
+    ctl = ClosedLoopController.from_spec(spec)
+    assert (ctl.confirm, ctl.refit_boot) == (2, 3)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: s.update(table=None), r"^controller spec is malformed: "),
+    (lambda s: s.update(solution=None), r"^controller spec is malformed: "),
+    (lambda s: s.update(options=[["policy", "static"]]), r"^controller spec: options must be a mapping"),
+    (lambda s: s["options"].update(solver="bogus"), r"^unknown solver 'bogus'; known: .*optimal"),
+])
+def test_a_controller_spec_with_a_null_part_or_an_unknown_solver_is_one_line(change, message):
+    spec = _a_spec()
+    change(spec)
+    with pytest.raises(JqodiError, match=message):
+        ClosedLoopController.from_spec(spec)
+
+
+def test_jqodi_cloud_policy_over_a_job_whose_options_are_no_mapping_is_one_line():
+    from jqodi.app.run import controller_from_job
+    from jqodi.runtime.job import Job
+
+    spec = _a_spec()
+    spec["options"] = [["policy", "replan"]]
+    job = Job.from_dict({**_a_job_dict(), "closed_loop": {"version": 1, "controller": spec}})
+    with pytest.raises(JqodiError, match=r"^job\.json: closed_loop: controller spec: options must be a mapping"):
+        controller_from_job(job, "job.json", policy="static")
+
+
 def test_jqodi_cloud_with_a_bad_controller_file_exits_2_in_one_line(tmp_path, capsys):
     from jqodi.cli import main
 
-    tab = make_table()
-    spec = ClosedLoopController(tab, solve(tab.instance, "optimal")).to_spec()
+    spec = _a_spec()
     spec["options"]["table"] = spec["table"]
     (tmp_path / "ctl.json").write_text(json.dumps(spec))
     job = tmp_path / "job.json"
@@ -159,6 +196,16 @@ def test_jqodi_plan_reads_an_instance_from_a_pipe(capsys):
     assert "net, 8-bit" in capsys.readouterr().out
 
 
+def test_jqodi_plan_with_an_instance_that_is_not_text_is_one_line(tmp_path, capsys):
+    from jqodi.cli import main
+
+    bad = tmp_path / "bin.json"
+    bad.write_bytes(b"{\"a\": \"\xd0\x00\xff\"}")
+    assert main(["plan", "--instance", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--instance: {bad}: not UTF-8 text (byte 7)" in err, err
+
+
 # -- 3. jqodi plan --solver all lists the excluded candidates once ---------------------------------------
 def test_plan_solver_all_shows_the_excluded_candidates_once(capsys):
     from jqodi.cli import main
@@ -193,6 +240,9 @@ def test_the_automatic_dilation_line_says_which_rule_set_it(monkeypatch):
         rec = RunRecord(job=job.to_dict(), dilation=job.emulation.dilation, emulated=True, status="completed")
         line = next(ln for ln in run_outcome(rec).splitlines() if ln.startswith("emulation ON"))
         assert line.startswith(f"emulation ON (dilation {words}): devices, links"), line
+        edited = job.to_dict()
+        edited["emulation"]["dilation"] = 3.0  # a job file edited by hand: no rule set ×3
+        assert "; dilation ×3) and charges" in Job.from_dict(edited).emulation.notice()
     given = plan_mod.job_from_plan(sc, sol, emulate=True, dilation=2.0)
     assert given.emulation.dilation_auto is None and dilation_words(2.0, None) == "×2"
     assert "(dilation ×2):" in run_outcome(RunRecord(job=given.to_dict(), dilation=2.0, emulated=True,
@@ -232,3 +282,14 @@ def test_a_read_only_workdir_is_named(tmp_path):
             WorkdirLock(wd, "cloud").acquire()
     finally:
         wd.chmod(0o700)
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    from jqodi.app.run import WorkdirLock
+
+    wd = tmp_path / "afile"
+    wd.write_text("x")
+    with pytest.raises(JqodiError, match=f"^{wd}: not a folder: .*give a --workdir that is a folder$"):
+        WorkdirLock(wd, "run").acquire()
+    with pytest.raises(JqodiError, match=f"^{wd / 'sub'}: cannot write in this workdir"):
+        WorkdirLock(wd / "sub", "run").acquire()

@@ -314,7 +314,9 @@ def controller_from_job(job, source: str, policy: str | None = None):
     if policy is not None:
         if policy not in POLICIES:
             raise JqodiError(f"--policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
-        spec["options"] = {**dict(spec.get("options") or {}), "policy": policy}
+        opts = spec.get("options") or {}
+        if isinstance(opts, dict):  # options that are no mapping: from_spec says so below, naming the job
+            spec["options"] = {**opts, "policy": policy}
     try:
         controller = ClosedLoopController.from_spec(spec)
     except JqodiError as e:
@@ -442,6 +444,9 @@ class WorkdirLock:
         import json
         import os
 
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise JqodiError(f"{self.path.parent}: not a folder: 'jqodi {self.verb}' keeps its lock ({LOCK_NAME}) "
+                             f"and its record in its workdir; give a --workdir that is a folder")
         with self._writing():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "started": _started(os.getpid()), "verb": self.verb}
@@ -502,8 +507,6 @@ class WorkdirLock:
         (read-only, another user's) is one line naming the workdir, not the temporary file."""
         try:
             yield
-        except FileExistsError:
-            raise
         except OSError as e:
             raise JqodiError(f"{self.path.parent}: cannot write in this workdir ({e.strerror or e}): 'jqodi "
                              f"{self.verb}' keeps its lock ({LOCK_NAME}) and its record there; give a --workdir "

@@ -58,15 +58,21 @@ def _load_instance(args):
     if args.instance and args.estimates:
         raise PlanningError("--estimates applies to a SCENARIO; an instance already holds its estimates")
     if args.instance:
-        if args.instance == "-":
-            text = sys.stdin.read()
-        else:
-            path = Path(args.instance)
-            from jqodi.core.userfile import is_pipe
+        source = "stdin" if args.instance == "-" else args.instance
+        try:
+            if args.instance == "-":
+                text = sys.stdin.read()
+            else:
+                path = Path(args.instance)
+                from jqodi.core.userfile import is_pipe
 
-            if not (path.is_file() or is_pipe(path)):  # <(jqodi instance s.yaml) is a pipe
-                raise PlanningError(f"--instance: no such file: {path}")
-            text = path.read_text()
+                if not (path.is_file() or is_pipe(path)):  # <(jqodi instance s.yaml) is a pipe
+                    raise PlanningError(f"--instance: no such file: {path}")
+                text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise PlanningError(f"--instance: {source}: not UTF-8 text (byte {e.start}), not a planning instance") from None
+        except OSError as e:
+            raise PlanningError(f"--instance: cannot read {source}: {e.strerror or e}") from None
         return PlanningInstance.from_json(text)
     if not args.scenario:
         raise PlanningError("give a SCENARIO file or --instance FILE.json")

@@ -342,8 +342,6 @@ def load_device_file(ref: str | Path, base_dir: str | Path | None = None) -> Dev
         raise ScenarioError(f"{path}: unreadable: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ScenarioError(one_line(f"{path}: (yaml): {getattr(e, 'problem', None) or e}")) from None
-    except OSError as e:
-        raise ScenarioError(one_line(f"{path}: unreadable: {e.strerror or e}")) from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: (top level): expected a mapping of fields")
     try:

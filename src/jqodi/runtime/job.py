@@ -125,11 +125,12 @@ class AutoDilation:
 def dilation_words(dilation: float, auto: "AutoDilation | dict | None" = None) -> str:
     """A dilation as one line states it: ``×7.29``, and for an automatic one which rule set it,
     ``×7.29, set by the overrun rule over the epoch rule's ×5.1`` (``auto``: an :class:`AutoDilation`
-    or its dict, as a job's or a record's JSON holds it)."""
-    if auto is None:
-        return f"×{dilation:.3g}"
-    if not isinstance(auto, AutoDilation):
+    or its dict, as a job's or a record's JSON holds it). A dilation that is not the larger rule's (a
+    job file whose ``emulation.dilation`` was edited by hand) is stated alone: no rule set it."""
+    if auto is not None and not isinstance(auto, AutoDilation):
         auto = AutoDilation(**auto)
+    if auto is None or not math.isclose(dilation, max(auto.epoch_rule, auto.overrun_rule), rel_tol=1e-9):
+        return f"×{dilation:.3g}"
     other = "overrun" if auto.rule == "epoch" else "epoch"
     return (f"×{dilation:.3g}, set by the {auto.rule} rule over the {other} rule's "
             f"×{getattr(auto, other + '_rule'):.3g}")

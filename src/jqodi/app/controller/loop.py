@@ -121,6 +121,9 @@ def _check_option_type(name: str, value: Any, default: Any) -> None:
     spec: a job file's closed_loop block); one line naming it, not a TypeError, where it does not."""
     if isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):  # a count (confirm, refit_boot): 1.5 is no count, 2.0 is 2
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        kind = "a whole number"
     elif isinstance(default, (int, float)) or default is None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (default is None and value is None)
         kind = "a number" + (" or null" if default is None else "")
@@ -172,6 +175,9 @@ class ClosedLoopController:
             if not (v >= 0 and math.isfinite(v)):
                 raise JqodiError(f"re-plan {name} must be a finite number ≥ 0, got {v!r}")
         check_spread_condition(spread_condition)
+        from jqodi.planner.registry import SOLVERS
+
+        SOLVERS.entry(solver)  # an unknown re-plan solver: one line now, not at the first re-plan mid-run
         if prior_epochs is not None and not (prior_epochs >= 0 and math.isfinite(prior_epochs)):
             raise JqodiError(f"prior weight must be a finite number of epochs ≥ 0, got {prior_epochs!r}")
         if solution.status == "infeasible" or not solution.schedule:
@@ -238,9 +244,12 @@ class ClosedLoopController:
         try:
             table = PhaseTable.from_dict(spec["table"])
             solution = Solution.from_dict(spec["solution"])
-            opts = dict(spec.get("options") or {})
-        except (KeyError, TypeError, ValueError, JqodiError) as e:
+            opts = spec.get("options") or {}
+        except (KeyError, TypeError, ValueError, AttributeError, JqodiError) as e:  # AttributeError: "table": null
             raise JqodiError(f"controller spec is malformed: {e}") from e
+        if not isinstance(opts, Mapping):
+            raise JqodiError(f"controller spec: options must be a mapping of option names to values, got {opts!r}")
+        opts = dict(opts)
         # an option missing from a spec is the controller that wrote it, not today's default: one
         # written before the spread reserve (2026-11-30) kept none; one written before
         # spread_condition applied the spread part always

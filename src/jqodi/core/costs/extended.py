@@ -83,7 +83,7 @@ def _idle_node_w(system: System) -> dict[str, np.ndarray]:
             "cloud": np.full_like(edge_w, idle_power_w(system.cloud))}
 
 
-def idle_energy_terms(system: System, time: dict, total_t: np.ndarray, shape) -> dict[str, np.ndarray]:
+def idle_energy_terms(system: System, time: dict, total_t: np.ndarray) -> dict[str, np.ndarray]:
     """Idle power × the part of the epoch t(k) each node spends waiting for the others: t(k) less its
     own compute term (:data:`_BUSY_NODE`; extended model with ``idle_energy: true``). The edge
     servers are the last axis of ``time`` and ``total_t``."""

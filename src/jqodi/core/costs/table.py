@@ -185,7 +185,7 @@ def _cost_table(scenario: Scenario, model: str, profile: ModelProfile, system: S
     total_e = sum(energy[t] for t in TERMS)
     idle: dict[str, np.ndarray] = {}
     if mode == "extended" and scenario.idle_energy:
-        idle = idle_energy_terms(system, time, total_t, shape)
+        idle = idle_energy_terms(system, time, total_t)
         total_e = total_e + sum(idle.values())
 
     # feasibility: first reason wins
