@@ -908,6 +908,7 @@ def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
     import os
 
     from jqodi.core.traces import TraceStore
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
     from jqodi.learning.prior import CurvePrior
 
     t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()
@@ -922,6 +923,7 @@ def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
         share_calibration(first, m)
     rows, per_config, jobs = _score_methods(args, methods, everything, runs, grid, None, t0, cpu0)
     metrics = {name: {str(P): loco_score(rs) for P, rs in by_p.items()} for name, by_p in rows.get("dev", {}).items()}
+    chosen = {name: probe_rule(by_p) for name, by_p in metrics.items()}   # per method: the rule on these questions
     seeds = ", ".join(map(str, args.dev_seeds))
     result = {"mode": "leave-one-configuration-out, development only (nothing fine-tuned, no test seed)",
               "dev_truth_seeds": list(args.dev_seeds),
@@ -930,11 +932,18 @@ def loco_dev_evaluate(args, grid, runs, cifar: bool, runs_wall_s: float) -> int:
               "library_runs": len(library), "targets": LOCO_TARGETS, "target_epochs": TARGET_EPOCHS,
               "metrics_dev": metrics,
               "meets_targets_dev": {name: {P: meets(m) for P, m in by_p.items()} for name, by_p in metrics.items()},
+              "chosen_probe_epochs": chosen,
+              "chosen_probe_epochs_meets_all": {name: all(meets(metrics[name][str(P)]).values()) for name, P in chosen.items()},
+              "default_probe_epochs": DEFAULT_PROBE_EPOCHS,
               "library_skipped_rows": everything.skipped, "runs_wall_s": round(runs_wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - t0, 1), "eval_cpu_s": round(_cpu_s() - cpu0, 1), "eval_jobs": jobs,
               "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "per_config": per_config}
     lines = [f"Development questions only (truth seeds {seeds}; nothing fine-tuned, no fresh seed scored):", ""]
     lines += loco_rows(metrics)
+    lines += ["", "Probe length by the benchmark's rule (the shortest meeting every target, else the most targets, then "
+              "the lowest median error): " + "; ".join(
+                  f"{name}: {P} epochs{'' if result['chosen_probe_epochs_meets_all'][name] else ' (meets not every target)'}"
+                  for name, P in chosen.items()) + f"; jqodi's default: {DEFAULT_PROBE_EPOCHS}."]
     result["markdown"] = "\n".join(lines) + "\n"
     return _emit(args, result)
 

@@ -296,3 +296,44 @@ def test_two_fresh_seeds_are_scored_pooled_and_each_apart_with_session_11s_candi
     assert res["figure_of_record"]["questions"] == "truth seeds 3, 4 pooled"
     assert {t["part"] for pc in res["per_config"] for t in pc["targets"] if t["truth_seed"] in (3, 4)} == {"test"}
     assert "Truth seed 4 alone" in res["markdown"] and "truth seeds 3, 4 pooled, never scored" in res["markdown"]
+
+
+def test_development_mode_scores_every_probe_length_on_the_probes_first_epochs_and_rules_on_the_length(
+        tmp_path, capsys, monkeypatch):
+    """Issue 15 item 4 (--dev-seeds with --probe-lengths 1 2 3 5): a shorter probe is the stored 5-epoch probe's
+    first P epochs, every length is scored for every method, and the JSON names the length the benchmark's rule
+    picks per method (:func:`probe_rule` on those rows) beside jqodi's default."""
+    from jqodi.learning.estimate import DEFAULT_PROBE_EPOCHS
+    from jqodi.learning.prior import CurvePrior
+
+    b = bench(monkeypatch)
+    grid = [{"model": "lenet", "width": 0.25, "pretrain_epochs": 4, "cloud_size": None, "dataset": "fashion-mnist",
+             "data": "data2", "train_size": size, "val_size": 300, "bits": bits, "horizon": 8, "session": 2}
+            for size, bits in ((500, 2), (1000, 4), (2000, 2))]
+    monkeypatch.setattr(b, "loco_grid", lambda cifar: grid)
+    db = tmp_path / "loco.db"
+    with TraceStore(db) as s:
+        record_grid(s, grid, (1, 2))
+    probes = {tuple(np.round(curve(5, c["train_size"], c["bits"], 0), 6)) for c in grid}
+    seen = []
+    real = CurvePrior.estimate
+
+    def spy(self, probe, *a, **kw):
+        seen.append(tuple(np.round(probe, 6)))
+        return real(self, probe, *a, **kw)
+
+    monkeypatch.setattr(CurvePrior, "estimate", spy)
+    argv = ["--store", str(db), "--no-cifar", "--dev-seeds", "1", "2", "--probe-lengths", "1", "2", "3", "5",
+            "--methods", "session8,bias", "--jobs", "1", "--out", str(tmp_path / "p.json")]
+    assert b.loco_main(argv) == 0
+    capsys.readouterr()
+    assert {len(p) for p in seen} == {1, 2, 3, 5}
+    assert all(any(full[:len(p)] == p for full in probes) for p in seen)   # each is a stored probe's first epochs
+    res = json.loads((tmp_path / "p.json").read_text())
+    rows = [b.DEV_METHODS[n][0] for n in ("session8", "bias")]
+    assert res["probe_lengths"] == [1, 2, 3, 5] and all(list(res["metrics_dev"][r]) == ["1", "2", "3", "5"] for r in rows)
+    assert res["chosen_probe_epochs"] == {r: b.probe_rule(res["metrics_dev"][r]) for r in rows}
+    assert res["chosen_probe_epochs_meets_all"] == {
+        r: all(b.meets(res["metrics_dev"][r][str(P)]).values()) for r, P in res["chosen_probe_epochs"].items()}
+    assert res["default_probe_epochs"] == DEFAULT_PROBE_EPOCHS
+    assert "Probe length by the benchmark's rule" in res["markdown"]
