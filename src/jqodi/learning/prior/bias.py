@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jqodi.learning.curves import first_epoch_below
 from jqodi.learning.prior.conformal import wquantile
 
 __all__ = ["BIAS_FEATURES", "QuantileRidge", "bias_features", "fit_quantile_ridge", "group_weights", "loco_predictions"]
@@ -41,7 +42,7 @@ def bias_features(k_exp: int, probe: np.ndarray, target_loss: float, spread: flo
     log K^rob_vote − log K^exp, and the configuration's data size and bits (log2)."""
     y = np.log(np.maximum(np.asarray(probe, float), 1e-12))
     t = math.log(max(float(target_loss), 1e-12))
-    reached = float(bool(np.any(y <= t + 1e-12)))
+    reached = float(first_epoch_below(probe, target_loss) is not None)   # the estimator's own test of it
     below = max(0.0, float(y[-1]) - t)
     d = -np.diff(y)
     last = float(d[-1]) if d.size else 0.0

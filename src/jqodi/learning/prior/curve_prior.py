@@ -393,13 +393,12 @@ class CurvePrior:
         k = np.round(np.exp(depth + err))
         f_mid = f_up = None
         x = ~np.asarray(res.observed, bool)   # extrapolated targets: the reached ones keep the probe's epoch
-        if self.bias_quantile is not None and len({g for g, e in zip(res.group, x) if e}) >= 3:
+        gx = [g for g, e in zip(res.group, x) if e]   # the configurations of the extrapolated targets
+        if self.bias_quantile is not None and len(set(gx)) >= 3:
             loo = np.zeros(err.size)
-            loo[x] = loco_predictions(X[x], err[x], [g for g, e in zip(res.group, x) if e], self.bias_quantile,
-                                      self.bias_ridge)
+            loo[x] = loco_predictions(X[x], err[x], gx, self.bias_quantile, self.bias_ridge)
             depth = np.log(np.clip(np.floor(np.exp(depth + loo) + 0.5), 1, self.horizon))
-            f_mid = fit_quantile_ridge(X[x], err[x], group_weights([g for g, e in zip(res.group, x) if e]),
-                                       self.bias_quantile, self.bias_ridge)
+            f_mid = fit_quantile_ridge(X[x], err[x], group_weights(gx), self.bias_quantile, self.bias_ridge)
             err = np.log(k) - depth
         shift = np.zeros(err.size)
         if self.upper_quantile is not None:
