@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from jqodi.errors import PlanningError
+from jqodi.errors import JqodiError, PlanningError
 
 HELP = "plan a scenario (or a planning instance) with one solver or all of them"
 
@@ -22,6 +22,8 @@ MILP_MAX_DEVICES = 50
 #: Compiling or planning a fleet that is still running after this many seconds shows its progress on
 #: stderr (whatever the fleet's size: a 6-device fleet's exact MILP takes tens of seconds).
 PROGRESS_AFTER_S = 2.0
+#: the largest planning instance --instance reads (a file or a pipe; a larger one is one error line)
+MAX_INSTANCE_BYTES = 256 * 2**20
 
 
 def add_arguments(p):
@@ -61,14 +63,15 @@ def _load_instance(args):
         source = "stdin" if args.instance == "-" else args.instance
         try:
             if args.instance == "-":
-                text = sys.stdin.read()
-            else:
-                path = Path(args.instance)
-                from jqodi.core.userfile import is_pipe
+                raw = sys.stdin.buffer.read()
+            else:  # a regular file or a pipe (<(jqodi instance s.yaml)), as scenario files are read
+                from jqodi.core.userfile import read_user_file
 
-                if not (path.is_file() or is_pipe(path)):  # <(jqodi instance s.yaml) is a pipe
-                    raise PlanningError(f"--instance: no such file: {path}")
-                text = path.read_text(encoding="utf-8")
+                raw = read_user_file(Path(args.instance), MAX_INSTANCE_BYTES, "planning instance",
+                                     missing="no such file")
+            text = raw.decode("utf-8")
+        except JqodiError as e:
+            raise PlanningError(f"--instance: {e}") from None
         except UnicodeDecodeError as e:
             raise PlanningError(f"--instance: {source}: not UTF-8 text (byte {e.start}), not a planning instance") from None
         except OSError as e:

@@ -129,8 +129,9 @@ class Progress:
 
 
 class Ticker:
-    """Around a long step that reports nothing itself (a fleet solve): say it began, show the seconds elapsed (in place on a terminal, a line every 10 s otherwise) and the time it
-    took, on stderr; a daemon thread that sleeps between updates, so the step runs as fast.
+    """Around a long step that reports nothing itself (a fleet solve): say it began, show the seconds
+    elapsed (in place on a terminal, a line every 10 s otherwise) and the time it took, on stderr; a
+    daemon thread that sleeps between updates, so the step runs as fast.
 
     ``after_s``: say nothing unless the step is still running after this many seconds (then begin
     as above): a quick step stays quiet, a long one is never silent for longer than ``after_s``."""
