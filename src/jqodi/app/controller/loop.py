@@ -124,7 +124,7 @@ def _check_option_type(name: str, value: Any, default: Any) -> None:
     elif isinstance(default, int):  # a count (confirm, refit_boot): 1.5 is no count, 2.0 is 2
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
         kind = "a whole number"
-    elif isinstance(default, (int, float)) or default is None:
+    elif isinstance(default, float) or default is None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) or (default is None and value is None)
         kind = "a number" + (" or null" if default is None else "")
     else:
